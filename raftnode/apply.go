@@ -1,0 +1,212 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// applyTask is one unit of work for the apply goroutine: committed entries,
+// or a snapshot to restore (done receives the outcome).
+type applyTask struct {
+	entries  []*raftpb.Entry
+	snapshot *raftpb.Snapshot
+	done     chan error
+}
+
+// appliedWaiterSet lives on the node; see appliedWaiter and setApplied.
+type appliedWaiterSet struct {
+	mu      sync.Mutex
+	waiters []appliedWait
+}
+
+type appliedWait struct {
+	index uint64
+	ch    chan struct{}
+}
+
+// restore hands a snapshot from the leader to the apply goroutine (so the
+// state machine only ever runs on that goroutine, after every entry queued
+// before it) and waits for the state machine to reflect it.
+func (n *Node) restore(snap *raftpb.Snapshot) error {
+	done := make(chan error, 1)
+	select {
+	case n.applyc <- applyTask{snapshot: snap, done: done}:
+	case <-n.stopc:
+		return ErrStopped
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-n.stopc:
+		return ErrStopped
+	}
+}
+
+func (n *Node) applyLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case t := <-n.applyc:
+			var err error
+			if t.snapshot != nil {
+				err = n.applySnapshot(t.snapshot)
+				t.done <- err
+			} else {
+				err = n.applyEntries(t.entries)
+			}
+			if err != nil {
+				n.fatal(err)
+				return
+			}
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) applySnapshot(snap *raftpb.Snapshot) error {
+	start := time.Now()
+	if err := n.sm.Restore(snap.GetData()); err != nil {
+		return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
+	}
+	n.confState = snap.GetMetadata().GetConfState()
+	n.snapIndex = snap.GetMetadata().GetIndex()
+	n.setApplied(n.sm.Applied())
+	n.log.Info("restored snapshot from leader", "index", n.snapIndex,
+		"applied", n.sm.Applied(), "bytes", len(snap.GetData()), "took", time.Since(start))
+	return nil
+}
+
+func (n *Node) applyEntries(raw []*raftpb.Entry) error {
+	ents := make([]Entry, len(raw))
+	ids := make([]uint64, len(raw))
+	for i, e := range raw {
+		ents[i] = Entry{Index: e.GetIndex(), Term: e.GetTerm()}
+		switch e.GetType() {
+		case raftpb.EntryType_EntryNormal:
+			if len(e.GetData()) == 0 {
+				continue
+			}
+			id, cmd, err := decodeProposal(e.GetData())
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+			}
+			ids[i], ents[i].Data = id, cmd
+		case raftpb.EntryType_EntryConfChange:
+			// Membership is fixed at bootstrap; a conf change can only come
+			// from a future version. Apply it so Raft stays consistent.
+			var cc raftpb.ConfChange
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+			}
+			n.confState = n.rn.ApplyConfChange(&cc)
+		case raftpb.EntryType_EntryConfChangeV2:
+			var cc raftpb.ConfChangeV2
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+			}
+			n.confState = n.rn.ApplyConfChange(&cc)
+		}
+	}
+	results, err := n.sm.Apply(ents)
+	if err != nil {
+		return fmt.Errorf("apply entries %d..%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+	}
+	n.proposals.complete(raw, ids, results)
+	last := ents[len(ents)-1].Index
+	n.setApplied(max(last, n.sm.Applied()))
+	return n.maybeCompact(n.applied.Load())
+}
+
+// maybeCompact takes a snapshot (metadata only: the state machine's own keys
+// are the data) and drops old log entries once enough entries were applied.
+func (n *Node) maybeCompact(applied uint64) error {
+	if applied < n.snapIndex+n.cfg.SnapshotEntries {
+		return nil
+	}
+	snap, err := n.mem.CreateSnapshot(applied, n.confState, nil)
+	if errors.Is(err, raft.ErrSnapOutOfDate) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot at %d: %w", applied, err)
+	}
+	compactTo := applied - n.cfg.CatchUpEntries
+	if err := n.disk.Compact(snap.GetMetadata(), compactTo); err != nil {
+		return fmt.Errorf("compact log to %d: %w", compactTo, err)
+	}
+	if err := n.mem.Compact(compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
+		return fmt.Errorf("compact log to %d: %w", compactTo, err)
+	}
+	n.snapIndex = applied
+	n.log.Debug("compacted raft log", "snapshot", applied, "first_kept", compactTo+1)
+	return nil
+}
+
+// sendSnapshot fills a MsgSnap with the state machine's current image and
+// sends it, then tells Raft how it went.
+func (n *Node) sendSnapshot(m *raftpb.Message) {
+	defer n.wg.Done()
+	status := raft.SnapshotFailure
+	defer func() { n.rn.ReportSnapshot(m.GetTo(), status) }()
+	image, err := n.sm.Snapshot()
+	if err != nil {
+		n.log.Error("make snapshot for follower", "to", m.GetTo(), "err", err)
+		return
+	}
+	out := proto.Clone(m).(*raftpb.Message)
+	out.Snapshot.Data = image
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	start := time.Now()
+	if err := n.tr.SendSnapshot(ctx, out); err != nil {
+		n.log.Warn("send snapshot", "to", m.GetTo(), "err", err)
+		return
+	}
+	status = raft.SnapshotFinish
+	n.log.Info("sent snapshot", "to", m.GetTo(), "index", m.GetSnapshot().GetMetadata().GetIndex(),
+		"bytes", len(image), "took", time.Since(start))
+}
+
+// appliedWaiter returns a channel closed once the applied index reaches
+// index, or nil if it already has.
+func (n *Node) appliedWaiter(index uint64) chan struct{} {
+	n.waiters.mu.Lock()
+	defer n.waiters.mu.Unlock()
+	if n.applied.Load() >= index {
+		return nil
+	}
+	ch := make(chan struct{})
+	n.waiters.waiters = append(n.waiters.waiters, appliedWait{index: index, ch: ch})
+	return ch
+}
+
+func (n *Node) setApplied(index uint64) {
+	n.waiters.mu.Lock()
+	defer n.waiters.mu.Unlock()
+	n.applied.Store(index)
+	kept := n.waiters.waiters[:0]
+	for _, w := range n.waiters.waiters {
+		if w.index <= index {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(n.waiters.waiters[len(kept):])
+	n.waiters.waiters = kept
+}

@@ -1,0 +1,83 @@
+package raftnode
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// Config describes one member of one Raft group. The zero values of the
+// tuning fields select the defaults documented on each field.
+type Config struct {
+	// Group and ID name this member; ID is its Raft id within the group.
+	Group, ID uint64
+	// Peers lists the Raft ids of every member, this one included. It is
+	// used only when the group is created: a restarted member reads its
+	// membership from disk.
+	Peers []uint64
+
+	Engine       *storage.Engine
+	Network      transport.Network
+	StateMachine StateMachine
+	Logger       *slog.Logger
+
+	// TickInterval is the length of one Raft tick (default 10ms).
+	TickInterval time.Duration
+	// HeartbeatTicks is the heartbeat period in ticks (default 1).
+	HeartbeatTicks int
+	// ElectionTicks is the election timeout in ticks (default 10; Raft
+	// randomises it between 1x and 2x).
+	ElectionTicks int
+	// SnapshotEntries is how many applied entries trigger a snapshot and log
+	// compaction (default 10000).
+	SnapshotEntries uint64
+	// CatchUpEntries is how many entries below the snapshot index stay in
+	// the log for followers that are only slightly behind (default 1000).
+	CatchUpEntries uint64
+	// MaxSizePerMsg bounds the entries in one append message (default 1 MiB).
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs bounds the append messages in flight to one follower
+	// (default 256).
+	MaxInflightMsgs int
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	cc := *c
+	if cc.ID == 0 {
+		return cc, errors.New("raftnode: member id 0 is reserved")
+	}
+	if cc.Engine == nil || cc.Network == nil || cc.StateMachine == nil {
+		return cc, errors.New("raftnode: Engine, Network and StateMachine are required")
+	}
+	if cc.Logger == nil {
+		cc.Logger = slog.Default()
+	}
+	if cc.TickInterval == 0 {
+		cc.TickInterval = 10 * time.Millisecond
+	}
+	if cc.HeartbeatTicks == 0 {
+		cc.HeartbeatTicks = 1
+	}
+	if cc.ElectionTicks == 0 {
+		cc.ElectionTicks = 10
+	}
+	if cc.SnapshotEntries == 0 {
+		cc.SnapshotEntries = 10000
+	}
+	if cc.CatchUpEntries == 0 {
+		cc.CatchUpEntries = 1000
+	}
+	if cc.CatchUpEntries > cc.SnapshotEntries {
+		cc.CatchUpEntries = cc.SnapshotEntries
+	}
+	if cc.MaxSizePerMsg == 0 {
+		cc.MaxSizePerMsg = 1 << 20
+	}
+	if cc.MaxInflightMsgs == 0 {
+		cc.MaxInflightMsgs = 256
+	}
+	return cc, nil
+}

@@ -1,0 +1,70 @@
+// Package raftnode runs one member of one Raft group: etcd's raft library
+// (go.etcd.io/raft/v3) wired to Pebble storage, a transport and a state
+// machine.
+//
+// The package knows nothing of keys, shards or configurations. It turns a
+// byte string proposed on the leader into an entry applied, in the same
+// order, by the StateMachine of every member, and it answers linearizable
+// reads without writing to the log.
+//
+// # The Ready loop
+//
+// etcd raft is a pure state machine; this package is its driver. One
+// goroutine (run) owns the raft.Node and handles each Ready in this order:
+//
+//  1. A leader sends its messages first. Its own disk write then proceeds in
+//     parallel with its followers' (Raft §10.2.1): the leader counts itself
+//     towards a quorum only after its append is durable, so this is safe.
+//  2. A snapshot received from the leader is restored into the state machine,
+//     then recorded in the log, so that a crash in between leaves a state
+//     machine that is ahead of the log (harmless: entries at or below the
+//     applied index are skipped) and never behind it.
+//  3. New entries and the hard state go to Pebble in one synced batch.
+//  4. A follower sends its messages only now, after its entries are durable:
+//     an append acknowledgement must never precede the append.
+//  5. Committed entries are queued to the apply goroutine, and Advance lets
+//     Raft prepare the next Ready while they apply.
+//
+// # Applying, snapshots and compaction
+//
+// The apply goroutine hands committed entries to StateMachine.Apply, which
+// writes their effects and the applied index in one Pebble batch. Once the
+// log has grown by Config.SnapshotEntries entries since the last snapshot,
+// the node records snapshot metadata at the applied index and deletes old
+// log entries (keeping Config.CatchUpEntries for slightly lagging
+// followers).
+//
+// Snapshot metadata carries no data. When the leader must send a snapshot,
+// it asks the state machine for its current image (StateMachine.Snapshot),
+// which may be newer than the metadata's index; the receiver restores it and
+// skips the entries the image already reflects. This is how etcd v3 ships its
+// backend, and it means no second copy of the state is ever kept on disk.
+//
+// # Proposals
+//
+// Propose is accepted only on the leader (followers answer *NotLeaderError,
+// naming the leader they know) and returns once the entry is applied, with
+// the value StateMachine.Apply produced for it. Every proposal carries a
+// unique id, so the proposer recognises its own entry and also recognises
+// when a different entry took its index (ErrProposalDropped: definitely not
+// applied). When the node loses leadership, every pending proposal fails at
+// once with ErrLeaderChanged: the entry may or may not be applied later, so
+// callers deduplicate retries themselves (shardkv's client sessions do). The
+// node never re-proposes, so it never applies anything twice.
+//
+// # Linearizable reads
+//
+// ReadIndex uses Raft's ReadOnlySafe read index: the leader confirms it is
+// still leader with a heartbeat round, and the read waits until the local
+// applied index reaches the commit index of that moment. Concurrent readers
+// are batched: every reader that arrives while a round is in flight joins the
+// next round, so a thousand readers cost one heartbeat round, not a thousand.
+//
+// # Configuration
+//
+// PreVote and CheckQuorum are always on: a partitioned replica cannot disrupt
+// the group when it returns, and a leader that loses its quorum steps down
+// after one election timeout, failing its pending proposals. The defaults (10
+// ms ticks, heartbeat 1 tick, election 10 ticks) fail a dead leader over in
+// roughly 100–200 ms on a LAN.
+package raftnode

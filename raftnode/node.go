@@ -1,0 +1,339 @@
+package raftnode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// Node is one running member of a Raft group. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	rn   raft.Node
+	mem  *raft.MemoryStorage
+	disk *storage.RaftLog
+	sm   StateMachine
+	tr   transport.Transport
+
+	leader     atomic.Uint64
+	term       atomic.Uint64
+	commit     atomic.Uint64
+	applied    atomic.Uint64
+	isLeader   atomic.Bool
+	leaderTerm uint64 // term in which this node became leader; run goroutine only
+
+	proposals proposals
+	reads     reads
+	waiters   appliedWaiterSet
+
+	applyc chan applyTask
+
+	// Owned by the apply goroutine.
+	confState *raftpb.ConfState
+	snapIndex uint64
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	err      error
+}
+
+// Status is a point-in-time view of a member.
+type Status struct {
+	ID, Leader, Term, Commit, Applied uint64
+	IsLeader                          bool
+}
+
+// Start opens the member described by cfg: it loads the Raft state from the
+// engine (creating the group on first start), joins the network and starts
+// the Ready, apply and read goroutines.
+func Start(c Config) (*Node, error) {
+	cfg, err := c.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger.With("group", cfg.Group, "replica", cfg.ID),
+		mem:    raft.NewMemoryStorage(),
+		disk:   cfg.Engine.RaftLog(storage.Replica{Group: cfg.Group, ID: cfg.ID}),
+		sm:     cfg.StateMachine,
+		applyc: make(chan applyTask, 64),
+		stopc:  make(chan struct{}),
+	}
+	n.proposals.init()
+	n.reads.init()
+	var idBase [8]byte
+	_, _ = rand.Read(idBase[:])
+	n.proposals.next.Store(binary.BigEndian.Uint64(idBase[:]))
+
+	st, err := n.disk.Load()
+	if err != nil {
+		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+	}
+	if st.TornTail > 0 {
+		n.log.Warn("repaired torn raft log tail", "dropped_entries", st.TornTail)
+	}
+	if st.Empty() {
+		st.Snapshot = bootstrapSnapshot(cfg.Peers)
+		if err := n.disk.Append(nil, nil, st.Snapshot, true); err != nil {
+			return nil, fmt.Errorf("bootstrap group %d replica %d: %w", cfg.Group, cfg.ID, err)
+		}
+	}
+	if err := n.mem.ApplySnapshot(&raftpb.Snapshot{Metadata: st.Snapshot}); err != nil {
+		return nil, err
+	}
+	n.confState = st.Snapshot.GetConfState()
+	n.snapIndex = st.Snapshot.GetIndex()
+	if st.HardState != nil {
+		if err := n.mem.SetHardState(st.HardState); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.mem.Append(st.Entries); err != nil {
+		return nil, err
+	}
+
+	// Raft must not hand back entries the state machine already reflects,
+	// but it cannot be told of an applied index above what it knows to be
+	// committed (the state machine can be ahead after a crash between a
+	// snapshot restore and the log write). The state machine skips the rest.
+	applied := n.sm.Applied()
+	n.applied.Store(applied)
+	n.commit.Store(st.HardState.GetCommit())
+	known := max(st.HardState.GetCommit(), st.Snapshot.GetIndex())
+	rcfg := &raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   n.mem,
+		Applied:                   min(applied, known),
+		MaxSizePerMsg:             cfg.MaxSizePerMsg,
+		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		MaxUncommittedEntriesSize: 64 << 20,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		DisableProposalForwarding: true,
+		Logger:                    raftLogger{n.log.With("component", "raft")},
+	}
+	if rcfg.Applied < st.Snapshot.GetIndex() {
+		rcfg.Applied = 0 // raft starts from the snapshot index anyway
+	}
+	n.rn = raft.RestartNode(rcfg)
+	tr, err := cfg.Network.Join(cfg.Group, cfg.ID, n)
+	if err != nil {
+		n.rn.Stop()
+		return nil, fmt.Errorf("join network: %w", err)
+	}
+	n.tr = tr
+
+	n.wg.Add(3)
+	go n.run()
+	go n.applyLoop()
+	go n.readLoop()
+	return n, nil
+}
+
+// bootstrapSnapshot is the state every member of a new group starts from:
+// an empty state at index 1 whose membership is peers. Starting from a
+// snapshot rather than from membership-change entries means the membership
+// is on disk before the first Ready and never has to be replayed.
+func bootstrapSnapshot(peers []uint64) *raftpb.SnapshotMetadata {
+	voters := append([]uint64(nil), peers...)
+	return &raftpb.SnapshotMetadata{
+		Index:     new(uint64(1)),
+		Term:      new(uint64(1)),
+		ConfState: &raftpb.ConfState{Voters: voters},
+	}
+}
+
+// Status reports the member's view of the group.
+func (n *Node) Status() Status {
+	return Status{
+		ID:       n.cfg.ID,
+		Leader:   n.leader.Load(),
+		Term:     n.term.Load(),
+		Commit:   n.commit.Load(),
+		Applied:  n.applied.Load(),
+		IsLeader: n.isLeader.Load(),
+	}
+}
+
+// Step delivers a message from a peer (transport.Handler).
+func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
+	select {
+	case <-n.stopc:
+		return ErrStopped
+	default:
+	}
+	return n.rn.Step(ctx, m)
+}
+
+// ReportUnreachable tells Raft a message to peer id was lost
+// (transport.Handler).
+func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
+
+// Done is closed when the node stops, by Stop or by a fatal error (see Err).
+func (n *Node) Done() <-chan struct{} { return n.stopc }
+
+// Err returns the fatal error that stopped the node, if any.
+func (n *Node) Err() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+// Stop stops the member and waits for its goroutines. Pending proposals and
+// reads fail with ErrStopped. The engine and state machine stay open: they
+// belong to the caller.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	n.wg.Wait()
+	n.rn.Stop()
+	_ = n.tr.Close()
+}
+
+// fatal records err and stops the node's goroutines: a replica whose disk
+// or state machine failed must not go on participating.
+func (n *Node) fatal(err error) {
+	n.errMu.Lock()
+	if n.err == nil {
+		n.err = err
+		n.log.Error("raft node stopped by a fatal error", "err", err)
+	}
+	n.errMu.Unlock()
+	n.stopOnce.Do(func() { close(n.stopc) })
+}
+
+// run is the Ready loop: the only goroutine that drives the raft.Node.
+func (n *Node) run() {
+	defer n.wg.Done()
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			n.rn.Tick()
+		case rd := <-n.rn.Ready():
+			if err := n.handleReady(rd); err != nil {
+				if !errors.Is(err, ErrStopped) {
+					n.fatal(err)
+				}
+				return
+			}
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) handleReady(rd raft.Ready) error {
+	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
+		n.term.Store(hs.GetTerm())
+		n.commit.Store(hs.GetCommit())
+	}
+	if rd.SoftState != nil {
+		n.leader.Store(rd.SoftState.Lead)
+		n.setLeader(rd.SoftState.RaftState == raft.StateLeader)
+	}
+	if n.isLeader.Load() && n.term.Load() != n.leaderTerm {
+		// Leader again, in a later term, between two Readys.
+		n.setLeader(false)
+		n.setLeader(true)
+	}
+	leader := n.isLeader.Load()
+	if leader {
+		n.send(rd.Messages)
+	}
+
+	var snap *raftpb.SnapshotMetadata
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		if err := n.restore(rd.Snapshot); err != nil {
+			return err
+		}
+		snap = rd.Snapshot.GetMetadata()
+	}
+	var hs *raftpb.HardState
+	if !raft.IsEmptyHardState(rd.HardState) {
+		hs = rd.HardState
+	}
+	if err := n.disk.Append(hs, rd.Entries, snap, rd.MustSync); err != nil {
+		return err
+	}
+	if snap != nil {
+		if err := n.mem.ApplySnapshot(&raftpb.Snapshot{Metadata: snap}); err != nil {
+			return fmt.Errorf("apply snapshot metadata at %d: %w", snap.GetIndex(), err)
+		}
+	}
+	if hs != nil {
+		if err := n.mem.SetHardState(hs); err != nil {
+			return err
+		}
+	}
+	if err := n.mem.Append(rd.Entries); err != nil {
+		return err
+	}
+	if leader {
+		n.proposals.track(rd.Entries)
+	} else {
+		n.send(rd.Messages)
+	}
+	for _, rs := range rd.ReadStates {
+		n.reads.deliver(rs)
+	}
+	if len(rd.CommittedEntries) > 0 {
+		select {
+		case n.applyc <- applyTask{entries: rd.CommittedEntries}:
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+	n.rn.Advance()
+	return nil
+}
+
+// setLeader records a leadership change. Losing leadership fails every
+// pending proposal: this node will not learn their fate soon, and callers
+// must not wait for an election timeout of silence.
+func (n *Node) setLeader(leader bool) {
+	was := n.isLeader.Swap(leader)
+	if leader && !was {
+		n.leaderTerm = n.term.Load()
+		n.log.Debug("became leader", "term", n.leaderTerm)
+	}
+	if was && !leader {
+		n.proposals.failAll(ErrLeaderChanged)
+	}
+}
+
+func (n *Node) send(msgs []*raftpb.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	out := make([]*raftpb.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.GetType() == raftpb.MessageType_MsgSnap {
+			n.wg.Add(1)
+			go n.sendSnapshot(m)
+			continue
+		}
+		out = append(out, m)
+	}
+	n.tr.Send(out)
+}

@@ -1,0 +1,378 @@
+package raftnode_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/internal/linearizability"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/transport/memnet"
+)
+
+// appendAll runs proposers concurrent goroutines, each appending count
+// unique tokens to its own key, and returns what each key must hold and the
+// tokens whose outcome was unknown.
+func appendAll(t *testing.T, c *cluster, proposers, count int) (want map[string]string, unknown []string) {
+	t.Helper()
+	want = map[string]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for p := 0; p < proposers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("k%d", p)
+			for i := 0; i < count; i++ {
+				tok := fmt.Sprintf("[%d.%d]", p, i)
+				_, err := c.propose(ctx, encodeCmd('a', key, tok))
+				mu.Lock()
+				if err != nil {
+					unknown = append(unknown, tok)
+				} else {
+					want[key] += tok
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return want, unknown
+}
+
+func TestAgreement(t *testing.T) {
+	for _, size := range []int{3, 5} {
+		t.Run(fmt.Sprintf("%d replicas", size), func(t *testing.T) {
+			c := newCluster(t, size, nil)
+			c.leader()
+			want, unknown := appendAll(t, c, 5, 20)
+			if len(unknown) > 0 {
+				t.Fatalf("proposals failed on a healthy network: %v", unknown)
+			}
+			c.waitConverged(want)
+		})
+	}
+}
+
+func TestLeaderCrashAndReelection(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	old := c.leader()
+	ctx := context.Background()
+	if _, err := c.propose(ctx, encodeCmd('p', "x", "1")); err != nil {
+		t.Fatal(err)
+	}
+	c.crash(old)
+	start := time.Now()
+	next := c.leader()
+	if next == old {
+		t.Fatalf("crashed member %d still leads", old)
+	}
+	t.Logf("new leader %d after %v", next, time.Since(start))
+	if _, err := c.propose(ctx, encodeCmd('a', "x", "2")); err != nil {
+		t.Fatal(err)
+	}
+	c.start(old)
+	c.waitConverged(map[string]string{"x": "12"})
+}
+
+func TestPartitions(t *testing.T) {
+	c := newCluster(t, 5, nil)
+	lead := c.leader()
+	var minority, majority []uint64
+	minority = append(minority, lead)
+	for _, id := range c.peers {
+		switch {
+		case id == lead:
+		case len(minority) < 2:
+			minority = append(minority, id)
+		default:
+			majority = append(majority, id)
+		}
+	}
+	c.net.Partition(testGroup, minority, majority)
+
+	// The partitioned leader cannot commit: its proposal fails (leader
+	// changed once CheckQuorum demotes it, or times out), never succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	_, err := c.node(lead).Propose(ctx, encodeCmd('a', "x", "[minority]"))
+	cancel()
+	if err == nil {
+		t.Fatal("a minority leader committed a proposal")
+	}
+	t.Logf("minority proposal failed as expected: %v", err)
+	minorityApplied := c.node(minority[1]).Status().Applied
+
+	// The majority elects a leader and makes progress.
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.propose(ctx, encodeCmd('a', "x", "[majority]"), majority...); err != nil {
+		t.Fatalf("majority made no progress: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := c.node(minority[1]).Status().Applied; got != minorityApplied {
+		t.Fatalf("minority member applied %d -> %d while partitioned", minorityApplied, got)
+	}
+
+	c.net.Heal()
+	if _, err := c.propose(ctx, encodeCmd('a', "x", "[healed]")); err != nil {
+		t.Fatal(err)
+	}
+	// The minority's entry may have been lost or, never, applied twice.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok := true
+		for _, id := range c.peers {
+			v, _ := c.sm(id).get("x")
+			if strings.Count(v, "[minority]") > 1 || !strings.HasSuffix(v, "[majority][healed]") {
+				ok = false
+				if time.Now().After(deadline) {
+					t.Fatalf("member %d holds %q", id, v)
+				}
+			}
+		}
+		if ok {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCrashRestartKeepsAcknowledged(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.leader()
+	want, unknown := appendAll(t, c, 3, 10)
+	if len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	// One follower at a time.
+	for _, id := range c.peers {
+		c.crash(id)
+		more, _ := appendAll(t, c, 1, 3)
+		for k, v := range more {
+			want[k] += v
+		}
+		c.start(id)
+		c.waitConverged(want)
+	}
+	// Everybody at once.
+	for _, id := range c.peers {
+		c.crash(id)
+	}
+	for _, id := range c.peers {
+		c.start(id)
+	}
+	c.leader()
+	c.waitConverged(want)
+	more, _ := appendAll(t, c, 1, 3)
+	for k, v := range more {
+		want[k] += v
+	}
+	c.waitConverged(want)
+}
+
+func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *raftnode.Config) {
+		cfg.SnapshotEntries = 20
+		cfg.CatchUpEntries = 5
+	})
+	lead := c.leader()
+	var lagging uint64
+	for _, id := range c.peers {
+		if id != lead {
+			lagging = id
+			break
+		}
+	}
+	c.net.Isolate(testGroup, lagging)
+	want, unknown := appendAll(t, c, 2, 50)
+	if len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	c.net.Heal()
+	c.waitConverged(want)
+	if c.sm(lagging).restoreCount() == 0 {
+		t.Fatal("lagging follower caught up without a snapshot: the log was not compacted")
+	}
+	// And it survives a restart from the restored state.
+	c.crash(lagging)
+	c.start(lagging)
+	c.waitConverged(want)
+}
+
+func TestUnreliableNetwork(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.net.SetFaults(memnet.Faults{Drop: 0.1, Duplicate: 0.05, MaxDelay: 20 * time.Millisecond})
+	c.leader()
+	want, unknown := appendAll(t, c, 5, 20)
+	c.net.SetFaults(memnet.Faults{})
+	if _, err := c.propose(context.Background(), encodeCmd('p', "sync", "done")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitConverged(map[string]string{"sync": "done"})
+	// Acknowledged appends appear exactly once and in order; unknown ones at
+	// most once.
+	for _, id := range c.peers {
+		sm := c.sm(id)
+		for k, v := range want {
+			got, _ := sm.get(k)
+			rest := got
+			for _, tok := range strings.SplitAfter(v, "]") {
+				if tok == "" {
+					continue
+				}
+				i := strings.Index(rest, tok)
+				if i < 0 {
+					t.Fatalf("member %d key %s: acknowledged %s missing or out of order in %q", id, k, tok, got)
+				}
+				rest = rest[i+len(tok):]
+				if strings.Count(got, tok) != 1 {
+					t.Fatalf("member %d key %s: %s applied %d times", id, k, tok, strings.Count(got, tok))
+				}
+			}
+		}
+		for _, tok := range unknown {
+			for k := range want {
+				got, _ := sm.get(k)
+				if strings.Count(got, tok) > 1 {
+					t.Fatalf("member %d: %s applied twice", id, tok)
+				}
+			}
+		}
+	}
+	t.Logf("%d proposals with unknown outcome", len(unknown))
+}
+
+// TestLinearizable mixes puts, appends and ReadIndex reads from concurrent
+// clients over a faulty network with a leader crash, and checks the whole
+// history with porcupine.
+func TestLinearizable(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.net.SetFaults(memnet.Faults{Drop: 0.05, MaxDelay: 10 * time.Millisecond})
+	c.leader()
+	var rec linearizability.Recorder
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for client := 0; client < 8; client++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("k%d", (client+i)%3)
+				in := linearizability.Input{Key: key, Value: fmt.Sprintf("<%d.%d>", client, i)}
+				switch i % 3 {
+				case 0:
+					in.Op = linearizability.Get
+				case 1:
+					in.Op = linearizability.Append
+				default:
+					in.Op = linearizability.Put
+				}
+				call := rec.Now()
+				if in.Op == linearizability.Get {
+					v, found, ok := c.read(key)
+					if ok {
+						rec.Done(client, in, linearizability.Output{Value: v, Found: found}, call, rec.Now())
+					}
+					continue
+				}
+				op := byte('p')
+				if in.Op == linearizability.Append {
+					op = 'a'
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				_, err := c.propose(ctx, encodeCmd(op, key, in.Value))
+				cancel()
+				if err != nil {
+					rec.Unknown(client, in, call)
+				} else {
+					rec.Done(client, in, linearizability.Output{}, call, rec.Now())
+				}
+			}
+		}()
+	}
+	time.Sleep(1 * time.Second)
+	crashed := c.leader()
+	c.crash(crashed)
+	time.Sleep(1 * time.Second)
+	c.start(crashed)
+	time.Sleep(1 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d operations", rec.Len())
+	if err := rec.Check(t.TempDir(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// read is a linearizable read: ReadIndex on the leader, then the local
+// state. ok is false when the read could not be confirmed.
+func (c *cluster) read(key string) (value string, found, ok bool) {
+	id := c.leader()
+	n, sm := c.node(id), c.sm(id)
+	if n == nil {
+		return "", false, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := n.ReadIndex(ctx); err != nil {
+		return "", false, false
+	}
+	value, found = sm.get(key)
+	return value, found, true
+}
+
+func TestProposeOnFollowerNamesLeader(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	lead := c.leader()
+	for _, id := range c.peers {
+		if id == lead {
+			continue
+		}
+		_, err := c.node(id).Propose(context.Background(), encodeCmd('p', "a", "b"))
+		var nl *raftnode.NotLeaderError
+		if !errors.As(err, &nl) || !errors.Is(err, raftnode.ErrNotLeader) {
+			t.Fatalf("follower %d: got %v, want NotLeaderError", id, err)
+		}
+		if nl.Leader != lead {
+			t.Fatalf("follower %d names leader %d, want %d", id, nl.Leader, lead)
+		}
+	}
+}
+
+func TestConcurrentReadsShareRounds(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	lead := c.leader()
+	if _, err := c.propose(context.Background(), encodeCmd('p', "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	n := c.node(lead)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			errs <- n.ReadIndex(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

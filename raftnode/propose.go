@@ -1,0 +1,163 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Propose replicates cmd and returns the value the state machine produced
+// for it once it is applied on this member. It fails with *NotLeaderError on
+// a follower, ErrProposalDropped when the entry is certainly not applied, and
+// ErrLeaderChanged or the context's error when the outcome is unknown.
+func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
+	select {
+	case <-n.stopc:
+		return nil, ErrStopped
+	default:
+	}
+	if !n.isLeader.Load() {
+		return nil, &NotLeaderError{Leader: n.leader.Load()}
+	}
+	id, p := n.proposals.add()
+	if err := n.rn.Propose(ctx, encodeProposal(id, cmd)); err != nil {
+		n.proposals.forget(id)
+		switch {
+		case errors.Is(err, raft.ErrProposalDropped):
+			return nil, ErrProposalDropped
+		case errors.Is(err, raft.ErrStopped):
+			return nil, ErrStopped
+		}
+		return nil, err
+	}
+	select {
+	case r := <-p:
+		return r.value, r.err
+	case <-ctx.Done():
+		n.proposals.forget(id)
+		return nil, ctx.Err()
+	case <-n.stopc:
+		n.proposals.forget(id)
+		return nil, ErrStopped
+	}
+}
+
+// A log entry's data is the proposal id (uvarint) followed by the command.
+func encodeProposal(id uint64, cmd []byte) []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(cmd))
+	b = binary.AppendUvarint(b, id)
+	return append(b, cmd...)
+}
+
+func decodeProposal(data []byte) (id uint64, cmd []byte, err error) {
+	id, k := binary.Uvarint(data)
+	if k <= 0 {
+		return 0, nil, errors.New("malformed proposal header")
+	}
+	return id, data[k:], nil
+}
+
+type proposalResult struct {
+	value any
+	err   error
+}
+
+// proposals matches applied entries to the callers waiting for them.
+type proposals struct {
+	next    atomic.Uint64 // last id handed out; starts at a random value
+	mu      sync.Mutex
+	waiting map[uint64]chan proposalResult // by proposal id
+	byIndex map[uint64]uint64              // log index -> proposal id, leader's own entries
+}
+
+func (ps *proposals) init() {
+	ps.waiting = make(map[uint64]chan proposalResult)
+	ps.byIndex = make(map[uint64]uint64)
+}
+
+func (ps *proposals) add() (uint64, chan proposalResult) {
+	id := ps.next.Add(1)
+	if id == 0 { // 0 marks entries without a proposer
+		id = ps.next.Add(1)
+	}
+	ch := make(chan proposalResult, 1)
+	ps.mu.Lock()
+	ps.waiting[id] = ch
+	ps.mu.Unlock()
+	return id, ch
+}
+
+func (ps *proposals) forget(id uint64) {
+	ps.mu.Lock()
+	delete(ps.waiting, id)
+	ps.mu.Unlock()
+}
+
+// track notes at which index the leader appended each of its proposals, so
+// that a different entry later committed at that index proves the proposal
+// lost.
+func (ps *proposals) track(ents []*raftpb.Entry) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryType_EntryNormal || len(e.GetData()) == 0 {
+			continue
+		}
+		if id, _, err := decodeProposal(e.GetData()); err == nil {
+			if _, ok := ps.waiting[id]; ok {
+				ps.byIndex[e.GetIndex()] = id
+			}
+		}
+	}
+}
+
+// complete delivers the results of applied entries; ids[i] is the proposal
+// id of ents[i] (0 for none).
+func (ps *proposals) complete(ents []*raftpb.Entry, ids []uint64, results []any) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for i, e := range ents {
+		if owner, ok := ps.byIndex[e.GetIndex()]; ok {
+			delete(ps.byIndex, e.GetIndex())
+			if owner != ids[i] {
+				ps.finish(owner, proposalResult{err: ErrProposalDropped})
+			}
+		}
+		if ids[i] != 0 {
+			var v any
+			if i < len(results) {
+				v = results[i]
+			}
+			ps.finish(ids[i], proposalResult{value: v})
+		}
+	}
+}
+
+func (ps *proposals) finish(id uint64, r proposalResult) {
+	if ch, ok := ps.waiting[id]; ok {
+		delete(ps.waiting, id)
+		ch <- r
+	}
+}
+
+func (ps *proposals) failAll(err error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for id, ch := range ps.waiting {
+		delete(ps.waiting, id)
+		ch <- proposalResult{err: err}
+	}
+	clear(ps.byIndex)
+}
+
+func (ps *proposals) String() string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return fmt.Sprintf("%d pending", len(ps.waiting))
+}

@@ -1,0 +1,144 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+)
+
+// ReadIndex returns once this member's state machine reflects every write
+// that completed before the call: reads made after it are linearizable.
+// Concurrent callers share one read-index round.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	b := n.reads.join()
+	select {
+	case n.reads.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopc:
+		return ErrStopped
+	}
+}
+
+type readBatch struct {
+	done chan struct{}
+	err  error
+}
+
+// reads batches ReadIndex callers into rounds.
+type reads struct {
+	wake   chan struct{}
+	states chan raft.ReadState
+	mu     sync.Mutex
+	next   *readBatch
+	seq    uint64 // read loop only
+}
+
+func (r *reads) init() {
+	r.wake = make(chan struct{}, 1)
+	r.states = make(chan raft.ReadState, 16)
+	r.next = &readBatch{done: make(chan struct{})}
+}
+
+func (r *reads) join() *readBatch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.next
+}
+
+func (r *reads) take() *readBatch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.next
+	r.next = &readBatch{done: make(chan struct{})}
+	return b
+}
+
+// deliver passes a read state from the Ready loop to the read loop; a state
+// nobody waits for any more is dropped.
+func (r *reads) deliver(rs raft.ReadState) {
+	select {
+	case r.states <- rs:
+	default:
+	}
+}
+
+// readLoop runs one read-index round at a time for whoever joined the
+// current batch.
+func (n *Node) readLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.reads.wake:
+		case <-n.stopc:
+			return
+		}
+		b := n.reads.take()
+		index, err := n.confirmReadIndex()
+		if err != nil {
+			b.err = err
+			close(b.done)
+			continue
+		}
+		go func() {
+			b.err = n.waitApplied(index)
+			close(b.done)
+		}()
+	}
+}
+
+// confirmReadIndex asks Raft for a read index, asking again when an answer
+// does not come within two election timeouts (the request or the answer was
+// lost, or leadership moved), and giving up after five tries.
+func (n *Node) confirmReadIndex() (uint64, error) {
+	n.reads.seq++
+	rctx := binary.BigEndian.AppendUint64(nil, n.reads.seq)
+	retry := 2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+	for attempt := 0; attempt < 5; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), retry)
+		err := n.rn.ReadIndex(ctx, rctx)
+		cancel()
+		if err != nil && err != context.DeadlineExceeded {
+			return 0, ErrStopped
+		}
+		timer := time.NewTimer(retry)
+	wait:
+		for {
+			select {
+			case rs := <-n.reads.states:
+				if string(rs.RequestCtx) == string(rctx) {
+					timer.Stop()
+					return rs.Index, nil
+				}
+			case <-timer.C:
+				break wait
+			case <-n.stopc:
+				timer.Stop()
+				return 0, ErrStopped
+			}
+		}
+	}
+	return 0, ErrReadTimeout
+}
+
+// waitApplied blocks until the applied index reaches index.
+func (n *Node) waitApplied(index uint64) error {
+	ch := n.appliedWaiter(index)
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-n.stopc:
+		return ErrStopped
+	}
+}

@@ -1,0 +1,64 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Engine is the Pebble database of one process. It is safe for concurrent
+// use; every replica of the process writes to it under its own key prefix.
+type Engine struct {
+	db  *pebble.DB
+	dir string
+}
+
+// Open opens (creating if needed) the engine stored in dir.
+func Open(dir string) (*Engine, error) {
+	opts := &pebble.Options{
+		Logger: quietLogger{},
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open engine %s: %w", dir, err)
+	}
+	return &Engine{db: db, dir: dir}, nil
+}
+
+// Dir is the directory the engine lives in.
+func (e *Engine) Dir() string { return e.dir }
+
+// DB exposes the Pebble database to state machines, which own the keys under
+// their replica's state prefix.
+func (e *Engine) DB() *pebble.DB { return e.db }
+
+// Close flushes nothing extra (every acknowledged write was synced) and
+// releases the engine.
+func (e *Engine) Close() error { return e.db.Close() }
+
+// Get reads one key of the engine; found is false when it is absent.
+func Get(r pebble.Reader, key []byte) (value []byte, found bool, err error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), true, nil
+}
+
+// quietLogger drops Pebble's informational chatter; errors still surface as
+// returned errors.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
+
+var _ io.Closer = (*Engine)(nil)

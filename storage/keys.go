@@ -1,0 +1,58 @@
+package storage
+
+import "encoding/binary"
+
+// Replica identifies one member of one Raft group: the group id (the
+// controller's own group included) and the member's Raft id within it.
+type Replica struct {
+	Group uint64
+	ID    uint64
+}
+
+const (
+	kindRaft  = 'r'
+	kindState = 'm'
+
+	raftHardState = 'h'
+	raftSnapshot  = 's'
+	raftLogEntry  = 'l'
+)
+
+func (r Replica) prefix(kind byte) []byte {
+	k := make([]byte, 0, 1+16+16)
+	k = append(k, kind)
+	k = binary.BigEndian.AppendUint64(k, r.Group)
+	k = binary.BigEndian.AppendUint64(k, r.ID)
+	return k
+}
+
+func (r Replica) hardStateKey() []byte { return append(r.prefix(kindRaft), raftHardState) }
+func (r Replica) snapshotKey() []byte  { return append(r.prefix(kindRaft), raftSnapshot) }
+
+func (r Replica) logKey(index uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftLogEntry), index)
+}
+
+// StateKey is the key of suffix in the state machine space of r.
+func (r Replica) StateKey(suffix ...byte) []byte {
+	return append(r.prefix(kindState), suffix...)
+}
+
+// StateSpan returns the [start, end) bounds of every key of r's state
+// machine whose suffix starts with suffixPrefix.
+func (r Replica) StateSpan(suffixPrefix ...byte) (start, end []byte) {
+	start = r.StateKey(suffixPrefix...)
+	return start, PrefixEnd(start)
+}
+
+// PrefixEnd returns the smallest key greater than every key with prefix p.
+func PrefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xff: no upper bound
+}

@@ -1,0 +1,50 @@
+// Package transport carries Raft messages between the replicas of a group.
+//
+// The raft node only sees the two small interfaces below. Production uses the
+// gRPC implementation in this package: every process runs one Server, and for
+// each peer process a replica talks to, one long-lived client stream carries
+// batches of messages (whatever queued up while the previous batch was in
+// flight), so a busy leader pays one RPC frame per batch, not per message.
+// Snapshots travel on their own stream in bounded chunks, so a large state
+// never becomes one giant gRPC message and never holds up heartbeats.
+//
+// Tests use memnet, an in-memory network with seeded faults.
+//
+// Delivery is best effort, exactly as Raft expects: a message may be lost,
+// delayed, duplicated or reordered, and Raft's own retries repair that. A
+// peer that cannot be reached is reported through Handler.ReportUnreachable
+// so the leader stops pipelining to it; a snapshot's fate is returned by
+// SendSnapshot so the node can call ReportSnapshot.
+package transport
+
+import (
+	"context"
+
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Handler is the receiving side of one replica: the raft node.
+type Handler interface {
+	// Step hands a message from a peer to the local Raft state machine.
+	Step(ctx context.Context, m *raftpb.Message) error
+	// ReportUnreachable tells Raft that a message to peer id was lost.
+	ReportUnreachable(id uint64)
+}
+
+// Transport is the sending side of one replica.
+type Transport interface {
+	// Send queues messages for delivery and returns at once; it never blocks
+	// on the network.
+	Send(msgs []*raftpb.Message)
+	// SendSnapshot delivers one MsgSnap whose Snapshot.Data is filled in, and
+	// returns when the peer has it or the attempt failed.
+	SendSnapshot(ctx context.Context, m *raftpb.Message) error
+	// Close stops delivery in both directions.
+	Close() error
+}
+
+// Network attaches a replica (a member id of a group) to the network: from
+// then on messages for it go to h, and the returned Transport sends its own.
+type Network interface {
+	Join(group, id uint64, h Handler) (Transport, error)
+}
