@@ -1,0 +1,33 @@
+# shardkv developer targets. `make test` is what CI runs.
+GO        ?= go
+PKGS      := ./...
+PROTOS    := $(wildcard api/*/*.proto)
+STATICCHECK_VERSION := v0.8.2
+
+.PHONY: build test test-short lint proto run
+
+build:
+	$(GO) build -o bin/shardkv ./cmd/shardkv
+
+# The whole suite, race detector on.
+test:
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+# Regenerates the committed protobuf code. Needs Debian's protobuf-compiler;
+# the Go plugins come from the module proxy.
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTOS)
+
+run:
+	$(GO) run ./cmd/shardkv dev

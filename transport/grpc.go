@@ -1,0 +1,359 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/transportpb"
+)
+
+const (
+	// snapshotChunkSize bounds one gRPC message of a snapshot stream.
+	snapshotChunkSize = 1 << 20
+	// maxBatchBytes bounds one batch of ordinary messages.
+	maxBatchBytes = 4 << 20
+	// queueLen bounds the messages waiting for one peer; beyond it they are
+	// dropped and reported unreachable, as a congested network would.
+	queueLen = 4096
+)
+
+// ErrUnknownPeer is returned when no address is known for a member.
+var ErrUnknownPeer = errors.New("transport: no address for member")
+
+type member struct{ group, id uint64 }
+
+// Server receives raft messages for every replica of this process. Register
+// it on the process's gRPC server.
+type Server struct {
+	transportpb.UnimplementedRaftServer
+	mu       sync.RWMutex
+	handlers map[member]Handler
+}
+
+// NewServer returns a Server with no replicas.
+func NewServer() *Server { return &Server{handlers: make(map[member]Handler)} }
+
+// Register adds the Raft service to g.
+func (s *Server) Register(g *grpc.Server) { transportpb.RegisterRaftServer(g, s) }
+
+func (s *Server) handler(group, id uint64) Handler {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.handlers[member{group, id}]
+}
+
+// Stream implements transportpb.RaftServer.
+func (s *Server) Stream(stream grpc.ClientStreamingServer[transportpb.Batch, transportpb.Ack]) error {
+	ctx := stream.Context()
+	for {
+		b, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&transportpb.Ack{})
+		}
+		if err != nil {
+			return err
+		}
+		for _, env := range b.GetEnvelopes() {
+			m := &raftpb.Message{}
+			if err := proto.Unmarshal(env.GetMessage(), m); err != nil {
+				return fmt.Errorf("decode raft message for group %d: %w", env.GetGroup(), err)
+			}
+			if h := s.handler(env.GetGroup(), m.GetTo()); h != nil {
+				_ = h.Step(ctx, m) // a stopped member just misses messages
+			}
+		}
+	}
+}
+
+// Snapshot implements transportpb.RaftServer.
+func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.SnapshotChunk, transportpb.Ack]) error {
+	var (
+		group uint64
+		m     *raftpb.Message
+		data  []byte
+	)
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			group = c.GetGroup()
+			m = &raftpb.Message{}
+			if err := proto.Unmarshal(c.GetMessage(), m); err != nil {
+				return fmt.Errorf("decode snapshot message: %w", err)
+			}
+		}
+		data = append(data, c.GetData()...)
+	}
+	if m == nil || m.GetSnapshot() == nil {
+		return errors.New("transport: empty snapshot stream")
+	}
+	h := s.handler(group, m.GetTo())
+	if h == nil {
+		return fmt.Errorf("group %d member %d: %w", group, m.GetTo(), ErrUnknownPeer)
+	}
+	m.Snapshot.Data = data
+	if err := h.Step(stream.Context(), m); err != nil {
+		return err
+	}
+	return stream.SendAndClose(&transportpb.Ack{})
+}
+
+// Resolver maps a member of a group to the address of the process that
+// hosts it.
+type Resolver func(group, id uint64) (addr string, ok bool)
+
+// GRPCNetwork is the production Network: one Server for incoming messages,
+// and one connection and one message stream per peer process for outgoing
+// ones, shared by every local replica.
+type GRPCNetwork struct {
+	server  *Server
+	resolve Resolver
+	dial    []grpc.DialOption
+
+	mu     sync.Mutex
+	peers  map[string]*peer
+	closed bool
+}
+
+// NewGRPCNetwork returns a network that receives through server and sends
+// to the addresses resolve gives. Without dial options, connections are
+// plaintext (pass TLS credentials to secure them).
+func NewGRPCNetwork(server *Server, resolve Resolver, dial ...grpc.DialOption) *GRPCNetwork {
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer)}
+}
+
+// Join implements Network.
+func (n *GRPCNetwork) Join(group, id uint64, h Handler) (Transport, error) {
+	n.server.mu.Lock()
+	defer n.server.mu.Unlock()
+	m := member{group, id}
+	if _, ok := n.server.handlers[m]; ok {
+		return nil, fmt.Errorf("transport: group %d member %d already joined", group, id)
+	}
+	n.server.handlers[m] = h
+	return &grpcTransport{net: n, self: m, h: h}, nil
+}
+
+// Close closes every outgoing connection.
+func (n *GRPCNetwork) Close() error {
+	n.mu.Lock()
+	peers := n.peers
+	n.peers = map[string]*peer{}
+	n.closed = true
+	n.mu.Unlock()
+	for _, p := range peers {
+		p.close()
+	}
+	return nil
+}
+
+func (n *GRPCNetwork) peer(group, id uint64) (*peer, error) {
+	addr, ok := n.resolve(group, id)
+	if !ok {
+		return nil, fmt.Errorf("group %d member %d: %w", group, id, ErrUnknownPeer)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, errors.New("transport: network closed")
+	}
+	if p, ok := n.peers[addr]; ok {
+		return p, nil
+	}
+	conn, err := grpc.NewClient(addr, n.dial...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	p := &peer{
+		addr:   addr,
+		conn:   conn,
+		client: transportpb.NewRaftClient(conn),
+		queue:  make(chan outgoing, queueLen),
+		stop:   make(chan struct{}),
+	}
+	n.peers[addr] = p
+	go p.run()
+	return p, nil
+}
+
+type outgoing struct {
+	env  *transportpb.Envelope
+	to   uint64
+	from Handler
+}
+
+// peer is the outgoing side of one peer process: a queue and the goroutine
+// that drains it into one long-lived stream.
+type peer struct {
+	addr   string
+	conn   *grpc.ClientConn
+	client transportpb.RaftClient
+	queue  chan outgoing
+	stop   chan struct{}
+	once   sync.Once
+}
+
+func (p *peer) close() {
+	p.once.Do(func() { close(p.stop) })
+	_ = p.conn.Close()
+}
+
+func (p *peer) run() {
+	var (
+		stream grpc.ClientStreamingClient[transportpb.Batch, transportpb.Ack]
+		cancel context.CancelFunc = func() {}
+		batch  []outgoing
+	)
+	defer func() { cancel() }()
+	backoff := 10 * time.Millisecond
+	for {
+		batch = batch[:0]
+		select {
+		case o := <-p.queue:
+			batch = append(batch, o)
+		case <-p.stop:
+			return
+		}
+		size := len(batch[0].env.GetMessage())
+	drain:
+		for size < maxBatchBytes {
+			select {
+			case o := <-p.queue:
+				batch = append(batch, o)
+				size += len(o.env.GetMessage())
+			default:
+				break drain
+			}
+		}
+		if stream == nil {
+			s, c, err := p.open()
+			if err != nil {
+				unreachable(batch)
+				select {
+				case <-time.After(backoff):
+				case <-p.stop:
+					return
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			stream, cancel = s, c
+		}
+		envs := make([]*transportpb.Envelope, len(batch))
+		for i, o := range batch {
+			envs[i] = o.env
+		}
+		if err := stream.Send(&transportpb.Batch{Envelopes: envs}); err != nil {
+			cancel()
+			stream = nil
+			unreachable(batch)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+	}
+}
+
+// open starts a message stream; cancel ends it.
+func (p *peer) open() (grpc.ClientStreamingClient[transportpb.Batch, transportpb.Ack], context.CancelFunc, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := p.client.Stream(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return s, cancel, nil
+}
+
+func unreachable(batch []outgoing) {
+	for _, o := range batch {
+		o.from.ReportUnreachable(o.to)
+	}
+}
+
+type grpcTransport struct {
+	net  *GRPCNetwork
+	self member
+	h    Handler
+}
+
+// Send implements Transport.
+func (t *grpcTransport) Send(msgs []*raftpb.Message) {
+	for _, m := range msgs {
+		p, err := t.net.peer(t.self.group, m.GetTo())
+		if err != nil {
+			t.h.ReportUnreachable(m.GetTo())
+			continue
+		}
+		b, err := proto.Marshal(m)
+		if err != nil {
+			continue
+		}
+		select {
+		case p.queue <- outgoing{env: &transportpb.Envelope{Group: t.self.group, Message: b}, to: m.GetTo(), from: t.h}:
+		default:
+			t.h.ReportUnreachable(m.GetTo())
+		}
+	}
+}
+
+// SendSnapshot implements Transport: the data goes in chunks of at most
+// snapshotChunkSize bytes.
+func (t *grpcTransport) SendSnapshot(ctx context.Context, m *raftpb.Message) error {
+	p, err := t.net.peer(t.self.group, m.GetTo())
+	if err != nil {
+		return err
+	}
+	data := m.GetSnapshot().GetData()
+	head := proto.Clone(m).(*raftpb.Message)
+	head.Snapshot.Data = nil
+	hb, err := proto.Marshal(head)
+	if err != nil {
+		return err
+	}
+	stream, err := p.client.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("snapshot to %s: %w", p.addr, err)
+	}
+	first := true
+	for first || len(data) > 0 {
+		n := min(len(data), snapshotChunkSize)
+		c := &transportpb.SnapshotChunk{Data: data[:n]}
+		if first {
+			c.Group, c.Message = t.self.group, hb
+			first = false
+		}
+		if err := stream.Send(c); err != nil {
+			return fmt.Errorf("snapshot to %s: %w", p.addr, err)
+		}
+		data = data[n:]
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return fmt.Errorf("snapshot to %s: %w", p.addr, err)
+	}
+	return nil
+}
+
+// Close implements Transport: the member stops receiving.
+func (t *grpcTransport) Close() error {
+	t.net.server.mu.Lock()
+	delete(t.net.server.handlers, t.self)
+	t.net.server.mu.Unlock()
+	return nil
+}

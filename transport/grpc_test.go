@@ -1,0 +1,164 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/transport"
+)
+
+type recorder struct {
+	mu          sync.Mutex
+	got         []*raftpb.Message
+	unreachable []uint64
+}
+
+func (r *recorder) Step(_ context.Context, m *raftpb.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, m)
+	return nil
+}
+
+func (r *recorder) ReportUnreachable(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unreachable = append(r.unreachable, id)
+}
+
+func (r *recorder) count() (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got), len(r.unreachable)
+}
+
+// process is one server process hosting replicas.
+type process struct {
+	addr string
+	srv  *grpc.Server
+	net  *transport.GRPCNetwork
+}
+
+func startProcess(t *testing.T, resolve transport.Resolver) *process {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s := transport.NewServer()
+	s.Register(g)
+	go func() { _ = g.Serve(lis) }()
+	p := &process{addr: lis.Addr().String(), srv: g, net: transport.NewGRPCNetwork(s, resolve)}
+	t.Cleanup(func() { p.net.Close(); g.Stop() })
+	return p
+}
+
+func TestGRPCDeliversMessagesAndChunkedSnapshots(t *testing.T) {
+	addrs := map[uint64]string{}
+	var mu sync.Mutex
+	resolve := func(group, id uint64) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		a, ok := addrs[id]
+		return a, ok && group == 1
+	}
+	a, b := startProcess(t, resolve), startProcess(t, resolve)
+	mu.Lock()
+	addrs[1], addrs[2] = a.addr, b.addr
+	mu.Unlock()
+
+	ra, rb := &recorder{}, &recorder{}
+	ta, err := a.net.Join(1, 1, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.net.Join(1, 2, rb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.net.Join(1, 2, rb); err == nil {
+		t.Fatal("joining twice as the same member succeeded")
+	}
+
+	var msgs []*raftpb.Message
+	for i := 0; i < 1000; i++ {
+		msgs = append(msgs, &raftpb.Message{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(i))})
+	}
+	ta.Send(msgs)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n, _ := rb.count(); n == 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			n, _ := rb.count()
+			t.Fatalf("delivered %d of 1000 messages", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// A snapshot three and a half chunks long arrives whole.
+	data := bytes.Repeat([]byte("0123456789abcdef"), (3<<20+1<<19)/16)
+	snap := &raftpb.Message{Type: raftpb.MessageType_MsgSnap.Enum(), From: new(uint64(1)), To: new(uint64(2)),
+		Snapshot: &raftpb.Snapshot{Data: data, Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(9)), Term: new(uint64(2))}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ta.SendSnapshot(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	rb.mu.Lock()
+	last := rb.got[len(rb.got)-1]
+	rb.mu.Unlock()
+	if !bytes.Equal(last.GetSnapshot().GetData(), data) || last.GetSnapshot().GetMetadata().GetIndex() != 9 {
+		t.Fatalf("snapshot arrived damaged: %d bytes, index %d", len(last.GetSnapshot().GetData()), last.GetSnapshot().GetMetadata().GetIndex())
+	}
+
+	// A member with no known address is reported unreachable.
+	ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(3))}})
+	if _, u := ra.count(); u != 1 {
+		t.Fatalf("%d unreachable reports, want 1", u)
+	}
+}
+
+func TestGRPCReportsDeadPeerUnreachable(t *testing.T) {
+	var dead string
+	{
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead = lis.Addr().String()
+		lis.Close()
+	}
+	resolve := func(group, id uint64) (string, bool) { return dead, true }
+	a := startProcess(t, resolve)
+	ra := &recorder{}
+	ta, err := a.net.Join(1, 1, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2))}})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, u := ra.count(); u > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a message to a dead peer was never reported unreachable")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	snap := &raftpb.Message{Type: raftpb.MessageType_MsgSnap.Enum(), To: new(uint64(2)), Snapshot: &raftpb.Snapshot{}}
+	if err := ta.SendSnapshot(ctx, snap); err == nil {
+		t.Fatal("a snapshot to a dead peer succeeded")
+	}
+}
