@@ -1,0 +1,95 @@
+package controller
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Rebalance returns a new assignment of shards (shards[i] is the group of
+// shard i) over groups, following these rules:
+//
+//   - With no groups, every shard goes to group 0.
+//   - Otherwise no shard stays on group 0 or on a group not in groups.
+//   - Even: every group ends with ⌊n/g⌋ or ⌈n/g⌉ of the n shards; with more
+//     groups than shards, the extra groups hold none.
+//   - Which groups get ⌈n/g⌉: those that already hold the most, ties broken
+//     by the smaller group id. So a group that has more keeps it.
+//   - Minimal: a group keeps every shard it has up to its target. Only
+//     shards of departed groups, of group 0, and a group's excess above its
+//     target move. A join therefore only moves shards onto the new groups,
+//     and a leave only moves the leaving groups' shards.
+//   - Deterministic: excess shards are taken from the highest shard
+//     numbers of each group; moving shards are handed out in ascending order
+//     to the groups below target, ordered by fewest shards then smallest id.
+//
+// The input is not modified.
+func Rebalance(shards []uint64, groups []uint64) []uint64 {
+	out := slices.Clone(shards)
+	if len(groups) == 0 {
+		for i := range out {
+			out[i] = 0
+		}
+		return out
+	}
+	gids := slices.Clone(groups)
+	slices.Sort(gids)
+	gids = slices.Compact(gids)
+
+	owned := make(map[uint64][]int, len(gids)) // group -> its shards, ascending
+	for _, g := range gids {
+		owned[g] = nil
+	}
+	var free []int
+	for s, g := range out {
+		if _, ok := owned[g]; ok && g != 0 {
+			owned[g] = append(owned[g], s)
+		} else {
+			free = append(free, s)
+		}
+	}
+
+	// Targets: the groups holding most get the larger share.
+	order := slices.Clone(gids)
+	slices.SortStableFunc(order, func(a, b uint64) int {
+		if d := len(owned[b]) - len(owned[a]); d != 0 {
+			return d
+		}
+		return cmp.Compare(a, b)
+	})
+	n, g := len(out), len(gids)
+	target := make(map[uint64]int, g)
+	for i, gid := range order {
+		target[gid] = n / g
+		if i < n%g {
+			target[gid]++
+		}
+	}
+
+	// Release each group's excess, highest shard numbers first.
+	for _, gid := range gids {
+		if excess := len(owned[gid]) - target[gid]; excess > 0 {
+			keep := len(owned[gid]) - excess
+			free = append(free, owned[gid][keep:]...)
+			owned[gid] = owned[gid][:keep]
+		}
+	}
+	slices.Sort(free)
+
+	// Fill groups below target: fewest shards first, then smallest id.
+	for len(free) > 0 {
+		var best uint64
+		bestHas := -1
+		for _, gid := range gids {
+			has := len(owned[gid])
+			if has < target[gid] && (bestHas < 0 || has < bestHas) {
+				best, bestHas = gid, has
+			}
+		}
+		s := free[0]
+		free = free[1:]
+		owned[best] = append(owned[best], s)
+		out[s] = best
+	}
+	return out
+}
+

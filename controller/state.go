@@ -1,0 +1,253 @@
+package controller
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+)
+
+// MaxShards is the largest shard count a cluster may be created with.
+const MaxShards = 4096
+
+// SessionTTL is how long a client session is remembered after its last
+// request, by command stamps. A client must not retry one request for
+// longer than a fraction of this.
+const SessionTTL = 24 * time.Hour
+
+// Config is one numbered configuration.
+type Config struct {
+	Num    uint64
+	Shards []uint64            // Shards[i] is the group owning shard i; 0 is none
+	Groups map[uint64][]string // group id -> replica addresses, as given
+}
+
+// GroupIDs returns the ids of the configuration's groups, ascending.
+func (c *Config) GroupIDs() []uint64 {
+	return slices.Sorted(maps.Keys(c.Groups))
+}
+
+// Clone returns a deep copy.
+func (c *Config) Clone() Config {
+	out := Config{Num: c.Num, Shards: slices.Clone(c.Shards), Groups: make(map[uint64][]string, len(c.Groups))}
+	for g, a := range c.Groups {
+		out.Groups[g] = slices.Clone(a)
+	}
+	return out
+}
+
+// ToProto converts c to its wire form, groups sorted by id.
+func (c *Config) ToProto() *controllerpb.Config {
+	p := &controllerpb.Config{Num: c.Num, Shards: slices.Clone(c.Shards)}
+	for _, g := range c.GroupIDs() {
+		p.Groups = append(p.Groups, &controllerpb.Group{Id: g, Addrs: slices.Clone(c.Groups[g])})
+	}
+	return p
+}
+
+// ConfigFromProto converts the wire form back.
+func ConfigFromProto(p *controllerpb.Config) Config {
+	c := Config{Num: p.GetNum(), Shards: slices.Clone(p.GetShards()), Groups: make(map[uint64][]string)}
+	for _, g := range p.GetGroups() {
+		c.Groups[g.GetId()] = slices.Clone(g.GetAddrs())
+	}
+	return c
+}
+
+type session struct {
+	seq       uint64
+	lastSeen  int64
+	configNum uint64
+	err       error
+}
+
+// Result is the outcome of one command: the configuration current after it
+// (Num 0 when uninitialised), or a refusal.
+type Result struct {
+	ConfigNum uint64
+	Err       error
+}
+
+// State is the controller's whole replicated state. The zero value is an
+// uninitialised controller.
+type State struct {
+	numShards int
+	configs   []Config
+	sessions  map[uint64]*session
+
+	// changed records, since the last TakeChanges, what a store must
+	// persist: new configurations and touched or expired sessions.
+	newConfigs      []uint64
+	touchedSessions map[uint64]bool
+}
+
+// NumShards is the fixed number of shards, 0 before Init.
+func (s *State) NumShards() int { return s.numShards }
+
+// Latest returns the newest configuration; ok is false before Init.
+func (s *State) Latest() (Config, bool) {
+	if len(s.configs) == 0 {
+		return Config{}, false
+	}
+	return s.configs[len(s.configs)-1], true
+}
+
+// Query returns configuration n, or the latest when n is negative or above
+// the latest. ok is false before Init. The returned Config shares memory
+// with the state: callers must not modify it.
+func (s *State) Query(n int64) (Config, bool) {
+	if len(s.configs) == 0 {
+		return Config{}, false
+	}
+	if n < 0 || n >= int64(len(s.configs)) {
+		return s.configs[len(s.configs)-1], true
+	}
+	return s.configs[n], true
+}
+
+// Apply applies one command and returns its outcome.
+func (s *State) Apply(cmd *controllerpb.Command) Result {
+	if s.sessions == nil {
+		s.sessions = make(map[uint64]*session)
+		s.touchedSessions = make(map[uint64]bool)
+	}
+	s.expireSessions(cmd.GetStamp())
+	if init := cmd.GetInit(); init != nil {
+		return s.init(int(init.GetNumShards()))
+	}
+	var sess *controllerpb.Session
+	switch op := cmd.GetOp().(type) {
+	case *controllerpb.Command_Join:
+		sess = op.Join.GetSession()
+	case *controllerpb.Command_Leave:
+		sess = op.Leave.GetSession()
+	case *controllerpb.Command_Move:
+		sess = op.Move.GetSession()
+	default:
+		return Result{Err: fmt.Errorf("%w: empty command", ErrInvalidGroup)}
+	}
+	if prev, ok := s.sessions[sess.GetClientId()]; ok && sess.GetClientId() != 0 {
+		switch {
+		case sess.GetSeq() == prev.seq:
+			return Result{ConfigNum: prev.configNum, Err: prev.err}
+		case sess.GetSeq() < prev.seq:
+			return Result{Err: ErrStaleRequest}
+		}
+	}
+	var res Result
+	if len(s.configs) == 0 {
+		res = Result{Err: ErrNotInitialized}
+	} else {
+		var next Config
+		var err error
+		switch op := cmd.GetOp().(type) {
+		case *controllerpb.Command_Join:
+			next, err = s.join(op.Join.GetGroups())
+		case *controllerpb.Command_Leave:
+			next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
+		case *controllerpb.Command_Move:
+			next, err = s.move(int(op.Move.GetShard()), op.Move.GetGid())
+		}
+		res = s.commit(next, err)
+	}
+	if id := sess.GetClientId(); id != 0 {
+		s.sessions[id] = &session{seq: sess.GetSeq(), lastSeen: cmd.GetStamp(), configNum: res.ConfigNum, err: res.Err}
+		s.touchedSessions[id] = true
+	}
+	return res
+}
+
+// commit appends next as a new configuration if it differs from the latest.
+func (s *State) commit(next Config, err error) Result {
+	latest := s.configs[len(s.configs)-1]
+	if err != nil {
+		return Result{ConfigNum: latest.Num, Err: err}
+	}
+	if slices.Equal(next.Shards, latest.Shards) && maps.EqualFunc(next.Groups, latest.Groups, slices.Equal) {
+		return Result{ConfigNum: latest.Num}
+	}
+	next.Num = latest.Num + 1
+	s.configs = append(s.configs, next)
+	s.newConfigs = append(s.newConfigs, next.Num)
+	return Result{ConfigNum: next.Num}
+}
+
+func (s *State) init(numShards int) Result {
+	if len(s.configs) > 0 {
+		return Result{ConfigNum: s.configs[len(s.configs)-1].Num}
+	}
+	if numShards < 1 || numShards > MaxShards {
+		return Result{Err: ErrInvalidShards}
+	}
+	s.numShards = numShards
+	s.configs = []Config{{Num: 0, Shards: make([]uint64, numShards), Groups: map[uint64][]string{}}}
+	s.newConfigs = append(s.newConfigs, 0)
+	return Result{}
+}
+
+func (s *State) join(groups []*controllerpb.Group) (Config, error) {
+	next := s.configs[len(s.configs)-1].Clone()
+	seen := map[uint64]bool{}
+	for _, g := range groups {
+		id, addrs := g.GetId(), g.GetAddrs()
+		switch {
+		case id == 0:
+			return Config{}, fmt.Errorf("%w: group id 0 is reserved", ErrInvalidGroup)
+		case len(addrs) == 0:
+			return Config{}, fmt.Errorf("%w: group %d has no addresses", ErrInvalidGroup, id)
+		case seen[id]:
+			return Config{}, fmt.Errorf("%w: group %d appears twice", ErrInvalidGroup, id)
+		}
+		for _, a := range addrs {
+			if a == "" {
+				return Config{}, fmt.Errorf("%w: group %d has an empty address", ErrInvalidGroup, id)
+			}
+		}
+		seen[id] = true
+		if old, ok := next.Groups[id]; ok && !slices.Equal(old, addrs) {
+			return Config{}, fmt.Errorf("%w: group %d is %v, not %v", ErrGroupExists, id, old, addrs)
+		}
+		next.Groups[id] = slices.Clone(addrs)
+	}
+	next.Shards = Rebalance(next.Shards, next.GroupIDs())
+	return next, nil
+}
+
+func (s *State) leave(gids []uint64, force bool) (Config, error) {
+	next := s.configs[len(s.configs)-1].Clone()
+	for _, g := range gids {
+		if _, ok := next.Groups[g]; !ok {
+			return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, g)
+		}
+		delete(next.Groups, g)
+	}
+	if len(next.Groups) == 0 && len(gids) > 0 && !force {
+		return Config{}, ErrWouldOrphan
+	}
+	next.Shards = Rebalance(next.Shards, next.GroupIDs())
+	return next, nil
+}
+
+func (s *State) move(shard int, gid uint64) (Config, error) {
+	next := s.configs[len(s.configs)-1].Clone()
+	if shard < 0 || shard >= len(next.Shards) {
+		return Config{}, fmt.Errorf("%w: %d (the cluster has %d)", ErrUnknownShard, shard, len(next.Shards))
+	}
+	if _, ok := next.Groups[gid]; !ok {
+		return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, gid)
+	}
+	next.Shards[shard] = gid
+	return next, nil
+}
+
+func (s *State) expireSessions(now int64) {
+	cutoff := now - SessionTTL.Milliseconds()
+	for id, sess := range s.sessions {
+		if sess.lastSeen < cutoff {
+			delete(s.sessions, id)
+			s.touchedSessions[id] = true
+		}
+	}
+}

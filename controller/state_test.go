@@ -1,0 +1,120 @@
+package controller
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+)
+
+func join(client, seq uint64, groups map[uint64][]string) *controllerpb.Command {
+	req := &controllerpb.JoinRequest{Session: &controllerpb.Session{ClientId: client, Seq: seq}}
+	for _, id := range []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9} {
+		if a, ok := groups[id]; ok {
+			req.Groups = append(req.Groups, &controllerpb.Group{Id: id, Addrs: a})
+		}
+	}
+	return &controllerpb.Command{Op: &controllerpb.Command_Join{Join: req}}
+}
+
+func leave(client, seq uint64, force bool, gids ...uint64) *controllerpb.Command {
+	return &controllerpb.Command{Op: &controllerpb.Command_Leave{Leave: &controllerpb.LeaveRequest{
+		Gids: gids, Force: force, Session: &controllerpb.Session{ClientId: client, Seq: seq}}}}
+}
+
+func move(client, seq uint64, shard uint32, gid uint64) *controllerpb.Command {
+	return &controllerpb.Command{Op: &controllerpb.Command_Move{Move: &controllerpb.MoveRequest{
+		Shard: shard, Gid: gid, Session: &controllerpb.Session{ClientId: client, Seq: seq}}}}
+}
+
+func initCmd(n uint32) *controllerpb.Command {
+	return &controllerpb.Command{Op: &controllerpb.Command_Init{Init: &controllerpb.InitRequest{NumShards: n}}}
+}
+
+func TestStateCommands(t *testing.T) {
+	var s State
+	if r := s.Apply(join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
+		t.Fatalf("join before init: %v", r.Err)
+	}
+	if r := s.Apply(initCmd(0)); !errors.Is(r.Err, ErrInvalidShards) {
+		t.Fatalf("init 0 shards: %v", r.Err)
+	}
+	if r := s.Apply(initCmd(MaxShards + 1)); !errors.Is(r.Err, ErrInvalidShards) {
+		t.Fatalf("init too many shards: %v", r.Err)
+	}
+	s.Apply(initCmd(10))
+	s.Apply(initCmd(20)) // ignored: the shard count never changes
+	if s.NumShards() != 10 {
+		t.Fatalf("shards %d", s.NumShards())
+	}
+
+	steps := []struct {
+		name    string
+		cmd     *controllerpb.Command
+		wantErr error
+		wantNum uint64
+	}{
+		{"join 1", join(1, 2, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
+		{"retry of join 1 is not applied again", join(1, 2, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
+		{"older request of the client", join(1, 1, map[uint64][]string{2: {"b"}}), ErrStaleRequest, 0},
+		{"join 2 and 3", join(2, 1, map[uint64][]string{2: {"b"}, 3: {"c"}}), nil, 2},
+		{"rejoin with same addresses changes nothing", join(2, 2, map[uint64][]string{2: {"b"}}), nil, 2},
+		{"rejoin with other addresses", join(2, 3, map[uint64][]string{2: {"x"}}), ErrGroupExists, 2},
+		{"group 0", join(2, 4, map[uint64][]string{0: {"x"}}), ErrInvalidGroup, 2},
+		{"no addresses", join(2, 5, map[uint64][]string{4: nil}), ErrInvalidGroup, 2},
+		{"leave unknown", leave(3, 1, false, 9), ErrUnknownGroup, 2},
+		{"move unknown shard", move(3, 2, 10, 1), ErrUnknownShard, 2},
+		{"move to unknown group", move(3, 3, 0, 9), ErrUnknownGroup, 2},
+		{"move", move(3, 4, 0, 3), nil, 3},
+		{"leave 1", leave(3, 5, false, 1), nil, 4},
+		{"leave all refused", leave(3, 6, false, 2, 3), ErrWouldOrphan, 4},
+		{"leave all forced", leave(3, 7, true, 2, 3), nil, 5},
+	}
+	for _, st := range steps {
+		r := s.Apply(st.cmd)
+		if !errors.Is(r.Err, st.wantErr) || (st.wantNum != 0 && r.ConfigNum != st.wantNum) {
+			t.Fatalf("%s: got (%d, %v), want (%d, %v)", st.name, r.ConfigNum, r.Err, st.wantNum, st.wantErr)
+		}
+		latest, _ := s.Latest()
+		if st.wantErr != nil && latest.Num != st.wantNum && st.wantNum != 0 {
+			t.Fatalf("%s: a refused command created configuration %d", st.name, latest.Num)
+		}
+	}
+	c3, _ := s.Query(3)
+	if c3.Shards[0] != 3 {
+		t.Fatalf("move did not place shard 0 on group 3: %v", c3.Shards)
+	}
+	c4, _ := s.Query(4)
+	for sh, g := range c4.Shards {
+		if g == 1 {
+			t.Fatalf("shard %d still on departed group 1", sh)
+		}
+	}
+	c5, _ := s.Query(-1)
+	if c5.Num != 5 || len(c5.Groups) != 0 || c5.Shards[0] != 0 {
+		t.Fatalf("forced leave-all: %+v", c5)
+	}
+	if c, _ := s.Query(99); c.Num != 5 {
+		t.Fatalf("query above latest gave %d", c.Num)
+	}
+}
+
+func TestSessionsExpireByStamp(t *testing.T) {
+	var s State
+	s.Apply(initCmd(4))
+	c := join(7, 1, map[uint64][]string{1: {"a"}})
+	c.Stamp = 1000
+	s.Apply(c)
+	if _, ok := s.sessions[7]; !ok {
+		t.Fatal("session not recorded")
+	}
+	later := move(8, 1, 0, 1)
+	later.Stamp = 1000 + SessionTTL.Milliseconds() + 1
+	s.Apply(later)
+	if _, ok := s.sessions[7]; ok {
+		t.Fatal("idle session not expired")
+	}
+	if _, ok := s.sessions[8]; !ok {
+		t.Fatal("fresh session expired")
+	}
+}

@@ -1,0 +1,264 @@
+package controller
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+)
+
+// Keys under the controller replica's state prefix.
+const (
+	keyApplied   = 'a'
+	keyNumShards = 'n'
+	keyConfig    = 'c' // + config number (8 bytes, big endian)
+	keySession   = 's' // + client id (8 bytes, big endian)
+)
+
+// Store is a State persisted in Pebble: a raftnode.StateMachine. Reads
+// (Query, Latest) may run concurrently with Apply.
+type Store struct {
+	db *pebble.DB
+	r  storage.Replica
+
+	mu      sync.RWMutex
+	state   State
+	applied uint64
+	changed chan struct{} // closed and replaced whenever a configuration is added
+}
+
+var _ raftnode.StateMachine = (*Store)(nil)
+
+// OpenStore loads the controller state of replica r from e.
+func OpenStore(e *storage.Engine, r storage.Replica) (*Store, error) {
+	s := &Store{db: e.DB(), r: r, changed: make(chan struct{})}
+	if err := s.load(s.db); err != nil {
+		return nil, fmt.Errorf("load controller state of replica %d: %w", r.ID, err)
+	}
+	return s, nil
+}
+
+func (s *Store) load(r pebble.Reader) error {
+	st := State{sessions: map[uint64]*session{}, touchedSessions: map[uint64]bool{}}
+	var applied uint64
+	if v, ok, err := storage.Get(r, s.r.StateKey(keyApplied)); err != nil {
+		return err
+	} else if ok {
+		applied = binary.BigEndian.Uint64(v)
+	}
+	if v, ok, err := storage.Get(r, s.r.StateKey(keyNumShards)); err != nil {
+		return err
+	} else if ok {
+		st.numShards = int(binary.BigEndian.Uint32(v))
+	}
+	if err := s.scan(r, keyConfig, func(v []byte) error {
+		var pc controllerpb.Config
+		if err := proto.Unmarshal(v, &pc); err != nil {
+			return err
+		}
+		if pc.GetNum() != uint64(len(st.configs)) {
+			return fmt.Errorf("configuration %d follows %d", pc.GetNum(), len(st.configs)-1)
+		}
+		st.configs = append(st.configs, ConfigFromProto(&pc))
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.scan(r, keySession, func(v []byte) error {
+		var rec controllerpb.SessionRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		st.sessions[rec.GetClientId()] = &session{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(),
+			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.state, s.applied = st, applied
+	return nil
+}
+
+func (s *Store) scan(r pebble.Reader, kind byte, fn func(v []byte) error) error {
+	lo, hi := s.r.StateSpan(kind)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// Applied implements raftnode.StateMachine.
+func (s *Store) Applied() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
+}
+
+// Apply implements raftnode.StateMachine: each entry's result is a Result.
+func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	results := make([]any, len(ents))
+	last := s.applied
+	for i, e := range ents {
+		if e.Index <= s.applied {
+			continue
+		}
+		last = e.Index
+		if e.Data == nil {
+			continue
+		}
+		var cmd controllerpb.Command
+		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
+			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", ErrInvalidGroup, e.Index)}
+			continue
+		}
+		results[i] = s.state.Apply(&cmd)
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := s.writeChanges(b); err != nil {
+		return nil, err
+	}
+	if err := b.Set(s.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+		return nil, err
+	}
+	// Not synced: the raft log holds these entries durably, and Pebble's
+	// single WAL makes this batch durable no later than any later synced
+	// write.
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return nil, err
+	}
+	s.applied = last
+	return results, nil
+}
+
+func (s *Store) writeChanges(b *pebble.Batch) error {
+	st := &s.state
+	if len(st.newConfigs) > 0 {
+		if err := b.Set(s.r.StateKey(keyNumShards), binary.BigEndian.AppendUint32(nil, uint32(st.numShards)), nil); err != nil {
+			return err
+		}
+		for _, n := range st.newConfigs {
+			v, err := proto.Marshal(st.configs[n].ToProto())
+			if err != nil {
+				return err
+			}
+			if err := b.Set(s.configKey(n), v, nil); err != nil {
+				return err
+			}
+		}
+		st.newConfigs = st.newConfigs[:0]
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+	for id := range st.touchedSessions {
+		key := s.r.StateKey(binary.BigEndian.AppendUint64([]byte{keySession}, id)...)
+		sess, ok := st.sessions[id]
+		if !ok {
+			if err := b.Delete(key, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		v, err := proto.Marshal(sessionRecord(id, sess))
+		if err != nil {
+			return err
+		}
+		if err := b.Set(key, v, nil); err != nil {
+			return err
+		}
+	}
+	clear(st.touchedSessions)
+	return nil
+}
+
+func sessionRecord(id uint64, s *session) *controllerpb.SessionRecord {
+	return &controllerpb.SessionRecord{ClientId: id, Seq: s.seq, LastSeen: s.lastSeen,
+		ConfigNum: s.configNum, ErrorCode: errorCode(s.err)}
+}
+
+func (s *Store) configKey(n uint64) []byte {
+	return s.r.StateKey(binary.BigEndian.AppendUint64([]byte{keyConfig}, n)...)
+}
+
+// Snapshot implements raftnode.StateMachine.
+func (s *Store) Snapshot() ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	img := &controllerpb.Image{Applied: s.applied, NumShards: uint32(s.state.numShards)}
+	for i := range s.state.configs {
+		img.Configs = append(img.Configs, s.state.configs[i].ToProto())
+	}
+	for id, sess := range s.state.sessions {
+		img.Sessions = append(img.Sessions, sessionRecord(id, sess))
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(img)
+}
+
+// Restore implements raftnode.StateMachine.
+func (s *Store) Restore(image []byte) error {
+	var img controllerpb.Image
+	if err := proto.Unmarshal(image, &img); err != nil {
+		return fmt.Errorf("decode controller image: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.db.NewBatch()
+	defer b.Close()
+	lo, hi := s.r.StateSpan()
+	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return err
+	}
+	st := State{numShards: int(img.GetNumShards()), sessions: map[uint64]*session{}, touchedSessions: map[uint64]bool{}}
+	for _, pc := range img.GetConfigs() {
+		st.configs = append(st.configs, ConfigFromProto(pc))
+		st.newConfigs = append(st.newConfigs, pc.GetNum())
+	}
+	for _, rec := range img.GetSessions() {
+		st.sessions[rec.GetClientId()] = &session{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(),
+			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
+		st.touchedSessions[rec.GetClientId()] = true
+	}
+	s.state = st
+	if err := s.writeChanges(b); err != nil {
+		return err
+	}
+	if err := b.Set(s.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, img.GetApplied()), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.applied = img.GetApplied()
+	return nil
+}
+
+// Query returns configuration n (the latest for n < 0 or above it), and
+// the shard count; ok is false before the controller is initialised.
+func (s *Store) Query(n int64) (cfg Config, numShards int, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cfg, ok = s.state.Query(n)
+	return cfg, s.state.numShards, ok
+}
+
+// Changed returns a channel closed when a configuration is next added.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
