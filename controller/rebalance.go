@@ -92,4 +92,3 @@ func Rebalance(shards []uint64, groups []uint64) []uint64 {
 	}
 	return out
 }
-

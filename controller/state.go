@@ -136,22 +136,22 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 			return Result{Err: ErrStaleRequest}
 		}
 	}
-	var res Result
 	if len(s.configs) == 0 {
-		res = Result{Err: ErrNotInitialized}
-	} else {
-		var next Config
-		var err error
-		switch op := cmd.GetOp().(type) {
-		case *controllerpb.Command_Join:
-			next, err = s.join(op.Join.GetGroups())
-		case *controllerpb.Command_Leave:
-			next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
-		case *controllerpb.Command_Move:
-			next, err = s.move(int(op.Move.GetShard()), op.Move.GetGid())
-		}
-		res = s.commit(next, err)
+		// Not ready is not an outcome: nothing is remembered, so the
+		// client's retry is applied once the controller is initialised.
+		return Result{Err: ErrNotInitialized}
 	}
+	var next Config
+	var err error
+	switch op := cmd.GetOp().(type) {
+	case *controllerpb.Command_Join:
+		next, err = s.join(op.Join.GetGroups())
+	case *controllerpb.Command_Leave:
+		next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
+	case *controllerpb.Command_Move:
+		next, err = s.move(int(op.Move.GetShard()), op.Move.GetGid())
+	}
+	res := s.commit(next, err)
 	if id := sess.GetClientId(); id != 0 {
 		s.sessions[id] = &session{seq: sess.GetSeq(), lastSeen: cmd.GetStamp(), configNum: res.ConfigNum, err: res.Err}
 		s.touchedSessions[id] = true

@@ -118,3 +118,14 @@ func TestSessionsExpireByStamp(t *testing.T) {
 		t.Fatal("fresh session expired")
 	}
 }
+
+func TestNotInitializedIsNotRemembered(t *testing.T) {
+	var s State
+	if r := s.Apply(join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
+		t.Fatal(r.Err)
+	}
+	s.Apply(initCmd(4))
+	if r := s.Apply(join(1, 1, map[uint64][]string{1: {"a"}})); r.Err != nil || r.ConfigNum != 1 {
+		t.Fatalf("retry after init: %+v", r)
+	}
+}

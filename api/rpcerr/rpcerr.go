@@ -1,0 +1,109 @@
+// Package rpcerr carries typed errors across gRPC.
+//
+// A server maps each sentinel error it may return to a gRPC code and a
+// stable reason string, sent as a google.rpc.ErrorInfo detail. The client
+// maps the reason back to the same sentinel, so callers on either side of
+// the wire branch with errors.Is on the same values.
+package rpcerr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Entry maps one sentinel error to its wire form.
+type Entry struct {
+	Err    error
+	Code   codes.Code
+	Reason string
+}
+
+// Table is a set of sentinel errors of one domain (a service).
+type Table struct {
+	domain  string
+	entries []Entry
+}
+
+// NewTable returns the table of domain's errors.
+func NewTable(domain string, entries ...Entry) *Table {
+	return &Table{domain: domain, entries: entries}
+}
+
+// ToStatus converts err for a gRPC handler's return. A sentinel of the
+// table (wrapped or not) keeps its message and gains its reason; context
+// errors become DeadlineExceeded or Canceled; anything else is Internal.
+func (t *Table) ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, e := range t.entries {
+		if errors.Is(err, e.Err) {
+			st, derr := status.New(e.Code, err.Error()).WithDetails(&errdetails.ErrorInfo{Reason: e.Reason, Domain: t.domain})
+			if derr != nil {
+				return status.Error(e.Code, err.Error())
+			}
+			return st.Err()
+		}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// FromStatus converts an error returned by a gRPC call back into the
+// table's sentinel when it carries one of its reasons: the result matches
+// errors.Is(result, sentinel) and keeps the server's message. Other errors
+// are returned unchanged.
+func (t *Table) FromStatus(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return err
+	}
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.GetDomain() != t.domain {
+			continue
+		}
+		for _, e := range t.entries {
+			if e.Reason == info.GetReason() {
+				return &remoteError{sentinel: e.Err, msg: st.Message()}
+			}
+		}
+	}
+	return err
+}
+
+type remoteError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// Retryable reports whether a failed call may be tried on another replica
+// or later: the server was unreachable, not the leader, or gave up waiting.
+func Retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// Errorf is a shorthand for a status error with a formatted message.
+func Errorf(c codes.Code, format string, args ...any) error {
+	return status.Error(c, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,203 @@
+// Package ctlclient is the Go client of the shard controller. It finds the
+// leader among the controller replicas, retries with backoff within the
+// caller's deadline, and tags every change with its session (client id,
+// sequence number) so a retried change is applied once.
+package ctlclient
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/controller/ctlserver"
+)
+
+// attemptTimeout bounds one RPC to one replica, so a dead replica costs a
+// bounded wait before the next one is tried.
+const attemptTimeout = 3 * time.Second
+
+// ErrNoAddresses is returned by New without controller addresses.
+var ErrNoAddresses = errors.New("ctlclient: no controller addresses")
+
+// Client talks to a controller cluster. It is safe for concurrent use;
+// changes from one Client are applied in the order they were called.
+type Client struct {
+	conns   []*grpc.ClientConn
+	clients []controllerpb.ControllerClient
+	leader  atomic.Int32
+	id      uint64
+
+	changeMu sync.Mutex // one change in flight, so sequence numbers only grow
+	seq      uint64
+}
+
+// New connects (lazily) to the controller replicas at addrs. Without dial
+// options, connections are plaintext.
+func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, ErrNoAddresses
+	}
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	c := &Client{id: binary.BigEndian.Uint64(id[:]) | 1}
+	for _, a := range addrs {
+		conn, err := grpc.NewClient(a, dial...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("dial controller %s: %w", a, err)
+		}
+		c.conns = append(c.conns, conn)
+		c.clients = append(c.clients, controllerpb.NewControllerClient(conn))
+	}
+	return c, nil
+}
+
+// Close releases the connections.
+func (c *Client) Close() error {
+	for _, conn := range c.conns {
+		_ = conn.Close()
+	}
+	return nil
+}
+
+// call runs fn against the replica believed to lead, moving on to the next
+// on a retryable failure, with backoff once every replica was tried.
+func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient) error) error {
+	backoff := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		i := int(c.leader.Load()) % len(c.clients)
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := fn(actx, c.clients[i])
+		cancel()
+		if err == nil {
+			return nil
+		}
+		retry := rpcerr.Retryable(err)
+		err = ctlserver.Errors.FromStatus(err)
+		if !retry || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			}
+			return err
+		}
+		c.leader.CompareAndSwap(int32(i), int32((i+1)%len(c.clients)))
+		if (attempt+1)%len(c.clients) == 0 {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+func (c *Client) change(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (*controllerpb.ChangeReply, error)) (controller.Config, error) {
+	c.changeMu.Lock()
+	defer c.changeMu.Unlock()
+	c.seq++
+	sess := &controllerpb.Session{ClientId: c.id, Seq: c.seq}
+	var reply *controllerpb.ChangeReply
+	err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+		var err error
+		reply, err = fn(ctx, cl, sess)
+		return err
+	})
+	if err != nil {
+		return controller.Config{}, err
+	}
+	return controller.ConfigFromProto(reply.GetConfig()), nil
+}
+
+// Join adds groups (id -> replica addresses) and rebalances. It returns the
+// configuration after the change.
+func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (controller.Config, error) {
+	req := &controllerpb.JoinRequest{}
+	ids := make([]uint64, 0, len(groups))
+	for id := range groups {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		req.Groups = append(req.Groups, &controllerpb.Group{Id: id, Addrs: groups[id]})
+	}
+	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
+		req.Session = s
+		return cl.Join(ctx, req)
+	})
+}
+
+// Leave removes groups and rebalances. Removing every group needs force.
+func (c *Client) Leave(ctx context.Context, gids []uint64, force bool) (controller.Config, error) {
+	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
+		return cl.Leave(ctx, &controllerpb.LeaveRequest{Gids: gids, Force: force, Session: s})
+	})
+}
+
+// Move assigns one shard to one group, without rebalancing.
+func (c *Client) Move(ctx context.Context, shard int, gid uint64) (controller.Config, error) {
+	if shard < 0 || shard > controller.MaxShards {
+		return controller.Config{}, fmt.Errorf("%w: %d", controller.ErrUnknownShard, shard)
+	}
+	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
+		return cl.Move(ctx, &controllerpb.MoveRequest{Shard: uint32(shard), Gid: gid, Session: s})
+	})
+}
+
+// Query returns configuration n (the latest for n < 0) and the cluster's
+// shard count, linearizably.
+func (c *Client) Query(ctx context.Context, n int64) (controller.Config, int, error) {
+	var reply *controllerpb.QueryReply
+	err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+		var err error
+		reply, err = cl.Query(ctx, &controllerpb.QueryRequest{Num: n})
+		return err
+	})
+	if err != nil {
+		return controller.Config{}, 0, err
+	}
+	return controller.ConfigFromProto(reply.GetConfig()), int(reply.GetNumShards()), nil
+}
+
+// Watch waits until a configuration numbered above after exists and returns
+// the newest one; it may also return an older one when the server's wait
+// limit passes first. It is served by any replica, so it is not a
+// linearizable read: use Query for that.
+func (c *Client) Watch(ctx context.Context, after uint64) (controller.Config, error) {
+	var reply *controllerpb.QueryReply
+	backoff := 50 * time.Millisecond
+	for {
+		i := int(c.leader.Load()) % len(c.clients)
+		r, err := c.clients[i].Watch(ctx, &controllerpb.WatchRequest{After: after})
+		if err == nil {
+			reply = r
+			break
+		}
+		if ctx.Err() != nil {
+			return controller.Config{}, ctx.Err()
+		}
+		c.leader.CompareAndSwap(int32(i), int32((i+1)%len(c.clients)))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return controller.Config{}, ctx.Err()
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	return controller.ConfigFromProto(reply.GetConfig()), nil
+}

@@ -1,0 +1,229 @@
+// Package ctlserver runs one replica of the shard controller: a raft node
+// whose state machine is a controller.Store, served over gRPC.
+//
+// Changes (Join, Leave, Move) are proposed on the leader, stamped with its
+// clock, and answered once applied. Query is linearizable: the leader
+// confirms a read index before reading its applied state. Watch is a long
+// poll any replica answers from its own applied state, for drivers that
+// only need to learn of new configurations promptly.
+package ctlserver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// Group is the Raft group id of the controller; replica groups are
+// numbered from 1.
+const Group = 0
+
+// DefaultShards is the shard count of a new cluster unless told otherwise.
+const DefaultShards = 64
+
+// watchLimit bounds one Watch long poll.
+const watchLimit = 30 * time.Second
+
+// Errors is the controller's wire error table, shared with ctlclient.
+var Errors = rpcerr.NewTable("shardkv.controller",
+	rpcerr.Entry{Err: controller.ErrNotInitialized, Code: codes.Unavailable, Reason: "NOT_INITIALIZED"},
+	rpcerr.Entry{Err: controller.ErrInvalidGroup, Code: codes.InvalidArgument, Reason: "INVALID_GROUP"},
+	rpcerr.Entry{Err: controller.ErrGroupExists, Code: codes.AlreadyExists, Reason: "GROUP_EXISTS"},
+	rpcerr.Entry{Err: controller.ErrUnknownGroup, Code: codes.NotFound, Reason: "UNKNOWN_GROUP"},
+	rpcerr.Entry{Err: controller.ErrUnknownShard, Code: codes.OutOfRange, Reason: "UNKNOWN_SHARD"},
+	rpcerr.Entry{Err: controller.ErrWouldOrphan, Code: codes.FailedPrecondition, Reason: "WOULD_ORPHAN"},
+	rpcerr.Entry{Err: controller.ErrInvalidShards, Code: codes.InvalidArgument, Reason: "INVALID_SHARDS"},
+	rpcerr.Entry{Err: controller.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
+	rpcerr.Entry{Err: raftnode.ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
+	rpcerr.Entry{Err: raftnode.ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
+	rpcerr.Entry{Err: raftnode.ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
+	rpcerr.Entry{Err: raftnode.ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
+	rpcerr.Entry{Err: raftnode.ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
+)
+
+// Config describes one controller replica.
+type Config struct {
+	ID        uint64
+	Peers     []uint64 // Raft ids of every controller replica
+	Engine    *storage.Engine
+	Network   transport.Network
+	NumShards int // used only when the cluster is created; default DefaultShards
+	Logger    *slog.Logger
+	// Tune, if set, adjusts the raft node's configuration (tests shorten
+	// snapshot thresholds with it).
+	Tune func(*raftnode.Config)
+}
+
+// Server is one running controller replica.
+type Server struct {
+	controllerpb.UnimplementedControllerServer
+	store *controller.Store
+	node  *raftnode.Node
+	log   *slog.Logger
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// Start opens the replica's state and joins the controller group.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.NumShards == 0 {
+		cfg.NumShards = DefaultShards
+	}
+	if cfg.NumShards < 1 || cfg.NumShards > controller.MaxShards {
+		return nil, fmt.Errorf("%w: %d", controller.ErrInvalidShards, cfg.NumShards)
+	}
+	log := cfg.Logger.With("component", "controller", "replica", cfg.ID)
+	store, err := controller.OpenStore(cfg.Engine, storage.Replica{Group: Group, ID: cfg.ID})
+	if err != nil {
+		return nil, err
+	}
+	rc := raftnode.Config{Group: Group, ID: cfg.ID, Peers: cfg.Peers, Engine: cfg.Engine,
+		Network: cfg.Network, StateMachine: store, Logger: cfg.Logger.With("component", "controller")}
+	if cfg.Tune != nil {
+		cfg.Tune(&rc)
+	}
+	node, err := raftnode.Start(rc)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{store: store, node: node, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	go s.initialize(cfg.NumShards)
+	return s, nil
+}
+
+// initialize proposes the shard count until some replica's Init is applied.
+// Only the first Init counts, so replicas started with different counts
+// agree on the first one proposed.
+func (s *Server) initialize(numShards int) {
+	defer close(s.done)
+	cmd, _ := proto.Marshal(&controllerpb.Command{Op: &controllerpb.Command_Init{Init: &controllerpb.InitRequest{NumShards: uint32(numShards)}}})
+	for {
+		if _, n, ok := s.store.Query(-1); ok {
+			if n != numShards {
+				s.log.Warn("cluster keeps its shard count", "shards", n, "asked", numShards)
+			}
+			return
+		}
+		if s.node.Status().IsLeader {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := s.node.Propose(ctx, cmd)
+			cancel()
+			if err == nil {
+				s.log.Info("created cluster", "shards", numShards)
+			}
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Register adds the controller service to g.
+func (s *Server) Register(g *grpc.Server) { controllerpb.RegisterControllerServer(g, s) }
+
+// Node is the replica's raft node, for status and tests.
+func (s *Server) Node() *raftnode.Node { return s.node }
+
+// Store is the replica's applied state.
+func (s *Server) Store() *controller.Store { return s.store }
+
+// Stop stops the replica. Its engine stays open.
+func (s *Server) Stop() {
+	close(s.stop)
+	<-s.done
+	s.node.Stop()
+}
+
+// Join implements controllerpb.ControllerServer.
+func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*controllerpb.ChangeReply, error) {
+	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Join{Join: req}})
+}
+
+// Leave implements controllerpb.ControllerServer.
+func (s *Server) Leave(ctx context.Context, req *controllerpb.LeaveRequest) (*controllerpb.ChangeReply, error) {
+	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Leave{Leave: req}})
+}
+
+// Move implements controllerpb.ControllerServer.
+func (s *Server) Move(ctx context.Context, req *controllerpb.MoveRequest) (*controllerpb.ChangeReply, error) {
+	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Move{Move: req}})
+}
+
+func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*controllerpb.ChangeReply, error) {
+	cmd.Stamp = time.Now().UnixMilli()
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, rpcerr.Errorf(codes.InvalidArgument, "encode command: %v", err)
+	}
+	v, err := s.node.Propose(ctx, data)
+	if err != nil {
+		return nil, Errors.ToStatus(err)
+	}
+	res, ok := v.(controller.Result)
+	if !ok {
+		return nil, rpcerr.Errorf(codes.Internal, "unexpected result %T", v)
+	}
+	if res.Err != nil {
+		return nil, Errors.ToStatus(res.Err)
+	}
+	cfg, _, _ := s.store.Query(int64(res.ConfigNum))
+	s.log.Info("configuration changed", "num", cfg.Num, "groups", len(cfg.Groups))
+	return &controllerpb.ChangeReply{Config: cfg.ToProto()}, nil
+}
+
+// Query implements controllerpb.ControllerServer.
+func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*controllerpb.QueryReply, error) {
+	if st := s.node.Status(); !st.IsLeader {
+		return nil, Errors.ToStatus(&raftnode.NotLeaderError{Leader: st.Leader})
+	}
+	if err := s.node.ReadIndex(ctx); err != nil {
+		return nil, Errors.ToStatus(err)
+	}
+	cfg, n, ok := s.store.Query(req.GetNum())
+	if !ok {
+		return nil, Errors.ToStatus(controller.ErrNotInitialized)
+	}
+	return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+}
+
+// Watch implements controllerpb.ControllerServer.
+func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*controllerpb.QueryReply, error) {
+	limit := time.NewTimer(watchLimit)
+	defer limit.Stop()
+	for {
+		changed := s.store.Changed()
+		cfg, n, ok := s.store.Query(-1)
+		if ok && cfg.Num > req.GetAfter() {
+			return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+		}
+		select {
+		case <-changed:
+		case <-limit.C:
+			if !ok {
+				return nil, Errors.ToStatus(controller.ErrNotInitialized)
+			}
+			return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+		case <-ctx.Done():
+			return nil, Errors.ToStatus(ctx.Err())
+		case <-s.node.Done():
+			return nil, Errors.ToStatus(raftnode.ErrStopped)
+		}
+	}
+}
