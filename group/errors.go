@@ -1,0 +1,45 @@
+package group
+
+import "errors"
+
+// Errors a caller can branch on.
+var (
+	// ErrWrongGroup: the key's shard is not this group's in its applied
+	// configuration. The client should re-read the configuration.
+	ErrWrongGroup = errors.New("group: wrong group for key")
+	// ErrNotReady: the shard is this group's but its data has not arrived
+	// yet, or the other group is behind. Retry later.
+	ErrNotReady = errors.New("group: shard not ready")
+	// ErrStaleConfig: the request names a configuration this group has
+	// already passed.
+	ErrStaleConfig = errors.New("group: configuration already passed")
+	// ErrKeyTooLarge and ErrValueTooLarge: the request exceeds the limits;
+	// nothing changed.
+	ErrKeyTooLarge   = errors.New("group: key too large")
+	ErrValueTooLarge = errors.New("group: value too large")
+	// ErrEmptyKey: keys must have at least one byte.
+	ErrEmptyKey = errors.New("group: empty key")
+	// ErrStaleRequest: the session already applied a later request.
+	ErrStaleRequest = errors.New("group: request older than the session's last")
+	// ErrMalformed: the request could not be decoded or is inconsistent.
+	ErrMalformed = errors.New("group: malformed request")
+)
+
+// outcome codes of deterministic failures, as stored in duplicate tables.
+var codes = []error{nil, ErrValueTooLarge, ErrKeyTooLarge, ErrMalformed}
+
+func errorCode(err error) uint32 {
+	for i, e := range codes {
+		if i > 0 && errors.Is(err, e) {
+			return uint32(i)
+		}
+	}
+	return 0
+}
+
+func codeError(code uint32) error {
+	if int(code) < len(codes) {
+		return codes[code]
+	}
+	return ErrMalformed
+}

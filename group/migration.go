@@ -1,0 +1,197 @@
+package group
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller"
+)
+
+// migrating reports whether some shard of the current configuration is
+// still moving in or out.
+func (sm *StateMachine) migrating() bool {
+	for _, s := range sm.meta.shards {
+		if s.state != Serving && s.state != Absent {
+			return true
+		}
+	}
+	return false
+}
+
+// installConfig moves the group from configuration N to next (N+1): only
+// in order, and only once every migration of N is finished.
+func (sm *StateMachine) installConfig(a *apply, next controller.Config) (error, error) {
+	cur := sm.meta.config
+	switch {
+	case next.Num != cur.Num+1:
+		return fmt.Errorf("%w: have %d, offered %d", ErrStaleConfig, cur.Num, next.Num), nil
+	case sm.migrating():
+		return fmt.Errorf("%w: configuration %d still migrating", ErrNotReady, cur.Num), nil
+	case len(next.Shards) == 0 || (len(sm.meta.shards) > 0 && len(next.Shards) != len(sm.meta.shards)):
+		return fmt.Errorf("%w: configuration %d has %d shards", ErrMalformed, next.Num, len(next.Shards)), nil
+	}
+	if len(sm.meta.shards) == 0 {
+		sm.meta.shards = make([]shardMeta, len(next.Shards))
+		cur.Shards = make([]uint64, len(next.Shards)) // configuration 0: no owners
+	}
+	for s := range next.Shards {
+		was, now := cur.Shards[s] == sm.gid, next.Shards[s] == sm.gid
+		switch {
+		case now && !was && cur.Shards[s] == 0:
+			sm.meta.shards[s] = shardMeta{state: Serving} // from nowhere: starts empty
+		case now && !was:
+			sm.meta.shards[s] = shardMeta{state: Pulling}
+		case was && !now && next.Shards[s] == 0:
+			// Every group left (a forced leave): nobody will pull it.
+			if err := sm.dropShard(a, s); err != nil {
+				return nil, err
+			}
+			sm.meta.shards[s] = shardMeta{state: Absent}
+		case was && !now:
+			sm.meta.shards[s] = shardMeta{state: Offering}
+		}
+	}
+	sm.meta.prev, sm.meta.config = cur, next
+	a.metaChanged = true
+	return nil, nil
+}
+
+// insertShard applies one chunk of a shard pulled from its previous owner.
+func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, stamp int64) (error, error) {
+	shard := int(in.GetShard())
+	if in.GetConfigNum() != sm.meta.config.Num || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Pulling {
+		return fmt.Errorf("%w: shard %d at configuration %d is not awaited", ErrStaleConfig, shard, in.GetConfigNum()), nil
+	}
+	m := &sm.meta.shards[shard]
+	if in.GetChunk() == 0 {
+		if err := sm.dropShard(a, shard); err != nil { // a partial copy from an earlier pull
+			return nil, err
+		}
+		m.nextChunk = 0
+	}
+	if in.GetChunk() != m.nextChunk {
+		return fmt.Errorf("%w: chunk %d of shard %d, expected %d", ErrStaleConfig, in.GetChunk(), shard, m.nextChunk), nil
+	}
+	for _, kv := range in.GetKvs() {
+		if controller.ShardOf(kv.GetKey(), len(sm.meta.shards)) != shard {
+			return fmt.Errorf("%w: key of another shard in shard %d", ErrMalformed, shard), nil
+		}
+		if err := a.b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
+			return nil, err
+		}
+	}
+	for _, rec := range in.GetSessions() {
+		if err := sm.mergeSession(a, shard, rec); err != nil {
+			return nil, err
+		}
+	}
+	m.nextChunk++
+	if in.GetLast() {
+		m.state = Confirming
+	}
+	a.metaChanged = true
+	return nil, nil
+}
+
+// deleteShard drops a shard the new owner has committed. A request for a
+// configuration already passed, or a shard already dropped, succeeds: the
+// deletion happened.
+func (sm *StateMachine) deleteShard(a *apply, num uint64, shard int) (error, error) {
+	cur := sm.meta.config.Num
+	switch {
+	case num > cur:
+		return fmt.Errorf("%w: at configuration %d, asked to delete at %d", ErrNotReady, cur, num), nil
+	case num < cur || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Offering:
+		return nil, nil
+	}
+	if err := sm.dropShard(a, shard); err != nil {
+		return nil, err
+	}
+	sm.meta.shards[shard] = shardMeta{state: Absent}
+	a.metaChanged = true
+	return nil, nil
+}
+
+// confirmDelete records that the old owner deleted its copy.
+func (sm *StateMachine) confirmDelete(a *apply, num uint64, shard int) error {
+	if num != sm.meta.config.Num || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Confirming {
+		return nil
+	}
+	sm.meta.shards[shard].state = Serving
+	a.metaChanged = true
+	return nil
+}
+
+// ShardExport is a consistent, read-only view of one offered shard.
+type ShardExport struct {
+	snap           *pebble.Snapshot
+	dataLo, dataHi []byte
+	sessLo, sessHi []byte
+	prefixLen      int
+}
+
+// ExportShard returns the shard this group offers at configuration num, as
+// of now. It fails with ErrNotReady while the group has not reached num,
+// and ErrStaleConfig when it has passed num or does not offer the shard.
+func (sm *StateMachine) ExportShard(num uint64, shard int) (*ShardExport, error) {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	cur := sm.meta.config.Num
+	switch {
+	case cur < num:
+		return nil, fmt.Errorf("%w: at configuration %d, asked for shard %d at %d", ErrNotReady, cur, shard, num)
+	case cur > num || shard < 0 || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Offering:
+		return nil, fmt.Errorf("%w: shard %d is not offered at configuration %d", ErrStaleConfig, shard, num)
+	}
+	dl, dh, sl, sh := sm.shardSpans(shard)
+	return &ShardExport{snap: sm.db.NewSnapshot(), dataLo: dl, dataHi: dh, sessLo: sl, sessHi: sh, prefixLen: len(dl)}, nil
+}
+
+// Chunks calls fn with successive chunks of at most about maxBytes of data;
+// the last chunk carries the shard's sessions.
+func (x *ShardExport) Chunks(maxBytes int, fn func(*kvpb.ShardChunk) error) error {
+	it, err := x.snap.NewIter(&pebble.IterOptions{LowerBound: x.dataLo, UpperBound: x.dataHi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	chunk, size := &kvpb.ShardChunk{}, 0
+	for it.First(); it.Valid(); it.Next() {
+		kv := &kvpb.KeyValue{Key: slices.Clone(it.Key()[x.prefixLen:]), Value: slices.Clone(it.Value())}
+		chunk.Kvs = append(chunk.Kvs, kv)
+		size += len(kv.Key) + len(kv.Value)
+		if size >= maxBytes {
+			if err := fn(chunk); err != nil {
+				return err
+			}
+			chunk, size = &kvpb.ShardChunk{}, 0
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	sit, err := x.snap.NewIter(&pebble.IterOptions{LowerBound: x.sessLo, UpperBound: x.sessHi})
+	if err != nil {
+		return err
+	}
+	defer sit.Close()
+	for sit.First(); sit.Valid(); sit.Next() {
+		rec := &kvpb.SessionRecord{}
+		if err := proto.Unmarshal(sit.Value(), rec); err != nil {
+			return err
+		}
+		chunk.Sessions = append(chunk.Sessions, rec)
+	}
+	if err := sit.Error(); err != nil {
+		return err
+	}
+	chunk.Last = true
+	return fn(chunk)
+}
+
+// Close releases the export's snapshot.
+func (x *ShardExport) Close() error { return x.snap.Close() }

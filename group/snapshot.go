@@ -1,0 +1,142 @@
+package group
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller"
+)
+
+// Snapshot implements raftnode.StateMachine: the whole replica state, for a
+// follower too far behind to catch up from the log.
+func (sm *StateMachine) Snapshot() ([]byte, error) {
+	sm.mu.RLock()
+	snap := sm.db.NewSnapshot()
+	img := &kvpb.Image{Applied: sm.applied, Meta: sm.meta.toProto()}
+	numShards := len(sm.meta.shards)
+	sm.mu.RUnlock()
+	defer snap.Close()
+	for shard := 0; shard < numShards; shard++ {
+		dl, dh, sl, sh := sm.shardSpans(shard)
+		is := &kvpb.ImageShard{Shard: uint32(shard)}
+		if err := scan(snap, dl, dh, func(k, v []byte) error {
+			is.Kvs = append(is.Kvs, &kvpb.KeyValue{Key: slices.Clone(k[len(dl):]), Value: slices.Clone(v)})
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		if err := scan(snap, sl, sh, func(_, v []byte) error {
+			rec := &kvpb.SessionRecord{}
+			if err := proto.Unmarshal(v, rec); err != nil {
+				return err
+			}
+			is.Sessions = append(is.Sessions, rec)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		if len(is.Kvs) > 0 || len(is.Sessions) > 0 {
+			img.Shards = append(img.Shards, is)
+		}
+	}
+	return proto.Marshal(img)
+}
+
+func scan(r pebble.Reader, lo, hi []byte, fn func(k, v []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// Restore implements raftnode.StateMachine.
+func (sm *StateMachine) Restore(image []byte) error {
+	var img kvpb.Image
+	if err := proto.Unmarshal(image, &img); err != nil {
+		return fmt.Errorf("decode group image: %w", err)
+	}
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	b := sm.db.NewBatch()
+	defer b.Close()
+	lo, hi := sm.r.StateSpan()
+	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return err
+	}
+	for _, is := range img.GetShards() {
+		shard := int(is.GetShard())
+		for _, kv := range is.GetKvs() {
+			if err := b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
+				return err
+			}
+		}
+		for _, rec := range is.GetSessions() {
+			v, err := proto.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if err := b.Set(sm.sessionKey(shard, rec.GetClientId()), v, nil); err != nil {
+				return err
+			}
+		}
+	}
+	mv, err := proto.Marshal(img.GetMeta())
+	if err != nil {
+		return err
+	}
+	if err := b.Set(sm.r.StateKey(keyMeta), mv, nil); err != nil {
+		return err
+	}
+	if err := b.Set(sm.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, img.GetApplied()), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	sm.applied = img.GetApplied()
+	sm.meta = metaFromProto(img.GetMeta())
+	return nil
+}
+
+// ShardView describes one shard of a View.
+type ShardView struct {
+	State ShardState
+	// Peer is the group the shard comes from (Pulling, Confirming) or goes
+	// to (Offering); 0 otherwise.
+	Peer uint64
+}
+
+// View is a copy of the group's current view, for drivers and status.
+type View struct {
+	Config, Prev controller.Config
+	Shards       []ShardView
+}
+
+// View returns the group's applied view.
+func (sm *StateMachine) View() View {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	v := View{Config: sm.meta.config.Clone(), Prev: sm.meta.prev.Clone(), Shards: make([]ShardView, len(sm.meta.shards))}
+	for s, m := range sm.meta.shards {
+		v.Shards[s].State = m.state
+		switch m.state {
+		case Pulling, Confirming:
+			v.Shards[s].Peer = sm.meta.prev.Shards[s]
+		case Offering:
+			v.Shards[s].Peer = sm.meta.config.Shards[s]
+		}
+	}
+	return v
+}

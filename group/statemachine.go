@@ -1,0 +1,256 @@
+package group
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+)
+
+// Limits bound what clients may store. Every replica of a group must use
+// the same limits: they decide outcomes at apply time.
+type Limits struct {
+	MaxKeySize   int           // default 4 KiB
+	MaxValueSize int           // default 1 MiB
+	SessionTTL   time.Duration // default 1 hour
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxKeySize == 0 {
+		l.MaxKeySize = 4 << 10
+	}
+	if l.MaxValueSize == 0 {
+		l.MaxValueSize = 1 << 20
+	}
+	if l.SessionTTL == 0 {
+		l.SessionTTL = time.Hour
+	}
+	return l
+}
+
+// Check validates a write's sizes before it is proposed; the same rules
+// apply again at apply time.
+func (l Limits) Check(op kvpb.WriteOp, key, value []byte) error {
+	l = l.withDefaults()
+	switch {
+	case len(key) == 0:
+		return ErrEmptyKey
+	case len(key) > l.MaxKeySize:
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), l.MaxKeySize)
+	case op != kvpb.WriteOp_WRITE_OP_DELETE && len(value) > l.MaxValueSize:
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), l.MaxValueSize)
+	}
+	return nil
+}
+
+const (
+	keyApplied = 'a'
+	keyMeta    = 'm'
+	keyData    = 'd'
+	keySession = 's'
+)
+
+type shardMeta struct {
+	state     ShardState
+	nextChunk uint64
+}
+
+// meta is the group's view, kept in memory and persisted whole on change.
+type meta struct {
+	config, prev controller.Config
+	shards       []shardMeta // one per shard; empty before the first configuration
+	nextExpiry   int64
+}
+
+// StateMachine is a replica group's state. Apply and Restore run on the
+// raft node's apply goroutine; the read methods may run concurrently.
+type StateMachine struct {
+	db     *pebble.DB
+	r      storage.Replica
+	gid    uint64
+	limits Limits
+
+	mu      sync.RWMutex
+	applied uint64
+	meta    meta
+}
+
+var _ raftnode.StateMachine = (*StateMachine)(nil)
+
+// Open loads the state of replica r of group gid.
+func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, error) {
+	sm := &StateMachine{db: e.DB(), r: r, gid: r.Group, limits: limits.withDefaults()}
+	if v, ok, err := storage.Get(sm.db, r.StateKey(keyApplied)); err != nil {
+		return nil, err
+	} else if ok {
+		sm.applied = binary.BigEndian.Uint64(v)
+	}
+	if v, ok, err := storage.Get(sm.db, r.StateKey(keyMeta)); err != nil {
+		return nil, err
+	} else if ok {
+		var pm kvpb.Meta
+		if err := proto.Unmarshal(v, &pm); err != nil {
+			return nil, fmt.Errorf("group %d replica %d: decode metadata: %w", r.Group, r.ID, err)
+		}
+		sm.meta = metaFromProto(&pm)
+	}
+	return sm, nil
+}
+
+func metaFromProto(pm *kvpb.Meta) meta {
+	m := meta{config: controller.ConfigFromProto(pm.GetConfig()), prev: controller.ConfigFromProto(pm.GetPrev()),
+		nextExpiry: pm.GetNextExpiry()}
+	for _, s := range pm.GetShards() {
+		m.shards = append(m.shards, shardMeta{state: ShardState(s.GetState()), nextChunk: s.GetNextChunk()})
+	}
+	return m
+}
+
+func (m *meta) toProto() *kvpb.Meta {
+	pm := &kvpb.Meta{Config: m.config.ToProto(), Prev: m.prev.ToProto(), NextExpiry: m.nextExpiry}
+	for _, s := range m.shards {
+		pm.Shards = append(pm.Shards, &kvpb.ShardMeta{State: uint32(s.state), NextChunk: s.nextChunk})
+	}
+	return pm
+}
+
+// Applied implements raftnode.StateMachine.
+func (sm *StateMachine) Applied() uint64 {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return sm.applied
+}
+
+// apply is the work of one Apply call: the batch it writes and whether the
+// metadata changed.
+type apply struct {
+	b           *pebble.Batch
+	metaChanged bool
+}
+
+// Apply implements raftnode.StateMachine. Each entry's result is an error
+// (nil for success).
+func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	a := &apply{b: sm.db.NewIndexedBatch()}
+	defer a.b.Close()
+	results := make([]any, len(ents))
+	last := sm.applied
+	for i, e := range ents {
+		if e.Index <= sm.applied {
+			continue
+		}
+		last = e.Index
+		if e.Data == nil {
+			continue
+		}
+		var cmd kvpb.Command
+		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
+			results[i] = fmt.Errorf("%w: entry %d: %v", ErrMalformed, e.Index, err)
+			continue
+		}
+		res, err := sm.applyCommand(a, &cmd)
+		if err != nil {
+			return nil, fmt.Errorf("apply entry %d: %w", e.Index, err)
+		}
+		results[i] = res
+	}
+	if a.metaChanged {
+		v, err := proto.Marshal(sm.meta.toProto())
+		if err != nil {
+			return nil, err
+		}
+		if err := a.b.Set(sm.r.StateKey(keyMeta), v, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.b.Set(sm.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+		return nil, err
+	}
+	// Not synced: the log holds these entries durably, and Pebble's single
+	// WAL makes this batch durable no later than any later synced write.
+	if err := a.b.Commit(pebble.NoSync); err != nil {
+		return nil, err
+	}
+	sm.applied = last
+	return results, nil
+}
+
+// applyCommand applies one command. The first result is the command's
+// outcome for its proposer; the second is a storage failure, fatal to the
+// replica.
+func (sm *StateMachine) applyCommand(a *apply, cmd *kvpb.Command) (error, error) {
+	if err := sm.expireSessions(a, cmd.GetStamp()); err != nil {
+		return nil, err
+	}
+	switch op := cmd.GetOp().(type) {
+	case *kvpb.Command_Write:
+		return sm.applyWrite(a, op.Write, cmd.GetStamp())
+	case *kvpb.Command_Install:
+		return sm.installConfig(a, controller.ConfigFromProto(op.Install.GetConfig()))
+	case *kvpb.Command_Insert:
+		return sm.insertShard(a, op.Insert, cmd.GetStamp())
+	case *kvpb.Command_DeleteShard:
+		return sm.deleteShard(a, op.DeleteShard.GetConfigNum(), int(op.DeleteShard.GetShard()))
+	case *kvpb.Command_ConfirmDelete:
+		return sm.confirmDelete(a, op.ConfirmDelete.GetConfigNum(), int(op.ConfirmDelete.GetShard())), nil
+	}
+	return ErrMalformed, nil
+}
+
+// shardOf returns the key's shard, or -1 before the first configuration.
+func (sm *StateMachine) shardOf(key []byte) int {
+	if len(sm.meta.shards) == 0 {
+		return -1
+	}
+	return controller.ShardOf(key, len(sm.meta.shards))
+}
+
+// ownership says whether the group may serve shard now, and if not, why.
+func (sm *StateMachine) ownership(shard int) error {
+	if shard < 0 || shard >= len(sm.meta.shards) {
+		return ErrWrongGroup
+	}
+	switch st := sm.meta.shards[shard].state; {
+	case st.servable():
+		return nil
+	case st == Pulling:
+		return fmt.Errorf("%w: shard %d is arriving (configuration %d)", ErrNotReady, shard, sm.meta.config.Num)
+	default:
+		return fmt.Errorf("%w: shard %d is %s here at configuration %d", ErrWrongGroup, shard, st, sm.meta.config.Num)
+	}
+}
+
+func (sm *StateMachine) dataKey(shard int, key []byte) []byte {
+	k := binary.BigEndian.AppendUint32([]byte{keyData}, uint32(shard))
+	return sm.r.StateKey(append(k, key...)...)
+}
+
+func (sm *StateMachine) sessionKey(shard int, client uint64) []byte {
+	k := binary.BigEndian.AppendUint32([]byte{keySession}, uint32(shard))
+	return sm.r.StateKey(binary.BigEndian.AppendUint64(k, client)...)
+}
+
+// shardSpans returns the key spans of a shard's data and of its sessions.
+func (sm *StateMachine) shardSpans(shard int) (dataLo, dataHi, sessLo, sessHi []byte) {
+	dataLo, dataHi = sm.r.StateSpan(binary.BigEndian.AppendUint32([]byte{keyData}, uint32(shard))...)
+	sessLo, sessHi = sm.r.StateSpan(binary.BigEndian.AppendUint32([]byte{keySession}, uint32(shard))...)
+	return
+}
+
+func (sm *StateMachine) dropShard(a *apply, shard int) error {
+	dl, dh, sl, sh := sm.shardSpans(shard)
+	if err := a.b.DeleteRange(dl, dh, nil); err != nil {
+		return err
+	}
+	return a.b.DeleteRange(sl, sh, nil)
+}

@@ -1,0 +1,414 @@
+package group
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+)
+
+const nShards = 8
+
+// replica is a state machine under test with its own log position.
+type replica struct {
+	t     *testing.T
+	sm    *StateMachine
+	index uint64
+	stamp int64
+}
+
+func newReplica(t *testing.T, gid uint64, limits Limits) *replica {
+	t.Helper()
+	e, err := storage.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	sm, err := Open(e, storage.Replica{Group: gid, ID: 1}, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &replica{t: t, sm: sm, stamp: 1}
+}
+
+func (r *replica) apply(cmd *kvpb.Command) error {
+	r.t.Helper()
+	r.index++
+	if cmd.Stamp == 0 {
+		cmd.Stamp = r.stamp
+	}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	res, err := r.sm.Apply([]raftnode.Entry{{Index: r.index, Term: 1, Data: data}})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if res[0] == nil {
+		return nil
+	}
+	return res[0].(error)
+}
+
+func config(num uint64, owners ...uint64) *kvpb.Command {
+	c := controller.Config{Num: num, Shards: owners, Groups: map[uint64][]string{}}
+	for _, g := range owners {
+		if g != 0 {
+			c.Groups[g] = []string{fmt.Sprint("g", g)}
+		}
+	}
+	return &kvpb.Command{Op: &kvpb.Command_Install{Install: &kvpb.InstallConfig{Config: c.ToProto()}}}
+}
+
+func all(g uint64) []uint64 {
+	o := make([]uint64, nShards)
+	for i := range o {
+		o[i] = g
+	}
+	return o
+}
+
+func with(owners []uint64, shard int, g uint64) []uint64 {
+	o := append([]uint64(nil), owners...)
+	o[shard] = g
+	return o
+}
+
+func write(op kvpb.WriteOp, key, value string, client, seq uint64) *kvpb.Command {
+	return &kvpb.Command{Op: &kvpb.Command_Write{Write: &kvpb.WriteRequest{Op: op, Key: []byte(key), Value: []byte(value), ClientId: client, Seq: seq}}}
+}
+
+func put(key, value string, client, seq uint64) *kvpb.Command {
+	return write(kvpb.WriteOp_WRITE_OP_PUT, key, value, client, seq)
+}
+
+func appendCmd(key, value string, client, seq uint64) *kvpb.Command {
+	return write(kvpb.WriteOp_WRITE_OP_APPEND, key, value, client, seq)
+}
+
+// keyIn returns a key that hashes to shard.
+func keyIn(shard int, n int) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("key-%d-%d", n, i)
+		if controller.ShardOf([]byte(k), nShards) == shard {
+			return k
+		}
+	}
+}
+
+func (r *replica) get(key string) (string, error) {
+	v, found, err := r.sm.Get([]byte(key))
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "<none>", nil
+	}
+	return string(v), nil
+}
+
+func TestOwnershipAndConfigOrder(t *testing.T) {
+	r := newReplica(t, 1, Limits{})
+	k0 := keyIn(0, 0)
+	if err := r.apply(put(k0, "v", 1, 1)); !errors.Is(err, ErrWrongGroup) {
+		t.Fatalf("write before any configuration: %v", err)
+	}
+	if err := r.apply(config(2, all(1)...)); !errors.Is(err, ErrStaleConfig) {
+		t.Fatalf("configuration 2 before 1: %v", err)
+	}
+	owners := with(all(1), 3, 2)
+	if err := r.apply(config(1, owners...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.apply(put(k0, "v", 1, 2)); err != nil {
+		t.Fatalf("write to an owned shard: %v", err)
+	}
+	if err := r.apply(put(keyIn(3, 0), "v", 1, 3)); !errors.Is(err, ErrWrongGroup) {
+		t.Fatalf("write to another group's shard: %v", err)
+	}
+	if _, err := r.get(keyIn(3, 0)); !errors.Is(err, ErrWrongGroup) {
+		t.Fatalf("read of another group's shard: %v", err)
+	}
+	if err := r.sm.CheckWrite(kvpb.WriteOp_WRITE_OP_PUT, []byte(keyIn(3, 0)), nil); !errors.Is(err, ErrWrongGroup) {
+		t.Fatalf("arrival check: %v", err)
+	}
+	if v, _ := r.get(k0); v != "v" {
+		t.Fatalf("read %q", v)
+	}
+	if got := r.sm.View().Config.Num; got != 1 {
+		t.Fatalf("config %d", got)
+	}
+}
+
+// TestHandoff moves shard 2 from group 1 to group 2 and back through both
+// state machines, as the drivers would.
+func TestHandoff(t *testing.T) {
+	g1, g2 := newReplica(t, 1, Limits{}), newReplica(t, 2, Limits{})
+	c1 := all(1)
+	c2 := with(c1, 2, 2)
+	for _, r := range []*replica{g1, g2} {
+		if err := r.apply(config(1, c1...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := keyIn(2, 0)
+	if err := g1.apply(appendCmd(key, "a", 7, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*replica{g1, g2} {
+		if err := r.apply(config(2, c2...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := g1.sm.View().Shards[2].State; st != Offering {
+		t.Fatalf("old owner holds shard as %v", st)
+	}
+	if st := g2.sm.View().Shards[2]; st.State != Pulling || st.Peer != 1 {
+		t.Fatalf("new owner holds shard as %+v", st)
+	}
+	if err := g1.apply(appendCmd(key, "b", 7, 2)); !errors.Is(err, ErrWrongGroup) {
+		t.Fatalf("old owner accepted a write: %v", err)
+	}
+	if err := g2.apply(appendCmd(key, "b", 7, 2)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("new owner before data: %v", err)
+	}
+	if err := g1.apply(config(3, c2...)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("old owner moved on while offering: %v", err)
+	}
+	if _, err := g1.sm.ExportShard(3, 2); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("export ahead of the owner's configuration: %v", err)
+	}
+	if _, err := g1.sm.ExportShard(1, 2); !errors.Is(err, ErrStaleConfig) {
+		t.Fatalf("export of a passed configuration: %v", err)
+	}
+
+	x, err := g1.sm.ExportShard(2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks []*kvpb.ShardChunk
+	if err := x.Chunks(1, func(c *kvpb.ShardChunk) error { chunks = append(chunks, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+	insert := func(i int, c *kvpb.ShardChunk, num uint64) error {
+		return g2.apply(&kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{
+			ConfigNum: num, Shard: 2, Chunk: uint64(i), Kvs: c.Kvs, Sessions: c.Sessions, Last: c.Last}}})
+	}
+	if err := insert(0, chunks[0], 1); !errors.Is(err, ErrStaleConfig) {
+		t.Fatalf("chunk for another configuration: %v", err)
+	}
+	if err := insert(1, chunks[len(chunks)-1], 2); !errors.Is(err, ErrStaleConfig) {
+		t.Fatalf("chunk out of order: %v", err)
+	}
+	// A pull interrupted after its first chunk, then restarted: harmless.
+	if err := insert(0, chunks[0], 2); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range chunks {
+		if err := insert(i, c, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := g2.sm.View().Shards[2].State; st != Confirming {
+		t.Fatalf("after the last chunk: %v", st)
+	}
+	if err := insert(0, chunks[0], 2); !errors.Is(err, ErrStaleConfig) {
+		t.Fatalf("chunk after completion: %v", err)
+	}
+	// The duplicate table came along: a retry of seq 1 is not applied again.
+	if err := g2.apply(appendCmd(key, "a", 7, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g2.apply(appendCmd(key, "b", 7, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := g2.get(key); v != "ab" {
+		t.Fatalf("new owner holds %q, want ab", v)
+	}
+	if err := g2.apply(config(3, c2...)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("new owner moved on before deletion was confirmed: %v", err)
+	}
+
+	// Garbage collection through both logs.
+	del := &kvpb.Command{Op: &kvpb.Command_DeleteShard{DeleteShard: &kvpb.DeleteShardRequest{ConfigNum: 2, Shard: 2}}}
+	if err := g1.apply(del); err != nil {
+		t.Fatal(err)
+	}
+	if st := g1.sm.View().Shards[2].State; st != Absent {
+		t.Fatalf("old owner after delete: %v", st)
+	}
+	if err := g1.apply(proto.Clone(del).(*kvpb.Command)); err != nil {
+		t.Fatalf("repeated delete: %v", err)
+	}
+	if n := countKeys(t, g1.sm, 2); n != 0 {
+		t.Fatalf("old owner keeps %d keys of the deleted shard", n)
+	}
+	if err := g2.apply(&kvpb.Command{Op: &kvpb.Command_ConfirmDelete{ConfirmDelete: &kvpb.ConfirmDelete{ConfigNum: 2, Shard: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := g2.sm.View().Shards[2].State; st != Serving {
+		t.Fatalf("new owner after confirmation: %v", st)
+	}
+	for _, r := range []*replica{g1, g2} {
+		if err := r.apply(config(3, c2...)); err != nil {
+			t.Fatalf("group %d to configuration 3: %v", r.sm.gid, err)
+		}
+	}
+}
+
+func countKeys(t *testing.T, sm *StateMachine, shard int) int {
+	dl, dh, sl, sh := sm.shardSpans(shard)
+	n := 0
+	for _, span := range [][2][]byte{{dl, dh}, {sl, sh}} {
+		if err := scan(sm.db, span[0], span[1], func(_, _ []byte) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+func TestExactlyOnceAndLimits(t *testing.T) {
+	r := newReplica(t, 1, Limits{MaxKeySize: 8, MaxValueSize: 4})
+	if err := r.apply(config(1, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.apply(appendCmd("k", "ab", 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.apply(appendCmd("k", "ab", 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.get("k"); v != "ab" {
+		t.Fatalf("retried append applied twice: %q", v)
+	}
+	// An append past the limit fails at apply, and its retry gets the same
+	// failure even after the value shrank.
+	if err := r.apply(appendCmd("k", "xyz", 5, 2)); !errors.Is(err, ErrValueTooLarge) {
+		t.Fatalf("append past the limit: %v", err)
+	}
+	if err := r.apply(put("k", "", 6, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.apply(appendCmd("k", "xyz", 5, 2)); !errors.Is(err, ErrValueTooLarge) {
+		t.Fatalf("retry of a failed append: %v", err)
+	}
+	if v, _ := r.get("k"); v != "" {
+		t.Fatalf("value %q", v)
+	}
+	if err := r.apply(appendCmd("k", "z", 5, 1)); !errors.Is(err, ErrStaleRequest) {
+		t.Fatalf("older request: %v", err)
+	}
+	for _, tc := range []struct {
+		cmd  *kvpb.Command
+		want error
+	}{
+		{put("123456789", "v", 9, 1), ErrKeyTooLarge},
+		{put("", "v", 9, 2), ErrEmptyKey},
+		{put("k", "12345", 9, 3), ErrValueTooLarge},
+	} {
+		if err := r.sm.CheckWrite(tc.cmd.GetWrite().GetOp(), tc.cmd.GetWrite().GetKey(), tc.cmd.GetWrite().GetValue()); !errors.Is(err, tc.want) {
+			t.Fatalf("check %v: %v, want %v", tc.cmd, err, tc.want)
+		}
+	}
+	if err := r.apply(put("k", "12345", 9, 4)); !errors.Is(err, ErrValueTooLarge) {
+		t.Fatalf("oversized put at apply: %v", err)
+	}
+	if v, _ := r.get("k"); v != "" {
+		t.Fatalf("oversized put changed the value to %q", v)
+	}
+	if err := r.apply(&kvpb.Command{}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("empty command: %v", err)
+	}
+}
+
+func TestSessionsExpireByLeaderStamps(t *testing.T) {
+	r := newReplica(t, 1, Limits{})
+	ttl := r.sm.limits.SessionTTL.Milliseconds()
+	if err := r.apply(config(1, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	r.stamp = 1000
+	if err := r.apply(appendCmd("k", "a", 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	r.stamp = 1000 + ttl + 1
+	if err := r.apply(put("other", "x", 6, 1)); err != nil {
+		t.Fatal(err)
+	}
+	shard := controller.ShardOf([]byte("k"), nShards)
+	if n := countSessions(t, r.sm, shard, 5); n != 0 {
+		t.Fatal("idle session survived its TTL")
+	}
+}
+
+func countSessions(t *testing.T, sm *StateMachine, shard int, client uint64) int {
+	_, ok, err := storage.Get(sm.db, sm.sessionKey(shard, client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		return 1
+	}
+	return 0
+}
+
+// TestDeterministic applies one random command sequence to two replicas
+// and to a third restored from a snapshot: all end byte-identical.
+func TestDeterministic(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	a, b := newReplica(t, 1, Limits{}), newReplica(t, 1, Limits{})
+	var cmds []*kvpb.Command
+	cmds = append(cmds, config(1, all(1)...))
+	for i := 0; i < 300; i++ {
+		key := fmt.Sprintf("k%d", rng.IntN(20))
+		client, seq := uint64(rng.IntN(4)+1), uint64(i/3+1)
+		switch rng.IntN(4) {
+		case 0:
+			cmds = append(cmds, put(key, fmt.Sprint(i), client, seq))
+		case 1:
+			cmds = append(cmds, appendCmd(key, fmt.Sprint(i), client, seq))
+		case 2:
+			cmds = append(cmds, write(kvpb.WriteOp_WRITE_OP_DELETE, key, "", client, seq))
+		default:
+			cmds = append(cmds, config(uint64(rng.IntN(3)+1), with(all(1), rng.IntN(nShards), 1)...))
+		}
+	}
+	for _, c := range cmds {
+		c.Stamp = int64(len(c.String()))
+		ea, eb := a.apply(proto.Clone(c).(*kvpb.Command)), b.apply(proto.Clone(c).(*kvpb.Command))
+		if fmt.Sprint(ea) != fmt.Sprint(eb) {
+			t.Fatalf("outcomes differ: %v vs %v", ea, eb)
+		}
+	}
+	ia, err := a.sm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, _ := b.sm.Snapshot()
+	if !bytes.Equal(ia, ib) {
+		t.Fatal("replicas diverged")
+	}
+	c := newReplica(t, 1, Limits{})
+	if err := c.sm.Restore(ia); err != nil {
+		t.Fatal(err)
+	}
+	ic, _ := c.sm.Snapshot()
+	if !bytes.Equal(ia, ic) {
+		t.Fatal("restore is not faithful")
+	}
+	if c.sm.Applied() != a.sm.Applied() {
+		t.Fatal("restore lost the applied index")
+	}
+}
