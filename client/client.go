@@ -1,0 +1,352 @@
+// Package client is the Go client of shardkv: the public API.
+//
+//	c, err := client.New(ctx, []string{"127.0.0.1:7100", "127.0.0.1:7101", "127.0.0.1:7102"})
+//	err = c.Put(ctx, []byte("greeting"), []byte("hello"))
+//	v, found, err := c.Get(ctx, []byte("greeting"))
+//
+// A Client routes each key to its shard (controller.ShardOf), the shard to
+// its group by the controller's configuration, and the request to the
+// group's leader. It caches the configuration and each group's leader,
+// re-reads the configuration when a group answers that it does not own the
+// key or when no replica of the group answers, and retries with backoff
+// until the context ends.
+//
+// # Exactly once
+//
+// Every write carries a session (client id, sequence number), and servers
+// apply each one at most once. A Client keeps a pool of sessions and gives
+// each in-flight write its own, so concurrent writes never share a
+// sequence. When the context ends while a write may have reached a group
+// and its fate is unknown, the write returns ErrUnknownOutcome: it may or
+// may not have been applied, but it will never be applied twice.
+//
+// All methods are safe for concurrent use.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/raftnode"
+)
+
+// Errors returned by the client. Limits errors come from the servers'
+// checks and change nothing.
+var (
+	// ErrUnknownOutcome: the context ended while a write may have been
+	// applied. It will not be applied twice.
+	ErrUnknownOutcome = errors.New("shardkv: write outcome unknown")
+	ErrKeyTooLarge    = group.ErrKeyTooLarge
+	ErrValueTooLarge  = group.ErrValueTooLarge
+	ErrEmptyKey       = group.ErrEmptyKey
+)
+
+type options struct {
+	dial           []grpc.DialOption
+	attemptTimeout time.Duration
+	maxRetry       time.Duration
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+// WithDialOptions sets the gRPC dial options for every connection
+// (plaintext by default; pass TLS credentials to secure them).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dial = opts }
+}
+
+// WithAttemptTimeout bounds one request to one replica (default 2s).
+func WithAttemptTimeout(d time.Duration) Option {
+	return func(o *options) { o.attemptTimeout = d }
+}
+
+// WithMaxRetry bounds how long one operation is retried, whatever the
+// context (default 5 minutes, well below the servers' session TTL).
+func WithMaxRetry(d time.Duration) Option {
+	return func(o *options) { o.maxRetry = d }
+}
+
+// Client is a shardkv client.
+type Client struct {
+	opts options
+	ctl  *ctlclient.Client
+
+	mu        sync.RWMutex
+	cfg       controller.Config
+	numShards int
+	leaders   map[uint64]int // group -> index of the replica last seen leading
+	conns     map[string]*grpc.ClientConn
+
+	sessMu   sync.Mutex
+	sessions []*session // idle sessions
+}
+
+type session struct {
+	id, seq uint64
+}
+
+// New connects to the cluster whose controller replicas are at
+// controllerAddrs and reads the current configuration.
+func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client, error) {
+	o := options{attemptTimeout: 2 * time.Second, maxRetry: 5 * time.Minute}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	if len(o.dial) == 0 {
+		o.dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	ctl, err := ctlclient.New(controllerAddrs, o.dial...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{opts: o, ctl: ctl, leaders: map[uint64]int{}, conns: map[string]*grpc.ClientConn{}}
+	for {
+		err := c.refresh(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, controller.ErrNotInitialized) || ctx.Err() != nil {
+			ctl.Close()
+			return nil, fmt.Errorf("read configuration: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		_ = conn.Close()
+	}
+	c.conns = map[string]*grpc.ClientConn{}
+	return c.ctl.Close()
+}
+
+// Config returns the configuration the client currently routes by.
+func (c *Client) Config() controller.Config {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.cfg.Clone()
+}
+
+// refresh re-reads the latest configuration.
+func (c *Client) refresh(ctx context.Context) error {
+	cfg, n, err := c.ctl.Query(ctx, -1)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cfg.Num >= c.cfg.Num || c.numShards == 0 {
+		c.cfg, c.numShards = cfg, n
+	}
+	return nil
+}
+
+// route returns the group that owns key's shard and its replicas.
+func (c *Client) route(key []byte) (gid uint64, addrs []string, first int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	gid = c.cfg.Shards[controller.ShardOf(key, c.numShards)]
+	return gid, c.cfg.Groups[gid], c.leaders[gid]
+}
+
+func (c *Client) kv(addr string) (kvpb.KVClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conn, ok := c.conns[addr]; ok {
+		return kvpb.NewKVClient(conn), nil
+	}
+	conn, err := grpc.NewClient(addr, c.opts.dial...)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = conn
+	return kvpb.NewKVClient(conn), nil
+}
+
+func (c *Client) sawLeader(gid uint64, i int) {
+	c.mu.Lock()
+	c.leaders[gid] = i
+	c.mu.Unlock()
+}
+
+func (c *Client) takeSession() *session {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	if n := len(c.sessions); n > 0 {
+		s := c.sessions[n-1]
+		c.sessions = c.sessions[:n-1]
+		return s
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	return &session{id: binary.BigEndian.Uint64(id[:]) | 1}
+}
+
+func (c *Client) returnSession(s *session) {
+	c.sessMu.Lock()
+	c.sessions = append(c.sessions, s)
+	c.sessMu.Unlock()
+}
+
+// verdict classifies one failed attempt.
+type verdict int
+
+const (
+	nextReplica  verdict = iota // try another replica of the group
+	rereadConfig                // the group does not own the key (any more)
+	waitAndRetry                // the shard is arriving: try again soon
+	final                       // a definitive answer for the caller
+)
+
+func classify(err error) verdict {
+	switch {
+	case errors.Is(err, group.ErrWrongGroup), errors.Is(err, group.ErrStaleConfig):
+		return rereadConfig
+	case errors.Is(err, group.ErrNotReady):
+		return waitAndRetry
+	case errors.Is(err, group.ErrKeyTooLarge), errors.Is(err, group.ErrValueTooLarge),
+		errors.Is(err, group.ErrEmptyKey), errors.Is(err, group.ErrMalformed), errors.Is(err, group.ErrStaleRequest):
+		return final
+	}
+	return nextReplica
+}
+
+// definitelyNotApplied reports whether a failed write attempt certainly
+// did not reach the log.
+func definitelyNotApplied(err error) bool {
+	return errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrProposalDropped) ||
+		errors.Is(err, group.ErrWrongGroup) || errors.Is(err, group.ErrNotReady) || errors.Is(err, raftnode.ErrStopped)
+}
+
+// do runs attempt against the key's group until it succeeds, fails
+// definitively, or ctx ends. maybeApplied is set once an attempt of a write
+// may have reached a log without a definitive answer.
+func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.maxRetry)
+	defer cancel()
+	backoff := 10 * time.Millisecond
+	var last error
+	for {
+		gid, addrs, first := c.route(key)
+		if gid == 0 || len(addrs) == 0 {
+			last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
+		}
+		reread := false
+	replicas:
+		for i := 0; i < len(addrs); i++ {
+			idx := (first + i) % len(addrs)
+			kv, err := c.kv(addrs[idx])
+			if err != nil {
+				last = err
+				continue
+			}
+			actx, acancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
+			err = attempt(actx, kv)
+			acancel()
+			if err == nil {
+				c.sawLeader(gid, idx)
+				return maybeApplied, nil
+			}
+			err = groupserver.Errors.FromStatus(err)
+			last = err
+			if !definitelyNotApplied(err) {
+				maybeApplied = true
+			}
+			switch classify(err) {
+			case final:
+				c.sawLeader(gid, idx)
+				return maybeApplied, err
+			case rereadConfig:
+				reread = true
+				break replicas
+			case waitAndRetry:
+				c.sawLeader(gid, idx)
+				break replicas
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			return maybeApplied, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return maybeApplied, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+		if reread || len(addrs) == 0 || backoff >= 160*time.Millisecond {
+			rctx, rcancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
+			if err := c.refresh(rctx); err == nil {
+				backoff = min(backoff, 40*time.Millisecond)
+			}
+			rcancel()
+		}
+	}
+}
+
+// Get returns the value of key, linearizably; found is false when the key
+// does not exist.
+func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	var reply *kvpb.GetReply
+	_, err = c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+		var err error
+		reply, err = kv.Get(ctx, &kvpb.GetRequest{Key: key})
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return reply.GetValue(), reply.GetFound(), nil
+}
+
+func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) error {
+	s := c.takeSession()
+	defer c.returnSession(s)
+	s.seq++
+	req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq}
+	maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+		_, err := kv.Write(ctx, req)
+		return err
+	})
+	if err != nil && (errors.Is(err, group.ErrStaleRequest) || (maybe && classify(err) != final)) {
+		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	}
+	return err
+}
+
+// Put sets key to value.
+func (c *Client) Put(ctx context.Context, key, value []byte) error {
+	return c.write(ctx, kvpb.WriteOp_WRITE_OP_PUT, key, value)
+}
+
+// Append appends value to key's value (creating it if absent). An append
+// that would make the value exceed the servers' limit fails with
+// ErrValueTooLarge and changes nothing.
+func (c *Client) Append(ctx context.Context, key, value []byte) error {
+	return c.write(ctx, kvpb.WriteOp_WRITE_OP_APPEND, key, value)
+}
+
+// Delete removes key; deleting a missing key succeeds.
+func (c *Client) Delete(ctx context.Context, key []byte) error {
+	return c.write(ctx, kvpb.WriteOp_WRITE_OP_DELETE, key, nil)
+}

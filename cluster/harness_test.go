@@ -1,0 +1,192 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/transport/memnet"
+)
+
+func testSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("SHARDKV_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (rerun with SHARDKV_SEED=%d)", seed, seed)
+	return seed
+}
+
+func testLogger() *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("SHARDKV_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+type harness struct {
+	t   *testing.T
+	c   *cluster.Cluster
+	net *memnet.Network
+	ctx context.Context
+}
+
+// start runs an in-process cluster: raft over the in-memory network,
+// every replica on its own engine.
+func start(t *testing.T, opts cluster.Options) *harness {
+	t.Helper()
+	net := memnet.New(testSeed(t))
+	opts.Dir = t.TempDir()
+	opts.RaftNetwork = net
+	opts.EnginePerReplica = true
+	opts.Logger = testLogger()
+	if opts.Shards == 0 {
+		opts.Shards = 10
+	}
+	tune := opts.TuneRaft
+	opts.TuneRaft = func(c *raftnode.Config) {
+		c.SnapshotEntries, c.CatchUpEntries = 200, 50
+		if tune != nil {
+			tune(c)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	c, err := cluster.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); net.Wait() })
+	return &harness{t: t, c: c, net: net, ctx: ctx}
+}
+
+func (h *harness) client(opts ...client.Option) *client.Client {
+	h.t.Helper()
+	cl, err := client.New(h.ctx, h.c.ControllerAddrs(), opts...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func (h *harness) join(gids ...uint64) {
+	h.t.Helper()
+	cl, err := h.c.ControllerClient()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer cl.Close()
+	groups := map[uint64][]string{}
+	for _, g := range gids {
+		groups[g] = h.c.GroupAddrs(g)
+	}
+	if _, err := cl.Join(h.ctx, groups); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) leave(gids ...uint64) {
+	h.t.Helper()
+	cl, err := h.c.ControllerClient()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Leave(h.ctx, gids, false); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) put(cl *client.Client, k, v string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	if err := cl.Put(ctx, []byte(k), []byte(v)); err != nil {
+		h.t.Fatalf("put %s: %v", k, err)
+	}
+}
+
+func (h *harness) appendTo(cl *client.Client, k, v string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	if err := cl.Append(ctx, []byte(k), []byte(v)); err != nil {
+		h.t.Fatalf("append %s: %v", k, err)
+	}
+}
+
+func (h *harness) check(cl *client.Client, k, want string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	v, found, err := cl.Get(ctx, []byte(k))
+	if err != nil {
+		h.t.Fatalf("get %s: %v", k, err)
+	}
+	if !found && want != "" || string(v) != want {
+		h.t.Fatalf("get %s = %q (found %v), want %q", k, v, found, want)
+	}
+}
+
+func keys(n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		out = append(out, fmt.Sprintf("key-%d", i))
+	}
+	return out
+}
+
+// waitSettled waits until every running group has installed the
+// controller's latest configuration and finished its migrations.
+func (h *harness) waitSettled() {
+	h.t.Helper()
+	cl, err := h.c.ControllerClient()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer cl.Close()
+	latest, _, err := cl.Query(h.ctx, -1)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		settled, why := true, ""
+		for _, r := range h.c.Replicas() {
+			s := h.c.Group(r)
+			if s == nil || !s.Node().Status().IsLeader {
+				continue
+			}
+			v := s.StateMachine().View()
+			if v.Config.Num != latest.Num {
+				settled, why = false, fmt.Sprintf("group %d at configuration %d, latest %d", r.Group, v.Config.Num, latest.Num)
+			}
+			for shard, sh := range v.Shards {
+				if sh.State != group.Serving && sh.State != group.Absent {
+					settled, why = false, fmt.Sprintf("group %d shard %d %v", r.Group, shard, sh.State)
+				}
+			}
+		}
+		if settled {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("not settled after 60s: %s", why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,222 @@
+package groupserver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/raftnode"
+)
+
+// drive runs the leader's drivers until Stop.
+func (s *Server) drive() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if !s.node.Status().IsLeader {
+			continue
+		}
+		v := s.sm.View()
+		s.cfg.Metrics.shardStates(v)
+		moving := false
+		for shard, sh := range v.Shards {
+			switch sh.State {
+			case group.Pulling:
+				moving = true
+				addrs := v.Prev.Groups[sh.Peer]
+				s.spawn(task{'p', v.Config.Num, shard}, func(ctx context.Context) { s.pull(ctx, v.Config.Num, shard, sh.Peer, addrs) })
+			case group.Confirming:
+				moving = true
+				addrs := v.Prev.Groups[sh.Peer]
+				s.spawn(task{'d', v.Config.Num, shard}, func(ctx context.Context) { s.confirmDelete(ctx, v.Config.Num, shard, addrs) })
+			case group.Offering:
+				moving = true // waits for the new owner's pull and delete
+			}
+		}
+		if !moving {
+			s.nextConfig(v.Config.Num)
+		}
+	}
+}
+
+// spawn runs fn for t unless it already runs; fn's context ends on Stop.
+func (s *Server) spawn(t task, fn func(context.Context)) {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	if s.busy[t] {
+		return
+	}
+	s.busy[t] = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.busyMu.Lock()
+			delete(s.busy, t)
+			s.busyMu.Unlock()
+		}()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		fn(ctx)
+	}()
+}
+
+// nextConfig proposes configuration cur+1 if the controller has it.
+func (s *Server) nextConfig(cur uint64) {
+	if s.cfg.Controller == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	next, _, err := s.cfg.Controller.Query(ctx, int64(cur+1))
+	if err != nil || next.Num != cur+1 {
+		return
+	}
+	start := time.Now()
+	err = s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_Install{Install: &kvpb.InstallConfig{Config: next.ToProto()}}})
+	if err != nil {
+		s.log.Debug("propose configuration", "num", next.Num, "err", err)
+		return
+	}
+	gained, lost := 0, 0
+	v := s.sm.View()
+	for _, sh := range v.Shards {
+		switch sh.State {
+		case group.Pulling:
+			gained++
+		case group.Offering:
+			lost++
+		}
+	}
+	s.log.Info("installed configuration", "num", next.Num, "pulling", gained, "offering", lost, "took", time.Since(start))
+}
+
+// stillLeading reports whether the driver should go on: the node leads and
+// ctx is live.
+func (s *Server) stillLeading(ctx context.Context) bool {
+	return ctx.Err() == nil && s.node.Status().IsLeader
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// pull fetches shard from group src (at addrs) at configuration num and
+// proposes it chunk by chunk, until it is in or this node stops leading.
+func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, addrs []string) {
+	start := time.Now()
+	backoff := 20 * time.Millisecond
+	for attempt := 0; s.stillLeading(ctx); attempt++ {
+		if len(addrs) == 0 {
+			s.log.Error("shard source group has no addresses", "shard", shard, "source", src)
+			return
+		}
+		done, bytes, err := s.pullFrom(ctx, num, shard, addrs[attempt%len(addrs)])
+		if done {
+			if err == nil {
+				s.log.Info("shard arrived", "shard", shard, "config", num, "source", src, "bytes", bytes, "took", time.Since(start))
+				s.cfg.Metrics.migrated(bytes, time.Since(start))
+			}
+			return
+		}
+		s.log.Debug("pull shard", "shard", shard, "config", num, "from", addrs[attempt%len(addrs)], "addrs", addrs, "err", err)
+		if (attempt+1)%len(addrs) == 0 {
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+// pullFrom runs one pull attempt against one replica of the source group.
+// done is true when nothing more is to be done: the shard is in, or the
+// group moved on, or this node cannot propose.
+func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr string) (done bool, bytes int, err error) {
+	cl, err := s.client(addr)
+	if err != nil {
+		return false, 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cl.PullShard(ctx, &kvpb.PullShardRequest{ConfigNum: num, Shard: uint32(shard)})
+	if err != nil {
+		return false, 0, err
+	}
+	for chunk := uint64(0); ; chunk++ {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			return false, bytes, errors.New("stream ended before the last chunk")
+		}
+		if err != nil {
+			return false, bytes, Errors.FromStatus(err)
+		}
+		for _, kv := range c.GetKvs() {
+			bytes += len(kv.GetKey()) + len(kv.GetValue())
+		}
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		err = s.propose(pctx, &kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{
+			ConfigNum: num, Shard: uint32(shard), Chunk: chunk, Kvs: c.GetKvs(), Sessions: c.GetSessions(), Last: c.GetLast()}}})
+		pcancel()
+		switch {
+		case errors.Is(err, group.ErrStaleConfig):
+			return true, bytes, err // the shard is in, or the configuration passed
+		case err != nil:
+			return !s.node.Status().IsLeader, bytes, err
+		case c.GetLast():
+			return true, bytes, nil
+		}
+	}
+}
+
+// confirmDelete tells the old owner of shard to delete it, then records the
+// acknowledgement.
+func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, addrs []string) {
+	backoff := 20 * time.Millisecond
+	for attempt := 0; s.stillLeading(ctx) && len(addrs) > 0; attempt++ {
+		addr := addrs[attempt%len(addrs)]
+		err := s.deleteAt(ctx, addr, num, shard)
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = s.propose(pctx, &kvpb.Command{Op: &kvpb.Command_ConfirmDelete{ConfirmDelete: &kvpb.ConfirmDelete{ConfigNum: num, Shard: uint32(shard)}}})
+			cancel()
+			if err == nil {
+				s.log.Debug("old owner deleted shard", "shard", shard, "config", num)
+				return
+			}
+		}
+		s.log.Debug("delete shard at old owner", "shard", shard, "config", num, "at", addr, "err", err)
+		if !errors.Is(err, raftnode.ErrNotLeader) && (attempt+1)%len(addrs) == 0 {
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+func (s *Server) deleteAt(ctx context.Context, addr string, num uint64, shard int) error {
+	cl, err := s.client(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = cl.DeleteShard(ctx, &kvpb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard)})
+	return Errors.FromStatus(err)
+}

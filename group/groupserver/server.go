@@ -1,0 +1,298 @@
+// Package groupserver runs one replica of a replica group: a raft node
+// whose state machine is a group.StateMachine, the KV gRPC service, and the
+// drivers that move the group through configurations.
+//
+// The drivers run only on the leader and are driven by replicated state
+// alone, so a new leader picks up exactly where the old one stopped. Every
+// tick the leader:
+//
+//   - asks the controller for configuration current+1, when no migration is
+//     in progress, and proposes it;
+//   - pulls every Pulling shard from its previous owner (one source group
+//     per shard, shards in parallel), proposing each chunk;
+//   - asks the previous owner of every Confirming shard to delete its copy,
+//     and proposes the acknowledgement.
+//
+// The drivers never touch the state directly and never hold a lock across
+// an RPC or a proposal.
+package groupserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// Errors is the KV service's wire error table, shared with the client.
+var Errors = rpcerr.NewTable("shardkv.kv",
+	rpcerr.Entry{Err: group.ErrWrongGroup, Code: codes.FailedPrecondition, Reason: "WRONG_GROUP"},
+	rpcerr.Entry{Err: group.ErrNotReady, Code: codes.Unavailable, Reason: "NOT_READY"},
+	rpcerr.Entry{Err: group.ErrStaleConfig, Code: codes.FailedPrecondition, Reason: "STALE_CONFIG"},
+	rpcerr.Entry{Err: group.ErrKeyTooLarge, Code: codes.InvalidArgument, Reason: "KEY_TOO_LARGE"},
+	rpcerr.Entry{Err: group.ErrValueTooLarge, Code: codes.InvalidArgument, Reason: "VALUE_TOO_LARGE"},
+	rpcerr.Entry{Err: group.ErrEmptyKey, Code: codes.InvalidArgument, Reason: "EMPTY_KEY"},
+	rpcerr.Entry{Err: group.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
+	rpcerr.Entry{Err: group.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
+	rpcerr.Entry{Err: raftnode.ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
+	rpcerr.Entry{Err: raftnode.ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
+	rpcerr.Entry{Err: raftnode.ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
+	rpcerr.Entry{Err: raftnode.ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
+	rpcerr.Entry{Err: raftnode.ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
+)
+
+// Config describes one group replica.
+type Config struct {
+	GID, ID uint64
+	Peers   []uint64 // Raft ids of every replica of the group
+	Engine  *storage.Engine
+	Network transport.Network
+	// Controller is the client the drivers read configurations with.
+	Controller *ctlclient.Client
+	Limits     group.Limits
+	Logger     *slog.Logger
+	// DialOptions are used for connections to other groups (plaintext by
+	// default).
+	DialOptions []grpc.DialOption
+	// TickInterval is how often the leader's drivers look for work
+	// (default 50ms).
+	TickInterval time.Duration
+	// ChunkBytes bounds the data in one pulled chunk and one log entry
+	// (default 512 KiB).
+	ChunkBytes int
+	// Tune, if set, adjusts the raft node's configuration.
+	Tune func(*raftnode.Config)
+	// Metrics, if set, receives migration and request measurements.
+	Metrics *Metrics
+}
+
+// Server is one running group replica.
+type Server struct {
+	kvpb.UnimplementedKVServer
+	cfg  Config
+	sm   *group.StateMachine
+	node *raftnode.Node
+	log  *slog.Logger
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+
+	busyMu sync.Mutex
+	busy   map[task]bool // driver tasks in flight
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type task struct {
+	kind      byte // 'p' pull, 'd' delete
+	configNum uint64
+	shard     int
+}
+
+// Start opens the replica and starts its raft node and drivers.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = 50 * time.Millisecond
+	}
+	if cfg.ChunkBytes == 0 {
+		cfg.ChunkBytes = 512 << 10
+	}
+	if len(cfg.DialOptions) == 0 {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	if cfg.GID == 0 {
+		return nil, errors.New("groupserver: group id 0 is reserved")
+	}
+	sm, err := group.Open(cfg.Engine, storage.Replica{Group: cfg.GID, ID: cfg.ID}, cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("component", "group", "group", cfg.GID, "replica", cfg.ID)
+	rc := raftnode.Config{Group: cfg.GID, ID: cfg.ID, Peers: cfg.Peers, Engine: cfg.Engine,
+		Network: cfg.Network, StateMachine: sm, Logger: cfg.Logger.With("component", "group")}
+	if cfg.Tune != nil {
+		cfg.Tune(&rc)
+	}
+	node, err := raftnode.Start(rc)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, sm: sm, node: node, log: log, conns: map[string]*grpc.ClientConn{},
+		busy: map[task]bool{}, stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.drive()
+	return s, nil
+}
+
+// Register adds the KV service to g.
+func (s *Server) Register(g *grpc.Server) { kvpb.RegisterKVServer(g, s) }
+
+// Node is the replica's raft node.
+func (s *Server) Node() *raftnode.Node { return s.node }
+
+// StateMachine is the replica's applied state.
+func (s *Server) StateMachine() *group.StateMachine { return s.sm }
+
+// Stop stops the drivers and the raft node. The engine stays open.
+func (s *Server) Stop() {
+	close(s.stop)
+	s.node.Stop()
+	s.wg.Wait()
+	s.connMu.Lock()
+	for _, c := range s.conns {
+		_ = c.Close()
+	}
+	s.connMu.Unlock()
+}
+
+// propose stamps cmd with this leader's clock, replicates it and returns
+// the state machine's outcome.
+func (s *Server) propose(ctx context.Context, cmd *kvpb.Command) error {
+	cmd.Stamp = time.Now().UnixMilli()
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return fmt.Errorf("%w: %v", group.ErrMalformed, err)
+	}
+	v, err := s.node.Propose(ctx, data)
+	if err != nil {
+		return err
+	}
+	if outcome, ok := v.(error); ok {
+		return outcome
+	}
+	return nil
+}
+
+func (s *Server) leaderOnly() error {
+	if st := s.node.Status(); !st.IsLeader {
+		return &raftnode.NotLeaderError{Leader: st.Leader}
+	}
+	return nil
+}
+
+// Get implements kvpb.KVServer.
+func (s *Server) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
+	start := time.Now()
+	reply, err := s.get(ctx, req)
+	s.cfg.Metrics.observe("get", err, start)
+	return reply, Errors.ToStatus(err)
+}
+
+func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
+	if err := s.leaderOnly(); err != nil {
+		return nil, err
+	}
+	if err := s.sm.CheckWrite(kvpb.WriteOp_WRITE_OP_DELETE, req.GetKey(), nil); err != nil {
+		return nil, err // fail fast; checked again after the read index
+	}
+	if err := s.node.ReadIndex(ctx); err != nil {
+		return nil, err
+	}
+	v, found, err := s.sm.Get(req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.GetReply{Value: v, Found: found}, nil
+}
+
+// Write implements kvpb.KVServer.
+func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
+	start := time.Now()
+	err := s.write(ctx, req)
+	s.cfg.Metrics.observe(opName(req.GetOp()), err, start)
+	if err != nil {
+		return nil, Errors.ToStatus(err)
+	}
+	return &kvpb.WriteReply{}, nil
+}
+
+func opName(op kvpb.WriteOp) string {
+	switch op {
+	case kvpb.WriteOp_WRITE_OP_PUT:
+		return "put"
+	case kvpb.WriteOp_WRITE_OP_APPEND:
+		return "append"
+	case kvpb.WriteOp_WRITE_OP_DELETE:
+		return "delete"
+	}
+	return "unknown"
+}
+
+func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
+	if err := s.leaderOnly(); err != nil {
+		return err
+	}
+	if err := s.sm.CheckWrite(req.GetOp(), req.GetKey(), req.GetValue()); err != nil {
+		return err
+	}
+	return s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_Write{Write: req}})
+}
+
+// PullShard implements kvpb.KVServer. Any replica may answer: an offered
+// shard no longer changes.
+func (s *Server) PullShard(req *kvpb.PullShardRequest, stream grpc.ServerStreamingServer[kvpb.ShardChunk]) error {
+	x, err := s.sm.ExportShard(req.GetConfigNum(), int(req.GetShard()))
+	if err != nil {
+		return Errors.ToStatus(err)
+	}
+	defer x.Close()
+	return Errors.ToStatus(x.Chunks(s.cfg.ChunkBytes, stream.Send))
+}
+
+// DeleteShard implements kvpb.KVServer.
+func (s *Server) DeleteShard(ctx context.Context, req *kvpb.DeleteShardRequest) (*kvpb.DeleteShardReply, error) {
+	if err := s.leaderOnly(); err != nil {
+		return nil, Errors.ToStatus(err)
+	}
+	if err := s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_DeleteShard{DeleteShard: req}}); err != nil {
+		return nil, Errors.ToStatus(err)
+	}
+	return &kvpb.DeleteShardReply{}, nil
+}
+
+// Status implements kvpb.KVServer.
+func (s *Server) Status(context.Context, *kvpb.StatusRequest) (*kvpb.StatusReply, error) {
+	st := s.node.Status()
+	v := s.sm.View()
+	reply := &kvpb.StatusReply{Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
+		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num}
+	for i, sh := range v.Shards {
+		if sh.State != group.Absent {
+			reply.Shards = append(reply.Shards, &kvpb.ShardStatus{Shard: uint32(i), State: sh.State.String(), PeerGroup: sh.Peer})
+		}
+	}
+	return reply, nil
+}
+
+func (s *Server) client(addr string) (kvpb.KVClient, error) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return kvpb.NewKVClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, s.cfg.DialOptions...)
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return kvpb.NewKVClient(c), nil
+}
