@@ -33,7 +33,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
@@ -41,6 +40,7 @@ import (
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/transport"
 )
 
 // Errors returned by the client. Limits errors come from the servers'
@@ -107,7 +107,7 @@ func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client
 		fn(&o)
 	}
 	if len(o.dial) == 0 {
-		o.dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		o.dial = transport.DialOptions()
 	}
 	ctl, err := ctlclient.New(controllerAddrs, o.dial...)
 	if err != nil {

@@ -4,9 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"time"
 
 	"github.com/shardkv/shardkv/client"
@@ -38,18 +46,32 @@ func testLogger() *slog.Logger {
 }
 
 type harness struct {
-	t   *testing.T
-	c   *cluster.Cluster
-	net *memnet.Network
-	ctx context.Context
+	t    *testing.T
+	c    *cluster.Cluster
+	net  *memnet.Network
+	ctx  context.Context
+	seed uint64
+	dir  string // kept when the test fails
 }
 
 // start runs an in-process cluster: raft over the in-memory network,
 // every replica on its own engine.
 func start(t *testing.T, opts cluster.Options) *harness {
 	t.Helper()
-	net := memnet.New(testSeed(t))
-	opts.Dir = t.TempDir()
+	seed := testSeed(t)
+	net := memnet.New(seed)
+	dir, err := os.MkdirTemp("", "shardkv-"+strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept data directories in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	opts.Dir = filepath.Join(dir, "data")
 	opts.RaftNetwork = net
 	opts.EnginePerReplica = true
 	opts.Logger = testLogger()
@@ -70,7 +92,33 @@ func start(t *testing.T, opts cluster.Options) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close(); net.Wait() })
-	return &harness{t: t, c: c, net: net, ctx: ctx}
+	return &harness{t: t, c: c, net: net, ctx: ctx, seed: seed, dir: dir}
+}
+
+// lossy is a gRPC client interceptor that loses a fraction of requests
+// and of replies and delays the rest, as an unreliable network would. A
+// lost reply means the server may have acted: exactly what retries must
+// survive.
+func lossy(seed uint64, loss float64, maxDelay time.Duration) grpc.DialOption {
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(seed, 77))
+	roll := func() (bool, time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		return rng.Float64() < loss, time.Duration(rng.Int64N(int64(maxDelay) + 1))
+	}
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		lost, d := roll()
+		time.Sleep(d)
+		if lost {
+			return status.Error(codes.Unavailable, "injected request loss")
+		}
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if lost, _ := roll(); lost && err == nil {
+			return status.Error(codes.Unavailable, "injected reply loss")
+		}
+		return err
+	})
 }
 
 func (h *harness) client(opts ...client.Option) *client.Client {

@@ -17,6 +17,7 @@ import (
 type applyTask struct {
 	entries  []*raftpb.Entry
 	snapshot *raftpb.Snapshot
+	compact  bool // compact the log now, keeping no catch-up entries
 	done     chan error
 }
 
@@ -55,10 +56,13 @@ func (n *Node) applyLoop() {
 		select {
 		case t := <-n.applyc:
 			var err error
-			if t.snapshot != nil {
+			switch {
+			case t.snapshot != nil:
 				err = n.applySnapshot(t.snapshot)
 				t.done <- err
-			} else {
+			case t.compact:
+				t.done <- n.compact(n.applied.Load(), 0)
+			default:
 				err = n.applyEntries(t.entries)
 			}
 			if err != nil {
@@ -131,6 +135,36 @@ func (n *Node) maybeCompact(applied uint64) error {
 	if applied < n.snapIndex+n.cfg.SnapshotEntries {
 		return nil
 	}
+	return n.compact(applied, n.cfg.CatchUpEntries)
+}
+
+// Compact takes a snapshot at the applied index now and drops every log
+// entry it covers, whatever the thresholds: for operators reclaiming space
+// and for tests measuring what a compacted replica stores. Followers that
+// are behind will catch up by snapshot.
+func (n *Node) Compact(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case n.applyc <- applyTask{compact: true, done: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopc:
+		return ErrStopped
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopc:
+		return ErrStopped
+	}
+}
+
+func (n *Node) compact(applied, keep uint64) error {
+	if applied <= n.snapIndex {
+		return nil
+	}
 	snap, err := n.mem.CreateSnapshot(applied, n.confState, nil)
 	if errors.Is(err, raft.ErrSnapOutOfDate) {
 		return nil
@@ -138,7 +172,7 @@ func (n *Node) maybeCompact(applied uint64) error {
 	if err != nil {
 		return fmt.Errorf("snapshot at %d: %w", applied, err)
 	}
-	compactTo := applied - n.cfg.CatchUpEntries
+	compactTo := applied - min(keep, applied)
 	if err := n.disk.Compact(snap.GetMetadata(), compactTo); err != nil {
 		return fmt.Errorf("compact log to %d: %w", compactTo, err)
 	}

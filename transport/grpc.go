@@ -10,7 +10,6 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/transportpb"
@@ -134,7 +133,7 @@ type GRPCNetwork struct {
 // plaintext (pass TLS credentials to secure them).
 func NewGRPCNetwork(server *Server, resolve Resolver, dial ...grpc.DialOption) *GRPCNetwork {
 	if len(dial) == 0 {
-		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		dial = DialOptions()
 	}
 	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer)}
 }

@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/transport"
 )
 
 // attemptTimeout bounds one RPC to one replica, so a dead replica costs a
@@ -50,7 +50,7 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 		return nil, ErrNoAddresses
 	}
 	if len(dial) == 0 {
-		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		dial = transport.DialOptions()
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])

@@ -27,7 +27,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
@@ -117,7 +116,7 @@ func Start(cfg Config) (*Server, error) {
 		cfg.ChunkBytes = 512 << 10
 	}
 	if len(cfg.DialOptions) == 0 {
-		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		cfg.DialOptions = transport.DialOptions()
 	}
 	if cfg.GID == 0 {
 		return nil, errors.New("groupserver: group id 0 is reserved")

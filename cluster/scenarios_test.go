@@ -1,0 +1,580 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/linearizability"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// ownerOf returns the group owning key in the controller's latest
+// configuration.
+func (h *harness) ownerOf(cl *client.Client, key string) uint64 {
+	cfg := cl.Config()
+	return cfg.Shards[controller.ShardOf([]byte(key), len(cfg.Shards))]
+}
+
+func TestStaticShards(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 3})
+	h.join(1, 2, 3)
+	cl := h.client()
+	ks := keys(30)
+	for _, k := range ks {
+		h.put(cl, k, "v-"+k)
+	}
+	h.c.StopGroup(1)
+	served, blocked := 0, 0
+	for _, k := range ks {
+		ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
+		v, _, err := cl.Get(ctx, []byte(k))
+		cancel()
+		if h.ownerOf(cl, k) == 1 {
+			if err == nil {
+				t.Fatalf("key %s of the dead group was served", k)
+			}
+			blocked++
+			continue
+		}
+		if err != nil || string(v) != "v-"+k {
+			t.Fatalf("key %s of a live group: %q, %v", k, v, err)
+		}
+		served++
+	}
+	if served == 0 || blocked == 0 {
+		t.Fatalf("degenerate placement: %d served, %d blocked", served, blocked)
+	}
+	if err := h.c.StartGroup(1); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ks {
+		h.check(cl, k, "v-"+k)
+	}
+}
+
+// TestGroupAnswersByItsOwnConfiguration asks a group directly, bypassing
+// the client's routing, for keys it does not own.
+func TestGroupAnswersByItsOwnConfiguration(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 2})
+	h.join(1, 2)
+	cl := h.client()
+	ks := keys(20)
+	for _, k := range ks {
+		h.put(cl, k, "x")
+	}
+	h.waitSettled()
+	for gid := uint64(1); gid <= 2; gid++ {
+		conns := map[string]kvpb.KVClient{}
+		for _, a := range h.c.GroupAddrs(gid) {
+			conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conns[a] = kvpb.NewKVClient(conn)
+		}
+		for _, k := range ks {
+			if h.ownerOf(cl, k) == gid {
+				continue
+			}
+			for a, kv := range conns {
+				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+				_, gerr := kv.Get(ctx, &kvpb.GetRequest{Key: []byte(k)})
+				_, werr := kv.Write(ctx, &kvpb.WriteRequest{Key: []byte(k), Value: []byte("y"), ClientId: 99, Seq: 1})
+				cancel()
+				for _, err := range []error{gerr, werr} {
+					err = groupserver.Errors.FromStatus(err)
+					if !errors.Is(err, group.ErrWrongGroup) && !errors.Is(err, raftnode.ErrNotLeader) {
+						t.Fatalf("group %d replica %s for a foreign key: %v", gid, a, err)
+					}
+				}
+			}
+		}
+	}
+	for _, k := range ks {
+		h.check(cl, k, "x")
+	}
+}
+
+func TestSnapshotsAndFullRestart(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 3, TuneRaft: func(c *raftnode.Config) { c.SnapshotEntries, c.CatchUpEntries = 10, 2 }})
+	h.join(1)
+	cl := h.client()
+	ks := keys(20)
+	want := map[string]string{}
+	for round, gids := range [][]uint64{{2}, {3}, {1}} {
+		for _, k := range ks {
+			v := fmt.Sprintf("%d.", round)
+			h.appendTo(cl, k, v)
+			want[k] += v
+		}
+		if round == 2 {
+			h.leave(gids...)
+		} else {
+			h.join(gids...)
+		}
+	}
+	// Restart everything, the controller too, mid-migration perhaps.
+	for _, r := range h.c.Replicas() {
+		h.c.StopReplica(r)
+	}
+	for _, r := range h.c.Replicas() {
+		if err := h.c.StartReplica(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range ks {
+		h.check(cl, k, want[k])
+	}
+	// The duplicate tables survived: replaying an applied write is a no-op.
+	conn, err := grpc.NewClient(h.c.GroupAddrs(2)[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	h.join(1)
+	h.waitSettled()
+	k := ks[0]
+	owner := h.ownerOf(cl, k)
+	before := want[k]
+	replay := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_APPEND, Key: []byte(k), Value: []byte("once"), ClientId: 4242, Seq: 1}
+	send := func() {
+		for {
+			for _, a := range h.c.GroupAddrs(owner) {
+				c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+				_, err = kvpb.NewKVClient(c).Write(ctx, replay)
+				cancel()
+				c.Close()
+				if err == nil {
+					return
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	send()
+	for _, r := range h.c.Replicas() {
+		h.c.StopReplica(r)
+	}
+	for _, r := range h.c.Replicas() {
+		if err := h.c.StartReplica(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send()
+	h.check(cl, k, before+"once")
+}
+
+func TestReplicasCatchUpAfterMissingChanges(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 3, TuneRaft: func(c *raftnode.Config) { c.SnapshotEntries, c.CatchUpEntries = 10, 2 }})
+	h.join(1)
+	cl := h.client()
+	for g := uint64(1); g <= 3; g++ {
+		h.c.StopReplica(cluster.Replica{Group: g, ID: 3})
+	}
+	ks := keys(15)
+	want := map[string]string{}
+	for i, change := range []func(){func() { h.join(2) }, func() { h.join(3) }, func() { h.leave(1) }, func() { h.join(1) }} {
+		for _, k := range ks {
+			v := fmt.Sprint(i, ".")
+			h.appendTo(cl, k, v)
+			want[k] += v
+		}
+		change()
+	}
+	h.waitSettled()
+	for g := uint64(1); g <= 3; g++ {
+		if err := h.c.StartReplica(cluster.Replica{Group: g, ID: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each returning replica reaches its leader's configuration and data.
+	deadline := time.Now().Add(60 * time.Second)
+	for g := uint64(1); g <= 3; g++ {
+		var lead *groupserver.Server
+		for id := uint64(1); id <= 2; id++ {
+			if s := h.c.Group(cluster.Replica{Group: g, ID: id}); s != nil && s.Node().Status().IsLeader {
+				lead = s
+			}
+		}
+		back := h.c.Group(cluster.Replica{Group: g, ID: 3})
+		for lead == nil || back.StateMachine().Applied() < lead.StateMachine().Applied() ||
+			back.StateMachine().View().Config.Num != lead.StateMachine().View().Config.Num {
+			if time.Now().After(deadline) {
+				t.Fatalf("replica 3 of group %d did not catch up", g)
+			}
+			time.Sleep(20 * time.Millisecond)
+			for id := uint64(1); id <= 3; id++ {
+				if s := h.c.Group(cluster.Replica{Group: g, ID: id}); s != nil && s.Node().Status().IsLeader {
+					lead = s
+				}
+			}
+		}
+		for _, k := range ks {
+			v, found, err := back.StateMachine().Get([]byte(k))
+			if errors.Is(err, group.ErrWrongGroup) {
+				continue
+			}
+			if err != nil || !found || string(v) != want[k] {
+				t.Fatalf("caught-up replica of group %d: %s = %q (%v), want %q", g, k, v, err, want[k])
+			}
+		}
+	}
+}
+
+// TestConcurrentAppendsDuringChurn appends unique tokens from 10 clients
+// while groups join, leave, and crash and restart whole, and checks every
+// acknowledged append is applied exactly once.
+func TestConcurrentAppendsDuringChurn(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 3})
+	h.join(1)
+	rng := rand.New(rand.NewPCG(h.seed, 3))
+	var (
+		mu      sync.Mutex
+		acked   = map[string][]string{}
+		unknown []string
+		wg      sync.WaitGroup
+		stop    = make(chan struct{})
+	)
+	for c := 0; c < 10; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := h.client()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("k%d", (c+i)%5)
+				tok := fmt.Sprintf("[%d.%d]", c, i)
+				ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+				err := cl.Append(ctx, []byte(key), []byte(tok))
+				cancel()
+				mu.Lock()
+				if err == nil {
+					acked[key] = append(acked[key], tok)
+				} else {
+					unknown = append(unknown, tok)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for step := 0; step < 6; step++ {
+		time.Sleep(300 * time.Millisecond)
+		switch step {
+		case 0:
+			h.join(2)
+		case 1:
+			h.join(3)
+		case 2:
+			victim := uint64(rng.IntN(3) + 1)
+			h.c.StopGroup(victim) // a whole group crashes mid-migration
+			time.Sleep(300 * time.Millisecond)
+			if err := h.c.StartGroup(victim); err != nil {
+				t.Fatal(err)
+			}
+		case 3:
+			h.leave(2)
+		case 4:
+			h.c.StopGroup(1)
+			h.join(2)
+			if err := h.c.StartGroup(1); err != nil {
+				t.Fatal(err)
+			}
+		case 5:
+			h.leave(3)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	cl := h.client()
+	total := 0
+	for key, toks := range acked {
+		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+		v, _, err := cl.Get(ctx, []byte(key))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range toks {
+			if n := strings.Count(string(v), tok); n != 1 {
+				t.Fatalf("%s: acknowledged %s applied %d times", key, tok, n)
+			}
+		}
+		for _, tok := range unknown {
+			if n := strings.Count(string(v), tok); n > 1 {
+				t.Fatalf("%s: %s applied %d times", key, tok, n)
+			}
+		}
+		total += len(toks)
+	}
+	t.Logf("%d acknowledged appends, %d unknown", total, len(unknown))
+	if total == 0 {
+		t.Fatal("no append succeeded")
+	}
+}
+
+// TestLinearizableUnderLossAndReconfiguration runs 10 clients with mixed
+// operations through 10% request and 10% reply loss and delays, while
+// groups join and leave, and checks the history with porcupine.
+func TestLinearizableUnderLossAndReconfiguration(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 3})
+	loss := lossy(h.seed, 0.1, 5*time.Millisecond)
+	h.join(1)
+	var rec linearizability.Recorder
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for c := 0; c < 10; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := h.client(client.WithDialOptions(transport.DialOptions(loss)...),
+				client.WithAttemptTimeout(500*time.Millisecond))
+			rng := rand.New(rand.NewPCG(h.seed, uint64(c)))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				in := linearizability.Input{Key: fmt.Sprintf("k%d", rng.IntN(4)), Value: fmt.Sprintf("<%d.%d>", c, i)}
+				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+				call := rec.Now()
+				var err error
+				switch rng.IntN(3) {
+				case 0:
+					in.Op = linearizability.Get
+					var v []byte
+					var found bool
+					v, found, err = cl.Get(ctx, []byte(in.Key))
+					if err == nil {
+						rec.Done(c, in, linearizability.Output{Value: string(v), Found: found}, call, rec.Now())
+					}
+				case 1:
+					in.Op = linearizability.Put
+					err = cl.Put(ctx, []byte(in.Key), []byte(in.Value))
+				default:
+					in.Op = linearizability.Append
+					err = cl.Append(ctx, []byte(in.Key), []byte(in.Value))
+				}
+				cancel()
+				if in.Op != linearizability.Get {
+					if err == nil {
+						rec.Done(c, in, linearizability.Output{}, call, rec.Now())
+					} else {
+						rec.Unknown(c, in, call)
+					}
+				}
+			}
+		}()
+	}
+	for _, change := range []func(){func() { h.join(2) }, func() { h.join(3) }, func() { h.leave(1) }, func() { h.join(1) }, func() { h.leave(2) }} {
+		time.Sleep(400 * time.Millisecond)
+		change()
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d operations", rec.Len())
+	if err := rec.Check(filepath.Join(h.dir, "porcupine"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStorageBoundAfterGC moves 30 keys of 1000-byte values back and forth
+// and checks the live bytes across all nine replicas once logs are
+// compacted: one copy of each shard per replica, nothing per configuration.
+func TestStorageBoundAfterGC(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 3, TuneRaft: func(c *raftnode.Config) { c.SnapshotEntries, c.CatchUpEntries = 50, 5 }})
+	h.join(1)
+	cl := h.client()
+	value := strings.Repeat("x", 1000)
+	for i := 0; i < 30; i++ {
+		h.put(cl, fmt.Sprintf("big-%d", i), value)
+	}
+	for round := 0; round < 3; round++ {
+		h.join(2, 3)
+		h.waitSettled()
+		h.leave(2, 3)
+		h.waitSettled()
+	}
+	h.join(2, 3)
+	h.waitSettled()
+	for _, r := range h.c.Replicas() {
+		if s := h.c.Group(r); s != nil {
+			ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+			if err := s.Node().Compact(ctx); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		}
+	}
+	live := 0
+	for r, e := range h.c.Engines() {
+		if r.Group == 0 {
+			continue // the controller holds no shard data
+		}
+		n, err := liveBytes(e, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		live += n
+	}
+	const limit = 3 * (30000 + 12000)
+	t.Logf("live bytes across all group replicas: %d (limit %d)", live, limit)
+	if live > limit {
+		t.Fatalf("%d live bytes, limit %d: migrated shards are not garbage collected", live, limit)
+	}
+}
+
+// liveBytes counts what a group replica keeps: shard data and duplicate
+// tables (state keys 'd' and 's') and retained raft log entries.
+func liveBytes(e *storage.Engine, r cluster.Replica) (int, error) {
+	rep := storage.Replica{Group: r.Group, ID: r.ID}
+	var spans [][2][]byte
+	for _, kind := range []byte{'d', 's'} {
+		lo, hi := rep.StateSpan(kind)
+		spans = append(spans, [2][]byte{lo, hi})
+	}
+	logPrefix := append([]byte{'r'}, rep.StateKey()[1:]...)
+	logPrefix = append(logPrefix, 'l')
+	spans = append(spans, [2][]byte{logPrefix, storage.PrefixEnd(logPrefix)})
+	n := 0
+	for _, sp := range spans {
+		it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: sp[0], UpperBound: sp[1]})
+		if err != nil {
+			return 0, err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			n += len(it.Key()) + len(it.Value())
+		}
+		if err := it.Close(); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// TestUnaffectedShardsKeepServing: while group 3 is dead, a newly joined
+// group serves the shards it pulled from live groups, waits only for those
+// of the dead group, and the live groups' other shards never stop.
+func TestUnaffectedShardsKeepServing(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 4, Shards: 12})
+	h.join(1, 2, 3)
+	cl := h.client()
+	ks := keys(40)
+	for _, k := range ks {
+		h.put(cl, k, "v")
+	}
+	h.waitSettled()
+	before := cl.Config()
+	h.c.StopGroup(3)
+	h.join(4)
+	after, _, err := func() (controller.Config, int, error) {
+		c, err := h.c.ControllerClient()
+		if err != nil {
+			return controller.Config{}, 0, err
+		}
+		defer c.Close()
+		return c.Query(h.ctx, -1)
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromLive, fromDead := 0, 0
+	for _, k := range ks {
+		s := controller.ShardOf([]byte(k), len(after.Shards))
+		prev, now := before.Shards[s], after.Shards[s]
+		ctx, cancel := context.WithTimeout(h.ctx, 3*time.Second)
+		v, _, err := cl.Get(ctx, []byte(k))
+		cancel()
+		switch {
+		case prev == 3 && now == 4, prev == 3 && now == 3:
+			if err == nil {
+				t.Fatalf("key %s served though its data is on the dead group", k)
+			}
+			fromDead++
+		default:
+			if err != nil || !bytes.Equal(v, []byte("v")) {
+				t.Fatalf("key %s (shard %d, group %d -> %d) not served: %v", k, s, prev, now, err)
+			}
+			if now == 4 {
+				fromLive++
+			}
+		}
+	}
+	if fromLive == 0 || fromDead == 0 {
+		t.Fatalf("degenerate placement: %d keys pulled from live groups, %d waiting on the dead one", fromLive, fromDead)
+	}
+	if err := h.c.StartGroup(3); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ks {
+		h.check(cl, k, "v")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	cl := h.client()
+	ctx := h.ctx
+	big := bytes.Repeat([]byte("k"), 4097)
+	if err := cl.Put(ctx, big, []byte("v")); !errors.Is(err, client.ErrKeyTooLarge) {
+		t.Fatalf("oversized key: %v", err)
+	}
+	if err := cl.Put(ctx, nil, []byte("v")); !errors.Is(err, client.ErrEmptyKey) {
+		t.Fatalf("empty key: %v", err)
+	}
+	if _, _, err := cl.Get(ctx, big); !errors.Is(err, client.ErrKeyTooLarge) {
+		t.Fatalf("get with an oversized key: %v", err)
+	}
+	if err := cl.Put(ctx, []byte("k"), bytes.Repeat([]byte("v"), 1<<20+1)); !errors.Is(err, client.ErrValueTooLarge) {
+		t.Fatalf("oversized value: %v", err)
+	}
+	half := bytes.Repeat([]byte("v"), 600<<10)
+	if err := cl.Put(ctx, []byte("k"), half); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Append(ctx, []byte("k"), half); !errors.Is(err, client.ErrValueTooLarge) {
+		t.Fatalf("append past the limit: %v", err)
+	}
+	v, _, err := cl.Get(ctx, []byte("k"))
+	if err != nil || !bytes.Equal(v, half) {
+		t.Fatalf("a refused append changed the value (%d bytes, %v)", len(v), err)
+	}
+	if err := cl.Delete(ctx, []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := cl.Get(ctx, []byte("k")); err != nil || found {
+		t.Fatalf("deleted key: found %v, %v", found, err)
+	}
+}
