@@ -1,0 +1,212 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/ops"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// replicaFlags are shared by `controller` and `server`.
+type replicaFlags struct {
+	id     uint64
+	listen string
+	peers  string
+	data   string
+	http   string
+}
+
+func (r *replicaFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.Uint64Var(&r.id, "id", 0, "this replica's id within its group (1, 2, 3, ...)")
+	f.StringVar(&r.listen, "listen", "", "address to serve on, e.g. 127.0.0.1:7100")
+	f.StringVar(&r.peers, "peers", "", "every replica of the group as id=address, comma separated (this one included)")
+	f.StringVar(&r.data, "data", "", "data directory")
+	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (none if empty)")
+}
+
+// parsePeers reads "1=host:port,2=host:port".
+func parsePeers(s string) (map[uint64]string, []uint64, error) {
+	out := map[uint64]string{}
+	var ids []uint64
+	for _, part := range strings.Split(s, ",") {
+		idStr, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		id, err := strconv.ParseUint(idStr, 10, 64)
+		if !ok || err != nil || id == 0 || addr == "" {
+			return nil, nil, fmt.Errorf("--peers: %q is not id=address with id > 0", part)
+		}
+		if _, dup := out[id]; dup {
+			return nil, nil, fmt.Errorf("--peers: id %d appears twice", id)
+		}
+		out[id] = addr
+		ids = append(ids, id)
+	}
+	return out, ids, nil
+}
+
+func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
+	if r.id == 0 || r.listen == "" || r.peers == "" || r.data == "" {
+		return nil, nil, fmt.Errorf("--id, --listen, --peers and --data are required")
+	}
+	peers, ids, err := parsePeers(r.peers)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, ok := peers[r.id]; !ok {
+		return nil, nil, fmt.Errorf("--peers does not list this replica's id %d", r.id)
+	}
+	return peers, ids, nil
+}
+
+// runReplica serves one replica until SIGINT or SIGTERM: start builds it on
+// the engine and raft network and registers its service on g.
+func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
+	start func(e *storage.Engine, net transport.Network, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, err error)) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	peers, _, err := r.check()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	e, err := storage.Open(r.data)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	raftSrv := transport.NewServer()
+	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
+		a, ok := peers[id]
+		return a, ok && group == gid
+	})
+	defer network.Close()
+	gs := grpc.NewServer()
+	raftSrv.Register(gs)
+	reg := ops.NewRegistry()
+	stop, node, err := start(e, network, gs, reg)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ops.RegisterRaft(reg, gid, r.id, node)
+	lis, err := net.Listen("tcp", r.listen)
+	if err != nil {
+		return err
+	}
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	if r.http != "" {
+		if _, err := ops.Serve(ctx, r.http, reg, func() bool { return node().Status().Leader != 0 }, log); err != nil {
+			return err
+		}
+	}
+	log.Info("replica serving", "group", gid, "replica", r.id, "listen", r.listen, "data", r.data)
+	select {
+	case <-ctx.Done():
+	case <-node().Done():
+		if err := node().Err(); err != nil {
+			return fmt.Errorf("replica stopped: %w", err)
+		}
+	}
+	log.Info("replica stopping", "group", gid, "replica", r.id)
+	return nil
+}
+
+func newControllerCmd(g *globals) *cobra.Command {
+	var (
+		r      replicaFlags
+		shards int
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run one replica of the shard controller",
+		Example: `  shardkv controller --id 1 --listen 127.0.0.1:7100 --data /var/lib/shardkv/c1 \
+    --peers 1=127.0.0.1:7100,2=127.0.0.1:7101,3=127.0.0.1:7102`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runReplica(cmd, g, &r, ctlserver.Group, func(e *storage.Engine, net transport.Network, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, error) {
+				_, ids, _ := parsePeers(r.peers)
+				log, _ := g.logger()
+				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log})
+				if err != nil {
+					return nil, nil, err
+				}
+				s.Register(gs)
+				return s.Stop, s.Node, nil
+			})
+		},
+	}
+	r.register(cmd)
+	cmd.Flags().IntVar(&shards, "shards", ctlserver.DefaultShards, "number of shards, used only when the cluster is created")
+	return cmd
+}
+
+func newServerCmd(g *globals) *cobra.Command {
+	var (
+		r           replicaFlags
+		gid         uint64
+		controllers string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run one replica of a replica group",
+		Example: `  shardkv server --group 1 --id 1 --listen 127.0.0.1:7110 --data /var/lib/shardkv/g1r1 \
+    --peers 1=127.0.0.1:7110,2=127.0.0.1:7111,3=127.0.0.1:7112 \
+    --controllers 127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102
+  shardkv admin join 1=127.0.0.1:7110,127.0.0.1:7111,127.0.0.1:7112`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if gid == 0 {
+				return fmt.Errorf("--group must be a group id above 0")
+			}
+			return runReplica(cmd, g, &r, gid, func(e *storage.Engine, net transport.Network, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, error) {
+				_, ids, _ := parsePeers(r.peers)
+				log, _ := g.logger()
+				ctl, err := ctlclient.New(splitList(controllers))
+				if err != nil {
+					return nil, nil, err
+				}
+				s, err := groupserver.Start(groupserver.Config{GID: gid, ID: r.id, Peers: ids, Engine: e, Network: net,
+					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id)})
+				if err != nil {
+					ctl.Close()
+					return nil, nil, err
+				}
+				s.Register(gs)
+				return func() { s.Stop(); ctl.Close() }, s.Node, nil
+			})
+		},
+	}
+	r.register(cmd)
+	cmd.Flags().Uint64Var(&gid, "group", 0, "this replica's group id")
+	cmd.Flags().StringVar(&controllers, "controllers", defaultControllers, "controller addresses, comma separated")
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

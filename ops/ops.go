@@ -1,0 +1,97 @@
+// Package ops serves a process's operational HTTP endpoints: Prometheus
+// metrics, health and readiness checks, and pprof.
+package ops
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shardkv/shardkv/raftnode"
+)
+
+// NewRegistry returns a registry with the Go runtime and process
+// collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// RegisterRaft exports a raft node's term, commit and applied indexes and
+// leadership, labelled with its group and replica id.
+func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftnode.Node) {
+	labels := prometheus.Labels{"group": strconv.FormatUint(gid, 10), "replica": strconv.FormatUint(id, 10)}
+	gauge := func(name, help string, get func(raftnode.Status) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
+			n := node()
+			if n == nil {
+				return 0
+			}
+			return get(n.Status())
+		})
+	}
+	reg.MustRegister(
+		gauge("shardkv_raft_term", "Current raft term.", func(s raftnode.Status) float64 { return float64(s.Term) }),
+		gauge("shardkv_raft_commit_index", "Raft commit index.", func(s raftnode.Status) float64 { return float64(s.Commit) }),
+		gauge("shardkv_raft_applied_index", "Applied index.", func(s raftnode.Status) float64 { return float64(s.Applied) }),
+		gauge("shardkv_raft_is_leader", "1 when this replica leads its group.", func(s raftnode.Status) float64 {
+			if s.IsLeader {
+				return 1
+			}
+			return 0
+		}),
+		gauge("shardkv_raft_has_leader", "1 when this replica knows a leader.", func(s raftnode.Status) float64 {
+			if s.Leader != 0 {
+				return 1
+			}
+			return 0
+		}),
+	)
+}
+
+// Serve listens on addr and serves /metrics, /healthz (the process is up),
+// /readyz (ready reports true) and /debug/pprof until ctx ends.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool, log *slog.Logger) (net.Addr, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready != nil && !ready() {
+			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	return lis.Addr(), nil
+}
