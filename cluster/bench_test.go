@@ -1,0 +1,191 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/group"
+)
+
+// benchCluster runs a cluster as production would: raft over gRPC on
+// loopback, one Pebble engine (real fsync) per replica.
+func benchCluster(b *testing.B, groups int) (*cluster.Cluster, *client.Client) {
+	b.Helper()
+	ctx := context.Background()
+	c, err := cluster.Start(ctx, cluster.Options{Dir: b.TempDir(), Groups: groups, EnginePerReplica: true,
+		JoinAll: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	cl, err := client.New(ctx, c.ControllerAddrs())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cl.Close() })
+	// Warm up: every group has a leader and the configuration is installed.
+	for i := 0; i < 64; i++ {
+		if err := cl.Put(ctx, []byte(fmt.Sprint("warm", i)), []byte("x")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return c, cl
+}
+
+// runClients runs b.N operations from conc goroutines and reports
+// throughput and latency percentiles.
+func runClients(b *testing.B, conc int, op func(i int) error) {
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= b.N {
+					return
+				}
+				t0 := time.Now()
+				if err := op(i); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkClient measures puts and gets through the client against one
+// group and against three: go test -run XXX -bench Client ./cluster
+func BenchmarkClient(b *testing.B) {
+	value := make([]byte, 100)
+	for _, groups := range []int{1, 3} {
+		for _, conc := range []int{16, 64, 256} {
+			b.Run(fmt.Sprintf("put/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
+				_, cl := benchCluster(b, groups)
+				runClients(b, conc, func(i int) error {
+					return cl.Put(context.Background(), []byte(fmt.Sprint("key", i%10000)), value)
+				})
+			})
+			b.Run(fmt.Sprintf("get/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
+				_, cl := benchCluster(b, groups)
+				runClients(b, conc, func(i int) error {
+					_, _, err := cl.Get(context.Background(), []byte(fmt.Sprint("warm", i%64)))
+					return err
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkMigrate100MB moves one shard holding 100 MB between groups while
+// clients keep writing to other shards, and reports how long the shard took
+// to be served by its new owner.
+func BenchmarkMigrate100MB(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		c, cl := benchCluster(b, 2)
+		ctx := context.Background()
+		cfg := cl.Config()
+		const shard = 5
+		from := cfg.Shards[shard]
+		to := uint64(1)
+		if from == 1 {
+			to = 2
+		}
+		value := make([]byte, 1<<20)
+		var keys []string
+		for k := 0; len(keys) < 100; k++ {
+			key := fmt.Sprint("big", k)
+			if controller.ShardOf([]byte(key), len(cfg.Shards)) == shard {
+				keys = append(keys, key)
+			}
+		}
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for _, k := range keys {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if err := cl.Put(ctx, []byte(k), value); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		stop := make(chan struct{})
+		var writes atomic.Int64
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; ; j++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					key := fmt.Sprint("bg", w, "-", j)
+					if controller.ShardOf([]byte(key), len(cfg.Shards)) == shard {
+						continue
+					}
+					if cl.Put(ctx, []byte(key), []byte("x")) == nil {
+						writes.Add(1)
+					}
+				}
+			}()
+		}
+		ctl, err := c.ControllerClient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		start := time.Now()
+		if _, err := ctl.Move(ctx, shard, to); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			served := false
+			for id := uint64(1); id <= 3; id++ {
+				if s := c.Group(cluster.Replica{Group: to, ID: id}); s != nil && s.Node().Status().IsLeader {
+					v := s.StateMachine().View()
+					served = v.Shards[shard].State == group.Serving || v.Shards[shard].State == group.Confirming
+				}
+			}
+			if served {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		took := time.Since(start)
+		b.StopTimer()
+		close(stop)
+		wg.Wait()
+		ctl.Close()
+		b.ReportMetric(took.Seconds(), "migrate-s")
+		b.ReportMetric(100/took.Seconds(), "MB/s")
+		b.ReportMetric(float64(writes.Load())/took.Seconds(), "bg-writes/s")
+	}
+}
