@@ -50,6 +50,13 @@ func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftno
 			}
 			return 0
 		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shardkv_raft_proposals_dropped_total",
+			Help: "Proposals that certainly failed (dropped by raft or overwritten).", ConstLabels: labels}, func() float64 {
+			if n := node(); n != nil {
+				return float64(n.Status().ProposalsDropped)
+			}
+			return 0
+		}),
 		gauge("shardkv_raft_has_leader", "1 when this replica knows a leader.", func(s raftnode.Status) float64 {
 			if s.Leader != 0 {
 				return 1

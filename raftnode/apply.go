@@ -81,7 +81,7 @@ func (n *Node) applySnapshot(snap *raftpb.Snapshot) error {
 		return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
 	}
 	n.confState = snap.GetMetadata().GetConfState()
-	n.snapIndex = snap.GetMetadata().GetIndex()
+	n.snapIndex, n.bytesSinceSnap = snap.GetMetadata().GetIndex(), 0
 	n.setApplied(n.sm.Applied())
 	n.log.Info("restored snapshot from leader", "index", n.snapIndex,
 		"applied", n.sm.Applied(), "bytes", len(snap.GetData()), "took", time.Since(start))
@@ -124,6 +124,9 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 		return fmt.Errorf("apply entries %d..%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
 	}
 	n.proposals.complete(raw, ids, results)
+	for _, e := range raw {
+		n.bytesSinceSnap += uint64(len(e.GetData()))
+	}
 	last := ents[len(ents)-1].Index
 	n.setApplied(max(last, n.sm.Applied()))
 	return n.maybeCompact(n.applied.Load())
@@ -132,7 +135,7 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 // maybeCompact takes a snapshot (metadata only: the state machine's own keys
 // are the data) and drops old log entries once enough entries were applied.
 func (n *Node) maybeCompact(applied uint64) error {
-	if applied < n.snapIndex+n.cfg.SnapshotEntries {
+	if applied < n.snapIndex+n.cfg.SnapshotEntries && n.bytesSinceSnap < n.cfg.SnapshotBytes {
 		return nil
 	}
 	return n.compact(applied, n.cfg.CatchUpEntries)
@@ -179,7 +182,7 @@ func (n *Node) compact(applied, keep uint64) error {
 	if err := n.mem.Compact(compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
 		return fmt.Errorf("compact log to %d: %w", compactTo, err)
 	}
-	n.snapIndex = applied
+	n.snapIndex, n.bytesSinceSnap = applied, 0
 	n.log.Debug("compacted raft log", "snapshot", applied, "first_kept", compactTo+1)
 	return nil
 }

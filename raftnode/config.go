@@ -34,6 +34,10 @@ type Config struct {
 	// SnapshotEntries is how many applied entries trigger a snapshot and log
 	// compaction (default 10000).
 	SnapshotEntries uint64
+	// SnapshotBytes is how many bytes of applied entries trigger a snapshot
+	// and log compaction, whichever of it and SnapshotEntries comes first
+	// (default 64 MiB).
+	SnapshotBytes uint64
 	// CatchUpEntries is how many entries below the snapshot index stay in
 	// the log for followers that are only slightly behind (default 1000).
 	CatchUpEntries uint64
@@ -66,6 +70,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cc.SnapshotEntries == 0 {
 		cc.SnapshotEntries = 10000
+	}
+	if cc.SnapshotBytes == 0 {
+		cc.SnapshotBytes = 64 << 20
 	}
 	if cc.CatchUpEntries == 0 {
 		cc.CatchUpEntries = 1000

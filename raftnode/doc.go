@@ -29,7 +29,8 @@
 //
 // The apply goroutine hands committed entries to StateMachine.Apply, which
 // writes their effects and the applied index in one Pebble batch. Once the
-// log has grown by Config.SnapshotEntries entries since the last snapshot,
+// log has grown by Config.SnapshotEntries entries or Config.SnapshotBytes
+// bytes since the last snapshot,
 // the node records snapshot metadata at the applied index and deletes old
 // log entries (keeping Config.CatchUpEntries for slightly lagging
 // followers).

@@ -43,8 +43,9 @@ type Node struct {
 	applyc chan applyTask
 
 	// Owned by the apply goroutine.
-	confState *raftpb.ConfState
-	snapIndex uint64
+	confState      *raftpb.ConfState
+	snapIndex      uint64
+	bytesSinceSnap uint64 // bytes of entries applied since snapIndex
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -57,6 +58,9 @@ type Node struct {
 type Status struct {
 	ID, Leader, Term, Commit, Applied uint64
 	IsLeader                          bool
+	// ProposalsDropped counts proposals made on this member that certainly
+	// failed (ErrProposalDropped) since it started.
+	ProposalsDropped uint64
 }
 
 // Start opens the member described by cfg: it loads the Raft state from the
@@ -172,6 +176,8 @@ func (n *Node) Status() Status {
 		Commit:   n.commit.Load(),
 		Applied:  n.applied.Load(),
 		IsLeader: n.isLeader.Load(),
+
+		ProposalsDropped: n.proposals.dropped.Load(),
 	}
 }
 

@@ -2,15 +2,20 @@ package raftnode_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/shardkv/shardkv/internal/linearizability"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport/memnet"
 )
 
@@ -318,10 +323,17 @@ func TestLinearizable(t *testing.T) {
 // read is a linearizable read: ReadIndex on the leader, then the local
 // state. ok is false when the read could not be confirmed.
 func (c *cluster) read(key string) (value string, found, ok bool) {
-	id := c.leader()
-	n, sm := c.node(id), c.sm(id)
+	var n *raftnode.Node
+	var sm *registers
+	c.mu.Lock()
+	for id, node := range c.nodes {
+		if node.Status().IsLeader {
+			n, sm = node, c.sms[id]
+		}
+	}
+	c.mu.Unlock()
 	if n == nil {
-		return "", false, false
+		return "", false, false // no leader right now: nothing observed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -374,5 +386,44 @@ func TestConcurrentReadsShareRounds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestCorruptedLogRefusesToStart damages a committed entry in the middle of
+// a stopped member's log: the member must refuse to start, naming the data
+// directory and the index, instead of serving.
+func TestCorruptedLogRefusesToStart(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.leader()
+	if _, unknown := appendAll(t, c, 1, 10); len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	victim := c.peers[0]
+	applied := c.node(victim).Status().Applied
+	c.crash(victim)
+
+	dir := filepath.Join(c.dir, fmt.Sprint(victim))
+	e, err := storage.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The documented layout: 'r' <group> <replica> 'l' <index>.
+	key := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte{'r'}, testGroup), victim)
+	key = binary.BigEndian.AppendUint64(append(key, 'l'), applied/2)
+	if err := e.DB().Set(key, []byte("garbage!"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	sm, err := openRegisters(e, storage.Replica{Group: testGroup, ID: victim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = raftnode.Start(raftnode.Config{Group: testGroup, ID: victim, Peers: c.peers, Engine: e,
+		Network: memnet.New(1), StateMachine: sm})
+	e.Close()
+	if !errors.Is(err, storage.ErrCorrupted) {
+		t.Fatalf("started on a corrupted log: %v", err)
+	}
+	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), fmt.Sprint("entry ", applied/2)) {
+		t.Fatalf("error does not name the directory and index: %v", err)
 	}
 }

@@ -30,6 +30,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 		n.proposals.forget(id)
 		switch {
 		case errors.Is(err, raft.ErrProposalDropped):
+			n.proposals.dropped.Add(1)
 			return nil, ErrProposalDropped
 		case errors.Is(err, raft.ErrStopped):
 			return nil, ErrStopped
@@ -71,6 +72,7 @@ type proposalResult struct {
 // proposals matches applied entries to the callers waiting for them.
 type proposals struct {
 	next    atomic.Uint64 // last id handed out; starts at a random value
+	dropped atomic.Uint64 // proposals that failed with ErrProposalDropped
 	mu      sync.Mutex
 	waiting map[uint64]chan proposalResult // by proposal id
 	byIndex map[uint64]uint64              // log index -> proposal id, leader's own entries
@@ -126,6 +128,7 @@ func (ps *proposals) complete(ents []*raftpb.Entry, ids []uint64, results []any)
 		if owner, ok := ps.byIndex[e.GetIndex()]; ok {
 			delete(ps.byIndex, e.GetIndex())
 			if owner != ids[i] {
+				ps.dropped.Add(1)
 				ps.finish(owner, proposalResult{err: ErrProposalDropped})
 			}
 		}

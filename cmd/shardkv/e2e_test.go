@@ -274,4 +274,3 @@ func TestMultiProcessCluster(t *testing.T) {
 		}
 	}
 }
-

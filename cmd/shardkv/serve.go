@@ -118,6 +118,7 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 			return err
 		}
 	}
+	log = log.With("component", "process")
 	log.Info("replica serving", "group", gid, "replica", r.id, "listen", r.listen, "data", r.data)
 	select {
 	case <-ctx.Done():

@@ -87,7 +87,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.NumShards < 1 || cfg.NumShards > controller.MaxShards {
 		return nil, fmt.Errorf("%w: %d", controller.ErrInvalidShards, cfg.NumShards)
 	}
-	log := cfg.Logger.With("component", "controller", "replica", cfg.ID)
+	log := cfg.Logger.With("component", "controller", "group", Group, "replica", cfg.ID)
 	store, err := controller.OpenStore(cfg.Engine, storage.Replica{Group: Group, ID: cfg.ID})
 	if err != nil {
 		return nil, err
