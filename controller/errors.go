@@ -1,6 +1,10 @@
 package controller
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/shardkv/shardkv/session"
+)
 
 // Errors a caller can branch on. Each is a deterministic refusal: the
 // command changes nothing, and a retry of it gets the same error.
@@ -16,21 +20,9 @@ var (
 )
 
 // codes give each refusal a stable number for the session table on disk.
-var codes = []error{nil, ErrNotInitialized, ErrInvalidGroup, ErrGroupExists, ErrUnknownGroup,
+var codes = session.Outcomes{nil, ErrNotInitialized, ErrInvalidGroup, ErrGroupExists, ErrUnknownGroup,
 	ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrStaleRequest}
 
-func errorCode(err error) uint32 {
-	for i, e := range codes {
-		if i > 0 && errors.Is(err, e) {
-			return uint32(i)
-		}
-	}
-	return 0
-}
+func errorCode(err error) uint32 { return codes.Code(err) }
 
-func codeError(code uint32) error {
-	if int(code) < len(codes) {
-		return codes[code]
-	}
-	return errors.New("controller: unknown error code")
-}
+func codeError(code uint32) error { return codes.Err(code) }

@@ -56,7 +56,7 @@ func ConfigFromProto(p *controllerpb.Config) Config {
 	return c
 }
 
-type session struct {
+type clientSession struct {
 	seq       uint64
 	lastSeen  int64
 	configNum uint64
@@ -75,7 +75,7 @@ type Result struct {
 type State struct {
 	numShards int
 	configs   []Config
-	sessions  map[uint64]*session
+	sessions  map[uint64]*clientSession
 
 	// changed records, since the last TakeChanges, what a store must
 	// persist: new configurations and touched or expired sessions.
@@ -110,7 +110,7 @@ func (s *State) Query(n int64) (Config, bool) {
 // Apply applies one command and returns its outcome.
 func (s *State) Apply(cmd *controllerpb.Command) Result {
 	if s.sessions == nil {
-		s.sessions = make(map[uint64]*session)
+		s.sessions = make(map[uint64]*clientSession)
 		s.touchedSessions = make(map[uint64]bool)
 	}
 	s.expireSessions(cmd.GetStamp())
@@ -153,7 +153,7 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	}
 	res := s.commit(next, err)
 	if id := sess.GetClientId(); id != 0 {
-		s.sessions[id] = &session{seq: sess.GetSeq(), lastSeen: cmd.GetStamp(), configNum: res.ConfigNum, err: res.Err}
+		s.sessions[id] = &clientSession{seq: sess.GetSeq(), lastSeen: cmd.GetStamp(), configNum: res.ConfigNum, err: res.Err}
 		s.touchedSessions[id] = true
 	}
 	return res

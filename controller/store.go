@@ -45,7 +45,7 @@ func OpenStore(e *storage.Engine, r storage.Replica) (*Store, error) {
 }
 
 func (s *Store) load(r pebble.Reader) error {
-	st := State{sessions: map[uint64]*session{}, touchedSessions: map[uint64]bool{}}
+	st := State{sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
 	var applied uint64
 	if v, ok, err := storage.Get(r, s.r.StateKey(keyApplied)); err != nil {
 		return err
@@ -75,7 +75,7 @@ func (s *Store) load(r pebble.Reader) error {
 		if err := proto.Unmarshal(v, &rec); err != nil {
 			return err
 		}
-		st.sessions[rec.GetClientId()] = &session{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(),
+		st.sessions[rec.GetClientId()] = &clientSession{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(),
 			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
 		return nil
 	}); err != nil {
@@ -186,7 +186,7 @@ func (s *Store) writeChanges(b *pebble.Batch) error {
 	return nil
 }
 
-func sessionRecord(id uint64, s *session) *controllerpb.SessionRecord {
+func sessionRecord(id uint64, s *clientSession) *controllerpb.SessionRecord {
 	return &controllerpb.SessionRecord{ClientId: id, Seq: s.seq, LastSeen: s.lastSeen,
 		ConfigNum: s.configNum, ErrorCode: errorCode(s.err)}
 }
@@ -223,13 +223,13 @@ func (s *Store) Restore(image []byte) error {
 	if err := b.DeleteRange(lo, hi, nil); err != nil {
 		return err
 	}
-	st := State{numShards: int(img.GetNumShards()), sessions: map[uint64]*session{}, touchedSessions: map[uint64]bool{}}
+	st := State{numShards: int(img.GetNumShards()), sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
 	for _, pc := range img.GetConfigs() {
 		st.configs = append(st.configs, ConfigFromProto(pc))
 		st.newConfigs = append(st.newConfigs, pc.GetNum())
 	}
 	for _, rec := range img.GetSessions() {
-		st.sessions[rec.GetClientId()] = &session{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(),
+		st.sessions[rec.GetClientId()] = &clientSession{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(),
 			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
 		st.touchedSessions[rec.GetClientId()] = true
 	}

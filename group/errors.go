@@ -1,6 +1,10 @@
 package group
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/shardkv/shardkv/session"
+)
 
 // Errors a caller can branch on.
 var (
@@ -26,20 +30,8 @@ var (
 )
 
 // outcome codes of deterministic failures, as stored in duplicate tables.
-var codes = []error{nil, ErrValueTooLarge, ErrKeyTooLarge, ErrMalformed}
+var codes = session.Outcomes{nil, ErrValueTooLarge, ErrKeyTooLarge, ErrMalformed}
 
-func errorCode(err error) uint32 {
-	for i, e := range codes {
-		if i > 0 && errors.Is(err, e) {
-			return uint32(i)
-		}
-	}
-	return 0
-}
+func errorCode(err error) uint32 { return codes.Code(err) }
 
-func codeError(code uint32) error {
-	if int(code) < len(codes) {
-		return codes[code]
-	}
-	return ErrMalformed
-}
+func codeError(code uint32) error { return codes.Err(code) }

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/shardkv/shardkv/raftnode"
 )
 
 // Entry maps one sentinel error to its wire form.
@@ -92,6 +94,17 @@ type remoteError struct {
 
 func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// RaftEntries are the raft node's errors, which every service that
+// proposes or reads through a raft node returns. All mean "try another
+// replica or try again".
+var RaftEntries = []Entry{
+	{Err: raftnode.ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
+	{Err: raftnode.ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
+	{Err: raftnode.ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
+	{Err: raftnode.ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
+	{Err: raftnode.ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
+}
 
 // Retryable reports whether a failed call may be tried on another replica
 // or later: the server was unreachable, not the leader, or gave up waiting.

@@ -37,21 +37,16 @@ const DefaultShards = 64
 const watchLimit = 30 * time.Second
 
 // Errors is the controller's wire error table, shared with ctlclient.
-var Errors = rpcerr.NewTable("shardkv.controller",
-	rpcerr.Entry{Err: controller.ErrNotInitialized, Code: codes.Unavailable, Reason: "NOT_INITIALIZED"},
-	rpcerr.Entry{Err: controller.ErrInvalidGroup, Code: codes.InvalidArgument, Reason: "INVALID_GROUP"},
-	rpcerr.Entry{Err: controller.ErrGroupExists, Code: codes.AlreadyExists, Reason: "GROUP_EXISTS"},
-	rpcerr.Entry{Err: controller.ErrUnknownGroup, Code: codes.NotFound, Reason: "UNKNOWN_GROUP"},
-	rpcerr.Entry{Err: controller.ErrUnknownShard, Code: codes.OutOfRange, Reason: "UNKNOWN_SHARD"},
-	rpcerr.Entry{Err: controller.ErrWouldOrphan, Code: codes.FailedPrecondition, Reason: "WOULD_ORPHAN"},
-	rpcerr.Entry{Err: controller.ErrInvalidShards, Code: codes.InvalidArgument, Reason: "INVALID_SHARDS"},
-	rpcerr.Entry{Err: controller.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
-	rpcerr.Entry{Err: raftnode.ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
-	rpcerr.Entry{Err: raftnode.ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
-	rpcerr.Entry{Err: raftnode.ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
-	rpcerr.Entry{Err: raftnode.ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
-	rpcerr.Entry{Err: raftnode.ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
-)
+var Errors = rpcerr.NewTable("shardkv.controller", append([]rpcerr.Entry{
+	{Err: controller.ErrNotInitialized, Code: codes.Unavailable, Reason: "NOT_INITIALIZED"},
+	{Err: controller.ErrInvalidGroup, Code: codes.InvalidArgument, Reason: "INVALID_GROUP"},
+	{Err: controller.ErrGroupExists, Code: codes.AlreadyExists, Reason: "GROUP_EXISTS"},
+	{Err: controller.ErrUnknownGroup, Code: codes.NotFound, Reason: "UNKNOWN_GROUP"},
+	{Err: controller.ErrUnknownShard, Code: codes.OutOfRange, Reason: "UNKNOWN_SHARD"},
+	{Err: controller.ErrWouldOrphan, Code: codes.FailedPrecondition, Reason: "WOULD_ORPHAN"},
+	{Err: controller.ErrInvalidShards, Code: codes.InvalidArgument, Reason: "INVALID_SHARDS"},
+	{Err: controller.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
+}, rpcerr.RaftEntries...)...)
 
 // Config describes one controller replica.
 type Config struct {

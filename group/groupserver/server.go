@@ -39,21 +39,16 @@ import (
 )
 
 // Errors is the KV service's wire error table, shared with the client.
-var Errors = rpcerr.NewTable("shardkv.kv",
-	rpcerr.Entry{Err: group.ErrWrongGroup, Code: codes.FailedPrecondition, Reason: "WRONG_GROUP"},
-	rpcerr.Entry{Err: group.ErrNotReady, Code: codes.Unavailable, Reason: "NOT_READY"},
-	rpcerr.Entry{Err: group.ErrStaleConfig, Code: codes.FailedPrecondition, Reason: "STALE_CONFIG"},
-	rpcerr.Entry{Err: group.ErrKeyTooLarge, Code: codes.InvalidArgument, Reason: "KEY_TOO_LARGE"},
-	rpcerr.Entry{Err: group.ErrValueTooLarge, Code: codes.InvalidArgument, Reason: "VALUE_TOO_LARGE"},
-	rpcerr.Entry{Err: group.ErrEmptyKey, Code: codes.InvalidArgument, Reason: "EMPTY_KEY"},
-	rpcerr.Entry{Err: group.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
-	rpcerr.Entry{Err: group.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
-	rpcerr.Entry{Err: raftnode.ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
-	rpcerr.Entry{Err: raftnode.ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
-	rpcerr.Entry{Err: raftnode.ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
-	rpcerr.Entry{Err: raftnode.ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
-	rpcerr.Entry{Err: raftnode.ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
-)
+var Errors = rpcerr.NewTable("shardkv.kv", append([]rpcerr.Entry{
+	{Err: group.ErrWrongGroup, Code: codes.FailedPrecondition, Reason: "WRONG_GROUP"},
+	{Err: group.ErrNotReady, Code: codes.Unavailable, Reason: "NOT_READY"},
+	{Err: group.ErrStaleConfig, Code: codes.FailedPrecondition, Reason: "STALE_CONFIG"},
+	{Err: group.ErrKeyTooLarge, Code: codes.InvalidArgument, Reason: "KEY_TOO_LARGE"},
+	{Err: group.ErrValueTooLarge, Code: codes.InvalidArgument, Reason: "VALUE_TOO_LARGE"},
+	{Err: group.ErrEmptyKey, Code: codes.InvalidArgument, Reason: "EMPTY_KEY"},
+	{Err: group.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
+	{Err: group.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
+}, rpcerr.RaftEntries...)...)
 
 // Config describes one group replica.
 type Config struct {
