@@ -4,7 +4,7 @@ PKGS      := ./...
 PROTOS    := $(wildcard api/*/*.proto)
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: build test test-short lint proto run
+.PHONY: build test test-short lint proto run soak bench-etcd
 
 build:
 	$(GO) build -o bin/shardkv ./cmd/shardkv
@@ -31,3 +31,12 @@ proto:
 
 run:
 	$(GO) run ./cmd/shardkv dev
+
+# The nemesis scenarios, repeated with fresh seeds: make soak SOAK=30m
+SOAK ?= 30m
+soak:
+	SOAK=$(SOAK) $(GO) test -count=1 -v -timeout 0 -run TestSoak ./nemesis
+
+# shardkv next to etcd on this machine (installs Debian's etcd-server).
+bench-etcd:
+	bench/compare-etcd.sh

@@ -110,17 +110,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{}}
 	port := opts.BasePort
 	for _, r := range c.Replicas() {
-		addr := "127.0.0.1:0"
+		var addr string
 		if opts.BasePort != 0 {
 			addr = fmt.Sprintf("127.0.0.1:%d", port)
 			port++
 		} else {
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
+			var err error
+			if addr, err = FreeAddr(); err != nil {
 				return nil, err
 			}
-			addr = l.Addr().String()
-			l.Close()
 		}
 		c.addrs[r] = addr
 	}

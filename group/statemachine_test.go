@@ -412,3 +412,28 @@ func TestDeterministic(t *testing.T) {
 		t.Fatal("restore lost the applied index")
 	}
 }
+
+func TestDigestsFollowState(t *testing.T) {
+	a, b := newReplica(t, 1, Limits{}), newReplica(t, 1, Limits{})
+	b.sm.r.ID = 2 // another replica of the same group: its keys differ in their prefix
+	for _, r := range []*replica{a, b} {
+		if err := r.apply(config(1, all(1)...)); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.apply(put(keyIn(3, 0), "v", 1, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, da, _ := a.sm.Digests()
+	_, db, _ := b.sm.Digests()
+	if fmt.Sprint(da) != fmt.Sprint(db) {
+		t.Fatal("equal replicas report different digests")
+	}
+	if err := b.apply(put(keyIn(3, 0), "w", 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	_, db, _ = b.sm.Digests()
+	if da[3] == db[3] || da[2] != db[2] {
+		t.Fatalf("digest of the changed shard did not change, or another did: %v vs %v", da, db)
+	}
+}

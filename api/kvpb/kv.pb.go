@@ -647,7 +647,11 @@ type ShardStatus struct {
 	State string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// peer_group is the group the shard comes from (pulling) or goes to
 	// (offering), 0 otherwise.
-	PeerGroup     uint64 `protobuf:"varint,3,opt,name=peer_group,json=peerGroup,proto3" json:"peer_group,omitempty"`
+	PeerGroup uint64 `protobuf:"varint,3,opt,name=peer_group,json=peerGroup,proto3" json:"peer_group,omitempty"`
+	// digest is a hash of the shard's data and duplicate table as of
+	// digest_applied (in StatusReply): equal on every replica that applied
+	// the same index.
+	Digest        uint64 `protobuf:"varint,4,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +707,13 @@ func (x *ShardStatus) GetPeerGroup() uint64 {
 	return 0
 }
 
+func (x *ShardStatus) GetDigest() uint64 {
+	if x != nil {
+		return x.Digest
+	}
+	return 0
+}
+
 type StatusReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
@@ -713,6 +724,7 @@ type StatusReply struct {
 	Applied       uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
 	ConfigNum     uint64                 `protobuf:"varint,7,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
 	Shards        []*ShardStatus         `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`
+	DigestApplied uint64                 `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -801,6 +813,13 @@ func (x *StatusReply) GetShards() []*ShardStatus {
 		return x.Shards
 	}
 	return nil
+}
+
+func (x *StatusReply) GetDigestApplied() uint64 {
+	if x != nil {
+		return x.DigestApplied
+	}
+	return 0
 }
 
 // Command is one entry of a group's log.
@@ -1409,12 +1428,13 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\"\x12\n" +
 	"\x10DeleteShardReply\"\x0f\n" +
-	"\rStatusRequest\"X\n" +
+	"\rStatusRequest\"p\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
 	"\n" +
-	"peer_group\x18\x03 \x01(\x04R\tpeerGroup\"\xee\x01\n" +
+	"peer_group\x18\x03 \x01(\x04R\tpeerGroup\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\x04R\x06digest\"\x95\x02\n" +
 	"\vStatusReply\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
 	"\areplica\x18\x02 \x01(\x04R\areplica\x12\x16\n" +
@@ -1424,7 +1444,8 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\aapplied\x18\x06 \x01(\x04R\aapplied\x12\x1d\n" +
 	"\n" +
 	"config_num\x18\a \x01(\x04R\tconfigNum\x122\n" +
-	"\x06shards\x18\b \x03(\v2\x1a.shardkv.kv.v1.ShardStatusR\x06shards\"\xd9\x02\n" +
+	"\x06shards\x18\b \x03(\v2\x1a.shardkv.kv.v1.ShardStatusR\x06shards\x12%\n" +
+	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\"\xd9\x02\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
 	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x128\n" +

@@ -34,7 +34,7 @@ func binary(t *testing.T) string {
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
 	for attempt := 0; attempt < 100; attempt++ {
-		base := 20000 + rand.IntN(30000)
+		base := 10000 + rand.IntN(20000) // below the ephemeral range
 		var ls []net.Listener
 		ok := true
 		for p := base; p < base+n; p++ {

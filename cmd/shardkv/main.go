@@ -73,7 +73,7 @@ other groups when the configuration changes.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(newDevCmd(g), newControllerCmd(g), newServerCmd(g))
 	root.AddCommand(newKVCmds()...)
-	root.AddCommand(newAdminCmd())
+	root.AddCommand(newAdminCmd(), newBenchCmd())
 	return root
 }
 

@@ -24,11 +24,20 @@ import (
 
 // replicaFlags are shared by `controller` and `server`.
 type replicaFlags struct {
-	id     uint64
-	listen string
-	peers  string
-	data   string
-	http   string
+	id              uint64
+	listen          string
+	peers           string
+	data            string
+	http            string
+	snapshotEntries uint64
+}
+
+// tune applies the raft tuning flags.
+func (r *replicaFlags) tune(c *raftnode.Config) {
+	if r.snapshotEntries > 0 {
+		c.SnapshotEntries = r.snapshotEntries
+		c.CatchUpEntries = r.snapshotEntries / 4
+	}
 }
 
 func (r *replicaFlags) register(cmd *cobra.Command) {
@@ -38,6 +47,7 @@ func (r *replicaFlags) register(cmd *cobra.Command) {
 	f.StringVar(&r.peers, "peers", "", "every replica of the group as id=address, comma separated (this one included)")
 	f.StringVar(&r.data, "data", "", "data directory")
 	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (none if empty)")
+	f.Uint64Var(&r.snapshotEntries, "snapshot-entries", 0, "applied entries between log compactions (default 10000)")
 }
 
 // parsePeers reads "1=host:port,2=host:port".
@@ -146,7 +156,7 @@ func newControllerCmd(g *globals) *cobra.Command {
 			return runReplica(cmd, g, &r, ctlserver.Group, func(e *storage.Engine, net transport.Network, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
-				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log})
+				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune})
 				if err != nil {
 					return nil, nil, err
 				}
@@ -186,7 +196,7 @@ func newServerCmd(g *globals) *cobra.Command {
 					return nil, nil, err
 				}
 				s, err := groupserver.Start(groupserver.Config{GID: gid, ID: r.id, Peers: ids, Engine: e, Network: net,
-					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id)})
+					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id), Tune: r.tune})
 				if err != nil {
 					ctl.Close()
 					return nil, nil, err

@@ -269,9 +269,14 @@ func (s *Server) Status(context.Context, *kvpb.StatusRequest) (*kvpb.StatusReply
 	v := s.sm.View()
 	reply := &kvpb.StatusReply{Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
 		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num}
+	applied, digests, err := s.sm.Digests()
+	if err != nil {
+		return nil, Errors.ToStatus(err)
+	}
+	reply.DigestApplied = applied
 	for i, sh := range v.Shards {
-		if sh.State != group.Absent {
-			reply.Shards = append(reply.Shards, &kvpb.ShardStatus{Shard: uint32(i), State: sh.State.String(), PeerGroup: sh.Peer})
+		if sh.State != group.Absent && i < len(digests) {
+			reply.Shards = append(reply.Shards, &kvpb.ShardStatus{Shard: uint32(i), State: sh.State.String(), PeerGroup: sh.Peer, Digest: digests[i]})
 		}
 	}
 	return reply, nil

@@ -1,0 +1,387 @@
+// Package nemesis tests the real shardkv binary under faults: a cluster of
+// separate processes (3 controller replicas, groups of 3) whose every link
+// runs through a faultproxy, concurrent clients whose history is checked
+// with porcupine, and scenarios that kill, freeze, partition, degrade and
+// reconfigure while the clients run.
+//
+// Run it with `go test ./nemesis` (CI-sized, part of `make test`) or
+// `make soak SOAK=30m` (scenarios repeated with fresh seeds). Every run
+// prints its seed and its schedule of faults; a failed run keeps its
+// directory (porcupine's HTML view, process logs, data directories) and
+// prints where it is.
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/faultproxy"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// Replica names a process: group 0 is the controller.
+type Replica struct{ Group, ID uint64 }
+
+func (r Replica) String() string {
+	if r.Group == 0 {
+		return fmt.Sprintf("controller/%d", r.ID)
+	}
+	return fmt.Sprintf("group%d/%d", r.Group, r.ID)
+}
+
+// Options describe a cluster of processes.
+type Options struct {
+	Binary          string // the shardkv binary
+	Dir             string // run directory: data and logs
+	Groups          int    // replica groups, all joined at start (default 3)
+	Shards          int    // default 12
+	SnapshotEntries uint64 // raft compaction threshold (default 200, so snapshots happen)
+	Seed            uint64
+}
+
+type proc struct {
+	r       Replica
+	listen  string
+	inbound *faultproxy.Proxy // clients and other groups reach the replica here
+	args    []string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	paused  bool
+}
+
+// Cluster is a running cluster of shardkv processes behind proxies.
+type Cluster struct {
+	opts  Options
+	mu    sync.Mutex
+	procs map[Replica]*proc
+	links map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1]
+}
+
+// Start launches the cluster and joins every group.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.Groups == 0 {
+		opts.Groups = 3
+	}
+	if opts.Shards == 0 {
+		opts.Shards = 12
+	}
+	if opts.SnapshotEntries == 0 {
+		opts.SnapshotEntries = 200
+	}
+	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, links: map[[2]Replica]*faultproxy.Proxy{}}
+	var all []Replica
+	for g := 0; g <= opts.Groups; g++ {
+		for id := 1; id <= 3; id++ {
+			all = append(all, Replica{uint64(g), uint64(id)})
+		}
+	}
+	seed := opts.Seed
+	for _, r := range all {
+		addr, err := cluster.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		seed++
+		in, err := faultproxy.Listen("127.0.0.1:0", addr, seed)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.procs[r] = &proc{r: r, listen: addr, inbound: in}
+	}
+	for _, a := range all {
+		for _, b := range all {
+			if a.Group == b.Group && a.ID != b.ID {
+				seed++
+				p, err := faultproxy.Listen("127.0.0.1:0", c.procs[b].listen, seed)
+				if err != nil {
+					c.Close()
+					return nil, err
+				}
+				c.links[[2]Replica{a, b}] = p
+			}
+		}
+	}
+	ctls := strings.Join(c.Addrs(0), ",")
+	for _, r := range all {
+		p := c.procs[r]
+		var peers []string
+		for id := uint64(1); id <= 3; id++ {
+			addr := p.listen
+			if id != r.ID {
+				addr = c.links[[2]Replica{r, {r.Group, id}}].Addr()
+			}
+			peers = append(peers, fmt.Sprintf("%d=%s", id, addr))
+		}
+		data := filepath.Join(opts.Dir, "data", strings.ReplaceAll(r.String(), "/", "-"))
+		common := []string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
+			"--data", data, "--snapshot-entries", fmt.Sprint(opts.SnapshotEntries), "--log-level", "info"}
+		if r.Group == 0 {
+			p.args = append([]string{"controller", "--shards", fmt.Sprint(opts.Shards)}, common...)
+		} else {
+			p.args = append([]string{"server", "--group", fmt.Sprint(r.Group), "--controllers", ctls}, common...)
+		}
+		if err := c.launch(p); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	ctl, err := ctlclient.New(c.Addrs(0))
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	defer ctl.Close()
+	groups := map[uint64][]string{}
+	for g := 1; g <= opts.Groups; g++ {
+		groups[uint64(g)] = c.Addrs(uint64(g))
+	}
+	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if _, err := ctl.Join(jctx, groups); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("join groups: %w", err)
+	}
+	return c, nil
+}
+
+func (c *Cluster) launch(p *proc) error {
+	logPath := filepath.Join(c.opts.Dir, "logs", strings.ReplaceAll(p.r.String(), "/", "-")+".log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd := exec.Command(c.opts.Binary, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.r, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	p.cmd, p.exited, p.paused = cmd, exited, false
+	return nil
+}
+
+// Addrs are the client-facing (proxied) addresses of a group's replicas;
+// group 0 is the controller.
+func (c *Cluster) Addrs(g uint64) []string {
+	var out []string
+	for id := uint64(1); id <= 3; id++ {
+		out = append(out, c.procs[Replica{g, id}].inbound.Addr())
+	}
+	return out
+}
+
+// Replicas lists every process.
+func (c *Cluster) Replicas() []Replica {
+	var out []Replica
+	for g := 0; g <= c.opts.Groups; g++ {
+		for id := 1; id <= 3; id++ {
+			out = append(out, Replica{uint64(g), uint64(id)})
+		}
+	}
+	return out
+}
+
+// Groups is the number of replica groups.
+func (c *Cluster) Groups() int { return c.opts.Groups }
+
+// Kill sends SIGKILL to a replica and waits for it to die.
+func (c *Cluster) Kill(r Replica) {
+	c.mu.Lock()
+	p := c.procs[r]
+	c.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a frozen process must be able to die
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+	c.mu.Lock()
+	p.cmd = nil
+	c.mu.Unlock()
+}
+
+// Restart starts a killed replica again on its data.
+func (c *Cluster) Restart(r Replica) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.procs[r]
+	if p.cmd != nil {
+		return nil
+	}
+	return c.launch(p)
+}
+
+// Pause freezes a replica with SIGSTOP; Resume thaws it.
+func (c *Cluster) Pause(r Replica) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.procs[r]; p.cmd != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+		p.paused = true
+	}
+}
+
+// Resume sends SIGCONT to a paused replica.
+func (c *Cluster) Resume(r Replica) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.procs[r]; p.cmd != nil && p.paused {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		p.paused = false
+	}
+}
+
+// Link is the proxy carrying raft traffic from one replica to another of
+// its group.
+func (c *Cluster) Link(from, to Replica) *faultproxy.Proxy { return c.links[[2]Replica{from, to}] }
+
+// Inbound is the proxy in front of a replica's client-facing address.
+func (c *Cluster) Inbound(r Replica) *faultproxy.Proxy { return c.procs[r].inbound }
+
+// Degrade applies f to every link to and from r, its inbound proxy
+// included.
+func (c *Cluster) Degrade(r Replica, f faultproxy.Faults) {
+	for k, p := range c.links {
+		if k[0] == r || k[1] == r {
+			p.Set(f)
+		}
+	}
+	c.procs[r].inbound.Set(f)
+}
+
+// Isolate cuts r off from everybody.
+func (c *Cluster) Isolate(r Replica) { c.Degrade(r, faultproxy.Faults{Blackhole: true}) }
+
+// Heal removes every network fault, thaws paused replicas and restarts
+// killed ones.
+func (c *Cluster) Heal() error {
+	for _, p := range c.links {
+		p.Heal()
+	}
+	var errs []error
+	for _, r := range c.Replicas() {
+		c.procs[r].inbound.Heal()
+		c.Resume(r)
+		errs = append(errs, c.Restart(r))
+	}
+	return errors.Join(errs...)
+}
+
+// Close kills every process and closes every proxy.
+func (c *Cluster) Close() {
+	for _, r := range c.Replicas() {
+		if p := c.procs[r]; p != nil {
+			c.Kill(r)
+			if p.inbound != nil {
+				p.inbound.Close()
+			}
+		}
+	}
+	for _, p := range c.links {
+		p.Close()
+	}
+}
+
+// status asks a replica directly (not through its proxy).
+func (c *Cluster) status(ctx context.Context, r Replica) (*kvpb.StatusReply, error) {
+	conn, err := grpc.NewClient(c.procs[r].listen, transport.DialOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{})
+}
+
+// Leader returns the replica that leads group g (the controller for 0), as
+// the replicas themselves report it.
+func (c *Cluster) Leader(ctx context.Context, g uint64) (Replica, bool) {
+	for id := uint64(1); id <= 3; id++ {
+		r := Replica{g, id}
+		if g == 0 {
+			conn, err := grpc.NewClient(c.procs[r].listen, transport.DialOptions()...)
+			if err != nil {
+				continue
+			}
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err = controllerpb.NewControllerClient(conn).Query(qctx, &controllerpb.QueryRequest{Num: -1})
+			cancel()
+			conn.Close()
+			if err == nil {
+				return r, true
+			}
+			continue
+		}
+		if st, err := c.status(ctx, r); err == nil && st.GetLeader() == st.GetReplica() {
+			return r, true
+		}
+	}
+	return Replica{}, false
+}
+
+// CheckReplicasAgree waits until the replicas of every group report the
+// same applied index and configuration, then compares their per-shard
+// digests.
+func (c *Cluster) CheckReplicasAgree(ctx context.Context) error {
+	for g := uint64(1); g <= uint64(c.opts.Groups); g++ {
+		var last string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var replies []*kvpb.StatusReply
+			for id := uint64(1); id <= 3; id++ {
+				st, err := c.status(ctx, Replica{g, id})
+				if err != nil {
+					last = fmt.Sprintf("group %d replica %d: %v", g, id, err)
+					break
+				}
+				replies = append(replies, st)
+			}
+			if len(replies) == 3 {
+				a, b, d := replies[0], replies[1], replies[2]
+				if a.GetDigestApplied() == b.GetDigestApplied() && b.GetDigestApplied() == d.GetDigestApplied() {
+					da, db, dd := digests(a), digests(b), digests(d)
+					if da != db || db != dd {
+						return fmt.Errorf("group %d: replicas at applied index %d differ:\n  %s\n  %s\n  %s", g, a.GetDigestApplied(), da, db, dd)
+					}
+					break
+				}
+				last = fmt.Sprintf("group %d applied %d/%d/%d", g, a.GetDigestApplied(), b.GetDigestApplied(), d.GetDigestApplied())
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("replicas never reached the same applied index: %s", last)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func digests(st *kvpb.StatusReply) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %d:", st.GetConfigNum())
+	for _, s := range st.GetShards() {
+		fmt.Fprintf(&b, " %d=%s/%x", s.GetShard(), s.GetState(), s.GetDigest())
+	}
+	return b.String()
+}

@@ -1,0 +1,96 @@
+package nemesis
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "shardkv")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/shardkv").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+func seedFor(t *testing.T, i int) uint64 {
+	if v := os.Getenv("SHARDKV_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	return uint64(time.Now().UnixNano()) + uint64(i)
+}
+
+func runOne(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration) {
+	dir, err := os.MkdirTemp("", "shardkv-nemesis-"+s.Name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d (rerun with SHARDKV_SEED=%d NEMESIS_SCENARIO=%s)", seed, seed, s.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
+	defer cancel()
+	summary, err := Run(ctx, RunOptions{Binary: bin, Dir: dir, Scenario: s, Seed: seed, Duration: d, Logf: t.Logf})
+	if err != nil {
+		t.Errorf("%v\nkept the run (porcupine view, logs, data) in %s", err, dir)
+		return
+	}
+	t.Log(summary)
+	os.RemoveAll(dir)
+}
+
+// TestNemesis runs every scenario once, CI-sized (NEMESIS_DURATION per
+// scenario, default 12s; NEMESIS_SCENARIO to run one).
+func TestNemesis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes under faults")
+	}
+	bin := buildBinary(t)
+	d := envDuration("NEMESIS_DURATION", 12*time.Second)
+	only := os.Getenv("NEMESIS_SCENARIO")
+	for i, s := range Scenarios {
+		if only != "" && s.Name != only {
+			continue
+		}
+		t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d) })
+	}
+}
+
+// TestSoak repeats the scenarios with fresh seeds for SOAK (e.g. 30m).
+func TestSoak(t *testing.T) {
+	total := envDuration("SOAK", 0)
+	if total == 0 {
+		t.Skip("set SOAK=30m (make soak) to run")
+	}
+	bin := buildBinary(t)
+	d := envDuration("NEMESIS_DURATION", 30*time.Second)
+	deadline := time.Now().Add(total)
+	runs := 0
+	for i := 0; time.Now().Before(deadline); i++ {
+		s := Scenarios[i%len(Scenarios)]
+		t.Run(strings.ReplaceAll(s.Name, "/", "_")+"#"+strconv.Itoa(i), func(t *testing.T) {
+			runOne(t, bin, s, uint64(time.Now().UnixNano()), d)
+		})
+		runs++
+	}
+	t.Logf("%d scenario runs in %v", runs, total)
+}

@@ -1,0 +1,86 @@
+package nemesis
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/shardkv/shardkv/controller/ctlclient"
+)
+
+// RunOptions describe one scenario run.
+type RunOptions struct {
+	Binary   string
+	Dir      string // kept by the caller when the run fails
+	Scenario Scenario
+	Seed     uint64
+	Duration time.Duration // of the faults, with clients running (default 12s)
+	Clients  int           // default 12
+	Logf     func(format string, args ...any)
+}
+
+// healBudget is how soon after healing every key must be readable again.
+const healBudget = 10 * time.Second
+
+// Run starts a fresh cluster, runs clients under the scenario's faults,
+// heals, reads every key, and checks the history, the duplicate appends
+// and the replicas' agreement. It returns a summary.
+func Run(ctx context.Context, o RunOptions) (string, error) {
+	if o.Duration == 0 {
+		o.Duration = 12 * time.Second
+	}
+	if o.Clients == 0 {
+		o.Clients = 12
+	}
+	start := time.Now()
+	logf := func(format string, args ...any) {
+		o.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	logf("scenario %s, seed %d, dir %s", o.Scenario.Name, o.Seed, o.Dir)
+	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	ctl, err := ctlclient.New(c.Addrs(0))
+	if err != nil {
+		return "", err
+	}
+	defer ctl.Close()
+
+	var w Workload
+	wctx, cancel := context.WithTimeout(ctx, o.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	var werr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		werr = w.Run(wctx, c.Addrs(0), o.Clients, o.Seed)
+	}()
+	env := &Env{C: c, Rng: rand.New(rand.NewPCG(o.Seed, 1)), Ctl: ctl, Logf: logf}
+	sleep(wctx, time.Second) // let the clients start
+	o.Scenario.Run(wctx, env)
+	wg.Wait()
+	if werr != nil {
+		return "", fmt.Errorf("clients: %w", werr)
+	}
+	logf("heal everything")
+	if err := c.Heal(); err != nil {
+		return "", err
+	}
+	if err := w.FinalRead(ctx, c.Addrs(0), healBudget); err != nil {
+		return "", err
+	}
+	logf("final reads done; checking %d operations", w.Rec.Len())
+	if err := w.Rec.Check(filepath.Join(o.Dir, "porcupine"), 2*time.Minute); err != nil {
+		return "", err
+	}
+	if err := c.CheckReplicasAgree(ctx); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s: linearizable; %s; replicas agree", o.Scenario.Name, w.Stats()), nil
+}

@@ -1,0 +1,234 @@
+package nemesis
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/faultproxy"
+)
+
+// Env is what a scenario acts on.
+type Env struct {
+	C    *Cluster
+	Rng  *rand.Rand
+	Ctl  *ctlclient.Client
+	Logf func(format string, args ...any) // the printed schedule
+}
+
+// Scenario injects faults until ctx ends; the runner heals afterwards.
+type Scenario struct {
+	Name string
+	Run  func(ctx context.Context, e *Env)
+}
+
+// sleep waits d or until ctx ends, and reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func (e *Env) randomReplica(includeController bool) Replica {
+	lo := 1
+	if includeController {
+		lo = 0
+	}
+	g := lo + e.Rng.IntN(e.C.Groups()+1-lo)
+	return Replica{uint64(g), uint64(1 + e.Rng.IntN(3))}
+}
+
+func (e *Env) randomGroup() uint64 { return uint64(1 + e.Rng.IntN(e.C.Groups())) }
+
+func (e *Env) leaderOf(ctx context.Context, g uint64) Replica {
+	if r, ok := e.C.Leader(ctx, g); ok {
+		return r
+	}
+	return Replica{g, uint64(1 + e.Rng.IntN(3))}
+}
+
+func (e *Env) killAndRestart(ctx context.Context, r Replica, down time.Duration) {
+	e.Logf("kill -9 %s", r)
+	e.C.Kill(r)
+	sleep(ctx, down)
+	e.Logf("restart %s", r)
+	if err := e.C.Restart(r); err != nil {
+		e.Logf("restart %s: %v", r, err)
+	}
+}
+
+// Scenarios are the fault schedules every run covers.
+var Scenarios = []Scenario{
+	{"kill", func(ctx context.Context, e *Env) {
+		for ctx.Err() == nil {
+			r := e.randomReplica(true)
+			if e.Rng.IntN(2) == 0 {
+				r = e.leaderOf(ctx, r.Group) // leaders too
+			}
+			e.killAndRestart(ctx, r, time.Duration(500+e.Rng.IntN(1500))*time.Millisecond)
+			sleep(ctx, time.Duration(1000+e.Rng.IntN(2000))*time.Millisecond)
+		}
+	}},
+	{"pause-leader", func(ctx context.Context, e *Env) {
+		for ctx.Err() == nil {
+			r := e.leaderOf(ctx, e.randomGroup())
+			e.Logf("SIGSTOP %s", r)
+			e.C.Pause(r)
+			sleep(ctx, time.Duration(3000+e.Rng.IntN(2000))*time.Millisecond)
+			e.Logf("SIGCONT %s", r)
+			e.C.Resume(r)
+			sleep(ctx, time.Second)
+		}
+	}},
+	{"partitions", func(ctx context.Context, e *Env) {
+		for step := 0; ctx.Err() == nil; step++ {
+			g := e.randomGroup()
+			lead := e.leaderOf(ctx, g)
+			switch step % 4 {
+			case 0:
+				e.Logf("isolate leader %s", lead)
+				e.C.Isolate(lead)
+			case 1: // majority/minority: the leader alone with nobody is case 0; here a follower is cut
+				f := Replica{g, lead.ID%3 + 1}
+				e.Logf("isolate follower %s (minority of one)", f)
+				e.C.Isolate(f)
+			case 2: // a ring of overlapping majorities: the two followers cannot talk
+				a, b := Replica{g, lead.ID%3 + 1}, Replica{g, (lead.ID+1)%3 + 1}
+				e.Logf("ring in group %d: %s and %s cut from each other", g, a, b)
+				e.C.Link(a, b).Set(faultproxy.Faults{Blackhole: true})
+				e.C.Link(b, a).Set(faultproxy.Faults{Blackhole: true})
+			case 3: // one way: the leader can hear but not speak
+				e.Logf("one-way: %s cannot send to its group", lead)
+				for id := uint64(1); id <= 3; id++ {
+					if id != lead.ID {
+						e.C.Link(lead, Replica{g, id}).Set(faultproxy.Faults{Blackhole: true})
+					}
+				}
+			}
+			sleep(ctx, time.Duration(2500+e.Rng.IntN(1500))*time.Millisecond)
+			e.Logf("heal network")
+			healNetwork(e.C)
+			sleep(ctx, time.Second)
+		}
+	}},
+	{"reconfigure-and-kill", func(ctx context.Context, e *Env) {
+		n := e.C.Groups()
+		for step := 0; ctx.Err() == nil; step++ {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			switch step % 3 {
+			case 0:
+				g := uint64(n)
+				e.Logf("leave group %d", g)
+				if _, err := e.Ctl.Leave(cctx, []uint64{g}, false); err != nil {
+					e.Logf("leave: %v", err)
+				}
+			case 1:
+				g := uint64(n)
+				e.Logf("join group %d", g)
+				if _, err := e.Ctl.Join(cctx, map[uint64][]string{g: e.C.Addrs(g)}); err != nil {
+					e.Logf("join: %v", err)
+				}
+			case 2:
+				s, g := e.Rng.IntN(12), e.randomGroup()
+				e.Logf("move shard %d to group %d", s, g)
+				if _, err := e.Ctl.Move(cctx, s, g); err != nil {
+					e.Logf("move: %v", err)
+				}
+			}
+			cancel()
+			e.killAndRestart(ctx, e.randomReplica(true), time.Second)
+			sleep(ctx, time.Duration(1000+e.Rng.IntN(1000))*time.Millisecond)
+		}
+	}},
+	{"partition-during-migration", func(ctx context.Context, e *Env) {
+		for step := 0; ctx.Err() == nil; step++ {
+			s := e.Rng.IntN(12)
+			cfg, _, err := e.Ctl.Query(ctx, -1)
+			if err != nil || len(cfg.Shards) <= s {
+				sleep(ctx, time.Second)
+				continue
+			}
+			from := cfg.Shards[s]
+			to := uint64(from%uint64(e.C.Groups()) + 1)
+			old := e.leaderOf(ctx, from)
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			e.Logf("move shard %d from group %d to %d, then isolate the old owner's leader %s", s, from, to, old)
+			_, err = e.Ctl.Move(cctx, s, to)
+			cancel()
+			if err != nil {
+				e.Logf("move: %v", err)
+			}
+			e.C.Isolate(old)
+			sleep(ctx, 3*time.Second)
+			if step%2 == 1 {
+				c := e.leaderOf(ctx, 0)
+				e.Logf("isolate the controller leader %s", c)
+				e.C.Isolate(c)
+				sleep(ctx, 3*time.Second)
+			}
+			e.Logf("heal network")
+			healNetwork(e.C)
+			sleep(ctx, time.Second)
+		}
+	}},
+	{"kill-whole-group", func(ctx context.Context, e *Env) {
+		for ctx.Err() == nil {
+			g := e.randomGroup()
+			e.Logf("kill -9 every replica of group %d", g)
+			for id := uint64(1); id <= 3; id++ {
+				e.C.Kill(Replica{g, id})
+			}
+			sleep(ctx, 2*time.Second)
+			e.Logf("restart group %d", g)
+			for id := uint64(1); id <= 3; id++ {
+				if err := e.C.Restart(Replica{g, id}); err != nil {
+					e.Logf("restart: %v", err)
+				}
+			}
+			sleep(ctx, 3*time.Second)
+		}
+	}},
+	{"lossy-links-and-snapshot-catch-up", func(ctx context.Context, e *Env) {
+		for step := 0; ctx.Err() == nil; step++ {
+			if step%2 == 0 {
+				r := e.randomReplica(false)
+				e.Logf("5%% chunk loss and 20ms delay on every link of %s", r)
+				e.C.Degrade(r, faultproxy.Faults{DropFraction: 0.05, Delay: 20 * time.Millisecond})
+			} else {
+				g := e.randomGroup()
+				lead := e.leaderOf(ctx, g)
+				f := Replica{g, lead.ID%3 + 1}
+				e.Logf("cut follower %s off long enough to need a snapshot", f)
+				e.C.Isolate(f)
+			}
+			sleep(ctx, 4*time.Second)
+			e.Logf("heal network")
+			healNetwork(e.C)
+			sleep(ctx, time.Second)
+		}
+	}},
+}
+
+func healNetwork(c *Cluster) {
+	for _, p := range c.links {
+		p.Heal()
+	}
+	for _, r := range c.Replicas() {
+		c.Inbound(r).Heal()
+	}
+}
+
+// ByName returns the scenario called name.
+func ByName(name string) (Scenario, error) {
+	for _, s := range Scenarios {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return Scenario{}, fmt.Errorf("no scenario %q", name)
+}
