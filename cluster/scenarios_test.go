@@ -578,3 +578,64 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("deleted key: found %v, %v", found, err)
 	}
 }
+
+// TestBadRequestsToServers sends out-of-range and nonsensical requests
+// straight to the services: typed errors, nothing changes.
+func TestBadRequestsToServers(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	cl := h.client()
+	h.put(cl, "k", "v")
+	ctl, err := h.c.ControllerClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	latest, _, err := ctl.Query(h.ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int64{-5, 1 << 62} {
+		cfg, _, err := ctl.Query(h.ctx, n)
+		if err != nil || cfg.Num != latest.Num {
+			t.Fatalf("query %d: got configuration %d (%v), want the latest %d", n, cfg.Num, err, latest.Num)
+		}
+	}
+	if _, err := ctl.Move(h.ctx, -1, 1); !errors.Is(err, controller.ErrUnknownShard) {
+		t.Fatalf("move of shard -1: %v", err)
+	}
+	for _, addr := range h.c.GroupAddrs(1) {
+		conn, err := grpc.NewClient(addr, transport.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv := kvpb.NewKVClient(conn)
+		for _, req := range []*kvpb.PullShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}, {ConfigNum: 0, Shard: 0}} {
+			stream, err := kv.PullShard(h.ctx, req)
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			err = groupserver.Errors.FromStatus(err)
+			if !errors.Is(err, group.ErrNotReady) && !errors.Is(err, group.ErrStaleConfig) {
+				t.Fatalf("pull %v: %v", req, err)
+			}
+		}
+		for _, req := range []*kvpb.DeleteShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}} {
+			_, err := kv.DeleteShard(h.ctx, req)
+			err = groupserver.Errors.FromStatus(err)
+			if err != nil && !errors.Is(err, group.ErrNotReady) && !errors.Is(err, raftnode.ErrNotLeader) {
+				t.Fatalf("delete %v: %v", req, err)
+			}
+		}
+		_, err = kv.Write(h.ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp(42), Key: []byte("k"), Value: []byte("x"), ClientId: 5, Seq: 1})
+		if err = groupserver.Errors.FromStatus(err); !errors.Is(err, group.ErrMalformed) && !errors.Is(err, raftnode.ErrNotLeader) {
+			t.Fatalf("unknown write op: %v", err)
+		}
+		conn.Close()
+	}
+	h.check(cl, "k", "v")
+	h.waitSettled()
+	if cfg, _, _ := ctl.Query(h.ctx, -1); cfg.Num != latest.Num {
+		t.Fatalf("bad requests created configuration %d", cfg.Num)
+	}
+}
