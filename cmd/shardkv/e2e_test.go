@@ -91,8 +91,10 @@ func (c *cli) ok(args ...string) string {
 
 // process is a background shardkv process with its output in a file.
 type process struct {
-	cmd *exec.Cmd
-	log string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit error, once done
 }
 
 func startProcess(t *testing.T, bin, logPath string, args ...string) *process {
@@ -107,16 +109,27 @@ func startProcess(t *testing.T, bin, logPath string, args ...string) *process {
 		t.Fatal(err)
 	}
 	f.Close()
-	p := &process{cmd: cmd, log: logPath}
+	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.kill() })
 	return p
 }
 
-func (p *process) kill() {
-	if p.cmd.ProcessState == nil {
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
+// exited reports whether the process has ended.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
 	}
+}
+
+func (p *process) kill() {
+	if !p.exited() {
+		_ = p.cmd.Process.Kill()
+	}
+	<-p.done
 }
 
 func (p *process) stop(t *testing.T) {
@@ -124,12 +137,10 @@ func (p *process) stop(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
+	case <-p.done:
+		if p.err != nil {
+			t.Fatalf("exit after SIGTERM: %v", p.err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no exit 30s after SIGTERM")
