@@ -14,7 +14,10 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/client"
@@ -638,4 +641,50 @@ func TestBadRequestsToServers(t *testing.T) {
 	if cfg, _, _ := ctl.Query(h.ctx, -1); cfg.Num != latest.Num {
 		t.Fatalf("bad requests created configuration %d", cfg.Num)
 	}
+}
+
+// rawCodec sends bytes as they are, so a test can send what no client
+// would.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// TestMalformedRPCs sends undecodable and truncated request bytes to every
+// method of both services: each is refused, and the services keep serving.
+func TestMalformedRPCs(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	cl := h.client()
+	h.put(cl, "k", "v")
+	valid, _ := proto.Marshal(&kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k"), Value: []byte("evil"), ClientId: 3, Seq: 1})
+	bodies := [][]byte{{0xff, 0xff, 0xff, 0xff}, valid[:len(valid)-3], {0x0a, 0x80}}
+	targets := map[string][]string{
+		h.c.GroupAddrs(1)[0]:     {"/shardkv.kv.v1.KV/Write", "/shardkv.kv.v1.KV/Get", "/shardkv.kv.v1.KV/DeleteShard"},
+		h.c.ControllerAddrs()[0]: {"/shardkv.controller.v1.Controller/Join", "/shardkv.controller.v1.Controller/Move", "/shardkv.controller.v1.Controller/Query"},
+	}
+	for addr, methods := range targets {
+		conn, err := grpc.NewClient(addr, transport.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range methods {
+			for _, body := range bodies {
+				var out []byte
+				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+				err := conn.Invoke(ctx, m, &body, &out, grpc.ForceCodec(rawCodec{}))
+				cancel()
+				if status.Code(err) != codes.Internal {
+					t.Fatalf("%s with %x: %v, want a decoding error", m, body, err)
+				}
+			}
+		}
+		conn.Close()
+	}
+	h.check(cl, "k", "v")
+	h.put(cl, "k2", "still serving")
 }
