@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -18,7 +19,7 @@ type Engine struct {
 // Open opens (creating if needed) the engine stored in dir.
 func Open(dir string) (*Engine, error) {
 	opts := &pebble.Options{
-		Logger: quietLogger{},
+		Logger: quietLogger{dir: dir},
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
@@ -52,13 +53,18 @@ func Get(r pebble.Reader, key []byte) (value []byte, found bool, err error) {
 }
 
 // quietLogger drops Pebble's informational chatter; errors still surface as
-// returned errors.
-type quietLogger struct{}
+// returned errors. Pebble calls Fatalf when it cannot go on (a failed WAL
+// write, such as a full disk): the process stops with one clear line, as a
+// replica that cannot persist must not keep serving. Nothing acknowledged is
+// lost, since acknowledgements follow synced writes; restart it once the
+// disk is fixed.
+type quietLogger struct{ dir string }
 
 func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf(format, args...))
+func (l quietLogger) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "shardkv: storage %s: fatal: %s\n", l.dir, fmt.Sprintf(format, args...))
+	os.Exit(2)
 }
 
 var _ io.Closer = (*Engine)(nil)
