@@ -344,3 +344,42 @@ func WriteTable(w io.Writer, results []Result) {
 		}
 	}
 }
+
+// ClosedLoop runs n operations from conc goroutines, each starting its next
+// operation when the previous returns, and returns every latency sorted and
+// the elapsed time. It stops at the first error. Go benchmarks use it with
+// b.N operations.
+func ClosedLoop(n, conc int, op func(i int) error) (sorted []time.Duration, elapsed time.Duration, err error) {
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				if e := op(i); e != nil {
+					errOnce.Do(func() { err = e })
+					next.Store(int64(n))
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed = time.Since(start)
+	slices.Sort(lat)
+	return lat, elapsed, err
+}
+
+// Percentile returns the q-quantile (0..1) of sorted latencies in
+// milliseconds.
+func Percentile(sorted []time.Duration, q float64) float64 { return pct(sorted, q) }

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shardkv/shardkv/bench"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller"
@@ -44,36 +44,15 @@ func benchCluster(b *testing.B, groups int) (*cluster.Cluster, *client.Client) {
 // runClients runs b.N operations from conc goroutines and reports
 // throughput and latency percentiles.
 func runClients(b *testing.B, conc int, op func(i int) error) {
-	lat := make([]time.Duration, b.N)
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	b.ResetTimer()
-	start := time.Now()
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= b.N {
-					return
-				}
-				t0 := time.Now()
-				if err := op(i); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[i] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	lat, elapsed, err := bench.ClosedLoop(b.N, conc, op)
 	b.StopTimer()
-	slices.Sort(lat)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(bench.Percentile(lat, 0.50), "p50-ms")
+	b.ReportMetric(bench.Percentile(lat, 0.99), "p99-ms")
 }
 
 // BenchmarkClient measures puts and gets through the client against one

@@ -6,13 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/shardkv/shardkv/bench"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
@@ -107,41 +106,19 @@ func BenchmarkPropose(b *testing.B) {
 		b.Run(fmt.Sprintf("proposers=%d", conc), func(b *testing.B) {
 			nodes := grpcGroup(b, 3)
 			lead := waitLeader(b, nodes)
-			value := make([]byte, 100)
-			lat := make([]time.Duration, b.N)
-			var next sync.Mutex
-			i := 0
+			value := string(make([]byte, 100))
 			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			for w := 0; w < conc; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						next.Lock()
-						k := i
-						i++
-						next.Unlock()
-						if k >= b.N {
-							return
-						}
-						t0 := time.Now()
-						if _, err := lead.Propose(context.Background(), encodeCmd('p', fmt.Sprintf("key%d", k%1000), string(value))); err != nil {
-							b.Error(err)
-							return
-						}
-						lat[k] = time.Since(t0)
-					}
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
+			lat, elapsed, err := bench.ClosedLoop(b.N, conc, func(k int) error {
+				_, err := lead.Propose(context.Background(), encodeCmd('p', fmt.Sprintf("key%d", k%1000), value))
+				return err
+			})
 			b.StopTimer()
-			slices.Sort(lat)
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "proposals/s")
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(bench.Percentile(lat, 0.50), "p50-ms")
+			b.ReportMetric(bench.Percentile(lat, 0.99), "p99-ms")
 		})
 	}
 }
