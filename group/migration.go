@@ -24,7 +24,7 @@ func (sm *StateMachine) migrating() bool {
 
 // installConfig moves the group from configuration N to next (N+1): only
 // in order, and only once every migration of N is finished.
-func (sm *StateMachine) installConfig(a *apply, next controller.Config) (error, error) {
+func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome, err error) {
 	cur := sm.meta.config
 	switch {
 	case next.Num != cur.Num+1:
@@ -61,7 +61,7 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (error, 
 }
 
 // insertShard applies one chunk of a shard pulled from its previous owner.
-func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, stamp int64) (error, error) {
+func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, stamp int64) (outcome, err error) {
 	shard := int(in.GetShard())
 	if in.GetConfigNum() != sm.meta.config.Num || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Pulling {
 		return fmt.Errorf("%w: shard %d at configuration %d is not awaited", ErrStaleConfig, shard, in.GetConfigNum()), nil
@@ -100,7 +100,7 @@ func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, stamp int64)
 // deleteShard drops a shard the new owner has committed. A request for a
 // configuration already passed, or a shard already dropped, succeeds: the
 // deletion happened.
-func (sm *StateMachine) deleteShard(a *apply, num uint64, shard int) (error, error) {
+func (sm *StateMachine) deleteShard(a *apply, num uint64, shard int) (outcome, err error) {
 	cur := sm.meta.config.Num
 	switch {
 	case num > cur:

@@ -188,7 +188,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 // applyCommand applies one command. The first result is the command's
 // outcome for its proposer; the second is a storage failure, fatal to the
 // replica.
-func (sm *StateMachine) applyCommand(a *apply, cmd *kvpb.Command) (error, error) {
+func (sm *StateMachine) applyCommand(a *apply, cmd *kvpb.Command) (outcome, err error) {
 	if err := sm.expireSessions(a, cmd.GetStamp()); err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 
 // applyWrite applies a client write exactly once per session sequence
 // number, if the group serves the key's shard at this point of the log.
-func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, stamp int64) (error, error) {
+func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, stamp int64) (outcome, err error) {
 	shard := sm.shardOf(w.GetKey())
 	if err := sm.ownership(shard); err != nil {
 		return err, nil // refused: nothing recorded
@@ -27,7 +27,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, stamp int64) 
 			return ErrStaleRequest, nil
 		}
 	}
-	outcome, err := sm.writeData(a, shard, w)
+	outcome, err = sm.writeData(a, shard, w)
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +40,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, stamp int64) 
 	return outcome, nil
 }
 
-func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (error, error) {
+func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (outcome, err error) {
 	if outcome := sm.limits.Check(w.GetOp(), w.GetKey(), w.GetValue()); outcome != nil {
 		return outcome, nil
 	}
