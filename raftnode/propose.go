@@ -17,6 +17,26 @@ import (
 // a follower, ErrProposalDropped when the entry is certainly not applied, and
 // ErrLeaderChanged or the context's error when the outcome is unknown.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
+	p, err := n.Submit(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// Pending is a proposal appended to the leader's log and not yet known to
+// be applied.
+type Pending struct {
+	n  *Node
+	id uint64
+	ch chan proposalResult
+}
+
+// Submit proposes cmd and returns as soon as the leader has appended it to
+// its log, so a caller can keep several proposals in flight. Proposals one
+// goroutine submits one after another are appended, and applied, in that
+// order. Errors are those of Propose.
+func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {
 	select {
 	case <-n.stopc:
 		return nil, ErrStopped
@@ -25,7 +45,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if !n.isLeader.Load() {
 		return nil, &NotLeaderError{Leader: n.leader.Load()}
 	}
-	id, p := n.proposals.add()
+	id, ch := n.proposals.add()
 	if err := n.rn.Propose(ctx, encodeProposal(id, cmd)); err != nil {
 		n.proposals.forget(id)
 		switch {
@@ -37,14 +57,19 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 		}
 		return nil, err
 	}
+	return &Pending{n: n, id: id, ch: ch}, nil
+}
+
+// Wait returns the proposal's result once it is applied (see Propose).
+func (p *Pending) Wait(ctx context.Context) (any, error) {
 	select {
-	case r := <-p:
+	case r := <-p.ch:
 		return r.value, r.err
 	case <-ctx.Done():
-		n.proposals.forget(id)
+		p.n.proposals.forget(p.id)
 		return nil, ctx.Err()
-	case <-n.stopc:
-		n.proposals.forget(id)
+	case <-p.n.stopc:
+		p.n.proposals.forget(p.id)
 		return nil, ErrStopped
 	}
 }

@@ -146,6 +146,10 @@ func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, ad
 	}
 }
 
+// pullWindow bounds the chunks of one pull that are in the log and not yet
+// applied.
+const pullWindow = 4
+
 // pullFrom runs one pull attempt against one replica of the source group.
 // done is true when nothing more is to be done: the shard is in, or the
 // group moved on, or this node cannot propose.
@@ -160,6 +164,26 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 	if err != nil {
 		return false, 0, err
 	}
+	// Up to pullWindow chunks are in the log at once: the next chunk
+	// streams in and replicates while the previous ones commit and apply.
+	// Raft keeps them in order, and the state machine refuses a chunk out
+	// of order anyway.
+	var inflight []*raftnode.Pending
+	settle := func(keep int) (done bool, err error) {
+		for len(inflight) > keep {
+			wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+			err := outcome(wctx, inflight[0])
+			wcancel()
+			inflight = inflight[1:]
+			switch {
+			case errors.Is(err, group.ErrStaleConfig):
+				return true, err // the shard is in, or the configuration passed
+			case err != nil:
+				return !s.node.Status().IsLeader, err
+			}
+		}
+		return false, nil
+	}
 	for chunk := uint64(0); ; chunk++ {
 		c, err := stream.Recv()
 		if err == io.EOF {
@@ -171,16 +195,20 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
 		}
-		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-		err = s.propose(pctx, &kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{
+		p, err := s.submit(ctx, &kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{
 			ConfigNum: num, Shard: uint32(shard), Chunk: chunk, Kvs: c.GetKvs(), Sessions: c.GetSessions(), Last: c.GetLast()}}})
-		pcancel()
-		switch {
-		case errors.Is(err, group.ErrStaleConfig):
-			return true, bytes, err // the shard is in, or the configuration passed
-		case err != nil:
+		if err != nil {
 			return !s.node.Status().IsLeader, bytes, err
-		case c.GetLast():
+		}
+		inflight = append(inflight, p)
+		keep := pullWindow - 1
+		if c.GetLast() {
+			keep = 0
+		}
+		if done, err := settle(keep); done || err != nil {
+			return done, bytes, err
+		}
+		if c.GetLast() {
 			return true, bytes, nil
 		}
 	}

@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer, gid, id uint64) *Metrics {
 	return m
 }
 
-func outcome(err error) string {
+func outcomeLabel(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
@@ -59,7 +59,7 @@ func (m *Metrics) observe(op string, err error, start time.Time) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(op, outcome(err)).Observe(time.Since(start).Seconds())
+	m.requests.WithLabelValues(op, outcomeLabel(err)).Observe(time.Since(start).Seconds())
 }
 
 func (m *Metrics) shardStates(v group.View) {

@@ -161,17 +161,32 @@ func (s *Server) Stop() {
 // propose stamps cmd with this leader's clock, replicates it and returns
 // the state machine's outcome.
 func (s *Server) propose(ctx context.Context, cmd *kvpb.Command) error {
-	cmd.Stamp = time.Now().UnixMilli()
-	data, err := proto.Marshal(cmd)
-	if err != nil {
-		return fmt.Errorf("%w: %v", group.ErrMalformed, err)
-	}
-	v, err := s.node.Propose(ctx, data)
+	p, err := s.submit(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	if outcome, ok := v.(error); ok {
-		return outcome
+	return outcome(ctx, p)
+}
+
+// submit stamps cmd with this leader's clock and appends it to the log
+// without waiting for it to apply.
+func (s *Server) submit(ctx context.Context, cmd *kvpb.Command) (*raftnode.Pending, error) {
+	cmd.Stamp = time.Now().UnixMilli()
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", group.ErrMalformed, err)
+	}
+	return s.node.Submit(ctx, data)
+}
+
+// outcome waits for a submitted command and returns its outcome.
+func outcome(ctx context.Context, p *raftnode.Pending) error {
+	v, err := p.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	if o, ok := v.(error); ok {
+		return o
 	}
 	return nil
 }
