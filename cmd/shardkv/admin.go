@@ -29,6 +29,11 @@ func newAdminCmd() *cobra.Command {
 	admin := &cobra.Command{
 		Use:   "admin",
 		Short: "Change and inspect the cluster's configuration",
+		Example: `  shardkv admin status
+  shardkv admin join 4=127.0.0.1:7200,127.0.0.1:7201,127.0.0.1:7202
+  shardkv admin leave 4
+  shardkv admin move 17 2
+  shardkv admin config 3 -o json`,
 	}
 	run := func(fn func(ctx context.Context, ctl *ctlclient.Client, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
