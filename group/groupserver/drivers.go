@@ -82,6 +82,15 @@ func (s *Server) nextConfig(cur uint64) {
 	if s.cfg.Controller == nil {
 		return
 	}
+	// A long poll (up to a second, so leadership and shutdown are noticed)
+	// learns that something newer exists without loading the controller;
+	// then a linearizable Query fetches exactly cur+1.
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+	newer, err := s.cfg.Controller.Watch(wctx, cur)
+	wcancel()
+	if err != nil || newer.Num <= cur {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	next, _, err := s.cfg.Controller.Query(ctx, int64(cur+1))

@@ -6,8 +6,9 @@
 // alone, so a new leader picks up exactly where the old one stopped. Every
 // tick the leader:
 //
-//   - asks the controller for configuration current+1, when no migration is
-//     in progress, and proposes it;
+//   - when no migration is in progress, long-polls the controller for a
+//     configuration newer than its own, then fetches current+1 and
+//     proposes it;
 //   - pulls every Pulling shard from its previous owner (one source group
 //     per shard, shards in parallel), proposing each chunk;
 //   - asks the previous owner of every Confirming shard to delete its copy,
