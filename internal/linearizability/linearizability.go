@@ -11,6 +11,7 @@
 package linearizability
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -172,6 +173,11 @@ func (r *Recorder) Check(dir string, timeout time.Duration) error {
 	path := filepath.Join(dir, "history.html")
 	if err := porcupine.VisualizePath(Model, info, path); err != nil {
 		return fmt.Errorf("history is %v and its view could not be written: %w", res, err)
+	}
+	// The raw history too, to recheck offline (with a longer timeout, or
+	// one key at a time).
+	if raw, err := json.Marshal(ops); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "history.json"), raw, 0o644)
 	}
 	return fmt.Errorf("history of %d operations is %v: see %s", len(ops), res, path)
 }
