@@ -311,7 +311,7 @@ func (c *Cluster) status(ctx context.Context, r Replica) (*kvpb.StatusReply, err
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{})
+	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Digests: true})
 }
 
 // Leader returns the replica that leads group g (the controller for 0), as

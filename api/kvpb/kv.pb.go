@@ -606,7 +606,10 @@ func (*DeleteShardReply) Descriptor() ([]byte, []int) {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digests asks for a hash of every shard's data and duplicate table.
+	// It reads the replica's whole state, so it is off unless asked for.
+	Digests       bool `protobuf:"varint,1,opt,name=digests,proto3" json:"digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -639,6 +642,13 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StatusRequest) GetDigests() bool {
+	if x != nil {
+		return x.Digests
+	}
+	return false
 }
 
 type ShardStatus struct {
@@ -1427,8 +1437,9 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\"\x12\n" +
-	"\x10DeleteShardReply\"\x0f\n" +
-	"\rStatusRequest\"p\n" +
+	"\x10DeleteShardReply\")\n" +
+	"\rStatusRequest\x12\x18\n" +
+	"\adigests\x18\x01 \x01(\bR\adigests\"p\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +

@@ -280,20 +280,28 @@ func (s *Server) DeleteShard(ctx context.Context, req *kvpb.DeleteShardRequest) 
 }
 
 // Status implements kvpb.KVServer.
-func (s *Server) Status(context.Context, *kvpb.StatusRequest) (*kvpb.StatusReply, error) {
+func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.StatusReply, error) {
 	st := s.node.Status()
 	v := s.sm.View()
 	reply := &kvpb.StatusReply{Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
 		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num}
-	applied, digests, err := s.sm.Digests()
-	if err != nil {
-		return nil, Errors.ToStatus(err)
-	}
-	reply.DigestApplied = applied
-	for i, sh := range v.Shards {
-		if sh.State != group.Absent && i < len(digests) {
-			reply.Shards = append(reply.Shards, &kvpb.ShardStatus{Shard: uint32(i), State: sh.State.String(), PeerGroup: sh.Peer, Digest: digests[i]})
+	var digests []uint64
+	if req.GetDigests() {
+		applied, d, err := s.sm.Digests()
+		if err != nil {
+			return nil, Errors.ToStatus(err)
 		}
+		reply.DigestApplied, digests = applied, d
+	}
+	for i, sh := range v.Shards {
+		if sh.State == group.Absent {
+			continue
+		}
+		st := &kvpb.ShardStatus{Shard: uint32(i), State: sh.State.String(), PeerGroup: sh.Peer}
+		if i < len(digests) {
+			st.Digest = digests[i]
+		}
+		reply.Shards = append(reply.Shards, st)
 	}
 	return reply, nil
 }
