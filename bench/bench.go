@@ -118,28 +118,13 @@ type Result struct {
 // Load writes every key of the key space once, with concurrency clients.
 func Load(ctx context.Context, b Backend, keys, valueSize, concurrency int) error {
 	value := make([]byte, valueSize)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, concurrency)
-	for w := 0; w < concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= keys || ctx.Err() != nil {
-					return
-				}
-				if err := b.Put(ctx, Key(i), value); err != nil {
-					errs <- fmt.Errorf("load key %d: %w", i, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	_, _, err := ClosedLoop(keys, concurrency, func(i int) error {
+		if err := b.Put(ctx, Key(i), value); err != nil {
+			return fmt.Errorf("load key %d: %w", i, err)
+		}
+		return nil
+	})
+	return err
 }
 
 type sample struct {

@@ -168,6 +168,12 @@ func (c *Client) route(key []byte) (gid uint64, addrs []string, first int) {
 }
 
 func (c *Client) kv(addr string) (kvpb.KVClient, error) {
+	c.mu.RLock()
+	conn, ok := c.conns[addr]
+	c.mu.RUnlock()
+	if ok { // every request takes this path once connected: no exclusive lock
+		return kvpb.NewKVClient(conn), nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if conn, ok := c.conns[addr]; ok {

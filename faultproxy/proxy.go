@@ -68,9 +68,6 @@ func Listen(listenAddr, target string, seed uint64) (*Proxy, error) {
 // Addr is the proxy's listening address.
 func (p *Proxy) Addr() string { return p.lis.Addr().String() }
 
-// Target is the address the proxy forwards to.
-func (p *Proxy) Target() string { return p.target }
-
 // Set replaces the proxy's faults. Entering or leaving a blackhole closes
 // the connections open at that moment: a stream cannot survive losing
 // bytes in the middle, and the connections accepted during the blackhole

@@ -2,7 +2,6 @@ package nemesis
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -221,14 +220,4 @@ func healNetwork(c *Cluster) {
 	for _, r := range c.Replicas() {
 		c.Inbound(r).Heal()
 	}
-}
-
-// ByName returns the scenario called name.
-func ByName(name string) (Scenario, error) {
-	for _, s := range Scenarios {
-		if s.Name == name {
-			return s, nil
-		}
-	}
-	return Scenario{}, fmt.Errorf("no scenario %q", name)
 }

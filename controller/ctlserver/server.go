@@ -163,6 +163,7 @@ func (s *Server) Move(ctx context.Context, req *controllerpb.MoveRequest) (*cont
 
 func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*controllerpb.ChangeReply, error) {
 	cmd.Stamp = time.Now().UnixMilli()
+	before, _, _ := s.store.Query(-1)
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return nil, rpcerr.Errorf(codes.InvalidArgument, "encode command: %v", err)
@@ -179,7 +180,9 @@ func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*contro
 		return nil, Errors.ToStatus(res.Err)
 	}
 	cfg, _, _ := s.store.Query(int64(res.ConfigNum))
-	s.log.Info("configuration changed", "num", cfg.Num, "groups", len(cfg.Groups))
+	if cfg.Num > before.Num {
+		s.log.Info("configuration changed", "num", cfg.Num, "groups", len(cfg.Groups))
+	}
 	return &controllerpb.ChangeReply{Config: cfg.ToProto()}, nil
 }
 
