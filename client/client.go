@@ -14,11 +14,20 @@
 // # Exactly once
 //
 // Every write carries a session (client id, sequence number), and servers
-// apply each one at most once. A Client keeps a pool of sessions and gives
+// apply each one at most once. Sessions live in the shard's duplicate table
+// and move with it, so a Client keeps a pool of sessions per shard and gives
 // each in-flight write its own, so concurrent writes never share a
 // sequence. When the context ends while a write may have reached a group
 // and its fate is unknown, the write returns ErrUnknownOutcome: it may or
 // may not have been applied, but it will never be applied twice.
+//
+// A session is opened in its shard (one more round trip, once per pooled
+// session) before its first write, and the shard forgets it after its TTL
+// idle (one hour by default, in replicated time). A write whose session the
+// shard no longer knows is refused; the Client then opens a new session and
+// retries the write if no earlier attempt of it can have reached a log,
+// and returns ErrUnknownOutcome otherwise (it may have been applied before
+// the session expired).
 //
 // All methods are safe for concurrent use.
 package client
@@ -92,11 +101,12 @@ type Client struct {
 	conns     map[string]*grpc.ClientConn
 
 	sessMu   sync.Mutex
-	sessions []*session // idle sessions
+	sessions map[int][]*session // idle sessions by shard
 }
 
 type session struct {
 	id, seq uint64
+	open    bool // opened in its shard (WRITE_OP_OPEN_SESSION applied)
 }
 
 // New connects to the cluster whose controller replicas are at
@@ -193,12 +203,13 @@ func (c *Client) sawLeader(gid uint64, i int) {
 	c.mu.Unlock()
 }
 
-func (c *Client) takeSession() *session {
+// takeSession returns an idle session of shard, or a new one.
+func (c *Client) takeSession(shard int) *session {
 	c.sessMu.Lock()
 	defer c.sessMu.Unlock()
-	if n := len(c.sessions); n > 0 {
-		s := c.sessions[n-1]
-		c.sessions = c.sessions[:n-1]
+	if n := len(c.sessions[shard]); n > 0 {
+		s := c.sessions[shard][n-1]
+		c.sessions[shard] = c.sessions[shard][:n-1]
 		return s
 	}
 	var id [8]byte
@@ -206,9 +217,12 @@ func (c *Client) takeSession() *session {
 	return &session{id: binary.BigEndian.Uint64(id[:]) | 1}
 }
 
-func (c *Client) returnSession(s *session) {
+func (c *Client) returnSession(shard int, s *session) {
 	c.sessMu.Lock()
-	c.sessions = append(c.sessions, s)
+	if c.sessions == nil {
+		c.sessions = map[int][]*session{}
+	}
+	c.sessions[shard] = append(c.sessions[shard], s)
 	c.sessMu.Unlock()
 }
 
@@ -229,7 +243,8 @@ func classify(err error) verdict {
 	case errors.Is(err, group.ErrNotReady):
 		return waitAndRetry
 	case errors.Is(err, group.ErrKeyTooLarge), errors.Is(err, group.ErrValueTooLarge),
-		errors.Is(err, group.ErrEmptyKey), errors.Is(err, group.ErrMalformed), errors.Is(err, group.ErrStaleRequest):
+		errors.Is(err, group.ErrEmptyKey), errors.Is(err, group.ErrMalformed), errors.Is(err, group.ErrStaleRequest),
+		errors.Is(err, group.ErrSessionExpired):
 		return final
 	}
 	return nextReplica
@@ -238,8 +253,8 @@ func classify(err error) verdict {
 // definitelyNotApplied reports whether a failed write attempt certainly
 // did not reach the log.
 func definitelyNotApplied(err error) bool {
-	return errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrProposalDropped) ||
-		errors.Is(err, group.ErrWrongGroup) || errors.Is(err, group.ErrNotReady) || errors.Is(err, raftnode.ErrStopped)
+	return raftnode.CertainlyNotApplied(err) || errors.Is(err, group.ErrWrongGroup) || errors.Is(err, group.ErrNotReady) ||
+		errors.Is(err, group.ErrSessionExpired)
 }
 
 // do runs attempt against the key's group until it succeeds, fails
@@ -326,18 +341,57 @@ func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool,
 }
 
 func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) error {
-	s := c.takeSession()
-	defer c.returnSession(s)
-	s.seq++
-	req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq}
-	maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
-		_, err := kv.Write(ctx, req)
+	c.mu.RLock()
+	shard := controller.ShardOf(key, c.numShards)
+	c.mu.RUnlock()
+	for {
+		s := c.takeSession(shard)
+		if !s.open {
+			// Opening changes no data: whatever happens, the write itself
+			// certainly was not applied.
+			open := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: key, ClientId: s.id}
+			if _, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+				_, err := kv.Write(ctx, open)
+				return err
+			}); err != nil {
+				return err
+			}
+			s.open = true
+		}
+		s.seq++
+		req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq}
+		maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+			_, err := kv.Write(ctx, req)
+			return err
+		})
+		switch {
+		case err == nil:
+			c.returnSession(shard, s)
+			return nil
+		case errors.Is(err, group.ErrSessionExpired):
+			// The shard forgot the session. No attempt was applied twice;
+			// unless one may have been applied before it expired, the
+			// write certainly was not: retry it in a new session.
+			if !maybe && ctx.Err() == nil {
+				continue
+			}
+			return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		case classify(err) == final:
+			// A refusal may or may not have been recorded under this
+			// sequence number: never reuse the session.
+			if errors.Is(err, group.ErrStaleRequest) {
+				return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			}
+			return err
+		}
+		if maybe {
+			c.returnSession(shard, s)
+			return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		}
+		s.seq-- // no attempt reached a log: the number is still free
+		c.returnSession(shard, s)
 		return err
-	})
-	if err != nil && (errors.Is(err, group.ErrStaleRequest) || (maybe && classify(err) != final)) {
-		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 	}
-	return err
 }
 
 // Put sets key to value.

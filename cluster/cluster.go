@@ -28,6 +28,7 @@ import (
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -61,6 +62,9 @@ type Options struct {
 	ServerOptions []grpc.ServerOption
 	// Metrics, if set, builds each group replica's metrics.
 	Metrics func(gid, id uint64) *groupserver.Metrics
+	// Time is the clock every leader stamps commands by (default: the
+	// machine's); tests step its wall clock.
+	Time session.TimeSource
 }
 
 // Replica identifies a replica: group 0 is the controller.
@@ -236,7 +240,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 	var err error
 	if r.Group == ctlserver.Group {
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, Peers: c.peers(r.Group), Engine: engine,
-			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.opts.TuneRaft})
+			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.opts.TuneRaft, Time: c.opts.Time})
 		if err == nil {
 			m.ctl.Register(m.grpc)
 		}
@@ -249,7 +253,8 @@ func (c *Cluster) StartReplica(r Replica) error {
 			}
 			m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, Peers: c.peers(r.Group),
 				Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-				Logger: c.opts.Logger, DialOptions: c.opts.DialOptions, Tune: c.opts.TuneRaft, Metrics: metrics})
+				Logger: c.opts.Logger, DialOptions: c.opts.DialOptions, Tune: c.opts.TuneRaft, Metrics: metrics,
+				Time: c.opts.Time})
 		}
 		if err == nil {
 			m.grp.Register(m.grpc)

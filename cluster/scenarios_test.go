@@ -165,7 +165,8 @@ func TestSnapshotsAndFullRestart(t *testing.T) {
 	owner := h.ownerOf(cl, k)
 	before := want[k]
 	replay := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_APPEND, Key: []byte(k), Value: []byte("once"), ClientId: 4242, Seq: 1}
-	send := func() {
+	open := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: []byte(k), ClientId: 4242}
+	send := func(replay *kvpb.WriteRequest) {
 		for {
 			for _, a := range h.c.GroupAddrs(owner) {
 				c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -183,7 +184,8 @@ func TestSnapshotsAndFullRestart(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	send()
+	send(open)
+	send(replay)
 	for _, r := range h.c.Replicas() {
 		h.c.StopReplica(r)
 	}
@@ -192,7 +194,7 @@ func TestSnapshotsAndFullRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	send()
+	send(replay)
 	h.check(cl, k, before+"once")
 }
 

@@ -17,6 +17,11 @@ var (
 	ErrWouldOrphan    = errors.New("controller: leaving every group would orphan their data (use force)")
 	ErrInvalidShards  = errors.New("controller: shard count must be between 1 and 4096")
 	ErrStaleRequest   = errors.New("controller: request older than the client's last applied one")
+	// ErrSessionExpired: the controller does not know the request's
+	// session (expired, or never seen) and its sequence number is not the
+	// first, so it may retry a change applied before the session expired.
+	// Nothing was applied by this request; open a new session.
+	ErrSessionExpired = errors.New("controller: session expired")
 )
 
 // codes give each refusal a stable number for the session table on disk.
@@ -24,5 +29,10 @@ var codes = session.Outcomes{nil, ErrNotInitialized, ErrInvalidGroup, ErrGroupEx
 	ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrStaleRequest}
 
 func errorCode(err error) uint32 { return codes.Code(err) }
+
+// Refusal reports whether err is a deterministic refusal of a change by
+// the state machine: the definitive outcome of the request, the same on
+// every retry.
+func Refusal(err error) bool { return codes.Code(err) != 0 && !errors.Is(err, ErrStaleRequest) }
 
 func codeError(code uint32) error { return codes.Err(code) }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/session"
 )
 
 // MaxShards is the largest shard count a cluster may be created with.
@@ -76,12 +77,20 @@ type State struct {
 	numShards int
 	configs   []Config
 	sessions  map[uint64]*clientSession
+	now       int64 // replicated time, unix ms (session.Advance)
 
 	// changed records, since the last TakeChanges, what a store must
 	// persist: new configurations and touched or expired sessions.
 	newConfigs      []uint64
 	touchedSessions map[uint64]bool
 }
+
+// FirstSeq is the sequence number of a session's first request: the only
+// one accepted from a session the controller does not know.
+const FirstSeq = 1
+
+// Now is the replicated time (unix ms) of the last applied command.
+func (s *State) Now() int64 { return s.now }
 
 // NumShards is the fixed number of shards, 0 before Init.
 func (s *State) NumShards() int { return s.numShards }
@@ -113,7 +122,8 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 		s.sessions = make(map[uint64]*clientSession)
 		s.touchedSessions = make(map[uint64]bool)
 	}
-	s.expireSessions(cmd.GetStamp())
+	s.now = session.Advance(s.now, cmd.GetStamp())
+	s.expireSessions(s.now)
 	if init := cmd.GetInit(); init != nil {
 		return s.init(int(init.GetNumShards()))
 	}
@@ -128,7 +138,13 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	default:
 		return Result{Err: fmt.Errorf("%w: empty command", ErrInvalidGroup)}
 	}
-	if prev, ok := s.sessions[sess.GetClientId()]; ok && sess.GetClientId() != 0 {
+	prev, ok := s.sessions[sess.GetClientId()]
+	if !ok && sess.GetClientId() != 0 && sess.GetSeq() != FirstSeq {
+		// It may retry a change applied before the session expired
+		// (Raft dissertation, section 6.3). Nothing is remembered.
+		return Result{Err: fmt.Errorf("%w: client %d sequence %d", ErrSessionExpired, sess.GetClientId(), sess.GetSeq())}
+	}
+	if ok && sess.GetClientId() != 0 {
 		switch {
 		case sess.GetSeq() == prev.seq:
 			return Result{ConfigNum: prev.configNum, Err: prev.err}
@@ -153,7 +169,7 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	}
 	res := s.commit(next, err)
 	if id := sess.GetClientId(); id != 0 {
-		s.sessions[id] = &clientSession{seq: sess.GetSeq(), lastSeen: cmd.GetStamp(), configNum: res.ConfigNum, err: res.Err}
+		s.sessions[id] = &clientSession{seq: sess.GetSeq(), lastSeen: s.now, configNum: res.ConfigNum, err: res.Err}
 		s.touchedSessions[id] = true
 	}
 	return res

@@ -54,11 +54,12 @@ func TestStateCommands(t *testing.T) {
 		wantErr error
 		wantNum uint64
 	}{
-		{"join 1", join(1, 2, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
-		{"retry of join 1 is not applied again", join(1, 2, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
-		{"older request of the client", join(1, 1, map[uint64][]string{2: {"b"}}), ErrStaleRequest, 0},
+		{"unknown session, not its first request", join(1, 2, map[uint64][]string{1: {"a1", "a2"}}), ErrSessionExpired, 0},
+		{"join 1", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
+		{"retry of join 1 is not applied again", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
 		{"join 2 and 3", join(2, 1, map[uint64][]string{2: {"b"}, 3: {"c"}}), nil, 2},
 		{"rejoin with same addresses changes nothing", join(2, 2, map[uint64][]string{2: {"b"}}), nil, 2},
+		{"older request of the client", join(2, 1, map[uint64][]string{9: {"z"}}), ErrStaleRequest, 0},
 		{"rejoin with other addresses", join(2, 3, map[uint64][]string{2: {"x"}}), ErrGroupExists, 2},
 		{"group 0", join(2, 4, map[uint64][]string{0: {"x"}}), ErrInvalidGroup, 2},
 		{"no addresses", join(2, 5, map[uint64][]string{4: nil}), ErrInvalidGroup, 2},

@@ -19,6 +19,7 @@ const (
 	keyNumShards = 'n'
 	keyConfig    = 'c' // + config number (8 bytes, big endian)
 	keySession   = 's' // + client id (8 bytes, big endian)
+	keyNow       = 't' // replicated time, unix ms (8 bytes, big endian)
 )
 
 // Store is a State persisted in Pebble: a raftnode.StateMachine. Reads
@@ -56,6 +57,11 @@ func (s *Store) load(r pebble.Reader) error {
 		return err
 	} else if ok {
 		st.numShards = int(binary.BigEndian.Uint32(v))
+	}
+	if v, ok, err := storage.Get(r, s.r.StateKey(keyNow)); err != nil {
+		return err
+	} else if ok {
+		st.now = int64(binary.BigEndian.Uint64(v))
 	}
 	if err := s.scan(r, keyConfig, func(v []byte) error {
 		var pc controllerpb.Config
@@ -136,6 +142,9 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 	if err := b.Set(s.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
 		return nil, err
 	}
+	if err := b.Set(s.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(s.state.now)), nil); err != nil {
+		return nil, err
+	}
 	// Not synced: the raft log holds these entries durably, and Pebble's
 	// single WAL makes this batch durable no later than any later synced
 	// write.
@@ -199,7 +208,7 @@ func (s *Store) configKey(n uint64) []byte {
 func (s *Store) Snapshot() ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	img := &controllerpb.Image{Applied: s.applied, NumShards: uint32(s.state.numShards)}
+	img := &controllerpb.Image{Applied: s.applied, NumShards: uint32(s.state.numShards), Now: s.state.now}
 	for i := range s.state.configs {
 		img.Configs = append(img.Configs, s.state.configs[i].ToProto())
 	}
@@ -223,7 +232,7 @@ func (s *Store) Restore(image []byte) error {
 	if err := b.DeleteRange(lo, hi, nil); err != nil {
 		return err
 	}
-	st := State{numShards: int(img.GetNumShards()), sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
+	st := State{numShards: int(img.GetNumShards()), now: img.GetNow(), sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
 	for _, pc := range img.GetConfigs() {
 		st.configs = append(st.configs, ConfigFromProto(pc))
 		st.newConfigs = append(st.newConfigs, pc.GetNum())
@@ -240,6 +249,9 @@ func (s *Store) Restore(image []byte) error {
 	if err := b.Set(s.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, img.GetApplied()), nil); err != nil {
 		return err
 	}
+	if err := b.Set(s.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(st.now)), nil); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
@@ -254,6 +266,13 @@ func (s *Store) Query(n int64) (cfg Config, numShards int, ok bool) {
 	defer s.mu.RUnlock()
 	cfg, ok = s.state.Query(n)
 	return cfg, s.state.numShards, ok
+}
+
+// Now returns the replicated time (unix ms) at the applied index.
+func (s *Store) Now() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state.now
 }
 
 // Changed returns a channel closed when a configuration is next added.

@@ -25,6 +25,11 @@ var (
 	ErrEmptyKey = errors.New("group: empty key")
 	// ErrStaleRequest: the session already applied a later request.
 	ErrStaleRequest = errors.New("group: request older than the session's last")
+	// ErrSessionExpired: the request's session is unknown to the shard
+	// (expired, or never opened), so it may be a retry of a request
+	// applied before the session expired. Nothing was applied by this
+	// request; an earlier attempt of it may have been. Open a new session.
+	ErrSessionExpired = errors.New("group: session expired")
 	// ErrMalformed: the request could not be decoded or is inconsistent.
 	ErrMalformed = errors.New("group: malformed request")
 )

@@ -61,7 +61,7 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 }
 
 // insertShard applies one chunk of a shard pulled from its previous owner.
-func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, stamp int64) (outcome, err error) {
+func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, now int64) (outcome, err error) {
 	shard := int(in.GetShard())
 	if in.GetConfigNum() != sm.meta.config.Num || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Pulling {
 		return fmt.Errorf("%w: shard %d at configuration %d is not awaited", ErrStaleConfig, shard, in.GetConfigNum()), nil
@@ -85,6 +85,10 @@ func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, stamp int64)
 		}
 	}
 	for _, rec := range in.GetSessions() {
+		// Each group keeps its own replicated time: a session arriving
+		// from another group is counted as seen now, so it lives at least
+		// its TTL here too (keeping it longer is always safe).
+		rec.LastSeen = now
 		if err := sm.mergeSession(a, shard, rec); err != nil {
 			return nil, err
 		}

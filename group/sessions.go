@@ -45,18 +45,18 @@ func (sm *StateMachine) mergeSession(a *apply, shard int, rec *kvpb.SessionRecor
 	return sm.putSession(a, shard, rec)
 }
 
-// expireSessions forgets sessions idle for longer than the TTL, by the
-// command stamps. It sweeps at most once per eighth of the TTL, and only
+// expireSessions forgets sessions idle for longer than the TTL, by
+// replicated time (now). It sweeps at most once per eighth of the TTL, and only
 // shards the group serves: a shard on its way out stays exactly as it was
 // when it was offered.
-func (sm *StateMachine) expireSessions(a *apply, stamp int64) error {
+func (sm *StateMachine) expireSessions(a *apply, now int64) error {
 	ttl := sm.limits.SessionTTL.Milliseconds()
-	if stamp < sm.meta.nextExpiry || ttl <= 0 {
+	if now < sm.meta.nextExpiry || ttl <= 0 {
 		return nil
 	}
-	sm.meta.nextExpiry = stamp + max(ttl/8, 1)
+	sm.meta.nextExpiry = now + max(ttl/8, 1)
 	a.metaChanged = true
-	cutoff := stamp - ttl
+	cutoff := now - ttl
 	for shard, m := range sm.meta.shards {
 		if !m.state.servable() {
 			continue

@@ -18,7 +18,7 @@ import (
 func (sm *StateMachine) Snapshot() ([]byte, error) {
 	sm.mu.RLock()
 	snap := sm.db.NewSnapshot()
-	img := &kvpb.Image{Applied: sm.applied, Meta: sm.meta.toProto()}
+	img := &kvpb.Image{Applied: sm.applied, Meta: sm.meta.toProto(), Now: sm.now}
 	numShards := len(sm.meta.shards)
 	sm.mu.RUnlock()
 	defer snap.Close()
@@ -103,10 +103,14 @@ func (sm *StateMachine) Restore(image []byte) error {
 	if err := b.Set(sm.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, img.GetApplied()), nil); err != nil {
 		return err
 	}
+	if err := b.Set(sm.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(img.GetNow())), nil); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
 	sm.applied = img.GetApplied()
+	sm.now = img.GetNow()
 	sm.meta = metaFromProto(img.GetMeta())
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
 )
 
@@ -56,6 +57,7 @@ const (
 	keyMeta    = 'm'
 	keyData    = 'd'
 	keySession = 's'
+	keyNow     = 't' // replicated time (unix ms, 8 bytes big endian)
 )
 
 type shardMeta struct {
@@ -80,6 +82,7 @@ type StateMachine struct {
 
 	mu      sync.RWMutex
 	applied uint64
+	now     int64 // replicated time at applied, unix ms (see session.Advance)
 	meta    meta
 }
 
@@ -92,6 +95,11 @@ func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, e
 		return nil, err
 	} else if ok {
 		sm.applied = binary.BigEndian.Uint64(v)
+	}
+	if v, ok, err := storage.Get(sm.db, r.StateKey(keyNow)); err != nil {
+		return nil, err
+	} else if ok {
+		sm.now = int64(binary.BigEndian.Uint64(v))
 	}
 	if v, ok, err := storage.Get(sm.db, r.StateKey(keyMeta)); err != nil {
 		return nil, err
@@ -120,6 +128,14 @@ func (m *meta) toProto() *kvpb.Meta {
 		pm.Shards = append(pm.Shards, &kvpb.ShardMeta{State: uint32(s.state), NextChunk: s.nextChunk})
 	}
 	return pm
+}
+
+// Now returns the replicated time (unix milliseconds) at the applied
+// index: what a new leader's session.Clock starts from.
+func (sm *StateMachine) Now() int64 {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return sm.now
 }
 
 // Applied implements raftnode.StateMachine.
@@ -176,6 +192,9 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	if err := a.b.Set(sm.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
 		return nil, err
 	}
+	if err := a.b.Set(sm.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(sm.now)), nil); err != nil {
+		return nil, err
+	}
 	// Not synced: the log holds these entries durably, and Pebble's single
 	// WAL makes this batch durable no later than any later synced write.
 	if err := a.b.Commit(pebble.NoSync); err != nil {
@@ -189,16 +208,17 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 // outcome for its proposer; the second is a storage failure, fatal to the
 // replica.
 func (sm *StateMachine) applyCommand(a *apply, cmd *kvpb.Command) (outcome, err error) {
-	if err := sm.expireSessions(a, cmd.GetStamp()); err != nil {
+	sm.now = session.Advance(sm.now, cmd.GetStamp())
+	if err := sm.expireSessions(a, sm.now); err != nil {
 		return nil, err
 	}
 	switch op := cmd.GetOp().(type) {
 	case *kvpb.Command_Write:
-		return sm.applyWrite(a, op.Write, cmd.GetStamp())
+		return sm.applyWrite(a, op.Write, sm.now)
 	case *kvpb.Command_Install:
 		return sm.installConfig(a, controller.ConfigFromProto(op.Install.GetConfig()))
 	case *kvpb.Command_Insert:
-		return sm.insertShard(a, op.Insert, cmd.GetStamp())
+		return sm.insertShard(a, op.Insert, sm.now)
 	case *kvpb.Command_DeleteShard:
 		return sm.deleteShard(a, op.DeleteShard.GetConfigNum(), int(op.DeleteShard.GetShard()))
 	case *kvpb.Command_ConfirmDelete:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -39,7 +40,22 @@ func newReplica(t *testing.T, gid uint64, limits Limits) *replica {
 	return &replica{t: t, sm: sm, stamp: 1}
 }
 
+// apply applies cmd as the next log entry. A write that is the first of
+// its session (sequence 1) is preceded by the session's opening, as the
+// client does.
 func (r *replica) apply(cmd *kvpb.Command) error {
+	r.t.Helper()
+	if w := cmd.GetWrite(); w != nil && w.GetSeq() == 1 && w.GetClientId() != 0 {
+		open := write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, string(w.GetKey()), "", w.GetClientId(), 0)
+		open.Stamp = cmd.Stamp
+		if err := r.applyEntry(open); err != nil && !errors.Is(err, ErrWrongGroup) && !errors.Is(err, ErrEmptyKey) && !errors.Is(err, ErrKeyTooLarge) {
+			r.t.Fatalf("open session: %v", err)
+		}
+	}
+	return r.applyEntry(cmd)
+}
+
+func (r *replica) applyEntry(cmd *kvpb.Command) error {
 	r.t.Helper()
 	r.index++
 	if cmd.Stamp == 0 {
@@ -129,10 +145,10 @@ func TestOwnershipAndConfigOrder(t *testing.T) {
 	if err := r.apply(config(1, owners...)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.apply(put(k0, "v", 1, 2)); err != nil {
+	if err := r.apply(put(k0, "v", 1, 1)); err != nil {
 		t.Fatalf("write to an owned shard: %v", err)
 	}
-	if err := r.apply(put(keyIn(3, 0), "v", 1, 3)); !errors.Is(err, ErrWrongGroup) {
+	if err := r.apply(put(keyIn(3, 0), "v", 2, 1)); !errors.Is(err, ErrWrongGroup) {
 		t.Fatalf("write to another group's shard: %v", err)
 	}
 	if _, err := r.get(keyIn(3, 0)); !errors.Is(err, ErrWrongGroup) {
@@ -320,7 +336,7 @@ func TestExactlyOnceAndLimits(t *testing.T) {
 			t.Fatalf("check %v: %v, want %v", tc.cmd, err, tc.want)
 		}
 	}
-	if err := r.apply(put("k", "12345", 9, 4)); !errors.Is(err, ErrValueTooLarge) {
+	if err := r.apply(put("k", "12345", 9, 1)); !errors.Is(err, ErrValueTooLarge) {
 		t.Fatalf("oversized put at apply: %v", err)
 	}
 	if v, _ := r.get("k"); v != "" {
@@ -435,5 +451,133 @@ func TestDigestsFollowState(t *testing.T) {
 	_, db, _ = b.sm.Digests()
 	if da[3] == db[3] || da[2] != db[2] {
 		t.Fatalf("digest of the changed shard did not change, or another did: %v vs %v", da, db)
+	}
+}
+
+// TestClockJumpDoesNotApplyRetryTwice is issue 11's repro: an append
+// (client 42, sequence 7) is applied at T; another write arrives stamped
+// T+2h (a leader whose wall clock stepped ahead) and expires the session;
+// the retry of sequence 7 at T+3s must not be applied again.
+func TestClockJumpDoesNotApplyRetryTwice(t *testing.T) {
+	r := newReplica(t, 1, Limits{})
+	if err := r.apply(config(1, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	const T = int64(1_700_000_000_000)
+	r.stamp = T
+	for seq := uint64(1); seq < 7; seq++ {
+		if err := r.apply(put("k", "", 42, seq)); err != nil { // sessions are per shard: same key
+			t.Fatal(err)
+		}
+	}
+	if err := r.apply(appendCmd("k", "x", 42, 7)); err != nil {
+		t.Fatal(err)
+	}
+	r.stamp = T + 2*time.Hour.Milliseconds()
+	if err := r.apply(put("other", "y", 99, 1)); err != nil {
+		t.Fatal(err)
+	}
+	r.stamp = T + 3000
+	if err := r.apply(appendCmd("k", "x", 42, 7)); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("retry after the session expired: %v, want ErrSessionExpired", err)
+	}
+	if v, _ := r.get("k"); v != "x" {
+		t.Fatalf("value %q, want %q: the retry was applied twice", v, "x")
+	}
+	// Replicated time never goes back, whatever the stamps.
+	if got, want := r.sm.Now(), T+2*time.Hour.Milliseconds(); got != want {
+		t.Fatalf("replicated time %d, want %d", got, want)
+	}
+	// A new session's first request is applied.
+	if err := r.apply(appendCmd("k", "z", 43, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.get("k"); v != "xz" {
+		t.Fatalf("value %q", v)
+	}
+}
+
+// TestReplicatedTimeSurvivesRestartAndSnapshot: a replica reopened, or
+// restored from a snapshot, continues from the replicated time it had.
+func TestReplicatedTimeSurvivesRestartAndSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	e, err := storage.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := Open(e, storage.Replica{Group: 1, ID: 1}, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{t: t, sm: sm, stamp: 123_456}
+	if err := r.apply(config(1, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.apply(put("k", "v", 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	img, err := r.sm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err = storage.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	reopened, err := Open(e, storage.Replica{Group: 1, ID: 1}, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reopened.Now() != 123_456 {
+		t.Fatalf("reopened replica's time %d", reopened.Now())
+	}
+	other := newReplica(t, 1, Limits{})
+	if err := other.sm.Restore(img); err != nil {
+		t.Fatal(err)
+	}
+	if other.sm.Now() != 123_456 {
+		t.Fatalf("restored replica's time %d", other.sm.Now())
+	}
+}
+
+// TestSessionsMustBeOpened: a write in a session the shard does not know is
+// refused and changes nothing, even with sequence 1 (it may be the retry
+// of a first write applied before the session expired); opening is
+// idempotent and does not reset a session in use.
+func TestSessionsMustBeOpened(t *testing.T) {
+	r := newReplica(t, 1, Limits{})
+	if err := r.apply(config(1, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.applyEntry(appendCmd("k", "x", 7, 1)); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("write in an unopened session: %v", err)
+	}
+	if v, _ := r.get("k"); v != "<none>" {
+		t.Fatalf("refused write changed the value to %q", v)
+	}
+	open := write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 7, 0)
+	for range 2 {
+		if err := r.applyEntry(open); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.applyEntry(appendCmd("k", "x", 7, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.applyEntry(open); err != nil { // a late retry of the opening
+		t.Fatal(err)
+	}
+	if err := r.applyEntry(appendCmd("k", "x", 7, 1)); err != nil { // retry: deduplicated
+		t.Fatal(err)
+	}
+	if v, _ := r.get("k"); v != "x" {
+		t.Fatalf("value %q, want x", v)
+	}
+	if err := r.applyEntry(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 7, 3)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("opening with a sequence number: %v", err)
 	}
 }

@@ -10,7 +10,14 @@ import (
 
 // applyWrite applies a client write exactly once per session sequence
 // number, if the group serves the key's shard at this point of the log.
-func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, stamp int64) (outcome, err error) {
+//
+// Sessions are opened explicitly (WRITE_OP_OPEN_SESSION, which creates the
+// record with sequence 0 and is idempotent). A write naming a session the
+// shard does not know (never opened, or expired) may be a retry of a
+// request applied before the session expired, so it is refused with
+// ErrSessionExpired and nothing is applied (Raft dissertation, section
+// 6.3: the state machine must not guess that a request is new).
+func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (outcome, err error) {
 	shard := sm.shardOf(w.GetKey())
 	if err := sm.ownership(shard); err != nil {
 		return err, nil // refused: nothing recorded
@@ -18,6 +25,18 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, stamp int64) 
 	rec, found, err := sm.session(a, shard, w.GetClientId())
 	if err != nil {
 		return nil, err
+	}
+	if w.GetOp() == kvpb.WriteOp_WRITE_OP_OPEN_SESSION {
+		if w.GetClientId() == 0 || w.GetSeq() != 0 {
+			return fmt.Errorf("%w: a session is opened with a client id and sequence 0", ErrMalformed), nil
+		}
+		if found {
+			return nil, nil // a retry, or a session already in use
+		}
+		return nil, sm.putSession(a, shard, &kvpb.SessionRecord{ClientId: w.GetClientId(), LastSeen: now})
+	}
+	if !found && w.GetClientId() != 0 {
+		return fmt.Errorf("%w: client %d sequence %d in shard %d", ErrSessionExpired, w.GetClientId(), w.GetSeq(), shard), nil
 	}
 	if found {
 		switch {
@@ -32,7 +51,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, stamp int64) 
 		return nil, err
 	}
 	if w.GetClientId() != 0 {
-		rec := &kvpb.SessionRecord{ClientId: w.GetClientId(), Seq: w.GetSeq(), LastSeen: stamp, ErrorCode: errorCode(outcome)}
+		rec := &kvpb.SessionRecord{ClientId: w.GetClientId(), Seq: w.GetSeq(), LastSeen: now, ErrorCode: errorCode(outcome)}
 		if err := sm.putSession(a, shard, rec); err != nil {
 			return nil, err
 		}

@@ -2,7 +2,6 @@ package raftnode_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -187,7 +186,7 @@ func (c *cluster) propose(ctx context.Context, cmd []byte, members ...uint64) (a
 			switch {
 			case err == nil:
 				return v, nil
-			case errors.Is(err, raftnode.ErrNotLeader), errors.Is(err, raftnode.ErrProposalDropped), errors.Is(err, raftnode.ErrStopped):
+			case raftnode.CertainlyNotApplied(err):
 				// definitely not applied: retry
 			default:
 				return nil, err // outcome unknown

@@ -50,8 +50,12 @@
 // when a different entry took its index (ErrProposalDropped: definitely not
 // applied). When the node loses leadership, every pending proposal fails at
 // once with ErrLeaderChanged: the entry may or may not be applied later, so
-// callers deduplicate retries themselves (shardkv's client sessions do). The
-// node never re-proposes, so it never applies anything twice.
+// callers deduplicate retries themselves (shardkv's client sessions do). A
+// node stopped while a proposal is pending fails it with ErrStoppedInFlight,
+// for the same reason; only ErrStopped from a node that had already stopped
+// proves nothing was appended. CertainlyNotApplied is the one place that
+// classifies these errors. The node never re-proposes, so it never applies
+// anything twice.
 //
 // # Linearizable reads
 //

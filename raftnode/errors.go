@@ -6,8 +6,15 @@ import (
 )
 
 var (
-	// ErrStopped is returned by every call on a stopped node.
+	// ErrStopped is returned by every call made on a node that had already
+	// stopped: nothing was handed to Raft, so a proposal certainly was not
+	// applied.
 	ErrStopped = errors.New("raftnode: stopped")
+	// ErrStoppedInFlight is returned by Pending.Wait when the node stopped
+	// after the proposal was appended to its log. The other replicas may
+	// still commit and apply it: the outcome is unknown. It deliberately
+	// does not match ErrStopped.
+	ErrStoppedInFlight = errors.New("raftnode: stopped with the proposal in flight, outcome unknown")
 	// ErrProposalDropped means the proposal was certainly not applied: Raft
 	// refused it, or another entry took its place in the log. Retrying is
 	// safe.
@@ -38,3 +45,19 @@ func (e *NotLeaderError) Error() string {
 
 // Is makes errors.Is(err, ErrNotLeader) true.
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// CertainlyNotApplied reports whether err, returned by Propose, Submit or
+// Pending.Wait, proves that the proposal was not and will never be
+// applied, so that retrying it cannot apply it twice. Every other error,
+// including context errors and ErrStoppedInFlight, leaves the outcome
+// unknown.
+//
+//	ErrNotLeader (*NotLeaderError)  certainly not applied: nothing was appended
+//	ErrProposalDropped              certainly not applied: Raft refused it, or another entry took its index
+//	ErrStopped                      certainly not applied: the node had stopped before Submit
+//	ErrStoppedInFlight              unknown: appended, then the node stopped
+//	ErrLeaderChanged                unknown: appended, then leadership was lost
+//	context.Canceled/DeadlineExceeded unknown
+func CertainlyNotApplied(err error) bool {
+	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrProposalDropped) || errors.Is(err, ErrStopped)
+}

@@ -206,7 +206,7 @@ func (n *Node) Err() error {
 }
 
 // Stop stops the member and waits for its goroutines. Pending proposals and
-// reads fail with ErrStopped. The engine and state machine stay open: they
+// reads fail with ErrStoppedInFlight and ErrStopped. The engine and state machine stay open: they
 // belong to the caller.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })

@@ -14,8 +14,9 @@ import (
 
 // Propose replicates cmd and returns the value the state machine produced
 // for it once it is applied on this member. It fails with *NotLeaderError on
-// a follower, ErrProposalDropped when the entry is certainly not applied, and
-// ErrLeaderChanged or the context's error when the outcome is unknown.
+// a follower, ErrProposalDropped or ErrStopped when the entry is certainly not
+// applied, and ErrLeaderChanged, ErrStoppedInFlight or the context's error
+// when the outcome is unknown (see CertainlyNotApplied).
 func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	p, err := n.Submit(ctx, cmd)
 	if err != nil {
@@ -70,7 +71,9 @@ func (p *Pending) Wait(ctx context.Context) (any, error) {
 		return nil, ctx.Err()
 	case <-p.n.stopc:
 		p.n.proposals.forget(p.id)
-		return nil, ErrStopped
+		// The entry is in this node's log and maybe in others': a new
+		// leader may still commit it.
+		return nil, ErrStoppedInFlight
 	}
 }
 

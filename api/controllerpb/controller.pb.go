@@ -567,8 +567,9 @@ type Command struct {
 	//	*Command_Move
 	//	*Command_Init
 	Op isCommand_Op `protobuf_oneof:"op"`
-	// stamp is the leader's wall clock (unix milliseconds) when it proposed
-	// the command; idle sessions expire by it, never by a replica's own clock.
+	// stamp is replicated time (unix milliseconds) when the leader proposed
+	// the command (see session.Clock); replicas apply max(replicated time,
+	// stamp), and idle sessions expire by it, never by a replica's own clock.
 	Stamp         int64 `protobuf:"varint,10,opt,name=stamp,proto3" json:"stamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -812,6 +813,7 @@ type Image struct {
 	NumShards     uint32                 `protobuf:"varint,2,opt,name=num_shards,json=numShards,proto3" json:"num_shards,omitempty"`
 	Configs       []*Config              `protobuf:"bytes,3,rep,name=configs,proto3" json:"configs,omitempty"`
 	Sessions      []*SessionRecord       `protobuf:"bytes,4,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	Now           int64                  `protobuf:"varint,5,opt,name=now,proto3" json:"now,omitempty"` // replicated time at applied, unix milliseconds
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -874,6 +876,13 @@ func (x *Image) GetSessions() []*SessionRecord {
 	return nil
 }
 
+func (x *Image) GetNow() int64 {
+	if x != nil {
+		return x.Now
+	}
+	return 0
+}
+
 var File_api_controllerpb_controller_proto protoreflect.FileDescriptor
 
 const file_api_controllerpb_controller_proto_rawDesc = "" +
@@ -929,13 +938,14 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\x04 \x01(\x04R\tconfigNum\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x05 \x01(\rR\terrorCode\"\xbb\x01\n" +
+	"error_code\x18\x05 \x01(\rR\terrorCode\"\xcd\x01\n" +
 	"\x05Image\x12\x18\n" +
 	"\aapplied\x18\x01 \x01(\x04R\aapplied\x12\x1d\n" +
 	"\n" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\x127\n" +
 	"\aconfigs\x18\x03 \x03(\v2\x1d.shardkv.controller.v1.ConfigR\aconfigs\x12@\n" +
-	"\bsessions\x18\x04 \x03(\v2$.shardkv.controller.v1.SessionRecordR\bsessions2\xa0\x03\n" +
+	"\bsessions\x18\x04 \x03(\v2$.shardkv.controller.v1.SessionRecordR\bsessions\x12\x10\n" +
+	"\x03now\x18\x05 \x01(\x03R\x03now2\xa0\x03\n" +
 	"\n" +
 	"Controller\x12N\n" +
 	"\x04Join\x12\".shardkv.controller.v1.JoinRequest\x1a\".shardkv.controller.v1.ChangeReply\x12P\n" +

@@ -31,6 +31,10 @@ const (
 	WriteOp_WRITE_OP_PUT    WriteOp = 0
 	WriteOp_WRITE_OP_APPEND WriteOp = 1
 	WriteOp_WRITE_OP_DELETE WriteOp = 2
+	// OPEN_SESSION registers client_id in the key's shard (seq 0, no value);
+	// it changes no data and may be retried. A shard applies a write only
+	// in a session it knows (Raft dissertation, section 6.3).
+	WriteOp_WRITE_OP_OPEN_SESSION WriteOp = 3
 )
 
 // Enum value maps for WriteOp.
@@ -39,11 +43,13 @@ var (
 		0: "WRITE_OP_PUT",
 		1: "WRITE_OP_APPEND",
 		2: "WRITE_OP_DELETE",
+		3: "WRITE_OP_OPEN_SESSION",
 	}
 	WriteOp_value = map[string]int32{
-		"WRITE_OP_PUT":    0,
-		"WRITE_OP_APPEND": 1,
-		"WRITE_OP_DELETE": 2,
+		"WRITE_OP_PUT":          0,
+		"WRITE_OP_APPEND":       1,
+		"WRITE_OP_DELETE":       2,
+		"WRITE_OP_OPEN_SESSION": 3,
 	}
 )
 
@@ -835,8 +841,11 @@ func (x *StatusReply) GetDigestApplied() uint64 {
 // Command is one entry of a group's log.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// stamp is the leader's wall clock (unix milliseconds) at proposal;
-	// sessions expire by it, never by a replica's own clock.
+	// stamp is replicated time (unix milliseconds) at proposal: the leader's
+	// session.Clock, which starts from the applied replicated time and
+	// advances by the leader's monotonic clock. Replicas apply
+	// max(replicated time, stamp); sessions expire by it, never by a
+	// replica's own clock.
 	Stamp int64 `protobuf:"varint,1,opt,name=stamp,proto3" json:"stamp,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
@@ -1281,6 +1290,7 @@ type Image struct {
 	Applied       uint64                 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
 	Meta          *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
 	Shards        []*ImageShard          `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	Now           int64                  `protobuf:"varint,4,opt,name=now,proto3" json:"now,omitempty"` // replicated time at applied, unix milliseconds
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1334,6 +1344,13 @@ func (x *Image) GetShards() []*ImageShard {
 		return x.Shards
 	}
 	return nil
+}
+
+func (x *Image) GetNow() int64 {
+	if x != nil {
+		return x.Now
+	}
+	return 0
 }
 
 type ImageShard struct {
@@ -1488,20 +1505,22 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\tShardMeta\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\rR\x05state\x12\x1d\n" +
 	"\n" +
-	"next_chunk\x18\x02 \x01(\x04R\tnextChunk\"}\n" +
+	"next_chunk\x18\x02 \x01(\x04R\tnextChunk\"\x8f\x01\n" +
 	"\x05Image\x12\x18\n" +
 	"\aapplied\x18\x01 \x01(\x04R\aapplied\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.shardkv.kv.v1.MetaR\x04meta\x121\n" +
-	"\x06shards\x18\x03 \x03(\v2\x19.shardkv.kv.v1.ImageShardR\x06shards\"\x87\x01\n" +
+	"\x06shards\x18\x03 \x03(\v2\x19.shardkv.kv.v1.ImageShardR\x06shards\x12\x10\n" +
+	"\x03now\x18\x04 \x01(\x03R\x03now\"\x87\x01\n" +
 	"\n" +
 	"ImageShard\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12)\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x128\n" +
-	"\bsessions\x18\x03 \x03(\v2\x1c.shardkv.kv.v1.SessionRecordR\bsessions*E\n" +
+	"\bsessions\x18\x03 \x03(\v2\x1c.shardkv.kv.v1.SessionRecordR\bsessions*`\n" +
 	"\aWriteOp\x12\x10\n" +
 	"\fWRITE_OP_PUT\x10\x00\x12\x13\n" +
 	"\x0fWRITE_OP_APPEND\x10\x01\x12\x13\n" +
-	"\x0fWRITE_OP_DELETE\x10\x022\xe2\x02\n" +
+	"\x0fWRITE_OP_DELETE\x10\x02\x12\x19\n" +
+	"\x15WRITE_OP_OPEN_SESSION\x10\x032\xe2\x02\n" +
 	"\x02KV\x129\n" +
 	"\x03Get\x12\x19.shardkv.kv.v1.GetRequest\x1a\x17.shardkv.kv.v1.GetReply\x12?\n" +
 	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12I\n" +

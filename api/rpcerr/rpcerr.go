@@ -104,6 +104,7 @@ var RaftEntries = []Entry{
 	{Err: raftnode.ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
 	{Err: raftnode.ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
 	{Err: raftnode.ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
+	{Err: raftnode.ErrStoppedInFlight, Code: codes.Unavailable, Reason: "STOPPED_IN_FLIGHT"},
 }
 
 // Retryable reports whether a failed call may be tried on another replica

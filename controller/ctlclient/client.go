@@ -21,6 +21,7 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -28,8 +29,15 @@ import (
 // bounded wait before the next one is tried.
 const attemptTimeout = 3 * time.Second
 
-// ErrNoAddresses is returned by New without controller addresses.
-var ErrNoAddresses = errors.New("ctlclient: no controller addresses")
+// Errors returned by the client.
+var (
+	// ErrNoAddresses is returned by New without controller addresses.
+	ErrNoAddresses = errors.New("ctlclient: no controller addresses")
+	// ErrUnknownOutcome: a change may or may not have been applied (an
+	// attempt may have reached the log before the call failed). It will
+	// not be applied twice; query the configuration to learn its fate.
+	ErrUnknownOutcome = errors.New("ctlclient: change outcome unknown")
+)
 
 // Client talks to a controller cluster. It is safe for concurrent use;
 // changes from one Client are applied in the order they were called.
@@ -52,9 +60,7 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 	if len(dial) == 0 {
 		dial = transport.DialOptions()
 	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	c := &Client{id: binary.BigEndian.Uint64(id[:]) | 1}
+	c := &Client{id: newSessionID()}
 	for _, a := range addrs {
 		conn, err := grpc.NewClient(a, dial...)
 		if err != nil {
@@ -65,6 +71,12 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 		c.clients = append(c.clients, controllerpb.NewControllerClient(conn))
 	}
 	return c, nil
+}
+
+func newSessionID() uint64 {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	return binary.BigEndian.Uint64(id[:]) | 1
 }
 
 // Close releases the connections.
@@ -110,18 +122,36 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 func (c *Client) change(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (*controllerpb.ChangeReply, error)) (controller.Config, error) {
 	c.changeMu.Lock()
 	defer c.changeMu.Unlock()
-	c.seq++
-	sess := &controllerpb.Session{ClientId: c.id, Seq: c.seq}
-	var reply *controllerpb.ChangeReply
-	err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
-		var err error
-		reply, err = fn(ctx, cl, sess)
-		return err
-	})
-	if err != nil {
+	maybe := false // an attempt may have reached the log
+	for {
+		c.seq++
+		sess := &controllerpb.Session{ClientId: c.id, Seq: c.seq}
+		var reply *controllerpb.ChangeReply
+		err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+			var err error
+			reply, err = fn(ctx, cl, sess)
+			if err != nil {
+				if e := ctlserver.Errors.FromStatus(err); !raftnode.CertainlyNotApplied(e) && !errors.Is(e, controller.ErrSessionExpired) {
+					maybe = true
+				}
+			}
+			return err
+		})
+		switch {
+		case err == nil:
+			return controller.ConfigFromProto(reply.GetConfig()), nil
+		case errors.Is(err, controller.ErrSessionExpired):
+			// The controller forgot this session: continue in a new one.
+			c.id, c.seq = newSessionID(), 0
+			if !maybe && ctx.Err() == nil {
+				continue // certainly not applied: safe to retry
+			}
+			return controller.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		case maybe && !controller.Refusal(err):
+			return controller.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		}
 		return controller.Config{}, err
 	}
-	return controller.ConfigFromProto(reply.GetConfig()), nil
 }
 
 // Join adds groups (id -> replica addresses) and rebalances. It returns the

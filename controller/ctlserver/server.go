@@ -1,8 +1,8 @@
 // Package ctlserver runs one replica of the shard controller: a raft node
 // whose state machine is a controller.Store, served over gRPC.
 //
-// Changes (Join, Leave, Move) are proposed on the leader, stamped with its
-// clock, and answered once applied. Query is linearizable: the leader
+// Changes (Join, Leave, Move) are proposed on the leader, stamped with
+// replicated time (session.Clock), and answered once applied. Query is linearizable: the leader
 // confirms a read index before reading its applied state. Watch is a long
 // poll any replica answers from its own applied state, for drivers that
 // only need to learn of new configurations promptly.
@@ -22,6 +22,7 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -46,6 +47,7 @@ var Errors = rpcerr.NewTable("shardkv.controller", append([]rpcerr.Entry{
 	{Err: controller.ErrWouldOrphan, Code: codes.FailedPrecondition, Reason: "WOULD_ORPHAN"},
 	{Err: controller.ErrInvalidShards, Code: codes.InvalidArgument, Reason: "INVALID_SHARDS"},
 	{Err: controller.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
+	{Err: controller.ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
 }, rpcerr.RaftEntries...)...)
 
 // Config describes one controller replica.
@@ -59,6 +61,9 @@ type Config struct {
 	// Tune, if set, adjusts the raft node's configuration (tests shorten
 	// snapshot thresholds with it).
 	Tune func(*raftnode.Config)
+	// Time is the clock the leader stamps commands by (the machine's by
+	// default). See session.Clock.
+	Time session.TimeSource
 }
 
 // Server is one running controller replica.
@@ -67,6 +72,7 @@ type Server struct {
 	store *controller.Store
 	node  *raftnode.Node
 	log   *slog.Logger
+	clock *session.Clock
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -96,7 +102,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{store: store, node: node, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{store: store, node: node, log: log, clock: session.NewClock(cfg.Time, log), stop: make(chan struct{}), done: make(chan struct{})}
 	go s.initialize(cfg.NumShards)
 	return s, nil
 }
@@ -162,7 +168,7 @@ func (s *Server) Move(ctx context.Context, req *controllerpb.MoveRequest) (*cont
 }
 
 func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*controllerpb.ChangeReply, error) {
-	cmd.Stamp = time.Now().UnixMilli()
+	cmd.Stamp = s.clock.Stamp(s.store.Now())
 	before, _, _ := s.store.Query(-1)
 	data, err := proto.Marshal(cmd)
 	if err != nil {

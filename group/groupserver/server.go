@@ -35,6 +35,7 @@ import (
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -49,6 +50,7 @@ var Errors = rpcerr.NewTable("shardkv.kv", append([]rpcerr.Entry{
 	{Err: group.ErrEmptyKey, Code: codes.InvalidArgument, Reason: "EMPTY_KEY"},
 	{Err: group.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
 	{Err: group.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
+	{Err: group.ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
 }, rpcerr.RaftEntries...)...)
 
 // Config describes one group replica.
@@ -74,6 +76,9 @@ type Config struct {
 	Tune func(*raftnode.Config)
 	// Metrics, if set, receives migration and request measurements.
 	Metrics *Metrics
+	// Time is the clock the leader stamps commands by (the machine's by
+	// default; tests step its wall clock). See session.Clock.
+	Time session.TimeSource
 }
 
 // Server is one running group replica.
@@ -81,8 +86,9 @@ type Server struct {
 	kvpb.UnimplementedKVServer
 	cfg  Config
 	sm   *group.StateMachine
-	node *raftnode.Node
-	log  *slog.Logger
+	node  *raftnode.Node
+	log   *slog.Logger
+	clock *session.Clock
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -131,7 +137,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, sm: sm, node: node, log: log, conns: map[string]*grpc.ClientConn{},
+	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log), conns: map[string]*grpc.ClientConn{},
 		busy: map[task]bool{}, stop: make(chan struct{})}
 	s.wg.Add(1)
 	go s.drive()
@@ -159,8 +165,8 @@ func (s *Server) Stop() {
 	s.connMu.Unlock()
 }
 
-// propose stamps cmd with this leader's clock, replicates it and returns
-// the state machine's outcome.
+// propose stamps cmd with replicated time, replicates it and returns the
+// state machine's outcome.
 func (s *Server) propose(ctx context.Context, cmd *kvpb.Command) error {
 	p, err := s.submit(ctx, cmd)
 	if err != nil {
@@ -169,10 +175,10 @@ func (s *Server) propose(ctx context.Context, cmd *kvpb.Command) error {
 	return outcome(ctx, p)
 }
 
-// submit stamps cmd with this leader's clock and appends it to the log
-// without waiting for it to apply.
+// submit stamps cmd with replicated time and appends it to the log without
+// waiting for it to apply.
 func (s *Server) submit(ctx context.Context, cmd *kvpb.Command) (*raftnode.Pending, error) {
-	cmd.Stamp = time.Now().UnixMilli()
+	cmd.Stamp = s.clock.Stamp(s.sm.Now())
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", group.ErrMalformed, err)
@@ -243,6 +249,8 @@ func opName(op kvpb.WriteOp) string {
 		return "append"
 	case kvpb.WriteOp_WRITE_OP_DELETE:
 		return "delete"
+	case kvpb.WriteOp_WRITE_OP_OPEN_SESSION:
+		return "open_session"
 	}
 	return "unknown"
 }

@@ -1,0 +1,176 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// steppedTime is the machine's clocks with a wall-clock offset the test
+// steps, as NTP or an operator would on the leader's machine.
+type steppedTime struct {
+	start  time.Time
+	offset atomic.Int64 // nanoseconds
+}
+
+func (s *steppedTime) Wall() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
+
+func (s *steppedTime) Monotonic() time.Duration { return time.Since(s.start) }
+
+// TestClockStepsKeepExactlyOnce steps every leader's wall clock two hours
+// forward, then back, while clients append through lossy links (so they
+// retry). With stamps taken from the wall clock, the forward step expires
+// every session (TTL one hour) and retried appends apply twice.
+func TestClockStepsKeepExactlyOnce(t *testing.T) {
+	clock := &steppedTime{start: time.Now()}
+	h := start(t, cluster.Options{Groups: 1, Time: clock})
+	h.join(1)
+	loss := lossy(h.seed, 0.2, 2*time.Millisecond)
+	var (
+		mu      sync.Mutex
+		acked   = map[string][]string{}
+		unknown []string
+		wg      sync.WaitGroup
+		stop    = make(chan struct{})
+	)
+	for c := 0; c < 6; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := h.client(client.WithDialOptions(transport.DialOptions(loss)...),
+				client.WithAttemptTimeout(500*time.Millisecond))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("k%d", (c+i)%3)
+				tok := fmt.Sprintf("[%d.%d]", c, i)
+				ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+				err := cl.Append(ctx, []byte(key), []byte(tok))
+				cancel()
+				mu.Lock()
+				if err == nil {
+					acked[key] = append(acked[key], tok)
+				} else {
+					unknown = append(unknown, tok)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, step := range []time.Duration{2 * time.Hour, -3 * time.Hour, 5 * time.Hour, -4 * time.Hour} {
+		time.Sleep(400 * time.Millisecond)
+		clock.offset.Add(int64(step))
+	}
+	time.Sleep(400 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	cl := h.client()
+	total := 0
+	for key, toks := range acked {
+		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+		v, _, err := cl.Get(ctx, []byte(key))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range toks {
+			if n := strings.Count(string(v), tok); n != 1 {
+				t.Fatalf("%s: acknowledged %s applied %d times", key, tok, n)
+			}
+		}
+		for _, tok := range unknown {
+			if n := strings.Count(string(v), tok); n > 1 {
+				t.Fatalf("%s: %s applied %d times", key, tok, n)
+			}
+		}
+		total += len(toks)
+	}
+	t.Logf("%d acknowledged appends, %d unknown", total, len(unknown))
+	if total == 0 {
+		t.Fatal("no append succeeded")
+	}
+}
+
+// TestRetryAfterSessionExpiry loses the reply of an applied append, keeps
+// the client from retrying until the session has expired (others' writes
+// advance replicated time), and checks that the retry is refused with
+// ErrSessionExpired, that the client reports the outcome unknown, and that
+// the append is applied exactly once. The client's next write works in a
+// new session.
+func TestRetryAfterSessionExpiry(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	h := start(t, cluster.Options{Groups: 1, Limits: group.Limits{SessionTTL: ttl}})
+	h.join(1)
+	other := h.client()
+	// Another key of k's shard: its writes advance the shard's time.
+	neighbour := ""
+	for i := 0; neighbour == ""; i++ {
+		if k := fmt.Sprint("n", i); controller.ShardOf([]byte(k), 10) == controller.ShardOf([]byte("k"), 10) {
+			neighbour = k
+		}
+	}
+	var held atomic.Bool
+	expired := make(chan error, 8)
+	hold := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		w, _ := req.(*kvpb.WriteRequest)
+		if w.GetOp() == kvpb.WriteOp_WRITE_OP_APPEND && err == nil && held.CompareAndSwap(false, true) {
+			// The append is applied; its reply is "lost" until others
+			// have written for three TTLs.
+			deadline := time.Now().Add(3 * ttl)
+			for i := 0; time.Now().Before(deadline); i++ {
+				h.put(other, neighbour, "other")
+				time.Sleep(20 * time.Millisecond)
+			}
+			return status.Error(codes.Unavailable, "injected reply loss")
+		}
+		if errors.Is(groupserver.Errors.FromStatus(err), group.ErrSessionExpired) {
+			expired <- err
+		}
+		return err
+	})
+	cl := h.client(client.WithDialOptions(transport.DialOptions(hold)...))
+	err := cl.Append(h.ctx, []byte("k"), []byte("x"))
+	if !errors.Is(err, client.ErrUnknownOutcome) {
+		t.Fatalf("append whose session expired before its retry: %v, want ErrUnknownOutcome", err)
+	}
+	select {
+	case e := <-expired:
+		t.Logf("retry refused: %v", e)
+	default:
+		t.Fatal("the retry was not refused with ErrSessionExpired")
+	}
+	v, _, err := cl.Get(h.ctx, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(v), "x"); n != 1 {
+		t.Fatalf("value %q: the append was applied %d times", v, n)
+	}
+	if err := cl.Append(h.ctx, []byte("k"), []byte("y")); err != nil {
+		t.Fatalf("next write after the expiry: %v", err)
+	}
+	if v, _, _ := cl.Get(h.ctx, []byte("k")); !strings.HasSuffix(string(v), "xy") {
+		t.Fatalf("value %q", v)
+	}
+}

@@ -1,0 +1,90 @@
+package raftnode_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/transport/memnet"
+)
+
+// TestErrorClasses is the table of every error a proposal can end with and
+// whether it proves the proposal was not applied. A retry after an error
+// classed "certainly not applied" must never apply a command twice; every
+// other error leaves the outcome unknown.
+func TestErrorClasses(t *testing.T) {
+	for _, tc := range []struct {
+		err          error
+		certainlyNot bool
+	}{
+		{&raftnode.NotLeaderError{Leader: 2}, true},
+		{&raftnode.NotLeaderError{}, true},
+		{raftnode.ErrProposalDropped, true},
+		{raftnode.ErrStopped, true},
+		{fmt.Errorf("wrapped: %w", raftnode.ErrProposalDropped), true},
+		{raftnode.ErrStoppedInFlight, false},
+		{raftnode.ErrLeaderChanged, false},
+		{context.DeadlineExceeded, false},
+		{context.Canceled, false},
+		{raftnode.ErrReadTimeout, false},
+		{errors.New("transport: connection reset"), false},
+	} {
+		if got := raftnode.CertainlyNotApplied(tc.err); got != tc.certainlyNot {
+			t.Errorf("CertainlyNotApplied(%v) = %v, want %v", tc.err, got, tc.certainlyNot)
+		}
+	}
+	if errors.Is(raftnode.ErrStoppedInFlight, raftnode.ErrStopped) {
+		t.Error("ErrStoppedInFlight must not match ErrStopped: callers treat ErrStopped as certain")
+	}
+}
+
+// TestStoppedLeaderReportsUnknown stops a leader whose proposal reached the
+// followers but was not yet committed: the proposer must be told the
+// outcome is unknown, and indeed the new leader then applies the entry.
+// (Reporting ErrStopped here made a retried append apply twice in
+// TestLinearizable.)
+func TestStoppedLeaderReportsUnknown(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	lead := c.leader()
+	// Followers receive the leader's appends, but their acks are lost, so
+	// the entry cannot commit while this leader lives.
+	for _, id := range c.peers {
+		if id != lead {
+			c.net.SetLinkFaults(testGroup, id, lead, memnet.Faults{Drop: 1})
+		}
+	}
+	p, err := c.node(lead).Submit(context.Background(), encodeCmd('a', "k", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a follower has the entry in its log (it cannot apply it).
+	time.Sleep(100 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Wait(context.Background())
+		done <- err
+	}()
+	c.crash(lead)
+	err = <-done
+	if !errors.Is(err, raftnode.ErrStoppedInFlight) || raftnode.CertainlyNotApplied(err) {
+		t.Fatalf("Wait after stop = %v, want ErrStoppedInFlight (outcome unknown)", err)
+	}
+	c.net.SetFaults(memnet.Faults{})
+	c.net.Heal()
+	for _, id := range c.peers {
+		if id != lead {
+			c.net.SetLinkFaults(testGroup, id, lead, memnet.Faults{})
+		}
+	}
+	c.leader()
+	// The survivors elect a leader, which commits the entry of the stopped
+	// one: an answer of "certainly not applied" would have been a lie.
+	want := map[string]string{"k": "x"}
+	c.mu.Lock()
+	delete(c.sms, lead)
+	c.mu.Unlock()
+	c.waitConverged(want)
+}
