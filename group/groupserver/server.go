@@ -84,8 +84,8 @@ type Config struct {
 // Server is one running group replica.
 type Server struct {
 	kvpb.UnimplementedKVServer
-	cfg  Config
-	sm   *group.StateMachine
+	cfg   Config
+	sm    *group.StateMachine
 	node  *raftnode.Node
 	log   *slog.Logger
 	clock *session.Clock
