@@ -20,10 +20,27 @@ type Engine struct {
 func Open(dir string) (*Engine, error) {
 	opts := &pebble.Options{
 		Logger: quietLogger{dir: dir},
+		// WAL sync chunks record, in every chunk, how far the log was
+		// synced. With them Pebble tells a torn tail (an incomplete last
+		// write: tolerated) from a damaged record followed by synced data
+		// (corruption: Open fails). Older formats treat any bad record of
+		// the newest WAL as its end, silently dropping acknowledged writes.
+		FormatMajorVersion: pebble.FormatNewest,
 	}
 	db, err := pebble.Open(dir, opts)
+	if pebble.IsCorruptionError(err) {
+		return nil, &CorruptionError{Dir: dir, Reason: err.Error()}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open engine %s: %w", dir, err)
+	}
+	// Pebble creates a new store at its oldest format and ratchets it up
+	// after opening its first WAL, which therefore lacks sync chunks. A
+	// flush retires that WAL (and any replayed one) into tables and starts
+	// one written in the current format.
+	if err := db.Flush(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open engine %s: flush: %w", dir, err)
 	}
 	return &Engine{db: db, dir: dir}, nil
 }

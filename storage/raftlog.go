@@ -17,12 +17,16 @@ import (
 // acknowledged writes.
 type CorruptionError struct {
 	Dir     string  // engine directory
-	Replica Replica // whose log is damaged
+	Replica Replica // whose log is damaged; zero for the engine's own write-ahead log
 	Index   uint64  // damaged log index; 0 for the hard state or snapshot record
 	Reason  string
 }
 
 func (e *CorruptionError) Error() string {
+	if e.Replica == (Replica{}) {
+		return fmt.Sprintf("storage %s: write-ahead log is corrupted (a damaged record is followed by synced data, "+
+			"so this is not a torn tail; acknowledged writes would be lost): %s", e.Dir, e.Reason)
+	}
 	what := "raft log entry " + fmt.Sprint(e.Index)
 	if e.Index == 0 {
 		what = "raft metadata"
