@@ -65,6 +65,9 @@ type Options struct {
 	// Time is the clock every leader stamps commands by (default: the
 	// machine's); tests step its wall clock.
 	Time session.TimeSource
+	// ClusterToken names a new cluster (default "shardkv"); with the
+	// controller's addresses it makes the cluster id.
+	ClusterToken string
 }
 
 // Replica identifies a replica: group 0 is the controller.
@@ -81,10 +84,11 @@ type member struct {
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	opts    Options
-	shared  *storage.Engine
-	raftSrv *transport.Server
-	raftNet *transport.GRPCNetwork
+	opts      Options
+	clusterID uint64
+	shared    *storage.Engine
+	raftSrv   *transport.Server
+	raftNet   *transport.GRPCNetwork
 
 	mu      sync.Mutex
 	addrs   map[Replica]string
@@ -111,6 +115,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ClusterToken == "" {
+		opts.ClusterToken = "shardkv"
+	}
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{}}
 	port := opts.BasePort
 	for _, r := range c.Replicas() {
@@ -126,6 +133,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		c.addrs[r] = addr
 	}
+	c.clusterID = storage.ClusterIDFor(opts.ClusterToken, c.membership(ctlserver.Group))
+	// Every connection states the cluster id and every server checks it.
+	c.opts.DialOptions = append(transport.DialOptions(transport.WithClusterID(c.clusterID)...), opts.DialOptions...)
+	c.opts.ServerOptions = transport.ServerOptions(append(transport.CheckClusterID(c.clusterID, opts.Logger), opts.ServerOptions...)...)
+	opts = c.opts
 	if opts.RaftNetwork == nil {
 		c.raftSrv = transport.NewServer()
 		c.raftNet = transport.NewGRPCNetwork(c.raftSrv, func(group, id uint64) (string, bool) {
@@ -200,6 +212,18 @@ func (c *Cluster) ControllerClient() (*ctlclient.Client, error) {
 	return ctlclient.New(c.ControllerAddrs(), c.opts.DialOptions...)
 }
 
+// membership is group gid's replicas by id, with their addresses.
+func (c *Cluster) membership(gid uint64) map[uint64]string {
+	out := map[uint64]string{}
+	for _, id := range c.peers(gid) {
+		out[id] = c.addrs[Replica{gid, id}]
+	}
+	return out
+}
+
+// ClusterID is the cluster's id (see storage.ClusterIDFor).
+func (c *Cluster) ClusterID() uint64 { return c.clusterID }
+
 func (c *Cluster) peers(gid uint64) []uint64 {
 	n := c.opts.Replicas
 	if gid == ctlserver.Group {
@@ -228,6 +252,11 @@ func (c *Cluster) StartReplica(r Replica) error {
 			return err
 		}
 		m.engine, engine = e, e
+	}
+	want := storage.Identity{ClusterID: c.clusterID, Peers: c.membership(r.Group)}
+	if _, err := engine.EnsureIdentity(storage.Replica{Group: r.Group, ID: r.ID}, want, storage.ClusterNew); err != nil {
+		m.stop()
+		return err
 	}
 	network := c.opts.RaftNetwork
 	if network == nil {

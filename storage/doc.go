@@ -19,6 +19,8 @@
 //	       'h'                hard state (term, vote, commit)
 //	       's'                metadata of the latest snapshot (index, term, conf state)
 //	       'l' <index:8 BE>   one log entry, framed with a CRC-32C checksum
+//	       'i'                the replica's identity: cluster id and its
+//	                          group's membership (JSON; see EnsureIdentity)
 //	'm'  the replica's state machine; the suffix is the state machine's own
 //	     business (see StateKey and StateSpan).
 //

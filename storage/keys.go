@@ -16,6 +16,7 @@ const (
 	raftHardState = 'h'
 	raftSnapshot  = 's'
 	raftLogEntry  = 'l'
+	raftIdentity  = 'i'
 )
 
 func (r Replica) prefix(kind byte) []byte {

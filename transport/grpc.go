@@ -18,7 +18,8 @@ import (
 const (
 	// snapshotChunkSize bounds one gRPC message of a snapshot stream.
 	snapshotChunkSize = 1 << 20
-	// maxBatchBytes bounds one batch of ordinary messages.
+	// maxBatchBytes bounds one batch of ordinary messages, well below
+	// MaxMessageBytes.
 	maxBatchBytes = 4 << 20
 	// queueLen bounds the messages waiting for one peer; beyond it they are
 	// dropped and reported unreachable, as a congested network would.
@@ -219,27 +220,45 @@ func (p *peer) run() {
 		stream grpc.ClientStreamingClient[transportpb.Batch, transportpb.Ack]
 		cancel context.CancelFunc = func() {}
 		batch  []outgoing
+		next   *outgoing // taken from the queue, did not fit the last batch
 	)
 	defer func() { cancel() }()
 	backoff := 10 * time.Millisecond
 	for {
 		batch = batch[:0]
-		select {
-		case o := <-p.queue:
-			batch = append(batch, o)
-		case <-p.stop:
-			return
-		}
-		size := len(batch[0].env.GetMessage())
-	drain:
-		for size < maxBatchBytes {
+		if next != nil {
+			batch, next = append(batch, *next), nil
+		} else {
 			select {
 			case o := <-p.queue:
 				batch = append(batch, o)
-				size += len(o.env.GetMessage())
+			case <-p.stop:
+				return
+			}
+		}
+		// A batch holds at most maxBatchBytes of messages, or one larger
+		// message alone, so it always stays below the receiver's limit
+		// (raft bounds one append message by MaxSizePerMsg plus one entry).
+		size := envelopeSize(batch[0])
+	drain:
+		for {
+			select {
+			case o := <-p.queue:
+				if size+envelopeSize(o) > maxBatchBytes {
+					next = &o
+					break drain
+				}
+				batch = append(batch, o)
+				size += envelopeSize(o)
 			default:
 				break drain
 			}
+		}
+		if size > MaxMessageBytes {
+			// Cannot be sent at all: tell raft, which will retry or
+			// snapshot, rather than break the stream for everyone.
+			unreachable(batch)
+			continue
 		}
 		if stream == nil {
 			s, c, err := p.open()
@@ -277,8 +296,18 @@ func (p *peer) open() (grpc.ClientStreamingClient[transportpb.Batch, transportpb
 		cancel()
 		return nil, nil, err
 	}
+	// The server answers a client stream only when it ends it (a refusal,
+	// such as another cluster's id, or its shutdown): end ours then too, so
+	// the next Send fails and its messages are reported unreachable.
+	go func() {
+		_ = s.RecvMsg(&transportpb.Ack{})
+		cancel()
+	}()
 	return s, cancel, nil
 }
+
+// envelopeSize is what o adds to a batch on the wire, framing included.
+func envelopeSize(o outgoing) int { return proto.Size(o.env) + 8 }
 
 func unreachable(batch []outgoing) {
 	for _, o := range batch {

@@ -15,6 +15,10 @@ import (
 // defaultControllers are where `shardkv dev` puts the controller.
 const defaultControllers = "127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102"
 
+// defaultClusterToken names new clusters unless --cluster-token says
+// otherwise (see storage.ClusterIDFor).
+const defaultClusterToken = "shardkv"
+
 type globals struct {
 	logFormat string
 	logLevel  string

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -30,6 +32,7 @@ type replicaFlags struct {
 	data            string
 	http            string
 	snapshotEntries uint64
+	state           string
 }
 
 // tune applies the raft tuning flags.
@@ -48,6 +51,8 @@ func (r *replicaFlags) register(cmd *cobra.Command) {
 	f.StringVar(&r.data, "data", "", "data directory")
 	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (none if empty)")
 	f.Uint64Var(&r.snapshotEntries, "snapshot-entries", 0, "applied entries between log compactions (default 10000)")
+	f.StringVar(&r.state, "initial-cluster-state", string(storage.ClusterNew),
+		"new: with empty data, found a new group; existing: the data must already hold this replica (empty data is refused)")
 }
 
 // parsePeers reads "1=host:port,2=host:port".
@@ -73,6 +78,9 @@ func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
 	if r.id == 0 || r.listen == "" || r.peers == "" || r.data == "" {
 		return nil, nil, fmt.Errorf("--id, --listen, --peers and --data are required")
 	}
+	if r.state != string(storage.ClusterNew) && r.state != string(storage.ClusterExisting) {
+		return nil, nil, fmt.Errorf("--initial-cluster-state must be new or existing, not %q", r.state)
+	}
 	peers, ids, err := parsePeers(r.peers)
 	if err != nil {
 		return nil, nil, err
@@ -83,10 +91,16 @@ func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
 	return peers, ids, nil
 }
 
-// runReplica serves one replica until SIGINT or SIGTERM: start builds it on
-// the engine and raft network and registers its service on g.
+// replicaStart builds a replica on the engine and raft network of the
+// cluster clusterID and registers its service on g.
+type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, err error)
+
+// runReplica serves one replica until SIGINT or SIGTERM. Before anything
+// starts it checks the replica's identity (storage.EnsureIdentity):
+// clusterID tells the id of the cluster the replica is started in, given
+// whether an identity is stored (0: whatever is stored).
 func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
-	start func(e *storage.Engine, net transport.Network, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, err error)) error {
+	clusterID func(ctx context.Context, stored bool) (uint64, error), start replicaStart) error {
 	log, err := g.logger()
 	if err != nil {
 		return err
@@ -102,16 +116,29 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 		return err
 	}
 	defer e.Close()
+	rep := storage.Replica{Group: gid, ID: r.id}
+	want := storage.Identity{Peers: peers}
+	_, stored, err := e.LoadIdentity(rep)
+	if err != nil {
+		return err
+	}
+	if want.ClusterID, err = clusterID(ctx, stored); err != nil {
+		return fmt.Errorf("learn the cluster id: %w", err)
+	}
+	ident, err := e.EnsureIdentity(rep, want, storage.ClusterState(r.state))
+	if err != nil {
+		return err
+	}
 	raftSrv := transport.NewServer()
 	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
 		a, ok := peers[id]
 		return a, ok && group == gid
-	})
+	}, transport.DialOptions(transport.WithClusterID(ident.ClusterID)...)...)
 	defer network.Close()
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(transport.ServerOptions(transport.CheckClusterID(ident.ClusterID, log)...)...)
 	raftSrv.Register(gs)
 	reg := ops.NewRegistry()
-	stop, node, err := start(e, network, gs, reg)
+	stop, node, err := start(e, network, ident.ClusterID, gs, reg)
 	if err != nil {
 		return err
 	}
@@ -129,7 +156,8 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 		}
 	}
 	log = log.With("component", "process")
-	log.Info("replica serving", "group", gid, "replica", r.id, "listen", r.listen, "data", r.data)
+	log.Info("replica serving", "group", gid, "replica", r.id, "listen", r.listen, "data", r.data,
+		"cluster", fmt.Sprintf("%016x", ident.ClusterID))
 	select {
 	case <-ctx.Done():
 	case <-node().Done():
@@ -145,6 +173,7 @@ func newControllerCmd(g *globals) *cobra.Command {
 	var (
 		r      replicaFlags
 		shards int
+		token  string
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -153,7 +182,11 @@ func newControllerCmd(g *globals) *cobra.Command {
     --peers 1=127.0.0.1:7100,2=127.0.0.1:7101,3=127.0.0.1:7102`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runReplica(cmd, g, &r, ctlserver.Group, func(e *storage.Engine, net transport.Network, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, error) {
+			clusterID := func(context.Context, bool) (uint64, error) {
+				peers, _, err := parsePeers(r.peers)
+				return storage.ClusterIDFor(token, peers), err
+			}
+			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, _ uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
 				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune})
@@ -167,6 +200,8 @@ func newControllerCmd(g *globals) *cobra.Command {
 	}
 	r.register(cmd)
 	cmd.Flags().IntVar(&shards, "shards", ctlserver.DefaultShards, "number of shards, used only when the cluster is created")
+	cmd.Flags().StringVar(&token, "cluster-token", defaultClusterToken,
+		"with --peers, names a new cluster: its id is derived from both (as etcd's --initial-cluster-token)")
 	return cmd
 }
 
@@ -188,15 +223,45 @@ func newServerCmd(g *globals) *cobra.Command {
 			if gid == 0 {
 				return fmt.Errorf("--group must be a group id above 0")
 			}
-			return runReplica(cmd, g, &r, gid, func(e *storage.Engine, net transport.Network, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, error) {
+			// A replica without a stored identity learns its cluster from
+			// the controllers, waiting for them; one with an identity checks
+			// it against them if they answer within seconds.
+			clusterID := func(ctx context.Context, stored bool) (uint64, error) {
+				ctl, err := ctlclient.New(splitList(controllers))
+				if err != nil {
+					return 0, err
+				}
+				defer ctl.Close()
+				if stored {
+					ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+					defer cancel()
+					id, _ := ctl.ClusterID(ctx)
+					return id, nil
+				}
+				for {
+					id, err := ctl.ClusterID(ctx)
+					if err == nil || ctx.Err() != nil {
+						return id, err
+					}
+					log, _ := g.logger()
+					log.Warn("waiting for the controllers to learn the cluster id", "err", err)
+					select {
+					case <-time.After(time.Second):
+					case <-ctx.Done():
+						return 0, ctx.Err()
+					}
+				}
+			}
+			return runReplica(cmd, g, &r, gid, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
-				ctl, err := ctlclient.New(splitList(controllers))
+				dial := transport.DialOptions(transport.WithClusterID(cid)...)
+				ctl, err := ctlclient.New(splitList(controllers), dial...)
 				if err != nil {
 					return nil, nil, err
 				}
 				s, err := groupserver.Start(groupserver.Config{GID: gid, ID: r.id, Peers: ids, Engine: e, Network: net,
-					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id), Tune: r.tune})
+					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id), Tune: r.tune, DialOptions: dial})
 				if err != nil {
 					ctl.Close()
 					return nil, nil, err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
@@ -187,6 +188,26 @@ func (c *Client) Move(ctx context.Context, shard int, gid uint64) (controller.Co
 	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
 		return cl.Move(ctx, &controllerpb.MoveRequest{Shard: uint32(shard), Gid: gid, Session: s})
 	})
+}
+
+// ClusterID returns the id of the cluster the controllers belong to, as a
+// controller replica states it in its response headers. A replica group's
+// replica learns it so on its first start. It fails with
+// controller.ErrNotInitialized until the controller has a configuration.
+func (c *Client) ClusterID(ctx context.Context) (uint64, error) {
+	var header metadata.MD
+	err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+		_, err := cl.Query(ctx, &controllerpb.QueryRequest{Num: -1}, grpc.Header(&header))
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	id, ok := transport.ReadClusterID(header)
+	if !ok {
+		return 0, errors.New("ctlclient: the controller did not state its cluster id")
+	}
+	return id, nil
 }
 
 // Query returns configuration n (the latest for n < 0) and the cluster's

@@ -1,0 +1,169 @@
+package storage
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Identity is who a replica is, persisted when it is first started and
+// checked at every later start (etcd's member and cluster ids play the same
+// role): the cluster it belongs to and the membership of its group.
+type Identity struct {
+	// ClusterID is the cluster's identity, fixed when the cluster is
+	// created (see ClusterIDFor). Every peer RPC carries it.
+	ClusterID uint64 `json:"cluster_id"`
+	// Peers is the group's membership: Raft id -> address.
+	Peers map[uint64]string `json:"peers"`
+}
+
+// ClusterIDFor derives a new cluster's id from a token and the initial
+// membership of its controller group, as etcd derives its cluster id from
+// --initial-cluster and --initial-cluster-token: replicas started with
+// the same flags compute the same id without talking to each other, and a
+// replica started with a different membership computes a different one.
+func ClusterIDFor(token string, controllerPeers map[uint64]string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(token))
+	for _, id := range slices.Sorted(maps.Keys(controllerPeers)) {
+		fmt.Fprintf(h, "\x00%d=%s", id, controllerPeers[id])
+	}
+	if v := h.Sum64(); v != 0 {
+		return v
+	}
+	return 1
+}
+
+// ErrIdentityMismatch is matched by every *IdentityError.
+var ErrIdentityMismatch = errors.New("storage: replica identity mismatch")
+
+// IdentityError reports a start whose flags disagree with what the data
+// directory says the replica is. Starting anyway could form a second
+// majority beside the real group (a split brain) or join the wrong cluster.
+type IdentityError struct {
+	Dir      string
+	Replica  Replica
+	Stored   Identity // zero when nothing is stored
+	Flags    Identity
+	Problem  string
+	Recovery string
+}
+
+func (e *IdentityError) Error() string {
+	return fmt.Sprintf("storage %s: group %d replica %d: %s (stored: cluster %016x, peers %s; given: cluster %016x, peers %s). %s",
+		e.Dir, e.Replica.Group, e.Replica.ID, e.Problem, e.Stored.ClusterID, formatPeers(e.Stored.Peers),
+		e.Flags.ClusterID, formatPeers(e.Flags.Peers), e.Recovery)
+}
+
+// Is makes errors.Is(err, ErrIdentityMismatch) true.
+func (e *IdentityError) Is(target error) bool { return target == ErrIdentityMismatch }
+
+func formatPeers(p map[uint64]string) string {
+	if len(p) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, id := range slices.Sorted(maps.Keys(p)) {
+		parts = append(parts, fmt.Sprintf("%d=%s", id, p[id]))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (r Replica) identityKey() []byte { return append(r.prefix(kindRaft), raftIdentity) }
+
+// LoadIdentity returns the identity stored for r; ok is false when none is.
+func (e *Engine) LoadIdentity(r Replica) (id Identity, ok bool, err error) {
+	v, ok, err := Get(e.db, r.identityKey())
+	if err != nil || !ok {
+		return Identity{}, false, err
+	}
+	if err := json.Unmarshal(v, &id); err != nil {
+		return Identity{}, false, &CorruptionError{Dir: e.dir, Replica: r, Reason: fmt.Sprintf("identity record: %v", err)}
+	}
+	return id, true, nil
+}
+
+// ClusterState says what a replica with no stored identity may do, as
+// etcd's --initial-cluster-state.
+type ClusterState string
+
+const (
+	// ClusterNew: the replica is one of the founding members of a new
+	// cluster or group.
+	ClusterNew ClusterState = "new"
+	// ClusterExisting: the replica is expected to hold the data of an
+	// existing cluster; empty data is an error, never a fresh start.
+	ClusterExisting ClusterState = "existing"
+)
+
+// EnsureIdentity checks the identity a replica is started with against the
+// one stored in its data, storing it on a first start. A missing
+// ClusterID in want (0) means "whatever is stored" and is only allowed when
+// something is. It returns the identity in force.
+//
+// It refuses (with *IdentityError) a different membership or cluster than
+// the stored one, and empty data when state is ClusterExisting: such a
+// replica would otherwise start a new, empty group beside the real one.
+func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (Identity, error) {
+	stored, ok, err := e.LoadIdentity(r)
+	if err != nil {
+		return Identity{}, err
+	}
+	mismatch := func(problem, recovery string) error {
+		return &IdentityError{Dir: e.dir, Replica: r, Stored: stored, Flags: want, Problem: problem, Recovery: recovery}
+	}
+	if ok {
+		if !maps.Equal(want.Peers, stored.Peers) {
+			return Identity{}, mismatch("the flags name a different membership than the one this replica was created with",
+				"Start it with its original --peers; membership cannot be changed by restarting with other flags.")
+		}
+		if want.ClusterID != 0 && want.ClusterID != stored.ClusterID {
+			return Identity{}, mismatch("the data belongs to another cluster",
+				"Point the replica at its own cluster's peers and controllers, or give it an empty data directory.")
+		}
+		return stored, nil
+	}
+	hasRaft, err := e.hasRaftState(r)
+	if err != nil {
+		return Identity{}, err
+	}
+	switch {
+	case !hasRaft && state == ClusterExisting:
+		return Identity{}, mismatch("--initial-cluster-state existing, but the data directory holds no replica",
+			"A lost replica's data cannot be recreated by starting it empty; restore it from a backup, or replace the replica (see the README's recovery section).")
+	case want.ClusterID == 0:
+		return Identity{}, mismatch("no cluster id known for a replica without stored identity", "Start the cluster's controllers first.")
+	}
+	// A first start, or data written before identities were stored.
+	v, err := json.Marshal(want)
+	if err != nil {
+		return Identity{}, err
+	}
+	if err := e.db.Set(r.identityKey(), v, pebble.Sync); err != nil {
+		return Identity{}, fmt.Errorf("storage %s: store identity: %w", e.dir, err)
+	}
+	return want, nil
+}
+
+// hasRaftState reports whether any Raft state (hard state, snapshot or
+// entries) is stored for r.
+func (e *Engine) hasRaftState(r Replica) (bool, error) {
+	lo := r.prefix(kindRaft)
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: PrefixEnd(lo)})
+	if err != nil {
+		return false, err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if string(it.Key()) != string(r.identityKey()) {
+			return true, nil
+		}
+	}
+	return false, it.Error()
+}

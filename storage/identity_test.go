@@ -1,0 +1,69 @@
+package storage
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+func TestEnsureIdentity(t *testing.T) {
+	dir := t.TempDir()
+	e, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	r := Replica{Group: 0, ID: 1}
+	one := map[uint64]string{1: "a:1"}
+	three := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
+	cid := ClusterIDFor("shardkv", one)
+	if cid == ClusterIDFor("shardkv", three) || cid == ClusterIDFor("other", one) {
+		t.Fatal("cluster ids of different memberships or tokens collide")
+	}
+
+	// Empty data told it is part of an existing cluster: refused.
+	if _, err := e.EnsureIdentity(r, Identity{ClusterID: cid, Peers: one}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) {
+		t.Fatalf("existing with empty data: %v", err)
+	}
+	got, err := e.EnsureIdentity(r, Identity{ClusterID: cid, Peers: one}, ClusterNew)
+	if err != nil || got.ClusterID != cid {
+		t.Fatalf("first start: %v %v", got, err)
+	}
+	// The same flags again, and "existing" now that data exists.
+	for _, st := range []ClusterState{ClusterNew, ClusterExisting} {
+		if _, err := e.EnsureIdentity(r, Identity{ClusterID: cid, Peers: one}, st); err != nil {
+			t.Fatalf("restart (%s): %v", st, err)
+		}
+	}
+	// Issue 10's repro: restarted with a larger membership.
+	_, err = e.EnsureIdentity(r, Identity{ClusterID: ClusterIDFor("shardkv", three), Peers: three}, ClusterNew)
+	if !errors.Is(err, ErrIdentityMismatch) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "1=a:1,2=b:1,3=c:1") {
+		t.Fatalf("restart with other peers: %v", err)
+	}
+	_, err = e.EnsureIdentity(r, Identity{ClusterID: cid, Peers: three}, ClusterNew)
+	if !errors.Is(err, ErrIdentityMismatch) {
+		t.Fatalf("restart with other peers, same cluster: %v", err)
+	}
+	// Pointed at another cluster.
+	if _, err := e.EnsureIdentity(r, Identity{ClusterID: cid + 1, Peers: one}, ClusterNew); !errors.Is(err, ErrIdentityMismatch) {
+		t.Fatalf("another cluster: %v", err)
+	}
+	// A group replica restarts without knowing the cluster id: the stored one.
+	if got, err := e.EnsureIdentity(r, Identity{Peers: one}, ClusterNew); err != nil || got.ClusterID != cid {
+		t.Fatalf("restart without a cluster id: %v %v", got, err)
+	}
+
+	// Data from before identities were stored is adopted, even as "existing".
+	legacy := Replica{Group: 4, ID: 2}
+	if err := e.DB().Set(legacy.hardStateKey(), []byte{}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.EnsureIdentity(legacy, Identity{ClusterID: cid, Peers: three}, ClusterExisting); err != nil {
+		t.Fatalf("legacy data: %v", err)
+	}
+	if id, ok, _ := e.LoadIdentity(legacy); !ok || id.ClusterID != cid {
+		t.Fatal("legacy identity not stored")
+	}
+}

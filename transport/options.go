@@ -1,0 +1,126 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// MaxMessageBytes is the largest gRPC message any shardkv server receives
+// or any shardkv connection sends, set explicitly on both sides (gRPC's
+// default receive limit is 4 MiB, below what a raft batch or a pulled
+// chunk may reach). Every sender bounds what it puts in one message well
+// below it: raft batches (maxBatchBytes), snapshot chunks, pulled shard
+// chunks, and client values (the group's limits).
+const MaxMessageBytes = 16 << 20
+
+// DialOptions are the gRPC dial options every shardkv connection uses
+// unless told otherwise: plaintext, message limits of MaxMessageBytes, and
+// reconnection backoff capped at one second. gRPC's default cap is two
+// minutes, which would leave a client talking to a dead address long after
+// the replica behind it restarted. extra options come last and win.
+func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
+	return append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+	}, extra...)
+}
+
+// ServerOptions are the options of every shardkv gRPC server: message
+// limits of MaxMessageBytes. extra options come last.
+func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
+	return append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
+	}, extra...)
+}
+
+// clusterIDKey is the gRPC metadata key that carries a cluster id, in
+// requests (the sender's) and in response headers (the server's).
+const clusterIDKey = "shardkv-cluster-id"
+
+// ErrClusterMismatch is the error (as a FailedPrecondition status) of a
+// request from a process of another cluster.
+var ErrClusterMismatch = errors.New("cluster id mismatch")
+
+// WithClusterID makes every call on a connection carry the cluster id of
+// the calling process. Servers of another cluster refuse such calls (see
+// CheckClusterID): a replica pointed at the wrong peers cannot join their
+// group, and a group cannot pull another cluster's shards.
+func WithClusterID(id uint64) []grpc.DialOption {
+	v := strconv.FormatUint(id, 16)
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(metadata.AppendToOutgoingContext(ctx, clusterIDKey, v), method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(metadata.AppendToOutgoingContext(ctx, clusterIDKey, v), desc, cc, method, opts...)
+		}),
+	}
+}
+
+// CheckClusterID makes a server refuse every call that carries another
+// cluster's id, with FailedPrecondition, logging both ids, and tell every
+// caller its own id in the response header (ReadClusterID). Calls without
+// an id (clients, the CLI) are served.
+func CheckClusterID(id uint64, log *slog.Logger) []grpc.ServerOption {
+	own := strconv.FormatUint(id, 16)
+	check := func(ctx context.Context, method string) error {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(clusterIDKey, own))
+		md, _ := metadata.FromIncomingContext(ctx)
+		for _, v := range md.Get(clusterIDKey) {
+			if v != own {
+				log.Error("refused a call from another cluster", "method", method, "cluster", own, "caller_cluster", v)
+				return status.Error(codes.FailedPrecondition, fmt.Sprintf("%v: this replica belongs to cluster %s, the caller to cluster %s", ErrClusterMismatch, own, v))
+			}
+		}
+		return nil
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			if err := check(ctx, info.FullMethod); err != nil {
+				return nil, err
+			}
+			return handler(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			if err := check(ss.Context(), info.FullMethod); err != nil {
+				return err
+			}
+			return handler(srv, ss)
+		}),
+	}
+}
+
+// ReadClusterID returns the cluster id a server sent in a response header
+// (see CheckClusterID); ok is false when it sent none.
+func ReadClusterID(header metadata.MD) (id uint64, ok bool) {
+	for _, v := range header.Get(clusterIDKey) {
+		if id, err := strconv.ParseUint(v, 16, 64); err == nil {
+			return id, true
+		}
+	}
+	return 0, false
+}
+
+// IsClusterMismatch reports whether err is a server's refusal of a call
+// from another cluster.
+func IsClusterMismatch(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.FailedPrecondition && len(st.Message()) >= len(ErrClusterMismatch.Error()) &&
+		st.Message()[:len(ErrClusterMismatch.Error())] == ErrClusterMismatch.Error()
+}
