@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
