@@ -41,6 +41,9 @@ func (l Limits) withDefaults() Limits {
 // apply again at apply time.
 func (l Limits) Check(op kvpb.WriteOp, key, value []byte) error {
 	l = l.withDefaults()
+	if _, ok := kvpb.WriteOp_name[int32(op)]; !ok {
+		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, op)
+	}
 	switch {
 	case len(key) == 0:
 		return ErrEmptyKey

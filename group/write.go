@@ -18,6 +18,9 @@ import (
 // ErrSessionExpired and nothing is applied (Raft dissertation, section
 // 6.3: the state machine must not guess that a request is new).
 func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (outcome, err error) {
+	if _, ok := kvpb.WriteOp_name[int32(w.GetOp())]; !ok {
+		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, w.GetOp()), nil
+	}
 	shard := sm.shardOf(w.GetKey())
 	if err := sm.ownership(shard); err != nil {
 		return err, nil // refused: nothing recorded

@@ -117,6 +117,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	ctls := strings.Join(c.Addrs(0), ",")
+	clusterID := seed<<1 | 1 // any id, the same for every controller replica
 	for _, r := range all {
 		p := c.procs[r]
 		var peers []string
@@ -131,7 +132,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		common := []string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
 			"--data", data, "--snapshot-entries", fmt.Sprint(opts.SnapshotEntries), "--log-level", "info"}
 		if r.Group == 0 {
-			p.args = append([]string{"controller", "--shards", fmt.Sprint(opts.Shards)}, common...)
+			// Each replica sees its peers at its own proxies' addresses, so
+			// the id cannot be derived from --peers: state it.
+			p.args = append([]string{"controller", "--shards", fmt.Sprint(opts.Shards),
+				"--cluster-id", fmt.Sprintf("%x", clusterID)}, common...)
 		} else {
 			p.args = append([]string{"server", "--group", fmt.Sprint(r.Group), "--controllers", ctls}, common...)
 		}

@@ -171,9 +171,10 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 
 func newControllerCmd(g *globals) *cobra.Command {
 	var (
-		r      replicaFlags
-		shards int
-		token  string
+		r          replicaFlags
+		shards     int
+		token      string
+		explicitID string
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -183,6 +184,13 @@ func newControllerCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			clusterID := func(context.Context, bool) (uint64, error) {
+				if explicitID != "" {
+					id, err := strconv.ParseUint(explicitID, 16, 64)
+					if err != nil || id == 0 {
+						return 0, fmt.Errorf("--cluster-id: %q is not a non-zero hexadecimal id", explicitID)
+					}
+					return id, nil
+				}
 				peers, _, err := parsePeers(r.peers)
 				return storage.ClusterIDFor(token, peers), err
 			}
@@ -202,6 +210,8 @@ func newControllerCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&shards, "shards", ctlserver.DefaultShards, "number of shards, used only when the cluster is created")
 	cmd.Flags().StringVar(&token, "cluster-token", defaultClusterToken,
 		"with --peers, names a new cluster: its id is derived from both (as etcd's --initial-cluster-token)")
+	cmd.Flags().StringVar(&explicitID, "cluster-id", "",
+		"the cluster's id in hexadecimal, instead of deriving it from --cluster-token and --peers (for replicas that see each other at different addresses, as behind NAT or proxies)")
 	return cmd
 }
 
