@@ -111,6 +111,13 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	}
 	ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	// Take the port first: learning the cluster id may take a while, and
+	// nothing else may grab the address meanwhile.
+	lis, err := net.Listen("tcp", r.listen)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
 	e, err := storage.Open(r.data)
 	if err != nil {
 		return err
@@ -144,10 +151,6 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	}
 	defer stop()
 	ops.RegisterRaft(reg, gid, r.id, node)
-	lis, err := net.Listen("tcp", r.listen)
-	if err != nil {
-		return err
-	}
 	go func() { _ = gs.Serve(lis) }()
 	defer gs.Stop()
 	if r.http != "" {
