@@ -49,6 +49,7 @@ import (
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -61,6 +62,9 @@ var (
 	ErrKeyTooLarge    = group.ErrKeyTooLarge
 	ErrValueTooLarge  = group.ErrValueTooLarge
 	ErrEmptyKey       = group.ErrEmptyKey
+	// ErrNoSpace: the group's leader cannot persist (its disk is full);
+	// the write was not applied. Reads still work.
+	ErrNoSpace = storage.ErrNoSpace
 )
 
 type options struct {
@@ -244,7 +248,7 @@ func classify(err error) verdict {
 		return waitAndRetry
 	case errors.Is(err, group.ErrKeyTooLarge), errors.Is(err, group.ErrValueTooLarge),
 		errors.Is(err, group.ErrEmptyKey), errors.Is(err, group.ErrMalformed), errors.Is(err, group.ErrStaleRequest),
-		errors.Is(err, group.ErrSessionExpired):
+		errors.Is(err, group.ErrSessionExpired), errors.Is(err, storage.ErrNoSpace):
 		return final
 	}
 	return nextReplica
@@ -254,7 +258,7 @@ func classify(err error) verdict {
 // did not reach the log.
 func definitelyNotApplied(err error) bool {
 	return raftnode.CertainlyNotApplied(err) || errors.Is(err, group.ErrWrongGroup) || errors.Is(err, group.ErrNotReady) ||
-		errors.Is(err, group.ErrSessionExpired)
+		errors.Is(err, group.ErrSessionExpired) || errors.Is(err, storage.ErrNoSpace) || errors.Is(err, storage.ErrStalled)
 }
 
 // do runs attempt against the key's group until it succeeds, fails

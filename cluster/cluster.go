@@ -65,6 +65,8 @@ type Options struct {
 	// Time is the clock every leader stamps commands by (default: the
 	// machine's); tests step its wall clock.
 	Time session.TimeSource
+	// Storage configures every engine (its logger defaults to Logger).
+	Storage storage.Options
 	// ClusterToken names a new cluster (default "shardkv"); with the
 	// controller's addresses it makes the cluster id.
 	ClusterToken string
@@ -115,6 +117,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Storage.Logger == nil {
+		opts.Storage.Logger = opts.Logger
+	}
 	if opts.ClusterToken == "" {
 		opts.ClusterToken = "shardkv"
 	}
@@ -146,7 +151,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}, opts.DialOptions...)
 	}
 	if !opts.EnginePerReplica {
-		e, err := storage.Open(opts.Dir)
+		e, err := storage.OpenWith(opts.Dir, opts.Storage)
 		if err != nil {
 			return nil, err
 		}
@@ -221,6 +226,39 @@ func (c *Cluster) membership(gid uint64) map[uint64]string {
 	return out
 }
 
+// Ready returns nil when every replica runs, knows its leader, and (for
+// groups) has applied a configuration, and every engine accepts writes.
+func (c *Cluster) Ready() error {
+	for _, e := range c.Engines() {
+		if err := e.Health(); err != nil {
+			return err
+		}
+	}
+	for _, r := range c.Replicas() {
+		c.mu.Lock()
+		m := c.members[r]
+		c.mu.Unlock()
+		if m == nil {
+			return fmt.Errorf("replica %d of group %d is not running", r.ID, r.Group)
+		}
+		node := func() *raftnode.Node {
+			if m.ctl != nil {
+				return m.ctl.Node()
+			}
+			return m.grp.Node()
+		}()
+		if node.Status().Leader == 0 {
+			return fmt.Errorf("replica %d of group %d knows no leader", r.ID, r.Group)
+		}
+		if m.grp != nil {
+			if err := m.grp.Ready(); err != nil {
+				return fmt.Errorf("replica %d of group %d: %w", r.ID, r.Group, err)
+			}
+		}
+	}
+	return nil
+}
+
 // ClusterID is the cluster's id (see storage.ClusterIDFor).
 func (c *Cluster) ClusterID() uint64 { return c.clusterID }
 
@@ -247,7 +285,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 	m := &member{addr: c.addrs[r]}
 	engine := c.shared
 	if c.opts.EnginePerReplica {
-		e, err := storage.Open(filepath.Join(c.opts.Dir, fmt.Sprintf("g%d-r%d", r.Group, r.ID)))
+		e, err := storage.OpenWith(filepath.Join(c.opts.Dir, fmt.Sprintf("g%d-r%d", r.Group, r.ID)), c.opts.Storage)
 		if err != nil {
 			return err
 		}

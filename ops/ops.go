@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
 )
 
 // NewRegistry returns a registry with the Go runtime and process
@@ -63,6 +64,36 @@ func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftno
 			}
 			return 0
 		}),
+	)
+}
+
+// RegisterStorage exports an engine's health: whether it accepts writes,
+// Pebble's write stalls, background errors and slow-disk events.
+func RegisterStorage(reg prometheus.Registerer, e *storage.Engine) {
+	labels := prometheus.Labels{"dir": e.Dir()}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shardkv_storage_writable",
+			Help: "1 when the engine accepts writes; 0 when its disk is full or writes are stuck.", ConstLabels: labels}, func() float64 {
+			if e.Health() != nil {
+				return 0
+			}
+			return 1
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shardkv_storage_write_stalled",
+			Help: "1 while Pebble stalls writes.", ConstLabels: labels}, func() float64 {
+			if e.HealthStats().Stalled {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shardkv_storage_write_stalls_total",
+			Help: "Pebble write stalls begun.", ConstLabels: labels}, func() float64 { return float64(e.HealthStats().WriteStalls) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shardkv_storage_background_errors_total",
+			Help: "Pebble background errors (failed flushes and compactions).", ConstLabels: labels}, func() float64 {
+			return float64(e.HealthStats().BackgroundErrors)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shardkv_storage_disk_slow_total",
+			Help: "Disk operations Pebble reported slow.", ConstLabels: labels}, func() float64 { return float64(e.HealthStats().DiskSlow) }),
 	)
 }
 

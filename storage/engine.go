@@ -12,14 +12,25 @@ import (
 // Engine is the Pebble database of one process. It is safe for concurrent
 // use; every replica of the process writes to it under its own key prefix.
 type Engine struct {
-	db  *pebble.DB
-	dir string
+	db     *pebble.DB
+	dir    string
+	health *health
+	done   chan struct{} // closed by Close: stops the stall watchdog
 }
 
-// Open opens (creating if needed) the engine stored in dir.
-func Open(dir string) (*Engine, error) {
+// Open opens (creating if needed) the engine stored in dir, with default
+// Options.
+func Open(dir string) (*Engine, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith opens (creating if needed) the engine stored in dir. It fails
+// with a *CorruptionError when the write-ahead log is damaged in a way that
+// would lose synced writes.
+func OpenWith(dir string, o Options) (*Engine, error) {
+	o = o.withDefaults()
+	h := &health{opts: o, dir: dir}
 	opts := &pebble.Options{
-		Logger: quietLogger{dir: dir},
+		Logger:        quietLogger{dir: dir},
+		EventListener: h.listener(),
 		// WAL sync chunks record, in every chunk, how far the log was
 		// synced. With them Pebble tells a torn tail (an incomplete last
 		// write: tolerated) from a damaged record followed by synced data
@@ -42,7 +53,9 @@ func Open(dir string) (*Engine, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open engine %s: flush: %w", dir, err)
 	}
-	return &Engine{db: db, dir: dir}, nil
+	e := &Engine{db: db, dir: dir, health: h, done: make(chan struct{})}
+	go h.watch(e.done)
+	return e, nil
 }
 
 // Dir is the directory the engine lives in.
@@ -54,7 +67,10 @@ func (e *Engine) DB() *pebble.DB { return e.db }
 
 // Close flushes nothing extra (every acknowledged write was synced) and
 // releases the engine.
-func (e *Engine) Close() error { return e.db.Close() }
+func (e *Engine) Close() error {
+	close(e.done)
+	return e.db.Close()
+}
 
 // Get reads one key of the engine; found is false when it is absent.
 func Get(r pebble.Reader, key []byte) (value []byte, found bool, err error) {

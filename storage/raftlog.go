@@ -225,11 +225,11 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 	if b.Empty() {
 		return nil
 	}
-	opts := pebble.NoSync
+	commit := func() error { return b.Commit(pebble.NoSync) }
 	if sync {
-		opts = pebble.Sync
+		commit = func() error { return l.e.syncWrite(b) }
 	}
-	if err := b.Commit(opts); err != nil {
+	if err := commit(); err != nil {
 		return fmt.Errorf("append raft log of group %d replica %d: %w", l.r.Group, l.r.ID, err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -42,6 +43,7 @@ again finds everything. Ctrl-C or SIGTERM stops it cleanly.`,
 			reg := ops.NewRegistry()
 			opts.JoinAll = true
 			opts.Logger = log
+			opts.Storage = storage.Options{Logger: log, OnStuck: exitStuck}
 			opts.Metrics = func(gid, id uint64) *groupserver.Metrics { return groupserver.NewMetrics(reg, gid, id) }
 			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
@@ -66,7 +68,10 @@ again finds everything. Ctrl-C or SIGTERM stops it cleanly.`,
 				}
 				ops.RegisterRaft(reg, r.Group, r.ID, node)
 			}
-			httpAddr, err := ops.Serve(ctx, http, reg, func() bool { return true }, log)
+			for _, e := range c.Engines() {
+				ops.RegisterStorage(reg, e)
+			}
+			httpAddr, err := ops.Serve(ctx, http, reg, func() bool { return c.Ready() == nil }, log)
 			if err != nil {
 				return fmt.Errorf("metrics listener: %w", err)
 			}

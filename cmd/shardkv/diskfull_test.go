@@ -3,7 +3,9 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +34,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
 
-	base := freePorts(t, 6)
+	base := freePorts(t, 9)
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
 	ctls := strings.Join([]string{addr(0), addr(1), addr(2)}, ",")
 	for id := 1; id <= 3; id++ {
@@ -43,7 +45,7 @@ func TestDiskFull(t *testing.T) {
 	serverArgs := func(id int) []string {
 		return []string{"server", "--group", "1", "--id", fmt.Sprint(id), "--listen", addr(2 + id),
 			"--peers", fmt.Sprintf("1=%s,2=%s,3=%s", addr(3), addr(4), addr(5)), "--controllers", ctls,
-			"--data", filepath.Join(mnt, fmt.Sprintf("g1-%d", id))}
+			"--data", filepath.Join(mnt, fmt.Sprintf("g1-%d", id)), "--http", addr(5 + id)}
 	}
 	servers := map[int]*process{}
 	for id := 1; id <= 3; id++ {
@@ -71,15 +73,22 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	acked := map[string][]byte{}
-	failures := 0
+	failures, noSpace := 0, 0
 	value := bytes.Repeat([]byte("d"), 256<<10)
 	for i := 0; i < 200 && failures < 5; i++ {
 		key := fmt.Sprintf("fill-%d", i)
-		wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+		// Bounded by this deadline: a group whose majority cannot persist
+		// has no leader (its replicas exit, see below) until space is freed.
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		start := time.Now()
 		err := cl.Put(wctx, []byte(key), append([]byte(key), value...))
 		wcancel()
 		if err != nil {
 			failures++
+			t.Logf("write %d failed after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
+			if errors.Is(err, client.ErrNoSpace) {
+				noSpace++
+			}
 			continue
 		}
 		acked[key] = append([]byte(key), value...)
@@ -87,7 +96,31 @@ func TestDiskFull(t *testing.T) {
 	if failures == 0 {
 		t.Fatalf("wrote %d values of 256 KB into ~6 MB without an error", len(acked))
 	}
-	t.Logf("%d writes acknowledged before the disk filled, then %d failed", len(acked), failures)
+	t.Logf("%d writes acknowledged before the disk filled, then %d failed (%d with ErrNoSpace)", len(acked), failures, noSpace)
+	// No replica hangs silently: each one has exited with one clear line,
+	// or is alive and says it is not ready.
+	for id, p := range servers {
+		if p.exited() {
+			b, _ := os.ReadFile(p.log)
+			if !bytes.Contains(b, []byte("no space left")) && !bytes.Contains(b, []byte("cannot persist")) && !bytes.Contains(b, []byte("synced write")) {
+				t.Fatalf("replica %d exited without saying why:\n%s", id, tail(b, 1500))
+			}
+			t.Logf("replica %d exited: %s", id, bytes.TrimSpace(tail(b, 300)))
+			continue
+		}
+		resp, err := http.Get("http://" + addr(5+id) + "/readyz")
+		if err != nil {
+			t.Fatalf("replica %d: /readyz: %v", id, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("replica %d on a full disk says it is ready", id)
+		}
+		b, _ := os.ReadFile(p.log)
+		if !bytes.Contains(b, []byte("disk full")) && !bytes.Contains(b, []byte("no space")) {
+			t.Fatalf("replica %d on a full disk logged nothing about it:\n%s", id, tail(b, 1500))
+		}
+	}
 
 	// Free the space; restart replicas that stopped on the disk error.
 	if err := os.Remove(filler); err != nil {
@@ -133,4 +166,82 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// TestDevDiskFull is issue 10's repro: `shardkv dev` on a 40 MB tmpfs,
+// 900 KB values until it fills. It used to block forever in Pebble's write
+// stall with no log line while /readyz said ready. Now every write ends
+// within its deadline, and the process either exits with one clear line or
+// stays up saying it is not ready, having logged why.
+func TestDevDiskFull(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "small-disk")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	base := freePorts(t, 13)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", base+12)
+	ctls := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base, base+1, base+2)
+	dev := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--data", filepath.Join(mnt, "data"),
+		"--base-port", fmt.Sprint(base), "--http", httpAddr)
+	dev.waitOutput(t, "try: shardkv put")
+	ready := func() int {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for ready() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("dev never became ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cl, err := client.New(ctx, strings.Split(ctls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	value := bytes.Repeat([]byte("v"), 900<<10)
+	acked, failures := 0, 0
+	for i := 0; i < 200 && failures < 3 && !dev.exited(); i++ {
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		start := time.Now()
+		err := cl.Put(wctx, []byte(fmt.Sprint("big-", i)), value)
+		wcancel()
+		if err != nil {
+			failures++
+			t.Logf("write %d failed after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
+			continue
+		}
+		acked++
+	}
+	t.Logf("%d writes of 900 KB acknowledged, then %d failed", acked, failures)
+	if failures == 0 && !dev.exited() {
+		t.Fatalf("200 writes of 900 KB fitted in 40 MB")
+	}
+	b, _ := os.ReadFile(dev.log)
+	if dev.exited() {
+		if !bytes.Contains(b, []byte("no space left")) && !bytes.Contains(b, []byte("cannot persist")) {
+			t.Fatalf("dev exited without saying why:\n%s", tail(b, 2000))
+		}
+		t.Logf("dev exited: %s", bytes.TrimSpace(tail(b, 400)))
+		return
+	}
+	if code := ready(); code == http.StatusOK {
+		t.Fatalf("dev on a full disk says it is ready:\n%s", tail(b, 2000))
+	}
+	if !bytes.Contains(b, []byte("disk full")) && !bytes.Contains(b, []byte("write stall")) && !bytes.Contains(b, []byte("no space")) {
+		t.Fatalf("dev on a full disk logged nothing about it:\n%s", tail(b, 2000))
+	}
 }

@@ -93,7 +93,15 @@ func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
 
 // replicaStart builds a replica on the engine and raft network of the
 // cluster clusterID and registers its service on g.
-type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, err error)
+// ready, if not nil, adds the replica's own readiness condition.
+type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, ready func() error, err error)
+
+// exitStuck ends a process whose storage cannot persist, with one clear
+// line (see storage.Options.OnStuck).
+func exitStuck(err error) {
+	fmt.Fprintf(os.Stderr, "shardkv: %v; exiting (nothing acknowledged is lost; restart once the disk is fixed)\n", err)
+	os.Exit(2)
+}
 
 // runReplica serves one replica until SIGINT or SIGTERM. Before anything
 // starts it checks the replica's identity (storage.EnsureIdentity):
@@ -118,7 +126,7 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 		return err
 	}
 	defer lis.Close()
-	e, err := storage.Open(r.data)
+	e, err := storage.OpenWith(r.data, storage.Options{Logger: log, OnStuck: exitStuck})
 	if err != nil {
 		return err
 	}
@@ -145,16 +153,22 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	gs := grpc.NewServer(transport.ServerOptions(transport.CheckClusterID(ident.ClusterID, log)...)...)
 	raftSrv.Register(gs)
 	reg := ops.NewRegistry()
-	stop, node, err := start(e, network, ident.ClusterID, gs, reg)
+	stop, node, ready, err := start(e, network, ident.ClusterID, gs, reg)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	ops.RegisterRaft(reg, gid, r.id, node)
+	ops.RegisterStorage(reg, e)
 	go func() { _ = gs.Serve(lis) }()
 	defer gs.Stop()
 	if r.http != "" {
-		if _, err := ops.Serve(ctx, r.http, reg, func() bool { return node().Status().Leader != 0 }, log); err != nil {
+		// Ready: a leader is known, the disk accepts writes, and the
+		// replica's own condition holds.
+		isReady := func() bool {
+			return node().Status().Leader != 0 && e.Health() == nil && (ready == nil || ready() == nil)
+		}
+		if _, err := ops.Serve(ctx, r.http, reg, isReady, log); err != nil {
 			return err
 		}
 	}
@@ -197,15 +211,15 @@ func newControllerCmd(g *globals) *cobra.Command {
 				peers, _, err := parsePeers(r.peers)
 				return storage.ClusterIDFor(token, peers), err
 			}
-			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, _ uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, error) {
+			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, _ uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
 				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune})
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				s.Register(gs)
-				return s.Stop, s.Node, nil
+				return s.Stop, s.Node, nil, nil
 			})
 		},
 	}
@@ -265,22 +279,22 @@ func newServerCmd(g *globals) *cobra.Command {
 					}
 				}
 			}
-			return runReplica(cmd, g, &r, gid, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, error) {
+			return runReplica(cmd, g, &r, gid, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
 				dial := transport.DialOptions(transport.WithClusterID(cid)...)
 				ctl, err := ctlclient.New(splitList(controllers), dial...)
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				s, err := groupserver.Start(groupserver.Config{GID: gid, ID: r.id, Peers: ids, Engine: e, Network: net,
 					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id), Tune: r.tune, DialOptions: dial})
 				if err != nil {
 					ctl.Close()
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				s.Register(gs)
-				return func() { s.Stop(); ctl.Close() }, s.Node, nil
+				return func() { s.Stop(); ctl.Close() }, s.Node, s.Ready, nil
 			})
 		},
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -132,7 +133,8 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			var err error
 			reply, err = fn(ctx, cl, sess)
 			if err != nil {
-				if e := ctlserver.Errors.FromStatus(err); !raftnode.CertainlyNotApplied(e) && !errors.Is(e, controller.ErrSessionExpired) {
+				if e := ctlserver.Errors.FromStatus(err); !raftnode.CertainlyNotApplied(e) && !errors.Is(e, controller.ErrSessionExpired) &&
+					!errors.Is(e, storage.ErrNoSpace) && !errors.Is(e, storage.ErrStalled) {
 					maybe = true
 				}
 			}

@@ -48,6 +48,8 @@ var Errors = rpcerr.NewTable("shardkv.controller", append([]rpcerr.Entry{
 	{Err: controller.ErrInvalidShards, Code: codes.InvalidArgument, Reason: "INVALID_SHARDS"},
 	{Err: controller.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
 	{Err: controller.ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
+	{Err: storage.ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
+	{Err: storage.ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
 }, rpcerr.RaftEntries...)...)
 
 // Config describes one controller replica.
@@ -69,12 +71,13 @@ type Config struct {
 // Server is one running controller replica.
 type Server struct {
 	controllerpb.UnimplementedControllerServer
-	store *controller.Store
-	node  *raftnode.Node
-	log   *slog.Logger
-	clock *session.Clock
-	stop  chan struct{}
-	done  chan struct{}
+	store  *controller.Store
+	engine *storage.Engine
+	node   *raftnode.Node
+	log    *slog.Logger
+	clock  *session.Clock
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // Start opens the replica's state and joins the controller group.
@@ -102,7 +105,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{store: store, node: node, log: log, clock: session.NewClock(cfg.Time, log), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{store: store, engine: cfg.Engine, node: node, log: log, clock: session.NewClock(cfg.Time, log), stop: make(chan struct{}), done: make(chan struct{})}
 	go s.initialize(cfg.NumShards)
 	return s, nil
 }
@@ -168,6 +171,9 @@ func (s *Server) Move(ctx context.Context, req *controllerpb.MoveRequest) (*cont
 }
 
 func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*controllerpb.ChangeReply, error) {
+	if err := s.engine.Health(); err != nil {
+		return nil, Errors.ToStatus(err) // nothing proposed
+	}
 	cmd.Stamp = s.clock.Stamp(s.store.Now())
 	before, _, _ := s.store.Query(-1)
 	data, err := proto.Marshal(cmd)

@@ -51,6 +51,8 @@ var Errors = rpcerr.NewTable("shardkv.kv", append([]rpcerr.Entry{
 	{Err: group.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
 	{Err: group.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
 	{Err: group.ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
+	{Err: storage.ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
+	{Err: storage.ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
 }, rpcerr.RaftEntries...)...)
 
 // Config describes one group replica.
@@ -149,6 +151,19 @@ func (s *Server) Register(g *grpc.Server) { kvpb.RegisterKVServer(g, s) }
 
 // Node is the replica's raft node.
 func (s *Server) Node() *raftnode.Node { return s.node }
+
+// ErrNoConfiguration: the replica has applied no configuration yet.
+var ErrNoConfiguration = errors.New("groupserver: no configuration applied yet")
+
+// Ready reports whether the replica can serve: it has applied a
+// configuration, and its storage accepts writes. (The raft side, a known
+// leader, is the caller's to check.)
+func (s *Server) Ready() error {
+	if s.sm.View().Config.Num == 0 {
+		return ErrNoConfiguration
+	}
+	return s.cfg.Engine.Health()
+}
 
 // StateMachine is the replica's applied state.
 func (s *Server) StateMachine() *group.StateMachine { return s.sm }
@@ -260,6 +275,11 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
 		return err
 	}
 	if err := s.sm.CheckWrite(req.GetOp(), req.GetKey(), req.GetValue()); err != nil {
+		return err
+	}
+	// A replica that cannot persist refuses writes at once (nothing is
+	// proposed), rather than queueing them behind a blocked disk.
+	if err := s.cfg.Engine.Health(); err != nil {
 		return err
 	}
 	return s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_Write{Write: req}})

@@ -1,0 +1,230 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Errors of an engine that cannot persist (see Engine.Health).
+var (
+	// ErrNoSpace: the disk is full. Writes are refused until space is
+	// freed and Pebble's next flush succeeds; reads go on.
+	ErrNoSpace = errors.New("storage: no space left on device")
+	// ErrStalled: a synced write has not completed for longer than the
+	// engine's stall limit (a stuck or failing disk).
+	ErrStalled = errors.New("storage: synced write stalled")
+)
+
+// Options tune an engine beyond its directory.
+type Options struct {
+	// Logger receives storage warnings and errors (default slog.Default).
+	Logger *slog.Logger
+	// StallLimit is how long a synced write may take before the engine is
+	// declared stuck (default 10s).
+	StallLimit time.Duration
+	// OnStuck is called once, from a background goroutine, when a synced
+	// write exceeds StallLimit. A process that hosts replicas should exit
+	// then, with the error as its last line: its raft loop is blocked in
+	// the write and a replica that cannot persist must not linger silently.
+	// Nothing acknowledged is lost by exiting (acknowledgements follow
+	// synced writes). The default only logs.
+	OnStuck func(error)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.StallLimit == 0 {
+		o.StallLimit = 10 * time.Second
+	}
+	if o.OnStuck == nil {
+		o.OnStuck = func(error) {}
+	}
+	return o
+}
+
+// health follows what Pebble reports (its EventListener) and the synced
+// writes in flight.
+type health struct {
+	opts Options
+	dir  string
+
+	mu           sync.Mutex
+	noSpace      error     // the last out-of-space error, until a flush succeeds
+	stalledSince time.Time // Pebble's write stall, zero when none
+	stuck        error     // set once a synced write exceeded the stall limit
+
+	syncMu   sync.Mutex
+	syncNext uint64
+	inFlight map[uint64]time.Time // synced writes in flight, by ticket
+
+	backgroundErrors atomic.Uint64
+	diskSlow         atomic.Uint64
+	writeStalls      atomic.Uint64
+}
+
+// HealthStats are counters for metrics.
+type HealthStats struct {
+	BackgroundErrors, DiskSlow, WriteStalls uint64
+	Stalled                                 bool
+}
+
+func isNoSpace(err error) bool { return errors.Is(err, syscall.ENOSPC) }
+
+func (h *health) listener() *pebble.EventListener {
+	log := h.opts.Logger.With("component", "storage", "dir", h.dir)
+	return &pebble.EventListener{
+		BackgroundError: func(err error) {
+			h.backgroundErrors.Add(1)
+			if isNoSpace(err) {
+				h.mu.Lock()
+				first := h.noSpace == nil
+				h.noSpace = err
+				h.mu.Unlock()
+				if first {
+					log.Error("disk full: refusing writes until space is freed", "err", err)
+				}
+				return
+			}
+			log.Error("storage background error", "err", err)
+		},
+		FlushEnd: func(info pebble.FlushInfo) {
+			if info.Err != nil {
+				if isNoSpace(info.Err) {
+					h.mu.Lock()
+					h.noSpace = info.Err
+					h.mu.Unlock()
+				}
+				return
+			}
+			h.mu.Lock()
+			was := h.noSpace
+			h.noSpace = nil
+			h.mu.Unlock()
+			if was != nil {
+				log.Warn("storage writable again: a flush succeeded")
+			}
+		},
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			h.writeStalls.Add(1)
+			h.mu.Lock()
+			h.stalledSince = time.Now()
+			h.mu.Unlock()
+			log.Warn("write stall begins: writes wait for flushes or compactions", "reason", info.Reason)
+		},
+		WriteStallEnd: func() {
+			h.mu.Lock()
+			d := time.Since(h.stalledSince)
+			h.stalledSince = time.Time{}
+			h.mu.Unlock()
+			log.Warn("write stall ends", "after", d.Round(time.Millisecond))
+		},
+		DiskSlow: func(info pebble.DiskSlowInfo) {
+			h.diskSlow.Add(1)
+			log.Warn("disk slow", "info", info.String())
+		},
+	}
+}
+
+// watch declares the engine stuck when a synced write outlives the stall
+// limit. It returns when done is closed.
+func (h *health) watch(done <-chan struct{}) {
+	t := time.NewTicker(min(h.opts.StallLimit/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if h.oldestSync() < h.opts.StallLimit {
+			continue
+		}
+		h.mu.Lock()
+		already := h.stuck != nil
+		if !already {
+			cause := ErrStalled
+			if h.noSpace != nil {
+				cause = ErrNoSpace
+			}
+			h.stuck = fmt.Errorf("storage %s: a synced write has not completed in %v: %w", h.dir, h.opts.StallLimit, cause)
+		}
+		err := h.stuck
+		h.mu.Unlock()
+		if !already {
+			h.opts.Logger.Error("replica cannot persist", "component", "storage", "err", err)
+			h.opts.OnStuck(err)
+		}
+	}
+}
+
+// Health returns nil when the engine accepts writes, and otherwise an error
+// matching ErrNoSpace or ErrStalled. Callers refuse new writes while it is
+// not nil (they would only queue behind the blocked ones).
+func (e *Engine) Health() error {
+	h := e.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.stuck != nil:
+		return h.stuck
+	case h.noSpace != nil:
+		return fmt.Errorf("storage %s: %w (%v)", e.dir, ErrNoSpace, h.noSpace)
+	case !h.stalledSince.IsZero() && time.Since(h.stalledSince) > time.Second:
+		return fmt.Errorf("storage %s: writes stalled for %v: %w", e.dir, time.Since(h.stalledSince).Round(time.Millisecond), ErrStalled)
+	}
+	return nil
+}
+
+// HealthStats returns the engine's storage event counters.
+func (e *Engine) HealthStats() HealthStats {
+	h := e.health
+	h.mu.Lock()
+	stalled := !h.stalledSince.IsZero()
+	h.mu.Unlock()
+	return HealthStats{BackgroundErrors: h.backgroundErrors.Load(), DiskSlow: h.diskSlow.Load(),
+		WriteStalls: h.writeStalls.Load(), Stalled: stalled}
+}
+
+// oldestSync returns how long the oldest synced write in flight has been
+// waiting (0 if none).
+func (h *health) oldestSync() time.Duration {
+	h.syncMu.Lock()
+	defer h.syncMu.Unlock()
+	var oldest time.Duration
+	for _, start := range h.inFlight {
+		oldest = max(oldest, time.Since(start))
+	}
+	return oldest
+}
+
+// syncWrite commits b synced, under the stall watchdog.
+func (e *Engine) syncWrite(b *pebble.Batch) error {
+	h := e.health
+	h.syncMu.Lock()
+	h.syncNext++
+	ticket := h.syncNext
+	if h.inFlight == nil {
+		h.inFlight = map[uint64]time.Time{}
+	}
+	h.inFlight[ticket] = time.Now()
+	h.syncMu.Unlock()
+	defer func() {
+		h.syncMu.Lock()
+		delete(h.inFlight, ticket)
+		h.syncMu.Unlock()
+	}()
+	err := b.Commit(pebble.Sync)
+	if err != nil && isNoSpace(err) {
+		return fmt.Errorf("storage %s: %w (%v)", e.dir, ErrNoSpace, err)
+	}
+	return err
+}
