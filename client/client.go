@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
@@ -71,6 +73,7 @@ type options struct {
 	dial           []grpc.DialOption
 	attemptTimeout time.Duration
 	maxRetry       time.Duration
+	limits         group.Limits
 }
 
 // Option configures a Client.
@@ -85,6 +88,13 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // WithAttemptTimeout bounds one request to one replica (default 2s).
 func WithAttemptTimeout(d time.Duration) Option {
 	return func(o *options) { o.attemptTimeout = d }
+}
+
+// WithLimits sets the key and value size limits the client checks before
+// sending (default group.DefaultMaxKeySize and group.DefaultMaxValueSize,
+// the servers' defaults). Set them to the servers' limits.
+func WithLimits(maxKeyBytes, maxValueBytes int) Option {
+	return func(o *options) { o.limits = group.Limits{MaxKeySize: maxKeyBytes, MaxValueSize: maxValueBytes} }
 }
 
 // WithMaxRetry bounds how long one operation is retried, whatever the
@@ -254,6 +264,16 @@ func classify(err error) verdict {
 	return nextReplica
 }
 
+// tooLarge turns gRPC's refusal of a message above its receive limit
+// (ResourceExhausted without one of the service's reasons) into
+// ErrValueTooLarge: the server never decoded the request.
+func tooLarge(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
+		return fmt.Errorf("%w: %s", ErrValueTooLarge, st.Message())
+	}
+	return err
+}
+
 // definitelyNotApplied reports whether a failed write attempt certainly
 // did not reach the log.
 func definitelyNotApplied(err error) bool {
@@ -290,7 +310,7 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 				c.sawLeader(gid, idx)
 				return maybeApplied, nil
 			}
-			err = groupserver.Errors.FromStatus(err)
+			err = tooLarge(groupserver.Errors.FromStatus(err))
 			last = err
 			if !definitelyNotApplied(err) {
 				maybeApplied = true
@@ -332,6 +352,9 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 // Get returns the value of key, linearizably; found is false when the key
 // does not exist.
 func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	if err := c.opts.limits.Check(kvpb.WriteOp_WRITE_OP_DELETE, key, nil); err != nil {
+		return nil, false, err
+	}
 	var reply *kvpb.GetReply
 	_, err = c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
 		var err error
@@ -345,6 +368,11 @@ func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool,
 }
 
 func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) error {
+	// Refused before sending, with the servers' own errors: a request the
+	// server cannot even receive would otherwise look like a lost one.
+	if err := c.opts.limits.Check(op, key, value); err != nil {
+		return err
+	}
 	c.mu.RLock()
 	shard := controller.ShardOf(key, c.numShards)
 	c.mu.RUnlock()

@@ -174,3 +174,34 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 		t.Fatalf("value %q", v)
 	}
 }
+
+// TestOversizedRequestsFailFast: a value over the limit is refused by the
+// client before sending, and one over gRPC's receive limit (a client told
+// the servers accept more than they do) is a definite ErrValueTooLarge,
+// not an unknown outcome after the whole timeout. Nothing is written.
+func TestOversizedRequestsFailFast(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	for _, tc := range []struct {
+		name string
+		cl   *client.Client
+		size int
+	}{
+		{"over the value limit", h.client(), 5 << 20},
+		{"over gRPC's receive limit", h.client(client.WithLimits(4<<10, 64<<20)), transport.MaxMessageBytes + 1<<20},
+	} {
+		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+		start := time.Now()
+		err := tc.cl.Put(ctx, []byte("big"), make([]byte, tc.size))
+		cancel()
+		if !errors.Is(err, client.ErrValueTooLarge) || errors.Is(err, client.ErrUnknownOutcome) {
+			t.Fatalf("%s: %v, want ErrValueTooLarge", tc.name, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("%s: took %v", tc.name, d)
+		}
+	}
+	if _, found, err := h.client().Get(h.ctx, []byte("big")); err != nil || found {
+		t.Fatalf("a refused value was written (found %v, %v)", found, err)
+	}
+}

@@ -19,17 +19,23 @@ import (
 // Limits bound what clients may store. Every replica of a group must use
 // the same limits: they decide outcomes at apply time.
 type Limits struct {
-	MaxKeySize   int           // default 4 KiB
-	MaxValueSize int           // default 1 MiB
+	MaxKeySize   int           // default DefaultMaxKeySize
+	MaxValueSize int           // default DefaultMaxValueSize
 	SessionTTL   time.Duration // default 1 hour
 }
 
+// Default limits, which clients also check before sending.
+const (
+	DefaultMaxKeySize   = 4 << 10 // bytes
+	DefaultMaxValueSize = 1 << 20 // bytes
+)
+
 func (l Limits) withDefaults() Limits {
 	if l.MaxKeySize == 0 {
-		l.MaxKeySize = 4 << 10
+		l.MaxKeySize = DefaultMaxKeySize
 	}
 	if l.MaxValueSize == 0 {
-		l.MaxValueSize = 1 << 20
+		l.MaxValueSize = DefaultMaxValueSize
 	}
 	if l.SessionTTL == 0 {
 		l.SessionTTL = time.Hour

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -212,6 +213,28 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if _, errOut, code := c.run("", "admin", "leave", "9"); code == 0 || !strings.Contains(errOut, "unknown group") {
 		t.Fatalf("leave of an unknown group: exit %d, %q", code, errOut)
 	}
+	// Values over the limit from stdin: refused at once, and a 100 MB one
+	// without the CLI holding it in memory.
+	start := time.Now()
+	if _, errOut, code := c.run(strings.Repeat("v", 5<<20), "put", "big", "-"); code == 0 || !strings.Contains(errOut, "value too large") {
+		t.Fatalf("5 MB value: exit %d, %q", code, errOut)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("a 5 MB value took %v to be refused", d)
+	}
+	huge := exec.Command(bin, "put", "big", "-")
+	huge.Env = append(os.Environ(), "SHARDKV_CONTROLLERS="+c.controllers)
+	huge.Stdin = io.LimitReader(zeros{}, 100<<20)
+	hugeOut, err := huge.CombinedOutput()
+	if err == nil || !strings.Contains(string(hugeOut), "value too large") {
+		t.Fatalf("100 MB value: %v: %s", err, hugeOut)
+	}
+	if rss := huge.ProcessState.SysUsage().(*syscall.Rusage).Maxrss; rss > 64<<10 { // KiB
+		t.Fatalf("the CLI used %d MiB for a 100 MB value it refuses", rss>>10)
+	}
+	if _, _, code := c.run("", "get", "big"); code != 1 {
+		t.Fatal("a refused value was written")
+	}
 
 	dev.stop(t)
 	dev = startProcess(t, bin, filepath.Join(dir, "dev2.log"), args...)
@@ -284,4 +307,12 @@ func TestMultiProcessCluster(t *testing.T) {
 			t.Fatalf("key%d = %q", i, out)
 		}
 	}
+}
+
+// zeros reads as an endless stream of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

@@ -9,21 +9,26 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/group"
 )
 
 // clientFlags are the flags of every command that talks to a cluster.
 type clientFlags struct {
 	controllers string
 	timeout     time.Duration
+	maxKey      int
+	maxValue    int
 }
 
 func (c *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.controllers, "controllers", defaultControllers, "controller addresses, comma separated")
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 10*time.Second, "give up after this long")
+	cmd.Flags().IntVar(&c.maxKey, "max-key-bytes", group.DefaultMaxKeySize, "the servers' key size limit, checked before sending")
+	cmd.Flags().IntVar(&c.maxValue, "max-value-bytes", group.DefaultMaxValueSize, "the servers' value size limit, checked before sending")
 }
 
 func (c *clientFlags) connect(ctx context.Context) (*client.Client, error) {
-	return client.New(ctx, splitList(c.controllers))
+	return client.New(ctx, splitList(c.controllers), client.WithLimits(c.maxKey, c.maxValue))
 }
 
 func newKVCmds() []*cobra.Command {
@@ -42,7 +47,13 @@ func newKVCmds() []*cobra.Command {
 	}
 	value := func(cmd *cobra.Command, arg string) ([]byte, error) {
 		if arg == "-" {
-			return io.ReadAll(cmd.InOrStdin())
+			// Read at most one byte past the limit: a huge stdin is refused
+			// without being held in memory.
+			v, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), int64(cf.maxValue)+1))
+			if err == nil && len(v) > cf.maxValue {
+				return nil, fmt.Errorf("%w: the value on stdin exceeds %d bytes", client.ErrValueTooLarge, cf.maxValue)
+			}
+			return v, err
 		}
 		return []byte(arg), nil
 	}
