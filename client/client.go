@@ -116,6 +116,36 @@ type Client struct {
 
 	sessMu   sync.Mutex
 	sessions map[int][]*session // idle sessions by shard
+
+	latency latency
+}
+
+// latency follows how long successful attempts take, to bound a first
+// attempt at a small multiple of it.
+type latency struct {
+	mu   sync.Mutex
+	ewma time.Duration
+}
+
+// minHedge bounds a first attempt from below: shorter, and ordinary
+// hiccups (a GC pause, a loaded machine) would send requests around.
+const minHedge = 300 * time.Millisecond
+
+func (l *latency) observe(d time.Duration) {
+	l.mu.Lock()
+	if l.ewma == 0 {
+		l.ewma = d
+	}
+	l.ewma += (d - l.ewma) / 8
+	l.mu.Unlock()
+}
+
+// hedge returns the timeout of a first attempt: ten times the usual
+// latency, at least minHedge, at most full.
+func (l *latency) hedge(full time.Duration) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return min(full, max(minHedge, 10*l.ewma))
 }
 
 type session struct {
@@ -289,7 +319,7 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 	defer cancel()
 	backoff := 10 * time.Millisecond
 	var last error
-	for {
+	for round := 0; ; round++ {
 		gid, addrs, first := c.route(key)
 		if gid == 0 || len(addrs) == 0 {
 			last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
@@ -303,10 +333,19 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 				last = err
 				continue
 			}
-			actx, acancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
+			// The first round gives each replica a short attempt (a
+			// stopped or cut-off replica costs little; any replica serves);
+			// later rounds the full one (a loaded cluster may be slow).
+			timeout := c.opts.attemptTimeout
+			if round == 0 {
+				timeout = c.latency.hedge(timeout)
+			}
+			actx, acancel := context.WithTimeout(ctx, timeout)
+			start := time.Now()
 			err = attempt(actx, kv)
 			acancel()
 			if err == nil {
+				c.latency.observe(time.Since(start))
 				c.sawLeader(gid, idx)
 				return maybeApplied, nil
 			}

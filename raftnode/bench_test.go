@@ -46,7 +46,7 @@ func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		g := grpc.NewServer()
+		g := grpc.NewServer(transport.ServerOptions()...)
 		srv := transport.NewServer()
 		srv.Register(g)
 		go func() { _ = g.Serve(lis[i]) }()

@@ -133,7 +133,10 @@ func Start(c Config) (*Node, error) {
 		CheckQuorum:               true,
 		PreVote:                   true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
-		DisableProposalForwarding: true,
+		// A follower forwards proposals to its leader (etcd does), so a
+		// client that reaches any replica that reaches the leader is
+		// served.
+		DisableProposalForwarding: false,
 		Logger:                    raftLogger{n.log.With("component", "raft")},
 	}
 	if rcfg.Applied < st.Snapshot.GetIndex() {
@@ -255,7 +258,15 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.commit.Store(hs.GetCommit())
 	}
 	if rd.SoftState != nil {
-		n.leader.Store(rd.SoftState.Lead)
+		if old := n.leader.Swap(rd.SoftState.Lead); old != rd.SoftState.Lead {
+			// Proposals forwarded to the old leader may be lost or may
+			// commit under the new one: their callers must not wait for an
+			// answer that may never come. Reads ask again at once.
+			if !n.isLeader.Load() {
+				n.proposals.failAll(ErrLeaderChanged)
+			}
+			n.reads.leaderChanged()
+		}
 		n.setLeader(rd.SoftState.RaftState == raft.StateLeader)
 	}
 	if n.isLeader.Load() && n.term.Load() != n.leaderTerm {

@@ -344,21 +344,51 @@ func (c *cluster) read(key string) (value string, found, ok bool) {
 	return value, found, true
 }
 
-func TestProposeOnFollowerNamesLeader(t *testing.T) {
+// TestProposeOnFollowerIsForwarded: a follower forwards proposals and reads
+// to its leader and answers with the applied result; a member cut off long
+// enough to know no leader refuses at once (certainly not applied), so
+// callers move on instead of waiting.
+func TestProposeOnFollowerIsForwarded(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	lead := c.leader()
 	for _, id := range c.peers {
 		if id == lead {
 			continue
 		}
-		_, err := c.node(id).Propose(context.Background(), encodeCmd('p', "a", "b"))
-		var nl *raftnode.NotLeaderError
-		if !errors.As(err, &nl) || !errors.Is(err, raftnode.ErrNotLeader) {
-			t.Fatalf("follower %d: got %v, want NotLeaderError", id, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := c.node(id).Propose(ctx, encodeCmd('a', "k", fmt.Sprint(id)))
+		if err == nil {
+			err = c.node(id).ReadIndex(ctx)
 		}
-		if nl.Leader != lead {
-			t.Fatalf("follower %d names leader %d, want %d", id, nl.Leader, lead)
+		cancel()
+		if err != nil {
+			t.Fatalf("follower %d: %v", id, err)
 		}
+	}
+	var follower uint64
+	for _, id := range c.peers {
+		if id != lead {
+			follower = id
+		}
+	}
+	c.net.Isolate(testGroup, follower)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.node(follower).Status().Leader != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an isolated follower kept believing in its leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err := c.node(follower).Propose(context.Background(), encodeCmd('p', "x", "y"))
+	if !errors.Is(err, raftnode.ErrNotLeader) || !raftnode.CertainlyNotApplied(err) {
+		t.Fatalf("proposal on a member with no leader: %v", err)
+	}
+	if err := c.node(follower).ReadIndex(context.Background()); !errors.Is(err, raftnode.ErrReadTimeout) {
+		t.Fatalf("read on a member with no leader: %v", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("a member with no leader took %v to refuse", d)
 	}
 }
 

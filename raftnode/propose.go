@@ -13,8 +13,9 @@ import (
 )
 
 // Propose replicates cmd and returns the value the state machine produced
-// for it once it is applied on this member. It fails with *NotLeaderError on
-// a follower, ErrProposalDropped or ErrStopped when the entry is certainly not
+// for it once it is applied on this member. A follower forwards it to its
+// leader (Raft's proposal forwarding); a member that knows no leader fails
+// with *NotLeaderError, ErrProposalDropped or ErrStopped when the entry is certainly not
 // applied, and ErrLeaderChanged, ErrStoppedInFlight or the context's error
 // when the outcome is unknown (see CertainlyNotApplied).
 func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
@@ -43,8 +44,8 @@ func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {
 		return nil, ErrStopped
 	default:
 	}
-	if !n.isLeader.Load() {
-		return nil, &NotLeaderError{Leader: n.leader.Load()}
+	if !n.isLeader.Load() && n.leader.Load() == 0 {
+		return nil, &NotLeaderError{}
 	}
 	id, ch := n.proposals.add()
 	if err := n.rn.Propose(ctx, encodeProposal(id, cmd)); err != nil {

@@ -37,6 +37,7 @@ type readBatch struct {
 type reads struct {
 	wake   chan struct{}
 	states chan raft.ReadState
+	lead   chan struct{} // a token when the known leader changed
 	mu     sync.Mutex
 	next   *readBatch
 	seq    uint64 // read loop only
@@ -45,6 +46,7 @@ type reads struct {
 func (r *reads) init() {
 	r.wake = make(chan struct{}, 1)
 	r.states = make(chan raft.ReadState, 16)
+	r.lead = make(chan struct{}, 1)
 	r.next = &readBatch{done: make(chan struct{})}
 }
 
@@ -60,6 +62,15 @@ func (r *reads) take() *readBatch {
 	b := r.next
 	r.next = &readBatch{done: make(chan struct{})}
 	return b
+}
+
+// leaderChanged tells a read-index round in progress to ask again: its
+// request may have died with the old leader.
+func (r *reads) leaderChanged() {
+	select {
+	case r.lead <- struct{}{}:
+	default:
+	}
 }
 
 // deliver passes a read state from the Ready loop to the read loop; a state
@@ -103,6 +114,9 @@ func (n *Node) confirmReadIndex() (uint64, error) {
 	rctx := binary.BigEndian.AppendUint64(nil, n.reads.seq)
 	retry := 2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
 	for attempt := 0; attempt < 5; attempt++ {
+		if n.leader.Load() == 0 {
+			return 0, ErrReadTimeout // raft would drop the request: fail now
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), retry)
 		err := n.rn.ReadIndex(ctx, rctx)
 		cancel()
@@ -119,6 +133,14 @@ func (n *Node) confirmReadIndex() (uint64, error) {
 					return rs.Index, nil
 				}
 			case <-timer.C:
+				break wait
+			case <-n.reads.lead:
+				// Ask the new leader at once; with none known, fail now
+				// so the caller can try another replica.
+				timer.Stop()
+				if n.leader.Load() == 0 {
+					return 0, ErrReadTimeout
+				}
 				break wait
 			case <-n.stopc:
 				timer.Stop()

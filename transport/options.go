@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -24,13 +25,30 @@ import (
 // chunks, and client values (the group's limits).
 const MaxMessageBytes = 16 << 20
 
+// Keepalive. Real partitions drop packets and close nothing: a TCP
+// connection to a silent peer sits in retransmission backoff (26 s and
+// more) unless something gives up on it. gRPC sets TCP_USER_TIMEOUT to the
+// keepalive timeout, so the kernel aborts a connection whose sent data is
+// not acknowledged within DeadPeerTimeout; with raft heartbeats flowing
+// every 50 ms, and client requests, a silent peer is noticed within about
+// that long. Idle connections are pinged (gRPC lets clients ping no more
+// often than every 10 s; servers ping idle clients every DeadPeerTimeout).
+const (
+	DeadPeerTimeout   = 2 * time.Second
+	clientPingEvery   = 10 * time.Second // gRPC's minimum for clients
+	serverPingEvery   = DeadPeerTimeout
+	minClientPingTime = 5 * time.Second // what servers allow clients
+)
+
 // DialOptions are the gRPC dial options every shardkv connection uses
-// unless told otherwise: plaintext, message limits of MaxMessageBytes, and
-// reconnection backoff capped at one second. gRPC's default cap is two
-// minutes, which would leave a client talking to a dead address long after
-// the replica behind it restarted. extra options come last and win.
+// unless told otherwise: plaintext, message limits of MaxMessageBytes,
+// keepalive (see DeadPeerTimeout), and reconnection backoff capped at one
+// second. gRPC's default cap is two minutes, which would leave a client
+// talking to a dead address long after the replica behind it restarted.
+// extra options come last and win.
 func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
 	return append([]grpc.DialOption{
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingEvery, Timeout: DeadPeerTimeout, PermitWithoutStream: true}),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
@@ -41,9 +59,13 @@ func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
 }
 
 // ServerOptions are the options of every shardkv gRPC server: message
-// limits of MaxMessageBytes. extra options come last.
+// limits of MaxMessageBytes, keepalive pings of idle clients and the
+// matching enforcement policy (see DeadPeerTimeout). extra options come
+// last.
 func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
 	return append([]grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingEvery, Timeout: DeadPeerTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minClientPingTime, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 	}, extra...)

@@ -29,7 +29,7 @@ import (
 
 // attemptTimeout bounds one RPC to one replica, so a dead replica costs a
 // bounded wait before the next one is tried.
-const attemptTimeout = 3 * time.Second
+const attemptTimeout = time.Second
 
 // Errors returned by the client.
 var (
@@ -236,7 +236,12 @@ func (c *Client) Watch(ctx context.Context, after uint64) (controller.Config, er
 	backoff := 50 * time.Millisecond
 	for {
 		i := int(c.leader.Load()) % len(c.clients)
-		r, err := c.clients[i].Watch(ctx, &controllerpb.WatchRequest{After: after})
+		// The server answers within its long-poll limit, or fails at once
+		// when it cannot confirm it is current (ctlserver.Watch): a
+		// deadline a little above the limit catches a silent server.
+		actx, cancel := context.WithTimeout(ctx, ctlserver.WatchLimit+attemptTimeout)
+		r, err := c.clients[i].Watch(actx, &controllerpb.WatchRequest{After: after})
+		cancel()
 		if err == nil {
 			reply = r
 			break
@@ -244,6 +249,7 @@ func (c *Client) Watch(ctx context.Context, after uint64) (controller.Config, er
 		if ctx.Err() != nil {
 			return controller.Config{}, ctx.Err()
 		}
+		// Another replica next: this one is cut off, stopped or silent.
 		c.leader.CompareAndSwap(int32(i), int32((i+1)%len(c.clients)))
 		select {
 		case <-time.After(backoff):

@@ -34,8 +34,12 @@ const Group = 0
 // DefaultShards is the shard count of a new cluster unless told otherwise.
 const DefaultShards = 64
 
-// watchLimit bounds one Watch long poll.
-const watchLimit = 30 * time.Second
+// WatchLimit bounds one Watch long poll; watchConfirm is how often a
+// waiting Watch confirms its replica is current.
+const (
+	WatchLimit   = 10 * time.Second
+	watchConfirm = 500 * time.Millisecond
+)
 
 // Errors is the controller's wire error table, shared with ctlclient.
 var Errors = rpcerr.NewTable("shardkv.controller", append([]rpcerr.Entry{
@@ -213,19 +217,40 @@ func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*co
 	return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 }
 
-// Watch implements controllerpb.ControllerServer.
+// Watch implements controllerpb.ControllerServer: a long poll answered
+// with the first configuration after req.After, or with the latest one
+// after WatchLimit. Only a replica that knows it is current answers "nothing
+// new": every watchConfirm it confirms a read index (through its leader
+// when a follower), and fails with an Unavailable error when it cannot, so
+// a watcher on a replica cut off from its quorum moves on to another one
+// within about a second instead of waiting out the long poll.
 func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*controllerpb.QueryReply, error) {
-	limit := time.NewTimer(watchLimit)
+	limit := time.NewTimer(WatchLimit)
 	defer limit.Stop()
+	confirm := time.NewTicker(watchConfirm)
+	defer confirm.Stop()
+	current := func() error {
+		rctx, cancel := context.WithTimeout(ctx, watchConfirm)
+		defer cancel()
+		return s.node.ReadIndex(rctx)
+	}
 	for {
 		changed := s.store.Changed()
 		cfg, n, ok := s.store.Query(-1)
 		if ok && cfg.Num > req.GetAfter() {
+			// Committed, so true, even if this replica is behind.
 			return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 		}
 		select {
 		case <-changed:
+		case <-confirm.C:
+			if err := current(); err != nil {
+				return nil, Errors.ToStatus(fmt.Errorf("%w (watch: this replica cannot confirm it is current)", raftnode.ErrReadTimeout))
+			}
 		case <-limit.C:
+			if err := current(); err != nil {
+				return nil, Errors.ToStatus(raftnode.ErrReadTimeout)
+			}
 			if !ok {
 				return nil, Errors.ToStatus(controller.ErrNotInitialized)
 			}

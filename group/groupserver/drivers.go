@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
@@ -134,7 +135,11 @@ func sleep(ctx context.Context, d time.Duration) {
 func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, addrs []string) {
 	start := time.Now()
 	backoff := 20 * time.Millisecond
-	for attempt := 0; s.stillLeading(ctx); attempt++ {
+	// Any replica of the source may answer (an offered shard is frozen):
+	// start at a random one, so pullers spread and one dead replica does
+	// not always cost the first attempt.
+	first := rand.IntN(max(len(addrs), 1))
+	for attempt := first; s.stillLeading(ctx); attempt++ {
 		if len(addrs) == 0 {
 			s.log.Error("shard source group has no addresses", "shard", shard, "source", src)
 			return
@@ -148,12 +153,17 @@ func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, ad
 			return
 		}
 		s.log.Debug("pull shard", "shard", shard, "config", num, "from", addrs[attempt%len(addrs)], "addrs", addrs, "err", err)
-		if (attempt+1)%len(addrs) == 0 {
+		if (attempt+1-first)%len(addrs) == 0 {
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, time.Second)
 		}
 	}
 }
+
+// chunkTimeout bounds the wait for the next chunk of a pull: a source that
+// goes silent (a partition drops its packets) is abandoned for another
+// replica instead of being waited on until TCP gives up.
+const chunkTimeout = 5 * time.Second
 
 // pullWindow bounds the chunks of one pull that are in the log and not yet
 // applied.
@@ -169,6 +179,8 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	silent := time.AfterFunc(chunkTimeout, cancel) // armed while waiting for a chunk
+	defer silent.Stop()
 	stream, err := cl.PullShard(ctx, &kvpb.PullShardRequest{ConfigNum: num, Shard: uint32(shard)})
 	if err != nil {
 		return false, 0, err
@@ -194,7 +206,9 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 		return false, nil
 	}
 	for chunk := uint64(0); ; chunk++ {
+		silent.Reset(chunkTimeout)
 		c, err := stream.Recv()
+		silent.Stop() // not while the chunk replicates
 		if err == io.EOF {
 			return false, bytes, errors.New("stream ended before the last chunk")
 		}

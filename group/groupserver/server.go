@@ -228,11 +228,20 @@ func (s *Server) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 	return reply, Errors.ToStatus(err)
 }
 
-func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
-	if err := s.leaderOnly(); err != nil {
-		return nil, err
+// Any replica serves reads and writes: a follower confirms a read index
+// with its leader (etcd serves linearizable reads so) and forwards writes
+// to it, so a client cut off from the leader is served by any replica that
+// reaches it. Only the leader answers ownership before the log: a follower
+// may lag, and the state after the read index (or at apply) decides.
+func (s *Server) precheck(op kvpb.WriteOp, key, value []byte) error {
+	if s.node.Status().IsLeader {
+		return s.sm.CheckWrite(op, key, value)
 	}
-	if err := s.sm.CheckWrite(kvpb.WriteOp_WRITE_OP_DELETE, req.GetKey(), nil); err != nil {
+	return s.cfg.Limits.Check(op, key, value)
+}
+
+func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
+	if err := s.precheck(kvpb.WriteOp_WRITE_OP_DELETE, req.GetKey(), nil); err != nil {
 		return nil, err // fail fast; checked again after the read index
 	}
 	if err := s.node.ReadIndex(ctx); err != nil {
@@ -271,10 +280,7 @@ func opName(op kvpb.WriteOp) string {
 }
 
 func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
-	if err := s.leaderOnly(); err != nil {
-		return err
-	}
-	if err := s.sm.CheckWrite(req.GetOp(), req.GetKey(), req.GetValue()); err != nil {
+	if err := s.precheck(req.GetOp(), req.GetKey(), req.GetValue()); err != nil {
 		return err
 	}
 	// A replica that cannot persist refuses writes at once (nothing is
