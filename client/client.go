@@ -294,6 +294,13 @@ func classify(err error) verdict {
 	return nextReplica
 }
 
+// deterministicRefusal reports whether err depends only on the request
+// itself, so every attempt of it got (or will get, at apply) the same.
+func deterministicRefusal(err error) bool {
+	return errors.Is(err, group.ErrKeyTooLarge) || errors.Is(err, group.ErrValueTooLarge) ||
+		errors.Is(err, group.ErrEmptyKey) || errors.Is(err, group.ErrMalformed)
+}
+
 // tooLarge turns gRPC's refusal of a message above its receive limit
 // (ResourceExhausted without one of the service's reasons) into
 // ErrValueTooLarge: the server never decoded the request.
@@ -449,8 +456,11 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) 
 			return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		case classify(err) == final:
 			// A refusal may or may not have been recorded under this
-			// sequence number: never reuse the session.
-			if errors.Is(err, group.ErrStaleRequest) {
+			// sequence number: never reuse the session. Only a refusal
+			// that every attempt of this request would get (its size or
+			// shape) proves that none of them was applied; any other, after
+			// an attempt that may have reached a log, leaves it unknown.
+			if errors.Is(err, group.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
 				return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 			}
 			return err

@@ -109,6 +109,17 @@ func TestClockStepsKeepExactlyOnce(t *testing.T) {
 	if total == 0 {
 		t.Fatal("no append succeeded")
 	}
+	// Replicated time followed the monotonic clock, not the steps: it is
+	// within seconds of the real time, not hours ahead.
+	for id := uint64(1); id <= 3; id++ {
+		s := h.c.Group(cluster.Replica{Group: 1, ID: id})
+		if s == nil {
+			continue
+		}
+		if ahead := time.Duration(s.StateMachine().Now()-time.Now().UnixMilli()) * time.Millisecond; ahead > time.Minute {
+			t.Fatalf("replica %d: replicated time %v ahead of real time: the wall-clock steps moved it", id, ahead)
+		}
+	}
 }
 
 // TestRetryAfterSessionExpiry loses the reply of an applied append, keeps

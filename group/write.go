@@ -38,6 +38,9 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 		}
 		return nil, sm.putSession(a, shard, &kvpb.SessionRecord{ClientId: w.GetClientId(), LastSeen: now})
 	}
+	if w.GetClientId() != 0 && w.GetSeq() == 0 {
+		return fmt.Errorf("%w: sequence 0 is the session's opening, not a write", ErrMalformed), nil
+	}
 	if !found && w.GetClientId() != 0 {
 		return fmt.Errorf("%w: client %d sequence %d in shard %d", ErrSessionExpired, w.GetClientId(), w.GetSeq(), shard), nil
 	}

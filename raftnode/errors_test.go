@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport/memnet"
 )
 
@@ -49,6 +50,12 @@ func TestErrorClasses(t *testing.T) {
 func TestStoppedLeaderReportsUnknown(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	lead := c.leader()
+	// A committed warm-up entry puts the followers in the leader's
+	// replicate state, so the next entry is sent to them at once.
+	if _, err := c.propose(context.Background(), encodeCmd('p', "warm", "up")); err != nil {
+		t.Fatal(err)
+	}
+	lead = c.leader()
 	// Followers receive the leader's appends, but their acks are lost, so
 	// the entry cannot commit while this leader lives.
 	for _, id := range c.peers {
@@ -60,8 +67,31 @@ func TestStoppedLeaderReportsUnknown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Wait until a follower has the entry in its log (it cannot apply it).
-	time.Sleep(100 * time.Millisecond)
+	// Wait until both followers have the entry in their logs (they cannot
+	// apply it).
+	index := c.node(lead).Status().Commit + 1
+	deadline := time.Now().Add(5 * time.Second)
+	for _, id := range c.peers {
+		if id == lead {
+			continue
+		}
+		for {
+			c.mu.Lock()
+			e := c.engines[id]
+			c.mu.Unlock()
+			st, err := e.RaftLog(storage.Replica{Group: testGroup, ID: id}).Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(st.Entries); n > 0 && st.Entries[n-1].GetIndex() >= index {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("follower %d never received the entry", id)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := p.Wait(context.Background())

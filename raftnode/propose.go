@@ -55,7 +55,10 @@ func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {
 			n.proposals.dropped.Add(1)
 			return nil, ErrProposalDropped
 		case errors.Is(err, raft.ErrStopped):
-			return nil, ErrStopped
+			// raft may have taken the proposal just before it stopped
+			// (its Propose waits for the step's result and the stop at
+			// once): not provably absent from the log.
+			return nil, ErrStoppedInFlight
 		}
 		return nil, err
 	}

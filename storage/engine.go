@@ -68,7 +68,11 @@ func (e *Engine) DB() *pebble.DB { return e.db }
 // Close flushes nothing extra (every acknowledged write was synced) and
 // releases the engine.
 func (e *Engine) Close() error {
-	close(e.done)
+	first := false
+	e.health.closeOnce.Do(func() { close(e.done); first = true })
+	if !first {
+		return errors.New("storage: engine already closed")
+	}
 	return e.db.Close()
 }
 

@@ -57,6 +57,9 @@ type health struct {
 	opts Options
 	dir  string
 
+	closeOnce   sync.Once
+	resumeBytes atomic.Int64 // free space that ends a full state (spaceToResume; tests raise it)
+
 	mu           sync.Mutex
 	noSpace      error     // the last out-of-space error, until a flush succeeds
 	stalledSince time.Time // Pebble's write stall, zero when none
@@ -113,6 +116,21 @@ func (h *health) listener() *pebble.EventListener {
 				log.Warn("storage writable again: a flush succeeded")
 			}
 		},
+		CompactionEnd: func(info pebble.CompactionInfo) {
+			// With writes refused, no memtable fills and no flush comes:
+			// a compaction that succeeds after space was freed proves the
+			// disk writable again too.
+			if info.Err != nil {
+				return
+			}
+			h.mu.Lock()
+			was := h.noSpace
+			h.noSpace = nil
+			h.mu.Unlock()
+			if was != nil {
+				log.Warn("storage writable again: a compaction succeeded")
+			}
+		},
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
 			h.writeStalls.Add(1)
 			h.mu.Lock()
@@ -145,6 +163,7 @@ func (h *health) watch(done <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		h.recheckSpace()
 		if h.oldestSync() < h.opts.StallLimit {
 			continue
 		}
@@ -164,6 +183,33 @@ func (h *health) watch(done <-chan struct{}) {
 			h.opts.OnStuck(err)
 		}
 	}
+}
+
+// spaceToResume is the free space at which a full engine accepts writes
+// again: writes are refused while full, so no flush or compaction may come
+// to prove the disk writable; the free space is the evidence instead (a
+// failure after that sets the engine full again).
+const spaceToResume = 16 << 20
+
+func (h *health) recheckSpace() {
+	h.mu.Lock()
+	full := h.noSpace != nil
+	h.mu.Unlock()
+	if !full {
+		return
+	}
+	var st syscall.Statfs_t
+	resume := h.resumeBytes.Load()
+	if resume == 0 {
+		resume = spaceToResume
+	}
+	if err := syscall.Statfs(h.dir, &st); err != nil || int64(st.Bavail)*int64(st.Bsize) < resume {
+		return
+	}
+	h.mu.Lock()
+	h.noSpace = nil
+	h.mu.Unlock()
+	h.opts.Logger.Warn("storage writable again: space was freed", "component", "storage", "dir", h.dir)
 }
 
 // Health returns nil when the engine accepts writes, and otherwise an error

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ func TestHealthFollowsPebbleEvents(t *testing.T) {
 	}
 	defer e.Close()
 	l := e.health.listener()
+	e.health.resumeBytes.Store(math.MaxInt64) // only the events decide here
 	if err := e.Health(); err != nil {
 		t.Fatalf("a new engine: %v", err)
 	}
@@ -77,5 +79,33 @@ func TestStuckSyncedWriteIsReported(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if len(stuck) != 0 {
 		t.Fatal("OnStuck called twice")
+	}
+}
+
+// TestFullEngineResumesWhenSpaceIsFreed: with writes refused nothing may
+// flush, so free space on the disk is what lets a full engine resume.
+func TestFullEngineResumesWhenSpaceIsFreed(t *testing.T) {
+	e, err := OpenWith(t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler), StallLimit: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.health.listener().BackgroundError(fmt.Errorf("compaction: %w", syscall.ENOSPC))
+	if err := e.Health(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("after ENOSPC: %v", err)
+	}
+	// The test's disk has space: the watchdog notices within a tick.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Health() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a full engine never resumed with free space on its disk")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err == nil {
+		t.Fatal("a second Close succeeded")
 	}
 }
