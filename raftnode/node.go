@@ -194,6 +194,18 @@ func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 	return n.rn.Step(ctx, m)
 }
 
+// MemberProgress implements transport.MemberReporter.
+func (n *Node) MemberProgress(id uint64) (leader bool, term, match uint64) {
+	st := n.rn.Status()
+	if st.RaftState != raft.StateLeader {
+		return false, n.term.Load(), 0
+	}
+	if pr, ok := st.Progress[id]; ok {
+		match = pr.Match
+	}
+	return true, n.term.Load(), match
+}
+
 // ReportUnreachable tells Raft a message to peer id was lost
 // (transport.Handler).
 func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }

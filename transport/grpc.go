@@ -112,6 +112,42 @@ func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.Snapshot
 	return stream.SendAndClose(&transportpb.Ack{})
 }
 
+// Member implements transportpb.RaftServer: what this process's replica of
+// the group knows of member id.
+func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*transportpb.MemberReply, error) {
+	s.mu.RLock()
+	var h Handler
+	for m, hh := range s.handlers {
+		if m.group == req.GetGroup() && m.id != req.GetId() {
+			h = hh
+			break
+		}
+	}
+	s.mu.RUnlock()
+	if h == nil {
+		return &transportpb.MemberReply{}, nil
+	}
+	reply := &transportpb.MemberReply{Hosted: true}
+	if r, ok := h.(MemberReporter); ok {
+		reply.Leader, reply.Term, reply.Match = r.MemberProgress(req.GetId())
+	}
+	return reply, nil
+}
+
+// AskMember asks the process at addr what its replica of group knows of
+// member id (see Server.Member).
+func AskMember(ctx context.Context, addr string, group, id uint64, dial ...grpc.DialOption) (*transportpb.MemberReply, error) {
+	if len(dial) == 0 {
+		dial = DialOptions()
+	}
+	conn, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return transportpb.NewRaftClient(conn).Member(ctx, &transportpb.MemberRequest{Group: group, Id: id})
+}
+
 // Resolver maps a member of a group to the address of the process that
 // hosts it.
 type Resolver func(group, id uint64) (addr string, ok bool)

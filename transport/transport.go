@@ -31,6 +31,15 @@ type Handler interface {
 	ReportUnreachable(id uint64)
 }
 
+// MemberReporter is implemented by handlers that can tell what they know of
+// a fellow member (the raft node does); the gRPC server answers Member
+// requests with it.
+type MemberReporter interface {
+	// MemberProgress returns whether this replica leads, its term, and as
+	// leader the highest log index member id has acknowledged.
+	MemberProgress(id uint64) (leader bool, term, match uint64)
+}
+
 // Transport is the sending side of one replica.
 type Transport interface {
 	// Send queues messages for delivery and returns at once; it never blocks

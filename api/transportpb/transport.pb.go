@@ -221,6 +221,128 @@ func (*Ack) Descriptor() ([]byte, []int) {
 	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{3}
 }
 
+// MemberRequest asks a process what its replica of group knows of member
+// id of that group.
+type MemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRequest) Reset() {
+	*x = MemberRequest{}
+	mi := &file_api_transportpb_transport_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRequest) ProtoMessage() {}
+
+func (x *MemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_transportpb_transport_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRequest.ProtoReflect.Descriptor instead.
+func (*MemberRequest) Descriptor() ([]byte, []int) {
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemberRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *MemberRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type MemberReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hosted        bool                   `protobuf:"varint,1,opt,name=hosted,proto3" json:"hosted,omitempty"` // the process hosts a replica of the group
+	Leader        bool                   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"` // that replica leads the group
+	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	Match         uint64                 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"` // as leader: the highest log index member id acknowledged
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberReply) Reset() {
+	*x = MemberReply{}
+	mi := &file_api_transportpb_transport_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberReply) ProtoMessage() {}
+
+func (x *MemberReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_transportpb_transport_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberReply.ProtoReflect.Descriptor instead.
+func (*MemberReply) Descriptor() ([]byte, []int) {
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MemberReply) GetHosted() bool {
+	if x != nil {
+		return x.Hosted
+	}
+	return false
+}
+
+func (x *MemberReply) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *MemberReply) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *MemberReply) GetMatch() uint64 {
+	if x != nil {
+		return x.Match
+	}
+	return 0
+}
+
 var File_api_transportpb_transport_proto protoreflect.FileDescriptor
 
 const file_api_transportpb_transport_proto_rawDesc = "" +
@@ -235,10 +357,19 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\"\x05\n" +
-	"\x03Ack2\x98\x01\n" +
+	"\x03Ack\"5\n" +
+	"\rMemberRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"g\n" +
+	"\vMemberReply\x12\x16\n" +
+	"\x06hosted\x18\x01 \x01(\bR\x06hosted\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x14\n" +
+	"\x05match\x18\x04 \x01(\x04R\x05match2\xea\x01\n" +
 	"\x04Raft\x12B\n" +
 	"\x06Stream\x12\x1b.shardkv.transport.v1.Batch\x1a\x19.shardkv.transport.v1.Ack(\x01\x12L\n" +
-	"\bSnapshot\x12#.shardkv.transport.v1.SnapshotChunk\x1a\x19.shardkv.transport.v1.Ack(\x01B,Z*github.com/shardkv/shardkv/api/transportpbb\x06proto3"
+	"\bSnapshot\x12#.shardkv.transport.v1.SnapshotChunk\x1a\x19.shardkv.transport.v1.Ack(\x01\x12P\n" +
+	"\x06Member\x12#.shardkv.transport.v1.MemberRequest\x1a!.shardkv.transport.v1.MemberReplyB,Z*github.com/shardkv/shardkv/api/transportpbb\x06proto3"
 
 var (
 	file_api_transportpb_transport_proto_rawDescOnce sync.Once
@@ -252,21 +383,25 @@ func file_api_transportpb_transport_proto_rawDescGZIP() []byte {
 	return file_api_transportpb_transport_proto_rawDescData
 }
 
-var file_api_transportpb_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_api_transportpb_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_api_transportpb_transport_proto_goTypes = []any{
 	(*Envelope)(nil),      // 0: shardkv.transport.v1.Envelope
 	(*Batch)(nil),         // 1: shardkv.transport.v1.Batch
 	(*SnapshotChunk)(nil), // 2: shardkv.transport.v1.SnapshotChunk
 	(*Ack)(nil),           // 3: shardkv.transport.v1.Ack
+	(*MemberRequest)(nil), // 4: shardkv.transport.v1.MemberRequest
+	(*MemberReply)(nil),   // 5: shardkv.transport.v1.MemberReply
 }
 var file_api_transportpb_transport_proto_depIdxs = []int32{
 	0, // 0: shardkv.transport.v1.Batch.envelopes:type_name -> shardkv.transport.v1.Envelope
 	1, // 1: shardkv.transport.v1.Raft.Stream:input_type -> shardkv.transport.v1.Batch
 	2, // 2: shardkv.transport.v1.Raft.Snapshot:input_type -> shardkv.transport.v1.SnapshotChunk
-	3, // 3: shardkv.transport.v1.Raft.Stream:output_type -> shardkv.transport.v1.Ack
-	3, // 4: shardkv.transport.v1.Raft.Snapshot:output_type -> shardkv.transport.v1.Ack
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
+	4, // 3: shardkv.transport.v1.Raft.Member:input_type -> shardkv.transport.v1.MemberRequest
+	3, // 4: shardkv.transport.v1.Raft.Stream:output_type -> shardkv.transport.v1.Ack
+	3, // 5: shardkv.transport.v1.Raft.Snapshot:output_type -> shardkv.transport.v1.Ack
+	5, // 6: shardkv.transport.v1.Raft.Member:output_type -> shardkv.transport.v1.MemberReply
+	4, // [4:7] is the sub-list for method output_type
+	1, // [1:4] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -283,7 +418,7 @@ func file_api_transportpb_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_transportpb_transport_proto_rawDesc), len(file_api_transportpb_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

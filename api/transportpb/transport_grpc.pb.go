@@ -25,6 +25,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Raft_Stream_FullMethodName   = "/shardkv.transport.v1.Raft/Stream"
 	Raft_Snapshot_FullMethodName = "/shardkv.transport.v1.Raft/Snapshot"
+	Raft_Member_FullMethodName   = "/shardkv.transport.v1.Raft/Member"
 )
 
 // RaftClient is the client API for Raft service.
@@ -37,6 +38,10 @@ type RaftClient interface {
 	// Snapshot carries one snapshot in chunks; the reply comes once the
 	// receiving member has accepted it.
 	Snapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, Ack], error)
+	// Member tells what a replica knows of a fellow member: a replica
+	// starting on empty data asks, so that one which lost its data does not
+	// start over as if new (etcd refuses an already bootstrapped member too).
+	Member(ctx context.Context, in *MemberRequest, opts ...grpc.CallOption) (*MemberReply, error)
 }
 
 type raftClient struct {
@@ -73,6 +78,16 @@ func (c *raftClient) Snapshot(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_SnapshotClient = grpc.ClientStreamingClient[SnapshotChunk, Ack]
 
+func (c *raftClient) Member(ctx context.Context, in *MemberRequest, opts ...grpc.CallOption) (*MemberReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemberReply)
+	err := c.cc.Invoke(ctx, Raft_Member_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RaftServer is the server API for Raft service.
 // All implementations must embed UnimplementedRaftServer
 // for forward compatibility.
@@ -83,6 +98,10 @@ type RaftServer interface {
 	// Snapshot carries one snapshot in chunks; the reply comes once the
 	// receiving member has accepted it.
 	Snapshot(grpc.ClientStreamingServer[SnapshotChunk, Ack]) error
+	// Member tells what a replica knows of a fellow member: a replica
+	// starting on empty data asks, so that one which lost its data does not
+	// start over as if new (etcd refuses an already bootstrapped member too).
+	Member(context.Context, *MemberRequest) (*MemberReply, error)
 	mustEmbedUnimplementedRaftServer()
 }
 
@@ -98,6 +117,9 @@ func (UnimplementedRaftServer) Stream(grpc.ClientStreamingServer[Batch, Ack]) er
 }
 func (UnimplementedRaftServer) Snapshot(grpc.ClientStreamingServer[SnapshotChunk, Ack]) error {
 	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedRaftServer) Member(context.Context, *MemberRequest) (*MemberReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Member not implemented")
 }
 func (UnimplementedRaftServer) mustEmbedUnimplementedRaftServer() {}
 func (UnimplementedRaftServer) testEmbeddedByValue()              {}
@@ -134,13 +156,36 @@ func _Raft_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_SnapshotServer = grpc.ClientStreamingServer[SnapshotChunk, Ack]
 
+func _Raft_Member_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftServer).Member(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raft_Member_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftServer).Member(ctx, req.(*MemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raft_ServiceDesc is the grpc.ServiceDesc for Raft service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Raft_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "shardkv.transport.v1.Raft",
 	HandlerType: (*RaftServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Member",
+			Handler:    _Raft_Member_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Stream",

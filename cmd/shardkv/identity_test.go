@@ -79,3 +79,55 @@ func TestMembershipMismatchRefused(t *testing.T) {
 	}
 	c1.stop(t)
 }
+
+// TestWipedReplicaRefused: a replica whose data directory was emptied
+// (say, after its WAL was found corrupted) and that is restarted with its
+// original flags must not start over as a new member while its group's
+// leader holds its acknowledgements.
+func TestWipedReplicaRefused(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, 3)
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
+	peers := fmt.Sprintf("1=%s,2=%s,3=%s", addr(0), addr(1), addr(2))
+	args := func(id int) []string {
+		return []string{"controller", "--id", fmt.Sprint(id), "--listen", addr(id - 1), "--peers", peers,
+			"--data", filepath.Join(dir, fmt.Sprintf("c%d", id))}
+	}
+	procs := map[int]*process{}
+	for id := 1; id <= 3; id++ {
+		procs[id] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), args(id)...)
+	}
+	c := &cli{t: t, bin: bin, controllers: strings.Join([]string{addr(0), addr(1), addr(2)}, ",")}
+	c.ok("admin", "join", "1=10.0.0.1:1", "--timeout", "30s")
+	// Stop a replica that is not the leader... any replica will do: the
+	// other two keep a leader, which remembers what it acknowledged.
+	procs[3].stop(t)
+	if err := os.RemoveAll(filepath.Join(dir, "c3")); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for attempt := 0; ; attempt++ {
+		p := startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c3-wiped-%d.log", attempt)), args(3)...)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.kill()
+		}
+		out, _ = os.ReadFile(p.log)
+		if p.err != nil && strings.Contains(string(out), "lost its data") {
+			break
+		}
+		// Replica 3 may have led: wait for the others' new leader to
+		// learn of it, with a fresh data directory each time.
+		if attempt == 3 {
+			t.Fatalf("a wiped replica was not refused:\n%s", out)
+		}
+		_ = os.RemoveAll(filepath.Join(dir, "c3"))
+		time.Sleep(time.Second)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(string(out)))
+	if o := c.ok("admin", "config", "--timeout", "30s"); !strings.Contains(o, "configuration 1") {
+		t.Fatalf("the others: %s", o)
+	}
+}

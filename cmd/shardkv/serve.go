@@ -91,6 +91,33 @@ func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
 	return peers, ids, nil
 }
 
+// notBootstrapped refuses a first start on empty data when the group's
+// leader says this member already acknowledged entries: its data was lost,
+// and starting over as a new member could vote twice in a term or drop
+// entries it acknowledged (etcd refuses an already bootstrapped member for
+// the same reason). Peers that do not answer within seconds are not waited
+// for: a new group's replicas start together.
+func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, clusterID uint64, dir string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for pid, addr := range peers {
+		if pid == id {
+			continue
+		}
+		reply, err := transport.AskMember(ctx, addr, gid, id, transport.DialOptions(transport.WithClusterID(clusterID)...)...)
+		if err != nil {
+			continue
+		}
+		if reply.GetLeader() && reply.GetMatch() > 0 {
+			return fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but the group's leader (replica %d, term %d) "+
+				"has this replica's acknowledgement of its log up to index %d: the replica lost its data. Restore its data directory "+
+				"from a backup, or replace the replica; starting it empty could lose acknowledged writes",
+				dir, gid, id, pid, reply.GetTerm(), reply.GetMatch())
+		}
+	}
+	return nil
+}
+
 // replicaStart builds a replica on the engine and raft network of the
 // cluster clusterID and registers its service on g.
 // ready, if not nil, adds the replica's own readiness condition.
@@ -139,6 +166,11 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	}
 	if want.ClusterID, err = clusterID(ctx, stored); err != nil {
 		return fmt.Errorf("learn the cluster id: %w", err)
+	}
+	if !stored && r.state == string(storage.ClusterNew) {
+		if err := notBootstrapped(ctx, gid, r.id, peers, want.ClusterID, r.data); err != nil {
+			return err
+		}
 	}
 	ident, err := e.EnsureIdentity(rep, want, storage.ClusterState(r.state))
 	if err != nil {
