@@ -51,6 +51,10 @@ type Options struct {
 	Shards          int    // default 12
 	SnapshotEntries uint64 // raft compaction threshold (default 200, so snapshots happen)
 	Seed            uint64
+	// Netfilter runs every replica as its own user, so that real
+	// partitions (DropLink, DropClients, Silence) can be made; needs root
+	// and iptables (see NetfilterAvailable).
+	Netfilter bool
 }
 
 type proc struct {
@@ -69,6 +73,7 @@ type Cluster struct {
 	mu    sync.Mutex
 	procs map[Replica]*proc
 	links map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1]
+	rules [][]string                       // netfilter rules in force
 }
 
 // Start launches the cluster and joins every group.
@@ -83,6 +88,22 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		opts.SnapshotEntries = 200
 	}
 	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, links: map[[2]Replica]*faultproxy.Proxy{}}
+	if opts.Netfilter {
+		// Processes of other users must reach the binary and their data.
+		bin := filepath.Join(opts.Dir, "shardkv")
+		if err := copyExecutable(opts.Binary, bin); err != nil {
+			return nil, err
+		}
+		c.opts.Binary = bin
+		for _, d := range []string{opts.Dir, filepath.Join(opts.Dir, "data")} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.Chmod(d, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var all []Replica
 	for g := 0; g <= opts.Groups; g++ {
 		for id := 1; id <= 3; id++ {
@@ -129,6 +150,16 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			peers = append(peers, fmt.Sprintf("%d=%s", id, addr))
 		}
 		data := filepath.Join(opts.Dir, "data", strings.ReplaceAll(r.String(), "/", "-"))
+		if opts.Netfilter {
+			if err := os.MkdirAll(data, 0o755); err != nil {
+				c.Close()
+				return nil, err
+			}
+			if err := os.Chown(data, int(uidOf(r)), int(uidOf(r))); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
 		common := []string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
 			"--data", data, "--snapshot-entries", fmt.Sprint(opts.SnapshotEntries), "--log-level", "info"}
 		if r.Group == 0 {
@@ -175,6 +206,9 @@ func (c *Cluster) launch(p *proc) error {
 	defer f.Close()
 	cmd := exec.Command(c.opts.Binary, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if c.opts.Netfilter {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uidOf(p.r), Gid: uidOf(p.r)}}
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.r, err)
 	}
@@ -282,7 +316,7 @@ func (c *Cluster) Heal() error {
 	for _, p := range c.links {
 		p.Heal()
 	}
-	var errs []error
+	errs := []error{c.clearRules()}
 	for _, r := range c.Replicas() {
 		c.procs[r].inbound.Heal()
 		c.Resume(r)
@@ -304,6 +338,15 @@ func (c *Cluster) Close() {
 	for _, p := range c.links {
 		p.Close()
 	}
+	_ = c.clearRules()
+}
+
+func copyExecutable(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
 }
 
 // status asks a replica directly (not through its proxy).
@@ -342,6 +385,24 @@ func (c *Cluster) Leader(ctx context.Context, g uint64) (Replica, bool) {
 		}
 	}
 	return Replica{}, false
+}
+
+// CatchUp waits until replica r has applied what leader had applied when
+// called, and returns how long that took (ok false after limit).
+func (c *Cluster) CatchUp(ctx context.Context, r, leader Replica, limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	st, err := c.status(ctx, leader)
+	if err != nil {
+		return 0, false
+	}
+	target := st.GetApplied()
+	for time.Since(start) < limit && ctx.Err() == nil {
+		if st, err := c.status(ctx, r); err == nil && st.GetApplied() >= target {
+			return time.Since(start), true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, false
 }
 
 // CheckReplicasAgree waits until the replicas of every group report the

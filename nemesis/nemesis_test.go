@@ -2,6 +2,7 @@ package nemesis
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,10 @@ func runOne(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration) 
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
 	defer cancel()
 	summary, err := Run(ctx, RunOptions{Binary: bin, Dir: dir, Scenario: s, Seed: seed, Duration: d, Logf: t.Logf})
+	if errors.Is(err, ErrNoNetfilter) {
+		os.RemoveAll(dir)
+		t.Skip(err)
+	}
 	if err != nil {
 		t.Errorf("%v\nkept the run (porcupine view, logs, data) in %s", err, dir)
 		return

@@ -2,6 +2,7 @@ package nemesis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -22,6 +23,10 @@ type RunOptions struct {
 	Logf     func(format string, args ...any)
 }
 
+// ErrNoNetfilter: the scenario makes real partitions, which need root and
+// iptables.
+var ErrNoNetfilter = errors.New("nemesis: real partitions need root and iptables")
+
 // healBudget is how soon after healing every key must be readable again.
 const healBudget = 10 * time.Second
 
@@ -35,12 +40,16 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	if o.Clients == 0 {
 		o.Clients = 12
 	}
+	o.Duration = max(o.Duration, o.Scenario.MinDuration)
 	start := time.Now()
 	logf := func(format string, args ...any) {
 		o.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
 	logf("scenario %s, seed %d, dir %s", o.Scenario.Name, o.Seed, o.Dir)
-	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed})
+	if o.Scenario.Netfilter && !NetfilterAvailable() {
+		return "", ErrNoNetfilter
+	}
+	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed, Netfilter: o.Scenario.Netfilter})
 	if err != nil {
 		return "", err
 	}
@@ -63,11 +72,14 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	}()
 	env := &Env{C: c, Rng: rand.New(rand.NewPCG(o.Seed, 1)), Ctl: ctl, Logf: logf}
 	sleep(wctx, time.Second) // let the clients start
+	faultsFrom := time.Now()
 	o.Scenario.Run(wctx, env)
 	wg.Wait()
 	if werr != nil {
 		return "", fmt.Errorf("clients: %w", werr)
 	}
+	avail := w.Availability(faultsFrom, time.Now(), env.Heals())
+	logf("%s", avail)
 	logf("heal everything")
 	if err := c.Heal(); err != nil {
 		return "", err
@@ -82,5 +94,10 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	if err := c.CheckReplicasAgree(ctx); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s: linearizable; %s; replicas agree", o.Scenario.Name, w.Stats()), nil
+	for _, d := range avail.HealToServed {
+		if d > HealBudget {
+			return "", fmt.Errorf("a group was not served within %v of a heal (%s)", HealBudget, avail)
+		}
+	}
+	return fmt.Sprintf("%s: linearizable; %s; replicas agree; %s", o.Scenario.Name, w.Stats(), avail), nil
 }

@@ -3,6 +3,7 @@ package nemesis
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/shardkv/shardkv/controller/ctlclient"
@@ -15,12 +16,44 @@ type Env struct {
 	Rng  *rand.Rand
 	Ctl  *ctlclient.Client
 	Logf func(format string, args ...any) // the printed schedule
+
+	mu    sync.Mutex
+	heals []time.Time // when the scenario healed the network
+}
+
+// healNetwork removes every network fault and records when, so the runner
+// can measure how soon service came back.
+func (e *Env) healNetwork() {
+	healNetwork(e.C)
+	e.mu.Lock()
+	e.heals = append(e.heals, time.Now())
+	e.mu.Unlock()
+}
+
+// Heals returns when the scenario healed the network.
+func (e *Env) Heals() []time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]time.Time(nil), e.heals...)
 }
 
 // Scenario injects faults until ctx ends; the runner heals afterwards.
 type Scenario struct {
 	Name string
-	Run  func(ctx context.Context, e *Env)
+	// Netfilter scenarios make real partitions (see netfilter.go): they
+	// need root and iptables, and run every replica as its own user.
+	Netfilter bool
+	// MinDuration, if set, lengthens a run so that every kind of fault
+	// of the scenario happens at least once.
+	MinDuration time.Duration
+	Run         func(ctx context.Context, e *Env)
+}
+
+// must logs a fault that could not be made.
+func (e *Env) must(err error) {
+	if err != nil {
+		e.Logf("fault not made: %v", err)
+	}
 }
 
 // sleep waits d or until ctx ends, and reports whether ctx is still live.
@@ -63,7 +96,66 @@ func (e *Env) killAndRestart(ctx context.Context, r Replica, down time.Duration)
 
 // Scenarios are the fault schedules every run covers.
 var Scenarios = []Scenario{
-	{"kill", func(ctx context.Context, e *Env) {
+	{Name: "silent-partitions", Netfilter: true, MinDuration: 24 * time.Second, Run: func(ctx context.Context, e *Env) {
+		for step := 0; ctx.Err() == nil; step++ {
+			g := e.randomGroup()
+			lead := e.leaderOf(ctx, g)
+			others := func(r Replica) (out []Replica) {
+				for id := uint64(1); id <= 3; id++ {
+					if id != r.ID {
+						out = append(out, Replica{r.Group, id})
+					}
+				}
+				return out
+			}
+			var rejoin Replica // a replica whose catching up is measured after the heal
+			switch step % 5 {
+			case 0:
+				e.Logf("drop every client's packets to leader %s (its group still reaches it)", lead)
+				e.must(e.C.DropClients(lead))
+			case 1:
+				e.Logf("silence leader %s: nothing it sends or is sent arrives", lead)
+				e.must(e.C.Silence(lead))
+			case 2:
+				c := e.leaderOf(ctx, 0)
+				e.Logf("cut controller leader %s from the other controllers only, and move a shard", c)
+				for _, o := range others(c) {
+					e.must(e.C.DropLink(c, o))
+					e.must(e.C.DropLink(o, c))
+				}
+				s, to := e.Rng.IntN(12), e.randomGroup()
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				if _, err := e.Ctl.Move(cctx, s, to); err != nil {
+					e.Logf("move shard %d to group %d: %v", s, to, err)
+				} else {
+					e.Logf("moved shard %d to group %d", s, to)
+				}
+				cancel()
+			case 3:
+				e.Logf("one way: leader %s's raft packets to its group dropped", lead)
+				for _, o := range others(lead) {
+					e.must(e.C.DropLink(lead, o))
+				}
+			case 4:
+				f := others(lead)[0]
+				e.Logf("silence follower %s (it must rejoin at once when healed)", f)
+				e.must(e.C.Silence(f))
+				rejoin = f
+			}
+			sleep(ctx, time.Duration(2000+e.Rng.IntN(1000))*time.Millisecond)
+			e.Logf("heal network")
+			e.healNetwork()
+			if rejoin != (Replica{}) {
+				if d, ok := e.C.CatchUp(ctx, rejoin, lead, 5*time.Second); ok {
+					e.Logf("%s caught up with %s %v after the heal", rejoin, lead, d.Round(time.Millisecond))
+				} else {
+					e.Logf("%s did not catch up with %s within 5s of the heal", rejoin, lead)
+				}
+			}
+			sleep(ctx, 1500*time.Millisecond)
+		}
+	}},
+	{Name: "kill", Run: func(ctx context.Context, e *Env) {
 		for ctx.Err() == nil {
 			r := e.randomReplica(true)
 			if e.Rng.IntN(2) == 0 {
@@ -73,7 +165,7 @@ var Scenarios = []Scenario{
 			sleep(ctx, time.Duration(1000+e.Rng.IntN(2000))*time.Millisecond)
 		}
 	}},
-	{"pause-leader", func(ctx context.Context, e *Env) {
+	{Name: "pause-leader", Run: func(ctx context.Context, e *Env) {
 		for ctx.Err() == nil {
 			r := e.leaderOf(ctx, e.randomGroup())
 			e.Logf("SIGSTOP %s", r)
@@ -84,7 +176,7 @@ var Scenarios = []Scenario{
 			sleep(ctx, time.Second)
 		}
 	}},
-	{"partitions", func(ctx context.Context, e *Env) {
+	{Name: "partitions", Run: func(ctx context.Context, e *Env) {
 		for step := 0; ctx.Err() == nil; step++ {
 			g := e.randomGroup()
 			lead := e.leaderOf(ctx, g)
@@ -111,11 +203,11 @@ var Scenarios = []Scenario{
 			}
 			sleep(ctx, time.Duration(2500+e.Rng.IntN(1500))*time.Millisecond)
 			e.Logf("heal network")
-			healNetwork(e.C)
+			e.healNetwork()
 			sleep(ctx, time.Second)
 		}
 	}},
-	{"reconfigure-and-kill", func(ctx context.Context, e *Env) {
+	{Name: "reconfigure-and-kill", Run: func(ctx context.Context, e *Env) {
 		n := e.C.Groups()
 		for step := 0; ctx.Err() == nil; step++ {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -144,7 +236,7 @@ var Scenarios = []Scenario{
 			sleep(ctx, time.Duration(1000+e.Rng.IntN(1000))*time.Millisecond)
 		}
 	}},
-	{"partition-during-migration", func(ctx context.Context, e *Env) {
+	{Name: "partition-during-migration", Run: func(ctx context.Context, e *Env) {
 		for step := 0; ctx.Err() == nil; step++ {
 			s := e.Rng.IntN(12)
 			cfg, _, err := e.Ctl.Query(ctx, -1)
@@ -171,11 +263,11 @@ var Scenarios = []Scenario{
 				sleep(ctx, 3*time.Second)
 			}
 			e.Logf("heal network")
-			healNetwork(e.C)
+			e.healNetwork()
 			sleep(ctx, time.Second)
 		}
 	}},
-	{"kill-whole-group", func(ctx context.Context, e *Env) {
+	{Name: "kill-whole-group", Run: func(ctx context.Context, e *Env) {
 		for ctx.Err() == nil {
 			g := e.randomGroup()
 			e.Logf("kill -9 every replica of group %d", g)
@@ -192,7 +284,7 @@ var Scenarios = []Scenario{
 			sleep(ctx, 3*time.Second)
 		}
 	}},
-	{"lossy-links-and-snapshot-catch-up", func(ctx context.Context, e *Env) {
+	{Name: "lossy-links-and-snapshot-catch-up", Run: func(ctx context.Context, e *Env) {
 		for step := 0; ctx.Err() == nil; step++ {
 			if step%2 == 0 {
 				r := e.randomReplica(false)
@@ -207,13 +299,14 @@ var Scenarios = []Scenario{
 			}
 			sleep(ctx, 4*time.Second)
 			e.Logf("heal network")
-			healNetwork(e.C)
+			e.healNetwork()
 			sleep(ctx, time.Second)
 		}
 	}},
 }
 
 func healNetwork(c *Cluster) {
+	_ = c.clearRules()
 	for _, p := range c.links {
 		p.Heal()
 	}

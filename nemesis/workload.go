@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/linearizability"
 )
 
@@ -22,6 +24,28 @@ type Workload struct {
 	acked   atomic.Int64
 	unknown atomic.Int64
 	failed  atomic.Int64
+
+	succMu    sync.Mutex
+	successes []success // every successful operation, in completion order
+}
+
+// success is one successful operation: when, by which client, on which
+// group (by the client's configuration then).
+type success struct {
+	at     time.Time
+	client int
+	group  uint64
+}
+
+func (w *Workload) succeeded(cl *client.Client, c int, key string) {
+	cfg := cl.Config()
+	var g uint64
+	if len(cfg.Shards) > 0 {
+		g = cfg.Shards[controller.ShardOf([]byte(key), len(cfg.Shards))]
+	}
+	w.succMu.Lock()
+	w.successes = append(w.successes, success{at: time.Now(), client: c, group: g})
+	w.succMu.Unlock()
 }
 
 // clientsPerKeyGroup clients share each window of two keys; each client
@@ -85,6 +109,7 @@ func (w *Workload) op(ctx context.Context, cl *client.Client, c int, key, value 
 		if gerr == nil {
 			w.Rec.Done(c, in, linearizability.Output{Value: string(v), Found: found}, call, w.Rec.Now())
 			w.acked.Add(1)
+			w.succeeded(cl, c, key)
 		} else {
 			w.failed.Add(1)
 		}
@@ -103,6 +128,90 @@ func (w *Workload) op(ctx context.Context, cl *client.Client, c int, key, value 
 	}
 	w.Rec.Done(c, in, linearizability.Output{}, call, w.Rec.Now())
 	w.acked.Add(1)
+	w.succeeded(cl, c, key)
+}
+
+// Availability is what clients saw: the longest window without a success
+// per group and per client (from `from` to `to`), and for each heal the
+// time until every group had a success again.
+type Availability struct {
+	GroupWindow  map[uint64]time.Duration
+	ClientWindow map[int]time.Duration
+	HealToServed []time.Duration // per measurable heal: the slowest group's first success after it
+}
+
+// HealBudget is how soon after a heal every group must be served again.
+const HealBudget = 2 * time.Second
+
+// Availability computes what clients saw between from and to (windows
+// counted from each group's and client's first success); heals in that
+// span with at least HealBudget+1s of workload after them are measured.
+func (w *Workload) Availability(from, to time.Time, heals []time.Time) Availability {
+	w.succMu.Lock()
+	ss := append([]success(nil), w.successes...)
+	w.succMu.Unlock()
+	a := Availability{GroupWindow: map[uint64]time.Duration{}, ClientWindow: map[int]time.Duration{}}
+	lastG, lastC := map[uint64]time.Time{}, map[int]time.Time{}
+	for _, s := range ss {
+		if s.at.Before(from) || s.at.After(to) {
+			continue
+		}
+		// Windows start at each group's and client's first success, so
+		// that start-up (connections, sessions) is not counted.
+		if last, ok := lastG[s.group]; ok {
+			a.GroupWindow[s.group] = max(a.GroupWindow[s.group], s.at.Sub(last))
+		}
+		if last, ok := lastC[s.client]; ok {
+			a.ClientWindow[s.client] = max(a.ClientWindow[s.client], s.at.Sub(last))
+		}
+		lastG[s.group], lastC[s.client] = s.at, s.at
+	}
+	for g, t := range lastG {
+		a.GroupWindow[g] = max(a.GroupWindow[g], to.Sub(t))
+	}
+	for _, h := range heals {
+		if h.Before(from) || to.Sub(h) < HealBudget+time.Second {
+			continue
+		}
+		worst := time.Duration(0)
+		for g := range lastG {
+			first := to.Sub(h) // none: the whole remaining span
+			for _, s := range ss {
+				if s.group == g && !s.at.Before(h) {
+					first = s.at.Sub(h)
+					break
+				}
+			}
+			worst = max(worst, first)
+		}
+		a.HealToServed = append(a.HealToServed, worst)
+	}
+	return a
+}
+
+func (a Availability) String() string {
+	var b strings.Builder
+	b.WriteString("longest window without a success: groups")
+	gs := make([]uint64, 0, len(a.GroupWindow))
+	for g := range a.GroupWindow {
+		gs = append(gs, g)
+	}
+	slices.Sort(gs)
+	for _, g := range gs {
+		fmt.Fprintf(&b, " %d:%v", g, a.GroupWindow[g].Round(10*time.Millisecond))
+	}
+	worst := time.Duration(0)
+	for _, d := range a.ClientWindow {
+		worst = max(worst, d)
+	}
+	fmt.Fprintf(&b, "; worst client %v; heal to every group served:", worst.Round(10*time.Millisecond))
+	if len(a.HealToServed) == 0 {
+		b.WriteString(" no heal measured")
+	}
+	for _, d := range a.HealToServed {
+		fmt.Fprintf(&b, " %v", d.Round(10*time.Millisecond))
+	}
+	return b.String()
 }
 
 // FinalRead reads every key the workload touched, each within budget,
