@@ -238,3 +238,85 @@ func (h *harness) waitSettled() {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// appenders are clients appending unique tokens to a few keys until
+// stopped (see startAppenders).
+type appenders struct {
+	h       *harness
+	mu      sync.Mutex
+	acked   map[string][]string
+	unknown []string
+	wg      sync.WaitGroup
+	stop    chan struct{}
+}
+
+// startAppenders starts n clients appending tokens "[client.i]" to keys
+// k0..k<keys-1>, each append with its own timeout.
+func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...client.Option) *appenders {
+	a := &appenders{h: h, acked: map[string][]string{}, stop: make(chan struct{})}
+	for c := 0; c < n; c++ {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			cl := h.client(opts...)
+			for i := 0; ; i++ {
+				select {
+				case <-a.stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("k%d", (c+i)%keys)
+				tok := fmt.Sprintf("[%d.%d]", c, i)
+				ctx, cancel := context.WithTimeout(h.ctx, timeout)
+				err := cl.Append(ctx, []byte(key), []byte(tok))
+				cancel()
+				a.mu.Lock()
+				if err == nil {
+					a.acked[key] = append(a.acked[key], tok)
+				} else {
+					a.unknown = append(a.unknown, tok)
+				}
+				a.mu.Unlock()
+			}
+		}()
+	}
+	return a
+}
+
+// stopAndCheck stops the appenders and checks every key: each acknowledged
+// append applied exactly once, each other one at most once.
+func (a *appenders) stopAndCheck() {
+	t := a.h.t
+	t.Helper()
+	close(a.stop)
+	a.wg.Wait()
+	cl := a.h.client()
+	total := 0
+	keys := map[string]bool{}
+	for key := range a.acked {
+		keys[key] = true
+	}
+	for key := range keys {
+		ctx, cancel := context.WithTimeout(a.h.ctx, 30*time.Second)
+		v, _, err := cl.Get(ctx, []byte(key))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range a.acked[key] {
+			if n := strings.Count(string(v), tok); n != 1 {
+				t.Fatalf("%s: acknowledged %s applied %d times", key, tok, n)
+			}
+		}
+		for _, tok := range a.unknown {
+			if n := strings.Count(string(v), tok); n > 1 {
+				t.Fatalf("%s: %s applied %d times", key, tok, n)
+			}
+		}
+		total += len(a.acked[key])
+	}
+	t.Logf("%d acknowledged appends, %d unknown", total, len(a.unknown))
+	if total == 0 {
+		t.Fatal("no append succeeded")
+	}
+}

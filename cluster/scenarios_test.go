@@ -262,39 +262,7 @@ func TestConcurrentAppendsDuringChurn(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 3})
 	h.join(1)
 	rng := rand.New(rand.NewPCG(h.seed, 3))
-	var (
-		mu      sync.Mutex
-		acked   = map[string][]string{}
-		unknown []string
-		wg      sync.WaitGroup
-		stop    = make(chan struct{})
-	)
-	for c := 0; c < 10; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl := h.client()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				key := fmt.Sprintf("k%d", (c+i)%5)
-				tok := fmt.Sprintf("[%d.%d]", c, i)
-				ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
-				err := cl.Append(ctx, []byte(key), []byte(tok))
-				cancel()
-				mu.Lock()
-				if err == nil {
-					acked[key] = append(acked[key], tok)
-				} else {
-					unknown = append(unknown, tok)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	apps := h.startAppenders(10, 5, 20*time.Second)
 	for step := 0; step < 6; step++ {
 		time.Sleep(300 * time.Millisecond)
 		switch step {
@@ -322,33 +290,7 @@ func TestConcurrentAppendsDuringChurn(t *testing.T) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	cl := h.client()
-	total := 0
-	for key, toks := range acked {
-		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-		v, _, err := cl.Get(ctx, []byte(key))
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tok := range toks {
-			if n := strings.Count(string(v), tok); n != 1 {
-				t.Fatalf("%s: acknowledged %s applied %d times", key, tok, n)
-			}
-		}
-		for _, tok := range unknown {
-			if n := strings.Count(string(v), tok); n > 1 {
-				t.Fatalf("%s: %s applied %d times", key, tok, n)
-			}
-		}
-		total += len(toks)
-	}
-	t.Logf("%d acknowledged appends, %d unknown", total, len(unknown))
-	if total == 0 {
-		t.Fatal("no append succeeded")
-	}
+	apps.stopAndCheck()
 }
 
 // TestLinearizableUnderLossAndReconfiguration runs 10 clients with mixed

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,72 +42,14 @@ func TestClockStepsKeepExactlyOnce(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 1, Time: clock})
 	h.join(1)
 	loss := lossy(h.seed, 0.2, 2*time.Millisecond)
-	var (
-		mu      sync.Mutex
-		acked   = map[string][]string{}
-		unknown []string
-		wg      sync.WaitGroup
-		stop    = make(chan struct{})
-	)
-	for c := 0; c < 6; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl := h.client(client.WithDialOptions(transport.DialOptions(loss)...),
-				client.WithAttemptTimeout(500*time.Millisecond))
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				key := fmt.Sprintf("k%d", (c+i)%3)
-				tok := fmt.Sprintf("[%d.%d]", c, i)
-				ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
-				err := cl.Append(ctx, []byte(key), []byte(tok))
-				cancel()
-				mu.Lock()
-				if err == nil {
-					acked[key] = append(acked[key], tok)
-				} else {
-					unknown = append(unknown, tok)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	apps := h.startAppenders(6, 3, 10*time.Second, client.WithDialOptions(transport.DialOptions(loss)...),
+		client.WithAttemptTimeout(500*time.Millisecond))
 	for _, step := range []time.Duration{2 * time.Hour, -3 * time.Hour, 5 * time.Hour, -4 * time.Hour} {
 		time.Sleep(400 * time.Millisecond)
 		clock.offset.Add(int64(step))
 	}
 	time.Sleep(400 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	cl := h.client()
-	total := 0
-	for key, toks := range acked {
-		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-		v, _, err := cl.Get(ctx, []byte(key))
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tok := range toks {
-			if n := strings.Count(string(v), tok); n != 1 {
-				t.Fatalf("%s: acknowledged %s applied %d times", key, tok, n)
-			}
-		}
-		for _, tok := range unknown {
-			if n := strings.Count(string(v), tok); n > 1 {
-				t.Fatalf("%s: %s applied %d times", key, tok, n)
-			}
-		}
-		total += len(toks)
-	}
-	t.Logf("%d acknowledged appends, %d unknown", total, len(unknown))
-	if total == 0 {
-		t.Fatal("no append succeeded")
-	}
+	apps.stopAndCheck()
 	// Replicated time followed the monotonic clock, not the steps: it is
 	// within seconds of the real time, not hours ahead.
 	for id := uint64(1); id <= 3; id++ {

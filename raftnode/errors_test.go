@@ -49,13 +49,13 @@ func TestErrorClasses(t *testing.T) {
 // TestLinearizable.)
 func TestStoppedLeaderReportsUnknown(t *testing.T) {
 	c := newCluster(t, 3, nil)
-	lead := c.leader()
+	c.leader()
 	// A committed warm-up entry puts the followers in the leader's
 	// replicate state, so the next entry is sent to them at once.
 	if _, err := c.propose(context.Background(), encodeCmd('p', "warm", "up")); err != nil {
 		t.Fatal(err)
 	}
-	lead = c.leader()
+	lead := c.leader()
 	// Followers receive the leader's appends, but their acks are lost, so
 	// the entry cannot commit while this leader lives.
 	for _, id := range c.peers {

@@ -108,13 +108,7 @@ func (h *health) listener() *pebble.EventListener {
 				}
 				return
 			}
-			h.mu.Lock()
-			was := h.noSpace
-			h.noSpace = nil
-			h.mu.Unlock()
-			if was != nil {
-				log.Warn("storage writable again: a flush succeeded")
-			}
+			h.writable(log, "a flush succeeded")
 		},
 		CompactionEnd: func(info pebble.CompactionInfo) {
 			// With writes refused, no memtable fills and no flush comes:
@@ -123,13 +117,7 @@ func (h *health) listener() *pebble.EventListener {
 			if info.Err != nil {
 				return
 			}
-			h.mu.Lock()
-			was := h.noSpace
-			h.noSpace = nil
-			h.mu.Unlock()
-			if was != nil {
-				log.Warn("storage writable again: a compaction succeeded")
-			}
+			h.writable(log, "a compaction succeeded")
 		},
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
 			h.writeStalls.Add(1)
@@ -210,10 +198,18 @@ func (h *health) recheckSpace() {
 	if err := syscall.Statfs(h.dir, &st); err != nil || int64(st.Bavail)*int64(st.Bsize) < resume {
 		return
 	}
+	h.writable(h.opts.Logger.With("component", "storage", "dir", h.dir), "space was freed")
+}
+
+// writable ends a full state, saying why.
+func (h *health) writable(log *slog.Logger, why string) {
 	h.mu.Lock()
+	was := h.noSpace
 	h.noSpace = nil
 	h.mu.Unlock()
-	h.opts.Logger.Warn("storage writable again: space was freed", "component", "storage", "dir", h.dir)
+	if was != nil {
+		log.Warn("storage writable again", "because", why)
+	}
 }
 
 // Health returns nil when the engine accepts writes, and otherwise an error

@@ -179,26 +179,7 @@ func TestGRPCReportsDeadPeerUnreachable(t *testing.T) {
 // unreachable. (Batches used to grow past gRPC's 4 MiB default receive
 // limit and lose everything in them.)
 func TestGRPCLargeMessagesUnderLoad(t *testing.T) {
-	addrs := map[uint64]string{}
-	var mu sync.Mutex
-	resolve := func(group, id uint64) (string, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		a, ok := addrs[id]
-		return a, ok
-	}
-	a, b := startProcess(t, resolve), startProcess(t, resolve)
-	mu.Lock()
-	addrs[1], addrs[2] = a.addr, b.addr
-	mu.Unlock()
-	ra, rb := &recorder{}, &recorder{}
-	ta, err := a.net.Join(1, 1, ra)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.net.Join(1, 2, rb); err != nil {
-		t.Fatal(err)
-	}
+	ta, ra, rb := memberPair(t, 7, 7)
 	entry := func(size int) *raftpb.Message {
 		return &raftpb.Message{Type: raftpb.MessageType_MsgApp.Enum(), From: new(uint64(1)), To: new(uint64(2)),
 			Entries: []*raftpb.Entry{{Data: bytes.Repeat([]byte{'x'}, size)}}}
@@ -241,26 +222,7 @@ func TestGRPCLargeMessagesUnderLoad(t *testing.T) {
 // TestGRPCRefusesAnotherCluster: a process of another cluster cannot reach
 // this one's replicas, neither with messages nor with snapshots.
 func TestGRPCRefusesAnotherCluster(t *testing.T) {
-	addrs := map[uint64]string{}
-	var mu sync.Mutex
-	resolve := func(group, id uint64) (string, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		a, ok := addrs[id]
-		return a, ok
-	}
-	a, b := startClusterProcess(t, 1, resolve), startClusterProcess(t, 2, resolve)
-	mu.Lock()
-	addrs[1], addrs[2] = a.addr, b.addr
-	mu.Unlock()
-	ra, rb := &recorder{}, &recorder{}
-	ta, err := a.net.Join(1, 1, ra)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.net.Join(1, 2, rb); err != nil {
-		t.Fatal(err)
-	}
+	ta, ra, rb := memberPair(t, 1, 2)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		// Raft sends heartbeats on: the refused stream is noticed by the
@@ -281,8 +243,35 @@ func TestGRPCRefusesAnotherCluster(t *testing.T) {
 	defer cancel()
 	snap := &raftpb.Message{Type: raftpb.MessageType_MsgSnap.Enum(), From: new(uint64(1)), To: new(uint64(2)),
 		Snapshot: &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1))}}}
-	err = ta.SendSnapshot(ctx, snap)
+	err := ta.SendSnapshot(ctx, snap)
 	if err == nil || !transport.IsClusterMismatch(errors.Unwrap(err)) && !strings.Contains(fmt.Sprint(err), "cluster id mismatch") {
 		t.Fatalf("snapshot to another cluster: %v", err)
 	}
+}
+
+// memberPair starts two processes, of clusters ca and cb, hosting members 1
+// and 2 of group 1; it returns member 1's transport and both recorders.
+func memberPair(t *testing.T, ca, cb uint64) (transport.Transport, *recorder, *recorder) {
+	t.Helper()
+	addrs := map[uint64]string{}
+	var mu sync.Mutex
+	resolve := func(group, id uint64) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		a, ok := addrs[id]
+		return a, ok
+	}
+	a, b := startClusterProcess(t, ca, resolve), startClusterProcess(t, cb, resolve)
+	mu.Lock()
+	addrs[1], addrs[2] = a.addr, b.addr
+	mu.Unlock()
+	ra, rb := &recorder{}, &recorder{}
+	ta, err := a.net.Join(1, 1, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.net.Join(1, 2, rb); err != nil {
+		t.Fatal(err)
+	}
+	return ta, ra, rb
 }

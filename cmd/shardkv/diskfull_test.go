@@ -25,14 +25,7 @@ import (
 func TestDiskFull(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
-	mnt := filepath.Join(dir, "small-disk")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, bytes.TrimSpace(out))
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	mnt := smallDisk(t, dir, "96m")
 
 	base := freePorts(t, 9)
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
@@ -174,14 +167,7 @@ func tail(b []byte, n int) []byte {
 func TestDevDiskFull(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
-	mnt := filepath.Join(dir, "small-disk")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, bytes.TrimSpace(out))
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	mnt := smallDisk(t, dir, "40m")
 	base := freePorts(t, 13)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", base+12)
 	ctls := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base, base+1, base+2)
@@ -242,4 +228,19 @@ func TestDevDiskFull(t *testing.T) {
 	if !bytes.Contains(b, []byte("disk full")) && !bytes.Contains(b, []byte("write stall")) && !bytes.Contains(b, []byte("no space")) {
 		t.Fatalf("dev on a full disk logged nothing about it:\n%s", tail(b, 2000))
 	}
+}
+
+// smallDisk mounts a tmpfs of size under dir (root only; skips otherwise)
+// and unmounts it when the test ends.
+func smallDisk(t *testing.T, dir, size string) string {
+	t.Helper()
+	mnt := filepath.Join(dir, "small-disk")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	return mnt
 }
