@@ -29,6 +29,10 @@
 // Each change carries a session (client id, sequence number). The state
 // remembers, per client, the last sequence number applied and its outcome,
 // including a deterministic refusal, and answers a retry with that outcome
-// instead of applying it again. Sessions idle for longer than SessionTTL, by
-// command stamps, are forgotten.
+// instead of applying it again. A client opens its session first
+// (OpenSession, idempotent); a change in a session the state does not know
+// (never opened, or forgotten) is refused with ErrSessionExpired and never
+// applied, since it may retry a change applied before the session was
+// forgotten (Raft dissertation, section 6.3). Sessions idle for longer than
+// SessionTTL of replicated time (see package session) are forgotten.
 package controller

@@ -85,10 +85,6 @@ type State struct {
 	touchedSessions map[uint64]bool
 }
 
-// FirstSeq is the sequence number of a session's first request: the only
-// one accepted from a session the controller does not know.
-const FirstSeq = 1
-
 // Now is the replicated time (unix ms) of the last applied command.
 func (s *State) Now() int64 { return s.now }
 
@@ -127,6 +123,9 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	if init := cmd.GetInit(); init != nil {
 		return s.init(int(init.GetNumShards()))
 	}
+	if open := cmd.GetOpenSession(); open != nil {
+		return s.openSession(open.GetClientId())
+	}
 	var sess *controllerpb.Session
 	switch op := cmd.GetOp().(type) {
 	case *controllerpb.Command_Join:
@@ -139,9 +138,13 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 		return Result{Err: fmt.Errorf("%w: empty command", ErrInvalidGroup)}
 	}
 	prev, ok := s.sessions[sess.GetClientId()]
-	if !ok && sess.GetClientId() != 0 && sess.GetSeq() != FirstSeq {
-		// It may retry a change applied before the session expired
-		// (Raft dissertation, section 6.3). Nothing is remembered.
+	if sess.GetClientId() != 0 && sess.GetSeq() == 0 {
+		return Result{Err: fmt.Errorf("%w: sequence 0 is the session's opening, not a change", ErrStaleRequest)}
+	}
+	if !ok && sess.GetClientId() != 0 {
+		// Never opened, or expired: it may retry a change applied before
+		// the session expired (Raft dissertation, section 6.3). Nothing is
+		// remembered.
 		return Result{Err: fmt.Errorf("%w: client %d sequence %d", ErrSessionExpired, sess.GetClientId(), sess.GetSeq())}
 	}
 	if ok && sess.GetClientId() != 0 {
@@ -173,6 +176,23 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 		s.touchedSessions[id] = true
 	}
 	return res
+}
+
+// openSession registers client (sequence 0) unless it is known already:
+// opening is idempotent and never resets a session in use.
+func (s *State) openSession(client uint64) Result {
+	latest := uint64(0)
+	if n := len(s.configs); n > 0 {
+		latest = s.configs[n-1].Num
+	}
+	if client == 0 {
+		return Result{ConfigNum: latest, Err: fmt.Errorf("%w: a session needs a client id", ErrInvalidGroup)}
+	}
+	if _, ok := s.sessions[client]; !ok {
+		s.sessions[client] = &clientSession{lastSeen: s.now, configNum: latest}
+		s.touchedSessions[client] = true
+	}
+	return Result{ConfigNum: latest}
 }
 
 // commit appends next as a new configuration if it differs from the latest.

@@ -27,13 +27,37 @@ func move(client, seq uint64, shard uint32, gid uint64) *controllerpb.Command {
 		Shard: shard, Gid: gid, Session: &controllerpb.Session{ClientId: client, Seq: seq}}}}
 }
 
+func openCmd(client uint64) *controllerpb.Command {
+	return &controllerpb.Command{Op: &controllerpb.Command_OpenSession{OpenSession: &controllerpb.OpenSessionRequest{ClientId: client}}}
+}
+
+// applyOpen applies cmd, first opening its session when cmd is the
+// session's first request (sequence 1), as ctlclient does.
+func applyOpen(s *State, cmd *controllerpb.Command) Result {
+	var sess *controllerpb.Session
+	switch op := cmd.GetOp().(type) {
+	case *controllerpb.Command_Join:
+		sess = op.Join.GetSession()
+	case *controllerpb.Command_Leave:
+		sess = op.Leave.GetSession()
+	case *controllerpb.Command_Move:
+		sess = op.Move.GetSession()
+	}
+	if sess.GetSeq() == 1 && sess.GetClientId() != 0 {
+		open := openCmd(sess.GetClientId())
+		open.Stamp = cmd.GetStamp()
+		s.Apply(open)
+	}
+	return s.Apply(cmd)
+}
+
 func initCmd(n uint32) *controllerpb.Command {
 	return &controllerpb.Command{Op: &controllerpb.Command_Init{Init: &controllerpb.InitRequest{NumShards: n}}}
 }
 
 func TestStateCommands(t *testing.T) {
 	var s State
-	if r := s.Apply(join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
+	if r := applyOpen(&s, join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
 		t.Fatalf("join before init: %v", r.Err)
 	}
 	if r := s.Apply(initCmd(0)); !errors.Is(r.Err, ErrInvalidShards) {
@@ -54,7 +78,7 @@ func TestStateCommands(t *testing.T) {
 		wantErr error
 		wantNum uint64
 	}{
-		{"unknown session, not its first request", join(1, 2, map[uint64][]string{1: {"a1", "a2"}}), ErrSessionExpired, 0},
+		{"a session never opened", join(9, 2, map[uint64][]string{1: {"a1", "a2"}}), ErrSessionExpired, 0},
 		{"join 1", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
 		{"retry of join 1 is not applied again", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
 		{"join 2 and 3", join(2, 1, map[uint64][]string{2: {"b"}, 3: {"c"}}), nil, 2},
@@ -72,7 +96,7 @@ func TestStateCommands(t *testing.T) {
 		{"leave all forced", leave(3, 7, true, 2, 3), nil, 5},
 	}
 	for _, st := range steps {
-		r := s.Apply(st.cmd)
+		r := applyOpen(&s, st.cmd)
 		if !errors.Is(r.Err, st.wantErr) || (st.wantNum != 0 && r.ConfigNum != st.wantNum) {
 			t.Fatalf("%s: got (%d, %v), want (%d, %v)", st.name, r.ConfigNum, r.Err, st.wantNum, st.wantErr)
 		}
@@ -105,13 +129,13 @@ func TestSessionsExpireByStamp(t *testing.T) {
 	s.Apply(initCmd(4))
 	c := join(7, 1, map[uint64][]string{1: {"a"}})
 	c.Stamp = 1000
-	s.Apply(c)
+	applyOpen(&s, c)
 	if _, ok := s.sessions[7]; !ok {
 		t.Fatal("session not recorded")
 	}
 	later := move(8, 1, 0, 1)
 	later.Stamp = 1000 + SessionTTL.Milliseconds() + 1
-	s.Apply(later)
+	applyOpen(&s, later)
 	if _, ok := s.sessions[7]; ok {
 		t.Fatal("idle session not expired")
 	}
@@ -122,11 +146,41 @@ func TestSessionsExpireByStamp(t *testing.T) {
 
 func TestNotInitializedIsNotRemembered(t *testing.T) {
 	var s State
-	if r := s.Apply(join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
+	s.Apply(openCmd(1))
+	if r := applyOpen(&s, join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
 		t.Fatal(r.Err)
 	}
 	s.Apply(initCmd(4))
-	if r := s.Apply(join(1, 1, map[uint64][]string{1: {"a"}})); r.Err != nil || r.ConfigNum != 1 {
+	if r := applyOpen(&s, join(1, 1, map[uint64][]string{1: {"a"}})); r.Err != nil || r.ConfigNum != 1 {
 		t.Fatalf("retry after init: %+v", r)
+	}
+}
+
+// TestSessionsMustBeOpened: a change in a session the controller does not
+// know is refused, even as its first request (it may retry a change applied
+// before the session expired); opening is idempotent and never resets a
+// session in use; sequence 0 is not a change.
+func TestSessionsMustBeOpened(t *testing.T) {
+	var s State
+	s.Apply(initCmd(4))
+	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrSessionExpired) {
+		t.Fatalf("change in an unopened session: %+v", r)
+	}
+	if c, _ := s.Latest(); c.Num != 0 {
+		t.Fatalf("a refused change made configuration %d", c.Num)
+	}
+	s.Apply(openCmd(5))
+	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); r.Err != nil || r.ConfigNum != 1 {
+		t.Fatalf("first change: %+v", r)
+	}
+	s.Apply(openCmd(5)) // a late retry of the opening
+	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); r.Err != nil || r.ConfigNum != 1 {
+		t.Fatalf("retry of the first change after a repeated opening: %+v", r)
+	}
+	if r := s.Apply(leave(5, 0, false, 1)); !errors.Is(r.Err, ErrStaleRequest) {
+		t.Fatalf("sequence 0: %+v", r)
+	}
+	if r := s.Apply(openCmd(0)); r.Err == nil {
+		t.Fatal("a session without a client id was opened")
 	}
 }

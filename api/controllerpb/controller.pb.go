@@ -193,6 +193,53 @@ func (x *Session) GetSeq() uint64 {
 	return 0
 }
 
+// OpenSessionRequest registers a client session (with sequence 0) before
+// its first change; idempotent. A change in a session the controller does
+// not know is refused (SESSION_EXPIRED), never applied.
+type OpenSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionRequest) Reset() {
+	*x = OpenSessionRequest{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionRequest) ProtoMessage() {}
+
+func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
+func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OpenSessionRequest) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Groups        []*Group               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
@@ -203,7 +250,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[3]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +262,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[3]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +275,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{3}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JoinRequest) GetGroups() []*Group {
@@ -258,7 +305,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[4]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +317,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[4]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +330,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{4}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LeaveRequest) GetGids() []uint64 {
@@ -318,7 +365,7 @@ type MoveRequest struct {
 
 func (x *MoveRequest) Reset() {
 	*x = MoveRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[5]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +377,7 @@ func (x *MoveRequest) String() string {
 func (*MoveRequest) ProtoMessage() {}
 
 func (x *MoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[5]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +390,7 @@ func (x *MoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveRequest.ProtoReflect.Descriptor instead.
 func (*MoveRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{5}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MoveRequest) GetShard() uint32 {
@@ -378,7 +425,7 @@ type ChangeReply struct {
 
 func (x *ChangeReply) Reset() {
 	*x = ChangeReply{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +437,7 @@ func (x *ChangeReply) String() string {
 func (*ChangeReply) ProtoMessage() {}
 
 func (x *ChangeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +450,7 @@ func (x *ChangeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReply.ProtoReflect.Descriptor instead.
 func (*ChangeReply) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{6}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChangeReply) GetConfig() *Config {
@@ -424,7 +471,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +483,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +496,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{7}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *QueryRequest) GetNum() int64 {
@@ -469,7 +516,7 @@ type QueryReply struct {
 
 func (x *QueryReply) Reset() {
 	*x = QueryReply{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +528,7 @@ func (x *QueryReply) String() string {
 func (*QueryReply) ProtoMessage() {}
 
 func (x *QueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +541,7 @@ func (x *QueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryReply.ProtoReflect.Descriptor instead.
 func (*QueryReply) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{8}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *QueryReply) GetConfig() *Config {
@@ -522,7 +569,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +581,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +594,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{9}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchRequest) GetAfter() uint64 {
@@ -566,6 +613,7 @@ type Command struct {
 	//	*Command_Leave
 	//	*Command_Move
 	//	*Command_Init
+	//	*Command_OpenSession
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// stamp is replicated time (unix milliseconds) when the leader proposed
 	// the command (see session.Clock); replicas apply max(replicated time,
@@ -577,7 +625,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +637,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +650,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{10}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -648,6 +696,15 @@ func (x *Command) GetInit() *InitRequest {
 	return nil
 }
 
+func (x *Command) GetOpenSession() *OpenSessionRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_OpenSession); ok {
+			return x.OpenSession
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetStamp() int64 {
 	if x != nil {
 		return x.Stamp
@@ -675,6 +732,10 @@ type Command_Init struct {
 	Init *InitRequest `protobuf:"bytes,4,opt,name=init,proto3,oneof"`
 }
 
+type Command_OpenSession struct {
+	OpenSession *OpenSessionRequest `protobuf:"bytes,5,opt,name=open_session,json=openSession,proto3,oneof"`
+}
+
 func (*Command_Join) isCommand_Op() {}
 
 func (*Command_Leave) isCommand_Op() {}
@@ -682,6 +743,8 @@ func (*Command_Leave) isCommand_Op() {}
 func (*Command_Move) isCommand_Op() {}
 
 func (*Command_Init) isCommand_Op() {}
+
+func (*Command_OpenSession) isCommand_Op() {}
 
 // InitRequest creates configuration 0 with num_shards shards. Only the
 // first one applied counts: the number of shards never changes.
@@ -694,7 +757,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +769,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +782,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{11}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InitRequest) GetNumShards() uint32 {
@@ -743,7 +806,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +818,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +831,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{12}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SessionRecord) GetClientId() uint64 {
@@ -820,7 +883,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +895,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +908,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{13}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Image) GetApplied() uint64 {
@@ -897,7 +960,9 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\x06groups\x18\x03 \x03(\v2\x1c.shardkv.controller.v1.GroupR\x06groups\"8\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"}\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"1\n" +
+	"\x12OpenSessionRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\"}\n" +
 	"\vJoinRequest\x124\n" +
 	"\x06groups\x18\x01 \x03(\v2\x1c.shardkv.controller.v1.GroupR\x06groups\x128\n" +
 	"\asession\x18\x02 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"r\n" +
@@ -919,12 +984,13 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\n" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\"$\n" +
 	"\fWatchRequest\x12\x14\n" +
-	"\x05after\x18\x01 \x01(\x04R\x05after\"\x90\x02\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\"\xe0\x02\n" +
 	"\aCommand\x128\n" +
 	"\x04join\x18\x01 \x01(\v2\".shardkv.controller.v1.JoinRequestH\x00R\x04join\x12;\n" +
 	"\x05leave\x18\x02 \x01(\v2#.shardkv.controller.v1.LeaveRequestH\x00R\x05leave\x128\n" +
 	"\x04move\x18\x03 \x01(\v2\".shardkv.controller.v1.MoveRequestH\x00R\x04move\x128\n" +
-	"\x04init\x18\x04 \x01(\v2\".shardkv.controller.v1.InitRequestH\x00R\x04init\x12\x14\n" +
+	"\x04init\x18\x04 \x01(\v2\".shardkv.controller.v1.InitRequestH\x00R\x04init\x12N\n" +
+	"\fopen_session\x18\x05 \x01(\v2).shardkv.controller.v1.OpenSessionRequestH\x00R\vopenSession\x12\x14\n" +
 	"\x05stamp\x18\n" +
 	" \x01(\x03R\x05stampB\x04\n" +
 	"\x02op\",\n" +
@@ -945,9 +1011,10 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\x127\n" +
 	"\aconfigs\x18\x03 \x03(\v2\x1d.shardkv.controller.v1.ConfigR\aconfigs\x12@\n" +
 	"\bsessions\x18\x04 \x03(\v2$.shardkv.controller.v1.SessionRecordR\bsessions\x12\x10\n" +
-	"\x03now\x18\x05 \x01(\x03R\x03now2\xa0\x03\n" +
+	"\x03now\x18\x05 \x01(\x03R\x03now2\xfe\x03\n" +
 	"\n" +
-	"Controller\x12N\n" +
+	"Controller\x12\\\n" +
+	"\vOpenSession\x12).shardkv.controller.v1.OpenSessionRequest\x1a\".shardkv.controller.v1.ChangeReply\x12N\n" +
 	"\x04Join\x12\".shardkv.controller.v1.JoinRequest\x1a\".shardkv.controller.v1.ChangeReply\x12P\n" +
 	"\x05Leave\x12#.shardkv.controller.v1.LeaveRequest\x1a\".shardkv.controller.v1.ChangeReply\x12N\n" +
 	"\x04Move\x12\".shardkv.controller.v1.MoveRequest\x1a\".shardkv.controller.v1.ChangeReply\x12O\n" +
@@ -966,22 +1033,23 @@ func file_api_controllerpb_controller_proto_rawDescGZIP() []byte {
 	return file_api_controllerpb_controller_proto_rawDescData
 }
 
-var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_api_controllerpb_controller_proto_goTypes = []any{
-	(*Group)(nil),         // 0: shardkv.controller.v1.Group
-	(*Config)(nil),        // 1: shardkv.controller.v1.Config
-	(*Session)(nil),       // 2: shardkv.controller.v1.Session
-	(*JoinRequest)(nil),   // 3: shardkv.controller.v1.JoinRequest
-	(*LeaveRequest)(nil),  // 4: shardkv.controller.v1.LeaveRequest
-	(*MoveRequest)(nil),   // 5: shardkv.controller.v1.MoveRequest
-	(*ChangeReply)(nil),   // 6: shardkv.controller.v1.ChangeReply
-	(*QueryRequest)(nil),  // 7: shardkv.controller.v1.QueryRequest
-	(*QueryReply)(nil),    // 8: shardkv.controller.v1.QueryReply
-	(*WatchRequest)(nil),  // 9: shardkv.controller.v1.WatchRequest
-	(*Command)(nil),       // 10: shardkv.controller.v1.Command
-	(*InitRequest)(nil),   // 11: shardkv.controller.v1.InitRequest
-	(*SessionRecord)(nil), // 12: shardkv.controller.v1.SessionRecord
-	(*Image)(nil),         // 13: shardkv.controller.v1.Image
+	(*Group)(nil),              // 0: shardkv.controller.v1.Group
+	(*Config)(nil),             // 1: shardkv.controller.v1.Config
+	(*Session)(nil),            // 2: shardkv.controller.v1.Session
+	(*OpenSessionRequest)(nil), // 3: shardkv.controller.v1.OpenSessionRequest
+	(*JoinRequest)(nil),        // 4: shardkv.controller.v1.JoinRequest
+	(*LeaveRequest)(nil),       // 5: shardkv.controller.v1.LeaveRequest
+	(*MoveRequest)(nil),        // 6: shardkv.controller.v1.MoveRequest
+	(*ChangeReply)(nil),        // 7: shardkv.controller.v1.ChangeReply
+	(*QueryRequest)(nil),       // 8: shardkv.controller.v1.QueryRequest
+	(*QueryReply)(nil),         // 9: shardkv.controller.v1.QueryReply
+	(*WatchRequest)(nil),       // 10: shardkv.controller.v1.WatchRequest
+	(*Command)(nil),            // 11: shardkv.controller.v1.Command
+	(*InitRequest)(nil),        // 12: shardkv.controller.v1.InitRequest
+	(*SessionRecord)(nil),      // 13: shardkv.controller.v1.SessionRecord
+	(*Image)(nil),              // 14: shardkv.controller.v1.Image
 }
 var file_api_controllerpb_controller_proto_depIdxs = []int32{
 	0,  // 0: shardkv.controller.v1.Config.groups:type_name -> shardkv.controller.v1.Group
@@ -991,27 +1059,30 @@ var file_api_controllerpb_controller_proto_depIdxs = []int32{
 	2,  // 4: shardkv.controller.v1.MoveRequest.session:type_name -> shardkv.controller.v1.Session
 	1,  // 5: shardkv.controller.v1.ChangeReply.config:type_name -> shardkv.controller.v1.Config
 	1,  // 6: shardkv.controller.v1.QueryReply.config:type_name -> shardkv.controller.v1.Config
-	3,  // 7: shardkv.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
-	4,  // 8: shardkv.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
-	5,  // 9: shardkv.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
-	11, // 10: shardkv.controller.v1.Command.init:type_name -> shardkv.controller.v1.InitRequest
-	1,  // 11: shardkv.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
-	12, // 12: shardkv.controller.v1.Image.sessions:type_name -> shardkv.controller.v1.SessionRecord
-	3,  // 13: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
-	4,  // 14: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
-	5,  // 15: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
-	7,  // 16: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
-	9,  // 17: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
-	6,  // 18: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
-	6,  // 19: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
-	6,  // 20: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
-	8,  // 21: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
-	8,  // 22: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	4,  // 7: shardkv.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
+	5,  // 8: shardkv.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
+	6,  // 9: shardkv.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
+	12, // 10: shardkv.controller.v1.Command.init:type_name -> shardkv.controller.v1.InitRequest
+	3,  // 11: shardkv.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
+	1,  // 12: shardkv.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
+	13, // 13: shardkv.controller.v1.Image.sessions:type_name -> shardkv.controller.v1.SessionRecord
+	3,  // 14: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
+	4,  // 15: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
+	5,  // 16: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
+	6,  // 17: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
+	8,  // 18: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
+	10, // 19: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
+	7,  // 20: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 21: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 22: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 23: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
+	9,  // 24: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
+	9,  // 25: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_api_controllerpb_controller_proto_init() }
@@ -1019,11 +1090,12 @@ func file_api_controllerpb_controller_proto_init() {
 	if File_api_controllerpb_controller_proto != nil {
 		return
 	}
-	file_api_controllerpb_controller_proto_msgTypes[10].OneofWrappers = []any{
+	file_api_controllerpb_controller_proto_msgTypes[11].OneofWrappers = []any{
 		(*Command_Join)(nil),
 		(*Command_Leave)(nil),
 		(*Command_Move)(nil),
 		(*Command_Init)(nil),
+		(*Command_OpenSession)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1031,7 +1103,7 @@ func file_api_controllerpb_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_controllerpb_controller_proto_rawDesc), len(file_api_controllerpb_controller_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,17 +22,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Controller_Join_FullMethodName  = "/shardkv.controller.v1.Controller/Join"
-	Controller_Leave_FullMethodName = "/shardkv.controller.v1.Controller/Leave"
-	Controller_Move_FullMethodName  = "/shardkv.controller.v1.Controller/Move"
-	Controller_Query_FullMethodName = "/shardkv.controller.v1.Controller/Query"
-	Controller_Watch_FullMethodName = "/shardkv.controller.v1.Controller/Watch"
+	Controller_OpenSession_FullMethodName = "/shardkv.controller.v1.Controller/OpenSession"
+	Controller_Join_FullMethodName        = "/shardkv.controller.v1.Controller/Join"
+	Controller_Leave_FullMethodName       = "/shardkv.controller.v1.Controller/Leave"
+	Controller_Move_FullMethodName        = "/shardkv.controller.v1.Controller/Move"
+	Controller_Query_FullMethodName       = "/shardkv.controller.v1.Controller/Query"
+	Controller_Watch_FullMethodName       = "/shardkv.controller.v1.Controller/Watch"
 )
 
 // ControllerClient is the client API for Controller service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ControllerClient interface {
+	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*ChangeReply, error)
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*ChangeReply, error)
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*ChangeReply, error)
 	Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (*ChangeReply, error)
@@ -46,6 +48,16 @@ type controllerClient struct {
 
 func NewControllerClient(cc grpc.ClientConnInterface) ControllerClient {
 	return &controllerClient{cc}
+}
+
+func (c *controllerClient) OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*ChangeReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReply)
+	err := c.cc.Invoke(ctx, Controller_OpenSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *controllerClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*ChangeReply, error) {
@@ -102,6 +114,7 @@ func (c *controllerClient) Watch(ctx context.Context, in *WatchRequest, opts ...
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
 type ControllerServer interface {
+	OpenSession(context.Context, *OpenSessionRequest) (*ChangeReply, error)
 	Join(context.Context, *JoinRequest) (*ChangeReply, error)
 	Leave(context.Context, *LeaveRequest) (*ChangeReply, error)
 	Move(context.Context, *MoveRequest) (*ChangeReply, error)
@@ -117,6 +130,9 @@ type ControllerServer interface {
 // pointer dereference when methods are called.
 type UnimplementedControllerServer struct{}
 
+func (UnimplementedControllerServer) OpenSession(context.Context, *OpenSessionRequest) (*ChangeReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenSession not implemented")
+}
 func (UnimplementedControllerServer) Join(context.Context, *JoinRequest) (*ChangeReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
 }
@@ -151,6 +167,24 @@ func RegisterControllerServer(s grpc.ServiceRegistrar, srv ControllerServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Controller_ServiceDesc, srv)
+}
+
+func _Controller_OpenSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).OpenSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_OpenSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).OpenSession(ctx, req.(*OpenSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _Controller_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -250,6 +284,10 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "shardkv.controller.v1.Controller",
 	HandlerType: (*ControllerServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "OpenSession",
+			Handler:    _Controller_OpenSession_Handler,
+		},
 		{
 			MethodName: "Join",
 			Handler:    _Controller_Join_Handler,

@@ -51,6 +51,7 @@ type Client struct {
 
 	changeMu sync.Mutex // one change in flight, so sequence numbers only grow
 	seq      uint64
+	opened   bool // the session is open at the controller (OpenSession applied)
 }
 
 // New connects (lazily) to the controller replicas at addrs. Without dial
@@ -126,6 +127,21 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 	defer c.changeMu.Unlock()
 	maybe := false // an attempt may have reached the log
 	for {
+		if !c.opened {
+			// Opening changes nothing: its failure proves this change
+			// was not applied (unless an attempt in an older session was).
+			err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+				_, err := cl.OpenSession(ctx, &controllerpb.OpenSessionRequest{ClientId: c.id})
+				return err
+			})
+			if err != nil {
+				if maybe {
+					return controller.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+				}
+				return controller.Config{}, err
+			}
+			c.opened = true
+		}
 		c.seq++
 		sess := &controllerpb.Session{ClientId: c.id, Seq: c.seq}
 		var reply *controllerpb.ChangeReply
@@ -145,7 +161,7 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			return controller.ConfigFromProto(reply.GetConfig()), nil
 		case errors.Is(err, controller.ErrSessionExpired):
 			// The controller forgot this session: continue in a new one.
-			c.id, c.seq = newSessionID(), 0
+			c.id, c.seq, c.opened = newSessionID(), 0, false
 			if !maybe && ctx.Err() == nil {
 				continue // certainly not applied: safe to retry
 			}

@@ -169,6 +169,11 @@ func (s *Server) Leave(ctx context.Context, req *controllerpb.LeaveRequest) (*co
 	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Leave{Leave: req}})
 }
 
+// OpenSession implements controllerpb.ControllerServer.
+func (s *Server) OpenSession(ctx context.Context, req *controllerpb.OpenSessionRequest) (*controllerpb.ChangeReply, error) {
+	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_OpenSession{OpenSession: req}})
+}
+
 // Move implements controllerpb.ControllerServer.
 func (s *Server) Move(ctx context.Context, req *controllerpb.MoveRequest) (*controllerpb.ChangeReply, error) {
 	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Move{Move: req}})
