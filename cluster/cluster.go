@@ -72,6 +72,10 @@ type Options struct {
 	ClusterToken string
 }
 
+// ErrGroupsMissing: the cluster's configuration has groups that Start was
+// not asked to run (a data directory started with fewer --groups).
+var ErrGroupsMissing = errors.New("cluster: configuration has groups that are not started")
+
 // Replica identifies a replica: group 0 is the controller.
 type Replica struct{ Group, ID uint64 }
 
@@ -174,9 +178,24 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 		defer cl.Close()
-		if _, err := cl.Join(ctx, groups); err != nil && !errors.Is(err, controller.ErrGroupExists) {
+		cfg, err := cl.Join(ctx, groups)
+		if err != nil && !errors.Is(err, controller.ErrGroupExists) {
 			c.Close()
 			return nil, fmt.Errorf("join groups: %w", err)
+		}
+		if err == nil {
+			// Groups this process does not run would hold shards nobody
+			// serves: refuse rather than strand them.
+			highest := uint64(0)
+			for gid := range cfg.Groups {
+				highest = max(highest, gid)
+			}
+			if highest > uint64(opts.Groups) {
+				c.Close()
+				return nil, fmt.Errorf("%w: the cluster in %s has group %d, but only groups 1-%d were started; "+
+					"start with --groups %d (and `shardkv admin leave` the extra groups before lowering it)",
+					ErrGroupsMissing, opts.Dir, highest, opts.Groups, highest)
+			}
 		}
 	}
 	return c, nil

@@ -121,7 +121,7 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	if ok {
 		if !maps.Equal(want.Peers, stored.Peers) {
 			return Identity{}, mismatch("the flags name a different membership than the one this replica was created with",
-				"Start it with its original --peers; membership cannot be changed by restarting with other flags.")
+				"Start it with the flags it was created with (its original --peers; for `shardkv dev`, the same --replicas and --base-port); membership cannot be changed by restarting with other flags.")
 		}
 		if want.ClusterID != 0 && want.ClusterID != stored.ClusterID {
 			return Identity{}, mismatch("the data belongs to another cluster",

@@ -266,6 +266,9 @@ func TestDevClusterEndToEnd(t *testing.T) {
 		t.Fatalf("after restart: %q", out)
 	}
 	dev.stop(t)
+	// Fewer groups than the cluster has would strand their shards.
+	refused(t, bin, filepath.Join(dir, "dev-fewer-groups.log"), []string{"--groups 3", filepath.Join(dir, "data")},
+		append(args, "--groups", "2")...)
 }
 
 // TestMultiProcessCluster runs every replica as its own process: three
