@@ -61,3 +61,17 @@ func TestErrorClasses(t *testing.T) {
 		t.Error("a receive-limit refusal is not ErrValueTooLarge")
 	}
 }
+
+// TestGaveUpKeepsBothErrors: an operation that runs out of time reports
+// the context's error and the last attempt's, both matchable.
+func TestGaveUpKeepsBothErrors(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := gaveUp(ctx, fmt.Errorf("attempt: %w", group.ErrNotReady))
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, group.ErrNotReady) {
+		t.Fatalf("%v: lost one of its causes", err)
+	}
+	if err := gaveUp(ctx, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("without an attempt: %v", err)
+	}
+}

@@ -294,6 +294,15 @@ func classify(err error) verdict {
 	return nextReplica
 }
 
+// gaveUp is the error of an operation whose context ended: the context's
+// error, and the last attempt's, both matchable with errors.Is.
+func gaveUp(ctx context.Context, last error) error {
+	if last == nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w (last error: %w)", ctx.Err(), last)
+}
+
 // deterministicRefusal reports whether err depends only on the request
 // itself, so every attempt of it got (or will get, at apply) the same.
 func deterministicRefusal(err error) bool {
@@ -377,12 +386,12 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 			}
 		}
 		if ctx.Err() != nil {
-			return maybeApplied, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+			return maybeApplied, gaveUp(ctx, last)
 		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return maybeApplied, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+			return maybeApplied, gaveUp(ctx, last)
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 		if reread || len(addrs) == 0 || backoff >= 160*time.Millisecond {

@@ -22,6 +22,9 @@ var (
 	// first, so it may retry a change applied before the session expired.
 	// Nothing was applied by this request; open a new session.
 	ErrSessionExpired = errors.New("controller: session expired")
+	// ErrMalformed: the command could not be decoded or names no change.
+	// Nothing was applied.
+	ErrMalformed = errors.New("controller: malformed command")
 )
 
 // codes give each refusal a stable number for the session table on disk.

@@ -135,7 +135,7 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	case *controllerpb.Command_Move:
 		sess = op.Move.GetSession()
 	default:
-		return Result{Err: fmt.Errorf("%w: empty command", ErrInvalidGroup)}
+		return Result{Err: fmt.Errorf("%w: empty command", ErrMalformed)}
 	}
 	prev, ok := s.sessions[sess.GetClientId()]
 	if sess.GetClientId() != 0 && sess.GetSeq() == 0 {

@@ -129,7 +129,7 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 		}
 		var cmd controllerpb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
-			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", ErrInvalidGroup, e.Index)}
+			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", ErrMalformed, e.Index)}
 			continue
 		}
 		results[i] = s.state.Apply(&cmd)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -29,7 +28,7 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 	o = o.withDefaults()
 	h := &health{opts: o, dir: dir}
 	opts := &pebble.Options{
-		Logger:        quietLogger{dir: dir},
+		Logger:        quietLogger{dir: dir, onFatal: o.OnFatal},
 		EventListener: h.listener(),
 		// WAL sync chunks record, in every chunk, how far the log was
 		// synced. With them Pebble tells a torn tail (an incomplete last
@@ -91,17 +90,24 @@ func Get(r pebble.Reader, key []byte) (value []byte, found bool, err error) {
 
 // quietLogger drops Pebble's informational chatter; errors still surface as
 // returned errors. Pebble calls Fatalf when it cannot go on (a failed WAL
-// write, such as a full disk): the process stops with one clear line, as a
-// replica that cannot persist must not keep serving. Nothing acknowledged is
-// lost, since acknowledgements follow synced writes; restart it once the
-// disk is fixed.
-type quietLogger struct{ dir string }
+// write, such as a full disk) and requires that it not return: the engine
+// hands the error to Options.OnFatal, which a process ends itself with (a
+// replica that cannot persist must not keep serving; nothing acknowledged
+// is lost, since acknowledgements follow synced writes), and panics if
+// OnFatal returns. The library never exits the process itself.
+type quietLogger struct {
+	dir     string
+	onFatal func(error)
+}
 
 func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
 func (l quietLogger) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "shardkv: storage %s: fatal: %s\n", l.dir, fmt.Sprintf(format, args...))
-	os.Exit(2)
+	err := fmt.Errorf("storage %s: fatal: %s", l.dir, fmt.Sprintf(format, args...))
+	if l.onFatal != nil {
+		l.onFatal(err)
+	}
+	panic(err)
 }
 
 var _ io.Closer = (*Engine)(nil)

@@ -36,6 +36,10 @@ type Options struct {
 	// Nothing acknowledged is lost by exiting (acknowledgements follow
 	// synced writes). The default only logs.
 	OnStuck func(error)
+	// OnFatal is called when Pebble cannot go on (a failed WAL write); it
+	// should end the process with the error as its last line. If it
+	// returns, the engine panics: Pebble must not continue.
+	OnFatal func(error)
 }
 
 func (o Options) withDefaults() Options {

@@ -43,7 +43,7 @@ again finds everything. Ctrl-C or SIGTERM stops it cleanly.`,
 			reg := ops.NewRegistry()
 			opts.JoinAll = true
 			opts.Logger = log
-			opts.Storage = storage.Options{Logger: log, OnStuck: exitStuck}
+			opts.Storage = storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck}
 			opts.Metrics = func(gid, id uint64) *groupserver.Metrics { return groupserver.NewMetrics(reg, gid, id) }
 			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()

@@ -124,7 +124,7 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, ready func() error, err error)
 
 // exitStuck ends a process whose storage cannot persist, with one clear
-// line (see storage.Options.OnStuck).
+// line (see storage.Options.OnStuck and OnFatal).
 func exitStuck(err error) {
 	fmt.Fprintf(os.Stderr, "shardkv: %v; exiting (nothing acknowledged is lost; restart once the disk is fixed)\n", err)
 	os.Exit(2)
@@ -153,7 +153,7 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 		return err
 	}
 	defer lis.Close()
-	e, err := storage.OpenWith(r.data, storage.Options{Logger: log, OnStuck: exitStuck})
+	e, err := storage.OpenWith(r.data, storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck})
 	if err != nil {
 		return err
 	}

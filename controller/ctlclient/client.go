@@ -106,7 +106,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 		err = ctlserver.Errors.FromStatus(err)
 		if !retry || ctx.Err() != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 			}
 			return err
 		}
@@ -115,7 +115,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
-				return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 			}
 			backoff = min(2*backoff, time.Second)
 		}

@@ -52,6 +52,7 @@ var Errors = rpcerr.NewTable("shardkv.controller", append([]rpcerr.Entry{
 	{Err: controller.ErrInvalidShards, Code: codes.InvalidArgument, Reason: "INVALID_SHARDS"},
 	{Err: controller.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
 	{Err: controller.ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
+	{Err: controller.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
 	{Err: storage.ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
 	{Err: storage.ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
 }, rpcerr.RaftEntries...)...)
