@@ -4,7 +4,7 @@
 //	err = c.Put(ctx, []byte("greeting"), []byte("hello"))
 //	v, found, err := c.Get(ctx, []byte("greeting"))
 //
-// A Client routes each key to its shard (controller.ShardOf), the shard to
+// A Client routes each key to its shard (config.ShardOf), the shard to
 // its group by the controller's configuration, and the request to the
 // group's leader. It caches the configuration and each group's leader,
 // re-reads the configuration when a group answers that it does not own the
@@ -45,13 +45,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shardkv/shardkv/api/config"
+	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
-	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
-	"github.com/shardkv/shardkv/group"
-	"github.com/shardkv/shardkv/group/groupserver"
-	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -61,19 +59,33 @@ var (
 	// ErrUnknownOutcome: the context ended while a write may have been
 	// applied. It will not be applied twice.
 	ErrUnknownOutcome = errors.New("shardkv: write outcome unknown")
-	ErrKeyTooLarge    = group.ErrKeyTooLarge
-	ErrValueTooLarge  = group.ErrValueTooLarge
-	ErrEmptyKey       = group.ErrEmptyKey
+	ErrKeyTooLarge    = kvpb.ErrKeyTooLarge
+	ErrValueTooLarge  = kvpb.ErrValueTooLarge
+	ErrEmptyKey       = kvpb.ErrEmptyKey
 	// ErrNoSpace: the group's leader cannot persist (its disk is full);
 	// the write was not applied. Reads still work.
-	ErrNoSpace = storage.ErrNoSpace
+	ErrNoSpace = rpcerr.ErrNoSpace
 )
 
 type options struct {
 	dial           []grpc.DialOption
 	attemptTimeout time.Duration
 	maxRetry       time.Duration
-	limits         group.Limits
+	limits         limits
+}
+
+// limits are the size limits checked before sending; zero means the
+// default.
+type limits struct{ maxKey, maxValue int }
+
+func (l limits) check(op kvpb.WriteOp, key, value []byte) error {
+	if l.maxKey == 0 {
+		l.maxKey = kvpb.DefaultMaxKeySize
+	}
+	if l.maxValue == 0 {
+		l.maxValue = kvpb.DefaultMaxValueSize
+	}
+	return kvpb.CheckWrite(op, key, value, l.maxKey, l.maxValue)
 }
 
 // Option configures a Client.
@@ -90,11 +102,12 @@ func WithAttemptTimeout(d time.Duration) Option {
 	return func(o *options) { o.attemptTimeout = d }
 }
 
-// WithLimits sets the key and value size limits the client checks before
-// sending (default group.DefaultMaxKeySize and group.DefaultMaxValueSize,
-// the servers' defaults). Set them to the servers' limits.
+// WithLimits sets the key and value size limits (bytes) the client checks
+// before sending (default kvpb.DefaultMaxKeySize and
+// kvpb.DefaultMaxValueSize, the servers' defaults). Set them to the
+// servers' limits.
 func WithLimits(maxKeyBytes, maxValueBytes int) Option {
-	return func(o *options) { o.limits = group.Limits{MaxKeySize: maxKeyBytes, MaxValueSize: maxValueBytes} }
+	return func(o *options) { o.limits = limits{maxKey: maxKeyBytes, maxValue: maxValueBytes} }
 }
 
 // WithMaxRetry bounds how long one operation is retried, whatever the
@@ -109,7 +122,7 @@ type Client struct {
 	ctl  *ctlclient.Client
 
 	mu        sync.RWMutex
-	cfg       controller.Config
+	cfg       config.Config
 	numShards int
 	leaders   map[uint64]int // group -> index of the replica last seen leading
 	conns     map[string]*grpc.ClientConn
@@ -173,7 +186,7 @@ func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client
 		if err == nil {
 			return c, nil
 		}
-		if !errors.Is(err, controller.ErrNotInitialized) || ctx.Err() != nil {
+		if !errors.Is(err, controllerpb.ErrNotInitialized) || ctx.Err() != nil {
 			ctl.Close()
 			return nil, fmt.Errorf("read configuration: %w", err)
 		}
@@ -193,7 +206,7 @@ func (c *Client) Close() error {
 }
 
 // Config returns the configuration the client currently routes by.
-func (c *Client) Config() controller.Config {
+func (c *Client) Config() config.Config {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.cfg.Clone()
@@ -217,7 +230,7 @@ func (c *Client) refresh(ctx context.Context) error {
 func (c *Client) route(key []byte) (gid uint64, addrs []string, first int) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	gid = c.cfg.Shards[controller.ShardOf(key, c.numShards)]
+	gid = c.cfg.Shards[config.ShardOf(key, c.numShards)]
 	return gid, c.cfg.Groups[gid], c.leaders[gid]
 }
 
@@ -282,13 +295,13 @@ const (
 
 func classify(err error) verdict {
 	switch {
-	case errors.Is(err, group.ErrWrongGroup), errors.Is(err, group.ErrStaleConfig):
+	case errors.Is(err, kvpb.ErrWrongGroup), errors.Is(err, kvpb.ErrStaleConfig):
 		return rereadConfig
-	case errors.Is(err, group.ErrNotReady):
+	case errors.Is(err, kvpb.ErrNotReady):
 		return waitAndRetry
-	case errors.Is(err, group.ErrKeyTooLarge), errors.Is(err, group.ErrValueTooLarge),
-		errors.Is(err, group.ErrEmptyKey), errors.Is(err, group.ErrMalformed), errors.Is(err, group.ErrStaleRequest),
-		errors.Is(err, group.ErrSessionExpired), errors.Is(err, storage.ErrNoSpace):
+	case errors.Is(err, kvpb.ErrKeyTooLarge), errors.Is(err, kvpb.ErrValueTooLarge),
+		errors.Is(err, kvpb.ErrEmptyKey), errors.Is(err, kvpb.ErrMalformed), errors.Is(err, kvpb.ErrStaleRequest),
+		errors.Is(err, kvpb.ErrSessionExpired), errors.Is(err, rpcerr.ErrNoSpace):
 		return final
 	}
 	return nextReplica
@@ -306,8 +319,8 @@ func gaveUp(ctx context.Context, last error) error {
 // deterministicRefusal reports whether err depends only on the request
 // itself, so every attempt of it got (or will get, at apply) the same.
 func deterministicRefusal(err error) bool {
-	return errors.Is(err, group.ErrKeyTooLarge) || errors.Is(err, group.ErrValueTooLarge) ||
-		errors.Is(err, group.ErrEmptyKey) || errors.Is(err, group.ErrMalformed)
+	return errors.Is(err, kvpb.ErrKeyTooLarge) || errors.Is(err, kvpb.ErrValueTooLarge) ||
+		errors.Is(err, kvpb.ErrEmptyKey) || errors.Is(err, kvpb.ErrMalformed)
 }
 
 // tooLarge turns gRPC's refusal of a message above its receive limit
@@ -323,8 +336,8 @@ func tooLarge(err error) error {
 // definitelyNotApplied reports whether a failed write attempt certainly
 // did not reach the log.
 func definitelyNotApplied(err error) bool {
-	return raftnode.CertainlyNotApplied(err) || errors.Is(err, group.ErrWrongGroup) || errors.Is(err, group.ErrNotReady) ||
-		errors.Is(err, group.ErrSessionExpired) || errors.Is(err, storage.ErrNoSpace) || errors.Is(err, storage.ErrStalled)
+	return rpcerr.CertainlyNotApplied(err) || errors.Is(err, kvpb.ErrWrongGroup) || errors.Is(err, kvpb.ErrNotReady) ||
+		errors.Is(err, kvpb.ErrSessionExpired) || errors.Is(err, rpcerr.ErrNoSpace) || errors.Is(err, rpcerr.ErrStalled)
 }
 
 // do runs attempt against the key's group until it succeeds, fails
@@ -365,7 +378,7 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 				c.sawLeader(gid, idx)
 				return maybeApplied, nil
 			}
-			err = tooLarge(groupserver.Errors.FromStatus(err))
+			err = tooLarge(kvpb.Errors.FromStatus(err))
 			last = err
 			if !definitelyNotApplied(err) {
 				maybeApplied = true
@@ -407,7 +420,7 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 // Get returns the value of key, linearizably; found is false when the key
 // does not exist.
 func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
-	if err := c.opts.limits.Check(kvpb.WriteOp_WRITE_OP_DELETE, key, nil); err != nil {
+	if err := c.opts.limits.check(kvpb.WriteOp_WRITE_OP_DELETE, key, nil); err != nil {
 		return nil, false, err
 	}
 	var reply *kvpb.GetReply
@@ -425,11 +438,11 @@ func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool,
 func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) error {
 	// Refused before sending, with the servers' own errors: a request the
 	// server cannot even receive would otherwise look like a lost one.
-	if err := c.opts.limits.Check(op, key, value); err != nil {
+	if err := c.opts.limits.check(op, key, value); err != nil {
 		return err
 	}
 	c.mu.RLock()
-	shard := controller.ShardOf(key, c.numShards)
+	shard := config.ShardOf(key, c.numShards)
 	c.mu.RUnlock()
 	for {
 		s := c.takeSession(shard)
@@ -455,7 +468,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) 
 		case err == nil:
 			c.returnSession(shard, s)
 			return nil
-		case errors.Is(err, group.ErrSessionExpired):
+		case errors.Is(err, kvpb.ErrSessionExpired):
 			// The shard forgot the session. No attempt was applied twice;
 			// unless one may have been applied before it expired, the
 			// write certainly was not: retry it in a new session.
@@ -469,7 +482,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) 
 			// that every attempt of this request would get (its size or
 			// shape) proves that none of them was applied; any other, after
 			// an attempt that may have reached a log, leaves it unknown.
-			if errors.Is(err, group.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
+			if errors.Is(err, kvpb.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
 				return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 			}
 			return err

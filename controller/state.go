@@ -6,56 +6,24 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/session"
 )
 
 // MaxShards is the largest shard count a cluster may be created with.
-const MaxShards = 4096
+const MaxShards = config.MaxShards
 
 // SessionTTL is how long a client session is remembered after its last
 // request, by command stamps. A client must not retry one request for
 // longer than a fraction of this.
 const SessionTTL = 24 * time.Hour
 
-// Config is one numbered configuration.
-type Config struct {
-	Num    uint64
-	Shards []uint64            // Shards[i] is the group owning shard i; 0 is none
-	Groups map[uint64][]string // group id -> replica addresses, as given
-}
-
-// GroupIDs returns the ids of the configuration's groups, ascending.
-func (c *Config) GroupIDs() []uint64 {
-	return slices.Sorted(maps.Keys(c.Groups))
-}
-
-// Clone returns a deep copy.
-func (c *Config) Clone() Config {
-	out := Config{Num: c.Num, Shards: slices.Clone(c.Shards), Groups: make(map[uint64][]string, len(c.Groups))}
-	for g, a := range c.Groups {
-		out.Groups[g] = slices.Clone(a)
-	}
-	return out
-}
-
-// ToProto converts c to its wire form, groups sorted by id.
-func (c *Config) ToProto() *controllerpb.Config {
-	p := &controllerpb.Config{Num: c.Num, Shards: slices.Clone(c.Shards)}
-	for _, g := range c.GroupIDs() {
-		p.Groups = append(p.Groups, &controllerpb.Group{Id: g, Addrs: slices.Clone(c.Groups[g])})
-	}
-	return p
-}
+// Config is one numbered configuration (see package config).
+type Config = config.Config
 
 // ConfigFromProto converts the wire form back.
-func ConfigFromProto(p *controllerpb.Config) Config {
-	c := Config{Num: p.GetNum(), Shards: slices.Clone(p.GetShards()), Groups: make(map[uint64][]string)}
-	for _, g := range p.GetGroups() {
-		c.Groups[g.GetId()] = slices.Clone(g.GetAddrs())
-	}
-	return c
-}
+func ConfigFromProto(p *controllerpb.Config) Config { return config.FromProto(p) }
 
 type clientSession struct {
 	seq       uint64

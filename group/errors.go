@@ -1,37 +1,21 @@
 package group
 
 import (
-	"errors"
-
+	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/session"
 )
 
-// Errors a caller can branch on.
+// Errors a caller can branch on: the KV API's (see package kvpb).
 var (
-	// ErrWrongGroup: the key's shard is not this group's in its applied
-	// configuration. The client should re-read the configuration.
-	ErrWrongGroup = errors.New("group: wrong group for key")
-	// ErrNotReady: the shard is this group's but its data has not arrived
-	// yet, or the other group is behind. Retry later.
-	ErrNotReady = errors.New("group: shard not ready")
-	// ErrStaleConfig: the request names a configuration this group has
-	// already passed.
-	ErrStaleConfig = errors.New("group: configuration already passed")
-	// ErrKeyTooLarge and ErrValueTooLarge: the request exceeds the limits;
-	// nothing changed.
-	ErrKeyTooLarge   = errors.New("group: key too large")
-	ErrValueTooLarge = errors.New("group: value too large")
-	// ErrEmptyKey: keys must have at least one byte.
-	ErrEmptyKey = errors.New("group: empty key")
-	// ErrStaleRequest: the session already applied a later request.
-	ErrStaleRequest = errors.New("group: request older than the session's last")
-	// ErrSessionExpired: the request's session is unknown to the shard
-	// (expired, or never opened), so it may be a retry of a request
-	// applied before the session expired. Nothing was applied by this
-	// request; an earlier attempt of it may have been. Open a new session.
-	ErrSessionExpired = errors.New("group: session expired")
-	// ErrMalformed: the request could not be decoded or is inconsistent.
-	ErrMalformed = errors.New("group: malformed request")
+	ErrWrongGroup     = kvpb.ErrWrongGroup
+	ErrNotReady       = kvpb.ErrNotReady
+	ErrStaleConfig    = kvpb.ErrStaleConfig
+	ErrKeyTooLarge    = kvpb.ErrKeyTooLarge
+	ErrValueTooLarge  = kvpb.ErrValueTooLarge
+	ErrEmptyKey       = kvpb.ErrEmptyKey
+	ErrStaleRequest   = kvpb.ErrStaleRequest
+	ErrSessionExpired = kvpb.ErrSessionExpired
+	ErrMalformed      = kvpb.ErrMalformed
 )
 
 // outcome codes of deterministic failures, as stored in duplicate tables.

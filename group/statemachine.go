@@ -24,10 +24,10 @@ type Limits struct {
 	SessionTTL   time.Duration // default 1 hour
 }
 
-// Default limits, which clients also check before sending.
+// Default limits (see kvpb), which clients also check before sending.
 const (
-	DefaultMaxKeySize   = 4 << 10 // bytes
-	DefaultMaxValueSize = 1 << 20 // bytes
+	DefaultMaxKeySize   = kvpb.DefaultMaxKeySize
+	DefaultMaxValueSize = kvpb.DefaultMaxValueSize
 )
 
 func (l Limits) withDefaults() Limits {
@@ -44,21 +44,10 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Check validates a write's sizes before it is proposed; the same rules
-// apply again at apply time.
+// apply again at apply time (kvpb.CheckWrite).
 func (l Limits) Check(op kvpb.WriteOp, key, value []byte) error {
 	l = l.withDefaults()
-	if _, ok := kvpb.WriteOp_name[int32(op)]; !ok {
-		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, op)
-	}
-	switch {
-	case len(key) == 0:
-		return ErrEmptyKey
-	case len(key) > l.MaxKeySize:
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), l.MaxKeySize)
-	case op != kvpb.WriteOp_WRITE_OP_DELETE && len(value) > l.MaxValueSize:
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), l.MaxValueSize)
-	}
-	return nil
+	return kvpb.CheckWrite(op, key, value, l.MaxKeySize, l.MaxValueSize)
 }
 
 const (

@@ -10,16 +10,15 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
-// Errors of an engine that cannot persist (see Engine.Health).
+// Errors of an engine that cannot persist (see Engine.Health); defined in
+// package rpcerr, so that clients match them without server code.
 var (
-	// ErrNoSpace: the disk is full. Writes are refused until space is
-	// freed and Pebble's next flush succeeds; reads go on.
-	ErrNoSpace = errors.New("storage: no space left on device")
-	// ErrStalled: a synced write has not completed for longer than the
-	// engine's stall limit (a stuck or failing disk).
-	ErrStalled = errors.New("storage: synced write stalled")
+	ErrNoSpace = rpcerr.ErrNoSpace
+	ErrStalled = rpcerr.ErrStalled
 )
 
 // Options tune an engine beyond its directory.

@@ -14,8 +14,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/shardkv/shardkv/raftnode"
 )
 
 // Entry maps one sentinel error to its wire form.
@@ -95,16 +93,17 @@ type remoteError struct {
 func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
 
-// RaftEntries are the raft node's errors, which every service that
-// proposes or reads through a raft node returns. All mean "try another
-// replica or try again".
+// RaftEntries are the errors of a raft replica and of its storage, which
+// every service that proposes or reads through one returns.
 var RaftEntries = []Entry{
-	{Err: raftnode.ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
-	{Err: raftnode.ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
-	{Err: raftnode.ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
-	{Err: raftnode.ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
-	{Err: raftnode.ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
-	{Err: raftnode.ErrStoppedInFlight, Code: codes.Unavailable, Reason: "STOPPED_IN_FLIGHT"},
+	{Err: ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
+	{Err: ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
+	{Err: ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
+	{Err: ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
+	{Err: ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
+	{Err: ErrStoppedInFlight, Code: codes.Unavailable, Reason: "STOPPED_IN_FLIGHT"},
+	{Err: ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
+	{Err: ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
 }
 
 // Retryable reports whether a failed call may be tried on another replica

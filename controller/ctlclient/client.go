@@ -18,12 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
-	"github.com/shardkv/shardkv/controller"
-	"github.com/shardkv/shardkv/controller/ctlserver"
-	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -103,7 +100,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 			return nil
 		}
 		retry := rpcerr.Retryable(err)
-		err = ctlserver.Errors.FromStatus(err)
+		err = controllerpb.Errors.FromStatus(err)
 		if !retry || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
@@ -122,7 +119,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 	}
 }
 
-func (c *Client) change(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (*controllerpb.ChangeReply, error)) (controller.Config, error) {
+func (c *Client) change(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (*controllerpb.ChangeReply, error)) (config.Config, error) {
 	c.changeMu.Lock()
 	defer c.changeMu.Unlock()
 	maybe := false // an attempt may have reached the log
@@ -136,9 +133,9 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			})
 			if err != nil {
 				if maybe {
-					return controller.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+					return config.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 				}
-				return controller.Config{}, err
+				return config.Config{}, err
 			}
 			c.opened = true
 		}
@@ -149,8 +146,8 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			var err error
 			reply, err = fn(ctx, cl, sess)
 			if err != nil {
-				if e := ctlserver.Errors.FromStatus(err); !raftnode.CertainlyNotApplied(e) && !errors.Is(e, controller.ErrSessionExpired) &&
-					!errors.Is(e, storage.ErrNoSpace) && !errors.Is(e, storage.ErrStalled) {
+				if e := controllerpb.Errors.FromStatus(err); !rpcerr.CertainlyNotApplied(e) && !errors.Is(e, controllerpb.ErrSessionExpired) &&
+					!errors.Is(e, rpcerr.ErrNoSpace) && !errors.Is(e, rpcerr.ErrStalled) {
 					maybe = true
 				}
 			}
@@ -158,24 +155,24 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 		})
 		switch {
 		case err == nil:
-			return controller.ConfigFromProto(reply.GetConfig()), nil
-		case errors.Is(err, controller.ErrSessionExpired):
+			return config.FromProto(reply.GetConfig()), nil
+		case errors.Is(err, controllerpb.ErrSessionExpired):
 			// The controller forgot this session: continue in a new one.
 			c.id, c.seq, c.opened = newSessionID(), 0, false
 			if !maybe && ctx.Err() == nil {
 				continue // certainly not applied: safe to retry
 			}
-			return controller.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
-		case maybe && !controller.Refusal(err):
-			return controller.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			return config.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		case maybe && !controllerpb.Refusal(err):
+			return config.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		}
-		return controller.Config{}, err
+		return config.Config{}, err
 	}
 }
 
 // Join adds groups (id -> replica addresses) and rebalances. It returns the
 // configuration after the change.
-func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (controller.Config, error) {
+func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (config.Config, error) {
 	req := &controllerpb.JoinRequest{}
 	ids := make([]uint64, 0, len(groups))
 	for id := range groups {
@@ -192,16 +189,16 @@ func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (controll
 }
 
 // Leave removes groups and rebalances. Removing every group needs force.
-func (c *Client) Leave(ctx context.Context, gids []uint64, force bool) (controller.Config, error) {
+func (c *Client) Leave(ctx context.Context, gids []uint64, force bool) (config.Config, error) {
 	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
 		return cl.Leave(ctx, &controllerpb.LeaveRequest{Gids: gids, Force: force, Session: s})
 	})
 }
 
 // Move assigns one shard to one group, without rebalancing.
-func (c *Client) Move(ctx context.Context, shard int, gid uint64) (controller.Config, error) {
-	if shard < 0 || shard > controller.MaxShards {
-		return controller.Config{}, fmt.Errorf("%w: %d", controller.ErrUnknownShard, shard)
+func (c *Client) Move(ctx context.Context, shard int, gid uint64) (config.Config, error) {
+	if shard < 0 || shard > config.MaxShards {
+		return config.Config{}, fmt.Errorf("%w: %d", controllerpb.ErrUnknownShard, shard)
 	}
 	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
 		return cl.Move(ctx, &controllerpb.MoveRequest{Shard: uint32(shard), Gid: gid, Session: s})
@@ -211,7 +208,7 @@ func (c *Client) Move(ctx context.Context, shard int, gid uint64) (controller.Co
 // ClusterID returns the id of the cluster the controllers belong to, as a
 // controller replica states it in its response headers. A replica group's
 // replica learns it so on its first start. It fails with
-// controller.ErrNotInitialized until the controller has a configuration.
+// controllerpb.ErrNotInitialized until the controller has a configuration.
 func (c *Client) ClusterID(ctx context.Context) (uint64, error) {
 	var header metadata.MD
 	err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
@@ -230,7 +227,7 @@ func (c *Client) ClusterID(ctx context.Context) (uint64, error) {
 
 // Query returns configuration n (the latest for n < 0) and the cluster's
 // shard count, linearizably.
-func (c *Client) Query(ctx context.Context, n int64) (controller.Config, int, error) {
+func (c *Client) Query(ctx context.Context, n int64) (config.Config, int, error) {
 	var reply *controllerpb.QueryReply
 	err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
 		var err error
@@ -238,24 +235,24 @@ func (c *Client) Query(ctx context.Context, n int64) (controller.Config, int, er
 		return err
 	})
 	if err != nil {
-		return controller.Config{}, 0, err
+		return config.Config{}, 0, err
 	}
-	return controller.ConfigFromProto(reply.GetConfig()), int(reply.GetNumShards()), nil
+	return config.FromProto(reply.GetConfig()), int(reply.GetNumShards()), nil
 }
 
 // Watch waits until a configuration numbered above after exists and returns
 // the newest one; it may also return an older one when the server's wait
 // limit passes first. It is served by any replica, so it is not a
 // linearizable read: use Query for that.
-func (c *Client) Watch(ctx context.Context, after uint64) (controller.Config, error) {
+func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error) {
 	var reply *controllerpb.QueryReply
 	backoff := 50 * time.Millisecond
 	for {
 		i := int(c.leader.Load()) % len(c.clients)
 		// The server answers within its long-poll limit, or fails at once
-		// when it cannot confirm it is current (ctlserver.Watch): a
+		// when it cannot confirm it is current (the controller's Watch): a
 		// deadline a little above the limit catches a silent server.
-		actx, cancel := context.WithTimeout(ctx, ctlserver.WatchLimit+attemptTimeout)
+		actx, cancel := context.WithTimeout(ctx, controllerpb.WatchLimit+attemptTimeout)
 		r, err := c.clients[i].Watch(actx, &controllerpb.WatchRequest{After: after})
 		cancel()
 		if err == nil {
@@ -263,16 +260,16 @@ func (c *Client) Watch(ctx context.Context, after uint64) (controller.Config, er
 			break
 		}
 		if ctx.Err() != nil {
-			return controller.Config{}, ctx.Err()
+			return config.Config{}, ctx.Err()
 		}
 		// Another replica next: this one is cut off, stopped or silent.
 		c.leader.CompareAndSwap(int32(i), int32((i+1)%len(c.clients)))
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return controller.Config{}, ctx.Err()
+			return config.Config{}, ctx.Err()
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	return controller.ConfigFromProto(reply.GetConfig()), nil
+	return config.FromProto(reply.GetConfig()), nil
 }

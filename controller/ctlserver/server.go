@@ -37,25 +37,12 @@ const DefaultShards = 64
 // WatchLimit bounds one Watch long poll; watchConfirm is how often a
 // waiting Watch confirms its replica is current.
 const (
-	WatchLimit   = 10 * time.Second
+	WatchLimit   = controllerpb.WatchLimit
 	watchConfirm = 500 * time.Millisecond
 )
 
-// Errors is the controller's wire error table, shared with ctlclient.
-var Errors = rpcerr.NewTable("shardkv.controller", append([]rpcerr.Entry{
-	{Err: controller.ErrNotInitialized, Code: codes.Unavailable, Reason: "NOT_INITIALIZED"},
-	{Err: controller.ErrInvalidGroup, Code: codes.InvalidArgument, Reason: "INVALID_GROUP"},
-	{Err: controller.ErrGroupExists, Code: codes.AlreadyExists, Reason: "GROUP_EXISTS"},
-	{Err: controller.ErrUnknownGroup, Code: codes.NotFound, Reason: "UNKNOWN_GROUP"},
-	{Err: controller.ErrUnknownShard, Code: codes.OutOfRange, Reason: "UNKNOWN_SHARD"},
-	{Err: controller.ErrWouldOrphan, Code: codes.FailedPrecondition, Reason: "WOULD_ORPHAN"},
-	{Err: controller.ErrInvalidShards, Code: codes.InvalidArgument, Reason: "INVALID_SHARDS"},
-	{Err: controller.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
-	{Err: controller.ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
-	{Err: controller.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
-	{Err: storage.ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
-	{Err: storage.ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
-}, rpcerr.RaftEntries...)...)
+// Errors is the controller's wire error table (controllerpb.Errors).
+var Errors = controllerpb.Errors
 
 // Config describes one controller replica.
 type Config struct {

@@ -27,11 +27,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
-	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/raftnode"
@@ -40,20 +38,8 @@ import (
 	"github.com/shardkv/shardkv/transport"
 )
 
-// Errors is the KV service's wire error table, shared with the client.
-var Errors = rpcerr.NewTable("shardkv.kv", append([]rpcerr.Entry{
-	{Err: group.ErrWrongGroup, Code: codes.FailedPrecondition, Reason: "WRONG_GROUP"},
-	{Err: group.ErrNotReady, Code: codes.Unavailable, Reason: "NOT_READY"},
-	{Err: group.ErrStaleConfig, Code: codes.FailedPrecondition, Reason: "STALE_CONFIG"},
-	{Err: group.ErrKeyTooLarge, Code: codes.InvalidArgument, Reason: "KEY_TOO_LARGE"},
-	{Err: group.ErrValueTooLarge, Code: codes.InvalidArgument, Reason: "VALUE_TOO_LARGE"},
-	{Err: group.ErrEmptyKey, Code: codes.InvalidArgument, Reason: "EMPTY_KEY"},
-	{Err: group.ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
-	{Err: group.ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
-	{Err: group.ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
-	{Err: storage.ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
-	{Err: storage.ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
-}, rpcerr.RaftEntries...)...)
+// Errors is the KV service's wire error table (kvpb.Errors).
+var Errors = kvpb.Errors
 
 // Config describes one group replica.
 type Config struct {

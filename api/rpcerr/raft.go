@@ -1,0 +1,77 @@
+package rpcerr
+
+import (
+	"errors"
+	"fmt"
+)
+
+// The errors of a raft replica, which every service that proposes or reads
+// through one returns. They live here, with no server code, so that clients
+// branch on them without linking the servers; package raftnode returns
+// these same values.
+var (
+	// ErrStopped is returned by every call made on a raft node that had already
+	// stopped: nothing was handed to Raft, so a proposal certainly was not
+	// applied.
+	ErrStopped = errors.New("raftnode: stopped")
+	// ErrStoppedInFlight is returned by Pending.Wait when the node stopped
+	// after the proposal was appended to its log. The other replicas may
+	// still commit and apply it: the outcome is unknown. It deliberately
+	// does not match ErrStopped.
+	ErrStoppedInFlight = errors.New("raftnode: stopped with the proposal in flight, outcome unknown")
+	// ErrProposalDropped means the proposal was certainly not applied: Raft
+	// refused it, or another entry took its place in the log. Retrying is
+	// safe.
+	ErrProposalDropped = errors.New("raftnode: proposal dropped")
+	// ErrLeaderChanged means this node lost leadership while the proposal
+	// was pending. The entry may still be applied by the new leader: the
+	// outcome is unknown.
+	ErrLeaderChanged = errors.New("raftnode: leader changed, outcome unknown")
+	// ErrNotLeader is matched by every *NotLeaderError.
+	ErrNotLeader = errors.New("raftnode: not the leader")
+	// ErrReadTimeout means no read index could be confirmed in time (no
+	// leader, or no quorum).
+	ErrReadTimeout = errors.New("raftnode: read index not confirmed")
+)
+
+// NotLeaderError is returned by Propose on a follower. Leader is the member
+// this node believes leads (0 when it knows of none).
+type NotLeaderError struct {
+	Leader uint64
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == 0 {
+		return "raftnode: not the leader (no leader known)"
+	}
+	return fmt.Sprintf("raftnode: not the leader (leader is %d)", e.Leader)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) true.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// CertainlyNotApplied reports whether err, returned by a proposal (raftnode's
+// Propose, Submit or Pending.Wait, or a service that proposes), proves that the proposal was not and will never be
+// applied, so that retrying it cannot apply it twice. Every other error,
+// including context errors and ErrStoppedInFlight, leaves the outcome
+// unknown.
+//
+//	ErrNotLeader (*NotLeaderError)  certainly not applied: nothing was appended
+//	ErrProposalDropped              certainly not applied: Raft refused it, or another entry took its index
+//	ErrStopped                      certainly not applied: the node had stopped before Submit
+//	ErrStoppedInFlight              unknown: appended, then the node stopped
+//	ErrLeaderChanged                unknown: appended, then leadership was lost
+//	context.Canceled/DeadlineExceeded unknown
+func CertainlyNotApplied(err error) bool {
+	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrProposalDropped) || errors.Is(err, ErrStopped)
+}
+
+// Errors of a replica that cannot persist.
+var (
+	// ErrNoSpace: the disk is full. Writes are refused until space is
+	// freed; reads go on. A write refused with it was not applied.
+	ErrNoSpace = errors.New("storage: no space left on device")
+	// ErrStalled: a synced write has not completed for longer than the
+	// engine's stall limit (a stuck or failing disk).
+	ErrStalled = errors.New("storage: synced write stalled")
+)
