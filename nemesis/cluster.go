@@ -161,7 +161,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			}
 		}
 		common := []string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
-			"--data", data, "--snapshot-entries", fmt.Sprint(opts.SnapshotEntries), "--log-level", "info"}
+			"--data", data, "--snapshot-entries", fmt.Sprint(opts.SnapshotEntries), "--log-level", logLevel()}
 		if r.Group == 0 {
 			// Each replica sees its peers at its own proxies' addresses, so
 			// the id cannot be derived from --peers: state it.
@@ -449,4 +449,12 @@ func digests(st *kvpb.StatusReply) string {
 		fmt.Fprintf(&b, " %d=%s/%x", s.GetShard(), s.GetState(), s.GetDigest())
 	}
 	return b.String()
+}
+
+// logLevel is the replicas' log level: info, or NEMESIS_LOG_LEVEL.
+func logLevel() string {
+	if l := os.Getenv("NEMESIS_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "info"
 }
