@@ -100,9 +100,6 @@ func (e *Env) killAndRestart(ctx context.Context, r Replica, down time.Duration)
 // Scenarios are the fault schedules every run covers.
 var Scenarios = []Scenario{
 	{Name: "silent-partitions", Netfilter: true, MinDuration: 24 * time.Second,
-		OpenBug: "a replica whose packets were dropped (silenced leader, one-way) sometimes never hears its new leader again " +
-			"after the heal: it sends pre-votes that arrive, but the leader's messages to it, through the link proxy, do not " +
-			"(reproduces with SHARDKV_SEED=1796003961480868694 about one run in two)",
 		Run: func(ctx context.Context, e *Env) {
 			for step := 0; ctx.Err() == nil; step++ {
 				g := e.randomGroup()

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport/memnet"
@@ -117,4 +119,38 @@ func TestStoppedLeaderReportsUnknown(t *testing.T) {
 	delete(c.sms, lead)
 	c.mu.Unlock()
 	c.waitConverged(want)
+}
+
+// TestForwardedProposalNeverBlocksStep: a member that knows no leader
+// receives a proposal forwarded by a peer. Step must return at once: the
+// transport delivers each peer's messages in order on one stream, so a
+// blocked Step held back every later message of that peer (a new leader's
+// heartbeats included) and the member never rejoined (found by the
+// nemesis's silent-partitions scenario).
+func TestForwardedProposalNeverBlocksStep(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	lead := c.leader()
+	var follower uint64
+	for _, id := range c.peers {
+		if id != lead {
+			follower = id
+		}
+	}
+	c.net.Isolate(testGroup, follower)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.node(follower).Status().Leader != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an isolated follower kept believing in its leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	prop := &raftpb.Message{Type: raftpb.MessageType_MsgProp.Enum(), From: new(lead), To: new(follower),
+		Entries: []*raftpb.Entry{{Data: []byte("forwarded")}}}
+	done := make(chan error, 1)
+	go func() { done <- c.node(follower).Step(context.Background(), prop) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Step of a forwarded proposal blocked on a member without a leader")
+	}
 }

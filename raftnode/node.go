@@ -184,12 +184,28 @@ func (n *Node) Status() Status {
 	}
 }
 
-// Step delivers a message from a peer (transport.Handler).
+// forwardedPropWait bounds how long a proposal forwarded by a follower may
+// wait to enter raft.
+const forwardedPropWait = 50 * time.Millisecond
+
+// Step delivers a message from a peer (transport.Handler). It never blocks
+// for long: the transport delivers a peer's messages in order on one
+// stream, and a blocked Step would hold back all of them, heartbeats of a
+// new leader included.
 func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 	select {
 	case <-n.stopc:
 		return ErrStopped
 	default:
+	}
+	if m.GetType() == raftpb.MessageType_MsgProp {
+		// raft takes proposals only while it knows a leader; a member
+		// without one would leave a forwarded proposal waiting forever.
+		// Drop it instead, as raft drops proposals: its proposer learns
+		// the outcome is unknown when leadership changes, or gives up.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, forwardedPropWait)
+		defer cancel()
 	}
 	return n.rn.Step(ctx, m)
 }
