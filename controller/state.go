@@ -94,15 +94,8 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	if open := cmd.GetOpenSession(); open != nil {
 		return s.openSession(open.GetClientId())
 	}
-	var sess *controllerpb.Session
-	switch op := cmd.GetOp().(type) {
-	case *controllerpb.Command_Join:
-		sess = op.Join.GetSession()
-	case *controllerpb.Command_Leave:
-		sess = op.Leave.GetSession()
-	case *controllerpb.Command_Move:
-		sess = op.Move.GetSession()
-	default:
+	sess := sessionOf(cmd)
+	if sess == nil {
 		return Result{Err: fmt.Errorf("%w: empty command", ErrMalformed)}
 	}
 	prev, ok := s.sessions[sess.GetClientId()]
@@ -144,6 +137,19 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 		s.touchedSessions[id] = true
 	}
 	return res
+}
+
+// sessionOf returns the session of a change command (nil for others).
+func sessionOf(cmd *controllerpb.Command) *controllerpb.Session {
+	switch op := cmd.GetOp().(type) {
+	case *controllerpb.Command_Join:
+		return op.Join.GetSession()
+	case *controllerpb.Command_Leave:
+		return op.Leave.GetSession()
+	case *controllerpb.Command_Move:
+		return op.Move.GetSession()
+	}
+	return nil
 }
 
 // openSession registers client (sequence 0) unless it is known already:

@@ -34,17 +34,8 @@ func openCmd(client uint64) *controllerpb.Command {
 // applyOpen applies cmd, first opening its session when cmd is the
 // session's first request (sequence 1), as ctlclient does.
 func applyOpen(s *State, cmd *controllerpb.Command) Result {
-	var sess *controllerpb.Session
-	switch op := cmd.GetOp().(type) {
-	case *controllerpb.Command_Join:
-		sess = op.Join.GetSession()
-	case *controllerpb.Command_Leave:
-		sess = op.Leave.GetSession()
-	case *controllerpb.Command_Move:
-		sess = op.Move.GetSession()
-	}
-	if sess.GetSeq() == 1 && sess.GetClientId() != 0 {
-		open := openCmd(sess.GetClientId())
+	if sess := sessionOf(cmd); sess.GetSeq() == 1 && sess.GetClientId() != 0 {
+		open := openCmd(sessionOf(cmd).GetClientId())
 		open.Stamp = cmd.GetStamp()
 		s.Apply(open)
 	}

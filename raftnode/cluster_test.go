@@ -200,6 +200,20 @@ func (c *cluster) propose(ctx context.Context, cmd []byte, members ...uint64) (a
 	}
 }
 
+// isolateUntilLeaderless cuts member id off and waits until it knows no
+// leader (its election timeout passed).
+func (c *cluster) isolateUntilLeaderless(id uint64) {
+	c.t.Helper()
+	c.net.Isolate(testGroup, id)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.node(id).Status().Leader != 0 {
+		if time.Now().After(deadline) {
+			c.t.Fatal("an isolated member kept believing in its leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func contains(ids []uint64, id uint64) bool {
 	for _, x := range ids {
 		if x == id {

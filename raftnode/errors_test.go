@@ -136,14 +136,7 @@ func TestForwardedProposalNeverBlocksStep(t *testing.T) {
 			follower = id
 		}
 	}
-	c.net.Isolate(testGroup, follower)
-	deadline := time.Now().Add(10 * time.Second)
-	for c.node(follower).Status().Leader != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("an isolated follower kept believing in its leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.isolateUntilLeaderless(follower)
 	prop := &raftpb.Message{Type: raftpb.MessageType_MsgProp.Enum(), From: new(lead), To: new(follower),
 		Entries: []*raftpb.Entry{{Data: []byte("forwarded")}}}
 	done := make(chan error, 1)

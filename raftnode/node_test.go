@@ -371,14 +371,7 @@ func TestProposeOnFollowerIsForwarded(t *testing.T) {
 			follower = id
 		}
 	}
-	c.net.Isolate(testGroup, follower)
-	deadline := time.Now().Add(10 * time.Second)
-	for c.node(follower).Status().Leader != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("an isolated follower kept believing in its leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.isolateUntilLeaderless(follower)
 	start := time.Now()
 	_, err := c.node(follower).Propose(context.Background(), encodeCmd('p', "x", "y"))
 	if !errors.Is(err, raftnode.ErrNotLeader) || !raftnode.CertainlyNotApplied(err) {
