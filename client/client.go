@@ -337,7 +337,7 @@ func tooLarge(err error) error {
 // did not reach the log.
 func definitelyNotApplied(err error) bool {
 	return rpcerr.CertainlyNotApplied(err) || errors.Is(err, kvpb.ErrWrongGroup) || errors.Is(err, kvpb.ErrNotReady) ||
-		errors.Is(err, kvpb.ErrSessionExpired) || errors.Is(err, rpcerr.ErrNoSpace) || errors.Is(err, rpcerr.ErrStalled)
+		errors.Is(err, kvpb.ErrSessionExpired)
 }
 
 // do runs attempt against the key's group until it succeeds, fails

@@ -278,9 +278,6 @@ func (c *Cluster) Ready() error {
 	return nil
 }
 
-// ClusterID is the cluster's id (see storage.ClusterIDFor).
-func (c *Cluster) ClusterID() uint64 { return c.clusterID }
-
 func (c *Cluster) peers(gid uint64) []uint64 {
 	n := c.opts.Replicas
 	if gid == ctlserver.Group {

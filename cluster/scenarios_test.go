@@ -110,7 +110,7 @@ func TestGroupAnswersByItsOwnConfiguration(t *testing.T) {
 				_, werr := kv.Write(ctx, &kvpb.WriteRequest{Key: []byte(k), Value: []byte("y"), ClientId: 99, Seq: 1})
 				cancel()
 				for _, err := range []error{gerr, werr} {
-					err = groupserver.Errors.FromStatus(err)
+					err = kvpb.Errors.FromStatus(err)
 					if !errors.Is(err, group.ErrWrongGroup) && !errors.Is(err, raftnode.ErrNotLeader) {
 						t.Fatalf("group %d replica %s for a foreign key: %v", gid, a, err)
 					}
@@ -570,20 +570,20 @@ func TestBadRequestsToServers(t *testing.T) {
 			if err == nil {
 				_, err = stream.Recv()
 			}
-			err = groupserver.Errors.FromStatus(err)
+			err = kvpb.Errors.FromStatus(err)
 			if !errors.Is(err, group.ErrNotReady) && !errors.Is(err, group.ErrStaleConfig) {
 				t.Fatalf("pull %v: %v", req, err)
 			}
 		}
 		for _, req := range []*kvpb.DeleteShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}} {
 			_, err := kv.DeleteShard(h.ctx, req)
-			err = groupserver.Errors.FromStatus(err)
+			err = kvpb.Errors.FromStatus(err)
 			if err != nil && !errors.Is(err, group.ErrNotReady) && !errors.Is(err, raftnode.ErrNotLeader) {
 				t.Fatalf("delete %v: %v", req, err)
 			}
 		}
 		_, err = kv.Write(h.ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp(42), Key: []byte("k"), Value: []byte("x"), ClientId: 5, Seq: 1})
-		if err = groupserver.Errors.FromStatus(err); !errors.Is(err, group.ErrMalformed) && !errors.Is(err, raftnode.ErrNotLeader) {
+		if err = kvpb.Errors.FromStatus(err); !errors.Is(err, group.ErrMalformed) && !errors.Is(err, raftnode.ErrNotLeader) {
 			t.Fatalf("unknown write op: %v", err)
 		}
 		conn.Close()

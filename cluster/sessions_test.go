@@ -18,7 +18,6 @@ import (
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/group"
-	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -96,7 +95,7 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 			}
 			return status.Error(codes.Unavailable, "injected reply loss")
 		}
-		if errors.Is(groupserver.Errors.FromStatus(err), group.ErrSessionExpired) {
+		if errors.Is(kvpb.Errors.FromStatus(err), group.ErrSessionExpired) {
 			expired <- err
 		}
 		return err

@@ -76,10 +76,6 @@ func TestNemesis(t *testing.T) {
 		if only != "" && s.Name != only {
 			continue
 		}
-		if only == "" && s.OpenBug != "" {
-			t.Run(s.Name, func(t *testing.T) { t.Skipf("open bug: %s (NEMESIS_SCENARIO=%s runs it)", s.OpenBug, s.Name) })
-			continue
-		}
 		t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d) })
 	}
 }
@@ -96,9 +92,6 @@ func TestSoak(t *testing.T) {
 	runs := 0
 	for i := 0; time.Now().Before(deadline); i++ {
 		s := Scenarios[i%len(Scenarios)]
-		if s.OpenBug != "" {
-			continue
-		}
 		t.Run(strings.ReplaceAll(s.Name, "/", "_")+"#"+strconv.Itoa(i), func(t *testing.T) {
 			runOne(t, bin, s, uint64(time.Now().UnixNano()), d)
 		})

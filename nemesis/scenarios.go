@@ -46,9 +46,6 @@ type Scenario struct {
 	// MinDuration, if set, lengthens a run so that every kind of fault
 	// of the scenario happens at least once.
 	MinDuration time.Duration
-	// OpenBug, if set, names a bug the scenario still finds: it runs only
-	// when asked for by name (NEMESIS_SCENARIO), not in CI, until fixed.
-	OpenBug string
 	Run     func(ctx context.Context, e *Env)
 }
 

@@ -28,6 +28,8 @@ func TestErrorClasses(t *testing.T) {
 		{raftnode.ErrProposalDropped, true},
 		{raftnode.ErrStopped, true},
 		{fmt.Errorf("wrapped: %w", raftnode.ErrProposalDropped), true},
+		{storage.ErrNoSpace, true},
+		{storage.ErrStalled, true},
 		{raftnode.ErrStoppedInFlight, false},
 		{raftnode.ErrLeaderChanged, false},
 		{context.DeadlineExceeded, false},

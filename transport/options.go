@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -143,6 +144,5 @@ func ReadClusterID(header metadata.MD) (id uint64, ok bool) {
 // from another cluster.
 func IsClusterMismatch(err error) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.FailedPrecondition && len(st.Message()) >= len(ErrClusterMismatch.Error()) &&
-		st.Message()[:len(ErrClusterMismatch.Error())] == ErrClusterMismatch.Error()
+	return ok && st.Code() == codes.FailedPrecondition && strings.HasPrefix(st.Message(), ErrClusterMismatch.Error())
 }

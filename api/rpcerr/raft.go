@@ -51,19 +51,21 @@ func (e *NotLeaderError) Error() string {
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
 // CertainlyNotApplied reports whether err, returned by a proposal (raftnode's
-// Propose, Submit or Pending.Wait, or a service that proposes), proves that the proposal was not and will never be
-// applied, so that retrying it cannot apply it twice. Every other error,
-// including context errors and ErrStoppedInFlight, leaves the outcome
-// unknown.
+// Propose, Submit or Pending.Wait, or a service that proposes), proves that
+// the proposal was not and will never be applied, so that retrying it
+// cannot apply it twice. Every other error, including context errors and
+// ErrStoppedInFlight, leaves the outcome unknown.
 //
 //	ErrNotLeader (*NotLeaderError)  certainly not applied: nothing was appended
 //	ErrProposalDropped              certainly not applied: Raft refused it, or another entry took its index
 //	ErrStopped                      certainly not applied: the node had stopped before Submit
+//	ErrNoSpace, ErrStalled          certainly not applied: the replica refused before proposing
 //	ErrStoppedInFlight              unknown: appended, then the node stopped
 //	ErrLeaderChanged                unknown: appended, then leadership was lost
 //	context.Canceled/DeadlineExceeded unknown
 func CertainlyNotApplied(err error) bool {
-	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrProposalDropped) || errors.Is(err, ErrStopped)
+	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrProposalDropped) || errors.Is(err, ErrStopped) ||
+		errors.Is(err, ErrNoSpace) || errors.Is(err, ErrStalled)
 }
 
 // Errors of a replica that cannot persist.

@@ -146,8 +146,7 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			var err error
 			reply, err = fn(ctx, cl, sess)
 			if err != nil {
-				if e := controllerpb.Errors.FromStatus(err); !rpcerr.CertainlyNotApplied(e) && !errors.Is(e, controllerpb.ErrSessionExpired) &&
-					!errors.Is(e, rpcerr.ErrNoSpace) && !errors.Is(e, rpcerr.ErrStalled) {
+				if e := controllerpb.Errors.FromStatus(err); !rpcerr.CertainlyNotApplied(e) && !errors.Is(e, controllerpb.ErrSessionExpired) {
 					maybe = true
 				}
 			}

@@ -41,9 +41,6 @@ const (
 	watchConfirm = 500 * time.Millisecond
 )
 
-// Errors is the controller's wire error table (controllerpb.Errors).
-var Errors = controllerpb.Errors
-
 // Config describes one controller replica.
 type Config struct {
 	ID        uint64
@@ -169,7 +166,7 @@ func (s *Server) Move(ctx context.Context, req *controllerpb.MoveRequest) (*cont
 
 func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*controllerpb.ChangeReply, error) {
 	if err := s.engine.Health(); err != nil {
-		return nil, Errors.ToStatus(err) // nothing proposed
+		return nil, controllerpb.Errors.ToStatus(err) // nothing proposed
 	}
 	cmd.Stamp = s.clock.Stamp(s.store.Now())
 	before, _, _ := s.store.Query(-1)
@@ -179,14 +176,14 @@ func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*contro
 	}
 	v, err := s.node.Propose(ctx, data)
 	if err != nil {
-		return nil, Errors.ToStatus(err)
+		return nil, controllerpb.Errors.ToStatus(err)
 	}
 	res, ok := v.(controller.Result)
 	if !ok {
 		return nil, rpcerr.Errorf(codes.Internal, "unexpected result %T", v)
 	}
 	if res.Err != nil {
-		return nil, Errors.ToStatus(res.Err)
+		return nil, controllerpb.Errors.ToStatus(res.Err)
 	}
 	cfg, _, _ := s.store.Query(int64(res.ConfigNum))
 	if cfg.Num > before.Num {
@@ -198,14 +195,14 @@ func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*contro
 // Query implements controllerpb.ControllerServer.
 func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*controllerpb.QueryReply, error) {
 	if st := s.node.Status(); !st.IsLeader {
-		return nil, Errors.ToStatus(&raftnode.NotLeaderError{Leader: st.Leader})
+		return nil, controllerpb.Errors.ToStatus(&raftnode.NotLeaderError{Leader: st.Leader})
 	}
 	if err := s.node.ReadIndex(ctx); err != nil {
-		return nil, Errors.ToStatus(err)
+		return nil, controllerpb.Errors.ToStatus(err)
 	}
 	cfg, n, ok := s.store.Query(req.GetNum())
 	if !ok {
-		return nil, Errors.ToStatus(controller.ErrNotInitialized)
+		return nil, controllerpb.Errors.ToStatus(controller.ErrNotInitialized)
 	}
 	return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 }
@@ -238,20 +235,20 @@ func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*co
 		case <-changed:
 		case <-confirm.C:
 			if err := current(); err != nil {
-				return nil, Errors.ToStatus(fmt.Errorf("%w (watch: this replica cannot confirm it is current)", raftnode.ErrReadTimeout))
+				return nil, controllerpb.Errors.ToStatus(fmt.Errorf("%w (watch: this replica cannot confirm it is current)", raftnode.ErrReadTimeout))
 			}
 		case <-limit.C:
 			if err := current(); err != nil {
-				return nil, Errors.ToStatus(raftnode.ErrReadTimeout)
+				return nil, controllerpb.Errors.ToStatus(raftnode.ErrReadTimeout)
 			}
 			if !ok {
-				return nil, Errors.ToStatus(controller.ErrNotInitialized)
+				return nil, controllerpb.Errors.ToStatus(controller.ErrNotInitialized)
 			}
 			return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 		case <-ctx.Done():
-			return nil, Errors.ToStatus(ctx.Err())
+			return nil, controllerpb.Errors.ToStatus(ctx.Err())
 		case <-s.node.Done():
-			return nil, Errors.ToStatus(raftnode.ErrStopped)
+			return nil, controllerpb.Errors.ToStatus(raftnode.ErrStopped)
 		}
 	}
 }

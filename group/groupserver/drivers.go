@@ -213,7 +213,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 			return false, bytes, errors.New("stream ended before the last chunk")
 		}
 		if err != nil {
-			return false, bytes, Errors.FromStatus(err)
+			return false, bytes, kvpb.Errors.FromStatus(err)
 		}
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
@@ -269,5 +269,5 @@ func (s *Server) deleteAt(ctx context.Context, addr string, num uint64, shard in
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err = cl.DeleteShard(ctx, &kvpb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard)})
-	return Errors.FromStatus(err)
+	return kvpb.Errors.FromStatus(err)
 }

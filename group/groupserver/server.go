@@ -38,9 +38,6 @@ import (
 	"github.com/shardkv/shardkv/transport"
 )
 
-// Errors is the KV service's wire error table (kvpb.Errors).
-var Errors = kvpb.Errors
-
 // Config describes one group replica.
 type Config struct {
 	GID, ID uint64
@@ -211,7 +208,7 @@ func (s *Server) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 	start := time.Now()
 	reply, err := s.get(ctx, req)
 	s.cfg.Metrics.observe("get", err, start)
-	return reply, Errors.ToStatus(err)
+	return reply, kvpb.Errors.ToStatus(err)
 }
 
 // Any replica serves reads and writes: a follower confirms a read index
@@ -246,7 +243,7 @@ func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.Write
 	err := s.write(ctx, req)
 	s.cfg.Metrics.observe(opName(req.GetOp()), err, start)
 	if err != nil {
-		return nil, Errors.ToStatus(err)
+		return nil, kvpb.Errors.ToStatus(err)
 	}
 	return &kvpb.WriteReply{}, nil
 }
@@ -282,19 +279,19 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
 func (s *Server) PullShard(req *kvpb.PullShardRequest, stream grpc.ServerStreamingServer[kvpb.ShardChunk]) error {
 	x, err := s.sm.ExportShard(req.GetConfigNum(), int(req.GetShard()))
 	if err != nil {
-		return Errors.ToStatus(err)
+		return kvpb.Errors.ToStatus(err)
 	}
 	defer x.Close()
-	return Errors.ToStatus(x.Chunks(s.cfg.ChunkBytes, stream.Send))
+	return kvpb.Errors.ToStatus(x.Chunks(s.cfg.ChunkBytes, stream.Send))
 }
 
 // DeleteShard implements kvpb.KVServer.
 func (s *Server) DeleteShard(ctx context.Context, req *kvpb.DeleteShardRequest) (*kvpb.DeleteShardReply, error) {
 	if err := s.leaderOnly(); err != nil {
-		return nil, Errors.ToStatus(err)
+		return nil, kvpb.Errors.ToStatus(err)
 	}
 	if err := s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_DeleteShard{DeleteShard: req}}); err != nil {
-		return nil, Errors.ToStatus(err)
+		return nil, kvpb.Errors.ToStatus(err)
 	}
 	return &kvpb.DeleteShardReply{}, nil
 }
@@ -309,7 +306,7 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 	if req.GetDigests() {
 		applied, d, err := s.sm.Digests()
 		if err != nil {
-			return nil, Errors.ToStatus(err)
+			return nil, kvpb.Errors.ToStatus(err)
 		}
 		reply.DigestApplied, digests = applied, d
 	}
