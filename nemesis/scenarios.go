@@ -46,7 +46,7 @@ type Scenario struct {
 	// MinDuration, if set, lengthens a run so that every kind of fault
 	// of the scenario happens at least once.
 	MinDuration time.Duration
-	Run     func(ctx context.Context, e *Env)
+	Run         func(ctx context.Context, e *Env)
 }
 
 // must logs a fault that could not be made.
