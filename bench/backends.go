@@ -12,11 +12,14 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/controller"
-	"github.com/shardkv/shardkv/transport"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // Shardkv is the backend of a shardkv cluster, through the public client.
-type Shardkv struct{ c *client.Client }
+type Shardkv struct {
+	c    *client.Client
+	pool *rpc.Pool // to ask replicas for their status
+}
 
 // NewShardkv connects to the cluster whose controller is at controllers.
 func NewShardkv(ctx context.Context, controllers []string) (*Shardkv, error) {
@@ -24,7 +27,7 @@ func NewShardkv(ctx context.Context, controllers []string) (*Shardkv, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Shardkv{c: c}, nil
+	return &Shardkv{c: c, pool: rpc.NewPool()}, nil
 }
 
 func (s *Shardkv) Name() string { return "shardkv" }
@@ -40,7 +43,10 @@ func (s *Shardkv) Append(ctx context.Context, key, value []byte) error {
 	return s.c.Append(ctx, key, value)
 }
 
-func (s *Shardkv) Close() error { return s.c.Close() }
+func (s *Shardkv) Close() error {
+	_ = s.pool.Close()
+	return s.c.Close()
+}
 
 // Etcd is the backend of an etcd cluster: linearizable gets (etcd's
 // default) and puts through the official v3 client.
@@ -78,14 +84,13 @@ func (s *Shardkv) Leader(ctx context.Context, key []byte) (string, error) {
 	cfg := s.c.Config()
 	gid := cfg.Shards[controller.ShardOf(key, len(cfg.Shards))]
 	for _, addr := range cfg.Groups[gid] {
-		conn, err := grpc.NewClient(addr, transport.DialOptions()...)
+		conn, err := s.pool.Get(addr)
 		if err != nil {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := kvpb.NewKVClient(conn).Status(rctx, &kvpb.StatusRequest{})
+		st, err := kvpb.NewKVClient(conn).Status(rctx, &kvpb.StatusRequest{}, grpc.WaitForReady(true))
 		cancel()
-		conn.Close()
 		if err == nil && st.GetLeader() == st.GetReplica() {
 			return addr, nil
 		}

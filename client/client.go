@@ -38,6 +38,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,7 +51,7 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
-	"github.com/shardkv/shardkv/transport"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // Errors returned by the client. Limits errors come from the servers'
@@ -125,7 +126,7 @@ type Client struct {
 	cfg       config.Config
 	numShards int
 	leaders   map[uint64]int // group -> index of the replica last seen leading
-	conns     map[string]*grpc.ClientConn
+	pool      *rpc.Pool      // one connection per replica of the current configuration
 
 	sessMu   sync.Mutex
 	sessions map[int][]*session // idle sessions by shard
@@ -174,34 +175,31 @@ func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client
 		fn(&o)
 	}
 	if len(o.dial) == 0 {
-		o.dial = transport.DialOptions()
+		o.dial = rpc.DialOptions()
 	}
 	ctl, err := ctlclient.New(controllerAddrs, o.dial...)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: o, ctl: ctl, leaders: map[uint64]int{}, conns: map[string]*grpc.ClientConn{}}
+	c := &Client{opts: o, ctl: ctl, leaders: map[uint64]int{}, pool: rpc.NewPool(o.dial...)}
+	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
 	for {
 		err := c.refresh(ctx)
 		if err == nil {
 			return c, nil
 		}
-		if !errors.Is(err, controllerpb.ErrNotInitialized) || ctx.Err() != nil {
-			ctl.Close()
+		// A controller that is not initialized yet (a cluster starting)
+		// is waited for; anything else is the caller's to see.
+		if !errors.Is(err, controllerpb.ErrNotInitialized) || rpc.Wait(ctx, b) != nil {
+			_ = c.Close()
 			return nil, fmt.Errorf("read configuration: %w", err)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // Close releases the client's connections.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, conn := range c.conns {
-		_ = conn.Close()
-	}
-	c.conns = map[string]*grpc.ClientConn{}
+	_ = c.pool.Close()
 	return c.ctl.Close()
 }
 
@@ -219,10 +217,21 @@ func (c *Client) refresh(ctx context.Context) error {
 		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if cfg.Num >= c.cfg.Num || c.numShards == 0 {
 		c.cfg, c.numShards = cfg, n
 	}
+	cur := c.cfg
+	c.mu.Unlock()
+	// Connections to replicas that are no longer in the configuration
+	// (groups that left) are closed.
+	c.pool.Retain(func(addr string) bool {
+		for _, addrs := range cur.Groups {
+			if slices.Contains(addrs, addr) {
+				return true
+			}
+		}
+		return false
+	})
 	return nil
 }
 
@@ -235,23 +244,21 @@ func (c *Client) route(key []byte) (gid uint64, addrs []string, first int) {
 }
 
 func (c *Client) kv(addr string) (kvpb.KVClient, error) {
-	c.mu.RLock()
-	conn, ok := c.conns[addr]
-	c.mu.RUnlock()
-	if ok { // every request takes this path once connected: no exclusive lock
-		return kvpb.NewKVClient(conn), nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if conn, ok := c.conns[addr]; ok {
-		return kvpb.NewKVClient(conn), nil
-	}
-	conn, err := grpc.NewClient(addr, c.opts.dial...)
+	conn, err := c.pool.Get(addr)
 	if err != nil {
 		return nil, err
 	}
-	c.conns[addr] = conn
 	return kvpb.NewKVClient(conn), nil
+}
+
+// leaderHint returns the index in addrs of the leader a NOT_LEADER refusal
+// named, or -1.
+func leaderHint(err error, addrs []string) int {
+	var nl *rpcerr.NotLeaderError
+	if !errors.As(err, &nl) || nl.Addr == "" {
+		return -1
+	}
+	return slices.Index(addrs, nl.Addr)
 }
 
 func (c *Client) sawLeader(gid uint64, i int) {
@@ -346,17 +353,18 @@ func definitelyNotApplied(err error) bool {
 func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.maxRetry)
 	defer cancel()
-	backoff := 10 * time.Millisecond
+	b := rpc.NewBackoff(10*time.Millisecond, 250*time.Millisecond)
 	var last error
 	for round := 0; ; round++ {
-		gid, addrs, first := c.route(key)
+		gid, addrs, next := c.route(key)
 		if gid == 0 || len(addrs) == 0 {
 			last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
 		}
 		reread := false
 	replicas:
 		for i := 0; i < len(addrs); i++ {
-			idx := (first + i) % len(addrs)
+			idx := next % len(addrs)
+			next = idx + 1
 			kv, err := c.kv(addrs[idx])
 			if err != nil {
 				last = err
@@ -383,6 +391,9 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 			if !definitelyNotApplied(err) {
 				maybeApplied = true
 			}
+			if hint := leaderHint(err, addrs); hint >= 0 {
+				next = hint // the replica named the leader: no need to probe
+			}
 			switch classify(err) {
 			case final:
 				c.sawLeader(gid, idx)
@@ -398,19 +409,17 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 				break
 			}
 		}
-		if ctx.Err() != nil {
+		if rpc.Wait(ctx, b) != nil {
 			return maybeApplied, gaveUp(ctx, last)
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return maybeApplied, gaveUp(ctx, last)
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
-		if reread || len(addrs) == 0 || backoff >= 160*time.Millisecond {
+		// The configuration is re-read when a group said it does not own
+		// the key, and after a few rounds without an answer (the group may
+		// have moved or changed replicas).
+		if reread || len(addrs) == 0 || round >= 3 {
+			before := c.Config().Num
 			rctx, rcancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
-			if err := c.refresh(rctx); err == nil {
-				backoff = min(backoff, 40*time.Millisecond)
+			if err := c.refresh(rctx); err == nil && c.Config().Num != before {
+				b.Reset() // a new configuration: its groups get prompt attempts
 			}
 			rcancel()
 		}

@@ -18,7 +18,8 @@ func TestClientLinksNoServer(t *testing.T) {
 		}
 		for _, dep := range strings.Fields(string(out)) {
 			for _, server := range []string{"github.com/cockroachdb/pebble", "go.etcd.io/raft/v3", "github.com/shardkv/shardkv/raftnode",
-				"github.com/shardkv/shardkv/storage", "github.com/shardkv/shardkv/group", "github.com/shardkv/shardkv/controller/ctlserver"} {
+				"github.com/shardkv/shardkv/storage", "github.com/shardkv/shardkv/group", "github.com/shardkv/shardkv/controller/ctlserver",
+				"github.com/shardkv/shardkv/transport", "github.com/shardkv/shardkv/api/transportpb"} {
 				if (dep == server || strings.HasPrefix(dep, server+"/")) && dep != "go.etcd.io/raft/v3/raftpb" {
 					t.Errorf("%s links server package %s", pkg, dep)
 				}

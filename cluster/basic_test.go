@@ -1,9 +1,17 @@
 package cluster_test
 
 import (
+	"context"
+	"errors"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 func TestJoinLeave(t *testing.T) {
@@ -39,5 +47,42 @@ func TestJoinLeave(t *testing.T) {
 	h.c.StopGroup(2)
 	for _, k := range ks {
 		h.check(cl, k, want[k])
+	}
+}
+
+// TestNotLeaderNamesTheLeader: a replica that only the leader may answer
+// refuses with the leader's id and address in the status details, so a
+// client goes there without probing.
+func TestNotLeaderNamesTheLeader(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	addrs := h.c.ControllerAddrs()
+	var leader uint64
+	for deadline := time.Now().Add(10 * time.Second); leader == 0 && time.Now().Before(deadline); {
+		for id := uint64(1); id <= 3; id++ {
+			if s := h.c.Controller(id); s != nil && s.Node().Status().IsLeader {
+				leader = id
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if leader == 0 {
+		t.Fatal("no controller leader")
+	}
+	follower := leader%3 + 1
+	conn, err := grpc.NewClient(addrs[follower-1], rpc.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+	defer cancel()
+	_, err = controllerpb.NewControllerClient(conn).Query(ctx, &controllerpb.QueryRequest{Num: -1})
+	var nl *rpcerr.NotLeaderError
+	if !errors.As(controllerpb.Errors.FromStatus(err), &nl) {
+		t.Fatalf("follower %d answered %v, want NOT_LEADER", follower, err)
+	}
+	if nl.Leader != leader || nl.Addr != addrs[leader-1] {
+		t.Fatalf("follower named leader %d at %q, want %d at %q", nl.Leader, nl.Addr, leader, addrs[leader-1])
 	}
 }

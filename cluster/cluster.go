@@ -27,6 +27,7 @@ import (
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
@@ -95,6 +96,7 @@ type Cluster struct {
 	shared    *storage.Engine
 	raftSrv   *transport.Server
 	raftNet   *transport.GRPCNetwork
+	pool      *rpc.Pool // the groups' connections to one another
 
 	mu      sync.Mutex
 	addrs   map[Replica]string
@@ -144,15 +146,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c.clusterID = storage.ClusterIDFor(opts.ClusterToken, c.membership(ctlserver.Group))
 	// Every connection states the cluster id and every server checks it.
-	c.opts.DialOptions = append(transport.DialOptions(transport.WithClusterID(c.clusterID)...), opts.DialOptions...)
-	c.opts.ServerOptions = transport.ServerOptions(append(transport.CheckClusterID(c.clusterID, opts.Logger), opts.ServerOptions...)...)
+	c.opts.DialOptions = append(rpc.DialOptions(rpc.WithClusterID(c.clusterID)...), opts.DialOptions...)
+	c.opts.ServerOptions = rpc.ServerOptions(append(rpc.CheckClusterID(c.clusterID, opts.Logger), opts.ServerOptions...)...)
 	opts = c.opts
+	c.pool = rpc.NewPool(opts.DialOptions...)
 	if opts.RaftNetwork == nil {
 		c.raftSrv = transport.NewServer()
-		c.raftNet = transport.NewGRPCNetwork(c.raftSrv, func(group, id uint64) (string, bool) {
-			a, ok := c.addrs[Replica{group, id}]
-			return a, ok
-		}, opts.DialOptions...)
+		c.raftNet = transport.NewGRPCNetwork(c.raftSrv, c.addrOf, opts.DialOptions...)
 	}
 	if !opts.EnginePerReplica {
 		e, err := storage.OpenWith(opts.Dir, opts.Storage)
@@ -213,6 +213,20 @@ func (c *Cluster) Replicas() []Replica {
 		}
 	}
 	return out
+}
+
+// addressed adds the cluster's addresses to a network that does not know
+// them (an in-memory one).
+type addressed struct {
+	transport.Network
+	addr func(group, id uint64) (string, bool)
+}
+
+func (a addressed) Addr(group, id uint64) (string, bool) { return a.addr(group, id) }
+
+func (c *Cluster) addrOf(group, id uint64) (string, bool) {
+	a, ok := c.addrs[Replica{group, id}]
+	return a, ok
 }
 
 // ControllerAddrs are the controller replicas' addresses.
@@ -312,9 +326,11 @@ func (c *Cluster) StartReplica(r Replica) error {
 		m.stop()
 		return err
 	}
-	network := c.opts.RaftNetwork
-	if network == nil {
-		network = c.raftNet
+	var network transport.Network = c.raftNet
+	if c.opts.RaftNetwork != nil {
+		// The replicas still name each other's client addresses (a
+		// follower's NOT_LEADER carries the leader's).
+		network = addressed{c.opts.RaftNetwork, c.addrOf}
 	}
 	m.grpc = grpc.NewServer(c.opts.ServerOptions...)
 	if c.raftSrv != nil {
@@ -336,7 +352,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 			}
 			m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, Peers: c.peers(r.Group),
 				Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-				Logger: c.opts.Logger, DialOptions: c.opts.DialOptions, Tune: c.opts.TuneRaft, Metrics: metrics,
+				Logger: c.opts.Logger, Pool: c.pool, Tune: c.opts.TuneRaft, Metrics: metrics,
 				Time: c.opts.Time})
 		}
 		if err == nil {
@@ -456,10 +472,27 @@ func (c *Cluster) Engines() map[Replica]*storage.Engine {
 }
 
 // Close stops every replica and closes the engines.
+//
+// Groups stop before the controller, and all replicas of a kind stop at
+// once: a group's drivers talk to the controller, and a controller that
+// stopped first would leave them waiting for its answers.
 func (c *Cluster) Close() {
+	var groups, controllers []Replica
 	for _, r := range c.Replicas() {
-		c.StopReplica(r)
+		if r.Group == ctlserver.Group {
+			controllers = append(controllers, r)
+		} else {
+			groups = append(groups, r)
+		}
 	}
+	for _, set := range [][]Replica{groups, controllers} {
+		var wg sync.WaitGroup
+		for _, r := range set {
+			wg.Go(func() { c.StopReplica(r) })
+		}
+		wg.Wait()
+	}
+	_ = c.pool.Close()
 	if c.raftNet != nil {
 		c.raftNet.Close()
 	}

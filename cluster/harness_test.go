@@ -12,10 +12,11 @@ import (
 	"sync"
 	"testing"
 
+	"time"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"time"
 
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"

@@ -26,9 +26,9 @@ import (
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/internal/linearizability"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
-	"github.com/shardkv/shardkv/transport"
 )
 
 // ownerOf returns the group owning key in the controller's latest
@@ -307,7 +307,7 @@ func TestLinearizableUnderLossAndReconfiguration(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := h.client(client.WithDialOptions(transport.DialOptions(loss)...),
+			cl := h.client(client.WithDialOptions(rpc.DialOptions(loss)...),
 				client.WithAttemptTimeout(500*time.Millisecond))
 			rng := rand.New(rand.NewPCG(h.seed, uint64(c)))
 			for i := 0; ; i++ {
@@ -560,7 +560,7 @@ func TestBadRequestsToServers(t *testing.T) {
 		t.Fatalf("move of shard -1: %v", err)
 	}
 	for _, addr := range h.c.GroupAddrs(1) {
-		conn, err := grpc.NewClient(addr, transport.DialOptions()...)
+		conn, err := grpc.NewClient(addr, rpc.DialOptions()...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -620,7 +620,7 @@ func TestMalformedRPCs(t *testing.T) {
 		h.c.ControllerAddrs()[0]: {"/shardkv.controller.v1.Controller/Join", "/shardkv.controller.v1.Controller/Move", "/shardkv.controller.v1.Controller/Query"},
 	}
 	for addr, methods := range targets {
-		conn, err := grpc.NewClient(addr, transport.DialOptions()...)
+		conn, err := grpc.NewClient(addr, rpc.DialOptions()...)
 		if err != nil {
 			t.Fatal(err)
 		}

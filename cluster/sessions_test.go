@@ -18,7 +18,7 @@ import (
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/group"
-	"github.com/shardkv/shardkv/transport"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // steppedTime is the machine's clocks with a wall-clock offset the test
@@ -41,7 +41,7 @@ func TestClockStepsKeepExactlyOnce(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 1, Time: clock})
 	h.join(1)
 	loss := lossy(h.seed, 0.2, 2*time.Millisecond)
-	apps := h.startAppenders(6, 3, 10*time.Second, client.WithDialOptions(transport.DialOptions(loss)...),
+	apps := h.startAppenders(6, 3, 10*time.Second, client.WithDialOptions(rpc.DialOptions(loss)...),
 		client.WithAttemptTimeout(500*time.Millisecond))
 	for _, step := range []time.Duration{2 * time.Hour, -3 * time.Hour, 5 * time.Hour, -4 * time.Hour} {
 		time.Sleep(400 * time.Millisecond)
@@ -100,7 +100,7 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 		}
 		return err
 	})
-	cl := h.client(client.WithDialOptions(transport.DialOptions(hold)...))
+	cl := h.client(client.WithDialOptions(rpc.DialOptions(hold)...))
 	err := cl.Append(h.ctx, []byte("k"), []byte("x"))
 	if !errors.Is(err, client.ErrUnknownOutcome) {
 		t.Fatalf("append whose session expired before its retry: %v, want ErrUnknownOutcome", err)
@@ -139,7 +139,7 @@ func TestOversizedRequestsFailFast(t *testing.T) {
 		size int
 	}{
 		{"over the value limit", h.client(), 5 << 20},
-		{"over gRPC's receive limit", h.client(client.WithLimits(4<<10, 64<<20)), transport.MaxMessageBytes + 1<<20},
+		{"over gRPC's receive limit", h.client(client.WithLimits(4<<10, 64<<20)), rpc.MaxMessageBytes + 1<<20},
 	} {
 		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 		start := time.Now()

@@ -30,7 +30,7 @@ import (
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/faultproxy"
-	"github.com/shardkv/shardkv/transport"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // Replica names a process: group 0 is the controller.
@@ -74,6 +74,7 @@ type Cluster struct {
 	procs map[Replica]*proc
 	links map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1]
 	rules [][]string                       // netfilter rules in force
+	pool  *rpc.Pool                        // to ask replicas directly
 }
 
 // Start launches the cluster and joins every group.
@@ -87,7 +88,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.SnapshotEntries == 0 {
 		opts.SnapshotEntries = 200
 	}
-	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, links: map[[2]Replica]*faultproxy.Proxy{}}
+	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool()}
 	if opts.Netfilter {
 		// Processes of other users must reach the binary and their data.
 		bin := filepath.Join(opts.Dir, "shardkv")
@@ -339,6 +340,7 @@ func (c *Cluster) Close() {
 		p.Close()
 	}
 	_ = c.clearRules()
+	_ = c.pool.Close()
 }
 
 func copyExecutable(from, to string) error {
@@ -351,14 +353,15 @@ func copyExecutable(from, to string) error {
 
 // status asks a replica directly (not through its proxy).
 func (c *Cluster) status(ctx context.Context, r Replica) (*kvpb.StatusReply, error) {
-	conn, err := grpc.NewClient(c.procs[r].listen, transport.DialOptions()...)
+	conn, err := c.pool.Get(c.procs[r].listen)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Digests: true})
+	// A pooled connection to a restarted process may be between
+	// reconnection attempts: wait for it within the deadline.
+	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Digests: true}, grpc.WaitForReady(true))
 }
 
 // Leader returns the replica that leads group g (the controller for 0), as
@@ -367,14 +370,13 @@ func (c *Cluster) Leader(ctx context.Context, g uint64) (Replica, bool) {
 	for id := uint64(1); id <= 3; id++ {
 		r := Replica{g, id}
 		if g == 0 {
-			conn, err := grpc.NewClient(c.procs[r].listen, transport.DialOptions()...)
+			conn, err := c.pool.Get(c.procs[r].listen)
 			if err != nil {
 				continue
 			}
 			qctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, err = controllerpb.NewControllerClient(conn).Query(qctx, &controllerpb.QueryRequest{Num: -1})
+			_, err = controllerpb.NewControllerClient(conn).Query(qctx, &controllerpb.QueryRequest{Num: -1}, grpc.WaitForReady(true))
 			cancel()
-			conn.Close()
 			if err == nil {
 				return r, true
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // RunOptions describe one scenario run.
@@ -71,7 +72,7 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 		werr = w.Run(wctx, c.Addrs(0), o.Clients, o.Seed)
 	}()
 	env := &Env{C: c, Rng: rand.New(rand.NewPCG(o.Seed, 1)), Ctl: ctl, Logf: logf}
-	sleep(wctx, time.Second) // let the clients start
+	_ = rpc.Sleep(wctx, time.Second) // let the clients start
 	faultsFrom := time.Now()
 	o.Scenario.Run(wctx, env)
 	wg.Wait()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/faultproxy"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // Env is what a scenario acts on.
@@ -56,16 +57,6 @@ func (e *Env) must(err error) {
 	}
 }
 
-// sleep waits d or until ctx ends, and reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
-	}
-}
-
 func (e *Env) randomReplica(includeController bool) Replica {
 	lo := 1
 	if includeController {
@@ -87,7 +78,7 @@ func (e *Env) leaderOf(ctx context.Context, g uint64) Replica {
 func (e *Env) killAndRestart(ctx context.Context, r Replica, down time.Duration) {
 	e.Logf("kill -9 %s", r)
 	e.C.Kill(r)
-	sleep(ctx, down)
+	_ = rpc.Sleep(ctx, down)
 	e.Logf("restart %s", r)
 	if err := e.C.Restart(r); err != nil {
 		e.Logf("restart %s: %v", r, err)
@@ -143,7 +134,7 @@ var Scenarios = []Scenario{
 					e.must(e.C.Silence(f))
 					rejoin = f
 				}
-				sleep(ctx, time.Duration(2000+e.Rng.IntN(1000))*time.Millisecond)
+				_ = rpc.Sleep(ctx, time.Duration(2000+e.Rng.IntN(1000))*time.Millisecond)
 				e.Logf("heal network")
 				e.healNetwork()
 				if rejoin != (Replica{}) {
@@ -153,7 +144,7 @@ var Scenarios = []Scenario{
 						e.Logf("%s did not catch up with %s within 5s of the heal", rejoin, lead)
 					}
 				}
-				sleep(ctx, 1500*time.Millisecond)
+				_ = rpc.Sleep(ctx, 1500*time.Millisecond)
 			}
 		}},
 	{Name: "kill", Run: func(ctx context.Context, e *Env) {
@@ -163,7 +154,7 @@ var Scenarios = []Scenario{
 				r = e.leaderOf(ctx, r.Group) // leaders too
 			}
 			e.killAndRestart(ctx, r, time.Duration(500+e.Rng.IntN(1500))*time.Millisecond)
-			sleep(ctx, time.Duration(1000+e.Rng.IntN(2000))*time.Millisecond)
+			_ = rpc.Sleep(ctx, time.Duration(1000+e.Rng.IntN(2000))*time.Millisecond)
 		}
 	}},
 	{Name: "pause-leader", Run: func(ctx context.Context, e *Env) {
@@ -171,10 +162,10 @@ var Scenarios = []Scenario{
 			r := e.leaderOf(ctx, e.randomGroup())
 			e.Logf("SIGSTOP %s", r)
 			e.C.Pause(r)
-			sleep(ctx, time.Duration(3000+e.Rng.IntN(2000))*time.Millisecond)
+			_ = rpc.Sleep(ctx, time.Duration(3000+e.Rng.IntN(2000))*time.Millisecond)
 			e.Logf("SIGCONT %s", r)
 			e.C.Resume(r)
-			sleep(ctx, time.Second)
+			_ = rpc.Sleep(ctx, time.Second)
 		}
 	}},
 	{Name: "partitions", Run: func(ctx context.Context, e *Env) {
@@ -202,10 +193,10 @@ var Scenarios = []Scenario{
 					}
 				}
 			}
-			sleep(ctx, time.Duration(2500+e.Rng.IntN(1500))*time.Millisecond)
+			_ = rpc.Sleep(ctx, time.Duration(2500+e.Rng.IntN(1500))*time.Millisecond)
 			e.Logf("heal network")
 			e.healNetwork()
-			sleep(ctx, time.Second)
+			_ = rpc.Sleep(ctx, time.Second)
 		}
 	}},
 	{Name: "reconfigure-and-kill", Run: func(ctx context.Context, e *Env) {
@@ -234,7 +225,7 @@ var Scenarios = []Scenario{
 			}
 			cancel()
 			e.killAndRestart(ctx, e.randomReplica(true), time.Second)
-			sleep(ctx, time.Duration(1000+e.Rng.IntN(1000))*time.Millisecond)
+			_ = rpc.Sleep(ctx, time.Duration(1000+e.Rng.IntN(1000))*time.Millisecond)
 		}
 	}},
 	{Name: "partition-during-migration", Run: func(ctx context.Context, e *Env) {
@@ -242,7 +233,7 @@ var Scenarios = []Scenario{
 			s := e.Rng.IntN(12)
 			cfg, _, err := e.Ctl.Query(ctx, -1)
 			if err != nil || len(cfg.Shards) <= s {
-				sleep(ctx, time.Second)
+				_ = rpc.Sleep(ctx, time.Second)
 				continue
 			}
 			from := cfg.Shards[s]
@@ -256,16 +247,16 @@ var Scenarios = []Scenario{
 				e.Logf("move: %v", err)
 			}
 			e.C.Isolate(old)
-			sleep(ctx, 3*time.Second)
+			_ = rpc.Sleep(ctx, 3*time.Second)
 			if step%2 == 1 {
 				c := e.leaderOf(ctx, 0)
 				e.Logf("isolate the controller leader %s", c)
 				e.C.Isolate(c)
-				sleep(ctx, 3*time.Second)
+				_ = rpc.Sleep(ctx, 3*time.Second)
 			}
 			e.Logf("heal network")
 			e.healNetwork()
-			sleep(ctx, time.Second)
+			_ = rpc.Sleep(ctx, time.Second)
 		}
 	}},
 	{Name: "kill-whole-group", Run: func(ctx context.Context, e *Env) {
@@ -275,14 +266,14 @@ var Scenarios = []Scenario{
 			for id := uint64(1); id <= 3; id++ {
 				e.C.Kill(Replica{g, id})
 			}
-			sleep(ctx, 2*time.Second)
+			_ = rpc.Sleep(ctx, 2*time.Second)
 			e.Logf("restart group %d", g)
 			for id := uint64(1); id <= 3; id++ {
 				if err := e.C.Restart(Replica{g, id}); err != nil {
 					e.Logf("restart: %v", err)
 				}
 			}
-			sleep(ctx, 3*time.Second)
+			_ = rpc.Sleep(ctx, 3*time.Second)
 		}
 	}},
 	{Name: "lossy-links-and-snapshot-catch-up", Run: func(ctx context.Context, e *Env) {
@@ -298,10 +289,10 @@ var Scenarios = []Scenario{
 				e.Logf("cut follower %s off long enough to need a snapshot", f)
 				e.C.Isolate(f)
 			}
-			sleep(ctx, 4*time.Second)
+			_ = rpc.Sleep(ctx, 4*time.Second)
 			e.Logf("heal network")
 			e.healNetwork()
-			sleep(ctx, time.Second)
+			_ = rpc.Sleep(ctx, time.Second)
 		}
 	}},
 }

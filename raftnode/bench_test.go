@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shardkv/shardkv/bench"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
@@ -46,7 +47,7 @@ func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		g := grpc.NewServer(transport.ServerOptions()...)
+		g := grpc.NewServer(rpc.ServerOptions()...)
 		srv := transport.NewServer()
 		srv.Register(g)
 		go func() { _ = g.Serve(lis[i]) }()

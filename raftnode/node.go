@@ -184,6 +184,17 @@ func (n *Node) Status() Status {
 	}
 }
 
+// NotLeader returns the refusal of a request only the leader serves: a
+// *NotLeaderError naming the leader this member knows of, with its address
+// when the network can tell it (transport.Addresser).
+func (n *Node) NotLeader() error {
+	e := &NotLeaderError{Leader: n.leader.Load()}
+	if a, ok := n.cfg.Network.(transport.Addresser); ok && e.Leader != 0 {
+		e.Addr, _ = a.Addr(n.cfg.Group, e.Leader)
+	}
+	return e
+}
+
 // forwardedPropWait bounds how long a proposal forwarded by a follower may
 // wait to enter raft.
 const forwardedPropWait = 50 * time.Millisecond

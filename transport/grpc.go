@@ -13,13 +13,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/transportpb"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 const (
 	// snapshotChunkSize bounds one gRPC message of a snapshot stream.
 	snapshotChunkSize = 1 << 20
 	// maxBatchBytes bounds one batch of ordinary messages, well below
-	// MaxMessageBytes.
+	// rpc.MaxMessageBytes.
 	maxBatchBytes = 4 << 20
 	// queueLen bounds the messages waiting for one peer; beyond it they are
 	// dropped and reported unreachable, as a congested network would.
@@ -138,7 +139,7 @@ func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*tra
 // member id (see Server.Member).
 func AskMember(ctx context.Context, addr string, group, id uint64, dial ...grpc.DialOption) (*transportpb.MemberReply, error) {
 	if len(dial) == 0 {
-		dial = DialOptions()
+		dial = rpc.DialOptions()
 	}
 	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
@@ -170,7 +171,7 @@ type GRPCNetwork struct {
 // plaintext (pass TLS credentials to secure them).
 func NewGRPCNetwork(server *Server, resolve Resolver, dial ...grpc.DialOption) *GRPCNetwork {
 	if len(dial) == 0 {
-		dial = DialOptions()
+		dial = rpc.DialOptions()
 	}
 	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer)}
 }
@@ -186,6 +187,9 @@ func (n *GRPCNetwork) Join(group, id uint64, h Handler) (Transport, error) {
 	n.server.handlers[m] = h
 	return &grpcTransport{net: n, self: m, h: h}, nil
 }
+
+// Addr implements Addresser.
+func (n *GRPCNetwork) Addr(group, id uint64) (string, bool) { return n.resolve(group, id) }
 
 // Close closes every outgoing connection.
 func (n *GRPCNetwork) Close() error {
@@ -259,7 +263,7 @@ func (p *peer) run() {
 		next   *outgoing // taken from the queue, did not fit the last batch
 	)
 	defer func() { cancel() }()
-	backoff := 10 * time.Millisecond
+	b := rpc.NewBackoff(10*time.Millisecond, time.Second)
 	for {
 		batch = batch[:0]
 		if next != nil {
@@ -290,7 +294,7 @@ func (p *peer) run() {
 				break drain
 			}
 		}
-		if size > MaxMessageBytes {
+		if size > rpc.MaxMessageBytes {
 			// Cannot be sent at all: tell raft, which will retry or
 			// snapshot, rather than break the stream for everyone.
 			unreachable(batch)
@@ -300,15 +304,17 @@ func (p *peer) run() {
 			s, c, err := p.open()
 			if err != nil {
 				unreachable(batch)
+				t := time.NewTimer(b.NextBackOff())
 				select {
-				case <-time.After(backoff):
+				case <-t.C:
 				case <-p.stop:
+					t.Stop()
 					return
 				}
-				backoff = min(2*backoff, time.Second)
 				continue
 			}
 			stream, cancel = s, c
+			b.Reset()
 		}
 		envs := make([]*transportpb.Envelope, len(batch))
 		for i, o := range batch {
@@ -320,7 +326,6 @@ func (p *peer) run() {
 			unreachable(batch)
 			continue
 		}
-		backoff = 10 * time.Millisecond
 	}
 }
 

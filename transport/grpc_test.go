@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -61,12 +62,12 @@ func startClusterProcess(t *testing.T, cluster uint64, resolve transport.Resolve
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(transport.ServerOptions(transport.CheckClusterID(cluster, slog.New(slog.DiscardHandler))...)...)
+	g := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(cluster, slog.New(slog.DiscardHandler))...)...)
 	s := transport.NewServer()
 	s.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	p := &process{addr: lis.Addr().String(), srv: g,
-		net: transport.NewGRPCNetwork(s, resolve, transport.DialOptions(transport.WithClusterID(cluster)...)...)}
+		net: transport.NewGRPCNetwork(s, resolve, rpc.DialOptions(rpc.WithClusterID(cluster)...)...)}
 	t.Cleanup(func() { p.net.Close(); g.Stop() })
 	return p
 }
@@ -188,7 +189,7 @@ func TestGRPCLargeMessagesUnderLoad(t *testing.T) {
 	for range 10 {
 		big = append(big, entry(3<<20))
 	}
-	big = append(big, entry(transport.MaxMessageBytes-(1<<20)))
+	big = append(big, entry(rpc.MaxMessageBytes-(1<<20)))
 	var wg sync.WaitGroup
 	for s := range 4 {
 		wg.Add(1)
@@ -244,7 +245,7 @@ func TestGRPCRefusesAnotherCluster(t *testing.T) {
 	snap := &raftpb.Message{Type: raftpb.MessageType_MsgSnap.Enum(), From: new(uint64(1)), To: new(uint64(2)),
 		Snapshot: &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1))}}}
 	err := ta.SendSnapshot(ctx, snap)
-	if err == nil || !transport.IsClusterMismatch(errors.Unwrap(err)) && !strings.Contains(fmt.Sprint(err), "cluster id mismatch") {
+	if err == nil || !rpc.IsClusterMismatch(errors.Unwrap(err)) && !strings.Contains(fmt.Sprint(err), "cluster id mismatch") {
 		t.Fatalf("snapshot to another cluster: %v", err)
 	}
 }

@@ -57,3 +57,10 @@ type Transport interface {
 type Network interface {
 	Join(group, id uint64, h Handler) (Transport, error)
 }
+
+// Addresser is implemented by networks that know the address other
+// processes reach a member at (GRPCNetwork does). A replica that is not
+// the leader tells clients the leader's address with it.
+type Addresser interface {
+	Addr(group, id uint64) (addr string, ok bool)
+}

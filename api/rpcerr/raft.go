@@ -3,6 +3,7 @@ package rpcerr
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // The errors of a raft replica, which every service that proposes or reads
@@ -34,17 +35,42 @@ var (
 	ErrReadTimeout = errors.New("raftnode: read index not confirmed")
 )
 
-// NotLeaderError is returned by Propose on a follower. Leader is the member
-// this node believes leads (0 when it knows of none).
+// NotLeaderError is the refusal of a replica that is not its group's
+// leader. Leader is the raft id of the member it believes leads (0 when it
+// knows of none) and Addr that member's address when known: a client
+// retries there directly rather than probing every replica. Both travel
+// in the gRPC status details (ErrorInfo metadata "leader_id",
+// "leader_addr"), so errors.As finds them on the client side.
 type NotLeaderError struct {
 	Leader uint64
+	Addr   string
 }
 
 func (e *NotLeaderError) Error() string {
-	if e.Leader == 0 {
+	switch {
+	case e.Leader == 0:
 		return "raftnode: not the leader (no leader known)"
+	case e.Addr != "":
+		return fmt.Sprintf("raftnode: not the leader (leader is %d at %s)", e.Leader, e.Addr)
 	}
 	return fmt.Sprintf("raftnode: not the leader (leader is %d)", e.Leader)
+}
+
+// ErrorMetadata implements MetadataError.
+func (e *NotLeaderError) ErrorMetadata() map[string]string {
+	if e.Leader == 0 {
+		return nil
+	}
+	md := map[string]string{"leader_id": strconv.FormatUint(e.Leader, 10)}
+	if e.Addr != "" {
+		md["leader_addr"] = e.Addr
+	}
+	return md
+}
+
+func decodeNotLeader(md map[string]string) error {
+	id, _ := strconv.ParseUint(md["leader_id"], 10, 64)
+	return &NotLeaderError{Leader: id, Addr: md["leader_addr"]}
 }
 
 // Is makes errors.Is(err, ErrNotLeader) true.

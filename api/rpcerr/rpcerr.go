@@ -21,6 +21,19 @@ type Entry struct {
 	Err    error
 	Code   codes.Code
 	Reason string
+	// Decode, if set, rebuilds the typed error from the metadata its
+	// ErrorMetadata method sent (see MetadataError), so that errors.As
+	// finds it on the client with its data.
+	Decode func(metadata map[string]string) error
+}
+
+// MetadataError is implemented by errors that carry data a client acts on
+// (the leader's address of a NOT_LEADER, for instance). ToStatus sends it
+// as the ErrorInfo detail's metadata; FromStatus hands it to the entry's
+// Decode.
+type MetadataError interface {
+	error
+	ErrorMetadata() map[string]string
 }
 
 // Table is a set of sentinel errors of one domain (a service).
@@ -46,7 +59,12 @@ func (t *Table) ToStatus(err error) error {
 	}
 	for _, e := range t.entries {
 		if errors.Is(err, e.Err) {
-			st, derr := status.New(e.Code, err.Error()).WithDetails(&errdetails.ErrorInfo{Reason: e.Reason, Domain: t.domain})
+			info := &errdetails.ErrorInfo{Reason: e.Reason, Domain: t.domain}
+			var md MetadataError
+			if errors.As(err, &md) {
+				info.Metadata = md.ErrorMetadata()
+			}
+			st, derr := status.New(e.Code, err.Error()).WithDetails(info)
 			if derr != nil {
 				return status.Error(e.Code, err.Error())
 			}
@@ -78,7 +96,13 @@ func (t *Table) FromStatus(err error) error {
 		}
 		for _, e := range t.entries {
 			if e.Reason == info.GetReason() {
-				return &remoteError{sentinel: e.Err, msg: st.Message()}
+				sentinel := e.Err
+				if e.Decode != nil {
+					if typed := e.Decode(info.GetMetadata()); typed != nil {
+						sentinel = typed
+					}
+				}
+				return &remoteError{sentinel: sentinel, msg: st.Message()}
 			}
 		}
 	}
@@ -96,7 +120,7 @@ func (e *remoteError) Unwrap() error { return e.sentinel }
 // RaftEntries are the errors of a raft replica and of its storage, which
 // every service that proposes or reads through one returns.
 var RaftEntries = []Entry{
-	{Err: ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER"},
+	{Err: ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER", Decode: decodeNotLeader},
 	{Err: ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
 	{Err: ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
 	{Err: ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},

@@ -17,7 +17,7 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
-	"github.com/shardkv/shardkv/transport"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 func newAdminCmd() *cobra.Command {
@@ -271,7 +271,7 @@ func collectStatus(ctx context.Context, cfg controller.Config) statusOut {
 }
 
 func replicaStatus(ctx context.Context, addr string) (*kvpb.StatusReply, error) {
-	conn, err := grpc.NewClient(addr, transport.DialOptions()...)
+	conn, err := grpc.NewClient(addr, rpc.DialOptions()...)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
@@ -104,7 +105,7 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 		if pid == id {
 			continue
 		}
-		reply, err := transport.AskMember(ctx, addr, gid, id, transport.DialOptions(transport.WithClusterID(clusterID)...)...)
+		reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
 		if err != nil {
 			continue
 		}
@@ -180,9 +181,9 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
 		a, ok := peers[id]
 		return a, ok && group == gid
-	}, transport.DialOptions(transport.WithClusterID(ident.ClusterID)...)...)
+	}, rpc.DialOptions(rpc.WithClusterID(ident.ClusterID)...)...)
 	defer network.Close()
-	gs := grpc.NewServer(transport.ServerOptions(transport.CheckClusterID(ident.ClusterID, log)...)...)
+	gs := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(ident.ClusterID, log)...)...)
 	raftSrv.Register(gs)
 	reg := ops.NewRegistry()
 	stop, node, ready, err := start(e, network, ident.ClusterID, gs, reg)
@@ -314,19 +315,21 @@ func newServerCmd(g *globals) *cobra.Command {
 			return runReplica(cmd, g, &r, gid, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
-				dial := transport.DialOptions(transport.WithClusterID(cid)...)
+				dial := rpc.DialOptions(rpc.WithClusterID(cid)...)
 				ctl, err := ctlclient.New(splitList(controllers), dial...)
 				if err != nil {
 					return nil, nil, nil, err
 				}
+				pool := rpc.NewPool(dial...)
 				s, err := groupserver.Start(groupserver.Config{GID: gid, ID: r.id, Peers: ids, Engine: e, Network: net,
-					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id), Tune: r.tune, DialOptions: dial})
+					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id), Tune: r.tune, Pool: pool})
 				if err != nil {
 					ctl.Close()
+					pool.Close()
 					return nil, nil, nil, err
 				}
 				s.Register(gs)
-				return func() { s.Stop(); ctl.Close() }, s.Node, s.Ready, nil
+				return func() { s.Stop(); ctl.Close(); pool.Close() }, s.Node, s.Ready, nil
 			})
 		},
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
-	"github.com/shardkv/shardkv/transport"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // attemptTimeout bounds one RPC to one replica, so a dead replica costs a
@@ -41,7 +41,8 @@ var (
 // Client talks to a controller cluster. It is safe for concurrent use;
 // changes from one Client are applied in the order they were called.
 type Client struct {
-	conns   []*grpc.ClientConn
+	addrs   []string
+	pool    *rpc.Pool
 	clients []controllerpb.ControllerClient
 	leader  atomic.Int32
 	id      uint64
@@ -57,17 +58,13 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, ErrNoAddresses
 	}
-	if len(dial) == 0 {
-		dial = transport.DialOptions()
-	}
-	c := &Client{id: newSessionID()}
+	c := &Client{addrs: addrs, pool: rpc.NewPool(dial...), id: newSessionID()}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient(a, dial...)
+		conn, err := c.pool.Get(a)
 		if err != nil {
-			c.Close()
+			_ = c.Close()
 			return nil, fmt.Errorf("dial controller %s: %w", a, err)
 		}
-		c.conns = append(c.conns, conn)
 		c.clients = append(c.clients, controllerpb.NewControllerClient(conn))
 	}
 	return c, nil
@@ -81,16 +78,27 @@ func newSessionID() uint64 {
 
 // Close releases the connections.
 func (c *Client) Close() error {
-	for _, conn := range c.conns {
-		_ = conn.Close()
+	return c.pool.Close()
+}
+
+// next moves on from replica i after a failed attempt: to the leader err
+// names when it is one of the controller replicas, else to the following
+// replica. Another caller may have moved on already.
+func (c *Client) next(i int, err error) {
+	to := (i + 1) % len(c.clients)
+	var nl *rpcerr.NotLeaderError
+	if errors.As(err, &nl) && nl.Addr != "" {
+		if j := slices.Index(c.addrs, nl.Addr); j >= 0 {
+			to = j
+		}
 	}
-	return nil
+	c.leader.CompareAndSwap(int32(i), int32(to))
 }
 
 // call runs fn against the replica believed to lead, moving on to the next
 // on a retryable failure, with backoff once every replica was tried.
 func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient) error) error {
-	backoff := 20 * time.Millisecond
+	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	for attempt := 0; ; attempt++ {
 		i := int(c.leader.Load()) % len(c.clients)
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
@@ -107,14 +115,9 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 			}
 			return err
 		}
-		c.leader.CompareAndSwap(int32(i), int32((i+1)%len(c.clients)))
-		if (attempt+1)%len(c.clients) == 0 {
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
-			}
-			backoff = min(2*backoff, time.Second)
+		c.next(i, err)
+		if (attempt+1)%len(c.clients) == 0 && rpc.Wait(ctx, b) != nil {
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 	}
 }
@@ -217,7 +220,7 @@ func (c *Client) ClusterID(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	id, ok := transport.ReadClusterID(header)
+	id, ok := rpc.ReadClusterID(header)
 	if !ok {
 		return 0, errors.New("ctlclient: the controller did not state its cluster id")
 	}
@@ -245,7 +248,7 @@ func (c *Client) Query(ctx context.Context, n int64) (config.Config, int, error)
 // linearizable read: use Query for that.
 func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error) {
 	var reply *controllerpb.QueryReply
-	backoff := 50 * time.Millisecond
+	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
 	for {
 		i := int(c.leader.Load()) % len(c.clients)
 		// The server answers within its long-poll limit, or fails at once
@@ -258,17 +261,11 @@ func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error)
 			reply = r
 			break
 		}
-		if ctx.Err() != nil {
-			return config.Config{}, ctx.Err()
-		}
 		// Another replica next: this one is cut off, stopped or silent.
-		c.leader.CompareAndSwap(int32(i), int32((i+1)%len(c.clients)))
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return config.Config{}, ctx.Err()
+		c.next(i, controllerpb.Errors.FromStatus(err))
+		if ctx.Err() != nil || rpc.Wait(ctx, b) != nil {
+			return config.Config{}, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 	return config.FromProto(reply.GetConfig()), nil
 }

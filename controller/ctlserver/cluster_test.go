@@ -18,9 +18,9 @@ import (
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
-	"github.com/shardkv/shardkv/transport"
 	"github.com/shardkv/shardkv/transport/memnet"
 )
 
@@ -97,7 +97,7 @@ func (c *cluster) start(id uint64) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	g := grpc.NewServer(transport.ServerOptions()...)
+	g := grpc.NewServer(rpc.ServerOptions()...)
 	s.Register(g)
 	go func() { _ = g.Serve(l) }()
 	c.mu.Lock()

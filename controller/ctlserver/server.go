@@ -194,8 +194,8 @@ func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*contro
 
 // Query implements controllerpb.ControllerServer.
 func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*controllerpb.QueryReply, error) {
-	if st := s.node.Status(); !st.IsLeader {
-		return nil, controllerpb.Errors.ToStatus(&raftnode.NotLeaderError{Leader: st.Leader})
+	if !s.node.Status().IsLeader {
+		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
 	}
 	if err := s.node.ReadIndex(ctx); err != nil {
 		return nil, controllerpb.Errors.ToStatus(err)

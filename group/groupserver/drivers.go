@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 )
 
@@ -19,7 +21,7 @@ func (s *Server) drive() {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -65,16 +67,7 @@ func (s *Server) spawn(t task, fn func(context.Context)) {
 			delete(s.busy, t)
 			s.busyMu.Unlock()
 		}()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		fn(ctx)
+		fn(s.ctx)
 	}()
 }
 
@@ -86,13 +79,13 @@ func (s *Server) nextConfig(cur uint64) {
 	// A long poll (up to a second, so leadership and shutdown are noticed)
 	// learns that something newer exists without loading the controller;
 	// then a linearizable Query fetches exactly cur+1.
-	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+	wctx, wcancel := context.WithTimeout(s.ctx, time.Second)
 	newer, err := s.cfg.Controller.Watch(wctx, cur)
 	wcancel()
 	if err != nil || newer.Num <= cur {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 	defer cancel()
 	next, _, err := s.cfg.Controller.Query(ctx, int64(cur+1))
 	if err != nil || next.Num != cur+1 {
@@ -123,18 +116,11 @@ func (s *Server) stillLeading(ctx context.Context) bool {
 	return ctx.Err() == nil && s.node.Status().IsLeader
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
 // pull fetches shard from group src (at addrs) at configuration num and
 // proposes it chunk by chunk, until it is in or this node stops leading.
 func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, addrs []string) {
 	start := time.Now()
-	backoff := 20 * time.Millisecond
+	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	// Any replica of the source may answer (an offered shard is frozen):
 	// start at a random one, so pullers spread and one dead replica does
 	// not always cost the first attempt.
@@ -154,8 +140,7 @@ func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, ad
 		}
 		s.log.Debug("pull shard", "shard", shard, "config", num, "from", addrs[attempt%len(addrs)], "addrs", addrs, "err", err)
 		if (attempt+1-first)%len(addrs) == 0 {
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, time.Second)
+			_ = rpc.Wait(ctx, b)
 		}
 	}
 }
@@ -240,9 +225,11 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 // confirmDelete tells the old owner of shard to delete it, then records the
 // acknowledgement.
 func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, addrs []string) {
-	backoff := 20 * time.Millisecond
+	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
+	next := 0
 	for attempt := 0; s.stillLeading(ctx) && len(addrs) > 0; attempt++ {
-		addr := addrs[attempt%len(addrs)]
+		addr := addrs[next%len(addrs)]
+		next++
 		err := s.deleteAt(ctx, addr, num, shard)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -254,9 +241,15 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, addrs
 			}
 		}
 		s.log.Debug("delete shard at old owner", "shard", shard, "config", num, "at", addr, "err", err)
-		if !errors.Is(err, raftnode.ErrNotLeader) && (attempt+1)%len(addrs) == 0 {
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, time.Second)
+		var nl *raftnode.NotLeaderError
+		if errors.As(err, &nl) {
+			if i := slices.Index(addrs, nl.Addr); i >= 0 {
+				next = i // the old owner named its leader: go there now
+				continue
+			}
+		}
+		if (attempt+1)%len(addrs) == 0 {
+			_ = rpc.Wait(ctx, b)
 		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
@@ -48,9 +49,10 @@ type Config struct {
 	Controller *ctlclient.Client
 	Limits     group.Limits
 	Logger     *slog.Logger
-	// DialOptions are used for connections to other groups (plaintext by
-	// default).
-	DialOptions []grpc.DialOption
+	// Pool holds the connections to other groups' replicas (shard pulls
+	// and deletes). A process shares one among its replicas; its owner
+	// closes it. Nil: the replica keeps its own, plaintext.
+	Pool *rpc.Pool
 	// TickInterval is how often the leader's drivers look for work
 	// (default 50ms).
 	TickInterval time.Duration
@@ -75,14 +77,16 @@ type Server struct {
 	log   *slog.Logger
 	clock *session.Clock
 
-	connMu sync.Mutex
-	conns  map[string]*grpc.ClientConn
+	ownPool bool // cfg.Pool is this server's to close
 
 	busyMu sync.Mutex
 	busy   map[task]bool // driver tasks in flight
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	// ctx ends on Stop: every driver's wait and RPC uses it, so a
+	// stopping replica does not wait out a controller long poll.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 type task struct {
@@ -102,8 +106,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.ChunkBytes == 0 {
 		cfg.ChunkBytes = 512 << 10
 	}
-	if len(cfg.DialOptions) == 0 {
-		cfg.DialOptions = transport.DialOptions()
+	ownPool := cfg.Pool == nil
+	if ownPool {
+		cfg.Pool = rpc.NewPool()
 	}
 	if cfg.GID == 0 {
 		return nil, errors.New("groupserver: group id 0 is reserved")
@@ -122,8 +127,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log), conns: map[string]*grpc.ClientConn{},
-		busy: map[task]bool{}, stop: make(chan struct{})}
+	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
+		busy: map[task]bool{}, ownPool: ownPool}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.drive()
 	return s, nil
@@ -153,14 +159,12 @@ func (s *Server) StateMachine() *group.StateMachine { return s.sm }
 
 // Stop stops the drivers and the raft node. The engine stays open.
 func (s *Server) Stop() {
-	close(s.stop)
+	s.cancel()
 	s.node.Stop()
 	s.wg.Wait()
-	s.connMu.Lock()
-	for _, c := range s.conns {
-		_ = c.Close()
+	if s.ownPool {
+		_ = s.cfg.Pool.Close()
 	}
-	s.connMu.Unlock()
 }
 
 // propose stamps cmd with replicated time, replicates it and returns the
@@ -197,8 +201,8 @@ func outcome(ctx context.Context, p *raftnode.Pending) error {
 }
 
 func (s *Server) leaderOnly() error {
-	if st := s.node.Status(); !st.IsLeader {
-		return &raftnode.NotLeaderError{Leader: st.Leader}
+	if !s.node.Status().IsLeader {
+		return s.node.NotLeader()
 	}
 	return nil
 }
@@ -324,15 +328,9 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 }
 
 func (s *Server) client(addr string) (kvpb.KVClient, error) {
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	if c, ok := s.conns[addr]; ok {
-		return kvpb.NewKVClient(c), nil
-	}
-	c, err := grpc.NewClient(addr, s.cfg.DialOptions...)
+	c, err := s.cfg.Pool.Get(addr)
 	if err != nil {
 		return nil, err
 	}
-	s.conns[addr] = c
 	return kvpb.NewKVClient(c), nil
 }
