@@ -1,7 +1,7 @@
 # shardkv developer targets. `make test` is what CI runs.
 GO        ?= go
 PKGS      := ./...
-PROTOS    := $(wildcard api/*/*.proto)
+PROTOS    := $(wildcard api/*/*.proto internal/*/*.proto)
 STATICCHECK_VERSION := v0.8.2
 
 .PHONY: build test test-short lint proto run soak bench-etcd

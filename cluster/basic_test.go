@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -84,5 +87,35 @@ func TestNotLeaderNamesTheLeader(t *testing.T) {
 	}
 	if nl.Leader != leader || nl.Addr != addrs[leader-1] {
 		t.Fatalf("follower named leader %d at %q, want %d at %q", nl.Leader, nl.Addr, leader, addrs[leader-1])
+	}
+}
+
+// TestResponseHeader: every reply says which replica answered, in which
+// term, at which applied index and configuration.
+func TestResponseHeader(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	cl := h.client()
+	h.put(cl, "k", "v")
+	cfg := cl.Config()
+	conn, err := grpc.NewClient(h.c.GroupAddrs(1)[0], rpc.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	reply, err := kvpb.NewKVClient(conn).Get(ctx, &kvpb.GetRequest{Key: []byte("k")}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd := reply.GetHeader()
+	if hd.GetClusterId() == 0 || hd.GetGroup() != 1 || hd.GetReplica() != 1 || hd.GetTerm() == 0 ||
+		hd.GetAppliedIndex() == 0 || hd.GetConfigNum() != cfg.Num {
+		t.Fatalf("header %v, want cluster id, group 1, replica 1, a term, an applied index and configuration %d", hd, cfg.Num)
+	}
+	q, err := controllerpb.NewControllerClient(conn).Query(ctx, &controllerpb.QueryRequest{Num: -1})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("a group answered a controller query: %v %v", q, err)
 	}
 }

@@ -338,7 +338,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 	}
 	var err error
 	if r.Group == ctlserver.Group {
-		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, Peers: c.peers(r.Group), Engine: engine,
+		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
 			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.opts.TuneRaft, Time: c.opts.Time})
 		if err == nil {
 			m.ctl.Register(m.grpc)
@@ -350,7 +350,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 			if c.opts.Metrics != nil {
 				metrics = c.opts.Metrics(r.Group, r.ID)
 			}
-			m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, Peers: c.peers(r.Group),
+			m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
 				Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
 				Logger: c.opts.Logger, Pool: c.pool, Tune: c.opts.TuneRaft, Metrics: metrics,
 				Time: c.opts.Time})

@@ -25,6 +25,7 @@ import (
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/linearizability"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
@@ -564,9 +565,9 @@ func TestBadRequestsToServers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kv := kvpb.NewKVClient(conn)
-		for _, req := range []*kvpb.PullShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}, {ConfigNum: 0, Shard: 0}} {
-			stream, err := kv.PullShard(h.ctx, req)
+		kv, handoff := kvpb.NewKVClient(conn), grouppb.NewHandoffClient(conn)
+		for _, req := range []*grouppb.PullShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}, {ConfigNum: 0, Shard: 0}} {
+			stream, err := handoff.PullShard(h.ctx, req)
 			if err == nil {
 				_, err = stream.Recv()
 			}
@@ -575,16 +576,18 @@ func TestBadRequestsToServers(t *testing.T) {
 				t.Fatalf("pull %v: %v", req, err)
 			}
 		}
-		for _, req := range []*kvpb.DeleteShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}} {
-			_, err := kv.DeleteShard(h.ctx, req)
+		for _, req := range []*grouppb.DeleteShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}} {
+			_, err := handoff.DeleteShard(h.ctx, req)
 			err = kvpb.Errors.FromStatus(err)
 			if err != nil && !errors.Is(err, group.ErrNotReady) && !errors.Is(err, raftnode.ErrNotLeader) {
 				t.Fatalf("delete %v: %v", req, err)
 			}
 		}
-		_, err = kv.Write(h.ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp(42), Key: []byte("k"), Value: []byte("x"), ClientId: 5, Seq: 1})
-		if err = kvpb.Errors.FromStatus(err); !errors.Is(err, group.ErrMalformed) && !errors.Is(err, raftnode.ErrNotLeader) {
-			t.Fatalf("unknown write op: %v", err)
+		for _, op := range []kvpb.WriteOp{42, kvpb.WriteOp_WRITE_OP_UNSPECIFIED} {
+			_, err = kv.Write(h.ctx, &kvpb.WriteRequest{Op: op, Key: []byte("k"), Value: []byte("x"), ClientId: 5, Seq: 1})
+			if err = kvpb.Errors.FromStatus(err); !errors.Is(err, group.ErrMalformed) && !errors.Is(err, raftnode.ErrNotLeader) {
+				t.Fatalf("write op %d: %v", op, err)
+			}
 		}
 		conn.Close()
 	}
@@ -616,7 +619,7 @@ func TestMalformedRPCs(t *testing.T) {
 	valid, _ := proto.Marshal(&kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k"), Value: []byte("evil"), ClientId: 3, Seq: 1})
 	bodies := [][]byte{{0xff, 0xff, 0xff, 0xff}, valid[:len(valid)-3], {0x0a, 0x80}}
 	targets := map[string][]string{
-		h.c.GroupAddrs(1)[0]:     {"/shardkv.kv.v1.KV/Write", "/shardkv.kv.v1.KV/Get", "/shardkv.kv.v1.KV/DeleteShard"},
+		h.c.GroupAddrs(1)[0]:     {"/shardkv.kv.v1.KV/Write", "/shardkv.kv.v1.KV/Get", "/shardkv.internal.group.v1.Handoff/DeleteShard"},
 		h.c.ControllerAddrs()[0]: {"/shardkv.controller.v1.Controller/Join", "/shardkv.controller.v1.Controller/Move", "/shardkv.controller.v1.Controller/Query"},
 	}
 	for addr, methods := range targets {

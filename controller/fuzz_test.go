@@ -5,7 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/internal/controllerlogpb"
 )
 
 // FuzzApply applies arbitrary decoded commands after a valid history: the
@@ -13,7 +13,7 @@ import (
 // well formed: the fixed shard count, every shard on a present group, and
 // no shard on group 0 while any group exists.
 func FuzzApply(f *testing.F) {
-	for _, c := range []*controllerpb.Command{
+	for _, c := range []*controllerlogpb.Command{
 		join(1, 1, map[uint64][]string{1: {"a"}}), leave(1, 2, false, 1), leave(1, 3, true, 1, 2),
 		move(1, 4, 1<<31, 1), move(1, 5, 0, 1<<63), initCmd(1 << 31), {},
 	} {
@@ -28,7 +28,7 @@ func FuzzApply(f *testing.F) {
 		var s State
 		s.Apply(initCmd(16))
 		s.Apply(join(9, 1, map[uint64][]string{1: {"a"}, 2: {"b"}}))
-		var cmd controllerpb.Command
+		var cmd controllerlogpb.Command
 		if proto.Unmarshal(data, &cmd) != nil {
 			return // the store answers undecodable entries without applying them
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/internal/controllerlogpb"
 	"github.com/shardkv/shardkv/session"
 )
 
@@ -81,7 +82,7 @@ func (s *State) Query(n int64) (Config, bool) {
 }
 
 // Apply applies one command and returns its outcome.
-func (s *State) Apply(cmd *controllerpb.Command) Result {
+func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 	if s.sessions == nil {
 		s.sessions = make(map[uint64]*clientSession)
 		s.touchedSessions = make(map[uint64]bool)
@@ -124,11 +125,11 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	var next Config
 	var err error
 	switch op := cmd.GetOp().(type) {
-	case *controllerpb.Command_Join:
+	case *controllerlogpb.Command_Join:
 		next, err = s.join(op.Join.GetGroups())
-	case *controllerpb.Command_Leave:
+	case *controllerlogpb.Command_Leave:
 		next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
-	case *controllerpb.Command_Move:
+	case *controllerlogpb.Command_Move:
 		next, err = s.move(int(op.Move.GetShard()), op.Move.GetGid())
 	}
 	res := s.commit(next, err)
@@ -140,13 +141,13 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 }
 
 // sessionOf returns the session of a change command (nil for others).
-func sessionOf(cmd *controllerpb.Command) *controllerpb.Session {
+func sessionOf(cmd *controllerlogpb.Command) *controllerpb.Session {
 	switch op := cmd.GetOp().(type) {
-	case *controllerpb.Command_Join:
+	case *controllerlogpb.Command_Join:
 		return op.Join.GetSession()
-	case *controllerpb.Command_Leave:
+	case *controllerlogpb.Command_Leave:
 		return op.Leave.GetSession()
-	case *controllerpb.Command_Move:
+	case *controllerlogpb.Command_Move:
 		return op.Move.GetSession()
 	}
 	return nil

@@ -5,35 +5,36 @@ import (
 	"testing"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/internal/controllerlogpb"
 )
 
-func join(client, seq uint64, groups map[uint64][]string) *controllerpb.Command {
+func join(client, seq uint64, groups map[uint64][]string) *controllerlogpb.Command {
 	req := &controllerpb.JoinRequest{Session: &controllerpb.Session{ClientId: client, Seq: seq}}
 	for _, id := range []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9} {
 		if a, ok := groups[id]; ok {
 			req.Groups = append(req.Groups, &controllerpb.Group{Id: id, Addrs: a})
 		}
 	}
-	return &controllerpb.Command{Op: &controllerpb.Command_Join{Join: req}}
+	return &controllerlogpb.Command{Op: &controllerlogpb.Command_Join{Join: req}}
 }
 
-func leave(client, seq uint64, force bool, gids ...uint64) *controllerpb.Command {
-	return &controllerpb.Command{Op: &controllerpb.Command_Leave{Leave: &controllerpb.LeaveRequest{
+func leave(client, seq uint64, force bool, gids ...uint64) *controllerlogpb.Command {
+	return &controllerlogpb.Command{Op: &controllerlogpb.Command_Leave{Leave: &controllerpb.LeaveRequest{
 		Gids: gids, Force: force, Session: &controllerpb.Session{ClientId: client, Seq: seq}}}}
 }
 
-func move(client, seq uint64, shard uint32, gid uint64) *controllerpb.Command {
-	return &controllerpb.Command{Op: &controllerpb.Command_Move{Move: &controllerpb.MoveRequest{
+func move(client, seq uint64, shard uint32, gid uint64) *controllerlogpb.Command {
+	return &controllerlogpb.Command{Op: &controllerlogpb.Command_Move{Move: &controllerpb.MoveRequest{
 		Shard: shard, Gid: gid, Session: &controllerpb.Session{ClientId: client, Seq: seq}}}}
 }
 
-func openCmd(client uint64) *controllerpb.Command {
-	return &controllerpb.Command{Op: &controllerpb.Command_OpenSession{OpenSession: &controllerpb.OpenSessionRequest{ClientId: client}}}
+func openCmd(client uint64) *controllerlogpb.Command {
+	return &controllerlogpb.Command{Op: &controllerlogpb.Command_OpenSession{OpenSession: &controllerpb.OpenSessionRequest{ClientId: client}}}
 }
 
 // applyOpen applies cmd, first opening its session when cmd is the
 // session's first request (sequence 1), as ctlclient does.
-func applyOpen(s *State, cmd *controllerpb.Command) Result {
+func applyOpen(s *State, cmd *controllerlogpb.Command) Result {
 	if sess := sessionOf(cmd); sess.GetSeq() == 1 && sess.GetClientId() != 0 {
 		open := openCmd(sessionOf(cmd).GetClientId())
 		open.Stamp = cmd.GetStamp()
@@ -42,8 +43,8 @@ func applyOpen(s *State, cmd *controllerpb.Command) Result {
 	return s.Apply(cmd)
 }
 
-func initCmd(n uint32) *controllerpb.Command {
-	return &controllerpb.Command{Op: &controllerpb.Command_Init{Init: &controllerpb.InitRequest{NumShards: n}}}
+func initCmd(n uint32) *controllerlogpb.Command {
+	return &controllerlogpb.Command{Op: &controllerlogpb.Command_Init{Init: &controllerlogpb.InitRequest{NumShards: n}}}
 }
 
 func TestStateCommands(t *testing.T) {
@@ -65,7 +66,7 @@ func TestStateCommands(t *testing.T) {
 
 	steps := []struct {
 		name    string
-		cmd     *controllerpb.Command
+		cmd     *controllerlogpb.Command
 		wantErr error
 		wantNum uint64
 	}{

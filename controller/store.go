@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/internal/controllerlogpb"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 )
@@ -77,7 +78,7 @@ func (s *Store) load(r pebble.Reader) error {
 		return err
 	}
 	if err := s.scan(r, keySession, func(v []byte) error {
-		var rec controllerpb.SessionRecord
+		var rec controllerlogpb.SessionRecord
 		if err := proto.Unmarshal(v, &rec); err != nil {
 			return err
 		}
@@ -127,7 +128,7 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 		if e.Data == nil {
 			continue
 		}
-		var cmd controllerpb.Command
+		var cmd controllerlogpb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
 			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", ErrMalformed, e.Index)}
 			continue
@@ -195,8 +196,8 @@ func (s *Store) writeChanges(b *pebble.Batch) error {
 	return nil
 }
 
-func sessionRecord(id uint64, s *clientSession) *controllerpb.SessionRecord {
-	return &controllerpb.SessionRecord{ClientId: id, Seq: s.seq, LastSeen: s.lastSeen,
+func sessionRecord(id uint64, s *clientSession) *controllerlogpb.SessionRecord {
+	return &controllerlogpb.SessionRecord{ClientId: id, Seq: s.seq, LastSeen: s.lastSeen,
 		ConfigNum: s.configNum, ErrorCode: errorCode(s.err)}
 }
 
@@ -208,7 +209,7 @@ func (s *Store) configKey(n uint64) []byte {
 func (s *Store) Snapshot() ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	img := &controllerpb.Image{Applied: s.applied, NumShards: uint32(s.state.numShards), Now: s.state.now}
+	img := &controllerlogpb.Image{Applied: s.applied, NumShards: uint32(s.state.numShards), Now: s.state.now}
 	for i := range s.state.configs {
 		img.Configs = append(img.Configs, s.state.configs[i].ToProto())
 	}
@@ -220,7 +221,7 @@ func (s *Store) Snapshot() ([]byte, error) {
 
 // Restore implements raftnode.StateMachine.
 func (s *Store) Restore(image []byte) error {
-	var img controllerpb.Image
+	var img controllerlogpb.Image
 	if err := proto.Unmarshal(image, &img); err != nil {
 		return fmt.Errorf("decode controller image: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
 )
 
@@ -16,12 +17,12 @@ import (
 // answer ErrMalformed and change nothing, and whatever it applies must keep
 // every key in the shard it hashes to.
 func FuzzApplyCommand(f *testing.F) {
-	for _, c := range []*kvpb.Command{
+	for _, c := range []*grouppb.Command{
 		put("k", "v", 1, 1), appendCmd("k", "v", 1, 2), write(kvpb.WriteOp_WRITE_OP_DELETE, "k", "", 1, 3),
 		config(2, all(2)...), config(1<<62, all(1)...),
-		{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{ConfigNum: 1, Shard: 99999, Kvs: []*kvpb.KeyValue{{Key: []byte("x")}}}}},
-		{Op: &kvpb.Command_DeleteShard{DeleteShard: &kvpb.DeleteShardRequest{ConfigNum: 1 << 63, Shard: 1 << 31}}},
-		{Op: &kvpb.Command_ConfirmDelete{ConfirmDelete: &kvpb.ConfirmDelete{ConfigNum: 0, Shard: 7}}},
+		{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{ConfigNum: 1, Shard: 99999, Kvs: []*grouppb.KeyValue{{Key: []byte("x")}}}}},
+		{Op: &grouppb.Command_DeleteShard{DeleteShard: &grouppb.DeleteShardRequest{ConfigNum: 1 << 63, Shard: 1 << 31}}},
+		{Op: &grouppb.Command_ConfirmDelete{ConfirmDelete: &grouppb.ConfirmDelete{ConfigNum: 0, Shard: 7}}},
 		write(kvpb.WriteOp(99), "k", "v", 1, 9),
 	} {
 		b, err := proto.Marshal(c)
@@ -43,7 +44,7 @@ func FuzzApplyCommand(f *testing.F) {
 		if err != nil {
 			t.Fatalf("storage failure on fuzzed entry: %v", err)
 		}
-		var cmd kvpb.Command
+		var cmd grouppb.Command
 		if proto.Unmarshal(data, &cmd) != nil {
 			if outcome, _ := res[0].(error); !errors.Is(outcome, ErrMalformed) {
 				t.Fatalf("undecodable entry answered %v", res[0])

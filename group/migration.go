@@ -7,8 +7,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/grouppb"
 )
 
 // migrating reports whether some shard of the current configuration is
@@ -61,7 +61,7 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 }
 
 // insertShard applies one chunk of a shard pulled from its previous owner.
-func (sm *StateMachine) insertShard(a *apply, in *kvpb.InsertShard, now int64) (outcome, err error) {
+func (sm *StateMachine) insertShard(a *apply, in *grouppb.InsertShard, now int64) (outcome, err error) {
 	shard := int(in.GetShard())
 	if in.GetConfigNum() != sm.meta.config.Num || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Pulling {
 		return fmt.Errorf("%w: shard %d at configuration %d is not awaited", ErrStaleConfig, shard, in.GetConfigNum()), nil
@@ -157,22 +157,22 @@ func (sm *StateMachine) ExportShard(num uint64, shard int) (*ShardExport, error)
 
 // Chunks calls fn with successive chunks of at most about maxBytes of data;
 // the last chunk carries the shard's sessions.
-func (x *ShardExport) Chunks(maxBytes int, fn func(*kvpb.ShardChunk) error) error {
+func (x *ShardExport) Chunks(maxBytes int, fn func(*grouppb.ShardChunk) error) error {
 	it, err := x.snap.NewIter(&pebble.IterOptions{LowerBound: x.dataLo, UpperBound: x.dataHi})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	chunk, size := &kvpb.ShardChunk{}, 0
+	chunk, size := &grouppb.ShardChunk{}, 0
 	for it.First(); it.Valid(); it.Next() {
-		kv := &kvpb.KeyValue{Key: slices.Clone(it.Key()[x.prefixLen:]), Value: slices.Clone(it.Value())}
+		kv := &grouppb.KeyValue{Key: slices.Clone(it.Key()[x.prefixLen:]), Value: slices.Clone(it.Value())}
 		chunk.Kvs = append(chunk.Kvs, kv)
 		size += len(kv.Key) + len(kv.Value)
 		if size >= maxBytes {
 			if err := fn(chunk); err != nil {
 				return err
 			}
-			chunk, size = &kvpb.ShardChunk{}, 0
+			chunk, size = &grouppb.ShardChunk{}, 0
 		}
 	}
 	if err := it.Error(); err != nil {
@@ -184,7 +184,7 @@ func (x *ShardExport) Chunks(maxBytes int, fn func(*kvpb.ShardChunk) error) erro
 	}
 	defer sit.Close()
 	for sit.First(); sit.Valid(); sit.Next() {
-		rec := &kvpb.SessionRecord{}
+		rec := &grouppb.SessionRecord{}
 		if err := proto.Unmarshal(sit.Value(), rec); err != nil {
 			return err
 		}

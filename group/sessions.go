@@ -4,11 +4,11 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/storage"
 )
 
-func (sm *StateMachine) session(a *apply, shard int, client uint64) (*kvpb.SessionRecord, bool, error) {
+func (sm *StateMachine) session(a *apply, shard int, client uint64) (*grouppb.SessionRecord, bool, error) {
 	if client == 0 {
 		return nil, false, nil
 	}
@@ -16,14 +16,14 @@ func (sm *StateMachine) session(a *apply, shard int, client uint64) (*kvpb.Sessi
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	rec := &kvpb.SessionRecord{}
+	rec := &grouppb.SessionRecord{}
 	if err := proto.Unmarshal(v, rec); err != nil {
 		return nil, false, err
 	}
 	return rec, true, nil
 }
 
-func (sm *StateMachine) putSession(a *apply, shard int, rec *kvpb.SessionRecord) error {
+func (sm *StateMachine) putSession(a *apply, shard int, rec *grouppb.SessionRecord) error {
 	v, err := proto.Marshal(rec)
 	if err != nil {
 		return err
@@ -34,7 +34,7 @@ func (sm *StateMachine) putSession(a *apply, shard int, rec *kvpb.SessionRecord)
 // mergeSession keeps, per client, the record with the higher sequence
 // number: a shard arriving from another group may know a client's newer
 // request, or an older one.
-func (sm *StateMachine) mergeSession(a *apply, shard int, rec *kvpb.SessionRecord) error {
+func (sm *StateMachine) mergeSession(a *apply, shard int, rec *grouppb.SessionRecord) error {
 	old, ok, err := sm.session(a, shard, rec.GetClientId())
 	if err != nil {
 		return err
@@ -68,7 +68,7 @@ func (sm *StateMachine) expireSessions(a *apply, now int64) error {
 		}
 		var expired [][]byte
 		for it.First(); it.Valid(); it.Next() {
-			var rec kvpb.SessionRecord
+			var rec grouppb.SessionRecord
 			if err := proto.Unmarshal(it.Value(), &rec); err != nil {
 				it.Close()
 				return err

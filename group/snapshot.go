@@ -9,8 +9,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/grouppb"
 )
 
 // Snapshot implements raftnode.StateMachine: the whole replica state, for a
@@ -18,21 +18,21 @@ import (
 func (sm *StateMachine) Snapshot() ([]byte, error) {
 	sm.mu.RLock()
 	snap := sm.db.NewSnapshot()
-	img := &kvpb.Image{Applied: sm.applied, Meta: sm.meta.toProto(), Now: sm.now}
+	img := &grouppb.Image{Applied: sm.applied, Meta: sm.meta.toProto(), Now: sm.now}
 	numShards := len(sm.meta.shards)
 	sm.mu.RUnlock()
 	defer snap.Close()
 	for shard := 0; shard < numShards; shard++ {
 		dl, dh, sl, sh := sm.shardSpans(shard)
-		is := &kvpb.ImageShard{Shard: uint32(shard)}
+		is := &grouppb.ImageShard{Shard: uint32(shard)}
 		if err := scan(snap, dl, dh, func(k, v []byte) error {
-			is.Kvs = append(is.Kvs, &kvpb.KeyValue{Key: slices.Clone(k[len(dl):]), Value: slices.Clone(v)})
+			is.Kvs = append(is.Kvs, &grouppb.KeyValue{Key: slices.Clone(k[len(dl):]), Value: slices.Clone(v)})
 			return nil
 		}); err != nil {
 			return nil, err
 		}
 		if err := scan(snap, sl, sh, func(_, v []byte) error {
-			rec := &kvpb.SessionRecord{}
+			rec := &grouppb.SessionRecord{}
 			if err := proto.Unmarshal(v, rec); err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ func scan(r pebble.Reader, lo, hi []byte, fn func(k, v []byte) error) error {
 
 // Restore implements raftnode.StateMachine.
 func (sm *StateMachine) Restore(image []byte) error {
-	var img kvpb.Image
+	var img grouppb.Image
 	if err := proto.Unmarshal(image, &img); err != nil {
 		return fmt.Errorf("decode group image: %w", err)
 	}
@@ -144,6 +144,13 @@ func (sm *StateMachine) View() View {
 		}
 	}
 	return v
+}
+
+// ConfigNum returns the number of the configuration the replica is at.
+func (sm *StateMachine) ConfigNum() uint64 {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return sm.meta.config.Num
 }
 
 // Digests returns, as of one applied index, a hash of every shard's data

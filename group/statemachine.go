@@ -11,6 +11,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
@@ -102,7 +103,7 @@ func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, e
 	if v, ok, err := storage.Get(sm.db, r.StateKey(keyMeta)); err != nil {
 		return nil, err
 	} else if ok {
-		var pm kvpb.Meta
+		var pm grouppb.Meta
 		if err := proto.Unmarshal(v, &pm); err != nil {
 			return nil, fmt.Errorf("group %d replica %d: decode metadata: %w", r.Group, r.ID, err)
 		}
@@ -111,7 +112,7 @@ func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, e
 	return sm, nil
 }
 
-func metaFromProto(pm *kvpb.Meta) meta {
+func metaFromProto(pm *grouppb.Meta) meta {
 	m := meta{config: controller.ConfigFromProto(pm.GetConfig()), prev: controller.ConfigFromProto(pm.GetPrev()),
 		nextExpiry: pm.GetNextExpiry()}
 	for _, s := range pm.GetShards() {
@@ -120,10 +121,10 @@ func metaFromProto(pm *kvpb.Meta) meta {
 	return m
 }
 
-func (m *meta) toProto() *kvpb.Meta {
-	pm := &kvpb.Meta{Config: m.config.ToProto(), Prev: m.prev.ToProto(), NextExpiry: m.nextExpiry}
+func (m *meta) toProto() *grouppb.Meta {
+	pm := &grouppb.Meta{Config: m.config.ToProto(), Prev: m.prev.ToProto(), NextExpiry: m.nextExpiry}
 	for _, s := range m.shards {
-		pm.Shards = append(pm.Shards, &kvpb.ShardMeta{State: uint32(s.state), NextChunk: s.nextChunk})
+		pm.Shards = append(pm.Shards, &grouppb.ShardMeta{State: uint32(s.state), NextChunk: s.nextChunk})
 	}
 	return pm
 }
@@ -167,7 +168,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 		if e.Data == nil {
 			continue
 		}
-		var cmd kvpb.Command
+		var cmd grouppb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
 			results[i] = fmt.Errorf("%w: entry %d: %v", ErrMalformed, e.Index, err)
 			continue
@@ -205,21 +206,21 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 // applyCommand applies one command. The first result is the command's
 // outcome for its proposer; the second is a storage failure, fatal to the
 // replica.
-func (sm *StateMachine) applyCommand(a *apply, cmd *kvpb.Command) (outcome, err error) {
+func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome, err error) {
 	sm.now = session.Advance(sm.now, cmd.GetStamp())
 	if err := sm.expireSessions(a, sm.now); err != nil {
 		return nil, err
 	}
 	switch op := cmd.GetOp().(type) {
-	case *kvpb.Command_Write:
+	case *grouppb.Command_Write:
 		return sm.applyWrite(a, op.Write, sm.now)
-	case *kvpb.Command_Install:
+	case *grouppb.Command_Install:
 		return sm.installConfig(a, controller.ConfigFromProto(op.Install.GetConfig()))
-	case *kvpb.Command_Insert:
+	case *grouppb.Command_Insert:
 		return sm.insertShard(a, op.Insert, sm.now)
-	case *kvpb.Command_DeleteShard:
+	case *grouppb.Command_DeleteShard:
 		return sm.deleteShard(a, op.DeleteShard.GetConfigNum(), int(op.DeleteShard.GetShard()))
-	case *kvpb.Command_ConfirmDelete:
+	case *grouppb.Command_ConfirmDelete:
 		return sm.confirmDelete(a, op.ConfirmDelete.GetConfigNum(), int(op.ConfirmDelete.GetShard())), nil
 	}
 	return ErrMalformed, nil

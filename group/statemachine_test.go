@@ -12,6 +12,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 )
@@ -43,7 +44,7 @@ func newReplica(t *testing.T, gid uint64, limits Limits) *replica {
 // apply applies cmd as the next log entry. A write that is the first of
 // its session (sequence 1) is preceded by the session's opening, as the
 // client does.
-func (r *replica) apply(cmd *kvpb.Command) error {
+func (r *replica) apply(cmd *grouppb.Command) error {
 	r.t.Helper()
 	if w := cmd.GetWrite(); w != nil && w.GetSeq() == 1 && w.GetClientId() != 0 {
 		open := write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, string(w.GetKey()), "", w.GetClientId(), 0)
@@ -55,7 +56,7 @@ func (r *replica) apply(cmd *kvpb.Command) error {
 	return r.applyEntry(cmd)
 }
 
-func (r *replica) applyEntry(cmd *kvpb.Command) error {
+func (r *replica) applyEntry(cmd *grouppb.Command) error {
 	r.t.Helper()
 	r.index++
 	if cmd.Stamp == 0 {
@@ -75,14 +76,14 @@ func (r *replica) applyEntry(cmd *kvpb.Command) error {
 	return res[0].(error)
 }
 
-func config(num uint64, owners ...uint64) *kvpb.Command {
+func config(num uint64, owners ...uint64) *grouppb.Command {
 	c := controller.Config{Num: num, Shards: owners, Groups: map[uint64][]string{}}
 	for _, g := range owners {
 		if g != 0 {
 			c.Groups[g] = []string{fmt.Sprint("g", g)}
 		}
 	}
-	return &kvpb.Command{Op: &kvpb.Command_Install{Install: &kvpb.InstallConfig{Config: c.ToProto()}}}
+	return &grouppb.Command{Op: &grouppb.Command_Install{Install: &grouppb.InstallConfig{Config: c.ToProto()}}}
 }
 
 func all(g uint64) []uint64 {
@@ -99,15 +100,15 @@ func with(owners []uint64, shard int, g uint64) []uint64 {
 	return o
 }
 
-func write(op kvpb.WriteOp, key, value string, client, seq uint64) *kvpb.Command {
-	return &kvpb.Command{Op: &kvpb.Command_Write{Write: &kvpb.WriteRequest{Op: op, Key: []byte(key), Value: []byte(value), ClientId: client, Seq: seq}}}
+func write(op kvpb.WriteOp, key, value string, client, seq uint64) *grouppb.Command {
+	return &grouppb.Command{Op: &grouppb.Command_Write{Write: &kvpb.WriteRequest{Op: op, Key: []byte(key), Value: []byte(value), ClientId: client, Seq: seq}}}
 }
 
-func put(key, value string, client, seq uint64) *kvpb.Command {
+func put(key, value string, client, seq uint64) *grouppb.Command {
 	return write(kvpb.WriteOp_WRITE_OP_PUT, key, value, client, seq)
 }
 
-func appendCmd(key, value string, client, seq uint64) *kvpb.Command {
+func appendCmd(key, value string, client, seq uint64) *grouppb.Command {
 	return write(kvpb.WriteOp_WRITE_OP_APPEND, key, value, client, seq)
 }
 
@@ -211,13 +212,13 @@ func TestHandoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var chunks []*kvpb.ShardChunk
-	if err := x.Chunks(1, func(c *kvpb.ShardChunk) error { chunks = append(chunks, c); return nil }); err != nil {
+	var chunks []*grouppb.ShardChunk
+	if err := x.Chunks(1, func(c *grouppb.ShardChunk) error { chunks = append(chunks, c); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	x.Close()
-	insert := func(i int, c *kvpb.ShardChunk, num uint64) error {
-		return g2.apply(&kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{
+	insert := func(i int, c *grouppb.ShardChunk, num uint64) error {
+		return g2.apply(&grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
 			ConfigNum: num, Shard: 2, Chunk: uint64(i), Kvs: c.Kvs, Sessions: c.Sessions, Last: c.Last}}})
 	}
 	if err := insert(0, chunks[0], 1); !errors.Is(err, ErrStaleConfig) {
@@ -256,20 +257,20 @@ func TestHandoff(t *testing.T) {
 	}
 
 	// Garbage collection through both logs.
-	del := &kvpb.Command{Op: &kvpb.Command_DeleteShard{DeleteShard: &kvpb.DeleteShardRequest{ConfigNum: 2, Shard: 2}}}
+	del := &grouppb.Command{Op: &grouppb.Command_DeleteShard{DeleteShard: &grouppb.DeleteShardRequest{ConfigNum: 2, Shard: 2}}}
 	if err := g1.apply(del); err != nil {
 		t.Fatal(err)
 	}
 	if st := g1.sm.View().Shards[2].State; st != Absent {
 		t.Fatalf("old owner after delete: %v", st)
 	}
-	if err := g1.apply(proto.Clone(del).(*kvpb.Command)); err != nil {
+	if err := g1.apply(proto.Clone(del).(*grouppb.Command)); err != nil {
 		t.Fatalf("repeated delete: %v", err)
 	}
 	if n := countKeys(t, g1.sm, 2); n != 0 {
 		t.Fatalf("old owner keeps %d keys of the deleted shard", n)
 	}
-	if err := g2.apply(&kvpb.Command{Op: &kvpb.Command_ConfirmDelete{ConfirmDelete: &kvpb.ConfirmDelete{ConfigNum: 2, Shard: 2}}}); err != nil {
+	if err := g2.apply(&grouppb.Command{Op: &grouppb.Command_ConfirmDelete{ConfirmDelete: &grouppb.ConfirmDelete{ConfigNum: 2, Shard: 2}}}); err != nil {
 		t.Fatal(err)
 	}
 	if st := g2.sm.View().Shards[2].State; st != Serving {
@@ -325,7 +326,7 @@ func TestExactlyOnceAndLimits(t *testing.T) {
 		t.Fatalf("older request: %v", err)
 	}
 	for _, tc := range []struct {
-		cmd  *kvpb.Command
+		cmd  *grouppb.Command
 		want error
 	}{
 		{put("123456789", "v", 9, 1), ErrKeyTooLarge},
@@ -342,7 +343,7 @@ func TestExactlyOnceAndLimits(t *testing.T) {
 	if v, _ := r.get("k"); v != "" {
 		t.Fatalf("oversized put changed the value to %q", v)
 	}
-	if err := r.apply(&kvpb.Command{}); !errors.Is(err, ErrMalformed) {
+	if err := r.apply(&grouppb.Command{}); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("empty command: %v", err)
 	}
 }
@@ -385,7 +386,7 @@ func TestDeterministic(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	a, b := newReplica(t, 1, Limits{}), newReplica(t, 1, Limits{})
-	var cmds []*kvpb.Command
+	var cmds []*grouppb.Command
 	cmds = append(cmds, config(1, all(1)...))
 	for i := 0; i < 300; i++ {
 		key := fmt.Sprintf("k%d", rng.IntN(20))
@@ -403,7 +404,7 @@ func TestDeterministic(t *testing.T) {
 	}
 	for _, c := range cmds {
 		c.Stamp = int64(len(c.String()))
-		ea, eb := a.apply(proto.Clone(c).(*kvpb.Command)), b.apply(proto.Clone(c).(*kvpb.Command))
+		ea, eb := a.apply(proto.Clone(c).(*grouppb.Command)), b.apply(proto.Clone(c).(*grouppb.Command))
 		if fmt.Sprint(ea) != fmt.Sprint(eb) {
 			t.Fatalf("outcomes differ: %v vs %v", ea, eb)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/storage"
 )
 
@@ -18,7 +19,7 @@ import (
 // ErrSessionExpired and nothing is applied (Raft dissertation, section
 // 6.3: the state machine must not guess that a request is new).
 func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (outcome, err error) {
-	if _, ok := kvpb.WriteOp_name[int32(w.GetOp())]; !ok {
+	if !kvpb.KnownWriteOp(w.GetOp()) {
 		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, w.GetOp()), nil
 	}
 	shard := sm.shardOf(w.GetKey())
@@ -36,7 +37,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 		if found {
 			return nil, nil // a retry, or a session already in use
 		}
-		return nil, sm.putSession(a, shard, &kvpb.SessionRecord{ClientId: w.GetClientId(), LastSeen: now})
+		return nil, sm.putSession(a, shard, &grouppb.SessionRecord{ClientId: w.GetClientId(), LastSeen: now})
 	}
 	if w.GetClientId() != 0 && w.GetSeq() == 0 {
 		return fmt.Errorf("%w: sequence 0 is the session's opening, not a write", ErrMalformed), nil
@@ -57,7 +58,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 		return nil, err
 	}
 	if w.GetClientId() != 0 {
-		rec := &kvpb.SessionRecord{ClientId: w.GetClientId(), Seq: w.GetSeq(), LastSeen: now, ErrorCode: errorCode(outcome)}
+		rec := &grouppb.SessionRecord{ClientId: w.GetClientId(), Seq: w.GetSeq(), LastSeen: now, ErrorCode: errorCode(outcome)}
 		if err := sm.putSession(a, shard, rec); err != nil {
 			return nil, err
 		}

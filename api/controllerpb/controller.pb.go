@@ -10,6 +10,7 @@
 package controllerpb
 
 import (
+	headerpb "github.com/shardkv/shardkv/api/headerpb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -417,8 +418,9 @@ func (x *MoveRequest) GetSession() *Session {
 // ChangeReply carries the configuration after the change (the same one
 // when the request changed nothing).
 type ChangeReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *Config                `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,2,opt,name=header,proto3" json:"header,omitempty"`
+	Config        *Config                  `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -451,6 +453,13 @@ func (x *ChangeReply) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ChangeReply.ProtoReflect.Descriptor instead.
 func (*ChangeReply) Descriptor() ([]byte, []int) {
 	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ChangeReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
 }
 
 func (x *ChangeReply) GetConfig() *Config {
@@ -507,9 +516,10 @@ func (x *QueryRequest) GetNum() int64 {
 }
 
 type QueryReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *Config                `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	NumShards     uint32                 `protobuf:"varint,2,opt,name=num_shards,json=numShards,proto3" json:"num_shards,omitempty"`
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
+	Config        *Config                  `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	NumShards     uint32                   `protobuf:"varint,2,opt,name=num_shards,json=numShards,proto3" json:"num_shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +552,13 @@ func (x *QueryReply) ProtoReflect() protoreflect.Message {
 // Deprecated: Use QueryReply.ProtoReflect.Descriptor instead.
 func (*QueryReply) Descriptor() ([]byte, []int) {
 	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *QueryReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
 }
 
 func (x *QueryReply) GetConfig() *Config {
@@ -604,353 +621,11 @@ func (x *WatchRequest) GetAfter() uint64 {
 	return 0
 }
 
-// Command is one entry of the controller's log.
-type Command struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Op:
-	//
-	//	*Command_Join
-	//	*Command_Leave
-	//	*Command_Move
-	//	*Command_Init
-	//	*Command_OpenSession
-	Op isCommand_Op `protobuf_oneof:"op"`
-	// stamp is replicated time (unix milliseconds) when the leader proposed
-	// the command (see session.Clock); replicas apply max(replicated time,
-	// stamp), and idle sessions expire by it, never by a replica's own clock.
-	Stamp         int64 `protobuf:"varint,10,opt,name=stamp,proto3" json:"stamp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Command) Reset() {
-	*x = Command{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Command) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Command) ProtoMessage() {}
-
-func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Command.ProtoReflect.Descriptor instead.
-func (*Command) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *Command) GetOp() isCommand_Op {
-	if x != nil {
-		return x.Op
-	}
-	return nil
-}
-
-func (x *Command) GetJoin() *JoinRequest {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Join); ok {
-			return x.Join
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetLeave() *LeaveRequest {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Leave); ok {
-			return x.Leave
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetMove() *MoveRequest {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Move); ok {
-			return x.Move
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetInit() *InitRequest {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Init); ok {
-			return x.Init
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetOpenSession() *OpenSessionRequest {
-	if x != nil {
-		if x, ok := x.Op.(*Command_OpenSession); ok {
-			return x.OpenSession
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetStamp() int64 {
-	if x != nil {
-		return x.Stamp
-	}
-	return 0
-}
-
-type isCommand_Op interface {
-	isCommand_Op()
-}
-
-type Command_Join struct {
-	Join *JoinRequest `protobuf:"bytes,1,opt,name=join,proto3,oneof"`
-}
-
-type Command_Leave struct {
-	Leave *LeaveRequest `protobuf:"bytes,2,opt,name=leave,proto3,oneof"`
-}
-
-type Command_Move struct {
-	Move *MoveRequest `protobuf:"bytes,3,opt,name=move,proto3,oneof"`
-}
-
-type Command_Init struct {
-	Init *InitRequest `protobuf:"bytes,4,opt,name=init,proto3,oneof"`
-}
-
-type Command_OpenSession struct {
-	OpenSession *OpenSessionRequest `protobuf:"bytes,5,opt,name=open_session,json=openSession,proto3,oneof"`
-}
-
-func (*Command_Join) isCommand_Op() {}
-
-func (*Command_Leave) isCommand_Op() {}
-
-func (*Command_Move) isCommand_Op() {}
-
-func (*Command_Init) isCommand_Op() {}
-
-func (*Command_OpenSession) isCommand_Op() {}
-
-// InitRequest creates configuration 0 with num_shards shards. Only the
-// first one applied counts: the number of shards never changes.
-type InitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NumShards     uint32                 `protobuf:"varint,1,opt,name=num_shards,json=numShards,proto3" json:"num_shards,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *InitRequest) Reset() {
-	*x = InitRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *InitRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*InitRequest) ProtoMessage() {}
-
-func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
-func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{12}
-}
-
-func (x *InitRequest) GetNumShards() uint32 {
-	if x != nil {
-		return x.NumShards
-	}
-	return 0
-}
-
-// SessionRecord is what the controller remembers of a client.
-type SessionRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	LastSeen      int64                  `protobuf:"varint,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	ConfigNum     uint64                 `protobuf:"varint,4,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"` // the configuration the request produced
-	ErrorCode     uint32                 `protobuf:"varint,5,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"` // 0, or the ErrorCode of a deterministic refusal
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SessionRecord) Reset() {
-	*x = SessionRecord{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SessionRecord) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SessionRecord) ProtoMessage() {}
-
-func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
-func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *SessionRecord) GetClientId() uint64 {
-	if x != nil {
-		return x.ClientId
-	}
-	return 0
-}
-
-func (x *SessionRecord) GetSeq() uint64 {
-	if x != nil {
-		return x.Seq
-	}
-	return 0
-}
-
-func (x *SessionRecord) GetLastSeen() int64 {
-	if x != nil {
-		return x.LastSeen
-	}
-	return 0
-}
-
-func (x *SessionRecord) GetConfigNum() uint64 {
-	if x != nil {
-		return x.ConfigNum
-	}
-	return 0
-}
-
-func (x *SessionRecord) GetErrorCode() uint32 {
-	if x != nil {
-		return x.ErrorCode
-	}
-	return 0
-}
-
-// Image is a whole controller state, for snapshots.
-type Image struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Applied       uint64                 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
-	NumShards     uint32                 `protobuf:"varint,2,opt,name=num_shards,json=numShards,proto3" json:"num_shards,omitempty"`
-	Configs       []*Config              `protobuf:"bytes,3,rep,name=configs,proto3" json:"configs,omitempty"`
-	Sessions      []*SessionRecord       `protobuf:"bytes,4,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	Now           int64                  `protobuf:"varint,5,opt,name=now,proto3" json:"now,omitempty"` // replicated time at applied, unix milliseconds
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Image) Reset() {
-	*x = Image{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Image) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Image) ProtoMessage() {}
-
-func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Image.ProtoReflect.Descriptor instead.
-func (*Image) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *Image) GetApplied() uint64 {
-	if x != nil {
-		return x.Applied
-	}
-	return 0
-}
-
-func (x *Image) GetNumShards() uint32 {
-	if x != nil {
-		return x.NumShards
-	}
-	return 0
-}
-
-func (x *Image) GetConfigs() []*Config {
-	if x != nil {
-		return x.Configs
-	}
-	return nil
-}
-
-func (x *Image) GetSessions() []*SessionRecord {
-	if x != nil {
-		return x.Sessions
-	}
-	return nil
-}
-
-func (x *Image) GetNow() int64 {
-	if x != nil {
-		return x.Now
-	}
-	return 0
-}
-
 var File_api_controllerpb_controller_proto protoreflect.FileDescriptor
 
 const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\n" +
-	"!api/controllerpb/controller.proto\x12\x15shardkv.controller.v1\"-\n" +
+	"!api/controllerpb/controller.proto\x12\x15shardkv.controller.v1\x1a\x19api/headerpb/header.proto\"-\n" +
 	"\x05Group\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\"h\n" +
@@ -973,45 +648,20 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\vMoveRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\x04R\x03gid\x128\n" +
-	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"D\n" +
-	"\vChangeReply\x125\n" +
+	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"\x7f\n" +
+	"\vChangeReply\x129\n" +
+	"\x06header\x18\x02 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\" \n" +
 	"\fQueryRequest\x12\x10\n" +
-	"\x03num\x18\x01 \x01(\x03R\x03num\"b\n" +
+	"\x03num\x18\x01 \x01(\x03R\x03num\"\x9d\x01\n" +
 	"\n" +
-	"QueryReply\x125\n" +
+	"QueryReply\x129\n" +
+	"\x06header\x18\x03 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\x12\x1d\n" +
 	"\n" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\"$\n" +
 	"\fWatchRequest\x12\x14\n" +
-	"\x05after\x18\x01 \x01(\x04R\x05after\"\xe0\x02\n" +
-	"\aCommand\x128\n" +
-	"\x04join\x18\x01 \x01(\v2\".shardkv.controller.v1.JoinRequestH\x00R\x04join\x12;\n" +
-	"\x05leave\x18\x02 \x01(\v2#.shardkv.controller.v1.LeaveRequestH\x00R\x05leave\x128\n" +
-	"\x04move\x18\x03 \x01(\v2\".shardkv.controller.v1.MoveRequestH\x00R\x04move\x128\n" +
-	"\x04init\x18\x04 \x01(\v2\".shardkv.controller.v1.InitRequestH\x00R\x04init\x12N\n" +
-	"\fopen_session\x18\x05 \x01(\v2).shardkv.controller.v1.OpenSessionRequestH\x00R\vopenSession\x12\x14\n" +
-	"\x05stamp\x18\n" +
-	" \x01(\x03R\x05stampB\x04\n" +
-	"\x02op\",\n" +
-	"\vInitRequest\x12\x1d\n" +
-	"\n" +
-	"num_shards\x18\x01 \x01(\rR\tnumShards\"\x99\x01\n" +
-	"\rSessionRecord\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
-	"\tlast_seen\x18\x03 \x01(\x03R\blastSeen\x12\x1d\n" +
-	"\n" +
-	"config_num\x18\x04 \x01(\x04R\tconfigNum\x12\x1d\n" +
-	"\n" +
-	"error_code\x18\x05 \x01(\rR\terrorCode\"\xcd\x01\n" +
-	"\x05Image\x12\x18\n" +
-	"\aapplied\x18\x01 \x01(\x04R\aapplied\x12\x1d\n" +
-	"\n" +
-	"num_shards\x18\x02 \x01(\rR\tnumShards\x127\n" +
-	"\aconfigs\x18\x03 \x03(\v2\x1d.shardkv.controller.v1.ConfigR\aconfigs\x12@\n" +
-	"\bsessions\x18\x04 \x03(\v2$.shardkv.controller.v1.SessionRecordR\bsessions\x12\x10\n" +
-	"\x03now\x18\x05 \x01(\x03R\x03now2\xfe\x03\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after2\xfe\x03\n" +
 	"\n" +
 	"Controller\x12\\\n" +
 	"\vOpenSession\x12).shardkv.controller.v1.OpenSessionRequest\x1a\".shardkv.controller.v1.ChangeReply\x12N\n" +
@@ -1033,23 +683,20 @@ func file_api_controllerpb_controller_proto_rawDescGZIP() []byte {
 	return file_api_controllerpb_controller_proto_rawDescData
 }
 
-var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_api_controllerpb_controller_proto_goTypes = []any{
-	(*Group)(nil),              // 0: shardkv.controller.v1.Group
-	(*Config)(nil),             // 1: shardkv.controller.v1.Config
-	(*Session)(nil),            // 2: shardkv.controller.v1.Session
-	(*OpenSessionRequest)(nil), // 3: shardkv.controller.v1.OpenSessionRequest
-	(*JoinRequest)(nil),        // 4: shardkv.controller.v1.JoinRequest
-	(*LeaveRequest)(nil),       // 5: shardkv.controller.v1.LeaveRequest
-	(*MoveRequest)(nil),        // 6: shardkv.controller.v1.MoveRequest
-	(*ChangeReply)(nil),        // 7: shardkv.controller.v1.ChangeReply
-	(*QueryRequest)(nil),       // 8: shardkv.controller.v1.QueryRequest
-	(*QueryReply)(nil),         // 9: shardkv.controller.v1.QueryReply
-	(*WatchRequest)(nil),       // 10: shardkv.controller.v1.WatchRequest
-	(*Command)(nil),            // 11: shardkv.controller.v1.Command
-	(*InitRequest)(nil),        // 12: shardkv.controller.v1.InitRequest
-	(*SessionRecord)(nil),      // 13: shardkv.controller.v1.SessionRecord
-	(*Image)(nil),              // 14: shardkv.controller.v1.Image
+	(*Group)(nil),                   // 0: shardkv.controller.v1.Group
+	(*Config)(nil),                  // 1: shardkv.controller.v1.Config
+	(*Session)(nil),                 // 2: shardkv.controller.v1.Session
+	(*OpenSessionRequest)(nil),      // 3: shardkv.controller.v1.OpenSessionRequest
+	(*JoinRequest)(nil),             // 4: shardkv.controller.v1.JoinRequest
+	(*LeaveRequest)(nil),            // 5: shardkv.controller.v1.LeaveRequest
+	(*MoveRequest)(nil),             // 6: shardkv.controller.v1.MoveRequest
+	(*ChangeReply)(nil),             // 7: shardkv.controller.v1.ChangeReply
+	(*QueryRequest)(nil),            // 8: shardkv.controller.v1.QueryRequest
+	(*QueryReply)(nil),              // 9: shardkv.controller.v1.QueryReply
+	(*WatchRequest)(nil),            // 10: shardkv.controller.v1.WatchRequest
+	(*headerpb.ResponseHeader)(nil), // 11: shardkv.header.v1.ResponseHeader
 }
 var file_api_controllerpb_controller_proto_depIdxs = []int32{
 	0,  // 0: shardkv.controller.v1.Config.groups:type_name -> shardkv.controller.v1.Group
@@ -1057,32 +704,27 @@ var file_api_controllerpb_controller_proto_depIdxs = []int32{
 	2,  // 2: shardkv.controller.v1.JoinRequest.session:type_name -> shardkv.controller.v1.Session
 	2,  // 3: shardkv.controller.v1.LeaveRequest.session:type_name -> shardkv.controller.v1.Session
 	2,  // 4: shardkv.controller.v1.MoveRequest.session:type_name -> shardkv.controller.v1.Session
-	1,  // 5: shardkv.controller.v1.ChangeReply.config:type_name -> shardkv.controller.v1.Config
-	1,  // 6: shardkv.controller.v1.QueryReply.config:type_name -> shardkv.controller.v1.Config
-	4,  // 7: shardkv.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
-	5,  // 8: shardkv.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
-	6,  // 9: shardkv.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
-	12, // 10: shardkv.controller.v1.Command.init:type_name -> shardkv.controller.v1.InitRequest
-	3,  // 11: shardkv.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
-	1,  // 12: shardkv.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
-	13, // 13: shardkv.controller.v1.Image.sessions:type_name -> shardkv.controller.v1.SessionRecord
-	3,  // 14: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
-	4,  // 15: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
-	5,  // 16: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
-	6,  // 17: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
-	8,  // 18: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
-	10, // 19: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
-	7,  // 20: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 21: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 22: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 23: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
-	9,  // 24: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
-	9,  // 25: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	11, // 5: shardkv.controller.v1.ChangeReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	1,  // 6: shardkv.controller.v1.ChangeReply.config:type_name -> shardkv.controller.v1.Config
+	11, // 7: shardkv.controller.v1.QueryReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	1,  // 8: shardkv.controller.v1.QueryReply.config:type_name -> shardkv.controller.v1.Config
+	3,  // 9: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
+	4,  // 10: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
+	5,  // 11: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
+	6,  // 12: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
+	8,  // 13: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
+	10, // 14: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
+	7,  // 15: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 16: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 17: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 18: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
+	9,  // 19: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
+	9,  // 20: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_controllerpb_controller_proto_init() }
@@ -1090,20 +732,13 @@ func file_api_controllerpb_controller_proto_init() {
 	if File_api_controllerpb_controller_proto != nil {
 		return
 	}
-	file_api_controllerpb_controller_proto_msgTypes[11].OneofWrappers = []any{
-		(*Command_Join)(nil),
-		(*Command_Leave)(nil),
-		(*Command_Move)(nil),
-		(*Command_Init)(nil),
-		(*Command_OpenSession)(nil),
-	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_controllerpb_controller_proto_rawDesc), len(file_api_controllerpb_controller_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -59,11 +59,18 @@ const (
 	DefaultMaxValueSize = 1 << 20 // bytes
 )
 
+// KnownWriteOp reports whether op is one of the write operations
+// (WRITE_OP_UNSPECIFIED, a request that names none, is not).
+func KnownWriteOp(op WriteOp) bool {
+	_, ok := WriteOp_name[int32(op)]
+	return ok && op != WriteOp_WRITE_OP_UNSPECIFIED
+}
+
 // CheckWrite validates a request's op and sizes against limits (bytes):
 // ErrMalformed, ErrEmptyKey, ErrKeyTooLarge or ErrValueTooLarge. Reads are
 // checked as deletes (a key, no value).
 func CheckWrite(op WriteOp, key, value []byte, maxKey, maxValue int) error {
-	if _, ok := WriteOp_name[int32(op)]; !ok {
+	if !KnownWriteOp(op) {
 		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, op)
 	}
 	switch {

@@ -4,13 +4,15 @@
 // 	protoc        v3.21.12
 // source: api/kvpb/kv.proto
 
-// The replica group service: client operations, shard handoff between
-// groups, and status; and the group's log commands and persisted metadata.
+// The replica group service that clients use: linearizable reads, exactly
+// once writes, and a replica's status. The handoff of shards between
+// groups and the groups' log and snapshot formats are internal
+// (internal/grouppb).
 
 package kvpb
 
 import (
-	controllerpb "github.com/shardkv/shardkv/api/controllerpb"
+	headerpb "github.com/shardkv/shardkv/api/headerpb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -28,28 +30,32 @@ const (
 type WriteOp int32
 
 const (
-	WriteOp_WRITE_OP_PUT    WriteOp = 0
-	WriteOp_WRITE_OP_APPEND WriteOp = 1
-	WriteOp_WRITE_OP_DELETE WriteOp = 2
+	// A request without an op is malformed: never taken for a put.
+	WriteOp_WRITE_OP_UNSPECIFIED WriteOp = 0
+	WriteOp_WRITE_OP_PUT         WriteOp = 1
+	WriteOp_WRITE_OP_APPEND      WriteOp = 2
+	WriteOp_WRITE_OP_DELETE      WriteOp = 3
 	// OPEN_SESSION registers client_id in the key's shard (seq 0, no value);
 	// it changes no data and may be retried. A shard applies a write only
 	// in a session it knows (Raft dissertation, section 6.3).
-	WriteOp_WRITE_OP_OPEN_SESSION WriteOp = 3
+	WriteOp_WRITE_OP_OPEN_SESSION WriteOp = 4
 )
 
 // Enum value maps for WriteOp.
 var (
 	WriteOp_name = map[int32]string{
-		0: "WRITE_OP_PUT",
-		1: "WRITE_OP_APPEND",
-		2: "WRITE_OP_DELETE",
-		3: "WRITE_OP_OPEN_SESSION",
+		0: "WRITE_OP_UNSPECIFIED",
+		1: "WRITE_OP_PUT",
+		2: "WRITE_OP_APPEND",
+		3: "WRITE_OP_DELETE",
+		4: "WRITE_OP_OPEN_SESSION",
 	}
 	WriteOp_value = map[string]int32{
-		"WRITE_OP_PUT":          0,
-		"WRITE_OP_APPEND":       1,
-		"WRITE_OP_DELETE":       2,
-		"WRITE_OP_OPEN_SESSION": 3,
+		"WRITE_OP_UNSPECIFIED":  0,
+		"WRITE_OP_PUT":          1,
+		"WRITE_OP_APPEND":       2,
+		"WRITE_OP_DELETE":       3,
+		"WRITE_OP_OPEN_SESSION": 4,
 	}
 )
 
@@ -78,6 +84,68 @@ func (x WriteOp) Number() protoreflect.EnumNumber {
 // Deprecated: Use WriteOp.Descriptor instead.
 func (WriteOp) EnumDescriptor() ([]byte, []int) {
 	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{0}
+}
+
+// ShardState is what a group holds of one shard at its configuration.
+type ShardState int32
+
+const (
+	ShardState_SHARD_STATE_UNSPECIFIED ShardState = 0
+	// SERVING: the group owns the shard and serves it.
+	ShardState_SHARD_STATE_SERVING ShardState = 1
+	// PULLING: the group owns the shard and is fetching it from peer_group.
+	ShardState_SHARD_STATE_PULLING ShardState = 2
+	// OFFERING: the group no longer owns the shard and keeps it, frozen,
+	// until peer_group has it.
+	ShardState_SHARD_STATE_OFFERING ShardState = 3
+	// CONFIRMING: the group serves the shard and waits for the previous
+	// owner (peer_group) to delete its copy.
+	ShardState_SHARD_STATE_CONFIRMING ShardState = 4
+)
+
+// Enum value maps for ShardState.
+var (
+	ShardState_name = map[int32]string{
+		0: "SHARD_STATE_UNSPECIFIED",
+		1: "SHARD_STATE_SERVING",
+		2: "SHARD_STATE_PULLING",
+		3: "SHARD_STATE_OFFERING",
+		4: "SHARD_STATE_CONFIRMING",
+	}
+	ShardState_value = map[string]int32{
+		"SHARD_STATE_UNSPECIFIED": 0,
+		"SHARD_STATE_SERVING":     1,
+		"SHARD_STATE_PULLING":     2,
+		"SHARD_STATE_OFFERING":    3,
+		"SHARD_STATE_CONFIRMING":  4,
+	}
+)
+
+func (x ShardState) Enum() *ShardState {
+	p := new(ShardState)
+	*p = x
+	return p
+}
+
+func (x ShardState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ShardState) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_kvpb_kv_proto_enumTypes[1].Descriptor()
+}
+
+func (ShardState) Type() protoreflect.EnumType {
+	return &file_api_kvpb_kv_proto_enumTypes[1]
+}
+
+func (x ShardState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ShardState.Descriptor instead.
+func (ShardState) EnumDescriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{1}
 }
 
 type GetRequest struct {
@@ -125,9 +193,10 @@ func (x *GetRequest) GetKey() []byte {
 }
 
 type GetReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
-	Found         bool                   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
+	Value         []byte                   `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Found         bool                     `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -160,6 +229,13 @@ func (x *GetReply) ProtoReflect() protoreflect.Message {
 // Deprecated: Use GetReply.ProtoReflect.Descriptor instead.
 func (*GetReply) Descriptor() ([]byte, []int) {
 	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
 }
 
 func (x *GetReply) GetValue() []byte {
@@ -221,7 +297,7 @@ func (x *WriteRequest) GetOp() WriteOp {
 	if x != nil {
 		return x.Op
 	}
-	return WriteOp_WRITE_OP_PUT
+	return WriteOp_WRITE_OP_UNSPECIFIED
 }
 
 func (x *WriteRequest) GetKey() []byte {
@@ -253,7 +329,8 @@ func (x *WriteRequest) GetSeq() uint64 {
 }
 
 type WriteReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -288,327 +365,11 @@ func (*WriteReply) Descriptor() ([]byte, []int) {
 	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{3}
 }
 
-type KeyValue struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *KeyValue) Reset() {
-	*x = KeyValue{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *KeyValue) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*KeyValue) ProtoMessage() {}
-
-func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+func (x *WriteReply) GetHeader() *headerpb.ResponseHeader {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
-func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *KeyValue) GetKey() []byte {
-	if x != nil {
-		return x.Key
+		return x.Header
 	}
 	return nil
-}
-
-func (x *KeyValue) GetValue() []byte {
-	if x != nil {
-		return x.Value
-	}
-	return nil
-}
-
-// SessionRecord is one entry of a shard's duplicate table.
-type SessionRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	LastSeen      int64                  `protobuf:"varint,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	ErrorCode     uint32                 `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SessionRecord) Reset() {
-	*x = SessionRecord{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SessionRecord) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SessionRecord) ProtoMessage() {}
-
-func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
-func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *SessionRecord) GetClientId() uint64 {
-	if x != nil {
-		return x.ClientId
-	}
-	return 0
-}
-
-func (x *SessionRecord) GetSeq() uint64 {
-	if x != nil {
-		return x.Seq
-	}
-	return 0
-}
-
-func (x *SessionRecord) GetLastSeen() int64 {
-	if x != nil {
-		return x.LastSeen
-	}
-	return 0
-}
-
-func (x *SessionRecord) GetErrorCode() uint32 {
-	if x != nil {
-		return x.ErrorCode
-	}
-	return 0
-}
-
-type PullShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PullShardRequest) Reset() {
-	*x = PullShardRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PullShardRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PullShardRequest) ProtoMessage() {}
-
-func (x *PullShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PullShardRequest.ProtoReflect.Descriptor instead.
-func (*PullShardRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
-}
-
-func (x *PullShardRequest) GetConfigNum() uint64 {
-	if x != nil {
-		return x.ConfigNum
-	}
-	return 0
-}
-
-func (x *PullShardRequest) GetShard() uint32 {
-	if x != nil {
-		return x.Shard
-	}
-	return 0
-}
-
-// ShardChunk is one bounded piece of a shard; the last one carries the
-// shard's duplicate table.
-type ShardChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kvs           []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
-	Sessions      []*SessionRecord       `protobuf:"bytes,2,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	Last          bool                   `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ShardChunk) Reset() {
-	*x = ShardChunk{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ShardChunk) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ShardChunk) ProtoMessage() {}
-
-func (x *ShardChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ShardChunk.ProtoReflect.Descriptor instead.
-func (*ShardChunk) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *ShardChunk) GetKvs() []*KeyValue {
-	if x != nil {
-		return x.Kvs
-	}
-	return nil
-}
-
-func (x *ShardChunk) GetSessions() []*SessionRecord {
-	if x != nil {
-		return x.Sessions
-	}
-	return nil
-}
-
-func (x *ShardChunk) GetLast() bool {
-	if x != nil {
-		return x.Last
-	}
-	return false
-}
-
-type DeleteShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *DeleteShardRequest) Reset() {
-	*x = DeleteShardRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DeleteShardRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DeleteShardRequest) ProtoMessage() {}
-
-func (x *DeleteShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DeleteShardRequest.ProtoReflect.Descriptor instead.
-func (*DeleteShardRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *DeleteShardRequest) GetConfigNum() uint64 {
-	if x != nil {
-		return x.ConfigNum
-	}
-	return 0
-}
-
-func (x *DeleteShardRequest) GetShard() uint32 {
-	if x != nil {
-		return x.Shard
-	}
-	return 0
-}
-
-type DeleteShardReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *DeleteShardReply) Reset() {
-	*x = DeleteShardReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DeleteShardReply) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DeleteShardReply) ProtoMessage() {}
-
-func (x *DeleteShardReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DeleteShardReply.ProtoReflect.Descriptor instead.
-func (*DeleteShardReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
 }
 
 type StatusRequest struct {
@@ -622,7 +383,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[10]
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +395,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[10]
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +408,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{10}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StatusRequest) GetDigests() bool {
@@ -660,9 +421,9 @@ func (x *StatusRequest) GetDigests() bool {
 type ShardStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	State string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	// peer_group is the group the shard comes from (pulling) or goes to
-	// (offering), 0 otherwise.
+	State ShardState             `protobuf:"varint,2,opt,name=state,proto3,enum=shardkv.kv.v1.ShardState" json:"state,omitempty"`
+	// peer_group is the group the shard comes from (pulling, confirming) or
+	// goes to (offering), 0 otherwise.
 	PeerGroup uint64 `protobuf:"varint,3,opt,name=peer_group,json=peerGroup,proto3" json:"peer_group,omitempty"`
 	// digest is a hash of the shard's data and duplicate table as of
 	// digest_applied (in StatusReply): equal on every replica that applied
@@ -674,7 +435,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +447,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +460,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{11}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -709,11 +470,11 @@ func (x *ShardStatus) GetShard() uint32 {
 	return 0
 }
 
-func (x *ShardStatus) GetState() string {
+func (x *ShardStatus) GetState() ShardState {
 	if x != nil {
 		return x.State
 	}
-	return ""
+	return ShardState_SHARD_STATE_UNSPECIFIED
 }
 
 func (x *ShardStatus) GetPeerGroup() uint64 {
@@ -731,23 +492,24 @@ func (x *ShardStatus) GetDigest() uint64 {
 }
 
 type StatusReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
-	Replica       uint64                 `protobuf:"varint,2,opt,name=replica,proto3" json:"replica,omitempty"`
-	Leader        uint64                 `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
-	Term          uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
-	Commit        uint64                 `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`
-	Applied       uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
-	ConfigNum     uint64                 `protobuf:"varint,7,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shards        []*ShardStatus         `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`
-	DigestApplied uint64                 `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"`
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,10,opt,name=header,proto3" json:"header,omitempty"`
+	Group         uint64                   `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	Replica       uint64                   `protobuf:"varint,2,opt,name=replica,proto3" json:"replica,omitempty"`
+	Leader        uint64                   `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	Term          uint64                   `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Commit        uint64                   `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`
+	Applied       uint64                   `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	ConfigNum     uint64                   `protobuf:"varint,7,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
+	Shards        []*ShardStatus           `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`
+	DigestApplied uint64                   `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[12]
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +521,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[12]
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +534,14 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{12}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StatusReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
 }
 
 func (x *StatusReply) GetGroup() uint64 {
@@ -838,590 +607,16 @@ func (x *StatusReply) GetDigestApplied() uint64 {
 	return 0
 }
 
-// Command is one entry of a group's log.
-type Command struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// stamp is replicated time (unix milliseconds) at proposal: the leader's
-	// session.Clock, which starts from the applied replicated time and
-	// advances by the leader's monotonic clock. Replicas apply
-	// max(replicated time, stamp); sessions expire by it, never by a
-	// replica's own clock.
-	Stamp int64 `protobuf:"varint,1,opt,name=stamp,proto3" json:"stamp,omitempty"`
-	// Types that are valid to be assigned to Op:
-	//
-	//	*Command_Write
-	//	*Command_Install
-	//	*Command_Insert
-	//	*Command_DeleteShard
-	//	*Command_ConfirmDelete
-	Op            isCommand_Op `protobuf_oneof:"op"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Command) Reset() {
-	*x = Command{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Command) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Command) ProtoMessage() {}
-
-func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[13]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Command.ProtoReflect.Descriptor instead.
-func (*Command) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *Command) GetStamp() int64 {
-	if x != nil {
-		return x.Stamp
-	}
-	return 0
-}
-
-func (x *Command) GetOp() isCommand_Op {
-	if x != nil {
-		return x.Op
-	}
-	return nil
-}
-
-func (x *Command) GetWrite() *WriteRequest {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Write); ok {
-			return x.Write
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetInstall() *InstallConfig {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Install); ok {
-			return x.Install
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetInsert() *InsertShard {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Insert); ok {
-			return x.Insert
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetDeleteShard() *DeleteShardRequest {
-	if x != nil {
-		if x, ok := x.Op.(*Command_DeleteShard); ok {
-			return x.DeleteShard
-		}
-	}
-	return nil
-}
-
-func (x *Command) GetConfirmDelete() *ConfirmDelete {
-	if x != nil {
-		if x, ok := x.Op.(*Command_ConfirmDelete); ok {
-			return x.ConfirmDelete
-		}
-	}
-	return nil
-}
-
-type isCommand_Op interface {
-	isCommand_Op()
-}
-
-type Command_Write struct {
-	Write *WriteRequest `protobuf:"bytes,2,opt,name=write,proto3,oneof"`
-}
-
-type Command_Install struct {
-	Install *InstallConfig `protobuf:"bytes,3,opt,name=install,proto3,oneof"`
-}
-
-type Command_Insert struct {
-	Insert *InsertShard `protobuf:"bytes,4,opt,name=insert,proto3,oneof"`
-}
-
-type Command_DeleteShard struct {
-	DeleteShard *DeleteShardRequest `protobuf:"bytes,5,opt,name=delete_shard,json=deleteShard,proto3,oneof"`
-}
-
-type Command_ConfirmDelete struct {
-	ConfirmDelete *ConfirmDelete `protobuf:"bytes,6,opt,name=confirm_delete,json=confirmDelete,proto3,oneof"`
-}
-
-func (*Command_Write) isCommand_Op() {}
-
-func (*Command_Install) isCommand_Op() {}
-
-func (*Command_Insert) isCommand_Op() {}
-
-func (*Command_DeleteShard) isCommand_Op() {}
-
-func (*Command_ConfirmDelete) isCommand_Op() {}
-
-type InstallConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *InstallConfig) Reset() {
-	*x = InstallConfig{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *InstallConfig) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*InstallConfig) ProtoMessage() {}
-
-func (x *InstallConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use InstallConfig.ProtoReflect.Descriptor instead.
-func (*InstallConfig) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *InstallConfig) GetConfig() *controllerpb.Config {
-	if x != nil {
-		return x.Config
-	}
-	return nil
-}
-
-type InsertShard struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
-	Chunk         uint64                 `protobuf:"varint,3,opt,name=chunk,proto3" json:"chunk,omitempty"` // 0 for the first; the first clears any partial copy
-	Kvs           []*KeyValue            `protobuf:"bytes,4,rep,name=kvs,proto3" json:"kvs,omitempty"`
-	Sessions      []*SessionRecord       `protobuf:"bytes,5,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	Last          bool                   `protobuf:"varint,6,opt,name=last,proto3" json:"last,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *InsertShard) Reset() {
-	*x = InsertShard{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *InsertShard) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*InsertShard) ProtoMessage() {}
-
-func (x *InsertShard) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[15]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use InsertShard.ProtoReflect.Descriptor instead.
-func (*InsertShard) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{15}
-}
-
-func (x *InsertShard) GetConfigNum() uint64 {
-	if x != nil {
-		return x.ConfigNum
-	}
-	return 0
-}
-
-func (x *InsertShard) GetShard() uint32 {
-	if x != nil {
-		return x.Shard
-	}
-	return 0
-}
-
-func (x *InsertShard) GetChunk() uint64 {
-	if x != nil {
-		return x.Chunk
-	}
-	return 0
-}
-
-func (x *InsertShard) GetKvs() []*KeyValue {
-	if x != nil {
-		return x.Kvs
-	}
-	return nil
-}
-
-func (x *InsertShard) GetSessions() []*SessionRecord {
-	if x != nil {
-		return x.Sessions
-	}
-	return nil
-}
-
-func (x *InsertShard) GetLast() bool {
-	if x != nil {
-		return x.Last
-	}
-	return false
-}
-
-type ConfirmDelete struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ConfirmDelete) Reset() {
-	*x = ConfirmDelete{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ConfirmDelete) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ConfirmDelete) ProtoMessage() {}
-
-func (x *ConfirmDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ConfirmDelete.ProtoReflect.Descriptor instead.
-func (*ConfirmDelete) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *ConfirmDelete) GetConfigNum() uint64 {
-	if x != nil {
-		return x.ConfigNum
-	}
-	return 0
-}
-
-func (x *ConfirmDelete) GetShard() uint32 {
-	if x != nil {
-		return x.Shard
-	}
-	return 0
-}
-
-// Meta is a group replica's persisted view: its configuration, the previous
-// one, and the state of every shard.
-type Meta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	Prev          *controllerpb.Config   `protobuf:"bytes,2,opt,name=prev,proto3" json:"prev,omitempty"`
-	Shards        []*ShardMeta           `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
-	NextExpiry    int64                  `protobuf:"varint,4,opt,name=next_expiry,json=nextExpiry,proto3" json:"next_expiry,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Meta) Reset() {
-	*x = Meta{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[17]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Meta) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Meta) ProtoMessage() {}
-
-func (x *Meta) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[17]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Meta.ProtoReflect.Descriptor instead.
-func (*Meta) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{17}
-}
-
-func (x *Meta) GetConfig() *controllerpb.Config {
-	if x != nil {
-		return x.Config
-	}
-	return nil
-}
-
-func (x *Meta) GetPrev() *controllerpb.Config {
-	if x != nil {
-		return x.Prev
-	}
-	return nil
-}
-
-func (x *Meta) GetShards() []*ShardMeta {
-	if x != nil {
-		return x.Shards
-	}
-	return nil
-}
-
-func (x *Meta) GetNextExpiry() int64 {
-	if x != nil {
-		return x.NextExpiry
-	}
-	return 0
-}
-
-type ShardMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`
-	NextChunk     uint64                 `protobuf:"varint,2,opt,name=next_chunk,json=nextChunk,proto3" json:"next_chunk,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ShardMeta) Reset() {
-	*x = ShardMeta{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[18]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ShardMeta) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ShardMeta) ProtoMessage() {}
-
-func (x *ShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[18]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ShardMeta.ProtoReflect.Descriptor instead.
-func (*ShardMeta) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{18}
-}
-
-func (x *ShardMeta) GetState() uint32 {
-	if x != nil {
-		return x.State
-	}
-	return 0
-}
-
-func (x *ShardMeta) GetNextChunk() uint64 {
-	if x != nil {
-		return x.NextChunk
-	}
-	return 0
-}
-
-// Image is a whole group replica state, for raft snapshots.
-type Image struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Applied       uint64                 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
-	Meta          *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
-	Shards        []*ImageShard          `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
-	Now           int64                  `protobuf:"varint,4,opt,name=now,proto3" json:"now,omitempty"` // replicated time at applied, unix milliseconds
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Image) Reset() {
-	*x = Image{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[19]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Image) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Image) ProtoMessage() {}
-
-func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[19]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Image.ProtoReflect.Descriptor instead.
-func (*Image) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{19}
-}
-
-func (x *Image) GetApplied() uint64 {
-	if x != nil {
-		return x.Applied
-	}
-	return 0
-}
-
-func (x *Image) GetMeta() *Meta {
-	if x != nil {
-		return x.Meta
-	}
-	return nil
-}
-
-func (x *Image) GetShards() []*ImageShard {
-	if x != nil {
-		return x.Shards
-	}
-	return nil
-}
-
-func (x *Image) GetNow() int64 {
-	if x != nil {
-		return x.Now
-	}
-	return 0
-}
-
-type ImageShard struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	Kvs           []*KeyValue            `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`
-	Sessions      []*SessionRecord       `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ImageShard) Reset() {
-	*x = ImageShard{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[20]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ImageShard) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ImageShard) ProtoMessage() {}
-
-func (x *ImageShard) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[20]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ImageShard.ProtoReflect.Descriptor instead.
-func (*ImageShard) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *ImageShard) GetShard() uint32 {
-	if x != nil {
-		return x.Shard
-	}
-	return 0
-}
-
-func (x *ImageShard) GetKvs() []*KeyValue {
-	if x != nil {
-		return x.Kvs
-	}
-	return nil
-}
-
-func (x *ImageShard) GetSessions() []*SessionRecord {
-	if x != nil {
-		return x.Sessions
-	}
-	return nil
-}
-
 var File_api_kvpb_kv_proto protoreflect.FileDescriptor
 
 const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a!api/controllerpb/controller.proto\"\x1e\n" +
+	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"\x1e\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"6\n" +
-	"\bGetReply\x12\x14\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"q\n" +
+	"\bGetReply\x129\n" +
+	"\x06header\x18\x03 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\"\x8d\x01\n" +
 	"\fWriteRequest\x12&\n" +
@@ -1429,41 +624,21 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1b\n" +
 	"\tclient_id\x18\x04 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\f\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"G\n" +
 	"\n" +
-	"WriteReply\"2\n" +
-	"\bKeyValue\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"z\n" +
-	"\rSessionRecord\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
-	"\tlast_seen\x18\x03 \x01(\x03R\blastSeen\x12\x1d\n" +
-	"\n" +
-	"error_code\x18\x04 \x01(\rR\terrorCode\"G\n" +
-	"\x10PullShardRequest\x12\x1d\n" +
-	"\n" +
-	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"\x85\x01\n" +
-	"\n" +
-	"ShardChunk\x12)\n" +
-	"\x03kvs\x18\x01 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x128\n" +
-	"\bsessions\x18\x02 \x03(\v2\x1c.shardkv.kv.v1.SessionRecordR\bsessions\x12\x12\n" +
-	"\x04last\x18\x03 \x01(\bR\x04last\"I\n" +
-	"\x12DeleteShardRequest\x12\x1d\n" +
-	"\n" +
-	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"\x12\n" +
-	"\x10DeleteShardReply\")\n" +
+	"WriteReply\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\")\n" +
 	"\rStatusRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x01(\bR\adigests\"p\n" +
+	"\adigests\x18\x01 \x01(\bR\adigests\"\x8b\x01\n" +
 	"\vShardStatus\x12\x14\n" +
-	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12/\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x19.shardkv.kv.v1.ShardStateR\x05state\x12\x1d\n" +
 	"\n" +
 	"peer_group\x18\x03 \x01(\x04R\tpeerGroup\x12\x16\n" +
-	"\x06digest\x18\x04 \x01(\x04R\x06digest\"\x95\x02\n" +
-	"\vStatusReply\x12\x14\n" +
+	"\x06digest\x18\x04 \x01(\x04R\x06digest\"\xd0\x02\n" +
+	"\vStatusReply\x129\n" +
+	"\x06header\x18\n" +
+	" \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
 	"\areplica\x18\x02 \x01(\x04R\areplica\x12\x16\n" +
 	"\x06leader\x18\x03 \x01(\x04R\x06leader\x12\x12\n" +
@@ -1473,59 +648,23 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\a \x01(\x04R\tconfigNum\x122\n" +
 	"\x06shards\x18\b \x03(\v2\x1a.shardkv.kv.v1.ShardStatusR\x06shards\x12%\n" +
-	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\"\xd9\x02\n" +
-	"\aCommand\x12\x14\n" +
-	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
-	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x128\n" +
-	"\ainstall\x18\x03 \x01(\v2\x1c.shardkv.kv.v1.InstallConfigH\x00R\ainstall\x124\n" +
-	"\x06insert\x18\x04 \x01(\v2\x1a.shardkv.kv.v1.InsertShardH\x00R\x06insert\x12F\n" +
-	"\fdelete_shard\x18\x05 \x01(\v2!.shardkv.kv.v1.DeleteShardRequestH\x00R\vdeleteShard\x12E\n" +
-	"\x0econfirm_delete\x18\x06 \x01(\v2\x1c.shardkv.kv.v1.ConfirmDeleteH\x00R\rconfirmDeleteB\x04\n" +
-	"\x02op\"F\n" +
-	"\rInstallConfig\x125\n" +
-	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\"\xd1\x01\n" +
-	"\vInsertShard\x12\x1d\n" +
+	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied*z\n" +
+	"\aWriteOp\x12\x18\n" +
+	"\x14WRITE_OP_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fWRITE_OP_PUT\x10\x01\x12\x13\n" +
+	"\x0fWRITE_OP_APPEND\x10\x02\x12\x13\n" +
+	"\x0fWRITE_OP_DELETE\x10\x03\x12\x19\n" +
+	"\x15WRITE_OP_OPEN_SESSION\x10\x04*\x91\x01\n" +
 	"\n" +
-	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
-	"\x05chunk\x18\x03 \x01(\x04R\x05chunk\x12)\n" +
-	"\x03kvs\x18\x04 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x128\n" +
-	"\bsessions\x18\x05 \x03(\v2\x1c.shardkv.kv.v1.SessionRecordR\bsessions\x12\x12\n" +
-	"\x04last\x18\x06 \x01(\bR\x04last\"D\n" +
-	"\rConfirmDelete\x12\x1d\n" +
-	"\n" +
-	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"\xc3\x01\n" +
-	"\x04Meta\x125\n" +
-	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\x121\n" +
-	"\x04prev\x18\x02 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x04prev\x120\n" +
-	"\x06shards\x18\x03 \x03(\v2\x18.shardkv.kv.v1.ShardMetaR\x06shards\x12\x1f\n" +
-	"\vnext_expiry\x18\x04 \x01(\x03R\n" +
-	"nextExpiry\"@\n" +
-	"\tShardMeta\x12\x14\n" +
-	"\x05state\x18\x01 \x01(\rR\x05state\x12\x1d\n" +
-	"\n" +
-	"next_chunk\x18\x02 \x01(\x04R\tnextChunk\"\x8f\x01\n" +
-	"\x05Image\x12\x18\n" +
-	"\aapplied\x18\x01 \x01(\x04R\aapplied\x12'\n" +
-	"\x04meta\x18\x02 \x01(\v2\x13.shardkv.kv.v1.MetaR\x04meta\x121\n" +
-	"\x06shards\x18\x03 \x03(\v2\x19.shardkv.kv.v1.ImageShardR\x06shards\x12\x10\n" +
-	"\x03now\x18\x04 \x01(\x03R\x03now\"\x87\x01\n" +
-	"\n" +
-	"ImageShard\x12\x14\n" +
-	"\x05shard\x18\x01 \x01(\rR\x05shard\x12)\n" +
-	"\x03kvs\x18\x02 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x128\n" +
-	"\bsessions\x18\x03 \x03(\v2\x1c.shardkv.kv.v1.SessionRecordR\bsessions*`\n" +
-	"\aWriteOp\x12\x10\n" +
-	"\fWRITE_OP_PUT\x10\x00\x12\x13\n" +
-	"\x0fWRITE_OP_APPEND\x10\x01\x12\x13\n" +
-	"\x0fWRITE_OP_DELETE\x10\x02\x12\x19\n" +
-	"\x15WRITE_OP_OPEN_SESSION\x10\x032\xe2\x02\n" +
+	"ShardState\x12\x1b\n" +
+	"\x17SHARD_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13SHARD_STATE_SERVING\x10\x01\x12\x17\n" +
+	"\x13SHARD_STATE_PULLING\x10\x02\x12\x18\n" +
+	"\x14SHARD_STATE_OFFERING\x10\x03\x12\x1a\n" +
+	"\x16SHARD_STATE_CONFIRMING\x10\x042\xc4\x01\n" +
 	"\x02KV\x129\n" +
 	"\x03Get\x12\x19.shardkv.kv.v1.GetRequest\x1a\x17.shardkv.kv.v1.GetReply\x12?\n" +
-	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12I\n" +
-	"\tPullShard\x12\x1f.shardkv.kv.v1.PullShardRequest\x1a\x19.shardkv.kv.v1.ShardChunk0\x01\x12Q\n" +
-	"\vDeleteShard\x12!.shardkv.kv.v1.DeleteShardRequest\x1a\x1f.shardkv.kv.v1.DeleteShardReply\x12B\n" +
+	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12B\n" +
 	"\x06Status\x12\x1c.shardkv.kv.v1.StatusRequest\x1a\x1a.shardkv.kv.v1.StatusReplyB%Z#github.com/shardkv/shardkv/api/kvpbb\x06proto3"
 
 var (
@@ -1540,68 +679,38 @@ func file_api_kvpb_kv_proto_rawDescGZIP() []byte {
 	return file_api_kvpb_kv_proto_rawDescData
 }
 
-var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_api_kvpb_kv_proto_goTypes = []any{
-	(WriteOp)(0),                // 0: shardkv.kv.v1.WriteOp
-	(*GetRequest)(nil),          // 1: shardkv.kv.v1.GetRequest
-	(*GetReply)(nil),            // 2: shardkv.kv.v1.GetReply
-	(*WriteRequest)(nil),        // 3: shardkv.kv.v1.WriteRequest
-	(*WriteReply)(nil),          // 4: shardkv.kv.v1.WriteReply
-	(*KeyValue)(nil),            // 5: shardkv.kv.v1.KeyValue
-	(*SessionRecord)(nil),       // 6: shardkv.kv.v1.SessionRecord
-	(*PullShardRequest)(nil),    // 7: shardkv.kv.v1.PullShardRequest
-	(*ShardChunk)(nil),          // 8: shardkv.kv.v1.ShardChunk
-	(*DeleteShardRequest)(nil),  // 9: shardkv.kv.v1.DeleteShardRequest
-	(*DeleteShardReply)(nil),    // 10: shardkv.kv.v1.DeleteShardReply
-	(*StatusRequest)(nil),       // 11: shardkv.kv.v1.StatusRequest
-	(*ShardStatus)(nil),         // 12: shardkv.kv.v1.ShardStatus
-	(*StatusReply)(nil),         // 13: shardkv.kv.v1.StatusReply
-	(*Command)(nil),             // 14: shardkv.kv.v1.Command
-	(*InstallConfig)(nil),       // 15: shardkv.kv.v1.InstallConfig
-	(*InsertShard)(nil),         // 16: shardkv.kv.v1.InsertShard
-	(*ConfirmDelete)(nil),       // 17: shardkv.kv.v1.ConfirmDelete
-	(*Meta)(nil),                // 18: shardkv.kv.v1.Meta
-	(*ShardMeta)(nil),           // 19: shardkv.kv.v1.ShardMeta
-	(*Image)(nil),               // 20: shardkv.kv.v1.Image
-	(*ImageShard)(nil),          // 21: shardkv.kv.v1.ImageShard
-	(*controllerpb.Config)(nil), // 22: shardkv.controller.v1.Config
+	(WriteOp)(0),                    // 0: shardkv.kv.v1.WriteOp
+	(ShardState)(0),                 // 1: shardkv.kv.v1.ShardState
+	(*GetRequest)(nil),              // 2: shardkv.kv.v1.GetRequest
+	(*GetReply)(nil),                // 3: shardkv.kv.v1.GetReply
+	(*WriteRequest)(nil),            // 4: shardkv.kv.v1.WriteRequest
+	(*WriteReply)(nil),              // 5: shardkv.kv.v1.WriteReply
+	(*StatusRequest)(nil),           // 6: shardkv.kv.v1.StatusRequest
+	(*ShardStatus)(nil),             // 7: shardkv.kv.v1.ShardStatus
+	(*StatusReply)(nil),             // 8: shardkv.kv.v1.StatusReply
+	(*headerpb.ResponseHeader)(nil), // 9: shardkv.header.v1.ResponseHeader
 }
 var file_api_kvpb_kv_proto_depIdxs = []int32{
-	0,  // 0: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
-	5,  // 1: shardkv.kv.v1.ShardChunk.kvs:type_name -> shardkv.kv.v1.KeyValue
-	6,  // 2: shardkv.kv.v1.ShardChunk.sessions:type_name -> shardkv.kv.v1.SessionRecord
-	12, // 3: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
-	3,  // 4: shardkv.kv.v1.Command.write:type_name -> shardkv.kv.v1.WriteRequest
-	15, // 5: shardkv.kv.v1.Command.install:type_name -> shardkv.kv.v1.InstallConfig
-	16, // 6: shardkv.kv.v1.Command.insert:type_name -> shardkv.kv.v1.InsertShard
-	9,  // 7: shardkv.kv.v1.Command.delete_shard:type_name -> shardkv.kv.v1.DeleteShardRequest
-	17, // 8: shardkv.kv.v1.Command.confirm_delete:type_name -> shardkv.kv.v1.ConfirmDelete
-	22, // 9: shardkv.kv.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
-	5,  // 10: shardkv.kv.v1.InsertShard.kvs:type_name -> shardkv.kv.v1.KeyValue
-	6,  // 11: shardkv.kv.v1.InsertShard.sessions:type_name -> shardkv.kv.v1.SessionRecord
-	22, // 12: shardkv.kv.v1.Meta.config:type_name -> shardkv.controller.v1.Config
-	22, // 13: shardkv.kv.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
-	19, // 14: shardkv.kv.v1.Meta.shards:type_name -> shardkv.kv.v1.ShardMeta
-	18, // 15: shardkv.kv.v1.Image.meta:type_name -> shardkv.kv.v1.Meta
-	21, // 16: shardkv.kv.v1.Image.shards:type_name -> shardkv.kv.v1.ImageShard
-	5,  // 17: shardkv.kv.v1.ImageShard.kvs:type_name -> shardkv.kv.v1.KeyValue
-	6,  // 18: shardkv.kv.v1.ImageShard.sessions:type_name -> shardkv.kv.v1.SessionRecord
-	1,  // 19: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
-	3,  // 20: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
-	7,  // 21: shardkv.kv.v1.KV.PullShard:input_type -> shardkv.kv.v1.PullShardRequest
-	9,  // 22: shardkv.kv.v1.KV.DeleteShard:input_type -> shardkv.kv.v1.DeleteShardRequest
-	11, // 23: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
-	2,  // 24: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
-	4,  // 25: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
-	8,  // 26: shardkv.kv.v1.KV.PullShard:output_type -> shardkv.kv.v1.ShardChunk
-	10, // 27: shardkv.kv.v1.KV.DeleteShard:output_type -> shardkv.kv.v1.DeleteShardReply
-	13, // 28: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	9, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	0, // 1: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
+	9, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	1, // 3: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
+	9, // 4: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	7, // 5: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
+	2, // 6: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
+	4, // 7: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
+	6, // 8: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
+	3, // 9: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
+	5, // 10: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
+	8, // 11: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_api_kvpb_kv_proto_init() }
@@ -1609,20 +718,13 @@ func file_api_kvpb_kv_proto_init() {
 	if File_api_kvpb_kv_proto != nil {
 		return
 	}
-	file_api_kvpb_kv_proto_msgTypes[13].OneofWrappers = []any{
-		(*Command_Write)(nil),
-		(*Command_Install)(nil),
-		(*Command_Insert)(nil),
-		(*Command_DeleteShard)(nil),
-		(*Command_ConfirmDelete)(nil),
-	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_kvpb_kv_proto_rawDesc), len(file_api_kvpb_kv_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   21,
+			NumEnums:      2,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

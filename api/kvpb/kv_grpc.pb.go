@@ -4,8 +4,10 @@
 // - protoc             v3.21.12
 // source: api/kvpb/kv.proto
 
-// The replica group service: client operations, shard handoff between
-// groups, and status; and the group's log commands and persisted metadata.
+// The replica group service that clients use: linearizable reads, exactly
+// once writes, and a replica's status. The handoff of shards between
+// groups and the groups' log and snapshot formats are internal
+// (internal/grouppb).
 
 package kvpb
 
@@ -22,11 +24,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KV_Get_FullMethodName         = "/shardkv.kv.v1.KV/Get"
-	KV_Write_FullMethodName       = "/shardkv.kv.v1.KV/Write"
-	KV_PullShard_FullMethodName   = "/shardkv.kv.v1.KV/PullShard"
-	KV_DeleteShard_FullMethodName = "/shardkv.kv.v1.KV/DeleteShard"
-	KV_Status_FullMethodName      = "/shardkv.kv.v1.KV/Status"
+	KV_Get_FullMethodName    = "/shardkv.kv.v1.KV/Get"
+	KV_Write_FullMethodName  = "/shardkv.kv.v1.KV/Write"
+	KV_Status_FullMethodName = "/shardkv.kv.v1.KV/Status"
 )
 
 // KVClient is the client API for KV service.
@@ -38,13 +38,6 @@ type KVClient interface {
 	// Write puts, appends to or deletes one key, exactly once per session
 	// sequence number.
 	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteReply, error)
-	// PullShard streams a shard that this group offers at config_num to its
-	// new owner, in bounded chunks. Answered only once this group has
-	// applied config_num itself.
-	PullShard(ctx context.Context, in *PullShardRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ShardChunk], error)
-	// DeleteShard tells the old owner that the new owner has committed the
-	// shard; the old owner deletes it through its log, then answers.
-	DeleteShard(ctx context.Context, in *DeleteShardRequest, opts ...grpc.CallOption) (*DeleteShardReply, error)
 	// Status describes this replica and its view of the group.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusReply, error)
 }
@@ -77,35 +70,6 @@ func (c *kVClient) Write(ctx context.Context, in *WriteRequest, opts ...grpc.Cal
 	return out, nil
 }
 
-func (c *kVClient) PullShard(ctx context.Context, in *PullShardRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ShardChunk], error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_PullShard_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[PullShardRequest, ShardChunk]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type KV_PullShardClient = grpc.ServerStreamingClient[ShardChunk]
-
-func (c *kVClient) DeleteShard(ctx context.Context, in *DeleteShardRequest, opts ...grpc.CallOption) (*DeleteShardReply, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DeleteShardReply)
-	err := c.cc.Invoke(ctx, KV_DeleteShard_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 func (c *kVClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatusReply)
@@ -125,13 +89,6 @@ type KVServer interface {
 	// Write puts, appends to or deletes one key, exactly once per session
 	// sequence number.
 	Write(context.Context, *WriteRequest) (*WriteReply, error)
-	// PullShard streams a shard that this group offers at config_num to its
-	// new owner, in bounded chunks. Answered only once this group has
-	// applied config_num itself.
-	PullShard(*PullShardRequest, grpc.ServerStreamingServer[ShardChunk]) error
-	// DeleteShard tells the old owner that the new owner has committed the
-	// shard; the old owner deletes it through its log, then answers.
-	DeleteShard(context.Context, *DeleteShardRequest) (*DeleteShardReply, error)
 	// Status describes this replica and its view of the group.
 	Status(context.Context, *StatusRequest) (*StatusReply, error)
 	mustEmbedUnimplementedKVServer()
@@ -149,12 +106,6 @@ func (UnimplementedKVServer) Get(context.Context, *GetRequest) (*GetReply, error
 }
 func (UnimplementedKVServer) Write(context.Context, *WriteRequest) (*WriteReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Write not implemented")
-}
-func (UnimplementedKVServer) PullShard(*PullShardRequest, grpc.ServerStreamingServer[ShardChunk]) error {
-	return status.Error(codes.Unimplemented, "method PullShard not implemented")
-}
-func (UnimplementedKVServer) DeleteShard(context.Context, *DeleteShardRequest) (*DeleteShardReply, error) {
-	return nil, status.Error(codes.Unimplemented, "method DeleteShard not implemented")
 }
 func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
@@ -216,35 +167,6 @@ func _KV_Write_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
-func _KV_PullShard_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(PullShardRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(KVServer).PullShard(m, &grpc.GenericServerStream[PullShardRequest, ShardChunk]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type KV_PullShardServer = grpc.ServerStreamingServer[ShardChunk]
-
-func _KV_DeleteShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(DeleteShardRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(KVServer).DeleteShard(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: KV_DeleteShard_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(KVServer).DeleteShard(ctx, req.(*DeleteShardRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 func _KV_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatusRequest)
 	if err := dec(in); err != nil {
@@ -279,20 +201,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_Write_Handler,
 		},
 		{
-			MethodName: "DeleteShard",
-			Handler:    _KV_DeleteShard_Handler,
-		},
-		{
 			MethodName: "Status",
 			Handler:    _KV_Status_Handler,
 		},
 	},
-	Streams: []grpc.StreamDesc{
-		{
-			StreamName:    "PullShard",
-			Handler:       _KV_PullShard_Handler,
-			ServerStreams: true,
-		},
-	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/kvpb/kv.proto",
 }

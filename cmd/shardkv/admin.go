@@ -257,7 +257,7 @@ func collectStatus(ctx context.Context, cfg controller.Config) statusOut {
 		}
 		if lead != nil {
 			for _, s := range lead.GetShards() {
-				so := shardOut{Shard: s.GetShard(), State: s.GetState(), Peer: s.GetPeerGroup()}
+				so := shardOut{Shard: s.GetShard(), State: strings.ToLower(strings.TrimPrefix(s.GetState().String(), "SHARD_STATE_")), Peer: s.GetPeerGroup()}
 				g.Shards = append(g.Shards, so)
 				if so.State != "serving" {
 					g.Migrations = append(g.Migrations, so)

@@ -244,10 +244,10 @@ func newControllerCmd(g *globals) *cobra.Command {
 				peers, _, err := parsePeers(r.peers)
 				return storage.ClusterIDFor(token, peers), err
 			}
-			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, _ uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
+			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
-				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune})
+				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune})
 				if err != nil {
 					return nil, nil, nil, err
 				}
@@ -321,7 +321,7 @@ func newServerCmd(g *globals) *cobra.Command {
 					return nil, nil, nil, err
 				}
 				pool := rpc.NewPool(dial...)
-				s, err := groupserver.Start(groupserver.Config{GID: gid, ID: r.id, Peers: ids, Engine: e, Network: net,
+				s, err := groupserver.Start(groupserver.Config{GID: gid, ID: r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net,
 					Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, gid, r.id), Tune: r.tune, Pool: pool})
 				if err != nil {
 					ctl.Close()

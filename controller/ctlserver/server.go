@@ -19,8 +19,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/controllerlogpb"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
 	"github.com/shardkv/shardkv/storage"
@@ -44,6 +46,7 @@ const (
 // Config describes one controller replica.
 type Config struct {
 	ID        uint64
+	ClusterID uint64   // stated in every reply's header
 	Peers     []uint64 // Raft ids of every controller replica
 	Engine    *storage.Engine
 	Network   transport.Network
@@ -60,6 +63,7 @@ type Config struct {
 // Server is one running controller replica.
 type Server struct {
 	controllerpb.UnimplementedControllerServer
+	cfg    Config
 	store  *controller.Store
 	engine *storage.Engine
 	node   *raftnode.Node
@@ -94,7 +98,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{store: store, engine: cfg.Engine, node: node, log: log, clock: session.NewClock(cfg.Time, log), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cfg: cfg, store: store, engine: cfg.Engine, node: node, log: log, clock: session.NewClock(cfg.Time, log), stop: make(chan struct{}), done: make(chan struct{})}
 	go s.initialize(cfg.NumShards)
 	return s, nil
 }
@@ -104,7 +108,7 @@ func Start(cfg Config) (*Server, error) {
 // agree on the first one proposed.
 func (s *Server) initialize(numShards int) {
 	defer close(s.done)
-	cmd, _ := proto.Marshal(&controllerpb.Command{Op: &controllerpb.Command_Init{Init: &controllerpb.InitRequest{NumShards: uint32(numShards)}}})
+	cmd, _ := proto.Marshal(&controllerlogpb.Command{Op: &controllerlogpb.Command_Init{Init: &controllerlogpb.InitRequest{NumShards: uint32(numShards)}}})
 	for {
 		if _, n, ok := s.store.Query(-1); ok {
 			if n != numShards {
@@ -128,6 +132,13 @@ func (s *Server) initialize(numShards int) {
 	}
 }
 
+// header is the header of a reply about configuration num.
+func (s *Server) header(num uint64) *headerpb.ResponseHeader {
+	st := s.node.Status()
+	return &headerpb.ResponseHeader{ClusterId: s.cfg.ClusterID, Group: Group, Replica: st.ID,
+		Term: st.Term, AppliedIndex: st.Applied, ConfigNum: num}
+}
+
 // Register adds the controller service to g.
 func (s *Server) Register(g *grpc.Server) { controllerpb.RegisterControllerServer(g, s) }
 
@@ -146,25 +157,25 @@ func (s *Server) Stop() {
 
 // Join implements controllerpb.ControllerServer.
 func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*controllerpb.ChangeReply, error) {
-	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Join{Join: req}})
+	return s.change(ctx, &controllerlogpb.Command{Op: &controllerlogpb.Command_Join{Join: req}})
 }
 
 // Leave implements controllerpb.ControllerServer.
 func (s *Server) Leave(ctx context.Context, req *controllerpb.LeaveRequest) (*controllerpb.ChangeReply, error) {
-	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Leave{Leave: req}})
+	return s.change(ctx, &controllerlogpb.Command{Op: &controllerlogpb.Command_Leave{Leave: req}})
 }
 
 // OpenSession implements controllerpb.ControllerServer.
 func (s *Server) OpenSession(ctx context.Context, req *controllerpb.OpenSessionRequest) (*controllerpb.ChangeReply, error) {
-	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_OpenSession{OpenSession: req}})
+	return s.change(ctx, &controllerlogpb.Command{Op: &controllerlogpb.Command_OpenSession{OpenSession: req}})
 }
 
 // Move implements controllerpb.ControllerServer.
 func (s *Server) Move(ctx context.Context, req *controllerpb.MoveRequest) (*controllerpb.ChangeReply, error) {
-	return s.change(ctx, &controllerpb.Command{Op: &controllerpb.Command_Move{Move: req}})
+	return s.change(ctx, &controllerlogpb.Command{Op: &controllerlogpb.Command_Move{Move: req}})
 }
 
-func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*controllerpb.ChangeReply, error) {
+func (s *Server) change(ctx context.Context, cmd *controllerlogpb.Command) (*controllerpb.ChangeReply, error) {
 	if err := s.engine.Health(); err != nil {
 		return nil, controllerpb.Errors.ToStatus(err) // nothing proposed
 	}
@@ -189,7 +200,7 @@ func (s *Server) change(ctx context.Context, cmd *controllerpb.Command) (*contro
 	if cfg.Num > before.Num {
 		s.log.Info("configuration changed", "num", cfg.Num, "groups", len(cfg.Groups))
 	}
-	return &controllerpb.ChangeReply{Config: cfg.ToProto()}, nil
+	return &controllerpb.ChangeReply{Header: s.header(cfg.Num), Config: cfg.ToProto()}, nil
 }
 
 // Query implements controllerpb.ControllerServer.
@@ -204,7 +215,7 @@ func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*co
 	if !ok {
 		return nil, controllerpb.Errors.ToStatus(controller.ErrNotInitialized)
 	}
-	return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+	return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 }
 
 // Watch implements controllerpb.ControllerServer: a long poll answered
@@ -229,7 +240,7 @@ func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*co
 		cfg, n, ok := s.store.Query(-1)
 		if ok && cfg.Num > req.GetAfter() {
 			// Committed, so true, even if this replica is behind.
-			return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+			return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 		}
 		select {
 		case <-changed:
@@ -244,7 +255,7 @@ func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*co
 			if !ok {
 				return nil, controllerpb.Errors.ToStatus(controller.ErrNotInitialized)
 			}
-			return &controllerpb.QueryReply{Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+			return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 		case <-ctx.Done():
 			return nil, controllerpb.Errors.ToStatus(ctx.Err())
 		case <-s.node.Done():

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 )
@@ -92,7 +93,7 @@ func (s *Server) nextConfig(cur uint64) {
 		return
 	}
 	start := time.Now()
-	err = s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_Install{Install: &kvpb.InstallConfig{Config: next.ToProto()}}})
+	err = s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Install{Install: &grouppb.InstallConfig{Config: next.ToProto()}}})
 	if err != nil {
 		s.log.Debug("propose configuration", "num", next.Num, "err", err)
 		return
@@ -158,7 +159,7 @@ const pullWindow = 4
 // done is true when nothing more is to be done: the shard is in, or the
 // group moved on, or this node cannot propose.
 func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr string) (done bool, bytes int, err error) {
-	cl, err := s.client(addr)
+	cl, err := s.handoffClient(addr)
 	if err != nil {
 		return false, 0, err
 	}
@@ -166,7 +167,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 	defer cancel()
 	silent := time.AfterFunc(chunkTimeout, cancel) // armed while waiting for a chunk
 	defer silent.Stop()
-	stream, err := cl.PullShard(ctx, &kvpb.PullShardRequest{ConfigNum: num, Shard: uint32(shard)})
+	stream, err := cl.PullShard(ctx, &grouppb.PullShardRequest{ConfigNum: num, Shard: uint32(shard)})
 	if err != nil {
 		return false, 0, err
 	}
@@ -203,7 +204,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
 		}
-		p, err := s.submit(ctx, &kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{
+		p, err := s.submit(ctx, &grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
 			ConfigNum: num, Shard: uint32(shard), Chunk: chunk, Kvs: c.GetKvs(), Sessions: c.GetSessions(), Last: c.GetLast()}}})
 		if err != nil {
 			return !s.node.Status().IsLeader, bytes, err
@@ -233,7 +234,7 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, addrs
 		err := s.deleteAt(ctx, addr, num, shard)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err = s.propose(pctx, &kvpb.Command{Op: &kvpb.Command_ConfirmDelete{ConfirmDelete: &kvpb.ConfirmDelete{ConfigNum: num, Shard: uint32(shard)}}})
+			err = s.propose(pctx, &grouppb.Command{Op: &grouppb.Command_ConfirmDelete{ConfirmDelete: &grouppb.ConfirmDelete{ConfigNum: num, Shard: uint32(shard)}}})
 			cancel()
 			if err == nil {
 				s.log.Debug("old owner deleted shard", "shard", shard, "config", num)
@@ -255,12 +256,12 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, addrs
 }
 
 func (s *Server) deleteAt(ctx context.Context, addr string, num uint64, shard int) error {
-	cl, err := s.client(addr)
+	cl, err := s.handoffClient(addr)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err = cl.DeleteShard(ctx, &kvpb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard)})
+	_, err = cl.DeleteShard(ctx, &grouppb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard)})
 	return kvpb.Errors.FromStatus(err)
 }

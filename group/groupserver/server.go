@@ -29,9 +29,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
@@ -42,9 +44,11 @@ import (
 // Config describes one group replica.
 type Config struct {
 	GID, ID uint64
-	Peers   []uint64 // Raft ids of every replica of the group
-	Engine  *storage.Engine
-	Network transport.Network
+	// ClusterID is stated in every reply's header.
+	ClusterID uint64
+	Peers     []uint64 // Raft ids of every replica of the group
+	Engine    *storage.Engine
+	Network   transport.Network
 	// Controller is the client the drivers read configurations with.
 	Controller *ctlclient.Client
 	Limits     group.Limits
@@ -136,7 +140,19 @@ func Start(cfg Config) (*Server, error) {
 }
 
 // Register adds the KV service to g.
-func (s *Server) Register(g *grpc.Server) { kvpb.RegisterKVServer(g, s) }
+// Register adds the client service (kvpb.KV) and the handoff service
+// other groups use (grouppb.Handoff) to g.
+func (s *Server) Register(g *grpc.Server) {
+	kvpb.RegisterKVServer(g, s)
+	grouppb.RegisterHandoffServer(g, handoff{s: s})
+}
+
+// header is the header of a reply: the replica and its state now.
+func (s *Server) header() *headerpb.ResponseHeader {
+	st := s.node.Status()
+	return &headerpb.ResponseHeader{ClusterId: s.cfg.ClusterID, Group: s.cfg.GID, Replica: s.cfg.ID,
+		Term: st.Term, AppliedIndex: st.Applied, ConfigNum: s.sm.ConfigNum()}
+}
 
 // Node is the replica's raft node.
 func (s *Server) Node() *raftnode.Node { return s.node }
@@ -169,7 +185,7 @@ func (s *Server) Stop() {
 
 // propose stamps cmd with replicated time, replicates it and returns the
 // state machine's outcome.
-func (s *Server) propose(ctx context.Context, cmd *kvpb.Command) error {
+func (s *Server) propose(ctx context.Context, cmd *grouppb.Command) error {
 	p, err := s.submit(ctx, cmd)
 	if err != nil {
 		return err
@@ -179,7 +195,7 @@ func (s *Server) propose(ctx context.Context, cmd *kvpb.Command) error {
 
 // submit stamps cmd with replicated time and appends it to the log without
 // waiting for it to apply.
-func (s *Server) submit(ctx context.Context, cmd *kvpb.Command) (*raftnode.Pending, error) {
+func (s *Server) submit(ctx context.Context, cmd *grouppb.Command) (*raftnode.Pending, error) {
 	cmd.Stamp = s.clock.Stamp(s.sm.Now())
 	data, err := proto.Marshal(cmd)
 	if err != nil {
@@ -238,7 +254,7 @@ func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 	if err != nil {
 		return nil, err
 	}
-	return &kvpb.GetReply{Value: v, Found: found}, nil
+	return &kvpb.GetReply{Header: s.header(), Value: v, Found: found}, nil
 }
 
 // Write implements kvpb.KVServer.
@@ -249,7 +265,7 @@ func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.Write
 	if err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
-	return &kvpb.WriteReply{}, nil
+	return &kvpb.WriteReply{Header: s.header()}, nil
 }
 
 func opName(op kvpb.WriteOp) string {
@@ -275,12 +291,19 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
 	if err := s.cfg.Engine.Health(); err != nil {
 		return err
 	}
-	return s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_Write{Write: req}})
+	return s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Write{Write: req}})
 }
 
-// PullShard implements kvpb.KVServer. Any replica may answer: an offered
-// shard no longer changes.
-func (s *Server) PullShard(req *kvpb.PullShardRequest, stream grpc.ServerStreamingServer[kvpb.ShardChunk]) error {
+// handoff serves the shard handoff service to other groups.
+type handoff struct {
+	grouppb.UnimplementedHandoffServer
+	s *Server
+}
+
+// PullShard implements grouppb.HandoffServer. Any replica may answer: an
+// offered shard no longer changes.
+func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
+	s := h.s
 	x, err := s.sm.ExportShard(req.GetConfigNum(), int(req.GetShard()))
 	if err != nil {
 		return kvpb.Errors.ToStatus(err)
@@ -289,22 +312,23 @@ func (s *Server) PullShard(req *kvpb.PullShardRequest, stream grpc.ServerStreami
 	return kvpb.Errors.ToStatus(x.Chunks(s.cfg.ChunkBytes, stream.Send))
 }
 
-// DeleteShard implements kvpb.KVServer.
-func (s *Server) DeleteShard(ctx context.Context, req *kvpb.DeleteShardRequest) (*kvpb.DeleteShardReply, error) {
+// DeleteShard implements grouppb.HandoffServer.
+func (h handoff) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
+	s := h.s
 	if err := s.leaderOnly(); err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
-	if err := s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_DeleteShard{DeleteShard: req}}); err != nil {
+	if err := s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_DeleteShard{DeleteShard: req}}); err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
-	return &kvpb.DeleteShardReply{}, nil
+	return &grouppb.DeleteShardReply{}, nil
 }
 
 // Status implements kvpb.KVServer.
 func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.StatusReply, error) {
 	st := s.node.Status()
 	v := s.sm.View()
-	reply := &kvpb.StatusReply{Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
+	reply := &kvpb.StatusReply{Header: s.header(), Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
 		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num}
 	var digests []uint64
 	if req.GetDigests() {
@@ -318,7 +342,7 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 		if sh.State == group.Absent {
 			continue
 		}
-		st := &kvpb.ShardStatus{Shard: uint32(i), State: sh.State.String(), PeerGroup: sh.Peer}
+		st := &kvpb.ShardStatus{Shard: uint32(i), State: shardStates[sh.State], PeerGroup: sh.Peer}
 		if i < len(digests) {
 			st.Digest = digests[i]
 		}
@@ -327,10 +351,19 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 	return reply, nil
 }
 
-func (s *Server) client(addr string) (kvpb.KVClient, error) {
+// shardStates names the group's shard states on the wire.
+var shardStates = map[group.ShardState]kvpb.ShardState{
+	group.Serving:    kvpb.ShardState_SHARD_STATE_SERVING,
+	group.Pulling:    kvpb.ShardState_SHARD_STATE_PULLING,
+	group.Offering:   kvpb.ShardState_SHARD_STATE_OFFERING,
+	group.Confirming: kvpb.ShardState_SHARD_STATE_CONFIRMING,
+}
+
+// handoffClient returns the handoff service of the replica at addr.
+func (s *Server) handoffClient(addr string) (grouppb.HandoffClient, error) {
 	c, err := s.cfg.Pool.Get(addr)
 	if err != nil {
 		return nil, err
 	}
-	return kvpb.NewKVClient(c), nil
+	return grouppb.NewHandoffClient(c), nil
 }
