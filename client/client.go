@@ -34,8 +34,6 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -52,6 +50,7 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/session"
 )
 
 // Errors returned by the client. Limits errors come from the servers'
@@ -129,7 +128,7 @@ type Client struct {
 	pool      *rpc.Pool      // one connection per replica of the current configuration
 
 	sessMu   sync.Mutex
-	sessions map[int][]*session // idle sessions by shard
+	sessions map[int][]*pooledSession // idle sessions by shard
 
 	latency latency
 }
@@ -162,7 +161,7 @@ func (l *latency) hedge(full time.Duration) time.Duration {
 	return min(full, max(minHedge, 10*l.ewma))
 }
 
-type session struct {
+type pooledSession struct {
 	id, seq uint64
 	open    bool // opened in its shard (WRITE_OP_OPEN_SESSION applied)
 }
@@ -268,7 +267,7 @@ func (c *Client) sawLeader(gid uint64, i int) {
 }
 
 // takeSession returns an idle session of shard, or a new one.
-func (c *Client) takeSession(shard int) *session {
+func (c *Client) takeSession(shard int) *pooledSession {
 	c.sessMu.Lock()
 	defer c.sessMu.Unlock()
 	if n := len(c.sessions[shard]); n > 0 {
@@ -276,15 +275,13 @@ func (c *Client) takeSession(shard int) *session {
 		c.sessions[shard] = c.sessions[shard][:n-1]
 		return s
 	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	return &session{id: binary.BigEndian.Uint64(id[:]) | 1}
+	return &pooledSession{id: session.NewID()}
 }
 
-func (c *Client) returnSession(shard int, s *session) {
+func (c *Client) returnSession(shard int, s *pooledSession) {
 	c.sessMu.Lock()
 	if c.sessions == nil {
-		c.sessions = map[int][]*session{}
+		c.sessions = map[int][]*pooledSession{}
 	}
 	c.sessions[shard] = append(c.sessions[shard], s)
 	c.sessMu.Unlock()

@@ -78,7 +78,7 @@ type Options struct {
 var ErrGroupsMissing = errors.New("cluster: configuration has groups that are not started")
 
 // Replica identifies a replica: group 0 is the controller.
-type Replica struct{ Group, ID uint64 }
+type Replica = storage.Replica
 
 type member struct {
 	addr   string
@@ -205,11 +205,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 func (c *Cluster) Replicas() []Replica {
 	var out []Replica
 	for id := 1; id <= c.opts.Controller; id++ {
-		out = append(out, Replica{ctlserver.Group, uint64(id)})
+		out = append(out, Replica{Group: ctlserver.Group, ID: uint64(id)})
 	}
 	for g := 1; g <= c.opts.Groups; g++ {
 		for id := 1; id <= c.opts.Replicas; id++ {
-			out = append(out, Replica{uint64(g), uint64(id)})
+			out = append(out, Replica{Group: uint64(g), ID: uint64(id)})
 		}
 	}
 	return out
@@ -225,7 +225,7 @@ type addressed struct {
 func (a addressed) Addr(group, id uint64) (string, bool) { return a.addr(group, id) }
 
 func (c *Cluster) addrOf(group, id uint64) (string, bool) {
-	a, ok := c.addrs[Replica{group, id}]
+	a, ok := c.addrs[Replica{Group: group, ID: id}]
 	return a, ok
 }
 
@@ -240,7 +240,7 @@ func (c *Cluster) GroupAddrs(gid uint64) []string {
 	}
 	var out []string
 	for id := 1; id <= n; id++ {
-		out = append(out, c.addrs[Replica{gid, uint64(id)}])
+		out = append(out, c.addrs[Replica{Group: gid, ID: uint64(id)}])
 	}
 	return out
 }
@@ -254,7 +254,7 @@ func (c *Cluster) ControllerClient() (*ctlclient.Client, error) {
 func (c *Cluster) membership(gid uint64) map[uint64]string {
 	out := map[uint64]string{}
 	for _, id := range c.peers(gid) {
-		out[id] = c.addrs[Replica{gid, id}]
+		out[id] = c.addrs[Replica{Group: gid, ID: id}]
 	}
 	return out
 }
@@ -415,7 +415,7 @@ func (c *Cluster) StopReplica(r Replica) {
 // StopGroup stops every replica of a group.
 func (c *Cluster) StopGroup(gid uint64) {
 	for _, id := range c.peers(gid) {
-		c.StopReplica(Replica{gid, id})
+		c.StopReplica(Replica{Group: gid, ID: id})
 	}
 }
 
@@ -423,10 +423,10 @@ func (c *Cluster) StopGroup(gid uint64) {
 func (c *Cluster) StartGroup(gid uint64) error {
 	for _, id := range c.peers(gid) {
 		c.mu.Lock()
-		_, running := c.members[Replica{gid, id}]
+		_, running := c.members[Replica{Group: gid, ID: id}]
 		c.mu.Unlock()
 		if !running {
-			if err := c.StartReplica(Replica{gid, id}); err != nil {
+			if err := c.StartReplica(Replica{Group: gid, ID: id}); err != nil {
 				return err
 			}
 		}
@@ -448,7 +448,7 @@ func (c *Cluster) Group(r Replica) *groupserver.Server {
 func (c *Cluster) Controller(id uint64) *ctlserver.Server {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m := c.members[Replica{ctlserver.Group, id}]; m != nil {
+	if m := c.members[Replica{Group: ctlserver.Group, ID: id}]; m != nil {
 		return m.ctl
 	}
 	return nil

@@ -31,17 +31,11 @@ import (
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/faultproxy"
 	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/storage"
 )
 
 // Replica names a process: group 0 is the controller.
-type Replica struct{ Group, ID uint64 }
-
-func (r Replica) String() string {
-	if r.Group == 0 {
-		return fmt.Sprintf("controller/%d", r.ID)
-	}
-	return fmt.Sprintf("group%d/%d", r.Group, r.ID)
-}
+type Replica = storage.Replica
 
 // Options describe a cluster of processes.
 type Options struct {
@@ -108,7 +102,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	var all []Replica
 	for g := 0; g <= opts.Groups; g++ {
 		for id := 1; id <= 3; id++ {
-			all = append(all, Replica{uint64(g), uint64(id)})
+			all = append(all, Replica{Group: uint64(g), ID: uint64(id)})
 		}
 	}
 	seed := opts.Seed
@@ -146,7 +140,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		for id := uint64(1); id <= 3; id++ {
 			addr := p.listen
 			if id != r.ID {
-				addr = c.links[[2]Replica{r, {r.Group, id}}].Addr()
+				addr = c.links[[2]Replica{r, {Group: r.Group, ID: id}}].Addr()
 			}
 			peers = append(peers, fmt.Sprintf("%d=%s", id, addr))
 		}
@@ -224,7 +218,7 @@ func (c *Cluster) launch(p *proc) error {
 func (c *Cluster) Addrs(g uint64) []string {
 	var out []string
 	for id := uint64(1); id <= 3; id++ {
-		out = append(out, c.procs[Replica{g, id}].inbound.Addr())
+		out = append(out, c.procs[Replica{Group: g, ID: id}].inbound.Addr())
 	}
 	return out
 }
@@ -234,7 +228,7 @@ func (c *Cluster) Replicas() []Replica {
 	var out []Replica
 	for g := 0; g <= c.opts.Groups; g++ {
 		for id := 1; id <= 3; id++ {
-			out = append(out, Replica{uint64(g), uint64(id)})
+			out = append(out, Replica{Group: uint64(g), ID: uint64(id)})
 		}
 	}
 	return out
@@ -368,7 +362,7 @@ func (c *Cluster) status(ctx context.Context, r Replica) (*kvpb.StatusReply, err
 // the replicas themselves report it.
 func (c *Cluster) Leader(ctx context.Context, g uint64) (Replica, bool) {
 	for id := uint64(1); id <= 3; id++ {
-		r := Replica{g, id}
+		r := Replica{Group: g, ID: id}
 		if g == 0 {
 			conn, err := c.pool.Get(c.procs[r].listen)
 			if err != nil {
@@ -417,7 +411,7 @@ func (c *Cluster) CheckReplicasAgree(ctx context.Context) error {
 		for {
 			var replies []*kvpb.StatusReply
 			for id := uint64(1); id <= 3; id++ {
-				st, err := c.status(ctx, Replica{g, id})
+				st, err := c.status(ctx, Replica{Group: g, ID: id})
 				if err != nil {
 					last = fmt.Sprintf("group %d replica %d: %v", g, id, err)
 					break

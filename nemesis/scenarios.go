@@ -63,7 +63,7 @@ func (e *Env) randomReplica(includeController bool) Replica {
 		lo = 0
 	}
 	g := lo + e.Rng.IntN(e.C.Groups()+1-lo)
-	return Replica{uint64(g), uint64(1 + e.Rng.IntN(3))}
+	return Replica{Group: uint64(g), ID: uint64(1 + e.Rng.IntN(3))}
 }
 
 func (e *Env) randomGroup() uint64 { return uint64(1 + e.Rng.IntN(e.C.Groups())) }
@@ -72,7 +72,7 @@ func (e *Env) leaderOf(ctx context.Context, g uint64) Replica {
 	if r, ok := e.C.Leader(ctx, g); ok {
 		return r
 	}
-	return Replica{g, uint64(1 + e.Rng.IntN(3))}
+	return Replica{Group: g, ID: uint64(1 + e.Rng.IntN(3))}
 }
 
 func (e *Env) killAndRestart(ctx context.Context, r Replica, down time.Duration) {
@@ -95,7 +95,7 @@ var Scenarios = []Scenario{
 				others := func(r Replica) (out []Replica) {
 					for id := uint64(1); id <= 3; id++ {
 						if id != r.ID {
-							out = append(out, Replica{r.Group, id})
+							out = append(out, Replica{Group: r.Group, ID: id})
 						}
 					}
 					return out
@@ -177,11 +177,11 @@ var Scenarios = []Scenario{
 				e.Logf("isolate leader %s", lead)
 				e.C.Isolate(lead)
 			case 1: // majority/minority: the leader alone with nobody is case 0; here a follower is cut
-				f := Replica{g, lead.ID%3 + 1}
+				f := Replica{Group: g, ID: lead.ID%3 + 1}
 				e.Logf("isolate follower %s (minority of one)", f)
 				e.C.Isolate(f)
 			case 2: // a ring of overlapping majorities: the two followers cannot talk
-				a, b := Replica{g, lead.ID%3 + 1}, Replica{g, (lead.ID+1)%3 + 1}
+				a, b := Replica{Group: g, ID: lead.ID%3 + 1}, Replica{Group: g, ID: (lead.ID+1)%3 + 1}
 				e.Logf("ring in group %d: %s and %s cut from each other", g, a, b)
 				e.C.Link(a, b).Set(faultproxy.Faults{Blackhole: true})
 				e.C.Link(b, a).Set(faultproxy.Faults{Blackhole: true})
@@ -189,7 +189,7 @@ var Scenarios = []Scenario{
 				e.Logf("one-way: %s cannot send to its group", lead)
 				for id := uint64(1); id <= 3; id++ {
 					if id != lead.ID {
-						e.C.Link(lead, Replica{g, id}).Set(faultproxy.Faults{Blackhole: true})
+						e.C.Link(lead, Replica{Group: g, ID: id}).Set(faultproxy.Faults{Blackhole: true})
 					}
 				}
 			}
@@ -264,12 +264,12 @@ var Scenarios = []Scenario{
 			g := e.randomGroup()
 			e.Logf("kill -9 every replica of group %d", g)
 			for id := uint64(1); id <= 3; id++ {
-				e.C.Kill(Replica{g, id})
+				e.C.Kill(Replica{Group: g, ID: id})
 			}
 			_ = rpc.Sleep(ctx, 2*time.Second)
 			e.Logf("restart group %d", g)
 			for id := uint64(1); id <= 3; id++ {
-				if err := e.C.Restart(Replica{g, id}); err != nil {
+				if err := e.C.Restart(Replica{Group: g, ID: id}); err != nil {
 					e.Logf("restart: %v", err)
 				}
 			}
@@ -285,7 +285,7 @@ var Scenarios = []Scenario{
 			} else {
 				g := e.randomGroup()
 				lead := e.leaderOf(ctx, g)
-				f := Replica{g, lead.ID%3 + 1}
+				f := Replica{Group: g, ID: lead.ID%3 + 1}
 				e.Logf("cut follower %s off long enough to need a snapshot", f)
 				e.C.Isolate(f)
 			}

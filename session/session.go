@@ -1,6 +1,6 @@
 // Package session holds what the controller's and the replica groups'
 // duplicate tables have in common: the stable numbering of the outcomes
-// they remember.
+// they remember, and the ids clients open sessions with (NewID).
 //
 // A duplicate table records, per client, the last sequence number applied
 // and its outcome, so that a retry is answered with the same outcome rather

@@ -1,12 +1,24 @@
 package storage
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // Replica identifies one member of one Raft group: the group id (the
-// controller's own group included) and the member's Raft id within it.
+// controller's own group, 0, included) and the member's Raft id within it.
 type Replica struct {
 	Group uint64
 	ID    uint64
+}
+
+// String names the replica as logs and tools do: "controller/2",
+// "group3/1".
+func (r Replica) String() string {
+	if r.Group == 0 {
+		return fmt.Sprintf("controller/%d", r.ID)
+	}
+	return fmt.Sprintf("group%d/%d", r.Group, r.ID)
 }
 
 const (

@@ -6,8 +6,6 @@ package ctlclient
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,6 +20,7 @@ import (
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/session"
 )
 
 // attemptTimeout bounds one RPC to one replica, so a dead replica costs a
@@ -58,7 +57,7 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, ErrNoAddresses
 	}
-	c := &Client{addrs: addrs, pool: rpc.NewPool(dial...), id: newSessionID()}
+	c := &Client{addrs: addrs, pool: rpc.NewPool(dial...), id: session.NewID()}
 	for _, a := range addrs {
 		conn, err := c.pool.Get(a)
 		if err != nil {
@@ -68,12 +67,6 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 		c.clients = append(c.clients, controllerpb.NewControllerClient(conn))
 	}
 	return c, nil
-}
-
-func newSessionID() uint64 {
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	return binary.BigEndian.Uint64(id[:]) | 1
 }
 
 // Close releases the connections.
@@ -160,7 +153,7 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			return config.FromProto(reply.GetConfig()), nil
 		case errors.Is(err, controllerpb.ErrSessionExpired):
 			// The controller forgot this session: continue in a new one.
-			c.id, c.seq, c.opened = newSessionID(), 0, false
+			c.id, c.seq, c.opened = session.NewID(), 0, false
 			if !maybe && ctx.Err() == nil {
 				continue // certainly not applied: safe to retry
 			}
