@@ -137,67 +137,11 @@ func Run(ctx context.Context, b Backend, cfg Config) (Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return Result{}, err
 	}
-	var (
-		measuring atomic.Bool
-		done      atomic.Int64
-		stop      atomic.Bool
-		errMu     sync.Mutex
-		errs      = map[string]int{}
-		wg        sync.WaitGroup
-		perWorker = make([][]sample, cfg.Concurrency)
-	)
-	value := make([]byte, cfg.ValueSize)
+	r := &run{cfg: cfg, b: b, value: make([]byte, cfg.ValueSize), errs: map[string]int{},
+		perWorker: make([][]sample, cfg.Concurrency)}
+	var wg sync.WaitGroup
 	for w := 0; w < cfg.Concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
-			var zipf *rand.Zipf
-			if cfg.Zipfian {
-				zipf = rand.NewZipf(rng, 1.01, 1, uint64(cfg.Keys-1))
-			}
-			for !stop.Load() && ctx.Err() == nil {
-				k := 0
-				if zipf != nil {
-					k = int(zipf.Uint64())
-				} else {
-					k = rng.IntN(cfg.Keys)
-				}
-				op, p := "put", rng.Float64()
-				switch {
-				case p < cfg.Workload.Read:
-					op = "get"
-				case p < cfg.Workload.Read+cfg.Workload.Append:
-					op = "append"
-				}
-				octx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-				start := time.Now()
-				var err error
-				switch op {
-				case "get":
-					err = b.Get(octx, Key(k))
-				case "append":
-					err = b.Append(octx, Key(k), value[:min(16, len(value))])
-				default:
-					err = b.Put(octx, Key(k), value)
-				}
-				lat := time.Since(start)
-				cancel()
-				if !measuring.Load() {
-					continue
-				}
-				if err != nil {
-					errMu.Lock()
-					errs[op+": "+errorKind(err)]++
-					errMu.Unlock()
-					continue
-				}
-				perWorker[w] = append(perWorker[w], sample{op, lat})
-				if n := done.Add(1); cfg.Ops > 0 && int(n) >= cfg.Ops {
-					stop.Store(true)
-				}
-			}
-		}()
+		wg.Go(func() { r.worker(ctx, w) })
 	}
 	if cfg.Warmup > 0 {
 		select {
@@ -205,38 +149,110 @@ func Run(ctx context.Context, b Backend, cfg Config) (Result, error) {
 		case <-ctx.Done():
 		}
 	}
-	measuring.Store(true)
+	r.measuring.Store(true)
 	start := time.Now()
 	progressDone := make(chan struct{})
-	go progress(cfg, start, &done, &stop, progressDone)
+	go progress(cfg, start, &r.done, &r.stop, progressDone)
 	if cfg.Duration > 0 {
 		go func() {
 			select {
 			case <-time.After(cfg.Duration):
 			case <-progressDone:
 			}
-			stop.Store(true)
+			r.stop.Store(true)
 		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	close(progressDone)
+	return r.result(elapsed), ctx.Err()
+}
 
+// run is one benchmark run: closed-loop workers and what they measured.
+type run struct {
+	cfg   Config
+	b     Backend
+	value []byte
+
+	measuring, stop atomic.Bool
+	done            atomic.Int64 // operations measured
+
+	errMu sync.Mutex
+	errs  map[string]int // "op: kind" -> count
+
+	perWorker [][]sample // each worker appends to its own
+}
+
+// worker issues operations one after another until the run stops.
+func (r *run) worker(ctx context.Context, w int) {
+	rng := rand.New(rand.NewPCG(r.cfg.Seed, uint64(w)))
+	var zipf *rand.Zipf
+	if r.cfg.Zipfian {
+		zipf = rand.NewZipf(rng, 1.01, 1, uint64(r.cfg.Keys-1))
+	}
+	for !r.stop.Load() && ctx.Err() == nil {
+		k := 0
+		if zipf != nil {
+			k = int(zipf.Uint64())
+		} else {
+			k = rng.IntN(r.cfg.Keys)
+		}
+		op, p := "put", rng.Float64()
+		switch {
+		case p < r.cfg.Workload.Read:
+			op = "get"
+		case p < r.cfg.Workload.Read+r.cfg.Workload.Append:
+			op = "append"
+		}
+		start := time.Now()
+		err := r.do(ctx, op, Key(k))
+		lat := time.Since(start)
+		if !r.measuring.Load() {
+			continue
+		}
+		if err != nil {
+			r.errMu.Lock()
+			r.errs[op+": "+errorKind(err)]++
+			r.errMu.Unlock()
+			continue
+		}
+		r.perWorker[w] = append(r.perWorker[w], sample{op, lat})
+		if n := r.done.Add(1); r.cfg.Ops > 0 && int(n) >= r.cfg.Ops {
+			r.stop.Store(true)
+		}
+	}
+}
+
+// do runs one operation within the run's per-operation timeout.
+func (r *run) do(ctx context.Context, op string, key []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	switch op {
+	case "get":
+		return r.b.Get(ctx, key)
+	case "append":
+		return r.b.Append(ctx, key, r.value[:min(16, len(r.value))])
+	}
+	return r.b.Put(ctx, key, r.value)
+}
+
+// result summarizes the measured operations.
+func (r *run) result(elapsed time.Duration) Result {
 	byOp := map[string][]time.Duration{}
 	total := 0
-	for _, ss := range perWorker {
+	for _, ss := range r.perWorker {
 		for _, s := range ss {
 			byOp[s.op] = append(byOp[s.op], s.lat)
 			total++
 		}
 	}
-	res := Result{Backend: b.Name(), Workload: cfg.Workload.Name, Concurrency: cfg.Concurrency, Ops: total,
-		Seconds: elapsed.Seconds(), Throughput: float64(total) / elapsed.Seconds(), Latency: map[string]Percentiles{}, Errors: errs}
+	res := Result{Backend: r.b.Name(), Workload: r.cfg.Workload.Name, Concurrency: r.cfg.Concurrency, Ops: total,
+		Seconds: elapsed.Seconds(), Throughput: float64(total) / elapsed.Seconds(), Latency: map[string]Percentiles{}, Errors: r.errs}
 	for op, lats := range byOp {
 		slices.Sort(lats)
 		res.Latency[op] = Percentiles{Count: len(lats), P50: pct(lats, 0.50), P90: pct(lats, 0.90), P99: pct(lats, 0.99), P999: pct(lats, 0.999)}
 	}
-	return res, ctx.Err()
+	return res
 }
 
 func pct(sorted []time.Duration, q float64) float64 {

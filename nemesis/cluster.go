@@ -83,39 +83,76 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		opts.SnapshotEntries = 200
 	}
 	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool()}
-	if opts.Netfilter {
-		// Processes of other users must reach the binary and their data.
-		bin := filepath.Join(opts.Dir, "shardkv")
-		if err := copyExecutable(opts.Binary, bin); err != nil {
-			return nil, err
-		}
-		c.opts.Binary = bin
-		for _, d := range []string{opts.Dir, filepath.Join(opts.Dir, "data")} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return nil, err
-			}
-			if err := os.Chmod(d, 0o755); err != nil {
-				return nil, err
-			}
+	if err := c.start(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// start prepares the directories and proxies, launches every process and
+// joins the groups.
+func (c *Cluster) start(ctx context.Context) error {
+	if c.opts.Netfilter {
+		if err := c.shareDir(); err != nil {
+			return err
 		}
 	}
 	var all []Replica
-	for g := 0; g <= opts.Groups; g++ {
+	for g := 0; g <= c.opts.Groups; g++ {
 		for id := 1; id <= 3; id++ {
 			all = append(all, Replica{Group: uint64(g), ID: uint64(id)})
 		}
 	}
-	seed := opts.Seed
+	seed, err := c.startProxies(all)
+	if err != nil {
+		return err
+	}
+	clusterID := seed<<1 | 1 // any id, the same for every controller replica
+	for _, r := range all {
+		if err := c.prepare(r, clusterID); err != nil {
+			return err
+		}
+		if err := c.launch(c.procs[r]); err != nil {
+			return err
+		}
+	}
+	return c.joinGroups(ctx)
+}
+
+// shareDir lets the processes, which run as other users, reach the binary
+// and their data.
+func (c *Cluster) shareDir() error {
+	bin := filepath.Join(c.opts.Dir, "shardkv")
+	if err := copyExecutable(c.opts.Binary, bin); err != nil {
+		return err
+	}
+	c.opts.Binary = bin
+	for _, d := range []string{c.opts.Dir, filepath.Join(c.opts.Dir, "data")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startProxies puts a fault proxy in front of every process (for clients)
+// and on every raft link between two replicas of a group. It returns the
+// last seed it gave a proxy.
+func (c *Cluster) startProxies(all []Replica) (seed uint64, err error) {
+	seed = c.opts.Seed
 	for _, r := range all {
 		addr, err := cluster.FreeAddr()
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		seed++
 		in, err := faultproxy.Listen("127.0.0.1:0", addr, seed)
 		if err != nil {
-			c.Close()
-			return nil, err
+			return 0, err
 		}
 		c.procs[r] = &proc{r: r, listen: addr, inbound: in}
 	}
@@ -125,68 +162,65 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 				seed++
 				p, err := faultproxy.Listen("127.0.0.1:0", c.procs[b].listen, seed)
 				if err != nil {
-					c.Close()
-					return nil, err
+					return 0, err
 				}
 				c.links[[2]Replica{a, b}] = p
 			}
 		}
 	}
-	ctls := strings.Join(c.Addrs(0), ",")
-	clusterID := seed<<1 | 1 // any id, the same for every controller replica
-	for _, r := range all {
-		p := c.procs[r]
-		var peers []string
-		for id := uint64(1); id <= 3; id++ {
-			addr := p.listen
-			if id != r.ID {
-				addr = c.links[[2]Replica{r, {Group: r.Group, ID: id}}].Addr()
-			}
-			peers = append(peers, fmt.Sprintf("%d=%s", id, addr))
+	return seed, nil
+}
+
+// prepare sets r's command line and data directory.
+func (c *Cluster) prepare(r Replica, clusterID uint64) error {
+	p := c.procs[r]
+	var peers []string
+	for id := uint64(1); id <= 3; id++ {
+		addr := p.listen
+		if id != r.ID {
+			addr = c.links[[2]Replica{r, {Group: r.Group, ID: id}}].Addr()
 		}
-		data := filepath.Join(opts.Dir, "data", strings.ReplaceAll(r.String(), "/", "-"))
-		if opts.Netfilter {
-			if err := os.MkdirAll(data, 0o755); err != nil {
-				c.Close()
-				return nil, err
-			}
-			if err := os.Chown(data, int(uidOf(r)), int(uidOf(r))); err != nil {
-				c.Close()
-				return nil, err
-			}
+		peers = append(peers, fmt.Sprintf("%d=%s", id, addr))
+	}
+	data := filepath.Join(c.opts.Dir, "data", strings.ReplaceAll(r.String(), "/", "-"))
+	if c.opts.Netfilter {
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return err
 		}
-		common := []string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
-			"--data", data, "--snapshot-entries", fmt.Sprint(opts.SnapshotEntries), "--log-level", logLevel()}
-		if r.Group == 0 {
-			// Each replica sees its peers at its own proxies' addresses, so
-			// the id cannot be derived from --peers: state it.
-			p.args = append([]string{"controller", "--shards", fmt.Sprint(opts.Shards),
-				"--cluster-id", fmt.Sprintf("%x", clusterID)}, common...)
-		} else {
-			p.args = append([]string{"server", "--group", fmt.Sprint(r.Group), "--controllers", ctls}, common...)
-		}
-		if err := c.launch(p); err != nil {
-			c.Close()
-			return nil, err
+		if err := os.Chown(data, int(uidOf(r)), int(uidOf(r))); err != nil {
+			return err
 		}
 	}
+	common := []string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
+		"--data", data, "--snapshot-entries", fmt.Sprint(c.opts.SnapshotEntries), "--log-level", logLevel()}
+	if r.Group == 0 {
+		// Each replica sees its peers at its own proxies' addresses, so
+		// the id cannot be derived from --peers: state it.
+		p.args = append([]string{"controller", "--shards", fmt.Sprint(c.opts.Shards),
+			"--cluster-id", fmt.Sprintf("%x", clusterID)}, common...)
+	} else {
+		p.args = append([]string{"server", "--group", fmt.Sprint(r.Group), "--controllers", strings.Join(c.Addrs(0), ",")}, common...)
+	}
+	return nil
+}
+
+// joinGroups joins every group in one configuration change.
+func (c *Cluster) joinGroups(ctx context.Context) error {
 	ctl, err := ctlclient.New(c.Addrs(0))
 	if err != nil {
-		c.Close()
-		return nil, err
+		return err
 	}
 	defer ctl.Close()
 	groups := map[uint64][]string{}
-	for g := 1; g <= opts.Groups; g++ {
+	for g := 1; g <= c.opts.Groups; g++ {
 		groups[uint64(g)] = c.Addrs(uint64(g))
 	}
 	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if _, err := ctl.Join(jctx, groups); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("join groups: %w", err)
+		return fmt.Errorf("join groups: %w", err)
 	}
-	return c, nil
+	return nil
 }
 
 func (c *Cluster) launch(p *proc) error {
