@@ -183,11 +183,11 @@ type notControllerError struct {
 func (e *notControllerError) Error() string {
 	switch {
 	case e.group != 0:
-		return fmt.Sprintf("%s is replica %d of group %d, not a controller: --controllers takes the controller replicas' addresses", e.addr, e.replica, e.group)
+		return fmt.Sprintf("%s is replica %d of group %d, not a controller; --controllers takes the controller replicas' addresses", e.addr, e.replica, e.group)
 	case e.addr != "":
-		return fmt.Sprintf("%s does not serve the controller API (is it a group server?): --controllers takes the controller replicas' addresses", e.addr)
+		return fmt.Sprintf("%s does not serve the controller API (is it a group server?); --controllers takes the controller replicas' addresses", e.addr)
 	}
-	return "a server in --controllers does not serve the controller API (is it a group server?): --controllers takes the controller replicas' addresses"
+	return "a server in --controllers does not serve the controller API (is it a group server?); --controllers takes the controller replicas' addresses"
 }
 
 func (e *notControllerError) Unwrap() error { return e.err }

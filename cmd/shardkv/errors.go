@@ -52,8 +52,8 @@ var phrases = []phrase{
 	{rpcerr.ErrLeaderChanged, "the leader changed with the request in flight (its outcome is unknown)"},
 	{rpcerr.ErrNotLeader, "the replica is not the leader"},
 	{rpcerr.ErrReadTimeout, "no leader could confirm the read (no quorum?)"},
-	{rpcerr.ErrNoSpace, "the group's disk is full (writes are refused until space is freed; reads work)"},
-	{rpcerr.ErrStalled, "the group's disk stalled"},
+	{rpcerr.ErrNoSpace, "no space left on the disk (writes are refused until space is freed; reads still work)"},
+	{rpcerr.ErrStalled, "a synced write stalled (the disk is stuck or failing)"},
 
 	{client.ErrUnknownOutcome, "the write may or may not have been applied (never twice: read the key to know)"},
 	{ctlclient.ErrUnknownOutcome, "the change may or may not have been applied (never twice: see shardkv admin config)"},

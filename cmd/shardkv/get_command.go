@@ -76,7 +76,7 @@ func get(ctx context.Context, c *client.Client, w io.Writer, out *printer, key [
 		}
 	}
 	if !found {
-		return notFound("key %q does not exist", key)
+		return notFound("key %q not found", key)
 	}
 	return nil
 }

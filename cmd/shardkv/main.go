@@ -88,7 +88,7 @@ func addBuiltinExamples(root *cobra.Command) {
 		case "help":
 			c.Example = "  shardkv help get\n  shardkv help admin join"
 		case "completion":
-			c.Example = "  source <(shardkv completion bash)\n  shardkv completion zsh > \"${fpath[1]}/_shardkv\""
+			c.Example = "  shardkv completion bash > /etc/bash_completion.d/shardkv\n  source <(shardkv completion zsh)"
 			for _, shell := range c.Commands() {
 				shell.Example = fmt.Sprintf("  shardkv completion %[1]s > shardkv.%[1]s", shell.Name())
 			}
