@@ -32,7 +32,7 @@ const (
 	codeNotFoundCfg = "  1  the configuration does not exist\n"
 	codeUsage       = "  2  usage error: a bad flag or argument, or --controllers naming something other than the controllers\n"
 	codeUnavailable = "  3  the controllers cannot be reached (within 2s) or the cluster did not answer within --timeout;\n" +
-		"     a write's outcome is then unknown: it was applied once or not at all\n"
+		"     the outcome of a write or admin change is then unknown: applied once or not at all\n"
 	codeFailed = "  4  the cluster refused the request (too large, no such group, ...), or another error\n"
 
 	rootExitCodes = codeOK +
