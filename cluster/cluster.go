@@ -22,7 +22,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/group"
@@ -45,8 +44,9 @@ type Options struct {
 	// the groups' replicas on the ports after them; otherwise every replica
 	// gets a free port.
 	BasePort int
-	// JoinAll joins every group when the cluster starts (idempotent on
-	// restart).
+	// JoinAll joins every group when a new cluster starts (its controller
+	// has no configuration yet). A restarted cluster keeps the
+	// configuration its operators made: groups that left stay out.
 	JoinAll bool
 	// RaftNetwork carries raft messages; default: gRPC between the
 	// replicas' servers.
@@ -168,37 +168,48 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	if opts.JoinAll {
-		groups := map[uint64][]string{}
-		for g := 1; g <= opts.Groups; g++ {
-			groups[uint64(g)] = c.GroupAddrs(uint64(g))
-		}
-		cl, err := c.ControllerClient()
-		if err != nil {
+		if err := c.joinAll(ctx); err != nil {
 			c.Close()
 			return nil, err
 		}
-		defer cl.Close()
-		cfg, err := cl.Join(ctx, groups)
-		if err != nil && !errors.Is(err, controller.ErrGroupExists) {
-			c.Close()
-			return nil, fmt.Errorf("join groups: %w", err)
-		}
-		if err == nil {
-			// Groups this process does not run would hold shards nobody
-			// serves: refuse rather than strand them.
-			highest := uint64(0)
-			for gid := range cfg.Groups {
-				highest = max(highest, gid)
-			}
-			if highest > uint64(opts.Groups) {
-				c.Close()
-				return nil, fmt.Errorf("%w: the cluster in %s has group %d, but only groups 1-%d were started; "+
-					"start with --groups %d (and `shardkv admin leave` the extra groups before lowering it)",
-					ErrGroupsMissing, opts.Dir, highest, opts.Groups, highest)
-			}
-		}
 	}
 	return c, nil
+}
+
+// joinAll joins groups 1 to Options.Groups to a new cluster: one whose
+// controller has no configuration beyond the empty one. A cluster that has
+// one keeps it as its operators left it (a group that left stays out), and
+// is only checked: groups it has that this process does not run would hold
+// shards nobody serves.
+func (c *Cluster) joinAll(ctx context.Context) error {
+	cl, err := c.ControllerClient()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	cfg, _, err := cl.Query(ctx, -1)
+	if err != nil {
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	if cfg.Num == 0 {
+		groups := map[uint64][]string{}
+		for g := 1; g <= c.opts.Groups; g++ {
+			groups[uint64(g)] = c.GroupAddrs(uint64(g))
+		}
+		if cfg, err = cl.Join(ctx, groups); err != nil {
+			return fmt.Errorf("join groups: %w", err)
+		}
+	}
+	highest := uint64(0)
+	for gid := range cfg.Groups {
+		highest = max(highest, gid)
+	}
+	if highest > uint64(c.opts.Groups) {
+		return fmt.Errorf("%w: the cluster in %s has group %d, but only groups 1-%d were started; "+
+			"start with --groups %d (and `shardkv admin leave` the extra groups before lowering it)",
+			ErrGroupsMissing, c.opts.Dir, highest, c.opts.Groups, highest)
+	}
+	return nil
 }
 
 // Replicas lists every replica: the controller's, then each group's.

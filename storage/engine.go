@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -21,9 +23,29 @@ type Engine struct {
 // Options.
 func Open(dir string) (*Engine, error) { return OpenWith(dir, Options{}) }
 
+// ErrLocked is matched (errors.Is) by every *LockedError.
+var ErrLocked = errors.New("storage: data directory locked by another process")
+
+// LockedError reports a data directory that another process holds open
+// (Pebble's lock file is taken).
+type LockedError struct {
+	Dir string
+	Err error // the locking call's error
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("storage %s: the data directory is locked by another process (%v)", e.Dir, e.Err)
+}
+
+// Is lets errors.Is(err, ErrLocked) find a LockedError.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+func (e *LockedError) Unwrap() error { return e.Err }
+
 // OpenWith opens (creating if needed) the engine stored in dir. It fails
 // with a *CorruptionError when the write-ahead log is damaged in a way that
-// would lose synced writes.
+// would lose synced writes, and with a *LockedError when another process
+// has the directory open.
 func OpenWith(dir string, o Options) (*Engine, error) {
 	o = o.withDefaults()
 	h := &health{opts: o, dir: dir}
@@ -41,6 +63,9 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 	if pebble.IsCorruptionError(err) {
 		return nil, &CorruptionError{Dir: dir, Reason: err.Error()}
 	}
+	if lockHeld(err) {
+		return nil, &LockedError{Dir: dir, Err: err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open engine %s: %w", dir, err)
 	}
@@ -55,6 +80,15 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 	e := &Engine{db: db, dir: dir, health: h, done: make(chan struct{})}
 	go h.watch(e.done)
 	return e, nil
+}
+
+// lockHeld reports whether Pebble's Open failed to take its LOCK file
+// because another process holds it: fcntl(F_SETLK) fails with a bare EAGAIN
+// or EACCES (a permission error on a path is an *os.PathError instead).
+func lockHeld(err error) bool {
+	var errno syscall.Errno
+	var pathErr *os.PathError
+	return errors.As(err, &errno) && (errno == syscall.EAGAIN || errno == syscall.EACCES) && !errors.As(err, &pathErr)
 }
 
 // Dir is the directory the engine lives in.

@@ -191,7 +191,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code != 1 || out != "" || !strings.Contains(errOut, "not found") {
 		t.Fatalf("get of a deleted key: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if _, errOut, code := c.run("", "get"); code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+	if _, errOut, code := c.run("", "get"); code != 2 || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
 		t.Fatalf("usage error: exit %d, %q", code, errOut)
 	}
 	if out := c.ok("admin", "config"); !strings.Contains(out, "configuration 1") {
@@ -211,13 +211,13 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if len(st.Groups) != 3 {
 		t.Fatalf("status shows %d groups", len(st.Groups))
 	}
-	if _, errOut, code := c.run("", "admin", "leave", "9"); code == 0 || !strings.Contains(errOut, "unknown group") {
+	if _, errOut, code := c.run("", "admin", "leave", "9"); code != 4 || !strings.Contains(errOut, "there is no group 9") {
 		t.Fatalf("leave of an unknown group: exit %d, %q", code, errOut)
 	}
 	// Values over the limit from stdin: refused at once, and a 100 MB one
 	// without the CLI holding it in memory.
 	start := time.Now()
-	if _, errOut, code := c.run(strings.Repeat("v", 5<<20), "put", "big", "-"); code == 0 || !strings.Contains(errOut, "value too large") {
+	if _, errOut, code := c.run(strings.Repeat("v", 5<<20), "put", "big", "-"); code != 4 || !strings.Contains(errOut, "value is too large") {
 		t.Fatalf("5 MB value: exit %d, %q", code, errOut)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -237,7 +237,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	huge.Env = append(os.Environ(), "SHARDKV_CONTROLLERS="+c.controllers)
 	huge.Stdin = io.LimitReader(zeros{}, 100<<20)
 	hugeOut, err := huge.CombinedOutput()
-	if err == nil || !strings.Contains(string(hugeOut), "value too large") {
+	if err == nil || !strings.Contains(string(hugeOut), "value is too large") {
 		t.Fatalf("100 MB value: %v: %s", err, hugeOut)
 	}
 	if rssFile != "" {
@@ -341,4 +341,248 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// devPorts is how many consecutive ports startDev takes: /metrics on the
+// first, the replicas (3 controller, 3 groups of 3) from the 11th.
+const devPorts = 22
+
+// startDev starts `shardkv dev` on free ports with only --base-port: every
+// port it opens follows it. It returns the process, a CLI for it, and the
+// arguments it was started with.
+func startDev(t *testing.T, bin, data, logPath string, base int) (*process, *cli, []string) {
+	t.Helper()
+	c := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+10, base+11, base+12)}
+	args := []string{"dev", "--data", data, "--base-port", fmt.Sprint(base + 10)}
+	p := startProcess(t, bin, logPath, args...)
+	p.waitOutput(t, "try: shardkv put")
+	return p, c, args
+}
+
+// expect runs the CLI and checks its exit code and that stderr holds every
+// want; it returns stdout and stderr.
+func (c *cli) expect(code int, stdin string, want []string, args ...string) (string, string) {
+	c.t.Helper()
+	out, errOut, got := c.run(stdin, args...)
+	if got != code {
+		c.t.Fatalf("shardkv %s: exit %d, want %d; stdout %q, stderr %q", strings.Join(args, " "), got, code, out, errOut)
+	}
+	for _, w := range want {
+		if !strings.Contains(errOut, w) {
+			c.t.Fatalf("shardkv %s: no %q in stderr %q", strings.Join(args, " "), w, errOut)
+		}
+	}
+	// Errors are sentences: no Go package prefixes, nothing said twice.
+	for _, bad := range []string{"shardkv: shardkv:", "group: ", "controller: ", "raftnode: ", "ctlclient: ", "rpc error"} {
+		if strings.Contains(errOut, bad) {
+			c.t.Fatalf("shardkv %s: stderr %q has %q", strings.Join(args, " "), errOut, bad)
+		}
+	}
+	return out, errOut
+}
+
+// TestE2ECLIExitCodesAndOutput is issue 14's CLI list, on one dev cluster:
+// documented exit codes, values that round-trip through a pipe, admin
+// config beyond the latest, errors as sentences, shard ranges, a group
+// server given as a controller, and a wrong --controllers given up on in
+// about 2s.
+func TestE2ECLIExitCodesAndOutput(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	_, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+
+	// Exit codes: 0 ok, 1 not found, 2 usage, 3 unreachable, 4 refused.
+	c.ok("put", "greeting", "hello")
+	if out, _ := c.expect(1, "", []string{`key "nokey" not found`}, "get", "nokey"); out != "" {
+		t.Fatalf("get of a missing key printed %q", out)
+	}
+	c.expect(2, "", []string{"accepts 1 arg", "shardkv get --help"}, "get")
+	c.expect(2, "", []string{"unknown flag"}, "get", "greeting", "--bogus")
+	c.expect(2, "", []string{`-o "yaml"`}, "get", "greeting", "-o", "yaml")
+	c.expect(2, "", []string{`unknown command "nosuch"`}, "nosuch")
+	c.expect(2, "", []string{`unknown command "nosuch"`}, "admin", "nosuch")
+	c.expect(2, "", []string{`"notaport" is not host:port`}, "get", "greeting", "--controllers", "notaport")
+	c.expect(4, "", []string{"the key is empty"}, "put", "", "x")
+	c.expect(4, "", []string{"there is no group 9 in the configuration"}, "admin", "leave", "9")
+	c.expect(4, "", []string{"there is no shard 999"}, "admin", "move", "999", "1")
+
+	// Binary values round-trip through a pipe: -o raw is the exact bytes,
+	// -o json the value in base64 with where it lives.
+	binValue := "\x00\xff\n\x01line\r\n\n"
+	c.expect(0, binValue, nil, "put", "blob", "-")
+	if out, _ := c.expect(0, "", nil, "get", "blob", "-o", "raw"); out != binValue {
+		t.Fatalf("get -o raw: %q, want %q", out, binValue)
+	}
+	if out := c.ok("get", "greeting"); out != "hello\n" {
+		t.Fatalf("get: %q", out)
+	}
+	var got struct {
+		Key, Value   []byte
+		Found        bool
+		Shard, Group int
+		Config       int
+	}
+	if err := json.Unmarshal([]byte(c.ok("get", "blob", "-o", "json")), &got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Key) != "blob" || string(got.Value) != binValue || !got.Found || got.Group < 1 || got.Config < 1 {
+		t.Fatalf("get -o json: %+v", got)
+	}
+	out, _ := c.expect(1, "", nil, "get", "nokey", "-o", "json")
+	got.Found = true
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Found || got.Value != nil {
+		t.Fatalf("get -o json of a missing key: %q, %v", out, err)
+	}
+
+	// A configuration beyond the latest does not exist.
+	c.expect(1, "", []string{"configuration 999 does not exist; the latest is 1"}, "admin", "config", "999")
+	if out := c.ok("admin", "config", "1"); !strings.Contains(out, "configuration 1") {
+		t.Fatalf("admin config 1: %s", out)
+	}
+
+	// Shard lists are ranges: group 1 holds 0, 3, 6, ...; given 1 and 2 it
+	// holds 0-3.
+	c.ok("admin", "move", "1", "1")
+	cfgOut := c.ok("admin", "move", "2", "1")
+	if !strings.Contains(cfgOut, "0-3, 6, 9") {
+		t.Fatalf("admin move output has no shard ranges:\n%s", cfgOut)
+	}
+	waitSettled(t, c)
+	if out := c.ok("admin", "status"); !strings.Contains(out, "0-3, 6, 9") {
+		t.Fatalf("admin status has no shard ranges:\n%s", out)
+	}
+
+	// A group server given as the controllers is named as such.
+	group1 := fmt.Sprintf("127.0.0.1:%d", base+13)
+	c.expect(2, "", []string{group1 + " is replica 1 of group 1, not a controller"}, "admin", "config", "--controllers", group1)
+	c.expect(2, "", []string{"not a controller"}, "get", "greeting", "--controllers", group1)
+
+	// Nothing listens at the controllers: given up on in about 2 s,
+	// whatever --timeout says.
+	nobody := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1))
+	start := time.Now()
+	c.expect(3, "", []string{"cannot reach any controller at " + nobody, "--controllers"}, "get", "greeting", "--controllers", nobody, "--timeout", "30s")
+	c.expect(3, "", []string{"cannot reach any controller"}, "admin", "status", "--controllers", nobody)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("two commands against nothing took %v", d)
+	}
+}
+
+// TestE2EDevPortsAndLockedData: every port dev opens follows --base-port
+// (/metrics included), so a second dev with another base port and data
+// directory runs beside the first; one on the same ports or the same data
+// fails at once, before creating anything, saying why.
+func TestE2EDevPortsAndLockedData(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	first, _, _ := startDev(t, bin, filepath.Join(dir, "data1"), filepath.Join(dir, "dev1.log"), base)
+	first.waitOutput(t, fmt.Sprintf("metrics     http://127.0.0.1:%d/metrics", base))
+
+	// The same data directory, other ports: locked.
+	other := freePorts(t, devPorts)
+	for other < base+devPorts && base < other+devPorts {
+		other = freePorts(t, devPorts)
+	}
+	refused(t, bin, filepath.Join(dir, "dev-locked.log"), []string{filepath.Join(dir, "data1") + " is locked by another shardkv process"},
+		"dev", "--data", filepath.Join(dir, "data1"), "--base-port", fmt.Sprint(other+10))
+	// The same ports, another data directory: refused before creating it.
+	refused(t, bin, filepath.Join(dir, "dev-ports.log"), []string{fmt.Sprintf("127.0.0.1:%d is already in use", base+10), "--base-port"},
+		"dev", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(base+10))
+	// The metrics port of the first one is taken too.
+	refused(t, bin, filepath.Join(dir, "dev-http.log"), []string{fmt.Sprintf("127.0.0.1:%d is already in use", base)},
+		"dev", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(other+10), "--http", fmt.Sprintf("127.0.0.1:%d", base))
+	if _, err := os.Stat(filepath.Join(dir, "data2")); !os.IsNotExist(err) {
+		t.Fatalf("a refused dev created its data directory: %v", err)
+	}
+	// Other ports and data: both run.
+	second, c2, _ := startDev(t, bin, filepath.Join(dir, "data2"), filepath.Join(dir, "dev2.log"), other)
+	second.waitOutput(t, fmt.Sprintf("metrics     http://127.0.0.1:%d/metrics", other))
+	c2.ok("put", "k", "second")
+	if out := c2.ok("get", "k"); out != "second\n" {
+		t.Fatalf("second dev: %q", out)
+	}
+	second.stop(t)
+	first.stop(t)
+}
+
+// TestE2EDevRestartAfterLeave: a group that left stays out when dev
+// restarts; dev bootstraps only a new data directory.
+func TestE2EDevRestartAfterLeave(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	data := filepath.Join(dir, "data")
+	dev, c, args := startDev(t, bin, data, filepath.Join(dir, "dev1.log"), base)
+	for i := 0; i < 8; i++ {
+		c.ok("put", fmt.Sprint("key", i), fmt.Sprint("value", i))
+	}
+	if out := c.ok("admin", "leave", "3"); !strings.Contains(out, "configuration 2") {
+		t.Fatalf("leave: %s", out)
+	}
+	waitSettled(t, c)
+	dev.stop(t)
+
+	dev = startProcess(t, bin, filepath.Join(dir, "dev2.log"), args...)
+	dev.waitOutput(t, "try: shardkv put")
+	dev.waitOutput(t, "(not in configuration 2: shardkv admin join 3=")
+	var cfg struct {
+		Num    int                 `json:"num"`
+		Groups map[string][]string `json:"groups"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("admin", "config", "-o", "json")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cfg.Groups["3"]; ok || cfg.Num != 2 || len(cfg.Groups) != 2 {
+		t.Fatalf("after a restart: configuration %d with groups %v, want 2 without group 3", cfg.Num, cfg.Groups)
+	}
+	for i := 0; i < 8; i++ {
+		if out := c.ok("get", fmt.Sprint("key", i)); out != fmt.Sprint("value", i, "\n") {
+			t.Fatalf("key%d = %q", i, out)
+		}
+	}
+	dev.stop(t)
+}
+
+// waitSettled waits until every group has the latest configuration and
+// no shard is moving.
+func waitSettled(t *testing.T, c *cli) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var st struct {
+			Settled bool `json:"settled"`
+		}
+		out, _, _ := c.run("", "admin", "status", "-o", "json")
+		if json.Unmarshal([]byte(out), &st) == nil && st.Settled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shards did not settle:\n%s", c.ok("admin", "status"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestE2ECLIHelp: --help of every command has examples and the exit codes.
+func TestE2ECLIHelp(t *testing.T) {
+	bin := binary(t)
+	c := &cli{t: t, bin: bin}
+	for _, cmd := range [][]string{{}, {"dev"}, {"controller"}, {"server"}, {"get"}, {"put"}, {"append"}, {"delete"},
+		{"admin"}, {"admin", "join"}, {"admin", "leave"}, {"admin", "move"}, {"admin", "config"}, {"admin", "status"},
+		{"bench"}, {"help"}, {"completion"}} {
+		out := c.ok(append(cmd, "--help")...)
+		for _, want := range []string{"Examples:\n  shardkv", "Exit codes:\n  0  ", "  2  usage error"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("shardkv %s --help has no %q:\n%s", strings.Join(cmd, " "), want, out)
+			}
+		}
+	}
+	if out := c.ok("get", "--help"); !strings.Contains(out, "  1  the key does not exist") || !strings.Contains(out, "  3  ") {
+		t.Errorf("get --help:\n%s", out)
+	}
+	if out := c.ok("admin", "join", "--help"); strings.Contains(out, "max-value-bytes") {
+		t.Errorf("admin join shows the size flags:\n%s", out)
+	}
 }

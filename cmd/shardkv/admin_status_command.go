@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shardkv/shardkv/api/config"
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/rpc"
+)
+
+func newAdminStatusCmd(a *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show every group: replicas, leaders, terms, applied indexes, shard states and migrations",
+		Long: `Show the latest configuration as the groups see it: every replica's role,
+term, applied index and configuration, the shards each leader serves, and
+the migrations in progress. "settled" means every group's leader has the
+latest configuration and no shard is moving.`,
+		Example: `  shardkv admin status
+  shardkv admin status -o json | jq '.groups[].migrations'
+  shardkv admin status -o json | jq -e .settled   # exit 0 once settled`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.run(cmd, func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
+				cfg, _, err := ctl.Query(ctx, -1)
+				if err != nil {
+					return nil, err
+				}
+				pool := rpc.NewPool()
+				defer pool.Close()
+				return collectStatus(ctx, pool, cfg), nil
+			})
+		},
+	}
+	return setExitCodes(cmd, clientExitCodes)
+}
+
+type replicaOut struct {
+	ID        uint64 `json:"id"`
+	Addr      string `json:"addr"`
+	Leader    bool   `json:"leader"`
+	Term      uint64 `json:"term"`
+	Applied   uint64 `json:"applied"`
+	ConfigNum uint64 `json:"config"`
+	Error     string `json:"error,omitempty"`
+}
+
+type shardOut struct {
+	Shard uint32 `json:"shard"`
+	State string `json:"state"`
+	Peer  uint64 `json:"peer_group,omitempty"`
+}
+
+type groupOut struct {
+	ID         uint64       `json:"id"`
+	Replicas   []replicaOut `json:"replicas"`
+	Shards     []shardOut   `json:"shards"`
+	Migrations []shardOut   `json:"migrations"`
+}
+
+// statusView is admin status's output.
+type statusView struct {
+	Config configOut  `json:"config"`
+	Groups []groupOut `json:"groups"`
+	// Settled is true when every group's leader has the latest
+	// configuration and no migration is in progress.
+	Settled bool `json:"settled"`
+}
+
+func (st statusView) jsonValue() any { return st }
+
+func collectStatus(ctx context.Context, pool *rpc.Pool, cfg config.Config) statusView {
+	out := statusView{Config: configJSON(cfg), Settled: true}
+	for _, gid := range cfg.GroupIDs() {
+		g, lead := collectGroup(ctx, pool, gid, cfg.Groups[gid])
+		if lead == nil || lead.GetConfigNum() != cfg.Num || len(g.Migrations) > 0 {
+			out.Settled = false
+		}
+		out.Groups = append(out.Groups, g)
+	}
+	return out
+}
+
+// collectGroup asks every replica of a group for its status; lead is the
+// leader's reply, if one answered.
+func collectGroup(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []string) (g groupOut, lead *kvpb.StatusReply) {
+	g = groupOut{ID: gid, Shards: []shardOut{}, Migrations: []shardOut{}}
+	for _, addr := range addrs {
+		r := replicaOut{Addr: addr}
+		reply, err := replicaStatus(ctx, pool, addr)
+		if err != nil {
+			r.Error = describe(err)
+		} else {
+			r.ID, r.Term, r.Applied, r.ConfigNum = reply.GetReplica(), reply.GetTerm(), reply.GetApplied(), reply.GetConfigNum()
+			r.Leader = reply.GetLeader() == reply.GetReplica()
+			if r.Leader {
+				lead = reply
+			}
+		}
+		g.Replicas = append(g.Replicas, r)
+	}
+	if lead != nil {
+		for _, s := range lead.GetShards() {
+			so := shardOut{Shard: s.GetShard(), State: shardStateName(s.GetState()), Peer: s.GetPeerGroup()}
+			g.Shards = append(g.Shards, so)
+			if so.State != "serving" {
+				g.Migrations = append(g.Migrations, so)
+			}
+		}
+	}
+	return g, lead
+}
+
+func replicaStatus(ctx context.Context, pool *rpc.Pool, addr string) (*kvpb.StatusReply, error) {
+	conn, err := pool.Get(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{})
+}
+
+// shardStateName is a shard state as people read it: "serving".
+func shardStateName(s kvpb.ShardState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "SHARD_STATE_"))
+}
+
+func (st statusView) writeTable(w io.Writer) error {
+	fmt.Fprintf(w, "configuration %d", st.Config.Num)
+	if st.Settled {
+		fmt.Fprintln(w, " (settled)")
+	} else {
+		fmt.Fprintln(w, " (migrating)")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tREPLICA\tADDRESS\tROLE\tTERM\tAPPLIED\tCONFIG\tSHARDS")
+	for _, g := range st.Groups {
+		for _, r := range g.Replicas {
+			role := "follower"
+			switch {
+			case r.Error != "":
+				role = "unreachable"
+			case r.Leader:
+				role = "leader"
+			}
+			var shards []int
+			if r.Leader {
+				for _, s := range g.Shards {
+					shards = append(shards, int(s.Shard))
+				}
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%d\t%s\n", g.ID, r.ID, r.Addr, role, r.Term, r.Applied, r.ConfigNum, shardRanges(shards))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, g := range st.Groups {
+		slices.SortFunc(g.Migrations, func(a, b shardOut) int { return int(a.Shard) - int(b.Shard) })
+		for _, m := range g.Migrations {
+			dir := "from"
+			if m.State == "offering" {
+				dir = "to"
+			}
+			fmt.Fprintf(w, "migration: group %d shard %d %s (%s group %d)\n", g.ID, m.Shard, m.State, dir, m.Peer)
+		}
+	}
+	return nil
+}

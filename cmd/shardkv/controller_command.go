@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+func newControllerCmd(g *globals) *cobra.Command {
+	var (
+		r          replicaFlags
+		shards     int
+		token      string
+		explicitID string
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run one replica of the shard controller",
+		Long: `Run one replica of the shard controller, the Raft group that keeps the
+configurations (which group serves which shard). Start every replica with
+the same --peers; the cluster's id derives from them and --cluster-token.`,
+		Example: `  shardkv controller --id 1 --listen 127.0.0.1:7100 --data /var/lib/shardkv/c1 \
+    --peers 1=127.0.0.1:7100,2=127.0.0.1:7101,3=127.0.0.1:7102 --http 127.0.0.1:8081`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			clusterID := func(context.Context, bool) (uint64, error) {
+				if explicitID != "" {
+					id, err := strconv.ParseUint(explicitID, 16, 64)
+					if err != nil || id == 0 {
+						return 0, usagef("--cluster-id: %q is not a non-zero hexadecimal id", explicitID)
+					}
+					return id, nil
+				}
+				peers, _, err := parsePeers(r.peers)
+				return storage.ClusterIDFor(token, peers), err
+			}
+			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
+				_, ids, _ := parsePeers(r.peers)
+				log, _ := g.logger()
+				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune})
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				s.Register(gs)
+				return s.Stop, s.Node, nil, nil
+			})
+		},
+	}
+	r.register(cmd)
+	cmd.Flags().IntVar(&shards, "shards", ctlserver.DefaultShards, "number of shards, used only when the cluster is created")
+	cmd.Flags().StringVar(&token, "cluster-token", defaultClusterToken,
+		"with --peers, names a new cluster: its id is derived from both (as etcd's --initial-cluster-token)")
+	cmd.Flags().StringVar(&explicitID, "cluster-id", "",
+		"the cluster's id in hexadecimal, instead of deriving it from --cluster-token and --peers (for replicas that see each other at different addresses, as behind NAT or proxies)")
+	return setExitCodes(cmd, processExitCodes)
+}

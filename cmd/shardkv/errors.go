@@ -1,0 +1,114 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/storage"
+)
+
+// phrase rewrites one sentinel error's text for people. The exported
+// errors keep their texts (and programs match them with errors.Is); only
+// what the CLI prints changes. A %s in text takes the word that followed
+// the sentinel after ": " (controller: unknown group: 9 -> there is no
+// group 9 ...).
+type phrase struct {
+	err  error
+	text string
+}
+
+var phrases = []phrase{
+	{kvpb.ErrWrongGroup, "the group does not serve the key's shard"},
+	{kvpb.ErrNotReady, "the key's shard is moving between groups; try again"},
+	{kvpb.ErrStaleConfig, "the group has moved past that configuration"},
+	{kvpb.ErrKeyTooLarge, "the key is too large"},
+	{kvpb.ErrValueTooLarge, "the value is too large"},
+	{kvpb.ErrEmptyKey, "the key is empty (a key needs at least one byte)"},
+	{kvpb.ErrStaleRequest, "the request is older than its session's last one"},
+	{kvpb.ErrSessionExpired, "the client's session expired"},
+	{kvpb.ErrMalformed, "the server could not decode the request"},
+
+	{controllerpb.ErrNotInitialized, "the controller is not initialized yet"},
+	{controllerpb.ErrInvalidGroup, "invalid group"},
+	{controllerpb.ErrGroupExists, "the group has already joined with other addresses"},
+	{controllerpb.ErrUnknownGroup, "there is no group %s in the configuration"},
+	{controllerpb.ErrUnknownShard, "there is no shard %s"},
+	{controllerpb.ErrWouldOrphan, "removing every group would orphan their data (add --force to do it anyway)"},
+	{controllerpb.ErrInvalidShards, "the shard count must be between 1 and 4096"},
+	{controllerpb.ErrStaleRequest, "the request is older than the client's last applied one"},
+	{controllerpb.ErrSessionExpired, "the controller session expired"},
+	{controllerpb.ErrMalformed, "the controller could not decode the command"},
+
+	{rpcerr.ErrStoppedInFlight, "the replica stopped with the request in flight (its outcome is unknown)"},
+	{rpcerr.ErrStopped, "the replica is stopping"},
+	{rpcerr.ErrProposalDropped, "the request was dropped (not applied)"},
+	{rpcerr.ErrLeaderChanged, "the leader changed with the request in flight (its outcome is unknown)"},
+	{rpcerr.ErrNotLeader, "the replica is not the leader"},
+	{rpcerr.ErrReadTimeout, "no leader could confirm the read (no quorum?)"},
+	{rpcerr.ErrNoSpace, "no space left on the disk (writes are refused until space is freed; reads still work)"},
+	{rpcerr.ErrStalled, "a synced write stalled (the disk is stuck or failing)"},
+
+	{client.ErrUnknownOutcome, "the write may or may not have been applied (never twice: read the key to know)"},
+	{ctlclient.ErrUnknownOutcome, "the change may or may not have been applied (never twice: see shardkv admin config)"},
+	{ctlclient.ErrNoAddresses, "no controller addresses (--controllers)"},
+}
+
+var (
+	// A word after a sentinel's text, for a phrase's %s.
+	detailWord = regexp.MustCompile(`^: ([^\s:,;()]+)`)
+	// Go package prefixes left in a message: "group: ", "shardkv: ", ...
+	pkgPrefix = regexp.MustCompile(`(^|: |\(|; )(shardkv|group|controller|ctlclient|raftnode|storage|cluster|client|transport|rpcerr): `)
+	// gRPC's wrapping of a status and of a dial failure.
+	grpcStatus = regexp.MustCompile(`rpc error: code = \w+ desc = `)
+	grpcDial   = regexp.MustCompile(`connection error: desc = "transport: (?:Error while dialing: )?([^"]*)"`)
+)
+
+// describe turns err into one sentence for people: sentinels in words,
+// without Go package prefixes, nothing said twice.
+func describe(err error) string {
+	var locked *storage.LockedError
+	if errors.As(err, &locked) {
+		return fmt.Sprintf("the data directory %s is locked by another shardkv process (stop it, or give this one another --data)", locked.Dir)
+	}
+	msg := err.Error()
+	for _, p := range phrases {
+		msg = rephrase(msg, p)
+	}
+	msg = grpcDial.ReplaceAllString(msg, "$1")
+	msg = grpcStatus.ReplaceAllString(msg, "")
+	for {
+		next := pkgPrefix.ReplaceAllString(msg, "$1")
+		if next == msg {
+			break
+		}
+		msg = next
+	}
+	msg = strings.ReplaceAll(msg, "context deadline exceeded", "timed out")
+	return msg
+}
+
+// rephrase replaces p's sentinel text in msg by p's words.
+func rephrase(msg string, p phrase) string {
+	text := p.err.Error()
+	i := strings.Index(msg, text)
+	if i < 0 {
+		return msg
+	}
+	before, after := msg[:i], msg[i+len(text):]
+	words := p.text
+	if strings.Contains(words, "%s") {
+		m := detailWord.FindStringSubmatch(after)
+		if m == nil {
+			return before + strings.TrimSpace(strings.ReplaceAll(words, " %s", "")) + after
+		}
+		words, after = fmt.Sprintf(words, m[1]), after[len(m[0]):]
+	}
+	return before + words + after
+}

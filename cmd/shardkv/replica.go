@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/ops"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// replicaFlags are shared by `controller` and `server`.
+type replicaFlags struct {
+	id              uint64
+	listen          string
+	peers           string
+	data            string
+	http            string
+	snapshotEntries uint64
+	state           string
+}
+
+// tune applies the raft tuning flags.
+func (r *replicaFlags) tune(c *raftnode.Config) {
+	if r.snapshotEntries > 0 {
+		c.SnapshotEntries = r.snapshotEntries
+		c.CatchUpEntries = r.snapshotEntries / 4
+	}
+}
+
+func (r *replicaFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.Uint64Var(&r.id, "id", 0, "this replica's id within its group (1, 2, 3, ...)")
+	f.StringVar(&r.listen, "listen", "", "address to serve on, e.g. 127.0.0.1:7100")
+	f.StringVar(&r.peers, "peers", "", "every replica of the group as id=address, comma separated (this one included)")
+	f.StringVar(&r.data, "data", "", "data directory")
+	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (none if empty)")
+	f.Uint64Var(&r.snapshotEntries, "snapshot-entries", 0, "applied entries between log compactions (default 10000)")
+	f.StringVar(&r.state, "initial-cluster-state", string(storage.ClusterNew),
+		"new: with empty data, found a new group; existing: the data must already hold this replica (empty data is refused)")
+}
+
+// parsePeers reads "1=host:port,2=host:port".
+func parsePeers(s string) (map[uint64]string, []uint64, error) {
+	out := map[uint64]string{}
+	var ids []uint64
+	for _, part := range strings.Split(s, ",") {
+		idStr, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		id, err := strconv.ParseUint(idStr, 10, 64)
+		if !ok || err != nil || id == 0 || addr == "" {
+			return nil, nil, usagef("--peers: %q is not id=address with id > 0", part)
+		}
+		if _, dup := out[id]; dup {
+			return nil, nil, usagef("--peers: id %d appears twice", id)
+		}
+		out[id] = addr
+		ids = append(ids, id)
+	}
+	return out, ids, nil
+}
+
+func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
+	if r.id == 0 || r.listen == "" || r.peers == "" || r.data == "" {
+		return nil, nil, usagef("--id, --listen, --peers and --data are required")
+	}
+	if r.state != string(storage.ClusterNew) && r.state != string(storage.ClusterExisting) {
+		return nil, nil, usagef("--initial-cluster-state must be new or existing, not %q", r.state)
+	}
+	peers, ids, err := parsePeers(r.peers)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, ok := peers[r.id]; !ok {
+		return nil, nil, usagef("--peers does not list this replica's id %d", r.id)
+	}
+	return peers, ids, nil
+}
+
+// notBootstrapped refuses a first start on empty data when the group's
+// leader says this member already acknowledged entries: its data was lost,
+// and starting over as a new member could vote twice in a term or drop
+// entries it acknowledged (etcd refuses an already bootstrapped member for
+// the same reason). Peers that do not answer within seconds are not waited
+// for: a new group's replicas start together.
+func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, clusterID uint64, dir string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for pid, addr := range peers {
+		if pid == id {
+			continue
+		}
+		reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
+		if err != nil {
+			continue
+		}
+		if reply.GetLeader() && reply.GetMatch() > 0 {
+			return fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but the group's leader (replica %d, term %d) "+
+				"has this replica's acknowledgement of its log up to index %d: the replica lost its data. Restore its data directory "+
+				"from a backup, or replace the replica; starting it empty could lose acknowledged writes",
+				dir, gid, id, pid, reply.GetTerm(), reply.GetMatch())
+		}
+	}
+	return nil
+}
+
+// replicaStart builds a replica on the engine and raft network of the
+// cluster clusterID and registers its service on g.
+// ready, if not nil, adds the replica's own readiness condition.
+type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, ready func() error, err error)
+
+// exitStuck ends a process whose storage cannot persist, with one clear
+// line and its own exit code (see storage.Options.OnStuck and OnFatal).
+func exitStuck(err error) {
+	fmt.Fprintf(os.Stderr, "shardkv: %s; exiting (nothing acknowledged is lost; restart once the disk is fixed)\n", describe(err))
+	os.Exit(exitStorage)
+}
+
+// runReplica serves one replica until SIGINT or SIGTERM. Before anything
+// starts it checks the replica's identity (storage.EnsureIdentity):
+// clusterID tells the id of the cluster the replica is started in, given
+// whether an identity is stored (0: whatever is stored).
+func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
+	clusterID func(ctx context.Context, stored bool) (uint64, error), start replicaStart) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	peers, _, err := r.check()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	// Take the port first: learning the cluster id may take a while, and
+	// nothing else may grab the address meanwhile.
+	lis, err := net.Listen("tcp", r.listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("--listen %s is already in use (another shardkv process?)", r.listen)
+		}
+		return fmt.Errorf("cannot listen on --listen %s (%s)", r.listen, dialFailure(err))
+	}
+	defer lis.Close()
+	e, err := storage.OpenWith(r.data, storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	ident, err := r.identity(ctx, e, gid, peers, clusterID)
+	if err != nil {
+		return err
+	}
+	s := &replicaServer{r: r, gid: gid, peers: peers, e: e, clusterID: ident.ClusterID, log: log}
+	return s.serve(ctx, lis, start)
+}
+
+// identity checks (or, on a first start, records) the replica's identity.
+func (r *replicaFlags) identity(ctx context.Context, e *storage.Engine, gid uint64, peers map[uint64]string,
+	clusterID func(ctx context.Context, stored bool) (uint64, error)) (storage.Identity, error) {
+	rep := storage.Replica{Group: gid, ID: r.id}
+	want := storage.Identity{Peers: peers}
+	_, stored, err := e.LoadIdentity(rep)
+	if err != nil {
+		return storage.Identity{}, err
+	}
+	if want.ClusterID, err = clusterID(ctx, stored); err != nil {
+		return storage.Identity{}, fmt.Errorf("learn the cluster id: %w", err)
+	}
+	if !stored && r.state == string(storage.ClusterNew) {
+		if err := notBootstrapped(ctx, gid, r.id, peers, want.ClusterID, r.data); err != nil {
+			return storage.Identity{}, err
+		}
+	}
+	return e.EnsureIdentity(rep, want, storage.ClusterState(r.state))
+}
+
+// replicaServer is one replica process's gRPC server and raft network.
+type replicaServer struct {
+	r         *replicaFlags
+	gid       uint64
+	peers     map[uint64]string
+	e         *storage.Engine
+	clusterID uint64
+	log       *slog.Logger
+}
+
+// serve starts the replica on lis and serves until ctx ends or the
+// replica stops.
+func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start replicaStart) error {
+	raftSrv := transport.NewServer()
+	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
+		a, ok := s.peers[id]
+		return a, ok && group == s.gid
+	}, rpc.DialOptions(rpc.WithClusterID(s.clusterID)...)...)
+	defer network.Close()
+	gs := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(s.clusterID, s.log)...)...)
+	raftSrv.Register(gs)
+	reg := ops.NewRegistry()
+	stop, node, ready, err := start(s.e, network, s.clusterID, gs, reg)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ops.RegisterRaft(reg, s.gid, s.r.id, node)
+	ops.RegisterStorage(reg, s.e)
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	if s.r.http != "" {
+		// Ready: a leader is known, the disk accepts writes, and the
+		// replica's own condition holds.
+		isReady := func() bool {
+			return node().Status().Leader != 0 && s.e.Health() == nil && (ready == nil || ready() == nil)
+		}
+		if _, err := ops.Serve(ctx, s.r.http, reg, isReady, s.log); err != nil {
+			return err
+		}
+	}
+	log := s.log.With("component", "process")
+	log.Info("replica serving", "group", s.gid, "replica", s.r.id, "listen", s.r.listen, "data", s.r.data,
+		"cluster", fmt.Sprintf("%016x", s.clusterID))
+	select {
+	case <-ctx.Done():
+	case <-node().Done():
+		if err := node().Err(); err != nil {
+			return fmt.Errorf("replica stopped: %w", err)
+		}
+	}
+	log.Info("replica stopping", "group", s.gid, "replica", s.r.id)
+	return nil
+}
