@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -78,7 +76,7 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	if err := checkPorts(append(d.replicaAddrs(), d.http)); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopOnSignal(cmd.Context(), log)
 	defer stop()
 	reg := ops.NewRegistry()
 	d.opts.JoinAll = true
@@ -92,7 +90,11 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() {
+		stopping := time.Now()
+		c.Close()
+		log.Info("stopped", "took", time.Since(stopping).Round(time.Millisecond))
+	}()
 	registerCluster(reg, c)
 	httpAddr, err := ops.Serve(ctx, d.http, reg, func() bool { return c.Ready() == nil }, log)
 	if err != nil {

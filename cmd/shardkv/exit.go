@@ -37,14 +37,16 @@ const (
 
 	rootExitCodes = codeOK +
 		"  1  not found: get's key, or admin config's configuration\n" + codeUsage + codeUnavailable + codeFailed +
-		"  5  dev, controller, server: the disk cannot persist (full, or a write stalled)\n"
+		"  5  dev, controller, server: the disk cannot persist (full, or a write stalled)\n" +
+		"130  dev, controller, server: a second SIGINT or SIGTERM while stopping (exits at once)\n"
 	clientExitCodes  = codeOK + codeUsage + codeUnavailable + codeFailed
 	getExitCodes     = codeOK + codeNotFoundKey + codeUsage + codeUnavailable + codeFailed
 	configExitCodes  = codeOK + codeNotFoundCfg + codeUsage + codeUnavailable + codeFailed
 	processExitCodes = "  0  stopped by SIGINT or SIGTERM\n" + "  2  usage error: a bad flag or argument\n" +
 		"  3  timed out starting: the controllers or the other replicas did not answer\n" +
 		"  4  could not start, or stopped on an error (data directory locked, port in use, identity refused, ...)\n" +
-		"  5  the disk cannot persist (full, or a write stalled): nothing acknowledged is lost; restart once it is fixed\n"
+		"  5  the disk cannot persist (full, or a write stalled): nothing acknowledged is lost; restart once it is fixed\n" +
+		"130  a second SIGINT or SIGTERM while stopping: exits at once (nothing acknowledged is lost)\n"
 )
 
 // exitCodesTemplate ends every command's --help.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -144,7 +143,7 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := stopOnSignal(cmd.Context(), log)
 	defer cancel()
 	// Take the port first: learning the cluster id may take a while, and
 	// nothing else may grab the address meanwhile.
