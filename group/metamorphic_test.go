@@ -370,7 +370,7 @@ func (g *logGen) migrationStep(v View) bool {
 		}
 		for range r.IntN(4) {
 			key := g.keys[s][r.IntN(len(g.keys[s]))]
-			if r.IntN(30) == 0 {
+			if r.IntN(10) == 0 {
 				_, key = g.key() // maybe of another shard: malformed
 			}
 			in.Kvs = append(in.Kvs, &kvpb.KeyValue{Key: []byte(key), Value: []byte(fmt.Sprintf("pulled<%d>", len(g.ents)))})
