@@ -67,19 +67,24 @@ func (sm *StateMachine) insertShard(a *apply, in *grouppb.InsertShard, now int64
 		return fmt.Errorf("%w: shard %d at configuration %d is not awaited", ErrStaleConfig, shard, in.GetConfigNum()), nil
 	}
 	m := &sm.meta.shards[shard]
-	if in.GetChunk() == 0 {
-		if err := sm.dropShard(a, shard); err != nil { // a partial copy from an earlier pull
-			return nil, err
-		}
-		m.nextChunk = 0
-	}
-	if in.GetChunk() != m.nextChunk {
+	// A chunk is checked whole before anything changes: a refused chunk
+	// leaves no trace (an early return after a change would have left the
+	// change in the batch, and one to the metadata in memory only).
+	if in.GetChunk() != 0 && in.GetChunk() != m.nextChunk {
 		return fmt.Errorf("%w: chunk %d of shard %d, expected %d", ErrStaleConfig, in.GetChunk(), shard, m.nextChunk), nil
 	}
 	for _, kv := range in.GetKvs() {
 		if controller.ShardOf(kv.GetKey(), len(sm.meta.shards)) != shard {
 			return fmt.Errorf("%w: key of another shard in shard %d", ErrMalformed, shard), nil
 		}
+	}
+	if in.GetChunk() == 0 {
+		if err := sm.dropShard(a, shard); err != nil { // a partial copy from an earlier pull
+			return nil, err
+		}
+		m.nextChunk = 0
+	}
+	for _, kv := range in.GetKvs() {
 		if err := a.b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
 			return nil, err
 		}

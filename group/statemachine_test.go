@@ -582,3 +582,55 @@ func TestSessionsMustBeOpened(t *testing.T) {
 		t.Fatalf("opening with a sequence number: %v", err)
 	}
 }
+
+// TestRefusedChunkChangesNothing: a shard chunk refused as malformed (a
+// key of another shard) leaves the pull exactly as it was, on disk and in
+// memory. A restarting pull's chunk 0 with a bad key used to drop the
+// data already pulled and reset the expected chunk in memory only, so a
+// replica that restarted afterwards disagreed with one that did not
+// (found by TestMetamorphic).
+func TestRefusedChunkChangesNothing(t *testing.T) {
+	e, err := storage.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	id := storage.Replica{Group: 2, ID: 1}
+	sm, err := Open(e, id, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{t: t, sm: sm, stamp: 1}
+	for _, c := range []*kvpb.Command{config(1, all(1)...), config(2, with(all(1), 2, 2)...)} {
+		if err := r.apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chunk := func(n uint64, key string) *kvpb.Command {
+		return &kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{ConfigNum: 2, Shard: 2, Chunk: n,
+			Kvs: []*kvpb.KeyValue{{Key: []byte(key), Value: []byte("v")}}}}}
+	}
+	for n := range uint64(2) {
+		if err := r.apply(chunk(n, keyIn(2, int(n)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.apply(chunk(0, keyIn(3, 0))); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("chunk with a key of another shard: %v", err)
+	}
+	reopened, err := Open(e, id, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*StateMachine{sm, reopened} {
+		if got := s.meta.shards[2].nextChunk; got != 2 {
+			t.Fatalf("expected chunk %d after a refused chunk, want 2", got)
+		}
+	}
+	if n := countKeys(t, sm, 2); n != 2 {
+		t.Fatalf("%d keys of the pulled shard left after a refused chunk, want 2", n)
+	}
+	if err := r.apply(chunk(2, keyIn(2, 2))); err != nil {
+		t.Fatalf("the next chunk after a refused one: %v", err)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"go.etcd.io/raft/v3"
+
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -24,8 +26,15 @@ type Config struct {
 	StateMachine StateMachine
 	Logger       *slog.Logger
 
-	// TickInterval is the length of one Raft tick (default 10ms).
+	// TickInterval is the length of one Raft tick (default 10ms). It also
+	// sets how long a read-index request waits before it is asked again
+	// (two election timeouts), even when Ticks drives the clock.
 	TickInterval time.Duration
+	// Ticks, if not nil, is the member's clock: every value received is one
+	// Raft tick, and TickInterval no longer paces ticks. Nil (what
+	// production uses) means a ticker every TickInterval. Tests inject
+	// ticks here to decide exactly when elections and heartbeats happen.
+	Ticks <-chan time.Time
 	// HeartbeatTicks is the heartbeat period in ticks (default 5: 50 ms).
 	HeartbeatTicks int
 	// ElectionTicks is the election timeout in ticks (default 25: 250 ms; Raft
@@ -46,6 +55,10 @@ type Config struct {
 	// MaxInflightMsgs bounds the append messages in flight to one follower
 	// (default 256).
 	MaxInflightMsgs int
+
+	// newRaft, if set (by tests only, see export_test.go), builds the
+	// raft.Node in place of raft.RestartNode.
+	newRaft func(*raft.Config) raft.Node
 }
 
 func (c *Config) withDefaults() (Config, error) {

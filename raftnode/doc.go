@@ -74,5 +74,16 @@
 // Raft randomises to 250–500 ms) fail a dead leader over in well under a
 // second on a LAN while keeping an idle group's heartbeat traffic low (an
 // idle all-in-one cluster of 12 replicas used a tenth of a core with
-// 10 ms heartbeats).
+// 10 ms heartbeats). Config.Ticks replaces the ticker with a clock the
+// caller drives.
+//
+// # Tests
+//
+// The transcripts in testdata/*.txt (TestInteraction, modelled on etcd
+// raft's datadriven interaction tests) tell elections, proposal
+// forwarding, leader changes with proposals in flight, reads and stops
+// message by message: real members, their clocks injected through
+// Config.Ticks, their messages held until the transcript delivers them,
+// and etcd raft's RawNode stepped synchronously in place of the
+// raft.Node goroutine, so every run is the same.
 package raftnode

@@ -142,7 +142,11 @@ func Start(c Config) (*Node, error) {
 	if rcfg.Applied < st.Snapshot.GetIndex() {
 		rcfg.Applied = 0 // raft starts from the snapshot index anyway
 	}
-	n.rn = raft.RestartNode(rcfg)
+	if cfg.newRaft != nil {
+		n.rn = cfg.newRaft(rcfg)
+	} else {
+		n.rn = raft.RestartNode(rcfg)
+	}
 	tr, err := cfg.Network.Join(cfg.Group, cfg.ID, n)
 	if err != nil {
 		n.rn.Stop()
@@ -272,11 +276,15 @@ func (n *Node) fatal(err error) {
 // run is the Ready loop: the only goroutine that drives the raft.Node.
 func (n *Node) run() {
 	defer n.wg.Done()
-	ticker := time.NewTicker(n.cfg.TickInterval)
-	defer ticker.Stop()
+	ticks := n.cfg.Ticks
+	if ticks == nil {
+		ticker := time.NewTicker(n.cfg.TickInterval)
+		defer ticker.Stop()
+		ticks = ticker.C
+	}
 	for {
 		select {
-		case <-ticker.C:
+		case <-ticks:
 			n.rn.Tick()
 		case rd := <-n.rn.Ready():
 			if err := n.handleReady(rd); err != nil {

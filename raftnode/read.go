@@ -114,6 +114,13 @@ func (n *Node) confirmReadIndex() (uint64, error) {
 	rctx := binary.BigEndian.AppendUint64(nil, n.reads.seq)
 	retry := 2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
 	for attempt := 0; attempt < 5; attempt++ {
+		// A leader change noticed before this request is sent cannot
+		// concern it: drop the notice, or the wait below would ask again
+		// at once, doubling the heartbeat round.
+		select {
+		case <-n.reads.lead:
+		default:
+		}
 		if n.leader.Load() == 0 {
 			return 0, ErrReadTimeout // raft would drop the request: fail now
 		}
