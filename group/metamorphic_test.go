@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 )
@@ -241,7 +242,7 @@ func (g *logGen) step() {
 	}
 }
 
-func (g *logGen) emit(kind string, cmd *kvpb.Command) {
+func (g *logGen) emit(kind string, cmd *grouppb.Command) {
 	cmd.Stamp = g.stamp
 	data, err := proto.Marshal(cmd)
 	if err != nil {
@@ -276,7 +277,7 @@ func (g *logGen) key() (int, string) {
 	return s, g.keys[s][g.rng.IntN(len(g.keys[s]))]
 }
 
-func (g *logGen) write() *kvpb.Command {
+func (g *logGen) write() *grouppb.Command {
 	r := g.rng
 	shard, key := g.key()
 	op := []kvpb.WriteOp{kvpb.WriteOp_WRITE_OP_PUT, kvpb.WriteOp_WRITE_OP_PUT, kvpb.WriteOp_WRITE_OP_APPEND,
@@ -304,7 +305,7 @@ func (g *logGen) write() *kvpb.Command {
 	return write(op, key, value, client, seq)
 }
 
-func (g *logGen) open() *kvpb.Command {
+func (g *logGen) open() *grouppb.Command {
 	shard, key := g.key()
 	client := uint64(1 + g.rng.IntN(4))
 	var seq uint64
@@ -319,7 +320,7 @@ func (g *logGen) open() *kvpb.Command {
 
 // nextConfig returns configuration num: the current owners with one to
 // three shards moved among groups 1, 2 and 3, or rarely to no group.
-func (g *logGen) nextConfig(num uint64) *kvpb.Command {
+func (g *logGen) nextConfig(num uint64) *grouppb.Command {
 	r := g.rng
 	owners := g.ref.View().Config.Shards
 	if len(owners) == 0 {
@@ -364,7 +365,7 @@ func (g *logGen) migrationStep(v View) bool {
 		case x == 1:
 			chunk += 1 + uint64(r.IntN(2)) // out of order: refused
 		}
-		in := &kvpb.InsertShard{ConfigNum: num, Shard: uint32(s), Chunk: chunk, Last: chunk >= 2 && r.IntN(2) == 0}
+		in := &grouppb.InsertShard{ConfigNum: num, Shard: uint32(s), Chunk: chunk, Last: chunk >= 2 && r.IntN(2) == 0}
 		if r.IntN(25) == 0 {
 			in.ConfigNum = num - 1 // for an older configuration: refused
 		}
@@ -373,23 +374,23 @@ func (g *logGen) migrationStep(v View) bool {
 			if r.IntN(10) == 0 {
 				_, key = g.key() // maybe of another shard: malformed
 			}
-			in.Kvs = append(in.Kvs, &kvpb.KeyValue{Key: []byte(key), Value: []byte(fmt.Sprintf("pulled<%d>", len(g.ents)))})
+			in.Kvs = append(in.Kvs, &grouppb.KeyValue{Key: []byte(key), Value: []byte(fmt.Sprintf("pulled<%d>", len(g.ents)))})
 		}
 		if in.Last || r.IntN(4) == 0 {
 			for range r.IntN(3) {
-				in.Sessions = append(in.Sessions, &kvpb.SessionRecord{ClientId: uint64(1 + r.IntN(4)),
+				in.Sessions = append(in.Sessions, &grouppb.SessionRecord{ClientId: uint64(1 + r.IntN(4)),
 					Seq: uint64(r.IntN(int(g.seq[1]) + 3)), LastSeen: g.stamp - r.Int64N(100000)})
 			}
 		}
-		g.emit("insert", &kvpb.Command{Op: &kvpb.Command_Insert{Insert: in}})
+		g.emit("insert", &grouppb.Command{Op: &grouppb.Command_Insert{Insert: in}})
 	case Offering:
-		req := &kvpb.DeleteShardRequest{ConfigNum: num, Shard: uint32(s)}
+		req := &grouppb.DeleteShardRequest{ConfigNum: num, Shard: uint32(s)}
 		if r.IntN(10) == 0 {
 			req.ConfigNum = num + 1 // the new owner is ahead: not ready
 		}
-		g.emit("delete", &kvpb.Command{Op: &kvpb.Command_DeleteShard{DeleteShard: req}})
+		g.emit("delete", &grouppb.Command{Op: &grouppb.Command_DeleteShard{DeleteShard: req}})
 	case Confirming:
-		g.emit("confirm", &kvpb.Command{Op: &kvpb.Command_ConfirmDelete{ConfirmDelete: &kvpb.ConfirmDelete{ConfigNum: num, Shard: uint32(s)}}})
+		g.emit("confirm", &grouppb.Command{Op: &grouppb.Command_ConfirmDelete{ConfirmDelete: &grouppb.ConfirmDelete{ConfigNum: num, Shard: uint32(s)}}})
 	}
 	return true
 }
@@ -408,7 +409,7 @@ func (g *logGen) noise() {
 		g.emitData(junk)
 	case 2:
 		g.kinds["noise"]--
-		g.emit("noise", &kvpb.Command{})
+		g.emit("noise", &grouppb.Command{})
 	default:
 		g.kinds["noise"]--
 		g.emit("noise", write(kvpb.WriteOp(99), "k", "v", 1, 1))
@@ -667,7 +668,7 @@ func (m *metaMachine) checkpoint(sm *StateMachine) checkpointState {
 			disk.now = binary.BigEndian.Uint64(v)
 			line = fmt.Sprintf("now %d", disk.now)
 		case keyMeta:
-			var pm kvpb.Meta
+			var pm grouppb.Meta
 			if err := proto.Unmarshal(v, &pm); err != nil {
 				return err
 			}
@@ -680,7 +681,7 @@ func (m *metaMachine) checkpoint(sm *StateMachine) checkpointState {
 		case keyData:
 			line = fmt.Sprintf("data shard %d %q = %q", binary.BigEndian.Uint32(suffix[1:5]), suffix[5:], v)
 		case keySession:
-			var rec kvpb.SessionRecord
+			var rec grouppb.SessionRecord
 			if err := proto.Unmarshal(v, &rec); err != nil {
 				return err
 			}

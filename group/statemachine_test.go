@@ -601,14 +601,14 @@ func TestRefusedChunkChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &replica{t: t, sm: sm, stamp: 1}
-	for _, c := range []*kvpb.Command{config(1, all(1)...), config(2, with(all(1), 2, 2)...)} {
+	for _, c := range []*grouppb.Command{config(1, all(1)...), config(2, with(all(1), 2, 2)...)} {
 		if err := r.apply(c); err != nil {
 			t.Fatal(err)
 		}
 	}
-	chunk := func(n uint64, key string) *kvpb.Command {
-		return &kvpb.Command{Op: &kvpb.Command_Insert{Insert: &kvpb.InsertShard{ConfigNum: 2, Shard: 2, Chunk: n,
-			Kvs: []*kvpb.KeyValue{{Key: []byte(key), Value: []byte("v")}}}}}
+	chunk := func(n uint64, key string) *grouppb.Command {
+		return &grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{ConfigNum: 2, Shard: 2, Chunk: n,
+			Kvs: []*grouppb.KeyValue{{Key: []byte(key), Value: []byte("v")}}}}}
 	}
 	for n := range uint64(2) {
 		if err := r.apply(chunk(n, keyIn(2, int(n)))); err != nil {
