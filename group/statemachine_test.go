@@ -346,6 +346,13 @@ func TestExactlyOnceAndLimits(t *testing.T) {
 	if err := r.apply(&grouppb.Command{}); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("empty command: %v", err)
 	}
+	// A write that names no op is malformed, never a put.
+	if err := r.apply(write(kvpb.WriteOp_WRITE_OP_UNSPECIFIED, "k", "v", 9, 2)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("write without an op: %v", err)
+	}
+	if v, _ := r.get("k"); v != "" {
+		t.Fatalf("a write without an op changed the value to %q", v)
+	}
 }
 
 func TestSessionsExpireByLeaderStamps(t *testing.T) {
