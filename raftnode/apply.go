@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -64,6 +65,9 @@ func (n *Node) applyLoop() {
 				t.done <- n.compact(n.applied.Load(), 0)
 			default:
 				err = n.applyEntries(t.entries)
+				if t.done != nil {
+					t.done <- err
+				}
 			}
 			if err != nil {
 				n.fatal(err)
@@ -77,10 +81,21 @@ func (n *Node) applyLoop() {
 
 func (n *Node) applySnapshot(snap *raftpb.Snapshot) error {
 	start := time.Now()
-	if err := n.sm.Restore(snap.GetData()); err != nil {
+	env, image, err := unwrapSnapshot(snap.GetData())
+	if err != nil {
 		return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
 	}
+	if err := n.sm.Restore(image); err != nil {
+		return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
+	}
+	n.memberMu.Lock()
 	n.confState = snap.GetMetadata().GetConfState()
+	book := maps.Clone(n.addrs)
+	maps.Copy(book, env.Addrs)
+	n.addrs = book
+	n.memberMu.Unlock()
+	n.publishAddrs(book)
+	n.membersChanged = true
 	n.snapIndex, n.bytesSinceSnap = snap.GetMetadata().GetIndex(), 0
 	n.setApplied(n.sm.Applied())
 	n.log.Info("restored snapshot from leader", "index", n.snapIndex,
@@ -103,25 +118,23 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
 			}
 			ids[i], ents[i].Data = id, cmd
-		case raftpb.EntryType_EntryConfChange:
-			// Membership is fixed at bootstrap; a conf change can only come
-			// from a future version. Apply it so Raft stays consistent.
-			var cc raftpb.ConfChange
-			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
-				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+		case raftpb.EntryType_EntryConfChange, raftpb.EntryType_EntryConfChangeV2:
+			// Applied to raft here, in log order; the state machine sees
+			// an empty entry (it only advances the applied index).
+			id, err := n.applyConfChange(e)
+			if err != nil {
+				return err
 			}
-			n.confState = n.rn.ApplyConfChange(&cc)
-		case raftpb.EntryType_EntryConfChangeV2:
-			var cc raftpb.ConfChangeV2
-			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
-				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
-			}
-			n.confState = n.rn.ApplyConfChange(&cc)
+			ids[i] = id
 		}
 	}
 	results, err := n.sm.Apply(ents)
 	if err != nil {
 		return fmt.Errorf("apply entries %d..%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+	}
+	changed := n.membersChanged
+	if err := n.saveMembers(); err != nil {
+		return fmt.Errorf("record membership: %w", err)
 	}
 	n.proposals.complete(raw, ids, results)
 	for _, e := range raw {
@@ -129,6 +142,13 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 	}
 	last := ents[len(ents)-1].Index
 	n.setApplied(max(last, n.sm.Applied()))
+	if changed {
+		// A snapshot that predates a membership change names the old
+		// members: a member added by it would refuse one (raft requires a
+		// snapshot's configuration to include its receiver). Take a new
+		// one now, so every snapshot sent from here on names it.
+		return n.compact(n.applied.Load(), n.cfg.CatchUpEntries)
+	}
 	return n.maybeCompact(n.applied.Load())
 }
 
@@ -194,12 +214,21 @@ func (n *Node) sendSnapshot(m *raftpb.Message) {
 	status := raft.SnapshotFailure
 	defer func() { n.rn.ReportSnapshot(m.GetTo(), status) }()
 	image, err := n.sm.Snapshot()
+	if err == nil {
+		image, err = n.wrapSnapshot(image)
+	}
 	if err != nil {
 		n.log.Error("make snapshot for follower", "to", m.GetTo(), "err", err)
 		return
 	}
 	out := proto.Clone(m).(*raftpb.Message)
 	out.Snapshot.Data = image
+	// The image is at least as new as the latest snapshot, whose metadata
+	// (index, term, membership) raft may not have used for m if it was
+	// taken meanwhile; the receiver skips entries its image already holds.
+	if latest, err := n.mem.Snapshot(); err == nil && latest.GetMetadata().GetIndex() > out.GetSnapshot().GetMetadata().GetIndex() {
+		out.Snapshot.Metadata = latest.GetMetadata()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	go func() {

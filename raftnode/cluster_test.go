@@ -30,6 +30,7 @@ type cluster struct {
 	nodes   map[uint64]*raftnode.Node
 	sms     map[uint64]*registers
 	engines map[uint64]*storage.Engine
+	joining map[uint64]bool // members added to the running group (Config.Join)
 }
 
 func testSeed(t *testing.T) uint64 {
@@ -55,6 +56,7 @@ func newCluster(t *testing.T, size int, tune func(*raftnode.Config)) *cluster {
 		nodes:   map[uint64]*raftnode.Node{},
 		sms:     map[uint64]*registers{},
 		engines: map[uint64]*storage.Engine{},
+		joining: map[uint64]bool{},
 	}
 	for i := 1; i <= size; i++ {
 		c.peers = append(c.peers, uint64(i))
@@ -82,13 +84,20 @@ func (c *cluster) start(id uint64) {
 		c.t.Fatal(err)
 	}
 	r := storage.Replica{Group: testGroup, ID: id}
+	peers := map[uint64]string{}
+	for _, p := range c.peers {
+		peers[p] = fmt.Sprintf("127.0.0.1:%d", 9000+p)
+	}
+	if _, err := e.EnsureIdentity(r, storage.Identity{ClusterID: 1, Peers: peers}, storage.ClusterNew); err != nil {
+		c.t.Fatal(err)
+	}
 	sm, err := openRegisters(e, r)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	cfg := raftnode.Config{
 		Group: testGroup, ID: id, Peers: c.peers,
-		Engine: e, Network: c.net, StateMachine: sm, Logger: c.logger(),
+		Engine: e, Network: c.net, StateMachine: sm, Logger: c.logger(), Join: c.joining[id],
 	}
 	if c.tune != nil {
 		c.tune(&cfg)

@@ -20,6 +20,11 @@ type Config struct {
 	// used only when the group is created: a restarted member reads its
 	// membership from disk.
 	Peers []uint64
+	// Join starts a member that was added to an existing group (a
+	// learner, see Node.ChangeMembership) with empty storage: it does not
+	// bootstrap the group from Peers, and learns everything from the
+	// leader. Ignored when the member has stored state.
+	Join bool
 
 	Engine       *storage.Engine
 	Network      transport.Network

@@ -11,6 +11,16 @@ var (
 	ErrLeaderChanged   = rpcerr.ErrLeaderChanged
 	ErrNotLeader       = rpcerr.ErrNotLeader
 	ErrReadTimeout     = rpcerr.ErrReadTimeout
+
+	// The refusals of ChangeMembership.
+	ErrMembershipChangeInProgress = rpcerr.ErrMembershipChangeInProgress
+	ErrUnknownMember              = rpcerr.ErrUnknownMember
+	ErrMemberExists               = rpcerr.ErrMemberExists
+	ErrNotLearner                 = rpcerr.ErrNotLearner
+	ErrLearnerBehind              = rpcerr.ErrLearnerBehind
+	ErrWouldLoseQuorum            = rpcerr.ErrWouldLoseQuorum
+	ErrBadMemberAddr              = rpcerr.ErrBadMemberAddr
+	ErrBadMemberChange            = rpcerr.ErrBadMemberChange
 )
 
 // NotLeaderError is returned by Propose on a member that knows no leader

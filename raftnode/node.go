@@ -42,8 +42,13 @@ type Node struct {
 
 	applyc chan applyTask
 
+	// The membership: written by the apply goroutine, read by anyone.
+	memberMu  sync.RWMutex
+	confState *raftpb.ConfState
+	addrs     map[uint64]string // members added by a change: id -> address
+
 	// Owned by the apply goroutine.
-	confState      *raftpb.ConfState
+	membersChanged bool // a change was applied since the last saveMembers
 	snapIndex      uint64
 	bytesSinceSnap uint64 // bytes of entries applied since snapIndex
 
@@ -93,16 +98,21 @@ func Start(c Config) (*Node, error) {
 	if st.TornTail > 0 {
 		n.log.Warn("repaired torn raft log tail", "dropped_entries", st.TornTail)
 	}
-	if st.Empty() {
+	if st.Empty() && cfg.Join {
+		// A new member of an existing group: it starts knowing nothing and
+		// learns the log (by snapshot) from the leader that added it.
+		st.Snapshot = &raftpb.SnapshotMetadata{Index: new(uint64(0)), Term: new(uint64(0)), ConfState: &raftpb.ConfState{}}
+	} else if st.Empty() {
 		st.Snapshot = bootstrapSnapshot(cfg.Peers)
 		if err := n.disk.Append(nil, nil, st.Snapshot, true); err != nil {
 			return nil, fmt.Errorf("bootstrap group %d replica %d: %w", cfg.Group, cfg.ID, err)
 		}
 	}
-	if err := n.mem.ApplySnapshot(&raftpb.Snapshot{Metadata: st.Snapshot}); err != nil {
-		return nil, err
+	if st.Snapshot.GetIndex() > 0 {
+		if err := n.mem.ApplySnapshot(&raftpb.Snapshot{Metadata: st.Snapshot}); err != nil {
+			return nil, err
+		}
 	}
-	n.confState = st.Snapshot.GetConfState()
 	n.snapIndex = st.Snapshot.GetIndex()
 	if st.HardState != nil {
 		if err := n.mem.SetHardState(st.HardState); err != nil {
@@ -121,11 +131,19 @@ func Start(c Config) (*Node, error) {
 	n.applied.Store(applied)
 	n.commit.Store(st.HardState.GetCommit())
 	known := max(st.HardState.GetCommit(), st.Snapshot.GetIndex())
+	// raft hands back only entries above the applied index it is given:
+	// the configuration changes at or below it are replayed here.
+	cs, added, err := replayConfChanges(st.Snapshot.GetConfState(), st.Entries, min(applied, known))
+	if err != nil {
+		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+	}
+	n.confState, n.addrs = cs, n.loadAddrs(added)
+	n.publishAddrs(n.addrs)
 	rcfg := &raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
 		HeartbeatTick:             cfg.HeartbeatTicks,
-		Storage:                   n.mem,
+		Storage:                   bootStorage{n.mem, cs},
 		Applied:                   min(applied, known),
 		MaxSizePerMsg:             cfg.MaxSizePerMsg,
 		MaxInflightMsgs:           cfg.MaxInflightMsgs,
@@ -362,10 +380,28 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.reads.deliver(rs)
 	}
 	if len(rd.CommittedEntries) > 0 {
+		// raft counts the entries applied at Advance, and must by then
+		// know the configuration they make (etcd waits so too): a batch
+		// with a configuration change is applied before Advance. raft
+		// leaves a joint configuration by itself at that point.
+		var done chan error
+		if hasConfChange(rd.CommittedEntries) {
+			done = make(chan error, 1)
+		}
 		select {
-		case n.applyc <- applyTask{entries: rd.CommittedEntries}:
+		case n.applyc <- applyTask{entries: rd.CommittedEntries, done: done}:
 		case <-n.stopc:
 			return ErrStopped
+		}
+		if done != nil {
+			select {
+			case err := <-done:
+				if err != nil {
+					return err
+				}
+			case <-n.stopc:
+				return ErrStopped
+			}
 		}
 	}
 	n.rn.Advance()

@@ -19,8 +19,41 @@ type Identity struct {
 	// ClusterID is the cluster's identity, fixed when the cluster is
 	// created (see ClusterIDFor). Every peer RPC carries it.
 	ClusterID uint64 `json:"cluster_id"`
-	// Peers is the group's membership: Raft id -> address.
+	// Peers is the group's membership the replica was started with: Raft
+	// id -> address (its --peers).
 	Peers map[uint64]string `json:"peers"`
+	// Members is the group's membership as the replica last applied it
+	// (raft configuration changes add and remove members): Raft id ->
+	// address. Empty until the first change.
+	Members map[uint64]string `json:"members,omitempty"`
+}
+
+// Current returns the membership in force: Members once a change was
+// applied, Peers before.
+func (id Identity) Current() map[uint64]string {
+	if len(id.Members) > 0 {
+		return id.Members
+	}
+	return id.Peers
+}
+
+// SetMembers records the group's membership after a configuration change
+// (see Identity.Members). The write is not synced: the raft log, which is,
+// holds the change, and the member replays it on restart.
+func (e *Engine) SetMembers(r Replica, members map[uint64]string) error {
+	id, ok, err := e.LoadIdentity(r)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("storage %s: group %d replica %d has no identity to record members in", e.dir, r.Group, r.ID)
+	}
+	id.Members = maps.Clone(members)
+	v, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	return e.db.Set(r.identityKey(), v, pebble.NoSync)
 }
 
 // ClusterIDFor derives a new cluster's id from a token and the initial
@@ -119,9 +152,11 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 		return &IdentityError{Dir: e.dir, Replica: r, Stored: stored, Flags: want, Problem: problem, Recovery: recovery}
 	}
 	if ok {
-		if !maps.Equal(want.Peers, stored.Peers) {
-			return Identity{}, mismatch("the flags name a different membership than the one this replica was created with",
-				"Start it with the flags it was created with (its original --peers; for `shardkv dev`, the same --replicas and --base-port); membership cannot be changed by restarting with other flags.")
+		// The flags may name the membership the replica was created with,
+		// or the one in force after configuration changes.
+		if !maps.Equal(want.Peers, stored.Peers) && !(len(stored.Members) > 0 && maps.Equal(want.Peers, stored.Members)) {
+			return Identity{}, mismatch("the flags name a different membership than the one this replica was created with or has now",
+				"Start it with the flags it was created with (its original --peers; for `shardkv dev`, the same --replicas and --base-port) or with the group's current members (`shardkv admin member list`); membership is changed with `shardkv admin member`, not by restarting with other flags.")
 		}
 		if want.ClusterID != 0 && want.ClusterID != stored.ClusterID {
 			return Identity{}, mismatch("the data belongs to another cluster",

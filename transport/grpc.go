@@ -164,6 +164,7 @@ type GRPCNetwork struct {
 	mu     sync.Mutex
 	peers  map[string]*peer
 	closed bool
+	set    map[[2]uint64]string // addresses set by SetAddr: [group, id] -> addr
 }
 
 // NewGRPCNetwork returns a network that receives through server and sends
@@ -173,7 +174,7 @@ func NewGRPCNetwork(server *Server, resolve Resolver, dial ...grpc.DialOption) *
 	if len(dial) == 0 {
 		dial = rpc.DialOptions()
 	}
-	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer)}
+	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer), set: map[[2]uint64]string{}}
 }
 
 // Join implements Network.
@@ -189,7 +190,23 @@ func (n *GRPCNetwork) Join(group, id uint64, h Handler) (Transport, error) {
 }
 
 // Addr implements Addresser.
-func (n *GRPCNetwork) Addr(group, id uint64) (string, bool) { return n.resolve(group, id) }
+// An address set by SetAddr wins over the resolver's.
+func (n *GRPCNetwork) Addr(group, id uint64) (string, bool) {
+	n.mu.Lock()
+	addr, ok := n.set[[2]uint64{group, id}]
+	n.mu.Unlock()
+	if ok {
+		return addr, true
+	}
+	return n.resolve(group, id)
+}
+
+// SetAddr implements AddrSetter.
+func (n *GRPCNetwork) SetAddr(group, id uint64, addr string) {
+	n.mu.Lock()
+	n.set[[2]uint64{group, id}] = addr
+	n.mu.Unlock()
+}
 
 // Close closes every outgoing connection.
 func (n *GRPCNetwork) Close() error {
@@ -205,7 +222,7 @@ func (n *GRPCNetwork) Close() error {
 }
 
 func (n *GRPCNetwork) peer(group, id uint64) (*peer, error) {
-	addr, ok := n.resolve(group, id)
+	addr, ok := n.Addr(group, id)
 	if !ok {
 		return nil, fmt.Errorf("group %d member %d: %w", group, id, ErrUnknownPeer)
 	}

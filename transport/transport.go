@@ -58,6 +58,13 @@ type Network interface {
 	Join(group, id uint64, h Handler) (Transport, error)
 }
 
+// AddrSetter is implemented by networks whose members' addresses can
+// change at run time (GRPCNetwork): raft membership changes tell it the
+// address of every member they add.
+type AddrSetter interface {
+	SetAddr(group, id uint64, addr string)
+}
+
 // Addresser is implemented by networks that know the address other
 // processes reach a member at (GRPCNetwork does). A replica that is not
 // the leader tells clients the leader's address with it.

@@ -35,6 +35,19 @@ var (
 	ErrReadTimeout = errors.New("raftnode: read index not confirmed")
 )
 
+// The refusals of a membership change (raftnode's ChangeMembership), as
+// etcd's strict reconfiguration check: each changes nothing.
+var (
+	ErrMembershipChangeInProgress = errors.New("raftnode: a membership change is in progress")
+	ErrUnknownMember              = errors.New("raftnode: no such member")
+	ErrMemberExists               = errors.New("raftnode: member already exists")
+	ErrNotLearner                 = errors.New("raftnode: member is not a learner")
+	ErrLearnerBehind              = errors.New("raftnode: learner has not caught up with the leader")
+	ErrWouldLoseQuorum            = errors.New("raftnode: the change would leave fewer reachable voters than a quorum")
+	ErrBadMemberAddr              = errors.New("raftnode: a new member needs a host:port address")
+	ErrBadMemberChange            = errors.New("raftnode: malformed membership change")
+)
+
 // NotLeaderError is the refusal of a replica that is not its group's
 // leader. Leader is the raft id of the member it believes leads (0 when it
 // knows of none) and Addr that member's address when known: a client

@@ -128,6 +128,14 @@ var RaftEntries = []Entry{
 	{Err: ErrStoppedInFlight, Code: codes.Unavailable, Reason: "STOPPED_IN_FLIGHT"},
 	{Err: ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
 	{Err: ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
+	{Err: ErrMembershipChangeInProgress, Code: codes.FailedPrecondition, Reason: "MEMBERSHIP_CHANGE_IN_PROGRESS"},
+	{Err: ErrUnknownMember, Code: codes.NotFound, Reason: "UNKNOWN_MEMBER"},
+	{Err: ErrMemberExists, Code: codes.AlreadyExists, Reason: "MEMBER_EXISTS"},
+	{Err: ErrNotLearner, Code: codes.FailedPrecondition, Reason: "NOT_LEARNER"},
+	{Err: ErrLearnerBehind, Code: codes.FailedPrecondition, Reason: "LEARNER_BEHIND"},
+	{Err: ErrWouldLoseQuorum, Code: codes.FailedPrecondition, Reason: "WOULD_LOSE_QUORUM"},
+	{Err: ErrBadMemberAddr, Code: codes.InvalidArgument, Reason: "BAD_MEMBER_ADDR"},
+	{Err: ErrBadMemberChange, Code: codes.InvalidArgument, Reason: "BAD_MEMBER_CHANGE"},
 }
 
 // Retryable reports whether a failed call may be tried on another replica

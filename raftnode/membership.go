@@ -1,0 +1,469 @@
+package raftnode
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/confchange"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// Membership is a group's members as this member has applied them.
+type Membership struct {
+	Voters   []uint64 // sorted
+	Learners []uint64 // sorted
+	// Joint is true while a change of two voters (Replace) is in
+	// progress: decisions need a majority of both the old and the new
+	// voters (Raft thesis §4.3, joint consensus).
+	Joint bool
+	// Addrs are the members' addresses this member knows: those added by a
+	// change, and the founding members' (from the network).
+	Addrs map[uint64]string
+}
+
+// IsVoter reports whether id votes.
+func (m Membership) IsVoter(id uint64) bool { return slices.Contains(m.Voters, id) }
+
+// IsLearner reports whether id is a learner.
+func (m Membership) IsLearner(id uint64) bool { return slices.Contains(m.Learners, id) }
+
+// ChangeKind is what a MemberChange does.
+type ChangeKind int
+
+// The membership changes. A replica is replaced by adding its successor as
+// a learner, promoting it (or Replace, which swaps the two voters at once
+// through joint consensus), and removing the old one.
+const (
+	// AddLearner adds ID at Addr as a learner: it receives the log (by
+	// snapshot when far behind) but does not vote.
+	AddLearner ChangeKind = iota + 1
+	// Promote makes the learner ID a voter once it has caught up.
+	Promote
+	// Remove removes the member ID (voter or learner).
+	Remove
+	// Replace promotes the learner ID and removes the voter Old in one
+	// joint-consensus change.
+	Replace
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case AddLearner:
+		return "add-learner"
+	case Promote:
+		return "promote"
+	case Remove:
+		return "remove"
+	case Replace:
+		return "replace"
+	}
+	return fmt.Sprintf("ChangeKind(%d)", int(k))
+}
+
+// MemberChange is one change of a group's membership.
+type MemberChange struct {
+	Kind ChangeKind
+	ID   uint64
+	Addr string // AddLearner: the new member's address, host:port
+	Old  uint64 // Replace: the voter that leaves
+}
+
+// learnerReady is how far behind the leader a learner may be and still be
+// promoted, as a fraction of the leader's log (etcd's
+// readyPercentThreshold: 0.9).
+const learnerReady = 0.9
+
+// ChangeMembership proposes change on the leader and waits until it is
+// applied here (for Replace, until the joint configuration is left). It
+// refuses, changing nothing, as etcd's strict reconfiguration check does:
+//
+//	ErrMembershipChangeInProgress  another change is not applied yet, or the group is in joint consensus
+//	ErrUnknownMember               the member to promote, remove or replace is not in the group
+//	ErrMemberExists                the member to add is already in the group
+//	ErrNotLearner                  Promote or Replace names a member that is not a learner
+//	ErrLearnerBehind               the learner has less than 90% of the leader's log
+//	ErrWouldLoseQuorum             after the change, fewer voters than a quorum would be reachable
+//	ErrBadMemberAddr               AddLearner without a host:port address
+//
+// and with *NotLeaderError on a follower. Errors from the wait (context,
+// ErrLeaderChanged) leave the outcome unknown: read Members.
+func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membership, error) {
+	if !n.isLeader.Load() {
+		return Membership{}, n.NotLeader()
+	}
+	cc, err := n.checkChange(change)
+	if err != nil {
+		return Membership{}, err
+	}
+	id, ch := n.proposals.add()
+	cc.Context, err = json.Marshal(changeContext{Proposal: id, Addr: change.Addr})
+	if err != nil {
+		n.proposals.forget(id)
+		return Membership{}, err
+	}
+	if err := n.rn.ProposeConfChange(ctx, cc); err != nil {
+		n.proposals.forget(id)
+		return Membership{}, fmt.Errorf("propose %s of member %d: %w", change.Kind, change.ID, err)
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return Membership{}, r.err
+		}
+	case <-ctx.Done():
+		n.proposals.forget(id)
+		return Membership{}, ctx.Err()
+	case <-n.stopc:
+		return Membership{}, ErrStoppedInFlight
+	}
+	// A joint configuration is left by an entry the leader proposes by
+	// itself once the joint one applies (raft's auto-leave; see
+	// handleReady).
+	for {
+		m := n.Members()
+		if !m.Joint {
+			return m, nil
+		}
+		w := n.appliedWaiter(n.applied.Load() + 1)
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return m, ctx.Err()
+		case <-n.stopc:
+			return m, ErrStoppedInFlight
+		}
+	}
+}
+
+// hasConfChange reports whether ents hold a configuration change.
+func hasConfChange(ents []*raftpb.Entry) bool {
+	for _, e := range ents {
+		if t := e.GetType(); t == raftpb.EntryType_EntryConfChange || t == raftpb.EntryType_EntryConfChangeV2 {
+			return true
+		}
+	}
+	return false
+}
+
+// changeContext travels in a configuration change entry's Context.
+type changeContext struct {
+	Proposal uint64 `json:"proposal,omitempty"` // the proposer's id for it
+	Addr     string `json:"addr,omitempty"`     // an added member's address
+}
+
+// checkChange validates change against the leader's view and returns the
+// raft change that makes it.
+func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
+	st := n.rn.Status()
+	if st.RaftState != raft.StateLeader {
+		return nil, n.NotLeader()
+	}
+	m := n.Members()
+	if m.Joint || n.confChangePending() {
+		return nil, rpcerr.ErrMembershipChangeInProgress
+	}
+	member := func(id uint64) bool { return m.IsVoter(id) || m.IsLearner(id) }
+	single := func(t raftpb.ConfChangeType, id uint64) *raftpb.ConfChangeSingle {
+		return &raftpb.ConfChangeSingle{Type: t.Enum(), NodeId: &id}
+	}
+	caughtUp := func(id uint64) error {
+		lead, pr := st.Progress[n.cfg.ID].Match, st.Progress[id].Match
+		if float64(pr) < float64(lead)*learnerReady {
+			return fmt.Errorf("%w: member %d has index %d of the leader's %d", rpcerr.ErrLearnerBehind, id, pr, lead)
+		}
+		return nil
+	}
+	voters := slices.Clone(m.Voters)
+	cc := &raftpb.ConfChangeV2{}
+	switch change.Kind {
+	case AddLearner:
+		if member(change.ID) || change.ID == 0 {
+			return nil, fmt.Errorf("%w: %d", rpcerr.ErrMemberExists, change.ID)
+		}
+		if _, _, err := net.SplitHostPort(change.Addr); err != nil || change.Addr == "" {
+			return nil, fmt.Errorf("%w: %q", rpcerr.ErrBadMemberAddr, change.Addr)
+		}
+		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddLearnerNode, change.ID)}
+	case Promote, Replace:
+		if !member(change.ID) {
+			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.ID)
+		}
+		if !m.IsLearner(change.ID) {
+			return nil, fmt.Errorf("%w: %d", rpcerr.ErrNotLearner, change.ID)
+		}
+		if err := caughtUp(change.ID); err != nil {
+			return nil, err
+		}
+		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddNode, change.ID)}
+		voters = append(voters, change.ID)
+		if change.Kind == Replace {
+			if !m.IsVoter(change.Old) {
+				return nil, fmt.Errorf("%w: %d is not a voter", rpcerr.ErrUnknownMember, change.Old)
+			}
+			cc.Changes = append(cc.Changes, single(raftpb.ConfChangeType_ConfChangeRemoveNode, change.Old))
+			cc.Transition = raftpb.ConfChangeTransition_ConfChangeTransitionJointImplicit.Enum()
+			voters = slices.DeleteFunc(voters, func(v uint64) bool { return v == change.Old })
+		}
+	case Remove:
+		if !member(change.ID) {
+			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.ID)
+		}
+		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeRemoveNode, change.ID)}
+		voters = slices.DeleteFunc(voters, func(v uint64) bool { return v == change.ID })
+	default:
+		return nil, fmt.Errorf("%w: unknown change %d", rpcerr.ErrBadMemberChange, change.Kind)
+	}
+	// The voters left must include a reachable quorum, or the change
+	// itself could never be followed by another (etcd refuses such
+	// removals under --strict-reconfig-check).
+	active := 0
+	for _, v := range voters {
+		if pr, ok := st.Progress[v]; v == n.cfg.ID || (ok && pr.RecentActive) {
+			active++
+		}
+	}
+	if len(voters) == 0 || active < len(voters)/2+1 {
+		return nil, fmt.Errorf("%w: %d of the %d voters left would be reachable", rpcerr.ErrWouldLoseQuorum, active, len(voters))
+	}
+	return cc, nil
+}
+
+// confChangePending reports whether a configuration change is in the log
+// and not yet applied.
+func (n *Node) confChangePending() bool {
+	applied := n.applied.Load()
+	last, err := n.mem.LastIndex()
+	if err != nil || last <= applied {
+		return false
+	}
+	ents, err := n.mem.Entries(applied+1, last+1, 64<<20)
+	return err != nil || hasConfChange(ents) // cannot tell: refuse
+}
+
+// Members returns the membership as this member has applied it.
+func (n *Node) Members() Membership {
+	n.memberMu.RLock()
+	cs, book := n.confState, n.addrs
+	n.memberMu.RUnlock()
+	m := Membership{
+		Voters:   slices.Sorted(slices.Values(cs.GetVoters())),
+		Learners: slices.Sorted(slices.Values(cs.GetLearners())),
+		Joint:    len(cs.GetVotersOutgoing()) > 0,
+		Addrs:    map[uint64]string{},
+	}
+	a, _ := n.cfg.Network.(transport.Addresser)
+	for _, id := range slices.Concat(m.Voters, m.Learners, cs.GetVotersOutgoing()) {
+		if addr, ok := book[id]; ok {
+			m.Addrs[id] = addr
+		} else if a != nil {
+			if addr, ok := a.Addr(n.cfg.Group, id); ok {
+				m.Addrs[id] = addr
+			}
+		}
+	}
+	return m
+}
+
+// applyConfChange applies a committed configuration change entry (apply
+// goroutine): to raft, to the address book and to the network.
+func (n *Node) applyConfChange(e *raftpb.Entry) (proposal uint64, err error) {
+	cc, err := decodeConfChange(e)
+	if err != nil {
+		return 0, err
+	}
+	var ctx changeContext
+	if len(cc.GetContext()) > 0 {
+		_ = json.Unmarshal(cc.GetContext(), &ctx) // a foreign context names no proposal
+	}
+	cs := n.rn.ApplyConfChange(cc)
+	n.memberMu.Lock()
+	n.confState = cs
+	book := maps.Clone(n.addrs)
+	for _, c := range cc.GetChanges() {
+		switch c.GetType() {
+		case raftpb.ConfChangeType_ConfChangeAddLearnerNode, raftpb.ConfChangeType_ConfChangeAddNode:
+			if ctx.Addr != "" {
+				book[c.GetNodeId()] = ctx.Addr
+			}
+		case raftpb.ConfChangeType_ConfChangeRemoveNode:
+			delete(book, c.GetNodeId())
+		}
+	}
+	n.addrs = book
+	n.memberMu.Unlock()
+	n.publishAddrs(book)
+	n.membersChanged = true
+	n.log.Info("membership changed", "index", e.GetIndex(), "change", confchange.Describe(cc.GetChanges()...),
+		"voters", cs.GetVoters(), "learners", cs.GetLearners(), "outgoing", cs.GetVotersOutgoing())
+	return ctx.Proposal, nil
+}
+
+// loadAddrs is the address book a member starts with: the membership it
+// recorded (storage.Identity: its --peers, or the members after its last
+// change) and the members the replayed changes added.
+func (n *Node) loadAddrs(replayed map[uint64]string) map[uint64]string {
+	book := map[uint64]string{}
+	if id, ok, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}); err == nil && ok {
+		maps.Copy(book, id.Current())
+	}
+	maps.Copy(book, replayed)
+	return book
+}
+
+// snapshotMagic starts a raft snapshot's data: the address book travels
+// with the state machine's image, so a member that catches up by snapshot
+// learns the addresses of members added in the entries it skipped.
+const snapshotMagic = "SKVS1"
+
+type snapshotEnvelope struct {
+	Addrs map[uint64]string `json:"addrs"`
+}
+
+func (n *Node) wrapSnapshot(image []byte) ([]byte, error) {
+	n.memberMu.RLock()
+	head, err := json.Marshal(snapshotEnvelope{Addrs: n.addrs})
+	n.memberMu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(snapshotMagic)+binary.MaxVarintLen64+len(head)+len(image))
+	out = append(out, snapshotMagic...)
+	out = binary.AppendUvarint(out, uint64(len(head)))
+	out = append(out, head...)
+	return append(out, image...), nil
+}
+
+func unwrapSnapshot(data []byte) (snapshotEnvelope, []byte, error) {
+	var env snapshotEnvelope
+	if !bytes.HasPrefix(data, []byte(snapshotMagic)) {
+		return env, nil, fmt.Errorf("snapshot data does not start with %q", snapshotMagic)
+	}
+	rest := data[len(snapshotMagic):]
+	size, k := binary.Uvarint(rest)
+	if k <= 0 || uint64(len(rest)-k) < size {
+		return env, nil, errors.New("snapshot envelope truncated")
+	}
+	if err := json.Unmarshal(rest[k:k+int(size)], &env); err != nil {
+		return env, nil, fmt.Errorf("snapshot envelope: %w", err)
+	}
+	return env, rest[k+int(size):], nil
+}
+
+// publishAddrs tells the network the address of every member it may not
+// know (transport.AddrSetter).
+func (n *Node) publishAddrs(book map[uint64]string) {
+	if s, ok := n.cfg.Network.(transport.AddrSetter); ok {
+		for id, addr := range book {
+			s.SetAddr(n.cfg.Group, id, addr)
+		}
+	}
+}
+
+// saveMembers persists the membership after a batch that changed it
+// (storage.Identity.Members), so a restart with the current members as
+// --peers is accepted.
+func (n *Node) saveMembers() error {
+	if !n.membersChanged {
+		return nil
+	}
+	n.membersChanged = false
+	m := n.Members()
+	members := map[uint64]string{}
+	for _, id := range slices.Concat(m.Voters, m.Learners) {
+		members[id] = m.Addrs[id]
+	}
+	if _, ok, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}); err != nil || !ok {
+		return err // replicas started without an identity (tests) keep none
+	}
+	return n.cfg.Engine.SetMembers(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, members)
+}
+
+func decodeConfChange(e *raftpb.Entry) (*raftpb.ConfChangeV2, error) {
+	switch e.GetType() {
+	case raftpb.EntryType_EntryConfChange:
+		var cc raftpb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+		}
+		return cc.AsV2(), nil
+	default:
+		var cc raftpb.ConfChangeV2
+		if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+		}
+		return &cc, nil
+	}
+}
+
+// replayConfChanges returns the configuration after applying, to cs, every
+// configuration change among ents up to index upTo, as raft applied them
+// before a restart. raft restarts from the snapshot's configuration and
+// hands back only entries above the applied index: the changes between the
+// two are replayed here, or a restarted member would run with a stale
+// membership.
+func replayConfChanges(cs *raftpb.ConfState, ents []*raftpb.Entry, upTo uint64) (*raftpb.ConfState, map[uint64]string, error) {
+	chg := confchange.Changer{Tracker: tracker.MakeProgressTracker(1, 0), LastIndex: upTo}
+	cfg, prs, err := confchange.Restore(chg, cs)
+	if err != nil {
+		return nil, nil, err
+	}
+	chg.Tracker.Config, chg.Tracker.Progress = cfg, prs
+	addrs := map[uint64]string{}
+	for _, e := range ents {
+		if e.GetIndex() > upTo {
+			break
+		}
+		if t := e.GetType(); t != raftpb.EntryType_EntryConfChange && t != raftpb.EntryType_EntryConfChangeV2 {
+			continue
+		}
+		cc, err := decodeConfChange(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		if autoLeave, ok := cc.EnterJoint(); ok {
+			cfg, prs, err = chg.EnterJoint(autoLeave, cc.GetChanges()...)
+		} else if cc.LeaveJoint() {
+			cfg, prs, err = chg.LeaveJoint()
+		} else {
+			cfg, prs, err = chg.Simple(cc.GetChanges()...)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("replay configuration change at %d: %w", e.GetIndex(), err)
+		}
+		chg.Tracker.Config, chg.Tracker.Progress = cfg, prs
+		var ctx changeContext
+		_ = json.Unmarshal(cc.GetContext(), &ctx)
+		for _, c := range cc.GetChanges() {
+			if ctx.Addr != "" && c.GetType() != raftpb.ConfChangeType_ConfChangeRemoveNode {
+				addrs[c.GetNodeId()] = ctx.Addr
+			}
+		}
+	}
+	return chg.Tracker.ConfState(), addrs, nil
+}
+
+// bootStorage is the node's MemoryStorage with the configuration raft
+// starts from replaced by the replayed one (see replayConfChanges).
+type bootStorage struct {
+	*raft.MemoryStorage
+	cs *raftpb.ConfState
+}
+
+func (s bootStorage) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
+	hs, _, err := s.MemoryStorage.InitialState()
+	return hs, s.cs, err
+}

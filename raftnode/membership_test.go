@@ -1,0 +1,204 @@
+package raftnode_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/raftnode"
+)
+
+// addMember starts member id as a new, empty member (Config.Join) and adds
+// it to the group as a learner.
+func (c *cluster) addMember(ctx context.Context, id uint64) {
+	c.t.Helper()
+	c.joining[id] = true
+	c.peers = append(c.peers, id)
+	c.start(id)
+	if _, err := c.node(c.leader()).ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: id, Addr: fmt.Sprintf("127.0.0.1:%d", 9000+id)}); err != nil {
+		c.t.Fatalf("add learner %d: %v", id, err)
+	}
+}
+
+// change retries a membership change on whoever leads until it is not
+// refused because the learner is still behind.
+func (c *cluster) change(ctx context.Context, ch raftnode.MemberChange) raftnode.Membership {
+	c.t.Helper()
+	for {
+		m, err := c.node(c.leader()).ChangeMembership(ctx, ch)
+		if err == nil {
+			return m
+		}
+		if !errors.Is(err, raftnode.ErrLearnerBehind) || ctx.Err() != nil {
+			c.t.Fatalf("%s of %d: %v", ch.Kind, ch.ID, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestReplaceMemberBySnapshot replaces a member the way an operator
+// replaces a dead machine: a new member, added as a learner, catches up by
+// snapshot while writes go on, is promoted, and the dead one is removed;
+// then a second original member is lost and the group still serves.
+func TestReplaceMemberBySnapshot(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *raftnode.Config) {
+		cfg.SnapshotEntries = 20
+		cfg.CatchUpEntries = 5
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	want, unknown := appendAll(t, c, 2, 60) // compacts the log past the start
+	if len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	lead := c.leader()
+	dead := lead%3 + 1
+	c.crash(dead)
+	c.addMember(ctx, 4)
+	more, unknown := appendAll(t, c, 2, 30)
+	if len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	for k, v := range more {
+		want[k] += v // the same keys, appended to again
+	}
+	m := c.change(ctx, raftnode.MemberChange{Kind: raftnode.Replace, ID: 4, Old: dead})
+	if !slices.Contains(m.Voters, 4) || slices.Contains(m.Voters, dead) || m.Joint {
+		t.Fatalf("after replace: %+v", m)
+	}
+	if c.sm(4).restoreCount() == 0 {
+		t.Fatal("the new member caught up without a snapshot")
+	}
+	c.peers = slices.DeleteFunc(c.peers, func(id uint64) bool { return id == dead })
+	c.waitConverged(want)
+	// A second original member is lost for good: members 4 and the last
+	// original still form a quorum of three.
+	second := c.leader()
+	if second == 4 {
+		for _, id := range c.peers {
+			if id != 4 {
+				second = id
+				break
+			}
+		}
+	}
+	c.crash(second)
+	c.peers = slices.DeleteFunc(c.peers, func(id uint64) bool { return id == second })
+	after, unknown := appendAll(t, c, 1, 10)
+	if len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	for k, v := range after {
+		want[k] += v
+	}
+	c.waitConverged(want)
+}
+
+// TestMembershipSurvivesRestart: a member restarted after a change, before
+// any snapshot covers it, still has the changed membership (raft replays
+// only entries above the applied index; the rest are replayed by Start).
+func TestMembershipSurvivesRestart(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c.addMember(ctx, 4)
+	c.change(ctx, raftnode.MemberChange{Kind: raftnode.Promote, ID: 4})
+	for _, id := range []uint64{1, 2, 3, 4} {
+		c.crash(id)
+	}
+	for _, id := range []uint64{1, 2, 3, 4} {
+		c.start(id)
+	}
+	c.leader()
+	for _, id := range []uint64{1, 2, 3, 4} {
+		m := c.node(id).Members()
+		if !slices.Equal(m.Voters, []uint64{1, 2, 3, 4}) {
+			t.Fatalf("member %d after restart: voters %v, want [1 2 3 4]", id, m.Voters)
+		}
+		if id != 4 && m.Addrs[4] != "127.0.0.1:9004" {
+			t.Fatalf("member %d forgot member 4's address: %v", id, m.Addrs)
+		}
+	}
+	// Four voters need three: two members down stop the group, one does not.
+	c.crash(4)
+	if _, unknown := appendAll(t, c, 1, 5); len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+}
+
+// TestMembershipRefusals: every refusal of the strict check changes
+// nothing.
+func TestMembershipRefusals(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lead := c.node(c.leader())
+	before := lead.Members()
+	follower := c.peers[0]
+	if follower == lead.Status().ID {
+		follower = c.peers[1]
+	}
+	for _, tc := range []struct {
+		change raftnode.MemberChange
+		want   error
+	}{
+		{raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 2, Addr: "127.0.0.1:1"}, raftnode.ErrMemberExists},
+		{raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 5, Addr: "127.0.0.1"}, raftnode.ErrBadMemberAddr},
+		{raftnode.MemberChange{Kind: raftnode.Promote, ID: 2}, raftnode.ErrNotLearner},
+		{raftnode.MemberChange{Kind: raftnode.Promote, ID: 9}, raftnode.ErrUnknownMember},
+		{raftnode.MemberChange{Kind: raftnode.Remove, ID: 9}, raftnode.ErrUnknownMember},
+		{raftnode.MemberChange{Kind: raftnode.ChangeKind(0), ID: 9}, raftnode.ErrBadMemberChange},
+	} {
+		if _, err := lead.ChangeMembership(ctx, tc.change); !errors.Is(err, tc.want) {
+			t.Errorf("%s of %d: %v, want %v", tc.change.Kind, tc.change.ID, err, tc.want)
+		}
+	}
+	if _, err := c.node(follower).ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.Remove, ID: 3}); !errors.Is(err, raftnode.ErrNotLeader) {
+		t.Errorf("change on a follower: %v", err)
+	}
+	// A learner that never started is behind: not promoted.
+	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 5, Addr: "127.0.0.1:5"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.Promote, ID: 5}); !errors.Is(err, raftnode.ErrLearnerBehind) {
+		t.Errorf("promote of a learner that never started: %v", err)
+	}
+	// One voter down of three: removing another live one would leave one
+	// reachable voter of two.
+	leadID := lead.Status().ID
+	var down, other uint64
+	for _, id := range []uint64{1, 2, 3} {
+		if id == leadID {
+			continue
+		}
+		if down == 0 {
+			down = id
+		} else {
+			other = id
+		}
+	}
+	c.crash(down)
+	time.Sleep(time.Second) // the leader notices it no longer hears from it
+	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.Remove, ID: other}); !errors.Is(err, raftnode.ErrWouldLoseQuorum) {
+		t.Errorf("removal leaving no reachable quorum: %v", err)
+	}
+	// A change in the log and not applied (no quorum to commit it) blocks
+	// the next one.
+	c.crash(other)
+	sctx, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := lead.ChangeMembership(sctx, raftnode.MemberChange{Kind: raftnode.Remove, ID: 5})
+	scancel()
+	if err == nil {
+		t.Fatal("a change committed without a quorum")
+	}
+	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 6, Addr: "127.0.0.1:6"}); !errors.Is(err, raftnode.ErrMembershipChangeInProgress) && !errors.Is(err, raftnode.ErrNotLeader) {
+		t.Errorf("second change while one is pending: %v", err)
+	}
+	after := lead.Members()
+	if !slices.Equal(after.Voters, before.Voters) {
+		t.Errorf("refusals changed the voters: %v -> %v", before.Voters, after.Voters)
+	}
+}
