@@ -125,6 +125,12 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 	var err error
 	switch op := cmd.GetOp().(type) {
 	case *controllerpb.Command_Join:
+		if r := cmd.GetRefusal(); r != nil {
+			// The leader's check refused it; only an outcome the
+			// session already had (above) overrides the verdict.
+			err = refusalError(r)
+			break
+		}
 		next, err = s.join(op.Join.GetGroups())
 	case *controllerpb.Command_Leave:
 		next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
@@ -137,6 +143,46 @@ func (s *State) Apply(cmd *controllerpb.Command) Result {
 		s.touchedSessions[id] = true
 	}
 	return res
+}
+
+// refusalError is the outcome of a change the leader refused (see
+// Command.refusal).
+func refusalError(r *controllerpb.CheckRefusal) error {
+	switch e := codeError(r.GetCode()); e {
+	case ErrBadReplica, ErrReplicaUnreachable:
+		return fmt.Errorf("%w: %s", e, r.GetReason())
+	}
+	return fmt.Errorf("%w: refusal code %d", ErrMalformed, r.GetCode())
+}
+
+// JoinToCheck returns the groups of join that the latest configuration
+// lacks: those whose replicas a controller leader checks before proposing
+// it (package ctlserver). It returns none when applying join now would add
+// no group: the state machine would refuse it (a session it does not know,
+// a malformed group, a group joined with other addresses, no
+// configuration yet), or its session already has the request's outcome (a
+// retry, answered from the session whatever a check would say).
+func (s *State) JoinToCheck(join *controllerpb.JoinRequest) []*controllerpb.Group {
+	if len(s.configs) == 0 {
+		return nil
+	}
+	if sess := join.GetSession(); sess.GetClientId() != 0 {
+		prev, ok := s.sessions[sess.GetClientId()]
+		if !ok || sess.GetSeq() == 0 || sess.GetSeq() <= prev.seq {
+			return nil
+		}
+	}
+	if _, err := s.join(join.GetGroups()); err != nil {
+		return nil
+	}
+	latest := s.configs[len(s.configs)-1]
+	var out []*controllerpb.Group
+	for _, g := range join.GetGroups() {
+		if _, ok := latest.Groups[g.GetId()]; !ok {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // sessionOf returns the session of a change command (nil for others).

@@ -618,7 +618,12 @@ type Command struct {
 	// stamp is replicated time (unix milliseconds) when the leader proposed
 	// the command (see session.Clock); replicas apply max(replicated time,
 	// stamp), and idle sessions expire by it, never by a replica's own clock.
-	Stamp         int64 `protobuf:"varint,10,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	Stamp int64 `protobuf:"varint,10,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	// refusal, when set, is the proposing leader's verdict on the change,
+	// decided before it proposed: its check of a joining group's replicas
+	// failed. The change is refused with it unless its session already has an
+	// outcome, and the session remembers the refusal like any other.
+	Refusal       *CheckRefusal `protobuf:"bytes,11,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +717,13 @@ func (x *Command) GetStamp() int64 {
 	return 0
 }
 
+func (x *Command) GetRefusal() *CheckRefusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -746,6 +758,60 @@ func (*Command_Init) isCommand_Op() {}
 
 func (*Command_OpenSession) isCommand_Op() {}
 
+// CheckRefusal is a change refused by the leader's check (see
+// Command.refusal).
+type CheckRefusal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`    // the error's outcome code (package controller)
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // which replica, and why
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckRefusal) Reset() {
+	*x = CheckRefusal{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckRefusal) ProtoMessage() {}
+
+func (x *CheckRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckRefusal.ProtoReflect.Descriptor instead.
+func (*CheckRefusal) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CheckRefusal) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CheckRefusal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // InitRequest creates configuration 0 with num_shards shards. Only the
 // first one applied counts: the number of shards never changes.
 type InitRequest struct {
@@ -757,7 +823,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +835,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +848,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{12}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InitRequest) GetNumShards() uint32 {
@@ -806,7 +872,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +884,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +897,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{13}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SessionRecord) GetClientId() uint64 {
@@ -883,7 +949,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +961,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +974,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{14}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Image) GetApplied() uint64 {
@@ -984,7 +1050,7 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\n" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\"$\n" +
 	"\fWatchRequest\x12\x14\n" +
-	"\x05after\x18\x01 \x01(\x04R\x05after\"\xe0\x02\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\"\x9f\x03\n" +
 	"\aCommand\x128\n" +
 	"\x04join\x18\x01 \x01(\v2\".shardkv.controller.v1.JoinRequestH\x00R\x04join\x12;\n" +
 	"\x05leave\x18\x02 \x01(\v2#.shardkv.controller.v1.LeaveRequestH\x00R\x05leave\x128\n" +
@@ -992,8 +1058,12 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\x04init\x18\x04 \x01(\v2\".shardkv.controller.v1.InitRequestH\x00R\x04init\x12N\n" +
 	"\fopen_session\x18\x05 \x01(\v2).shardkv.controller.v1.OpenSessionRequestH\x00R\vopenSession\x12\x14\n" +
 	"\x05stamp\x18\n" +
-	" \x01(\x03R\x05stampB\x04\n" +
-	"\x02op\",\n" +
+	" \x01(\x03R\x05stamp\x12=\n" +
+	"\arefusal\x18\v \x01(\v2#.shardkv.controller.v1.CheckRefusalR\arefusalB\x04\n" +
+	"\x02op\":\n" +
+	"\fCheckRefusal\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
 	"\vInitRequest\x12\x1d\n" +
 	"\n" +
 	"num_shards\x18\x01 \x01(\rR\tnumShards\"\x99\x01\n" +
@@ -1033,7 +1103,7 @@ func file_api_controllerpb_controller_proto_rawDescGZIP() []byte {
 	return file_api_controllerpb_controller_proto_rawDescData
 }
 
-var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_api_controllerpb_controller_proto_goTypes = []any{
 	(*Group)(nil),              // 0: shardkv.controller.v1.Group
 	(*Config)(nil),             // 1: shardkv.controller.v1.Config
@@ -1047,9 +1117,10 @@ var file_api_controllerpb_controller_proto_goTypes = []any{
 	(*QueryReply)(nil),         // 9: shardkv.controller.v1.QueryReply
 	(*WatchRequest)(nil),       // 10: shardkv.controller.v1.WatchRequest
 	(*Command)(nil),            // 11: shardkv.controller.v1.Command
-	(*InitRequest)(nil),        // 12: shardkv.controller.v1.InitRequest
-	(*SessionRecord)(nil),      // 13: shardkv.controller.v1.SessionRecord
-	(*Image)(nil),              // 14: shardkv.controller.v1.Image
+	(*CheckRefusal)(nil),       // 12: shardkv.controller.v1.CheckRefusal
+	(*InitRequest)(nil),        // 13: shardkv.controller.v1.InitRequest
+	(*SessionRecord)(nil),      // 14: shardkv.controller.v1.SessionRecord
+	(*Image)(nil),              // 15: shardkv.controller.v1.Image
 }
 var file_api_controllerpb_controller_proto_depIdxs = []int32{
 	0,  // 0: shardkv.controller.v1.Config.groups:type_name -> shardkv.controller.v1.Group
@@ -1062,27 +1133,28 @@ var file_api_controllerpb_controller_proto_depIdxs = []int32{
 	4,  // 7: shardkv.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
 	5,  // 8: shardkv.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
 	6,  // 9: shardkv.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
-	12, // 10: shardkv.controller.v1.Command.init:type_name -> shardkv.controller.v1.InitRequest
+	13, // 10: shardkv.controller.v1.Command.init:type_name -> shardkv.controller.v1.InitRequest
 	3,  // 11: shardkv.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
-	1,  // 12: shardkv.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
-	13, // 13: shardkv.controller.v1.Image.sessions:type_name -> shardkv.controller.v1.SessionRecord
-	3,  // 14: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
-	4,  // 15: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
-	5,  // 16: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
-	6,  // 17: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
-	8,  // 18: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
-	10, // 19: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
-	7,  // 20: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 21: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 22: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 23: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
-	9,  // 24: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
-	9,  // 25: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 12: shardkv.controller.v1.Command.refusal:type_name -> shardkv.controller.v1.CheckRefusal
+	1,  // 13: shardkv.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
+	14, // 14: shardkv.controller.v1.Image.sessions:type_name -> shardkv.controller.v1.SessionRecord
+	3,  // 15: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
+	4,  // 16: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
+	5,  // 17: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
+	6,  // 18: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
+	8,  // 19: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
+	10, // 20: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
+	7,  // 21: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 22: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 23: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
+	7,  // 24: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
+	9,  // 25: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
+	9,  // 26: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_api_controllerpb_controller_proto_init() }
@@ -1103,7 +1175,7 @@ func file_api_controllerpb_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_controllerpb_controller_proto_rawDesc), len(file_api_controllerpb_controller_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
