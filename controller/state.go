@@ -271,18 +271,38 @@ func (s *State) join(groups []*controllerpb.Group) (Config, error) {
 	return next, nil
 }
 
+// leave removes groups gids. A leaving group's shards that it gained in the
+// latest configuration go back to the group that owned them before, when
+// that group stays: it may still hold them, frozen for a handoff the
+// leaving group never started (it may be dead), and it takes them back
+// without one (see package group, "Giving a shard back"). The leaving
+// groups' other shards are rebalanced as usual.
 func (s *State) leave(gids []uint64, force bool) (Config, error) {
-	next := s.configs[len(s.configs)-1].Clone()
+	latest := s.configs[len(s.configs)-1]
+	next := latest.Clone()
+	leaving := map[uint64]bool{}
 	for _, g := range gids {
 		if _, ok := next.Groups[g]; !ok {
 			return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, g)
 		}
 		delete(next.Groups, g)
+		leaving[g] = true
 	}
 	if len(next.Groups) == 0 && len(gids) > 0 && !force {
 		return Config{}, ErrWouldOrphan
 	}
-	next.Shards = Rebalance(next.Shards, next.GroupIDs())
+	var pinned []bool
+	if n := len(s.configs); n > 1 && len(leaving) > 0 {
+		prev := s.configs[n-2]
+		pinned = make([]bool, len(next.Shards))
+		for sh, g := range latest.Shards {
+			from := prev.Shards[sh]
+			if _, stays := next.Groups[from]; leaving[g] && stays {
+				next.Shards[sh], pinned[sh] = from, true
+			}
+		}
+	}
+	next.Shards = rebalance(next.Shards, next.GroupIDs(), pinned)
 	return next, nil
 }
 
