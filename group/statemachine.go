@@ -221,6 +221,10 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *kvpb.Command) (outcome, err 
 		return sm.deleteShard(a, op.DeleteShard.GetConfigNum(), int(op.DeleteShard.GetShard()))
 	case *kvpb.Command_ConfirmDelete:
 		return sm.confirmDelete(a, op.ConfirmDelete.GetConfigNum(), int(op.ConfirmDelete.GetShard())), nil
+	case *kvpb.Command_HandOver:
+		return sm.handOver(a, op.HandOver.GetConfigNum(), int(op.HandOver.GetShard())), nil
+	case *kvpb.Command_AbandonPull:
+		return nil, sm.abandonPull(a, op.AbandonPull.GetConfigNum(), int(op.AbandonPull.GetShard()))
 	}
 	return ErrMalformed, nil
 }

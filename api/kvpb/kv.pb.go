@@ -854,6 +854,8 @@ type Command struct {
 	//	*Command_Insert
 	//	*Command_DeleteShard
 	//	*Command_ConfirmDelete
+	//	*Command_HandOver
+	//	*Command_AbandonPull
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -948,6 +950,24 @@ func (x *Command) GetConfirmDelete() *ConfirmDelete {
 	return nil
 }
 
+func (x *Command) GetHandOver() *PullShardRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_HandOver); ok {
+			return x.HandOver
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAbandonPull() *PullShardRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AbandonPull); ok {
+			return x.AbandonPull
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -972,6 +992,20 @@ type Command_ConfirmDelete struct {
 	ConfirmDelete *ConfirmDelete `protobuf:"bytes,6,opt,name=confirm_delete,json=confirmDelete,proto3,oneof"`
 }
 
+type Command_HandOver struct {
+	// The old owner records that a new owner pulls a shard, before any of
+	// its data leaves (held → offering): from then on the shard can no
+	// longer be given back to the old owner without the new one.
+	HandOver *PullShardRequest `protobuf:"bytes,7,opt,name=hand_over,json=handOver,proto3,oneof"`
+}
+
+type Command_AbandonPull struct {
+	// The new owner gives up a pull that the old owner answered as past
+	// its configuration: the shard was given back to the old owner before
+	// any data left it (pulling → absent).
+	AbandonPull *PullShardRequest `protobuf:"bytes,8,opt,name=abandon_pull,json=abandonPull,proto3,oneof"`
+}
+
 func (*Command_Write) isCommand_Op() {}
 
 func (*Command_Install) isCommand_Op() {}
@@ -981,6 +1015,10 @@ func (*Command_Insert) isCommand_Op() {}
 func (*Command_DeleteShard) isCommand_Op() {}
 
 func (*Command_ConfirmDelete) isCommand_Op() {}
+
+func (*Command_HandOver) isCommand_Op() {}
+
+func (*Command_AbandonPull) isCommand_Op() {}
 
 type InstallConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1473,14 +1511,16 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\a \x01(\x04R\tconfigNum\x122\n" +
 	"\x06shards\x18\b \x03(\v2\x1a.shardkv.kv.v1.ShardStatusR\x06shards\x12%\n" +
-	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\"\xd9\x02\n" +
+	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\"\xdf\x03\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
 	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x128\n" +
 	"\ainstall\x18\x03 \x01(\v2\x1c.shardkv.kv.v1.InstallConfigH\x00R\ainstall\x124\n" +
 	"\x06insert\x18\x04 \x01(\v2\x1a.shardkv.kv.v1.InsertShardH\x00R\x06insert\x12F\n" +
 	"\fdelete_shard\x18\x05 \x01(\v2!.shardkv.kv.v1.DeleteShardRequestH\x00R\vdeleteShard\x12E\n" +
-	"\x0econfirm_delete\x18\x06 \x01(\v2\x1c.shardkv.kv.v1.ConfirmDeleteH\x00R\rconfirmDeleteB\x04\n" +
+	"\x0econfirm_delete\x18\x06 \x01(\v2\x1c.shardkv.kv.v1.ConfirmDeleteH\x00R\rconfirmDelete\x12>\n" +
+	"\thand_over\x18\a \x01(\v2\x1f.shardkv.kv.v1.PullShardRequestH\x00R\bhandOver\x12D\n" +
+	"\fabandon_pull\x18\b \x01(\v2\x1f.shardkv.kv.v1.PullShardRequestH\x00R\vabandonPullB\x04\n" +
 	"\x02op\"F\n" +
 	"\rInstallConfig\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\"\xd1\x01\n" +
@@ -1577,31 +1617,33 @@ var file_api_kvpb_kv_proto_depIdxs = []int32{
 	16, // 6: shardkv.kv.v1.Command.insert:type_name -> shardkv.kv.v1.InsertShard
 	9,  // 7: shardkv.kv.v1.Command.delete_shard:type_name -> shardkv.kv.v1.DeleteShardRequest
 	17, // 8: shardkv.kv.v1.Command.confirm_delete:type_name -> shardkv.kv.v1.ConfirmDelete
-	22, // 9: shardkv.kv.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
-	5,  // 10: shardkv.kv.v1.InsertShard.kvs:type_name -> shardkv.kv.v1.KeyValue
-	6,  // 11: shardkv.kv.v1.InsertShard.sessions:type_name -> shardkv.kv.v1.SessionRecord
-	22, // 12: shardkv.kv.v1.Meta.config:type_name -> shardkv.controller.v1.Config
-	22, // 13: shardkv.kv.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
-	19, // 14: shardkv.kv.v1.Meta.shards:type_name -> shardkv.kv.v1.ShardMeta
-	18, // 15: shardkv.kv.v1.Image.meta:type_name -> shardkv.kv.v1.Meta
-	21, // 16: shardkv.kv.v1.Image.shards:type_name -> shardkv.kv.v1.ImageShard
-	5,  // 17: shardkv.kv.v1.ImageShard.kvs:type_name -> shardkv.kv.v1.KeyValue
-	6,  // 18: shardkv.kv.v1.ImageShard.sessions:type_name -> shardkv.kv.v1.SessionRecord
-	1,  // 19: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
-	3,  // 20: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
-	7,  // 21: shardkv.kv.v1.KV.PullShard:input_type -> shardkv.kv.v1.PullShardRequest
-	9,  // 22: shardkv.kv.v1.KV.DeleteShard:input_type -> shardkv.kv.v1.DeleteShardRequest
-	11, // 23: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
-	2,  // 24: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
-	4,  // 25: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
-	8,  // 26: shardkv.kv.v1.KV.PullShard:output_type -> shardkv.kv.v1.ShardChunk
-	10, // 27: shardkv.kv.v1.KV.DeleteShard:output_type -> shardkv.kv.v1.DeleteShardReply
-	13, // 28: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	7,  // 9: shardkv.kv.v1.Command.hand_over:type_name -> shardkv.kv.v1.PullShardRequest
+	7,  // 10: shardkv.kv.v1.Command.abandon_pull:type_name -> shardkv.kv.v1.PullShardRequest
+	22, // 11: shardkv.kv.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
+	5,  // 12: shardkv.kv.v1.InsertShard.kvs:type_name -> shardkv.kv.v1.KeyValue
+	6,  // 13: shardkv.kv.v1.InsertShard.sessions:type_name -> shardkv.kv.v1.SessionRecord
+	22, // 14: shardkv.kv.v1.Meta.config:type_name -> shardkv.controller.v1.Config
+	22, // 15: shardkv.kv.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
+	19, // 16: shardkv.kv.v1.Meta.shards:type_name -> shardkv.kv.v1.ShardMeta
+	18, // 17: shardkv.kv.v1.Image.meta:type_name -> shardkv.kv.v1.Meta
+	21, // 18: shardkv.kv.v1.Image.shards:type_name -> shardkv.kv.v1.ImageShard
+	5,  // 19: shardkv.kv.v1.ImageShard.kvs:type_name -> shardkv.kv.v1.KeyValue
+	6,  // 20: shardkv.kv.v1.ImageShard.sessions:type_name -> shardkv.kv.v1.SessionRecord
+	1,  // 21: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
+	3,  // 22: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
+	7,  // 23: shardkv.kv.v1.KV.PullShard:input_type -> shardkv.kv.v1.PullShardRequest
+	9,  // 24: shardkv.kv.v1.KV.DeleteShard:input_type -> shardkv.kv.v1.DeleteShardRequest
+	11, // 25: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
+	2,  // 26: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
+	4,  // 27: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
+	8,  // 28: shardkv.kv.v1.KV.PullShard:output_type -> shardkv.kv.v1.ShardChunk
+	10, // 29: shardkv.kv.v1.KV.DeleteShard:output_type -> shardkv.kv.v1.DeleteShardReply
+	13, // 30: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
+	26, // [26:31] is the sub-list for method output_type
+	21, // [21:26] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_api_kvpb_kv_proto_init() }
@@ -1615,6 +1657,8 @@ func file_api_kvpb_kv_proto_init() {
 		(*Command_Insert)(nil),
 		(*Command_DeleteShard)(nil),
 		(*Command_ConfirmDelete)(nil),
+		(*Command_HandOver)(nil),
+		(*Command_AbandonPull)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -39,7 +39,7 @@ func (s *Server) drive() {
 				moving = true
 				addrs := v.Prev.Groups[sh.Peer]
 				s.spawn(task{'d', v.Config.Num, shard}, func(ctx context.Context) { s.confirmDelete(ctx, v.Config.Num, shard, addrs) })
-			case group.Offering:
+			case group.Offering, group.Held:
 				moving = true // waits for the new owner's pull and delete
 			}
 		}
@@ -110,7 +110,7 @@ func (s *Server) nextConfig(cur uint64) {
 		switch sh.State {
 		case group.Pulling:
 			gained++
-		case group.Offering:
+		case group.Held:
 			lost++
 		}
 	}
@@ -213,7 +213,14 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 			return false, bytes, errors.New("stream ended before the last chunk")
 		}
 		if err != nil {
-			return false, bytes, kvpb.Errors.FromStatus(err)
+			err = kvpb.Errors.FromStatus(err)
+			if errors.Is(err, group.ErrStaleConfig) {
+				// The old owner is past num while the shard is still
+				// pulled here: a configuration gave it back before any
+				// data left (see group.Held). Give the pull up.
+				return s.abandon(ctx, num, shard, err)
+			}
+			return false, bytes, err
 		}
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
@@ -235,6 +242,18 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 			return true, bytes, nil
 		}
 	}
+}
+
+// abandon proposes giving up the pull of shard at num, which the old owner
+// answered with why. Once it is applied the pull is done, with why.
+func (s *Server) abandon(ctx context.Context, num uint64, shard int, why error) (done bool, bytes int, err error) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.propose(pctx, &kvpb.Command{Op: &kvpb.Command_AbandonPull{AbandonPull: &kvpb.PullShardRequest{ConfigNum: num, Shard: uint32(shard)}}}); err != nil {
+		return !s.node.Status().IsLeader, 0, err
+	}
+	s.log.Warn("gave up pulling a shard its old owner took back", "shard", shard, "config", num, "answer", why)
+	return true, 0, why
 }
 
 // confirmDelete tells the old owner of shard to delete it, then records the

@@ -129,8 +129,12 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Register adds the KV service to g.
-func (s *Server) Register(g *grpc.Server) { kvpb.RegisterKVServer(g, s) }
+// Register adds the KV service to g, and the identity the controller
+// checks a join with (transport.RegisterIdentity).
+func (s *Server) Register(g *grpc.Server) {
+	kvpb.RegisterKVServer(g, s)
+	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
+}
 
 // Node is the replica's raft node.
 func (s *Server) Node() *raftnode.Node { return s.node }
@@ -275,8 +279,20 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
 }
 
 // PullShard implements kvpb.KVServer. Any replica may answer: an offered
-// shard no longer changes.
+// shard no longer changes. Its data leaves only once the group's log holds
+// its handover (Held → Offering), so a configuration that gives the shard
+// back to this group cannot take it back once a new owner may have some of
+// it, and one applied first makes this pull fail as past its
+// configuration.
 func (s *Server) PullShard(req *kvpb.PullShardRequest, stream grpc.ServerStreamingServer[kvpb.ShardChunk]) error {
+	if !s.sm.HandedOver(req.GetConfigNum(), int(req.GetShard())) {
+		ctx, cancel := context.WithTimeout(stream.Context(), 5*time.Second)
+		err := s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_HandOver{HandOver: req}})
+		cancel()
+		if err != nil {
+			return kvpb.Errors.ToStatus(err)
+		}
+	}
 	x, err := s.sm.ExportShard(req.GetConfigNum(), int(req.GetShard()))
 	if err != nil {
 		return kvpb.Errors.ToStatus(err)
