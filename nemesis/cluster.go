@@ -187,9 +187,18 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if _, err := ctl.Join(jctx, groups); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("join groups: %w", err)
+	for {
+		// The controller checks every replica of a join: wait for the
+		// processes to serve.
+		_, err := ctl.Join(jctx, groups)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, controllerpb.ErrReplicaUnreachable) || jctx.Err() != nil {
+			c.Close()
+			return nil, fmt.Errorf("join groups: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	return c, nil
 }
