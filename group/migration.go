@@ -26,6 +26,15 @@ func (sm *StateMachine) blocked(next controller.Config) bool {
 	return false
 }
 
+// CanInstall reports whether next would be installed now: it follows the
+// current configuration, and every migration is finished or is a Held
+// shard next gives back.
+func (sm *StateMachine) CanInstall(next controller.Config) bool {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return next.Num == sm.meta.config.Num+1 && !sm.blocked(next)
+}
+
 // installConfig moves the group from configuration N to next (N+1): only
 // in order, and only once every migration of N is finished (or is a Held
 // shard that next gives back).

@@ -39,11 +39,14 @@ func (s *Server) drive() {
 				moving = true
 				addrs := v.Prev.Groups[sh.Peer]
 				s.spawn(task{'d', v.Config.Num, shard}, func(ctx context.Context) { s.confirmDelete(ctx, v.Config.Num, shard, addrs) })
-			case group.Offering, group.Held:
+			case group.Offering:
 				moving = true // waits for the new owner's pull and delete
 			}
 		}
 		if !moving {
+			// Held shards wait for the new owner's pull, or for a
+			// configuration that gives them back (nextConfig proposes
+			// only a configuration the group can install).
 			s.nextConfig(v.Config.Num)
 		}
 	}
@@ -78,28 +81,38 @@ func (s *Server) spawn(t task, fn func(context.Context)) {
 	}()
 }
 
-// nextConfig proposes configuration cur+1 if the controller has it.
+// nextConfig proposes configuration cur+1 if the controller has it and the
+// group can install it (see group.StateMachine.CanInstall).
 func (s *Server) nextConfig(cur uint64) {
 	if s.cfg.Controller == nil {
 		return
 	}
-	// A long poll (up to a second, so leadership and shutdown are noticed)
-	// learns that something newer exists without loading the controller;
-	// then a linearizable Query fetches exactly cur+1.
-	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
-	newer, err := s.cfg.Controller.Watch(wctx, cur)
-	wcancel()
-	if err != nil || newer.Num <= cur {
-		return
+	next := s.next // configurations never change: fetch each once
+	if next.Num != cur+1 {
+		// A long poll (up to a second, so leadership and shutdown are
+		// noticed) learns that something newer exists without loading
+		// the controller; then a linearizable Query fetches exactly cur+1.
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+		newer, err := s.cfg.Controller.Watch(wctx, cur)
+		wcancel()
+		if err != nil || newer.Num <= cur {
+			return
+		}
+		qctx, qcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		next, _, err = s.cfg.Controller.Query(qctx, int64(cur+1))
+		qcancel()
+		if err != nil || next.Num != cur+1 {
+			return
+		}
+		s.next = next
+	}
+	if !s.sm.CanInstall(next) {
+		return // a Held shard that next does not give back
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	next, _, err := s.cfg.Controller.Query(ctx, int64(cur+1))
-	if err != nil || next.Num != cur+1 {
-		return
-	}
 	start := time.Now()
-	err = s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_Install{Install: &kvpb.InstallConfig{Config: next.ToProto()}}})
+	err := s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_Install{Install: &kvpb.InstallConfig{Config: next.ToProto()}}})
 	if err != nil {
 		s.log.Debug("propose configuration", "num", next.Num, "err", err)
 		return

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/raftnode"
@@ -80,6 +81,8 @@ type Server struct {
 
 	busyMu sync.Mutex
 	busy   map[task]bool // driver tasks in flight
+
+	next controller.Config // the configuration after the applied one, once fetched (drive's own)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
