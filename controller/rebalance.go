@@ -56,15 +56,29 @@ func rebalance(shards []uint64, groups []uint64, pinned []bool) []uint64 {
 		}
 	}
 
-	// Targets: the groups holding most get the larger share.
+	// Targets: the groups holding most get the larger share (those with
+	// more than the smaller share pinned first).
+	n, g := len(out), len(gids)
+	pins := map[uint64]int{}
+	for s, gid := range out {
+		if pinned != nil && pinned[s] {
+			pins[gid]++
+		}
+	}
+	overPinned := func(gid uint64) bool { return pins[gid] > n/g }
 	order := slices.Clone(gids)
 	slices.SortStableFunc(order, func(a, b uint64) int {
+		if oa, ob := overPinned(a), overPinned(b); oa != ob {
+			if oa {
+				return -1
+			}
+			return 1
+		}
 		if d := len(owned[b]) - len(owned[a]); d != 0 {
 			return d
 		}
 		return cmp.Compare(a, b)
 	})
-	n, g := len(out), len(gids)
 	target := make(map[uint64]int, g)
 	for i, gid := range order {
 		target[gid] = n / g
