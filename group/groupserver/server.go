@@ -289,7 +289,9 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
 // configuration.
 func (s *Server) PullShard(req *kvpb.PullShardRequest, stream grpc.ServerStreamingServer[kvpb.ShardChunk]) error {
 	if !s.sm.HandedOver(req.GetConfigNum(), int(req.GetShard())) {
-		ctx, cancel := context.WithTimeout(stream.Context(), 5*time.Second)
+		// Bounded, so that a puller that reached a replica cut off from
+		// its leader soon tries another one.
+		ctx, cancel := context.WithTimeout(stream.Context(), transport.DeadPeerTimeout)
 		err := s.propose(ctx, &kvpb.Command{Op: &kvpb.Command_HandOver{HandOver: req}})
 		cancel()
 		if err != nil {
