@@ -71,6 +71,10 @@ type Options struct {
 	// ClusterToken names a new cluster (default "shardkv"); with the
 	// controller's addresses it makes the cluster id.
 	ClusterToken string
+	// UnsafeSkipJoinCheck makes the controller accept joins without
+	// checking the groups' replicas (ctlserver.Config): for tests that join
+	// groups that are not running.
+	UnsafeSkipJoinCheck bool
 }
 
 // ErrGroupsMissing: the cluster's configuration has groups that Start was
@@ -350,7 +354,8 @@ func (c *Cluster) StartReplica(r Replica) error {
 	var err error
 	if r.Group == ctlserver.Group {
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
-			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.opts.TuneRaft, Time: c.opts.Time})
+			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.opts.TuneRaft, Time: c.opts.Time,
+			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck})
 		if err == nil {
 			m.ctl.Register(m.grpc)
 		}

@@ -200,7 +200,10 @@ func TestSnapshotsAndFullRestart(t *testing.T) {
 }
 
 func TestReplicasCatchUpAfterMissingChanges(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 3, TuneRaft: func(c *raftnode.Config) { c.SnapshotEntries, c.CatchUpEntries = 10, 2 }})
+	// Groups 2 and 3 join with a replica down, which the controller's
+	// check of a join refuses: not what this test is about.
+	h := start(t, cluster.Options{Groups: 3, TuneRaft: func(c *raftnode.Config) { c.SnapshotEntries, c.CatchUpEntries = 10, 2 },
+		UnsafeSkipJoinCheck: true})
 	h.join(1)
 	cl := h.client()
 	for g := uint64(1); g <= 3; g++ {

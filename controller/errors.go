@@ -18,11 +18,21 @@ var (
 	ErrStaleRequest   = controllerpb.ErrStaleRequest
 	ErrSessionExpired = controllerpb.ErrSessionExpired
 	ErrMalformed      = controllerpb.ErrMalformed
+	// ErrBadReplica and ErrReplicaUnreachable refuse a join whose
+	// replicas failed the leader's check (see package ctlserver).
+	ErrBadReplica         = controllerpb.ErrBadReplica
+	ErrReplicaUnreachable = controllerpb.ErrReplicaUnreachable
 )
 
-// codes give each refusal a stable number for the session table on disk.
+// codes give each refusal a stable number for the session table on disk
+// (append only).
 var codes = session.Outcomes{nil, ErrNotInitialized, ErrInvalidGroup, ErrGroupExists, ErrUnknownGroup,
-	ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrStaleRequest}
+	ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrStaleRequest, ErrBadReplica, ErrReplicaUnreachable}
+
+// RefusalCode is the code a leader's verdict on a change carries in the log
+// (controllerpb.Refusal): err must be ErrBadReplica or
+// ErrReplicaUnreachable, possibly wrapped.
+func RefusalCode(err error) uint32 { return codes.Code(err) }
 
 func errorCode(err error) uint32 { return codes.Code(err) }
 

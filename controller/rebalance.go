@@ -24,6 +24,14 @@ import (
 //
 // The input is not modified.
 func Rebalance(shards []uint64, groups []uint64) []uint64 {
+	return rebalance(shards, groups, nil)
+}
+
+// rebalance is Rebalance, except that no pinned shard (pinned[s]) leaves
+// its group, even when that group holds more than its target: it releases
+// its other shards instead, and stays above target only when its pinned
+// shards alone exceed it.
+func rebalance(shards []uint64, groups []uint64, pinned []bool) []uint64 {
 	out := slices.Clone(shards)
 	if len(groups) == 0 {
 		for i := range out {
@@ -48,15 +56,29 @@ func Rebalance(shards []uint64, groups []uint64) []uint64 {
 		}
 	}
 
-	// Targets: the groups holding most get the larger share.
+	// Targets: the groups holding most get the larger share (those with
+	// more than the smaller share pinned first).
+	n, g := len(out), len(gids)
+	pins := map[uint64]int{}
+	for s, gid := range out {
+		if pinned != nil && pinned[s] {
+			pins[gid]++
+		}
+	}
+	overPinned := func(gid uint64) bool { return pins[gid] > n/g }
 	order := slices.Clone(gids)
 	slices.SortStableFunc(order, func(a, b uint64) int {
+		if oa, ob := overPinned(a), overPinned(b); oa != ob {
+			if oa {
+				return -1
+			}
+			return 1
+		}
 		if d := len(owned[b]) - len(owned[a]); d != 0 {
 			return d
 		}
 		return cmp.Compare(a, b)
 	})
-	n, g := len(out), len(gids)
 	target := make(map[uint64]int, g)
 	for i, gid := range order {
 		target[gid] = n / g
@@ -65,17 +87,29 @@ func Rebalance(shards []uint64, groups []uint64) []uint64 {
 		}
 	}
 
-	// Release each group's excess, highest shard numbers first.
+	// Release each group's excess, highest shard numbers first (pinned
+	// shards stay).
 	for _, gid := range gids {
-		if excess := len(owned[gid]) - target[gid]; excess > 0 {
-			keep := len(owned[gid]) - excess
-			free = append(free, owned[gid][keep:]...)
-			owned[gid] = owned[gid][:keep]
+		excess := len(owned[gid]) - target[gid]
+		if excess <= 0 {
+			continue
 		}
+		var keep []int
+		for i := len(owned[gid]) - 1; i >= 0; i-- {
+			if s := owned[gid][i]; excess > 0 && (pinned == nil || !pinned[s]) {
+				free = append(free, s)
+				excess--
+			} else {
+				keep = append(keep, s)
+			}
+		}
+		owned[gid] = keep
 	}
 	slices.Sort(free)
 
 	// Fill groups below target: fewest shards first, then smallest id.
+	// While a shard is free some group is below target: the targets add
+	// up to the shard count.
 	for len(free) > 0 {
 		var best uint64
 		bestHas := -1

@@ -126,6 +126,12 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 	var err error
 	switch op := cmd.GetOp().(type) {
 	case *controllerlogpb.Command_Join:
+		if r := cmd.GetRefusal(); r != nil {
+			// The leader's check refused it; only an outcome the
+			// session already had (above) overrides the verdict.
+			err = refusalError(r)
+			break
+		}
 		next, err = s.join(op.Join.GetGroups())
 	case *controllerlogpb.Command_Leave:
 		next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
@@ -138,6 +144,46 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 		s.touchedSessions[id] = true
 	}
 	return res
+}
+
+// refusalError is the outcome of a change the leader refused (see
+// Command.refusal).
+func refusalError(r *controllerlogpb.CheckRefusal) error {
+	switch e := codeError(r.GetCode()); e {
+	case ErrBadReplica, ErrReplicaUnreachable:
+		return fmt.Errorf("%w: %s", e, r.GetReason())
+	}
+	return fmt.Errorf("%w: refusal code %d", ErrMalformed, r.GetCode())
+}
+
+// JoinToCheck returns the groups of join that the latest configuration
+// lacks: those whose replicas a controller leader checks before proposing
+// it (package ctlserver). It returns none when applying join now would add
+// no group: the state machine would refuse it (a session it does not know,
+// a malformed group, a group joined with other addresses, no
+// configuration yet), or its session already has the request's outcome (a
+// retry, answered from the session whatever a check would say).
+func (s *State) JoinToCheck(join *controllerpb.JoinRequest) []*controllerpb.Group {
+	if len(s.configs) == 0 {
+		return nil
+	}
+	if sess := join.GetSession(); sess.GetClientId() != 0 {
+		prev, ok := s.sessions[sess.GetClientId()]
+		if !ok || sess.GetSeq() == 0 || sess.GetSeq() <= prev.seq {
+			return nil
+		}
+	}
+	if _, err := s.join(join.GetGroups()); err != nil {
+		return nil
+	}
+	latest := s.configs[len(s.configs)-1]
+	var out []*controllerpb.Group
+	for _, g := range join.GetGroups() {
+		if _, ok := latest.Groups[g.GetId()]; !ok {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // sessionOf returns the session of a change command (nil for others).
@@ -226,18 +272,38 @@ func (s *State) join(groups []*controllerpb.Group) (Config, error) {
 	return next, nil
 }
 
+// leave removes groups gids. A leaving group's shards that it gained in the
+// latest configuration go back to the group that owned them before, when
+// that group stays: it may still hold them, frozen for a handoff the
+// leaving group never started (it may be dead), and it takes them back
+// without one (see package group, "Giving a shard back"). The leaving
+// groups' other shards are rebalanced as usual.
 func (s *State) leave(gids []uint64, force bool) (Config, error) {
-	next := s.configs[len(s.configs)-1].Clone()
+	latest := s.configs[len(s.configs)-1]
+	next := latest.Clone()
+	leaving := map[uint64]bool{}
 	for _, g := range gids {
 		if _, ok := next.Groups[g]; !ok {
 			return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, g)
 		}
 		delete(next.Groups, g)
+		leaving[g] = true
 	}
 	if len(next.Groups) == 0 && len(gids) > 0 && !force {
 		return Config{}, ErrWouldOrphan
 	}
-	next.Shards = Rebalance(next.Shards, next.GroupIDs())
+	var pinned []bool
+	if n := len(s.configs); n > 1 && len(leaving) > 0 {
+		prev := s.configs[n-2]
+		pinned = make([]bool, len(next.Shards))
+		for sh, g := range latest.Shards {
+			from := prev.Shards[sh]
+			if _, stays := next.Groups[from]; leaving[g] && stays {
+				next.Shards[sh], pinned[sh] = from, true
+			}
+		}
+	}
+	next.Shards = rebalance(next.Shards, next.GroupIDs(), pinned)
 	return next, nil
 }
 

@@ -276,6 +276,14 @@ func (s *Store) Now() int64 {
 	return s.state.now
 }
 
+// JoinToCheck returns the groups of join whose replicas a leader checks
+// before proposing it (see State.JoinToCheck).
+func (s *Store) JoinToCheck(join *controllerpb.JoinRequest) []*controllerpb.Group {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state.JoinToCheck(join)
+}
+
 // Changed returns a channel closed when a configuration is next added.
 func (s *Store) Changed() <-chan struct{} {
 	s.mu.RLock()

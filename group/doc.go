@@ -12,29 +12,50 @@
 //
 //	Serving     owned at N, data here                        serves clients
 //	Pulling     owned at N, data still at its owner at N-1   ErrNotReady
-//	Offering    owned at N-1, not at N; kept for the owner   ErrWrongGroup
+//	Held        owned at N-1, not at N; kept for the owner,  ErrWrongGroup
+//	            no data has left yet
+//	Offering    owned at N-1, not at N; kept for the owner,  ErrWrongGroup
+//	            which may have some of it
 //	Confirming  owned at N, data here; old owner not yet     serves clients
 //	            told it may delete its copy
 //	Absent      not ours                                     ErrWrongGroup
 //
 // Configuration N+1 is installed (through the log, in order, one at a time)
 // only when every shard is Serving or Absent: every migration of N is
-// finished. Installing it turns gained shards into Pulling (or straight into
-// Serving when they come from group 0, that is, from nowhere) and lost ones
-// into Offering.
+// finished (but see "Giving a shard back"). Installing it turns gained
+// shards into Pulling (or straight into Serving when they come from group
+// 0, that is, from nowhere) and lost ones into Held.
 //
 // # Handoff
 //
 // The new owner's leader pulls a shard from its owner at N-1, which answers
-// only once it has applied N itself, and streams the shard in bounded
-// chunks. Each chunk is an InsertShard entry in the new owner's log, applied
-// only while the shard is Pulling at that configuration; the first chunk
-// clears any partial copy, so a pull restarted after a leader change is
-// harmless. The last chunk makes the shard Confirming. The new owner then
-// asks the old owner to delete its copy, which it does through its own log
-// (Offering → Absent), and records the acknowledgement (Confirming →
-// Serving). Nothing here waits on the network: a driver does, and proposes
-// what it learned.
+// only once it has applied N itself, and only once its log records the
+// handover (a HandOver entry: Held → Offering; any replica proposes it
+// before it sends data). It streams the shard in bounded chunks. Each chunk
+// is an InsertShard entry in the new owner's log, applied only while the
+// shard is Pulling at that configuration; the first chunk clears any
+// partial copy, so a pull restarted after a leader change is harmless. The
+// last chunk makes the shard Confirming. The new owner then asks the old
+// owner to delete its copy, which it does through its own log (Offering →
+// Absent), and records the acknowledgement (Confirming → Serving). Nothing
+// here waits on the network: a driver does, and proposes what it learned.
+//
+// # Giving a shard back
+//
+// A new owner may die for good before it takes its shards, leaving the old
+// owner Held at N forever. The controller's way out is a configuration N+1
+// that gives such shards back to their owner at N-1 (a leave of the dead
+// group does). A Held shard that N+1 gives back does not block N+1, and
+// becomes Serving again without a handoff: no data of it has left, and
+// nobody else served it. A shard in Offering is never taken back: the new
+// owner may serve some of it, so the old owner waits for it as before.
+//
+// The handover entry is what makes this safe: it and the installation of
+// N+1 are ordered by the old owner's log. If N+1 comes first, the handover
+// (and so the pull) fails as past N; a new owner that is still Pulling when
+// told so knows the shard was given back, gives the pull up through its own
+// log (an AbandonPull entry: Pulling → Absent, nothing of it was served),
+// and can move on to N+1, which does not give it the shard.
 //
 // # Exactly once
 //

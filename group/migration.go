@@ -11,25 +11,39 @@ import (
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
 
-// migrating reports whether some shard of the current configuration is
-// still moving in or out.
-func (sm *StateMachine) migrating() bool {
-	for _, s := range sm.meta.shards {
-		if s.state != Serving && s.state != Absent {
+// blocked reports whether some shard of the current configuration is still
+// moving in or out, so that next cannot be installed yet. A Held shard that
+// next gives back to this group does not block: its data never left.
+func (sm *StateMachine) blocked(next controller.Config) bool {
+	for s, m := range sm.meta.shards {
+		switch {
+		case m.state == Serving || m.state == Absent:
+		case m.state == Held && s < len(next.Shards) && next.Shards[s] == sm.gid:
+		default:
 			return true
 		}
 	}
 	return false
 }
 
+// CanInstall reports whether next would be installed now: it follows the
+// current configuration, and every migration is finished or is a Held
+// shard next gives back.
+func (sm *StateMachine) CanInstall(next controller.Config) bool {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return next.Num == sm.meta.config.Num+1 && !sm.blocked(next)
+}
+
 // installConfig moves the group from configuration N to next (N+1): only
-// in order, and only once every migration of N is finished.
+// in order, and only once every migration of N is finished (or is a Held
+// shard that next gives back).
 func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome, err error) {
 	cur := sm.meta.config
 	switch {
 	case next.Num != cur.Num+1:
 		return fmt.Errorf("%w: have %d, offered %d", ErrStaleConfig, cur.Num, next.Num), nil
-	case sm.migrating():
+	case sm.blocked(next):
 		return fmt.Errorf("%w: configuration %d still migrating", ErrNotReady, cur.Num), nil
 	case len(next.Shards) == 0 || (len(sm.meta.shards) > 0 && len(next.Shards) != len(sm.meta.shards)):
 		return fmt.Errorf("%w: configuration %d has %d shards", ErrMalformed, next.Num, len(next.Shards)), nil
@@ -39,8 +53,22 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 		cur.Shards = make([]uint64, len(next.Shards)) // configuration 0: no owners
 	}
 	for s := range next.Shards {
+		if cur.Shards[s] == sm.gid && next.Shards[s] == sm.gid && sm.meta.shards[s].state == Absent {
+			// Given up at N (abandonPull) because its old owner took it
+			// back, which only a configuration giving it to that owner
+			// allows: never this one.
+			return fmt.Errorf("%w: configuration %d gives this group shard %d, given up at %d", ErrMalformed, next.Num, s, cur.Num), nil
+		}
+	}
+	for s := range next.Shards {
 		was, now := cur.Shards[s] == sm.gid, next.Shards[s] == sm.gid
-		switch {
+		switch st := sm.meta.shards[s].state; {
+		case st == Held:
+			// Given back (not blocked) before any data left: the frozen
+			// copy here is the shard, and nobody else served it.
+			sm.meta.shards[s] = shardMeta{state: Serving}
+		case was && st == Absent:
+			// Given up at N: there is nothing here to offer.
 		case now && !was && cur.Shards[s] == 0:
 			sm.meta.shards[s] = shardMeta{state: Serving} // from nowhere: starts empty
 		case now && !was:
@@ -52,12 +80,51 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 			}
 			sm.meta.shards[s] = shardMeta{state: Absent}
 		case was && !now:
-			sm.meta.shards[s] = shardMeta{state: Offering}
+			sm.meta.shards[s] = shardMeta{state: Held}
 		}
 	}
 	sm.meta.prev, sm.meta.config = cur, next
 	a.metaChanged = true
 	return nil, nil
+}
+
+// handOver records, before any data of shard leaves for its new owner at
+// configuration num, that it may have: Held becomes Offering, and the shard
+// can no longer be given back without the new owner.
+func (sm *StateMachine) handOver(a *apply, num uint64, shard int) error {
+	cur := sm.meta.config.Num
+	switch {
+	case num > cur:
+		return fmt.Errorf("%w: at configuration %d, asked for shard %d at %d", ErrNotReady, cur, shard, num)
+	case num < cur || shard < 0 || shard >= len(sm.meta.shards):
+		return fmt.Errorf("%w: shard %d is not offered at configuration %d", ErrStaleConfig, shard, num)
+	}
+	switch m := &sm.meta.shards[shard]; m.state {
+	case Offering:
+		return nil
+	case Held:
+		m.state = Offering
+		a.metaChanged = true
+		return nil
+	}
+	return fmt.Errorf("%w: shard %d is not offered at configuration %d", ErrStaleConfig, shard, num)
+}
+
+// abandonPull gives up pulling shard at configuration num: its old owner
+// answered the pull as past num, which, while the shard is still Pulling
+// here, means it took the shard back (a configuration gave it back before
+// any data left; see handOver). Nothing of it was served here. The shard
+// becomes Absent, and any partial copy is dropped.
+func (sm *StateMachine) abandonPull(a *apply, num uint64, shard int) error {
+	if num != sm.meta.config.Num || shard < 0 || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Pulling {
+		return nil
+	}
+	if err := sm.dropShard(a, shard); err != nil {
+		return err
+	}
+	sm.meta.shards[shard] = shardMeta{state: Absent}
+	a.metaChanged = true
+	return nil
 }
 
 // insertShard applies one chunk of a shard pulled from its previous owner.
@@ -143,9 +210,18 @@ type ShardExport struct {
 	prefixLen      int
 }
 
+// HandedOver reports whether the group offers shard at configuration num
+// and has recorded its handover (Offering): its data may be exported.
+func (sm *StateMachine) HandedOver(num uint64, shard int) bool {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return sm.meta.config.Num == num && shard >= 0 && shard < len(sm.meta.shards) && sm.meta.shards[shard].state == Offering
+}
+
 // ExportShard returns the shard this group offers at configuration num, as
-// of now. It fails with ErrNotReady while the group has not reached num,
-// and ErrStaleConfig when it has passed num or does not offer the shard.
+// of now. It fails with ErrNotReady while the group has not reached num or
+// has not recorded the handover (a HandOver command), and ErrStaleConfig
+// when it has passed num or does not offer the shard.
 func (sm *StateMachine) ExportShard(num uint64, shard int) (*ShardExport, error) {
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
@@ -153,6 +229,8 @@ func (sm *StateMachine) ExportShard(num uint64, shard int) (*ShardExport, error)
 	switch {
 	case cur < num:
 		return nil, fmt.Errorf("%w: at configuration %d, asked for shard %d at %d", ErrNotReady, cur, shard, num)
+	case cur == num && shard >= 0 && shard < len(sm.meta.shards) && sm.meta.shards[shard].state == Held:
+		return nil, fmt.Errorf("%w: shard %d is not handed over yet", ErrNotReady, shard)
 	case cur > num || shard < 0 || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Offering:
 		return nil, fmt.Errorf("%w: shard %d is not offered at configuration %d", ErrStaleConfig, shard, num)
 	}

@@ -4,13 +4,19 @@ package group
 // configuration (see the package documentation).
 type ShardState uint8
 
-// Shard states.
+// Shard states. Their numbers are stored: only append.
 const (
 	Absent ShardState = iota
 	Serving
 	Pulling
+	// Offering: lost at this configuration, frozen, and handed over: the
+	// new owner may hold some of its data.
 	Offering
 	Confirming
+	// Held: lost at this configuration, frozen for the new owner, and no
+	// data has left yet. A configuration that gives it back makes it
+	// Serving again without a handoff.
+	Held
 )
 
 func (s ShardState) String() string {
@@ -25,6 +31,8 @@ func (s ShardState) String() string {
 		return "offering"
 	case Confirming:
 		return "confirming"
+	case Held:
+		return "held"
 	}
 	return "unknown"
 }

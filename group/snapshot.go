@@ -119,7 +119,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 type ShardView struct {
 	State ShardState
 	// Peer is the group the shard comes from (Pulling, Confirming) or goes
-	// to (Offering); 0 otherwise.
+	// to (Held, Offering); 0 otherwise.
 	Peer uint64
 }
 
@@ -139,7 +139,7 @@ func (sm *StateMachine) View() View {
 		switch m.state {
 		case Pulling, Confirming:
 			v.Shards[s].Peer = sm.meta.prev.Shards[s]
-		case Offering:
+		case Offering, Held:
 			v.Shards[s].Peer = sm.meta.config.Shards[s]
 		}
 	}

@@ -222,6 +222,10 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome, e
 		return sm.deleteShard(a, op.DeleteShard.GetConfigNum(), int(op.DeleteShard.GetShard()))
 	case *grouppb.Command_ConfirmDelete:
 		return sm.confirmDelete(a, op.ConfirmDelete.GetConfigNum(), int(op.ConfirmDelete.GetShard())), nil
+	case *grouppb.Command_HandOver:
+		return sm.handOver(a, op.HandOver.GetConfigNum(), int(op.HandOver.GetShard())), nil
+	case *grouppb.Command_AbandonPull:
+		return nil, sm.abandonPull(a, op.AbandonPull.GetConfigNum(), int(op.AbandonPull.GetShard()))
 	}
 	return ErrMalformed, nil
 }

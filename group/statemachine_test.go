@@ -186,8 +186,8 @@ func TestHandoff(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st := g1.sm.View().Shards[2].State; st != Offering {
-		t.Fatalf("old owner holds shard as %v", st)
+	if st := g1.sm.View().Shards[2]; st.State != Held || st.Peer != 2 {
+		t.Fatalf("old owner holds shard as %+v", st)
 	}
 	if st := g2.sm.View().Shards[2]; st.State != Pulling || st.Peer != 1 {
 		t.Fatalf("new owner holds shard as %+v", st)
@@ -206,6 +206,22 @@ func TestHandoff(t *testing.T) {
 	}
 	if _, err := g1.sm.ExportShard(1, 2); !errors.Is(err, ErrStaleConfig) {
 		t.Fatalf("export of a passed configuration: %v", err)
+	}
+	// No data leaves before the handover is in the old owner's log.
+	if _, err := g1.sm.ExportShard(2, 2); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("export before the handover: %v", err)
+	}
+	for _, tc := range []struct {
+		num   uint64
+		shard uint32
+		want  error
+	}{{3, 2, ErrNotReady}, {1, 2, ErrStaleConfig}, {2, 3, ErrStaleConfig}, {2, 2, nil}, {2, 2, nil}} {
+		if err := g1.apply(handOver(tc.num, tc.shard)); !errors.Is(err, tc.want) {
+			t.Fatalf("handover of shard %d at %d: %v, want %v", tc.shard, tc.num, err, tc.want)
+		}
+	}
+	if st := g1.sm.View().Shards[2]; st.State != Offering || st.Peer != 2 || !g1.sm.HandedOver(2, 2) {
+		t.Fatalf("old owner after the handover: %+v", st)
 	}
 
 	x, err := g1.sm.ExportShard(2, 2)
@@ -280,6 +296,141 @@ func TestHandoff(t *testing.T) {
 		if err := r.apply(config(3, c2...)); err != nil {
 			t.Fatalf("group %d to configuration 3: %v", r.sm.gid, err)
 		}
+	}
+}
+
+func handOver(num uint64, shard uint32) *grouppb.Command {
+	return &grouppb.Command{Op: &grouppb.Command_HandOver{HandOver: &grouppb.PullShardRequest{ConfigNum: num, Shard: shard}}}
+}
+
+func abandonPull(num uint64, shard uint32) *grouppb.Command {
+	return &grouppb.Command{Op: &grouppb.Command_AbandonPull{AbandonPull: &grouppb.PullShardRequest{ConfigNum: num, Shard: shard}}}
+}
+
+// TestGiveBack: a shard lost to a group that never pulled it (dead, say)
+// is taken back by its old owner when a configuration gives it back, with
+// its data and duplicate table, and without a handoff; once its handover is
+// logged it is not. The new owner, if it comes back, gives up its pull when
+// the old owner answers it as past, and moves on.
+func TestGiveBack(t *testing.T) {
+	g1, g2 := newReplica(t, 1, Limits{}), newReplica(t, 2, Limits{})
+	c1 := all(1)
+	c2 := with(with(c1, 2, 2), 5, 2)
+	key2, key5 := keyIn(2, 0), keyIn(5, 0)
+	for _, r := range []*replica{g1, g2} {
+		if err := r.apply(config(1, c1...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{key2, key5} {
+		if err := g1.apply(appendCmd(k, "a", 7, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []*replica{g1, g2} {
+		if err := r.apply(config(2, c2...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Shard 5 is being pulled (its handover is logged); shard 2 is not.
+	if err := g1.apply(handOver(2, 5)); err != nil {
+		t.Fatal(err)
+	}
+	// Configuration 3 gives shard 2 back but not shard 5: blocked by 5.
+	if err := g1.apply(config(3, with(c2, 2, 1)...)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("gave back a shard whose data may have left: %v", err)
+	}
+	// Giving back both is blocked by 5 too.
+	if err := g1.apply(config(3, c1...)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("gave back a handed over shard: %v", err)
+	}
+	if st := g1.sm.View().Shards[5].State; st != Offering {
+		t.Fatalf("shard 5: %v", st)
+	}
+	// Finish shard 5's move as the drivers would; then configuration 3,
+	// which gives shard 2 back, installs and shard 2 serves at once.
+	x, err := g1.sm.ExportShard(2, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks []*grouppb.ShardChunk
+	if err := x.Chunks(1<<20, func(c *grouppb.ShardChunk) error { chunks = append(chunks, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+	for i, c := range chunks {
+		if err := g2.apply(&grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
+			ConfigNum: 2, Shard: 5, Chunk: uint64(i), Kvs: c.Kvs, Sessions: c.Sessions, Last: c.Last}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g1.apply(&grouppb.Command{Op: &grouppb.Command_DeleteShard{DeleteShard: &grouppb.DeleteShardRequest{ConfigNum: 2, Shard: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g2.apply(&grouppb.Command{Op: &grouppb.Command_ConfirmDelete{ConfirmDelete: &grouppb.ConfirmDelete{ConfigNum: 2, Shard: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	c3 := with(c2, 2, 1)
+	if err := g1.apply(config(3, c3...)); err != nil {
+		t.Fatalf("old owner with a shard given back: %v", err)
+	}
+	if st := g1.sm.View().Shards[2].State; st != Serving {
+		t.Fatalf("given back shard: %v", st)
+	}
+	// Its data and duplicate table are the ones it had: a retry is not
+	// applied again, a new write is.
+	if err := g1.apply(appendCmd(key2, "a", 7, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g1.apply(appendCmd(key2, "b", 7, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := g1.get(key2); v != "ab" {
+		t.Fatalf("given back shard holds %q, want ab", v)
+	}
+
+	// The new owner comes back: it is still pulling shard 2 at 2, which the
+	// old owner now answers as past.
+	if err := g1.apply(handOver(2, 2)); !errors.Is(err, ErrStaleConfig) {
+		t.Fatalf("handover after the give-back: %v", err)
+	}
+	if _, err := g1.sm.ExportShard(2, 2); !errors.Is(err, ErrStaleConfig) {
+		t.Fatalf("export after the give-back: %v", err)
+	}
+	if err := g2.apply(config(3, c3...)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("new owner moved on while pulling: %v", err)
+	}
+	// A partial copy (impossible without a handover, but harmless) goes
+	// with the pull.
+	if err := g2.apply(&grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{ConfigNum: 2, Shard: 2,
+		Kvs: []*grouppb.KeyValue{{Key: []byte(key2), Value: []byte("x")}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []*grouppb.Command{abandonPull(1, 2), abandonPull(2, 5), abandonPull(2, 2), abandonPull(2, 2)} {
+		if err := g2.apply(cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := g2.sm.View().Shards; st[2].State != Absent || st[5].State != Serving {
+		t.Fatalf("new owner after giving up shard 2: %+v", st)
+	}
+	if n := countKeys(t, g2.sm, 2); n != 0 {
+		t.Fatalf("%d keys of the abandoned pull left", n)
+	}
+	if err := g2.apply(appendCmd(key2, "c", 8, 1)); !errors.Is(err, ErrWrongGroup) {
+		t.Fatalf("write to the abandoned shard: %v", err)
+	}
+	// A configuration that gave it back to this group cannot follow (the
+	// old owner took it back only because the next one gives it to the
+	// old owner): refused, nothing changes.
+	if err := g2.apply(config(3, c2...)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("configuration giving the abandoned shard back: %v", err)
+	}
+	if err := g2.apply(config(3, c3...)); err != nil {
+		t.Fatalf("new owner to configuration 3: %v", err)
+	}
+	if st := g2.sm.View().Shards; st[2].State != Absent || st[5].State != Serving {
+		t.Fatalf("new owner at 3: %+v", st)
 	}
 }
 

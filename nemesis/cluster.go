@@ -217,8 +217,16 @@ func (c *Cluster) joinGroups(ctx context.Context) error {
 	}
 	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if _, err := ctl.Join(jctx, groups); err != nil {
-		return fmt.Errorf("join groups: %w", err)
+	for {
+		// The controller checks every replica of a join: wait for the
+		// processes to serve.
+		_, err := ctl.Join(jctx, groups)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, controllerpb.ErrReplicaUnreachable) || rpc.Sleep(jctx, 200*time.Millisecond) != nil {
+			return fmt.Errorf("join groups: %w", err)
+		}
 	}
 	return nil
 }

@@ -11,8 +11,9 @@ import (
 
 // Errors of the controller service a client can branch on. They live with
 // the API, so that clients need no server code; package controller returns
-// these values. The first eight are deterministic refusals: the command
-// changes nothing, and a retry of it gets the same error.
+// these values. The first eight and the last two are deterministic
+// refusals: the command changes nothing, and a retry of it gets the same
+// error.
 var (
 	ErrNotInitialized = errors.New("controller: not initialized (no shard count yet)")
 	ErrInvalidGroup   = errors.New("controller: invalid group")
@@ -30,6 +31,16 @@ var (
 	// ErrMalformed: the command could not be decoded or names no change.
 	// Nothing was applied.
 	ErrMalformed = errors.New("controller: malformed command")
+	// ErrBadReplica: the controller's check of a joining group refused
+	// one of its replicas: an address that is not host:port, a server of
+	// another cluster or group, one that serves no replica group, or the
+	// same replica listed twice. The message names the replica and why.
+	// Nothing changed.
+	ErrBadReplica = errors.New("controller: bad replica")
+	// ErrReplicaUnreachable: a replica of a joining group did not answer
+	// the controller's check in time. Nothing changed; join the group once
+	// every replica listed runs.
+	ErrReplicaUnreachable = errors.New("controller: replica unreachable")
 )
 
 // Errors is the controller service's wire error table, shared by the
@@ -45,14 +56,17 @@ var Errors = rpcerr.NewTable("shardkv.controller", append([]rpcerr.Entry{
 	{Err: ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
 	{Err: ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
 	{Err: ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
+	{Err: ErrBadReplica, Code: codes.InvalidArgument, Reason: "BAD_REPLICA"},
+	{Err: ErrReplicaUnreachable, Code: codes.FailedPrecondition, Reason: "REPLICA_UNREACHABLE"},
 }, rpcerr.RaftEntries...)...)
 
 // Refusal reports whether err is a deterministic refusal of a change by
 // the controller: the definitive outcome of the request, the same on every
-// retry.
+// retry. (A join refused by the leader's check of its replicas is one: the
+// verdict goes through the log and the request's session remembers it.)
 func Refusal(err error) bool {
 	for _, r := range []error{ErrNotInitialized, ErrInvalidGroup, ErrGroupExists, ErrUnknownGroup,
-		ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards} {
+		ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrBadReplica, ErrReplicaUnreachable} {
 		if errors.Is(err, r) {
 			return true
 		}

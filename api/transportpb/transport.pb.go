@@ -343,6 +343,95 @@ func (x *MemberReply) GetMatch() uint64 {
 	return 0
 }
 
+// IdentifyRequest asks a server which replica it runs.
+type IdentifyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyRequest) Reset() {
+	*x = IdentifyRequest{}
+	mi := &file_api_transportpb_transport_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyRequest) ProtoMessage() {}
+
+func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_transportpb_transport_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
+func (*IdentifyRequest) Descriptor() ([]byte, []int) {
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{6}
+}
+
+type IdentifyReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`     // the replica group it belongs to
+	Replica       uint64                 `protobuf:"varint,2,opt,name=replica,proto3" json:"replica,omitempty"` // its raft id within that group
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyReply) Reset() {
+	*x = IdentifyReply{}
+	mi := &file_api_transportpb_transport_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyReply) ProtoMessage() {}
+
+func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_transportpb_transport_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyReply.ProtoReflect.Descriptor instead.
+func (*IdentifyReply) Descriptor() ([]byte, []int) {
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *IdentifyReply) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *IdentifyReply) GetReplica() uint64 {
+	if x != nil {
+		return x.Replica
+	}
+	return 0
+}
+
 var File_api_transportpb_transport_proto protoreflect.FileDescriptor
 
 const file_api_transportpb_transport_proto_rawDesc = "" +
@@ -365,11 +454,17 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x06hosted\x18\x01 \x01(\bR\x06hosted\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05match\x18\x04 \x01(\x04R\x05match2\xea\x01\n" +
+	"\x05match\x18\x04 \x01(\x04R\x05match\"\x11\n" +
+	"\x0fIdentifyRequest\"?\n" +
+	"\rIdentifyReply\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
+	"\areplica\x18\x02 \x01(\x04R\areplica2\xea\x01\n" +
 	"\x04Raft\x12B\n" +
 	"\x06Stream\x12\x1b.shardkv.transport.v1.Batch\x1a\x19.shardkv.transport.v1.Ack(\x01\x12L\n" +
 	"\bSnapshot\x12#.shardkv.transport.v1.SnapshotChunk\x1a\x19.shardkv.transport.v1.Ack(\x01\x12P\n" +
-	"\x06Member\x12#.shardkv.transport.v1.MemberRequest\x1a!.shardkv.transport.v1.MemberReplyB,Z*github.com/shardkv/shardkv/api/transportpbb\x06proto3"
+	"\x06Member\x12#.shardkv.transport.v1.MemberRequest\x1a!.shardkv.transport.v1.MemberReply2a\n" +
+	"\aReplica\x12V\n" +
+	"\bIdentify\x12%.shardkv.transport.v1.IdentifyRequest\x1a#.shardkv.transport.v1.IdentifyReplyB,Z*github.com/shardkv/shardkv/api/transportpbb\x06proto3"
 
 var (
 	file_api_transportpb_transport_proto_rawDescOnce sync.Once
@@ -383,25 +478,29 @@ func file_api_transportpb_transport_proto_rawDescGZIP() []byte {
 	return file_api_transportpb_transport_proto_rawDescData
 }
 
-var file_api_transportpb_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_api_transportpb_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_api_transportpb_transport_proto_goTypes = []any{
-	(*Envelope)(nil),      // 0: shardkv.transport.v1.Envelope
-	(*Batch)(nil),         // 1: shardkv.transport.v1.Batch
-	(*SnapshotChunk)(nil), // 2: shardkv.transport.v1.SnapshotChunk
-	(*Ack)(nil),           // 3: shardkv.transport.v1.Ack
-	(*MemberRequest)(nil), // 4: shardkv.transport.v1.MemberRequest
-	(*MemberReply)(nil),   // 5: shardkv.transport.v1.MemberReply
+	(*Envelope)(nil),        // 0: shardkv.transport.v1.Envelope
+	(*Batch)(nil),           // 1: shardkv.transport.v1.Batch
+	(*SnapshotChunk)(nil),   // 2: shardkv.transport.v1.SnapshotChunk
+	(*Ack)(nil),             // 3: shardkv.transport.v1.Ack
+	(*MemberRequest)(nil),   // 4: shardkv.transport.v1.MemberRequest
+	(*MemberReply)(nil),     // 5: shardkv.transport.v1.MemberReply
+	(*IdentifyRequest)(nil), // 6: shardkv.transport.v1.IdentifyRequest
+	(*IdentifyReply)(nil),   // 7: shardkv.transport.v1.IdentifyReply
 }
 var file_api_transportpb_transport_proto_depIdxs = []int32{
 	0, // 0: shardkv.transport.v1.Batch.envelopes:type_name -> shardkv.transport.v1.Envelope
 	1, // 1: shardkv.transport.v1.Raft.Stream:input_type -> shardkv.transport.v1.Batch
 	2, // 2: shardkv.transport.v1.Raft.Snapshot:input_type -> shardkv.transport.v1.SnapshotChunk
 	4, // 3: shardkv.transport.v1.Raft.Member:input_type -> shardkv.transport.v1.MemberRequest
-	3, // 4: shardkv.transport.v1.Raft.Stream:output_type -> shardkv.transport.v1.Ack
-	3, // 5: shardkv.transport.v1.Raft.Snapshot:output_type -> shardkv.transport.v1.Ack
-	5, // 6: shardkv.transport.v1.Raft.Member:output_type -> shardkv.transport.v1.MemberReply
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
+	6, // 4: shardkv.transport.v1.Replica.Identify:input_type -> shardkv.transport.v1.IdentifyRequest
+	3, // 5: shardkv.transport.v1.Raft.Stream:output_type -> shardkv.transport.v1.Ack
+	3, // 6: shardkv.transport.v1.Raft.Snapshot:output_type -> shardkv.transport.v1.Ack
+	5, // 7: shardkv.transport.v1.Raft.Member:output_type -> shardkv.transport.v1.MemberReply
+	7, // 8: shardkv.transport.v1.Replica.Identify:output_type -> shardkv.transport.v1.IdentifyReply
+	5, // [5:9] is the sub-list for method output_type
+	1, // [1:5] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -418,9 +517,9 @@ func file_api_transportpb_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_transportpb_transport_proto_rawDesc), len(file_api_transportpb_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_api_transportpb_transport_proto_goTypes,
 		DependencyIndexes: file_api_transportpb_transport_proto_depIdxs,

@@ -169,7 +169,7 @@ func (st statusView) writeTable(w io.Writer) error {
 		slices.SortFunc(g.Migrations, func(a, b shardOut) int { return int(a.Shard) - int(b.Shard) })
 		for _, m := range g.Migrations {
 			dir := "from"
-			if m.State == "offering" {
+			if m.State == "offering" || m.State == "held" {
 				dir = "to"
 			}
 			fmt.Fprintf(w, "migration: group %d shard %d %s (%s group %d)\n", g.ID, m.Shard, m.State, dir, m.Peer)

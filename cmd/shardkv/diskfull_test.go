@@ -45,6 +45,9 @@ func TestDiskFull(t *testing.T) {
 		servers[id] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("g1-%d.log", id)), serverArgs(id)...)
 	}
 	c := &cli{t: t, bin: bin, controllers: ctls}
+	for _, p := range servers { // the controller checks every replica of a join
+		p.waitOutput(t, "replica serving")
+	}
 	c.ok("admin", "join", fmt.Sprintf("1=%s,%s,%s", addr(3), addr(4), addr(5)), "--timeout", "30s")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -296,6 +296,9 @@ func TestMultiProcessCluster(t *testing.T) {
 				"server", "--group", fmt.Sprint(gid), "--id", fmt.Sprint(id), "--listen", addr(first+id-1),
 				"--peers", peers(first), "--data", filepath.Join(dir, fmt.Sprintf("g%d-%d", gid, id)))
 		}
+		for id := 1; id <= 3; id++ { // the controller checks every replica of a join
+			servers[[2]int{gid, id}].waitOutput(t, "replica serving")
+		}
 		return fmt.Sprintf("%d=%s,%s,%s", gid, addr(first), addr(first+1), addr(first+2))
 	}
 	t.Setenv("SHARDKV_CONTROLLERS", ctls) // servers read it too

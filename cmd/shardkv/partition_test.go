@@ -100,6 +100,9 @@ func startFaultCluster(t *testing.T) *faultCluster {
 			"--controllers", fc.ctls, "--data", filepath.Join(dir, fmt.Sprintf("g%d", id)))
 	}
 	c := &cli{t: t, bin: bin, controllers: fc.ctls}
+	for _, p := range fc.servers { // the controller checks every replica of a join
+		p.waitOutput(t, "replica serving")
+	}
 	c.ok("admin", "join", fmt.Sprintf("1=%s,%s,%s", addr(3), addr(4), addr(5)), "--timeout", "30s")
 	c.ok("put", "probe", "0", "--timeout", "30s")
 	var st struct {

@@ -33,6 +33,9 @@ type cluster struct {
 	shards int
 	addrs  []string
 	peers  []uint64
+	// clusterID, if set, is the cluster's id, and joins are checked (most
+	// tests join groups that do not run, unchecked).
+	clusterID uint64
 
 	mu      sync.Mutex
 	servers map[uint64]*ctlserver.Server
@@ -49,8 +52,12 @@ func seed(t *testing.T) uint64 {
 	return s
 }
 
-func newCluster(t *testing.T, shards int) *cluster {
-	c := &cluster{t: t, net: memnet.New(seed(t)), dir: t.TempDir(), shards: shards,
+func newCluster(t *testing.T, shards int) *cluster { return newClusterWith(t, shards, 0) }
+
+// newClusterWith starts a cluster whose joins are checked when clusterID is
+// not 0.
+func newClusterWith(t *testing.T, shards int, clusterID uint64) *cluster {
+	c := &cluster{t: t, net: memnet.New(seed(t)), dir: t.TempDir(), shards: shards, clusterID: clusterID,
 		servers: map[uint64]*ctlserver.Server{}, grpcs: map[uint64]*grpc.Server{}, engines: map[uint64]*storage.Engine{}}
 	for i := 1; i <= 3; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -80,8 +87,8 @@ func (c *cluster) start(id uint64) {
 	}
 	s, err := ctlserver.Start(ctlserver.Config{
 		ID: id, Peers: c.peers, Engine: e, Network: c.net, NumShards: c.shards,
-		Logger: testLogger(),
-		Tune:   func(rc *raftnode.Config) { rc.SnapshotEntries = 20; rc.CatchUpEntries = 5 },
+		Logger: testLogger(), ClusterID: c.clusterID, UnsafeSkipJoinCheck: c.clusterID == 0,
+		Tune: func(rc *raftnode.Config) { rc.SnapshotEntries = 20; rc.CatchUpEntries = 5 },
 	})
 	if err != nil {
 		c.t.Fatal(err)

@@ -46,7 +46,6 @@ const (
 // Config describes one controller replica.
 type Config struct {
 	ID        uint64
-	ClusterID uint64   // stated in every reply's header
 	Peers     []uint64 // Raft ids of every controller replica
 	Engine    *storage.Engine
 	Network   transport.Network
@@ -58,19 +57,30 @@ type Config struct {
 	// Time is the clock the leader stamps commands by (the machine's by
 	// default). See session.Clock.
 	Time session.TimeSource
+	// ClusterID is the cluster's id, stated in every reply's header and
+	// which every replica of a joining group must state (see checkJoin); 0
+	// means the one stored in the replica's
+	// identity (storage.EnsureIdentity).
+	ClusterID uint64
+	// UnsafeSkipJoinCheck accepts joins without checking the groups'
+	// replicas, as before the check existed: only for tests whose groups do
+	// not run. A typo in a join then strands shards.
+	UnsafeSkipJoinCheck bool
 }
 
 // Server is one running controller replica.
 type Server struct {
 	controllerpb.UnimplementedControllerServer
-	cfg    Config
-	store  *controller.Store
-	engine *storage.Engine
-	node   *raftnode.Node
-	log    *slog.Logger
-	clock  *session.Clock
-	stop   chan struct{}
-	done   chan struct{}
+	cfg       Config
+	store     *controller.Store
+	engine    *storage.Engine
+	node      *raftnode.Node
+	log       *slog.Logger
+	clock     *session.Clock
+	clusterID uint64
+	skipCheck bool
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // Start opens the replica's state and joins the controller group.
@@ -94,11 +104,22 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Tune != nil {
 		cfg.Tune(&rc)
 	}
+	if cfg.ClusterID == 0 {
+		id, _, err := cfg.Engine.LoadIdentity(storage.Replica{Group: Group, ID: cfg.ID})
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClusterID = id.ClusterID
+	}
+	if cfg.UnsafeSkipJoinCheck {
+		log.Warn("joins are not checked: a join naming a replica that does not exist or is not of its group will strand shards")
+	}
 	node, err := raftnode.Start(rc)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: store, engine: cfg.Engine, node: node, log: log, clock: session.NewClock(cfg.Time, log), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cfg: cfg, store: store, engine: cfg.Engine, node: node, log: log, clock: session.NewClock(cfg.Time, log),
+		clusterID: cfg.ClusterID, skipCheck: cfg.UnsafeSkipJoinCheck, stop: make(chan struct{}), done: make(chan struct{})}
 	go s.initialize(cfg.NumShards)
 	return s, nil
 }
@@ -155,9 +176,25 @@ func (s *Server) Stop() {
 	s.node.Stop()
 }
 
-// Join implements controllerpb.ControllerServer.
+// Join implements controllerpb.ControllerServer. Only the leader answers:
+// it checks the replicas of every group new to the configuration (see
+// checkJoin) before it proposes, and a failed check is proposed as the
+// join's refusal, so that the request's session remembers the verdict.
 func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*controllerpb.ChangeReply, error) {
-	return s.change(ctx, &controllerlogpb.Command{Op: &controllerlogpb.Command_Join{Join: req}})
+	if !s.node.Status().IsLeader {
+		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
+	}
+	cmd := &controllerlogpb.Command{Op: &controllerlogpb.Command_Join{Join: req}}
+	if groups := s.store.JoinToCheck(req); len(groups) > 0 && !s.skipCheck {
+		if r := s.checkJoin(ctx, groups); r != nil {
+			if ctx.Err() != nil {
+				return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
+			}
+			s.log.Warn("join refused", "err", r)
+			cmd.Refusal = &controllerlogpb.CheckRefusal{Code: controller.RefusalCode(r.kind), Reason: r.reason}
+		}
+	}
+	return s.change(ctx, cmd)
 }
 
 // Leave implements controllerpb.ControllerServer.

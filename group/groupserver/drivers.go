@@ -47,6 +47,9 @@ func (s *Server) drive() {
 			}
 		}
 		if !moving {
+			// Held shards wait for the new owner's pull, or for a
+			// configuration that gives them back (nextConfig proposes
+			// only a configuration the group can install).
 			s.nextConfig(v.Config.Num)
 		}
 	}
@@ -72,28 +75,38 @@ func (s *Server) spawn(t task, fn func(context.Context)) {
 	}()
 }
 
-// nextConfig proposes configuration cur+1 if the controller has it.
+// nextConfig proposes configuration cur+1 if the controller has it and the
+// group can install it (see group.StateMachine.CanInstall).
 func (s *Server) nextConfig(cur uint64) {
 	if s.cfg.Controller == nil {
 		return
 	}
-	// A long poll (up to a second, so leadership and shutdown are noticed)
-	// learns that something newer exists without loading the controller;
-	// then a linearizable Query fetches exactly cur+1.
-	wctx, wcancel := context.WithTimeout(s.ctx, time.Second)
-	newer, err := s.cfg.Controller.Watch(wctx, cur)
-	wcancel()
-	if err != nil || newer.Num <= cur {
-		return
+	next := s.next // configurations never change: fetch each once
+	if next.Num != cur+1 {
+		// A long poll (up to a second, so leadership and shutdown are
+		// noticed) learns that something newer exists without loading
+		// the controller; then a linearizable Query fetches exactly cur+1.
+		wctx, wcancel := context.WithTimeout(s.ctx, time.Second)
+		newer, err := s.cfg.Controller.Watch(wctx, cur)
+		wcancel()
+		if err != nil || newer.Num <= cur {
+			return
+		}
+		qctx, qcancel := context.WithTimeout(s.ctx, 2*time.Second)
+		next, _, err = s.cfg.Controller.Query(qctx, int64(cur+1))
+		qcancel()
+		if err != nil || next.Num != cur+1 {
+			return
+		}
+		s.next = next
+	}
+	if !s.sm.CanInstall(next) {
+		return // a Held shard that next does not give back
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 	defer cancel()
-	next, _, err := s.cfg.Controller.Query(ctx, int64(cur+1))
-	if err != nil || next.Num != cur+1 {
-		return
-	}
 	start := time.Now()
-	err = s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Install{Install: &grouppb.InstallConfig{Config: next.ToProto()}}})
+	err := s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Install{Install: &grouppb.InstallConfig{Config: next.ToProto()}}})
 	if err != nil {
 		s.log.Debug("propose configuration", "num", next.Num, "err", err)
 		return
@@ -104,7 +117,7 @@ func (s *Server) nextConfig(cur uint64) {
 		switch sh.State {
 		case group.Pulling:
 			gained++
-		case group.Offering:
+		case group.Held:
 			lost++
 		}
 	}
@@ -199,7 +212,14 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 			return false, bytes, errors.New("stream ended before the last chunk")
 		}
 		if err != nil {
-			return false, bytes, kvpb.Errors.FromStatus(err)
+			err = kvpb.Errors.FromStatus(err)
+			if errors.Is(err, group.ErrStaleConfig) {
+				// The old owner is past num while the shard is still
+				// pulled here: a configuration gave it back before any
+				// data left (see group.Held). Give the pull up.
+				return s.abandon(ctx, num, shard, err)
+			}
+			return false, bytes, err
 		}
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
@@ -221,6 +241,18 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 			return true, bytes, nil
 		}
 	}
+}
+
+// abandon proposes giving up the pull of shard at num, which the old owner
+// answered with why. Once it is applied the pull is done, with why.
+func (s *Server) abandon(ctx context.Context, num uint64, shard int, why error) (done bool, bytes int, err error) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.propose(pctx, &grouppb.Command{Op: &grouppb.Command_AbandonPull{AbandonPull: &grouppb.PullShardRequest{ConfigNum: num, Shard: uint32(shard)}}}); err != nil {
+		return !s.node.Status().IsLeader, 0, err
+	}
+	s.log.Warn("gave up pulling a shard its old owner took back", "shard", shard, "config", num, "answer", why)
+	return true, 0, why
 }
 
 // confirmDelete tells the old owner of shard to delete it, then records the

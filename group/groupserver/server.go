@@ -31,6 +31,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/grouppb"
@@ -86,6 +87,8 @@ type Server struct {
 	busyMu sync.Mutex
 	busy   map[task]bool // driver tasks in flight
 
+	next controller.Config // the configuration after the applied one, once fetched (drive's own)
+
 	// ctx ends on Stop: every driver's wait and RPC uses it, so a
 	// stopping replica does not wait out a controller long poll.
 	ctx    context.Context
@@ -139,12 +142,13 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Register adds the KV service to g.
-// Register adds the client service (kvpb.KV) and the handoff service
-// other groups use (grouppb.Handoff) to g.
+// Register adds the client service (kvpb.KV), the handoff service other
+// groups use (grouppb.Handoff) and the identity the controller checks a
+// join with (transport.RegisterIdentity) to g.
 func (s *Server) Register(g *grpc.Server) {
 	kvpb.RegisterKVServer(g, s)
 	grouppb.RegisterHandoffServer(g, handoff{s: s})
+	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
 }
 
 // header is the header of a reply: the replica and its state now.
@@ -301,9 +305,23 @@ type handoff struct {
 }
 
 // PullShard implements grouppb.HandoffServer. Any replica may answer: an
-// offered shard no longer changes.
+// offered shard no longer changes. Its data leaves only once the group's
+// log holds its handover (Held → Offering), so a configuration that gives
+// the shard back to this group cannot take it back once a new owner may
+// have some of it, and one applied first makes this pull fail as past its
+// configuration.
 func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
 	s := h.s
+	if !s.sm.HandedOver(req.GetConfigNum(), int(req.GetShard())) {
+		// Bounded, so that a puller that reached a replica cut off from
+		// its leader soon tries another one.
+		ctx, cancel := context.WithTimeout(stream.Context(), rpc.DeadPeerTimeout)
+		err := s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_HandOver{HandOver: req}})
+		cancel()
+		if err != nil {
+			return kvpb.Errors.ToStatus(err)
+		}
+	}
 	x, err := s.sm.ExportShard(req.GetConfigNum(), int(req.GetShard()))
 	if err != nil {
 		return kvpb.Errors.ToStatus(err)
@@ -357,6 +375,7 @@ var shardStates = map[group.ShardState]kvpb.ShardState{
 	group.Pulling:    kvpb.ShardState_SHARD_STATE_PULLING,
 	group.Offering:   kvpb.ShardState_SHARD_STATE_OFFERING,
 	group.Confirming: kvpb.ShardState_SHARD_STATE_CONFIRMING,
+	group.Held:       kvpb.ShardState_SHARD_STATE_HELD,
 }
 
 // handoffClient returns the handoff service of the replica at addr.

@@ -40,7 +40,12 @@ type Command struct {
 	// stamp is replicated time (unix milliseconds) when the leader proposed
 	// the command (see session.Clock); replicas apply max(replicated time,
 	// stamp), and idle sessions expire by it, never by a replica's own clock.
-	Stamp         int64 `protobuf:"varint,10,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	Stamp int64 `protobuf:"varint,10,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	// refusal, when set, is the proposing leader's verdict on the change,
+	// decided before it proposed: its check of a joining group's replicas
+	// failed. The change is refused with it unless its session already has an
+	// outcome, and the session remembers the refusal like any other.
+	Refusal       *CheckRefusal `protobuf:"bytes,11,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -134,6 +139,13 @@ func (x *Command) GetStamp() int64 {
 	return 0
 }
 
+func (x *Command) GetRefusal() *CheckRefusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -168,6 +180,60 @@ func (*Command_Init) isCommand_Op() {}
 
 func (*Command_OpenSession) isCommand_Op() {}
 
+// CheckRefusal is a change refused by the leader's check (see
+// Command.refusal).
+type CheckRefusal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`    // the error's outcome code (package controller)
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // which replica, and why
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckRefusal) Reset() {
+	*x = CheckRefusal{}
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckRefusal) ProtoMessage() {}
+
+func (x *CheckRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckRefusal.ProtoReflect.Descriptor instead.
+func (*CheckRefusal) Descriptor() ([]byte, []int) {
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckRefusal) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CheckRefusal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // InitRequest creates configuration 0 with num_shards shards. Only the
 // first one applied counts: the number of shards never changes.
 type InitRequest struct {
@@ -179,7 +245,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[1]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +257,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[1]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +270,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{1}
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InitRequest) GetNumShards() uint32 {
@@ -228,7 +294,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +306,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +319,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{2}
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SessionRecord) GetClientId() uint64 {
@@ -305,7 +371,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +383,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +396,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{3}
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Image) GetApplied() uint64 {
@@ -372,7 +438,7 @@ var File_internal_controllerlogpb_controllerlog_proto protoreflect.FileDescripto
 
 const file_internal_controllerlogpb_controllerlog_proto_rawDesc = "" +
 	"\n" +
-	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\xe9\x02\n" +
+	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\xb1\x03\n" +
 	"\aCommand\x128\n" +
 	"\x04join\x18\x01 \x01(\v2\".shardkv.controller.v1.JoinRequestH\x00R\x04join\x12;\n" +
 	"\x05leave\x18\x02 \x01(\v2#.shardkv.controller.v1.LeaveRequestH\x00R\x05leave\x128\n" +
@@ -380,8 +446,12 @@ const file_internal_controllerlogpb_controllerlog_proto_rawDesc = "" +
 	"\x04init\x18\x04 \x01(\v2+.shardkv.internal.controller.v1.InitRequestH\x00R\x04init\x12N\n" +
 	"\fopen_session\x18\x05 \x01(\v2).shardkv.controller.v1.OpenSessionRequestH\x00R\vopenSession\x12\x14\n" +
 	"\x05stamp\x18\n" +
-	" \x01(\x03R\x05stampB\x04\n" +
-	"\x02op\",\n" +
+	" \x01(\x03R\x05stamp\x12F\n" +
+	"\arefusal\x18\v \x01(\v2,.shardkv.internal.controller.v1.CheckRefusalR\arefusalB\x04\n" +
+	"\x02op\":\n" +
+	"\fCheckRefusal\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
 	"\vInitRequest\x12\x1d\n" +
 	"\n" +
 	"num_shards\x18\x01 \x01(\rR\tnumShards\"\x99\x01\n" +
@@ -413,31 +483,33 @@ func file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP() []byte {
 	return file_internal_controllerlogpb_controllerlog_proto_rawDescData
 }
 
-var file_internal_controllerlogpb_controllerlog_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_internal_controllerlogpb_controllerlog_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_internal_controllerlogpb_controllerlog_proto_goTypes = []any{
 	(*Command)(nil),                         // 0: shardkv.internal.controller.v1.Command
-	(*InitRequest)(nil),                     // 1: shardkv.internal.controller.v1.InitRequest
-	(*SessionRecord)(nil),                   // 2: shardkv.internal.controller.v1.SessionRecord
-	(*Image)(nil),                           // 3: shardkv.internal.controller.v1.Image
-	(*controllerpb.JoinRequest)(nil),        // 4: shardkv.controller.v1.JoinRequest
-	(*controllerpb.LeaveRequest)(nil),       // 5: shardkv.controller.v1.LeaveRequest
-	(*controllerpb.MoveRequest)(nil),        // 6: shardkv.controller.v1.MoveRequest
-	(*controllerpb.OpenSessionRequest)(nil), // 7: shardkv.controller.v1.OpenSessionRequest
-	(*controllerpb.Config)(nil),             // 8: shardkv.controller.v1.Config
+	(*CheckRefusal)(nil),                    // 1: shardkv.internal.controller.v1.CheckRefusal
+	(*InitRequest)(nil),                     // 2: shardkv.internal.controller.v1.InitRequest
+	(*SessionRecord)(nil),                   // 3: shardkv.internal.controller.v1.SessionRecord
+	(*Image)(nil),                           // 4: shardkv.internal.controller.v1.Image
+	(*controllerpb.JoinRequest)(nil),        // 5: shardkv.controller.v1.JoinRequest
+	(*controllerpb.LeaveRequest)(nil),       // 6: shardkv.controller.v1.LeaveRequest
+	(*controllerpb.MoveRequest)(nil),        // 7: shardkv.controller.v1.MoveRequest
+	(*controllerpb.OpenSessionRequest)(nil), // 8: shardkv.controller.v1.OpenSessionRequest
+	(*controllerpb.Config)(nil),             // 9: shardkv.controller.v1.Config
 }
 var file_internal_controllerlogpb_controllerlog_proto_depIdxs = []int32{
-	4, // 0: shardkv.internal.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
-	5, // 1: shardkv.internal.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
-	6, // 2: shardkv.internal.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
-	1, // 3: shardkv.internal.controller.v1.Command.init:type_name -> shardkv.internal.controller.v1.InitRequest
-	7, // 4: shardkv.internal.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
-	8, // 5: shardkv.internal.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
-	2, // 6: shardkv.internal.controller.v1.Image.sessions:type_name -> shardkv.internal.controller.v1.SessionRecord
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	5, // 0: shardkv.internal.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
+	6, // 1: shardkv.internal.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
+	7, // 2: shardkv.internal.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
+	2, // 3: shardkv.internal.controller.v1.Command.init:type_name -> shardkv.internal.controller.v1.InitRequest
+	8, // 4: shardkv.internal.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
+	1, // 5: shardkv.internal.controller.v1.Command.refusal:type_name -> shardkv.internal.controller.v1.CheckRefusal
+	9, // 6: shardkv.internal.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
+	3, // 7: shardkv.internal.controller.v1.Image.sessions:type_name -> shardkv.internal.controller.v1.SessionRecord
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_internal_controllerlogpb_controllerlog_proto_init() }
@@ -458,7 +530,7 @@ func file_internal_controllerlogpb_controllerlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_controllerlogpb_controllerlog_proto_rawDesc), len(file_internal_controllerlogpb_controllerlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -366,6 +366,8 @@ type Command struct {
 	//	*Command_Insert
 	//	*Command_DeleteShard
 	//	*Command_ConfirmDelete
+	//	*Command_HandOver
+	//	*Command_AbandonPull
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -460,6 +462,24 @@ func (x *Command) GetConfirmDelete() *ConfirmDelete {
 	return nil
 }
 
+func (x *Command) GetHandOver() *PullShardRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_HandOver); ok {
+			return x.HandOver
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAbandonPull() *PullShardRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AbandonPull); ok {
+			return x.AbandonPull
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -484,6 +504,20 @@ type Command_ConfirmDelete struct {
 	ConfirmDelete *ConfirmDelete `protobuf:"bytes,6,opt,name=confirm_delete,json=confirmDelete,proto3,oneof"`
 }
 
+type Command_HandOver struct {
+	// The old owner records that a new owner pulls a shard, before any of
+	// its data leaves (held → offering): from then on the shard can no
+	// longer be given back to the old owner without the new one.
+	HandOver *PullShardRequest `protobuf:"bytes,7,opt,name=hand_over,json=handOver,proto3,oneof"`
+}
+
+type Command_AbandonPull struct {
+	// The new owner gives up a pull that the old owner answered as past
+	// its configuration: the shard was given back to the old owner before
+	// any data left it (pulling → absent).
+	AbandonPull *PullShardRequest `protobuf:"bytes,8,opt,name=abandon_pull,json=abandonPull,proto3,oneof"`
+}
+
 func (*Command_Write) isCommand_Op() {}
 
 func (*Command_Install) isCommand_Op() {}
@@ -493,6 +527,10 @@ func (*Command_Insert) isCommand_Op() {}
 func (*Command_DeleteShard) isCommand_Op() {}
 
 func (*Command_ConfirmDelete) isCommand_Op() {}
+
+func (*Command_HandOver) isCommand_Op() {}
+
+func (*Command_AbandonPull) isCommand_Op() {}
 
 type InstallConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -952,14 +990,16 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\"\x12\n" +
-	"\x10DeleteShardReply\"\x89\x03\n" +
+	"\x10DeleteShardReply\"\xa7\x04\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
 	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x12D\n" +
 	"\ainstall\x18\x03 \x01(\v2(.shardkv.internal.group.v1.InstallConfigH\x00R\ainstall\x12@\n" +
 	"\x06insert\x18\x04 \x01(\v2&.shardkv.internal.group.v1.InsertShardH\x00R\x06insert\x12R\n" +
 	"\fdelete_shard\x18\x05 \x01(\v2-.shardkv.internal.group.v1.DeleteShardRequestH\x00R\vdeleteShard\x12Q\n" +
-	"\x0econfirm_delete\x18\x06 \x01(\v2(.shardkv.internal.group.v1.ConfirmDeleteH\x00R\rconfirmDeleteB\x04\n" +
+	"\x0econfirm_delete\x18\x06 \x01(\v2(.shardkv.internal.group.v1.ConfirmDeleteH\x00R\rconfirmDelete\x12J\n" +
+	"\thand_over\x18\a \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\bhandOver\x12P\n" +
+	"\fabandon_pull\x18\b \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\vabandonPullB\x04\n" +
 	"\x02op\"F\n" +
 	"\rInstallConfig\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\"\xe9\x01\n" +
@@ -1038,25 +1078,27 @@ var file_internal_grouppb_group_proto_depIdxs = []int32{
 	8,  // 4: shardkv.internal.group.v1.Command.insert:type_name -> shardkv.internal.group.v1.InsertShard
 	4,  // 5: shardkv.internal.group.v1.Command.delete_shard:type_name -> shardkv.internal.group.v1.DeleteShardRequest
 	9,  // 6: shardkv.internal.group.v1.Command.confirm_delete:type_name -> shardkv.internal.group.v1.ConfirmDelete
-	15, // 7: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
-	0,  // 8: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	1,  // 9: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	15, // 10: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
-	15, // 11: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
-	11, // 12: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
-	10, // 13: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
-	13, // 14: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
-	0,  // 15: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	1,  // 16: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	2,  // 17: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
-	4,  // 18: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
-	3,  // 19: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
-	5,  // 20: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	2,  // 7: shardkv.internal.group.v1.Command.hand_over:type_name -> shardkv.internal.group.v1.PullShardRequest
+	2,  // 8: shardkv.internal.group.v1.Command.abandon_pull:type_name -> shardkv.internal.group.v1.PullShardRequest
+	15, // 9: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
+	0,  // 10: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	1,  // 11: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	15, // 12: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
+	15, // 13: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
+	11, // 14: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
+	10, // 15: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
+	13, // 16: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
+	0,  // 17: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	1,  // 18: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	2,  // 19: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
+	4,  // 20: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
+	3,  // 21: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
+	5,  // 22: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_internal_grouppb_group_proto_init() }
@@ -1070,6 +1112,8 @@ func file_internal_grouppb_group_proto_init() {
 		(*Command_Insert)(nil),
 		(*Command_DeleteShard)(nil),
 		(*Command_ConfirmDelete)(nil),
+		(*Command_HandOver)(nil),
+		(*Command_AbandonPull)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,0 +1,147 @@
+package ctlserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// JoinCheckLimit bounds the leader's check of a join's replicas. A
+// controller client's attempt lasts a second (package ctlclient), and the
+// proposal must fit in it too: the check takes at most half of what is left
+// of the request's deadline, and never more than this.
+const JoinCheckLimit = time.Second
+
+// joinRefusal is a failed check: kind is controller.ErrBadReplica or
+// controller.ErrReplicaUnreachable; reason names every bad replica and why.
+type joinRefusal struct {
+	kind   error
+	reason string
+}
+
+func (r *joinRefusal) Error() string { return r.kind.Error() + ": " + r.reason }
+func (r *joinRefusal) Unwrap() error { return r.kind }
+
+// checkJoin checks every replica of groups, the groups a join adds, before
+// the join is proposed: each address must be host:port, and each replica
+// must answer Identify within the time limit, state this cluster's id, and
+// say it is a replica of the group it is joined to, each listed once. A
+// group that is not running, a typo in an address, or another group's or
+// cluster's replica would otherwise own shards nobody can hand it, and the
+// groups that must hand them over would wait for it forever.
+func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *joinRefusal {
+	var bad, unreachable []string
+	for _, g := range groups {
+		for _, addr := range g.GetAddrs() {
+			if err := checkAddr(addr); err != nil {
+				bad = append(bad, fmt.Sprintf("group %d: %q is not host:port (%v)", g.GetId(), addr, err))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return &joinRefusal{kind: controller.ErrBadReplica, reason: strings.Join(bad, "; ")}
+	}
+
+	limit := JoinCheckLimit
+	if dl, ok := ctx.Deadline(); ok {
+		limit = min(limit, time.Until(dl)/2)
+	}
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	dial := rpc.DialOptions()
+	if s.clusterID != 0 {
+		dial = rpc.DialOptions(rpc.WithClusterID(s.clusterID)...)
+	}
+	type answer struct {
+		id  transport.ReplicaIdentity
+		err error
+	}
+	answers := make([][]answer, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		answers[i] = make([]answer, len(g.GetAddrs()))
+		for j, addr := range g.GetAddrs() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id, err := transport.Identify(cctx, addr, dial...)
+				answers[i][j] = answer{id, err}
+			}()
+		}
+	}
+	wg.Wait()
+
+	for i, g := range groups {
+		gid := g.GetId()
+		seen := map[uint64]string{} // replica id -> its address
+		for j, addr := range g.GetAddrs() {
+			a := answers[i][j]
+			switch {
+			case a.err != nil && rpc.IsClusterMismatch(a.err):
+				bad = append(bad, fmt.Sprintf("group %d: %s belongs to another cluster (%s)", gid, addr, status.Convert(a.err).Message()))
+			case status.Code(a.err) == codes.Unimplemented:
+				bad = append(bad, fmt.Sprintf("group %d: %s serves no replica group (a controller, or another program?)", gid, addr))
+			case a.err != nil:
+				unreachable = append(unreachable, fmt.Sprintf("group %d: replica %s did not answer within %v (%s)",
+					gid, addr, limit.Round(time.Millisecond), cause(a.err)))
+			case a.id.ClusterID == 0:
+				bad = append(bad, fmt.Sprintf("group %d: %s states no cluster id", gid, addr))
+			case a.id.ClusterID != s.clusterID:
+				bad = append(bad, fmt.Sprintf("group %d: %s states cluster %016x, this cluster is %016x", gid, addr, a.id.ClusterID, s.clusterID))
+			case a.id.Group != gid:
+				bad = append(bad, fmt.Sprintf("group %d: %s is replica %d of group %d, not of group %d", gid, addr, a.id.Replica, a.id.Group, gid))
+			case seen[a.id.Replica] != "":
+				bad = append(bad, fmt.Sprintf("group %d: %s and %s are the same replica (replica %d)", gid, seen[a.id.Replica], addr, a.id.Replica))
+			default:
+				seen[a.id.Replica] = addr
+			}
+		}
+	}
+	switch {
+	case len(bad) > 0:
+		return &joinRefusal{kind: controller.ErrBadReplica, reason: strings.Join(append(bad, unreachable...), "; ")}
+	case len(unreachable) > 0:
+		return &joinRefusal{kind: controller.ErrReplicaUnreachable, reason: strings.Join(unreachable, "; ")}
+	}
+	return nil
+}
+
+// checkAddr accepts host:port with a port from 1 to 65535.
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err != nil:
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return errors.New(ae.Err)
+		}
+		return err
+	case host == "":
+		return errors.New("no host")
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+// cause is the gRPC message of err, without its code.
+func cause(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
+}

@@ -1,0 +1,167 @@
+package ctlserver_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// fakeReplica serves Identify as replica id of group gid of cluster
+// clusterID, as a replica group server does, on addr ("" for a new port).
+func fakeReplica(t *testing.T, addr string, clusterID, gid, id uint64) string {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(clusterID, testLogger())...)...)
+	transport.RegisterIdentity(g, gid, id)
+	go func() { _ = g.Serve(l) }()
+	t.Cleanup(g.Stop)
+	return l.Addr().String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestJoinIsChecked: before a join creates a configuration, the leader
+// checks every replica of the groups it adds, and refuses with an error
+// that names the bad replica and why (issue 14: `admin join 4=127.0.0.1`
+// used to give group 4 a quarter of the shards, stranded for good).
+func TestJoinIsChecked(t *testing.T) {
+	const cid = 0x5eed
+	c := newClusterWith(t, 16, cid)
+	cl := c.client()
+	cx := ctx(t)
+	g1 := fakeReplica(t, "", cid, 1, 1)
+	if _, err := cl.Join(cx, map[uint64][]string{1: {g1}}); err != nil {
+		t.Fatal(err)
+	}
+	g4 := []string{fakeReplica(t, "", cid, 4, 1), fakeReplica(t, "", cid, 4, 2), fakeReplica(t, "", cid, 4, 3)}
+	other := fakeReplica(t, "", cid+1, 4, 1)
+	dead := freeAddr(t)
+	before, _, err := cl.Query(cx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		addrs []string
+		want  error
+		says  []string
+	}{
+		{"the issue's typo: no port", []string{"127.0.0.1"}, controller.ErrBadReplica, []string{`"127.0.0.1" is not host:port`, "missing port"}},
+		{"port out of range", []string{g4[0], "127.0.0.1:70000"}, controller.ErrBadReplica, []string{"127.0.0.1:70000", "1 to 65535"}},
+		{"nothing listening", []string{g4[0], g4[1], dead}, controller.ErrReplicaUnreachable, []string{"group 4: replica " + dead + " did not answer"}},
+		{"another group's replica", []string{g4[0], g1}, controller.ErrBadReplica, []string{g1 + " is replica 1 of group 1, not of group 4"}},
+		{"another cluster", []string{other}, controller.ErrBadReplica, []string{other + " belongs to another cluster"}},
+		{"a controller", []string{c.addrs[0]}, controller.ErrBadReplica, []string{c.addrs[0] + " serves no replica group"}},
+		{"one replica twice", []string{g4[0], g4[1], g4[0]}, controller.ErrBadReplica, []string{"are the same replica"}},
+	} {
+		start := time.Now()
+		_, err := cl.Join(cx, map[uint64][]string{4: tc.addrs})
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+		for _, s := range tc.says {
+			if !strings.Contains(err.Error(), s) {
+				t.Fatalf("%s: %q does not say %q", tc.name, err, s)
+			}
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("%s: refused after %v", tc.name, took)
+		}
+		t.Logf("%s: %v", tc.name, err)
+		after, _, err := cl.Query(cx, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Num != before.Num {
+			t.Fatalf("%s created configuration %d", tc.name, after.Num)
+		}
+	}
+
+	// Groups already joined are not checked again: a join that repeats
+	// them changes nothing, whether they answer or not.
+	cfg, err := cl.Join(cx, map[uint64][]string{1: {g1}, 4: g4})
+	if err != nil || cfg.Num != before.Num+1 || len(cfg.Groups[4]) != 3 {
+		t.Fatalf("join of a good group: %v, %v", cfg, err)
+	}
+	if again, err := cl.Join(cx, map[uint64][]string{4: g4}); err != nil || again.Num != cfg.Num {
+		t.Fatalf("repeated join: %v, %v", again, err)
+	}
+}
+
+// TestJoinVerdictIsInTheLog: the check's verdict is proposed with the
+// join, so the request's session remembers it: a retry of the same request
+// gets the same answer even once the replica runs, and only followers
+// refuse to check (the client moves on to the leader).
+func TestJoinVerdictIsInTheLog(t *testing.T) {
+	const cid = 0x5eed
+	c := newClusterWith(t, 8, cid)
+	cx := ctx(t)
+	if _, _, err := c.client().Query(cx, -1); err != nil { // initialised
+		t.Fatal(err)
+	}
+	lead := c.leader()
+	conn := func(id uint64) controllerpb.ControllerClient {
+		cc, err := grpc.NewClient(c.addrs[id-1], rpc.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return controllerpb.NewControllerClient(cc)
+	}
+	leader := conn(lead)
+	if _, err := leader.OpenSession(cx, &controllerpb.OpenSessionRequest{ClientId: 77}); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	join := func(cl controllerpb.ControllerClient, seq uint64) (*controllerpb.ChangeReply, error) {
+		rctx, cancel := context.WithTimeout(cx, 2*time.Second)
+		defer cancel()
+		r, err := cl.Join(rctx, &controllerpb.JoinRequest{Groups: []*controllerpb.Group{{Id: 5, Addrs: []string{addr}}},
+			Session: &controllerpb.Session{ClientId: 77, Seq: seq}})
+		return r, controllerpb.Errors.FromStatus(err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if id != lead {
+			if _, err := join(conn(id), 1); !errors.Is(err, rpcerr.ErrNotLeader) {
+				t.Fatalf("a follower answered a join: %v", err)
+			}
+		}
+	}
+	if _, err := join(leader, 1); !errors.Is(err, controller.ErrReplicaUnreachable) {
+		t.Fatalf("join of a replica not running: %v", err)
+	}
+	fakeReplica(t, addr, cid, 5, 1)
+	if _, err := join(leader, 1); !errors.Is(err, controller.ErrReplicaUnreachable) {
+		t.Fatalf("retry of the refused request: %v (want the remembered refusal)", err)
+	}
+	r, err := join(leader, 2)
+	if err != nil || len(r.GetConfig().GetGroups()) != 1 {
+		t.Fatalf("a new request once the replica runs: %v, %v", r, err)
+	}
+}
