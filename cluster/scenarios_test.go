@@ -108,7 +108,7 @@ func TestGroupAnswersByItsOwnConfiguration(t *testing.T) {
 			for a, kv := range conns {
 				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 				_, gerr := kv.Get(ctx, &kvpb.GetRequest{Key: []byte(k)})
-				_, werr := kv.Write(ctx, &kvpb.WriteRequest{Key: []byte(k), Value: []byte("y"), ClientId: 99, Seq: 1})
+				_, werr := kv.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte(k), Value: []byte("y"), ClientId: 99, Seq: 1})
 				cancel()
 				for _, err := range []error{gerr, werr} {
 					err = kvpb.Errors.FromStatus(err)

@@ -246,11 +246,16 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 // and not yet applied.
 func (n *Node) confChangePending() bool {
 	applied := n.applied.Load()
-	last, err := n.mem.LastIndex()
-	if err != nil || last <= applied {
-		return false
+	first, err := n.mem.FirstIndex()
+	if err != nil {
+		return true // cannot tell: refuse
 	}
-	ents, err := n.mem.Entries(applied+1, last+1, 64<<20)
+	last, err := n.mem.LastIndex()
+	if err != nil || last < max(applied+1, first) {
+		return err != nil
+	}
+	// Entries below the first index are in the snapshot: applied.
+	ents, err := n.mem.Entries(max(applied+1, first), last+1, 64<<20)
 	return err != nil || hasConfChange(ents) // cannot tell: refuse
 }
 

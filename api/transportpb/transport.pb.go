@@ -280,7 +280,8 @@ type MemberReply struct {
 	Hosted        bool                   `protobuf:"varint,1,opt,name=hosted,proto3" json:"hosted,omitempty"` // the process hosts a replica of the group
 	Leader        bool                   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"` // that replica leads the group
 	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
-	Match         uint64                 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"` // as leader: the highest log index member id acknowledged
+	Match         uint64                 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"`     // as leader: the highest log index member id acknowledged
+	Learner       bool                   `protobuf:"varint,5,opt,name=learner,proto3" json:"learner,omitempty"` // as leader: member id is a learner (added, not yet promoted)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +342,13 @@ func (x *MemberReply) GetMatch() uint64 {
 		return x.Match
 	}
 	return 0
+}
+
+func (x *MemberReply) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
 }
 
 // IdentifyRequest asks a server which replica it runs.
@@ -449,12 +457,13 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x03Ack\"5\n" +
 	"\rMemberRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"g\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\x81\x01\n" +
 	"\vMemberReply\x12\x16\n" +
 	"\x06hosted\x18\x01 \x01(\bR\x06hosted\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05match\x18\x04 \x01(\x04R\x05match\"\x11\n" +
+	"\x05match\x18\x04 \x01(\x04R\x05match\x12\x18\n" +
+	"\alearner\x18\x05 \x01(\bR\alearner\"\x11\n" +
 	"\x0fIdentifyRequest\"?\n" +
 	"\rIdentifyReply\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
