@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -105,6 +106,8 @@ type Cluster struct {
 	mu      sync.Mutex
 	addrs   map[Replica]string
 	members map[Replica]*member
+	ids     map[uint64][]uint64 // each group's replica ids, the controller's (0) included
+	joining map[Replica]bool    // replicas added to a running group (see AddReplica)
 }
 
 // Start starts every replica of the cluster described by opts.
@@ -133,7 +136,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.ClusterToken == "" {
 		opts.ClusterToken = "shardkv"
 	}
-	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{}}
+	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
+		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}}
+	for g := 0; g <= opts.Groups; g++ {
+		n := opts.Replicas
+		if g == 0 {
+			n = opts.Controller
+		}
+		for id := 1; id <= n; id++ {
+			c.ids[uint64(g)] = append(c.ids[uint64(g)], uint64(id))
+		}
+	}
 	port := opts.BasePort
 	for _, r := range c.Replicas() {
 		var addr string
@@ -219,12 +232,9 @@ func (c *Cluster) joinAll(ctx context.Context) error {
 // Replicas lists every replica: the controller's, then each group's.
 func (c *Cluster) Replicas() []Replica {
 	var out []Replica
-	for id := 1; id <= c.opts.Controller; id++ {
-		out = append(out, Replica{Group: ctlserver.Group, ID: uint64(id)})
-	}
-	for g := 1; g <= c.opts.Groups; g++ {
-		for id := 1; id <= c.opts.Replicas; id++ {
-			out = append(out, Replica{Group: uint64(g), ID: uint64(id)})
+	for g := 0; g <= c.opts.Groups; g++ {
+		for _, id := range c.peers(uint64(g)) {
+			out = append(out, Replica{Group: uint64(g), ID: id})
 		}
 	}
 	return out
@@ -240,6 +250,8 @@ type addressed struct {
 func (a addressed) Addr(group, id uint64) (string, bool) { return a.addr(group, id) }
 
 func (c *Cluster) addrOf(group, id uint64) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	a, ok := c.addrs[Replica{Group: group, ID: id}]
 	return a, ok
 }
@@ -249,13 +261,10 @@ func (c *Cluster) ControllerAddrs() []string { return c.GroupAddrs(ctlserver.Gro
 
 // GroupAddrs are the addresses of group gid's replicas, in id order.
 func (c *Cluster) GroupAddrs(gid uint64) []string {
-	n := c.opts.Replicas
-	if gid == ctlserver.Group {
-		n = c.opts.Controller
-	}
 	var out []string
-	for id := 1; id <= n; id++ {
-		out = append(out, c.addrs[Replica{Group: gid, ID: uint64(id)}])
+	for _, id := range c.peers(gid) {
+		a, _ := c.addrOf(gid, id)
+		out = append(out, a)
 	}
 	return out
 }
@@ -269,7 +278,7 @@ func (c *Cluster) ControllerClient() (*ctlclient.Client, error) {
 func (c *Cluster) membership(gid uint64) map[uint64]string {
 	out := map[uint64]string{}
 	for _, id := range c.peers(gid) {
-		out[id] = c.addrs[Replica{Group: gid, ID: id}]
+		out[id], _ = c.addrOf(gid, id)
 	}
 	return out
 }
@@ -307,16 +316,12 @@ func (c *Cluster) Ready() error {
 	return nil
 }
 
+// peers returns group gid's replica ids (the controller's for 0), in
+// order.
 func (c *Cluster) peers(gid uint64) []uint64 {
-	n := c.opts.Replicas
-	if gid == ctlserver.Group {
-		n = c.opts.Controller
-	}
-	var ids []uint64
-	for id := 1; id <= n; id++ {
-		ids = append(ids, uint64(id))
-	}
-	return ids
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.ids[gid])
 }
 
 // StartReplica starts (or restarts) one replica on its address and data.
@@ -327,7 +332,11 @@ func (c *Cluster) StartReplica(r Replica) error {
 		return fmt.Errorf("cluster: replica %d/%d already running", r.Group, r.ID)
 	}
 	c.mu.Unlock()
-	m := &member{addr: c.addrs[r]}
+	addr, _ := c.addrOf(r.Group, r.ID)
+	c.mu.Lock()
+	join := c.joining[r]
+	c.mu.Unlock()
+	m := &member{addr: addr}
 	engine := c.shared
 	if c.opts.EnginePerReplica {
 		e, err := storage.OpenWith(filepath.Join(c.opts.Dir, fmt.Sprintf("g%d-r%d", r.Group, r.ID)), c.opts.Storage)
@@ -337,7 +346,14 @@ func (c *Cluster) StartReplica(r Replica) error {
 		m.engine, engine = e, e
 	}
 	want := storage.Identity{ClusterID: c.clusterID, Peers: c.membership(r.Group)}
-	if _, err := engine.EnsureIdentity(storage.Replica{Group: r.Group, ID: r.ID}, want, storage.ClusterNew); err != nil {
+	state := storage.ClusterNew
+	if join {
+		state = storage.ClusterJoin
+	}
+	if _, ok, _ := engine.LoadIdentity(storage.Replica{Group: r.Group, ID: r.ID}); ok {
+		state = storage.ClusterExisting
+	}
+	if _, err := engine.EnsureIdentity(storage.Replica{Group: r.Group, ID: r.ID}, want, state); err != nil {
 		m.stop()
 		return err
 	}
@@ -354,7 +370,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 	var err error
 	if r.Group == ctlserver.Group {
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
-			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.opts.TuneRaft, Time: c.opts.Time,
+			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.tune(join), Time: c.opts.Time,
 			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck})
 		if err == nil {
 			m.ctl.Register(m.grpc)
@@ -368,7 +384,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 			}
 			m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
 				Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-				Logger: c.opts.Logger, Pool: c.pool, Tune: c.opts.TuneRaft, Metrics: metrics,
+				Logger: c.opts.Logger, Pool: c.pool, Tune: c.tune(join), Metrics: metrics,
 				Time: c.opts.Time})
 		}
 		if err == nil {

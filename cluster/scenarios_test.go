@@ -304,15 +304,28 @@ func TestLinearizableUnderLossAndReconfiguration(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 3})
 	loss := lossy(h.seed, 0.1, 5*time.Millisecond)
 	h.join(1)
+	h.checkLinearizable(10, func() {
+		for _, change := range []func(){func() { h.join(2) }, func() { h.join(3) }, func() { h.leave(1) }, func() { h.join(1) }, func() { h.leave(2) }} {
+			time.Sleep(400 * time.Millisecond)
+			change()
+		}
+		time.Sleep(500 * time.Millisecond)
+	}, client.WithDialOptions(rpc.DialOptions(loss)...), client.WithAttemptTimeout(500*time.Millisecond))
+}
+
+// checkLinearizable runs n clients of mixed gets, puts and appends on four
+// keys while during runs, then checks the history with porcupine.
+func (h *harness) checkLinearizable(n int, during func(), opts ...client.Option) {
+	t := h.t
+	t.Helper()
 	var rec linearizability.Recorder
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	for c := 0; c < 10; c++ {
+	for c := 0; c < n; c++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := h.client(client.WithDialOptions(rpc.DialOptions(loss)...),
-				client.WithAttemptTimeout(500*time.Millisecond))
+			cl := h.client(opts...)
 			rng := rand.New(rand.NewPCG(h.seed, uint64(c)))
 			for i := 0; ; i++ {
 				select {
@@ -351,11 +364,7 @@ func TestLinearizableUnderLossAndReconfiguration(t *testing.T) {
 			}
 		}()
 	}
-	for _, change := range []func(){func() { h.join(2) }, func() { h.join(3) }, func() { h.leave(1) }, func() { h.join(1) }, func() { h.leave(2) }} {
-		time.Sleep(400 * time.Millisecond)
-		change()
-	}
-	time.Sleep(500 * time.Millisecond)
+	during()
 	close(stop)
 	wg.Wait()
 	t.Logf("%d operations", rec.Len())

@@ -137,6 +137,12 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 		next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
 	case *controllerlogpb.Command_Move:
 		next, err = s.move(int(op.Move.GetShard()), op.Move.GetGid())
+	case *controllerlogpb.Command_SetReplicas:
+		if r := cmd.GetRefusal(); r != nil {
+			err = refusalError(r)
+			break
+		}
+		next, err = s.setReplicas(op.SetReplicas.GetGid(), op.SetReplicas.GetAddrs())
 	}
 	res := s.commit(next, err)
 	if id := sess.GetClientId(); id != 0 {
@@ -195,6 +201,8 @@ func sessionOf(cmd *controllerlogpb.Command) *controllerpb.Session {
 		return op.Leave.GetSession()
 	case *controllerlogpb.Command_Move:
 		return op.Move.GetSession()
+	case *controllerlogpb.Command_SetReplicas:
+		return op.SetReplicas.GetSession()
 	}
 	return nil
 }
@@ -316,6 +324,24 @@ func (s *State) move(shard int, gid uint64) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, gid)
 	}
 	next.Shards[shard] = gid
+	return next, nil
+}
+
+// setReplicas gives group gid the replica addresses addrs (its membership
+// changed); the shards stay. Setting the addresses it has changes nothing.
+func (s *State) setReplicas(gid uint64, addrs []string) (Config, error) {
+	latest := s.configs[len(s.configs)-1]
+	old, ok := latest.Groups[gid]
+	switch {
+	case !ok:
+		return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, gid)
+	case len(addrs) == 0 || slices.Contains(addrs, ""):
+		return Config{}, fmt.Errorf("%w: group %d needs its replicas' addresses", ErrInvalidGroup, gid)
+	case slices.Equal(old, addrs):
+		return latest.Clone(), nil // nothing to change
+	}
+	next := latest.Clone()
+	next.Groups[gid] = slices.Clone(addrs)
 	return next, nil
 }
 

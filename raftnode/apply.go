@@ -62,7 +62,7 @@ func (n *Node) applyLoop() {
 				err = n.applySnapshot(t.snapshot)
 				t.done <- err
 			case t.compact:
-				t.done <- n.compact(n.applied.Load(), 0)
+				t.done <- n.compact(0)
 			default:
 				err = n.applyEntries(t.entries)
 				if t.done != nil {
@@ -95,7 +95,11 @@ func (n *Node) applySnapshot(snap *raftpb.Snapshot) error {
 	n.addrs = book
 	n.memberMu.Unlock()
 	n.publishAddrs(book)
+	n.logApplied = snap.GetMetadata().GetIndex()
 	n.membersChanged = true
+	if err := n.saveMembers(); err != nil {
+		return fmt.Errorf("record membership: %w", err)
+	}
 	n.snapIndex, n.bytesSinceSnap = snap.GetMetadata().GetIndex(), 0
 	n.setApplied(n.sm.Applied())
 	n.log.Info("restored snapshot from leader", "index", n.snapIndex,
@@ -136,6 +140,7 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 	if err := n.saveMembers(); err != nil {
 		return fmt.Errorf("record membership: %w", err)
 	}
+	n.logApplied = raw[len(raw)-1].GetIndex()
 	n.proposals.complete(raw, ids, results)
 	for _, e := range raw {
 		n.bytesSinceSnap += uint64(len(e.GetData()))
@@ -147,18 +152,18 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 		// members: a member added by it would refuse one (raft requires a
 		// snapshot's configuration to include its receiver). Take a new
 		// one now, so every snapshot sent from here on names it.
-		return n.compact(n.applied.Load(), n.cfg.CatchUpEntries)
+		return n.compact(n.cfg.CatchUpEntries)
 	}
-	return n.maybeCompact(n.applied.Load())
+	return n.maybeCompact()
 }
 
 // maybeCompact takes a snapshot (metadata only: the state machine's own keys
 // are the data) and drops old log entries once enough entries were applied.
-func (n *Node) maybeCompact(applied uint64) error {
-	if applied < n.snapIndex+n.cfg.SnapshotEntries && n.bytesSinceSnap < n.cfg.SnapshotBytes {
+func (n *Node) maybeCompact() error {
+	if n.logApplied < n.snapIndex+n.cfg.SnapshotEntries && n.bytesSinceSnap < n.cfg.SnapshotBytes {
 		return nil
 	}
-	return n.compact(applied, n.cfg.CatchUpEntries)
+	return n.compact(n.cfg.CatchUpEntries)
 }
 
 // Compact takes a snapshot at the applied index now and drops every log
@@ -184,7 +189,13 @@ func (n *Node) Compact(ctx context.Context) error {
 	}
 }
 
-func (n *Node) compact(applied, keep uint64) error {
+// compact takes a snapshot at logApplied, the last log entry this node
+// handed to raft and the state machine, and drops the log up to keep
+// entries before it. Never at the state machine's applied index, which a
+// snapshot from the leader may have put above the log (and above the
+// membership this node has applied).
+func (n *Node) compact(keep uint64) error {
+	applied := n.logApplied
 	if applied <= n.snapIndex {
 		return nil
 	}
@@ -213,6 +224,9 @@ func (n *Node) sendSnapshot(m *raftpb.Message) {
 	defer n.wg.Done()
 	status := raft.SnapshotFailure
 	defer func() { n.rn.ReportSnapshot(m.GetTo(), status) }()
+	// Read before the image is made: the latest snapshot's index is then at
+	// most the image's applied index (never a hole between the two).
+	latest, latestErr := n.mem.Snapshot()
 	image, err := n.sm.Snapshot()
 	if err == nil {
 		image, err = n.wrapSnapshot(image)
@@ -223,10 +237,11 @@ func (n *Node) sendSnapshot(m *raftpb.Message) {
 	}
 	out := proto.Clone(m).(*raftpb.Message)
 	out.Snapshot.Data = image
-	// The image is at least as new as the latest snapshot, whose metadata
-	// (index, term, membership) raft may not have used for m if it was
-	// taken meanwhile; the receiver skips entries its image already holds.
-	if latest, err := n.mem.Snapshot(); err == nil && latest.GetMetadata().GetIndex() > out.GetSnapshot().GetMetadata().GetIndex() {
+	// raft may have made m from an older snapshot than the latest (taken
+	// since, after a membership change the receiver needs): send the
+	// latest's metadata. The image is at least as new (read after it); the
+	// receiver skips the entries its image already holds.
+	if latestErr == nil && latest.GetMetadata().GetIndex() > out.GetSnapshot().GetMetadata().GetIndex() {
 		out.Snapshot.Metadata = latest.GetMetadata()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -105,6 +105,10 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 	if !n.isLeader.Load() {
 		return Membership{}, n.NotLeader()
 	}
+	// One change at a time from this member: raft silently drops a second
+	// one proposed before the first applies (our check could not see it).
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
 	cc, err := n.checkChange(change)
 	if err != nil {
 		return Membership{}, err

@@ -42,13 +42,16 @@ type Node struct {
 
 	applyc chan applyTask
 
+	changeMu sync.Mutex // one ChangeMembership at a time
+
 	// The membership: written by the apply goroutine, read by anyone.
 	memberMu  sync.RWMutex
 	confState *raftpb.ConfState
 	addrs     map[uint64]string // members added by a change: id -> address
 
 	// Owned by the apply goroutine.
-	membersChanged bool // a change was applied since the last saveMembers
+	membersChanged bool   // a change was applied since the last saveMembers
+	logApplied     uint64 // the last log index handed to raft and the state machine
 	snapIndex      uint64
 	bytesSinceSnap uint64 // bytes of entries applied since snapIndex
 
@@ -155,11 +158,16 @@ func Start(c Config) (*Node, error) {
 		// client that reaches any replica that reaches the leader is
 		// served.
 		DisableProposalForwarding: false,
-		Logger:                    raftLogger{n.log.With("component", "raft")},
+		// A leader that removed itself steps down, so the others elect a
+		// leader (raft's default keeps it leading, and dropping every
+		// proposal, until it stops).
+		StepDownOnRemoval: true,
+		Logger:            raftLogger{n.log.With("component", "raft")},
 	}
 	if rcfg.Applied < st.Snapshot.GetIndex() {
 		rcfg.Applied = 0 // raft starts from the snapshot index anyway
 	}
+	n.logApplied = max(st.Snapshot.GetIndex(), rcfg.Applied)
 	if cfg.newRaft != nil {
 		n.rn = cfg.newRaft(rcfg)
 	} else {
@@ -244,15 +252,16 @@ func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 }
 
 // MemberProgress implements transport.MemberReporter.
-func (n *Node) MemberProgress(id uint64) (leader bool, term, match uint64) {
+func (n *Node) MemberProgress(id uint64) transport.MemberInfo {
 	st := n.rn.Status()
-	if st.RaftState != raft.StateLeader {
-		return false, n.term.Load(), 0
+	info := transport.MemberInfo{Leader: st.RaftState == raft.StateLeader, Term: n.term.Load()}
+	if !info.Leader {
+		return info
 	}
 	if pr, ok := st.Progress[id]; ok {
-		match = pr.Match
+		info.Match, info.Learner = pr.Match, pr.IsLearner
 	}
-	return true, n.term.Load(), match
+	return info
 }
 
 // ReportUnreachable tells Raft a message to peer id was lost

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -117,6 +119,9 @@ func (s *registers) Snapshot() ([]byte, error) {
 	applied := s.applied
 	s.mu.Unlock()
 	defer snap.Close()
+	if d := snapshotDelay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	out := binary.BigEndian.AppendUint64(nil, applied)
 	lo, hi := s.r.StateSpan(dataKey("")...)
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
@@ -185,3 +190,7 @@ func (s *registers) restoreCount() int {
 	defer s.mu.Unlock()
 	return s.restores
 }
+
+// snapshotDelay, in nanoseconds, slows every registers.Snapshot: a test
+// makes the image of a large state that takes long to build.
+var snapshotDelay atomic.Int64

@@ -133,6 +133,11 @@ const (
 	// ClusterExisting: the replica is expected to hold the data of an
 	// existing cluster; empty data is an error, never a fresh start.
 	ClusterExisting ClusterState = "existing"
+	// ClusterJoin: the replica was added to an existing group as a
+	// learner (a membership change) and starts empty, learning everything
+	// from the group's leader. Processes choose it for --initial-cluster-state
+	// existing when the leader confirms the replica is such a learner.
+	ClusterJoin ClusterState = "join"
 )
 
 // EnsureIdentity checks the identity a replica is started with against the
@@ -169,9 +174,12 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 		return Identity{}, err
 	}
 	switch {
+	case hasRaft && state == ClusterJoin:
+		return Identity{}, mismatch("the replica joins its group as a new member, but the data directory already holds it",
+			"Start it on an empty data directory, or with the flags it was created with.")
 	case !hasRaft && state == ClusterExisting:
 		return Identity{}, mismatch("--initial-cluster-state existing, but the data directory holds no replica",
-			"A lost replica's data cannot be recreated by starting it empty; restore it from a backup, or replace the replica (see the README's recovery section).")
+			"A lost replica's data cannot be recreated by starting it empty; restore it from a backup, or replace the replica: `shardkv admin member add` a new id (see the README's recovery section), then start it with --initial-cluster-state existing.")
 	case want.ClusterID == 0:
 		return Identity{}, mismatch("no cluster id known for a replica without stored identity", "Start the cluster's controllers first.")
 	}

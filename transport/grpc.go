@@ -130,7 +130,8 @@ func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*tra
 	}
 	reply := &transportpb.MemberReply{Hosted: true}
 	if r, ok := h.(MemberReporter); ok {
-		reply.Leader, reply.Term, reply.Match = r.MemberProgress(req.GetId())
+		info := r.MemberProgress(req.GetId())
+		reply.Leader, reply.Term, reply.Match, reply.Learner = info.Leader, info.Term, info.Match, info.Learner
 	}
 	return reply, nil
 }

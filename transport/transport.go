@@ -35,9 +35,18 @@ type Handler interface {
 // a fellow member (the raft node does); the gRPC server answers Member
 // requests with it.
 type MemberReporter interface {
-	// MemberProgress returns whether this replica leads, its term, and as
-	// leader the highest log index member id has acknowledged.
-	MemberProgress(id uint64) (leader bool, term, match uint64)
+	// MemberProgress says what this replica knows of member id.
+	MemberProgress(id uint64) MemberInfo
+}
+
+// MemberInfo is what a replica knows of a fellow member.
+type MemberInfo struct {
+	Leader bool   // the replica asked leads its group
+	Term   uint64 // its term
+	// As leader: the highest log index member id acknowledged, and
+	// whether id is a learner (added to the group, not yet promoted).
+	Match   uint64
+	Learner bool
 }
 
 // Transport is the sending side of one replica.

@@ -355,6 +355,69 @@ func (x *LeaveRequest) GetSession() *Session {
 	return nil
 }
 
+// SetReplicasRequest sets the replica addresses of group gid, after its
+// membership changed (see shardkv.member.v1): clients and other groups
+// route to the new replicas. Shards stay where they are.
+type SetReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Gid           uint64                 `protobuf:"varint,1,opt,name=gid,proto3" json:"gid,omitempty"`
+	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	Session       *Session               `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReplicasRequest) Reset() {
+	*x = SetReplicasRequest{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicasRequest) ProtoMessage() {}
+
+func (x *SetReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicasRequest.ProtoReflect.Descriptor instead.
+func (*SetReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetReplicasRequest) GetGid() uint64 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *SetReplicasRequest) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+func (x *SetReplicasRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 type MoveRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -366,7 +429,7 @@ type MoveRequest struct {
 
 func (x *MoveRequest) Reset() {
 	*x = MoveRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +441,7 @@ func (x *MoveRequest) String() string {
 func (*MoveRequest) ProtoMessage() {}
 
 func (x *MoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[6]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +454,7 @@ func (x *MoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveRequest.ProtoReflect.Descriptor instead.
 func (*MoveRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{6}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MoveRequest) GetShard() uint32 {
@@ -427,7 +490,7 @@ type ChangeReply struct {
 
 func (x *ChangeReply) Reset() {
 	*x = ChangeReply{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +502,7 @@ func (x *ChangeReply) String() string {
 func (*ChangeReply) ProtoMessage() {}
 
 func (x *ChangeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[7]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +515,7 @@ func (x *ChangeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReply.ProtoReflect.Descriptor instead.
 func (*ChangeReply) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{7}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChangeReply) GetHeader() *headerpb.ResponseHeader {
@@ -480,7 +543,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +555,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[8]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +568,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{8}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *QueryRequest) GetNum() int64 {
@@ -526,7 +589,7 @@ type QueryReply struct {
 
 func (x *QueryReply) Reset() {
 	*x = QueryReply{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +601,7 @@ func (x *QueryReply) String() string {
 func (*QueryReply) ProtoMessage() {}
 
 func (x *QueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[9]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +614,7 @@ func (x *QueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryReply.ProtoReflect.Descriptor instead.
 func (*QueryReply) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{9}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QueryReply) GetHeader() *headerpb.ResponseHeader {
@@ -586,7 +649,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +661,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_controllerpb_controller_proto_msgTypes[10]
+	mi := &file_api_controllerpb_controller_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +674,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{10}
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchRequest) GetAfter() uint64 {
@@ -644,6 +707,10 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\fLeaveRequest\x12\x12\n" +
 	"\x04gids\x18\x01 \x03(\x04R\x04gids\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x128\n" +
+	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"v\n" +
+	"\x12SetReplicasRequest\x12\x10\n" +
+	"\x03gid\x18\x01 \x01(\x04R\x03gid\x12\x14\n" +
+	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x128\n" +
 	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"o\n" +
 	"\vMoveRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x10\n" +
@@ -661,13 +728,14 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\n" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\"$\n" +
 	"\fWatchRequest\x12\x14\n" +
-	"\x05after\x18\x01 \x01(\x04R\x05after2\xfe\x03\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after2\xdc\x04\n" +
 	"\n" +
 	"Controller\x12\\\n" +
 	"\vOpenSession\x12).shardkv.controller.v1.OpenSessionRequest\x1a\".shardkv.controller.v1.ChangeReply\x12N\n" +
 	"\x04Join\x12\".shardkv.controller.v1.JoinRequest\x1a\".shardkv.controller.v1.ChangeReply\x12P\n" +
 	"\x05Leave\x12#.shardkv.controller.v1.LeaveRequest\x1a\".shardkv.controller.v1.ChangeReply\x12N\n" +
-	"\x04Move\x12\".shardkv.controller.v1.MoveRequest\x1a\".shardkv.controller.v1.ChangeReply\x12O\n" +
+	"\x04Move\x12\".shardkv.controller.v1.MoveRequest\x1a\".shardkv.controller.v1.ChangeReply\x12\\\n" +
+	"\vSetReplicas\x12).shardkv.controller.v1.SetReplicasRequest\x1a\".shardkv.controller.v1.ChangeReply\x12O\n" +
 	"\x05Query\x12#.shardkv.controller.v1.QueryRequest\x1a!.shardkv.controller.v1.QueryReply\x12O\n" +
 	"\x05Watch\x12#.shardkv.controller.v1.WatchRequest\x1a!.shardkv.controller.v1.QueryReplyB-Z+github.com/shardkv/shardkv/api/controllerpbb\x06proto3"
 
@@ -683,7 +751,7 @@ func file_api_controllerpb_controller_proto_rawDescGZIP() []byte {
 	return file_api_controllerpb_controller_proto_rawDescData
 }
 
-var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_api_controllerpb_controller_proto_goTypes = []any{
 	(*Group)(nil),                   // 0: shardkv.controller.v1.Group
 	(*Config)(nil),                  // 1: shardkv.controller.v1.Config
@@ -691,40 +759,44 @@ var file_api_controllerpb_controller_proto_goTypes = []any{
 	(*OpenSessionRequest)(nil),      // 3: shardkv.controller.v1.OpenSessionRequest
 	(*JoinRequest)(nil),             // 4: shardkv.controller.v1.JoinRequest
 	(*LeaveRequest)(nil),            // 5: shardkv.controller.v1.LeaveRequest
-	(*MoveRequest)(nil),             // 6: shardkv.controller.v1.MoveRequest
-	(*ChangeReply)(nil),             // 7: shardkv.controller.v1.ChangeReply
-	(*QueryRequest)(nil),            // 8: shardkv.controller.v1.QueryRequest
-	(*QueryReply)(nil),              // 9: shardkv.controller.v1.QueryReply
-	(*WatchRequest)(nil),            // 10: shardkv.controller.v1.WatchRequest
-	(*headerpb.ResponseHeader)(nil), // 11: shardkv.header.v1.ResponseHeader
+	(*SetReplicasRequest)(nil),      // 6: shardkv.controller.v1.SetReplicasRequest
+	(*MoveRequest)(nil),             // 7: shardkv.controller.v1.MoveRequest
+	(*ChangeReply)(nil),             // 8: shardkv.controller.v1.ChangeReply
+	(*QueryRequest)(nil),            // 9: shardkv.controller.v1.QueryRequest
+	(*QueryReply)(nil),              // 10: shardkv.controller.v1.QueryReply
+	(*WatchRequest)(nil),            // 11: shardkv.controller.v1.WatchRequest
+	(*headerpb.ResponseHeader)(nil), // 12: shardkv.header.v1.ResponseHeader
 }
 var file_api_controllerpb_controller_proto_depIdxs = []int32{
 	0,  // 0: shardkv.controller.v1.Config.groups:type_name -> shardkv.controller.v1.Group
 	0,  // 1: shardkv.controller.v1.JoinRequest.groups:type_name -> shardkv.controller.v1.Group
 	2,  // 2: shardkv.controller.v1.JoinRequest.session:type_name -> shardkv.controller.v1.Session
 	2,  // 3: shardkv.controller.v1.LeaveRequest.session:type_name -> shardkv.controller.v1.Session
-	2,  // 4: shardkv.controller.v1.MoveRequest.session:type_name -> shardkv.controller.v1.Session
-	11, // 5: shardkv.controller.v1.ChangeReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	1,  // 6: shardkv.controller.v1.ChangeReply.config:type_name -> shardkv.controller.v1.Config
-	11, // 7: shardkv.controller.v1.QueryReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	1,  // 8: shardkv.controller.v1.QueryReply.config:type_name -> shardkv.controller.v1.Config
-	3,  // 9: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
-	4,  // 10: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
-	5,  // 11: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
-	6,  // 12: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
-	8,  // 13: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
-	10, // 14: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
-	7,  // 15: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 16: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 17: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
-	7,  // 18: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
-	9,  // 19: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
-	9,  // 20: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	2,  // 4: shardkv.controller.v1.SetReplicasRequest.session:type_name -> shardkv.controller.v1.Session
+	2,  // 5: shardkv.controller.v1.MoveRequest.session:type_name -> shardkv.controller.v1.Session
+	12, // 6: shardkv.controller.v1.ChangeReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	1,  // 7: shardkv.controller.v1.ChangeReply.config:type_name -> shardkv.controller.v1.Config
+	12, // 8: shardkv.controller.v1.QueryReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	1,  // 9: shardkv.controller.v1.QueryReply.config:type_name -> shardkv.controller.v1.Config
+	3,  // 10: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
+	4,  // 11: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
+	5,  // 12: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
+	7,  // 13: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
+	6,  // 14: shardkv.controller.v1.Controller.SetReplicas:input_type -> shardkv.controller.v1.SetReplicasRequest
+	9,  // 15: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
+	11, // 16: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
+	8,  // 17: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
+	8,  // 18: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
+	8,  // 19: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
+	8,  // 20: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
+	8,  // 21: shardkv.controller.v1.Controller.SetReplicas:output_type -> shardkv.controller.v1.ChangeReply
+	10, // 22: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
+	10, // 23: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_api_controllerpb_controller_proto_init() }
@@ -738,7 +810,7 @@ func file_api_controllerpb_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_controllerpb_controller_proto_rawDesc), len(file_api_controllerpb_controller_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Controller_Join_FullMethodName        = "/shardkv.controller.v1.Controller/Join"
 	Controller_Leave_FullMethodName       = "/shardkv.controller.v1.Controller/Leave"
 	Controller_Move_FullMethodName        = "/shardkv.controller.v1.Controller/Move"
+	Controller_SetReplicas_FullMethodName = "/shardkv.controller.v1.Controller/SetReplicas"
 	Controller_Query_FullMethodName       = "/shardkv.controller.v1.Controller/Query"
 	Controller_Watch_FullMethodName       = "/shardkv.controller.v1.Controller/Watch"
 )
@@ -38,6 +39,7 @@ type ControllerClient interface {
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*ChangeReply, error)
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*ChangeReply, error)
 	Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (*ChangeReply, error)
+	SetReplicas(ctx context.Context, in *SetReplicasRequest, opts ...grpc.CallOption) (*ChangeReply, error)
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryReply, error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (*QueryReply, error)
 }
@@ -90,6 +92,16 @@ func (c *controllerClient) Move(ctx context.Context, in *MoveRequest, opts ...gr
 	return out, nil
 }
 
+func (c *controllerClient) SetReplicas(ctx context.Context, in *SetReplicasRequest, opts ...grpc.CallOption) (*ChangeReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReply)
+	err := c.cc.Invoke(ctx, Controller_SetReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controllerClient) Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(QueryReply)
@@ -118,6 +130,7 @@ type ControllerServer interface {
 	Join(context.Context, *JoinRequest) (*ChangeReply, error)
 	Leave(context.Context, *LeaveRequest) (*ChangeReply, error)
 	Move(context.Context, *MoveRequest) (*ChangeReply, error)
+	SetReplicas(context.Context, *SetReplicasRequest) (*ChangeReply, error)
 	Query(context.Context, *QueryRequest) (*QueryReply, error)
 	Watch(context.Context, *WatchRequest) (*QueryReply, error)
 	mustEmbedUnimplementedControllerServer()
@@ -141,6 +154,9 @@ func (UnimplementedControllerServer) Leave(context.Context, *LeaveRequest) (*Cha
 }
 func (UnimplementedControllerServer) Move(context.Context, *MoveRequest) (*ChangeReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Move not implemented")
+}
+func (UnimplementedControllerServer) SetReplicas(context.Context, *SetReplicasRequest) (*ChangeReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetReplicas not implemented")
 }
 func (UnimplementedControllerServer) Query(context.Context, *QueryRequest) (*QueryReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Query not implemented")
@@ -241,6 +257,24 @@ func _Controller_Move_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Controller_SetReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).SetReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_SetReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).SetReplicas(ctx, req.(*SetReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Controller_Query_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(QueryRequest)
 	if err := dec(in); err != nil {
@@ -299,6 +333,10 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Move",
 			Handler:    _Controller_Move_Handler,
+		},
+		{
+			MethodName: "SetReplicas",
+			Handler:    _Controller_SetReplicas_Handler,
 		},
 		{
 			MethodName: "Query",

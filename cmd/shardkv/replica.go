@@ -32,6 +32,7 @@ type replicaFlags struct {
 	http            string
 	snapshotEntries uint64
 	state           string
+	join            bool // set at start: a learner added to a running group (storage.ClusterJoin)
 }
 
 // tune applies the raft tuning flags.
@@ -40,6 +41,7 @@ func (r *replicaFlags) tune(c *raftnode.Config) {
 		c.SnapshotEntries = r.snapshotEntries
 		c.CatchUpEntries = r.snapshotEntries / 4
 	}
+	c.Join = r.join
 }
 
 func (r *replicaFlags) register(cmd *cobra.Command) {
@@ -51,7 +53,8 @@ func (r *replicaFlags) register(cmd *cobra.Command) {
 	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (none if empty)")
 	f.Uint64Var(&r.snapshotEntries, "snapshot-entries", 0, "applied entries between log compactions (default 10000)")
 	f.StringVar(&r.state, "initial-cluster-state", string(storage.ClusterNew),
-		"new: with empty data, found a new group; existing: the data must already hold this replica (empty data is refused)")
+		"new: with empty data, found a new group; existing: the data must already hold this replica, or the replica was added "+
+			"to its running group with `shardkv admin member add` and starts empty (any other empty data is refused)")
 }
 
 // parsePeers reads "1=host:port,2=host:port".
@@ -117,6 +120,25 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 	return nil
 }
 
+// addedAsLearner reports whether the group's leader, found among peers
+// within seconds, has this replica as a learner: it was added with `admin
+// member add` and may start empty (etcd's --initial-cluster-state existing
+// for a new member).
+func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string, clusterID uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for pid, addr := range peers {
+		if pid == id {
+			continue
+		}
+		reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
+		if err == nil && reply.GetLeader() {
+			return reply.GetLearner() && reply.GetMatch() == 0
+		}
+	}
+	return false
+}
+
 // replicaStart builds a replica on the engine and raft network of the
 // cluster clusterID and registers its service on g.
 // ready, if not nil, adds the replica's own readiness condition.
@@ -180,12 +202,16 @@ func (r *replicaFlags) identity(ctx context.Context, e *storage.Engine, gid uint
 	if want.ClusterID, err = clusterID(ctx, stored); err != nil {
 		return storage.Identity{}, fmt.Errorf("learn the cluster id: %w", err)
 	}
-	if !stored && r.state == string(storage.ClusterNew) {
+	state := storage.ClusterState(r.state)
+	if !stored && state == storage.ClusterNew {
 		if err := notBootstrapped(ctx, gid, r.id, peers, want.ClusterID, r.data); err != nil {
 			return storage.Identity{}, err
 		}
 	}
-	return e.EnsureIdentity(rep, want, storage.ClusterState(r.state))
+	if !stored && state == storage.ClusterExisting && addedAsLearner(ctx, gid, r.id, peers, want.ClusterID) {
+		state, r.join = storage.ClusterJoin, true
+	}
+	return e.EnsureIdentity(rep, want, state)
 }
 
 // replicaServer is one replica process's gRPC server and raft network.

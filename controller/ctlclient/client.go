@@ -190,6 +190,15 @@ func (c *Client) Leave(ctx context.Context, gids []uint64, force bool) (config.C
 	})
 }
 
+// SetReplicas sets the replica addresses of group gid after its membership
+// changed; its shards stay. The controller checks that every address
+// answers as a replica of the group.
+func (c *Client) SetReplicas(ctx context.Context, gid uint64, addrs []string) (config.Config, error) {
+	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
+		return cl.SetReplicas(ctx, &controllerpb.SetReplicasRequest{Gid: gid, Addrs: addrs, Session: s})
+	})
+}
+
 // Move assigns one shard to one group, without rebalancing.
 func (c *Client) Move(ctx context.Context, shard int, gid uint64) (config.Config, error) {
 	if shard < 0 || shard > config.MaxShards {

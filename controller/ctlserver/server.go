@@ -161,7 +161,10 @@ func (s *Server) header(num uint64) *headerpb.ResponseHeader {
 }
 
 // Register adds the controller service to g.
-func (s *Server) Register(g *grpc.Server) { controllerpb.RegisterControllerServer(g, s) }
+func (s *Server) Register(g *grpc.Server) {
+	controllerpb.RegisterControllerServer(g, s)
+	s.node.RegisterMembership(g, s.cfg.ClusterID)
+}
 
 // Node is the replica's raft node, for status and tests.
 func (s *Server) Node() *raftnode.Node { return s.node }
@@ -191,6 +194,27 @@ func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*cont
 				return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
 			}
 			s.log.Warn("join refused", "err", r)
+			cmd.Refusal = &controllerlogpb.CheckRefusal{Code: controller.RefusalCode(r.kind), Reason: r.reason}
+		}
+	}
+	return s.change(ctx, cmd)
+}
+
+// SetReplicas implements controllerpb.ControllerServer. Like a join, it
+// is checked first: every new address must answer as a replica of the
+// group (see checkJoin).
+func (s *Server) SetReplicas(ctx context.Context, req *controllerpb.SetReplicasRequest) (*controllerpb.ChangeReply, error) {
+	if !s.node.Status().IsLeader {
+		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
+	}
+	cmd := &controllerlogpb.Command{Op: &controllerlogpb.Command_SetReplicas{SetReplicas: req}}
+	if !s.skipCheck {
+		group := &controllerpb.Group{Id: req.GetGid(), Addrs: req.GetAddrs()}
+		if r := s.checkJoin(ctx, []*controllerpb.Group{group}); r != nil {
+			if ctx.Err() != nil {
+				return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
+			}
+			s.log.Warn("replica addresses refused", "group", req.GetGid(), "err", r)
 			cmd.Refusal = &controllerlogpb.CheckRefusal{Code: controller.RefusalCode(r.kind), Reason: r.reason}
 		}
 	}

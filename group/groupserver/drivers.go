@@ -13,6 +13,7 @@ import (
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/transport"
 )
 
 // drive runs the leader's drivers until Stop.
@@ -46,6 +47,11 @@ func (s *Server) drive() {
 				moving = true // waits for the new owner's pull and delete
 			}
 		}
+		if known, in := v.Config.Groups[s.cfg.GID]; in {
+			if m, ok := s.replicasToSync(); ok {
+				s.spawn(task{'r', 0, 0}, func(ctx context.Context) { s.syncReplicas(ctx, known, m) })
+			}
+		}
 		if !moving {
 			// Held shards wait for the new owner's pull, or for a
 			// configuration that gives them back (nextConfig proposes
@@ -53,6 +59,72 @@ func (s *Server) drive() {
 			s.nextConfig(v.Config.Num)
 		}
 	}
+}
+
+// replicasToSync returns the group's membership when the controller may
+// not know it: a membership change made the voters differ from the
+// founding members (Config.Peers) and from the voters last synced. Groups
+// whose membership never changed never write their addresses: the
+// controller has what they joined with.
+func (s *Server) replicasToSync() (raftnode.Membership, bool) {
+	if s.cfg.Controller == nil {
+		return raftnode.Membership{}, false
+	}
+	m := s.node.Members()
+	s.syncMu.Lock()
+	synced := s.synced
+	s.syncMu.Unlock()
+	if m.Joint || slices.Equal(m.Voters, slices.Sorted(slices.Values(s.cfg.Peers))) || slices.Equal(m.Voters, synced) {
+		return m, false
+	}
+	return m, true
+}
+
+// syncReplicas makes the controller's configuration name the group's
+// voters: it keeps each address the configuration has whose replica is
+// still a voter (asking the address which replica it is, or, if it does
+// not answer, matching it with the voters' addresses), drops the others,
+// and adds the address of every voter not covered (given when it was
+// added). Addresses are asked rather than compared, because the address a
+// replica's peers reach it at may differ from its clients' (proxies, NAT).
+func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Membership) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var addrs []string
+	covered := map[uint64]bool{}
+	for _, addr := range known {
+		ictx, icancel := context.WithTimeout(ctx, time.Second)
+		who, err := transport.Identify(ictx, addr, s.identifyDial...)
+		icancel()
+		id := who.Replica
+		if err != nil || who.Group != s.cfg.GID {
+			id = 0
+			for _, v := range m.Voters {
+				if m.Addrs[v] == addr {
+					id = v
+				}
+			}
+		}
+		if id != 0 && m.IsVoter(id) && !covered[id] {
+			addrs, covered[id] = append(addrs, addr), true
+		}
+	}
+	for _, v := range m.Voters {
+		if a, ok := m.Addrs[v]; ok && !covered[v] {
+			addrs = append(addrs, a)
+		}
+	}
+	if !slices.Equal(addrs, known) && len(addrs) > 0 {
+		if _, err := s.cfg.Controller.SetReplicas(ctx, s.cfg.GID, addrs); err != nil {
+			s.log.Warn("tell the controller the group's replicas", "addrs", addrs, "err", err)
+			_ = rpc.Sleep(ctx, time.Second) // the next attempt waits; the task stays busy meanwhile
+			return
+		}
+		s.log.Info("the controller has the group's replicas", "addrs", addrs, "voters", m.Voters)
+	}
+	s.syncMu.Lock()
+	s.synced = m.Voters
+	s.syncMu.Unlock()
 }
 
 // spawn runs fn for t unless it already runs; fn's context ends on Stop.

@@ -89,6 +89,11 @@ type Server struct {
 
 	next controller.Config // the configuration after the applied one, once fetched (drive's own)
 
+	syncMu sync.Mutex
+	synced []uint64 // the voters the controller was last told of (see syncReplicas)
+
+	identifyDial []grpc.DialOption // for transport.Identify: this cluster's id
+
 	// ctx ends on Stop: every driver's wait and RPC uses it, so a
 	// stopping replica does not wait out a controller long poll.
 	ctx    context.Context
@@ -137,6 +142,7 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
 		busy: map[task]bool{}, ownPool: ownPool}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.identifyDial = rpc.DialOptions(rpc.WithClusterID(cfg.ClusterID)...)
 	s.wg.Add(1)
 	go s.drive()
 	return s, nil
@@ -149,6 +155,7 @@ func (s *Server) Register(g *grpc.Server) {
 	kvpb.RegisterKVServer(g, s)
 	grouppb.RegisterHandoffServer(g, handoff{s: s})
 	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
+	s.node.RegisterMembership(g, s.cfg.ClusterID)
 }
 
 // header is the header of a reply: the replica and its state now.

@@ -36,6 +36,7 @@ type Command struct {
 	//	*Command_Move
 	//	*Command_Init
 	//	*Command_OpenSession
+	//	*Command_SetReplicas
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// stamp is replicated time (unix milliseconds) when the leader proposed
 	// the command (see session.Clock); replicas apply max(replicated time,
@@ -132,6 +133,15 @@ func (x *Command) GetOpenSession() *controllerpb.OpenSessionRequest {
 	return nil
 }
 
+func (x *Command) GetSetReplicas() *controllerpb.SetReplicasRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetReplicas); ok {
+			return x.SetReplicas
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetStamp() int64 {
 	if x != nil {
 		return x.Stamp
@@ -170,6 +180,10 @@ type Command_OpenSession struct {
 	OpenSession *controllerpb.OpenSessionRequest `protobuf:"bytes,5,opt,name=open_session,json=openSession,proto3,oneof"`
 }
 
+type Command_SetReplicas struct {
+	SetReplicas *controllerpb.SetReplicasRequest `protobuf:"bytes,6,opt,name=set_replicas,json=setReplicas,proto3,oneof"`
+}
+
 func (*Command_Join) isCommand_Op() {}
 
 func (*Command_Leave) isCommand_Op() {}
@@ -179,6 +193,8 @@ func (*Command_Move) isCommand_Op() {}
 func (*Command_Init) isCommand_Op() {}
 
 func (*Command_OpenSession) isCommand_Op() {}
+
+func (*Command_SetReplicas) isCommand_Op() {}
 
 // CheckRefusal is a change refused by the leader's check (see
 // Command.refusal).
@@ -438,13 +454,14 @@ var File_internal_controllerlogpb_controllerlog_proto protoreflect.FileDescripto
 
 const file_internal_controllerlogpb_controllerlog_proto_rawDesc = "" +
 	"\n" +
-	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\xb1\x03\n" +
+	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\x81\x04\n" +
 	"\aCommand\x128\n" +
 	"\x04join\x18\x01 \x01(\v2\".shardkv.controller.v1.JoinRequestH\x00R\x04join\x12;\n" +
 	"\x05leave\x18\x02 \x01(\v2#.shardkv.controller.v1.LeaveRequestH\x00R\x05leave\x128\n" +
 	"\x04move\x18\x03 \x01(\v2\".shardkv.controller.v1.MoveRequestH\x00R\x04move\x12A\n" +
 	"\x04init\x18\x04 \x01(\v2+.shardkv.internal.controller.v1.InitRequestH\x00R\x04init\x12N\n" +
-	"\fopen_session\x18\x05 \x01(\v2).shardkv.controller.v1.OpenSessionRequestH\x00R\vopenSession\x12\x14\n" +
+	"\fopen_session\x18\x05 \x01(\v2).shardkv.controller.v1.OpenSessionRequestH\x00R\vopenSession\x12N\n" +
+	"\fset_replicas\x18\x06 \x01(\v2).shardkv.controller.v1.SetReplicasRequestH\x00R\vsetReplicas\x12\x14\n" +
 	"\x05stamp\x18\n" +
 	" \x01(\x03R\x05stamp\x12F\n" +
 	"\arefusal\x18\v \x01(\v2,.shardkv.internal.controller.v1.CheckRefusalR\arefusalB\x04\n" +
@@ -494,22 +511,24 @@ var file_internal_controllerlogpb_controllerlog_proto_goTypes = []any{
 	(*controllerpb.LeaveRequest)(nil),       // 6: shardkv.controller.v1.LeaveRequest
 	(*controllerpb.MoveRequest)(nil),        // 7: shardkv.controller.v1.MoveRequest
 	(*controllerpb.OpenSessionRequest)(nil), // 8: shardkv.controller.v1.OpenSessionRequest
-	(*controllerpb.Config)(nil),             // 9: shardkv.controller.v1.Config
+	(*controllerpb.SetReplicasRequest)(nil), // 9: shardkv.controller.v1.SetReplicasRequest
+	(*controllerpb.Config)(nil),             // 10: shardkv.controller.v1.Config
 }
 var file_internal_controllerlogpb_controllerlog_proto_depIdxs = []int32{
-	5, // 0: shardkv.internal.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
-	6, // 1: shardkv.internal.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
-	7, // 2: shardkv.internal.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
-	2, // 3: shardkv.internal.controller.v1.Command.init:type_name -> shardkv.internal.controller.v1.InitRequest
-	8, // 4: shardkv.internal.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
-	1, // 5: shardkv.internal.controller.v1.Command.refusal:type_name -> shardkv.internal.controller.v1.CheckRefusal
-	9, // 6: shardkv.internal.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
-	3, // 7: shardkv.internal.controller.v1.Image.sessions:type_name -> shardkv.internal.controller.v1.SessionRecord
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	5,  // 0: shardkv.internal.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
+	6,  // 1: shardkv.internal.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
+	7,  // 2: shardkv.internal.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
+	2,  // 3: shardkv.internal.controller.v1.Command.init:type_name -> shardkv.internal.controller.v1.InitRequest
+	8,  // 4: shardkv.internal.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
+	9,  // 5: shardkv.internal.controller.v1.Command.set_replicas:type_name -> shardkv.controller.v1.SetReplicasRequest
+	1,  // 6: shardkv.internal.controller.v1.Command.refusal:type_name -> shardkv.internal.controller.v1.CheckRefusal
+	10, // 7: shardkv.internal.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
+	3,  // 8: shardkv.internal.controller.v1.Image.sessions:type_name -> shardkv.internal.controller.v1.SessionRecord
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_internal_controllerlogpb_controllerlog_proto_init() }
@@ -523,6 +542,7 @@ func file_internal_controllerlogpb_controllerlog_proto_init() {
 		(*Command_Move)(nil),
 		(*Command_Init)(nil),
 		(*Command_OpenSession)(nil),
+		(*Command_SetReplicas)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,0 +1,126 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/raftnode"
+)
+
+// loseForGood stops replica r and deletes its data, as a machine that died.
+func (h *harness) loseForGood(r cluster.Replica) {
+	h.t.Helper()
+	h.c.StopReplica(r)
+	if err := os.RemoveAll(filepath.Join(h.dir, "data", fmt.Sprintf("g%d-r%d", r.Group, r.ID))); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// replace replaces the lost replica old of group gid by a new one, as an
+// operator does: add a learner on a new address, then promote it and
+// remove old in one joint change. It returns the new replica.
+func (h *harness) replace(gid, old uint64) cluster.Replica {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 60*time.Second)
+	defer cancel()
+	r, err := h.c.AddReplica(ctx, gid)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.c.ReplaceReplica(ctx, gid, old, r.ID); err != nil {
+		h.t.Fatal(err)
+	}
+	m, _ := h.c.Members(gid)
+	if !m.IsVoter(r.ID) || m.IsVoter(old) || m.Joint {
+		h.t.Fatalf("group %d after replacing %d by %d: %+v", gid, old, r.ID, m)
+	}
+	return r
+}
+
+// TestReplaceDeadReplica: a group replica dies for good (process and data)
+// while clients run; a replacement is added on a new address and the dead
+// one removed; then a second original replica dies and the group keeps
+// serving. The history is linearizable, every acknowledged write is there,
+// and the controller's configuration routes to the new replica.
+func TestReplaceDeadReplica(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	var added cluster.Replica
+	h.checkLinearizable(6, func() {
+		time.Sleep(300 * time.Millisecond)
+		h.loseForGood(cluster.Replica{Group: 1, ID: 3})
+		added = h.replace(1, 3)
+		time.Sleep(300 * time.Millisecond)
+		h.c.StopReplica(cluster.Replica{Group: 1, ID: 1})
+		time.Sleep(700 * time.Millisecond)
+	})
+	// The group's leader tells the controller its new replicas.
+	addrs := h.c.GroupAddrs(1)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cl := h.client()
+		cfg := cl.Config()
+		_ = cl.Close()
+		got := cfg.Groups[1]
+		if slices.Contains(got, addrs[len(addrs)-1]) && len(got) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("configuration %d lists group 1 as %v, want the replacement %s (replica %d) and not replica 3", cfg.Num, got, addrs[len(addrs)-1], added.ID)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestReplaceDeadControllerReplica: the same for the controller.
+func TestReplaceDeadControllerReplica(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	h.checkLinearizable(4, func() {
+		h.loseForGood(cluster.Replica{Group: 0, ID: 2})
+		h.replace(0, 2)
+		h.c.StopReplica(cluster.Replica{Group: 0, ID: 1})
+		// Configuration changes still go through: two of three voters.
+		h.join() // a no-op change still needs a quorum
+		ctl, err := h.c.ControllerClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ctl.Close()
+		ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+		defer cancel()
+		if _, _, err := ctl.Query(ctx, -1); err != nil {
+			t.Fatalf("controller after replacing a replica and losing another: %v", err)
+		}
+	})
+}
+
+// TestLearnerCatchesUpBySnapshotWhileServing: a replica added to a group
+// with a compacted log catches up by snapshot while writes go on.
+func TestLearnerCatchesUpBySnapshotWhileServing(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1, TuneRaft: func(c *raftnode.Config) { c.SnapshotEntries, c.CatchUpEntries = 20, 5 }})
+	h.join(1)
+	a := h.startAppenders(4, 8, 5*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(h.ctx, 60*time.Second)
+	defer cancel()
+	r, err := h.c.AddReplica(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.ChangeMembership(ctx, 1, raftnode.MemberChange{Kind: raftnode.Promote, ID: r.ID}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	a.stopAndCheck()
+	m, _ := h.c.Members(1)
+	if !m.IsVoter(r.ID) {
+		t.Fatalf("replica %d not a voter: %+v", r.ID, m)
+	}
+}

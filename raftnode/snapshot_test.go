@@ -1,0 +1,138 @@
+package raftnode_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/raftnode"
+)
+
+// keepWriting appends to key "bg" until stop is closed or an append
+// fails; the function it returns waits and gives what was acknowledged.
+func keepWriting(c *cluster, stop chan struct{}) func() string {
+	var mu sync.Mutex
+	acked := ""
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tok := fmt.Sprintf("[%d]", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := c.propose(ctx, encodeCmd('a', "bg", tok))
+			cancel()
+			if err == nil {
+				mu.Lock()
+				acked += tok
+				mu.Unlock()
+			} else {
+				return
+			}
+		}
+	}()
+	return func() string { wg.Wait(); mu.Lock(); defer mu.Unlock(); return acked }
+}
+
+// TestCompactAfterRestoreStaysInLog: a follower restored from a snapshot
+// whose image is ahead of the log, then sent small appends, compacts only
+// up to what its log holds (it once compacted at the image's applied index
+// and raft panicked).
+func TestCompactAfterRestoreStaysInLog(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *raftnode.Config) {
+		cfg.SnapshotEntries = 20
+		cfg.CatchUpEntries = 2
+		cfg.MaxSizePerMsg = 1
+		cfg.MaxInflightMsgs = 1
+	})
+	lead := c.leader()
+	f := lead%3 + 1
+	c.crash(f)
+	if _, unknown := appendAll(t, c, 2, 100); len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	stop := make(chan struct{})
+	done := keepWriting(c, stop)
+	time.Sleep(50 * time.Millisecond)
+	c.start(f)
+	time.Sleep(3 * time.Second)
+	close(stop)
+	bg := done()
+	c.waitConverged(map[string]string{"bg": bg})
+	t.Logf("restores on %d: %d", f, c.sm(f).restoreCount())
+}
+
+// TestSnapshotMetadataNeverAheadOfImage: a snapshot image made slowly
+// while the log is compacted meanwhile is never sent with the newer
+// snapshot's index (the receiver would skip the entries between).
+func TestSnapshotMetadataNeverAheadOfImage(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *raftnode.Config) {
+		cfg.SnapshotEntries = 10
+		cfg.CatchUpEntries = 2
+	})
+	lead := c.leader()
+	f := lead%3 + 1
+	c.crash(f)
+	if _, unknown := appendAll(t, c, 2, 60); len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	snapshotDelay.Store(int64(500 * time.Millisecond))
+	stop := make(chan struct{})
+	done := keepWriting(c, stop)
+	time.Sleep(50 * time.Millisecond)
+	c.start(f)
+	time.Sleep(3 * time.Second)
+	snapshotDelay.Store(0)
+	close(stop)
+	bg := done()
+	t.Logf("restores on %d: %d", f, c.sm(f).restoreCount())
+	c.waitConverged(map[string]string{"bg": bg})
+}
+
+// TestCompactAfterRestoreLargeEntries is TestCompactAfterRestoreStaysInLog
+// with default message sizes and 200 KB entries.
+func TestCompactAfterRestoreLargeEntries(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *raftnode.Config) {
+		cfg.SnapshotEntries = 40
+		cfg.CatchUpEntries = 5
+	})
+	lead := c.leader()
+	f := lead%3 + 1
+	c.crash(f)
+	big := string(make([]byte, 200<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 60; i++ {
+		if _, err := c.propose(ctx, encodeCmd('p', fmt.Sprintf("big%d", i%5), big)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, _ = c.propose(pctx, encodeCmd('p', fmt.Sprintf("big%d", i%5), big))
+			pcancel()
+		}
+	}()
+	c.start(f)
+	time.Sleep(4 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("restores on %d: %d", f, c.sm(f).restoreCount())
+}
