@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -201,15 +202,25 @@ func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*cont
 }
 
 // SetReplicas implements controllerpb.ControllerServer. Like a join, it
-// is checked first: every new address must answer as a replica of the
-// group (see checkJoin).
+// is checked first: every address the group did not have must answer as a
+// replica of the group (see checkJoin).
 func (s *Server) SetReplicas(ctx context.Context, req *controllerpb.SetReplicasRequest) (*controllerpb.ChangeReply, error) {
 	if !s.node.Status().IsLeader {
 		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
 	}
 	cmd := &controllerlogpb.Command{Op: &controllerlogpb.Command_SetReplicas{SetReplicas: req}}
-	if !s.skipCheck {
-		group := &controllerpb.Group{Id: req.GetGid(), Addrs: req.GetAddrs()}
+	// Only the new addresses are checked: a replica the configuration
+	// already has may be down for a while (it stays a member).
+	var fresh []string
+	if cfg, _, ok := s.store.Query(-1); ok {
+		for _, a := range req.GetAddrs() {
+			if !slices.Contains(cfg.Groups[req.GetGid()], a) {
+				fresh = append(fresh, a)
+			}
+		}
+	}
+	if !s.skipCheck && len(fresh) > 0 {
+		group := &controllerpb.Group{Id: req.GetGid(), Addrs: fresh}
 		if r := s.checkJoin(ctx, []*controllerpb.Group{group}); r != nil {
 			if ctx.Err() != nil {
 				return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
