@@ -588,6 +588,18 @@ func TestBadRequestsToServers(t *testing.T) {
 				t.Fatalf("pull %v: %v", req, err)
 			}
 		}
+		// A request for another group is refused as such, never answered
+		// as "configuration passed" (which makes a puller give up).
+		stream, err := handoff.PullShard(h.ctx, &grouppb.PullShardRequest{ConfigNum: latest.Num, Shard: 0, Group: 99})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if err = kvpb.Errors.FromStatus(err); !errors.Is(err, kvpb.ErrWrongGroup) {
+			t.Fatalf("pull meant for group 99: %v", err)
+		}
+		if _, err := handoff.DeleteShard(h.ctx, &grouppb.DeleteShardRequest{ConfigNum: latest.Num, Shard: 0, Group: 99}); !errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrWrongGroup) {
+			t.Fatalf("delete meant for group 99: %v", err)
+		}
 		for _, req := range []*grouppb.DeleteShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}} {
 			_, err := handoff.DeleteShard(h.ctx, req)
 			err = kvpb.Errors.FromStatus(err)

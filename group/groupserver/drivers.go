@@ -42,7 +42,7 @@ func (s *Server) drive() {
 			case group.Confirming:
 				moving = true
 				addrs := v.Prev.Groups[sh.Peer]
-				s.spawn(task{'d', v.Config.Num, shard}, func(ctx context.Context) { s.confirmDelete(ctx, v.Config.Num, shard, addrs) })
+				s.spawn(task{'d', v.Config.Num, shard}, func(ctx context.Context) { s.confirmDelete(ctx, v.Config.Num, shard, sh.Peer, addrs) })
 			case group.Offering:
 				moving = true // waits for the new owner's pull and delete
 			}
@@ -216,7 +216,7 @@ func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, ad
 			s.log.Error("shard source group has no addresses", "shard", shard, "source", src)
 			return
 		}
-		done, bytes, err := s.pullFrom(ctx, num, shard, addrs[attempt%len(addrs)])
+		done, bytes, err := s.pullFrom(ctx, num, shard, src, addrs[attempt%len(addrs)])
 		if done {
 			if err == nil {
 				s.log.Info("shard arrived", "shard", shard, "config", num, "source", src, "bytes", bytes, "took", time.Since(start))
@@ -243,7 +243,7 @@ const pullWindow = 4
 // pullFrom runs one pull attempt against one replica of the source group.
 // done is true when nothing more is to be done: the shard is in, or the
 // group moved on, or this node cannot propose.
-func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr string) (done bool, bytes int, err error) {
+func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64, addr string) (done bool, bytes int, err error) {
 	cl, err := s.handoffClient(addr)
 	if err != nil {
 		return false, 0, err
@@ -252,7 +252,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, addr strin
 	defer cancel()
 	silent := time.AfterFunc(chunkTimeout, cancel) // armed while waiting for a chunk
 	defer silent.Stop()
-	stream, err := cl.PullShard(ctx, &grouppb.PullShardRequest{ConfigNum: num, Shard: uint32(shard)})
+	stream, err := cl.PullShard(ctx, &grouppb.PullShardRequest{ConfigNum: num, Shard: uint32(shard), Group: src})
 	if err != nil {
 		return false, 0, err
 	}
@@ -329,13 +329,13 @@ func (s *Server) abandon(ctx context.Context, num uint64, shard int, why error) 
 
 // confirmDelete tells the old owner of shard to delete it, then records the
 // acknowledgement.
-func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, addrs []string) {
+func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, src uint64, addrs []string) {
 	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	next := 0
 	for attempt := 0; s.stillLeading(ctx) && len(addrs) > 0; attempt++ {
 		addr := addrs[next%len(addrs)]
 		next++
-		err := s.deleteAt(ctx, addr, num, shard)
+		err := s.deleteAt(ctx, addr, src, num, shard)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err = s.propose(pctx, &grouppb.Command{Op: &grouppb.Command_ConfirmDelete{ConfirmDelete: &grouppb.ConfirmDelete{ConfigNum: num, Shard: uint32(shard)}}})
@@ -359,13 +359,13 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, addrs
 	}
 }
 
-func (s *Server) deleteAt(ctx context.Context, addr string, num uint64, shard int) error {
+func (s *Server) deleteAt(ctx context.Context, addr string, src, num uint64, shard int) error {
 	cl, err := s.handoffClient(addr)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err = cl.DeleteShard(ctx, &grouppb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard)})
+	_, err = cl.DeleteShard(ctx, &grouppb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard), Group: src})
 	return kvpb.Errors.FromStatus(err)
 }

@@ -305,6 +305,16 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
 	return s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Write{Write: req}})
 }
 
+// isGroup refuses a handoff request meant for another group (0: the
+// caller does not say): this replica must not answer for a group it is
+// not, as a "configuration passed" would make the caller give up a pull.
+func (s *Server) isGroup(gid uint64) error {
+	if gid != 0 && gid != s.cfg.GID {
+		return fmt.Errorf("%w: the handoff request is for group %d, this replica is in group %d", kvpb.ErrWrongGroup, gid, s.cfg.GID)
+	}
+	return nil
+}
+
 // handoff serves the shard handoff service to other groups.
 type handoff struct {
 	grouppb.UnimplementedHandoffServer
@@ -319,6 +329,9 @@ type handoff struct {
 // configuration.
 func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
 	s := h.s
+	if err := s.isGroup(req.GetGroup()); err != nil {
+		return kvpb.Errors.ToStatus(err)
+	}
 	if !s.sm.HandedOver(req.GetConfigNum(), int(req.GetShard())) {
 		// Bounded, so that a puller that reached a replica cut off from
 		// its leader soon tries another one.
@@ -340,6 +353,9 @@ func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStre
 // DeleteShard implements grouppb.HandoffServer.
 func (h handoff) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
 	s := h.s
+	if err := s.isGroup(req.GetGroup()); err != nil {
+		return nil, kvpb.Errors.ToStatus(err)
+	}
 	if err := s.leaderOnly(); err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}

@@ -149,9 +149,13 @@ func (x *SessionRecord) GetErrorCode() uint32 {
 }
 
 type PullShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ConfigNum uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
+	Shard     uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	// group is the group the caller means to ask (the shard's previous
+	// owner). A replica of another group (an address reused after a
+	// replacement) refuses rather than answer for a group it is not.
+	Group         uint64 `protobuf:"varint,3,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -196,6 +200,13 @@ func (x *PullShardRequest) GetConfigNum() uint64 {
 func (x *PullShardRequest) GetShard() uint32 {
 	if x != nil {
 		return x.Shard
+	}
+	return 0
+}
+
+func (x *PullShardRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
 	}
 	return 0
 }
@@ -266,6 +277,7 @@ type DeleteShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
 	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	Group         uint64                 `protobuf:"varint,3,opt,name=group,proto3" json:"group,omitempty"` // as PullShardRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -310,6 +322,13 @@ func (x *DeleteShardRequest) GetConfigNum() uint64 {
 func (x *DeleteShardRequest) GetShard() uint32 {
 	if x != nil {
 		return x.Shard
+	}
+	return 0
+}
+
+func (x *DeleteShardRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
 	}
 	return 0
 }
@@ -976,20 +995,22 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
 	"\tlast_seen\x18\x03 \x01(\x03R\blastSeen\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x04 \x01(\rR\terrorCode\"G\n" +
+	"error_code\x18\x04 \x01(\rR\terrorCode\"]\n" +
 	"\x10PullShardRequest\x12\x1d\n" +
 	"\n" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"\x9d\x01\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
+	"\x05group\x18\x03 \x01(\x04R\x05group\"\x9d\x01\n" +
 	"\n" +
 	"ShardChunk\x125\n" +
 	"\x03kvs\x18\x01 \x03(\v2#.shardkv.internal.group.v1.KeyValueR\x03kvs\x12D\n" +
 	"\bsessions\x18\x02 \x03(\v2(.shardkv.internal.group.v1.SessionRecordR\bsessions\x12\x12\n" +
-	"\x04last\x18\x03 \x01(\bR\x04last\"I\n" +
+	"\x04last\x18\x03 \x01(\bR\x04last\"_\n" +
 	"\x12DeleteShardRequest\x12\x1d\n" +
 	"\n" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"\x12\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
+	"\x05group\x18\x03 \x01(\x04R\x05group\"\x12\n" +
 	"\x10DeleteShardReply\"\xa7\x04\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
