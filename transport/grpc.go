@@ -114,24 +114,30 @@ func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.Snapshot
 }
 
 // Member implements transportpb.RaftServer: what this process's replica of
-// the group knows of member id.
+// the group knows of member id. A process hosting several replicas of the
+// group (the dev cluster) answers with its leader's view, if it hosts the
+// leader.
 func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*transportpb.MemberReply, error) {
 	s.mu.RLock()
-	var h Handler
-	for m, hh := range s.handlers {
+	var hs []Handler
+	for m, h := range s.handlers {
 		if m.group == req.GetGroup() && m.id != req.GetId() {
-			h = hh
-			break
+			hs = append(hs, h)
 		}
 	}
 	s.mu.RUnlock()
-	if h == nil {
+	if len(hs) == 0 {
 		return &transportpb.MemberReply{}, nil
 	}
 	reply := &transportpb.MemberReply{Hosted: true}
-	if r, ok := h.(MemberReporter); ok {
-		info := r.MemberProgress(req.GetId())
-		reply.Leader, reply.Term, reply.Match, reply.Learner = info.Leader, info.Term, info.Match, info.Learner
+	for _, h := range hs {
+		if r, ok := h.(MemberReporter); ok {
+			info := r.MemberProgress(req.GetId())
+			reply.Leader, reply.Term, reply.Match, reply.Learner = info.Leader, info.Term, info.Match, info.Learner
+			if info.Leader {
+				break
+			}
+		}
 	}
 	return reply, nil
 }

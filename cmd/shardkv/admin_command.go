@@ -29,13 +29,15 @@ func newAdminCmd() *cobra.Command {
   shardkv admin join 4=127.0.0.1:7200,127.0.0.1:7201,127.0.0.1:7202
   shardkv admin leave 4
   shardkv admin move 17 2
-  shardkv admin config 3 -o json`,
+  shardkv admin config 3 -o json
+  shardkv admin member list 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	a.cf.register(admin.PersistentFlags())
 	a.out = newPrinter(admin.PersistentFlags(), formatTable, formatJSON)
-	admin.AddCommand(newAdminJoinCmd(a), newAdminLeaveCmd(a), newAdminMoveCmd(a), newAdminConfigCmd(a), newAdminStatusCmd(a))
+	admin.AddCommand(newAdminJoinCmd(a), newAdminLeaveCmd(a), newAdminMoveCmd(a), newAdminConfigCmd(a), newAdminStatusCmd(a),
+		newAdminMemberCmd(a))
 	return setExitCodes(admin, clientExitCodes)
 }
 

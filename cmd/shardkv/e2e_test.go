@@ -629,3 +629,95 @@ func TestDevStopsPromptly(t *testing.T) {
 	}
 	p2.stop(t)
 }
+
+// TestE2EMemberReplace replaces a dev cluster's group replica by a new
+// `shardkv server` process, through the CLI as an operator would: member
+// add (which prints how to start the new replica), start it, member
+// replace; the controller then routes to the new replica, and the data
+// written before is all there. Refusals come back as sentences.
+func TestE2EMemberReplace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a dev cluster and a server process")
+	}
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, 40)
+	p, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+	for i := 0; i < 20; i++ {
+		c.ok("put", fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i))
+	}
+	// Refusals, each changing nothing.
+	c.expect(4, "", []string{"member 2 is already in the group"}, "admin", "member", "add", "1", "2", "127.0.0.1:1")
+	c.expect(4, "", []string{"is not a learner"}, "admin", "member", "promote", "1", "2")
+	c.expect(2, "", []string{"is not a replica id"}, "admin", "member", "remove", "1", "x")
+
+	newAddr := fmt.Sprintf("127.0.0.1:%d", base+35)
+	out := c.ok("admin", "member", "add", "1", "4", newAddr)
+	i := strings.Index(out, "shardkv server ")
+	if i < 0 {
+		t.Fatalf("member add printed no start command:\n%s", out)
+	}
+	args := strings.Fields(strings.TrimSpace(out[i:]))[1:]
+	args[len(args)-1] = filepath.Join(dir, "r4") // --data DIR
+	t.Logf("starting shardkv %s", strings.Join(args, " "))
+	srv := startProcess(t, bin, filepath.Join(dir, "r4.log"), args...)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(srv.log)
+		if bytes.Contains(b, []byte("replica serving")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = srv.cmd.Process.Signal(syscall.SIGQUIT)
+			time.Sleep(2 * time.Second)
+			b, _ := os.ReadFile(srv.log)
+			t.Fatalf("the new replica did not start (exited %v: %v):\n%s", srv.exited(), srv.err, b)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, errOut, code := c.run("", "admin", "member", "replace", "1", "3", "4")
+		if code == 0 {
+			break
+		}
+		if !strings.Contains(errOut, "not caught up") || time.Now().After(deadline) {
+			t.Fatalf("member replace: exit %d: %s", code, errOut)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	list := c.ok("admin", "member", "list", "1", "-o", "json")
+	var members struct {
+		Members []struct {
+			ID   uint64 `json:"id"`
+			Addr string `json:"addr"`
+			Role string `json:"role"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal([]byte(list), &members); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range members.Members {
+		ids = append(ids, fmt.Sprintf("%d:%s", m.ID, m.Role))
+	}
+	if got := strings.Join(ids, " "); got != "1:voter 2:voter 4:voter" {
+		t.Fatalf("members after the replacement: %s, want 1:voter 2:voter 4:voter", got)
+	}
+	// The group's leader tells the controller; clients follow.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if strings.Contains(c.ok("admin", "config"), newAddr) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the configuration never listed the new replica:\n%s\nmembers:\n%s", c.ok("admin", "config"), list)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for i := 0; i < 20; i++ {
+		if got := strings.TrimSpace(c.ok("get", fmt.Sprintf("k%d", i))); got != fmt.Sprintf("v%d", i) {
+			t.Fatalf("k%d = %q after the replacement", i, got)
+		}
+	}
+	c.ok("put", "after", "replace")
+	srv.stop(t)
+	p.stop(t)
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/controller/ctlclient"
@@ -54,6 +55,16 @@ var phrases = []phrase{
 	{rpcerr.ErrReadTimeout, "no leader could confirm the read (no quorum?)"},
 	{rpcerr.ErrNoSpace, "no space left on the disk (writes are refused until space is freed; reads still work)"},
 	{rpcerr.ErrStalled, "a synced write stalled (the disk is stuck or failing)"},
+
+	{rpcerr.ErrMembershipChangeInProgress, "another membership change of the group is in progress; try again when it is done"},
+	{rpcerr.ErrUnknownMember, "there is no member %s in the group"},
+	{rpcerr.ErrMemberExists, "member %s is already in the group"},
+	{rpcerr.ErrNotLearner, "member %s is not a learner (add it with `admin member add` first)"},
+	{rpcerr.ErrLearnerBehind, "the learner has not caught up with the leader yet; try again shortly"},
+	{rpcerr.ErrWouldLoseQuorum, "refused: after the change fewer voters than a quorum would be reachable"},
+	{rpcerr.ErrBadMemberAddr, "a new member needs a host:port address"},
+	{rpcerr.ErrBadMemberChange, "malformed membership change"},
+	{memberpb.ErrWrongGroup, "the replica asked is not in that group"},
 
 	{client.ErrUnknownOutcome, "the write may or may not have been applied (never twice: read the key to know)"},
 	{ctlclient.ErrUnknownOutcome, "the change may or may not have been applied (never twice: see shardkv admin config)"},

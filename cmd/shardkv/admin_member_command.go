@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/rpc"
+)
+
+func newAdminMemberCmd(a *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "member",
+		Short: "List and change the replicas of a group or of the controller",
+		Long: `List and change the members (replicas) of one Raft group: a replica group
+by its id, or the controller as 0 (or "controller").
+
+Replacing a dead machine, as etcd's member add/promote/remove:
+  1. shardkv admin member add GROUP ID ADDR      (a new id, a new address)
+  2. start it with the command printed (--initial-cluster-state existing,
+     empty data): it catches up from the leader, by snapshot when far behind
+  3. shardkv admin member replace GROUP OLD ID   (promote ID and remove OLD
+     at once, joint consensus), or promote then remove
+Each change is refused, changing nothing, while another is in progress,
+when a learner has not caught up, or when the voters left could not form a
+reachable quorum. A group's leader tells the controller its new replicas;
+for the controller, update --controllers wherever it is given.`,
+		Example: `  shardkv admin member list 1
+  shardkv admin member add 1 4 10.0.0.14:7113
+  shardkv admin member replace 1 3 4
+  shardkv admin member remove controller 2`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	change := func(use, short, example string, nargs int, kind memberpb.ChangeKind) *cobra.Command {
+		c := &cobra.Command{
+			Use: use, Short: short, Example: example, Args: cobra.ExactArgs(nargs),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				gid, err := parseMemberGroup(args[0])
+				if err != nil {
+					return err
+				}
+				req := &memberpb.ChangeRequest{Group: gid, Kind: kind}
+				if req.Id, err = parseMemberID(args[1]); err != nil {
+					return err
+				}
+				switch kind {
+				case memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER:
+					req.Addr = args[2]
+				case memberpb.ChangeKind_CHANGE_KIND_REPLACE:
+					req.Old = req.Id
+					if req.Id, err = parseMemberID(args[2]); err != nil {
+						return err
+					}
+				}
+				return a.runMembers(cmd, gid, func(ctx context.Context, m *members) (view, error) {
+					reply, err := m.change(ctx, req)
+					if err != nil {
+						return nil, err
+					}
+					v := membersView{group: gid, reply: reply}
+					if kind == memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER {
+						v.next = startCommand(gid, req.GetId(), req.GetAddr(), reply, m.controllers)
+					}
+					return v, nil
+				})
+			},
+		}
+		return setExitCodes(c, clientExitCodes)
+	}
+	list := &cobra.Command{
+		Use:   "list GROUP",
+		Short: "List a group's members: voters, learners, and each one's progress",
+		Example: `  shardkv admin member list 1
+  shardkv admin member list controller -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gid, err := parseMemberGroup(args[0])
+			if err != nil {
+				return err
+			}
+			return a.runMembers(cmd, gid, func(ctx context.Context, m *members) (view, error) {
+				reply, err := m.list(ctx)
+				return membersView{group: gid, reply: reply}, err
+			})
+		},
+	}
+	cmd.AddCommand(setExitCodes(list, clientExitCodes),
+		change("add GROUP ID ADDR", "Add replica ID at ADDR to a group as a learner (it votes once promoted)",
+			"  shardkv admin member add 1 4 10.0.0.14:7113", 3, memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER),
+		change("promote GROUP ID", "Make learner ID a voter once it has caught up",
+			"  shardkv admin member promote 1 4", 2, memberpb.ChangeKind_CHANGE_KIND_PROMOTE),
+		change("remove GROUP ID", "Remove replica ID from a group",
+			"  shardkv admin member remove 1 3", 2, memberpb.ChangeKind_CHANGE_KIND_REMOVE),
+		change("replace GROUP OLD NEW", "Promote learner NEW and remove voter OLD in one joint-consensus change",
+			"  shardkv admin member replace 1 3 4", 3, memberpb.ChangeKind_CHANGE_KIND_REPLACE))
+	return setExitCodes(cmd, clientExitCodes)
+}
+
+// parseMemberGroup reads a group argument: a group id, or 0 or
+// "controller" for the controller.
+func parseMemberGroup(s string) (uint64, error) {
+	if s == "controller" || s == "0" {
+		return 0, nil
+	}
+	return parseGroupID(s)
+}
+
+func parseMemberID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, usagef("%q is not a replica id (a number above 0)", s)
+	}
+	return id, nil
+}
+
+// members calls a group's Membership service on its replicas.
+type members struct {
+	group       uint64
+	addrs       []string // the group's replicas (the controller's for group 0)
+	controllers []string
+	pool        *rpc.Pool
+}
+
+// runMembers finds group gid's replicas (from the controller's latest
+// configuration, or --controllers for the controller) and calls fn.
+func (a *adminFlags) runMembers(cmd *cobra.Command, gid uint64, fn func(ctx context.Context, m *members) (view, error)) error {
+	return a.run(cmd, func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
+		controllers, err := a.cf.addrs()
+		if err != nil {
+			return nil, err
+		}
+		m := &members{group: gid, controllers: controllers, pool: rpc.NewPool()}
+		defer m.pool.Close()
+		m.addrs = m.controllers
+		if gid != 0 {
+			cfg, _, err := ctl.Query(ctx, -1)
+			if err != nil {
+				return nil, err
+			}
+			addrs, ok := cfg.Groups[gid]
+			if !ok {
+				return nil, fmt.Errorf("%w: %d", controllerpb.ErrUnknownGroup, gid)
+			}
+			m.addrs = addrs
+		}
+		return fn(ctx, m)
+	})
+}
+
+// list asks every replica and returns the leader's answer (with each
+// member's progress), or any answer when no leader is reachable.
+func (m *members) list(ctx context.Context) (*memberpb.ListReply, error) {
+	var some *memberpb.ListReply
+	var last error
+	for _, addr := range m.addrs {
+		conn, err := m.pool.Get(addr)
+		if err != nil {
+			last = err
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		reply, err := memberpb.NewMembershipClient(conn).List(actx, &memberpb.ListRequest{Group: m.group})
+		cancel()
+		if err != nil {
+			last = memberpb.Errors.FromStatus(err)
+			continue
+		}
+		if reply.GetFromLeader() {
+			return reply, nil
+		}
+		some = reply
+	}
+	if some != nil {
+		return some, nil
+	}
+	return nil, last
+}
+
+// change sends req to the group's leader: to each replica in turn, and to
+// the leader a NOT_LEADER names, for a few rounds.
+func (m *members) change(ctx context.Context, req *memberpb.ChangeRequest) (*memberpb.ListReply, error) {
+	b := rpc.NewBackoff(100*time.Millisecond, time.Second)
+	var last error
+	for round := 0; round < 5; round++ {
+		targets := slices.Clone(m.addrs)
+		for i := 0; i < len(targets); i++ {
+			conn, err := m.pool.Get(targets[i])
+			if err != nil {
+				last = err
+				continue
+			}
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			reply, err := memberpb.NewMembershipClient(conn).Change(actx, req)
+			cancel()
+			if err == nil {
+				return reply, nil
+			}
+			last = memberpb.Errors.FromStatus(err)
+			var nl *rpcerr.NotLeaderError
+			switch {
+			case errors.As(last, &nl) && nl.Addr != "" && !slices.Contains(targets[i+1:], nl.Addr):
+				targets = append(targets, nl.Addr)
+			case !rpcerr.CertainlyNotApplied(last) && !rpcerr.Retryable(err):
+				return nil, last // a refusal, or an unknown outcome: the caller lists
+			}
+		}
+		if rpc.Wait(ctx, b) != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+// membersView prints a group's members.
+type membersView struct {
+	group uint64
+	reply *memberpb.ListReply
+	next  string // for an added member: how to start it
+}
+
+type memberOut struct {
+	ID     uint64 `json:"id"`
+	Addr   string `json:"addr"`
+	Role   string `json:"role"`
+	Match  uint64 `json:"match,omitempty"`
+	Active bool   `json:"active,omitempty"`
+}
+
+func (v membersView) out() []memberOut {
+	var out []memberOut
+	for _, m := range v.reply.GetMembers() {
+		out = append(out, memberOut{ID: m.GetId(), Addr: m.GetAddr(),
+			Role: strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_")), Match: m.GetMatch(), Active: m.GetActive()})
+	}
+	return out
+}
+
+func (v membersView) jsonValue() any {
+	return map[string]any{"group": v.group, "leader": v.reply.GetLeader(), "joint": v.reply.GetJoint(),
+		"progress": v.reply.GetFromLeader(), "members": v.out(), "start": v.next}
+}
+
+func (v membersView) writeTable(w io.Writer) error {
+	name := fmt.Sprintf("group %d", v.group)
+	if v.group == 0 {
+		name = "controller"
+	}
+	fmt.Fprintf(w, "%s: leader %d", name, v.reply.GetLeader())
+	if v.reply.GetJoint() {
+		fmt.Fprint(w, " (joint consensus: a change of two voters in progress)")
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tMATCH\tACTIVE")
+	for _, m := range v.out() {
+		match, active := "-", "-"
+		if v.reply.GetFromLeader() {
+			match, active = strconv.FormatUint(m.Match, 10), strconv.FormatBool(m.Active)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", m.ID, m.Addr, m.Role, match, active)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if v.next != "" {
+		fmt.Fprintf(w, "start the new replica on empty data with:\n  %s\n", v.next)
+	}
+	return nil
+}
+
+// startCommand is the command line that starts member id at addr, added
+// to group gid, as the reply's membership says.
+func startCommand(gid, id uint64, addr string, reply *memberpb.ListReply, controllers []string) string {
+	peers := map[uint64]string{}
+	for _, m := range reply.GetMembers() {
+		if m.GetRole() != memberpb.Role_ROLE_OUTGOING {
+			peers[m.GetId()] = m.GetAddr()
+		}
+	}
+	peers[id] = addr
+	var list []string
+	for _, pid := range slices.Sorted(maps.Keys(peers)) {
+		list = append(list, fmt.Sprintf("%d=%s", pid, peers[pid]))
+	}
+	what := fmt.Sprintf("server --group %d --controllers %s", gid, strings.Join(controllers, ","))
+	if gid == 0 {
+		what = "controller"
+	}
+	return fmt.Sprintf("shardkv %s --id %d --listen %s --peers %s --initial-cluster-state existing --data DIR",
+		what, id, addr, strings.Join(list, ","))
+}
