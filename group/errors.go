@@ -1,6 +1,8 @@
 package group
 
 import (
+	"errors"
+
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/session"
 )
@@ -17,6 +19,11 @@ var (
 	ErrSessionExpired = kvpb.ErrSessionExpired
 	ErrMalformed      = kvpb.ErrMalformed
 )
+
+// ErrNotEmpty: a restore from a backup was refused because the shard
+// already has data or sessions here: a restore only fills empty shards of
+// a new cluster, it never overwrites.
+var ErrNotEmpty = errors.New("group: shard is not empty")
 
 // outcome codes of deterministic failures, as stored in duplicate tables.
 var codes = session.Outcomes{nil, ErrValueTooLarge, ErrKeyTooLarge, ErrMalformed}

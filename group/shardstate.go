@@ -17,6 +17,9 @@ const (
 	// data has left yet. A configuration that gives it back makes it
 	// Serving again without a handoff.
 	Held
+	// Restoring: owned at this configuration, being loaded from a backup
+	// (a restore entry started it); not served until the load ends.
+	Restoring
 )
 
 func (s ShardState) String() string {
@@ -33,6 +36,8 @@ func (s ShardState) String() string {
 		return "confirming"
 	case Held:
 		return "held"
+	case Restoring:
+		return "restoring"
 	}
 	return "unknown"
 }

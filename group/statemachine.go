@@ -226,6 +226,8 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome, e
 		return sm.handOver(a, op.HandOver.GetConfigNum(), int(op.HandOver.GetShard())), nil
 	case *grouppb.Command_AbandonPull:
 		return nil, sm.abandonPull(a, op.AbandonPull.GetConfigNum(), int(op.AbandonPull.GetShard()))
+	case *grouppb.Command_Restore:
+		return sm.restoreShard(a, op.Restore, sm.now)
 	}
 	return ErrMalformed, nil
 }
@@ -248,6 +250,8 @@ func (sm *StateMachine) ownership(shard int) error {
 		return nil
 	case st == Pulling:
 		return fmt.Errorf("%w: shard %d is arriving (configuration %d)", ErrNotReady, shard, sm.meta.config.Num)
+	case st == Restoring:
+		return fmt.Errorf("%w: shard %d is being restored from a backup (configuration %d)", ErrNotReady, shard, sm.meta.config.Num)
 	default:
 		return fmt.Errorf("%w: shard %d is %s here at configuration %d", ErrWrongGroup, shard, st, sm.meta.config.Num)
 	}

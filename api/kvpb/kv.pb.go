@@ -105,6 +105,9 @@ const (
 	// peer_group; no data has left yet, so a configuration that gives the
 	// shard back makes it SERVING again without a handoff.
 	ShardState_SHARD_STATE_HELD ShardState = 5
+	// RESTORING: the group owns the shard and is loading it from a backup
+	// (shardkv dev --restore); it serves the shard once the load is done.
+	ShardState_SHARD_STATE_RESTORING ShardState = 6
 )
 
 // Enum value maps for ShardState.
@@ -116,6 +119,7 @@ var (
 		3: "SHARD_STATE_OFFERING",
 		4: "SHARD_STATE_CONFIRMING",
 		5: "SHARD_STATE_HELD",
+		6: "SHARD_STATE_RESTORING",
 	}
 	ShardState_value = map[string]int32{
 		"SHARD_STATE_UNSPECIFIED": 0,
@@ -124,6 +128,7 @@ var (
 		"SHARD_STATE_OFFERING":    3,
 		"SHARD_STATE_CONFIRMING":  4,
 		"SHARD_STATE_HELD":        5,
+		"SHARD_STATE_RESTORING":   6,
 	}
 )
 
@@ -660,7 +665,7 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\fWRITE_OP_PUT\x10\x01\x12\x13\n" +
 	"\x0fWRITE_OP_APPEND\x10\x02\x12\x13\n" +
 	"\x0fWRITE_OP_DELETE\x10\x03\x12\x19\n" +
-	"\x15WRITE_OP_OPEN_SESSION\x10\x04*\xa7\x01\n" +
+	"\x15WRITE_OP_OPEN_SESSION\x10\x04*\xc2\x01\n" +
 	"\n" +
 	"ShardState\x12\x1b\n" +
 	"\x17SHARD_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -668,7 +673,8 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x13SHARD_STATE_PULLING\x10\x02\x12\x18\n" +
 	"\x14SHARD_STATE_OFFERING\x10\x03\x12\x1a\n" +
 	"\x16SHARD_STATE_CONFIRMING\x10\x04\x12\x14\n" +
-	"\x10SHARD_STATE_HELD\x10\x052\xc4\x01\n" +
+	"\x10SHARD_STATE_HELD\x10\x05\x12\x19\n" +
+	"\x15SHARD_STATE_RESTORING\x10\x062\xc4\x01\n" +
 	"\x02KV\x129\n" +
 	"\x03Get\x12\x19.shardkv.kv.v1.GetRequest\x1a\x17.shardkv.kv.v1.GetReply\x12?\n" +
 	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12B\n" +

@@ -149,11 +149,12 @@ func Start(cfg Config) (*Server, error) {
 }
 
 // Register adds the client service (kvpb.KV), the handoff service other
-// groups use (grouppb.Handoff) and the identity the controller checks a
+// groups use (grouppb.Handoff), the backup reads (grouppb.Backup) and the identity the controller checks a
 // join with (transport.RegisterIdentity) to g.
 func (s *Server) Register(g *grpc.Server) {
 	kvpb.RegisterKVServer(g, s)
 	grouppb.RegisterHandoffServer(g, handoff{s: s})
+	grouppb.RegisterBackupServer(g, backupService{s: s})
 	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
 	s.node.RegisterMembership(g, s.cfg.ClusterID)
 }
@@ -399,6 +400,7 @@ var shardStates = map[group.ShardState]kvpb.ShardState{
 	group.Offering:   kvpb.ShardState_SHARD_STATE_OFFERING,
 	group.Confirming: kvpb.ShardState_SHARD_STATE_CONFIRMING,
 	group.Held:       kvpb.ShardState_SHARD_STATE_HELD,
+	group.Restoring:  kvpb.ShardState_SHARD_STATE_RESTORING,
 }
 
 // handoffClient returns the handoff service of the replica at addr.

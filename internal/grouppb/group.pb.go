@@ -27,6 +27,154 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ReadShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"` // as PullShardRequest.group
+	ConfigNum     uint64                 `protobuf:"varint,2,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
+	Shards        []uint32               `protobuf:"varint,3,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadShardsRequest) Reset() {
+	*x = ReadShardsRequest{}
+	mi := &file_internal_grouppb_group_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadShardsRequest) ProtoMessage() {}
+
+func (x *ReadShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_grouppb_group_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadShardsRequest.ProtoReflect.Descriptor instead.
+func (*ReadShardsRequest) Descriptor() ([]byte, []int) {
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReadShardsRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *ReadShardsRequest) GetConfigNum() uint64 {
+	if x != nil {
+		return x.ConfigNum
+	}
+	return 0
+}
+
+func (x *ReadShardsRequest) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+// BackupChunk is one bounded piece of one shard; the last piece of a
+// shard (last) carries its duplicate table.
+type BackupChunk struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Shard    uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Kvs      []*KeyValue            `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`
+	Sessions []*SessionRecord       `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	Last     bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	// applied_index is the group's applied index the shards were read at
+	// (every chunk of one call has the same), replica the replica that read.
+	AppliedIndex  uint64 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Replica       uint64 `protobuf:"varint,6,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_internal_grouppb_group_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_grouppb_group_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BackupChunk) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetSessions() []*SessionRecord {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *BackupChunk) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetReplica() uint64 {
+	if x != nil {
+		return x.Replica
+	}
+	return 0
+}
+
 type KeyValue struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -37,7 +185,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[0]
+	mi := &file_internal_grouppb_group_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +197,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[0]
+	mi := &file_internal_grouppb_group_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +210,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{0}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -92,7 +240,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[1]
+	mi := &file_internal_grouppb_group_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -104,7 +252,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[1]
+	mi := &file_internal_grouppb_group_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -117,7 +265,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{1}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SessionRecord) GetClientId() uint64 {
@@ -162,7 +310,7 @@ type PullShardRequest struct {
 
 func (x *PullShardRequest) Reset() {
 	*x = PullShardRequest{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[2]
+	mi := &file_internal_grouppb_group_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +322,7 @@ func (x *PullShardRequest) String() string {
 func (*PullShardRequest) ProtoMessage() {}
 
 func (x *PullShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[2]
+	mi := &file_internal_grouppb_group_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +335,7 @@ func (x *PullShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullShardRequest.ProtoReflect.Descriptor instead.
 func (*PullShardRequest) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{2}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PullShardRequest) GetConfigNum() uint64 {
@@ -224,7 +372,7 @@ type ShardChunk struct {
 
 func (x *ShardChunk) Reset() {
 	*x = ShardChunk{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[3]
+	mi := &file_internal_grouppb_group_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +384,7 @@ func (x *ShardChunk) String() string {
 func (*ShardChunk) ProtoMessage() {}
 
 func (x *ShardChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[3]
+	mi := &file_internal_grouppb_group_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +397,7 @@ func (x *ShardChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardChunk.ProtoReflect.Descriptor instead.
 func (*ShardChunk) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{3}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ShardChunk) GetKvs() []*KeyValue {
@@ -284,7 +432,7 @@ type DeleteShardRequest struct {
 
 func (x *DeleteShardRequest) Reset() {
 	*x = DeleteShardRequest{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[4]
+	mi := &file_internal_grouppb_group_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +444,7 @@ func (x *DeleteShardRequest) String() string {
 func (*DeleteShardRequest) ProtoMessage() {}
 
 func (x *DeleteShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[4]
+	mi := &file_internal_grouppb_group_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +457,7 @@ func (x *DeleteShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardRequest.ProtoReflect.Descriptor instead.
 func (*DeleteShardRequest) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{4}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteShardRequest) GetConfigNum() uint64 {
@@ -341,7 +489,7 @@ type DeleteShardReply struct {
 
 func (x *DeleteShardReply) Reset() {
 	*x = DeleteShardReply{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[5]
+	mi := &file_internal_grouppb_group_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +501,7 @@ func (x *DeleteShardReply) String() string {
 func (*DeleteShardReply) ProtoMessage() {}
 
 func (x *DeleteShardReply) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[5]
+	mi := &file_internal_grouppb_group_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +514,7 @@ func (x *DeleteShardReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardReply.ProtoReflect.Descriptor instead.
 func (*DeleteShardReply) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{5}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{7}
 }
 
 // Command is one entry of a group's log.
@@ -387,6 +535,7 @@ type Command struct {
 	//	*Command_ConfirmDelete
 	//	*Command_HandOver
 	//	*Command_AbandonPull
+	//	*Command_Restore
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -394,7 +543,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[6]
+	mi := &file_internal_grouppb_group_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +555,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[6]
+	mi := &file_internal_grouppb_group_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +568,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{6}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Command) GetStamp() int64 {
@@ -499,6 +648,15 @@ func (x *Command) GetAbandonPull() *PullShardRequest {
 	return nil
 }
 
+func (x *Command) GetRestore() *InsertShard {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Restore); ok {
+			return x.Restore
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -537,6 +695,16 @@ type Command_AbandonPull struct {
 	AbandonPull *PullShardRequest `protobuf:"bytes,8,opt,name=abandon_pull,json=abandonPull,proto3,oneof"`
 }
 
+type Command_Restore struct {
+	// One chunk of a shard loaded from a backup into a new cluster
+	// (config_num, shard, chunk, kvs, sessions, last as for insert).
+	// Chunk 0 carries no data and starts the load: it is applied only to
+	// a shard this group serves at config_num that is empty, or one being
+	// restored (serving → restoring, clearing a partial load); the last
+	// chunk ends it (restoring → serving).
+	Restore *InsertShard `protobuf:"bytes,9,opt,name=restore,proto3,oneof"`
+}
+
 func (*Command_Write) isCommand_Op() {}
 
 func (*Command_Install) isCommand_Op() {}
@@ -551,6 +719,8 @@ func (*Command_HandOver) isCommand_Op() {}
 
 func (*Command_AbandonPull) isCommand_Op() {}
 
+func (*Command_Restore) isCommand_Op() {}
+
 type InstallConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
@@ -560,7 +730,7 @@ type InstallConfig struct {
 
 func (x *InstallConfig) Reset() {
 	*x = InstallConfig{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[7]
+	mi := &file_internal_grouppb_group_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +742,7 @@ func (x *InstallConfig) String() string {
 func (*InstallConfig) ProtoMessage() {}
 
 func (x *InstallConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[7]
+	mi := &file_internal_grouppb_group_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +755,7 @@ func (x *InstallConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallConfig.ProtoReflect.Descriptor instead.
 func (*InstallConfig) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{7}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InstallConfig) GetConfig() *controllerpb.Config {
@@ -609,7 +779,7 @@ type InsertShard struct {
 
 func (x *InsertShard) Reset() {
 	*x = InsertShard{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[8]
+	mi := &file_internal_grouppb_group_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +791,7 @@ func (x *InsertShard) String() string {
 func (*InsertShard) ProtoMessage() {}
 
 func (x *InsertShard) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[8]
+	mi := &file_internal_grouppb_group_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +804,7 @@ func (x *InsertShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertShard.ProtoReflect.Descriptor instead.
 func (*InsertShard) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{8}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InsertShard) GetConfigNum() uint64 {
@@ -689,7 +859,7 @@ type ConfirmDelete struct {
 
 func (x *ConfirmDelete) Reset() {
 	*x = ConfirmDelete{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	mi := &file_internal_grouppb_group_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +871,7 @@ func (x *ConfirmDelete) String() string {
 func (*ConfirmDelete) ProtoMessage() {}
 
 func (x *ConfirmDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	mi := &file_internal_grouppb_group_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +884,7 @@ func (x *ConfirmDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDelete.ProtoReflect.Descriptor instead.
 func (*ConfirmDelete) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{9}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConfirmDelete) GetConfigNum() uint64 {
@@ -745,7 +915,7 @@ type Meta struct {
 
 func (x *Meta) Reset() {
 	*x = Meta{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[10]
+	mi := &file_internal_grouppb_group_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +927,7 @@ func (x *Meta) String() string {
 func (*Meta) ProtoMessage() {}
 
 func (x *Meta) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[10]
+	mi := &file_internal_grouppb_group_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +940,7 @@ func (x *Meta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Meta.ProtoReflect.Descriptor instead.
 func (*Meta) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{10}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Meta) GetConfig() *controllerpb.Config {
@@ -811,7 +981,7 @@ type ShardMeta struct {
 
 func (x *ShardMeta) Reset() {
 	*x = ShardMeta{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[11]
+	mi := &file_internal_grouppb_group_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +993,7 @@ func (x *ShardMeta) String() string {
 func (*ShardMeta) ProtoMessage() {}
 
 func (x *ShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[11]
+	mi := &file_internal_grouppb_group_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1006,7 @@ func (x *ShardMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMeta.ProtoReflect.Descriptor instead.
 func (*ShardMeta) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{11}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ShardMeta) GetState() uint32 {
@@ -866,7 +1036,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[12]
+	mi := &file_internal_grouppb_group_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1048,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[12]
+	mi := &file_internal_grouppb_group_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1061,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{12}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Image) GetApplied() uint64 {
@@ -933,7 +1103,7 @@ type ImageShard struct {
 
 func (x *ImageShard) Reset() {
 	*x = ImageShard{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[13]
+	mi := &file_internal_grouppb_group_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1115,7 @@ func (x *ImageShard) String() string {
 func (*ImageShard) ProtoMessage() {}
 
 func (x *ImageShard) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[13]
+	mi := &file_internal_grouppb_group_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1128,7 @@ func (x *ImageShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageShard.ProtoReflect.Descriptor instead.
 func (*ImageShard) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{13}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ImageShard) GetShard() uint32 {
@@ -986,7 +1156,19 @@ var File_internal_grouppb_group_proto protoreflect.FileDescriptor
 
 const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\n" +
-	"\x1cinternal/grouppb/group.proto\x12\x19shardkv.internal.group.v1\x1a!api/controllerpb/controller.proto\x1a\x11api/kvpb/kv.proto\"2\n" +
+	"\x1cinternal/grouppb/group.proto\x12\x19shardkv.internal.group.v1\x1a!api/controllerpb/controller.proto\x1a\x11api/kvpb/kv.proto\"`\n" +
+	"\x11ReadShardsRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x1d\n" +
+	"\n" +
+	"config_num\x18\x02 \x01(\x04R\tconfigNum\x12\x16\n" +
+	"\x06shards\x18\x03 \x03(\rR\x06shards\"\xf3\x01\n" +
+	"\vBackupChunk\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x125\n" +
+	"\x03kvs\x18\x02 \x03(\v2#.shardkv.internal.group.v1.KeyValueR\x03kvs\x12D\n" +
+	"\bsessions\x18\x03 \x03(\v2(.shardkv.internal.group.v1.SessionRecordR\bsessions\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x12#\n" +
+	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x18\n" +
+	"\areplica\x18\x06 \x01(\x04R\areplica\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"z\n" +
@@ -1011,7 +1193,7 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\x04R\x05group\"\x12\n" +
-	"\x10DeleteShardReply\"\xa7\x04\n" +
+	"\x10DeleteShardReply\"\xeb\x04\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
 	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x12D\n" +
@@ -1020,7 +1202,8 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\fdelete_shard\x18\x05 \x01(\v2-.shardkv.internal.group.v1.DeleteShardRequestH\x00R\vdeleteShard\x12Q\n" +
 	"\x0econfirm_delete\x18\x06 \x01(\v2(.shardkv.internal.group.v1.ConfirmDeleteH\x00R\rconfirmDelete\x12J\n" +
 	"\thand_over\x18\a \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\bhandOver\x12P\n" +
-	"\fabandon_pull\x18\b \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\vabandonPullB\x04\n" +
+	"\fabandon_pull\x18\b \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\vabandonPull\x12B\n" +
+	"\arestore\x18\t \x01(\v2&.shardkv.internal.group.v1.InsertShardH\x00R\arestoreB\x04\n" +
 	"\x02op\"F\n" +
 	"\rInstallConfig\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\"\xe9\x01\n" +
@@ -1058,7 +1241,10 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\bsessions\x18\x03 \x03(\v2(.shardkv.internal.group.v1.SessionRecordR\bsessions2\xd7\x01\n" +
 	"\aHandoff\x12a\n" +
 	"\tPullShard\x12+.shardkv.internal.group.v1.PullShardRequest\x1a%.shardkv.internal.group.v1.ShardChunk0\x01\x12i\n" +
-	"\vDeleteShard\x12-.shardkv.internal.group.v1.DeleteShardRequest\x1a+.shardkv.internal.group.v1.DeleteShardReplyB-Z+github.com/shardkv/shardkv/internal/grouppbb\x06proto3"
+	"\vDeleteShard\x12-.shardkv.internal.group.v1.DeleteShardRequest\x1a+.shardkv.internal.group.v1.DeleteShardReply2n\n" +
+	"\x06Backup\x12d\n" +
+	"\n" +
+	"ReadShards\x12,.shardkv.internal.group.v1.ReadShardsRequest\x1a&.shardkv.internal.group.v1.BackupChunk0\x01B-Z+github.com/shardkv/shardkv/internal/grouppbb\x06proto3"
 
 var (
 	file_internal_grouppb_group_proto_rawDescOnce sync.Once
@@ -1072,54 +1258,61 @@ func file_internal_grouppb_group_proto_rawDescGZIP() []byte {
 	return file_internal_grouppb_group_proto_rawDescData
 }
 
-var file_internal_grouppb_group_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_internal_grouppb_group_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_internal_grouppb_group_proto_goTypes = []any{
-	(*KeyValue)(nil),            // 0: shardkv.internal.group.v1.KeyValue
-	(*SessionRecord)(nil),       // 1: shardkv.internal.group.v1.SessionRecord
-	(*PullShardRequest)(nil),    // 2: shardkv.internal.group.v1.PullShardRequest
-	(*ShardChunk)(nil),          // 3: shardkv.internal.group.v1.ShardChunk
-	(*DeleteShardRequest)(nil),  // 4: shardkv.internal.group.v1.DeleteShardRequest
-	(*DeleteShardReply)(nil),    // 5: shardkv.internal.group.v1.DeleteShardReply
-	(*Command)(nil),             // 6: shardkv.internal.group.v1.Command
-	(*InstallConfig)(nil),       // 7: shardkv.internal.group.v1.InstallConfig
-	(*InsertShard)(nil),         // 8: shardkv.internal.group.v1.InsertShard
-	(*ConfirmDelete)(nil),       // 9: shardkv.internal.group.v1.ConfirmDelete
-	(*Meta)(nil),                // 10: shardkv.internal.group.v1.Meta
-	(*ShardMeta)(nil),           // 11: shardkv.internal.group.v1.ShardMeta
-	(*Image)(nil),               // 12: shardkv.internal.group.v1.Image
-	(*ImageShard)(nil),          // 13: shardkv.internal.group.v1.ImageShard
-	(*kvpb.WriteRequest)(nil),   // 14: shardkv.kv.v1.WriteRequest
-	(*controllerpb.Config)(nil), // 15: shardkv.controller.v1.Config
+	(*ReadShardsRequest)(nil),   // 0: shardkv.internal.group.v1.ReadShardsRequest
+	(*BackupChunk)(nil),         // 1: shardkv.internal.group.v1.BackupChunk
+	(*KeyValue)(nil),            // 2: shardkv.internal.group.v1.KeyValue
+	(*SessionRecord)(nil),       // 3: shardkv.internal.group.v1.SessionRecord
+	(*PullShardRequest)(nil),    // 4: shardkv.internal.group.v1.PullShardRequest
+	(*ShardChunk)(nil),          // 5: shardkv.internal.group.v1.ShardChunk
+	(*DeleteShardRequest)(nil),  // 6: shardkv.internal.group.v1.DeleteShardRequest
+	(*DeleteShardReply)(nil),    // 7: shardkv.internal.group.v1.DeleteShardReply
+	(*Command)(nil),             // 8: shardkv.internal.group.v1.Command
+	(*InstallConfig)(nil),       // 9: shardkv.internal.group.v1.InstallConfig
+	(*InsertShard)(nil),         // 10: shardkv.internal.group.v1.InsertShard
+	(*ConfirmDelete)(nil),       // 11: shardkv.internal.group.v1.ConfirmDelete
+	(*Meta)(nil),                // 12: shardkv.internal.group.v1.Meta
+	(*ShardMeta)(nil),           // 13: shardkv.internal.group.v1.ShardMeta
+	(*Image)(nil),               // 14: shardkv.internal.group.v1.Image
+	(*ImageShard)(nil),          // 15: shardkv.internal.group.v1.ImageShard
+	(*kvpb.WriteRequest)(nil),   // 16: shardkv.kv.v1.WriteRequest
+	(*controllerpb.Config)(nil), // 17: shardkv.controller.v1.Config
 }
 var file_internal_grouppb_group_proto_depIdxs = []int32{
-	0,  // 0: shardkv.internal.group.v1.ShardChunk.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	1,  // 1: shardkv.internal.group.v1.ShardChunk.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	14, // 2: shardkv.internal.group.v1.Command.write:type_name -> shardkv.kv.v1.WriteRequest
-	7,  // 3: shardkv.internal.group.v1.Command.install:type_name -> shardkv.internal.group.v1.InstallConfig
-	8,  // 4: shardkv.internal.group.v1.Command.insert:type_name -> shardkv.internal.group.v1.InsertShard
-	4,  // 5: shardkv.internal.group.v1.Command.delete_shard:type_name -> shardkv.internal.group.v1.DeleteShardRequest
-	9,  // 6: shardkv.internal.group.v1.Command.confirm_delete:type_name -> shardkv.internal.group.v1.ConfirmDelete
-	2,  // 7: shardkv.internal.group.v1.Command.hand_over:type_name -> shardkv.internal.group.v1.PullShardRequest
-	2,  // 8: shardkv.internal.group.v1.Command.abandon_pull:type_name -> shardkv.internal.group.v1.PullShardRequest
-	15, // 9: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
-	0,  // 10: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	1,  // 11: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	15, // 12: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
-	15, // 13: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
-	11, // 14: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
-	10, // 15: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
-	13, // 16: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
-	0,  // 17: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	1,  // 18: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	2,  // 19: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
-	4,  // 20: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
-	3,  // 21: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
-	5,  // 22: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	2,  // 0: shardkv.internal.group.v1.BackupChunk.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 1: shardkv.internal.group.v1.BackupChunk.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	2,  // 2: shardkv.internal.group.v1.ShardChunk.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 3: shardkv.internal.group.v1.ShardChunk.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	16, // 4: shardkv.internal.group.v1.Command.write:type_name -> shardkv.kv.v1.WriteRequest
+	9,  // 5: shardkv.internal.group.v1.Command.install:type_name -> shardkv.internal.group.v1.InstallConfig
+	10, // 6: shardkv.internal.group.v1.Command.insert:type_name -> shardkv.internal.group.v1.InsertShard
+	6,  // 7: shardkv.internal.group.v1.Command.delete_shard:type_name -> shardkv.internal.group.v1.DeleteShardRequest
+	11, // 8: shardkv.internal.group.v1.Command.confirm_delete:type_name -> shardkv.internal.group.v1.ConfirmDelete
+	4,  // 9: shardkv.internal.group.v1.Command.hand_over:type_name -> shardkv.internal.group.v1.PullShardRequest
+	4,  // 10: shardkv.internal.group.v1.Command.abandon_pull:type_name -> shardkv.internal.group.v1.PullShardRequest
+	10, // 11: shardkv.internal.group.v1.Command.restore:type_name -> shardkv.internal.group.v1.InsertShard
+	17, // 12: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
+	2,  // 13: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 14: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	17, // 15: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
+	17, // 16: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
+	13, // 17: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
+	12, // 18: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
+	15, // 19: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
+	2,  // 20: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 21: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	4,  // 22: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
+	6,  // 23: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
+	0,  // 24: shardkv.internal.group.v1.Backup.ReadShards:input_type -> shardkv.internal.group.v1.ReadShardsRequest
+	5,  // 25: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
+	7,  // 26: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
+	1,  // 27: shardkv.internal.group.v1.Backup.ReadShards:output_type -> shardkv.internal.group.v1.BackupChunk
+	25, // [25:28] is the sub-list for method output_type
+	22, // [22:25] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_internal_grouppb_group_proto_init() }
@@ -1127,7 +1320,7 @@ func file_internal_grouppb_group_proto_init() {
 	if File_internal_grouppb_group_proto != nil {
 		return
 	}
-	file_internal_grouppb_group_proto_msgTypes[6].OneofWrappers = []any{
+	file_internal_grouppb_group_proto_msgTypes[8].OneofWrappers = []any{
 		(*Command_Write)(nil),
 		(*Command_Install)(nil),
 		(*Command_Insert)(nil),
@@ -1135,6 +1328,7 @@ func file_internal_grouppb_group_proto_init() {
 		(*Command_ConfirmDelete)(nil),
 		(*Command_HandOver)(nil),
 		(*Command_AbandonPull)(nil),
+		(*Command_Restore)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1142,9 +1336,9 @@ func file_internal_grouppb_group_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_grouppb_group_proto_rawDesc), len(file_internal_grouppb_group_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_internal_grouppb_group_proto_goTypes,
 		DependencyIndexes: file_internal_grouppb_group_proto_depIdxs,

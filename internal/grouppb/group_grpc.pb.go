@@ -181,3 +181,130 @@ var Handoff_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "internal/grouppb/group.proto",
 }
+
+const (
+	Backup_ReadShards_FullMethodName = "/shardkv.internal.group.v1.Backup/ReadShards"
+)
+
+// BackupClient is the client API for Backup service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Backup reads shards for a backup (shardkv admin backup; see
+// docs/design.md, "Backup and restore"). It changes nothing: it proposes
+// no entry, and only reads a replica's state after a ReadIndex.
+type BackupClient interface {
+	// ReadShards streams the requested shards, each exactly as it is at one
+	// linearizable point of the group (all of them at the same point),
+	// in bounded chunks, shards in the order asked. It fails with NOT_READY
+	// while the group is below config_num or a shard asked for is not
+	// served yet (arriving, or being restored), with STALE_CONFIG once the
+	// group has passed config_num, and with WRONG_GROUP for a shard the
+	// group does not own at config_num.
+	ReadShards(ctx context.Context, in *ReadShardsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+}
+
+type backupClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewBackupClient(cc grpc.ClientConnInterface) BackupClient {
+	return &backupClient{cc}
+}
+
+func (c *backupClient) ReadShards(ctx context.Context, in *ReadShardsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Backup_ServiceDesc.Streams[0], Backup_ReadShards_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadShardsRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_ReadShardsClient = grpc.ServerStreamingClient[BackupChunk]
+
+// BackupServer is the server API for Backup service.
+// All implementations must embed UnimplementedBackupServer
+// for forward compatibility.
+//
+// Backup reads shards for a backup (shardkv admin backup; see
+// docs/design.md, "Backup and restore"). It changes nothing: it proposes
+// no entry, and only reads a replica's state after a ReadIndex.
+type BackupServer interface {
+	// ReadShards streams the requested shards, each exactly as it is at one
+	// linearizable point of the group (all of them at the same point),
+	// in bounded chunks, shards in the order asked. It fails with NOT_READY
+	// while the group is below config_num or a shard asked for is not
+	// served yet (arriving, or being restored), with STALE_CONFIG once the
+	// group has passed config_num, and with WRONG_GROUP for a shard the
+	// group does not own at config_num.
+	ReadShards(*ReadShardsRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	mustEmbedUnimplementedBackupServer()
+}
+
+// UnimplementedBackupServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedBackupServer struct{}
+
+func (UnimplementedBackupServer) ReadShards(*ReadShardsRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method ReadShards not implemented")
+}
+func (UnimplementedBackupServer) mustEmbedUnimplementedBackupServer() {}
+func (UnimplementedBackupServer) testEmbeddedByValue()                {}
+
+// UnsafeBackupServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to BackupServer will
+// result in compilation errors.
+type UnsafeBackupServer interface {
+	mustEmbedUnimplementedBackupServer()
+}
+
+func RegisterBackupServer(s grpc.ServiceRegistrar, srv BackupServer) {
+	// If the following call panics, it indicates UnimplementedBackupServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Backup_ServiceDesc, srv)
+}
+
+func _Backup_ReadShards_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadShardsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BackupServer).ReadShards(m, &grpc.GenericServerStream[ReadShardsRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_ReadShardsServer = grpc.ServerStreamingServer[BackupChunk]
+
+// Backup_ServiceDesc is the grpc.ServiceDesc for Backup service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Backup_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "shardkv.internal.group.v1.Backup",
+	HandlerType: (*BackupServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReadShards",
+			Handler:       _Backup_ReadShards_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "internal/grouppb/group.proto",
+}
