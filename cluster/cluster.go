@@ -23,6 +23,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/shardkv/shardkv/backup"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/group"
@@ -76,6 +77,12 @@ type Options struct {
 	// checking the groups' replicas (ctlserver.Config): for tests that join
 	// groups that are not running.
 	UnsafeSkipJoinCheck bool
+	// Restore, with JoinAll, makes a new cluster from a backup (opened and
+	// verified by backup.Open): Dir must not exist or be empty, the shard
+	// count is the backup's, and once every group has joined, each shard
+	// is loaded into the group that owns it (see Restore). Start returns
+	// once every shard is in; Restored says what was loaded.
+	Restore *backup.Backup
 }
 
 // ErrGroupsMissing: the cluster's configuration has groups that Start was
@@ -108,6 +115,8 @@ type Cluster struct {
 	members map[Replica]*member
 	ids     map[uint64][]uint64 // each group's replica ids, the controller's (0) included
 	joining map[Replica]bool    // replicas added to a running group (see AddReplica)
+
+	restored RestoreStats // what Options.Restore loaded
 }
 
 // Start starts every replica of the cluster described by opts.
@@ -135,6 +144,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if opts.ClusterToken == "" {
 		opts.ClusterToken = "shardkv"
+	}
+	if opts.Restore != nil {
+		if err := checkRestorable(&opts); err != nil {
+			return nil, err
+		}
 	}
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
 		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}}
@@ -190,6 +204,14 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	if opts.Restore != nil {
+		st, err := c.Restore(ctx, opts.Restore)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("restore from %s: %w", opts.Restore.Dir, err)
+		}
+		c.restored = st
+	}
 	return c, nil
 }
 
@@ -228,6 +250,9 @@ func (c *Cluster) joinAll(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Restored says what Options.Restore loaded.
+func (c *Cluster) Restored() RestoreStats { return c.restored }
 
 // Replicas lists every replica: the controller's, then each group's.
 func (c *Cluster) Replicas() []Replica {
