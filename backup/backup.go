@@ -17,10 +17,11 @@
 // before Take started is in the backup: it was applied by the shard's
 // owner at its configuration, and the shard's data (the handoff carries
 // it whole) is in the group that owns the shard at N when it is read,
-// after the write was acknowledged. A write acknowledged after Take
-// returned is not in it. A write acknowledged while Take ran may or may
-// not be, per shard: the backup is not one instant across groups, and two
-// groups' points may be apart by the time it takes to read the first.
+// after the write was acknowledged. A write sent after Take returned is
+// not in it (each read point is before its reply). A write acknowledged
+// while Take ran, or after, may or may not be, per shard: the backup is not
+// one instant across groups, and two groups' points may be apart by the
+// time it takes to read the first.
 //
 // A group below N, or with a shard of N still arriving, is waited for. A
 // group past N (the configuration changed during the backup) means a
@@ -70,7 +71,8 @@ type Manifest struct {
 	Files []File `json:"files"`
 	// Started is when Take started: every write acknowledged before it is
 	// in the backup. Finished is when the last shard was read: no write
-	// acknowledged after it is. Created is when the manifest was written.
+	// sent after it is (one acknowledged after it may be: it was applied
+	// before). Created is when the manifest was written.
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	Created  time.Time `json:"created"`

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/shardkv/shardkv/backup"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/ops"
@@ -26,8 +27,9 @@ const devControllers = 3
 
 // devFlags are dev's flags.
 type devFlags struct {
-	opts cluster.Options
-	http string
+	opts    cluster.Options
+	http    string
+	restore string
 }
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -48,10 +50,21 @@ created, so a second dev needs another --base-port (and another --data).
 A new data directory is bootstrapped: every group joins. On an existing one
 dev keeps the configuration as the operators left it: a group removed with
 'shardkv admin leave' stays out (its replicas run, without shards) until
-'shardkv admin join' adds it again.`,
+'shardkv admin join' adds it again.
+
+--restore DIR makes a new cluster from a backup ('shardkv admin backup'),
+in a new data directory: the backup is verified whole first (a damaged one
+is refused, and nothing is created), the cluster gets the backup's shard
+count, every group joins, and each shard's data and duplicate table is
+loaded into the group that owns it now, through that group's log. Shards
+are placed by the new cluster's groups (--groups need not match the
+backup's). The cluster is announced once every shard is in. A restore cut
+short (the process stopped) leaves a data directory to delete before
+trying again.`,
 		Example: `  shardkv dev
   shardkv dev --data /tmp/kv --groups 5 --shards 128 --base-port 9100
-  shardkv dev --data /tmp/kv2 --base-port 9200 --http 127.0.0.1:0   # beside another dev`,
+  shardkv dev --data /tmp/kv2 --base-port 9200 --http 127.0.0.1:0   # beside another dev
+  shardkv dev --data /tmp/restored --restore /var/backups/skv-1      # a new cluster from a backup`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return d.run(cmd, g) },
 	}
@@ -61,6 +74,7 @@ dev keeps the configuration as the operators left it: a group removed with
 	f.IntVar(&d.opts.Replicas, "replicas", 3, "replicas per group")
 	f.IntVar(&d.opts.Shards, "shards", 64, "shards (fixed when the cluster is first created)")
 	f.IntVar(&d.opts.BasePort, "base-port", 7100, "first port: the controller takes three, the groups the ports after")
+	f.StringVar(&d.restore, "restore", "", "make a new cluster from the backup in this directory (shardkv admin backup)")
 	f.StringVar(&d.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
 	return setExitCodes(cmd, processExitCodes)
 }
@@ -76,6 +90,18 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	if err := checkPorts(append(d.replicaAddrs(), d.http)); err != nil {
 		return err
 	}
+	startTimeout := 2 * time.Minute
+	if d.restore != "" {
+		b, err := backup.Open(d.restore) // verified whole before anything is created
+		if err != nil {
+			return err
+		}
+		if !cmd.Flags().Changed("shards") {
+			d.opts.Shards = 0 // the backup's
+		}
+		d.opts.Restore = b
+		startTimeout = time.Hour
+	}
 	ctx, stop := stopOnSignal(cmd.Context(), log)
 	defer stop()
 	reg := ops.NewRegistry()
@@ -83,7 +109,7 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	d.opts.Logger = log
 	d.opts.Storage = storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck}
 	d.opts.Metrics = func(gid, id uint64) *groupserver.Metrics { return groupserver.NewMetrics(reg, gid, id) }
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	start := time.Now()
 	c, err := cluster.Start(startCtx, d.opts)
@@ -104,6 +130,12 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	fmt.Fprintf(out, "shardkv dev cluster up in %v, data in %s\n", time.Since(start).Round(time.Millisecond), d.opts.Dir)
 	d.printCluster(startCtx, out, c)
 	fmt.Fprintf(out, "  metrics     http://%s/metrics\n", httpAddr)
+	if d.restore != "" {
+		st := c.Restored()
+		fmt.Fprintf(out, "restored from %s (cluster %s, configuration %d, taken %s): %d shards, %d keys, %d sessions into configuration %d in %v\n",
+			d.restore, st.SourceCluster, st.SourceConfig, st.SourceStarted.Format(time.RFC3339), st.Shards, st.Keys, st.Sessions,
+			st.ConfigNum, st.Took.Round(time.Millisecond))
+	}
 	flag := ""
 	if ctls := strings.Join(c.ControllerAddrs(), ","); ctls != defaultControllers {
 		flag = " --controllers " + ctls

@@ -574,7 +574,7 @@ func TestE2ECLIHelp(t *testing.T) {
 	c := &cli{t: t, bin: bin}
 	for _, cmd := range [][]string{{}, {"dev"}, {"controller"}, {"server"}, {"get"}, {"put"}, {"append"}, {"delete"},
 		{"admin"}, {"admin", "join"}, {"admin", "leave"}, {"admin", "move"}, {"admin", "config"}, {"admin", "status"},
-		{"bench"}, {"help"}, {"completion"}} {
+		{"admin", "backup"}, {"bench"}, {"help"}, {"completion"}} {
 		out := c.ok(append(cmd, "--help")...)
 		for _, want := range []string{"Examples:\n  shardkv", "Exit codes:\n  0  ", "  2  usage error"} {
 			if !strings.Contains(out, want) {
@@ -720,4 +720,127 @@ func TestE2EMemberReplace(t *testing.T) {
 	c.ok("put", "after", "replace")
 	srv.stop(t)
 	p.stop(t)
+}
+
+// TestE2EBackupRestore: `admin backup` of a dev cluster that has moved
+// shards, then `dev --restore` of it into a new cluster with fewer groups:
+// every key is there, and the restored cluster takes writes, a leave and a
+// join. A backup into a directory in use is a usage error; a damaged
+// backup is refused before anything is created.
+func TestE2EBackupRestore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two dev clusters")
+	}
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	p, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+	want := map[string]string{}
+	for i := 0; i < 40; i++ {
+		k, v := fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i)
+		c.ok("put", k, v)
+		want[k] = v
+	}
+	c.ok("admin", "move", "0", "2") // configuration 2
+	c.ok("append", "k1", "+")
+	want["k1"] += "+"
+	waitSettled(t, c)
+
+	bk := filepath.Join(dir, "backup")
+	start := time.Now()
+	var m struct {
+		Dir       string `json:"dir"`
+		ClusterID string `json:"cluster_id"`
+		ConfigNum int    `json:"config_num"`
+		NumShards int    `json:"num_shards"`
+		Shards    []struct {
+			Shard, Group, Keys, Sessions int
+			File                         string
+		} `json:"shards"`
+		Files []struct {
+			Name, SHA256 string
+			Size         int64
+		} `json:"files"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("admin", "backup", bk, "-o", "json")), &m); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("backup took %v", time.Since(start).Round(time.Millisecond))
+	keys := 0
+	for _, s := range m.Shards {
+		keys += s.Keys
+	}
+	if m.ConfigNum != 2 || m.NumShards != 64 || len(m.Shards) != 64 || keys != 40 || len(m.Files) != 65 || m.ClusterID == "" {
+		t.Fatalf("manifest: configuration %d, %d shards (%d entries), %d keys, %d files, cluster %q",
+			m.ConfigNum, m.NumShards, len(m.Shards), keys, len(m.Files), m.ClusterID)
+	}
+	if m.Shards[0].Group != 2 {
+		t.Fatalf("shard 0 backed up as group %d's, moved to 2", m.Shards[0].Group)
+	}
+	if _, err := os.Stat(filepath.Join(bk, "manifest.json")); err != nil {
+		t.Fatal(err)
+	}
+	out := c.ok("admin", "backup", filepath.Join(dir, "backup2"))
+	if !strings.Contains(out, "configuration 2: 64 shards on 3 groups, 40 keys") {
+		t.Fatalf("admin backup printed:\n%s", out)
+	}
+	t.Logf("admin backup:\n%s", out)
+	c.expect(2, "", []string{bk + " exists and is not empty"}, "admin", "backup", bk)
+	p.stop(t)
+
+	// A damaged copy is refused, and nothing is created.
+	damaged := filepath.Join(dir, "damaged")
+	if err := os.CopyFS(damaged, os.DirFS(bk)); err != nil {
+		t.Fatal(err)
+	}
+	file := ""
+	for _, s := range m.Shards {
+		if s.Keys > 0 {
+			file = s.File
+			break
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(damaged, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(filepath.Join(damaged, file), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := freePorts(t, devPorts)
+	refused(t, bin, filepath.Join(dir, "dev-damaged.log"), []string{"the backup in " + damaged + " is damaged: " + file + ": SHA-256"},
+		"dev", "--data", filepath.Join(dir, "data3"), "--restore", damaged, "--base-port", fmt.Sprint(other+10))
+	if _, err := os.Stat(filepath.Join(dir, "data3")); !os.IsNotExist(err) {
+		t.Fatalf("a refused restore created its data directory: %v", err)
+	}
+
+	// Restored into a new cluster of two groups.
+	rc := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", other+10, other+11, other+12)}
+	r := startProcess(t, bin, filepath.Join(dir, "restored.log"),
+		"dev", "--data", filepath.Join(dir, "restored"), "--restore", bk, "--groups", "2", "--base-port", fmt.Sprint(other+10))
+	r.waitOutput(t, "try: shardkv put")
+	r.waitOutput(t, "restored from "+bk+" (cluster "+m.ClusterID+", configuration 2")
+	if log, err := os.ReadFile(r.log); err == nil {
+		if i := bytes.Index(log, []byte("restored from")); i >= 0 {
+			t.Logf("dev --restore: %s", log[i:i+bytes.IndexByte(log[i:], '\n')])
+		}
+	}
+	for k, v := range want {
+		if got := rc.ok("get", k); got != v+"\n" {
+			t.Fatalf("restored %s = %q, want %q", k, got, v)
+		}
+	}
+	rc.ok("append", "k1", "!")
+	rc.ok("admin", "leave", "2")
+	waitSettled(t, rc)
+	rc.ok("admin", "join", fmt.Sprintf("2=127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", other+13+3, other+13+4, other+13+5))
+	waitSettled(t, rc)
+	want["k1"] += "!"
+	for k, v := range want {
+		if got := rc.ok("get", k); got != v+"\n" {
+			t.Fatalf("after a leave and a join %s = %q, want %q", k, got, v)
+		}
+	}
+	r.stop(t)
 }

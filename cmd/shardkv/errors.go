@@ -10,8 +10,10 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/backup"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/storage"
 )
 
@@ -65,6 +67,9 @@ var phrases = []phrase{
 	{rpcerr.ErrBadMemberAddr, "a new member needs a host:port address"},
 	{rpcerr.ErrBadMemberChange, "malformed membership change"},
 	{memberpb.ErrWrongGroup, "the replica asked is not in that group"},
+
+	{backup.ErrNoConfiguration, "the cluster has no configuration yet (no group has joined): there is nothing to back up"},
+	{groupserver.ErrRestoreRefused, "the restore was refused"},
 
 	{client.ErrUnknownOutcome, "the write may or may not have been applied (never twice: read the key to know)"},
 	{ctlclient.ErrUnknownOutcome, "the change may or may not have been applied (never twice: see shardkv admin config)"},
