@@ -270,7 +270,7 @@ func (h *harness) waitForChange() {
 	}
 }
 
-// TestDamagedBackupRefused: a backup whose files were changed, cut short
+// TestDamagedBackupRefused: a backup appends nothing to any log. A backup whose files were changed, cut short
 // or removed is refused by Open with a DamagedError naming the file, before
 // anything is created (a directory in use is refused as a backup's
 // destination too); a file changed after Open fails the restore before
@@ -282,8 +282,21 @@ func TestDamagedBackupRefused(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		h.put(cl, fmt.Sprintf("k%d", i), strings.Repeat("v", i))
 	}
+	h.waitSettled()
+	applied := func() (out []uint64) {
+		for _, r := range h.c.Replicas() {
+			if s := h.c.Group(r); s != nil {
+				out = append(out, s.Node().Status().Applied)
+			}
+		}
+		return out
+	}
+	before := applied()
 	good := filepath.Join(h.dir, "good")
 	m := h.takeBackup(good)
+	if after := applied(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a backup changed the group's log: applied %v, then %v", before, after)
+	}
 	if _, err := backup.Open(good); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@
 //	            which may have some of it
 //	Confirming  owned at N, data here; old owner not yet     serves clients
 //	            told it may delete its copy
+//	Restoring   owned at N, being loaded from a backup       ErrNotReady
+//	            (restore entries; see backup.go)
 //	Absent      not ours                                     ErrWrongGroup
 //
 // Configuration N+1 is installed (through the log, in order, one at a time)

@@ -70,7 +70,7 @@ func (m *Metrics) shardStates(v group.View) {
 	for _, sh := range v.Shards {
 		counts[sh.State]++
 	}
-	for _, st := range []group.ShardState{group.Absent, group.Serving, group.Pulling, group.Offering, group.Confirming, group.Held} {
+	for _, st := range []group.ShardState{group.Absent, group.Serving, group.Pulling, group.Offering, group.Confirming, group.Held, group.Restoring} {
 		m.shards.WithLabelValues(st.String()).Set(float64(counts[st]))
 	}
 }
