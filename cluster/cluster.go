@@ -130,6 +130,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Replicas == 0 {
 		opts.Replicas = 3
 	}
+	if opts.Restore != nil {
+		if err := checkRestorable(&opts); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Shards == 0 {
 		opts.Shards = ctlserver.DefaultShards
 	}
@@ -144,11 +149,6 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if opts.ClusterToken == "" {
 		opts.ClusterToken = "shardkv"
-	}
-	if opts.Restore != nil {
-		if err := checkRestorable(&opts); err != nil {
-			return nil, err
-		}
 	}
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
 		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}}

@@ -734,7 +734,10 @@ func TestE2EBackupRestore(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
 	base := freePorts(t, devPorts)
-	p, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+	// 16 shards: the restored cluster must take the backup's count.
+	c := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+10, base+11, base+12)}
+	p := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--data", filepath.Join(dir, "data"), "--shards", "16", "--base-port", fmt.Sprint(base+10))
+	p.waitOutput(t, "try: shardkv put")
 	want := map[string]string{}
 	for i := 0; i < 40; i++ {
 		k, v := fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i)
@@ -770,7 +773,7 @@ func TestE2EBackupRestore(t *testing.T) {
 	for _, s := range m.Shards {
 		keys += s.Keys
 	}
-	if m.ConfigNum != 2 || m.NumShards != 64 || len(m.Shards) != 64 || keys != 40 || len(m.Files) != 65 || m.ClusterID == "" {
+	if m.ConfigNum != 2 || m.NumShards != 16 || len(m.Shards) != 16 || keys != 40 || len(m.Files) != 17 || m.ClusterID == "" {
 		t.Fatalf("manifest: configuration %d, %d shards (%d entries), %d keys, %d files, cluster %q",
 			m.ConfigNum, m.NumShards, len(m.Shards), keys, len(m.Files), m.ClusterID)
 	}
@@ -781,7 +784,7 @@ func TestE2EBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := c.ok("admin", "backup", filepath.Join(dir, "backup2"))
-	if !strings.Contains(out, "configuration 2: 64 shards on 3 groups, 40 keys") {
+	if !strings.Contains(out, "configuration 2: 16 shards on 3 groups, 40 keys") {
 		t.Fatalf("admin backup printed:\n%s", out)
 	}
 	t.Logf("admin backup:\n%s", out)
@@ -821,6 +824,14 @@ func TestE2EBackupRestore(t *testing.T) {
 		"dev", "--data", filepath.Join(dir, "restored"), "--restore", bk, "--groups", "2", "--base-port", fmt.Sprint(other+10))
 	r.waitOutput(t, "try: shardkv put")
 	r.waitOutput(t, "restored from "+bk+" (cluster "+m.ClusterID+", configuration 2")
+	var rcfg struct {
+		Shards []int               `json:"shards"`
+		Groups map[string][]string `json:"groups"`
+	}
+	out = rc.ok("admin", "config", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &rcfg); err != nil || len(rcfg.Shards) != 16 || len(rcfg.Groups) != 2 {
+		t.Fatalf("the restored cluster does not have 16 shards on 2 groups:\n%s", out)
+	}
 	if log, err := os.ReadFile(r.log); err == nil {
 		if i := bytes.Index(log, []byte("restored from")); i >= 0 {
 			t.Logf("dev --restore: %s", log[i:i+bytes.IndexByte(log[i:], '\n')])
