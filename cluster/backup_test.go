@@ -404,3 +404,65 @@ func TestDamagedBackupRefused(t *testing.T) {
 		break
 	}
 }
+
+// TestRestoreResumesAfterLeaderLoss: a restore proposed through a follower
+// whose leader is stopped half way resumes where the group is (a
+// linearizable look at the shard) and ends with the shard whole and
+// served.
+func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	cfg := h.latest()
+	const shard, chunks = 3, 6
+	var keys []string
+	for i := 0; len(keys) < chunks*2; i++ {
+		if k := fmt.Sprintf("r%d", i); config.ShardOf([]byte(k), len(cfg.Shards)) == shard {
+			keys = append(keys, k)
+		}
+	}
+	var follower *groupserver.Server
+	var leaderID uint64
+	for deadline := time.Now().Add(10 * time.Second); leaderID == 0 || follower == nil; time.Sleep(20 * time.Millisecond) {
+		leaderID, follower = 0, nil
+		for _, id := range []uint64{1, 2, 3} {
+			s := h.c.Group(cluster.Replica{Group: 1, ID: id})
+			if s.Node().Status().IsLeader {
+				leaderID = id
+			} else if follower == nil {
+				follower = s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	stopped := false
+	calls := 0
+	read := func(from uint64, fn func(uint64, *grouppb.ShardChunk) error) error {
+		calls++
+		for n := from; n <= chunks; n++ {
+			if n == 3 && !stopped {
+				stopped = true
+				h.c.StopReplica(cluster.Replica{Group: 1, ID: leaderID})
+			}
+			c := &grouppb.ShardChunk{Last: n == chunks}
+			for _, k := range keys[(n-1)*2 : n*2] {
+				c.Kvs = append(c.Kvs, &grouppb.KeyValue{Key: []byte(k), Value: []byte("v-" + k)})
+			}
+			if err := fn(n, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, time.Minute)
+	defer cancel()
+	if err := follower.RestoreShard(ctx, cfg.Num, shard, read); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restored in %d passes over the chunks", calls)
+	cl := h.client()
+	for _, k := range keys {
+		h.check(cl, k, "v-"+k)
+	}
+}
