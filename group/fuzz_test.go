@@ -24,6 +24,8 @@ func FuzzApplyCommand(f *testing.F) {
 		{Op: &grouppb.Command_DeleteShard{DeleteShard: &grouppb.DeleteShardRequest{ConfigNum: 1 << 63, Shard: 1 << 31}}},
 		{Op: &grouppb.Command_ConfirmDelete{ConfirmDelete: &grouppb.ConfirmDelete{ConfigNum: 0, Shard: 7}}},
 		write(kvpb.WriteOp(99), "k", "v", 1, 9),
+		{Op: &grouppb.Command_Restore{Restore: &grouppb.InsertShard{ConfigNum: 1, Shard: 2}}},
+		{Op: &grouppb.Command_Restore{Restore: &grouppb.InsertShard{ConfigNum: 1, Shard: 2, Chunk: 1, Last: true, Kvs: []*grouppb.KeyValue{{Key: []byte("x")}}}}},
 	} {
 		b, err := proto.Marshal(c)
 		if err != nil {
