@@ -108,6 +108,7 @@ type Cluster struct {
 	members map[Replica]*member
 	ids     map[uint64][]uint64 // each group's replica ids, the controller's (0) included
 	joining map[Replica]bool    // replicas added to a running group (see AddReplica)
+	forced  map[Replica]bool    // replicas to start with raftnode's ForceNewCluster
 }
 
 // Start starts every replica of the cluster described by opts.
@@ -137,7 +138,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		opts.ClusterToken = "shardkv"
 	}
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
-		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}}
+		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}, forced: map[Replica]bool{}}
 	for g := 0; g <= opts.Groups; g++ {
 		n := opts.Replicas
 		if g == 0 {
@@ -334,7 +335,8 @@ func (c *Cluster) StartReplica(r Replica) error {
 	c.mu.Unlock()
 	addr, _ := c.addrOf(r.Group, r.ID)
 	c.mu.Lock()
-	join := c.joining[r]
+	join, force := c.joining[r], c.forced[r]
+	delete(c.forced, r) // once
 	c.mu.Unlock()
 	m := &member{addr: addr}
 	engine := c.shared
@@ -370,7 +372,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 	var err error
 	if r.Group == ctlserver.Group {
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
-			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.tune(join), Time: c.opts.Time,
+			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.tune(join, force), Time: c.opts.Time,
 			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck})
 		if err == nil {
 			m.ctl.Register(m.grpc)
@@ -384,7 +386,7 @@ func (c *Cluster) StartReplica(r Replica) error {
 			}
 			m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
 				Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-				Logger: c.opts.Logger, Pool: c.pool, Tune: c.tune(join), Metrics: metrics,
+				Logger: c.opts.Logger, Pool: c.pool, Tune: c.tune(join, force), Metrics: metrics,
 				Time: c.opts.Time})
 		}
 		if err == nil {

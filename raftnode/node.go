@@ -101,6 +101,13 @@ func Start(c Config) (*Node, error) {
 	if st.TornTail > 0 {
 		n.log.Warn("repaired torn raft log tail", "dropped_entries", st.TornTail)
 	}
+	if cfg.ForceNewCluster && !st.Empty() {
+		if st, err = forceNewCluster(st, n.disk, cfg.ID); err != nil {
+			return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+		}
+		n.log.Warn("forced a new cluster: this replica is its group's only voter; writes only the lost replicas had are lost",
+			"commit", st.HardState.GetCommit())
+	}
 	if st.Empty() && cfg.Join {
 		// A new member of an existing group: it starts knowing nothing and
 		// learns the log (by snapshot) from the leader that added it.
