@@ -14,7 +14,7 @@
 # the script starts is stopped on exit. Results land in $OUT (JSON per run
 # and summary.txt).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OPS=${OPS:-20000}
 CLIENTS=${CLIENTS:-16,64,256}
