@@ -385,10 +385,10 @@ func (c *Cluster) openReplica(m *member, r Replica, join bool) (*storage.Engine,
 	if join {
 		state = storage.ClusterJoin
 	}
-	if _, ok, _ := engine.LoadIdentity(storage.Replica{Group: r.Group, ID: r.ID}); ok {
+	if _, ok, _ := engine.LoadIdentity(r); ok {
 		state = storage.ClusterExisting
 	}
-	_, err := engine.EnsureIdentity(storage.Replica{Group: r.Group, ID: r.ID}, want, state)
+	_, err := engine.EnsureIdentity(r, want, state)
 	return engine, err
 }
 
