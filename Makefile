@@ -39,4 +39,4 @@ soak:
 
 # shardkv next to etcd on this machine (installs Debian's etcd-server).
 bench-etcd:
-	bench/compare-etcd.sh
+	internal/bench/compare-etcd.sh

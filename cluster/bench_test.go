@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shardkv/shardkv/bench"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/internal/bench"
 )
 
 // benchCluster runs a cluster as production would: raft over gRPC on

@@ -115,6 +115,7 @@ type Cluster struct {
 	members map[Replica]*member
 	ids     map[uint64][]uint64 // each group's replica ids, the controller's (0) included
 	joining map[Replica]bool    // replicas added to a running group (see AddReplica)
+	forced  map[Replica]bool    // replicas to start with raftnode's ForceNewCluster
 
 	restored RestoreStats // what Options.Restore loaded
 }
@@ -151,7 +152,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		opts.ClusterToken = "shardkv"
 	}
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
-		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}}
+		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}, forced: map[Replica]bool{}}
 	for g := 0; g <= opts.Groups; g++ {
 		n := opts.Replicas
 		if g == 0 {
@@ -356,67 +357,21 @@ func (c *Cluster) StartReplica(r Replica) error {
 		c.mu.Unlock()
 		return fmt.Errorf("cluster: replica %d/%d already running", r.Group, r.ID)
 	}
+	join, force := c.joining[r], c.forced[r]
+	delete(c.forced, r) // once
 	c.mu.Unlock()
 	addr, _ := c.addrOf(r.Group, r.ID)
-	c.mu.Lock()
-	join := c.joining[r]
-	c.mu.Unlock()
 	m := &member{addr: addr}
-	engine := c.shared
-	if c.opts.EnginePerReplica {
-		e, err := storage.OpenWith(filepath.Join(c.opts.Dir, fmt.Sprintf("g%d-r%d", r.Group, r.ID)), c.opts.Storage)
-		if err != nil {
-			return err
-		}
-		m.engine, engine = e, e
-	}
-	want := storage.Identity{ClusterID: c.clusterID, Peers: c.membership(r.Group)}
-	state := storage.ClusterNew
-	if join {
-		state = storage.ClusterJoin
-	}
-	if _, ok, _ := engine.LoadIdentity(storage.Replica{Group: r.Group, ID: r.ID}); ok {
-		state = storage.ClusterExisting
-	}
-	if _, err := engine.EnsureIdentity(storage.Replica{Group: r.Group, ID: r.ID}, want, state); err != nil {
+	engine, err := c.openReplica(m, r, join)
+	if err != nil {
 		m.stop()
 		return err
-	}
-	var network transport.Network = c.raftNet
-	if c.opts.RaftNetwork != nil {
-		// The replicas still name each other's client addresses (a
-		// follower's NOT_LEADER carries the leader's).
-		network = addressed{c.opts.RaftNetwork, c.addrOf}
 	}
 	m.grpc = grpc.NewServer(c.opts.ServerOptions...)
 	if c.raftSrv != nil {
 		c.raftSrv.Register(m.grpc)
 	}
-	var err error
-	if r.Group == ctlserver.Group {
-		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
-			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: c.tune(join), Time: c.opts.Time,
-			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck})
-		if err == nil {
-			m.ctl.Register(m.grpc)
-		}
-	} else {
-		m.ctlCl, err = c.ControllerClient()
-		if err == nil {
-			var metrics *groupserver.Metrics
-			if c.opts.Metrics != nil {
-				metrics = c.opts.Metrics(r.Group, r.ID)
-			}
-			m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
-				Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-				Logger: c.opts.Logger, Pool: c.pool, Tune: c.tune(join), Metrics: metrics,
-				Time: c.opts.Time})
-		}
-		if err == nil {
-			m.grp.Register(m.grpc)
-		}
-	}
-	if err != nil {
+	if err := c.startServer(m, r, engine, c.tune(join, force)); err != nil {
 		m.stop()
 		return fmt.Errorf("start replica %d of group %d: %w", r.ID, r.Group, err)
 	}
@@ -436,6 +391,66 @@ func (c *Cluster) StartReplica(r Replica) error {
 	c.mu.Lock()
 	c.members[r] = m
 	c.mu.Unlock()
+	return nil
+}
+
+// openReplica returns r's engine (its own, or the shared one) with r's
+// identity checked or recorded.
+func (c *Cluster) openReplica(m *member, r Replica, join bool) (*storage.Engine, error) {
+	engine := c.shared
+	if c.opts.EnginePerReplica {
+		e, err := storage.OpenWith(filepath.Join(c.opts.Dir, fmt.Sprintf("g%d-r%d", r.Group, r.ID)), c.opts.Storage)
+		if err != nil {
+			return nil, err
+		}
+		m.engine, engine = e, e
+	}
+	want := storage.Identity{ClusterID: c.clusterID, Peers: c.membership(r.Group)}
+	state := storage.ClusterNew
+	if join {
+		state = storage.ClusterJoin
+	}
+	if _, ok, _ := engine.LoadIdentity(r); ok {
+		state = storage.ClusterExisting
+	}
+	_, err := engine.EnsureIdentity(r, want, state)
+	return engine, err
+}
+
+// startServer starts r's controller or group server on engine and
+// registers its services on m.grpc.
+func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune func(*raftnode.Config)) error {
+	var network transport.Network = c.raftNet
+	if c.opts.RaftNetwork != nil {
+		// The replicas still name each other's client addresses (a
+		// follower's NOT_LEADER carries the leader's).
+		network = addressed{c.opts.RaftNetwork, c.addrOf}
+	}
+	var err error
+	if r.Group == ctlserver.Group {
+		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
+			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: tune, Time: c.opts.Time,
+			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck})
+		if err != nil {
+			return err
+		}
+		m.ctl.Register(m.grpc)
+		return nil
+	}
+	if m.ctlCl, err = c.ControllerClient(); err != nil {
+		return err
+	}
+	var metrics *groupserver.Metrics
+	if c.opts.Metrics != nil {
+		metrics = c.opts.Metrics(r.Group, r.ID)
+	}
+	m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
+		Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
+		Logger: c.opts.Logger, Pool: c.pool, Tune: tune, Metrics: metrics, Time: c.opts.Time})
+	if err != nil {
+		return err
+	}
+	m.grp.Register(m.grpc)
 	return nil
 }
 

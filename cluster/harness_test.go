@@ -21,8 +21,8 @@ import (
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/transport/memnet"
 )
 
 func testSeed(t *testing.T) uint64 {

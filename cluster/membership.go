@@ -10,15 +10,38 @@ import (
 	"github.com/shardkv/shardkv/raftnode"
 )
 
-// tune is the raft tuning of a replica: the cluster's, and Join for a
-// replica added to a running group.
-func (c *Cluster) tune(join bool) func(*raftnode.Config) {
+// tune is the raft tuning of a replica: the cluster's, Join for a replica
+// added to a running group, ForceNewCluster for one forced (see
+// ForceNewCluster).
+func (c *Cluster) tune(join, force bool) func(*raftnode.Config) {
 	return func(rc *raftnode.Config) {
 		if c.opts.TuneRaft != nil {
 			c.opts.TuneRaft(rc)
 		}
-		rc.Join = join
+		rc.Join, rc.ForceNewCluster = join, force
 	}
+}
+
+// ForceNewCluster recovers group r.Group after it lost its quorum for good:
+// it stops and forgets every other replica of the group and restarts r as
+// the group's only voter (raftnode.Config.ForceNewCluster). Writes only
+// the lost replicas had are lost. Add replicas back with AddReplica.
+func (c *Cluster) ForceNewCluster(r Replica) error {
+	others := slices.DeleteFunc(c.peers(r.Group), func(id uint64) bool { return id == r.ID })
+	for _, id := range append(others, r.ID) {
+		c.StopReplica(Replica{Group: r.Group, ID: id})
+	}
+	c.mu.Lock()
+	c.forced[r] = true
+	c.mu.Unlock()
+	// Started with the flags it always had, then the others are forgotten.
+	if err := c.StartReplica(r); err != nil {
+		return err
+	}
+	for _, id := range others {
+		c.forget(Replica{Group: r.Group, ID: id})
+	}
+	return nil
 }
 
 // node returns the raft node of a running replica, or nil.

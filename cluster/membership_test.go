@@ -124,3 +124,41 @@ func TestLearnerCatchesUpBySnapshotWhileServing(t *testing.T) {
 		t.Fatalf("replica %d not a voter: %+v", r.ID, m)
 	}
 }
+
+// TestForceNewClusterAfterLosingQuorum: a group loses two of its three
+// replicas for good; its survivor, forced to be the only voter, serves
+// again with every write it had, and replicas are added back.
+func TestForceNewClusterAfterLosingQuorum(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	cl := h.client()
+	for i := 0; i < 20; i++ {
+		h.put(cl, fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i))
+	}
+	h.loseForGood(cluster.Replica{Group: 1, ID: 2})
+	h.loseForGood(cluster.Replica{Group: 1, ID: 3})
+	if err := h.c.ForceNewCluster(cluster.Replica{Group: 1, ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Every put was acknowledged with all three replicas up: the survivor
+	// has them all (in general it has what it acknowledged).
+	for i := 0; i < 20; i++ {
+		h.check(cl, fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i))
+	}
+	h.put(cl, "after", "forced")
+	ctx, cancel := context.WithTimeout(h.ctx, 60*time.Second)
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		r, err := h.c.AddReplica(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.c.ChangeMembership(ctx, 1, raftnode.MemberChange{Kind: raftnode.Promote, ID: r.ID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, _ := h.c.Members(1); len(m.Voters) != 3 {
+		t.Fatalf("voters after adding two back: %v", m.Voters)
+	}
+	h.check(cl, "after", "forced")
+}

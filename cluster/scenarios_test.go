@@ -422,7 +422,7 @@ func TestStorageBoundAfterGC(t *testing.T) {
 // liveBytes counts what a group replica keeps: shard data and duplicate
 // tables (state keys 'd' and 's') and retained raft log entries.
 func liveBytes(e *storage.Engine, r cluster.Replica) (int, error) {
-	rep := storage.Replica{Group: r.Group, ID: r.ID}
+	rep := r
 	var spans [][2][]byte
 	for _, kind := range []byte{'d', 's'} {
 		lo, hi := rep.StateSpan(kind)

@@ -29,7 +29,7 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller/ctlclient"
-	"github.com/shardkv/shardkv/faultproxy"
+	"github.com/shardkv/shardkv/internal/faultproxy"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/storage"
 )

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/controller/ctlclient"
-	"github.com/shardkv/shardkv/faultproxy"
+	"github.com/shardkv/shardkv/internal/faultproxy"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/shardkv/shardkv/bench"
+	"github.com/shardkv/shardkv/internal/bench"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
-	"github.com/shardkv/shardkv/transport/memnet"
 )
 
 const testGroup = 7
@@ -31,6 +31,7 @@ type cluster struct {
 	sms     map[uint64]*registers
 	engines map[uint64]*storage.Engine
 	joining map[uint64]bool // members added to the running group (Config.Join)
+	forced  map[uint64]bool // members started with Config.ForceNewCluster
 }
 
 func testSeed(t *testing.T) uint64 {
@@ -57,6 +58,7 @@ func newCluster(t *testing.T, size int, tune func(*raftnode.Config)) *cluster {
 		sms:     map[uint64]*registers{},
 		engines: map[uint64]*storage.Engine{},
 		joining: map[uint64]bool{},
+		forced:  map[uint64]bool{},
 	}
 	for i := 1; i <= size; i++ {
 		c.peers = append(c.peers, uint64(i))
@@ -97,7 +99,7 @@ func (c *cluster) start(id uint64) {
 	}
 	cfg := raftnode.Config{
 		Group: testGroup, ID: id, Peers: c.peers,
-		Engine: e, Network: c.net, StateMachine: sm, Logger: c.logger(), Join: c.joining[id],
+		Engine: e, Network: c.net, StateMachine: sm, Logger: c.logger(), Join: c.joining[id], ForceNewCluster: c.forced[id],
 	}
 	if c.tune != nil {
 		c.tune(&cfg)

@@ -25,6 +25,11 @@ type Config struct {
 	// bootstrap the group from Peers, and learns everything from the
 	// leader. Ignored when the member has stored state.
 	Join bool
+	// ForceNewCluster makes this member, at start, the only voter of its
+	// group (etcd's --force-new-cluster), for a group that lost its quorum
+	// for good. It may lose writes only the lost members had. Start it
+	// once so, then normally; add replicas back with ChangeMembership.
+	ForceNewCluster bool
 
 	Engine       *storage.Engine
 	Network      transport.Network

@@ -9,9 +9,9 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
-	"github.com/shardkv/shardkv/transport/memnet"
 )
 
 // TestErrorClasses is the table of every error a proposal can end with and

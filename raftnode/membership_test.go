@@ -202,3 +202,44 @@ func TestMembershipRefusals(t *testing.T) {
 		t.Errorf("refusals changed the voters: %v -> %v", before.Voters, after.Voters)
 	}
 }
+
+// TestForceNewCluster: a group loses two of its three members for good; the
+// survivor, restarted with ForceNewCluster, is the only voter, elects
+// itself, still has every committed write, serves new ones, and takes new
+// members again.
+func TestForceNewCluster(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want, unknown := appendAll(t, c, 2, 20)
+	if len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	c.waitConverged(want)
+	survivor := c.leader()
+	for _, id := range []uint64{1, 2, 3} {
+		c.crash(id)
+	}
+	c.forced[survivor] = true
+	c.start(survivor) // with the flags it always had
+	c.peers = []uint64{survivor}
+	if got := c.leader(); got != survivor {
+		t.Fatalf("leader %d, want the survivor %d", got, survivor)
+	}
+	if m := c.node(survivor).Members(); !slices.Equal(m.Voters, []uint64{survivor}) || len(m.Learners) > 0 {
+		t.Fatalf("membership after forcing: %+v", m)
+	}
+	c.waitConverged(want)
+	if _, err := c.propose(ctx, encodeCmd('a', "after", "x")); err != nil {
+		t.Fatal(err)
+	}
+	// Later restarts are ordinary.
+	c.forced[survivor] = false
+	c.crash(survivor)
+	c.start(survivor)
+	c.leader()
+	c.addMember(ctx, 9)
+	c.change(ctx, raftnode.MemberChange{Kind: raftnode.Promote, ID: 9})
+	want["after"] = "x"
+	c.waitConverged(want)
+}

@@ -94,43 +94,91 @@ func Start(c Config) (*Node, error) {
 	_, _ = rand.Read(idBase[:])
 	n.proposals.next.Store(binary.BigEndian.Uint64(idBase[:]))
 
-	st, err := n.disk.Load()
+	st, err := n.load()
 	if err != nil {
 		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+	}
+	rcfg, err := n.raftConfig(st)
+	if err != nil {
+		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+	}
+	if cfg.newRaft != nil {
+		n.rn = cfg.newRaft(rcfg)
+	} else {
+		n.rn = raft.RestartNode(rcfg)
+	}
+	tr, err := cfg.Network.Join(cfg.Group, cfg.ID, n)
+	if err != nil {
+		n.rn.Stop()
+		return nil, fmt.Errorf("join network: %w", err)
+	}
+	n.tr = tr
+
+	n.wg.Add(3)
+	go n.run()
+	go n.applyLoop()
+	go n.readLoop()
+	return n, nil
+}
+
+// load reads the member's raft state from disk into its MemoryStorage:
+// bootstrapping a new group's member, or starting an added member empty
+// (Config.Join), or forcing a new cluster (Config.ForceNewCluster).
+func (n *Node) load() (storage.RaftState, error) {
+	st, err := n.disk.Load()
+	if err != nil {
+		return st, err
 	}
 	if st.TornTail > 0 {
 		n.log.Warn("repaired torn raft log tail", "dropped_entries", st.TornTail)
 	}
-	if st.Empty() && cfg.Join {
+	if n.cfg.ForceNewCluster && !st.Empty() {
+		if st, err = forceNewCluster(st, n.disk, n.cfg.ID); err != nil {
+			return st, err
+		}
+		n.log.Warn("forced a new cluster: this replica is its group's only voter; writes only the lost replicas had are lost",
+			"commit", st.HardState.GetCommit())
+	}
+	switch {
+	case st.Empty() && n.cfg.Join:
 		// A new member of an existing group: it starts knowing nothing and
 		// learns the log (by snapshot) from the leader that added it.
 		st.Snapshot = &raftpb.SnapshotMetadata{Index: new(uint64(0)), Term: new(uint64(0)), ConfState: &raftpb.ConfState{}}
-	} else if st.Empty() {
-		st.Snapshot = bootstrapSnapshot(cfg.Peers)
+	case st.Empty():
+		st.Snapshot = bootstrapSnapshot(n.cfg.Peers)
 		if err := n.disk.Append(nil, nil, st.Snapshot, true); err != nil {
-			return nil, fmt.Errorf("bootstrap group %d replica %d: %w", cfg.Group, cfg.ID, err)
+			return st, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
 	if st.Snapshot.GetIndex() > 0 {
 		if err := n.mem.ApplySnapshot(&raftpb.Snapshot{Metadata: st.Snapshot}); err != nil {
-			return nil, err
+			return st, err
 		}
 	}
 	n.snapIndex = st.Snapshot.GetIndex()
 	if st.HardState != nil {
 		if err := n.mem.SetHardState(st.HardState); err != nil {
-			return nil, err
+			return st, err
 		}
 	}
-	if err := n.mem.Append(st.Entries); err != nil {
-		return nil, err
-	}
+	return st, n.mem.Append(st.Entries)
+}
 
+// raftConfig is the raft configuration the member restarts with, and sets
+// the member's applied indexes and membership from st.
+func (n *Node) raftConfig(st storage.RaftState) (*raft.Config, error) {
 	// Raft must not hand back entries the state machine already reflects,
 	// but it cannot be told of an applied index above what it knows to be
 	// committed (the state machine can be ahead after a crash between a
 	// snapshot restore and the log write). The state machine skips the rest.
 	applied := n.sm.Applied()
+	if snap := st.Snapshot.GetIndex(); applied < snap && snap > 1 {
+		// Snapshots are taken at or below the applied index, and a
+		// received one is restored before it is recorded: a state machine
+		// behind its snapshot lost the entries between the two.
+		return nil, &storage.CorruptionError{Replica: storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID},
+			Reason: fmt.Sprintf("the state machine has applied index %d, below its raft snapshot at %d", applied, snap)}
+	}
 	n.applied.Store(applied)
 	n.commit.Store(st.HardState.GetCommit())
 	known := max(st.HardState.GetCommit(), st.Snapshot.GetIndex())
@@ -138,18 +186,18 @@ func Start(c Config) (*Node, error) {
 	// the configuration changes at or below it are replayed here.
 	cs, added, err := replayConfChanges(st.Snapshot.GetConfState(), st.Entries, min(applied, known))
 	if err != nil {
-		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+		return nil, err
 	}
 	n.confState, n.addrs = cs, n.loadAddrs(added)
 	n.publishAddrs(n.addrs)
 	rcfg := &raft.Config{
-		ID:                        cfg.ID,
-		ElectionTick:              cfg.ElectionTicks,
-		HeartbeatTick:             cfg.HeartbeatTicks,
+		ID:                        n.cfg.ID,
+		ElectionTick:              n.cfg.ElectionTicks,
+		HeartbeatTick:             n.cfg.HeartbeatTicks,
 		Storage:                   bootStorage{n.mem, cs},
 		Applied:                   min(applied, known),
-		MaxSizePerMsg:             cfg.MaxSizePerMsg,
-		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		MaxSizePerMsg:             n.cfg.MaxSizePerMsg,
+		MaxInflightMsgs:           n.cfg.MaxInflightMsgs,
 		MaxUncommittedEntriesSize: 64 << 20,
 		CheckQuorum:               true,
 		PreVote:                   true,
@@ -168,23 +216,7 @@ func Start(c Config) (*Node, error) {
 		rcfg.Applied = 0 // raft starts from the snapshot index anyway
 	}
 	n.logApplied = max(st.Snapshot.GetIndex(), rcfg.Applied)
-	if cfg.newRaft != nil {
-		n.rn = cfg.newRaft(rcfg)
-	} else {
-		n.rn = raft.RestartNode(rcfg)
-	}
-	tr, err := cfg.Network.Join(cfg.Group, cfg.ID, n)
-	if err != nil {
-		n.rn.Stop()
-		return nil, fmt.Errorf("join network: %w", err)
-	}
-	n.tr = tr
-
-	n.wg.Add(3)
-	go n.run()
-	go n.applyLoop()
-	go n.readLoop()
-	return n, nil
+	return rcfg, nil
 }
 
 // bootstrapSnapshot is the state every member of a new group starts from:
@@ -388,33 +420,40 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	for _, rs := range rd.ReadStates {
 		n.reads.deliver(rs)
 	}
-	if len(rd.CommittedEntries) > 0 {
-		// raft counts the entries applied at Advance, and must by then
-		// know the configuration they make (etcd waits so too): a batch
-		// with a configuration change is applied before Advance. raft
-		// leaves a joint configuration by itself at that point.
-		var done chan error
-		if hasConfChange(rd.CommittedEntries) {
-			done = make(chan error, 1)
-		}
-		select {
-		case n.applyc <- applyTask{entries: rd.CommittedEntries, done: done}:
-		case <-n.stopc:
-			return ErrStopped
-		}
-		if done != nil {
-			select {
-			case err := <-done:
-				if err != nil {
-					return err
-				}
-			case <-n.stopc:
-				return ErrStopped
-			}
-		}
+	if err := n.queueApply(rd.CommittedEntries); err != nil {
+		return err
 	}
 	n.rn.Advance()
 	return nil
+}
+
+// queueApply hands committed entries to the apply goroutine. raft counts
+// them applied at the next Advance, and must by then know the
+// configuration they make (etcd waits so too): a batch with a
+// configuration change is applied before queueApply returns. raft leaves a
+// joint configuration by itself at that point.
+func (n *Node) queueApply(ents []*raftpb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	var done chan error
+	if hasConfChange(ents) {
+		done = make(chan error, 1)
+	}
+	select {
+	case n.applyc <- applyTask{entries: ents, done: done}:
+	case <-n.stopc:
+		return ErrStopped
+	}
+	if done == nil {
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-n.stopc:
+		return ErrStopped
+	}
 }
 
 // setLeader records a leadership change. Losing leadership fails every

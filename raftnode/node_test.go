@@ -14,9 +14,9 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/shardkv/shardkv/internal/linearizability"
+	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
-	"github.com/shardkv/shardkv/transport/memnet"
 )
 
 // appendAll runs proposers concurrent goroutines, each appending count

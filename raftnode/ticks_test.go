@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
-	"github.com/shardkv/shardkv/transport/memnet"
 )
 
 // TestInjectedTicksDriveRealNode runs etcd raft's own raft.Node (not the

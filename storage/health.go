@@ -39,6 +39,9 @@ type Options struct {
 	// should end the process with the error as its last line. If it
 	// returns, the engine panics: Pebble must not continue.
 	OnFatal func(error)
+	// CacheBytes is the size of Pebble's block cache (default
+	// DefaultCacheBytes; Pebble's own is 8 MiB).
+	CacheBytes int64
 }
 
 func (o Options) withDefaults() Options {
@@ -50,6 +53,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.OnStuck == nil {
 		o.OnStuck = func(error) {}
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = DefaultCacheBytes
 	}
 	return o
 }

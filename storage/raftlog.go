@@ -235,6 +235,21 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 	return nil
 }
 
+// TruncateAfter deletes every entry above index, synced (for a member
+// rewriting its log, see raftnode's force-new-cluster).
+func (l *RaftLog) TruncateAfter(index uint64) error {
+	b := l.e.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(l.r.logKey(index+1), l.r.logKey(math.MaxUint64), nil); err != nil {
+		return err
+	}
+	if err := l.e.syncWrite(b); err != nil {
+		return fmt.Errorf("truncate raft log of group %d replica %d: %w", l.r.Group, l.r.ID, err)
+	}
+	l.last = min(l.last, index)
+	return nil
+}
+
 // Compact records snap as the latest snapshot and deletes every entry at or
 // below compactIndex (compactIndex <= snap.Index: entries between them stay
 // for followers that are only a little behind).

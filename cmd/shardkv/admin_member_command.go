@@ -46,41 +46,60 @@ for the controller, update --controllers wherever it is given.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	change := func(use, short, example string, nargs int, kind memberpb.ChangeKind) *cobra.Command {
-		c := &cobra.Command{
-			Use: use, Short: short, Example: example, Args: cobra.ExactArgs(nargs),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				gid, err := parseMemberGroup(args[0])
-				if err != nil {
-					return err
-				}
-				req := &memberpb.ChangeRequest{Group: gid, Kind: kind}
-				if req.Id, err = parseMemberID(args[1]); err != nil {
-					return err
-				}
-				switch kind {
-				case memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER:
-					req.Addr = args[2]
-				case memberpb.ChangeKind_CHANGE_KIND_REPLACE:
-					req.Old = req.Id
-					if req.Id, err = parseMemberID(args[2]); err != nil {
-						return err
-					}
-				}
-				return a.runMembers(cmd, gid, func(ctx context.Context, m *members) (view, error) {
-					reply, err := m.change(ctx, req)
-					if err != nil {
-						return nil, err
-					}
-					v := membersView{group: gid, reply: reply}
-					if kind == memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER {
-						v.next = startCommand(gid, req.GetId(), req.GetAddr(), reply, m.controllers)
-					}
-					return v, nil
-				})
-			},
-		}
-		return setExitCodes(c, clientExitCodes)
+		return newMemberChangeCmd(a, use, short, example, nargs, kind)
 	}
+	cmd.AddCommand(newMemberListCmd(a),
+		change("add GROUP ID ADDR", "Add replica ID at ADDR to a group as a learner (it votes once promoted)",
+			"  shardkv admin member add 1 4 10.0.0.14:7113", 3, memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER),
+		change("promote GROUP ID", "Make learner ID a voter once it has caught up",
+			"  shardkv admin member promote 1 4", 2, memberpb.ChangeKind_CHANGE_KIND_PROMOTE),
+		change("remove GROUP ID", "Remove replica ID from a group",
+			"  shardkv admin member remove 1 3", 2, memberpb.ChangeKind_CHANGE_KIND_REMOVE),
+		change("replace GROUP OLD NEW", "Promote learner NEW and remove voter OLD in one joint-consensus change",
+			"  shardkv admin member replace 1 3 4", 3, memberpb.ChangeKind_CHANGE_KIND_REPLACE))
+	return setExitCodes(cmd, clientExitCodes)
+}
+
+// newMemberChangeCmd is one of the membership change commands.
+func newMemberChangeCmd(a *adminFlags, use, short, example string, nargs int, kind memberpb.ChangeKind) *cobra.Command {
+	c := &cobra.Command{
+		Use: use, Short: short, Example: example, Args: cobra.ExactArgs(nargs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gid, err := parseMemberGroup(args[0])
+			if err != nil {
+				return err
+			}
+			req := &memberpb.ChangeRequest{Group: gid, Kind: kind}
+			if req.Id, err = parseMemberID(args[1]); err != nil {
+				return err
+			}
+			switch kind {
+			case memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER:
+				req.Addr = args[2]
+			case memberpb.ChangeKind_CHANGE_KIND_REPLACE:
+				req.Old = req.Id
+				if req.Id, err = parseMemberID(args[2]); err != nil {
+					return err
+				}
+			}
+			return a.runMembers(cmd, gid, func(ctx context.Context, m *members) (view, error) {
+				reply, err := m.change(ctx, req)
+				if err != nil {
+					return nil, err
+				}
+				v := membersView{group: gid, reply: reply}
+				if kind == memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER {
+					v.next = startCommand(gid, req.GetId(), req.GetAddr(), reply, m.controllers)
+				}
+				return v, nil
+			})
+		},
+	}
+	return setExitCodes(c, clientExitCodes)
+}
+
+// newMemberListCmd is `admin member list`.
+func newMemberListCmd(a *adminFlags) *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list GROUP",
 		Short: "List a group's members: voters, learners, and each one's progress",
@@ -98,16 +117,7 @@ for the controller, update --controllers wherever it is given.`,
 			})
 		},
 	}
-	cmd.AddCommand(setExitCodes(list, clientExitCodes),
-		change("add GROUP ID ADDR", "Add replica ID at ADDR to a group as a learner (it votes once promoted)",
-			"  shardkv admin member add 1 4 10.0.0.14:7113", 3, memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER),
-		change("promote GROUP ID", "Make learner ID a voter once it has caught up",
-			"  shardkv admin member promote 1 4", 2, memberpb.ChangeKind_CHANGE_KIND_PROMOTE),
-		change("remove GROUP ID", "Remove replica ID from a group",
-			"  shardkv admin member remove 1 3", 2, memberpb.ChangeKind_CHANGE_KIND_REMOVE),
-		change("replace GROUP OLD NEW", "Promote learner NEW and remove voter OLD in one joint-consensus change",
-			"  shardkv admin member replace 1 3 4", 3, memberpb.ChangeKind_CHANGE_KIND_REPLACE))
-	return setExitCodes(cmd, clientExitCodes)
+	return setExitCodes(list, clientExitCodes)
 }
 
 // parseMemberGroup reads a group argument: a group id, or 0 or

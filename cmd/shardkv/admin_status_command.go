@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -51,7 +52,12 @@ type replicaOut struct {
 	Term      uint64 `json:"term"`
 	Applied   uint64 `json:"applied"`
 	ConfigNum uint64 `json:"config"`
-	Error     string `json:"error,omitempty"`
+	// Member is the replica's raft role as the group's leader has it
+	// (voter, learner, outgoing), and Match how much of the leader's log
+	// it has acknowledged.
+	Member string `json:"member,omitempty"`
+	Match  uint64 `json:"match,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 type shardOut struct {
@@ -108,6 +114,7 @@ func collectGroup(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []strin
 		}
 		g.Replicas = append(g.Replicas, r)
 	}
+	addMembership(ctx, pool, gid, addrs, &g)
 	if lead != nil {
 		for _, s := range lead.GetShards() {
 			so := shardOut{Shard: s.GetShard(), State: shardStateName(s.GetState()), Peer: s.GetPeerGroup()}
@@ -118,6 +125,25 @@ func collectGroup(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []strin
 		}
 	}
 	return g, lead
+}
+
+// addMembership marks each replica of g with its raft role and progress,
+// as the group's leader has them, and adds the members the configuration
+// does not list (learners catching up, for instance).
+func addMembership(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []string, g *groupOut) {
+	reply, err := (&members{group: gid, addrs: addrs, pool: pool}).list(ctx)
+	if err != nil || !reply.GetFromLeader() {
+		return
+	}
+	for _, m := range reply.GetMembers() {
+		role := strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_"))
+		i := slices.IndexFunc(g.Replicas, func(r replicaOut) bool { return r.ID == m.GetId() })
+		if i < 0 {
+			g.Replicas = append(g.Replicas, replicaOut{ID: m.GetId(), Addr: m.GetAddr(), Error: "not in the configuration"})
+			i = len(g.Replicas) - 1
+		}
+		g.Replicas[i].Member, g.Replicas[i].Match = role, m.GetMatch()
+	}
 }
 
 func replicaStatus(ctx context.Context, pool *rpc.Pool, addr string) (*kvpb.StatusReply, error) {
@@ -143,15 +169,21 @@ func (st statusView) writeTable(w io.Writer) error {
 		fmt.Fprintln(w, " (migrating)")
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tREPLICA\tADDRESS\tROLE\tTERM\tAPPLIED\tCONFIG\tSHARDS")
+	fmt.Fprintln(tw, "GROUP\tREPLICA\tADDRESS\tROLE\tMEMBER\tMATCH\tTERM\tAPPLIED\tCONFIG\tSHARDS")
 	for _, g := range st.Groups {
 		for _, r := range g.Replicas {
 			role := "follower"
 			switch {
+			case r.Error == "not in the configuration":
+				role = "-"
 			case r.Error != "":
 				role = "unreachable"
 			case r.Leader:
 				role = "leader"
+			}
+			member, match := r.Member, strconv.FormatUint(r.Match, 10)
+			if member == "" {
+				member, match = "-", "-"
 			}
 			var shards []int
 			if r.Leader {
@@ -159,7 +191,7 @@ func (st statusView) writeTable(w io.Writer) error {
 					shards = append(shards, int(s.Shard))
 				}
 			}
-			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%d\t%s\n", g.ID, r.ID, r.Addr, role, r.Term, r.Applied, r.ConfigNum, shardRanges(shards))
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", g.ID, r.ID, r.Addr, role, member, match, r.Term, r.Applied, r.ConfigNum, shardRanges(shards))
 		}
 	}
 	if err := tw.Flush(); err != nil {

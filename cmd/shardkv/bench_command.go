@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shardkv/shardkv/bench"
+	"github.com/shardkv/shardkv/internal/bench"
 )
 
 // benchFlags are bench's flags.

@@ -673,6 +673,9 @@ func TestE2EMemberReplace(t *testing.T) {
 			t.Fatalf("the new replica did not start (exited %v: %v):\n%s", srv.exited(), srv.err, b)
 		}
 	}
+	if st := c.ok("admin", "status"); !strings.Contains(st, "learner") {
+		t.Fatalf("admin status does not show the learner:\n%s", st)
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, errOut, code := c.run("", "admin", "member", "replace", "1", "3", "4")

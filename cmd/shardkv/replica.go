@@ -33,6 +33,7 @@ type replicaFlags struct {
 	snapshotEntries uint64
 	state           string
 	join            bool // set at start: a learner added to a running group (storage.ClusterJoin)
+	forceNew        bool
 }
 
 // tune applies the raft tuning flags.
@@ -42,6 +43,7 @@ func (r *replicaFlags) tune(c *raftnode.Config) {
 		c.CatchUpEntries = r.snapshotEntries / 4
 	}
 	c.Join = r.join
+	c.ForceNewCluster = r.forceNew
 }
 
 func (r *replicaFlags) register(cmd *cobra.Command) {
@@ -52,6 +54,9 @@ func (r *replicaFlags) register(cmd *cobra.Command) {
 	f.StringVar(&r.data, "data", "", "data directory")
 	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (none if empty)")
 	f.Uint64Var(&r.snapshotEntries, "snapshot-entries", 0, "applied entries between log compactions (default 10000)")
+	f.BoolVar(&r.forceNew, "force-new-cluster", false,
+		"UNSAFE recovery of a group that lost its quorum for good (etcd's flag): start this replica as its group's only voter, "+
+			"keeping what it has committed; writes only the lost replicas had are lost. Start once so, then without it, and add replicas back with `shardkv admin member`")
 	f.StringVar(&r.state, "initial-cluster-state", string(storage.ClusterNew),
 		"new: with empty data, found a new group; existing: the data must already hold this replica, or the replica was added "+
 			"to its running group with `shardkv admin member add` and starts empty (any other empty data is refused)")

@@ -18,10 +18,10 @@ import (
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
-	"github.com/shardkv/shardkv/transport/memnet"
 )
 
 // cluster is a three-replica controller: raft over the in-memory network,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs shardkv and etcd side by side on this machine and prints the ratios.
 #
-#   bench/compare-etcd.sh                     # defaults below
-#   OPS=50000 CLIENTS=64,256 ROUNDS=3 bench/compare-etcd.sh
+#   internal/bench/compare-etcd.sh                     # defaults below
+#   OPS=50000 CLIENTS=64,256 ROUNDS=3 internal/bench/compare-etcd.sh
 #
 # Both stores run as separate processes on loopback with 3 replicas: etcd as
 # a 3-member cluster; shardkv as 3 controller processes plus one group of 3
@@ -14,7 +14,7 @@
 # the script starts is stopped on exit. Results land in $OUT (JSON per run
 # and summary.txt).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OPS=${OPS:-20000}
 CLIENTS=${CLIENTS:-16,64,256}
@@ -23,7 +23,7 @@ VALUE=${VALUE:-256}
 KEYS=${KEYS:-10000}
 ROUNDS=${ROUNDS:-2}
 FOOTPRINT_KEYS=${FOOTPRINT_KEYS:-100000}
-OUT=${OUT:-bench/results}
+OUT=${OUT:-internal/bench/results}
 
 if ! command -v etcd >/dev/null; then
   echo "installing Debian's etcd-server"

@@ -1,0 +1,6 @@
+// Package memberpb is the Membership API every replica serves (service
+// shardkv.member.v1.Membership: List, Change): a group's voters and
+// learners and the changes an operator makes to them (add a learner,
+// promote, remove, replace through joint consensus), with its wire error
+// table (Errors).
+package memberpb
