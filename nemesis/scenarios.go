@@ -297,12 +297,4 @@ var Scenarios = []Scenario{
 	}},
 }
 
-func healNetwork(c *Cluster) {
-	_ = c.clearRules()
-	for _, p := range c.links {
-		p.Heal()
-	}
-	for _, r := range c.Replicas() {
-		c.Inbound(r).Heal()
-	}
-}
+func healNetwork(c *Cluster) { _ = c.healNetwork() }
