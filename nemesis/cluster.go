@@ -251,8 +251,12 @@ func (c *Cluster) joinGroups(ctx context.Context) error {
 	return nil
 }
 
+func (c *Cluster) logPath(r Replica) string {
+	return filepath.Join(c.opts.Dir, "logs", strings.ReplaceAll(r.String(), "/", "-")+".log")
+}
+
 func (c *Cluster) launch(p *proc) error {
-	logPath := filepath.Join(c.opts.Dir, "logs", strings.ReplaceAll(p.r.String(), "/", "-")+".log")
+	logPath := c.logPath(p.r)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return err
 	}
