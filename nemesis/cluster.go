@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,10 +56,12 @@ type proc struct {
 	r       Replica
 	listen  string
 	inbound *faultproxy.Proxy // clients and other groups reach the replica here
+	data    string
 	args    []string
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	paused  bool
+	lost    bool // killed and its data deleted for good: never restarted
 }
 
 // Cluster is a running cluster of shardkv processes behind proxies.
@@ -66,9 +69,16 @@ type Cluster struct {
 	opts  Options
 	mu    sync.Mutex
 	procs map[Replica]*proc
-	links map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1]
-	rules [][]string                       // netfilter rules in force
-	pool  *rpc.Pool                        // to ask replicas directly
+	// members are the ids of each group's replicas in service (sorted):
+	// 1, 2, 3 at start; a lost replica leaves at once, a replica added by
+	// a membership change joins when its process starts (see
+	// membership.go).
+	members   map[uint64][]uint64
+	links     map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1]
+	rules     [][]string                       // netfilter rules in force
+	pool      *rpc.Pool                        // to ask replicas directly
+	clusterID uint64
+	seed      uint64 // the last seed given to a proxy
 }
 
 // Start launches the cluster and joins every group.
@@ -82,7 +92,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.SnapshotEntries == 0 {
 		opts.SnapshotEntries = 200
 	}
-	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool()}
+	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, members: map[uint64][]uint64{},
+		links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool()}
 	if err := c.start(ctx); err != nil {
 		c.Close()
 		return nil, err
@@ -100,6 +111,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	var all []Replica
 	for g := 0; g <= c.opts.Groups; g++ {
+		c.members[uint64(g)] = []uint64{1, 2, 3}
 		for id := 1; id <= 3; id++ {
 			all = append(all, Replica{Group: uint64(g), ID: uint64(id)})
 		}
@@ -108,9 +120,10 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	clusterID := seed<<1 | 1 // any id, the same for every controller replica
+	c.seed = seed
+	c.clusterID = seed<<1 | 1 // any id, the same for every controller replica
 	for _, r := range all {
-		if err := c.prepare(r, clusterID); err != nil {
+		if err := c.prepare(r); err != nil {
 			return err
 		}
 		if err := c.launch(c.procs[r]); err != nil {
@@ -171,8 +184,8 @@ func (c *Cluster) startProxies(all []Replica) (seed uint64, err error) {
 	return seed, nil
 }
 
-// prepare sets r's command line and data directory.
-func (c *Cluster) prepare(r Replica, clusterID uint64) error {
+// prepare sets a founding replica's command line and data directory.
+func (c *Cluster) prepare(r Replica) error {
 	p := c.procs[r]
 	var peers []string
 	for id := uint64(1); id <= 3; id++ {
@@ -182,22 +195,29 @@ func (c *Cluster) prepare(r Replica, clusterID uint64) error {
 		}
 		peers = append(peers, fmt.Sprintf("%d=%s", id, addr))
 	}
-	data := filepath.Join(c.opts.Dir, "data", strings.ReplaceAll(r.String(), "/", "-"))
+	return c.setArgs(p, peers)
+}
+
+// setArgs makes p's data directory and sets its command line for peers
+// (id=address; see prepare and startAdded).
+func (c *Cluster) setArgs(p *proc, peers []string, extra ...string) error {
+	r := p.r
+	p.data = filepath.Join(c.opts.Dir, "data", strings.ReplaceAll(r.String(), "/", "-"))
 	if c.opts.Netfilter {
-		if err := os.MkdirAll(data, 0o755); err != nil {
+		if err := os.MkdirAll(p.data, 0o755); err != nil {
 			return err
 		}
-		if err := os.Chown(data, int(uidOf(r)), int(uidOf(r))); err != nil {
+		if err := os.Chown(p.data, int(uidOf(r)), int(uidOf(r))); err != nil {
 			return err
 		}
 	}
-	common := []string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
-		"--data", data, "--snapshot-entries", fmt.Sprint(c.opts.SnapshotEntries), "--log-level", logLevel()}
+	common := append([]string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
+		"--data", p.data, "--snapshot-entries", fmt.Sprint(c.opts.SnapshotEntries), "--log-level", logLevel()}, extra...)
 	if r.Group == 0 {
 		// Each replica sees its peers at its own proxies' addresses, so
 		// the id cannot be derived from --peers: state it.
 		p.args = append([]string{"controller", "--shards", fmt.Sprint(c.opts.Shards),
-			"--cluster-id", fmt.Sprintf("%x", clusterID)}, common...)
+			"--cluster-id", fmt.Sprintf("%x", c.clusterID)}, common...)
 	} else {
 		p.args = append([]string{"server", "--group", fmt.Sprint(r.Group), "--controllers", strings.Join(c.Addrs(0), ",")}, common...)
 	}
@@ -231,8 +251,12 @@ func (c *Cluster) joinGroups(ctx context.Context) error {
 	return nil
 }
 
+func (c *Cluster) logPath(r Replica) string {
+	return filepath.Join(c.opts.Dir, "logs", strings.ReplaceAll(r.String(), "/", "-")+".log")
+}
+
 func (c *Cluster) launch(p *proc) error {
-	logPath := filepath.Join(c.opts.Dir, "logs", strings.ReplaceAll(p.r.String(), "/", "-")+".log")
+	logPath := c.logPath(p.r)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return err
 	}
@@ -255,22 +279,32 @@ func (c *Cluster) launch(p *proc) error {
 	return nil
 }
 
-// Addrs are the client-facing (proxied) addresses of a group's replicas;
-// group 0 is the controller.
+// Addrs are the client-facing (proxied) addresses of a group's replicas
+// in service; group 0 is the controller.
 func (c *Cluster) Addrs(g uint64) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var out []string
-	for id := uint64(1); id <= 3; id++ {
+	for _, id := range c.members[g] {
 		out = append(out, c.procs[Replica{Group: g, ID: id}].inbound.Addr())
 	}
 	return out
 }
 
-// Replicas lists every process.
+// ids returns the ids of group g's replicas in service.
+func (c *Cluster) ids(g uint64) []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.members[g])
+}
+
+// Replicas lists every replica in service (running, or killed to be
+// restarted), by group.
 func (c *Cluster) Replicas() []Replica {
 	var out []Replica
 	for g := 0; g <= c.opts.Groups; g++ {
-		for id := 1; id <= 3; id++ {
-			out = append(out, Replica{Group: uint64(g), ID: uint64(id)})
+		for _, id := range c.ids(uint64(g)) {
+			out = append(out, Replica{Group: uint64(g), ID: id})
 		}
 	}
 	return out
@@ -284,7 +318,7 @@ func (c *Cluster) Kill(r Replica) {
 	c.mu.Lock()
 	p := c.procs[r]
 	c.mu.Unlock()
-	if p.cmd == nil {
+	if p == nil || p.cmd == nil {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a frozen process must be able to die
@@ -295,12 +329,12 @@ func (c *Cluster) Kill(r Replica) {
 	c.mu.Unlock()
 }
 
-// Restart starts a killed replica again on its data.
+// Restart starts a killed replica again on its data (not a lost one).
 func (c *Cluster) Restart(r Replica) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.procs[r]
-	if p.cmd != nil {
+	if p == nil || p.cmd != nil || p.lost {
 		return nil
 	}
 	return c.launch(p)
@@ -310,7 +344,7 @@ func (c *Cluster) Restart(r Replica) error {
 func (c *Cluster) Pause(r Replica) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p := c.procs[r]; p.cmd != nil {
+	if p := c.procs[r]; p != nil && p.cmd != nil {
 		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
 		p.paused = true
 	}
@@ -320,28 +354,54 @@ func (c *Cluster) Pause(r Replica) {
 func (c *Cluster) Resume(r Replica) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p := c.procs[r]; p.cmd != nil && p.paused {
+	if p := c.procs[r]; p != nil && p.cmd != nil && p.paused {
 		_ = p.cmd.Process.Signal(syscall.SIGCONT)
 		p.paused = false
 	}
 }
 
 // Link is the proxy carrying raft traffic from one replica to another of
-// its group.
-func (c *Cluster) Link(from, to Replica) *faultproxy.Proxy { return c.links[[2]Replica{from, to}] }
+// its group (nil for traffic to a replica added by a membership change:
+// its peers reach it at its inbound proxy).
+func (c *Cluster) Link(from, to Replica) *faultproxy.Proxy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.links[[2]Replica{from, to}]
+}
 
 // Inbound is the proxy in front of a replica's client-facing address.
-func (c *Cluster) Inbound(r Replica) *faultproxy.Proxy { return c.procs[r].inbound }
+func (c *Cluster) Inbound(r Replica) *faultproxy.Proxy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[r].inbound
+}
 
-// Degrade applies f to every link to and from r, its inbound proxy
-// included.
-func (c *Cluster) Degrade(r Replica, f faultproxy.Faults) {
+// proxies returns the link proxies whose key matches, and the inbound
+// proxies of the replicas that match (nil: none, every one: all).
+func (c *Cluster) proxies(link func(k [2]Replica) bool, inbound func(r Replica) bool) []*faultproxy.Proxy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*faultproxy.Proxy
 	for k, p := range c.links {
-		if k[0] == r || k[1] == r {
-			p.Set(f)
+		if link(k) {
+			out = append(out, p)
 		}
 	}
-	c.procs[r].inbound.Set(f)
+	for r, p := range c.procs {
+		if inbound != nil && inbound(r) {
+			out = append(out, p.inbound)
+		}
+	}
+	return out
+}
+
+// Degrade applies f to every link to and from r, its inbound proxy
+// included (which is also how its peers reach a replica added by a
+// membership change).
+func (c *Cluster) Degrade(r Replica, f faultproxy.Faults) {
+	for _, p := range c.proxies(func(k [2]Replica) bool { return k[0] == r || k[1] == r }, func(q Replica) bool { return q == r }) {
+		p.Set(f)
+	}
 }
 
 // Isolate cuts r off from everybody.
@@ -350,30 +410,40 @@ func (c *Cluster) Isolate(r Replica) { c.Degrade(r, faultproxy.Faults{Blackhole:
 // Heal removes every network fault, thaws paused replicas and restarts
 // killed ones.
 func (c *Cluster) Heal() error {
-	for _, p := range c.links {
-		p.Heal()
-	}
-	errs := []error{c.clearRules()}
+	errs := []error{c.healNetwork()}
 	for _, r := range c.Replicas() {
-		c.procs[r].inbound.Heal()
 		c.Resume(r)
 		errs = append(errs, c.Restart(r))
 	}
 	return errors.Join(errs...)
 }
 
+// healNetwork removes every network fault: netfilter rules and proxy
+// faults.
+func (c *Cluster) healNetwork() error {
+	err := c.clearRules()
+	all := func(Replica) bool { return true }
+	for _, p := range c.proxies(func([2]Replica) bool { return true }, all) {
+		p.Heal()
+	}
+	return err
+}
+
 // Close kills every process and closes every proxy.
 func (c *Cluster) Close() {
-	for _, r := range c.Replicas() {
-		if p := c.procs[r]; p != nil {
-			c.Kill(r)
-			if p.inbound != nil {
-				p.inbound.Close()
-			}
-		}
+	c.mu.Lock()
+	var rs []Replica
+	for r := range c.procs {
+		rs = append(rs, r)
 	}
-	for _, p := range c.links {
-		p.Close()
+	c.mu.Unlock()
+	for _, r := range rs {
+		c.Kill(r)
+	}
+	for _, p := range c.proxies(func([2]Replica) bool { return true }, func(Replica) bool { return true }) {
+		if p != nil {
+			p.Close()
+		}
 	}
 	_ = c.clearRules()
 	_ = c.pool.Close()
@@ -387,9 +457,19 @@ func copyExecutable(from, to string) error {
 	return os.WriteFile(to, b, 0o755)
 }
 
+// listenAddr is the address replica r listens on (no proxy).
+func (c *Cluster) listenAddr(r Replica) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.procs[r]; p != nil {
+		return p.listen
+	}
+	return ""
+}
+
 // status asks a replica directly (not through its proxy).
 func (c *Cluster) status(ctx context.Context, r Replica) (*kvpb.StatusReply, error) {
-	conn, err := c.pool.Get(c.procs[r].listen)
+	conn, err := c.pool.Get(c.listenAddr(r))
 	if err != nil {
 		return nil, err
 	}
@@ -403,10 +483,10 @@ func (c *Cluster) status(ctx context.Context, r Replica) (*kvpb.StatusReply, err
 // Leader returns the replica that leads group g (the controller for 0), as
 // the replicas themselves report it.
 func (c *Cluster) Leader(ctx context.Context, g uint64) (Replica, bool) {
-	for id := uint64(1); id <= 3; id++ {
+	for _, id := range c.ids(g) {
 		r := Replica{Group: g, ID: id}
 		if g == 0 {
-			conn, err := c.pool.Get(c.procs[r].listen)
+			conn, err := c.pool.Get(c.listenAddr(r))
 			if err != nil {
 				continue
 			}
@@ -443,16 +523,17 @@ func (c *Cluster) CatchUp(ctx context.Context, r, leader Replica, limit time.Dur
 	return 0, false
 }
 
-// CheckReplicasAgree waits until the replicas of every group report the
-// same applied index and configuration, then compares their per-shard
-// digests.
+// CheckReplicasAgree waits until the replicas in service of every group
+// report the same applied index and configuration, then compares their
+// per-shard digests.
 func (c *Cluster) CheckReplicasAgree(ctx context.Context) error {
 	for g := uint64(1); g <= uint64(c.opts.Groups); g++ {
 		var last string
 		deadline := time.Now().Add(30 * time.Second)
 		for {
+			ids := c.ids(g)
 			var replies []*kvpb.StatusReply
-			for id := uint64(1); id <= 3; id++ {
+			for _, id := range ids {
 				st, err := c.status(ctx, Replica{Group: g, ID: id})
 				if err != nil {
 					last = fmt.Sprintf("group %d replica %d: %v", g, id, err)
@@ -460,16 +541,22 @@ func (c *Cluster) CheckReplicasAgree(ctx context.Context) error {
 				}
 				replies = append(replies, st)
 			}
-			if len(replies) == 3 {
-				a, b, d := replies[0], replies[1], replies[2]
-				if a.GetDigestApplied() == b.GetDigestApplied() && b.GetDigestApplied() == d.GetDigestApplied() {
-					da, db, dd := digests(a), digests(b), digests(d)
-					if da != db || db != dd {
-						return fmt.Errorf("group %d: replicas at applied index %d differ:\n  %s\n  %s\n  %s", g, a.GetDigestApplied(), da, db, dd)
-					}
+			if len(replies) == len(ids) && len(ids) > 0 {
+				same, differ := true, false
+				var applied, ds []string
+				for _, st := range replies {
+					same = same && st.GetDigestApplied() == replies[0].GetDigestApplied()
+					differ = differ || digests(st) != digests(replies[0])
+					applied = append(applied, fmt.Sprint(st.GetDigestApplied()))
+					ds = append(ds, fmt.Sprintf("replica %d: %s", st.GetReplica(), digests(st)))
+				}
+				if same && differ {
+					return fmt.Errorf("group %d: replicas at applied index %d differ:\n  %s", g, replies[0].GetDigestApplied(), strings.Join(ds, "\n  "))
+				}
+				if same {
 					break
 				}
-				last = fmt.Sprintf("group %d applied %d/%d/%d", g, a.GetDigestApplied(), b.GetDigestApplied(), d.GetDigestApplied())
+				last = fmt.Sprintf("group %d (replicas %v) applied %s", g, ids, strings.Join(applied, "/"))
 			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("replicas never reached the same applied index: %s", last)

@@ -74,15 +74,19 @@ func (c *Cluster) clearRules() error {
 	return first
 }
 
-// DropLink silently drops the raft traffic from one replica to another.
+// DropLink silently drops the raft traffic from one replica to another
+// (to a replica added by a membership change, at its inbound proxy).
 func (c *Cluster) DropLink(from, to Replica) error {
-	return c.drop(uidOf(from), port(c.links[[2]Replica{from, to}].Addr()))
+	if l := c.Link(from, to); l != nil {
+		return c.drop(uidOf(from), port(l.Addr()))
+	}
+	return c.drop(uidOf(from), port(c.Inbound(to).Addr()))
 }
 
 // DropClients silently drops the packets of every client of this process
 // to replica r (its inbound address); other replicas still reach it.
 func (c *Cluster) DropClients(r Replica) error {
-	return c.drop(0, port(c.procs[r].inbound.Addr()))
+	return c.drop(0, port(c.Inbound(r).Addr()))
 }
 
 // Silence makes r unreachable both ways: nothing it sends arrives, nothing
@@ -91,5 +95,5 @@ func (c *Cluster) Silence(r Replica) error {
 	if err := c.drop(uidOf(r), ""); err != nil {
 		return err
 	}
-	return c.drop(0, port(c.procs[r].listen))
+	return c.drop(0, port(c.listenAddr(r)))
 }

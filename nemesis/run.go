@@ -66,10 +66,12 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	defer cancel()
 	var wg sync.WaitGroup
 	var werr error
+	var wend time.Time // when the clients stopped
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		werr = w.Run(wctx, c.Addrs(0), o.Clients, o.Seed)
+		werr = w.Run(wctx, func() []string { return c.Addrs(0) }, o.Clients, o.Seed)
+		wend = time.Now()
 	}()
 	env := &Env{C: c, Rng: rand.New(rand.NewPCG(o.Seed, 1)), Ctl: ctl, Logf: logf}
 	_ = rpc.Sleep(wctx, time.Second) // let the clients start
@@ -79,7 +81,9 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	if werr != nil {
 		return "", fmt.Errorf("clients: %w", werr)
 	}
-	avail := w.Availability(faultsFrom, time.Now(), env.Heals())
+	// A scenario may outlive the clients (finishing a membership change it
+	// started): windows end with the clients.
+	avail := w.Availability(faultsFrom, wend, env.Heals())
 	logf("%s", avail)
 	logf("heal everything")
 	if err := c.Heal(); err != nil {
@@ -95,10 +99,13 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	if err := c.CheckReplicasAgree(ctx); err != nil {
 		return "", err
 	}
+	if err := c.CheckMembership(ctx); err != nil {
+		return "", err
+	}
 	for _, d := range avail.HealToServed {
 		if d > HealBudget {
 			return "", fmt.Errorf("a group was not served within %v of a heal (%s)", HealBudget, avail)
 		}
 	}
-	return fmt.Sprintf("%s: linearizable; %s; replicas agree; %s", o.Scenario.Name, w.Stats(), avail), nil
+	return fmt.Sprintf("%s: linearizable; %s; replicas and memberships agree; %s", o.Scenario.Name, w.Stats(), avail), nil
 }

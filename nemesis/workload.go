@@ -61,9 +61,11 @@ const (
 	opsPerWindow       = 50
 )
 
-// Run runs n sequential clients against the controller at ctls until ctx
-// ends. Every write value is unique.
-func (w *Workload) Run(ctx context.Context, ctls []string, n int, seed uint64) error {
+// Run runs n sequential clients against the controllers ctls returns
+// until ctx ends. Every write value is unique. When ctls changes (a
+// controller replica was replaced), each client reconnects between two
+// operations, as a client restarted with the new --controllers would.
+func (w *Workload) Run(ctx context.Context, ctls func() []string, n int, seed uint64) error {
 	if w.keys == nil {
 		w.keys = map[string]bool{}
 	}
@@ -73,16 +75,26 @@ func (w *Workload) Run(ctx context.Context, ctls []string, n int, seed uint64) e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			addrs := ctls()
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			cl, err := client.New(cctx, ctls, client.WithAttemptTimeout(time.Second))
+			cl, err := client.New(cctx, addrs, client.WithAttemptTimeout(time.Second))
 			cancel()
 			if err != nil {
 				errs <- err
 				return
 			}
-			defer cl.Close()
+			defer func() { cl.Close() }()
+			var retry time.Time // when to try reconnecting again
 			rng := rand.New(rand.NewPCG(seed, uint64(c)))
 			for i := 0; ctx.Err() == nil; i++ {
+				if now := ctls(); !slices.Equal(now, addrs) && time.Now().After(retry) {
+					if ncl, err := reconnect(ctx, now); err == nil {
+						cl.Close()
+						cl, addrs = ncl, now
+					} else {
+						retry = time.Now().Add(time.Second) // the old client serves meanwhile
+					}
+				}
 				key := fmt.Sprintf("k%d.%d.%d", c/clientsPerKeyGroup, i/opsPerWindow, rng.IntN(2))
 				w.op(ctx, cl, c, key, fmt.Sprintf("<%d.%d>", c, i), rng.Float64())
 			}
@@ -91,6 +103,13 @@ func (w *Workload) Run(ctx context.Context, ctls []string, n int, seed uint64) e
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// reconnect makes a client of the controllers at addrs, within seconds.
+func reconnect(ctx context.Context, addrs []string) (*client.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return client.New(ctx, addrs, client.WithAttemptTimeout(time.Second))
 }
 
 func (w *Workload) op(ctx context.Context, cl *client.Client, c int, key, value string, p float64) {

@@ -1,0 +1,349 @@
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/internal/faultproxy"
+)
+
+// Membership changes
+//
+// A replica whose machine died for good is replaced as the README says:
+// the nemesis, as the operator, adds a new replica (a new id, a new
+// address) as a learner through the group's Membership service, starts it
+// on empty data with --initial-cluster-state existing, and replaces the
+// dead one by it. The process table follows: a lost replica leaves the
+// group's replicas in service at once and is never restarted; the new one
+// joins them when its process starts.
+//
+// The links of an added replica n:
+//
+//	peers to n, and clients     n's inbound proxy: the address the change names,
+//	                            which every member dials (and the controller
+//	                            lists once the group's leader tells it)
+//	n to peer m                 first a proxy n->m (Link(n, m); n's --peers),
+//	                            then whatever addresses the leader's raft
+//	                            snapshot carries (see the replace scenario)
+//
+// so Isolate(n) and Degrade(n) cut or degrade everything sent to n; a
+// founding member's links are as before.
+
+// memberAttempt bounds one Membership call (a change answers once applied).
+const memberAttempt = 4 * time.Second
+
+// errOutcomeUnknown: an attempt of a change was cut (its replica died, or
+// the call timed out); it may have been applied.
+var errOutcomeUnknown = errors.New("outcome unknown")
+
+// ListMembers returns group g's membership as its leader answers it (with
+// each member's progress), asking the replicas in service directly.
+func (c *Cluster) ListMembers(ctx context.Context, g uint64) (*memberpb.ListReply, error) {
+	last := fmt.Errorf("group %d: no replica answers as the leader", g)
+	for _, id := range c.ids(g) {
+		reply, err := c.listAt(ctx, c.listenAddr(Replica{Group: g, ID: id}), g, time.Second)
+		if err != nil {
+			last = err
+			continue
+		}
+		if reply.GetFromLeader() {
+			return reply, nil
+		}
+	}
+	return nil, last
+}
+
+// listAt asks the replica at addr for group g's membership as it applied it.
+func (c *Cluster) listAt(ctx context.Context, addr string, g uint64, timeout time.Duration) (*memberpb.ListReply, error) {
+	conn, err := c.pool.Get(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, err := memberpb.NewMembershipClient(conn).List(ctx, &memberpb.ListRequest{Group: g})
+	return reply, memberpb.Errors.FromStatus(err)
+}
+
+// ChangeMembers makes one attempt of req at group g's leader: it asks each
+// replica in service in turn (directly) and follows a NOT_LEADER refusal
+// to the leader it names (directly when that is a replica of the table,
+// else at the address it names). It returns the first definitive answer,
+// or else an error: a refusal, an unknown outcome (an attempt was cut:
+// list the members to learn it), or NOT_LEADER (nobody leads).
+func (c *Cluster) ChangeMembers(ctx context.Context, req *memberpb.ChangeRequest) (*memberpb.ListReply, error) {
+	g := req.GetGroup()
+	var targets []string
+	for _, id := range c.ids(g) {
+		targets = append(targets, c.listenAddr(Replica{Group: g, ID: id}))
+	}
+	tried := map[string]bool{}
+	var last, unknown error
+	for i := 0; i < len(targets) && ctx.Err() == nil; i++ {
+		if tried[targets[i]] {
+			continue
+		}
+		tried[targets[i]] = true
+		conn, err := c.pool.Get(targets[i])
+		if err != nil {
+			last = err
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, memberAttempt)
+		reply, err := memberpb.NewMembershipClient(conn).Change(actx, req)
+		cancel()
+		if err == nil {
+			return reply, nil
+		}
+		last = memberpb.Errors.FromStatus(err)
+		if !rpcerr.Retryable(err) {
+			return nil, last // a refusal
+		}
+		if !rpcerr.CertainlyNotApplied(last) && !refused(err) && unknown == nil {
+			unknown = fmt.Errorf("%s: %w", targets[i], last)
+		}
+		// Not the leader, unreachable, or an unknown outcome: the leader
+		// named, if any, then the next replica.
+		var nl *rpcerr.NotLeaderError
+		if errors.As(last, &nl) && nl.Leader != 0 {
+			to := c.listenAddr(Replica{Group: g, ID: nl.Leader})
+			if to == "" {
+				to = nl.Addr
+			}
+			if to != "" && !tried[to] {
+				targets = slices.Insert(targets, i+1, to)
+			}
+		}
+	}
+	if unknown != nil {
+		return nil, fmt.Errorf("%w: %w (then: %v)", errOutcomeUnknown, unknown, last)
+	}
+	return nil, last
+}
+
+// refused reports whether a call failed to connect (its replica is down):
+// nothing was sent.
+func refused(err error) bool {
+	return status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connect: connection refused")
+}
+
+// Lose kills r with SIGKILL and deletes its data for good: it leaves the
+// replicas in service and is never restarted (replace it; RetireReplica
+// once it is no longer a member).
+func (c *Cluster) Lose(r Replica) error {
+	c.Kill(r)
+	c.mu.Lock()
+	p := c.procs[r]
+	p.lost = true
+	c.members[r.Group] = slices.DeleteFunc(c.members[r.Group], func(id uint64) bool { return id == r.ID })
+	c.mu.Unlock()
+	return os.RemoveAll(p.data)
+}
+
+// RetireReplica forgets a lost replica that is no longer a member of its
+// group: its proxies close.
+func (c *Cluster) RetireReplica(r Replica) {
+	c.mu.Lock()
+	p := c.procs[r]
+	if p == nil || !p.lost {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.procs, r)
+	var closing []*faultproxy.Proxy
+	for k, l := range c.links {
+		if k[0] == r || k[1] == r {
+			closing = append(closing, l)
+			delete(c.links, k)
+		}
+	}
+	c.mu.Unlock()
+	for _, l := range append(closing, p.inbound) {
+		l.Close()
+	}
+}
+
+// NewReplica makes room for a new replica of group g (the next unused id)
+// on a new address behind a new inbound proxy, whose address it returns:
+// the address to add it with. StartAdded starts it once it was added.
+func (c *Cluster) NewReplica(g uint64) (Replica, string, error) {
+	listen, err := cluster.FreeAddr()
+	if err != nil {
+		return Replica{}, "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := Replica{Group: g}
+	for q := range c.procs {
+		if q.Group == g {
+			r.ID = max(r.ID, q.ID)
+		}
+	}
+	for _, id := range c.members[g] {
+		r.ID = max(r.ID, id)
+	}
+	r.ID++
+	c.seed++
+	in, err := faultproxy.Listen("127.0.0.1:0", listen, c.seed)
+	if err != nil {
+		return Replica{}, "", err
+	}
+	c.procs[r] = &proc{r: r, listen: listen, inbound: in}
+	return r, in.Addr(), nil
+}
+
+// StartAdded starts r, added to its group as the learner the change's
+// reply (members) shows, on empty data with --initial-cluster-state
+// existing, and puts it in service. Its --peers are what `shardkv admin
+// member add` prints, each replica in service at a new proxy r->m.
+func (c *Cluster) StartAdded(r Replica, members *memberpb.ListReply) error {
+	c.mu.Lock()
+	p := c.procs[r]
+	inService := map[uint64]string{}
+	for _, id := range c.members[r.Group] {
+		inService[id] = c.procs[Replica{Group: r.Group, ID: id}].listen
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%s: no such new replica", r)
+	}
+	peers := map[uint64]string{r.ID: p.inbound.Addr()}
+	for _, m := range members.GetMembers() {
+		if m.GetRole() == memberpb.Role_ROLE_OUTGOING || m.GetId() == r.ID {
+			continue
+		}
+		peers[m.GetId()] = m.GetAddr() // a lost replica: where the group knew it
+		if target, ok := inService[m.GetId()]; ok {
+			c.mu.Lock()
+			c.seed++
+			seed := c.seed
+			c.mu.Unlock()
+			l, err := faultproxy.Listen("127.0.0.1:0", target, seed)
+			if err != nil {
+				return err
+			}
+			c.mu.Lock()
+			c.links[[2]Replica{r, {Group: r.Group, ID: m.GetId()}}] = l
+			c.mu.Unlock()
+			peers[m.GetId()] = l.Addr()
+		}
+	}
+	var list []string
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		list = append(list, fmt.Sprintf("%d=%s", id, peers[id]))
+	}
+	if err := c.setArgs(p, list, "--initial-cluster-state", "existing"); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.launch(p); err != nil {
+		return err
+	}
+	c.members[r.Group] = slices.Sorted(slices.Values(append(c.members[r.Group], r.ID)))
+	return nil
+}
+
+// Exited reports whether r's process ended by itself (it was not killed).
+func (c *Cluster) Exited(r Replica) bool {
+	c.mu.Lock()
+	p := c.procs[r]
+	c.mu.Unlock()
+	if p == nil || p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// LogPath is where r's process logs.
+func (c *Cluster) LogPath(r Replica) string {
+	return c.logPath(r)
+}
+
+// UseControllers gives every server the controllers in service as
+// --controllers from its next start on (the README: after a controller
+// replacement, update --controllers wherever it is given). Running
+// processes keep the list they started with.
+func (c *Cluster) UseControllers() {
+	list := strings.Join(c.Addrs(0), ",")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		if i := slices.Index(p.args, "--controllers"); i >= 0 && i+1 < len(p.args) {
+			p.args[i+1] = list
+		}
+	}
+}
+
+// Describe names an address of the cluster: a replica's listen address, an
+// inbound proxy, or a link proxy.
+func (c *Cluster) Describe(addr string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for r, p := range c.procs {
+		switch addr {
+		case p.listen:
+			return r.String() + " directly"
+		case p.inbound.Addr():
+			return r.String() + "'s inbound proxy"
+		}
+	}
+	for k, l := range c.links {
+		if l.Addr() == addr {
+			return fmt.Sprintf("proxy %s->%s", k[0], k[1])
+		}
+	}
+	return addr
+}
+
+// CheckMembership checks that every group's voters, as its leader has
+// them, are exactly its replicas in service, with no learner and no change
+// in progress: the process table and the groups agree.
+func (c *Cluster) CheckMembership(ctx context.Context) error {
+	for g := uint64(0); g <= uint64(c.opts.Groups); g++ {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			reply, err := c.ListMembers(ctx, g)
+			var voters, learners []uint64
+			for _, m := range reply.GetMembers() {
+				switch m.GetRole() {
+				case memberpb.Role_ROLE_VOTER:
+					voters = append(voters, m.GetId())
+				default:
+					learners = append(learners, m.GetId())
+				}
+			}
+			slices.Sort(voters)
+			want := c.ids(g)
+			if err == nil && !reply.GetJoint() && len(learners) == 0 && slices.Equal(voters, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				if err != nil {
+					return fmt.Errorf("membership of group %d: %w", g, err)
+				}
+				return fmt.Errorf("group %d: voters %v, learners or outgoing %v, joint %v; the replicas in service are %v",
+					g, voters, learners, reply.GetJoint(), want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
+}
