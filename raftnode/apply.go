@@ -90,8 +90,15 @@ func (n *Node) applySnapshot(snap *raftpb.Snapshot) error {
 	}
 	n.memberMu.Lock()
 	n.confState = snap.GetMetadata().GetConfState()
+	// Only members this one has no address for are taken from the
+	// leader's book: the leader's addresses are how it reaches them, and
+	// replicas may see one another at different addresses (proxies, NAT).
 	book := maps.Clone(n.addrs)
-	maps.Copy(book, env.Addrs)
+	for id, addr := range env.Addrs {
+		if _, ok := book[id]; !ok {
+			book[id] = addr
+		}
+	}
 	n.addrs = book
 	n.memberMu.Unlock()
 	n.publishAddrs(book)

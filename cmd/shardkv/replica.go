@@ -130,18 +130,25 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 // member add` and may start empty (etcd's --initial-cluster-state existing
 // for a new member).
 func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string, clusterID uint64) bool {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for pid, addr := range peers {
-		if pid == id {
-			continue
+	// The group may be between leaders (one was just restarted): ask again
+	// until one answers or the time is up.
+	b := rpc.NewBackoff(100*time.Millisecond, time.Second)
+	for {
+		for pid, addr := range peers {
+			if pid == id {
+				continue
+			}
+			reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
+			if err == nil && reply.GetLeader() {
+				return reply.GetLearner() && reply.GetMatch() == 0
+			}
 		}
-		reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
-		if err == nil && reply.GetLeader() {
-			return reply.GetLearner() && reply.GetMatch() == 0
+		if rpc.Wait(ctx, b) != nil {
+			return false
 		}
 	}
-	return false
 }
 
 // replicaStart builds a replica on the engine and raft network of the
