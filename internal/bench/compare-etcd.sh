@@ -3,6 +3,7 @@
 #
 #   internal/bench/compare-etcd.sh                     # defaults below
 #   OPS=50000 CLIENTS=64,256 ROUNDS=3 internal/bench/compare-etcd.sh
+#   STAGES= CLIENTS=64 ROUNDS=1 OUT=/tmp/r internal/bench/compare-etcd.sh   # one group against etcd only
 #
 # Both stores run as separate processes on loopback with 3 replicas: etcd as
 # a 3-member cluster; shardkv as 3 controller processes plus one group of 3
@@ -24,6 +25,7 @@ KEYS=${KEYS:-10000}
 ROUNDS=${ROUNDS:-2}
 FOOTPRINT_KEYS=${FOOTPRINT_KEYS:-100000}
 OUT=${OUT:-internal/bench/results}
+STAGES=${STAGES:-failover,3g,footprint} # besides one group against etcd
 
 if ! command -v etcd >/dev/null; then
   echo "installing Debian's etcd-server"
@@ -82,11 +84,21 @@ stop_shardkv() {
   for p in "${SKV_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
-bench() { # target label workload clients -> one JSON file
-  local target=$1 label=$2 w=$3 c=$4
+# cpu_ticks: user+system CPU of processes, in clock ticks (/proc/PID/stat
+# fields 14 and 15).
+cpu_ticks() { local t=0; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+
+bench() { # target label workload clients -> one JSON file, and the servers' CPU ticks beside it
+  local target=$1 label=$2 w=$3 c=$4 pids
   local args=(--workload "$w" --clients "$c" --ops "$OPS" --duration 120s --warmup 2s --keys "$KEYS" --value-size "$VALUE" -o json)
-  if [ "$target" = etcd ]; then args+=(--target etcd --endpoints "$ETCD_EPS"); else args+=(--controllers "$CTLS"); fi
+  if [ "$target" = etcd ]; then
+    args+=(--target etcd --endpoints "$ETCD_EPS"); pids=("${PID_OF_PORT[22379]}" "${PID_OF_PORT[22479]}" "${PID_OF_PORT[22579]}")
+  else
+    args+=(--controllers "$CTLS"); pids=("${SKV_PIDS[@]}")
+  fi
+  local before; before=$(cpu_ticks "${pids[@]}")
   "$SKV" bench "${args[@]}" >"$OUT/$label-$w-$c-r$round.json" 2>>"$WORK/bench.log"
+  echo $(( $(cpu_ticks "${pids[@]}") - before )) >"$OUT/$label-$w-$c-r$round.cpu"
 }
 
 rss_kb() { local t=0; for p in "$@"; do t=$((t + $(ps -o rss= -p "$p" 2>/dev/null || echo 0))); done; echo $t; }
@@ -107,6 +119,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+if [[ ",$STAGES," == *,failover,* ]]; then
 # Failover: kill -9 the leader, time the first successful write.
 for target in etcd shardkv; do
   if [ $target = etcd ]; then sel=(--target etcd --endpoints "$ETCD_EPS"); else sel=(--controllers "$CTLS"); fi
@@ -116,11 +129,13 @@ for target in etcd shardkv; do
   took=$("$SKV" bench "${sel[@]}" --first-write)
   echo "$target: first write ${took}s after kill -9 of the leader at $leader" | tee "$OUT/failover-$target.txt"
 done
+fi
 stop_shardkv
 for p in "${ALL_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 ALL_PIDS=()
 
+if [[ ",$STAGES," == *,3g,* ]]; then
 # Three groups of three.
 start_shardkv 3
 sleep 2
@@ -134,7 +149,9 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 stop_shardkv
+fi
 
+if [[ ",$STAGES," == *,footprint,* ]]; then
 # Footprint: memory and disk per key after loading FOOTPRINT_KEYS keys.
 rm -rf "$WORK"/etcd*
 start_etcd
@@ -153,6 +170,7 @@ sd=$(du -sk "$WORK"/skv | awk '{print $1}')
   echo "etcd:    RSS +$(( (e1 - e0) / 1024 )) MiB (total $((e1 / 1024)) MiB), disk $((ed / 1024)) MiB, $((ed * 1024 / FOOTPRINT_KEYS)) disk bytes/key"
   echo "shardkv: RSS +$(( (s1 - s0) / 1024 )) MiB (total $((s1 / 1024)) MiB), disk $((sd / 1024)) MiB, $((sd * 1024 / FOOTPRINT_KEYS)) disk bytes/key"
 } | tee "$OUT/footprint.txt"
+fi
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import json, glob, os, sys, statistics, collections
@@ -162,17 +180,27 @@ for f in glob.glob(os.path.join(out, "*.json")):
     label, w, c, _ = os.path.basename(f)[:-5].split("-r")[0].rsplit("-", 2) + [None]
     for r in json.load(open(f)):
         runs[(label, w, int(c))].append(r)
+tick = os.sysconf("SC_CLK_TCK")
+cpu = collections.defaultdict(list)  # server CPU microseconds per operation, per run
+for f in glob.glob(os.path.join(out, "*.cpu")):
+    label, w, c = os.path.basename(f)[:-4].split("-r")[0].rsplit("-", 2)
+    jf = f[:-4] + ".json"
+    if os.path.exists(jf):
+        ops = sum(r["ops"] for r in json.load(open(jf)))
+        if ops: cpu[(label, w, int(c))].append(int(open(f).read()) * 1e6 / tick / ops)
 def best(label, w, c):
     rs = runs.get((label, w, c))
     if not rs: return None
     tp = statistics.median(r["ops_per_second"] for r in rs)
     op = "get" if w == "C" else "put"
     p99 = statistics.median(r["latency"].get(op, {}).get("p99_ms", 0) for r in rs)
-    return tp, p99
-print(f"{'workload':8} {'clients':>7} {'etcd ops/s':>11} {'p99':>7} {'shardkv 1g':>11} {'p99':>7} {'ratio':>6} {'shardkv 3g':>11} {'p99':>7} {'3g/1g':>6}")
+    us = statistics.median(cpu[(label, w, c)]) if cpu.get((label, w, c)) else float("nan")
+    return tp, p99, us
+print("server CPU per operation (cpu µs/op) includes the 2 s warmup's work, for both stores alike")
+print(f"{'workload':8} {'clients':>7} {'etcd ops/s':>11} {'p99':>7} {'cpu µs/op':>9} {'shardkv 1g':>11} {'p99':>7} {'cpu µs/op':>9} {'ops ratio':>9} {'cpu ratio':>9} {'shardkv 3g':>11} {'p99':>7} {'3g/1g':>6}")
 for (label, w, c) in sorted(k for k in runs if k[0] == "etcd"):
     e, s1, s3 = best("etcd", w, c), best("shardkv-1g", w, c), best("shardkv-3g", w, c)
     s3s = f"{s3[0]:11.0f} {s3[1]:7.1f} {s3[0]/s1[0]:6.2f}" if s3 and s1 else ""
-    print(f"{w:8} {c:7d} {e[0]:11.0f} {e[1]:7.1f} {s1[0]:11.0f} {s1[1]:7.1f} {s1[0]/e[0]:6.2f} {s3s}")
+    print(f"{w:8} {c:7d} {e[0]:11.0f} {e[1]:7.1f} {e[2]:9.0f} {s1[0]:11.0f} {s1[1]:7.1f} {s1[2]:9.0f} {s1[0]/e[0]:9.2f} {s1[2]/e[2]:9.2f} {s3s}")
 PY
-for f in "$OUT"/failover-*.txt; do cat "$f"; done >> "$OUT/summary.txt"
+for f in "$OUT"/failover-*.txt; do [ -e "$f" ] && cat "$f"; done >> "$OUT/summary.txt" || true
