@@ -77,7 +77,13 @@ start_shardkv() { # $1 = number of groups
     done
     joins+=("$g=127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))")
   done
-  "$SKV" admin join "${joins[@]}" --controllers "$CTLS" --timeout 60s >/dev/null
+  # The controller checks every replica of a join: wait until they serve.
+  local tries=0
+  until "$SKV" admin join "${joins[@]}" --controllers "$CTLS" --timeout 10s >/dev/null 2>"$WORK/join.err"; do
+    tries=$((tries + 1))
+    if [ $tries -ge 30 ]; then cat "$WORK/join.err" >&2; return 1; fi
+    sleep 1
+  done
 }
 stop_shardkv() {
   for p in "${SKV_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
