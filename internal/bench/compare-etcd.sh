@@ -25,7 +25,7 @@ KEYS=${KEYS:-10000}
 ROUNDS=${ROUNDS:-2}
 FOOTPRINT_KEYS=${FOOTPRINT_KEYS:-100000}
 OUT=${OUT:-internal/bench/results}
-STAGES=${STAGES:-failover,3g,footprint} # besides one group against etcd
+STAGES=${STAGES-failover,3g,footprint} # besides one group against etcd
 
 if ! command -v etcd >/dev/null; then
   echo "installing Debian's etcd-server"
