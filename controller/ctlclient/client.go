@@ -40,11 +40,17 @@ var (
 // Client talks to a controller cluster. It is safe for concurrent use;
 // changes from one Client are applied in the order they were called.
 type Client struct {
+	pool   *rpc.Pool
+	leader atomic.Int32 // index of the replica believed to lead
+	id     uint64
+
+	// The controller replicas: those given to New, and leaders their
+	// NOT_LEADER answers named that were not among them (a replica that
+	// replaced one), at most maxLearned more.
+	mu      sync.RWMutex
 	addrs   []string
-	pool    *rpc.Pool
 	clients []controllerpb.ControllerClient
-	leader  atomic.Int32
-	id      uint64
+	given   int // how many addresses New had
 
 	changeMu sync.Mutex // one change in flight, so sequence numbers only grow
 	seq      uint64
@@ -57,7 +63,7 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, ErrNoAddresses
 	}
-	c := &Client{addrs: addrs, pool: rpc.NewPool(dial...), id: session.NewID()}
+	c := &Client{addrs: slices.Clone(addrs), given: len(addrs), pool: rpc.NewPool(dial...), id: session.NewID()}
 	for _, a := range addrs {
 		conn, err := c.pool.Get(a)
 		if err != nil {
@@ -74,17 +80,47 @@ func (c *Client) Close() error {
 	return c.pool.Close()
 }
 
+// maxLearned bounds the controller addresses a Client adds to those it
+// was given (see next).
+const maxLearned = 8
+
+// replica returns the replica believed to lead and its index.
+func (c *Client) replica() (int, controllerpb.ControllerClient) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	i := int(c.leader.Load()) % len(c.clients)
+	return i, c.clients[i]
+}
+
+// size is the number of controller replicas the client knows.
+func (c *Client) size() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.clients)
+}
+
 // next moves on from replica i after a failed attempt: to the leader err
-// names when it is one of the controller replicas, else to the following
-// replica. Another caller may have moved on already.
+// names (added to the known replicas if it was not among them: the
+// controller's membership changed), else to the following replica.
+// Another caller may have moved on already.
 func (c *Client) next(i int, err error) {
+	c.mu.Lock()
 	to := (i + 1) % len(c.clients)
 	var nl *rpcerr.NotLeaderError
 	if errors.As(err, &nl) && nl.Addr != "" {
-		if j := slices.Index(c.addrs, nl.Addr); j >= 0 {
+		j := slices.Index(c.addrs, nl.Addr)
+		if j < 0 && len(c.addrs) < c.given+maxLearned {
+			if conn, err := c.pool.Get(nl.Addr); err == nil {
+				c.addrs = append(c.addrs, nl.Addr)
+				c.clients = append(c.clients, controllerpb.NewControllerClient(conn))
+				j = len(c.addrs) - 1
+			}
+		}
+		if j >= 0 {
 			to = j
 		}
 	}
+	c.mu.Unlock()
 	c.leader.CompareAndSwap(int32(i), int32(to))
 }
 
@@ -93,9 +129,9 @@ func (c *Client) next(i int, err error) {
 func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient) error) error {
 	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	for attempt := 0; ; attempt++ {
-		i := int(c.leader.Load()) % len(c.clients)
+		i, cl := c.replica()
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		err := fn(actx, c.clients[i])
+		err := fn(actx, cl)
 		cancel()
 		if err == nil {
 			return nil
@@ -109,7 +145,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 			return err
 		}
 		c.next(i, err)
-		if (attempt+1)%len(c.clients) == 0 && rpc.Wait(ctx, b) != nil {
+		if (attempt+1)%c.size() == 0 && rpc.Wait(ctx, b) != nil {
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 	}
@@ -252,12 +288,12 @@ func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error)
 	var reply *controllerpb.QueryReply
 	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
 	for {
-		i := int(c.leader.Load()) % len(c.clients)
+		i, cl := c.replica()
 		// The server answers within its long-poll limit, or fails at once
 		// when it cannot confirm it is current (the controller's Watch): a
 		// deadline a little above the limit catches a silent server.
 		actx, cancel := context.WithTimeout(ctx, controllerpb.WatchLimit+attemptTimeout)
-		r, err := c.clients[i].Watch(actx, &controllerpb.WatchRequest{After: after})
+		r, err := cl.Watch(actx, &controllerpb.WatchRequest{After: after})
 		cancel()
 		if err == nil {
 			reply = r
