@@ -112,6 +112,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 	sm.applied = img.GetApplied()
 	sm.now = img.GetNow()
 	sm.meta = metaFromProto(img.GetMeta())
+	sm.configNum.Store(sm.meta.config.Num)
 	return nil
 }
 
@@ -147,11 +148,7 @@ func (sm *StateMachine) View() View {
 }
 
 // ConfigNum returns the number of the configuration the replica is at.
-func (sm *StateMachine) ConfigNum() uint64 {
-	sm.mu.RLock()
-	defer sm.mu.RUnlock()
-	return sm.meta.config.Num
-}
+func (sm *StateMachine) ConfigNum() uint64 { return sm.configNum.Load() }
 
 // Digests returns, as of one applied index, a hash of every shard's data
 // and duplicate table (FNV-1a over keys and values in key order). Replicas

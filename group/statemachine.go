@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -83,6 +84,10 @@ type StateMachine struct {
 	applied uint64
 	now     int64 // replicated time at applied, unix ms (see session.Advance)
 	meta    meta
+
+	// configNum is meta.config.Num, published after every apply: every
+	// reply's header reads it, without waiting for an apply in progress.
+	configNum atomic.Uint64
 }
 
 var _ raftnode.StateMachine = (*StateMachine)(nil)
@@ -109,6 +114,7 @@ func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, e
 		}
 		sm.meta = metaFromProto(&pm)
 	}
+	sm.configNum.Store(sm.meta.config.Num)
 	return sm, nil
 }
 
@@ -200,6 +206,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 		return nil, err
 	}
 	sm.applied = last
+	sm.configNum.Store(sm.meta.config.Num)
 	return results, nil
 }
 
