@@ -20,17 +20,35 @@ import (
 //
 // Unsafe by nature: writes the lost members had committed that never
 // reached this one are lost, and so are the uncommitted ones it drops.
-func forceNewCluster(st storage.RaftState, disk *storage.RaftLog, self uint64) (storage.RaftState, error) {
+//
+// applied is the state machine's applied index, which a snapshot image
+// from a leader may have put above the commit index this member knows:
+// the entries up to it are committed (the leader applied them), so the
+// log is kept (or, where this member lacks them, filled with empty
+// entries) up to it. New entries never reuse an index the state machine
+// already reflects: it would skip them, and a write there would be
+// acknowledged and never applied.
+func forceNewCluster(st storage.RaftState, disk *storage.RaftLog, self, applied uint64) (storage.RaftState, error) {
 	hs := st.HardState
 	if hs == nil || st.Snapshot == nil {
 		return st, fmt.Errorf("force new cluster: the replica has no raft state to start from")
 	}
-	commit := max(hs.GetCommit(), st.Snapshot.GetIndex())
+	commit := max(hs.GetCommit(), st.Snapshot.GetIndex(), applied)
 	var kept []*raftpb.Entry
 	for _, e := range st.Entries {
 		if e.GetIndex() <= commit {
 			kept = append(kept, e)
 		}
+	}
+	last := st.Snapshot.GetIndex()
+	if len(kept) > 0 {
+		last = kept[len(kept)-1].GetIndex()
+	}
+	term := hs.GetTerm()
+	var filler []*raftpb.Entry
+	for idx := last + 1; idx <= commit; idx++ {
+		i := idx
+		filler = append(filler, &raftpb.Entry{Type: raftpb.EntryType_EntryNormal.Enum(), Index: &i, Term: &term})
 	}
 	cs, _, err := replayConfChanges(st.Snapshot.GetConfState(), kept, commit)
 	if err != nil {
@@ -51,8 +69,8 @@ func forceNewCluster(st storage.RaftState, disk *storage.RaftLog, self uint64) (
 			changes = append(changes, single(raftpb.ConfChangeType_ConfChangeRemoveNode, id))
 		}
 	}
-	index, term := commit, hs.GetTerm()
-	var added []*raftpb.Entry
+	index := commit
+	added := filler
 	for _, cc := range changes {
 		data, err := proto.Marshal(cc)
 		if err != nil {
@@ -74,6 +92,6 @@ func forceNewCluster(st storage.RaftState, disk *storage.RaftLog, self uint64) (
 			return st, fmt.Errorf("force new cluster: %w", err)
 		}
 	}
-	st.HardState, st.Entries = newHS, append(kept, added...)
+	st.HardState, st.Entries = newHS, append(kept, added...) // added starts with the filler
 	return st, nil
 }

@@ -2,13 +2,17 @@ package raftnode_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
 )
 
 // addMember starts member id as a new, empty member (Config.Join) and adds
@@ -241,5 +245,48 @@ func TestForceNewCluster(t *testing.T) {
 	c.addMember(ctx, 9)
 	c.change(ctx, raftnode.MemberChange{Kind: raftnode.Promote, ID: 9})
 	want["after"] = "x"
+	c.waitConverged(want)
+}
+
+// TestForceNewClusterAboveCommit: a survivor whose state machine is ahead
+// of the commit index it knows (it restored a leader's snapshot image newer
+// than the snapshot's metadata) is forced: no new entry reuses an index
+// its state machine already reflects, so a write acknowledged afterwards is
+// applied (the review's reproduction: it was acknowledged and skipped).
+func TestForceNewClusterAboveCommit(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want, unknown := appendAll(t, c, 1, 10)
+	if len(unknown) > 0 {
+		t.Fatal(unknown)
+	}
+	c.waitConverged(want)
+	survivor := c.leader()
+	for _, id := range []uint64{1, 2, 3} {
+		c.crash(id)
+	}
+	// The state machine claims 20 more entries than the log committed.
+	e, err := storage.Open(filepath.Join(c.dir, fmt.Sprint(survivor)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := storage.Replica{Group: testGroup, ID: survivor}
+	sm, err := openRegisters(e, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.DB().Set(r.StateKey(appliedSuffix...), binary.BigEndian.AppendUint64(nil, sm.Applied()+20), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.Close()
+	c.forced[survivor] = true
+	c.start(survivor)
+	c.peers = []uint64{survivor}
+	c.leader()
+	if _, err := c.propose(ctx, encodeCmd('p', "after", "forced")); err != nil {
+		t.Fatal(err)
+	}
+	want["after"] = "forced"
 	c.waitConverged(want)
 }

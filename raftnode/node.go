@@ -133,7 +133,7 @@ func (n *Node) load() (storage.RaftState, error) {
 		n.log.Warn("repaired torn raft log tail", "dropped_entries", st.TornTail)
 	}
 	if n.cfg.ForceNewCluster && !st.Empty() {
-		if st, err = forceNewCluster(st, n.disk, n.cfg.ID); err != nil {
+		if st, err = forceNewCluster(st, n.disk, n.cfg.ID, n.sm.Applied()); err != nil {
 			return st, err
 		}
 		n.log.Warn("forced a new cluster: this replica is its group's only voter; writes only the lost replicas had are lost",

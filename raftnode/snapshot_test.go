@@ -10,35 +10,43 @@ import (
 	"github.com/shardkv/shardkv/raftnode"
 )
 
-// keepWriting appends to key "bg" until stop is closed or an append
-// fails; the function it returns waits and gives what was acknowledged.
-func keepWriting(c *cluster, stop chan struct{}) func() string {
-	var mu sync.Mutex
-	acked := ""
-	var wg sync.WaitGroup
-	wg.Add(1)
+// keepProposing proposes cmd(i) for i = 0, 1, ... until stop is closed,
+// calling acked(i) for each one applied; with untilError it also stops at
+// the first failure (an unknown outcome would make what follows ambiguous).
+// The function it returns waits for it to end.
+func keepProposing(c *cluster, stop chan struct{}, cmd func(i int) []byte, acked func(i int), untilError bool) func() {
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(done)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			tok := fmt.Sprintf("[%d]", i)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, err := c.propose(ctx, encodeCmd('a', "bg", tok))
+			_, err := c.propose(ctx, cmd(i))
 			cancel()
-			if err == nil {
-				mu.Lock()
-				acked += tok
-				mu.Unlock()
-			} else {
+			switch {
+			case err == nil && acked != nil:
+				acked(i)
+			case err != nil && untilError:
 				return
 			}
 		}
 	}()
-	return func() string { wg.Wait(); mu.Lock(); defer mu.Unlock(); return acked }
+	return func() { <-done }
+}
+
+// keepWriting appends tokens "[i]" to key "bg" until stop is closed or an
+// append fails; the function it returns waits and gives what was
+// acknowledged.
+func keepWriting(c *cluster, stop chan struct{}) func() string {
+	var mu sync.Mutex
+	acked := ""
+	wait := keepProposing(c, stop, func(i int) []byte { return encodeCmd('a', "bg", fmt.Sprintf("[%d]", i)) },
+		func(i int) { mu.Lock(); acked += fmt.Sprintf("[%d]", i); mu.Unlock() }, true)
+	return func() string { wait(); mu.Lock(); defer mu.Unlock(); return acked }
 }
 
 // TestCompactAfterRestoreStaysInLog: a follower restored from a snapshot
@@ -115,24 +123,10 @@ func TestCompactAfterRestoreLargeEntries(t *testing.T) {
 		}
 	}
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, _ = c.propose(pctx, encodeCmd('p', fmt.Sprintf("big%d", i%5), big))
-			pcancel()
-		}
-	}()
+	wait := keepProposing(c, stop, func(i int) []byte { return encodeCmd('p', fmt.Sprintf("big%d", i%5), big) }, nil, false)
 	c.start(f)
 	time.Sleep(4 * time.Second)
 	close(stop)
-	wg.Wait()
+	wait()
 	t.Logf("restores on %d: %d", f, c.sm(f).restoreCount())
 }
