@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/shardkv/shardkv/api/transportpb"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
@@ -132,18 +133,31 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string, clusterID uint64) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	// The group may be between leaders (one was just restarted): ask again
-	// until one answers or the time is up.
+	// Every peer is asked, and the leader of the highest term decides: a
+	// deposed leader may still see the replica as a new learner after the
+	// real one promoted it. Any leader that has the replica's
+	// acknowledgements refuses. The group may be between leaders (one was
+	// just restarted): ask again until one answers or the time is up.
 	b := rpc.NewBackoff(100*time.Millisecond, time.Second)
 	for {
+		var best *transportpb.MemberReply
 		for pid, addr := range peers {
 			if pid == id {
 				continue
 			}
 			reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
-			if err == nil && reply.GetLeader() {
-				return reply.GetLearner() && reply.GetMatch() == 0
+			if err != nil || !reply.GetLeader() {
+				continue
 			}
+			if reply.GetMatch() > 0 {
+				return false
+			}
+			if best == nil || reply.GetTerm() > best.GetTerm() {
+				best = reply
+			}
+		}
+		if best != nil {
+			return best.GetLearner()
 		}
 		if rpc.Wait(ctx, b) != nil {
 			return false

@@ -61,58 +61,88 @@ func (s *Server) drive() {
 	}
 }
 
+// resyncEvery is how often a group whose membership changed checks that
+// the controller still names its voters (a stale leader's late update may
+// have overwritten them).
+const resyncEvery = 30 * time.Second
+
 // replicasToSync returns the group's membership when the controller may
 // not know it: a membership change made the voters differ from the
-// founding members (Config.Peers) and from the voters last synced. Groups
-// whose membership never changed never write their addresses: the
-// controller has what they joined with.
+// founding members (Config.Peers), and they differ from the voters last
+// synced, or the last sync is older than resyncEvery. Groups whose
+// membership never changed never write their addresses: the controller
+// has what they joined with.
 func (s *Server) replicasToSync() (raftnode.Membership, bool) {
 	if s.cfg.Controller == nil {
 		return raftnode.Membership{}, false
 	}
 	m := s.node.Members()
-	s.syncMu.Lock()
-	synced := s.synced
-	s.syncMu.Unlock()
-	if m.Joint || slices.Equal(m.Voters, slices.Sorted(slices.Values(s.cfg.Peers))) || slices.Equal(m.Voters, synced) {
+	if m.Joint || slices.Equal(m.Voters, slices.Sorted(slices.Values(s.cfg.Peers))) {
 		return m, false
 	}
-	return m, true
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	return m, !slices.Equal(m.Voters, s.synced) || time.Since(s.syncedAt) > resyncEvery
 }
 
 // syncReplicas makes the controller's configuration name the group's
-// voters: it keeps each address the configuration has whose replica is
-// still a voter (asking the address which replica it is, or, if it does
-// not answer, matching it with the voters' addresses), drops the others,
-// and adds the address of every voter not covered (given when it was
-// added). Addresses are asked rather than compared, because the address a
-// replica's peers reach it at may differ from its clients' (proxies, NAT).
+// voters. An address the configuration has is kept when it answers as a
+// voter of this group, or, unreachable, is a voter's address; an address
+// that answers as anything else is dropped. A voter not covered so is
+// added at the address it was added with. An unreachable address that is
+// no voter's is dropped only when every founding voter is covered: it may
+// be a live voter the leader reaches at another address (proxies, NAT).
+// The sync counts as done only when every voter was covered; otherwise
+// it is tried again.
 func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Membership) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var addrs []string
+	var addrs, unknown []string
 	covered := map[uint64]bool{}
 	for _, addr := range known {
 		ictx, icancel := context.WithTimeout(ctx, time.Second)
 		who, err := transport.Identify(ictx, addr, s.identifyDial...)
 		icancel()
-		id := who.Replica
-		if err != nil || who.Group != s.cfg.GID {
-			id = 0
+		var id uint64
+		switch {
+		case err == nil && who.Group == s.cfg.GID:
+			id = who.Replica
+		case err == nil:
+			continue // another group's replica answers there now
+		default:
 			for _, v := range m.Voters {
 				if m.Addrs[v] == addr {
 					id = v
 				}
 			}
 		}
-		if id != 0 && m.IsVoter(id) && !covered[id] {
+		switch {
+		case id != 0 && m.IsVoter(id) && !covered[id]:
 			addrs, covered[id] = append(addrs, addr), true
+		case id == 0:
+			unknown = append(unknown, addr)
 		}
 	}
+	done, foundingUncovered := true, false
 	for _, v := range m.Voters {
-		if a, ok := m.Addrs[v]; ok && !covered[v] {
-			addrs = append(addrs, a)
+		if covered[v] {
+			continue
 		}
+		if slices.Contains(s.cfg.Peers, v) {
+			foundingUncovered, done = true, false
+		} else if a, ok := m.Addrs[v]; ok {
+			addrs = append(addrs, a)
+		} else {
+			done = false
+		}
+	}
+	if foundingUncovered {
+		addrs = append(addrs, unknown...) // maybe theirs: keep until told apart
+	}
+	// Still the leader, with the same voters: a leader deposed meanwhile
+	// must not overwrite its successor's update.
+	if now := s.node.Members(); !s.node.Status().IsLeader || !slices.Equal(now.Voters, m.Voters) {
+		return
 	}
 	if !slices.Equal(addrs, known) && len(addrs) > 0 {
 		if _, err := s.cfg.Controller.SetReplicas(ctx, s.cfg.GID, addrs); err != nil {
@@ -122,8 +152,12 @@ func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Me
 		}
 		s.log.Info("the controller has the group's replicas", "addrs", addrs, "voters", m.Voters)
 	}
+	if !done {
+		_ = rpc.Sleep(ctx, time.Second)
+		return
+	}
 	s.syncMu.Lock()
-	s.synced = m.Voters
+	s.synced, s.syncedAt = m.Voters, time.Now()
 	s.syncMu.Unlock()
 }
 

@@ -89,8 +89,9 @@ type Server struct {
 
 	next controller.Config // the configuration after the applied one, once fetched (drive's own)
 
-	syncMu sync.Mutex
-	synced []uint64 // the voters the controller was last told of (see syncReplicas)
+	syncMu   sync.Mutex
+	synced   []uint64  // the voters the controller was last told of (see syncReplicas)
+	syncedAt time.Time // when
 
 	identifyDial []grpc.DialOption // for transport.Identify: this cluster's id
 
