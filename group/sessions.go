@@ -8,9 +8,34 @@ import (
 	"github.com/shardkv/shardkv/storage"
 )
 
+// sessionCache holds the session records that writes read and wrote since
+// the last command of another kind. Every write reads its session's
+// record; without it that was a read through Pebble (issue 16's profile:
+// 7% of a put's CPU). It is emptied around every command other than a
+// write, around the expiry sweep and on Restore, so it only ever mirrors
+// records that plain writes wrote or read: nothing else can change them
+// in between. Apply holds sm.mu.
+type sessionCache map[sessionKey]sessionEntry
+
+type sessionKey struct {
+	shard  int
+	client uint64
+}
+
+// sessionEntry is a record's fields (a copy: callers may change the
+// records they get).
+type sessionEntry struct {
+	seq       uint64
+	lastSeen  int64
+	errorCode uint32
+}
+
 func (sm *StateMachine) session(a *apply, shard int, client uint64) (*grouppb.SessionRecord, bool, error) {
 	if client == 0 {
 		return nil, false, nil
+	}
+	if e, ok := sm.sessions[sessionKey{shard, client}]; ok {
+		return &grouppb.SessionRecord{ClientId: client, Seq: e.seq, LastSeen: e.lastSeen, ErrorCode: e.errorCode}, true, nil
 	}
 	v, ok, err := storage.Get(a.b, sm.sessionKey(shard, client))
 	if err != nil || !ok {
@@ -20,6 +45,7 @@ func (sm *StateMachine) session(a *apply, shard int, client uint64) (*grouppb.Se
 	if err := proto.Unmarshal(v, rec); err != nil {
 		return nil, false, err
 	}
+	sm.cacheSession(shard, rec)
 	return rec, true, nil
 }
 
@@ -28,8 +54,22 @@ func (sm *StateMachine) putSession(a *apply, shard int, rec *grouppb.SessionReco
 	if err != nil {
 		return err
 	}
-	return a.b.Set(sm.sessionKey(shard, rec.GetClientId()), v, nil)
+	if err := a.b.Set(sm.sessionKey(shard, rec.GetClientId()), v, nil); err != nil {
+		return err
+	}
+	sm.cacheSession(shard, rec)
+	return nil
 }
+
+func (sm *StateMachine) cacheSession(shard int, rec *grouppb.SessionRecord) {
+	if sm.sessions == nil {
+		sm.sessions = sessionCache{}
+	}
+	sm.sessions[sessionKey{shard, rec.GetClientId()}] = sessionEntry{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(), errorCode: rec.GetErrorCode()}
+}
+
+// forgetSessions empties the session cache (see sessionCache).
+func (sm *StateMachine) forgetSessions() { sm.sessions = nil }
 
 // mergeSession keeps, per client, the record with the higher sequence
 // number: a shard arriving from another group may know a client's newer
@@ -86,5 +126,6 @@ func (sm *StateMachine) expireSessions(a *apply, now int64) error {
 			}
 		}
 	}
+	sm.forgetSessions()
 	return nil
 }

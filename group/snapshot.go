@@ -113,6 +113,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 	sm.now = img.GetNow()
 	sm.meta = metaFromProto(img.GetMeta())
 	sm.configNum.Store(sm.meta.config.Num)
+	sm.forgetSessions()
 	return nil
 }
 

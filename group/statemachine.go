@@ -88,6 +88,8 @@ type StateMachine struct {
 	// configNum is meta.config.Num, published after every apply: every
 	// reply's header reads it, without waiting for an apply in progress.
 	configNum atomic.Uint64
+
+	sessions sessionCache // see sessionCache
 }
 
 var _ raftnode.StateMachine = (*StateMachine)(nil)
@@ -217,6 +219,12 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome, e
 	sm.now = session.Advance(sm.now, cmd.GetStamp())
 	if err := sm.expireSessions(a, sm.now); err != nil {
 		return nil, err
+	}
+	if _, write := cmd.GetOp().(*grouppb.Command_Write); !write {
+		// Commands other than writes may change session records in ways
+		// the cache does not follow (shards arrive, leave, are cleared).
+		sm.forgetSessions()
+		defer sm.forgetSessions()
 	}
 	switch op := cmd.GetOp().(type) {
 	case *grouppb.Command_Write:
