@@ -22,6 +22,8 @@ type Identity struct {
 	// Peers is the group's membership the replica was started with: Raft
 	// id -> address (its --peers).
 	Peers map[uint64]string `json:"peers"`
+	// Format is the DataFormat the replica's data was written in.
+	Format int `json:"format,omitempty"`
 	// Members is the group's membership as the replica last applied it
 	// (raft configuration changes add and remove members): Raft id ->
 	// address. Empty until the first change.
@@ -55,6 +57,15 @@ func (e *Engine) SetMembers(r Replica, members map[uint64]string) error {
 	}
 	return e.db.Set(r.identityKey(), v, pebble.NoSync)
 }
+
+// DataFormat is the version of what replicas write: their log commands and
+// state. A replica refuses to start on data of another format rather than
+// misread it (a log replayed under other rules could drop acknowledged
+// writes). Format 2: write operations numbered from 1 (0 is
+// UNSPECIFIED); log, snapshot and handoff messages in internal/grouppb and
+// internal/controllerlogpb. Data from before identities recorded a
+// format is format 1.
+const DataFormat = 2
 
 // ClusterIDFor derives a new cluster's id from a token and the initial
 // membership of its controller group, as etcd derives its cluster id from
@@ -156,6 +167,10 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	mismatch := func(problem, recovery string) error {
 		return &IdentityError{Dir: e.dir, Replica: r, Stored: stored, Flags: want, Problem: problem, Recovery: recovery}
 	}
+	if ok && stored.Format != DataFormat {
+		return Identity{}, mismatch(fmt.Sprintf("the data was written by another version of shardkv (data format %d; this version reads format %d)", max(stored.Format, 1), DataFormat),
+			"Run the version that wrote it, or move the data with a backup taken by that version and restored by this one.")
+	}
 	if ok {
 		// The flags may name the membership the replica was created with,
 		// or the one in force after configuration changes.
@@ -174,6 +189,9 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 		return Identity{}, err
 	}
 	switch {
+	case hasRaft:
+		return Identity{}, mismatch(fmt.Sprintf("the data holds a replica written before identities were recorded (data format 1; this version reads format %d)", DataFormat),
+			"Run the version that wrote it, or move the data with a backup.")
 	case hasRaft && state == ClusterJoin:
 		return Identity{}, mismatch("the replica joins its group as a new member, but the data directory already holds it",
 			"Start it on an empty data directory, or with the flags it was created with.")
@@ -183,7 +201,8 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	case want.ClusterID == 0:
 		return Identity{}, mismatch("no cluster id known for a replica without stored identity", "Start the cluster's controllers first.")
 	}
-	// A first start, or data written before identities were stored.
+	// A first start.
+	want.Format = DataFormat
 	v, err := json.Marshal(want)
 	if err != nil {
 		return Identity{}, err

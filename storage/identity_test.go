@@ -55,15 +55,25 @@ func TestEnsureIdentity(t *testing.T) {
 		t.Fatalf("restart without a cluster id: %v %v", got, err)
 	}
 
-	// Data from before identities were stored is adopted, even as "existing".
+	// Data from before identities were stored is of an older format: its
+	// log would be misread (write operations were renumbered), so it is
+	// refused, never adopted.
 	legacy := Replica{Group: 4, ID: 2}
 	if err := e.DB().Set(legacy.hardStateKey(), []byte{}, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.EnsureIdentity(legacy, Identity{ClusterID: cid, Peers: three}, ClusterExisting); err != nil {
+	if _, err := e.EnsureIdentity(legacy, Identity{ClusterID: cid, Peers: three}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) {
 		t.Fatalf("legacy data: %v", err)
 	}
-	if id, ok, _ := e.LoadIdentity(legacy); !ok || id.ClusterID != cid {
-		t.Fatal("legacy identity not stored")
+	// So is an identity of another format.
+	old := Replica{Group: 5, ID: 1}
+	if err := e.DB().Set(old.identityKey(), []byte(`{"cluster_id":1,"peers":{"1":"a:1"}}`), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.EnsureIdentity(old, Identity{ClusterID: 1, Peers: one}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) {
+		t.Fatalf("identity of format 1: %v", err)
+	}
+	if id, _, _ := e.LoadIdentity(r); id.Format != DataFormat {
+		t.Fatalf("a new identity records format %d, want %d", id.Format, DataFormat)
 	}
 }
