@@ -75,7 +75,7 @@ func (c *Cluster) ChangeMembership(ctx context.Context, gid uint64, change raftn
 			if err == nil {
 				return m, nil
 			}
-			if !raftnode.CertainlyNotApplied(err) && !errorsIsAny(err, raftnode.ErrLearnerBehind, raftnode.ErrMembershipChangeInProgress) {
+			if !raftnode.CertainlyNotApplied(err) && !errors.Is(err, raftnode.ErrLearnerBehind) && !errors.Is(err, raftnode.ErrMembershipChangeInProgress) {
 				return m, err
 			}
 			last = err
@@ -145,13 +145,4 @@ func (c *Cluster) Members(gid uint64) (raftnode.Membership, bool) {
 		}
 	}
 	return raftnode.Membership{}, false
-}
-
-func errorsIsAny(err error, targets ...error) bool {
-	for _, t := range targets {
-		if errors.Is(err, t) {
-			return true
-		}
-	}
-	return false
 }

@@ -2,7 +2,6 @@ package nemesis
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -10,13 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/shardkv/shardkv/api/memberpb"
-	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/internal/faultproxy"
+	"github.com/shardkv/shardkv/internal/memberclient"
 )
 
 // Membership changes
@@ -44,99 +40,36 @@ import (
 // memberAttempt bounds one Membership call (a change answers once applied).
 const memberAttempt = 4 * time.Second
 
-// errOutcomeUnknown: an attempt of a change was cut (its replica died, or
-// the call timed out); it may have been applied.
-var errOutcomeUnknown = errors.New("outcome unknown")
-
 // ListMembers returns group g's membership as its leader answers it (with
 // each member's progress), asking the replicas in service directly.
 func (c *Cluster) ListMembers(ctx context.Context, g uint64) (*memberpb.ListReply, error) {
-	last := fmt.Errorf("group %d: no replica answers as the leader", g)
-	for _, id := range c.ids(g) {
-		reply, err := c.listAt(ctx, c.listenAddr(Replica{Group: g, ID: id}), g, time.Second)
-		if err != nil {
-			last = err
-			continue
-		}
-		if reply.GetFromLeader() {
-			return reply, nil
-		}
+	reply, err := memberclient.List(ctx, c.pool, g, c.serviceAddrs(g), time.Second)
+	if err == nil && !reply.GetFromLeader() {
+		return nil, fmt.Errorf("group %d: no replica answers as the leader", g)
 	}
-	return nil, last
+	return reply, err
 }
 
 // listAt asks the replica at addr for group g's membership as it applied it.
 func (c *Cluster) listAt(ctx context.Context, addr string, g uint64, timeout time.Duration) (*memberpb.ListReply, error) {
-	conn, err := c.pool.Get(addr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	reply, err := memberpb.NewMembershipClient(conn).List(ctx, &memberpb.ListRequest{Group: g})
-	return reply, memberpb.Errors.FromStatus(err)
+	return memberclient.At(ctx, c.pool, addr, g, timeout)
 }
 
-// ChangeMembers makes one attempt of req at group g's leader: it asks each
-// replica in service in turn (directly) and follows a NOT_LEADER refusal
-// to the leader it names (directly when that is a replica of the table,
-// else at the address it names). It returns the first definitive answer,
-// or else an error: a refusal, an unknown outcome (an attempt was cut:
-// list the members to learn it), or NOT_LEADER (nobody leads).
+// ChangeMembers makes one attempt of req at group g's leader
+// (memberclient.Change over the replicas in service, reached directly).
 func (c *Cluster) ChangeMembers(ctx context.Context, req *memberpb.ChangeRequest) (*memberpb.ListReply, error) {
 	g := req.GetGroup()
-	var targets []string
-	for _, id := range c.ids(g) {
-		targets = append(targets, c.listenAddr(Replica{Group: g, ID: id}))
-	}
-	tried := map[string]bool{}
-	var last, unknown error
-	for i := 0; i < len(targets) && ctx.Err() == nil; i++ {
-		if tried[targets[i]] {
-			continue
-		}
-		tried[targets[i]] = true
-		conn, err := c.pool.Get(targets[i])
-		if err != nil {
-			last = err
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, memberAttempt)
-		reply, err := memberpb.NewMembershipClient(conn).Change(actx, req)
-		cancel()
-		if err == nil {
-			return reply, nil
-		}
-		last = memberpb.Errors.FromStatus(err)
-		if !rpcerr.Retryable(err) {
-			return nil, last // a refusal
-		}
-		if !rpcerr.CertainlyNotApplied(last) && !refused(err) && unknown == nil {
-			unknown = fmt.Errorf("%s: %w", targets[i], last)
-		}
-		// Not the leader, unreachable, or an unknown outcome: the leader
-		// named, if any, then the next replica.
-		var nl *rpcerr.NotLeaderError
-		if errors.As(last, &nl) && nl.Leader != 0 {
-			to := c.listenAddr(Replica{Group: g, ID: nl.Leader})
-			if to == "" {
-				to = nl.Addr
-			}
-			if to != "" && !tried[to] {
-				targets = slices.Insert(targets, i+1, to)
-			}
-		}
-	}
-	if unknown != nil {
-		return nil, fmt.Errorf("%w: %w (then: %v)", errOutcomeUnknown, unknown, last)
-	}
-	return nil, last
+	return memberclient.Change(ctx, c.pool, req, c.serviceAddrs(g), memberAttempt,
+		func(id uint64) string { return c.listenAddr(Replica{Group: g, ID: id}) })
 }
 
-// refused reports whether a call failed to connect (its replica is down):
-// nothing was sent.
-func refused(err error) bool {
-	return status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connect: connection refused")
+// serviceAddrs are the direct addresses of group g's replicas in service.
+func (c *Cluster) serviceAddrs(g uint64) []string {
+	var addrs []string
+	for _, id := range c.ids(g) {
+		addrs = append(addrs, c.listenAddr(Replica{Group: g, ID: id}))
+	}
+	return addrs
 }
 
 // Lose kills r with SIGKILL and deletes its data for good: it leaves the

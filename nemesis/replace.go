@@ -14,6 +14,7 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/internal/faultproxy"
+	"github.com/shardkv/shardkv/internal/memberclient"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -426,7 +427,7 @@ func outcome(err error) string {
 		err  error
 		name string
 	}{
-		{errOutcomeUnknown, "unknown outcome"},
+		{memberclient.ErrOutcomeUnknown, "unknown outcome"},
 		{rpcerr.ErrNotLeader, "no leader reachable"},
 		{rpcerr.ErrLearnerBehind, "refused, learner behind"},
 		{rpcerr.ErrMembershipChangeInProgress, "refused, a change in progress"},
@@ -440,7 +441,7 @@ func outcome(err error) string {
 		}
 	}
 	switch {
-	case refused(err):
+	case rpc.Refused(err):
 		return "replica down"
 	case rpcerr.Retryable(err) || errors.Is(err, context.DeadlineExceeded):
 		return "unknown outcome"

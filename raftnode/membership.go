@@ -395,9 +395,6 @@ func (n *Node) saveMembers() error {
 	for _, id := range slices.Concat(m.Voters, m.Learners) {
 		members[id] = m.Addrs[id]
 	}
-	if _, ok, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}); err != nil || !ok {
-		return err // replicas started without an identity (tests) keep none
-	}
 	return n.cfg.Engine.SetMembers(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, members)
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/memberclient"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -171,63 +172,24 @@ func (a *adminFlags) runMembers(cmd *cobra.Command, gid uint64, fn func(ctx cont
 	})
 }
 
-// list asks every replica and returns the leader's answer (with each
-// member's progress), or any answer when no leader is reachable.
+// list returns the group's membership as its leader answers it (with each
+// member's progress), or any replica's when no leader is reachable.
 func (m *members) list(ctx context.Context) (*memberpb.ListReply, error) {
-	var some *memberpb.ListReply
-	var last error
-	for _, addr := range m.addrs {
-		conn, err := m.pool.Get(addr)
-		if err != nil {
-			last = err
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		reply, err := memberpb.NewMembershipClient(conn).List(actx, &memberpb.ListRequest{Group: m.group})
-		cancel()
-		if err != nil {
-			last = memberpb.Errors.FromStatus(err)
-			continue
-		}
-		if reply.GetFromLeader() {
-			return reply, nil
-		}
-		some = reply
-	}
-	if some != nil {
-		return some, nil
-	}
-	return nil, last
+	return memberclient.List(ctx, m.pool, m.group, m.addrs, 2*time.Second)
 }
 
-// change sends req to the group's leader: to each replica in turn, and to
-// the leader a NOT_LEADER names, for a few rounds.
+// change sends req to the group's leader (memberclient.Change), for a few
+// rounds while nobody leads or answers; a refusal, or an attempt that may
+// have been applied, ends it (the caller lists to learn the outcome).
 func (m *members) change(ctx context.Context, req *memberpb.ChangeRequest) (*memberpb.ListReply, error) {
 	b := rpc.NewBackoff(100*time.Millisecond, time.Second)
 	var last error
 	for round := 0; round < 5; round++ {
-		targets := slices.Clone(m.addrs)
-		for i := 0; i < len(targets); i++ {
-			conn, err := m.pool.Get(targets[i])
-			if err != nil {
-				last = err
-				continue
-			}
-			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			reply, err := memberpb.NewMembershipClient(conn).Change(actx, req)
-			cancel()
-			if err == nil {
-				return reply, nil
-			}
-			last = memberpb.Errors.FromStatus(err)
-			var nl *rpcerr.NotLeaderError
-			switch {
-			case errors.As(last, &nl) && nl.Addr != "" && !slices.Contains(targets[i+1:], nl.Addr):
-				targets = append(targets, nl.Addr)
-			case !rpcerr.CertainlyNotApplied(last) && !rpcerr.Retryable(err):
-				return nil, last // a refusal, or an unknown outcome: the caller lists
-			}
+		reply, err := memberclient.Change(ctx, m.pool, req, m.addrs, 30*time.Second, nil)
+		if err == nil || errors.Is(err, memberclient.ErrOutcomeUnknown) || !rpcerr.Retryable(err) && !rpcerr.CertainlyNotApplied(err) {
+			return reply, err
 		}
+		last = err
 		if rpc.Wait(ctx, b) != nil {
 			break
 		}

@@ -2,9 +2,12 @@ package rpc
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // NewBackoff returns exponential backoff starting near base and growing
@@ -40,4 +43,10 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Refused reports whether a call failed because its destination refused
+// the connection (nothing listens there): nothing was sent.
+func Refused(err error) bool {
+	return status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connect: connection refused")
 }
