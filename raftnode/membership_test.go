@@ -110,13 +110,23 @@ func TestMembershipSurvivesRestart(t *testing.T) {
 	defer cancel()
 	c.addMember(ctx, 4)
 	c.change(ctx, raftnode.MemberChange{Kind: raftnode.Promote, ID: 4})
+	// Every member applies the promotion before the crash, so each must
+	// find it on its own disk (a member that missed it would learn it
+	// from the leader, which proves nothing).
+	for _, id := range []uint64{1, 2, 3, 4} {
+		for deadline := time.Now().Add(10 * time.Second); !slices.Equal(c.node(id).Members().Voters, []uint64{1, 2, 3, 4}); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("member %d never applied the promotion: %+v", id, c.node(id).Members())
+			}
+		}
+	}
 	for _, id := range []uint64{1, 2, 3, 4} {
 		c.crash(id)
 	}
 	for _, id := range []uint64{1, 2, 3, 4} {
 		c.start(id)
 	}
-	c.leader()
+	// Checked at once, before any leader could tell them.
 	for _, id := range []uint64{1, 2, 3, 4} {
 		m := c.node(id).Members()
 		if !slices.Equal(m.Voters, []uint64{1, 2, 3, 4}) {
@@ -126,6 +136,7 @@ func TestMembershipSurvivesRestart(t *testing.T) {
 			t.Fatalf("member %d forgot member 4's address: %v", id, m.Addrs)
 		}
 	}
+	c.leader()
 	// Four voters need three: two members down stop the group, one does not.
 	c.crash(4)
 	if _, unknown := appendAll(t, c, 1, 5); len(unknown) > 0 {
