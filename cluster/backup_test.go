@@ -92,10 +92,7 @@ func (h *harness) values(cl *client.Client, n int) map[string]string {
 // takeBackup backs h's cluster up into dir.
 func (h *harness) takeBackup(dir string) *backup.Manifest {
 	h.t.Helper()
-	ctl, err := h.c.ControllerClient()
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	ctl := h.controller()
 	defer ctl.Close()
 	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Minute)
 	defer cancel()
@@ -410,8 +407,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 // linearizable look at the shard) and ends with the shard whole and
 // served.
 func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cfg := h.latest()
 	const shard, chunks = 3, 6
 	var keys []string

@@ -39,6 +39,19 @@ func (h *harness) ownerOf(cl *client.Client, key string) uint64 {
 	return cfg.Shards[controller.ShardOf([]byte(key), len(cfg.Shards))]
 }
 
+// tryGet reads k, for up to 20 s if it must be served and for 2 s if it
+// must not be (a key that is not served shows only as a timeout).
+func (h *harness) tryGet(cl *client.Client, k string, mustServe bool) ([]byte, error) {
+	wait := 20 * time.Second
+	if !mustServe {
+		wait = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, wait)
+	defer cancel()
+	v, _, err := cl.Get(ctx, []byte(k))
+	return v, err
+}
+
 func TestStaticShards(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 3})
 	h.join(1, 2, 3)
@@ -50,14 +63,9 @@ func TestStaticShards(t *testing.T) {
 	h.c.StopGroup(1)
 	served, blocked := 0, 0
 	for _, k := range ks {
-		wait := 15 * time.Second // generous for keys that must be served
-		if h.ownerOf(cl, k) == 1 {
-			wait = 2 * time.Second // keys that must not be
-		}
-		ctx, cancel := context.WithTimeout(h.ctx, wait)
-		v, _, err := cl.Get(ctx, []byte(k))
-		cancel()
-		if h.ownerOf(cl, k) == 1 {
+		dead := h.ownerOf(cl, k) == 1
+		v, err := h.tryGet(cl, k, !dead)
+		if dead {
 			if err == nil {
 				t.Fatalf("key %s of the dead group was served", k)
 			}
@@ -72,9 +80,7 @@ func TestStaticShards(t *testing.T) {
 	if served == 0 || blocked == 0 {
 		t.Fatalf("degenerate placement: %d served, %d blocked", served, blocked)
 	}
-	if err := h.c.StartGroup(1); err != nil {
-		t.Fatal(err)
-	}
+	h.startGroup(1)
 	for _, k := range ks {
 		h.check(cl, k, "v-"+k)
 	}
@@ -278,17 +284,13 @@ func TestConcurrentAppendsDuringChurn(t *testing.T) {
 			victim := uint64(rng.IntN(3) + 1)
 			h.c.StopGroup(victim) // a whole group crashes mid-migration
 			time.Sleep(300 * time.Millisecond)
-			if err := h.c.StartGroup(victim); err != nil {
-				t.Fatal(err)
-			}
+			h.startGroup(victim)
 		case 3:
 			h.leave(2)
 		case 4:
 			h.c.StopGroup(1)
 			h.join(2)
-			if err := h.c.StartGroup(1); err != nil {
-				t.Fatal(err)
-			}
+			h.startGroup(1)
 		case 5:
 			h.leave(3)
 		}
@@ -462,28 +464,12 @@ func TestUnaffectedShardsKeepServing(t *testing.T) {
 	before := cl.Config()
 	h.c.StopGroup(3)
 	h.join(4)
-	after, _, err := func() (controller.Config, int, error) {
-		c, err := h.c.ControllerClient()
-		if err != nil {
-			return controller.Config{}, 0, err
-		}
-		defer c.Close()
-		return c.Query(h.ctx, -1)
-	}()
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := h.latest()
 	fromLive, fromDead := 0, 0
 	for _, k := range ks {
 		s := controller.ShardOf([]byte(k), len(after.Shards))
 		prev, now := before.Shards[s], after.Shards[s]
-		wait := 20 * time.Second // generous for keys that must be served
-		if prev == 3 {
-			wait = 2 * time.Second // keys that must not be
-		}
-		ctx, cancel := context.WithTimeout(h.ctx, wait)
-		v, _, err := cl.Get(ctx, []byte(k))
-		cancel()
+		v, err := h.tryGet(cl, k, prev != 3)
 		switch {
 		case prev == 3 && now == 4, prev == 3 && now == 3:
 			if err == nil {
@@ -502,17 +488,14 @@ func TestUnaffectedShardsKeepServing(t *testing.T) {
 	if fromLive == 0 || fromDead == 0 {
 		t.Fatalf("degenerate placement: %d keys pulled from live groups, %d waiting on the dead one", fromLive, fromDead)
 	}
-	if err := h.c.StartGroup(3); err != nil {
-		t.Fatal(err)
-	}
+	h.startGroup(3)
 	for _, k := range ks {
 		h.check(cl, k, "v")
 	}
 }
 
 func TestBadInput(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	ctx := h.ctx
 	big := bytes.Repeat([]byte("k"), 4097)
@@ -550,19 +533,12 @@ func TestBadInput(t *testing.T) {
 // TestBadRequestsToServers sends out-of-range and nonsensical requests
 // straight to the services: typed errors, nothing changes.
 func TestBadRequestsToServers(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	h.put(cl, "k", "v")
-	ctl, err := h.c.ControllerClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	latest := h.latest()
+	ctl := h.controller()
 	defer ctl.Close()
-	latest, _, err := ctl.Query(h.ctx, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, n := range []int64{-5, 1 << 62} {
 		cfg, _, err := ctl.Query(h.ctx, n)
 		if err != nil || cfg.Num != latest.Num {
@@ -636,8 +612,7 @@ func (rawCodec) Name() string { return "proto" }
 // TestMalformedRPCs sends undecodable and truncated request bytes to every
 // method of both services: each is refused, and the services keep serving.
 func TestMalformedRPCs(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	h.put(cl, "k", "v")
 	valid, _ := proto.Marshal(&kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k"), Value: []byte("evil"), ClientId: 3, Seq: 1})

@@ -131,8 +131,7 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 // the servers accept more than they do) is a definite ErrValueTooLarge,
 // not an unknown outcome after the whole timeout. Nothing is written.
 func TestOversizedRequestsFailFast(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	for _, tc := range []struct {
 		name string
 		cl   *client.Client
