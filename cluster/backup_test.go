@@ -38,9 +38,7 @@ type timedAppends struct {
 func (h *harness) startTimedAppends(n, keys int) *timedAppends {
 	a := &timedAppends{acked: map[string]time.Time{}, keyOf: map[string]string{}, unknown: map[string]bool{}, stop: make(chan struct{})}
 	for c := 0; c < n; c++ {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.wg.Go(func() {
 			cl := h.client()
 			for i := 0; ; i++ {
 				select {
@@ -62,7 +60,7 @@ func (h *harness) startTimedAppends(n, keys int) *timedAppends {
 				}
 				a.mu.Unlock()
 			}
-		}()
+		})
 	}
 	return a
 }

@@ -103,23 +103,19 @@ func BenchmarkMigrate100MB(b *testing.B) {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 8)
 		for _, k := range keys {
-			wg.Add(1)
 			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer func() { <-sem }()
 				if err := cl.Put(ctx, []byte(k), value); err != nil {
 					b.Error(err)
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		stop := make(chan struct{})
 		var writes atomic.Int64
 		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for j := 0; ; j++ {
 					select {
 					case <-stop:
@@ -134,7 +130,7 @@ func BenchmarkMigrate100MB(b *testing.B) {
 						writes.Add(1)
 					}
 				}
-			}()
+			})
 		}
 		ctl, err := c.ControllerClient()
 		if err != nil {

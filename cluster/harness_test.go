@@ -287,9 +287,7 @@ type appenders struct {
 func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...client.Option) *appenders {
 	a := &appenders{h: h, acked: map[string][]string{}, stop: make(chan struct{})}
 	for c := 0; c < n; c++ {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.wg.Go(func() {
 			cl := h.client(opts...)
 			for i := 0; ; i++ {
 				select {
@@ -310,7 +308,7 @@ func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...cli
 				}
 				a.mu.Unlock()
 			}
-		}()
+		})
 	}
 	return a
 }

@@ -324,9 +324,7 @@ func (h *harness) checkLinearizable(n int, during func(), opts ...client.Option)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for c := 0; c < n; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			cl := h.client(opts...)
 			rng := rand.New(rand.NewPCG(h.seed, uint64(c)))
 			for i := 0; ; i++ {
@@ -364,7 +362,7 @@ func (h *harness) checkLinearizable(n int, during func(), opts ...client.Option)
 					}
 				}
 			}
-		}()
+		})
 	}
 	during()
 	close(stop)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/shardkv/shardkv/internal/bench"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -38,15 +36,7 @@ func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
 	dir := tb.TempDir()
 	var nodes []*raftnode.Node
 	for i, id := range peers {
-		e, err := storage.Open(filepath.Join(dir, fmt.Sprint(id)))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r := storage.Replica{Group: testGroup, ID: id}
-		sm, err := openRegisters(e, r)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		e, sm := openMember(tb, dir, id)
 		g := grpc.NewServer(rpc.ServerOptions()...)
 		srv := transport.NewServer()
 		srv.Register(g)

@@ -192,13 +192,11 @@ func TestGRPCLargeMessagesUnderLoad(t *testing.T) {
 	big = append(big, entry(rpc.MaxMessageBytes-(1<<20)))
 	var wg sync.WaitGroup
 	for s := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 200 {
 				ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(s*1000 + i))}})
 			}
-		}()
+		})
 	}
 	ta.Send(big)
 	wg.Wait()
