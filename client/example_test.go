@@ -28,6 +28,18 @@ func startCluster(ctx context.Context) (ctls []string, stop func()) {
 	return c.ControllerAddrs(), func() { c.Close(); os.RemoveAll(dir) }
 }
 
+// startClient is Example's beginning for the other examples: a cluster
+// (startCluster) and a client of it; stop closes both.
+func startClient(ctx context.Context) (c *client.Client, stop func()) {
+	ctls, stopCluster := startCluster(ctx)
+	c, err := client.New(ctx, ctls)
+	if err != nil {
+		stopCluster()
+		log.Fatal(err)
+	}
+	return c, func() { c.Close(); stopCluster() }
+}
+
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -59,15 +71,10 @@ func Example() {
 func ExampleErrUnknownOutcome() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ctls, stop := startCluster(ctx)
+	c, stop := startClient(ctx)
 	defer stop()
 
-	c, err := client.New(ctx, ctls)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-	err = c.Append(ctx, []byte("log"), []byte("entry 1"))
+	err := c.Append(ctx, []byte("log"), []byte("entry 1"))
 	switch {
 	case errors.Is(err, client.ErrUnknownOutcome):
 		fmt.Println("may have been applied: read the key before appending again")

@@ -122,6 +122,23 @@ func keyIn(shard int, n int) string {
 	}
 }
 
+// checkRetryNotReapplied checks r's duplicate table for key, to which
+// client 7 appended "a" as its seq 1 (and nothing else was written): a
+// retry of that append is not applied again, the next one (seq 2, "b") is,
+// so key holds "ab". what names r's copy in a failure.
+func (r *replica) checkRetryNotReapplied(key, what string) {
+	r.t.Helper()
+	if err := r.apply(appendCmd(key, "a", 7, 1)); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.apply(appendCmd(key, "b", 7, 2)); err != nil {
+		r.t.Fatal(err)
+	}
+	if v, _ := r.get(key); v != "ab" {
+		r.t.Fatalf("%s holds %q, want ab", what, v)
+	}
+}
+
 func (r *replica) get(key string) (string, error) {
 	v, found, err := r.sm.Get([]byte(key))
 	if err != nil {
@@ -259,15 +276,7 @@ func TestHandoff(t *testing.T) {
 		t.Fatalf("chunk after completion: %v", err)
 	}
 	// The duplicate table came along: a retry of seq 1 is not applied again.
-	if err := g2.apply(appendCmd(key, "a", 7, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := g2.apply(appendCmd(key, "b", 7, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := g2.get(key); v != "ab" {
-		t.Fatalf("new owner holds %q, want ab", v)
-	}
+	g2.checkRetryNotReapplied(key, "new owner")
 	if err := g2.apply(config(3, c2...)); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("new owner moved on before deletion was confirmed: %v", err)
 	}
@@ -379,15 +388,7 @@ func TestGiveBack(t *testing.T) {
 	}
 	// Its data and duplicate table are the ones it had: a retry is not
 	// applied again, a new write is.
-	if err := g1.apply(appendCmd(key2, "a", 7, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := g1.apply(appendCmd(key2, "b", 7, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := g1.get(key2); v != "ab" {
-		t.Fatalf("given back shard holds %q, want ab", v)
-	}
+	g1.checkRetryNotReapplied(key2, "given back shard")
 
 	// The new owner comes back: it is still pulling shard 2 at 2, which the
 	// old owner now answers as past.
