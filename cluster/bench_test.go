@@ -41,20 +41,6 @@ func benchCluster(b *testing.B, groups int) (*cluster.Cluster, *client.Client) {
 	return c, cl
 }
 
-// runClients runs b.N operations from conc goroutines and reports
-// throughput and latency percentiles.
-func runClients(b *testing.B, conc int, op func(i int) error) {
-	b.ResetTimer()
-	lat, elapsed, err := bench.ClosedLoop(b.N, conc, op)
-	b.StopTimer()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(bench.Percentile(lat, 0.50), "p50-ms")
-	b.ReportMetric(bench.Percentile(lat, 0.99), "p99-ms")
-}
-
 // BenchmarkClient measures puts and gets through the client against one
 // group and against three: go test -run XXX -bench Client ./cluster
 func BenchmarkClient(b *testing.B) {
@@ -63,13 +49,13 @@ func BenchmarkClient(b *testing.B) {
 		for _, conc := range []int{16, 64, 256} {
 			b.Run(fmt.Sprintf("put/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
 				_, cl := benchCluster(b, groups)
-				runClients(b, conc, func(i int) error {
+				bench.ReportClosedLoop(b, b.N, conc, "ops", func(i int) error {
 					return cl.Put(context.Background(), []byte(fmt.Sprint("key", i%10000)), value)
 				})
 			})
 			b.Run(fmt.Sprintf("get/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
 				_, cl := benchCluster(b, groups)
-				runClients(b, conc, func(i int) error {
+				bench.ReportClosedLoop(b, b.N, conc, "ops", func(i int) error {
 					_, _, err := cl.Get(context.Background(), []byte(fmt.Sprint("warm", i%64)))
 					return err
 				})

@@ -98,18 +98,10 @@ func BenchmarkPropose(b *testing.B) {
 			nodes := grpcGroup(b, 3)
 			lead := waitLeader(b, nodes)
 			value := string(make([]byte, 100))
-			b.ResetTimer()
-			lat, elapsed, err := bench.ClosedLoop(b.N, conc, func(k int) error {
+			bench.ReportClosedLoop(b, b.N, conc, "proposals", func(k int) error {
 				_, err := lead.Propose(context.Background(), encodeCmd('p', fmt.Sprintf("key%d", k%1000), value))
 				return err
 			})
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "proposals/s")
-			b.ReportMetric(bench.Percentile(lat, 0.50), "p50-ms")
-			b.ReportMetric(bench.Percentile(lat, 0.99), "p99-ms")
 		})
 	}
 }
