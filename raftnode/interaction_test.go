@@ -523,27 +523,25 @@ func describeErr(err error) string {
 	return fmt.Sprintf("%s (%s)", errName(err), class)
 }
 
-// namedErrs are the errors transcripts show by name (a NotLeaderError
-// with its leader; any other by its message).
-var namedErrs = []struct {
-	err  error
-	name string
-}{
-	{raftnode.ErrStoppedInFlight, "ErrStoppedInFlight"},
-	{raftnode.ErrStopped, "ErrStopped"},
-	{raftnode.ErrLeaderChanged, "ErrLeaderChanged"},
-	{raftnode.ErrProposalDropped, "ErrProposalDropped"},
-	{raftnode.ErrReadTimeout, "ErrReadTimeout"},
-	{context.DeadlineExceeded, "context.DeadlineExceeded"},
+// errNames are the errors transcripts show by name (a NotLeaderError with
+// its leader, any other by its message). They are distinct sentinels, none
+// wrapping another, so at most one matches and the map's order is moot.
+var errNames = map[error]string{
+	raftnode.ErrStoppedInFlight: "ErrStoppedInFlight",
+	raftnode.ErrStopped:         "ErrStopped",
+	raftnode.ErrLeaderChanged:   "ErrLeaderChanged",
+	raftnode.ErrProposalDropped: "ErrProposalDropped",
+	raftnode.ErrReadTimeout:     "ErrReadTimeout",
+	context.DeadlineExceeded:    "context.DeadlineExceeded",
 }
 
 func errName(err error) string {
 	if nl := (*raftnode.NotLeaderError)(nil); errors.As(err, &nl) {
 		return fmt.Sprintf("NotLeaderError{Leader:%d}", nl.Leader)
 	}
-	for _, n := range namedErrs {
-		if errors.Is(err, n.err) {
-			return n.name
+	for sentinel, name := range errNames {
+		if errors.Is(err, sentinel) {
+			return name
 		}
 	}
 	return err.Error()
