@@ -58,6 +58,14 @@ func (r *replica) apply(cmd *grouppb.Command) error {
 
 func (r *replica) applyEntry(cmd *grouppb.Command) error {
 	r.t.Helper()
+	_, err := r.applyWrite(cmd)
+	return err
+}
+
+// applyWrite applies cmd as the next log entry (no session opened) and
+// returns its outcome: a write's result, or an error.
+func (r *replica) applyWrite(cmd *grouppb.Command) (*WriteResult, error) {
+	r.t.Helper()
 	r.index++
 	if cmd.Stamp == 0 {
 		cmd.Stamp = r.stamp
@@ -70,10 +78,16 @@ func (r *replica) applyEntry(cmd *grouppb.Command) error {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if res[0] == nil {
-		return nil
+	switch o := res[0].(type) {
+	case nil:
+		return nil, nil
+	case *WriteResult:
+		return o, nil
+	case error:
+		return nil, o
 	}
-	return res[0].(error)
+	r.t.Fatalf("outcome %T", res[0])
+	return nil, nil
 }
 
 func config(num uint64, owners ...uint64) *grouppb.Command {
@@ -123,11 +137,11 @@ func keyIn(shard int, n int) string {
 }
 
 func (r *replica) get(key string) (string, error) {
-	v, found, err := r.sm.Get([]byte(key))
+	v, version, err := r.sm.Get([]byte(key))
 	if err != nil {
 		return "", err
 	}
-	if !found {
+	if version == 0 {
 		return "<none>", nil
 	}
 	return string(v), nil
