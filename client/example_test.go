@@ -39,13 +39,14 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Put(ctx, []byte("greeting"), []byte("hello")); err != nil {
+	if _, err := c.Put(ctx, []byte("greeting"), []byte("hello")); err != nil {
 		log.Fatal(err)
 	}
-	if err := c.Append(ctx, []byte("greeting"), []byte(", world")); err != nil {
+	if _, err := c.Append(ctx, []byte("greeting"), []byte(", world")); err != nil {
 		log.Fatal(err)
 	}
-	v, found, err := c.Get(ctx, []byte("greeting"))
+	got, err := c.Get(ctx, []byte("greeting"))
+	v, found := got.Value, got.Found
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func ExampleErrUnknownOutcome() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	err = c.Append(ctx, []byte("log"), []byte("entry 1"))
+	_, err = c.Append(ctx, []byte("log"), []byte("entry 1"))
 	switch {
 	case errors.Is(err, client.ErrUnknownOutcome):
 		fmt.Println("may have been applied: read the key before appending again")

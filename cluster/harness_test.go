@@ -164,7 +164,7 @@ func (h *harness) put(cl *client.Client, k, v string) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	if err := cl.Put(ctx, []byte(k), []byte(v)); err != nil {
+	if _, err := cl.Put(ctx, []byte(k), []byte(v)); err != nil {
 		h.t.Fatalf("put %s: %v", k, err)
 	}
 }
@@ -173,7 +173,7 @@ func (h *harness) appendTo(cl *client.Client, k, v string) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	if err := cl.Append(ctx, []byte(k), []byte(v)); err != nil {
+	if _, err := cl.Append(ctx, []byte(k), []byte(v)); err != nil {
 		h.t.Fatalf("append %s: %v", k, err)
 	}
 }
@@ -182,7 +182,8 @@ func (h *harness) check(cl *client.Client, k, want string) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	v, found, err := cl.Get(ctx, []byte(k))
+	got, err := cl.Get(ctx, []byte(k))
+	v, found := got.Value, got.Found
 	if err != nil {
 		h.t.Fatalf("get %s: %v", k, err)
 	}
@@ -269,7 +270,7 @@ func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...cli
 				key := fmt.Sprintf("k%d", (c+i)%keys)
 				tok := fmt.Sprintf("[%d.%d]", c, i)
 				ctx, cancel := context.WithTimeout(h.ctx, timeout)
-				err := cl.Append(ctx, []byte(key), []byte(tok))
+				_, err := cl.Append(ctx, []byte(key), []byte(tok))
 				cancel()
 				a.mu.Lock()
 				if err == nil {
@@ -299,7 +300,8 @@ func (a *appenders) stopAndCheck() {
 	}
 	for key := range keys {
 		ctx, cancel := context.WithTimeout(a.h.ctx, 30*time.Second)
-		v, _, err := cl.Get(ctx, []byte(key))
+		got, err := cl.Get(ctx, []byte(key))
+		v := got.Value
 		cancel()
 		if err != nil {
 			t.Fatal(err)

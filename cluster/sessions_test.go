@@ -101,7 +101,7 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 		return err
 	})
 	cl := h.client(client.WithDialOptions(rpc.DialOptions(hold)...))
-	err := cl.Append(h.ctx, []byte("k"), []byte("x"))
+	_, err := cl.Append(h.ctx, []byte("k"), []byte("x"))
 	if !errors.Is(err, client.ErrUnknownOutcome) {
 		t.Fatalf("append whose session expired before its retry: %v, want ErrUnknownOutcome", err)
 	}
@@ -111,17 +111,18 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 	default:
 		t.Fatal("the retry was not refused with ErrSessionExpired")
 	}
-	v, _, err := cl.Get(h.ctx, []byte("k"))
+	got, err := cl.Get(h.ctx, []byte("k"))
+	v := got.Value
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(string(v), "x"); n != 1 {
 		t.Fatalf("value %q: the append was applied %d times", v, n)
 	}
-	if err := cl.Append(h.ctx, []byte("k"), []byte("y")); err != nil {
+	if _, err := cl.Append(h.ctx, []byte("k"), []byte("y")); err != nil {
 		t.Fatalf("next write after the expiry: %v", err)
 	}
-	if v, _, _ := cl.Get(h.ctx, []byte("k")); !strings.HasSuffix(string(v), "xy") {
+	if got, _ := cl.Get(h.ctx, []byte("k")); !strings.HasSuffix(string(got.Value), "xy") {
 		t.Fatalf("value %q", v)
 	}
 }
@@ -143,7 +144,7 @@ func TestOversizedRequestsFailFast(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 		start := time.Now()
-		err := tc.cl.Put(ctx, []byte("big"), make([]byte, tc.size))
+		_, err := tc.cl.Put(ctx, []byte("big"), make([]byte, tc.size))
 		cancel()
 		if !errors.Is(err, client.ErrValueTooLarge) || errors.Is(err, client.ErrUnknownOutcome) {
 			t.Fatalf("%s: %v, want ErrValueTooLarge", tc.name, err)
@@ -152,7 +153,7 @@ func TestOversizedRequestsFailFast(t *testing.T) {
 			t.Fatalf("%s: took %v", tc.name, d)
 		}
 	}
-	if _, found, err := h.client().Get(h.ctx, []byte("big")); err != nil || found {
-		t.Fatalf("a refused value was written (found %v, %v)", found, err)
+	if got, err := h.client().Get(h.ctx, []byte("big")); err != nil || got.Found {
+		t.Fatalf("a refused value was written (found %v, %v)", got.Found, err)
 	}
 }
