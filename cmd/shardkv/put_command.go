@@ -55,8 +55,8 @@ func (w *writeFlags) register(f *pflag.FlagSet, values bool) {
 	if values {
 		f.IntVar(&w.maxValue, "max-value-bytes", kvpb.DefaultMaxValueSize, "the servers' value size limit, checked before sending")
 	}
-	f.Uint64Var(&w.ifVersion, "if-version", 0, "write only if the key's version is N (0: the key does not exist); exit 6 if not")
-	f.StringVar(&w.ifValue, "if-value", "", "write only if the key exists with this value; exit 6 if not")
+	f.Uint64Var(&w.ifVersion, "if-version", 0, "write only if the key's version is `N` (0: the key does not exist); exit 6 if not")
+	f.StringVar(&w.ifValue, "if-value", "", "write only if the key exists with value `V`; exit 6 if not")
 }
 
 // conditions returns the write options of the condition flags set.
