@@ -29,6 +29,18 @@ func startCluster(ctx context.Context) (ctls []string, stop func()) {
 	return c.ControllerAddrs(), func() { c.Close(); os.RemoveAll(dir) }
 }
 
+// connect starts a cluster (startCluster) and a client of it, within a
+// minute (ctx).
+func connect() (ctx context.Context, c *client.Client, stop func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctls, stopCluster := startCluster(ctx)
+	c, err := client.New(ctx, ctls)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return ctx, c, func() { c.Close(); stopCluster(); cancel() }
+}
+
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -57,16 +69,8 @@ func Example() {
 // Every key has a version: 1 when it is created, +1 at every put or
 // append. A delete removes the key, and a put after it starts at 1 again.
 func ExampleGetResult() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ctls, stop := startCluster(ctx)
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
 	defer stop()
-
-	c, err := client.New(ctx, ctls)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
 	key := []byte("colour")
 	show := func() {
 		got, err := c.Get(ctx, key)
@@ -98,16 +102,8 @@ func ExampleGetResult() {
 // else wrote in between. A condition that does not hold is not an error:
 // the result says so, and nothing changed.
 func ExampleIfVersion() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ctls, stop := startCluster(ctx)
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
 	defer stop()
-
-	c, err := client.New(ctx, ctls)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
 	key := []byte("counter")
 	increment := func() (int, error) {
 		for {
@@ -155,16 +151,8 @@ func ExampleIfVersion() {
 // IfValue swaps on the value instead: here a lock released only by its
 // holder.
 func ExampleIfValue() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ctls, stop := startCluster(ctx)
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
 	defer stop()
-
-	c, err := client.New(ctx, ctls)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
 	lock := []byte("lock")
 	for _, who := range []string{"alice", "bob"} {
 		res, err := c.Put(ctx, lock, []byte(who), client.IfVersion(0)) // only if nobody holds it

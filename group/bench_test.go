@@ -3,57 +3,32 @@ package group
 import (
 	"testing"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/internal/grouppb"
-	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/storage"
 )
 
 // benchApply measures Apply of one write entry at a time (as a lightly
 // loaded leader applies them): the write made by w(seq), on 1,000 keys of
-// one session, with 100-byte values.
+// one session, with 100-byte values; each answers succeeds.
 func benchApply(b *testing.B, succeeds bool, w func(key []byte, seq uint64) *kvpb.WriteRequest) {
-	e, err := storage.Open(b.TempDir())
-	if err != nil {
+	r := newReplica(b, 1, Limits{})
+	if err := r.apply(config(1, all(1)...)); err != nil {
 		b.Fatal(err)
 	}
-	defer e.Close()
-	sm, err := Open(e, storage.Replica{Group: 1, ID: 1}, Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	index := uint64(0)
-	apply := func(cmd *grouppb.Command) any {
-		index++
-		cmd.Stamp = 1
-		data, err := proto.Marshal(cmd)
-		if err != nil {
-			b.Fatal(err)
-		}
-		res, err := sm.Apply([]raftnode.Entry{{Index: index, Term: 1, Data: data}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err, ok := res[0].(error); ok {
-			b.Fatal(err)
-		}
-		return res[0]
-	}
-	apply(config(1, all(1)...))
-	apply(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, keyIn(0, 0), "", 1, 0))
 	keys := make([][]byte, 1000)
 	for i := range keys {
-		keys[i] = []byte(keyIn(0, i)) // one shard: the session is opened there
+		keys[i] = []byte(keyIn(0, i)) // one shard: one session
+	}
+	if err := r.applyEntry(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, string(keys[0]), "", 1, 0)); err != nil {
+		b.Fatal(err)
 	}
 	seq := uint64(0)
 	b.ReportAllocs()
 	for b.Loop() {
 		seq++
-		res := apply(&grouppb.Command{Op: &grouppb.Command_Write{Write: w(keys[seq%uint64(len(keys))], seq)}})
-		if res.(*WriteResult).Succeeded != succeeds {
-			b.Fatalf("write %d: %+v", seq, res)
+		res, err := r.applyWrite(&grouppb.Command{Op: &grouppb.Command_Write{Write: w(keys[seq%uint64(len(keys))], seq)}})
+		if err != nil || res.Succeeded != succeeds {
+			b.Fatalf("write %d: %+v, %v", seq, res, err)
 		}
 	}
 }

@@ -35,6 +35,21 @@ func (r *replica) answer(cmd *grouppb.Command) WriteResult {
 	return *res
 }
 
+// restored returns a new replica of r's group restored from r's snapshot.
+func (r *replica) restored() *replica {
+	r.t.Helper()
+	img, err := r.sm.Snapshot()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	other := newReplica(r.t, r.sm.gid, Limits{})
+	if err := other.sm.Restore(img); err != nil {
+		r.t.Fatal(err)
+	}
+	other.index = r.index
+	return other
+}
+
 func (r *replica) version(key string) uint64 {
 	r.t.Helper()
 	_, v, err := r.sm.Get([]byte(key))
@@ -179,15 +194,7 @@ func TestRetriedConditionalWriteGetsSameAnswer(t *testing.T) {
 	}
 	// The answer is in the session record, so it survives a snapshot (and
 	// a handoff, which moves the same records) and the session cache.
-	img, err := r.sm.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := newReplica(t, 1, Limits{})
-	if err := other.sm.Restore(img); err != nil {
-		t.Fatal(err)
-	}
-	other.index = r.index
+	other := r.restored()
 	if res, err := other.applyWrite(cond(put("k", "b", 8, 1), version(2), nil)); err != nil || res.Succeeded || res.Version != 1 {
 		t.Fatalf("retry after a restore: %+v %v", res, err)
 	}
@@ -196,14 +203,7 @@ func TestRetriedConditionalWriteGetsSameAnswer(t *testing.T) {
 // TestVersionsMoveWithTheShard: a handoff and a snapshot carry versions;
 // the next write increments them.
 func TestVersionsMoveWithTheShard(t *testing.T) {
-	g1, g2 := newReplica(t, 1, Limits{}), newReplica(t, 2, Limits{})
-	c1 := all(1)
-	c2 := with(c1, 2, 2)
-	for _, r := range []*replica{g1, g2} {
-		if err := r.apply(config(1, c1...)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	g1, g2, c2 := twoGroups(t)
 	key := keyIn(2, 0)
 	for seq := uint64(1); seq <= 3; seq++ {
 		g1.answer(appendCmd(key, "x", 7, seq))
@@ -216,15 +216,7 @@ func TestVersionsMoveWithTheShard(t *testing.T) {
 	if err := g1.apply(handOver(2, 2)); err != nil {
 		t.Fatal(err)
 	}
-	x, err := g1.sm.ExportShard(2, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chunks []*grouppb.ShardChunk
-	if err := x.Chunks(1<<20, func(c *grouppb.ShardChunk) error { chunks = append(chunks, c); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	x.Close()
+	chunks := g1.export(2, 2)
 	if len(chunks) != 1 || len(chunks[0].Kvs) != 1 || chunks[0].Kvs[0].GetVersion() != 3 || string(chunks[0].Kvs[0].GetValue()) != "xxx" {
 		t.Fatalf("exported %v", chunks)
 	}
@@ -243,15 +235,7 @@ func TestVersionsMoveWithTheShard(t *testing.T) {
 		t.Fatalf("conditional append after the handoff: %+v", res)
 	}
 
-	img, err := g2.sm.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored := newReplica(t, 2, Limits{})
-	if err := restored.sm.Restore(img); err != nil {
-		t.Fatal(err)
-	}
-	restored.index = g2.index
+	restored := g2.restored()
 	if v := restored.version(key); v != 4 {
 		t.Fatalf("version after a snapshot %d, want 4", v)
 	}
