@@ -282,3 +282,23 @@ func TestDigestsCoverVersions(t *testing.T) {
 		t.Fatal("digests equal for different versions")
 	}
 }
+
+// TestRestoreKeepsVersions: a backup's keys are restored at their
+// versions; a key from a backup written before versions starts at 1.
+func TestRestoreKeepsVersions(t *testing.T) {
+	r := newReplica(t, 1, Limits{})
+	if err := r.apply(config(1, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	versioned, unversioned := keyIn(4, 0), keyIn(4, 1)
+	chunk := restoreCmd(1, 4, 1, true, versioned, "a", unversioned, "b")
+	chunk.GetRestore().Kvs[0].Version = 5
+	for _, cmd := range []*grouppb.Command{restoreCmd(1, 4, 0, false), chunk} {
+		if err := r.apply(cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v1, v2 := r.version(versioned), r.version(unversioned); v1 != 5 || v2 != 1 {
+		t.Fatalf("restored at versions %d and %d, want 5 and 1", v1, v2)
+	}
+}
