@@ -505,9 +505,10 @@ func IfVersion(n uint64) WriteOption {
 }
 
 // IfValue makes the write conditional: it is applied only if the key
-// exists and its value equals v.
+// exists and its value equals v (nil and empty alike: an empty value).
 func IfValue(v []byte) WriteOption {
-	return func(w *kvpb.WriteRequest) { w.IfValue = slices.Clone(v) }
+	// Never nil: a nil if_value is no condition on the wire.
+	return func(w *kvpb.WriteRequest) { w.IfValue = append([]byte{}, v...) }
 }
 
 // WithValue asks for the key's value after the write in

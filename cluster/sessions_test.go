@@ -282,4 +282,8 @@ func TestVersionsSurviveMigration(t *testing.T) {
 	if err != nil || !res.Succeeded || res.Version != 4 || string(res.Value) != "d" {
 		t.Fatalf("a CAS on the current version after the move: %+v, %v", res, err)
 	}
+	// IfValue(nil) is a condition (an empty value), not none.
+	if res, err = cl.Put(ctx, []byte(k), []byte("e"), client.IfValue(nil)); err != nil || res.Succeeded || res.Version != 4 {
+		t.Fatalf("a put if the value is empty: %+v, %v", res, err)
+	}
 }
