@@ -48,7 +48,7 @@ func (h *harness) startTimedAppends(n, keys int) *timedAppends {
 				}
 				key, tok := fmt.Sprintf("k%d", (c*7+i)%keys), fmt.Sprintf("[%d.%d]", c, i)
 				ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
-				err := cl.Append(ctx, []byte(key), []byte(tok))
+				_, err := cl.Append(ctx, []byte(key), []byte(tok))
 				cancel()
 				at := time.Now()
 				a.mu.Lock()
@@ -77,7 +77,8 @@ func (h *harness) values(cl *client.Client, n int) map[string]string {
 	for i := 0; i < n; i++ {
 		k := fmt.Sprintf("k%d", i)
 		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-		v, _, err := cl.Get(ctx, []byte(k))
+		got, err := cl.Get(ctx, []byte(k))
+		v := got.Value
 		cancel()
 		if err != nil {
 			h.t.Fatalf("get %s: %v", k, err)
@@ -391,7 +392,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(h2.ctx, 500*time.Millisecond)
-		_, _, err := h2.client().Get(ctx, []byte(k))
+		_, err := h2.client().Get(ctx, []byte(k))
 		cancel()
 		if err == nil {
 			t.Fatalf("%s served from a shard whose restore failed", k)

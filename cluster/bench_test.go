@@ -34,7 +34,7 @@ func benchCluster(b *testing.B, groups int) (*cluster.Cluster, *client.Client) {
 	b.Cleanup(func() { cl.Close() })
 	// Warm up: every group has a leader and the configuration is installed.
 	for i := 0; i < 64; i++ {
-		if err := cl.Put(ctx, []byte(fmt.Sprint("warm", i)), []byte("x")); err != nil {
+		if _, err := cl.Put(ctx, []byte(fmt.Sprint("warm", i)), []byte("x")); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -50,13 +50,14 @@ func BenchmarkClient(b *testing.B) {
 			b.Run(fmt.Sprintf("put/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
 				_, cl := benchCluster(b, groups)
 				bench.ReportClosedLoop(b, b.N, conc, "ops", func(i int) error {
-					return cl.Put(context.Background(), []byte(fmt.Sprint("key", i%10000)), value)
+					_, err := cl.Put(context.Background(), []byte(fmt.Sprint("key", i%10000)), value)
+					return err
 				})
 			})
 			b.Run(fmt.Sprintf("get/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
 				_, cl := benchCluster(b, groups)
 				bench.ReportClosedLoop(b, b.N, conc, "ops", func(i int) error {
-					_, _, err := cl.Get(context.Background(), []byte(fmt.Sprint("warm", i%64)))
+					_, err := cl.Get(context.Background(), []byte(fmt.Sprint("warm", i%64)))
 					return err
 				})
 			})
@@ -92,7 +93,7 @@ func BenchmarkMigrate100MB(b *testing.B) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				if err := cl.Put(ctx, []byte(k), value); err != nil {
+				if _, err := cl.Put(ctx, []byte(k), value); err != nil {
 					b.Error(err)
 				}
 			})
@@ -112,7 +113,7 @@ func BenchmarkMigrate100MB(b *testing.B) {
 					if controller.ShardOf([]byte(key), len(cfg.Shards)) == shard {
 						continue
 					}
-					if cl.Put(ctx, []byte(key), []byte("x")) == nil {
+					if _, err := cl.Put(ctx, []byte(key), []byte("x")); err == nil {
 						writes.Add(1)
 					}
 				}

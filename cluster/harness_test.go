@@ -188,25 +188,33 @@ func (h *harness) must(what string, op func(ctx context.Context) error) {
 
 func (h *harness) put(cl *client.Client, k, v string) {
 	h.t.Helper()
-	h.must("put "+k, func(ctx context.Context) error { return cl.Put(ctx, []byte(k), []byte(v)) })
+	h.write("put", cl.Put, k, v)
 }
 
 func (h *harness) appendTo(cl *client.Client, k, v string) {
 	h.t.Helper()
-	h.must("append "+k, func(ctx context.Context) error { return cl.Append(ctx, []byte(k), []byte(v)) })
+	h.write("append", cl.Append, k, v)
+}
+
+// write does one unconditional write (cl.Put or cl.Append) under must.
+func (h *harness) write(op string, w func(context.Context, []byte, []byte, ...client.WriteOption) (client.WriteResult, error), k, v string) {
+	h.t.Helper()
+	h.must(op+" "+k, func(ctx context.Context) error {
+		_, err := w(ctx, []byte(k), []byte(v))
+		return err
+	})
 }
 
 // check reads k and fails the test unless it holds want ("" for absent).
 func (h *harness) check(cl *client.Client, k, want string) {
 	h.t.Helper()
-	var v []byte
-	var found bool
+	var got client.GetResult
 	h.must("get "+k, func(ctx context.Context) (err error) {
-		v, found, err = cl.Get(ctx, []byte(k))
+		got, err = cl.Get(ctx, []byte(k))
 		return err
 	})
-	if !found && want != "" || string(v) != want {
-		h.t.Fatalf("get %s = %q (found %v), want %q", k, v, found, want)
+	if !got.Found && want != "" || string(got.Value) != want {
+		h.t.Fatalf("get %s = %q (found %v), want %q", k, got.Value, got.Found, want)
 	}
 }
 
@@ -298,7 +306,7 @@ func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...cli
 				key := fmt.Sprintf("k%d", (c+i)%keys)
 				tok := fmt.Sprintf("[%d.%d]", c, i)
 				ctx, cancel := context.WithTimeout(h.ctx, timeout)
-				err := cl.Append(ctx, []byte(key), []byte(tok))
+				_, err := cl.Append(ctx, []byte(key), []byte(tok))
 				cancel()
 				a.mu.Lock()
 				if err == nil {
@@ -328,7 +336,8 @@ func (a *appenders) stopAndCheck() {
 	}
 	for key := range keys {
 		ctx, cancel := context.WithTimeout(a.h.ctx, 30*time.Second)
-		v, _, err := cl.Get(ctx, []byte(key))
+		got, err := cl.Get(ctx, []byte(key))
+		v := got.Value
 		cancel()
 		if err != nil {
 			t.Fatal(err)

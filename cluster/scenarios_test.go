@@ -48,8 +48,8 @@ func (h *harness) tryGet(cl *client.Client, k string, mustServe bool) ([]byte, e
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, wait)
 	defer cancel()
-	v, _, err := cl.Get(ctx, []byte(k))
-	return v, err
+	got, err := cl.Get(ctx, []byte(k))
+	return got.Value, err
 }
 
 func TestStaticShards(t *testing.T) {
@@ -254,11 +254,11 @@ func TestReplicasCatchUpAfterMissingChanges(t *testing.T) {
 			}
 		}
 		for _, k := range ks {
-			v, found, err := back.StateMachine().Get([]byte(k))
+			v, version, err := back.StateMachine().Get([]byte(k))
 			if errors.Is(err, group.ErrWrongGroup) {
 				continue
 			}
-			if err != nil || !found || string(v) != want[k] {
+			if err != nil || version == 0 || string(v) != want[k] {
 				t.Fatalf("caught-up replica of group %d: %s = %q (%v), want %q", g, k, v, err, want[k])
 			}
 		}
@@ -315,8 +315,10 @@ func TestLinearizableUnderLossAndReconfiguration(t *testing.T) {
 	}, client.WithDialOptions(rpc.DialOptions(loss)...), client.WithAttemptTimeout(500*time.Millisecond))
 }
 
-// checkLinearizable runs n clients of mixed gets, puts and appends on four
-// keys while during runs, then checks the history with porcupine.
+// checkLinearizable runs n clients of mixed gets, puts, appends and
+// conditional writes (a put if the version is the one last seen, an
+// append if the value is) on four keys while during runs, then checks the
+// history, versions included, with porcupine.
 func (h *harness) checkLinearizable(n int, during func(), opts ...client.Option) {
 	t := h.t
 	t.Helper()
@@ -327,40 +329,30 @@ func (h *harness) checkLinearizable(n int, during func(), opts ...client.Option)
 		wg.Go(func() {
 			cl := h.client(opts...)
 			rng := rand.New(rand.NewPCG(h.seed, uint64(c)))
+			seen := linearizability.Seen{}
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				in := linearizability.Input{Key: fmt.Sprintf("k%d", rng.IntN(4)), Value: fmt.Sprintf("<%d.%d>", c, i)}
-				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
-				call := rec.Now()
-				var err error
-				switch rng.IntN(3) {
+				key, value := fmt.Sprintf("k%d", rng.IntN(4)), fmt.Sprintf("<%d.%d>", c, i)
+				in := linearizability.Input{Key: key, Value: value}
+				switch rng.IntN(5) {
 				case 0:
 					in.Op = linearizability.Get
-					var v []byte
-					var found bool
-					v, found, err = cl.Get(ctx, []byte(in.Key))
-					if err == nil {
-						rec.Done(c, in, linearizability.Output{Value: string(v), Found: found}, call, rec.Now())
-					}
 				case 1:
 					in.Op = linearizability.Put
-					err = cl.Put(ctx, []byte(in.Key), []byte(in.Value))
-				default:
+				case 2:
 					in.Op = linearizability.Append
-					err = cl.Append(ctx, []byte(in.Key), []byte(in.Value))
+				default:
+					in = seen.Conditional(key, value, rng.IntN(2) == 0)
+				}
+				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+				if out, err := rec.Do(ctx, cl, c, in); err == nil {
+					seen.Observe(in, out)
 				}
 				cancel()
-				if in.Op != linearizability.Get {
-					if err == nil {
-						rec.Done(c, in, linearizability.Output{}, call, rec.Now())
-					} else {
-						rec.Unknown(c, in, call)
-					}
-				}
 			}
 		})
 	}
@@ -497,34 +489,35 @@ func TestBadInput(t *testing.T) {
 	cl := h.client()
 	ctx := h.ctx
 	big := bytes.Repeat([]byte("k"), 4097)
-	if err := cl.Put(ctx, big, []byte("v")); !errors.Is(err, client.ErrKeyTooLarge) {
+	if _, err := cl.Put(ctx, big, []byte("v")); !errors.Is(err, client.ErrKeyTooLarge) {
 		t.Fatalf("oversized key: %v", err)
 	}
-	if err := cl.Put(ctx, nil, []byte("v")); !errors.Is(err, client.ErrEmptyKey) {
+	if _, err := cl.Put(ctx, nil, []byte("v")); !errors.Is(err, client.ErrEmptyKey) {
 		t.Fatalf("empty key: %v", err)
 	}
-	if _, _, err := cl.Get(ctx, big); !errors.Is(err, client.ErrKeyTooLarge) {
+	if _, err := cl.Get(ctx, big); !errors.Is(err, client.ErrKeyTooLarge) {
 		t.Fatalf("get with an oversized key: %v", err)
 	}
-	if err := cl.Put(ctx, []byte("k"), bytes.Repeat([]byte("v"), 1<<20+1)); !errors.Is(err, client.ErrValueTooLarge) {
+	if _, err := cl.Put(ctx, []byte("k"), bytes.Repeat([]byte("v"), 1<<20+1)); !errors.Is(err, client.ErrValueTooLarge) {
 		t.Fatalf("oversized value: %v", err)
 	}
 	half := bytes.Repeat([]byte("v"), 600<<10)
-	if err := cl.Put(ctx, []byte("k"), half); err != nil {
+	if _, err := cl.Put(ctx, []byte("k"), half); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.Append(ctx, []byte("k"), half); !errors.Is(err, client.ErrValueTooLarge) {
+	if _, err := cl.Append(ctx, []byte("k"), half); !errors.Is(err, client.ErrValueTooLarge) {
 		t.Fatalf("append past the limit: %v", err)
 	}
-	v, _, err := cl.Get(ctx, []byte("k"))
+	got, err := cl.Get(ctx, []byte("k"))
+	v := got.Value
 	if err != nil || !bytes.Equal(v, half) {
 		t.Fatalf("a refused append changed the value (%d bytes, %v)", len(v), err)
 	}
-	if err := cl.Delete(ctx, []byte("k")); err != nil {
+	if _, err := cl.Delete(ctx, []byte("k")); err != nil {
 		t.Fatal(err)
 	}
-	if _, found, err := cl.Get(ctx, []byte("k")); err != nil || found {
-		t.Fatalf("deleted key: found %v, %v", found, err)
+	if got, err := cl.Get(ctx, []byte("k")); err != nil || got.Found {
+		t.Fatalf("deleted key: found %v, %v", got.Found, err)
 	}
 }
 

@@ -55,8 +55,8 @@ func (h *harness) unserved(cl *client.Client, k string) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, time.Second)
 	defer cancel()
-	if v, _, err := cl.Get(ctx, []byte(k)); err == nil {
-		h.t.Fatalf("%s served (%q) though its shard waits for the dead group", k, v)
+	if got, err := cl.Get(ctx, []byte(k)); err == nil {
+		h.t.Fatalf("%s served (%q) though its shard waits for the dead group", k, got.Value)
 	}
 }
 

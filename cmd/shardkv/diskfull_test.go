@@ -84,7 +84,7 @@ func TestDiskFull(t *testing.T) {
 		// has no leader (its replicas exit, see below) until space is freed.
 		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 		start := time.Now()
-		err := cl.Put(wctx, []byte(key), append([]byte(key), value...))
+		_, err := cl.Put(wctx, []byte(key), append([]byte(key), value...))
 		wcancel()
 		if err != nil {
 			failures++
@@ -137,7 +137,7 @@ func TestDiskFull(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-		err := cl.Put(wctx, []byte("after"), []byte("space freed"))
+		_, err := cl.Put(wctx, []byte("after"), []byte("space freed"))
 		wcancel()
 		if err == nil {
 			break
@@ -155,7 +155,8 @@ func TestDiskFull(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	for k, want := range acked {
-		v, found, err := cl.Get(ctx, []byte(k))
+		got, err := cl.Get(ctx, []byte(k))
+		v, found := got.Value, got.Found
 		if err != nil || !found || !bytes.Equal(v, want) {
 			t.Fatalf("acknowledged %s lost after the disk filled: found %v, %d bytes, %v", k, found, len(v), err)
 		}
@@ -206,7 +207,7 @@ func TestDevDiskFull(t *testing.T) {
 	for i := 0; i < 200 && failures < 3 && !dev.exited(); i++ {
 		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 		start := time.Now()
-		err := cl.Put(wctx, []byte(fmt.Sprint("big-", i)), value)
+		_, err := cl.Put(wctx, []byte(fmt.Sprint("big-", i)), value)
 		wcancel()
 		if err != nil {
 			failures++

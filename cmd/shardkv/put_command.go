@@ -18,24 +18,34 @@ func newPutCmd() *cobra.Command {
 		Use:   "put KEY VALUE",
 		Short: "Set a key (VALUE - reads the value from stdin)",
 		Long: `Set a key's value. With VALUE -, the value is stdin's exact bytes (no
-newline is added or removed), up to --max-value-bytes.`,
+newline is added or removed), up to --max-value-bytes.
+
+With --if-version N the key is set only if its version is N (0: only if it
+does not exist); with --if-value V, only if its value is V. If the
+condition does not hold, nothing is written, the key's version is printed
+on stderr, and the exit code is 6.`,
 		Example: `  shardkv put greeting hello
   shardkv put config - < config.json
-  printf '\x00\x01' | shardkv put blob -`,
+  printf '\x00\x01' | shardkv put blob -
+  shardkv put lock me --if-version 0       # create only: exit 6 if it exists
+  v=$(shardkv get counter -o json | jq .version)
+  shardkv put counter 8 --if-version "$v"  # compare-and-swap: exit 6 if it changed`,
 		Args: cobra.ExactArgs(2),
-		RunE: w.run(func(ctx context.Context, c *client.Client, key, value []byte) error {
-			return c.Put(ctx, key, value)
+		RunE: w.run(func(ctx context.Context, c *client.Client, key, value []byte, opts ...client.WriteOption) (client.WriteResult, error) {
+			return c.Put(ctx, key, value, opts...)
 		}),
 	}
 	w.register(cmd.Flags(), true)
-	return setExitCodes(cmd, clientExitCodes)
+	return setExitCodes(cmd, writeExitCodes)
 }
 
 // writeFlags are the flags of put, append and delete.
 type writeFlags struct {
-	cf       clusterFlags
-	maxKey   int
-	maxValue int
+	cf        clusterFlags
+	maxKey    int
+	maxValue  int
+	ifVersion uint64
+	ifValue   string
 }
 
 func (w *writeFlags) register(f *pflag.FlagSet, values bool) {
@@ -45,11 +55,43 @@ func (w *writeFlags) register(f *pflag.FlagSet, values bool) {
 	if values {
 		f.IntVar(&w.maxValue, "max-value-bytes", kvpb.DefaultMaxValueSize, "the servers' value size limit, checked before sending")
 	}
+	f.Uint64Var(&w.ifVersion, "if-version", 0, "write only if the key's version is `N` (0: the key does not exist); exit 6 if not")
+	f.StringVar(&w.ifValue, "if-value", "", "write only if the key exists with value `V`; exit 6 if not")
+}
+
+// conditions returns the write options of the condition flags set.
+func (w *writeFlags) conditions(f *pflag.FlagSet) ([]client.WriteOption, error) {
+	switch ver, val := f.Changed("if-version"), f.Changed("if-value"); {
+	case ver && val:
+		return nil, usagef("--if-version and --if-value cannot be used together")
+	case ver:
+		return []client.WriteOption{client.IfVersion(w.ifVersion)}, nil
+	case val:
+		return []client.WriteOption{client.IfValue([]byte(w.ifValue))}, nil
+	}
+	return nil, nil
+}
+
+// writeFunc is a write of key (and value) by c.
+type writeFunc func(ctx context.Context, c *client.Client, key, value []byte, opts ...client.WriteOption) (client.WriteResult, error)
+
+// conditionFailed is the exit-6 error of a write whose condition did not
+// hold.
+func conditionFailed(key []byte, res client.WriteResult) error {
+	state := fmt.Sprintf("its version is %d", res.Version)
+	if res.Version == 0 {
+		state = "it does not exist (version 0)"
+	}
+	return &exitError{code: exitCondition, err: fmt.Errorf("not written: the condition did not hold for key %q: %s", key, state)}
 }
 
 // run runs a write of args[0] (and args[1], the value, if given).
-func (w *writeFlags) run(write func(ctx context.Context, c *client.Client, key, value []byte) error) func(*cobra.Command, []string) error {
+func (w *writeFlags) run(write writeFunc) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
+		opts, err := w.conditions(cmd.Flags())
+		if err != nil {
+			return err
+		}
 		var value []byte
 		if len(args) > 1 {
 			v, err := w.value(cmd.InOrStdin(), args[1])
@@ -64,7 +106,11 @@ func (w *writeFlags) run(write func(ctx context.Context, c *client.Client, key, 
 				return err
 			}
 			defer c.Close()
-			return write(ctx, c, []byte(args[0]), value)
+			res, err := write(ctx, c, []byte(args[0]), value, opts...)
+			if err == nil && !res.Succeeded {
+				return conditionFailed([]byte(args[0]), res)
+			}
+			return err
 		})
 	}
 }
