@@ -159,8 +159,10 @@ type apply struct {
 	metaChanged bool
 }
 
-// Apply implements raftnode.StateMachine. Each entry's result is an error
-// (nil for success).
+// Apply implements raftnode.StateMachine. Each entry's result is its
+// command's outcome: an error (nil for success), a write's *WriteResult,
+// or for a batch of writes (Command_Writes) a []any holding each write's
+// outcome in the batch's order.
 func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
@@ -221,7 +223,9 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 	if err := sm.expireSessions(a, sm.now); err != nil {
 		return nil, err
 	}
-	if _, write := cmd.GetOp().(*grouppb.Command_Write); !write {
+	switch cmd.GetOp().(type) {
+	case *grouppb.Command_Write, *grouppb.Command_Writes:
+	default:
 		// Commands other than writes may change session records in ways
 		// the cache does not follow (shards arrive, leave, are cleared).
 		sm.forgetSessions()
@@ -230,6 +234,8 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 	switch op := cmd.GetOp().(type) {
 	case *grouppb.Command_Write:
 		return sm.applyWrite(a, op.Write, sm.now)
+	case *grouppb.Command_Writes:
+		return sm.applyWrites(a, op.Writes.GetWrites(), sm.now)
 	case *grouppb.Command_Install:
 		return sm.installConfig(a, controller.ConfigFromProto(op.Install.GetConfig()))
 	case *grouppb.Command_Insert:

@@ -25,6 +25,19 @@ type WriteResult struct {
 	ValueReturned bool
 }
 
+// applyWrites applies a batch of client writes in order, as many
+// consecutive write entries with the same stamp: each has its own
+// outcome, and a storage failure of any is fatal to the whole entry.
+func (sm *StateMachine) applyWrites(a *apply, ws []*kvpb.WriteRequest, now int64) (outcomes []any, err error) {
+	outcomes = make([]any, len(ws))
+	for i, w := range ws {
+		if outcomes[i], err = sm.applyWrite(a, w, now); err != nil {
+			return nil, err
+		}
+	}
+	return outcomes, nil
+}
+
 // applyWrite applies a client write exactly once per session sequence
 // number, if the group serves the key's shard at this point of the log.
 // Its outcome is a *WriteResult or an error.

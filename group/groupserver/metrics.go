@@ -17,6 +17,7 @@ type Metrics struct {
 	shards     *prometheus.GaugeVec
 	migBytes   prometheus.Counter
 	migSeconds prometheus.Histogram
+	batches    prometheus.Histogram
 }
 
 // NewMetrics registers the group metrics with reg, labelled with the
@@ -39,7 +40,11 @@ func NewMetrics(reg prometheus.Registerer, gid, id uint64) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20),
 		}),
 	}
-	reg.MustRegister(m.requests, m.shards, m.migBytes, m.migSeconds)
+	m.batches = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "shardkv_proposed_writes", Help: "Client writes per proposed log entry (see groupserver's batching).",
+		ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+	})
+	reg.MustRegister(m.requests, m.shards, m.migBytes, m.migSeconds, m.batches)
 	return m
 }
 
@@ -60,6 +65,13 @@ func (m *Metrics) observe(op string, err error, start time.Time) {
 		return
 	}
 	m.requests.WithLabelValues(op, outcomeLabel(err)).Observe(time.Since(start).Seconds())
+}
+
+func (m *Metrics) batched(writes int) {
+	if m == nil {
+		return
+	}
+	m.batches.Observe(float64(writes))
 }
 
 func (m *Metrics) shardStates(v group.View) {

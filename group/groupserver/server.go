@@ -95,6 +95,8 @@ type Server struct {
 
 	identifyDial []grpc.DialOption // for transport.Identify: this cluster's id
 
+	writes chan *queuedWrite // client writes for the batcher (batch.go)
+
 	// ctx ends on Stop: every driver's wait and RPC uses it, so a
 	// stopping replica does not wait out a controller long poll.
 	ctx    context.Context
@@ -141,11 +143,12 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
-		busy: map[task]bool{}, ownPool: ownPool}
+		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.identifyDial = rpc.DialOptions(rpc.WithClusterID(cfg.ClusterID)...)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.drive()
+	go s.batchWrites()
 	return s, nil
 }
 
@@ -317,18 +320,7 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.Writ
 	if err := s.cfg.Engine.Health(); err != nil {
 		return nil, err
 	}
-	p, err := s.submit(ctx, &grouppb.Command{Op: &grouppb.Command_Write{Write: req}})
-	if err != nil {
-		return nil, err
-	}
-	v, err := result(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	if res, ok := v.(*group.WriteResult); ok {
-		return res, nil
-	}
-	return &group.WriteResult{Succeeded: true}, nil
+	return s.proposeWrite(ctx, req)
 }
 
 // isGroup refuses a handoff request meant for another group (0: the

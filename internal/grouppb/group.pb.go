@@ -565,6 +565,7 @@ type Command struct {
 	//	*Command_HandOver
 	//	*Command_AbandonPull
 	//	*Command_Restore
+	//	*Command_Writes
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -686,6 +687,15 @@ func (x *Command) GetRestore() *InsertShard {
 	return nil
 }
 
+func (x *Command) GetWrites() *WriteBatch {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Writes); ok {
+			return x.Writes
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -734,6 +744,14 @@ type Command_Restore struct {
 	Restore *InsertShard `protobuf:"bytes,9,opt,name=restore,proto3,oneof"`
 }
 
+type Command_Writes struct {
+	// Client writes one replica proposed together (it batches the writes
+	// that arrive while its previous proposal is being appended): applied
+	// in order, each with its own outcome and session record, exactly as
+	// the same writes in consecutive entries with this stamp.
+	Writes *WriteBatch `protobuf:"bytes,10,opt,name=writes,proto3,oneof"`
+}
+
 func (*Command_Write) isCommand_Op() {}
 
 func (*Command_Install) isCommand_Op() {}
@@ -750,6 +768,52 @@ func (*Command_AbandonPull) isCommand_Op() {}
 
 func (*Command_Restore) isCommand_Op() {}
 
+func (*Command_Writes) isCommand_Op() {}
+
+type WriteBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Writes        []*kvpb.WriteRequest   `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteBatch) Reset() {
+	*x = WriteBatch{}
+	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteBatch) ProtoMessage() {}
+
+func (x *WriteBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
+func (*WriteBatch) Descriptor() ([]byte, []int) {
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WriteBatch) GetWrites() []*kvpb.WriteRequest {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
 type InstallConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
@@ -759,7 +823,7 @@ type InstallConfig struct {
 
 func (x *InstallConfig) Reset() {
 	*x = InstallConfig{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	mi := &file_internal_grouppb_group_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +835,7 @@ func (x *InstallConfig) String() string {
 func (*InstallConfig) ProtoMessage() {}
 
 func (x *InstallConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	mi := &file_internal_grouppb_group_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +848,7 @@ func (x *InstallConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallConfig.ProtoReflect.Descriptor instead.
 func (*InstallConfig) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{9}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InstallConfig) GetConfig() *controllerpb.Config {
@@ -808,7 +872,7 @@ type InsertShard struct {
 
 func (x *InsertShard) Reset() {
 	*x = InsertShard{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[10]
+	mi := &file_internal_grouppb_group_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +884,7 @@ func (x *InsertShard) String() string {
 func (*InsertShard) ProtoMessage() {}
 
 func (x *InsertShard) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[10]
+	mi := &file_internal_grouppb_group_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +897,7 @@ func (x *InsertShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertShard.ProtoReflect.Descriptor instead.
 func (*InsertShard) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{10}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InsertShard) GetConfigNum() uint64 {
@@ -888,7 +952,7 @@ type ConfirmDelete struct {
 
 func (x *ConfirmDelete) Reset() {
 	*x = ConfirmDelete{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[11]
+	mi := &file_internal_grouppb_group_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +964,7 @@ func (x *ConfirmDelete) String() string {
 func (*ConfirmDelete) ProtoMessage() {}
 
 func (x *ConfirmDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[11]
+	mi := &file_internal_grouppb_group_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +977,7 @@ func (x *ConfirmDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDelete.ProtoReflect.Descriptor instead.
 func (*ConfirmDelete) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{11}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConfirmDelete) GetConfigNum() uint64 {
@@ -944,7 +1008,7 @@ type Meta struct {
 
 func (x *Meta) Reset() {
 	*x = Meta{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[12]
+	mi := &file_internal_grouppb_group_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1020,7 @@ func (x *Meta) String() string {
 func (*Meta) ProtoMessage() {}
 
 func (x *Meta) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[12]
+	mi := &file_internal_grouppb_group_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1033,7 @@ func (x *Meta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Meta.ProtoReflect.Descriptor instead.
 func (*Meta) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{12}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Meta) GetConfig() *controllerpb.Config {
@@ -1010,7 +1074,7 @@ type ShardMeta struct {
 
 func (x *ShardMeta) Reset() {
 	*x = ShardMeta{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[13]
+	mi := &file_internal_grouppb_group_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1086,7 @@ func (x *ShardMeta) String() string {
 func (*ShardMeta) ProtoMessage() {}
 
 func (x *ShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[13]
+	mi := &file_internal_grouppb_group_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1099,7 @@ func (x *ShardMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMeta.ProtoReflect.Descriptor instead.
 func (*ShardMeta) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{13}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ShardMeta) GetState() uint32 {
@@ -1065,7 +1129,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[14]
+	mi := &file_internal_grouppb_group_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1141,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[14]
+	mi := &file_internal_grouppb_group_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1154,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{14}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Image) GetApplied() uint64 {
@@ -1132,7 +1196,7 @@ type ImageShard struct {
 
 func (x *ImageShard) Reset() {
 	*x = ImageShard{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[15]
+	mi := &file_internal_grouppb_group_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1208,7 @@ func (x *ImageShard) String() string {
 func (*ImageShard) ProtoMessage() {}
 
 func (x *ImageShard) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[15]
+	mi := &file_internal_grouppb_group_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1221,7 @@ func (x *ImageShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageShard.ProtoReflect.Descriptor instead.
 func (*ImageShard) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{15}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ImageShard) GetShard() uint32 {
@@ -1225,7 +1289,7 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\x04R\x05group\"\x12\n" +
-	"\x10DeleteShardReply\"\xeb\x04\n" +
+	"\x10DeleteShardReply\"\xac\x05\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
 	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x12D\n" +
@@ -1235,8 +1299,13 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\x0econfirm_delete\x18\x06 \x01(\v2(.shardkv.internal.group.v1.ConfirmDeleteH\x00R\rconfirmDelete\x12J\n" +
 	"\thand_over\x18\a \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\bhandOver\x12P\n" +
 	"\fabandon_pull\x18\b \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\vabandonPull\x12B\n" +
-	"\arestore\x18\t \x01(\v2&.shardkv.internal.group.v1.InsertShardH\x00R\arestoreB\x04\n" +
-	"\x02op\"F\n" +
+	"\arestore\x18\t \x01(\v2&.shardkv.internal.group.v1.InsertShardH\x00R\arestore\x12?\n" +
+	"\x06writes\x18\n" +
+	" \x01(\v2%.shardkv.internal.group.v1.WriteBatchH\x00R\x06writesB\x04\n" +
+	"\x02op\"A\n" +
+	"\n" +
+	"WriteBatch\x123\n" +
+	"\x06writes\x18\x01 \x03(\v2\x1b.shardkv.kv.v1.WriteRequestR\x06writes\"F\n" +
 	"\rInstallConfig\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\"\xe9\x01\n" +
 	"\vInsertShard\x12\x1d\n" +
@@ -1290,7 +1359,7 @@ func file_internal_grouppb_group_proto_rawDescGZIP() []byte {
 	return file_internal_grouppb_group_proto_rawDescData
 }
 
-var file_internal_grouppb_group_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_internal_grouppb_group_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_internal_grouppb_group_proto_goTypes = []any{
 	(*ReadShardsRequest)(nil),   // 0: shardkv.internal.group.v1.ReadShardsRequest
 	(*BackupChunk)(nil),         // 1: shardkv.internal.group.v1.BackupChunk
@@ -1301,50 +1370,53 @@ var file_internal_grouppb_group_proto_goTypes = []any{
 	(*DeleteShardRequest)(nil),  // 6: shardkv.internal.group.v1.DeleteShardRequest
 	(*DeleteShardReply)(nil),    // 7: shardkv.internal.group.v1.DeleteShardReply
 	(*Command)(nil),             // 8: shardkv.internal.group.v1.Command
-	(*InstallConfig)(nil),       // 9: shardkv.internal.group.v1.InstallConfig
-	(*InsertShard)(nil),         // 10: shardkv.internal.group.v1.InsertShard
-	(*ConfirmDelete)(nil),       // 11: shardkv.internal.group.v1.ConfirmDelete
-	(*Meta)(nil),                // 12: shardkv.internal.group.v1.Meta
-	(*ShardMeta)(nil),           // 13: shardkv.internal.group.v1.ShardMeta
-	(*Image)(nil),               // 14: shardkv.internal.group.v1.Image
-	(*ImageShard)(nil),          // 15: shardkv.internal.group.v1.ImageShard
-	(*kvpb.WriteRequest)(nil),   // 16: shardkv.kv.v1.WriteRequest
-	(*controllerpb.Config)(nil), // 17: shardkv.controller.v1.Config
+	(*WriteBatch)(nil),          // 9: shardkv.internal.group.v1.WriteBatch
+	(*InstallConfig)(nil),       // 10: shardkv.internal.group.v1.InstallConfig
+	(*InsertShard)(nil),         // 11: shardkv.internal.group.v1.InsertShard
+	(*ConfirmDelete)(nil),       // 12: shardkv.internal.group.v1.ConfirmDelete
+	(*Meta)(nil),                // 13: shardkv.internal.group.v1.Meta
+	(*ShardMeta)(nil),           // 14: shardkv.internal.group.v1.ShardMeta
+	(*Image)(nil),               // 15: shardkv.internal.group.v1.Image
+	(*ImageShard)(nil),          // 16: shardkv.internal.group.v1.ImageShard
+	(*kvpb.WriteRequest)(nil),   // 17: shardkv.kv.v1.WriteRequest
+	(*controllerpb.Config)(nil), // 18: shardkv.controller.v1.Config
 }
 var file_internal_grouppb_group_proto_depIdxs = []int32{
 	2,  // 0: shardkv.internal.group.v1.BackupChunk.kvs:type_name -> shardkv.internal.group.v1.KeyValue
 	3,  // 1: shardkv.internal.group.v1.BackupChunk.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
 	2,  // 2: shardkv.internal.group.v1.ShardChunk.kvs:type_name -> shardkv.internal.group.v1.KeyValue
 	3,  // 3: shardkv.internal.group.v1.ShardChunk.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	16, // 4: shardkv.internal.group.v1.Command.write:type_name -> shardkv.kv.v1.WriteRequest
-	9,  // 5: shardkv.internal.group.v1.Command.install:type_name -> shardkv.internal.group.v1.InstallConfig
-	10, // 6: shardkv.internal.group.v1.Command.insert:type_name -> shardkv.internal.group.v1.InsertShard
+	17, // 4: shardkv.internal.group.v1.Command.write:type_name -> shardkv.kv.v1.WriteRequest
+	10, // 5: shardkv.internal.group.v1.Command.install:type_name -> shardkv.internal.group.v1.InstallConfig
+	11, // 6: shardkv.internal.group.v1.Command.insert:type_name -> shardkv.internal.group.v1.InsertShard
 	6,  // 7: shardkv.internal.group.v1.Command.delete_shard:type_name -> shardkv.internal.group.v1.DeleteShardRequest
-	11, // 8: shardkv.internal.group.v1.Command.confirm_delete:type_name -> shardkv.internal.group.v1.ConfirmDelete
+	12, // 8: shardkv.internal.group.v1.Command.confirm_delete:type_name -> shardkv.internal.group.v1.ConfirmDelete
 	4,  // 9: shardkv.internal.group.v1.Command.hand_over:type_name -> shardkv.internal.group.v1.PullShardRequest
 	4,  // 10: shardkv.internal.group.v1.Command.abandon_pull:type_name -> shardkv.internal.group.v1.PullShardRequest
-	10, // 11: shardkv.internal.group.v1.Command.restore:type_name -> shardkv.internal.group.v1.InsertShard
-	17, // 12: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
-	2,  // 13: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	3,  // 14: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	17, // 15: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
-	17, // 16: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
-	13, // 17: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
-	12, // 18: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
-	15, // 19: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
-	2,  // 20: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	3,  // 21: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	4,  // 22: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
-	6,  // 23: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
-	0,  // 24: shardkv.internal.group.v1.Backup.ReadShards:input_type -> shardkv.internal.group.v1.ReadShardsRequest
-	5,  // 25: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
-	7,  // 26: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
-	1,  // 27: shardkv.internal.group.v1.Backup.ReadShards:output_type -> shardkv.internal.group.v1.BackupChunk
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	11, // 11: shardkv.internal.group.v1.Command.restore:type_name -> shardkv.internal.group.v1.InsertShard
+	9,  // 12: shardkv.internal.group.v1.Command.writes:type_name -> shardkv.internal.group.v1.WriteBatch
+	17, // 13: shardkv.internal.group.v1.WriteBatch.writes:type_name -> shardkv.kv.v1.WriteRequest
+	18, // 14: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
+	2,  // 15: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 16: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	18, // 17: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
+	18, // 18: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
+	14, // 19: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
+	13, // 20: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
+	16, // 21: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
+	2,  // 22: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 23: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	4,  // 24: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
+	6,  // 25: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
+	0,  // 26: shardkv.internal.group.v1.Backup.ReadShards:input_type -> shardkv.internal.group.v1.ReadShardsRequest
+	5,  // 27: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
+	7,  // 28: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
+	1,  // 29: shardkv.internal.group.v1.Backup.ReadShards:output_type -> shardkv.internal.group.v1.BackupChunk
+	27, // [27:30] is the sub-list for method output_type
+	24, // [24:27] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_internal_grouppb_group_proto_init() }
@@ -1361,6 +1433,7 @@ func file_internal_grouppb_group_proto_init() {
 		(*Command_HandOver)(nil),
 		(*Command_AbandonPull)(nil),
 		(*Command_Restore)(nil),
+		(*Command_Writes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1368,7 +1441,7 @@ func file_internal_grouppb_group_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_grouppb_group_proto_rawDesc), len(file_internal_grouppb_group_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

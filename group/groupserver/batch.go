@@ -1,0 +1,163 @@
+package groupserver
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/internal/grouppb"
+)
+
+// Client writes are proposed in batches: one goroutine per replica takes
+// the writes queued while its previous proposal was being appended and
+// proposes them as one log entry (grouppb.Command_Writes). Nothing waits
+// for a batch to fill: under light load every write is its own entry, under
+// heavy load the time one proposal takes is the time the next batch
+// gathers. A batch costs raft one proposal, one entry to persist, send and
+// apply, instead of one per write; the state machine still gives each
+// write its own outcome and session record (see group.StateMachine.Apply).
+const (
+	maxBatchWrites = 256
+	// maxBatchBytes bounds a batch's keys and values (a write larger than
+	// it is proposed alone): about raft's MaxSizePerMsg, so one batch fits
+	// in one append message.
+	maxBatchBytes = 1 << 20
+	// maxProposalWait bounds the wait for raft to take a batch when none
+	// of its callers set a deadline.
+	maxProposalWait = 30 * time.Second
+)
+
+// queuedWrite is one client write waiting to be proposed.
+type queuedWrite struct {
+	ctx context.Context // the caller's: its deadline bounds the proposal
+	req *kvpb.WriteRequest
+	out chan writeOutcome // buffered: the batch's waiter never blocks
+}
+
+type writeOutcome struct {
+	v   any // the state machine's outcome: nil, an error or a *group.WriteResult
+	err error
+}
+
+func writeBytes(w *kvpb.WriteRequest) int {
+	return len(w.GetKey()) + len(w.GetValue()) + len(w.GetIfValue())
+}
+
+// proposeWrite queues req for the next batch and returns its outcome.
+// Errors are those of raftnode.Node.Propose (certainly not applied, or
+// outcome unknown) or the write's own refusal.
+func (s *Server) proposeWrite(ctx context.Context, req *kvpb.WriteRequest) (*group.WriteResult, error) {
+	w := &queuedWrite{ctx: ctx, req: req, out: make(chan writeOutcome, 1)}
+	select {
+	case s.writes <- w:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.ctx.Done():
+		return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
+	}
+	var o writeOutcome
+	select {
+	case o = <-w.out:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	switch v := o.v.(type) {
+	case error:
+		return nil, v
+	case *group.WriteResult:
+		return v, nil
+	}
+	return &group.WriteResult{Succeeded: true}, nil
+}
+
+// batchWrites is the batcher: it runs until the server stops.
+func (s *Server) batchWrites() {
+	defer s.wg.Done()
+	for {
+		var first *queuedWrite
+		select {
+		case first = <-s.writes:
+		case <-s.ctx.Done():
+			return
+		}
+		batch, size := []*queuedWrite{first}, writeBytes(first.req)
+	gather:
+		for len(batch) < maxBatchWrites && size < maxBatchBytes {
+			select {
+			case w := <-s.writes:
+				batch = append(batch, w)
+				size += writeBytes(w.req)
+			default:
+				break gather
+			}
+		}
+		s.proposeBatch(batch)
+	}
+}
+
+// proposeBatch proposes the writes whose callers still wait, as one entry,
+// and hands the outcomes to them once it applies; it returns once raft has
+// taken the entry (or refused it).
+func (s *Server) proposeBatch(batch []*queuedWrite) {
+	live := batch[:0]
+	for _, w := range batch {
+		if w.ctx.Err() == nil { // a caller that gave up is not proposed
+			live = append(live, w)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	cmd := &grouppb.Command{Op: &grouppb.Command_Write{Write: live[0].req}}
+	if len(live) > 1 {
+		ws := make([]*kvpb.WriteRequest, len(live))
+		for i, w := range live {
+			ws[i] = w.req
+		}
+		cmd.Op = &grouppb.Command_Writes{Writes: &grouppb.WriteBatch{Writes: ws}}
+	}
+	s.cfg.Metrics.batched(len(live))
+	ctx, cancel := context.WithDeadline(s.ctx, latestDeadline(live))
+	p, err := s.submit(ctx, cmd)
+	cancel()
+	if err != nil {
+		for _, w := range live {
+			w.out <- writeOutcome{err: err}
+		}
+		return
+	}
+	go func() {
+		// Bounded without a context: the node fails every pending
+		// proposal when it stops or loses leadership.
+		v, err := p.Wait(context.Background())
+		outcomes, isBatch := v.([]any)
+		for i, w := range live {
+			o := writeOutcome{v: v, err: err}
+			if isBatch && len(outcomes) == len(live) {
+				o.v = outcomes[i]
+			}
+			w.out <- o
+		}
+	}()
+}
+
+// latestDeadline is the last of the callers' deadlines: the proposal is
+// worth waiting for while any of them waits.
+func latestDeadline(ws []*queuedWrite) time.Time {
+	var last time.Time
+	for _, w := range ws {
+		d, ok := w.ctx.Deadline()
+		if !ok {
+			d = time.Now().Add(maxProposalWait)
+		}
+		if d.After(last) {
+			last = d
+		}
+	}
+	return last
+}
