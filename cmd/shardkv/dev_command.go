@@ -80,6 +80,7 @@ trying again.`,
 }
 
 func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
+	tuneServerGC()
 	log, err := g.logger()
 	if err != nil {
 		return err

@@ -183,6 +183,7 @@ func exitStuck(err error) {
 // whether an identity is stored (0: whatever is stored).
 func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	clusterID func(ctx context.Context, stored bool) (uint64, error), start replicaStart) error {
+	tuneServerGC()
 	log, err := g.logger()
 	if err != nil {
 		return err
