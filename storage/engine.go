@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 // Engine is the Pebble database of one process. It is safe for concurrent
@@ -68,6 +69,12 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 		// the newest WAL as its end, silently dropping acknowledged writes.
 		FormatMajorVersion: pebble.FormatNewest,
 	}
+	// Bloom filters (10 bits a key, ~1% false positives) let a point read
+	// skip every table that does not hold its key: every write reads its
+	// key's version and every session lookup its record, and the raft log
+	// churning through the same LSM keeps many tables in every level.
+	// Levels below L0 inherit L0's policy.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	db, err := pebble.Open(dir, opts)
 	if pebble.IsCorruptionError(err) {
 		return nil, &CorruptionError{Dir: dir, Reason: err.Error()}
