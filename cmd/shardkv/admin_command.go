@@ -6,7 +6,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -92,8 +91,7 @@ func (v configView) jsonValue() any { return configJSON(v.cfg) }
 
 func (v configView) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "configuration %d\n", v.cfg.Num)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tSHARDS\tREPLICAS")
+	tw := newTable(w, "GROUP", "SHARDS", "REPLICAS")
 	for _, g := range v.cfg.GroupIDs() {
 		fmt.Fprintf(tw, "%d\t%s\t%s\n", g, shardRanges(shardsOf(v.cfg, g)), strings.Join(v.cfg.Groups[g], ","))
 	}

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -236,8 +235,7 @@ func (v membersView) writeTable(w io.Writer) error {
 		fmt.Fprint(w, " (joint consensus: a change of two voters in progress)")
 	}
 	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tMATCH\tACTIVE")
+	tw := newTable(w, "ID", "ADDRESS", "ROLE", "MATCH", "ACTIVE")
 	for _, m := range v.out() {
 		match, active := "-", "-"
 		if v.reply.GetFromLeader() {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -168,8 +167,7 @@ func (st statusView) writeTable(w io.Writer) error {
 	} else {
 		fmt.Fprintln(w, " (migrating)")
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tREPLICA\tADDRESS\tROLE\tMEMBER\tMATCH\tTERM\tAPPLIED\tCONFIG\tSHARDS")
+	tw := newTable(w, "GROUP", "REPLICA", "ADDRESS", "ROLE", "MEMBER", "MATCH", "TERM", "APPLIED", "CONFIG", "SHARDS")
 	for _, g := range st.Groups {
 		for _, r := range g.Replicas {
 			role := "follower"
