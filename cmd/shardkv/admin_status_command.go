@@ -18,7 +18,7 @@ import (
 )
 
 func newAdminStatusCmd(a *adminFlags) *cobra.Command {
-	cmd := &cobra.Command{
+	return a.command(&cobra.Command{
 		Use:   "status",
 		Short: "Show every group: replicas, leaders, terms, applied indexes, shard states and migrations",
 		Long: `Show the latest configuration as the groups see it: every replica's role,
@@ -29,19 +29,17 @@ latest configuration and no shard is moving.`,
   shardkv admin status -o json | jq '.groups[].migrations'
   shardkv admin status -o json | jq -e .settled   # exit 0 once settled`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.run(cmd, func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
-				cfg, _, err := ctl.Query(ctx, -1)
-				if err != nil {
-					return nil, err
-				}
-				pool := rpc.NewPool()
-				defer pool.Close()
-				return collectStatus(ctx, pool, cfg), nil
-			})
-		},
-	}
-	return setExitCodes(cmd, clientExitCodes)
+	}, clientExitCodes, func(*cobra.Command, []string) (controllerCall, error) {
+		return func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
+			cfg, _, err := ctl.Query(ctx, -1)
+			if err != nil {
+				return nil, err
+			}
+			pool := rpc.NewPool()
+			defer pool.Close()
+			return collectStatus(ctx, pool, cfg), nil
+		}, nil
+	})
 }
 
 type replicaOut struct {

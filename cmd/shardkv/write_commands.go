@@ -12,23 +12,52 @@ import (
 	"github.com/shardkv/shardkv/client"
 )
 
-func newPutCmd() *cobra.Command {
-	w := &writeFlags{}
-	cmd := &cobra.Command{
-		Use:   "put KEY VALUE",
-		Short: "Set a key (VALUE - reads the value from stdin)",
-		Long: `Set a key's value. With VALUE -, the value is stdin's exact bytes (no
+// newWriteCmds are put, append and delete: each one call of the client on
+// KEY (and VALUE).
+func newWriteCmds() []*cobra.Command {
+	return []*cobra.Command{
+		newWriteCmd(&cobra.Command{
+			Use:   "put KEY VALUE",
+			Short: "Set a key (VALUE - reads the value from stdin)",
+			Long: `Set a key's value. With VALUE -, the value is stdin's exact bytes (no
 newline is added or removed), up to --max-value-bytes.`,
-		Example: `  shardkv put greeting hello
+			Example: `  shardkv put greeting hello
   shardkv put config - < config.json
   printf '\x00\x01' | shardkv put blob -`,
-		Args: cobra.ExactArgs(2),
-		RunE: w.run(func(ctx context.Context, c *client.Client, key, value []byte) error {
-			return c.Put(ctx, key, value)
+		}, true, (*client.Client).Put),
+		newWriteCmd(&cobra.Command{
+			Use:   "append KEY VALUE",
+			Short: "Append to a key's value (VALUE - reads from stdin)",
+			Long: `Append to a key's value, creating the key if it does not exist. With
+VALUE -, the appended bytes are stdin's, exactly.`,
+			Example: `  shardkv append log "line 2"
+  date | shardkv append log -`,
+		}, true, (*client.Client).Append),
+		newWriteCmd(&cobra.Command{
+			Use:     "delete KEY",
+			Short:   "Delete a key (deleting a missing key succeeds)",
+			Example: `  shardkv delete greeting`,
+		}, false, func(c *client.Client, ctx context.Context, key, _ []byte) error {
+			return c.Delete(ctx, key)
 		}),
 	}
-	w.register(cmd.Flags(), true)
-	return setExitCodes(cmd, clientExitCodes)
+}
+
+// writeCall is a write of key (and value) through c.
+type writeCall func(c *client.Client, ctx context.Context, key, value []byte) error
+
+// newWriteCmd makes doc (its usage and help) a write command. It takes
+// KEY, and VALUE too if withValue, and makes the write through a client
+// limited by the write flags.
+func newWriteCmd(doc *cobra.Command, withValue bool, write writeCall) *cobra.Command {
+	w := &writeFlags{}
+	doc.Args = cobra.ExactArgs(1)
+	if withValue {
+		doc.Args = cobra.ExactArgs(2)
+	}
+	doc.RunE = w.run(write)
+	w.register(doc.Flags(), withValue)
+	return setExitCodes(doc, clientExitCodes)
 }
 
 // writeFlags are the flags of put, append and delete.
@@ -48,7 +77,7 @@ func (w *writeFlags) register(f *pflag.FlagSet, values bool) {
 }
 
 // run runs a write of args[0] (and args[1], the value, if given).
-func (w *writeFlags) run(write func(ctx context.Context, c *client.Client, key, value []byte) error) func(*cobra.Command, []string) error {
+func (w *writeFlags) run(write writeCall) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		var value []byte
 		if len(args) > 1 {
@@ -64,7 +93,7 @@ func (w *writeFlags) run(write func(ctx context.Context, c *client.Client, key, 
 				return err
 			}
 			defer c.Close()
-			return write(ctx, c, []byte(args[0]), value)
+			return write(c, ctx, []byte(args[0]), value)
 		})
 	}
 }
