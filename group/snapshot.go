@@ -1,7 +1,6 @@
 package group
 
 import (
-	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
+	"github.com/shardkv/shardkv/storage"
 )
 
 // Snapshot implements raftnode.StateMachine: the whole replica state, for a
@@ -25,13 +25,13 @@ func (sm *StateMachine) Snapshot() ([]byte, error) {
 	for shard := 0; shard < numShards; shard++ {
 		dl, dh, sl, sh := sm.shardSpans(shard)
 		is := &grouppb.ImageShard{Shard: uint32(shard)}
-		if err := scan(snap, dl, dh, func(k, v []byte) error {
+		if err := storage.Scan(snap, dl, dh, func(k, v []byte) error {
 			is.Kvs = append(is.Kvs, &grouppb.KeyValue{Key: slices.Clone(k[len(dl):]), Value: slices.Clone(v)})
 			return nil
 		}); err != nil {
 			return nil, err
 		}
-		if err := scan(snap, sl, sh, func(_, v []byte) error {
+		if err := storage.Scan(snap, sl, sh, func(_, v []byte) error {
 			rec := &grouppb.SessionRecord{}
 			if err := proto.Unmarshal(v, rec); err != nil {
 				return err
@@ -48,20 +48,6 @@ func (sm *StateMachine) Snapshot() ([]byte, error) {
 	return proto.Marshal(img)
 }
 
-func scan(r pebble.Reader, lo, hi []byte, fn func(k, v []byte) error) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		if err := fn(it.Key(), it.Value()); err != nil {
-			return err
-		}
-	}
-	return it.Error()
-}
-
 // Restore implements raftnode.StateMachine.
 func (sm *StateMachine) Restore(image []byte) error {
 	var img grouppb.Image
@@ -72,8 +58,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 	defer sm.mu.Unlock()
 	b := sm.db.NewBatch()
 	defer b.Close()
-	lo, hi := sm.r.StateSpan()
-	if err := b.DeleteRange(lo, hi, nil); err != nil {
+	if err := sm.r.ClearState(b); err != nil {
 		return err
 	}
 	for _, is := range img.GetShards() {
@@ -100,10 +85,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 	if err := b.Set(sm.r.StateKey(keyMeta), mv, nil); err != nil {
 		return err
 	}
-	if err := b.Set(sm.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, img.GetApplied()), nil); err != nil {
-		return err
-	}
-	if err := b.Set(sm.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(img.GetNow())), nil); err != nil {
+	if err := sm.r.WriteProgress(b, storage.Progress{Applied: img.GetApplied(), Now: img.GetNow()}); err != nil {
 		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -165,7 +147,7 @@ func (sm *StateMachine) Digests() (applied uint64, digests []uint64, err error) 
 		h := fnv.New64a()
 		dl, dh, sl, sh := sm.shardSpans(shard)
 		for _, span := range [][2][]byte{{dl, dh}, {sl, sh}} {
-			if err := scan(snap, span[0], span[1], func(k, v []byte) error {
+			if err := storage.Scan(snap, span[0], span[1], func(k, v []byte) error {
 				_, _ = h.Write(k[len(span[0]):]) // without the replica's own key prefix
 				_, _ = h.Write(v)
 				return nil

@@ -131,6 +131,22 @@ func Get(r pebble.Reader, key []byte) (value []byte, found bool, err error) {
 	return append([]byte(nil), v...), true, nil
 }
 
+// Scan calls fn with each key and value in [lo, hi) of r, in key order,
+// until fn returns an error. The slices are valid only during the call.
+func Scan(r pebble.Reader, lo, hi []byte, fn func(key, value []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
 // quietLogger drops Pebble's informational chatter; errors still surface as
 // returned errors. Pebble calls Fatalf when it cannot go on (a failed WAL
 // write, such as a full disk) and requires that it not return: the engine
