@@ -14,7 +14,59 @@ import (
 )
 
 // The commands that change the configuration (join, leave, move) and show
-// it (config): each prints the configuration that results.
+// it (config): each prints the configuration that results, a configView.
+
+// parseGroupID reads a group id argument.
+func parseGroupID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, usagef("%q is not a group id (a number above 0)", s)
+	}
+	return id, nil
+}
+
+// configView prints a configuration: which group serves which shards.
+type configView struct{ cfg config.Config }
+
+// configOut is a configuration as JSON.
+type configOut struct {
+	Num    uint64              `json:"num"`
+	Shards []uint64            `json:"shards"`
+	Groups map[string][]string `json:"groups"`
+}
+
+func configJSON(cfg config.Config) configOut {
+	out := configOut{Num: cfg.Num, Shards: cfg.Shards, Groups: map[string][]string{}}
+	for g, a := range cfg.Groups {
+		out.Groups[strconv.FormatUint(g, 10)] = a
+	}
+	return out
+}
+
+func (v configView) jsonValue() any { return configJSON(v.cfg) }
+
+func (v configView) writeTable(w io.Writer) error {
+	fmt.Fprintf(w, "configuration %d\n", v.cfg.Num)
+	tw := newTable(w, "GROUP", "SHARDS", "REPLICAS")
+	for _, g := range v.cfg.GroupIDs() {
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", g, shardRanges(shardsOf(v.cfg, g)), strings.Join(v.cfg.Groups[g], ","))
+	}
+	if s := shardsOf(v.cfg, 0); len(s) > 0 {
+		fmt.Fprintf(tw, "none\t%s\t\n", shardRanges(s))
+	}
+	return tw.Flush()
+}
+
+// shardsOf lists the shards cfg assigns to group gid.
+func shardsOf(cfg config.Config, gid uint64) []int {
+	var out []int
+	for s, g := range cfg.Shards {
+		if g == gid {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 func newAdminJoinCmd(a *adminFlags) *cobra.Command {
 	return a.command(&cobra.Command{
@@ -127,56 +179,4 @@ naming the latest.`,
 			return configView{cfg}, nil
 		}, nil
 	})
-}
-
-// parseGroupID reads a group id argument.
-func parseGroupID(s string) (uint64, error) {
-	id, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || id == 0 {
-		return 0, usagef("%q is not a group id (a number above 0)", s)
-	}
-	return id, nil
-}
-
-// configView prints a configuration: which group serves which shards.
-type configView struct{ cfg config.Config }
-
-// configOut is a configuration as JSON.
-type configOut struct {
-	Num    uint64              `json:"num"`
-	Shards []uint64            `json:"shards"`
-	Groups map[string][]string `json:"groups"`
-}
-
-func configJSON(cfg config.Config) configOut {
-	out := configOut{Num: cfg.Num, Shards: cfg.Shards, Groups: map[string][]string{}}
-	for g, a := range cfg.Groups {
-		out.Groups[strconv.FormatUint(g, 10)] = a
-	}
-	return out
-}
-
-func (v configView) jsonValue() any { return configJSON(v.cfg) }
-
-func (v configView) writeTable(w io.Writer) error {
-	fmt.Fprintf(w, "configuration %d\n", v.cfg.Num)
-	tw := newTable(w, "GROUP", "SHARDS", "REPLICAS")
-	for _, g := range v.cfg.GroupIDs() {
-		fmt.Fprintf(tw, "%d\t%s\t%s\n", g, shardRanges(shardsOf(v.cfg, g)), strings.Join(v.cfg.Groups[g], ","))
-	}
-	if s := shardsOf(v.cfg, 0); len(s) > 0 {
-		fmt.Fprintf(tw, "none\t%s\t\n", shardRanges(s))
-	}
-	return tw.Flush()
-}
-
-// shardsOf lists the shards cfg assigns to group gid.
-func shardsOf(cfg config.Config, gid uint64) []int {
-	var out []int
-	for s, g := range cfg.Shards {
-		if g == gid {
-			out = append(out, s)
-		}
-	}
-	return out
 }
