@@ -1,6 +1,7 @@
 package group
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -33,15 +34,9 @@ const (
 )
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxKeySize == 0 {
-		l.MaxKeySize = DefaultMaxKeySize
-	}
-	if l.MaxValueSize == 0 {
-		l.MaxValueSize = DefaultMaxValueSize
-	}
-	if l.SessionTTL == 0 {
-		l.SessionTTL = time.Hour
-	}
+	l.MaxKeySize = cmp.Or(l.MaxKeySize, DefaultMaxKeySize)
+	l.MaxValueSize = cmp.Or(l.MaxValueSize, DefaultMaxValueSize)
+	l.SessionTTL = cmp.Or(l.SessionTTL, time.Hour)
 	return l
 }
 
