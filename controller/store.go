@@ -136,11 +136,7 @@ func (s *Store) writeChanges(b *pebble.Batch) error {
 			return err
 		}
 		for _, n := range st.newConfigs {
-			v, err := proto.Marshal(st.configs[n].ToProto())
-			if err != nil {
-				return err
-			}
-			if err := b.Set(s.configKey(n), v, nil); err != nil {
+			if err := storage.SetProto(b, s.configKey(n), st.configs[n].ToProto()); err != nil {
 				return err
 			}
 		}
@@ -157,11 +153,7 @@ func (s *Store) writeChanges(b *pebble.Batch) error {
 			}
 			continue
 		}
-		v, err := proto.Marshal(sessionRecord(id, sess))
-		if err != nil {
-			return err
-		}
-		if err := b.Set(key, v, nil); err != nil {
+		if err := storage.SetProto(b, key, sessionRecord(id, sess)); err != nil {
 			return err
 		}
 	}

@@ -69,20 +69,12 @@ func (sm *StateMachine) Restore(image []byte) error {
 			}
 		}
 		for _, rec := range is.GetSessions() {
-			v, err := proto.Marshal(rec)
-			if err != nil {
-				return err
-			}
-			if err := b.Set(sm.sessionKey(shard, rec.GetClientId()), v, nil); err != nil {
+			if err := storage.SetProto(b, sm.sessionKey(shard, rec.GetClientId()), rec); err != nil {
 				return err
 			}
 		}
 	}
-	mv, err := proto.Marshal(img.GetMeta())
-	if err != nil {
-		return err
-	}
-	if err := b.Set(sm.r.StateKey(keyMeta), mv, nil); err != nil {
+	if err := storage.SetProto(b, sm.r.StateKey(keyMeta), img.GetMeta()); err != nil {
 		return err
 	}
 	if err := sm.r.WriteProgress(b, storage.Progress{Applied: img.GetApplied(), Now: img.GetNow()}); err != nil {

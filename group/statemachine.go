@@ -174,11 +174,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 		return nil, err
 	}
 	if a.metaChanged {
-		v, err := proto.Marshal(sm.meta.toProto())
-		if err != nil {
-			return nil, err
-		}
-		if err := a.b.Set(sm.r.StateKey(keyMeta), v, nil); err != nil {
+		if err := storage.SetProto(a.b, sm.r.StateKey(keyMeta), sm.meta.toProto()); err != nil {
 			return nil, err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
 )
 
 // Engine is the Pebble database of one process. It is safe for concurrent
@@ -129,6 +130,15 @@ func Get(r pebble.Reader, key []byte) (value []byte, found bool, err error) {
 	}
 	defer closer.Close()
 	return append([]byte(nil), v...), true, nil
+}
+
+// SetProto sets key to the encoding of m in b.
+func SetProto(b *pebble.Batch, key []byte, m proto.Message) error {
+	v, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return b.Set(key, v, nil)
 }
 
 // Scan calls fn with each key and value in [lo, hi) of r, in key order,
