@@ -192,11 +192,6 @@ func (s *Store) Restore(image []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.db.NewBatch()
-	defer b.Close()
-	if err := s.r.ClearState(b); err != nil {
-		return err
-	}
 	st := State{numShards: int(img.GetNumShards()), now: img.GetNow(), sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
 	for _, pc := range img.GetConfigs() {
 		st.configs = append(st.configs, ConfigFromProto(pc))
@@ -207,14 +202,10 @@ func (s *Store) Restore(image []byte) error {
 			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
 		st.touchedSessions[rec.GetClientId()] = true
 	}
-	s.state = st
-	if err := s.writeChanges(b); err != nil {
-		return err
-	}
-	if err := s.r.WriteProgress(b, storage.Progress{Applied: img.GetApplied(), Now: st.now}); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.r.ReplaceState(s.db, storage.Progress{Applied: img.GetApplied(), Now: st.now}, func(b *pebble.Batch) error {
+		s.state = st
+		return s.writeChanges(b)
+	}); err != nil {
 		return err
 	}
 	s.applied = img.GetApplied()

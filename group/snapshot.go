@@ -56,31 +56,22 @@ func (sm *StateMachine) Restore(image []byte) error {
 	}
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
-	b := sm.db.NewBatch()
-	defer b.Close()
-	if err := sm.r.ClearState(b); err != nil {
-		return err
-	}
-	for _, is := range img.GetShards() {
-		shard := int(is.GetShard())
-		for _, kv := range is.GetKvs() {
-			if err := b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
-				return err
+	if err := sm.r.ReplaceState(sm.db, storage.Progress{Applied: img.GetApplied(), Now: img.GetNow()}, func(b *pebble.Batch) error {
+		for _, is := range img.GetShards() {
+			shard := int(is.GetShard())
+			for _, kv := range is.GetKvs() {
+				if err := b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
+					return err
+				}
+			}
+			for _, rec := range is.GetSessions() {
+				if err := storage.SetProto(b, sm.sessionKey(shard, rec.GetClientId()), rec); err != nil {
+					return err
+				}
 			}
 		}
-		for _, rec := range is.GetSessions() {
-			if err := storage.SetProto(b, sm.sessionKey(shard, rec.GetClientId()), rec); err != nil {
-				return err
-			}
-		}
-	}
-	if err := storage.SetProto(b, sm.r.StateKey(keyMeta), img.GetMeta()); err != nil {
-		return err
-	}
-	if err := sm.r.WriteProgress(b, storage.Progress{Applied: img.GetApplied(), Now: img.GetNow()}); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
+		return storage.SetProto(b, sm.r.StateKey(keyMeta), img.GetMeta())
+	}); err != nil {
 		return err
 	}
 	sm.applied = img.GetApplied()
