@@ -15,46 +15,42 @@ import (
 )
 
 // TestErrorClasses is the table of every error a write attempt can end with
-// (as the servers' error table decodes it), whether it proves the attempt
-// was not applied, and what the client does next. Anything not proven
+// (as the servers' error table decodes it), by class: whether it proves the
+// attempt was not applied, what the client does next, and whether the
+// same request would always be refused again. Anything not proven
 // "not applied" makes a later failure of the write ErrUnknownOutcome.
 func TestErrorClasses(t *testing.T) {
-	for _, tc := range []struct {
-		err           error
+	for _, class := range []struct {
 		notApplied    bool
 		next          verdict
 		deterministic bool
+		errs          []error
 	}{
-		{&raftnode.NotLeaderError{}, true, nextReplica, false},
-		{raftnode.ErrProposalDropped, true, nextReplica, false},
-		{raftnode.ErrStopped, true, nextReplica, false},
-		{raftnode.ErrStoppedInFlight, false, nextReplica, false},
-		{raftnode.ErrLeaderChanged, false, nextReplica, false},
-		{raftnode.ErrReadTimeout, false, nextReplica, false},
-		{context.DeadlineExceeded, false, nextReplica, false},
-		{status.Error(codes.Unavailable, "connection refused"), false, nextReplica, false},
-		{group.ErrWrongGroup, true, rereadConfig, false},
-		{group.ErrStaleConfig, false, rereadConfig, false},
-		{group.ErrNotReady, true, waitAndRetry, false},
-		{group.ErrSessionExpired, true, final, false},
-		{storage.ErrNoSpace, true, final, false},
-		{storage.ErrStalled, true, nextReplica, false},
-		{group.ErrKeyTooLarge, false, final, true},
-		{group.ErrValueTooLarge, false, final, true},
-		{tooLarge(status.Error(codes.ResourceExhausted, "grpc: received message larger than max")), false, final, true},
-		{group.ErrEmptyKey, false, final, true},
-		{group.ErrMalformed, false, final, true},
-		{group.ErrStaleRequest, false, final, false},
+		{notApplied: true, next: nextReplica, errs: []error{
+			&raftnode.NotLeaderError{}, raftnode.ErrProposalDropped, raftnode.ErrStopped, storage.ErrStalled}},
+		{notApplied: false, next: nextReplica, errs: []error{
+			raftnode.ErrStoppedInFlight, raftnode.ErrLeaderChanged, raftnode.ErrReadTimeout, context.DeadlineExceeded,
+			status.Error(codes.Unavailable, "connection refused")}},
+		{notApplied: true, next: rereadConfig, errs: []error{group.ErrWrongGroup}},
+		{notApplied: false, next: rereadConfig, errs: []error{group.ErrStaleConfig}},
+		{notApplied: true, next: waitAndRetry, errs: []error{group.ErrNotReady}},
+		{notApplied: true, next: final, errs: []error{group.ErrSessionExpired, storage.ErrNoSpace}},
+		{notApplied: false, next: final, errs: []error{group.ErrStaleRequest}},
+		{notApplied: false, next: final, deterministic: true, errs: []error{
+			group.ErrKeyTooLarge, group.ErrValueTooLarge, group.ErrEmptyKey, group.ErrMalformed,
+			tooLarge(status.Error(codes.ResourceExhausted, "grpc: received message larger than max"))}},
 	} {
-		err := fmt.Errorf("attempt: %w", tc.err)
-		if got := definitelyNotApplied(err); got != tc.notApplied {
-			t.Errorf("definitelyNotApplied(%v) = %v, want %v", tc.err, got, tc.notApplied)
-		}
-		if got := classify(err); got != tc.next {
-			t.Errorf("classify(%v) = %v, want %v", tc.err, got, tc.next)
-		}
-		if got := deterministicRefusal(err); got != tc.deterministic {
-			t.Errorf("deterministicRefusal(%v) = %v, want %v", tc.err, got, tc.deterministic)
+		for _, e := range class.errs {
+			err := fmt.Errorf("attempt: %w", e)
+			if got := definitelyNotApplied(err); got != class.notApplied {
+				t.Errorf("definitelyNotApplied(%v) = %v, want %v", e, got, class.notApplied)
+			}
+			if got := classify(err); got != class.next {
+				t.Errorf("classify(%v) = %v, want %v", e, got, class.next)
+			}
+			if got := deterministicRefusal(err); got != class.deterministic {
+				t.Errorf("deterministicRefusal(%v) = %v, want %v", e, got, class.deterministic)
+			}
 		}
 	}
 	if !errors.Is(tooLarge(status.Error(codes.ResourceExhausted, "x")), ErrValueTooLarge) {

@@ -1,8 +1,23 @@
 // Package client is the Go client of shardkv: the public API.
 //
 //	c, err := client.New(ctx, []string{"127.0.0.1:7100", "127.0.0.1:7101", "127.0.0.1:7102"})
-//	err = c.Put(ctx, []byte("greeting"), []byte("hello"))
-//	v, found, err := c.Get(ctx, []byte("greeting"))
+//	_, err = c.Put(ctx, []byte("greeting"), []byte("hello"))
+//	got, err := c.Get(ctx, []byte("greeting")) // got.Value, got.Version, got.Found
+//
+// # Versions and conditional writes
+//
+// Every key has a version, as in etcd: 1 when it is created, +1 at every
+// put or append; a delete removes the key (version 0), and a later put
+// starts again at 1. Get returns it, and every write returns the version
+// after it. A write may carry a condition, in the clientv3 style of
+// options: IfVersion(n) (0: the key does not exist) or IfValue(v). A
+// condition that does not hold is an answer, not an error:
+// WriteResult.Succeeded is false and nothing changed. So a
+// read-modify-write is
+//
+//	got, err := c.Get(ctx, key)
+//	res, err := c.Put(ctx, key, next(got.Value), client.IfVersion(got.Version))
+//	// !res.Succeeded: someone wrote in between; read again and retry.
 //
 // A Client routes each key to its shard (config.ShardOf), the shard to
 // its group by the controller's configuration, and the request to the
@@ -65,6 +80,9 @@ var (
 	// ErrNoSpace: the group's leader cannot persist (its disk is full);
 	// the write was not applied. Reads still work.
 	ErrNoSpace = rpcerr.ErrNoSpace
+	// ErrMalformed: the request is inconsistent (both IfVersion and
+	// IfValue); nothing was sent.
+	ErrMalformed = kvpb.ErrMalformed
 )
 
 type options struct {
@@ -77,6 +95,13 @@ type options struct {
 // limits are the size limits checked before sending; zero means the
 // default.
 type limits struct{ maxKey, maxValue int }
+
+func (l limits) maxValueBytes() int {
+	if l.maxValue == 0 {
+		return kvpb.DefaultMaxValueSize
+	}
+	return l.maxValue
+}
 
 func (l limits) check(op kvpb.WriteOp, key, value []byte) error {
 	if l.maxKey == 0 {
@@ -423,29 +448,88 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 	}
 }
 
-// Get returns the value of key, linearizably; found is false when the key
-// does not exist.
-func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+// GetResult is a key as Get read it.
+type GetResult struct {
+	Value []byte
+	// Version is the key's version (1 at creation, +1 per put or append),
+	// 0 when it does not exist.
+	Version uint64
+	Found   bool
+}
+
+// Get returns key's value and version, linearizably; Found is false (and
+// Version 0) when the key does not exist.
+func (c *Client) Get(ctx context.Context, key []byte) (GetResult, error) {
 	if err := c.opts.limits.check(kvpb.WriteOp_WRITE_OP_DELETE, key, nil); err != nil {
-		return nil, false, err
+		return GetResult{}, err
 	}
 	var reply *kvpb.GetReply
-	_, err = c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+	_, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
 		var err error
 		reply, err = kv.Get(ctx, &kvpb.GetRequest{Key: key})
 		return err
 	})
 	if err != nil {
-		return nil, false, err
+		return GetResult{}, err
 	}
-	return reply.GetValue(), reply.GetFound(), nil
+	return GetResult{Value: reply.GetValue(), Version: reply.GetVersion(), Found: reply.GetFound()}, nil
 }
 
-func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) error {
+// WriteResult is the answer to a write.
+type WriteResult struct {
+	// Succeeded is whether the write was applied: false only when its
+	// condition (IfVersion, IfValue) did not hold, and then nothing
+	// changed.
+	Succeeded bool
+	// Version is the key's version after the write: the new one if it
+	// succeeded (0 after a delete), the current one otherwise.
+	Version uint64
+	// Value is the key's value after the write (nil if it does not
+	// exist), when the write asked for it (WithValue) and ValueReturned is
+	// set. It is not when the servers had already applied this write and
+	// answered a retry of it from its session record, which keeps
+	// Succeeded and Version but not the value: read the key if you need it
+	// (it may have changed since).
+	Value         []byte
+	ValueReturned bool
+}
+
+// WriteOption modifies a write: a condition, or asking for the value.
+type WriteOption func(*kvpb.WriteRequest)
+
+// IfVersion makes the write conditional: it is applied only if the key's
+// version is n at that point (0: the key does not exist). At most one of
+// IfVersion and IfValue; both fail with ErrMalformed.
+func IfVersion(n uint64) WriteOption {
+	return func(w *kvpb.WriteRequest) { w.IfVersion = &n }
+}
+
+// IfValue makes the write conditional: it is applied only if the key
+// exists and its value equals v (nil and empty alike: an empty value).
+func IfValue(v []byte) WriteOption {
+	// Never nil: a nil if_value is no condition on the wire.
+	return func(w *kvpb.WriteRequest) { w.IfValue = append([]byte{}, v...) }
+}
+
+// WithValue asks for the key's value after the write in
+// WriteResult.Value (for a write whose condition did not hold: the
+// current value).
+func WithValue() WriteOption {
+	return func(w *kvpb.WriteRequest) { w.ReturnValue = true }
+}
+
+func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, opts []WriteOption) (WriteResult, error) {
+	cond := &kvpb.WriteRequest{Op: op}
+	for _, o := range opts {
+		o(cond)
+	}
 	// Refused before sending, with the servers' own errors: a request the
 	// server cannot even receive would otherwise look like a lost one.
 	if err := c.opts.limits.check(op, key, value); err != nil {
-		return err
+		return WriteResult{}, err
+	}
+	if err := kvpb.CheckCondition(cond, c.opts.limits.maxValueBytes()); err != nil {
+		return WriteResult{}, err
 	}
 	c.mu.RLock()
 	shard := config.ShardOf(key, c.numShards)
@@ -460,20 +544,24 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) 
 				_, err := kv.Write(ctx, open)
 				return err
 			}); err != nil {
-				return err
+				return WriteResult{}, err
 			}
 			s.open = true
 		}
 		s.seq++
-		req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq}
+		req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq,
+			IfVersion: cond.IfVersion, IfValue: cond.IfValue, ReturnValue: cond.ReturnValue}
+		var reply *kvpb.WriteReply
 		maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
-			_, err := kv.Write(ctx, req)
+			var err error
+			reply, err = kv.Write(ctx, req)
 			return err
 		})
 		switch {
 		case err == nil:
 			c.returnSession(shard, s)
-			return nil
+			return WriteResult{Succeeded: reply.GetSucceeded(), Version: reply.GetVersion(),
+				Value: reply.GetValue(), ValueReturned: reply.GetValueReturned()}, nil
 		case errors.Is(err, kvpb.ErrSessionExpired):
 			// The shard forgot the session. No attempt was applied twice;
 			// unless one may have been applied before it expired, the
@@ -481,7 +569,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) 
 			if !maybe && ctx.Err() == nil {
 				continue
 			}
-			return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			return WriteResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		case classify(err) == final:
 			// A refusal may or may not have been recorded under this
 			// sequence number: never reuse the session. Only a refusal
@@ -489,33 +577,35 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte) 
 			// shape) proves that none of them was applied; any other, after
 			// an attempt that may have reached a log, leaves it unknown.
 			if errors.Is(err, kvpb.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
-				return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+				return WriteResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 			}
-			return err
+			return WriteResult{}, err
 		}
 		if maybe {
 			c.returnSession(shard, s)
-			return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			return WriteResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		}
 		s.seq-- // no attempt reached a log: the number is still free
 		c.returnSession(shard, s)
-		return err
+		return WriteResult{}, err
 	}
 }
 
-// Put sets key to value.
-func (c *Client) Put(ctx context.Context, key, value []byte) error {
-	return c.write(ctx, kvpb.WriteOp_WRITE_OP_PUT, key, value)
+// Put sets key to value (if its condition holds, with IfVersion or
+// IfValue).
+func (c *Client) Put(ctx context.Context, key, value []byte, opts ...WriteOption) (WriteResult, error) {
+	return c.write(ctx, kvpb.WriteOp_WRITE_OP_PUT, key, value, opts)
 }
 
-// Append appends value to key's value (creating it if absent). An append
-// that would make the value exceed the servers' limit fails with
-// ErrValueTooLarge and changes nothing.
-func (c *Client) Append(ctx context.Context, key, value []byte) error {
-	return c.write(ctx, kvpb.WriteOp_WRITE_OP_APPEND, key, value)
+// Append appends value to key's value (creating it if absent), if its
+// condition holds. An append that would make the value exceed the
+// servers' limit fails with ErrValueTooLarge and changes nothing.
+func (c *Client) Append(ctx context.Context, key, value []byte, opts ...WriteOption) (WriteResult, error) {
+	return c.write(ctx, kvpb.WriteOp_WRITE_OP_APPEND, key, value, opts)
 }
 
-// Delete removes key; deleting a missing key succeeds.
-func (c *Client) Delete(ctx context.Context, key []byte) error {
-	return c.write(ctx, kvpb.WriteOp_WRITE_OP_DELETE, key, nil)
+// Delete removes key, if its condition holds; deleting a missing key
+// succeeds.
+func (c *Client) Delete(ctx context.Context, key []byte, opts ...WriteOption) (WriteResult, error) {
+	return c.write(ctx, kvpb.WriteOp_WRITE_OP_DELETE, key, nil, opts)
 }

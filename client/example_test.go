@@ -7,6 +7,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/shardkv/shardkv/client"
@@ -28,6 +29,20 @@ func startCluster(ctx context.Context) (ctls []string, stop func()) {
 	return c.ControllerAddrs(), func() { c.Close(); os.RemoveAll(dir) }
 }
 
+// connect is Example's beginning for the other examples: a cluster
+// (startCluster) and a client of it, within a minute (ctx); stop closes
+// both.
+func connect() (ctx context.Context, c *client.Client, stop func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctls, stopCluster := startCluster(ctx)
+	c, err := client.New(ctx, ctls)
+	if err != nil {
+		stopCluster()
+		log.Fatal(err)
+	}
+	return ctx, c, func() { c.Close(); stopCluster(); cancel() }
+}
+
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -39,35 +54,137 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Put(ctx, []byte("greeting"), []byte("hello")); err != nil {
+	if _, err := c.Put(ctx, []byte("greeting"), []byte("hello")); err != nil {
 		log.Fatal(err)
 	}
-	if err := c.Append(ctx, []byte("greeting"), []byte(", world")); err != nil {
+	if _, err := c.Append(ctx, []byte("greeting"), []byte(", world")); err != nil {
 		log.Fatal(err)
 	}
-	v, found, err := c.Get(ctx, []byte("greeting"))
+	got, err := c.Get(ctx, []byte("greeting"))
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(string(v), found)
+	fmt.Println(string(got.Value), got.Found)
 	// Output: hello, world true
+}
+
+// Every key has a version: 1 when it is created, +1 at every put or
+// append. A delete removes the key, and a put after it starts at 1 again.
+func ExampleGetResult() {
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
+	defer stop()
+	key := []byte("colour")
+	show := func() {
+		got, err := c.Get(ctx, key)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%q found=%v version=%d\n", got.Value, got.Found, got.Version)
+	}
+	for _, write := range []func() (client.WriteResult, error){
+		func() (client.WriteResult, error) { return c.Put(ctx, key, []byte("red")) },
+		func() (client.WriteResult, error) { return c.Append(ctx, key, []byte("dish")) },
+		func() (client.WriteResult, error) { return c.Delete(ctx, key) },
+		func() (client.WriteResult, error) { return c.Put(ctx, key, []byte("blue")) },
+	} {
+		if _, err := write(); err != nil {
+			log.Fatal(err)
+		}
+		show()
+	}
+	// Output:
+	// "red" found=true version=1
+	// "reddish" found=true version=2
+	// "" found=false version=0
+	// "blue" found=true version=1
+}
+
+// A compare-and-swap: read the value and its version, write the new value
+// only if the version is still the one read, and read again when someone
+// else wrote in between. A condition that does not hold is not an error:
+// the result says so, and nothing changed.
+func ExampleIfVersion() {
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
+	defer stop()
+	key := []byte("counter")
+	increment := func() (int, error) {
+		for {
+			got, err := c.Get(ctx, key)
+			if err != nil {
+				return 0, err
+			}
+			n := 0
+			if got.Found {
+				if n, err = strconv.Atoi(string(got.Value)); err != nil {
+					return 0, err
+				}
+			}
+			// Version 0 when the key does not exist: create it only if it
+			// still does not.
+			res, err := c.Put(ctx, key, []byte(strconv.Itoa(n+1)), client.IfVersion(got.Version))
+			if err != nil {
+				return 0, err
+			}
+			if res.Succeeded {
+				return n + 1, nil
+			}
+		}
+	}
+	for i := 0; i < 3; i++ {
+		n, err := increment()
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("counter:", n)
+	}
+	// Another writer's view, one version behind: its swap fails.
+	res, err := c.Put(ctx, key, []byte("100"), client.IfVersion(2), client.WithValue())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("succeeded=%v version=%d value=%q\n", res.Succeeded, res.Version, res.Value)
+	// Output:
+	// counter: 1
+	// counter: 2
+	// counter: 3
+	// succeeded=false version=3 value="3"
+}
+
+// IfValue swaps on the value instead: here a lock released only by its
+// holder.
+func ExampleIfValue() {
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
+	defer stop()
+	lock := []byte("lock")
+	for _, who := range []string{"alice", "bob"} {
+		res, err := c.Put(ctx, lock, []byte(who), client.IfVersion(0)) // only if nobody holds it
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(who, "took the lock:", res.Succeeded)
+	}
+	for _, who := range []string{"bob", "alice"} {
+		res, err := c.Delete(ctx, lock, client.IfValue([]byte(who)))
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(who, "released the lock:", res.Succeeded)
+	}
+	// Output:
+	// alice took the lock: true
+	// bob took the lock: false
+	// bob released the lock: false
+	// alice released the lock: true
 }
 
 // A write that may or may not have been applied says so: retrying it with
 // a new call could apply it twice, so the caller decides (read it back, or
 // make the write idempotent).
 func ExampleErrUnknownOutcome() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ctls, stop := startCluster(ctx)
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
 	defer stop()
 
-	c, err := client.New(ctx, ctls)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-	err = c.Append(ctx, []byte("log"), []byte("entry 1"))
+	_, err := c.Append(ctx, []byte("log"), []byte("entry 1"))
 	switch {
 	case errors.Is(err, client.ErrUnknownOutcome):
 		fmt.Println("may have been applied: read the key before appending again")

@@ -38,9 +38,7 @@ type timedAppends struct {
 func (h *harness) startTimedAppends(n, keys int) *timedAppends {
 	a := &timedAppends{acked: map[string]time.Time{}, keyOf: map[string]string{}, unknown: map[string]bool{}, stop: make(chan struct{})}
 	for c := 0; c < n; c++ {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.wg.Go(func() {
 			cl := h.client()
 			for i := 0; ; i++ {
 				select {
@@ -50,7 +48,7 @@ func (h *harness) startTimedAppends(n, keys int) *timedAppends {
 				}
 				key, tok := fmt.Sprintf("k%d", (c*7+i)%keys), fmt.Sprintf("[%d.%d]", c, i)
 				ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
-				err := cl.Append(ctx, []byte(key), []byte(tok))
+				_, err := cl.Append(ctx, []byte(key), []byte(tok))
 				cancel()
 				at := time.Now()
 				a.mu.Lock()
@@ -62,7 +60,7 @@ func (h *harness) startTimedAppends(n, keys int) *timedAppends {
 				}
 				a.mu.Unlock()
 			}
-		}()
+		})
 	}
 	return a
 }
@@ -79,7 +77,8 @@ func (h *harness) values(cl *client.Client, n int) map[string]string {
 	for i := 0; i < n; i++ {
 		k := fmt.Sprintf("k%d", i)
 		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-		v, _, err := cl.Get(ctx, []byte(k))
+		got, err := cl.Get(ctx, []byte(k))
+		v := got.Value
 		cancel()
 		if err != nil {
 			h.t.Fatalf("get %s: %v", k, err)
@@ -92,10 +91,7 @@ func (h *harness) values(cl *client.Client, n int) map[string]string {
 // takeBackup backs h's cluster up into dir.
 func (h *harness) takeBackup(dir string) *backup.Manifest {
 	h.t.Helper()
-	ctl, err := h.c.ControllerClient()
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	ctl := h.controller()
 	defer ctl.Close()
 	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Minute)
 	defer cancel()
@@ -396,7 +392,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(h2.ctx, 500*time.Millisecond)
-		_, _, err := h2.client().Get(ctx, []byte(k))
+		_, err := h2.client().Get(ctx, []byte(k))
 		cancel()
 		if err == nil {
 			t.Fatalf("%s served from a shard whose restore failed", k)
@@ -410,8 +406,7 @@ func TestDamagedBackupRefused(t *testing.T) {
 // linearizable look at the shard) and ends with the shard whole and
 // served.
 func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cfg := h.latest()
 	const shard, chunks = 3, 6
 	var keys []string

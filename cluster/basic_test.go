@@ -57,8 +57,7 @@ func TestJoinLeave(t *testing.T) {
 // refuses with the leader's id and address in the status details, so a
 // client goes there without probing.
 func TestNotLeaderNamesTheLeader(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	addrs := h.c.ControllerAddrs()
 	var leader uint64
 	for deadline := time.Now().Add(10 * time.Second); leader == 0 && time.Now().Before(deadline); {
@@ -93,8 +92,7 @@ func TestNotLeaderNamesTheLeader(t *testing.T) {
 // TestResponseHeader: every reply says which replica answered, in which
 // term, at which applied index and configuration.
 func TestResponseHeader(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	h.put(cl, "k", "v")
 	cfg := cl.Config()

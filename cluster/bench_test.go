@@ -34,25 +34,11 @@ func benchCluster(b *testing.B, groups int) (*cluster.Cluster, *client.Client) {
 	b.Cleanup(func() { cl.Close() })
 	// Warm up: every group has a leader and the configuration is installed.
 	for i := 0; i < 64; i++ {
-		if err := cl.Put(ctx, []byte(fmt.Sprint("warm", i)), []byte("x")); err != nil {
+		if _, err := cl.Put(ctx, []byte(fmt.Sprint("warm", i)), []byte("x")); err != nil {
 			b.Fatal(err)
 		}
 	}
 	return c, cl
-}
-
-// runClients runs b.N operations from conc goroutines and reports
-// throughput and latency percentiles.
-func runClients(b *testing.B, conc int, op func(i int) error) {
-	b.ResetTimer()
-	lat, elapsed, err := bench.ClosedLoop(b.N, conc, op)
-	b.StopTimer()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(bench.Percentile(lat, 0.50), "p50-ms")
-	b.ReportMetric(bench.Percentile(lat, 0.99), "p99-ms")
 }
 
 // BenchmarkClient measures puts and gets through the client against one
@@ -63,14 +49,15 @@ func BenchmarkClient(b *testing.B) {
 		for _, conc := range []int{16, 64, 256} {
 			b.Run(fmt.Sprintf("put/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
 				_, cl := benchCluster(b, groups)
-				runClients(b, conc, func(i int) error {
-					return cl.Put(context.Background(), []byte(fmt.Sprint("key", i%10000)), value)
+				bench.ReportClosedLoop(b, b.N, conc, "ops", func(i int) error {
+					_, err := cl.Put(context.Background(), []byte(fmt.Sprint("key", i%10000)), value)
+					return err
 				})
 			})
 			b.Run(fmt.Sprintf("get/groups=%d/clients=%d", groups, conc), func(b *testing.B) {
 				_, cl := benchCluster(b, groups)
-				runClients(b, conc, func(i int) error {
-					_, _, err := cl.Get(context.Background(), []byte(fmt.Sprint("warm", i%64)))
+				bench.ReportClosedLoop(b, b.N, conc, "ops", func(i int) error {
+					_, err := cl.Get(context.Background(), []byte(fmt.Sprint("warm", i%64)))
 					return err
 				})
 			})
@@ -103,23 +90,19 @@ func BenchmarkMigrate100MB(b *testing.B) {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 8)
 		for _, k := range keys {
-			wg.Add(1)
 			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer func() { <-sem }()
-				if err := cl.Put(ctx, []byte(k), value); err != nil {
+				if _, err := cl.Put(ctx, []byte(k), value); err != nil {
 					b.Error(err)
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		stop := make(chan struct{})
 		var writes atomic.Int64
 		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for j := 0; ; j++ {
 					select {
 					case <-stop:
@@ -130,11 +113,11 @@ func BenchmarkMigrate100MB(b *testing.B) {
 					if controller.ShardOf([]byte(key), len(cfg.Shards)) == shard {
 						continue
 					}
-					if cl.Put(ctx, []byte(key), []byte("x")) == nil {
+					if _, err := cl.Put(ctx, []byte(key), []byte("x")); err == nil {
 						writes.Add(1)
 					}
 				}
-			}()
+			})
 		}
 		ctl, err := c.ControllerClient()
 		if err != nil {

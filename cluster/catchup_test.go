@@ -40,14 +40,12 @@ func catchUp(t *testing.T, mb int) {
 	n := mb << 20 / len(value)
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			cl := h.client()
 			for i := w; i < n; i += 8 {
 				h.put(cl, fmt.Sprintf("load%06d", i), value)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	probe := func(d time.Duration) (p50, p99 time.Duration) {

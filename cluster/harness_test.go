@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
 	"time"
 
 	"google.golang.org/grpc"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
@@ -96,6 +97,15 @@ func start(t *testing.T, opts cluster.Options) *harness {
 	return &harness{t: t, c: c, net: net, ctx: ctx, seed: seed, dir: dir}
 }
 
+// startOneGroup starts a cluster of one group and joins it: every shard
+// is served by group 1.
+func startOneGroup(t *testing.T) *harness {
+	t.Helper()
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	return h
+}
+
 // lossy is a gRPC client interceptor that loses a fraction of requests
 // and of replies and delays the rest, as an unreliable network would. A
 // lost reply means the server may have acted: exactly what retries must
@@ -132,12 +142,20 @@ func (h *harness) client(opts ...client.Option) *client.Client {
 	return cl
 }
 
-func (h *harness) join(gids ...uint64) {
+// controller returns a client of the controller's replicas; the caller
+// closes it.
+func (h *harness) controller() *ctlclient.Client {
 	h.t.Helper()
 	cl, err := h.c.ControllerClient()
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return cl
+}
+
+func (h *harness) join(gids ...uint64) {
+	h.t.Helper()
+	cl := h.controller()
 	defer cl.Close()
 	groups := map[uint64][]string{}
 	for _, g := range gids {
@@ -150,44 +168,73 @@ func (h *harness) join(gids ...uint64) {
 
 func (h *harness) leave(gids ...uint64) {
 	h.t.Helper()
-	cl, err := h.c.ControllerClient()
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	cl := h.controller()
 	defer cl.Close()
 	if _, err := cl.Leave(h.ctx, gids, false); err != nil {
 		h.t.Fatal(err)
 	}
 }
 
-func (h *harness) put(cl *client.Client, k, v string) {
+// must runs op with a 30 s timeout and fails the test with what and the
+// error if it returns one.
+func (h *harness) must(what string, op func(ctx context.Context) error) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	if err := cl.Put(ctx, []byte(k), []byte(v)); err != nil {
-		h.t.Fatalf("put %s: %v", k, err)
+	if err := op(ctx); err != nil {
+		h.t.Fatalf("%s: %v", what, err)
 	}
+}
+
+func (h *harness) put(cl *client.Client, k, v string) {
+	h.t.Helper()
+	h.write("put", cl.Put, k, v)
 }
 
 func (h *harness) appendTo(cl *client.Client, k, v string) {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
-	if err := cl.Append(ctx, []byte(k), []byte(v)); err != nil {
-		h.t.Fatalf("append %s: %v", k, err)
+	h.write("append", cl.Append, k, v)
+}
+
+// write does one unconditional write (cl.Put or cl.Append) under must.
+func (h *harness) write(op string, w func(context.Context, []byte, []byte, ...client.WriteOption) (client.WriteResult, error), k, v string) {
+	h.t.Helper()
+	h.must(op+" "+k, func(ctx context.Context) error {
+		_, err := w(ctx, []byte(k), []byte(v))
+		return err
+	})
+}
+
+// check reads k and fails the test unless it holds want ("" for absent).
+func (h *harness) check(cl *client.Client, k, want string) {
+	h.t.Helper()
+	var got client.GetResult
+	h.must("get "+k, func(ctx context.Context) (err error) {
+		got, err = cl.Get(ctx, []byte(k))
+		return err
+	})
+	if !got.Found && want != "" || string(got.Value) != want {
+		h.t.Fatalf("get %s = %q (found %v), want %q", k, got.Value, got.Found, want)
 	}
 }
 
-func (h *harness) check(cl *client.Client, k, want string) {
+// latest returns the controller's latest configuration.
+func (h *harness) latest() controller.Config {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
-	v, found, err := cl.Get(ctx, []byte(k))
+	cl := h.controller()
+	defer cl.Close()
+	cfg, _, err := cl.Query(h.ctx, -1)
 	if err != nil {
-		h.t.Fatalf("get %s: %v", k, err)
+		h.t.Fatal(err)
 	}
-	if !found && want != "" || string(v) != want {
-		h.t.Fatalf("get %s = %q (found %v), want %q", k, v, found, want)
+	return cfg
+}
+
+// startGroup starts every replica of group gid again.
+func (h *harness) startGroup(gid uint64) {
+	h.t.Helper()
+	if err := h.c.StartGroup(gid); err != nil {
+		h.t.Fatalf("start group %d: %v", gid, err)
 	}
 }
 
@@ -203,15 +250,7 @@ func keys(n int) []string {
 // controller's latest configuration and finished its migrations.
 func (h *harness) waitSettled() {
 	h.t.Helper()
-	cl, err := h.c.ControllerClient()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer cl.Close()
-	latest, _, err := cl.Query(h.ctx, -1)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	latest := h.latest()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		settled, why := true, ""
@@ -256,9 +295,7 @@ type appenders struct {
 func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...client.Option) *appenders {
 	a := &appenders{h: h, acked: map[string][]string{}, stop: make(chan struct{})}
 	for c := 0; c < n; c++ {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.wg.Go(func() {
 			cl := h.client(opts...)
 			for i := 0; ; i++ {
 				select {
@@ -269,7 +306,7 @@ func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...cli
 				key := fmt.Sprintf("k%d", (c+i)%keys)
 				tok := fmt.Sprintf("[%d.%d]", c, i)
 				ctx, cancel := context.WithTimeout(h.ctx, timeout)
-				err := cl.Append(ctx, []byte(key), []byte(tok))
+				_, err := cl.Append(ctx, []byte(key), []byte(tok))
 				cancel()
 				a.mu.Lock()
 				if err == nil {
@@ -279,7 +316,7 @@ func (h *harness) startAppenders(n, keys int, timeout time.Duration, opts ...cli
 				}
 				a.mu.Unlock()
 			}
-		}()
+		})
 	}
 	return a
 }
@@ -299,7 +336,8 @@ func (a *appenders) stopAndCheck() {
 	}
 	for key := range keys {
 		ctx, cancel := context.WithTimeout(a.h.ctx, 30*time.Second)
-		v, _, err := cl.Get(ctx, []byte(key))
+		got, err := cl.Get(ctx, []byte(key))
+		v := got.Value
 		cancel()
 		if err != nil {
 			t.Fatal(err)

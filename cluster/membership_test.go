@@ -49,8 +49,7 @@ func (h *harness) replace(gid, old uint64) cluster.Replica {
 // serving. The history is linearizable, every acknowledged write is there,
 // and the controller's configuration routes to the new replica.
 func TestReplaceDeadReplica(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	var added cluster.Replica
 	h.checkLinearizable(6, func() {
 		time.Sleep(300 * time.Millisecond)
@@ -80,18 +79,14 @@ func TestReplaceDeadReplica(t *testing.T) {
 
 // TestReplaceDeadControllerReplica: the same for the controller.
 func TestReplaceDeadControllerReplica(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	h.checkLinearizable(4, func() {
 		h.loseForGood(cluster.Replica{Group: 0, ID: 2})
 		h.replace(0, 2)
 		h.c.StopReplica(cluster.Replica{Group: 0, ID: 1})
 		// Configuration changes still go through: two of three voters.
 		h.join() // a no-op change still needs a quorum
-		ctl, err := h.c.ControllerClient()
-		if err != nil {
-			t.Fatal(err)
-		}
+		ctl := h.controller()
 		defer ctl.Close()
 		ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
 		defer cancel()
@@ -129,8 +124,7 @@ func TestLearnerCatchesUpBySnapshotWhileServing(t *testing.T) {
 // replicas for good; its survivor, forced to be the only voter, serves
 // again with every write it had, and replicas are added back.
 func TestForceNewClusterAfterLosingQuorum(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	for i := 0; i < 20; i++ {
 		h.put(cl, fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i))

@@ -39,6 +39,19 @@ func (h *harness) ownerOf(cl *client.Client, key string) uint64 {
 	return cfg.Shards[controller.ShardOf([]byte(key), len(cfg.Shards))]
 }
 
+// tryGet reads k, for up to 20 s if it must be served and for 2 s if it
+// must not be (a key that is not served shows only as a timeout).
+func (h *harness) tryGet(cl *client.Client, k string, mustServe bool) ([]byte, error) {
+	wait := 20 * time.Second
+	if !mustServe {
+		wait = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, wait)
+	defer cancel()
+	got, err := cl.Get(ctx, []byte(k))
+	return got.Value, err
+}
+
 func TestStaticShards(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 3})
 	h.join(1, 2, 3)
@@ -50,14 +63,9 @@ func TestStaticShards(t *testing.T) {
 	h.c.StopGroup(1)
 	served, blocked := 0, 0
 	for _, k := range ks {
-		wait := 15 * time.Second // generous for keys that must be served
-		if h.ownerOf(cl, k) == 1 {
-			wait = 2 * time.Second // keys that must not be
-		}
-		ctx, cancel := context.WithTimeout(h.ctx, wait)
-		v, _, err := cl.Get(ctx, []byte(k))
-		cancel()
-		if h.ownerOf(cl, k) == 1 {
+		dead := h.ownerOf(cl, k) == 1
+		v, err := h.tryGet(cl, k, !dead)
+		if dead {
 			if err == nil {
 				t.Fatalf("key %s of the dead group was served", k)
 			}
@@ -72,9 +80,7 @@ func TestStaticShards(t *testing.T) {
 	if served == 0 || blocked == 0 {
 		t.Fatalf("degenerate placement: %d served, %d blocked", served, blocked)
 	}
-	if err := h.c.StartGroup(1); err != nil {
-		t.Fatal(err)
-	}
+	h.startGroup(1)
 	for _, k := range ks {
 		h.check(cl, k, "v-"+k)
 	}
@@ -248,11 +254,11 @@ func TestReplicasCatchUpAfterMissingChanges(t *testing.T) {
 			}
 		}
 		for _, k := range ks {
-			v, found, err := back.StateMachine().Get([]byte(k))
+			v, version, err := back.StateMachine().Get([]byte(k))
 			if errors.Is(err, group.ErrWrongGroup) {
 				continue
 			}
-			if err != nil || !found || string(v) != want[k] {
+			if err != nil || version == 0 || string(v) != want[k] {
 				t.Fatalf("caught-up replica of group %d: %s = %q (%v), want %q", g, k, v, err, want[k])
 			}
 		}
@@ -278,17 +284,13 @@ func TestConcurrentAppendsDuringChurn(t *testing.T) {
 			victim := uint64(rng.IntN(3) + 1)
 			h.c.StopGroup(victim) // a whole group crashes mid-migration
 			time.Sleep(300 * time.Millisecond)
-			if err := h.c.StartGroup(victim); err != nil {
-				t.Fatal(err)
-			}
+			h.startGroup(victim)
 		case 3:
 			h.leave(2)
 		case 4:
 			h.c.StopGroup(1)
 			h.join(2)
-			if err := h.c.StartGroup(1); err != nil {
-				t.Fatal(err)
-			}
+			h.startGroup(1)
 		case 5:
 			h.leave(3)
 		}
@@ -313,8 +315,10 @@ func TestLinearizableUnderLossAndReconfiguration(t *testing.T) {
 	}, client.WithDialOptions(rpc.DialOptions(loss)...), client.WithAttemptTimeout(500*time.Millisecond))
 }
 
-// checkLinearizable runs n clients of mixed gets, puts and appends on four
-// keys while during runs, then checks the history with porcupine.
+// checkLinearizable runs n clients of mixed gets, puts, appends and
+// conditional writes (a put if the version is the one last seen, an
+// append if the value is) on four keys while during runs, then checks the
+// history, versions included, with porcupine.
 func (h *harness) checkLinearizable(n int, during func(), opts ...client.Option) {
 	t := h.t
 	t.Helper()
@@ -322,47 +326,35 @@ func (h *harness) checkLinearizable(n int, during func(), opts ...client.Option)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for c := 0; c < n; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			cl := h.client(opts...)
 			rng := rand.New(rand.NewPCG(h.seed, uint64(c)))
+			seen := linearizability.Seen{}
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				in := linearizability.Input{Key: fmt.Sprintf("k%d", rng.IntN(4)), Value: fmt.Sprintf("<%d.%d>", c, i)}
-				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
-				call := rec.Now()
-				var err error
-				switch rng.IntN(3) {
+				key, value := fmt.Sprintf("k%d", rng.IntN(4)), fmt.Sprintf("<%d.%d>", c, i)
+				in := linearizability.Input{Key: key, Value: value}
+				switch rng.IntN(5) {
 				case 0:
 					in.Op = linearizability.Get
-					var v []byte
-					var found bool
-					v, found, err = cl.Get(ctx, []byte(in.Key))
-					if err == nil {
-						rec.Done(c, in, linearizability.Output{Value: string(v), Found: found}, call, rec.Now())
-					}
 				case 1:
 					in.Op = linearizability.Put
-					err = cl.Put(ctx, []byte(in.Key), []byte(in.Value))
-				default:
+				case 2:
 					in.Op = linearizability.Append
-					err = cl.Append(ctx, []byte(in.Key), []byte(in.Value))
+				default:
+					in = seen.Conditional(key, value, rng.IntN(2) == 0)
+				}
+				ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+				if out, err := rec.Do(ctx, cl, c, in); err == nil {
+					seen.Observe(in, out)
 				}
 				cancel()
-				if in.Op != linearizability.Get {
-					if err == nil {
-						rec.Done(c, in, linearizability.Output{}, call, rec.Now())
-					} else {
-						rec.Unknown(c, in, call)
-					}
-				}
 			}
-		}()
+		})
 	}
 	during()
 	close(stop)
@@ -462,28 +454,12 @@ func TestUnaffectedShardsKeepServing(t *testing.T) {
 	before := cl.Config()
 	h.c.StopGroup(3)
 	h.join(4)
-	after, _, err := func() (controller.Config, int, error) {
-		c, err := h.c.ControllerClient()
-		if err != nil {
-			return controller.Config{}, 0, err
-		}
-		defer c.Close()
-		return c.Query(h.ctx, -1)
-	}()
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := h.latest()
 	fromLive, fromDead := 0, 0
 	for _, k := range ks {
 		s := controller.ShardOf([]byte(k), len(after.Shards))
 		prev, now := before.Shards[s], after.Shards[s]
-		wait := 20 * time.Second // generous for keys that must be served
-		if prev == 3 {
-			wait = 2 * time.Second // keys that must not be
-		}
-		ctx, cancel := context.WithTimeout(h.ctx, wait)
-		v, _, err := cl.Get(ctx, []byte(k))
-		cancel()
+		v, err := h.tryGet(cl, k, prev != 3)
 		switch {
 		case prev == 3 && now == 4, prev == 3 && now == 3:
 			if err == nil {
@@ -502,67 +478,58 @@ func TestUnaffectedShardsKeepServing(t *testing.T) {
 	if fromLive == 0 || fromDead == 0 {
 		t.Fatalf("degenerate placement: %d keys pulled from live groups, %d waiting on the dead one", fromLive, fromDead)
 	}
-	if err := h.c.StartGroup(3); err != nil {
-		t.Fatal(err)
-	}
+	h.startGroup(3)
 	for _, k := range ks {
 		h.check(cl, k, "v")
 	}
 }
 
 func TestBadInput(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	ctx := h.ctx
 	big := bytes.Repeat([]byte("k"), 4097)
-	if err := cl.Put(ctx, big, []byte("v")); !errors.Is(err, client.ErrKeyTooLarge) {
+	if _, err := cl.Put(ctx, big, []byte("v")); !errors.Is(err, client.ErrKeyTooLarge) {
 		t.Fatalf("oversized key: %v", err)
 	}
-	if err := cl.Put(ctx, nil, []byte("v")); !errors.Is(err, client.ErrEmptyKey) {
+	if _, err := cl.Put(ctx, nil, []byte("v")); !errors.Is(err, client.ErrEmptyKey) {
 		t.Fatalf("empty key: %v", err)
 	}
-	if _, _, err := cl.Get(ctx, big); !errors.Is(err, client.ErrKeyTooLarge) {
+	if _, err := cl.Get(ctx, big); !errors.Is(err, client.ErrKeyTooLarge) {
 		t.Fatalf("get with an oversized key: %v", err)
 	}
-	if err := cl.Put(ctx, []byte("k"), bytes.Repeat([]byte("v"), 1<<20+1)); !errors.Is(err, client.ErrValueTooLarge) {
+	if _, err := cl.Put(ctx, []byte("k"), bytes.Repeat([]byte("v"), 1<<20+1)); !errors.Is(err, client.ErrValueTooLarge) {
 		t.Fatalf("oversized value: %v", err)
 	}
 	half := bytes.Repeat([]byte("v"), 600<<10)
-	if err := cl.Put(ctx, []byte("k"), half); err != nil {
+	if _, err := cl.Put(ctx, []byte("k"), half); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.Append(ctx, []byte("k"), half); !errors.Is(err, client.ErrValueTooLarge) {
+	if _, err := cl.Append(ctx, []byte("k"), half); !errors.Is(err, client.ErrValueTooLarge) {
 		t.Fatalf("append past the limit: %v", err)
 	}
-	v, _, err := cl.Get(ctx, []byte("k"))
+	got, err := cl.Get(ctx, []byte("k"))
+	v := got.Value
 	if err != nil || !bytes.Equal(v, half) {
 		t.Fatalf("a refused append changed the value (%d bytes, %v)", len(v), err)
 	}
-	if err := cl.Delete(ctx, []byte("k")); err != nil {
+	if _, err := cl.Delete(ctx, []byte("k")); err != nil {
 		t.Fatal(err)
 	}
-	if _, found, err := cl.Get(ctx, []byte("k")); err != nil || found {
-		t.Fatalf("deleted key: found %v, %v", found, err)
+	if got, err := cl.Get(ctx, []byte("k")); err != nil || got.Found {
+		t.Fatalf("deleted key: found %v, %v", got.Found, err)
 	}
 }
 
 // TestBadRequestsToServers sends out-of-range and nonsensical requests
 // straight to the services: typed errors, nothing changes.
 func TestBadRequestsToServers(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	h.put(cl, "k", "v")
-	ctl, err := h.c.ControllerClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	latest := h.latest()
+	ctl := h.controller()
 	defer ctl.Close()
-	latest, _, err := ctl.Query(h.ctx, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, n := range []int64{-5, 1 << 62} {
 		cfg, _, err := ctl.Query(h.ctx, n)
 		if err != nil || cfg.Num != latest.Num {
@@ -636,8 +603,7 @@ func (rawCodec) Name() string { return "proto" }
 // TestMalformedRPCs sends undecodable and truncated request bytes to every
 // method of both services: each is refused, and the services keep serving.
 func TestMalformedRPCs(t *testing.T) {
-	h := start(t, cluster.Options{Groups: 1})
-	h.join(1)
+	h := startOneGroup(t)
 	cl := h.client()
 	h.put(cl, "k", "v")
 	valid, _ := proto.Marshal(&kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k"), Value: []byte("evil"), ClientId: 3, Seq: 1})

@@ -24,18 +24,30 @@ import (
 // go back to the groups that still hold them, and nothing acknowledged is
 // lost.
 
-func (h *harness) latest() controller.Config {
+// written joins groups 1–3, appends "a." to each of n keys and waits
+// until every group has settled: the state before group 4 joins.
+func (h *harness) written(n int) (*client.Client, []string, controller.Config) {
 	h.t.Helper()
-	cl, err := h.c.ControllerClient()
-	if err != nil {
-		h.t.Fatal(err)
+	h.join(1, 2, 3)
+	cl := h.client()
+	ks := keys(n)
+	for _, k := range ks {
+		h.appendTo(cl, k, "a.")
 	}
-	defer cl.Close()
-	cfg, _, err := cl.Query(h.ctx, -1)
-	if err != nil {
-		h.t.Fatal(err)
+	h.waitSettled()
+	return cl, ks, h.latest()
+}
+
+// allServedWithWrites waits until every group has settled, then appends
+// "b." to each key written by written and reads it back: every key is
+// served again and no acknowledged write is lost.
+func (h *harness) allServedWithWrites(cl *client.Client, ks []string) {
+	h.t.Helper()
+	h.waitSettled()
+	for _, k := range ks {
+		h.appendTo(cl, k, "b.")
+		h.check(cl, k, "a.b.")
 	}
-	return cfg
 }
 
 // unserved checks that k cannot be read within a second.
@@ -43,8 +55,8 @@ func (h *harness) unserved(cl *client.Client, k string) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, time.Second)
 	defer cancel()
-	if v, _, err := cl.Get(ctx, []byte(k)); err == nil {
-		h.t.Fatalf("%s served (%q) though its shard waits for the dead group", k, v)
+	if got, err := cl.Get(ctx, []byte(k)); err == nil {
+		h.t.Fatalf("%s served (%q) though its shard waits for the dead group", k, got.Value)
 	}
 }
 
@@ -54,20 +66,10 @@ func (h *harness) unserved(cl *client.Client, k string) {
 // group moves on, and every acknowledged write is there.
 func TestLeaveOfANeverRunningGroup(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 3, Shards: 12, UnsafeSkipJoinCheck: true})
-	h.join(1, 2, 3)
-	cl := h.client()
-	ks := keys(30)
-	for _, k := range ks {
-		h.appendTo(cl, k, "a.")
-	}
-	h.waitSettled()
-	before := h.latest()
+	cl, ks, before := h.written(30)
 	apps := h.startAppenders(6, 12, 2*time.Second)
 
-	ctl, err := h.c.ControllerClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctl := h.controller()
 	defer ctl.Close()
 	joined, err := ctl.Join(h.ctx, map[uint64][]string{4: {"127.0.0.1"}})
 	if err != nil {
@@ -92,11 +94,7 @@ func TestLeaveOfANeverRunningGroup(t *testing.T) {
 	if !slices.Equal(left.Shards, before.Shards) {
 		t.Fatalf("leave 4 did not give the shards back: %v, before the join %v", left.Shards, before.Shards)
 	}
-	h.waitSettled()
-	for _, k := range ks {
-		h.appendTo(cl, k, "b.")
-		h.check(cl, k, "a.b.")
-	}
+	h.allServedWithWrites(cl, ks)
 	apps.stopAndCheck()
 }
 
@@ -113,6 +111,16 @@ const (
 	gateBlocked
 	gateFence
 )
+
+// startGated starts four groups over twelve shards, their shard pulls
+// passing through a pullGate, open.
+func startGated(t *testing.T) (*harness, *pullGate) {
+	t.Helper()
+	gate := &pullGate{}
+	gate.fenced.Store(-1)
+	h := start(t, cluster.Options{Groups: 4, Shards: 12, ServerOptions: []grpc.ServerOption{gate.interceptor()}})
+	return h, gate
+}
 
 func (g *pullGate) interceptor() grpc.ServerOption {
 	return grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -156,17 +164,8 @@ func (s *fencedStream) SendMsg(any) error {
 // shard. `leave 4` makes every shard served again, with every acknowledged
 // write.
 func TestLeaveOfAGroupThatDiedBeforeTakingShards(t *testing.T) {
-	gate := &pullGate{}
-	gate.fenced.Store(-1)
-	h := start(t, cluster.Options{Groups: 4, Shards: 12, ServerOptions: []grpc.ServerOption{gate.interceptor()}})
-	h.join(1, 2, 3)
-	cl := h.client()
-	ks := keys(30)
-	for _, k := range ks {
-		h.appendTo(cl, k, "a.")
-	}
-	h.waitSettled()
-	before := h.latest()
+	h, gate := startGated(t)
+	cl, ks, before := h.written(30)
 	apps := h.startAppenders(6, 12, 2*time.Second)
 
 	gate.mode.Store(gateBlocked)
@@ -179,11 +178,7 @@ func TestLeaveOfAGroupThatDiedBeforeTakingShards(t *testing.T) {
 	if after := h.latest(); !slices.Equal(after.Shards, before.Shards) {
 		t.Fatalf("leave 4 did not give the shards back: %v, before the join %v", after.Shards, before.Shards)
 	}
-	h.waitSettled()
-	for _, k := range ks {
-		h.appendTo(cl, k, "b.")
-		h.check(cl, k, "a.b.")
-	}
+	h.allServedWithWrites(cl, ks)
 	apps.stopAndCheck()
 }
 
@@ -193,17 +188,8 @@ func TestLeaveOfAGroupThatDiedBeforeTakingShards(t *testing.T) {
 // owner's copy: it waits for group 4, and once group 4 is back every key
 // is there with every acknowledged write.
 func TestHandedOverShardIsNotTakenBack(t *testing.T) {
-	gate := &pullGate{}
-	gate.fenced.Store(-1)
-	h := start(t, cluster.Options{Groups: 4, Shards: 12, ServerOptions: []grpc.ServerOption{gate.interceptor()}})
-	h.join(1, 2, 3)
-	cl := h.client()
-	ks := keys(40)
-	for _, k := range ks {
-		h.appendTo(cl, k, "a.")
-	}
-	h.waitSettled()
-	before := h.latest()
+	h, gate := startGated(t)
+	cl, ks, before := h.written(40)
 
 	gate.mode.Store(gateFence)
 	h.join(4)
@@ -250,12 +236,6 @@ func TestHandedOverShardIsNotTakenBack(t *testing.T) {
 	}
 
 	// Group 4 comes back: it finishes taking the shard, and hands it back.
-	if err := h.c.StartGroup(4); err != nil {
-		t.Fatal(err)
-	}
-	h.waitSettled()
-	for _, k := range ks {
-		h.appendTo(cl, k, "b.")
-		h.check(cl, k, "a.b.")
-	}
+	h.startGroup(4)
+	h.allServedWithWrites(cl, ks)
 }

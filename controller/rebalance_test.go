@@ -86,18 +86,14 @@ func TestRebalanceProperties(t *testing.T) {
 						added[g] = true
 					}
 				}
-				shards = rebalanceShuffled(t, shards, groups)
-				checkBalanced(t, shards, groups)
-				moved := 0
-				for s := range shards {
-					if shards[s] != before[s] {
-						moved++
-						if balanced && before[s] != 0 && !added[shards[s]] {
-							t.Fatalf("join moved shard %d from %d to old group %d", s, before[s], shards[s])
-						}
+				var moved []int
+				shards, moved = rebalanceChecked(t, shards, groups)
+				for _, s := range moved {
+					if balanced && before[s] != 0 && !added[shards[s]] {
+						t.Fatalf("join moved shard %d from %d to old group %d", s, before[s], shards[s])
 					}
 				}
-				if want := minMoves(before, groups); moved != want {
+				if want := minMoves(before, groups); len(moved) != want {
 					t.Fatalf("join moved %d shards, the minimum is %d", moved, want)
 				}
 				balanced = true
@@ -109,19 +105,15 @@ func TestRebalanceProperties(t *testing.T) {
 					leaving[g] = true
 				}
 				groups = slices.DeleteFunc(groups, func(g uint64) bool { return leaving[g] })
-				shards = rebalanceShuffled(t, shards, groups)
-				checkBalanced(t, shards, groups)
-				moved := 0
-				for s := range shards {
-					if shards[s] != before[s] {
-						moved++
-						if balanced && !leaving[before[s]] {
-							t.Fatalf("leave moved shard %d off staying group %d", s, before[s])
-						}
+				var moved []int
+				shards, moved = rebalanceChecked(t, shards, groups)
+				for _, s := range moved {
+					if balanced && !leaving[before[s]] {
+						t.Fatalf("leave moved shard %d off staying group %d", s, before[s])
 					}
 				}
 				if len(groups) > 0 {
-					if want := minMoves(before, groups); moved != want {
+					if want := minMoves(before, groups); len(moved) != want {
 						t.Fatalf("leave moved %d shards, the minimum is %d", moved, want)
 					}
 				}
@@ -133,6 +125,19 @@ func TestRebalanceProperties(t *testing.T) {
 			}
 		}
 	})
+}
+
+// rebalanceChecked rebalances shards over groups (rebalanceShuffled),
+// checks the result is balanced, and returns it with the shards it moved.
+func rebalanceChecked(t *rapid.T, shards, groups []uint64) (after []uint64, moved []int) {
+	after = rebalanceShuffled(t, shards, groups)
+	checkBalanced(t, after, groups)
+	for s := range after {
+		if after[s] != shards[s] {
+			moved = append(moved, s)
+		}
+	}
+	return after, moved
 }
 
 // rebalanceShuffled rebalances with groups in a random order and checks the

@@ -71,7 +71,7 @@ func (sm *StateMachine) restoreShard(a *apply, in *grouppb.InsertShard, now int6
 		*m = shardMeta{state: Restoring}
 	}
 	for _, kv := range in.GetKvs() {
-		if err := a.b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
+		if err := sm.setKeyValue(a.b, shard, kv); err != nil {
 			return nil, err
 		}
 	}

@@ -66,7 +66,9 @@
 // outcome), stored beside the shard's data and moved with it; merging takes
 // the higher sequence per client. A refused write (wrong group, not ready)
 // records nothing; a write that fails deterministically (an append past the
-// value limit) records its failure, so a retry gets the same answer. Sessions
+// value limit) records its failure, so a retry gets the same answer; so does
+// a conditional write (whether its condition held, and the key's version
+// after it), which is never evaluated again on a retry. Sessions
 // idle for longer than Limits.SessionTTL, by the leader's stamps in the log,
 // are forgotten.
 //
@@ -76,7 +78,7 @@
 //
 //	'a'                           applied index
 //	'm'                           Meta: configuration, previous one, shard states
-//	'd' <shard:4> <key>           a key's value
+//	'd' <shard:4> <key>           a key's version (uvarint) and value (value.go)
 //	's' <shard:4> <client id:8>   a duplicate-table entry
 //
 // A shard's data and sessions are contiguous, so dropping a shard is two

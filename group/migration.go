@@ -2,7 +2,6 @@ package group
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
@@ -152,7 +151,7 @@ func (sm *StateMachine) insertShard(a *apply, in *grouppb.InsertShard, now int64
 		m.nextChunk = 0
 	}
 	for _, kv := range in.GetKvs() {
-		if err := a.b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
+		if err := sm.setKeyValue(a.b, shard, kv); err != nil {
 			return nil, err
 		}
 	}
@@ -248,7 +247,10 @@ func (x *ShardExport) Chunks(maxBytes int, fn func(*grouppb.ShardChunk) error) e
 	defer it.Close()
 	chunk, size := &grouppb.ShardChunk{}, 0
 	for it.First(); it.Valid(); it.Next() {
-		kv := &grouppb.KeyValue{Key: slices.Clone(it.Key()[x.prefixLen:]), Value: slices.Clone(it.Value())}
+		kv, err := keyValue(it.Key()[x.prefixLen:], it.Value())
+		if err != nil {
+			return err
+		}
 		chunk.Kvs = append(chunk.Kvs, kv)
 		size += len(kv.Key) + len(kv.Value)
 		if size >= maxBytes {

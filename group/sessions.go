@@ -25,9 +25,11 @@ type sessionKey struct {
 // sessionEntry is a record's fields (a copy: callers may change the
 // records they get).
 type sessionEntry struct {
-	seq       uint64
-	lastSeen  int64
-	errorCode uint32
+	seq             uint64
+	lastSeen        int64
+	errorCode       uint32
+	version         uint64
+	conditionFailed bool
 }
 
 func (sm *StateMachine) session(a *apply, shard int, client uint64) (*grouppb.SessionRecord, bool, error) {
@@ -35,7 +37,8 @@ func (sm *StateMachine) session(a *apply, shard int, client uint64) (*grouppb.Se
 		return nil, false, nil
 	}
 	if e, ok := sm.sessions[sessionKey{shard, client}]; ok {
-		return &grouppb.SessionRecord{ClientId: client, Seq: e.seq, LastSeen: e.lastSeen, ErrorCode: e.errorCode}, true, nil
+		return &grouppb.SessionRecord{ClientId: client, Seq: e.seq, LastSeen: e.lastSeen, ErrorCode: e.errorCode,
+			Version: e.version, ConditionFailed: e.conditionFailed}, true, nil
 	}
 	v, ok, err := storage.Get(a.b, sm.sessionKey(shard, client))
 	if err != nil || !ok {
@@ -61,7 +64,8 @@ func (sm *StateMachine) cacheSession(shard int, rec *grouppb.SessionRecord) {
 	if sm.sessions == nil {
 		sm.sessions = sessionCache{}
 	}
-	sm.sessions[sessionKey{shard, rec.GetClientId()}] = sessionEntry{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(), errorCode: rec.GetErrorCode()}
+	sm.sessions[sessionKey{shard, rec.GetClientId()}] = sessionEntry{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(), errorCode: rec.GetErrorCode(),
+		version: rec.GetVersion(), conditionFailed: rec.GetConditionFailed()}
 }
 
 // forgetSessions empties the session cache (see sessionCache).

@@ -3,7 +3,6 @@ package group
 import (
 	"fmt"
 	"hash/fnv"
-	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
@@ -26,8 +25,9 @@ func (sm *StateMachine) Snapshot() ([]byte, error) {
 		dl, dh, sl, sh := sm.shardSpans(shard)
 		is := &grouppb.ImageShard{Shard: uint32(shard)}
 		if err := storage.Scan(snap, dl, dh, func(k, v []byte) error {
-			is.Kvs = append(is.Kvs, &grouppb.KeyValue{Key: slices.Clone(k[len(dl):]), Value: slices.Clone(v)})
-			return nil
+			kv, err := keyValue(k[len(dl):], v)
+			is.Kvs = append(is.Kvs, kv)
+			return err
 		}); err != nil {
 			return nil, err
 		}
@@ -60,7 +60,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 		for _, is := range img.GetShards() {
 			shard := int(is.GetShard())
 			for _, kv := range is.GetKvs() {
-				if err := b.Set(sm.dataKey(shard, kv.GetKey()), kv.GetValue(), nil); err != nil {
+				if err := sm.setKeyValue(b, shard, kv); err != nil {
 					return err
 				}
 			}

@@ -192,9 +192,10 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 }
 
 // applyCommand applies one command. The first result is the command's
-// outcome for its proposer; the second is a storage failure, fatal to the
+// outcome for its proposer (an error, nil, or a write's *WriteResult); the
+// second is a storage failure, fatal to the
 // replica.
-func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome, err error) {
+func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome any, err error) {
 	sm.now = session.Advance(sm.now, cmd.GetStamp())
 	if err := sm.expireSessions(a, sm.now); err != nil {
 		return nil, err

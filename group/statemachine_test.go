@@ -21,13 +21,13 @@ const nShards = 8
 
 // replica is a state machine under test with its own log position.
 type replica struct {
-	t     *testing.T
+	t     testing.TB
 	sm    *StateMachine
 	index uint64
 	stamp int64
 }
 
-func newReplica(t *testing.T, gid uint64, limits Limits) *replica {
+func newReplica(t testing.TB, gid uint64, limits Limits) *replica {
 	t.Helper()
 	e, err := storage.Open(t.TempDir())
 	if err != nil {
@@ -58,6 +58,14 @@ func (r *replica) apply(cmd *grouppb.Command) error {
 
 func (r *replica) applyEntry(cmd *grouppb.Command) error {
 	r.t.Helper()
+	_, err := r.applyWrite(cmd)
+	return err
+}
+
+// applyWrite applies cmd as the next log entry (no session opened) and
+// returns its outcome: a write's result, or an error.
+func (r *replica) applyWrite(cmd *grouppb.Command) (*WriteResult, error) {
+	r.t.Helper()
 	r.index++
 	if cmd.Stamp == 0 {
 		cmd.Stamp = r.stamp
@@ -70,10 +78,16 @@ func (r *replica) applyEntry(cmd *grouppb.Command) error {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if res[0] == nil {
-		return nil
+	switch o := res[0].(type) {
+	case nil:
+		return nil, nil
+	case *WriteResult:
+		return o, nil
+	case error:
+		return nil, o
 	}
-	return res[0].(error)
+	r.t.Fatalf("outcome %T", res[0])
+	return nil, nil
 }
 
 func config(num uint64, owners ...uint64) *grouppb.Command {
@@ -122,12 +136,29 @@ func keyIn(shard int, n int) string {
 	}
 }
 
+// checkRetryNotReapplied checks r's duplicate table for key, to which
+// client 7 appended "a" as its seq 1 (and nothing else was written): a
+// retry of that append is not applied again, the next one (seq 2, "b") is,
+// so key holds "ab". what names r's copy in a failure.
+func (r *replica) checkRetryNotReapplied(key, what string) {
+	r.t.Helper()
+	if err := r.apply(appendCmd(key, "a", 7, 1)); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.apply(appendCmd(key, "b", 7, 2)); err != nil {
+		r.t.Fatal(err)
+	}
+	if v, _ := r.get(key); v != "ab" {
+		r.t.Fatalf("%s holds %q, want ab", what, v)
+	}
+}
+
 func (r *replica) get(key string) (string, error) {
-	v, found, err := r.sm.Get([]byte(key))
+	v, version, err := r.sm.Get([]byte(key))
 	if err != nil {
 		return "", err
 	}
-	if !found {
+	if version == 0 {
 		return "<none>", nil
 	}
 	return string(v), nil
@@ -166,17 +197,41 @@ func TestOwnershipAndConfigOrder(t *testing.T) {
 	}
 }
 
-// TestHandoff moves shard 2 from group 1 to group 2 and back through both
-// state machines, as the drivers would.
-func TestHandoff(t *testing.T) {
-	g1, g2 := newReplica(t, 1, Limits{}), newReplica(t, 2, Limits{})
+// twoGroups returns replicas of groups 1 and 2 at configuration 1 (group
+// 1 owns every shard), and the shard owners of configuration 2, which
+// moves shard 2 to group 2.
+func twoGroups(t *testing.T) (g1, g2 *replica, c2 []uint64) {
+	g1, g2 = newReplica(t, 1, Limits{}), newReplica(t, 2, Limits{})
 	c1 := all(1)
-	c2 := with(c1, 2, 2)
+	c2 = with(c1, 2, 2)
 	for _, r := range []*replica{g1, g2} {
 		if err := r.apply(config(1, c1...)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return g1, g2, c2
+}
+
+// export returns the chunks (of up to 1 MiB) of shard, which r offers
+// at configuration num.
+func (r *replica) export(num uint64, shard int) []*grouppb.ShardChunk {
+	r.t.Helper()
+	x, err := r.sm.ExportShard(num, shard)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer x.Close()
+	var chunks []*grouppb.ShardChunk
+	if err := x.Chunks(1<<20, func(c *grouppb.ShardChunk) error { chunks = append(chunks, c); return nil }); err != nil {
+		r.t.Fatal(err)
+	}
+	return chunks
+}
+
+// TestHandoff moves shard 2 from group 1 to group 2 and back through both
+// state machines, as the drivers would.
+func TestHandoff(t *testing.T) {
+	g1, g2, c2 := twoGroups(t)
 	key := keyIn(2, 0)
 	if err := g1.apply(appendCmd(key, "a", 7, 1)); err != nil {
 		t.Fatal(err)
@@ -259,15 +314,7 @@ func TestHandoff(t *testing.T) {
 		t.Fatalf("chunk after completion: %v", err)
 	}
 	// The duplicate table came along: a retry of seq 1 is not applied again.
-	if err := g2.apply(appendCmd(key, "a", 7, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := g2.apply(appendCmd(key, "b", 7, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := g2.get(key); v != "ab" {
-		t.Fatalf("new owner holds %q, want ab", v)
-	}
+	g2.checkRetryNotReapplied(key, "new owner")
 	if err := g2.apply(config(3, c2...)); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("new owner moved on before deletion was confirmed: %v", err)
 	}
@@ -349,15 +396,7 @@ func TestGiveBack(t *testing.T) {
 	}
 	// Finish shard 5's move as the drivers would; then configuration 3,
 	// which gives shard 2 back, installs and shard 2 serves at once.
-	x, err := g1.sm.ExportShard(2, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chunks []*grouppb.ShardChunk
-	if err := x.Chunks(1<<20, func(c *grouppb.ShardChunk) error { chunks = append(chunks, c); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	x.Close()
+	chunks := g1.export(2, 5)
 	for i, c := range chunks {
 		if err := g2.apply(&grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
 			ConfigNum: 2, Shard: 5, Chunk: uint64(i), Kvs: c.Kvs, Sessions: c.Sessions, Last: c.Last}}}); err != nil {
@@ -379,15 +418,7 @@ func TestGiveBack(t *testing.T) {
 	}
 	// Its data and duplicate table are the ones it had: a retry is not
 	// applied again, a new write is.
-	if err := g1.apply(appendCmd(key2, "a", 7, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := g1.apply(appendCmd(key2, "b", 7, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := g1.get(key2); v != "ab" {
-		t.Fatalf("given back shard holds %q, want ab", v)
-	}
+	g1.checkRetryNotReapplied(key2, "given back shard")
 
 	// The new owner comes back: it is still pulling shard 2 at 2, which the
 	// old owner now answers as past.

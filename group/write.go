@@ -6,11 +6,28 @@ import (
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/internal/grouppb"
-	"github.com/shardkv/shardkv/storage"
 )
+
+// WriteResult is the answer to a write the state machine applied (Apply's
+// result for its entry; a refused or failed write's result is an error).
+type WriteResult struct {
+	// Succeeded is whether the write changed the key: false only when its
+	// condition did not hold.
+	Succeeded bool
+	// Version is the key's version after the write: the new one if it
+	// succeeded (0 after a delete), the current one otherwise.
+	Version uint64
+	// Value is the key's value after the write (nil when absent), only
+	// when the request asked for it and ValueReturned is set: a retry of
+	// an applied write gets Succeeded and Version from its session record,
+	// which does not keep values.
+	Value         []byte
+	ValueReturned bool
+}
 
 // applyWrite applies a client write exactly once per session sequence
 // number, if the group serves the key's shard at this point of the log.
+// Its outcome is a *WriteResult or an error.
 //
 // Sessions are opened explicitly (WRITE_OP_OPEN_SESSION, which creates the
 // record with sequence 0 and is idempotent). A write naming a session the
@@ -18,9 +35,16 @@ import (
 // request applied before the session expired, so it is refused with
 // ErrSessionExpired and nothing is applied (Raft dissertation, section
 // 6.3: the state machine must not guess that a request is new).
-func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (outcome, err error) {
+//
+// A retry (the session's last sequence number) gets the answer recorded
+// the first time: its error, or whether it succeeded and the version
+// after it; never a condition evaluated again.
+func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (outcome any, err error) {
 	if !kvpb.KnownWriteOp(w.GetOp()) {
 		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, w.GetOp()), nil
+	}
+	if err := sm.limits.CheckCondition(w); err != nil {
+		return err, nil // bad input: nothing recorded
 	}
 	shard := sm.shardOf(w.GetKey())
 	if err := sm.ownership(shard); err != nil {
@@ -48,45 +72,89 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 	if found {
 		switch {
 		case w.GetSeq() == rec.GetSeq():
-			return codeError(rec.GetErrorCode()), nil // a retry: same outcome, applied once
+			// A retry: the same answer, applied once.
+			if err := codeError(rec.GetErrorCode()); err != nil {
+				return err, nil
+			}
+			return &WriteResult{Succeeded: !rec.GetConditionFailed(), Version: rec.GetVersion()}, nil
 		case w.GetSeq() < rec.GetSeq():
 			return ErrStaleRequest, nil
 		}
 	}
-	outcome, err = sm.writeData(a, shard, w)
+	res, failed, err := sm.writeData(a, shard, w)
 	if err != nil {
 		return nil, err
 	}
 	if w.GetClientId() != 0 {
-		rec := &grouppb.SessionRecord{ClientId: w.GetClientId(), Seq: w.GetSeq(), LastSeen: now, ErrorCode: errorCode(outcome)}
+		rec := &grouppb.SessionRecord{ClientId: w.GetClientId(), Seq: w.GetSeq(), LastSeen: now, ErrorCode: errorCode(failed)}
+		if res != nil {
+			rec.Version, rec.ConditionFailed = res.Version, !res.Succeeded
+		}
 		if err := sm.putSession(a, shard, rec); err != nil {
 			return nil, err
 		}
 	}
-	return outcome, nil
+	if failed != nil {
+		return failed, nil
+	}
+	return res, nil
 }
 
-func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (outcome, err error) {
-	if outcome := sm.limits.Check(w.GetOp(), w.GetKey(), w.GetValue()); outcome != nil {
-		return outcome, nil
+// writeData applies a write to the key's data: its answer, or the
+// deterministic failure it records instead (failed), or a storage error.
+// The condition is evaluated first: a write whose condition does not hold
+// changes nothing and fails nothing (an append it would have made too
+// large included).
+func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (res *WriteResult, failed, err error) {
+	if failed := sm.limits.Check(w.GetOp(), w.GetKey(), w.GetValue()); failed != nil {
+		return nil, failed, nil
 	}
 	k := sm.dataKey(shard, w.GetKey())
-	switch w.GetOp() {
-	case kvpb.WriteOp_WRITE_OP_PUT:
-		return nil, a.b.Set(k, w.GetValue(), nil)
-	case kvpb.WriteOp_WRITE_OP_DELETE:
-		return nil, a.b.Delete(k, nil)
-	case kvpb.WriteOp_WRITE_OP_APPEND:
-		old, _, err := storage.Get(a.b, k)
-		if err != nil {
-			return nil, err
-		}
-		if n := len(old) + len(w.GetValue()); n > sm.limits.MaxValueSize {
-			return fmt.Errorf("%w: append would make %d bytes, limit %d", ErrValueTooLarge, n, sm.limits.MaxValueSize), nil
-		}
-		return nil, a.b.Set(k, append(old, w.GetValue()...), nil)
+	version, value, err := getValue(a.b, k)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read key of shard %d: %w", shard, err)
 	}
-	return fmt.Errorf("%w: unknown write op %d", ErrMalformed, w.GetOp()), nil
+	held := true
+	switch {
+	case w.IfVersion != nil:
+		held = version == w.GetIfVersion()
+	case w.IfValue != nil:
+		held = version > 0 && bytes.Equal(value, w.GetIfValue())
+	}
+	if held {
+		switch w.GetOp() {
+		case kvpb.WriteOp_WRITE_OP_PUT:
+			version, value = version+1, w.GetValue()
+		case kvpb.WriteOp_WRITE_OP_APPEND:
+			if n := len(value) + len(w.GetValue()); n > sm.limits.MaxValueSize {
+				return nil, fmt.Errorf("%w: append would make %d bytes, limit %d", ErrValueTooLarge, n, sm.limits.MaxValueSize), nil
+			}
+			version, value = version+1, append(value, w.GetValue()...)
+		case kvpb.WriteOp_WRITE_OP_DELETE:
+			version, value = 0, nil
+		default:
+			return nil, fmt.Errorf("%w: unknown write op %d", ErrMalformed, w.GetOp()), nil
+		}
+		if version == 0 {
+			err = a.b.Delete(k, nil)
+		} else {
+			err = a.b.Set(k, encodeValue(version, value), nil)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	res = &WriteResult{Succeeded: held, Version: version}
+	if w.GetReturnValue() {
+		res.Value, res.ValueReturned = value, true
+	}
+	return res, nil, nil
+}
+
+// CheckCondition validates a write's condition against the limits (see
+// kvpb.CheckCondition).
+func (l Limits) CheckCondition(w *kvpb.WriteRequest) error {
+	return kvpb.CheckCondition(w, l.withDefaults().MaxValueSize)
 }
 
 // CheckWrite tells, before proposing, whether the write would be refused
@@ -101,21 +169,22 @@ func (sm *StateMachine) CheckWrite(op kvpb.WriteOp, key, value []byte) error {
 	return sm.ownership(sm.shardOf(key))
 }
 
-// Get reads key from the applied state, if the group serves its shard.
-// For a linearizable read, confirm a read index first.
-func (sm *StateMachine) Get(key []byte) (value []byte, found bool, err error) {
+// Get reads key's value and version from the applied state, if the group
+// serves its shard; version 0 (and a nil value) when the key does not
+// exist. For a linearizable read, confirm a read index first.
+func (sm *StateMachine) Get(key []byte) (value []byte, version uint64, err error) {
 	if err := sm.limits.Check(kvpb.WriteOp_WRITE_OP_DELETE, key, nil); err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
 	shard := sm.shardOf(key)
 	if err := sm.ownership(shard); err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
-	v, found, err := storage.Get(sm.db, sm.dataKey(shard, key))
+	version, value, err = getValue(sm.db, sm.dataKey(shard, key))
 	if err != nil {
-		return nil, false, fmt.Errorf("read key of shard %d: %w", shard, err)
+		return nil, 0, fmt.Errorf("read key of shard %d: %w", shard, err)
 	}
-	return bytes.Clone(v), found, nil
+	return value, version, nil
 }

@@ -86,6 +86,7 @@ func (w *Workload) Run(ctx context.Context, ctls func() []string, n int, seed ui
 			defer func() { cl.Close() }()
 			var retry time.Time // when to try reconnecting again
 			rng := rand.New(rand.NewPCG(seed, uint64(c)))
+			seen := linearizability.Seen{}
 			for i := 0; ctx.Err() == nil; i++ {
 				if now := ctls(); !slices.Equal(now, addrs) && time.Now().After(retry) {
 					if ncl, err := reconnect(ctx, now); err == nil {
@@ -96,7 +97,7 @@ func (w *Workload) Run(ctx context.Context, ctls func() []string, n int, seed ui
 					}
 				}
 				key := fmt.Sprintf("k%d.%d.%d", c/clientsPerKeyGroup, i/opsPerWindow, rng.IntN(2))
-				w.op(ctx, cl, c, key, fmt.Sprintf("<%d.%d>", c, i), rng.Float64())
+				w.op(ctx, cl, c, seen, key, fmt.Sprintf("<%d.%d>", c, i), rng.Float64())
 			}
 		}()
 	}
@@ -112,42 +113,36 @@ func reconnect(ctx context.Context, addrs []string) (*client.Client, error) {
 	return client.New(ctx, addrs, client.WithAttemptTimeout(time.Second))
 }
 
-func (w *Workload) op(ctx context.Context, cl *client.Client, c int, key, value string, p float64) {
+// op runs one operation of client c: a get, an append, a put, or a
+// conditional write built on what c last saw of the key (seen).
+func (w *Workload) op(ctx context.Context, cl *client.Client, c int, seen linearizability.Seen, key, value string, p float64) {
 	w.mu.Lock()
 	w.keys[key] = true
 	w.mu.Unlock()
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	in := linearizability.Input{Key: key, Value: value}
-	call := w.Rec.Now()
-	var err error
 	switch {
-	case p < 0.45:
+	case p < 0.4:
 		in.Op = linearizability.Get
-		v, found, gerr := cl.Get(octx, []byte(key))
-		if gerr == nil {
-			w.Rec.Done(c, in, linearizability.Output{Value: string(v), Found: found}, call, w.Rec.Now())
-			w.acked.Add(1)
-			w.succeeded(cl, c, key)
-		} else {
-			w.failed.Add(1)
-		}
-		return
-	case p < 0.8:
+	case p < 0.7:
 		in.Op = linearizability.Append
-		err = cl.Append(octx, []byte(key), []byte(value))
-	default:
+	case p < 0.85:
 		in.Op = linearizability.Put
-		err = cl.Put(octx, []byte(key), []byte(value))
+	default:
+		in = seen.Conditional(key, value, p < 0.925)
 	}
-	if err != nil {
-		w.Rec.Unknown(c, in, call) // a failed write may still have happened
-		w.unknown.Add(1)
-		return
+	out, err := w.Rec.Do(octx, cl, c, in)
+	switch {
+	case err == nil:
+		seen.Observe(in, out)
+		w.acked.Add(1)
+		w.succeeded(cl, c, key)
+	case in.Op == linearizability.Get:
+		w.failed.Add(1) // observed nothing: not recorded
+	default:
+		w.unknown.Add(1) // a failed write may still have happened: recorded so
 	}
-	w.Rec.Done(c, in, linearizability.Output{}, call, w.Rec.Now())
-	w.acked.Add(1)
-	w.succeeded(cl, c, key)
 }
 
 // Availability is what clients saw: the longest window without a success
@@ -250,16 +245,15 @@ func (w *Workload) FinalRead(ctx context.Context, ctls []string, budget time.Dur
 	w.mu.Unlock()
 	for _, k := range keys {
 		rctx, cancel := context.WithTimeout(ctx, budget)
-		call := w.Rec.Now()
-		v, found, err := cl.Get(rctx, []byte(k))
+		out, err := w.Rec.Do(rctx, cl, finalReader, linearizability.Input{Op: linearizability.Get, Key: k})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("final read of %s not served within %v of healing: %w", k, budget, err)
 		}
-		w.Rec.Done(finalReader, linearizability.Input{Op: linearizability.Get, Key: k}, linearizability.Output{Value: string(v), Found: found}, call, w.Rec.Now())
-		for _, tok := range strings.SplitAfter(string(v), ">") {
-			if tok != "" && strings.Count(string(v), tok) > 1 {
-				return fmt.Errorf("key %s holds %s %d times", k, tok, strings.Count(string(v), tok))
+		v := out.Value
+		for _, tok := range strings.SplitAfter(v, ">") {
+			if tok != "" && strings.Count(v, tok) > 1 {
+				return fmt.Errorf("key %s holds %s %d times", k, tok, strings.Count(v, tok))
 			}
 		}
 	}

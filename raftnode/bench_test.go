@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/shardkv/shardkv/internal/bench"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
 
@@ -38,15 +36,7 @@ func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
 	dir := tb.TempDir()
 	var nodes []*raftnode.Node
 	for i, id := range peers {
-		e, err := storage.Open(filepath.Join(dir, fmt.Sprint(id)))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r := storage.Replica{Group: testGroup, ID: id}
-		sm, err := openRegisters(e, r)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		e, sm := openMember(tb, dir, id)
 		g := grpc.NewServer(rpc.ServerOptions()...)
 		srv := transport.NewServer()
 		srv.Register(g)
@@ -108,18 +98,10 @@ func BenchmarkPropose(b *testing.B) {
 			nodes := grpcGroup(b, 3)
 			lead := waitLeader(b, nodes)
 			value := string(make([]byte, 100))
-			b.ResetTimer()
-			lat, elapsed, err := bench.ClosedLoop(b.N, conc, func(k int) error {
+			bench.ReportClosedLoop(b, b.N, conc, "proposals", func(k int) error {
 				_, err := lead.Propose(context.Background(), encodeCmd('p', fmt.Sprintf("key%d", k%1000), value))
 				return err
 			})
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "proposals/s")
-			b.ReportMetric(bench.Percentile(lat, 0.50), "p50-ms")
-			b.ReportMetric(bench.Percentile(lat, 0.99), "p99-ms")
 		})
 	}
 }

@@ -78,23 +78,31 @@ func (c *cluster) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
+// openMember opens the engine in dir/<id> and, on it, the registers of
+// member id of testGroup.
+func openMember(tb testing.TB, dir string, id uint64) (*storage.Engine, *registers) {
+	tb.Helper()
+	e, err := storage.Open(filepath.Join(dir, fmt.Sprint(id)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sm, err := openRegisters(e, storage.Replica{Group: testGroup, ID: id})
+	if err != nil {
+		_ = e.Close()
+		tb.Fatal(err)
+	}
+	return e, sm
+}
+
 // start opens (or reopens) member id from its directory.
 func (c *cluster) start(id uint64) {
 	c.t.Helper()
-	e, err := storage.Open(filepath.Join(c.dir, fmt.Sprint(id)))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	r := storage.Replica{Group: testGroup, ID: id}
+	e, sm := openMember(c.t, c.dir, id)
 	peers := map[uint64]string{}
 	for _, p := range c.peers {
 		peers[p] = fmt.Sprintf("127.0.0.1:%d", 9000+p)
 	}
-	if _, err := e.EnsureIdentity(r, storage.Identity{ClusterID: 1, Peers: peers}, storage.ClusterNew); err != nil {
-		c.t.Fatal(err)
-	}
-	sm, err := openRegisters(e, r)
-	if err != nil {
+	if _, err := e.EnsureIdentity(storage.Replica{Group: testGroup, ID: id}, storage.Identity{ClusterID: 1, Peers: peers}, storage.ClusterNew); err != nil {
 		c.t.Fatal(err)
 	}
 	cfg := raftnode.Config{
@@ -130,6 +138,18 @@ func (c *cluster) crash(id uint64) {
 	if err := e.Close(); err != nil {
 		c.t.Errorf("close engine %d: %v", id, err)
 	}
+}
+
+// crashFollower crashes a member other than the leader and returns it.
+func (c *cluster) crashFollower() uint64 {
+	c.t.Helper()
+	lead := c.leader()
+	f := c.peers[0]
+	if f == lead {
+		f = c.peers[1]
+	}
+	c.crash(f)
+	return f
 }
 
 func (c *cluster) shutdown() {

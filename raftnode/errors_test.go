@@ -19,26 +19,29 @@ import (
 // classed "certainly not applied" must never apply a command twice; every
 // other error leaves the outcome unknown.
 func TestErrorClasses(t *testing.T) {
-	for _, tc := range []struct {
-		err          error
-		certainlyNot bool
-	}{
-		{&raftnode.NotLeaderError{Leader: 2}, true},
-		{&raftnode.NotLeaderError{}, true},
-		{raftnode.ErrProposalDropped, true},
-		{raftnode.ErrStopped, true},
-		{fmt.Errorf("wrapped: %w", raftnode.ErrProposalDropped), true},
-		{storage.ErrNoSpace, true},
-		{storage.ErrStalled, true},
-		{raftnode.ErrStoppedInFlight, false},
-		{raftnode.ErrLeaderChanged, false},
-		{context.DeadlineExceeded, false},
-		{context.Canceled, false},
-		{raftnode.ErrReadTimeout, false},
-		{errors.New("transport: connection reset"), false},
+	for certainlyNot, errs := range map[bool][]error{
+		true: {
+			&raftnode.NotLeaderError{Leader: 2},
+			&raftnode.NotLeaderError{},
+			raftnode.ErrProposalDropped,
+			raftnode.ErrStopped,
+			fmt.Errorf("wrapped: %w", raftnode.ErrProposalDropped),
+			storage.ErrNoSpace,
+			storage.ErrStalled,
+		},
+		false: {
+			raftnode.ErrStoppedInFlight,
+			raftnode.ErrLeaderChanged,
+			context.DeadlineExceeded,
+			context.Canceled,
+			raftnode.ErrReadTimeout,
+			errors.New("transport: connection reset"),
+		},
 	} {
-		if got := raftnode.CertainlyNotApplied(tc.err); got != tc.certainlyNot {
-			t.Errorf("CertainlyNotApplied(%v) = %v, want %v", tc.err, got, tc.certainlyNot)
+		for _, err := range errs {
+			if got := raftnode.CertainlyNotApplied(err); got != certainlyNot {
+				t.Errorf("CertainlyNotApplied(%v) = %v, want %v", err, got, certainlyNot)
+			}
 		}
 	}
 	if errors.Is(raftnode.ErrStoppedInFlight, raftnode.ErrStopped) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -212,14 +211,7 @@ func (e *env) addNodes(n int) {
 
 func (e *env) start(id uint64) {
 	t := e.t
-	eng, err := storage.Open(filepath.Join(e.dir, fmt.Sprint(id)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sm, err := openRegisters(eng, storage.Replica{Group: testGroup, ID: id})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng, sm := openMember(t, e.dir, id)
 	m := &member{id: id, sm: sm, engine: eng, ticks: make(chan time.Time)}
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("SHARDKV_TEST_LOG") != "" {
@@ -239,10 +231,11 @@ func (e *env) start(id uint64) {
 		m.raft = newManualRaft(c)
 		return m.raft
 	})
-	m.node, err = raftnode.Start(cfg)
+	n, err := raftnode.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.node = n
 	e.members[id] = m
 }
 
@@ -474,28 +467,31 @@ func (e *env) outcome(name string) {
 	}
 }
 
-func (e *env) status() {
+// eachMember prints a line for every member: "<id>: stopped", or
+// "<id>: " and what line says of it.
+func (e *env) eachMember(line func(m *member) string) {
 	for _, id := range e.peers {
 		m := e.members[id]
 		if m.stopped {
 			e.printf("%d: stopped\n", id)
 			continue
 		}
-		st := m.node.Status()
-		e.printf("%d: %s term=%d lead=%d commit=%d applied=%d\n",
-			id, m.raft.basic().RaftState, st.Term, st.Leader, st.Commit, st.Applied)
+		e.printf("%d: %s\n", id, line(m))
 	}
 }
 
+func (e *env) status() {
+	e.eachMember(func(m *member) string {
+		st := m.node.Status()
+		return fmt.Sprintf("%s term=%d lead=%d commit=%d applied=%d",
+			m.raft.basic().RaftState, st.Term, st.Leader, st.Commit, st.Applied)
+	})
+}
+
 func (e *env) kv() {
-	for _, id := range e.peers {
-		m := e.members[id]
-		if m.stopped {
-			e.printf("%d: stopped\n", id)
-			continue
-		}
-		e.printf("%d: applied=%d %s\n", id, m.sm.Applied(), m.sm.dump(e.t))
-	}
+	e.eachMember(func(m *member) string {
+		return fmt.Sprintf("applied=%d %s", m.sm.Applied(), m.sm.dump(e.t))
+	})
 }
 
 // dump lists the registers in key order.
@@ -527,23 +523,26 @@ func describeErr(err error) string {
 	return fmt.Sprintf("%s (%s)", errName(err), class)
 }
 
+// errNames are the errors transcripts show by name (a NotLeaderError with
+// its leader, any other by its message). They are distinct sentinels, none
+// wrapping another, so at most one matches and the map's order is moot.
+var errNames = map[error]string{
+	raftnode.ErrStoppedInFlight: "ErrStoppedInFlight",
+	raftnode.ErrStopped:         "ErrStopped",
+	raftnode.ErrLeaderChanged:   "ErrLeaderChanged",
+	raftnode.ErrProposalDropped: "ErrProposalDropped",
+	raftnode.ErrReadTimeout:     "ErrReadTimeout",
+	context.DeadlineExceeded:    "context.DeadlineExceeded",
+}
+
 func errName(err error) string {
-	var nl *raftnode.NotLeaderError
-	switch {
-	case errors.As(err, &nl):
+	if nl := (*raftnode.NotLeaderError)(nil); errors.As(err, &nl) {
 		return fmt.Sprintf("NotLeaderError{Leader:%d}", nl.Leader)
-	case errors.Is(err, raftnode.ErrStoppedInFlight):
-		return "ErrStoppedInFlight"
-	case errors.Is(err, raftnode.ErrStopped):
-		return "ErrStopped"
-	case errors.Is(err, raftnode.ErrLeaderChanged):
-		return "ErrLeaderChanged"
-	case errors.Is(err, raftnode.ErrProposalDropped):
-		return "ErrProposalDropped"
-	case errors.Is(err, raftnode.ErrReadTimeout):
-		return "ErrReadTimeout"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "context.DeadlineExceeded"
+	}
+	for sentinel, name := range errNames {
+		if errors.Is(err, sentinel) {
+			return name
+		}
 	}
 	return err.Error()
 }

@@ -5,12 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 )
@@ -54,18 +54,10 @@ func TestReplaceMemberBySnapshot(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	want, unknown := appendAll(t, c, 2, 60) // compacts the log past the start
-	if len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
-	lead := c.leader()
-	dead := lead%3 + 1
-	c.crash(dead)
+	want := mustAppendAll(t, c, 2, 60) // compacts the log past the start
+	dead := c.crashFollower()
 	c.addMember(ctx, 4)
-	more, unknown := appendAll(t, c, 2, 30)
-	if len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	more := mustAppendAll(t, c, 2, 30)
 	for k, v := range more {
 		want[k] += v // the same keys, appended to again
 	}
@@ -91,10 +83,7 @@ func TestReplaceMemberBySnapshot(t *testing.T) {
 	}
 	c.crash(second)
 	c.peers = slices.DeleteFunc(c.peers, func(id uint64) bool { return id == second })
-	after, unknown := appendAll(t, c, 1, 10)
-	if len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	after := mustAppendAll(t, c, 1, 10)
 	for k, v := range after {
 		want[k] += v
 	}
@@ -139,9 +128,7 @@ func TestMembershipSurvivesRestart(t *testing.T) {
 	c.leader()
 	// Four voters need three: two members down stop the group, one does not.
 	c.crash(4)
-	if _, unknown := appendAll(t, c, 1, 5); len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	mustAppendAll(t, c, 1, 5)
 }
 
 // TestMembershipRefusals: every refusal of the strict check changes
@@ -218,23 +205,30 @@ func TestMembershipRefusals(t *testing.T) {
 	}
 }
 
+// lostGroup starts a group of three, has proposers append count tokens
+// each, waits until every member applied them, and crashes all three. It
+// returns what the registers hold and the member that was the leader,
+// which the test restarts alone, forced.
+func lostGroup(t *testing.T, proposers, count int) (c *cluster, want map[string]string, survivor uint64) {
+	t.Helper()
+	c = newCluster(t, 3, nil)
+	want = mustAppendAll(t, c, proposers, count)
+	c.waitConverged(want)
+	survivor = c.leader()
+	for _, id := range c.peers {
+		c.crash(id)
+	}
+	return c, want, survivor
+}
+
 // TestForceNewCluster: a group loses two of its three members for good; the
 // survivor, restarted with ForceNewCluster, is the only voter, elects
 // itself, still has every committed write, serves new ones, and takes new
 // members again.
 func TestForceNewCluster(t *testing.T) {
-	c := newCluster(t, 3, nil)
+	c, want, survivor := lostGroup(t, 2, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	want, unknown := appendAll(t, c, 2, 20)
-	if len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
-	c.waitConverged(want)
-	survivor := c.leader()
-	for _, id := range []uint64{1, 2, 3} {
-		c.crash(id)
-	}
 	c.forced[survivor] = true
 	c.start(survivor) // with the flags it always had
 	c.peers = []uint64{survivor}
@@ -265,28 +259,12 @@ func TestForceNewCluster(t *testing.T) {
 // its state machine already reflects, so a write acknowledged afterwards is
 // applied (the review's reproduction: it was acknowledged and skipped).
 func TestForceNewClusterAboveCommit(t *testing.T) {
-	c := newCluster(t, 3, nil)
+	c, want, survivor := lostGroup(t, 1, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	want, unknown := appendAll(t, c, 1, 10)
-	if len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
-	c.waitConverged(want)
-	survivor := c.leader()
-	for _, id := range []uint64{1, 2, 3} {
-		c.crash(id)
-	}
 	// The state machine claims 20 more entries than the log committed.
-	e, err := storage.Open(filepath.Join(c.dir, fmt.Sprint(survivor)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, sm := openMember(t, c.dir, survivor)
 	r := storage.Replica{Group: testGroup, ID: survivor}
-	sm, err := openRegisters(e, r)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := e.DB().Set(r.StateKey(appliedSuffix...), binary.BigEndian.AppendUint64(nil, sm.Applied()+20), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}

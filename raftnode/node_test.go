@@ -30,9 +30,7 @@ func appendAll(t *testing.T, c *cluster, proposers, count int) (want map[string]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for p := 0; p < proposers; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			key := fmt.Sprintf("k%d", p)
 			for i := 0; i < count; i++ {
 				tok := fmt.Sprintf("[%d.%d]", p, i)
@@ -45,10 +43,21 @@ func appendAll(t *testing.T, c *cluster, proposers, count int) (want map[string]
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return want, unknown
+}
+
+// mustAppendAll is appendAll on a healthy network, where every proposal
+// must be acknowledged: it fails the test if any outcome was unknown.
+func mustAppendAll(t *testing.T, c *cluster, proposers, count int) map[string]string {
+	t.Helper()
+	want, unknown := appendAll(t, c, proposers, count)
+	if len(unknown) > 0 {
+		t.Fatalf("proposals failed on a healthy network: %v", unknown)
+	}
+	return want
 }
 
 func TestAgreement(t *testing.T) {
@@ -56,11 +65,7 @@ func TestAgreement(t *testing.T) {
 		t.Run(fmt.Sprintf("%d replicas", size), func(t *testing.T) {
 			c := newCluster(t, size, nil)
 			c.leader()
-			want, unknown := appendAll(t, c, 5, 20)
-			if len(unknown) > 0 {
-				t.Fatalf("proposals failed on a healthy network: %v", unknown)
-			}
-			c.waitConverged(want)
+			c.waitConverged(mustAppendAll(t, c, 5, 20))
 		})
 	}
 }
@@ -151,10 +156,7 @@ func TestPartitions(t *testing.T) {
 func TestCrashRestartKeepsAcknowledged(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.leader()
-	want, unknown := appendAll(t, c, 3, 10)
-	if len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	want := mustAppendAll(t, c, 3, 10)
 	// One follower at a time.
 	for _, id := range c.peers {
 		c.crash(id)
@@ -195,10 +197,7 @@ func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
 		}
 	}
 	c.net.Isolate(testGroup, lagging)
-	want, unknown := appendAll(t, c, 2, 50)
-	if len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	want := mustAppendAll(t, c, 2, 50)
 	c.net.Heal()
 	c.waitConverged(want)
 	if c.sm(lagging).restoreCount() == 0 {
@@ -264,9 +263,7 @@ func TestLinearizable(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for client := 0; client < 8; client++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -304,7 +301,7 @@ func TestLinearizable(t *testing.T) {
 					rec.Done(client, in, linearizability.Output{}, call, rec.Now())
 				}
 			}
-		}()
+		})
 	}
 	time.Sleep(1 * time.Second)
 	crashed := c.leader()
@@ -395,13 +392,11 @@ func TestConcurrentReadsShareRounds(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
 	for i := 0; i < 200; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			errs <- n.ReadIndex(ctx)
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -418,9 +413,7 @@ func TestConcurrentReadsShareRounds(t *testing.T) {
 func TestCorruptedLogRefusesToStart(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.leader()
-	if _, unknown := appendAll(t, c, 1, 10); len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	mustAppendAll(t, c, 1, 10)
 	victim := c.peers[0]
 	applied := c.node(victim).Status().Applied
 	c.crash(victim)

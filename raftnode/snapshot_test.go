@@ -60,12 +60,8 @@ func TestCompactAfterRestoreStaysInLog(t *testing.T) {
 		cfg.MaxSizePerMsg = 1
 		cfg.MaxInflightMsgs = 1
 	})
-	lead := c.leader()
-	f := lead%3 + 1
-	c.crash(f)
-	if _, unknown := appendAll(t, c, 2, 100); len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	f := c.crashFollower()
+	mustAppendAll(t, c, 2, 100)
 	stop := make(chan struct{})
 	done := keepWriting(c, stop)
 	time.Sleep(50 * time.Millisecond)
@@ -85,12 +81,8 @@ func TestSnapshotMetadataNeverAheadOfImage(t *testing.T) {
 		cfg.SnapshotEntries = 10
 		cfg.CatchUpEntries = 2
 	})
-	lead := c.leader()
-	f := lead%3 + 1
-	c.crash(f)
-	if _, unknown := appendAll(t, c, 2, 60); len(unknown) > 0 {
-		t.Fatal(unknown)
-	}
+	f := c.crashFollower()
+	mustAppendAll(t, c, 2, 60)
 	snapshotDelay.Store(int64(500 * time.Millisecond))
 	stop := make(chan struct{})
 	done := keepWriting(c, stop)
@@ -111,9 +103,7 @@ func TestCompactAfterRestoreLargeEntries(t *testing.T) {
 		cfg.SnapshotEntries = 40
 		cfg.CatchUpEntries = 5
 	})
-	lead := c.leader()
-	f := lead%3 + 1
-	c.crash(f)
+	f := c.crashFollower()
 	big := string(make([]byte, 200<<10))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

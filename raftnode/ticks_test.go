@@ -2,14 +2,11 @@ package raftnode_test
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/storage"
 )
 
 // TestInjectedTicksDriveRealNode runs etcd raft's own raft.Node (not the
@@ -24,14 +21,7 @@ func TestInjectedTicksDriveRealNode(t *testing.T) {
 	nodes := map[uint64]*raftnode.Node{}
 	ticks := map[uint64]chan time.Time{}
 	for _, id := range peers {
-		e, err := storage.Open(filepath.Join(dir, fmt.Sprint(id)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sm, err := openRegisters(e, storage.Replica{Group: testGroup, ID: id})
-		if err != nil {
-			t.Fatal(err)
-		}
+		e, sm := openMember(t, dir, id)
 		ticks[id] = make(chan time.Time)
 		n, err := raftnode.Start(raftnode.Config{Group: testGroup, ID: id, Peers: peers,
 			Engine: e, Network: net, StateMachine: sm, Logger: (&cluster{}).logger(),

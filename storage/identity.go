@@ -61,9 +61,10 @@ func (e *Engine) SetMembers(r Replica, members map[uint64]string) error {
 // misread it (a log replayed under other rules could drop acknowledged
 // writes). Format 2: write operations numbered from 1 (0 is
 // UNSPECIFIED); log, snapshot and handoff messages in internal/grouppb and
-// internal/controllerlogpb. Data from before identities recorded a
-// format is format 1.
-const DataFormat = 2
+// internal/controllerlogpb. Format 3: a key's stored value carries its
+// version (package group, value.go). Data from before identities recorded
+// a format is format 1.
+const DataFormat = 3
 
 // ClusterIDFor derives a new cluster's id from a token and the initial
 // membership of its controller group, as etcd derives its cluster id from

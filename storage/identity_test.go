@@ -73,6 +73,16 @@ func TestEnsureIdentity(t *testing.T) {
 	if _, err := e.EnsureIdentity(old, Identity{ClusterID: 1, Peers: one}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) {
 		t.Fatalf("identity of format 1: %v", err)
 	}
+	// And format 2, whose stored values had no versions: read as format
+	// 3, every value would lose its first bytes to a version.
+	two := Replica{Group: 6, ID: 1}
+	if err := e.DB().Set(two.identityKey(), []byte(`{"cluster_id":1,"peers":{"1":"a:1"},"format":2}`), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.EnsureIdentity(two, Identity{ClusterID: 1, Peers: one}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) ||
+		!strings.Contains(err.Error(), "data format 2; this version reads format 3") {
+		t.Fatalf("identity of format 2: %v", err)
+	}
 	if id, _, _ := e.LoadIdentity(r); id.Format != DataFormat {
 		t.Fatalf("a new identity records format %d, want %d", id.Format, DataFormat)
 	}

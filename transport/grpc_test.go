@@ -73,27 +73,9 @@ func startClusterProcess(t *testing.T, cluster uint64, resolve transport.Resolve
 }
 
 func TestGRPCDeliversMessagesAndChunkedSnapshots(t *testing.T) {
-	addrs := map[uint64]string{}
-	var mu sync.Mutex
-	resolve := func(group, id uint64) (string, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		a, ok := addrs[id]
-		return a, ok && group == 1
-	}
-	a, b := startProcess(t, resolve), startProcess(t, resolve)
-	mu.Lock()
-	addrs[1], addrs[2] = a.addr, b.addr
-	mu.Unlock()
-
-	ra, rb := &recorder{}, &recorder{}
-	ta, err := a.net.Join(1, 1, ra)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.net.Join(1, 2, rb); err != nil {
-		t.Fatal(err)
-	}
+	a, b := processPair(t, 7, 7)
+	ta, ra := a.join(t, 1)
+	_, rb := b.join(t, 2)
 	if _, err := b.net.Join(1, 2, rb); err == nil {
 		t.Fatal("joining twice as the same member succeeded")
 	}
@@ -149,12 +131,7 @@ func TestGRPCReportsDeadPeerUnreachable(t *testing.T) {
 		lis.Close()
 	}
 	resolve := func(group, id uint64) (string, bool) { return dead, true }
-	a := startProcess(t, resolve)
-	ra := &recorder{}
-	ta, err := a.net.Join(1, 1, ra)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ta, ra := startProcess(t, resolve).join(t, 1)
 	ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2))}})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -192,13 +169,11 @@ func TestGRPCLargeMessagesUnderLoad(t *testing.T) {
 	big = append(big, entry(rpc.MaxMessageBytes-(1<<20)))
 	var wg sync.WaitGroup
 	for s := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 200 {
 				ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(s*1000 + i))}})
 			}
-		}()
+		})
 	}
 	ta.Send(big)
 	wg.Wait()
@@ -250,9 +225,9 @@ func TestGRPCRefusesAnotherCluster(t *testing.T) {
 	}
 }
 
-// memberPair starts two processes, of clusters ca and cb, hosting members 1
-// and 2 of group 1; it returns member 1's transport and both recorders.
-func memberPair(t *testing.T, ca, cb uint64) (transport.Transport, *recorder, *recorder) {
+// processPair starts two processes, of clusters ca and cb, each resolving
+// the other's member of group 1: member 1 at the first, 2 at the second.
+func processPair(t *testing.T, ca, cb uint64) (*process, *process) {
 	t.Helper()
 	addrs := map[uint64]string{}
 	var mu sync.Mutex
@@ -260,19 +235,32 @@ func memberPair(t *testing.T, ca, cb uint64) (transport.Transport, *recorder, *r
 		mu.Lock()
 		defer mu.Unlock()
 		a, ok := addrs[id]
-		return a, ok
+		return a, ok && group == 1
 	}
 	a, b := startClusterProcess(t, ca, resolve), startClusterProcess(t, cb, resolve)
 	mu.Lock()
 	addrs[1], addrs[2] = a.addr, b.addr
 	mu.Unlock()
-	ra, rb := &recorder{}, &recorder{}
-	ta, err := a.net.Join(1, 1, ra)
+	return a, b
+}
+
+// join hosts member id of group 1 on p; the recorder gets what it receives.
+func (p *process) join(t *testing.T, id uint64) (transport.Transport, *recorder) {
+	t.Helper()
+	r := &recorder{}
+	tr, err := p.net.Join(1, id, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.net.Join(1, 2, rb); err != nil {
-		t.Fatal(err)
-	}
+	return tr, r
+}
+
+// memberPair starts two processes, of clusters ca and cb, hosting members 1
+// and 2 of group 1; it returns member 1's transport and both recorders.
+func memberPair(t *testing.T, ca, cb uint64) (transport.Transport, *recorder, *recorder) {
+	t.Helper()
+	a, b := processPair(t, ca, cb)
+	ta, ra := a.join(t, 1)
+	_, rb := b.join(t, 2)
 	return ta, ra, rb
 }

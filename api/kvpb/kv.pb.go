@@ -204,10 +204,13 @@ func (x *GetRequest) GetKey() []byte {
 }
 
 type GetReply struct {
-	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Header        *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"` // who answered, from which applied index
-	Value         []byte                   `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`   // the value; empty when not found
-	Found         bool                     `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`  // false when the key does not exist
+	state  protoimpl.MessageState   `protogen:"open.v1"`
+	Header *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"` // who answered, from which applied index
+	Value  []byte                   `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`   // the value; empty when not found
+	Found  bool                     `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`  // false when the key does not exist
+	// version is the key's version (etcd's): 1 when it was created, +1 at
+	// every put or append since; 0 when the key does not exist.
+	Version       uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -263,13 +266,35 @@ func (x *GetReply) GetFound() bool {
 	return false
 }
 
+func (x *GetReply) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type WriteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            WriteOp                `protobuf:"varint,1,opt,name=op,proto3,enum=shardkv.kv.v1.WriteOp" json:"op,omitempty"`  // UNSPECIFIED is refused as malformed
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                            // 1 byte up to the servers' limit (4 KiB by default)
-	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`                        // PUT and APPEND: up to the servers' limit (1 MiB by default)
-	ClientId      uint64                 `protobuf:"varint,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"` // the session, opened by OPEN_SESSION in the key's shard
-	Seq           uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`                           // the write's number in the session, increasing; a retry keeps it (0 for OPEN_SESSION)
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Op       WriteOp                `protobuf:"varint,1,opt,name=op,proto3,enum=shardkv.kv.v1.WriteOp" json:"op,omitempty"`  // UNSPECIFIED is refused as malformed
+	Key      []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                            // 1 byte up to the servers' limit (4 KiB by default)
+	Value    []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`                        // PUT and APPEND: up to the servers' limit (1 MiB by default)
+	ClientId uint64                 `protobuf:"varint,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"` // the session, opened by OPEN_SESSION in the key's shard
+	Seq      uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`                           // the write's number in the session, increasing; a retry keeps it (0 for OPEN_SESSION)
+	// A condition (etcd's single-key Txn with a Compare): the write is
+	// applied only if it holds. At most one of if_version and if_value may
+	// be set; neither means no condition. A condition on an OPEN_SESSION,
+	// or both at once, is MALFORMED and changes nothing. A condition that
+	// does not hold is not an error: the reply says so (succeeded false),
+	// and the session records that answer like any other.
+	//
+	// if_version holds when the key's version equals it (0: the key does
+	// not exist).
+	IfVersion *uint64 `protobuf:"varint,6,opt,name=if_version,json=ifVersion,proto3,oneof" json:"if_version,omitempty"`
+	// if_value holds when the key exists and its value equals it.
+	IfValue []byte `protobuf:"bytes,7,opt,name=if_value,json=ifValue,proto3,oneof" json:"if_value,omitempty"`
+	// return_value asks for the key's value after the request in the reply
+	// (see WriteReply.value).
+	ReturnValue   bool `protobuf:"varint,8,opt,name=return_value,json=returnValue,proto3" json:"return_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -339,9 +364,45 @@ func (x *WriteRequest) GetSeq() uint64 {
 	return 0
 }
 
+func (x *WriteRequest) GetIfVersion() uint64 {
+	if x != nil && x.IfVersion != nil {
+		return *x.IfVersion
+	}
+	return 0
+}
+
+func (x *WriteRequest) GetIfValue() []byte {
+	if x != nil {
+		return x.IfValue
+	}
+	return nil
+}
+
+func (x *WriteRequest) GetReturnValue() bool {
+	if x != nil {
+		return x.ReturnValue
+	}
+	return false
+}
+
 type WriteReply struct {
-	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Header        *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // who applied the write, at which index
+	state  protoimpl.MessageState   `protogen:"open.v1"`
+	Header *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // who applied the write, at which index
+	// succeeded is whether the write was applied: false only when its
+	// condition did not hold (true for a write without one).
+	Succeeded bool `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// version is the key's version after the request: the new one if the
+	// write was applied (0 after a delete), the current one otherwise.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// value is the key's value after the request (empty when it does not
+	// exist), when the request asked for it (return_value) and
+	// value_returned is set. A retry of a write the shard already applied
+	// gets the same succeeded and version, recorded in its session, but not
+	// the value, which the session does not keep: value_returned is then
+	// false, and a reader who needs it reads the key (it may have changed
+	// since).
+	Value         []byte `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	ValueReturned bool   `protobuf:"varint,5,opt,name=value_returned,json=valueReturned,proto3" json:"value_returned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +442,34 @@ func (x *WriteReply) GetHeader() *headerpb.ResponseHeader {
 		return x.Header
 	}
 	return nil
+}
+
+func (x *WriteReply) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *WriteReply) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WriteReply) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *WriteReply) GetValueReturned() bool {
+	if x != nil {
+		return x.ValueReturned
+	}
+	return false
 }
 
 type StatusRequest struct {
@@ -625,20 +714,31 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"\x1e\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"q\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"\x8b\x01\n" +
 	"\bGetReply\x129\n" +
 	"\x06header\x18\x03 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x14\n" +
-	"\x05found\x18\x02 \x01(\bR\x05found\"\x8d\x01\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\"\x90\x02\n" +
 	"\fWriteRequest\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.shardkv.kv.v1.WriteOpR\x02op\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1b\n" +
 	"\tclient_id\x18\x04 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"G\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12\"\n" +
+	"\n" +
+	"if_version\x18\x06 \x01(\x04H\x00R\tifVersion\x88\x01\x01\x12\x1e\n" +
+	"\bif_value\x18\a \x01(\fH\x01R\aifValue\x88\x01\x01\x12!\n" +
+	"\freturn_value\x18\b \x01(\bR\vreturnValueB\r\n" +
+	"\v_if_versionB\v\n" +
+	"\t_if_value\"\xbc\x01\n" +
 	"\n" +
 	"WriteReply\x129\n" +
-	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\")\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x1c\n" +
+	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12%\n" +
+	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\")\n" +
 	"\rStatusRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x01(\bR\adigests\"\x8b\x01\n" +
 	"\vShardStatus\x12\x14\n" +
@@ -731,6 +831,7 @@ func file_api_kvpb_kv_proto_init() {
 	if File_api_kvpb_kv_proto != nil {
 		return
 	}
+	file_api_kvpb_kv_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -92,6 +92,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{kvpb.ErrValueTooLarge, exitFailed},
 		{controllerpb.ErrUnknownGroup, exitFailed},
 		{errors.New("other"), exitFailed},
+		{conditionFailed([]byte("k"), client.WriteResult{Version: 3}), exitCondition},
 	} {
 		if got := exitCode(c.err); got != c.want {
 			t.Errorf("exitCode(%v) = %d, want %d", c.err, got, c.want)

@@ -49,10 +49,7 @@ func lastLogIndex(t *testing.T, dir string, gid, id uint64) (uint64, func(index 
 func TestCorruptDataDirectory(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
-	args, procs, c := startControllers(t, bin, dir)
-	for g := 1; g <= 5; g++ {
-		c.ok("admin", "join", fmt.Sprintf("%d=10.0.0.%d:1", g, g), "--timeout", "30s")
-	}
+	args, procs, c := startControllers(t, bin, dir, 5)
 	procs[1].stop(t)
 
 	// A torn tail: a damaged record just past the end of the log.
@@ -85,10 +82,7 @@ func TestCorruptDataDirectory(t *testing.T) {
 func TestCorruptedWALRefusesToStart(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
-	args, procs, c := startControllers(t, bin, dir)
-	for g := 1; g <= 60; g++ {
-		c.ok("admin", "join", fmt.Sprintf("%d=10.0.0.%d:1", g, g), "--timeout", "30s")
-	}
+	args, procs, c := startControllers(t, bin, dir, 60)
 	procs[2].stop(t)
 	logs, err := filepath.Glob(filepath.Join(dir, "c2", "*.log"))
 	if err != nil || len(logs) == 0 {
@@ -114,9 +108,11 @@ func TestCorruptedWALRefusesToStart(t *testing.T) {
 	}
 }
 
-// startControllers starts three controller replicas with data under dir;
-// args gives the command line of replica id, to restart it.
-func startControllers(t *testing.T, bin, dir string) (args func(id int) []string, procs map[int]*process, c *cli) {
+// startControllers starts three controller replicas with data under dir
+// and joins groups 1 to groups (at addresses where nothing runs), making
+// configurations 1 to groups; args gives the command line of replica id,
+// to restart it.
+func startControllers(t *testing.T, bin, dir string, groups int) (args func(id int) []string, procs map[int]*process, c *cli) {
 	t.Helper()
 	t.Setenv("SHARDKV_UNSAFE_SKIP_JOIN_CHECK", "1") // the tests join groups that do not run
 	base := freePorts(t, 3)
@@ -129,5 +125,9 @@ func startControllers(t *testing.T, bin, dir string) (args func(id int) []string
 	for id := 1; id <= 3; id++ {
 		procs[id] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), args(id)...)
 	}
-	return args, procs, &cli{t: t, bin: bin, controllers: strings.Join([]string{addr(0), addr(1), addr(2)}, ",")}
+	c = &cli{t: t, bin: bin, controllers: strings.Join([]string{addr(0), addr(1), addr(2)}, ",")}
+	for g := 1; g <= groups; g++ {
+		c.ok("admin", "join", fmt.Sprintf("%d=10.0.0.%d:1", g, g), "--timeout", "30s")
+	}
+	return args, procs, c
 }

@@ -17,6 +17,18 @@ import (
 	"github.com/shardkv/shardkv/client"
 )
 
+// newClient returns a client of the controllers at ctls (comma-separated
+// host:port), closed when the test ends.
+func newClient(t *testing.T, ctx context.Context, ctls string) *client.Client {
+	t.Helper()
+	cl, err := client.New(ctx, strings.Split(ctls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
 // TestDiskFull runs a group whose three replicas keep their data on one
 // small tmpfs, fills it, and checks: writes fail with errors instead of
 // being acknowledged, nothing acknowledged is lost, and once space is freed
@@ -24,8 +36,7 @@ import (
 // supervisor would) the group serves again. Needs root for the mount.
 func TestDiskFull(t *testing.T) {
 	bin := binary(t)
-	dir := t.TempDir()
-	mnt := smallDisk(t, dir, "96m")
+	dir, mnt := smallDisk(t, "96m")
 
 	base := freePorts(t, 9)
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
@@ -52,11 +63,7 @@ func TestDiskFull(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cl, err := client.New(ctx, strings.Split(ctls, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := newClient(t, ctx, ctls)
 
 	// Leave about 6 MB free, then write 256 KB values until writes fail.
 	var st syscall.Statfs_t
@@ -77,7 +84,7 @@ func TestDiskFull(t *testing.T) {
 		// has no leader (its replicas exit, see below) until space is freed.
 		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 		start := time.Now()
-		err := cl.Put(wctx, []byte(key), append([]byte(key), value...))
+		_, err := cl.Put(wctx, []byte(key), append([]byte(key), value...))
 		wcancel()
 		if err != nil {
 			failures++
@@ -130,7 +137,7 @@ func TestDiskFull(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-		err := cl.Put(wctx, []byte("after"), []byte("space freed"))
+		_, err := cl.Put(wctx, []byte("after"), []byte("space freed"))
 		wcancel()
 		if err == nil {
 			break
@@ -148,7 +155,8 @@ func TestDiskFull(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	for k, want := range acked {
-		v, found, err := cl.Get(ctx, []byte(k))
+		got, err := cl.Get(ctx, []byte(k))
+		v, found := got.Value, got.Found
 		if err != nil || !found || !bytes.Equal(v, want) {
 			t.Fatalf("acknowledged %s lost after the disk filled: found %v, %d bytes, %v", k, found, len(v), err)
 		}
@@ -169,8 +177,7 @@ func tail(b []byte, n int) []byte {
 // stays up saying it is not ready, having logged why.
 func TestDevDiskFull(t *testing.T) {
 	bin := binary(t)
-	dir := t.TempDir()
-	mnt := smallDisk(t, dir, "40m")
+	dir, mnt := smallDisk(t, "40m")
 	base := freePorts(t, 13)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", base+12)
 	ctls := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base, base+1, base+2)
@@ -194,17 +201,13 @@ func TestDevDiskFull(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cl, err := client.New(ctx, strings.Split(ctls, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := newClient(t, ctx, ctls)
 	value := bytes.Repeat([]byte("v"), 900<<10)
 	acked, failures := 0, 0
 	for i := 0; i < 200 && failures < 3 && !dev.exited(); i++ {
 		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 		start := time.Now()
-		err := cl.Put(wctx, []byte(fmt.Sprint("big-", i)), value)
+		_, err := cl.Put(wctx, []byte(fmt.Sprint("big-", i)), value)
 		wcancel()
 		if err != nil {
 			failures++
@@ -233,11 +236,13 @@ func TestDevDiskFull(t *testing.T) {
 	}
 }
 
-// smallDisk mounts a tmpfs of size under dir (root only; skips otherwise)
-// and unmounts it when the test ends.
-func smallDisk(t *testing.T, dir, size string) string {
+// smallDisk makes a temporary directory (for logs) and mounts a tmpfs of
+// size in it (for data; root only, skips otherwise), unmounted when the
+// test ends.
+func smallDisk(t *testing.T, size string) (dir, mnt string) {
 	t.Helper()
-	mnt := filepath.Join(dir, "small-disk")
+	dir = t.TempDir()
+	mnt = filepath.Join(dir, "small-disk")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -245,5 +250,5 @@ func smallDisk(t *testing.T, dir, size string) string {
 		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, bytes.TrimSpace(out))
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
-	return mnt
+	return dir, mnt
 }

@@ -18,7 +18,8 @@ import (
 	"time"
 )
 
-// binary builds the shardkv binary once per test binary run.
+// binary builds the shardkv binary once per test binary run; in -short
+// mode it skips the test instead (its callers run processes).
 func binary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -313,20 +314,7 @@ func TestMultiProcessCluster(t *testing.T) {
 	if out := c.ok("admin", "join", g3, "--timeout", "30s"); !strings.Contains(out, "configuration 2") {
 		t.Fatalf("join of group 3: %s", out)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		var st struct {
-			Settled bool `json:"settled"`
-		}
-		out, _, _ := c.run("", "admin", "status", "-o", "json")
-		if json.Unmarshal([]byte(out), &st) == nil && st.Settled {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("shards did not settle:\n%s", c.ok("admin", "status"))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitSettled(t, c)
 	for gid := 1; gid <= 3; gid++ {
 		servers[[2]int{gid, 1 + rand.IntN(3)}].kill()
 	}
@@ -552,7 +540,7 @@ func TestE2EDevRestartAfterLeave(t *testing.T) {
 // no shard is moving.
 func waitSettled(t *testing.T, c *cli) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		var st struct {
 			Settled bool `json:"settled"`
@@ -594,9 +582,6 @@ func TestE2ECLIHelp(t *testing.T) {
 // before the controller, no waits on a stopped controller), and a restart
 // finds what was written.
 func TestDevStopsPromptly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a dev cluster")
-	}
 	bin := binary(t)
 	dir := t.TempDir()
 	base := freePorts(t, 30)
@@ -636,9 +621,6 @@ func TestDevStopsPromptly(t *testing.T) {
 // replace; the controller then routes to the new replica, and the data
 // written before is all there. Refusals come back as sentences.
 func TestE2EMemberReplace(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a dev cluster and a server process")
-	}
 	bin := binary(t)
 	dir := t.TempDir()
 	base := freePorts(t, 40)
@@ -731,9 +713,6 @@ func TestE2EMemberReplace(t *testing.T) {
 // join. A backup into a directory in use is a usage error; a damaged
 // backup is refused before anything is created.
 func TestE2EBackupRestore(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts two dev clusters")
-	}
 	bin := binary(t)
 	dir := t.TempDir()
 	base := freePorts(t, devPorts)
@@ -857,4 +836,44 @@ func TestE2EBackupRestore(t *testing.T) {
 		}
 	}
 	r.stop(t)
+}
+
+// TestE2EConditionalWrites: get -o json shows the version; put, append
+// and delete with --if-version or --if-value write only when it holds,
+// and exit 6 with the key's version on stderr when it does not.
+func TestE2EConditionalWrites(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	_, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+
+	version := func(key string, code int) uint64 {
+		t.Helper()
+		out, _ := c.expect(code, "", nil, "get", key, "-o", "json")
+		var got struct{ Version uint64 }
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("get -o json: %q: %v", out, err)
+		}
+		return got.Version
+	}
+	if v := version("counter", 1); v != 0 {
+		t.Fatalf("a missing key at version %d", v)
+	}
+	c.expect(0, "", nil, "put", "counter", "1", "--if-version", "0")
+	c.expect(6, "", []string{`not written: the condition did not hold for key "counter": its version is 1`},
+		"put", "counter", "1", "--if-version", "0")
+	c.expect(0, "", nil, "append", "counter", "0", "--if-version", "1")
+	if v := version("counter", 0); v != 2 {
+		t.Fatalf("version %d after a put and an append, want 2", v)
+	}
+	if out := c.ok("get", "counter"); out != "10\n" {
+		t.Fatalf("get: %q", out)
+	}
+	c.expect(6, "", []string{"its version is 2"}, "put", "counter", "11", "--if-value", "9")
+	c.expect(2, "", []string{"--if-version and --if-value cannot be used together"},
+		"put", "counter", "11", "--if-value", "10", "--if-version", "2")
+	c.expect(6, "", []string{"its version is 2"}, "delete", "counter", "--if-value", "1")
+	c.expect(0, "", nil, "delete", "counter", "--if-value", "10")
+	c.expect(6, "", []string{"it does not exist (version 0)"}, "delete", "counter", "--if-version", "2")
+	c.expect(1, "", nil, "get", "counter")
 }

@@ -23,6 +23,7 @@ const (
 	exitUnavailable = 3 // the cluster could not be reached, or did not answer within --timeout
 	exitFailed      = 4 // the cluster refused the request, or another error
 	exitStorage     = 5 // a server's disk cannot persist (full or stalled)
+	exitCondition   = 6 // put, append, delete: --if-version or --if-value did not hold; nothing was written
 )
 
 // The exit codes as --help shows them.
@@ -33,13 +34,16 @@ const (
 	codeUsage       = "  2  usage error: a bad flag or argument, or --controllers naming something other than the controllers\n"
 	codeUnavailable = "  3  the controllers cannot be reached (within 2s) or the cluster did not answer within --timeout;\n" +
 		"     the outcome of a write or admin change is then unknown: applied once or not at all\n"
-	codeFailed = "  4  the cluster refused the request (too large, no such group, ...), or another error\n"
+	codeFailed    = "  4  the cluster refused the request (too large, no such group, ...), or another error\n"
+	codeCondition = "  6  --if-version or --if-value did not hold: nothing was written (the key's version is on stderr)\n"
 
 	rootExitCodes = codeOK +
 		"  1  not found: get's key, or admin config's configuration\n" + codeUsage + codeUnavailable + codeFailed +
 		"  5  dev, controller, server: the disk cannot persist (full, or a write stalled)\n" +
+		"  6  put, append, delete: --if-version or --if-value did not hold; nothing was written\n" +
 		"130  dev, controller, server: a second SIGINT or SIGTERM while stopping (exits at once)\n"
 	clientExitCodes  = codeOK + codeUsage + codeUnavailable + codeFailed
+	writeExitCodes   = clientExitCodes + codeCondition
 	getExitCodes     = codeOK + codeNotFoundKey + codeUsage + codeUnavailable + codeFailed
 	configExitCodes  = codeOK + codeNotFoundCfg + codeUsage + codeUnavailable + codeFailed
 	processExitCodes = "  0  stopped by SIGINT or SIGTERM\n" + "  2  usage error: a bad flag or argument\n" +

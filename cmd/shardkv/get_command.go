@@ -25,11 +25,13 @@ func newGetCmd() *cobra.Command {
 Output (-o):
   table  the value and a newline (the default)
   raw    the value's exact bytes, nothing added: binary values round-trip
-  json   {"key", "value" (both base64), "found", "shard", "group",
-         "config": the configuration the client routed the read by}`,
+  json   {"key", "value" (both base64), "found", "version" (1 when the key
+         was created, +1 per put or append; 0 when not found), "shard",
+         "group", "config": the configuration the client routed the read by}`,
 		Example: `  shardkv get greeting
   shardkv get photo -o raw > photo.jpg
   shardkv get greeting -o json | jq -r .value | base64 -d
+  shardkv get greeting -o json | jq .version   # for put --if-version
   SHARDKV_CONTROLLERS=10.0.0.1:7100 shardkv get greeting`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -53,12 +55,13 @@ Output (-o):
 }
 
 func get(ctx context.Context, c *client.Client, w io.Writer, out *printer, key []byte) error {
-	value, found, err := c.Get(ctx, key)
+	got, err := c.Get(ctx, key)
+	value, found := got.Value, got.Found
 	if err != nil {
 		return err
 	}
 	cfg := c.Config()
-	v := getView{Key: key, Found: found, Config: cfg.Num}
+	v := getView{Key: key, Found: found, Version: got.Version, Config: cfg.Num}
 	if len(cfg.Shards) > 0 {
 		v.Shard = config.ShardOf(key, len(cfg.Shards))
 		v.Group = cfg.Shards[v.Shard]
@@ -83,12 +86,13 @@ func get(ctx context.Context, c *client.Client, w io.Writer, out *printer, key [
 
 // getView is get's output.
 type getView struct {
-	Key    []byte `json:"key"`
-	Value  []byte `json:"value"` // null when not found
-	Found  bool   `json:"found"`
-	Shard  int    `json:"shard"`
-	Group  uint64 `json:"group"`
-	Config uint64 `json:"config"`
+	Key     []byte `json:"key"`
+	Value   []byte `json:"value"` // null when not found
+	Found   bool   `json:"found"`
+	Version uint64 `json:"version"` // 0 when not found
+	Shard   int    `json:"shard"`
+	Group   uint64 `json:"group"`
+	Config  uint64 `json:"config"`
 }
 
 func (v getView) writeTable(w io.Writer) error {

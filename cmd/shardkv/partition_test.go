@@ -51,7 +51,7 @@ func runProbeClient() int {
 	defer out.Flush()
 	for i := 0; ctx.Err() == nil; i++ {
 		octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-		err := cl.Put(octx, []byte("probe"), []byte(fmt.Sprint(i)))
+		_, err := cl.Put(octx, []byte("probe"), []byte(fmt.Sprint(i)))
 		ocancel()
 		if err == nil {
 			fmt.Fprintln(out, time.Now().UnixNano())

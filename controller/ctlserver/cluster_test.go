@@ -172,6 +172,24 @@ func addrsOf(gids ...uint64) map[uint64][]string {
 	return m
 }
 
+// mustJoin joins groups gids (at addrsOf) and fails the test on an error.
+func mustJoin(t *testing.T, cl *ctlclient.Client, gids ...uint64) {
+	t.Helper()
+	if _, err := cl.Join(ctx(t), addrsOf(gids...)); err != nil {
+		t.Fatalf("join %v: %v", gids, err)
+	}
+}
+
+// latest returns the latest configuration and fails the test on an error.
+func latest(t *testing.T, cl *ctlclient.Client) controller.Config {
+	t.Helper()
+	cfg, _, err := cl.Query(ctx(t), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // checkConfig asserts balance and that exactly groups hold shards.
 func checkConfig(t *testing.T, cfg controller.Config, groups ...uint64) {
 	t.Helper()
@@ -268,21 +286,11 @@ func TestJoinLeaveQueryAndRestarts(t *testing.T) {
 func TestSameConfigAcrossLeaderCrash(t *testing.T) {
 	c := newCluster(t, 16)
 	cl := c.client()
-	cx := ctx(t)
-	if _, err := cl.Join(cx, addrsOf(1, 2)); err != nil {
-		t.Fatal(err)
-	}
-	before, _, err := cl.Query(cx, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustJoin(t, cl, 1, 2)
+	before := latest(t, cl)
 	old := c.leader()
 	c.crash(old)
-	after, _, err := cl.Query(cx, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(before) != fmt.Sprint(after) {
+	if after := latest(t, cl); fmt.Sprint(before) != fmt.Sprint(after) {
 		t.Fatalf("latest changed across leader crash: %v -> %v", before, after)
 	}
 	c.start(old)
@@ -337,9 +345,7 @@ func TestConcurrentClientsEndBalanced(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 10)
 	for i := 0; i < 10; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			cl := c.client()
 			base := uint64(i*3 + 1) // each client owns gids base..base+2: 30 at most at once
 			for round := 0; round < 3; round++ {
@@ -362,17 +368,14 @@ func TestConcurrentClientsEndBalanced(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	cfg, _, err := c.client().Query(cx, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := latest(t, c.client())
 	var all []uint64
 	for g := uint64(1); g <= 30; g++ {
 		all = append(all, g)
@@ -384,13 +387,8 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 	c := newCluster(t, 8)
 	cl := c.client()
 	cx := ctx(t)
-	if _, err := cl.Join(cx, addrsOf(1, 2)); err != nil {
-		t.Fatal(err)
-	}
-	before, _, err := cl.Query(cx, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustJoin(t, cl, 1, 2)
+	before := latest(t, cl)
 	cases := []struct {
 		name string
 		do   func() error
@@ -410,11 +408,7 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		if err := tc.do(); !errors.Is(err, tc.want) {
 			t.Fatalf("%s: got %v, want %v", tc.name, err, tc.want)
 		}
-		after, _, err := cl.Query(cx, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if after.Num != before.Num {
+		if after := latest(t, cl); after.Num != before.Num {
 			t.Fatalf("%s created configuration %d", tc.name, after.Num)
 		}
 	}
@@ -437,9 +431,7 @@ func TestWatchReturnsNewConfigurations(t *testing.T) {
 		got <- cfg
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if _, err := cl.Join(cx, addrsOf(4)); err != nil {
-		t.Fatal(err)
-	}
+	mustJoin(t, cl, 4)
 	select {
 	case cfg := <-got:
 		if cfg.Num < 1 || cfg.Groups[4] == nil {

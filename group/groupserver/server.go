@@ -214,14 +214,21 @@ func (s *Server) submit(ctx context.Context, cmd *grouppb.Command) (*raftnode.Pe
 
 // outcome waits for a submitted command and returns its outcome.
 func outcome(ctx context.Context, p *raftnode.Pending) error {
+	_, err := result(ctx, p)
+	return err
+}
+
+// result waits for a submitted command and returns its result (a write's
+// *group.WriteResult), or its outcome if that is an error.
+func result(ctx context.Context, p *raftnode.Pending) (any, error) {
 	v, err := p.Wait(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if o, ok := v.(error); ok {
-		return o
+		return nil, o
 	}
-	return nil
+	return v, nil
 }
 
 func (s *Server) leaderOnly() error {
@@ -258,22 +265,23 @@ func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 	if err := s.node.ReadIndex(ctx); err != nil {
 		return nil, err
 	}
-	v, found, err := s.sm.Get(req.GetKey())
+	v, version, err := s.sm.Get(req.GetKey())
 	if err != nil {
 		return nil, err
 	}
-	return &kvpb.GetReply{Header: s.header(), Value: v, Found: found}, nil
+	return &kvpb.GetReply{Header: s.header(), Value: v, Found: version > 0, Version: version}, nil
 }
 
 // Write implements kvpb.KVServer.
 func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
 	start := time.Now()
-	err := s.write(ctx, req)
+	res, err := s.write(ctx, req)
 	s.cfg.Metrics.observe(opName(req.GetOp()), err, start)
 	if err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
-	return &kvpb.WriteReply{Header: s.header()}, nil
+	return &kvpb.WriteReply{Header: s.header(), Succeeded: res.Succeeded, Version: res.Version,
+		Value: res.Value, ValueReturned: res.ValueReturned}, nil
 }
 
 func opName(op kvpb.WriteOp) string {
@@ -290,16 +298,32 @@ func opName(op kvpb.WriteOp) string {
 	return "unknown"
 }
 
-func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) error {
+// write proposes a client write and returns its answer (an opening's is
+// an empty success).
+func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.WriteResult, error) {
 	if err := s.precheck(req.GetOp(), req.GetKey(), req.GetValue()); err != nil {
-		return err
+		return nil, err
+	}
+	if err := s.cfg.Limits.CheckCondition(req); err != nil {
+		return nil, err
 	}
 	// A replica that cannot persist refuses writes at once (nothing is
 	// proposed), rather than queueing them behind a blocked disk.
 	if err := s.cfg.Engine.Health(); err != nil {
-		return err
+		return nil, err
 	}
-	return s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Write{Write: req}})
+	p, err := s.submit(ctx, &grouppb.Command{Op: &grouppb.Command_Write{Write: req}})
+	if err != nil {
+		return nil, err
+	}
+	v, err := result(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if res, ok := v.(*group.WriteResult); ok {
+		return res, nil
+	}
+	return &group.WriteResult{Succeeded: true}, nil
 }
 
 // isGroup refuses a handoff request meant for another group (0: the

@@ -33,14 +33,18 @@ func NewShardkv(ctx context.Context, controllers []string) (*Shardkv, error) {
 func (s *Shardkv) Name() string { return "shardkv" }
 
 func (s *Shardkv) Get(ctx context.Context, key []byte) error {
-	_, _, err := s.c.Get(ctx, key)
+	_, err := s.c.Get(ctx, key)
 	return err
 }
 
-func (s *Shardkv) Put(ctx context.Context, key, value []byte) error { return s.c.Put(ctx, key, value) }
+func (s *Shardkv) Put(ctx context.Context, key, value []byte) error {
+	_, err := s.c.Put(ctx, key, value)
+	return err
+}
 
 func (s *Shardkv) Append(ctx context.Context, key, value []byte) error {
-	return s.c.Append(ctx, key, value)
+	_, err := s.c.Append(ctx, key, value)
+	return err
 }
 
 func (s *Shardkv) Close() error {

@@ -176,9 +176,11 @@ func (x *BackupChunk) GetReplica() uint64 {
 }
 
 type KeyValue struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`     // the key as the client wrote it
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"` // its value
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`     // the key as the client wrote it
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"` // its value
+	// version is the key's version (kvpb.GetReply.version), at least 1.
+	Version       uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,15 +229,28 @@ func (x *KeyValue) GetValue() []byte {
 	return nil
 }
 
+func (x *KeyValue) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // SessionRecord is one entry of a shard's duplicate table.
 type SessionRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`    // the session
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`                              // the last write applied in it
-	LastSeen      int64                  `protobuf:"varint,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`    // replicated time of that write, unix ms: the session expires by it
-	ErrorCode     uint32                 `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"` // that write's refusal as a stored outcome code; 0 for success
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClientId  uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`    // the session
+	Seq       uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`                              // the last write applied in it
+	LastSeen  int64                  `protobuf:"varint,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`    // replicated time of that write, unix ms: the session expires by it
+	ErrorCode uint32                 `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"` // that write's refusal as a stored outcome code; 0 for success
+	// The answer of the last write (seq) besides its error: the key's
+	// version after it, and whether its condition did not hold (false for
+	// a write without one), so that a retry gets the same answer without
+	// evaluating it again.
+	Version         uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	ConditionFailed bool   `protobuf:"varint,6,opt,name=condition_failed,json=conditionFailed,proto3" json:"condition_failed,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
@@ -294,6 +309,20 @@ func (x *SessionRecord) GetErrorCode() uint32 {
 		return x.ErrorCode
 	}
 	return 0
+}
+
+func (x *SessionRecord) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SessionRecord) GetConditionFailed() bool {
+	if x != nil {
+		return x.ConditionFailed
+	}
+	return false
 }
 
 type PullShardRequest struct {
@@ -1168,16 +1197,19 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\bsessions\x18\x03 \x03(\v2(.shardkv.internal.group.v1.SessionRecordR\bsessions\x12\x12\n" +
 	"\x04last\x18\x04 \x01(\bR\x04last\x12#\n" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x18\n" +
-	"\areplica\x18\x06 \x01(\x04R\areplica\"2\n" +
+	"\areplica\x18\x06 \x01(\x04R\areplica\"L\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"z\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\xbf\x01\n" +
 	"\rSessionRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
 	"\tlast_seen\x18\x03 \x01(\x03R\blastSeen\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x04 \x01(\rR\terrorCode\"]\n" +
+	"error_code\x18\x04 \x01(\rR\terrorCode\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\x12)\n" +
+	"\x10condition_failed\x18\x06 \x01(\bR\x0fconditionFailed\"]\n" +
 	"\x10PullShardRequest\x12\x1d\n" +
 	"\n" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +

@@ -1,6 +1,11 @@
 // Package linearizability records histories of key/value operations and
 // checks them with porcupine, partitioned by key.
 //
+// Keys have versions (1 at creation, +1 per put or append, 0 when absent)
+// and writes may be conditional (IfVersion, IfValue): a conditional write
+// applies only where its condition holds in the sequential order, and a
+// known outcome's Succeeded and Version must match that order.
+//
 // A write whose outcome is unknown (it timed out, or the leader changed under
 // it) is recorded with an open end: porcupine may place it anywhere after its
 // call, including after every read, which is exactly "maybe applied". A read
@@ -38,22 +43,68 @@ func (o Op) String() string {
 	return [...]string{"get", "put", "append", "delete"}[o]
 }
 
+// Cond names a write's condition.
+type Cond uint8
+
+// Conditions: none, the key's version equals Input.IfVersion (0: absent),
+// the key exists with value Input.IfValue.
+const (
+	NoCond Cond = iota
+	IfVersion
+	IfValue
+)
+
 // Input is what a client asked.
 type Input struct {
-	Op    Op
-	Key   string
-	Value string // for Put and Append
+	Op        Op
+	Key       string
+	Value     string // for Put and Append
+	Cond      Cond   // for writes
+	IfVersion uint64
+	IfValue   string
 }
 
-// Output is what a Get returned.
+// Output is what a Get returned, or what a write answered. Versioned says
+// the client observed versions (Version, and a write's Succeeded): without
+// it, only a Get's Value and Found are checked (a store without versions),
+// and a conditional write's outcome must be known for it to be checked at
+// all. A write's Value is checked when ValueReturned (the value after it).
 type Output struct {
-	Value string
-	Found bool
+	Value         string
+	Found         bool
+	Versioned     bool
+	Version       uint64
+	Succeeded     bool
+	ValueReturned bool
 }
 
 type state struct {
-	value  string
-	exists bool
+	value   string
+	exists  bool
+	version uint64
+}
+
+// step applies a write to st: the state after it and whether its
+// condition held.
+func step(st state, i Input) (state, bool) {
+	switch i.Cond {
+	case IfVersion:
+		if st.version != i.IfVersion {
+			return st, false
+		}
+	case IfValue:
+		if !st.exists || st.value != i.IfValue {
+			return st, false
+		}
+	}
+	switch i.Op {
+	case Put:
+		return state{value: i.Value, exists: true, version: st.version + 1}, true
+	case Append:
+		return state{value: st.value + i.Value, exists: true, version: st.version + 1}, true
+	default:
+		return state{}, true
+	}
 }
 
 // Model is the porcupine model of one key: a string register with append
@@ -78,41 +129,52 @@ var Model = porcupine.Model{
 	},
 	Init: func() any { return state{} },
 	Step: func(s, in, out any) (bool, any) {
-		st, i := s.(state), in.(Input)
-		switch i.Op {
-		case Get:
-			o := out.(Output)
-			return o.Found == st.exists && o.Value == st.value, st
-		case Put:
-			return true, state{value: i.Value, exists: true}
-		case Append:
-			return true, state{value: st.value + i.Value, exists: true}
-		default:
-			return true, state{}
+		st, i, o := s.(state), in.(Input), out.(Output)
+		if i.Op == Get {
+			return o.Found == st.exists && o.Value == st.value && (!o.Versioned || o.Version == st.version), st
 		}
+		next, held := step(st, i)
+		ok := !o.Versioned || (o.Succeeded == held && o.Version == next.version)
+		ok = ok && (!o.ValueReturned || o.Value == next.value)
+		return ok, next
 	},
 	Equal: func(a, b any) bool { return a.(state) == b.(state) },
 	DescribeOperation: func(in, out any) string {
 		i := in.(Input)
+		o, _ := out.(Output)
+		var d string
 		switch i.Op {
 		case Get:
-			o, _ := out.(Output)
 			if !o.Found {
 				return fmt.Sprintf("get(%q) -> not found", i.Key)
 			}
-			return fmt.Sprintf("get(%q) -> %q", i.Key, o.Value)
+			d = fmt.Sprintf("get(%q) -> %q", i.Key, o.Value)
+			if o.Versioned {
+				d += fmt.Sprintf(" v%d", o.Version)
+			}
+			return d
 		case Delete:
-			return fmt.Sprintf("delete(%q)", i.Key)
+			d = fmt.Sprintf("delete(%q)", i.Key)
 		default:
-			return fmt.Sprintf("%s(%q, %q)", i.Op, i.Key, i.Value)
+			d = fmt.Sprintf("%s(%q, %q)", i.Op, i.Key, i.Value)
 		}
+		switch i.Cond {
+		case IfVersion:
+			d += fmt.Sprintf(" if v%d", i.IfVersion)
+		case IfValue:
+			d += fmt.Sprintf(" if %q", i.IfValue)
+		}
+		if o.Versioned {
+			d += fmt.Sprintf(" -> succeeded %v v%d", o.Succeeded, o.Version)
+		}
+		return d
 	},
 	DescribeState: func(s any) string {
 		st := s.(state)
 		if !st.exists {
 			return "<none>"
 		}
-		return fmt.Sprintf("%q", st.value)
+		return fmt.Sprintf("%q v%d", st.value, st.version)
 	},
 }
 
