@@ -9,9 +9,9 @@ import (
 )
 
 // Raft is the table of the errors of a raft replica and of its storage,
-// which every service that proposes or reads through one returns, and so
-// carries. Its domain is never sent: each service's table sends them
-// under its own.
+// which every service that proposes or reads through one returns: each
+// service's table shares it (NewTable's shared), and sends them under the
+// service's own domain.
 var Raft = NewTable("shardkv.raft")
 
 // The errors of a raft replica, which every service that proposes or reads
