@@ -215,7 +215,7 @@ func (v membersView) out() []memberOut {
 	var out []memberOut
 	for _, m := range v.reply.GetMembers() {
 		out = append(out, memberOut{ID: m.GetId(), Addr: m.GetAddr(),
-			Role: strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_")), Match: m.GetMatch(), Active: m.GetActive()})
+			Role: m.GetRole().Name(), Match: m.GetMatch(), Active: m.GetActive()})
 	}
 	return out
 }

@@ -133,7 +133,7 @@ func addMembership(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []stri
 		return
 	}
 	for _, m := range reply.GetMembers() {
-		role := strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_"))
+		role := m.GetRole().Name()
 		i := slices.IndexFunc(g.Replicas, func(r replicaOut) bool { return r.ID == m.GetId() })
 		if i < 0 {
 			g.Replicas = append(g.Replicas, replicaOut{ID: m.GetId(), Addr: m.GetAddr(), Error: "not in the configuration"})
