@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,12 +47,8 @@ var errConfigChanged = errors.New("the configuration changed during the backup")
 // moving, or a replica does not answer, and starts again when the
 // configuration changes, until ctx ends (see the package documentation).
 func Take(ctx context.Context, ctl *ctlclient.Client, dir string, opts Options) (*Manifest, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.ChunkTimeout == 0 {
-		opts.ChunkTimeout = 5 * time.Second
-	}
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
+	opts.ChunkTimeout = cmp.Or(opts.ChunkTimeout, 5*time.Second)
 	started := time.Now()
 	if err := checkNew(dir); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -125,32 +126,18 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("cluster: Options.Dir is required")
 	}
-	if opts.Groups == 0 {
-		opts.Groups = 3
-	}
-	if opts.Replicas == 0 {
-		opts.Replicas = 3
-	}
+	opts.Groups = cmp.Or(opts.Groups, 3)
+	opts.Replicas = cmp.Or(opts.Replicas, 3)
 	if opts.Restore != nil {
 		if err := checkRestorable(&opts); err != nil {
 			return nil, err
 		}
 	}
-	if opts.Shards == 0 {
-		opts.Shards = ctlserver.DefaultShards
-	}
-	if opts.Controller == 0 {
-		opts.Controller = 3
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Storage.Logger == nil {
-		opts.Storage.Logger = opts.Logger
-	}
-	if opts.ClusterToken == "" {
-		opts.ClusterToken = "shardkv"
-	}
+	opts.Shards = cmp.Or(opts.Shards, ctlserver.DefaultShards)
+	opts.Controller = cmp.Or(opts.Controller, 3)
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
+	opts.Storage.Logger = cmp.Or(opts.Storage.Logger, opts.Logger)
+	opts.ClusterToken = cmp.Or(opts.ClusterToken, "shardkv")
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
 		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}, forced: map[Replica]bool{}}
 	for g := 0; g <= opts.Groups; g++ {

@@ -14,13 +14,12 @@ import (
 	"github.com/shardkv/shardkv/storage"
 )
 
-// Keys under the controller replica's state prefix.
+// Keys under the controller replica's state prefix, beside the progress
+// (applied index and replicated time) that package storage keeps there.
 const (
-	keyApplied   = 'a'
 	keyNumShards = 'n'
 	keyConfig    = 'c' // + config number (8 bytes, big endian)
 	keySession   = 's' // + client id (8 bytes, big endian)
-	keyNow       = 't' // replicated time, unix ms (8 bytes, big endian)
 )
 
 // Store is a State persisted in Pebble: a raftnode.StateMachine. Reads
@@ -47,22 +46,15 @@ func OpenStore(e *storage.Engine, r storage.Replica) (*Store, error) {
 }
 
 func (s *Store) load(r pebble.Reader) error {
-	st := State{sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
-	var applied uint64
-	if v, ok, err := storage.Get(r, s.r.StateKey(keyApplied)); err != nil {
+	progress, err := s.r.ReadProgress(r)
+	if err != nil {
 		return err
-	} else if ok {
-		applied = binary.BigEndian.Uint64(v)
 	}
+	st := State{now: progress.Now, sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
 	if v, ok, err := storage.Get(r, s.r.StateKey(keyNumShards)); err != nil {
 		return err
 	} else if ok {
 		st.numShards = int(binary.BigEndian.Uint32(v))
-	}
-	if v, ok, err := storage.Get(r, s.r.StateKey(keyNow)); err != nil {
-		return err
-	} else if ok {
-		st.now = int64(binary.BigEndian.Uint64(v))
 	}
 	if err := s.scan(r, keyConfig, func(v []byte) error {
 		var pc controllerpb.Config
@@ -88,23 +80,14 @@ func (s *Store) load(r pebble.Reader) error {
 	}); err != nil {
 		return err
 	}
-	s.state, s.applied = st, applied
+	s.state, s.applied = st, progress.Applied
 	return nil
 }
 
+// scan calls fn with the value of each key of the given kind, in key order.
 func (s *Store) scan(r pebble.Reader, kind byte, fn func(v []byte) error) error {
 	lo, hi := s.r.StateSpan(kind)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		if err := fn(it.Value()); err != nil {
-			return err
-		}
-	}
-	return it.Error()
+	return storage.Scan(r, lo, hi, func(_, v []byte) error { return fn(v) })
 }
 
 // Applied implements raftnode.StateMachine.
@@ -119,31 +102,21 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	results := make([]any, len(ents))
-	last := s.applied
-	for i, e := range ents {
-		if e.Index <= s.applied {
-			continue
-		}
-		last = e.Index
-		if e.Data == nil {
-			continue
-		}
+	last, _ := raftnode.Commands(ents, s.applied, func(i int, e raftnode.Entry) error {
 		var cmd controllerlogpb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
 			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", ErrMalformed, e.Index)}
-			continue
+			return nil
 		}
 		results[i] = s.state.Apply(&cmd)
-	}
+		return nil
+	})
 	b := s.db.NewBatch()
 	defer b.Close()
 	if err := s.writeChanges(b); err != nil {
 		return nil, err
 	}
-	if err := b.Set(s.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
-		return nil, err
-	}
-	if err := b.Set(s.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(s.state.now)), nil); err != nil {
+	if err := s.r.WriteProgress(b, storage.Progress{Applied: last, Now: s.state.now}); err != nil {
 		return nil, err
 	}
 	// Not synced: the raft log holds these entries durably, and Pebble's
@@ -163,11 +136,7 @@ func (s *Store) writeChanges(b *pebble.Batch) error {
 			return err
 		}
 		for _, n := range st.newConfigs {
-			v, err := proto.Marshal(st.configs[n].ToProto())
-			if err != nil {
-				return err
-			}
-			if err := b.Set(s.configKey(n), v, nil); err != nil {
+			if err := storage.SetProto(b, s.configKey(n), st.configs[n].ToProto()); err != nil {
 				return err
 			}
 		}
@@ -184,11 +153,7 @@ func (s *Store) writeChanges(b *pebble.Batch) error {
 			}
 			continue
 		}
-		v, err := proto.Marshal(sessionRecord(id, sess))
-		if err != nil {
-			return err
-		}
-		if err := b.Set(key, v, nil); err != nil {
+		if err := storage.SetProto(b, key, sessionRecord(id, sess)); err != nil {
 			return err
 		}
 	}
@@ -227,12 +192,6 @@ func (s *Store) Restore(image []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.db.NewBatch()
-	defer b.Close()
-	lo, hi := s.r.StateSpan()
-	if err := b.DeleteRange(lo, hi, nil); err != nil {
-		return err
-	}
 	st := State{numShards: int(img.GetNumShards()), now: img.GetNow(), sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
 	for _, pc := range img.GetConfigs() {
 		st.configs = append(st.configs, ConfigFromProto(pc))
@@ -243,17 +202,10 @@ func (s *Store) Restore(image []byte) error {
 			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
 		st.touchedSessions[rec.GetClientId()] = true
 	}
-	s.state = st
-	if err := s.writeChanges(b); err != nil {
-		return err
-	}
-	if err := b.Set(s.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, img.GetApplied()), nil); err != nil {
-		return err
-	}
-	if err := b.Set(s.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(st.now)), nil); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.r.ReplaceState(s.db, storage.Progress{Applied: img.GetApplied(), Now: st.now}, func(b *pebble.Batch) error {
+		s.state = st
+		return s.writeChanges(b)
+	}); err != nil {
 		return err
 	}
 	s.applied = img.GetApplied()

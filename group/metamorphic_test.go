@@ -657,14 +657,14 @@ func (m *metaMachine) checkpoint(sm *StateMachine) checkpointState {
 		meta         string
 	}
 	det := proto.MarshalOptions{Deterministic: true}
-	if err := scan(sm.db, lo, hi, func(k, v []byte) error {
+	if err := storage.Scan(sm.db, lo, hi, func(k, v []byte) error {
 		suffix := k[len(lo):]
 		var line string
 		switch suffix[0] {
-		case keyApplied:
+		case storage.SuffixApplied:
 			disk.applied = binary.BigEndian.Uint64(v)
 			line = fmt.Sprintf("applied %d", disk.applied)
-		case keyNow:
+		case storage.SuffixNow:
 			disk.now = binary.BigEndian.Uint64(v)
 			line = fmt.Sprintf("now %d", disk.now)
 		case keyMeta:

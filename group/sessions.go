@@ -53,11 +53,7 @@ func (sm *StateMachine) session(a *apply, shard int, client uint64) (*grouppb.Se
 }
 
 func (sm *StateMachine) putSession(a *apply, shard int, rec *grouppb.SessionRecord) error {
-	v, err := proto.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	if err := a.b.Set(sm.sessionKey(shard, rec.GetClientId()), v, nil); err != nil {
+	if err := storage.SetProto(a.b, sm.sessionKey(shard, rec.GetClientId()), rec); err != nil {
 		return err
 	}
 	sm.cacheSession(shard, rec)

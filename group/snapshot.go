@@ -1,7 +1,6 @@
 package group
 
 import (
-	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 
@@ -10,6 +9,7 @@ import (
 
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
+	"github.com/shardkv/shardkv/storage"
 )
 
 // Snapshot implements raftnode.StateMachine: the whole replica state, for a
@@ -24,14 +24,14 @@ func (sm *StateMachine) Snapshot() ([]byte, error) {
 	for shard := 0; shard < numShards; shard++ {
 		dl, dh, sl, sh := sm.shardSpans(shard)
 		is := &grouppb.ImageShard{Shard: uint32(shard)}
-		if err := scan(snap, dl, dh, func(k, v []byte) error {
+		if err := storage.Scan(snap, dl, dh, func(k, v []byte) error {
 			kv, err := keyValue(k[len(dl):], v)
 			is.Kvs = append(is.Kvs, kv)
 			return err
 		}); err != nil {
 			return nil, err
 		}
-		if err := scan(snap, sl, sh, func(_, v []byte) error {
+		if err := storage.Scan(snap, sl, sh, func(_, v []byte) error {
 			rec := &grouppb.SessionRecord{}
 			if err := proto.Unmarshal(v, rec); err != nil {
 				return err
@@ -48,20 +48,6 @@ func (sm *StateMachine) Snapshot() ([]byte, error) {
 	return proto.Marshal(img)
 }
 
-func scan(r pebble.Reader, lo, hi []byte, fn func(k, v []byte) error) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		if err := fn(it.Key(), it.Value()); err != nil {
-			return err
-		}
-	}
-	return it.Error()
-}
-
 // Restore implements raftnode.StateMachine.
 func (sm *StateMachine) Restore(image []byte) error {
 	var img grouppb.Image
@@ -70,43 +56,22 @@ func (sm *StateMachine) Restore(image []byte) error {
 	}
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
-	b := sm.db.NewBatch()
-	defer b.Close()
-	lo, hi := sm.r.StateSpan()
-	if err := b.DeleteRange(lo, hi, nil); err != nil {
-		return err
-	}
-	for _, is := range img.GetShards() {
-		shard := int(is.GetShard())
-		for _, kv := range is.GetKvs() {
-			if err := sm.setKeyValue(b, shard, kv); err != nil {
-				return err
+	if err := sm.r.ReplaceState(sm.db, storage.Progress{Applied: img.GetApplied(), Now: img.GetNow()}, func(b *pebble.Batch) error {
+		for _, is := range img.GetShards() {
+			shard := int(is.GetShard())
+			for _, kv := range is.GetKvs() {
+				if err := sm.setKeyValue(b, shard, kv); err != nil {
+					return err
+				}
+			}
+			for _, rec := range is.GetSessions() {
+				if err := storage.SetProto(b, sm.sessionKey(shard, rec.GetClientId()), rec); err != nil {
+					return err
+				}
 			}
 		}
-		for _, rec := range is.GetSessions() {
-			v, err := proto.Marshal(rec)
-			if err != nil {
-				return err
-			}
-			if err := b.Set(sm.sessionKey(shard, rec.GetClientId()), v, nil); err != nil {
-				return err
-			}
-		}
-	}
-	mv, err := proto.Marshal(img.GetMeta())
-	if err != nil {
-		return err
-	}
-	if err := b.Set(sm.r.StateKey(keyMeta), mv, nil); err != nil {
-		return err
-	}
-	if err := b.Set(sm.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, img.GetApplied()), nil); err != nil {
-		return err
-	}
-	if err := b.Set(sm.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(img.GetNow())), nil); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
+		return storage.SetProto(b, sm.r.StateKey(keyMeta), img.GetMeta())
+	}); err != nil {
 		return err
 	}
 	sm.applied = img.GetApplied()
@@ -165,7 +130,7 @@ func (sm *StateMachine) Digests() (applied uint64, digests []uint64, err error) 
 		h := fnv.New64a()
 		dl, dh, sl, sh := sm.shardSpans(shard)
 		for _, span := range [][2][]byte{{dl, dh}, {sl, sh}} {
-			if err := scan(snap, span[0], span[1], func(k, v []byte) error {
+			if err := storage.Scan(snap, span[0], span[1], func(k, v []byte) error {
 				_, _ = h.Write(k[len(span[0]):]) // without the replica's own key prefix
 				_, _ = h.Write(v)
 				return nil

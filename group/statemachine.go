@@ -1,6 +1,7 @@
 package group
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -33,15 +34,9 @@ const (
 )
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxKeySize == 0 {
-		l.MaxKeySize = DefaultMaxKeySize
-	}
-	if l.MaxValueSize == 0 {
-		l.MaxValueSize = DefaultMaxValueSize
-	}
-	if l.SessionTTL == 0 {
-		l.SessionTTL = time.Hour
-	}
+	l.MaxKeySize = cmp.Or(l.MaxKeySize, DefaultMaxKeySize)
+	l.MaxValueSize = cmp.Or(l.MaxValueSize, DefaultMaxValueSize)
+	l.SessionTTL = cmp.Or(l.SessionTTL, time.Hour)
 	return l
 }
 
@@ -52,12 +47,12 @@ func (l Limits) Check(op kvpb.WriteOp, key, value []byte) error {
 	return kvpb.CheckWrite(op, key, value, l.MaxKeySize, l.MaxValueSize)
 }
 
+// Keys under the replica's state prefix, beside its progress (applied
+// index and replicated time), which package storage keeps there.
 const (
-	keyApplied = 'a'
 	keyMeta    = 'm'
 	keyData    = 'd'
 	keySession = 's'
-	keyNow     = 't' // replicated time (unix ms, 8 bytes big endian)
 )
 
 type shardMeta struct {
@@ -97,16 +92,11 @@ var _ raftnode.StateMachine = (*StateMachine)(nil)
 // Open loads the state of replica r of group gid.
 func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, error) {
 	sm := &StateMachine{db: e.DB(), r: r, gid: r.Group, limits: limits.withDefaults()}
-	if v, ok, err := storage.Get(sm.db, r.StateKey(keyApplied)); err != nil {
+	progress, err := r.ReadProgress(sm.db)
+	if err != nil {
 		return nil, err
-	} else if ok {
-		sm.applied = binary.BigEndian.Uint64(v)
 	}
-	if v, ok, err := storage.Get(sm.db, r.StateKey(keyNow)); err != nil {
-		return nil, err
-	} else if ok {
-		sm.now = int64(binary.BigEndian.Uint64(v))
-	}
+	sm.applied, sm.now = progress.Applied, progress.Now
 	if v, ok, err := storage.Get(sm.db, r.StateKey(keyMeta)); err != nil {
 		return nil, err
 	} else if ok {
@@ -169,39 +159,28 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	a := &apply{b: sm.db.NewIndexedBatch()}
 	defer a.b.Close()
 	results := make([]any, len(ents))
-	last := sm.applied
-	for i, e := range ents {
-		if e.Index <= sm.applied {
-			continue
-		}
-		last = e.Index
-		if e.Data == nil {
-			continue
-		}
+	last, err := raftnode.Commands(ents, sm.applied, func(i int, e raftnode.Entry) error {
 		var cmd grouppb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
 			results[i] = fmt.Errorf("%w: entry %d: %v", ErrMalformed, e.Index, err)
-			continue
+			return nil
 		}
 		res, err := sm.applyCommand(a, &cmd)
 		if err != nil {
-			return nil, fmt.Errorf("apply entry %d: %w", e.Index, err)
+			return fmt.Errorf("apply entry %d: %w", e.Index, err)
 		}
 		results[i] = res
-	}
-	if a.metaChanged {
-		v, err := proto.Marshal(sm.meta.toProto())
-		if err != nil {
-			return nil, err
-		}
-		if err := a.b.Set(sm.r.StateKey(keyMeta), v, nil); err != nil {
-			return nil, err
-		}
-	}
-	if err := a.b.Set(sm.r.StateKey(keyApplied), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := a.b.Set(sm.r.StateKey(keyNow), binary.BigEndian.AppendUint64(nil, uint64(sm.now)), nil); err != nil {
+	if a.metaChanged {
+		if err := storage.SetProto(a.b, sm.r.StateKey(keyMeta), sm.meta.toProto()); err != nil {
+			return nil, err
+		}
+	}
+	if err := sm.r.WriteProgress(a.b, storage.Progress{Applied: last, Now: sm.now}); err != nil {
 		return nil, err
 	}
 	// Not synced: the log holds these entries durably, and Pebble's single

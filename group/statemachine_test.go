@@ -469,7 +469,7 @@ func countKeys(t *testing.T, sm *StateMachine, shard int) int {
 	dl, dh, sl, sh := sm.shardSpans(shard)
 	n := 0
 	for _, span := range [][2][]byte{{dl, dh}, {sl, sh}} {
-		if err := scan(sm.db, span[0], span[1], func(_, _ []byte) error { n++; return nil }); err != nil {
+		if err := storage.Scan(sm.db, span[0], span[1], func(_, _ []byte) error { n++; return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@
 package nemesis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -83,15 +84,9 @@ type Cluster struct {
 
 // Start launches the cluster and joins every group.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	if opts.Groups == 0 {
-		opts.Groups = 3
-	}
-	if opts.Shards == 0 {
-		opts.Shards = 12
-	}
-	if opts.SnapshotEntries == 0 {
-		opts.SnapshotEntries = 200
-	}
+	opts.Groups = cmp.Or(opts.Groups, 3)
+	opts.Shards = cmp.Or(opts.Shards, 12)
+	opts.SnapshotEntries = cmp.Or(opts.SnapshotEntries, 200)
 	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, members: map[uint64][]uint64{},
 		links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool()}
 	if err := c.start(ctx); err != nil {

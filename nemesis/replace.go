@@ -354,7 +354,7 @@ func (p *replacement) logRoutes(ctx context.Context, n Replica) {
 		}
 		r := fmt.Sprintf("%d at %s", m.GetId(), p.e.C.Describe(m.GetAddr()))
 		if m.GetRole() != memberpb.Role_ROLE_VOTER {
-			r += fmt.Sprintf(" (%s)", strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_")))
+			r += fmt.Sprintf(" (%s)", m.GetRole().Name())
 		}
 		routes = append(routes, r)
 	}

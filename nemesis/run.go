@@ -1,6 +1,7 @@
 package nemesis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,12 +36,8 @@ const healBudget = 10 * time.Second
 // heals, reads every key, and checks the history, the duplicate appends
 // and the replicas' agreement. It returns a summary.
 func Run(ctx context.Context, o RunOptions) (string, error) {
-	if o.Duration == 0 {
-		o.Duration = 12 * time.Second
-	}
-	if o.Clients == 0 {
-		o.Clients = 12
-	}
+	o.Duration = cmp.Or(o.Duration, 12*time.Second)
+	o.Clients = cmp.Or(o.Clients, 12)
 	o.Duration = max(o.Duration, o.Scenario.MinDuration)
 	start := time.Now()
 	logf := func(format string, args ...any) {

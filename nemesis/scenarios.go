@@ -31,6 +31,14 @@ func (e *Env) healNetwork() {
 	e.mu.Unlock()
 }
 
+// healAndPause heals the network, logged, and lets the cluster settle for
+// a second before the scenario's next fault.
+func (e *Env) healAndPause(ctx context.Context) {
+	e.Logf("heal network")
+	e.healNetwork()
+	_ = rpc.Sleep(ctx, time.Second)
+}
+
 // Heals returns when the scenario healed the network.
 func (e *Env) Heals() []time.Time {
 	e.mu.Lock()
@@ -194,9 +202,7 @@ var Scenarios = []Scenario{
 				}
 			}
 			_ = rpc.Sleep(ctx, time.Duration(2500+e.Rng.IntN(1500))*time.Millisecond)
-			e.Logf("heal network")
-			e.healNetwork()
-			_ = rpc.Sleep(ctx, time.Second)
+			e.healAndPause(ctx)
 		}
 	}},
 	{Name: "reconfigure-and-kill", Run: func(ctx context.Context, e *Env) {
@@ -254,9 +260,7 @@ var Scenarios = []Scenario{
 				e.C.Isolate(c)
 				_ = rpc.Sleep(ctx, 3*time.Second)
 			}
-			e.Logf("heal network")
-			e.healNetwork()
-			_ = rpc.Sleep(ctx, time.Second)
+			e.healAndPause(ctx)
 		}
 	}},
 	{Name: "kill-whole-group", Run: func(ctx context.Context, e *Env) {
@@ -294,9 +298,7 @@ var Scenarios = []Scenario{
 				e.C.Isolate(f)
 			}
 			_ = rpc.Sleep(ctx, 4*time.Second)
-			e.Logf("heal network")
-			e.healNetwork()
-			_ = rpc.Sleep(ctx, time.Second)
+			e.healAndPause(ctx)
 		}
 	}},
 }

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"time"
@@ -79,35 +80,17 @@ func (c *Config) withDefaults() (Config, error) {
 	if cc.Engine == nil || cc.Network == nil || cc.StateMachine == nil {
 		return cc, errors.New("raftnode: Engine, Network and StateMachine are required")
 	}
-	if cc.Logger == nil {
-		cc.Logger = slog.Default()
-	}
-	if cc.TickInterval == 0 {
-		cc.TickInterval = 10 * time.Millisecond
-	}
-	if cc.HeartbeatTicks == 0 {
-		cc.HeartbeatTicks = 5
-	}
-	if cc.ElectionTicks == 0 {
-		cc.ElectionTicks = 25
-	}
-	if cc.SnapshotEntries == 0 {
-		cc.SnapshotEntries = 10000
-	}
-	if cc.SnapshotBytes == 0 {
-		cc.SnapshotBytes = 64 << 20
-	}
-	if cc.CatchUpEntries == 0 {
-		cc.CatchUpEntries = 1000
-	}
+	cc.Logger = cmp.Or(cc.Logger, slog.Default())
+	cc.TickInterval = cmp.Or(cc.TickInterval, 10*time.Millisecond)
+	cc.HeartbeatTicks = cmp.Or(cc.HeartbeatTicks, 5)
+	cc.ElectionTicks = cmp.Or(cc.ElectionTicks, 25)
+	cc.SnapshotEntries = cmp.Or(cc.SnapshotEntries, 10000)
+	cc.SnapshotBytes = cmp.Or(cc.SnapshotBytes, 64<<20)
+	cc.CatchUpEntries = cmp.Or(cc.CatchUpEntries, 1000)
 	if cc.CatchUpEntries > cc.SnapshotEntries {
 		cc.CatchUpEntries = cc.SnapshotEntries
 	}
-	if cc.MaxSizePerMsg == 0 {
-		cc.MaxSizePerMsg = 1 << 20
-	}
-	if cc.MaxInflightMsgs == 0 {
-		cc.MaxInflightMsgs = 256
-	}
+	cc.MaxSizePerMsg = cmp.Or(cc.MaxSizePerMsg, 1<<20)
+	cc.MaxInflightMsgs = cmp.Or(cc.MaxInflightMsgs, 256)
 	return cc, nil
 }

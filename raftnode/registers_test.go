@@ -74,32 +74,25 @@ func (s *registers) Apply(ents []raftnode.Entry) ([]any, error) {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 	results := make([]any, len(ents))
-	last := s.applied
-	for i, e := range ents {
-		if e.Index <= s.applied {
-			continue
-		}
-		last = e.Index
-		if e.Data == nil {
-			continue
-		}
+	last, err := raftnode.Commands(ents, s.applied, func(i int, e raftnode.Entry) error {
 		op, key, value, err := decodeCmd(e.Data)
 		if err != nil {
 			results[i] = err
-			continue
+			return nil
 		}
 		k := s.r.StateKey(dataKey(key)...)
 		if op == 'a' {
 			old, _, err := storage.Get(b, k)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			value = string(old) + value
 		}
-		if err := b.Set(k, []byte(value), nil); err != nil {
-			return nil, err
-		}
 		results[i] = value
+		return b.Set(k, []byte(value), nil)
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := b.Set(s.r.StateKey(appliedSuffix...), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
 		return nil, err

@@ -9,6 +9,30 @@ type Entry struct {
 	Data  []byte
 }
 
+// Commands calls fn with each entry of an Apply call that the state
+// machine, at applied index applied, must apply as a command: the entries
+// above applied (the others are already reflected) that carry data (the
+// others are Raft's own). i is the entry's position in entries, where its
+// result goes. Commands returns the index of the last entry above applied
+// (applied if none), the state machine's next applied index, or fn's first
+// error.
+func Commands(entries []Entry, applied uint64, fn func(i int, e Entry) error) (last uint64, err error) {
+	last = applied
+	for i, e := range entries {
+		if e.Index <= applied {
+			continue
+		}
+		last = e.Index
+		if e.Data == nil {
+			continue
+		}
+		if err := fn(i, e); err != nil {
+			return last, err
+		}
+	}
+	return last, nil
+}
+
 // StateMachine is the replicated application behind a Node. Every member
 // applies the same entries in the same order and must end in the same state:
 // implementations are deterministic and hold no goroutines, clocks or

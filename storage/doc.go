@@ -21,8 +21,9 @@
 //	       'l' <index:8 BE>   one log entry, framed with a CRC-32C checksum
 //	       'i'                the replica's identity: cluster id and its
 //	                          group's membership (JSON; see EnsureIdentity)
-//	'm'  the replica's state machine; the suffix is the state machine's own
-//	     business (see StateKey and StateSpan).
+//	'm'  the replica's state machine: its Progress under 'a' (applied index)
+//	     and 't' (replicated time); every other suffix is the state
+//	     machine's own business (see StateKey and StateSpan).
 //
 // Big-endian indexes make the log sort in index order, so truncating the log
 // is one DeleteRange and loading it is one forward scan.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"google.golang.org/protobuf/proto"
 )
 
 // Engine is the Pebble database of one process. It is safe for concurrent
@@ -136,6 +137,31 @@ func Get(r pebble.Reader, key []byte) (value []byte, found bool, err error) {
 	}
 	defer closer.Close()
 	return append([]byte(nil), v...), true, nil
+}
+
+// SetProto sets key to the encoding of m in b.
+func SetProto(b *pebble.Batch, key []byte, m proto.Message) error {
+	v, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return b.Set(key, v, nil)
+}
+
+// Scan calls fn with each key and value in [lo, hi) of r, in key order,
+// until fn returns an error. The slices are valid only during the call.
+func Scan(r pebble.Reader, lo, hi []byte, fn func(key, value []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
 }
 
 // quietLogger drops Pebble's informational chatter; errors still surface as

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,18 +46,12 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.StallLimit == 0 {
-		o.StallLimit = 10 * time.Second
-	}
+	o.Logger = cmp.Or(o.Logger, slog.Default())
+	o.StallLimit = cmp.Or(o.StallLimit, 10*time.Second)
 	if o.OnStuck == nil {
 		o.OnStuck = func(error) {}
 	}
-	if o.CacheBytes == 0 {
-		o.CacheBytes = DefaultCacheBytes
-	}
+	o.CacheBytes = cmp.Or(o.CacheBytes, DefaultCacheBytes)
 	return o
 }
 

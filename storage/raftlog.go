@@ -179,11 +179,7 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 	b := l.e.db.NewBatch()
 	defer b.Close()
 	if snap != nil {
-		v, err := proto.Marshal(snap)
-		if err != nil {
-			return err
-		}
-		if err := b.Set(l.r.snapshotKey(), v, nil); err != nil {
+		if err := SetProto(b, l.r.snapshotKey(), snap); err != nil {
 			return err
 		}
 		if err := b.DeleteRange(l.r.logKey(0), l.r.logKey(math.MaxUint64), nil); err != nil {
@@ -214,11 +210,7 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 		l.last = newLast
 	}
 	if hs != nil {
-		v, err := proto.Marshal(hs)
-		if err != nil {
-			return err
-		}
-		if err := b.Set(l.r.hardStateKey(), v, nil); err != nil {
+		if err := SetProto(b, l.r.hardStateKey(), hs); err != nil {
 			return err
 		}
 	}
@@ -254,13 +246,9 @@ func (l *RaftLog) TruncateAfter(index uint64) error {
 // below compactIndex (compactIndex <= snap.Index: entries between them stay
 // for followers that are only a little behind).
 func (l *RaftLog) Compact(snap *raftpb.SnapshotMetadata, compactIndex uint64) error {
-	v, err := proto.Marshal(snap)
-	if err != nil {
-		return err
-	}
 	b := l.e.db.NewBatch()
 	defer b.Close()
-	if err := b.Set(l.r.snapshotKey(), v, nil); err != nil {
+	if err := SetProto(b, l.r.snapshotKey(), snap); err != nil {
 		return err
 	}
 	if err := b.DeleteRange(l.r.logKey(0), l.r.logKey(compactIndex+1), nil); err != nil {

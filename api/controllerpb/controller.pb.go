@@ -29,8 +29,8 @@ const (
 // order given when it joined.
 type Group struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`      // the group id, above 0
+	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"` // host:port of each replica
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -83,9 +83,9 @@ func (x *Group) GetAddrs() []string {
 // shard i (0: no group). Configuration 0 has every shard on group 0.
 type Config struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Num           uint64                 `protobuf:"varint,1,opt,name=num,proto3" json:"num,omitempty"`
-	Shards        []uint64               `protobuf:"varint,2,rep,packed,name=shards,proto3" json:"shards,omitempty"`
-	Groups        []*Group               `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"` // sorted by id
+	Num           uint64                 `protobuf:"varint,1,opt,name=num,proto3" json:"num,omitempty"`              // 0 up, one higher per change
+	Shards        []uint64               `protobuf:"varint,2,rep,packed,name=shards,proto3" json:"shards,omitempty"` // indexed by shard: the owning group id, 0 for none
+	Groups        []*Group               `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`         // sorted by id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -144,8 +144,8 @@ func (x *Config) GetGroups() []*Group {
 // Session identifies a client's request so that a retry is applied once.
 type Session struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"` // the client's random id, registered by OpenSession
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`                           // the change's number in the session, increasing; a retry keeps it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -199,7 +199,7 @@ func (x *Session) GetSeq() uint64 {
 // not know is refused (SESSION_EXPIRED), never applied.
 type OpenSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"` // a random id, new for each client
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,8 +243,8 @@ func (x *OpenSessionRequest) GetClientId() uint64 {
 
 type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Groups        []*Group               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
-	Session       *Session               `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	Groups        []*Group               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`   // new ids, each with its replicas' addresses
+	Session       *Session               `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"` // makes a retry apply once
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,11 +295,11 @@ func (x *JoinRequest) GetSession() *Session {
 
 type LeaveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Gids  []uint64               `protobuf:"varint,1,rep,packed,name=gids,proto3" json:"gids,omitempty"`
+	Gids  []uint64               `protobuf:"varint,1,rep,packed,name=gids,proto3" json:"gids,omitempty"` // groups of the latest configuration
 	// force allows removing every group, which leaves every shard on group 0
 	// and orphans the data those groups hold.
 	Force         bool     `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
-	Session       *Session `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
+	Session       *Session `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"` // makes a retry apply once
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -360,9 +360,9 @@ func (x *LeaveRequest) GetSession() *Session {
 // route to the new replicas. Shards stay where they are.
 type SetReplicasRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Gid           uint64                 `protobuf:"varint,1,opt,name=gid,proto3" json:"gid,omitempty"`
-	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`
-	Session       *Session               `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
+	Gid           uint64                 `protobuf:"varint,1,opt,name=gid,proto3" json:"gid,omitempty"`        // a group of the latest configuration
+	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`     // host:port of each replica, replacing the old list
+	Session       *Session               `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"` // makes a retry apply once
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,9 +420,9 @@ func (x *SetReplicasRequest) GetSession() *Session {
 
 type MoveRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	Gid           uint64                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
-	Session       *Session               `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`    // 0 up to the shard count
+	Gid           uint64                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`        // the group the shard goes to, one of the configuration's
+	Session       *Session               `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"` // makes a retry apply once
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,8 +482,8 @@ func (x *MoveRequest) GetSession() *Session {
 // when the request changed nothing).
 type ChangeReply struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Header        *headerpb.ResponseHeader `protobuf:"bytes,2,opt,name=header,proto3" json:"header,omitempty"`
-	Config        *Config                  `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,2,opt,name=header,proto3" json:"header,omitempty"` // the controller replica that applied it
+	Config        *Config                  `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"` // the latest configuration after the change
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -580,9 +580,9 @@ func (x *QueryRequest) GetNum() int64 {
 
 type QueryReply struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Header        *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
-	Config        *Config                  `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	NumShards     uint32                   `protobuf:"varint,2,opt,name=num_shards,json=numShards,proto3" json:"num_shards,omitempty"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`                         // the controller replica that answers
+	Config        *Config                  `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`                         // the configuration asked for (num, or the latest)
+	NumShards     uint32                   `protobuf:"varint,2,opt,name=num_shards,json=numShards,proto3" json:"num_shards,omitempty"` // the shard count; 0 before the controller is initialized
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

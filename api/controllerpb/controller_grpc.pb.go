@@ -35,12 +35,19 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ControllerClient interface {
+	// OpenSession registers a client session before its first change.
 	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*ChangeReply, error)
+	// Join adds replica groups and rebalances the shards.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*ChangeReply, error)
+	// Leave removes replica groups; their shards move to the others.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*ChangeReply, error)
+	// Move assigns one shard to one group, without rebalancing.
 	Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (*ChangeReply, error)
+	// SetReplicas changes the replica addresses of one group.
 	SetReplicas(ctx context.Context, in *SetReplicasRequest, opts ...grpc.CallOption) (*ChangeReply, error)
+	// Query returns one configuration, or the latest.
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryReply, error)
+	// Watch waits for a configuration newer than after.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (*QueryReply, error)
 }
 
@@ -126,12 +133,19 @@ func (c *controllerClient) Watch(ctx context.Context, in *WatchRequest, opts ...
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
 type ControllerServer interface {
+	// OpenSession registers a client session before its first change.
 	OpenSession(context.Context, *OpenSessionRequest) (*ChangeReply, error)
+	// Join adds replica groups and rebalances the shards.
 	Join(context.Context, *JoinRequest) (*ChangeReply, error)
+	// Leave removes replica groups; their shards move to the others.
 	Leave(context.Context, *LeaveRequest) (*ChangeReply, error)
+	// Move assigns one shard to one group, without rebalancing.
 	Move(context.Context, *MoveRequest) (*ChangeReply, error)
+	// SetReplicas changes the replica addresses of one group.
 	SetReplicas(context.Context, *SetReplicasRequest) (*ChangeReply, error)
+	// Query returns one configuration, or the latest.
 	Query(context.Context, *QueryRequest) (*QueryReply, error)
+	// Watch waits for a configuration newer than after.
 	Watch(context.Context, *WatchRequest) (*QueryReply, error)
 	mustEmbedUnimplementedControllerServer()
 }

@@ -29,11 +29,9 @@ const (
 // group log, under configuration config_num.
 type ResponseHeader struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	// group is the replica group (0 for the controller) and replica the
-	// raft id of the replica within it.
-	Group   uint64 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`
-	Replica uint64 `protobuf:"varint,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	ClusterId uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"` // the cluster's id, the same on all its servers
+	Group     uint64                 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`                          // the replica group; 0 for the controller
+	Replica   uint64                 `protobuf:"varint,3,opt,name=replica,proto3" json:"replica,omitempty"`                      // the raft id of the replica within its group
 	// term is the raft term the replica was in when it answered.
 	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	// applied_index is the last log index the replica had applied.

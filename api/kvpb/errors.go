@@ -1,7 +1,6 @@
 package kvpb
 
 import (
-	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -9,48 +8,39 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
+// Errors is the KV service's wire error table, shared by the servers and
+// the clients: its errors, declared below, and those of raft and storage
+// (rpcerr.Raft).
+var Errors = rpcerr.NewTable("shardkv.kv", rpcerr.Raft)
+
 // Errors of the KV service a client can branch on. They live with the API,
 // so that clients need no server code; package group returns these values.
 var (
 	// ErrWrongGroup: the key's shard is not this group's in its applied
 	// configuration. The client should re-read the configuration.
-	ErrWrongGroup = errors.New("group: wrong group for key")
+	ErrWrongGroup = Errors.New(codes.FailedPrecondition, "WRONG_GROUP", "group: wrong group for key")
 	// ErrNotReady: the shard is this group's but its data has not arrived
 	// yet, or the other group is behind. Retry later.
-	ErrNotReady = errors.New("group: shard not ready")
+	ErrNotReady = Errors.New(codes.Unavailable, "NOT_READY", "group: shard not ready")
 	// ErrStaleConfig: the request names a configuration this group has
 	// already passed.
-	ErrStaleConfig = errors.New("group: configuration already passed")
+	ErrStaleConfig = Errors.New(codes.FailedPrecondition, "STALE_CONFIG", "group: configuration already passed")
 	// ErrKeyTooLarge and ErrValueTooLarge: the request exceeds the limits;
 	// nothing changed.
-	ErrKeyTooLarge   = errors.New("group: key too large")
-	ErrValueTooLarge = errors.New("group: value too large")
+	ErrKeyTooLarge   = Errors.New(codes.InvalidArgument, "KEY_TOO_LARGE", "group: key too large")
+	ErrValueTooLarge = Errors.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "group: value too large")
 	// ErrEmptyKey: keys must have at least one byte.
-	ErrEmptyKey = errors.New("group: empty key")
+	ErrEmptyKey = Errors.New(codes.InvalidArgument, "EMPTY_KEY", "group: empty key")
 	// ErrStaleRequest: the session already applied a later request.
-	ErrStaleRequest = errors.New("group: request older than the session's last")
+	ErrStaleRequest = Errors.New(codes.FailedPrecondition, "STALE_REQUEST", "group: request older than the session's last")
 	// ErrSessionExpired: the request's session is unknown to the shard
 	// (expired, or never opened), so it may be a retry of a request
 	// applied before the session expired. Nothing was applied by this
 	// request; an earlier attempt of it may have been. Open a new session.
-	ErrSessionExpired = errors.New("group: session expired")
+	ErrSessionExpired = Errors.New(codes.FailedPrecondition, "SESSION_EXPIRED", "group: session expired")
 	// ErrMalformed: the request could not be decoded or is inconsistent.
-	ErrMalformed = errors.New("group: malformed request")
+	ErrMalformed = Errors.New(codes.InvalidArgument, "MALFORMED", "group: malformed request")
 )
-
-// Errors is the KV service's wire error table, shared by the servers and
-// the clients: its errors and those of raft and storage (rpcerr.RaftEntries).
-var Errors = rpcerr.NewTable("shardkv.kv", append([]rpcerr.Entry{
-	{Err: ErrWrongGroup, Code: codes.FailedPrecondition, Reason: "WRONG_GROUP"},
-	{Err: ErrNotReady, Code: codes.Unavailable, Reason: "NOT_READY"},
-	{Err: ErrStaleConfig, Code: codes.FailedPrecondition, Reason: "STALE_CONFIG"},
-	{Err: ErrKeyTooLarge, Code: codes.InvalidArgument, Reason: "KEY_TOO_LARGE"},
-	{Err: ErrValueTooLarge, Code: codes.InvalidArgument, Reason: "VALUE_TOO_LARGE"},
-	{Err: ErrEmptyKey, Code: codes.InvalidArgument, Reason: "EMPTY_KEY"},
-	{Err: ErrStaleRequest, Code: codes.FailedPrecondition, Reason: "STALE_REQUEST"},
-	{Err: ErrMalformed, Code: codes.InvalidArgument, Reason: "MALFORMED"},
-	{Err: ErrSessionExpired, Code: codes.FailedPrecondition, Reason: "SESSION_EXPIRED"},
-}, rpcerr.RaftEntries...)...)
 
 // Default size limits of keys and values, which clients also check before
 // sending.

@@ -32,9 +32,9 @@ type WriteOp int32
 const (
 	// A request without an op is malformed: never taken for a put.
 	WriteOp_WRITE_OP_UNSPECIFIED WriteOp = 0
-	WriteOp_WRITE_OP_PUT         WriteOp = 1
-	WriteOp_WRITE_OP_APPEND      WriteOp = 2
-	WriteOp_WRITE_OP_DELETE      WriteOp = 3
+	WriteOp_WRITE_OP_PUT         WriteOp = 1 // set key to value
+	WriteOp_WRITE_OP_APPEND      WriteOp = 2 // add value at the end of key's value, creating the key
+	WriteOp_WRITE_OP_DELETE      WriteOp = 3 // remove key (a missing key is no error); value is not used
 	// OPEN_SESSION registers client_id in the key's shard (seq 0, no value);
 	// it changes no data and may be retried. A shard applies a write only
 	// in a session it knows (Raft dissertation, section 6.3).
@@ -161,7 +161,7 @@ func (ShardState) EnumDescriptor() ([]byte, []int) {
 
 type GetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // the key to read: 1 byte up to the servers' limit (4 KiB by default)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,9 +205,9 @@ func (x *GetRequest) GetKey() []byte {
 
 type GetReply struct {
 	state  protoimpl.MessageState   `protogen:"open.v1"`
-	Header *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
-	Value  []byte                   `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
-	Found  bool                     `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	Header *headerpb.ResponseHeader `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"` // who answered, from which applied index
+	Value  []byte                   `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`   // the value; empty when not found
+	Found  bool                     `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`  // false when the key does not exist
 	// version is the key's version (etcd's): 1 when it was created, +1 at
 	// every put or append since; 0 when the key does not exist.
 	Version       uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
@@ -275,11 +275,11 @@ func (x *GetReply) GetVersion() uint64 {
 
 type WriteRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Op       WriteOp                `protobuf:"varint,1,opt,name=op,proto3,enum=shardkv.kv.v1.WriteOp" json:"op,omitempty"`
-	Key      []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	Value    []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	ClientId uint64                 `protobuf:"varint,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Seq      uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	Op       WriteOp                `protobuf:"varint,1,opt,name=op,proto3,enum=shardkv.kv.v1.WriteOp" json:"op,omitempty"`  // UNSPECIFIED is refused as malformed
+	Key      []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                            // 1 byte up to the servers' limit (4 KiB by default)
+	Value    []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`                        // PUT and APPEND: up to the servers' limit (1 MiB by default)
+	ClientId uint64                 `protobuf:"varint,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"` // the session, opened by OPEN_SESSION in the key's shard
+	Seq      uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`                           // the write's number in the session, increasing; a retry keeps it (0 for OPEN_SESSION)
 	// A condition (etcd's single-key Txn with a Compare): the write is
 	// applied only if it holds. At most one of if_version and if_value may
 	// be set; neither means no condition. A condition on an OPEN_SESSION,
@@ -387,7 +387,7 @@ func (x *WriteRequest) GetReturnValue() bool {
 
 type WriteReply struct {
 	state  protoimpl.MessageState   `protogen:"open.v1"`
-	Header *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Header *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // who applied the write, at which index
 	// succeeded is whether the write was applied: false only when its
 	// condition did not hold (true for a write without one).
 	Succeeded bool `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
@@ -520,8 +520,8 @@ func (x *StatusRequest) GetDigests() bool {
 
 type ShardStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	State ShardState             `protobuf:"varint,2,opt,name=state,proto3,enum=shardkv.kv.v1.ShardState" json:"state,omitempty"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`                               // the shard's number, from 0
+	State ShardState             `protobuf:"varint,2,opt,name=state,proto3,enum=shardkv.kv.v1.ShardState" json:"state,omitempty"` // what the group holds of it
 	// peer_group is the group the shard comes from (pulling, confirming) or
 	// goes to (offering), 0 otherwise.
 	PeerGroup uint64 `protobuf:"varint,3,opt,name=peer_group,json=peerGroup,proto3" json:"peer_group,omitempty"`
@@ -593,16 +593,16 @@ func (x *ShardStatus) GetDigest() uint64 {
 
 type StatusReply struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Header        *headerpb.ResponseHeader `protobuf:"bytes,10,opt,name=header,proto3" json:"header,omitempty"`
-	Group         uint64                   `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
-	Replica       uint64                   `protobuf:"varint,2,opt,name=replica,proto3" json:"replica,omitempty"`
-	Leader        uint64                   `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
-	Term          uint64                   `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
-	Commit        uint64                   `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`
-	Applied       uint64                   `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
-	ConfigNum     uint64                   `protobuf:"varint,7,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shards        []*ShardStatus           `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`
-	DigestApplied uint64                   `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,10,opt,name=header,proto3" json:"header,omitempty"`                                    // the replica that answers
+	Group         uint64                   `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`                                      // the replica's group id
+	Replica       uint64                   `protobuf:"varint,2,opt,name=replica,proto3" json:"replica,omitempty"`                                  // its raft id in the group
+	Leader        uint64                   `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`                                    // the raft id of the leader it knows; 0 when none
+	Term          uint64                   `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`                                        // its current raft term
+	Commit        uint64                   `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`                                    // the highest log index it knows committed
+	Applied       uint64                   `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`                                  // the last log index its state machine applied
+	ConfigNum     uint64                   `protobuf:"varint,7,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`             // the configuration it has applied
+	Shards        []*ShardStatus           `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`                                     // every shard the group holds at config_num, by number
+	DigestApplied uint64                   `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"` // the applied index of the digests, when asked for; 0 otherwise
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

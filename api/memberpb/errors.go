@@ -1,20 +1,16 @@
 package memberpb
 
 import (
-	"errors"
-
 	"google.golang.org/grpc/codes"
 
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
-// ErrWrongGroup: the replica asked is not a member of the group the
-// request names.
-var ErrWrongGroup = errors.New("member: the replica is not in that group")
-
 // Errors is the wire table of the Membership service: the raft errors
 // (NOT_LEADER with the leader's address, and the refusals of a change,
 // rpcerr.ErrMembershipChangeInProgress and the others) and ErrWrongGroup.
-var Errors = rpcerr.NewTable("shardkv.member.v1", append([]rpcerr.Entry{
-	{Err: ErrWrongGroup, Code: codes.InvalidArgument, Reason: "WRONG_GROUP"},
-}, rpcerr.RaftEntries...)...)
+var Errors = rpcerr.NewTable("shardkv.member.v1", rpcerr.Raft)
+
+// ErrWrongGroup: the replica asked is not a member of the group the
+// request names.
+var ErrWrongGroup = Errors.New(codes.InvalidArgument, "WRONG_GROUP", "member: the replica is not in that group")

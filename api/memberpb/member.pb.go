@@ -32,8 +32,8 @@ type Role int32
 
 const (
 	Role_ROLE_UNSPECIFIED Role = 0
-	Role_ROLE_VOTER       Role = 1
-	Role_ROLE_LEARNER     Role = 2
+	Role_ROLE_VOTER       Role = 1 // votes and counts towards a quorum
+	Role_ROLE_LEARNER     Role = 2 // receives the log without voting
 	// ROLE_OUTGOING: a voter of the old configuration during a joint change.
 	Role_ROLE_OUTGOING Role = 3
 )
@@ -190,9 +190,9 @@ func (x *ListRequest) GetGroup() uint64 {
 
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr  string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Role  Role                   `protobuf:"varint,3,opt,name=role,proto3,enum=shardkv.member.v1.Role" json:"role,omitempty"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`                                 // the raft id
+	Addr  string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`                              // host:port
+	Role  Role                   `protobuf:"varint,3,opt,name=role,proto3,enum=shardkv.member.v1.Role" json:"role,omitempty"` // voter, learner, or outgoing voter
 	// From the leader only: the highest log index the member has
 	// acknowledged, and whether the leader heard from it within an election
 	// timeout.
@@ -269,10 +269,10 @@ func (x *Member) GetActive() bool {
 
 type ListReply struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Header        *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Leader        uint64                   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"` // raft id of the leader the replica knows (0: none)
-	Joint         bool                     `protobuf:"varint,3,opt,name=joint,proto3" json:"joint,omitempty"`   // a change of two voters is in progress
-	Members       []*Member                `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`                            // the replica that answers
+	Leader        uint64                   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"`                           // raft id of the leader the replica knows (0: none)
+	Joint         bool                     `protobuf:"varint,3,opt,name=joint,proto3" json:"joint,omitempty"`                             // a change of two voters is in progress
+	Members       []*Member                `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`                          // voters, then learners, then outgoing voters
 	FromLeader    bool                     `protobuf:"varint,5,opt,name=from_leader,json=fromLeader,proto3" json:"from_leader,omitempty"` // match and active are filled
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -345,11 +345,11 @@ func (x *ListReply) GetFromLeader() bool {
 
 type ChangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
-	Kind          ChangeKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=shardkv.member.v1.ChangeKind" json:"kind,omitempty"`
-	Id            uint64                 `protobuf:"varint,3,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,4,opt,name=addr,proto3" json:"addr,omitempty"` // ADD_LEARNER
-	Old           uint64                 `protobuf:"varint,5,opt,name=old,proto3" json:"old,omitempty"`  // REPLACE
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`                                 // the group to change: a replica group, or 0 for the controller
+	Kind          ChangeKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=shardkv.member.v1.ChangeKind" json:"kind,omitempty"` // UNSPECIFIED is refused (BAD_MEMBER_CHANGE)
+	Id            uint64                 `protobuf:"varint,3,opt,name=id,proto3" json:"id,omitempty"`                                       // the member added, promoted or removed (REPLACE: the learner promoted)
+	Addr          string                 `protobuf:"bytes,4,opt,name=addr,proto3" json:"addr,omitempty"`                                    // ADD_LEARNER
+	Old           uint64                 `protobuf:"varint,5,opt,name=old,proto3" json:"old,omitempty"`                                     // REPLACE
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

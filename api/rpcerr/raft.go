@@ -4,7 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"google.golang.org/grpc/codes"
 )
+
+// Raft is the table of the errors of a raft replica and of its storage,
+// which every service that proposes or reads through one returns: each
+// service's table shares it (NewTable's shared), and sends them under the
+// service's own domain.
+var Raft = NewTable("shardkv.raft")
 
 // The errors of a raft replica, which every service that proposes or reads
 // through one returns. They live here, with no server code, so that clients
@@ -14,38 +22,38 @@ var (
 	// ErrStopped is returned by every call made on a raft node that had already
 	// stopped: nothing was handed to Raft, so a proposal certainly was not
 	// applied.
-	ErrStopped = errors.New("raftnode: stopped")
+	ErrStopped = Raft.New(codes.Unavailable, "STOPPED", "raftnode: stopped")
 	// ErrStoppedInFlight is returned by Pending.Wait when the node stopped
 	// after the proposal was appended to its log. The other replicas may
 	// still commit and apply it: the outcome is unknown. It deliberately
 	// does not match ErrStopped.
-	ErrStoppedInFlight = errors.New("raftnode: stopped with the proposal in flight, outcome unknown")
+	ErrStoppedInFlight = Raft.New(codes.Unavailable, "STOPPED_IN_FLIGHT", "raftnode: stopped with the proposal in flight, outcome unknown")
 	// ErrProposalDropped means the proposal was certainly not applied: Raft
 	// refused it, or another entry took its place in the log. Retrying is
 	// safe.
-	ErrProposalDropped = errors.New("raftnode: proposal dropped")
+	ErrProposalDropped = Raft.New(codes.Unavailable, "DROPPED", "raftnode: proposal dropped")
 	// ErrLeaderChanged means this node lost leadership while the proposal
 	// was pending. The entry may still be applied by the new leader: the
 	// outcome is unknown.
-	ErrLeaderChanged = errors.New("raftnode: leader changed, outcome unknown")
+	ErrLeaderChanged = Raft.New(codes.Unavailable, "LEADER_CHANGED", "raftnode: leader changed, outcome unknown")
 	// ErrNotLeader is matched by every *NotLeaderError.
-	ErrNotLeader = errors.New("raftnode: not the leader")
+	ErrNotLeader = Raft.add(Entry{Err: errors.New("raftnode: not the leader"), Code: codes.Unavailable, Reason: "NOT_LEADER", Decode: decodeNotLeader})
 	// ErrReadTimeout means no read index could be confirmed in time (no
 	// leader, or no quorum).
-	ErrReadTimeout = errors.New("raftnode: read index not confirmed")
+	ErrReadTimeout = Raft.New(codes.Unavailable, "READ_TIMEOUT", "raftnode: read index not confirmed")
 )
 
 // The refusals of a membership change (raftnode's ChangeMembership), as
 // etcd's strict reconfiguration check: each changes nothing.
 var (
-	ErrMembershipChangeInProgress = errors.New("raftnode: a membership change is in progress")
-	ErrUnknownMember              = errors.New("raftnode: no such member")
-	ErrMemberExists               = errors.New("raftnode: member already exists")
-	ErrNotLearner                 = errors.New("raftnode: member is not a learner")
-	ErrLearnerBehind              = errors.New("raftnode: learner has not caught up with the leader")
-	ErrWouldLoseQuorum            = errors.New("raftnode: the change would leave fewer reachable voters than a quorum")
-	ErrBadMemberAddr              = errors.New("raftnode: a new member needs a host:port address")
-	ErrBadMemberChange            = errors.New("raftnode: malformed membership change")
+	ErrMembershipChangeInProgress = Raft.New(codes.FailedPrecondition, "MEMBERSHIP_CHANGE_IN_PROGRESS", "raftnode: a membership change is in progress")
+	ErrUnknownMember              = Raft.New(codes.NotFound, "UNKNOWN_MEMBER", "raftnode: no such member")
+	ErrMemberExists               = Raft.New(codes.AlreadyExists, "MEMBER_EXISTS", "raftnode: member already exists")
+	ErrNotLearner                 = Raft.New(codes.FailedPrecondition, "NOT_LEARNER", "raftnode: member is not a learner")
+	ErrLearnerBehind              = Raft.New(codes.FailedPrecondition, "LEARNER_BEHIND", "raftnode: learner has not caught up with the leader")
+	ErrWouldLoseQuorum            = Raft.New(codes.FailedPrecondition, "WOULD_LOSE_QUORUM", "raftnode: the change would leave fewer reachable voters than a quorum")
+	ErrBadMemberAddr              = Raft.New(codes.InvalidArgument, "BAD_MEMBER_ADDR", "raftnode: a new member needs a host:port address")
+	ErrBadMemberChange            = Raft.New(codes.InvalidArgument, "BAD_MEMBER_CHANGE", "raftnode: malformed membership change")
 )
 
 // NotLeaderError is the refusal of a replica that is not its group's
@@ -111,8 +119,8 @@ func CertainlyNotApplied(err error) bool {
 var (
 	// ErrNoSpace: the disk is full. Writes are refused until space is
 	// freed; reads go on. A write refused with it was not applied.
-	ErrNoSpace = errors.New("storage: no space left on device")
+	ErrNoSpace = Raft.New(codes.ResourceExhausted, "NO_SPACE", "storage: no space left on device")
 	// ErrStalled: a synced write has not completed for longer than the
 	// engine's stall limit (a stuck or failing disk).
-	ErrStalled = errors.New("storage: synced write stalled")
+	ErrStalled = Raft.New(codes.Unavailable, "STORAGE_STALLED", "storage: synced write stalled")
 )

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -36,15 +37,42 @@ type MetadataError interface {
 	ErrorMetadata() map[string]string
 }
 
-// Table is a set of sentinel errors of one domain (a service).
+// Table is the set of sentinel errors of one domain (a service), each
+// declared with its wire form by New.
 type Table struct {
 	domain  string
 	entries []Entry
+	shared  []*Table
 }
 
-// NewTable returns the table of domain's errors.
-func NewTable(domain string, entries ...Entry) *Table {
-	return &Table{domain: domain, entries: entries}
+// NewTable returns the table of domain's errors, empty until New declares
+// them. It also carries the errors of each shared table (Raft, for
+// instance), under domain.
+func NewTable(domain string, shared ...*Table) *Table {
+	return &Table{domain: domain, shared: shared}
+}
+
+// New declares a sentinel error of t: a new error with message msg, which
+// travels as code with the stable reason. Call it only to initialize
+// package variables: a table is read without locks once the program runs.
+func (t *Table) New(code codes.Code, reason, msg string) error {
+	return t.add(Entry{Err: errors.New(msg), Code: code, Reason: reason})
+}
+
+// add adds e to t and returns its error.
+func (t *Table) add(e Entry) error {
+	t.entries = append(t.entries, e)
+	return e.Err
+}
+
+// Entries lists the errors t carries: its own, then those of its shared
+// tables.
+func (t *Table) Entries() []Entry {
+	all := slices.Clone(t.entries)
+	for _, s := range t.shared {
+		all = append(all, s.Entries()...)
+	}
+	return all
 }
 
 // ToStatus converts err for a gRPC handler's return. A sentinel of the
@@ -57,7 +85,7 @@ func (t *Table) ToStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	for _, e := range t.entries {
+	for _, e := range t.Entries() {
 		if errors.Is(err, e.Err) {
 			info := &errdetails.ErrorInfo{Reason: e.Reason, Domain: t.domain}
 			var md MetadataError
@@ -94,7 +122,7 @@ func (t *Table) FromStatus(err error) error {
 		if !ok || info.GetDomain() != t.domain {
 			continue
 		}
-		for _, e := range t.entries {
+		for _, e := range t.Entries() {
 			if e.Reason == info.GetReason() {
 				sentinel := e.Err
 				if e.Decode != nil {
@@ -116,27 +144,6 @@ type remoteError struct {
 
 func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
-
-// RaftEntries are the errors of a raft replica and of its storage, which
-// every service that proposes or reads through one returns.
-var RaftEntries = []Entry{
-	{Err: ErrNotLeader, Code: codes.Unavailable, Reason: "NOT_LEADER", Decode: decodeNotLeader},
-	{Err: ErrProposalDropped, Code: codes.Unavailable, Reason: "DROPPED"},
-	{Err: ErrLeaderChanged, Code: codes.Unavailable, Reason: "LEADER_CHANGED"},
-	{Err: ErrReadTimeout, Code: codes.Unavailable, Reason: "READ_TIMEOUT"},
-	{Err: ErrStopped, Code: codes.Unavailable, Reason: "STOPPED"},
-	{Err: ErrStoppedInFlight, Code: codes.Unavailable, Reason: "STOPPED_IN_FLIGHT"},
-	{Err: ErrNoSpace, Code: codes.ResourceExhausted, Reason: "NO_SPACE"},
-	{Err: ErrStalled, Code: codes.Unavailable, Reason: "STORAGE_STALLED"},
-	{Err: ErrMembershipChangeInProgress, Code: codes.FailedPrecondition, Reason: "MEMBERSHIP_CHANGE_IN_PROGRESS"},
-	{Err: ErrUnknownMember, Code: codes.NotFound, Reason: "UNKNOWN_MEMBER"},
-	{Err: ErrMemberExists, Code: codes.AlreadyExists, Reason: "MEMBER_EXISTS"},
-	{Err: ErrNotLearner, Code: codes.FailedPrecondition, Reason: "NOT_LEARNER"},
-	{Err: ErrLearnerBehind, Code: codes.FailedPrecondition, Reason: "LEARNER_BEHIND"},
-	{Err: ErrWouldLoseQuorum, Code: codes.FailedPrecondition, Reason: "WOULD_LOSE_QUORUM"},
-	{Err: ErrBadMemberAddr, Code: codes.InvalidArgument, Reason: "BAD_MEMBER_ADDR"},
-	{Err: ErrBadMemberChange, Code: codes.InvalidArgument, Reason: "BAD_MEMBER_CHANGE"},
-}
 
 // Retryable reports whether a failed call may be tried on another replica
 // or later: the server was unreachable, not the leader, or gave up waiting.

@@ -7,7 +7,7 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
-var table = rpcerr.NewTable("test", rpcerr.RaftEntries...)
+var table = rpcerr.NewTable("test", rpcerr.Raft)
 
 // TestNotLeaderCarriesTheLeader: a NOT_LEADER refusal keeps the leader's
 // id and address across the wire, and stays "certainly not applied".
@@ -33,7 +33,7 @@ func TestNotLeaderCarriesTheLeader(t *testing.T) {
 // TestSentinelsRoundTrip: every raft sentinel, wrapped, comes back as
 // itself.
 func TestSentinelsRoundTrip(t *testing.T) {
-	for _, e := range rpcerr.RaftEntries {
+	for _, e := range rpcerr.Raft.Entries() {
 		sent := errors.Join(errors.New("context"), e.Err)
 		if got := table.FromStatus(table.ToStatus(sent)); !errors.Is(got, e.Err) {
 			t.Errorf("%s: decoded %v", e.Reason, got)

@@ -20,7 +20,7 @@ import (
 const backupTimeout = 10 * time.Minute
 
 func newAdminBackupCmd(a *adminFlags) *cobra.Command {
-	cmd := &cobra.Command{
+	return a.command(&cobra.Command{
 		Use:   "backup DIR",
 		Short: "Write a consistent backup of the whole cluster into a new directory, while it serves",
 		Long: `Write a backup of the cluster into DIR (which must not exist, or be empty):
@@ -44,26 +44,24 @@ never holds a partial backup. Restore it with 'shardkv dev --restore DIR'.
 		Example: `  shardkv admin backup /var/backups/skv-$(date +%F)
   shardkv admin backup ./bk -o json | jq .config_num`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, env := os.LookupEnv("SHARDKV_TIMEOUT"); !cmd.Flags().Changed("timeout") && !env {
-				a.cf.timeout = backupTimeout
+	}, clientExitCodes, func(cmd *cobra.Command, args []string) (controllerCall, error) {
+		if _, env := os.LookupEnv("SHARDKV_TIMEOUT"); !cmd.Flags().Changed("timeout") && !env {
+			a.cf.timeout = backupTimeout
+		}
+		dir := args[0]
+		return func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
+			start := time.Now()
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			m, err := backup.Take(ctx, ctl, dir, backup.Options{Logger: log})
+			if errors.Is(err, backup.ErrExists) {
+				return nil, usagef("%s exists and is not empty: a backup goes into a new directory", dir)
 			}
-			dir := args[0]
-			return a.run(cmd, func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
-				start := time.Now()
-				log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-				m, err := backup.Take(ctx, ctl, dir, backup.Options{Logger: log})
-				if errors.Is(err, backup.ErrExists) {
-					return nil, usagef("%s exists and is not empty: a backup goes into a new directory", dir)
-				}
-				if err != nil {
-					return nil, err
-				}
-				return backupView{Dir: dir, Manifest: m, took: time.Since(start)}, nil
-			})
-		},
-	}
-	return setExitCodes(cmd, clientExitCodes)
+			if err != nil {
+				return nil, err
+			}
+			return backupView{Dir: dir, Manifest: m, took: time.Since(start)}, nil
+		}, nil
+	})
 }
 
 // backupView is admin backup's output: the manifest, and where it is.

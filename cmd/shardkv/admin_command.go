@@ -2,15 +2,9 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"strconv"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 )
 
@@ -42,8 +36,27 @@ func newAdminCmd() *cobra.Command {
 	return setExitCodes(admin, clientExitCodes)
 }
 
+// controllerCall is what an admin command asks of the controller: the
+// view to print, or the error its exit code tells.
+type controllerCall func(ctx context.Context, ctl *ctlclient.Client) (view, error)
+
+// command makes doc (its usage, help and Args) an admin command that
+// documents the exit codes codes. parse checks the arguments, a usage
+// error connecting to nothing, and returns the call to make; its view is
+// printed in the -o format.
+func (a *adminFlags) command(doc *cobra.Command, codes string, parse func(cmd *cobra.Command, args []string) (controllerCall, error)) *cobra.Command {
+	doc.RunE = func(cmd *cobra.Command, args []string) error {
+		call, err := parse(cmd, args)
+		if err != nil {
+			return err
+		}
+		return a.run(cmd, call)
+	}
+	return setExitCodes(doc, codes)
+}
+
 // run calls fn with a controller client and prints the view it returns.
-func (a *adminFlags) run(cmd *cobra.Command, fn func(ctx context.Context, ctl *ctlclient.Client) (view, error)) error {
+func (a *adminFlags) run(cmd *cobra.Command, fn controllerCall) error {
 	if err := a.out.check(); err != nil {
 		return err
 	}
@@ -59,57 +72,4 @@ func (a *adminFlags) run(cmd *cobra.Command, fn func(ctx context.Context, ctl *c
 		}
 		return a.out.print(cmd.OutOrStdout(), v)
 	})
-}
-
-// parseGroupID reads a group id argument.
-func parseGroupID(s string) (uint64, error) {
-	id, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || id == 0 {
-		return 0, usagef("%q is not a group id (a number above 0)", s)
-	}
-	return id, nil
-}
-
-// configView prints a configuration: which group serves which shards.
-type configView struct{ cfg config.Config }
-
-// configOut is a configuration as JSON.
-type configOut struct {
-	Num    uint64              `json:"num"`
-	Shards []uint64            `json:"shards"`
-	Groups map[string][]string `json:"groups"`
-}
-
-func configJSON(cfg config.Config) configOut {
-	out := configOut{Num: cfg.Num, Shards: cfg.Shards, Groups: map[string][]string{}}
-	for g, a := range cfg.Groups {
-		out.Groups[strconv.FormatUint(g, 10)] = a
-	}
-	return out
-}
-
-func (v configView) jsonValue() any { return configJSON(v.cfg) }
-
-func (v configView) writeTable(w io.Writer) error {
-	fmt.Fprintf(w, "configuration %d\n", v.cfg.Num)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tSHARDS\tREPLICAS")
-	for _, g := range v.cfg.GroupIDs() {
-		fmt.Fprintf(tw, "%d\t%s\t%s\n", g, shardRanges(shardsOf(v.cfg, g)), strings.Join(v.cfg.Groups[g], ","))
-	}
-	if s := shardsOf(v.cfg, 0); len(s) > 0 {
-		fmt.Fprintf(tw, "none\t%s\t\n", shardRanges(s))
-	}
-	return tw.Flush()
-}
-
-// shardsOf lists the shards cfg assigns to group gid.
-func shardsOf(cfg config.Config, gid uint64) []int {
-	var out []int
-	for s, g := range cfg.Shards {
-		if g == gid {
-			out = append(out, s)
-		}
-	}
-	return out
 }

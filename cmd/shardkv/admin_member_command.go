@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -216,7 +215,7 @@ func (v membersView) out() []memberOut {
 	var out []memberOut
 	for _, m := range v.reply.GetMembers() {
 		out = append(out, memberOut{ID: m.GetId(), Addr: m.GetAddr(),
-			Role: strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_")), Match: m.GetMatch(), Active: m.GetActive()})
+			Role: m.GetRole().Name(), Match: m.GetMatch(), Active: m.GetActive()})
 	}
 	return out
 }
@@ -236,8 +235,7 @@ func (v membersView) writeTable(w io.Writer) error {
 		fmt.Fprint(w, " (joint consensus: a change of two voters in progress)")
 	}
 	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tMATCH\tACTIVE")
+	tw := newTable(w, "ID", "ADDRESS", "ROLE", "MATCH", "ACTIVE")
 	for _, m := range v.out() {
 		match, active := "-", "-"
 		if v.reply.GetFromLeader() {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,7 +18,7 @@ import (
 )
 
 func newAdminStatusCmd(a *adminFlags) *cobra.Command {
-	cmd := &cobra.Command{
+	return a.command(&cobra.Command{
 		Use:   "status",
 		Short: "Show every group: replicas, leaders, terms, applied indexes, shard states and migrations",
 		Long: `Show the latest configuration as the groups see it: every replica's role,
@@ -30,19 +29,17 @@ latest configuration and no shard is moving.`,
   shardkv admin status -o json | jq '.groups[].migrations'
   shardkv admin status -o json | jq -e .settled   # exit 0 once settled`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.run(cmd, func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
-				cfg, _, err := ctl.Query(ctx, -1)
-				if err != nil {
-					return nil, err
-				}
-				pool := rpc.NewPool()
-				defer pool.Close()
-				return collectStatus(ctx, pool, cfg), nil
-			})
-		},
-	}
-	return setExitCodes(cmd, clientExitCodes)
+	}, clientExitCodes, func(*cobra.Command, []string) (controllerCall, error) {
+		return func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
+			cfg, _, err := ctl.Query(ctx, -1)
+			if err != nil {
+				return nil, err
+			}
+			pool := rpc.NewPool()
+			defer pool.Close()
+			return collectStatus(ctx, pool, cfg), nil
+		}, nil
+	})
 }
 
 type replicaOut struct {
@@ -136,7 +133,7 @@ func addMembership(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []stri
 		return
 	}
 	for _, m := range reply.GetMembers() {
-		role := strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_"))
+		role := m.GetRole().Name()
 		i := slices.IndexFunc(g.Replicas, func(r replicaOut) bool { return r.ID == m.GetId() })
 		if i < 0 {
 			g.Replicas = append(g.Replicas, replicaOut{ID: m.GetId(), Addr: m.GetAddr(), Error: "not in the configuration"})
@@ -168,8 +165,7 @@ func (st statusView) writeTable(w io.Writer) error {
 	} else {
 		fmt.Fprintln(w, " (migrating)")
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tREPLICA\tADDRESS\tROLE\tMEMBER\tMATCH\tTERM\tAPPLIED\tCONFIG\tSHARDS")
+	tw := newTable(w, "GROUP", "REPLICA", "ADDRESS", "ROLE", "MEMBER", "MATCH", "TERM", "APPLIED", "CONFIG", "SHARDS")
 	for _, g := range st.Groups {
 		for _, r := range g.Replicas {
 			role := "follower"

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/pflag"
 )
@@ -68,6 +69,15 @@ func (p *printer) print(w io.Writer, v view) error {
 		}
 	}
 	return v.writeTable(w)
+}
+
+// newTable starts a table for people on w: the header's columns, then the
+// rows the caller writes, each a line of tab-separated cells, aligned two
+// spaces apart once the caller flushes it.
+func newTable(w io.Writer, header ...string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	return tw
 }
 
 func writeJSON(w io.Writer, v any) error {

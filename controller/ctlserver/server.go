@@ -9,6 +9,7 @@
 package ctlserver
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -86,12 +87,8 @@ type Server struct {
 
 // Start opens the replica's state and joins the controller group.
 func Start(cfg Config) (*Server, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.NumShards == 0 {
-		cfg.NumShards = DefaultShards
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.NumShards = cmp.Or(cfg.NumShards, DefaultShards)
 	if cfg.NumShards < 1 || cfg.NumShards > controller.MaxShards {
 		return nil, fmt.Errorf("%w: %d", controller.ErrInvalidShards, cfg.NumShards)
 	}

@@ -19,6 +19,7 @@
 package groupserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -112,15 +113,9 @@ type task struct {
 
 // Start opens the replica and starts its raft node and drivers.
 func Start(cfg Config) (*Server, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.TickInterval == 0 {
-		cfg.TickInterval = 50 * time.Millisecond
-	}
-	if cfg.ChunkBytes == 0 {
-		cfg.ChunkBytes = 512 << 10
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.TickInterval = cmp.Or(cfg.TickInterval, 50*time.Millisecond)
+	cfg.ChunkBytes = cmp.Or(cfg.ChunkBytes, 512<<10)
 	ownPool := cfg.Pool == nil
 	if ownPool {
 		cfg.Pool = rpc.NewPool()

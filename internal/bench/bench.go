@@ -10,6 +10,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,18 +74,10 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Keys == 0 {
-		c.Keys = 10000
-	}
-	if c.ValueSize == 0 {
-		c.ValueSize = 256
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.Timeout == 0 {
-		c.Timeout = 10 * time.Second
-	}
+	c.Keys = cmp.Or(c.Keys, 10000)
+	c.ValueSize = cmp.Or(c.ValueSize, 256)
+	c.Concurrency = cmp.Or(c.Concurrency, 16)
+	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
 	if c.Ops == 0 && c.Duration == 0 {
 		return errors.New("bench: set an operation count or a duration")
 	}

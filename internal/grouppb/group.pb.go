@@ -29,9 +29,9 @@ const (
 
 type ReadShardsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"` // as PullShardRequest.group
-	ConfigNum     uint64                 `protobuf:"varint,2,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shards        []uint32               `protobuf:"varint,3,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`                          // as PullShardRequest.group
+	ConfigNum     uint64                 `protobuf:"varint,2,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"` // the configuration the shards are read at
+	Shards        []uint32               `protobuf:"varint,3,rep,packed,name=shards,proto3" json:"shards,omitempty"`                 // the shards to read, in the order streamed
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -91,10 +91,10 @@ func (x *ReadShardsRequest) GetShards() []uint32 {
 // shard (last) carries its duplicate table.
 type BackupChunk struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Shard    uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	Kvs      []*KeyValue            `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`
-	Sessions []*SessionRecord       `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	Last     bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	Shard    uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`      // the shard this piece belongs to
+	Kvs      []*KeyValue            `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`           // the next keys of the shard, in key order
+	Sessions []*SessionRecord       `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"` // the duplicate table, in the last piece only
+	Last     bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`        // the shard is complete
 	// applied_index is the group's applied index the shards were read at
 	// (every chunk of one call has the same), replica the replica that read.
 	AppliedIndex  uint64 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
@@ -177,8 +177,8 @@ func (x *BackupChunk) GetReplica() uint64 {
 
 type KeyValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`     // the key as the client wrote it
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"` // its value
 	// version is the key's version (kvpb.GetReply.version), at least 1.
 	Version       uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -239,10 +239,10 @@ func (x *KeyValue) GetVersion() uint64 {
 // SessionRecord is one entry of a shard's duplicate table.
 type SessionRecord struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
-	ClientId  uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Seq       uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	LastSeen  int64                  `protobuf:"varint,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	ErrorCode uint32                 `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ClientId  uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`    // the session
+	Seq       uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`                              // the last write applied in it
+	LastSeen  int64                  `protobuf:"varint,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`    // replicated time of that write, unix ms: the session expires by it
+	ErrorCode uint32                 `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"` // that write's refusal as a stored outcome code; 0 for success
 	// The answer of the last write (seq) besides its error: the key's
 	// version after it, and whether its condition did not hold (false for
 	// a write without one), so that a retry gets the same answer without
@@ -327,8 +327,8 @@ func (x *SessionRecord) GetConditionFailed() bool {
 
 type PullShardRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard     uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	ConfigNum uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"` // the configuration at which the shard changed owner
+	Shard     uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`                          // the shard pulled
 	// group is the group the caller means to ask (the shard's previous
 	// owner). A replica of another group (an address reused after a
 	// replacement) refuses rather than answer for a group it is not.
@@ -392,9 +392,9 @@ func (x *PullShardRequest) GetGroup() uint64 {
 // shard's duplicate table.
 type ShardChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kvs           []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
-	Sessions      []*SessionRecord       `protobuf:"bytes,2,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	Last          bool                   `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	Kvs           []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`           // the next keys of the shard, in key order
+	Sessions      []*SessionRecord       `protobuf:"bytes,2,rep,name=sessions,proto3" json:"sessions,omitempty"` // the duplicate table, in the last chunk only
+	Last          bool                   `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`        // the shard is complete
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,9 +452,9 @@ func (x *ShardChunk) GetLast() bool {
 
 type DeleteShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
-	Group         uint64                 `protobuf:"varint,3,opt,name=group,proto3" json:"group,omitempty"` // as PullShardRequest.group
+	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"` // as PullShardRequest.config_num
+	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`                          // the shard the new owner has committed
+	Group         uint64                 `protobuf:"varint,3,opt,name=group,proto3" json:"group,omitempty"`                          // as PullShardRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,23 +701,23 @@ type isCommand_Op interface {
 }
 
 type Command_Write struct {
-	Write *kvpb.WriteRequest `protobuf:"bytes,2,opt,name=write,proto3,oneof"`
+	Write *kvpb.WriteRequest `protobuf:"bytes,2,opt,name=write,proto3,oneof"` // a client's write
 }
 
 type Command_Install struct {
-	Install *InstallConfig `protobuf:"bytes,3,opt,name=install,proto3,oneof"`
+	Install *InstallConfig `protobuf:"bytes,3,opt,name=install,proto3,oneof"` // move to the next configuration
 }
 
 type Command_Insert struct {
-	Insert *InsertShard `protobuf:"bytes,4,opt,name=insert,proto3,oneof"`
+	Insert *InsertShard `protobuf:"bytes,4,opt,name=insert,proto3,oneof"` // a chunk of a pulled shard
 }
 
 type Command_DeleteShard struct {
-	DeleteShard *DeleteShardRequest `protobuf:"bytes,5,opt,name=delete_shard,json=deleteShard,proto3,oneof"`
+	DeleteShard *DeleteShardRequest `protobuf:"bytes,5,opt,name=delete_shard,json=deleteShard,proto3,oneof"` // the old owner drops a shard the new owner has
 }
 
 type Command_ConfirmDelete struct {
-	ConfirmDelete *ConfirmDelete `protobuf:"bytes,6,opt,name=confirm_delete,json=confirmDelete,proto3,oneof"`
+	ConfirmDelete *ConfirmDelete `protobuf:"bytes,6,opt,name=confirm_delete,json=confirmDelete,proto3,oneof"` // the new owner learns the old copy is gone
 }
 
 type Command_HandOver struct {
@@ -816,7 +816,7 @@ func (x *WriteBatch) GetWrites() []*kvpb.WriteRequest {
 
 type InstallConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"` // the next configuration, numbered one above the group's
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,12 +860,12 @@ func (x *InstallConfig) GetConfig() *controllerpb.Config {
 
 type InsertShard struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
-	Chunk         uint64                 `protobuf:"varint,3,opt,name=chunk,proto3" json:"chunk,omitempty"` // 0 for the first; the first clears any partial copy
-	Kvs           []*KeyValue            `protobuf:"bytes,4,rep,name=kvs,proto3" json:"kvs,omitempty"`
-	Sessions      []*SessionRecord       `protobuf:"bytes,5,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	Last          bool                   `protobuf:"varint,6,opt,name=last,proto3" json:"last,omitempty"`
+	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"` // the configuration the shard arrives at
+	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`                          // the shard inserted
+	Chunk         uint64                 `protobuf:"varint,3,opt,name=chunk,proto3" json:"chunk,omitempty"`                          // 0 for the first; the first clears any partial copy
+	Kvs           []*KeyValue            `protobuf:"bytes,4,rep,name=kvs,proto3" json:"kvs,omitempty"`                               // as ShardChunk.kvs
+	Sessions      []*SessionRecord       `protobuf:"bytes,5,rep,name=sessions,proto3" json:"sessions,omitempty"`                     // as ShardChunk.sessions
+	Last          bool                   `protobuf:"varint,6,opt,name=last,proto3" json:"last,omitempty"`                            // the shard is complete: it is served from then on
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,8 +944,8 @@ func (x *InsertShard) GetLast() bool {
 
 type ConfirmDelete struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`
-	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	ConfigNum     uint64                 `protobuf:"varint,1,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"` // as DeleteShardRequest.config_num
+	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`                          // the shard whose old copy is gone
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -998,10 +998,10 @@ func (x *ConfirmDelete) GetShard() uint32 {
 // one, and the state of every shard.
 type Meta struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	Prev          *controllerpb.Config   `protobuf:"bytes,2,opt,name=prev,proto3" json:"prev,omitempty"`
-	Shards        []*ShardMeta           `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
-	NextExpiry    int64                  `protobuf:"varint,4,opt,name=next_expiry,json=nextExpiry,proto3" json:"next_expiry,omitempty"`
+	Config        *controllerpb.Config   `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`                            // the configuration the group has installed
+	Prev          *controllerpb.Config   `protobuf:"bytes,2,opt,name=prev,proto3" json:"prev,omitempty"`                                // the one before it, where shards come from
+	Shards        []*ShardMeta           `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`                            // indexed by shard; empty before the first configuration
+	NextExpiry    int64                  `protobuf:"varint,4,opt,name=next_expiry,json=nextExpiry,proto3" json:"next_expiry,omitempty"` // replicated time (unix ms) of the next sweep of expired sessions
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1066,8 +1066,8 @@ func (x *Meta) GetNextExpiry() int64 {
 
 type ShardMeta struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`
-	NextChunk     uint64                 `protobuf:"varint,2,opt,name=next_chunk,json=nextChunk,proto3" json:"next_chunk,omitempty"`
+	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`                          // a group.ShardState
+	NextChunk     uint64                 `protobuf:"varint,2,opt,name=next_chunk,json=nextChunk,proto3" json:"next_chunk,omitempty"` // while restoring: the restore chunk accepted next
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1119,10 +1119,10 @@ func (x *ShardMeta) GetNextChunk() uint64 {
 // Image is a whole group replica state, for raft snapshots.
 type Image struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Applied       uint64                 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
-	Meta          *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
-	Shards        []*ImageShard          `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
-	Now           int64                  `protobuf:"varint,4,opt,name=now,proto3" json:"now,omitempty"` // replicated time at applied, unix milliseconds
+	Applied       uint64                 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"` // the last log index the image reflects
+	Meta          *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`        // the group's view at applied
+	Shards        []*ImageShard          `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`    // the shards holding data or sessions
+	Now           int64                  `protobuf:"varint,4,opt,name=now,proto3" json:"now,omitempty"`         // replicated time at applied, unix milliseconds
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1187,9 +1187,9 @@ func (x *Image) GetNow() int64 {
 
 type ImageShard struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	Kvs           []*KeyValue            `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`
-	Sessions      []*SessionRecord       `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`      // the shard's number
+	Kvs           []*KeyValue            `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`           // all its keys, in key order
+	Sessions      []*SessionRecord       `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"` // its duplicate table
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

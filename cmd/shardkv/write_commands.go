@@ -12,31 +12,64 @@ import (
 	"github.com/shardkv/shardkv/client"
 )
 
-func newPutCmd() *cobra.Command {
-	w := &writeFlags{}
-	cmd := &cobra.Command{
-		Use:   "put KEY VALUE",
-		Short: "Set a key (VALUE - reads the value from stdin)",
-		Long: `Set a key's value. With VALUE -, the value is stdin's exact bytes (no
+// newWriteCmds are put, append and delete: each one call of the client on
+// KEY (and VALUE), conditional with --if-version or --if-value.
+func newWriteCmds() []*cobra.Command {
+	return []*cobra.Command{
+		newWriteCmd(&cobra.Command{
+			Use:   "put KEY VALUE",
+			Short: "Set a key (VALUE - reads the value from stdin)",
+			Long: `Set a key's value. With VALUE -, the value is stdin's exact bytes (no
 newline is added or removed), up to --max-value-bytes.
 
 With --if-version N the key is set only if its version is N (0: only if it
 does not exist); with --if-value V, only if its value is V. If the
 condition does not hold, nothing is written, the key's version is printed
 on stderr, and the exit code is 6.`,
-		Example: `  shardkv put greeting hello
+			Example: `  shardkv put greeting hello
   shardkv put config - < config.json
   printf '\x00\x01' | shardkv put blob -
   shardkv put lock me --if-version 0       # create only: exit 6 if it exists
   v=$(shardkv get counter -o json | jq .version)
   shardkv put counter 8 --if-version "$v"  # compare-and-swap: exit 6 if it changed`,
-		Args: cobra.ExactArgs(2),
-		RunE: w.run(func(ctx context.Context, c *client.Client, key, value []byte, opts ...client.WriteOption) (client.WriteResult, error) {
-			return c.Put(ctx, key, value, opts...)
+		}, true, (*client.Client).Put),
+		newWriteCmd(&cobra.Command{
+			Use:   "append KEY VALUE",
+			Short: "Append to a key's value (VALUE - reads from stdin)",
+			Long: `Append to a key's value, creating the key if it does not exist. With
+VALUE -, the appended bytes are stdin's, exactly. --if-version and
+--if-value make it conditional, as for put (exit 6 if the condition does
+not hold).`,
+			Example: `  shardkv append log "line 2"
+  date | shardkv append log -
+  shardkv append log "line 3" --if-version 2   # exit 6 if the key's version is not 2`,
+		}, true, (*client.Client).Append),
+		newWriteCmd(&cobra.Command{
+			Use:   "delete KEY",
+			Short: "Delete a key (deleting a missing key succeeds)",
+			Long: `Delete a key (deleting a missing key succeeds). --if-version and
+--if-value make it conditional, as for put (exit 6 if the condition does
+not hold).`,
+			Example: `  shardkv delete greeting
+  shardkv delete lock --if-value me   # release the lock only if still mine`,
+		}, false, func(c *client.Client, ctx context.Context, key, _ []byte, opts ...client.WriteOption) (client.WriteResult, error) {
+			return c.Delete(ctx, key, opts...)
 		}),
 	}
-	w.register(cmd.Flags(), true)
-	return setExitCodes(cmd, writeExitCodes)
+}
+
+// newWriteCmd makes doc (its usage and help) a write command. It takes
+// KEY, and VALUE too if withValue, and makes the write through a client
+// limited by the write flags.
+func newWriteCmd(doc *cobra.Command, withValue bool, write writeFunc) *cobra.Command {
+	w := &writeFlags{}
+	doc.Args = cobra.ExactArgs(1)
+	if withValue {
+		doc.Args = cobra.ExactArgs(2)
+	}
+	doc.RunE = w.run(write)
+	w.register(doc.Flags(), withValue)
+	return setExitCodes(doc, writeExitCodes)
 }
 
 // writeFlags are the flags of put, append and delete.
@@ -73,7 +106,7 @@ func (w *writeFlags) conditions(f *pflag.FlagSet) ([]client.WriteOption, error) 
 }
 
 // writeFunc is a write of key (and value) by c.
-type writeFunc func(ctx context.Context, c *client.Client, key, value []byte, opts ...client.WriteOption) (client.WriteResult, error)
+type writeFunc func(c *client.Client, ctx context.Context, key, value []byte, opts ...client.WriteOption) (client.WriteResult, error)
 
 // conditionFailed is the exit-6 error of a write whose condition did not
 // hold.
@@ -106,7 +139,7 @@ func (w *writeFlags) run(write writeFunc) func(*cobra.Command, []string) error {
 				return err
 			}
 			defer c.Close()
-			res, err := write(ctx, c, []byte(args[0]), value, opts...)
+			res, err := write(c, ctx, []byte(args[0]), value, opts...)
 			if err == nil && !res.Succeeded {
 				return conditionFailed([]byte(args[0]), res)
 			}
