@@ -422,7 +422,7 @@ func liveBytes(e *storage.Engine, r cluster.Replica) (int, error) {
 	}
 	logPrefix := append([]byte{'r'}, rep.StateKey()[1:]...)
 	logPrefix = append(logPrefix, 'l')
-	spans = append(spans, [2][]byte{logPrefix, storage.PrefixEnd(logPrefix)})
+	spans = append(spans, [2][]byte{logPrefix, kvpb.PrefixEnd(logPrefix)})
 	n := 0
 	for _, sp := range spans {
 		it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: sp[0], UpperBound: sp[1]})

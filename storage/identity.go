@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/shardkv/shardkv/api/kvpb"
 )
 
 // Identity is who a replica is, persisted when it is first started and
@@ -216,7 +218,7 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 // entries) is stored for r.
 func (e *Engine) hasRaftState(r Replica) (bool, error) {
 	lo := r.prefix(kindRaft)
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: PrefixEnd(lo)})
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: kvpb.PrefixEnd(lo)})
 	if err != nil {
 		return false, err
 	}

@@ -472,6 +472,233 @@ func (x *WriteReply) GetValueReturned() bool {
 	return false
 }
 
+type ListRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shards are the shards to read, each once: those the caller's
+	// configuration gives this group. One not served here at the read point
+	// fails the request (WRONG_GROUP: re-read the configuration; NOT_READY:
+	// arriving, retry); none is MALFORMED.
+	Shards []uint32 `protobuf:"varint,1,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	Start  []byte   `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"` // the first key of the range (inclusive); empty: from the first key
+	End    []byte   `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`     // the end of the range (exclusive); empty: no end
+	// after is the cursor: only keys greater than it are listed (the last
+	// key of the previous page); empty: none.
+	After []byte `protobuf:"bytes,4,opt,name=after,proto3" json:"after,omitempty"`
+	Limit uint32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"` // at most this many keys; 0: no count limit (max_bytes still bounds the reply)
+	// max_bytes bounds the keys' and values' bytes in the reply (about: the
+	// reply stops after the key that reaches it, so it always holds at least
+	// one key when any is left); 0 or above 4 MiB: 4 MiB.
+	MaxBytes uint64 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// keys_only lists keys without values or versions (the server does not
+	// read them).
+	KeysOnly      bool `protobuf:"varint,7,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListRequest) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *ListRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *ListRequest) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *ListRequest) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *ListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListRequest) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *ListRequest) GetKeysOnly() bool {
+	if x != nil {
+		return x.KeysOnly
+	}
+	return false
+}
+
+// KeyValue is one listed key.
+type KeyValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`      // empty with keys_only
+	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"` // the key's version (1 at creation, +1 per put or append); 0 with keys_only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyValue) Reset() {
+	*x = KeyValue{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyValue) ProtoMessage() {}
+
+func (x *KeyValue) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
+func (*KeyValue) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *KeyValue) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *KeyValue) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *KeyValue) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type ListReply struct {
+	state  protoimpl.MessageState   `protogen:"open.v1"`
+	Header *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // who answered, from which applied index
+	Kvs    []*KeyValue              `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`       // in byte order, all of the shards asked for merged
+	// more is set when the reply stopped at limit or max_bytes with keys of
+	// the range still to come: the keys after the last one here were not
+	// read. Unset, the reply holds every key of the range after the cursor.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReply) Reset() {
+	*x = ListReply{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReply) ProtoMessage() {}
+
+func (x *ListReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
+func (*ListReply) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListReply) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *ListReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// digests asks for a hash of every shard's data and duplicate table.
@@ -483,7 +710,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	mi := &file_api_kvpb_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +722,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	mi := &file_api_kvpb_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +735,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StatusRequest) GetDigests() bool {
@@ -535,7 +762,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	mi := &file_api_kvpb_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +774,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	mi := &file_api_kvpb_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +787,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -609,7 +836,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +848,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +861,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusReply) GetHeader() *headerpb.ResponseHeader {
@@ -738,7 +965,23 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12%\n" +
-	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\")\n" +
+	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\"\xb3\x01\n" +
+	"\vListRequest\x12\x16\n" +
+	"\x06shards\x18\x01 \x03(\rR\x06shards\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\fR\x03end\x12\x14\n" +
+	"\x05after\x18\x04 \x01(\fR\x05after\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x1b\n" +
+	"\tmax_bytes\x18\x06 \x01(\x04R\bmaxBytes\x12\x1b\n" +
+	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\"L\n" +
+	"\bKeyValue\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\x85\x01\n" +
+	"\tListReply\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12)\n" +
+	"\x03kvs\x18\x02 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\")\n" +
 	"\rStatusRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x01(\bR\adigests\"\x8b\x01\n" +
 	"\vShardStatus\x12\x14\n" +
@@ -774,10 +1017,11 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x14SHARD_STATE_OFFERING\x10\x03\x12\x1a\n" +
 	"\x16SHARD_STATE_CONFIRMING\x10\x04\x12\x14\n" +
 	"\x10SHARD_STATE_HELD\x10\x05\x12\x19\n" +
-	"\x15SHARD_STATE_RESTORING\x10\x062\xc4\x01\n" +
+	"\x15SHARD_STATE_RESTORING\x10\x062\x82\x02\n" +
 	"\x02KV\x129\n" +
 	"\x03Get\x12\x19.shardkv.kv.v1.GetRequest\x1a\x17.shardkv.kv.v1.GetReply\x12?\n" +
-	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12B\n" +
+	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12<\n" +
+	"\x04List\x12\x1a.shardkv.kv.v1.ListRequest\x1a\x18.shardkv.kv.v1.ListReply\x12B\n" +
 	"\x06Status\x12\x1c.shardkv.kv.v1.StatusRequest\x1a\x1a.shardkv.kv.v1.StatusReplyB%Z#github.com/shardkv/shardkv/api/kvpbb\x06proto3"
 
 var (
@@ -793,7 +1037,7 @@ func file_api_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_api_kvpb_kv_proto_goTypes = []any{
 	(WriteOp)(0),                    // 0: shardkv.kv.v1.WriteOp
 	(ShardState)(0),                 // 1: shardkv.kv.v1.ShardState
@@ -801,29 +1045,36 @@ var file_api_kvpb_kv_proto_goTypes = []any{
 	(*GetReply)(nil),                // 3: shardkv.kv.v1.GetReply
 	(*WriteRequest)(nil),            // 4: shardkv.kv.v1.WriteRequest
 	(*WriteReply)(nil),              // 5: shardkv.kv.v1.WriteReply
-	(*StatusRequest)(nil),           // 6: shardkv.kv.v1.StatusRequest
-	(*ShardStatus)(nil),             // 7: shardkv.kv.v1.ShardStatus
-	(*StatusReply)(nil),             // 8: shardkv.kv.v1.StatusReply
-	(*headerpb.ResponseHeader)(nil), // 9: shardkv.header.v1.ResponseHeader
+	(*ListRequest)(nil),             // 6: shardkv.kv.v1.ListRequest
+	(*KeyValue)(nil),                // 7: shardkv.kv.v1.KeyValue
+	(*ListReply)(nil),               // 8: shardkv.kv.v1.ListReply
+	(*StatusRequest)(nil),           // 9: shardkv.kv.v1.StatusRequest
+	(*ShardStatus)(nil),             // 10: shardkv.kv.v1.ShardStatus
+	(*StatusReply)(nil),             // 11: shardkv.kv.v1.StatusReply
+	(*headerpb.ResponseHeader)(nil), // 12: shardkv.header.v1.ResponseHeader
 }
 var file_api_kvpb_kv_proto_depIdxs = []int32{
-	9, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	0, // 1: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
-	9, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	1, // 3: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
-	9, // 4: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	7, // 5: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
-	2, // 6: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
-	4, // 7: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
-	6, // 8: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
-	3, // 9: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
-	5, // 10: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
-	8, // 11: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	12, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	0,  // 1: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
+	12, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	12, // 3: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	7,  // 4: shardkv.kv.v1.ListReply.kvs:type_name -> shardkv.kv.v1.KeyValue
+	1,  // 5: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
+	12, // 6: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	10, // 7: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
+	2,  // 8: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
+	4,  // 9: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
+	6,  // 10: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
+	9,  // 11: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
+	3,  // 12: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
+	5,  // 13: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
+	8,  // 14: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
+	11, // 15: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_kvpb_kv_proto_init() }
@@ -838,7 +1089,7 @@ func file_api_kvpb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_kvpb_kv_proto_rawDesc), len(file_api_kvpb_kv_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

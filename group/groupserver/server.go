@@ -275,6 +275,32 @@ func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 	return &kvpb.GetReply{Header: s.header(), Value: v, Found: version > 0, Version: version}, nil
 }
 
+// List implements kvpb.KVServer: the shards named, read at one
+// linearizable point of the group (a read index, then the state machine
+// checks it serves them all; see group.StateMachine.List).
+func (s *Server) List(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
+	start := time.Now()
+	reply, err := s.list(ctx, req)
+	s.cfg.Metrics.observe("list", err, start)
+	return reply, kvpb.Errors.ToStatus(err)
+}
+
+func (s *Server) list(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
+	// Fail fast on a bad request; ownership is the applied state's to
+	// decide, after the read index.
+	if err := s.cfg.Limits.CheckList(req); err != nil {
+		return nil, err
+	}
+	if err := s.node.ReadIndex(ctx); err != nil {
+		return nil, err
+	}
+	kvs, more, err := s.sm.List(req)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.ListReply{Header: s.header(), Kvs: kvs, More: more}, nil
+}
+
 // Write implements kvpb.KVServer.
 func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
 	start := time.Now()
