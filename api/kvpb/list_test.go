@@ -13,3 +13,23 @@ func TestPrefixEnd(t *testing.T) {
 		}
 	}
 }
+
+func TestListFrom(t *testing.T) {
+	for _, tc := range []struct{ start, after, want string }{
+		{"", "", ""},
+		{"b", "", "b"},
+		{"", "a", "a\x00"},
+		{"b", "a", "b"},
+		{"a", "a", "a\x00"},
+		{"a\x00", "a", "a\x00"},
+		{"a", "b", "b\x00"},
+	} {
+		req := &ListRequest{Start: []byte(tc.start), After: []byte(tc.after)}
+		if got := ListFrom(req); string(got) != tc.want {
+			t.Errorf("ListFrom(start %q, after %q) = %q, want %q", tc.start, tc.after, got, tc.want)
+		}
+		if string(req.After) != tc.after {
+			t.Errorf("ListFrom changed the request's cursor to %q", req.After)
+		}
+	}
+}
