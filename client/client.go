@@ -19,6 +19,19 @@
 //	res, err := c.Put(ctx, key, next(got.Value), client.IfVersion(got.Version))
 //	// !res.Succeeded: someone wrote in between; read again and retry.
 //
+// # Listing
+//
+// List returns the keys of a range or prefix in byte order, a page at a
+// time, with their values and versions (or keys alone), from every shard:
+//
+//	page, err := c.List(ctx, client.WithPrefix([]byte("user/")), client.WithLimit(100))
+//	// page.KVs; while page.More: c.List(ctx, ..., client.After(page.Next))
+//
+// Each group reads its part of a page at a linearizable point; a page is
+// not one snapshot of the whole store (see List for what holds). A
+// listing through pages returns no key twice, and every key that existed
+// throughout, across shard moves.
+//
 // A Client routes each key to its shard (config.ShardOf), the shard to
 // its group by the controller's configuration, and the request to the
 // group's leader. It caches the configuration and each group's leader,
@@ -48,6 +61,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,6 +109,10 @@ type options struct {
 // limits are the size limits checked before sending; zero means the
 // default.
 type limits struct{ maxKey, maxValue int }
+
+func (l limits) maxKeyBytes() int {
+	return cmp.Or(l.maxKey, kvpb.DefaultMaxKeySize)
+}
 
 func (l limits) maxValueBytes() int {
 	if l.maxValue == 0 {
@@ -259,12 +277,27 @@ func (c *Client) refresh(ctx context.Context) error {
 	return nil
 }
 
-// route returns the group that owns key's shard and its replicas.
-func (c *Client) route(key []byte) (gid uint64, addrs []string, first int) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	gid = c.cfg.Shards[config.ShardOf(key, c.numShards)]
-	return gid, c.cfg.Groups[gid], c.leaders[gid]
+// A target is the group an attempt goes to: its id, its replicas, and the
+// index of the one last seen leading.
+type target struct {
+	gid   uint64
+	addrs []string
+	first int
+}
+
+// targetOf returns the target of group gid by the current configuration;
+// the caller holds c.mu.
+func (c *Client) targetOf(gid uint64) target {
+	return target{gid: gid, addrs: c.cfg.Groups[gid], first: c.leaders[gid]}
+}
+
+// keyRoute routes to the group that owns key's shard.
+func (c *Client) keyRoute(key []byte) func() (target, error) {
+	return func() (target, error) {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return c.targetOf(c.cfg.Shards[config.ShardOf(key, c.numShards)]), nil
+	}
 }
 
 func (c *Client) kv(addr string) (kvpb.KVClient, error) {
@@ -373,12 +406,25 @@ func definitelyNotApplied(err error) bool {
 // definitively, or ctx ends. maybeApplied is set once an attempt of a write
 // may have reached a log without a definitive answer.
 func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
+	return c.doRouted(ctx, c.keyRoute(key), true, attempt)
+}
+
+// doRouted runs attempt against the group route names, as do, asking route
+// again at every round (after a configuration is re-read, it may name
+// another group); an error of route ends it. hedged cuts each replica's
+// first attempt short (latency.hedge) and follows the attempts' latency:
+// for requests of the usual, small size.
+func (c *Client) doRouted(ctx context.Context, route func() (target, error), hedged bool, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.maxRetry)
 	defer cancel()
 	b := rpc.NewBackoff(10*time.Millisecond, 250*time.Millisecond)
 	var last error
 	for round := 0; ; round++ {
-		gid, addrs, next := c.route(key)
+		t, err := route()
+		if err != nil {
+			return maybeApplied, err
+		}
+		gid, addrs, next := t.gid, t.addrs, t.first
 		if gid == 0 || len(addrs) == 0 {
 			last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
 		}
@@ -396,7 +442,7 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 			// stopped or cut-off replica costs little; any replica serves);
 			// later rounds the full one (a loaded cluster may be slow).
 			timeout := c.opts.attemptTimeout
-			if round == 0 {
+			if round == 0 && hedged {
 				timeout = c.latency.hedge(timeout)
 			}
 			actx, acancel := context.WithTimeout(ctx, timeout)
@@ -404,7 +450,9 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 			err = attempt(actx, kv)
 			acancel()
 			if err == nil {
-				c.latency.observe(time.Since(start))
+				if hedged {
+					c.latency.observe(time.Since(start))
+				}
 				c.sawLeader(gid, idx)
 				return maybeApplied, nil
 			}
