@@ -877,3 +877,60 @@ func TestE2EConditionalWrites(t *testing.T) {
 	c.expect(6, "", []string{"it does not exist (version 0)"}, "delete", "counter", "--if-version", "2")
 	c.expect(1, "", nil, "get", "counter")
 }
+
+// TestE2EList lists through the binary: a range in pages (the cursor from
+// -o json's next, passed back with --after), get --prefix with values,
+// and the usage errors.
+func TestE2EList(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	_, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+	for _, k := range []string{"fruit/apple", "fruit/fig", "fruit/kiwi", "fruit/pear", "veg/leek"} {
+		c.ok("put", k, strings.ToUpper(k[6:]))
+	}
+	c.ok("append", "fruit/fig", "!")
+
+	var keys []string
+	after := ""
+	for pages := 0; ; pages++ {
+		out := c.ok("list", "fruit/", "fruit0", "--limit", "3", "--after", after, "-o", "json")
+		var page struct {
+			KVs   []struct{ Key []byte }
+			Count int
+			More  bool
+			Next  []byte
+		}
+		if err := json.Unmarshal([]byte(out), &page); err != nil {
+			t.Fatalf("list -o json: %q: %v", out, err)
+		}
+		for _, kv := range page.KVs {
+			keys = append(keys, string(kv.Key))
+		}
+		if !page.More {
+			if page.Next != nil || pages != 1 {
+				t.Fatalf("last page %d: next %q", pages, page.Next)
+			}
+			break
+		}
+		if page.Count != 3 || string(page.Next) != keys[len(keys)-1] {
+			t.Fatalf("page %d: %q", pages, out)
+		}
+		after = string(page.Next)
+	}
+	if got := strings.Join(keys, " "); got != "fruit/apple fruit/fig fruit/kiwi fruit/pear" {
+		t.Fatalf("listed %s", got)
+	}
+	out, errOut := c.expect(0, "", []string{"more keys follow: the next page is --after 'fruit/fig'"}, "list", "fruit/", "--limit", "2")
+	if out != "fruit/apple\nfruit/fig\n" {
+		t.Fatalf("list table: %q (stderr %q)", out, errOut)
+	}
+	if out := c.ok("get", "--prefix", "fruit/f"); !strings.Contains(out, "fruit/fig  2        FIG!") {
+		t.Fatalf("get --prefix: %q", out)
+	}
+	if out := c.ok("get", "--prefix", "none/"); out != "KEY  VERSION  VALUE\n" {
+		t.Fatalf("get --prefix of nothing: %q", out)
+	}
+	c.expect(2, "", []string{"get takes KEY or --prefix, not both"}, "get", "k", "--prefix", "fruit/")
+	c.expect(2, "", []string{"--limit and --after go with --prefix"}, "get", "k", "--limit", "2")
+}
