@@ -57,6 +57,7 @@ func (b *benchFlags) register(cmd *cobra.Command) {
 	f.DurationVar(&b.cfg.Duration, "duration", 30*time.Second, "longest measured time per run")
 	f.DurationVar(&b.cfg.Warmup, "warmup", 2*time.Second, "unmeasured warm-up per run")
 	f.Uint64Var(&b.cfg.Seed, "seed", uint64(time.Now().UnixNano()), "random seed")
+	f.IntSliceVar(&b.cfg.ServerPIDs, "server-pids", nil, "the store's process ids: report their CPU time per operation over the measured part of each run (Linux)")
 	f.BoolVar(&b.load, "load", false, "write every key once before the runs")
 	f.BoolVar(&b.leader, "leader", false, "print the address of the leader serving the probe key and exit")
 	f.BoolVar(&b.firstWrite, "first-write", false, "retry one put until it succeeds, print the seconds it took, and exit")
