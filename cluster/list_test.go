@@ -48,6 +48,19 @@ func (h *harness) listAll(cl *client.Client, limit int, between func(client.List
 	}
 }
 
+// putKeys puts n keys named by format from 0 (the i-th holding "v<i>"),
+// and returns them, key -> value.
+func (h *harness) putKeys(cl *client.Client, format string, n int) map[string]string {
+	h.t.Helper()
+	kvs := map[string]string{}
+	for i := 0; i < n; i++ {
+		k, v := fmt.Sprintf(format, i), fmt.Sprint("v", i)
+		h.put(cl, k, v)
+		kvs[k] = v
+	}
+	return kvs
+}
+
 // checkListed fails the test unless listed holds every key of want
 // (key -> value) exactly once, with its value (keysOnly: no value).
 func checkListed(t *testing.T, listed []client.KeyValue, want map[string]string, keysOnly bool) {
@@ -81,12 +94,7 @@ func TestListingDuringMigrations(t *testing.T) {
 	h := start(t, cluster.Options{Groups: 3})
 	h.join(1)
 	cl := h.client()
-	stable := map[string]string{}
-	for i := 0; i < 150; i++ {
-		k, v := fmt.Sprintf("s/%03d", i), fmt.Sprint("v", i)
-		h.put(cl, k, v)
-		stable[k] = v
-	}
+	stable := h.putKeys(cl, "s/%03d", 150)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	// Writers: keys between the stable ones, created and deleted.
@@ -189,12 +197,7 @@ func TestListingThroughMovesOfTheCursorShard(t *testing.T) {
 	h.join(1, 2)
 	h.waitSettled()
 	cl := h.client()
-	want := map[string]string{}
-	for i := 0; i < 60; i++ {
-		k, v := fmt.Sprintf("k%02d", i), fmt.Sprint("v", i)
-		h.put(cl, k, v)
-		want[k] = v
-	}
+	want := h.putKeys(cl, "k%02d", 60)
 	ctl := h.controller()
 	defer ctl.Close()
 	moves := 0

@@ -52,7 +52,8 @@ Output (-o):
 				if lf.out.format == formatRaw {
 					return usagef("-o raw prints one value: not with --prefix")
 				}
-				return lf.run(cmd, true, client.WithPrefix([]byte(prefix)))
+				lf.values = true
+				return lf.run(cmd, client.WithPrefix([]byte(prefix)))
 			}
 			if len(args) != 1 {
 				return usagef("get takes KEY, or --prefix PREFIX")

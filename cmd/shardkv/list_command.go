@@ -17,10 +17,7 @@ import (
 )
 
 func newListCmd() *cobra.Command {
-	var (
-		lf     listFlags
-		values bool
-	)
+	lf := &listFlags{}
 	cmd := &cobra.Command{
 		Use:   "list START [END]",
 		Short: "List the keys in [START, END), in byte order",
@@ -52,11 +49,11 @@ Output (-o):
 			if len(args) == 2 {
 				end = []byte(args[1])
 			}
-			return lf.run(cmd, values, client.WithRange([]byte(args[0]), end))
+			return lf.run(cmd, client.WithRange([]byte(args[0]), end))
 		},
 	}
 	lf.register(cmd.Flags(), 1000, formatTable, formatJSON)
-	cmd.Flags().BoolVar(&values, "values", false, "list values and versions too (otherwise the servers do not read them)")
+	cmd.Flags().BoolVar(&lf.values, "values", false, "list values and versions too (otherwise the servers do not read them)")
 	return setExitCodes(cmd, clientExitCodes)
 }
 
@@ -66,6 +63,7 @@ type listFlags struct {
 	maxKey int
 	limit  int
 	after  string
+	values bool // list values and versions too
 	out    *printer
 }
 
@@ -79,8 +77,8 @@ func (lf *listFlags) register(f *pflag.FlagSet, limit int, formats ...string) {
 	lf.out = newPrinter(f, formats...)
 }
 
-// run lists the keys of rng, with their values if values.
-func (lf *listFlags) run(cmd *cobra.Command, values bool, rng client.ListOption) error {
+// run lists the keys of rng.
+func (lf *listFlags) run(cmd *cobra.Command, rng client.ListOption) error {
 	if err := lf.out.check(); err != nil {
 		return err
 	}
@@ -93,7 +91,7 @@ func (lf *listFlags) run(cmd *cobra.Command, values bool, rng client.ListOption)
 			return err
 		}
 		defer c.Close()
-		v, err := list(ctx, c, lf.limit, []byte(lf.after), values, rng)
+		v, err := list(ctx, c, lf.limit, []byte(lf.after), lf.values, rng)
 		if err != nil {
 			return err
 		}
