@@ -178,11 +178,16 @@ func TestListingDuringMigrations(t *testing.T) {
 		}
 	}
 	h.waitSettled()
+	mu.Lock()
+	during := listings
+	mu.Unlock()
 	close(stop)
 	wg.Wait()
-	t.Logf("%d whole listings during the changes", listings)
-	if listings < 4 {
-		t.Fatalf("only %d listings ran during the changes", listings)
+	// The changes take seconds and a listing well under one: on a loaded
+	// machine a few listings, usually dozens.
+	t.Logf("%d whole listings ended during the changes", during)
+	if during < 2 {
+		t.Fatalf("only %d listings ended during the changes", during)
 	}
 	checkListed(t, h.listAll(cl, 1000, nil, client.WithPrefix([]byte("s/"))), stable, false)
 }
