@@ -97,7 +97,7 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 			}
 			return status.Error(codes.Unavailable, "injected reply loss")
 		}
-		if errors.Is(kvpb.Errors.FromStatus(err), group.ErrSessionExpired) {
+		if errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrSessionExpired) {
 			expired <- err
 		}
 		return err

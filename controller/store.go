@@ -105,7 +105,7 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 	last, _ := raftnode.Commands(ents, s.applied, func(i int, e raftnode.Entry) error {
 		var cmd controllerlogpb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
-			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", ErrMalformed, e.Index)}
+			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", controllerpb.ErrMalformed, e.Index)}
 			return nil
 		}
 		results[i] = s.state.Apply(&cmd)

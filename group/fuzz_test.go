@@ -14,7 +14,7 @@ import (
 
 // FuzzApplyCommand feeds arbitrary bytes to the state machine as a log
 // entry: it must never panic or fail its storage, an undecodable entry must
-// answer ErrMalformed and change nothing, and whatever it applies must keep
+// answer kvpb.ErrMalformed and change nothing, and whatever it applies must keep
 // every key in the shard it hashes to.
 func FuzzApplyCommand(f *testing.F) {
 	for _, c := range []*grouppb.Command{
@@ -48,7 +48,7 @@ func FuzzApplyCommand(f *testing.F) {
 		}
 		var cmd grouppb.Command
 		if proto.Unmarshal(data, &cmd) != nil {
-			if outcome, _ := res[0].(error); !errors.Is(outcome, ErrMalformed) {
+			if outcome, _ := res[0].(error); !errors.Is(outcome, kvpb.ErrMalformed) {
 				t.Fatalf("undecodable entry answered %v", res[0])
 			}
 			if _, after, _ := r.sm.Digests(); fmt.Sprint(after) != fmt.Sprint(before) {

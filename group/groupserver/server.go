@@ -210,7 +210,7 @@ func (s *Server) submit(ctx context.Context, cmd *grouppb.Command) (*raftnode.Pe
 	cmd.Stamp = s.clock.Stamp(s.sm.Now())
 	data, err := proto.Marshal(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", group.ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", kvpb.ErrMalformed, err)
 	}
 	return s.node.Submit(ctx, data)
 }
