@@ -33,10 +33,10 @@ func TestErrorClasses(t *testing.T) {
 		{notApplied: true, next: rereadConfig, errs: []error{kvpb.ErrWrongGroup}},
 		{notApplied: false, next: rereadConfig, errs: []error{kvpb.ErrStaleConfig}},
 		{notApplied: true, next: waitAndRetry, errs: []error{kvpb.ErrNotReady}},
-		{notApplied: true, next: final, errs: []error{kvpb.ErrSessionExpired, rpcerr.ErrNoSpace}},
-		{notApplied: false, next: final, errs: []error{kvpb.ErrStaleRequest}},
+		{notApplied: true, next: final, errs: []error{rpcerr.ErrSessionExpired, rpcerr.ErrNoSpace}},
+		{notApplied: false, next: final, errs: []error{rpcerr.ErrStaleRequest}},
 		{notApplied: false, next: final, deterministic: true, errs: []error{
-			kvpb.ErrKeyTooLarge, kvpb.ErrValueTooLarge, kvpb.ErrEmptyKey, kvpb.ErrMalformed,
+			kvpb.ErrKeyTooLarge, kvpb.ErrValueTooLarge, kvpb.ErrEmptyKey, rpcerr.ErrMalformed,
 			tooLarge(status.Error(codes.ResourceExhausted, "grpc: received message larger than max"))}},
 	} {
 		for _, e := range class.errs {

@@ -577,7 +577,7 @@ func TestBadRequestsToServers(t *testing.T) {
 		}
 		for _, op := range []kvpb.WriteOp{42, kvpb.WriteOp_WRITE_OP_UNSPECIFIED} {
 			_, err = kv.Write(h.ctx, &kvpb.WriteRequest{Op: op, Key: []byte("k"), Value: []byte("x"), ClientId: 5, Seq: 1})
-			if err = kvpb.Errors.FromStatus(err); !errors.Is(err, kvpb.ErrMalformed) && !errors.Is(err, rpcerr.ErrNotLeader) {
+			if err = kvpb.Errors.FromStatus(err); !errors.Is(err, rpcerr.ErrMalformed) && !errors.Is(err, rpcerr.ErrNotLeader) {
 				t.Fatalf("write op %d: %v", op, err)
 			}
 		}

@@ -32,7 +32,7 @@
 // instead of applying it again. A client opens its session first
 // (OpenSession, idempotent); a change in a session the state does not know
 // (never opened, or forgotten) is refused with
-// controllerpb.ErrSessionExpired and never applied, since it may retry a
+// rpcerr.ErrSessionExpired and never applied, since it may retry a
 // change applied before the session was forgotten (Raft dissertation,
 // section 6.3). Sessions idle for longer than SessionTTL of replicated time
 // (see package session) are forgotten.

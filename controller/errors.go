@@ -2,6 +2,7 @@ package controller
 
 import (
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/session"
 )
 
@@ -10,7 +11,7 @@ import (
 var codes = session.Outcomes{nil,
 	controllerpb.ErrNotInitialized, controllerpb.ErrInvalidGroup, controllerpb.ErrGroupExists,
 	controllerpb.ErrUnknownGroup, controllerpb.ErrUnknownShard, controllerpb.ErrWouldOrphan,
-	controllerpb.ErrInvalidShards, controllerpb.ErrStaleRequest, controllerpb.ErrBadReplica,
+	controllerpb.ErrInvalidShards, rpcerr.ErrStaleRequest, controllerpb.ErrBadReplica,
 	controllerpb.ErrReplicaUnreachable}
 
 // RefusalCode is the code a leader's verdict on a change carries in the log

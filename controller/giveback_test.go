@@ -9,6 +9,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 )
 
@@ -140,7 +141,7 @@ func TestJoinRefusalIsRemembered(t *testing.T) {
 	if r := s.Apply(join(9, 2, map[uint64][]string{2: {"b:1"}})); !errors.Is(r.Err, controllerpb.ErrReplicaUnreachable) {
 		t.Fatalf("retry of the refused join: %+v", r)
 	}
-	if r := s.Apply(refused(3, RefusalCode(controllerpb.ErrUnknownShard))); !errors.Is(r.Err, controllerpb.ErrMalformed) {
+	if r := s.Apply(refused(3, RefusalCode(controllerpb.ErrUnknownShard))); !errors.Is(r.Err, rpcerr.ErrMalformed) {
 		t.Fatalf("refusal with a code that is not a check's: %+v", r)
 	}
 	if cfg, _ := s.Latest(); cfg.Num != 1 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 	"github.com/shardkv/shardkv/session"
 )
@@ -97,24 +98,24 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 	}
 	sess := sessionOf(cmd)
 	if sess == nil {
-		return Result{Err: fmt.Errorf("%w: empty command", controllerpb.ErrMalformed)}
+		return Result{Err: fmt.Errorf("%w: empty command", rpcerr.ErrMalformed)}
 	}
 	prev, ok := s.sessions[sess.GetClientId()]
 	if sess.GetClientId() != 0 && sess.GetSeq() == 0 {
-		return Result{Err: fmt.Errorf("%w: sequence 0 is the session's opening, not a change", controllerpb.ErrStaleRequest)}
+		return Result{Err: fmt.Errorf("%w: sequence 0 is the session's opening, not a change", rpcerr.ErrStaleRequest)}
 	}
 	if !ok && sess.GetClientId() != 0 {
 		// Never opened, or expired: it may retry a change applied before
 		// the session expired (Raft dissertation, section 6.3). Nothing is
 		// remembered.
-		return Result{Err: fmt.Errorf("%w: client %d sequence %d", controllerpb.ErrSessionExpired, sess.GetClientId(), sess.GetSeq())}
+		return Result{Err: fmt.Errorf("%w: client %d sequence %d", rpcerr.ErrSessionExpired, sess.GetClientId(), sess.GetSeq())}
 	}
 	if ok && sess.GetClientId() != 0 {
 		switch {
 		case sess.GetSeq() == prev.seq:
 			return Result{ConfigNum: prev.configNum, Err: prev.err}
 		case sess.GetSeq() < prev.seq:
-			return Result{Err: controllerpb.ErrStaleRequest}
+			return Result{Err: rpcerr.ErrStaleRequest}
 		}
 	}
 	if len(s.configs) == 0 {
@@ -159,7 +160,7 @@ func refusalError(r *controllerlogpb.CheckRefusal) error {
 	case controllerpb.ErrBadReplica, controllerpb.ErrReplicaUnreachable:
 		return fmt.Errorf("%w: %s", e, r.GetReason())
 	}
-	return fmt.Errorf("%w: refusal code %d", controllerpb.ErrMalformed, r.GetCode())
+	return fmt.Errorf("%w: refusal code %d", rpcerr.ErrMalformed, r.GetCode())
 }
 
 // JoinToCheck returns the groups of join that the latest configuration

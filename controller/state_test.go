@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 )
 
@@ -70,12 +71,12 @@ func TestStateCommands(t *testing.T) {
 		wantErr error
 		wantNum uint64
 	}{
-		{"a session never opened", join(9, 2, map[uint64][]string{1: {"a1", "a2"}}), controllerpb.ErrSessionExpired, 0},
+		{"a session never opened", join(9, 2, map[uint64][]string{1: {"a1", "a2"}}), rpcerr.ErrSessionExpired, 0},
 		{"join 1", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
 		{"retry of join 1 is not applied again", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
 		{"join 2 and 3", join(2, 1, map[uint64][]string{2: {"b"}, 3: {"c"}}), nil, 2},
 		{"rejoin with same addresses changes nothing", join(2, 2, map[uint64][]string{2: {"b"}}), nil, 2},
-		{"older request of the client", join(2, 1, map[uint64][]string{9: {"z"}}), controllerpb.ErrStaleRequest, 0},
+		{"older request of the client", join(2, 1, map[uint64][]string{9: {"z"}}), rpcerr.ErrStaleRequest, 0},
 		{"rejoin with other addresses", join(2, 3, map[uint64][]string{2: {"x"}}), controllerpb.ErrGroupExists, 2},
 		{"group 0", join(2, 4, map[uint64][]string{0: {"x"}}), controllerpb.ErrInvalidGroup, 2},
 		{"no addresses", join(2, 5, map[uint64][]string{4: nil}), controllerpb.ErrInvalidGroup, 2},
@@ -155,7 +156,7 @@ func TestNotInitializedIsNotRemembered(t *testing.T) {
 func TestSessionsMustBeOpened(t *testing.T) {
 	var s State
 	s.Apply(initCmd(4))
-	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, controllerpb.ErrSessionExpired) {
+	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, rpcerr.ErrSessionExpired) {
 		t.Fatalf("change in an unopened session: %+v", r)
 	}
 	if c, _ := s.Latest(); c.Num != 0 {
@@ -169,7 +170,7 @@ func TestSessionsMustBeOpened(t *testing.T) {
 	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); r.Err != nil || r.ConfigNum != 1 {
 		t.Fatalf("retry of the first change after a repeated opening: %+v", r)
 	}
-	if r := s.Apply(leave(5, 0, false, 1)); !errors.Is(r.Err, controllerpb.ErrStaleRequest) {
+	if r := s.Apply(leave(5, 0, false, 1)); !errors.Is(r.Err, rpcerr.ErrStaleRequest) {
 		t.Fatalf("sequence 0: %+v", r)
 	}
 	if r := s.Apply(openCmd(0)); r.Err == nil {

@@ -6,6 +6,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
@@ -40,7 +41,7 @@ func (sm *StateMachine) restoreShard(a *apply, in *grouppb.InsertShard, now int6
 	// Checked whole before anything changes, as insertShard.
 	switch {
 	case in.GetChunk() == 0 && (len(in.GetKvs()) > 0 || len(in.GetSessions()) > 0 || in.GetLast()):
-		return fmt.Errorf("%w: chunk 0 of a restore carries data", kvpb.ErrMalformed), nil
+		return fmt.Errorf("%w: chunk 0 of a restore carries data", rpcerr.ErrMalformed), nil
 	case in.GetChunk() == 0 && m.state == Serving:
 		dl, dh, sl, sh := sm.shardSpans(shard)
 		for _, span := range [][2][]byte{{dl, dh}, {sl, sh}} {
@@ -62,7 +63,7 @@ func (sm *StateMachine) restoreShard(a *apply, in *grouppb.InsertShard, now int6
 	}
 	for _, kv := range in.GetKvs() {
 		if controller.ShardOf(kv.GetKey(), len(sm.meta.shards)) != shard {
-			return fmt.Errorf("%w: key of another shard in shard %d", kvpb.ErrMalformed, shard), nil
+			return fmt.Errorf("%w: key of another shard in shard %d", rpcerr.ErrMalformed, shard), nil
 		}
 	}
 	if in.GetChunk() == 0 {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
@@ -40,7 +41,7 @@ func TestRestoreFillsOnlyEmptyShardsAndServesWhenDone(t *testing.T) {
 		"another group's":     {restoreCmd(1, 1, 0, false), kvpb.ErrWrongGroup},
 		"other configuration": {restoreCmd(2, 0, 0, false), kvpb.ErrStaleConfig},
 		"not started":         {restoreCmd(1, 0, 1, true, k0, "x"), kvpb.ErrStaleConfig},
-		"data in chunk 0":     {restoreCmd(1, 0, 0, false, k0, "x"), kvpb.ErrMalformed},
+		"data in chunk 0":     {restoreCmd(1, 0, 0, false, k0, "x"), rpcerr.ErrMalformed},
 		"start of shard 3":    {restoreCmd(1, 3, 0, false), nil},
 	} {
 		if err := r.apply(c.cmd); !errors.Is(err, c.want) || (c.want == nil && err != nil) {
@@ -48,7 +49,7 @@ func TestRestoreFillsOnlyEmptyShardsAndServesWhenDone(t *testing.T) {
 		}
 	}
 	// Shard 3 was started by the last case: a key of shard 0 is refused.
-	if err := r.apply(restoreCmd(1, 3, 1, true, k0, "x")); !errors.Is(err, kvpb.ErrMalformed) {
+	if err := r.apply(restoreCmd(1, 3, 1, true, k0, "x")); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("key of another shard: %v", err)
 	}
 	if v, _ := r.get(used); v != "live" {

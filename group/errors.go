@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/session"
 )
 
@@ -13,7 +14,7 @@ import (
 var ErrNotEmpty = errors.New("group: shard is not empty")
 
 // outcome codes of deterministic failures, as stored in duplicate tables.
-var codes = session.Outcomes{nil, kvpb.ErrValueTooLarge, kvpb.ErrKeyTooLarge, kvpb.ErrMalformed}
+var codes = session.Outcomes{nil, kvpb.ErrValueTooLarge, kvpb.ErrKeyTooLarge, rpcerr.ErrMalformed}
 
 func errorCode(err error) uint32 { return codes.Code(err) }
 

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
@@ -46,7 +47,7 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 	case sm.blocked(next):
 		return fmt.Errorf("%w: configuration %d still migrating", kvpb.ErrNotReady, cur.Num), nil
 	case len(next.Shards) == 0 || (len(sm.meta.shards) > 0 && len(next.Shards) != len(sm.meta.shards)):
-		return fmt.Errorf("%w: configuration %d has %d shards", kvpb.ErrMalformed, next.Num, len(next.Shards)), nil
+		return fmt.Errorf("%w: configuration %d has %d shards", rpcerr.ErrMalformed, next.Num, len(next.Shards)), nil
 	}
 	if len(sm.meta.shards) == 0 {
 		sm.meta.shards = make([]shardMeta, len(next.Shards))
@@ -57,7 +58,7 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 			// Given up at N (abandonPull) because its old owner took it
 			// back, which only a configuration giving it to that owner
 			// allows: never this one.
-			return fmt.Errorf("%w: configuration %d gives this group shard %d, given up at %d", kvpb.ErrMalformed, next.Num, s, cur.Num), nil
+			return fmt.Errorf("%w: configuration %d gives this group shard %d, given up at %d", rpcerr.ErrMalformed, next.Num, s, cur.Num), nil
 		}
 	}
 	for s := range next.Shards {
@@ -142,7 +143,7 @@ func (sm *StateMachine) insertShard(a *apply, in *grouppb.InsertShard, now int64
 	}
 	for _, kv := range in.GetKvs() {
 		if controller.ShardOf(kv.GetKey(), len(sm.meta.shards)) != shard {
-			return fmt.Errorf("%w: key of another shard in shard %d", kvpb.ErrMalformed, shard), nil
+			return fmt.Errorf("%w: key of another shard in shard %d", rpcerr.ErrMalformed, shard), nil
 		}
 	}
 	if in.GetChunk() == 0 {

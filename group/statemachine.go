@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
@@ -162,7 +163,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	last, err := raftnode.Commands(ents, sm.applied, func(i int, e raftnode.Entry) error {
 		var cmd grouppb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
-			results[i] = fmt.Errorf("%w: entry %d: %v", kvpb.ErrMalformed, e.Index, err)
+			results[i] = fmt.Errorf("%w: entry %d: %v", rpcerr.ErrMalformed, e.Index, err)
 			return nil
 		}
 		res, err := sm.applyCommand(a, &cmd)
@@ -230,7 +231,7 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 	case *grouppb.Command_Restore:
 		return sm.restoreShard(a, op.Restore, sm.now)
 	}
-	return kvpb.ErrMalformed, nil
+	return rpcerr.ErrMalformed, nil
 }
 
 // shardOf returns the key's shard, or -1 before the first configuration.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
@@ -454,7 +455,7 @@ func TestGiveBack(t *testing.T) {
 	// A configuration that gave it back to this group cannot follow (the
 	// old owner took it back only because the next one gives it to the
 	// old owner): refused, nothing changes.
-	if err := g2.apply(config(3, c2...)); !errors.Is(err, kvpb.ErrMalformed) {
+	if err := g2.apply(config(3, c2...)); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("configuration giving the abandoned shard back: %v", err)
 	}
 	if err := g2.apply(config(3, c3...)); err != nil {
@@ -504,7 +505,7 @@ func TestExactlyOnceAndLimits(t *testing.T) {
 	if v, _ := r.get("k"); v != "" {
 		t.Fatalf("value %q", v)
 	}
-	if err := r.apply(appendCmd("k", "z", 5, 1)); !errors.Is(err, kvpb.ErrStaleRequest) {
+	if err := r.apply(appendCmd("k", "z", 5, 1)); !errors.Is(err, rpcerr.ErrStaleRequest) {
 		t.Fatalf("older request: %v", err)
 	}
 	for _, tc := range []struct {
@@ -525,11 +526,11 @@ func TestExactlyOnceAndLimits(t *testing.T) {
 	if v, _ := r.get("k"); v != "" {
 		t.Fatalf("oversized put changed the value to %q", v)
 	}
-	if err := r.apply(&grouppb.Command{}); !errors.Is(err, kvpb.ErrMalformed) {
+	if err := r.apply(&grouppb.Command{}); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("empty command: %v", err)
 	}
 	// A write that names no op is malformed, never a put.
-	if err := r.apply(write(kvpb.WriteOp_WRITE_OP_UNSPECIFIED, "k", "v", 9, 2)); !errors.Is(err, kvpb.ErrMalformed) {
+	if err := r.apply(write(kvpb.WriteOp_WRITE_OP_UNSPECIFIED, "k", "v", 9, 2)); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("write without an op: %v", err)
 	}
 	if v, _ := r.get("k"); v != "" {
@@ -668,7 +669,7 @@ func TestClockJumpDoesNotApplyRetryTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.stamp = T + 3000
-	if err := r.apply(appendCmd("k", "x", 42, 7)); !errors.Is(err, kvpb.ErrSessionExpired) {
+	if err := r.apply(appendCmd("k", "x", 42, 7)); !errors.Is(err, rpcerr.ErrSessionExpired) {
 		t.Fatalf("retry after the session expired: %v, want ErrSessionExpired", err)
 	}
 	if v, _ := r.get("k"); v != "x" {
@@ -743,7 +744,7 @@ func TestSessionsMustBeOpened(t *testing.T) {
 	if err := r.apply(config(1, all(1)...)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.applyEntry(appendCmd("k", "x", 7, 1)); !errors.Is(err, kvpb.ErrSessionExpired) {
+	if err := r.applyEntry(appendCmd("k", "x", 7, 1)); !errors.Is(err, rpcerr.ErrSessionExpired) {
 		t.Fatalf("write in an unopened session: %v", err)
 	}
 	if v, _ := r.get("k"); v != "<none>" {
@@ -767,7 +768,7 @@ func TestSessionsMustBeOpened(t *testing.T) {
 	if v, _ := r.get("k"); v != "x" {
 		t.Fatalf("value %q, want x", v)
 	}
-	if err := r.applyEntry(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 7, 3)); !errors.Is(err, kvpb.ErrMalformed) {
+	if err := r.applyEntry(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 7, 3)); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("opening with a sequence number: %v", err)
 	}
 }
@@ -804,7 +805,7 @@ func TestRefusedChunkChangesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := r.apply(chunk(0, keyIn(3, 0))); !errors.Is(err, kvpb.ErrMalformed) {
+	if err := r.apply(chunk(0, keyIn(3, 0))); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("chunk with a key of another shard: %v", err)
 	}
 	reopened, err := Open(e, id, Limits{})

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
 
@@ -139,7 +140,7 @@ func TestConditionalWrites(t *testing.T) {
 		cond(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 2, 0), version(0), nil),
 		cond(put("k", "x", 1, 13), nil, []byte("123456789")),
 	} {
-		want := kvpb.ErrMalformed
+		want := rpcerr.ErrMalformed
 		if len(bad.GetWrite().GetIfValue()) > 8 {
 			want = kvpb.ErrValueTooLarge
 		}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -107,7 +108,7 @@ func (s *Server) RestoreShard(ctx context.Context, num uint64, shard int, chunks
 			return nil
 		case perr == nil || !errors.Is(err, perr):
 			return err // the backup's own (a damaged file): not retried
-		case errors.Is(perr, group.ErrNotEmpty), errors.Is(perr, kvpb.ErrWrongGroup), errors.Is(perr, kvpb.ErrMalformed):
+		case errors.Is(perr, group.ErrNotEmpty), errors.Is(perr, kvpb.ErrWrongGroup), errors.Is(perr, rpcerr.ErrMalformed):
 			return fmt.Errorf("%w: group %d shard %d: %w", ErrRestoreRefused, s.cfg.GID, shard, perr)
 		case ctx.Err() != nil:
 			return fmt.Errorf("restore group %d shard %d: %w (last error: %w)", s.cfg.GID, shard, ctx.Err(), err)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
@@ -210,7 +211,7 @@ func (s *Server) submit(ctx context.Context, cmd *grouppb.Command) (*raftnode.Pe
 	cmd.Stamp = s.clock.Stamp(s.sm.Now())
 	data, err := proto.Marshal(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", kvpb.ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", rpcerr.ErrMalformed, err)
 	}
 	return s.node.Submit(ctx, data)
 }
