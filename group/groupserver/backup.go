@@ -15,21 +15,15 @@ import (
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
-// backupService serves grouppb.Backup: shards read for a backup. It
-// proposes nothing, so it cannot change anything.
-type backupService struct {
-	grouppb.UnimplementedBackupServer
-	s *Server
-}
-
-// ReadShards implements grouppb.BackupServer. The read index makes the
+// ReadShards implements grouppb.BackupServer: shards read for a backup. It
+// proposes nothing, so it cannot change anything. The read index makes the
 // export linearizable: it reflects every write acknowledged before the
 // call, by this group or (through the handoff) by any earlier owner of the
-// shards, and the group was at the backup's configuration, serving them,
-// at the applied index it reflects. Any replica answers (a follower
-// confirms the read index with its leader, as for a Get).
-func (b backupService) ReadShards(req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
-	s := b.s
+// shards, and the group was at the backup's configuration, serving them, at
+// the applied index it reflects. Any replica answers (a follower confirms
+// the read index with its leader, as for a Get).
+func (in internalAPI) ReadShards(req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
+	s := in.s
 	if err := s.isGroup(req.GetGroup()); err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
