@@ -20,6 +20,7 @@ type benchFlags struct {
 	workloads, clients, dist string
 	cfg                      bench.Config
 	load, leader, firstWrite bool
+	etcdConns                int
 	out                      *printer
 }
 
@@ -57,7 +58,9 @@ func (b *benchFlags) register(cmd *cobra.Command) {
 	f.DurationVar(&b.cfg.Duration, "duration", 30*time.Second, "longest measured time per run")
 	f.DurationVar(&b.cfg.Warmup, "warmup", 2*time.Second, "unmeasured warm-up per run")
 	f.Uint64Var(&b.cfg.Seed, "seed", uint64(time.Now().UnixNano()), "random seed")
+	f.IntSliceVar(&b.cfg.ServerPIDs, "server-pids", nil, "the store's process ids: report their CPU time per operation over the measured part of each run (Linux)")
 	f.BoolVar(&b.load, "load", false, "write every key once before the runs")
+	f.IntVar(&b.etcdConns, "etcd-conns", 8, "etcd target: connections to the etcd leader the load goes through (0: the client's own balancing over --endpoints)")
 	f.BoolVar(&b.leader, "leader", false, "print the address of the leader serving the probe key and exit")
 	f.BoolVar(&b.firstWrite, "first-write", false, "retry one put until it succeeds, print the seconds it took, and exit")
 	b.out = newPrinter(f, formatTable, formatJSON)
@@ -125,7 +128,13 @@ func (b *benchFlags) backend(cmd *cobra.Command) (bench.Backend, error) {
 		})
 		return s, err
 	case "etcd":
-		return bench.NewEtcd(splitList(b.endpoints))
+		conns := b.etcdConns
+		if b.leader || b.firstWrite {
+			conns = 0 // probes must survive the leader's death
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+		defer cancel()
+		return bench.NewEtcd(ctx, splitList(b.endpoints), conns)
 	}
 	return nil, usagef("--target %q: want shardkv or etcd", b.target)
 }

@@ -67,6 +67,9 @@ type Config struct {
 	Warmup      time.Duration // unmeasured operations first
 	Timeout     time.Duration // per operation (default 10s)
 	Seed        uint64
+	// ServerPIDs are the store's processes, whose CPU time over the
+	// measured part of the run is reported per operation (Linux).
+	ServerPIDs []int
 	// Progress, if set, receives progress: a bar redrawn in place when
 	// Terminal is true, a plain line every few seconds otherwise.
 	Progress io.Writer
@@ -106,6 +109,11 @@ type Result struct {
 	Throughput  float64                `json:"ops_per_second"`
 	Latency     map[string]Percentiles `json:"latency"`
 	Errors      map[string]int         `json:"errors"`
+	// ServerCPU is the CPU time Config.ServerPIDs used over the measured
+	// part of the run per measured operation, in microseconds (0 when
+	// not measured); ClientCPU the same for the load generator's process.
+	ServerCPU float64 `json:"server_cpu_us_per_op"`
+	ClientCPU float64 `json:"client_cpu_us_per_op"`
 }
 
 // Load writes every key of the key space once, with concurrency clients.
@@ -144,6 +152,11 @@ func Run(ctx context.Context, b Backend, cfg Config) (Result, error) {
 	}
 	r.measuring.Store(true)
 	start := time.Now()
+	var server *cpuMeter
+	if len(cfg.ServerPIDs) > 0 {
+		server = startCPU(cfg.ServerPIDs)
+	}
+	client := startCPU([]int{0})
 	progressDone := make(chan struct{})
 	go progress(cfg, start, &r.done, &r.stop, progressDone)
 	if cfg.Duration > 0 {
@@ -158,7 +171,9 @@ func Run(ctx context.Context, b Backend, cfg Config) (Result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	close(progressDone)
-	return r.result(elapsed), ctx.Err()
+	res := r.result(elapsed)
+	res.ServerCPU, res.ClientCPU = server.perOp(res.Ops), client.perOp(res.Ops)
+	return res, ctx.Err()
 }
 
 // run is one benchmark run: closed-loop workers and what they measured.
@@ -310,8 +325,8 @@ func progress(cfg Config, start time.Time, done *atomic.Int64, stop *atomic.Bool
 
 // WriteTable prints results as an aligned table.
 func WriteTable(w io.Writer, results []Result) {
-	fmt.Fprintf(w, "%-8s %-8s %7s %9s %10s  %-6s %8s %8s %8s %8s  %s\n",
-		"backend", "workload", "clients", "ops", "ops/s", "op", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors")
+	fmt.Fprintf(w, "%-8s %-8s %7s %9s %10s %9s %9s  %-6s %8s %8s %8s %8s  %s\n",
+		"backend", "workload", "clients", "ops", "ops/s", "srv µs/op", "gen µs/op", "op", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors")
 	for _, r := range results {
 		ops := make([]string, 0, len(r.Latency))
 		for op := range r.Latency {
@@ -326,9 +341,9 @@ func WriteTable(w io.Writer, results []Result) {
 		for i, op := range ops {
 			p := r.Latency[op]
 			if i == 0 {
-				fmt.Fprintf(w, "%-8s %-8s %7d %9d %10.0f  ", r.Backend, r.Workload, r.Concurrency, r.Ops, r.Throughput)
+				fmt.Fprintf(w, "%-8s %-8s %7d %9d %10.0f %9.0f %9.0f  ", r.Backend, r.Workload, r.Concurrency, r.Ops, r.Throughput, r.ServerCPU, r.ClientCPU)
 			} else {
-				fmt.Fprintf(w, "%-8s %-8s %7s %9s %10s  ", "", "", "", "", "")
+				fmt.Fprintf(w, "%-8s %-8s %7s %9s %10s %9s %9s  ", "", "", "", "", "", "", "")
 			}
 			errs := ""
 			if i == 0 {

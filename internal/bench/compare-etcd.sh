@@ -42,7 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 go build -o "$WORK/shardkv" ./cmd/shardkv
-SKV="$WORK/shardkv"
+SKV="$WORK/shardkv" # the load generator and the admin commands
+# SKV_BIN runs the servers from a prebuilt binary (another revision, for
+# before/after tables); by default from the working tree.
+SRV=${SKV_BIN:-$SKV}
 
 ETCD_EPS=127.0.0.1:22379,127.0.0.1:22479,127.0.0.1:22579
 start_etcd() {
@@ -62,7 +65,7 @@ SKV_PIDS=()
 start_shardkv() { # $1 = number of groups
   rm -rf "$WORK/skv"; SKV_PIDS=()
   for i in 1 2 3; do
-    "$SKV" controller --id $i --listen 127.0.0.1:$((27099 + i)) --data "$WORK/skv/c$i" \
+    "$SRV" controller --id $i --listen 127.0.0.1:$((27099 + i)) --data "$WORK/skv/c$i" \
       --peers 1=127.0.0.1:27100,2=127.0.0.1:27101,3=127.0.0.1:27102 --log-level warn >"$WORK/c$i.log" 2>&1 &
     ALL_PIDS+=($!); SKV_PIDS+=($!); PID_OF_PORT[$((27099 + i))]=$!
   done
@@ -71,7 +74,7 @@ start_shardkv() { # $1 = number of groups
     local base=$((27100 + 10 * g)) peers=""
     for i in 1 2 3; do peers+="${peers:+,}$i=127.0.0.1:$((base + i))"; done
     for i in 1 2 3; do
-      "$SKV" server --group "$g" --id $i --listen 127.0.0.1:$((base + i)) --data "$WORK/skv/g$g-$i" \
+      "$SRV" server --group "$g" --id $i --listen 127.0.0.1:$((base + i)) --data "$WORK/skv/g$g-$i" \
         --peers "$peers" --controllers "$CTLS" --log-level warn >"$WORK/g$g-$i.log" 2>&1 &
       ALL_PIDS+=($!); SKV_PIDS+=($!); PID_OF_PORT[$((base + i))]=$!
     done
@@ -90,11 +93,7 @@ stop_shardkv() {
   for p in "${SKV_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
-# cpu_ticks: user+system CPU of processes, in clock ticks (/proc/PID/stat
-# fields 14 and 15).
-cpu_ticks() { local t=0; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-
-bench() { # target label workload clients -> one JSON file, and the servers' CPU ticks beside it
+bench() { # target label workload clients -> one JSON file; the servers' CPU is measured by bench itself
   local target=$1 label=$2 w=$3 c=$4 pids
   local args=(--workload "$w" --clients "$c" --ops "$OPS" --duration 120s --warmup 2s --keys "$KEYS" --value-size "$VALUE" -o json)
   if [ "$target" = etcd ]; then
@@ -102,9 +101,7 @@ bench() { # target label workload clients -> one JSON file, and the servers' CPU
   else
     args+=(--controllers "$CTLS"); pids=("${SKV_PIDS[@]}")
   fi
-  local before; before=$(cpu_ticks "${pids[@]}")
-  "$SKV" bench "${args[@]}" >"$OUT/$label-$w-$c-r$round.json" 2>>"$WORK/bench.log"
-  echo $(( $(cpu_ticks "${pids[@]}") - before )) >"$OUT/$label-$w-$c-r$round.cpu"
+  "$SKV" bench "${args[@]}" --server-pids "$(IFS=,; echo "${pids[*]}")" >"$OUT/$label-$w-$c-r$round.json" 2>>"$WORK/bench.log"
 }
 
 rss_kb() { local t=0; for p in "$@"; do t=$((t + $(ps -o rss= -p "$p" 2>/dev/null || echo 0))); done; echo $t; }
@@ -183,30 +180,23 @@ import json, glob, os, sys, statistics, collections
 out = sys.argv[1]
 runs = collections.defaultdict(list)
 for f in glob.glob(os.path.join(out, "*.json")):
-    label, w, c, _ = os.path.basename(f)[:-5].split("-r")[0].rsplit("-", 2) + [None]
-    for r in json.load(open(f)):
-        runs[(label, w, int(c))].append(r)
-tick = os.sysconf("SC_CLK_TCK")
-cpu = collections.defaultdict(list)  # server CPU microseconds per operation, per run
-for f in glob.glob(os.path.join(out, "*.cpu")):
-    label, w, c = os.path.basename(f)[:-4].split("-r")[0].rsplit("-", 2)
-    jf = f[:-4] + ".json"
-    if os.path.exists(jf):
-        ops = sum(r["ops"] for r in json.load(open(jf)))
-        if ops: cpu[(label, w, int(c))].append(int(open(f).read()) * 1e6 / tick / ops)
-def best(label, w, c):
+    label, w, c = os.path.basename(f)[:-5].split("-r")[0].rsplit("-", 2)
+    runs[(label, w, int(c))] += json.load(open(f))
+def med(label, w, c):
     rs = runs.get((label, w, c))
     if not rs: return None
-    tp = statistics.median(r["ops_per_second"] for r in rs)
     op = "get" if w == "C" else "put"
-    p99 = statistics.median(r["latency"].get(op, {}).get("p99_ms", 0) for r in rs)
-    us = statistics.median(cpu[(label, w, c)]) if cpu.get((label, w, c)) else float("nan")
-    return tp, p99, us
-print("server CPU per operation (cpu µs/op) includes the 2 s warmup's work, for both stores alike")
-print(f"{'workload':8} {'clients':>7} {'etcd ops/s':>11} {'p99':>7} {'cpu µs/op':>9} {'shardkv 1g':>11} {'p99':>7} {'cpu µs/op':>9} {'ops ratio':>9} {'cpu ratio':>9} {'shardkv 3g':>11} {'p99':>7} {'3g/1g':>6}")
+    m = lambda f: statistics.median(f(r) for r in rs)
+    return dict(tp=m(lambda r: r["ops_per_second"]), p99=m(lambda r: r["latency"].get(op, {}).get("p99_ms", 0)),
+                srv=m(lambda r: r.get("server_cpu_us_per_op", 0)), gen=m(lambda r: r.get("client_cpu_us_per_op", 0)))
+print("medians over the rounds; CPU is over the measured part of each run (µs per operation): srv = the store's processes, gen = the load generator")
+print(f"{'workload':8} {'clients':>7} | {'etcd ops/s':>10} {'p99':>6} {'srv':>5} {'gen':>5} | {'shardkv':>8} {'p99':>6} {'srv':>5} {'gen':>5} | {'ops':>5} {'p99':>5} {'srv':>5} {'gen':>5} | {'3g ops/s':>8} {'srv':>5} {'3g/1g srv':>9}")
 for (label, w, c) in sorted(k for k in runs if k[0] == "etcd"):
-    e, s1, s3 = best("etcd", w, c), best("shardkv-1g", w, c), best("shardkv-3g", w, c)
-    s3s = f"{s3[0]:11.0f} {s3[1]:7.1f} {s3[0]/s1[0]:6.2f}" if s3 and s1 else ""
-    print(f"{w:8} {c:7d} {e[0]:11.0f} {e[1]:7.1f} {e[2]:9.0f} {s1[0]:11.0f} {s1[1]:7.1f} {s1[2]:9.0f} {s1[0]/e[0]:9.2f} {s1[2]/e[2]:9.2f} {s3s}")
+    e, s, s3 = med("etcd", w, c), med("shardkv-1g", w, c), med("shardkv-3g", w, c)
+    if not s: continue
+    r = lambda k: s[k] / e[k] if e[k] else float("nan")
+    tail = f" | {s3['tp']:8.0f} {s3['srv']:5.0f} {s3['srv']/s['srv']:9.2f}" if s3 and s['srv'] else ""
+    print(f"{w:8} {c:7d} | {e['tp']:10.0f} {e['p99']:6.1f} {e['srv']:5.0f} {e['gen']:5.0f} | {s['tp']:8.0f} {s['p99']:6.1f} {s['srv']:5.0f} {s['gen']:5.0f} | {r('tp'):5.2f} {r('p99'):5.2f} {r('srv'):5.2f} {r('gen'):5.2f}{tail}")
+print("ratios are shardkv / etcd: ops above 1, p99 and CPU below 1 favour shardkv")
 PY
 for f in "$OUT"/failover-*.txt; do [ -e "$f" ] && cat "$f"; done >> "$OUT/summary.txt" || true
