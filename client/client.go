@@ -96,7 +96,7 @@ var (
 	ErrNoSpace = rpcerr.ErrNoSpace
 	// ErrMalformed: the request is inconsistent (both IfVersion and
 	// IfValue); nothing was sent.
-	ErrMalformed = kvpb.ErrMalformed
+	ErrMalformed = rpcerr.ErrMalformed
 )
 
 type options struct {
@@ -362,8 +362,8 @@ func classify(err error) verdict {
 	case errors.Is(err, kvpb.ErrNotReady):
 		return waitAndRetry
 	case errors.Is(err, kvpb.ErrKeyTooLarge), errors.Is(err, kvpb.ErrValueTooLarge),
-		errors.Is(err, kvpb.ErrEmptyKey), errors.Is(err, kvpb.ErrMalformed), errors.Is(err, kvpb.ErrStaleRequest),
-		errors.Is(err, kvpb.ErrSessionExpired), errors.Is(err, rpcerr.ErrNoSpace):
+		errors.Is(err, kvpb.ErrEmptyKey), errors.Is(err, rpcerr.ErrMalformed), errors.Is(err, rpcerr.ErrStaleRequest),
+		errors.Is(err, rpcerr.ErrSessionExpired), errors.Is(err, rpcerr.ErrNoSpace):
 		return final
 	}
 	return nextReplica
@@ -382,7 +382,7 @@ func gaveUp(ctx context.Context, last error) error {
 // itself, so every attempt of it got (or will get, at apply) the same.
 func deterministicRefusal(err error) bool {
 	return errors.Is(err, kvpb.ErrKeyTooLarge) || errors.Is(err, kvpb.ErrValueTooLarge) ||
-		errors.Is(err, kvpb.ErrEmptyKey) || errors.Is(err, kvpb.ErrMalformed)
+		errors.Is(err, kvpb.ErrEmptyKey) || errors.Is(err, rpcerr.ErrMalformed)
 }
 
 // tooLarge turns gRPC's refusal of a message above its receive limit
@@ -399,7 +399,7 @@ func tooLarge(err error) error {
 // did not reach the log.
 func definitelyNotApplied(err error) bool {
 	return rpcerr.CertainlyNotApplied(err) || errors.Is(err, kvpb.ErrWrongGroup) || errors.Is(err, kvpb.ErrNotReady) ||
-		errors.Is(err, kvpb.ErrSessionExpired)
+		errors.Is(err, rpcerr.ErrSessionExpired)
 }
 
 // do runs attempt against the key's group until it succeeds, fails
@@ -610,7 +610,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 			c.returnSession(shard, s)
 			return WriteResult{Succeeded: reply.GetSucceeded(), Version: reply.GetVersion(),
 				Value: reply.GetValue(), ValueReturned: reply.GetValueReturned()}, nil
-		case errors.Is(err, kvpb.ErrSessionExpired):
+		case errors.Is(err, rpcerr.ErrSessionExpired):
 			// The shard forgot the session. No attempt was applied twice;
 			// unless one may have been applied before it expired, the
 			// write certainly was not: retry it in a new session.
@@ -624,7 +624,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 			// that every attempt of this request would get (its size or
 			// shape) proves that none of them was applied; any other, after
 			// an attempt that may have reached a log, leaves it unknown.
-			if errors.Is(err, kvpb.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
+			if errors.Is(err, rpcerr.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
 				return WriteResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 			}
 			return WriteResult{}, err

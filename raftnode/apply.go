@@ -11,6 +11,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // applyTask is one unit of work for the apply goroutine: committed entries,
@@ -41,13 +43,13 @@ func (n *Node) restore(snap *raftpb.Snapshot) error {
 	select {
 	case n.applyc <- applyTask{snapshot: snap, done: done}:
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 	select {
 	case err := <-done:
 		return err
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }
 
@@ -184,7 +186,7 @@ func (n *Node) Compact(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 	select {
 	case err := <-done:
@@ -192,7 +194,7 @@ func (n *Node) Compact(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }
 

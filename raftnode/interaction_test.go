@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 )
@@ -517,26 +518,27 @@ func (s *registers) dump(t *testing.T) string {
 // proves.
 func describeErr(err error) string {
 	class := "outcome unknown"
-	if raftnode.CertainlyNotApplied(err) {
+	if rpcerr.CertainlyNotApplied(err) {
 		class = "certainly not applied"
 	}
 	return fmt.Sprintf("%s (%s)", errName(err), class)
 }
 
-// errNames are the errors transcripts show by name (a NotLeaderError with
-// its leader, any other by its message). They are distinct sentinels, none
-// wrapping another, so at most one matches and the map's order is moot.
+// errNames are the errors transcripts show by name (an
+// rpcerr.NotLeaderError with its leader, any other by its message). They
+// are distinct sentinels, none wrapping another, so at most one matches and
+// the map's order is moot.
 var errNames = map[error]string{
-	raftnode.ErrStoppedInFlight: "ErrStoppedInFlight",
-	raftnode.ErrStopped:         "ErrStopped",
-	raftnode.ErrLeaderChanged:   "ErrLeaderChanged",
-	raftnode.ErrProposalDropped: "ErrProposalDropped",
-	raftnode.ErrReadTimeout:     "ErrReadTimeout",
-	context.DeadlineExceeded:    "context.DeadlineExceeded",
+	rpcerr.ErrStoppedInFlight: "ErrStoppedInFlight",
+	rpcerr.ErrStopped:         "ErrStopped",
+	rpcerr.ErrLeaderChanged:   "ErrLeaderChanged",
+	rpcerr.ErrProposalDropped: "ErrProposalDropped",
+	rpcerr.ErrReadTimeout:     "ErrReadTimeout",
+	context.DeadlineExceeded:  "context.DeadlineExceeded",
 }
 
 func errName(err error) string {
-	if nl := (*raftnode.NotLeaderError)(nil); errors.As(err, &nl) {
+	if nl := (*rpcerr.NotLeaderError)(nil); errors.As(err, &nl) {
 		return fmt.Sprintf("NotLeaderError{Leader:%d}", nl.Leader)
 	}
 	for sentinel, name := range errNames {

@@ -91,16 +91,16 @@ const learnerReady = 0.9
 // applied here (for Replace, until the joint configuration is left). It
 // refuses, changing nothing, as etcd's strict reconfiguration check does:
 //
-//	ErrMembershipChangeInProgress  another change is not applied yet, or the group is in joint consensus
-//	ErrUnknownMember               the member to promote, remove or replace is not in the group
-//	ErrMemberExists                the member to add is already in the group
-//	ErrNotLearner                  Promote or Replace names a member that is not a learner
-//	ErrLearnerBehind               the learner has less than 90% of the leader's log
-//	ErrWouldLoseQuorum             after the change, fewer voters than a quorum would be reachable
-//	ErrBadMemberAddr               AddLearner without a host:port address
+//	rpcerr.ErrMembershipChangeInProgress  another change is not applied yet, or the group is in joint consensus
+//	rpcerr.ErrUnknownMember               the member to promote, remove or replace is not in the group
+//	rpcerr.ErrMemberExists                the member to add is already in the group
+//	rpcerr.ErrNotLearner                  Promote or Replace names a member that is not a learner
+//	rpcerr.ErrLearnerBehind               the learner has less than 90% of the leader's log
+//	rpcerr.ErrWouldLoseQuorum             after the change, fewer voters than a quorum would be reachable
+//	rpcerr.ErrBadMemberAddr               AddLearner without a host:port address
 //
-// and with *NotLeaderError on a follower. Errors from the wait (context,
-// ErrLeaderChanged) leave the outcome unknown: read Members.
+// and with *rpcerr.NotLeaderError on a follower. Errors from the wait (context,
+// rpcerr.ErrLeaderChanged) leave the outcome unknown: read Members.
 func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membership, error) {
 	if !n.isLeader.Load() {
 		return Membership{}, n.NotLeader()
@@ -132,7 +132,7 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 		n.proposals.forget(id)
 		return Membership{}, ctx.Err()
 	case <-n.stopc:
-		return Membership{}, ErrStoppedInFlight
+		return Membership{}, rpcerr.ErrStoppedInFlight
 	}
 	// A joint configuration is left by an entry the leader proposes by
 	// itself once the joint one applies (raft's auto-leave; see
@@ -148,7 +148,7 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 		case <-ctx.Done():
 			return m, ctx.Err()
 		case <-n.stopc:
-			return m, ErrStoppedInFlight
+			return m, rpcerr.ErrStoppedInFlight
 		}
 	}
 }

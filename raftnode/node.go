@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -67,7 +68,7 @@ type Status struct {
 	ID, Leader, Term, Commit, Applied uint64
 	IsLeader                          bool
 	// ProposalsDropped counts proposals made on this member that certainly
-	// failed (ErrProposalDropped) since it started.
+	// failed (rpcerr.ErrProposalDropped) since it started.
 	ProposalsDropped uint64
 }
 
@@ -247,10 +248,10 @@ func (n *Node) Status() Status {
 }
 
 // NotLeader returns the refusal of a request only the leader serves: a
-// *NotLeaderError naming the leader this member knows of, with its address
-// when the network can tell it (transport.Addresser).
+// *rpcerr.NotLeaderError naming the leader this member knows of, with its
+// address when the network can tell it (transport.Addresser).
 func (n *Node) NotLeader() error {
-	e := &NotLeaderError{Leader: n.leader.Load()}
+	e := &rpcerr.NotLeaderError{Leader: n.leader.Load()}
 	if a, ok := n.cfg.Network.(transport.Addresser); ok && e.Leader != 0 {
 		e.Addr, _ = a.Addr(n.cfg.Group, e.Leader)
 	}
@@ -268,7 +269,7 @@ const forwardedPropWait = 50 * time.Millisecond
 func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 	select {
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	default:
 	}
 	if m.GetType() == raftpb.MessageType_MsgProp {
@@ -311,8 +312,8 @@ func (n *Node) Err() error {
 }
 
 // Stop stops the member and waits for its goroutines. Pending proposals and
-// reads fail with ErrStoppedInFlight and ErrStopped. The engine and state machine stay open: they
-// belong to the caller.
+// reads fail with rpcerr.ErrStoppedInFlight and rpcerr.ErrStopped. The
+// engine and state machine stay open: they belong to the caller.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	n.wg.Wait()
@@ -347,7 +348,7 @@ func (n *Node) run() {
 			n.rn.Tick()
 		case rd := <-n.rn.Ready():
 			if err := n.handleReady(rd); err != nil {
-				if !errors.Is(err, ErrStopped) {
+				if !errors.Is(err, rpcerr.ErrStopped) {
 					n.fatal(err)
 				}
 				return
@@ -369,7 +370,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			// commit under the new one: their callers must not wait for an
 			// answer that may never come. Reads ask again at once.
 			if !n.isLeader.Load() {
-				n.proposals.failAll(ErrLeaderChanged)
+				n.proposals.failAll(rpcerr.ErrLeaderChanged)
 			}
 			n.reads.leaderChanged()
 		}
@@ -443,7 +444,7 @@ func (n *Node) queueApply(ents []*raftpb.Entry) error {
 	select {
 	case n.applyc <- applyTask{entries: ents, done: done}:
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 	if done == nil {
 		return nil
@@ -452,7 +453,7 @@ func (n *Node) queueApply(ents []*raftpb.Entry) error {
 	case err := <-done:
 		return err
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }
 
@@ -466,7 +467,7 @@ func (n *Node) setLeader(leader bool) {
 		n.log.Debug("became leader", "term", n.leaderTerm)
 	}
 	if was && !leader {
-		n.proposals.failAll(ErrLeaderChanged)
+		n.proposals.failAll(rpcerr.ErrLeaderChanged)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // RegisterMembership serves the group's Membership service (list and
@@ -53,7 +54,7 @@ func (s *membershipServer) Change(ctx context.Context, req *memberpb.ChangeReque
 	}
 	kind, ok := kinds[req.GetKind()]
 	if !ok {
-		return nil, memberpb.Errors.ToStatus(fmt.Errorf("%w: kind %v", ErrBadMemberChange, req.GetKind()))
+		return nil, memberpb.Errors.ToStatus(fmt.Errorf("%w: kind %v", rpcerr.ErrBadMemberChange, req.GetKind()))
 	}
 	m, err := s.n.ChangeMembership(ctx, MemberChange{Kind: kind, ID: req.GetId(), Addr: req.GetAddr(), Old: req.GetOld()})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -302,7 +303,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 			wcancel()
 			inflight = inflight[1:]
 			switch {
-			case errors.Is(err, group.ErrStaleConfig):
+			case errors.Is(err, kvpb.ErrStaleConfig):
 				return true, err // the shard is in, or the configuration passed
 			case err != nil:
 				return !s.node.Status().IsLeader, err
@@ -319,7 +320,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 		}
 		if err != nil {
 			err = kvpb.Errors.FromStatus(err)
-			if errors.Is(err, group.ErrStaleConfig) {
+			if errors.Is(err, kvpb.ErrStaleConfig) {
 				// The old owner is past num while the shard is still
 				// pulled here: a configuration gave it back before any
 				// data left (see group.Held). Give the pull up.
@@ -380,7 +381,7 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, src u
 			}
 		}
 		s.log.Debug("delete shard at old owner", "shard", shard, "config", num, "at", addr, "err", err)
-		var nl *raftnode.NotLeaderError
+		var nl *rpcerr.NotLeaderError
 		if errors.As(err, &nl) {
 			if i := slices.Index(addrs, nl.Addr); i >= 0 {
 				next = i // the old owner named its leader: go there now

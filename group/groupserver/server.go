@@ -32,6 +32,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
@@ -148,12 +149,14 @@ func Start(cfg Config) (*Server, error) {
 }
 
 // Register adds the client service (kvpb.KV), the handoff service other
-// groups use (grouppb.Handoff), the backup reads (grouppb.Backup) and the identity the controller checks a
-// join with (transport.RegisterIdentity) to g.
+// groups use (grouppb.Handoff), the backup reads (grouppb.Backup) and the
+// identity the controller checks a join with (transport.RegisterIdentity)
+// to g.
 func (s *Server) Register(g *grpc.Server) {
 	kvpb.RegisterKVServer(g, s)
-	grouppb.RegisterHandoffServer(g, handoff{s: s})
-	grouppb.RegisterBackupServer(g, backupService{s: s})
+	internal := internalAPI{s: s}
+	grouppb.RegisterHandoffServer(g, internal)
+	grouppb.RegisterBackupServer(g, internal)
 	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
 	s.node.RegisterMembership(g, s.cfg.ClusterID)
 }
@@ -210,7 +213,7 @@ func (s *Server) submit(ctx context.Context, cmd *grouppb.Command) (*raftnode.Pe
 	cmd.Stamp = s.clock.Stamp(s.sm.Now())
 	data, err := proto.Marshal(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", group.ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", rpcerr.ErrMalformed, err)
 	}
 	return s.node.Submit(ctx, data)
 }
@@ -354,9 +357,13 @@ func (s *Server) isGroup(gid uint64) error {
 	return nil
 }
 
-// handoff serves the shard handoff service to other groups.
-type handoff struct {
+// internalAPI serves grouppb's services: the handoff other groups pull
+// shards with (Handoff) and the reads of a backup (Backup). They are
+// shardkv's own, so they are not methods of Server, whose API is the KV
+// service's.
+type internalAPI struct {
 	grouppb.UnimplementedHandoffServer
+	grouppb.UnimplementedBackupServer
 	s *Server
 }
 
@@ -366,8 +373,8 @@ type handoff struct {
 // the shard back to this group cannot take it back once a new owner may
 // have some of it, and one applied first makes this pull fail as past its
 // configuration.
-func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
-	s := h.s
+func (in internalAPI) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
+	s := in.s
 	if err := s.isGroup(req.GetGroup()); err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
@@ -390,8 +397,8 @@ func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStre
 }
 
 // DeleteShard implements grouppb.HandoffServer.
-func (h handoff) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
-	s := h.s
+func (in internalAPI) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
+	s := in.s
 	if err := s.isGroup(req.GetGroup()); err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
