@@ -23,10 +23,10 @@ import (
 // (unless keys_only: then neither is read), at most req.Limit keys (0: no
 // count limit) and about req.MaxBytes of keys and values (0 or above
 // kvpb.MaxListBytes: that). more is true when it stopped at a bound with
-// keys still to come. It fails with ErrMalformed or ErrKeyTooLarge for a
-// bad request, and for a shard the group does not serve now with
-// ErrWrongGroup (not its shard) or ErrNotReady (arriving, or being
-// restored), returning nothing.
+// keys still to come. It fails with rpcerr.ErrMalformed or
+// kvpb.ErrKeyTooLarge for a bad request, and for a shard the group does
+// not serve now with kvpb.ErrWrongGroup (not its shard) or
+// kvpb.ErrNotReady (arriving, or being restored), returning nothing.
 func (sm *StateMachine) List(req *kvpb.ListRequest) (kvs []*kvpb.KeyValue, more bool, err error) {
 	snap, err := sm.listSnapshot(req)
 	if err != nil {

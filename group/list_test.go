@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
@@ -213,7 +214,7 @@ func TestListPagesMatchAModel(t *testing.T) {
 func TestListRefusesShardsNotServed(t *testing.T) {
 	g1, g2, c2 := twoGroups(t)
 	fresh := newReplica(t, 3, Limits{})
-	if _, _, err := fresh.sm.List(&kvpb.ListRequest{Shards: []uint32{0}}); !errors.Is(err, ErrWrongGroup) {
+	if _, _, err := fresh.sm.List(&kvpb.ListRequest{Shards: []uint32{0}}); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("before any configuration: %v, want ErrWrongGroup", err)
 	}
 	key := keyIn(2, 0)
@@ -234,12 +235,12 @@ func TestListRefusesShardsNotServed(t *testing.T) {
 		shards []uint32
 		want   error
 	}{
-		{"held by the old owner", g1, []uint32{0, 2}, ErrWrongGroup},
-		{"pulling at the new owner", g2, []uint32{2}, ErrNotReady},
-		{"never the group's", g2, []uint32{0}, ErrWrongGroup},
-		{"no shard", g1, []uint32{}, ErrMalformed},
-		{"a shard twice", g1, []uint32{0, 0}, ErrMalformed},
-		{"no such shard", g1, []uint32{nShards}, ErrMalformed},
+		{"held by the old owner", g1, []uint32{0, 2}, kvpb.ErrWrongGroup},
+		{"pulling at the new owner", g2, []uint32{2}, kvpb.ErrNotReady},
+		{"never the group's", g2, []uint32{0}, kvpb.ErrWrongGroup},
+		{"no shard", g1, []uint32{}, rpcerr.ErrMalformed},
+		{"a shard twice", g1, []uint32{0, 0}, rpcerr.ErrMalformed},
+		{"no such shard", g1, []uint32{nShards}, rpcerr.ErrMalformed},
 	} {
 		kvs, more, err := tc.r.sm.List(&kvpb.ListRequest{Shards: tc.shards})
 		if !errors.Is(err, tc.want) || kvs != nil || more {
@@ -247,7 +248,7 @@ func TestListRefusesShardsNotServed(t *testing.T) {
 		}
 	}
 	long := bytes.Repeat([]byte("k"), DefaultMaxKeySize+1)
-	if _, _, err := g1.sm.List(&kvpb.ListRequest{Shards: []uint32{0}, After: long}); !errors.Is(err, ErrKeyTooLarge) {
+	if _, _, err := g1.sm.List(&kvpb.ListRequest{Shards: []uint32{0}, After: long}); !errors.Is(err, kvpb.ErrKeyTooLarge) {
 		t.Errorf("a cursor above the key limit: %v, want ErrKeyTooLarge", err)
 	}
 

@@ -3,6 +3,8 @@ package kvpb
 import (
 	"bytes"
 	"fmt"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // MaxListBytes bounds the keys' and values' bytes of one List reply: a
@@ -25,21 +27,21 @@ func PrefixEnd(p []byte) []byte {
 	return nil
 }
 
-// CheckList validates a List request (ErrMalformed, ErrKeyTooLarge):
+// CheckList validates a List request (rpcerr.ErrMalformed, ErrKeyTooLarge):
 // at least one shard, each once and below numShards (when known, > 0);
 // start, end and after at most maxKey bytes.
 func CheckList(req *ListRequest, numShards, maxKey int) error {
 	shards := req.GetShards()
 	if len(shards) == 0 {
-		return fmt.Errorf("%w: a listing names at least one shard", ErrMalformed)
+		return fmt.Errorf("%w: a listing names at least one shard", rpcerr.ErrMalformed)
 	}
 	seen := make(map[uint32]bool, len(shards))
 	for _, s := range shards {
 		if seen[s] {
-			return fmt.Errorf("%w: shard %d named twice", ErrMalformed, s)
+			return fmt.Errorf("%w: shard %d named twice", rpcerr.ErrMalformed, s)
 		}
 		if numShards > 0 && int(s) >= numShards {
-			return fmt.Errorf("%w: shard %d of %d", ErrMalformed, s, numShards)
+			return fmt.Errorf("%w: shard %d of %d", rpcerr.ErrMalformed, s, numShards)
 		}
 		seen[s] = true
 	}
