@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
@@ -133,10 +132,14 @@ func TestListBoundsCursorLimitKeysOnly(t *testing.T) {
 // TestListPagesMatchAModel writes random keys (and deletes some) and
 // lists random ranges page by page, each page after the last key of the
 // one before: the pages together are exactly the model's keys of the
-// range, in order, each once.
+// range, in order, each once. The seed is random unless
+// -metamorphic.seed names one (the package's one seed flag).
 func TestListPagesMatchAModel(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := *metaSeed
+	if seed == 0 {
+		seed = rand.Uint64()>>1 | 1
+	}
+	t.Logf("replay: go test ./group -run TestListPagesMatchAModel -metamorphic.seed=%d", seed)
 	rng := rand.New(rand.NewPCG(seed, 3))
 	r := newReplica(t, 1, Limits{})
 	if err := r.apply(config(1, all(1)...)); err != nil {
