@@ -63,6 +63,7 @@ package client
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -101,6 +102,7 @@ var (
 
 type options struct {
 	dial           []grpc.DialOption
+	tls            *tls.Config
 	attemptTimeout time.Duration
 	maxRetry       time.Duration
 	limits         limits
@@ -138,6 +140,14 @@ type Option func(*options)
 // (plaintext by default; pass TLS credentials to secure them).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dial = opts }
+}
+
+// WithTLS makes every connection TLS with cfg: its RootCAs verify the
+// servers' certificates (nil: the system's roots), and its Certificates
+// (or GetClientCertificate) are the client's certificate, for servers
+// started with --client-cert-auth. It applies over WithDialOptions.
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) { o.tls = cfg }
 }
 
 // WithAttemptTimeout bounds one request to one replica (default 2s).
@@ -218,6 +228,9 @@ func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client
 	}
 	if len(o.dial) == 0 {
 		o.dial = rpc.DialOptions()
+	}
+	if o.tls != nil {
+		o.dial = append(slices.Clip(o.dial), rpc.WithTLS(o.tls))
 	}
 	ctl, err := ctlclient.New(controllerAddrs, o.dial...)
 	if err != nil {

@@ -84,6 +84,11 @@ type Options struct {
 	// is loaded into the group that owns it (see Restore). Start returns
 	// once every shard is in; Restored says what was loaded.
 	Restore *backup.Backup
+	// TLS, if set, turns TLS on for every server and connection of the
+	// cluster: it is called once the cluster's id is known (peer
+	// certificates name it, see rpc.PeerURI) and returns the credentials
+	// every replica serves and calls its peers with.
+	TLS func(clusterID uint64) (*rpc.TLS, error)
 }
 
 // ErrGroupsMissing: the cluster's configuration has groups that Start was
@@ -109,7 +114,8 @@ type Cluster struct {
 	shared    *storage.Engine
 	raftSrv   *transport.Server
 	raftNet   *transport.GRPCNetwork
-	pool      *rpc.Pool // the groups' connections to one another
+	pool      *rpc.Pool         // the groups' connections to one another
+	peerDial  []grpc.DialOption // the TLS credentials of connections to peers (Options.TLS)
 
 	mu      sync.Mutex
 	addrs   map[Replica]string
@@ -165,8 +171,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c.clusterID = storage.ClusterIDFor(opts.ClusterToken, c.membership(ctlserver.Group))
 	// Every connection states the cluster id and every server checks it.
-	c.opts.DialOptions = append(rpc.DialOptions(rpc.WithClusterID(c.clusterID)...), opts.DialOptions...)
-	c.opts.ServerOptions = rpc.ServerOptions(append(rpc.CheckClusterID(c.clusterID, opts.Logger), opts.ServerOptions...)...)
+	serve := rpc.CheckClusterID(c.clusterID, opts.Logger)
+	if opts.TLS != nil {
+		creds, err := opts.TLS(c.clusterID)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: TLS: %w", err)
+		}
+		c.peerDial = creds.PeerDial()
+		serve = append(serve, creds.ServerOptions(c.clusterID)...)
+	}
+	c.opts.DialOptions = append(rpc.DialOptions(append(rpc.WithClusterID(c.clusterID), c.peerDial...)...), opts.DialOptions...)
+	c.opts.ServerOptions = rpc.ServerOptions(append(serve, opts.ServerOptions...)...)
 	opts = c.opts
 	c.pool = rpc.NewPool(opts.DialOptions...)
 	if opts.RaftNetwork == nil {
@@ -238,6 +253,9 @@ func (c *Cluster) joinAll(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ClusterID is the cluster's id (see storage.ClusterIDFor).
+func (c *Cluster) ClusterID() uint64 { return c.clusterID }
 
 // Restored says what Options.Restore loaded.
 func (c *Cluster) Restored() RestoreStats { return c.restored }
@@ -417,7 +435,7 @@ func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune
 	if r.Group == ctlserver.Group {
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
 			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: tune, Time: c.opts.Time,
-			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck})
+			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck, Dial: c.peerDial})
 		if err != nil {
 			return err
 		}
@@ -433,7 +451,7 @@ func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune
 	}
 	m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
 		Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-		Logger: c.opts.Logger, Pool: c.pool, Tune: tune, Metrics: metrics, Time: c.opts.Time})
+		Logger: c.opts.Logger, Pool: c.pool, Dial: c.peerDial, Tune: tune, Metrics: metrics, Time: c.opts.Time})
 	if err != nil {
 		return err
 	}

@@ -56,8 +56,9 @@ type harness struct {
 	dir  string // kept when the test fails
 }
 
-// start runs an in-process cluster: raft over the in-memory network,
-// every replica on its own engine.
+// start runs an in-process cluster: raft over the in-memory network
+// (over gRPC between the replicas' servers when opts.TLS is set, so that
+// raft goes through TLS too), every replica on its own engine.
 func start(t *testing.T, opts cluster.Options) *harness {
 	t.Helper()
 	seed := testSeed(t)
@@ -74,7 +75,9 @@ func start(t *testing.T, opts cluster.Options) *harness {
 		os.RemoveAll(dir)
 	})
 	opts.Dir = filepath.Join(dir, "data")
-	opts.RaftNetwork = net
+	if opts.TLS == nil {
+		opts.RaftNetwork = net
+	}
 	opts.EnginePerReplica = true
 	opts.Logger = testLogger()
 	if opts.Shards == 0 {

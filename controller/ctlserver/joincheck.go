@@ -60,9 +60,9 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 	}
 	cctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	dial := rpc.DialOptions()
+	dial := rpc.DialOptions(s.cfg.Dial...)
 	if s.clusterID != 0 {
-		dial = rpc.DialOptions(rpc.WithClusterID(s.clusterID)...)
+		dial = rpc.DialOptions(append(rpc.WithClusterID(s.clusterID), s.cfg.Dial...)...)
 	}
 	type answer struct {
 		id  transport.ReplicaIdentity

@@ -68,6 +68,10 @@ type Config struct {
 	// replicas, as before the check existed: only for tests whose groups do
 	// not run. A typo in a join then strands shards.
 	UnsafeSkipJoinCheck bool
+	// Dial are extra options of the connections the replica dials itself
+	// (the join check asks the joining replicas who they are): the TLS
+	// credentials, rpc.TLS.PeerDial.
+	Dial []grpc.DialOption
 }
 
 // Server is one running controller replica.

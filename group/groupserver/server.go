@@ -58,8 +58,12 @@ type Config struct {
 	Logger     *slog.Logger
 	// Pool holds the connections to other groups' replicas (shard pulls
 	// and deletes). A process shares one among its replicas; its owner
-	// closes it. Nil: the replica keeps its own, plaintext.
+	// closes it. Nil: the replica keeps its own, dialled with Dial.
 	Pool *rpc.Pool
+	// Dial are extra options of the connections the replica dials itself
+	// (its own Pool, the identity checks of other replicas): the
+	// TLS credentials, rpc.TLS.PeerDial.
+	Dial []grpc.DialOption
 	// TickInterval is how often the leader's drivers look for work
 	// (default 50ms).
 	TickInterval time.Duration
@@ -119,7 +123,7 @@ func Start(cfg Config) (*Server, error) {
 	cfg.ChunkBytes = cmp.Or(cfg.ChunkBytes, 512<<10)
 	ownPool := cfg.Pool == nil
 	if ownPool {
-		cfg.Pool = rpc.NewPool()
+		cfg.Pool = rpc.NewPool(rpc.DialOptions(cfg.Dial...)...)
 	}
 	if cfg.GID == 0 {
 		return nil, errors.New("groupserver: group id 0 is reserved")
@@ -141,7 +145,7 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
 		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.identifyDial = rpc.DialOptions(rpc.WithClusterID(cfg.ClusterID)...)
+	s.identifyDial = rpc.DialOptions(append(rpc.WithClusterID(cfg.ClusterID), cfg.Dial...)...)
 	s.wg.Add(2)
 	go s.drive()
 	go s.batchWrites()
