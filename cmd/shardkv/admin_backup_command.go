@@ -52,7 +52,7 @@ never holds a partial backup. Restore it with 'shardkv dev --restore DIR'.
 		return func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
 			start := time.Now()
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			m, err := backup.Take(ctx, ctl, dir, backup.Options{Logger: log})
+			m, err := backup.Take(ctx, ctl, dir, backup.Options{Logger: log, Dial: a.cf.tlsDial})
 			if errors.Is(err, backup.ErrExists) {
 				return nil, usagef("%s exists and is not empty: a backup goes into a new directory", dir)
 			}

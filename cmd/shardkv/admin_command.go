@@ -61,7 +61,7 @@ func (a *adminFlags) run(cmd *cobra.Command, fn controllerCall) error {
 		return err
 	}
 	return a.cf.run(cmd, func(ctx context.Context, addrs []string) error {
-		ctl, err := ctlclient.New(addrs)
+		ctl, err := ctlclient.New(addrs, a.cf.dial()...)
 		if err != nil {
 			return err
 		}

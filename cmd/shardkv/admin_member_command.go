@@ -153,7 +153,7 @@ func (a *adminFlags) runMembers(cmd *cobra.Command, gid uint64, fn func(ctx cont
 		if err != nil {
 			return nil, err
 		}
-		m := &members{group: gid, controllers: controllers, pool: rpc.NewPool()}
+		m := &members{group: gid, controllers: controllers, pool: rpc.NewPool(a.cf.dial()...)}
 		defer m.pool.Close()
 		m.addrs = m.controllers
 		if gid != 0 {

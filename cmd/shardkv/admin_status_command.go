@@ -35,7 +35,7 @@ latest configuration and no shard is moving.`,
 			if err != nil {
 				return nil, err
 			}
-			pool := rpc.NewPool()
+			pool := rpc.NewPool(a.cf.dial()...)
 			defer pool.Close()
 			return collectStatus(ctx, pool, cfg), nil
 		}, nil

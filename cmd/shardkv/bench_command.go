@@ -123,7 +123,7 @@ func (b *benchFlags) backend(cmd *cobra.Command) (bench.Backend, error) {
 		var s *bench.Shardkv
 		err := b.cf.run(cmd, func(ctx context.Context, addrs []string) error {
 			var err error
-			s, err = bench.NewShardkv(ctx, addrs)
+			s, err = bench.NewShardkv(ctx, addrs, b.cf.tlsDial...)
 			return err
 		})
 		return s, err

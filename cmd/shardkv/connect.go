@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -28,6 +29,8 @@ const firstContact = 2 * time.Second
 type clusterFlags struct {
 	controllers string
 	timeout     time.Duration
+	tls         clientTLSFlags
+	tlsDial     []grpc.DialOption // the TLS option from tls, set by run (none: plaintext)
 }
 
 func (c *clusterFlags) register(f *pflag.FlagSet) {
@@ -38,7 +41,15 @@ func (c *clusterFlags) register(f *pflag.FlagSet) {
 func (c *clusterFlags) registerTimeout(f *pflag.FlagSet, timeout time.Duration, usage string) {
 	f.StringVar(&c.controllers, "controllers", defaultControllers, "controller addresses, comma separated")
 	f.DurationVar(&c.timeout, "timeout", timeout, usage)
+	c.tls.register(f)
 }
+
+// dial are the dial options of connections to the cluster (after run read
+// the TLS flags).
+func (c *clusterFlags) dial() []grpc.DialOption { return rpc.DialOptions(c.tlsDial...) }
+
+// clientOption makes client.New connect as dial says.
+func (c *clusterFlags) clientOption() client.Option { return client.WithDialOptions(c.dial()...) }
 
 // addrs are the controller addresses, checked to be host:port.
 func (c *clusterFlags) addrs() ([]string, error) {
@@ -62,6 +73,9 @@ func (c *clusterFlags) run(cmd *cobra.Command, fn func(ctx context.Context, addr
 	if err != nil {
 		return err
 	}
+	if c.tlsDial, err = c.tls.dial(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()
 	if err := reach(ctx, addrs); err != nil {
@@ -72,7 +86,7 @@ func (c *clusterFlags) run(cmd *cobra.Command, fn func(ctx context.Context, addr
 	case err == nil:
 		return nil
 	case status.Code(err) == codes.Unimplemented:
-		return whichServer(cmd.Context(), addrs, err)
+		return whichServer(cmd.Context(), addrs, c.dial(), err)
 	case ctx.Err() == context.DeadlineExceeded && cmd.Context().Err() == nil:
 		return &timeoutError{after: c.timeout, err: err}
 	}
@@ -192,11 +206,11 @@ func (e *notControllerError) Unwrap() error { return e.err }
 
 // whichServer explains a controller call answered Unimplemented: it asks
 // each address whether it is a group's replica.
-func whichServer(ctx context.Context, addrs []string, err error) error {
+func whichServer(ctx context.Context, addrs []string, dial []grpc.DialOption, err error) error {
 	ctx, cancel := context.WithTimeout(ctx, firstContact)
 	defer cancel()
 	for _, a := range addrs {
-		conn, derr := grpc.NewClient(a, rpc.DialOptions()...)
+		conn, derr := grpc.NewClient(a, dial...)
 		if derr != nil {
 			continue
 		}

@@ -47,7 +47,7 @@ the same --peers; the cluster's id derives from them and --cluster-token.`,
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
 				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune,
-					UnsafeSkipJoinCheck: skipCheck})
+					UnsafeSkipJoinCheck: skipCheck, Dial: r.tls.tlsDial()})
 				if err != nil {
 					return nil, nil, nil, err
 				}

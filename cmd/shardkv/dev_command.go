@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +18,8 @@ import (
 	"github.com/shardkv/shardkv/backup"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/devcert"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
@@ -30,6 +34,8 @@ type devFlags struct {
 	opts    cluster.Options
 	http    string
 	restore string
+	tls     bool
+	certs   *devcert.Local // with --tls, once the cluster started
 }
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -60,11 +66,18 @@ loaded into the group that owns it now, through that group's log. Shards
 are placed by the new cluster's groups (--groups need not match the
 backup's). The cluster is announced once every shard is in. A restore cut
 short (the process stopped) leaves a data directory to delete before
-trying again.`,
+trying again.
+
+--tls makes a throwaway CA and certificates under DATA/tls (new ones on
+every start), and runs every connection with mutual TLS: clients need the
+CA and the client certificate, and dev prints the flags that give them.
+The replicas read their certificate files again on SIGHUP or when they
+change.`,
 		Example: `  shardkv dev
   shardkv dev --data /tmp/kv --groups 5 --shards 128 --base-port 9100
   shardkv dev --data /tmp/kv2 --base-port 9200 --http 127.0.0.1:0   # beside another dev
-  shardkv dev --data /tmp/restored --restore /var/backups/skv-1      # a new cluster from a backup`,
+  shardkv dev --data /tmp/restored --restore /var/backups/skv-1      # a new cluster from a backup
+  shardkv dev --tls                                                  # mutual TLS everywhere`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return d.run(cmd, g) },
 	}
@@ -75,6 +88,7 @@ trying again.`,
 	f.IntVar(&d.opts.Shards, "shards", 64, "shards (fixed when the cluster is first created)")
 	f.IntVar(&d.opts.BasePort, "base-port", 7100, "first port: the controller takes three, the groups the ports after")
 	f.StringVar(&d.restore, "restore", "", "make a new cluster from the backup in this directory (shardkv admin backup)")
+	f.BoolVar(&d.tls, "tls", false, "TLS on every connection, with a throwaway CA and certificates under --data/tls; client certificates required")
 	f.StringVar(&d.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
 	return setExitCodes(cmd, processExitCodes)
 }
@@ -110,6 +124,9 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	d.opts.Logger = log
 	d.opts.Storage = storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck}
 	d.opts.Metrics = func(gid, id uint64) *groupserver.Metrics { return groupserver.NewMetrics(reg, gid, id) }
+	if d.tls {
+		d.opts.TLS = func(clusterID uint64) (*rpc.TLS, error) { return d.makeCerts(ctx, clusterID, log) }
+	}
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	start := time.Now()
@@ -141,10 +158,35 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	if ctls := strings.Join(c.ControllerAddrs(), ","); ctls != defaultControllers {
 		flag = " --controllers " + ctls
 	}
+	if d.certs != nil {
+		tlsFlags := fmt.Sprintf(" --cacert %s --cert %s --key %s", d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
+		fmt.Fprintf(out, "  tls         mutual TLS, a throwaway CA in %s; clients need%s\n", filepath.Dir(d.certs.CAFile), tlsFlags)
+		fmt.Fprintf(out, "              (or SHARDKV_CACERT=%s SHARDKV_CERT=%s SHARDKV_KEY=%s)\n", d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
+		flag += tlsFlags
+	}
 	fmt.Fprintf(out, "try: shardkv put hello world%s && shardkv get hello%s\n", flag, flag)
 	<-ctx.Done()
 	fmt.Fprintln(out, "shutting down")
 	return nil
+}
+
+// makeCerts makes a new CA and the cluster's certificates under
+// --data/tls (absolute paths, for the printed flags) and returns the
+// replicas' credentials, reloaded on SIGHUP until ctx ends.
+func (d *devFlags) makeCerts(ctx context.Context, clusterID uint64, log *slog.Logger) (*rpc.TLS, error) {
+	dir, err := filepath.Abs(filepath.Join(d.opts.Dir, "tls"))
+	if err != nil {
+		return nil, err
+	}
+	if d.certs, err = devcert.WriteLocal(dir, rpc.PeerURI(clusterID)); err != nil {
+		return nil, fmt.Errorf("make the dev certificates: %w", err)
+	}
+	creds, err := rpc.LoadTLS(rpc.TLSFiles{Cert: d.certs.NodeCert, Key: d.certs.NodeKey, TrustedCA: d.certs.CAFile, ClientCertAuth: true}, log)
+	if err != nil {
+		return nil, err
+	}
+	reloadOnHangup(ctx, creds, log)
+	return creds, nil
 }
 
 // check refuses flag values dev cannot run with, and fills in --http.

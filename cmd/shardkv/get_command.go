@@ -65,7 +65,7 @@ Output (-o):
 				return err
 			}
 			return lf.cf.run(cmd, func(ctx context.Context, addrs []string) error {
-				c, err := client.New(ctx, addrs, client.WithLimits(lf.maxKey, kvpb.DefaultMaxValueSize))
+				c, err := client.New(ctx, addrs, lf.cf.clientOption(), client.WithLimits(lf.maxKey, kvpb.DefaultMaxValueSize))
 				if err != nil {
 					return err
 				}

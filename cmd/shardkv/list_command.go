@@ -86,7 +86,7 @@ func (lf *listFlags) run(cmd *cobra.Command, rng client.ListOption) error {
 		return usagef("--limit %d: want 0 (all) or more", lf.limit)
 	}
 	return lf.cf.run(cmd, func(ctx context.Context, addrs []string) error {
-		c, err := client.New(ctx, addrs, client.WithLimits(lf.maxKey, kvpb.DefaultMaxValueSize))
+		c, err := client.New(ctx, addrs, lf.cf.clientOption(), client.WithLimits(lf.maxKey, kvpb.DefaultMaxValueSize))
 		if err != nil {
 			return err
 		}

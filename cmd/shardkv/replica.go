@@ -35,6 +35,7 @@ type replicaFlags struct {
 	state           string
 	join            bool // set at start: a learner added to a running group (storage.ClusterJoin)
 	forceNew        bool
+	tls             serverTLSFlags
 }
 
 // tune applies the raft tuning flags.
@@ -61,6 +62,7 @@ func (r *replicaFlags) register(cmd *cobra.Command) {
 	f.StringVar(&r.state, "initial-cluster-state", string(storage.ClusterNew),
 		"new: with empty data, found a new group; existing: the data must already hold this replica, or the replica was added "+
 			"to its running group with `shardkv admin member add` and starts empty (any other empty data is refused)")
+	r.tls.register(f)
 }
 
 // parsePeers reads "1=host:port,2=host:port".
@@ -105,14 +107,14 @@ func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
 // entries it acknowledged (etcd refuses an already bootstrapped member for
 // the same reason). Peers that do not answer within seconds are not waited
 // for: a new group's replicas start together.
-func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, clusterID uint64, dir string) error {
+func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption, dir string) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	for pid, addr := range peers {
 		if pid == id {
 			continue
 		}
-		reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
+		reply, err := transport.AskMember(ctx, addr, gid, id, dial...)
 		if err != nil {
 			continue
 		}
@@ -130,7 +132,7 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 // within seconds, has this replica as a learner: it was added with `admin
 // member add` and may start empty (etcd's --initial-cluster-state existing
 // for a new member).
-func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string, clusterID uint64) bool {
+func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Every peer is asked, and the leader of the highest term decides: a
@@ -145,7 +147,7 @@ func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string
 			if pid == id {
 				continue
 			}
-			reply, err := transport.AskMember(ctx, addr, gid, id, rpc.DialOptions(rpc.WithClusterID(clusterID)...)...)
+			reply, err := transport.AskMember(ctx, addr, gid, id, dial...)
 			if err != nil || !reply.GetLeader() {
 				continue
 			}
@@ -194,6 +196,9 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	}
 	ctx, cancel := stopOnSignal(cmd.Context(), log)
 	defer cancel()
+	if err := r.tls.load(ctx, log); err != nil {
+		return err
+	}
 	// Take the port first: learning the cluster id may take a while, and
 	// nothing else may grab the address meanwhile.
 	lis, err := net.Listen("tcp", r.listen)
@@ -231,11 +236,11 @@ func (r *replicaFlags) identity(ctx context.Context, e *storage.Engine, gid uint
 	}
 	state := storage.ClusterState(r.state)
 	if !stored && state == storage.ClusterNew {
-		if err := notBootstrapped(ctx, gid, r.id, peers, want.ClusterID, r.data); err != nil {
+		if err := notBootstrapped(ctx, gid, r.id, peers, r.tls.peerDial(want.ClusterID), r.data); err != nil {
 			return storage.Identity{}, err
 		}
 	}
-	if !stored && state == storage.ClusterExisting && addedAsLearner(ctx, gid, r.id, peers, want.ClusterID) {
+	if !stored && state == storage.ClusterExisting && addedAsLearner(ctx, gid, r.id, peers, r.tls.peerDial(want.ClusterID)) {
 		state, r.join = storage.ClusterJoin, true
 	}
 	return e.EnsureIdentity(rep, want, state)
@@ -258,9 +263,9 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
 		a, ok := s.peers[id]
 		return a, ok && group == s.gid
-	}, rpc.DialOptions(rpc.WithClusterID(s.clusterID)...)...)
+	}, s.r.tls.peerDial(s.clusterID)...)
 	defer network.Close()
-	gs := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(s.clusterID, s.log)...)...)
+	gs := grpc.NewServer(s.r.tls.serverOptions(s.clusterID, s.log)...)
 	raftSrv.Register(gs)
 	reg := ops.NewRegistry()
 	stop, node, ready, err := start(s.e, network, s.clusterID, gs, reg)

@@ -54,7 +54,7 @@ shards once 'shardkv admin join' added it to the configuration.`,
 // the controllers, waiting for them; one with an identity checks it
 // against them if they answer within seconds.
 func (s *serverFlags) clusterID(ctx context.Context, stored bool) (uint64, error) {
-	ctl, err := ctlclient.New(splitList(s.controllers))
+	ctl, err := ctlclient.New(splitList(s.controllers), s.r.tls.peerDial(0)...)
 	if err != nil {
 		return 0, err
 	}
@@ -82,14 +82,14 @@ func (s *serverFlags) clusterID(ctx context.Context, stored bool) (uint64, error
 func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
 	_, ids, _ := parsePeers(s.r.peers)
 	log, _ := s.g.logger()
-	dial := rpc.DialOptions(rpc.WithClusterID(cid)...)
+	dial := s.r.tls.peerDial(cid)
 	ctl, err := ctlclient.New(splitList(s.controllers), dial...)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	pool := rpc.NewPool(dial...)
 	srv, err := groupserver.Start(groupserver.Config{GID: s.gid, ID: s.r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net,
-		Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, s.gid, s.r.id), Tune: s.r.tune, Pool: pool})
+		Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, s.gid, s.r.id), Tune: s.r.tune, Pool: pool, Dial: s.r.tls.tlsDial()})
 	if err != nil {
 		ctl.Close()
 		pool.Close()

@@ -134,7 +134,7 @@ func (w *writeFlags) run(write writeFunc) func(*cobra.Command, []string) error {
 			value = v
 		}
 		return w.cf.run(cmd, func(ctx context.Context, addrs []string) error {
-			c, err := client.New(ctx, addrs, client.WithLimits(w.maxKey, w.maxValue))
+			c, err := client.New(ctx, addrs, w.cf.clientOption(), client.WithLimits(w.maxKey, w.maxValue))
 			if err != nil {
 				return err
 			}

@@ -22,13 +22,14 @@ type Shardkv struct {
 	pool *rpc.Pool // to ask replicas for their status
 }
 
-// NewShardkv connects to the cluster whose controller is at controllers.
-func NewShardkv(ctx context.Context, controllers []string) (*Shardkv, error) {
-	c, err := client.New(ctx, controllers)
+// NewShardkv connects to the cluster whose controller is at controllers,
+// with extra dial options (TLS credentials) over rpc.DialOptions.
+func NewShardkv(ctx context.Context, controllers []string, dial ...grpc.DialOption) (*Shardkv, error) {
+	c, err := client.New(ctx, controllers, client.WithDialOptions(rpc.DialOptions(dial...)...))
 	if err != nil {
 		return nil, err
 	}
-	return &Shardkv{c: c, pool: rpc.NewPool()}, nil
+	return &Shardkv{c: c, pool: rpc.NewPool(rpc.DialOptions(dial...)...)}, nil
 }
 
 func (s *Shardkv) Name() string { return "shardkv" }
