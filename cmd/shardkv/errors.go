@@ -105,7 +105,21 @@ func describe(err error) string {
 		msg = next
 	}
 	msg = strings.ReplaceAll(msg, "context deadline exceeded", "timed out")
+	for _, h := range tlsHints {
+		if strings.Contains(msg, h.symptom) {
+			return msg + " (" + h.hint + ")"
+		}
+	}
 	return msg
+}
+
+// tlsHints say what a TLS handshake failure means for the flags.
+var tlsHints = []struct{ symptom, hint string }{
+	{"error reading server preface: EOF", "does the cluster use TLS? give --cacert, and --cert and --key if it requires client certificates"},
+	{"tls: certificate required", "the cluster requires a client certificate: give --cert and --key"},
+	{"certificate signed by unknown authority", "--cacert does not hold the CA that signed the server's certificate"},
+	{"first record does not look like a TLS handshake", "the server does not use TLS: drop --cacert, --cert and --key"},
+	{"tls: unknown certificate authority", "the cluster does not trust the CA of --cert"},
 }
 
 // rephrase replaces p's sentinel text in msg by p's words.

@@ -1,0 +1,105 @@
+package main_test
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/shardkv/shardkv/internal/devcert"
+)
+
+// TestE2EDevTLS runs `shardkv dev --tls` and the CLI with the flags it
+// prints: commands work with them and fail without them; then every
+// certificate is replaced by one of a new CA and the process gets SIGHUP:
+// the CLI trusting only the new CA gets through, so new connections see
+// the new server certificate, and the cluster keeps serving writes.
+func TestE2EDevTLS(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	c := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+10, base+11, base+12)}
+	p := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--tls", "--data", filepath.Join(dir, "data"), "--base-port", fmt.Sprint(base+10))
+	p.waitOutput(t, "try: shardkv put")
+	out, _ := os.ReadFile(p.log)
+	m := regexp.MustCompile(`clients need (--cacert \S+ --cert \S+ --key \S+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("dev --tls printed no client flags:\n%s", out)
+	}
+	flags := strings.Fields(string(m[1]))
+	with := func(args ...string) []string { return append(args, flags...) }
+
+	c.ok(with("put", "greeting", "hello")...)
+	if got := c.ok(with("get", "greeting")...); got != "hello\n" {
+		t.Fatalf("get greeting = %q", got)
+	}
+	c.ok(with("admin", "status")...)
+	if _, errOut, code := c.run("", "get", "greeting", "--timeout", "2s"); code == 0 {
+		t.Fatal("a plaintext get was served")
+	} else if !strings.Contains(errOut, "TLS") {
+		t.Errorf("a plaintext get's error does not point at TLS: %s", errOut)
+	}
+	if _, _, code := c.run("", "get", "greeting", "--timeout", "2s", flags[0], flags[1]); code == 0 {
+		t.Fatal("a get without a client certificate was served")
+	}
+	// Flags that cannot work are usage errors, before anything starts.
+	c.expect(2, "", []string{"--cert and --key go together"}, "get", "greeting", "--cert", flags[3])
+	c.expect(2, "", []string{"--cert and --key go together"}, "controller", "--id", "1", "--listen", "127.0.0.1:0",
+		"--peers", "1=127.0.0.1:1", "--data", filepath.Join(dir, "c1"), "--cert", flags[3])
+	c.expect(2, "", []string{"need --cert and --key"}, "server", "--group", "1", "--id", "1", "--listen", "127.0.0.1:0",
+		"--peers", "1=127.0.0.1:1", "--data", filepath.Join(dir, "s1"), "--client-cert-auth")
+
+	// Rotate: a new CA, new node and client certificates, same files.
+	node := readCert(t, filepath.Join(dir, "data", "tls", "node.pem"))
+	ca, err := devcert.NewCA("rotated CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsDir := filepath.Join(dir, "data", "tls")
+	if _, _, err := ca.IssueFiles(tlsDir, "node", devcert.Leaf{CommonName: "rotated-node", Hosts: []string{"127.0.0.1", "::1", "localhost"},
+		URIs: node.URIs, Server: true, Client: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ca.IssueFiles(tlsDir, "client", devcert.Leaf{CommonName: "rotated-client", Client: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := devcert.WriteFile(filepath.Join(tlsDir, "ca.pem"), ca.PEM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ok(with("get", "greeting", "--timeout", "20s")...); got != "hello\n" {
+		t.Fatalf("get greeting after the rotation = %q", got)
+	}
+	// Writes to every group go through after the rotation.
+	for i := range 16 {
+		c.ok(with("put", fmt.Sprintf("after-%d", i), "x", "--timeout", "20s")...)
+	}
+	if p.exited() {
+		t.Fatal("dev exited on SIGHUP")
+	}
+	p.stop(t)
+}
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
