@@ -31,6 +31,7 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/devcert"
 	"github.com/shardkv/shardkv/internal/faultproxy"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/storage"
@@ -51,6 +52,11 @@ type Options struct {
 	// partitions (DropLink, DropClients, Silence) can be made; needs root
 	// and iptables (see NetfilterAvailable).
 	Netfilter bool
+	// TLS runs every connection with mutual TLS: a throwaway CA and
+	// certificates under Dir/tls (devcert), every replica started with
+	// --cert, --key, --trusted-ca and --client-cert-auth, and the test's
+	// clients with a client certificate (Dial).
+	TLS bool
 }
 
 type proc struct {
@@ -78,6 +84,8 @@ type Cluster struct {
 	links     map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1]
 	rules     [][]string                       // netfilter rules in force
 	pool      *rpc.Pool                        // to ask replicas directly
+	dial      []grpc.DialOption                // the clients' (Dial)
+	certs     *devcert.Local                   // with Options.TLS
 	clusterID uint64
 	seed      uint64 // the last seed given to a proxy
 }
@@ -88,7 +96,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	opts.Shards = cmp.Or(opts.Shards, 12)
 	opts.SnapshotEntries = cmp.Or(opts.SnapshotEntries, 200)
 	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, members: map[uint64][]uint64{},
-		links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool()}
+		links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool(), dial: rpc.DialOptions()}
 	if err := c.start(ctx); err != nil {
 		c.Close()
 		return nil, err
@@ -117,6 +125,13 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	c.seed = seed
 	c.clusterID = seed<<1 | 1 // any id, the same for every controller replica
+	if c.opts.TLS {
+		if err := c.makeCerts(); err != nil {
+			return err
+		}
+		_ = c.pool.Close() // unused yet: the replicas now want the client certificate
+		c.pool = rpc.NewPool(c.dial...)
+	}
 	for _, r := range all {
 		if err := c.prepare(r); err != nil {
 			return err
@@ -208,6 +223,9 @@ func (c *Cluster) setArgs(p *proc, peers []string, extra ...string) error {
 	}
 	common := append([]string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
 		"--data", p.data, "--snapshot-entries", fmt.Sprint(c.opts.SnapshotEntries), "--log-level", logLevel()}, extra...)
+	if c.certs != nil {
+		common = append(common, "--cert", c.certs.NodeCert, "--key", c.certs.NodeKey, "--trusted-ca", c.certs.CAFile, "--client-cert-auth")
+	}
 	if r.Group == 0 {
 		// Each replica sees its peers at its own proxies' addresses, so
 		// the id cannot be derived from --peers: state it.
@@ -219,9 +237,37 @@ func (c *Cluster) setArgs(p *proc, peers []string, extra ...string) error {
 	return nil
 }
 
+// makeCerts makes the cluster's CA and certificates (Options.TLS) and the
+// clients' dial options. With Netfilter the replicas run as other users:
+// the files are made readable to them (they are throwaway).
+func (c *Cluster) makeCerts() error {
+	dir := filepath.Join(c.opts.Dir, "tls")
+	certs, err := devcert.WriteLocal(dir, rpc.PeerURI(c.clusterID))
+	if err != nil {
+		return err
+	}
+	if c.opts.Netfilter {
+		for _, f := range []string{dir, certs.CAFile, certs.NodeCert, certs.NodeKey} {
+			if err := os.Chmod(f, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	cfg, err := rpc.ClientTLS(certs.CAFile, certs.ClientCert, certs.ClientKey)
+	if err != nil {
+		return err
+	}
+	c.certs, c.dial = certs, rpc.DialOptions(rpc.WithTLS(cfg))
+	return nil
+}
+
+// Dial are the dial options of a client of the cluster (with its client
+// certificate when Options.TLS).
+func (c *Cluster) Dial() []grpc.DialOption { return c.dial }
+
 // joinGroups joins every group in one configuration change.
 func (c *Cluster) joinGroups(ctx context.Context) error {
-	ctl, err := ctlclient.New(c.Addrs(0))
+	ctl, err := ctlclient.New(c.Addrs(0), c.Dial()...)
 	if err != nil {
 		return err
 	}

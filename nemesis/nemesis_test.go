@@ -50,7 +50,8 @@ func runOne(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration) 
 	t.Logf("seed %d (rerun with SHARDKV_SEED=%d NEMESIS_SCENARIO=%s)", seed, seed, s.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
 	defer cancel()
-	summary, err := Run(ctx, RunOptions{Binary: bin, Dir: dir, Scenario: s, Seed: seed, Duration: d, Logf: t.Logf})
+	summary, err := Run(ctx, RunOptions{Binary: bin, Dir: dir, Scenario: s, Seed: seed, Duration: d, Logf: t.Logf,
+		TLS: os.Getenv("NEMESIS_TLS") != ""})
 	if errors.Is(err, ErrNoNetfilter) {
 		os.RemoveAll(dir)
 		t.Skip(err)

@@ -364,7 +364,7 @@ func (p *replacement) logRoutes(ctx context.Context, n Replica) {
 // waitConfig waits until the controller's latest configuration lists the
 // group's new replica at addr (the group's leader tells it).
 func (p *replacement) waitConfig(ctx context.Context, addr string) bool {
-	ctl, err := ctlclient.New(p.e.C.Addrs(0))
+	ctl, err := ctlclient.New(p.e.C.Addrs(0), p.e.C.Dial()...)
 	if err != nil {
 		p.logf("controller client: %v", err)
 		return false

@@ -23,6 +23,7 @@ type RunOptions struct {
 	Duration time.Duration // of the faults, with clients running (default 12s)
 	Clients  int           // default 12
 	Logf     func(format string, args ...any)
+	TLS      bool // mutual TLS on every connection (Options.TLS)
 }
 
 // ErrNoNetfilter: the scenario makes real partitions, which need root and
@@ -47,18 +48,18 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	if o.Scenario.Netfilter && !NetfilterAvailable() {
 		return "", ErrNoNetfilter
 	}
-	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed, Netfilter: o.Scenario.Netfilter})
+	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed, Netfilter: o.Scenario.Netfilter, TLS: o.TLS})
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	ctl, err := ctlclient.New(c.Addrs(0))
+	ctl, err := ctlclient.New(c.Addrs(0), c.Dial()...)
 	if err != nil {
 		return "", err
 	}
 	defer ctl.Close()
 
-	var w Workload
+	w := Workload{Dial: c.Dial()}
 	wctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 	var wg sync.WaitGroup

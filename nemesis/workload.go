@@ -10,14 +10,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/linearizability"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // Workload is a set of sequential clients recording one history.
 type Workload struct {
 	Rec linearizability.Recorder
+	// Dial are the clients' dial options (default rpc.DialOptions():
+	// plaintext); Cluster.Dial gives a cluster's.
+	Dial []grpc.DialOption
 
 	mu      sync.Mutex
 	keys    map[string]bool
@@ -77,7 +83,7 @@ func (w *Workload) Run(ctx context.Context, ctls func() []string, n int, seed ui
 			defer wg.Done()
 			addrs := ctls()
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			cl, err := client.New(cctx, addrs, client.WithAttemptTimeout(time.Second))
+			cl, err := client.New(cctx, addrs, client.WithDialOptions(w.dial()...), client.WithAttemptTimeout(time.Second))
 			cancel()
 			if err != nil {
 				errs <- err
@@ -89,7 +95,7 @@ func (w *Workload) Run(ctx context.Context, ctls func() []string, n int, seed ui
 			seen := linearizability.Seen{}
 			for i := 0; ctx.Err() == nil; i++ {
 				if now := ctls(); !slices.Equal(now, addrs) && time.Now().After(retry) {
-					if ncl, err := reconnect(ctx, now); err == nil {
+					if ncl, err := w.reconnect(ctx, now); err == nil {
 						cl.Close()
 						cl, addrs = ncl, now
 					} else {
@@ -107,10 +113,17 @@ func (w *Workload) Run(ctx context.Context, ctls func() []string, n int, seed ui
 }
 
 // reconnect makes a client of the controllers at addrs, within seconds.
-func reconnect(ctx context.Context, addrs []string) (*client.Client, error) {
+func (w *Workload) reconnect(ctx context.Context, addrs []string) (*client.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return client.New(ctx, addrs, client.WithAttemptTimeout(time.Second))
+	return client.New(ctx, addrs, client.WithDialOptions(w.dial()...), client.WithAttemptTimeout(time.Second))
+}
+
+func (w *Workload) dial() []grpc.DialOption {
+	if len(w.Dial) == 0 {
+		return rpc.DialOptions()
+	}
+	return w.Dial
 }
 
 // op runs one operation of client c: a get, an append, a put, or a
@@ -232,7 +245,7 @@ func (a Availability) String() string {
 // records the reads in the history, and checks that no appended value
 // appears twice.
 func (w *Workload) FinalRead(ctx context.Context, ctls []string, budget time.Duration) error {
-	cl, err := client.New(ctx, ctls)
+	cl, err := client.New(ctx, ctls, client.WithDialOptions(w.dial()...))
 	if err != nil {
 		return err
 	}
