@@ -285,3 +285,42 @@ func TestTLSFilesCheck(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTLSFiles feeds operator-given files of any content to the readers
+// behind --cacert/--trusted-ca, --cert and --key: they return an error or
+// usable credentials, and never panic.
+func FuzzTLSFiles(f *testing.F) {
+	local, err := devcert.WriteLocal(f.TempDir(), rpc.PeerURI(testCluster))
+	if err != nil {
+		f.Fatal(err)
+	}
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return b
+	}
+	caPEM, certPEM, keyPEM := read(local.CAFile), read(local.NodeCert), read(local.NodeKey)
+	f.Add(caPEM, certPEM, keyPEM)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), certPEM[:len(certPEM)/2], keyPEM)
+	f.Add(append(caPEM, "garbage"...), keyPEM, certPEM)
+	f.Fuzz(func(t *testing.T, ca, cert, key []byte) {
+		dir := t.TempDir()
+		write := func(name string, b []byte) string {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		caFile, certFile, keyFile := write("ca.pem", ca), write("cert.pem", cert), write("key.pem", key)
+		if cfg, err := rpc.ClientTLS(caFile, certFile, keyFile); err == nil && (cfg.RootCAs == nil || len(cfg.Certificates) != 1) {
+			t.Fatalf("ClientTLS accepted the files but gave %+v", cfg)
+		}
+		creds, err := rpc.LoadTLS(rpc.TLSFiles{Cert: certFile, Key: keyFile, TrustedCA: caFile}, slog.New(slog.DiscardHandler))
+		if err == nil && creds.Reload() != nil {
+			t.Fatal("files loaded once fail to load again unchanged")
+		}
+	})
+}
