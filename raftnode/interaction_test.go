@@ -44,6 +44,9 @@ import (
 //	isolate ID / heal           cut / restore every link of ID
 //	propose ID KEY=VALUE [append]  Submit a put (or append) on ID: names it pN
 //	read-index ID               ReadIndex on ID: names it rN
+//	change-membership ID KIND MEMBER [addr=HOST:PORT]
+//	                            ChangeMembership on ID (KIND add-learner,
+//	                            promote or remove): names it cN
 //	outcome NAME                wait for the outcome of pN or rN
 //	stop ID                     Node.Stop
 //	status                      every member's Status
@@ -80,6 +83,7 @@ type env struct {
 	ops     map[string]*op
 	nProps  int
 	nReads  int
+	nChange int
 	out     strings.Builder
 }
 
@@ -142,6 +146,8 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 		e.propose(d)
 	case "read-index":
 		e.readIndex(e.member(d, 0))
+	case "change-membership":
+		e.changeMembership(d)
 	case "outcome":
 		e.outcome(d.CmdArgs[0].Key)
 	case "stop":
@@ -440,6 +446,50 @@ wait:
 	}
 	e.printf("%s: started on %d\n", o.name, m.id)
 	e.settle(m)
+}
+
+// changeMembership starts a ChangeMembership on a member and waits until
+// it is refused or its change reached raft.
+func (e *env) changeMembership(d *datadriven.TestData) {
+	m := e.member(d, 0)
+	if len(d.CmdArgs) < 3 {
+		e.t.Fatalf("%s: change-membership ID KIND MEMBER [addr=HOST:PORT]", d.Pos)
+	}
+	kinds := map[string]raftnode.ChangeKind{"add-learner": raftnode.AddLearner, "promote": raftnode.Promote, "remove": raftnode.Remove}
+	change := raftnode.MemberChange{Kind: kinds[d.CmdArgs[1].Key], ID: uint64(e.intArg(d, 2))}
+	if d.HasArg("addr") {
+		d.ScanArgs(e.t, "addr", &change.Addr)
+	}
+	e.nChange++
+	o := &op{name: fmt.Sprintf("c%d", e.nChange), done: make(chan opResult, 1)}
+	e.ops[o.name] = o
+	var before int
+	m.raft.do(func(*raft.RawNode) { before = m.raft.changes })
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
+		defer cancel()
+		mem, err := m.node.ChangeMembership(ctx, change)
+		o.done <- opResult{value: fmt.Sprintf("voters %v learners %v", mem.Voters, mem.Learners), err: err}
+	}()
+	timeout := time.NewTimer(failsafe)
+	defer timeout.Stop()
+	for {
+		ch, ok := m.raft.wait(func() bool { return m.raft.changes > before })
+		if ok {
+			e.printf("%s: proposed to %d\n", o.name, m.id)
+			e.settle(m)
+			return
+		}
+		select {
+		case <-ch:
+		case r := <-o.done:
+			o.res = &r
+			e.printf("%s: refused by %d: %s\n", o.name, m.id, describeErr(r.err))
+			return
+		case <-timeout.C:
+			e.t.Fatalf("member %d: membership change neither refused nor proposed", m.id)
+		}
+	}
 }
 
 func (e *env) outcome(name string) {

@@ -96,7 +96,7 @@ const learnerReady = 0.9
 //	ErrMemberExists                the member to add is already in the group
 //	ErrNotLearner                  Promote or Replace names a member that is not a learner
 //	ErrLearnerBehind               the learner has less than 90% of the leader's log
-//	ErrWouldLoseQuorum             after the change, fewer voters than a quorum would be reachable
+//	ErrWouldLoseQuorum             Promote, Replace or Remove: after the change, fewer voters than a quorum would be reachable (heard from within an election timeout)
 //	ErrBadMemberAddr               AddLearner without a host:port address
 //
 // and with *NotLeaderError on a follower. Errors from the wait (context,
@@ -233,10 +233,15 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 	}
 	// The voters left must include a reachable quorum, or the change
 	// itself could never be followed by another (etcd refuses such
-	// removals under --strict-reconfig-check).
+	// removals under --strict-reconfig-check). Adding a learner leaves the
+	// voters as they are: it cannot lose a quorum, and is not refused as
+	// if it could.
+	if change.Kind == AddLearner {
+		return cc, nil
+	}
 	active := 0
 	for _, v := range voters {
-		if pr, ok := st.Progress[v]; v == n.cfg.ID || (ok && pr.RecentActive) {
+		if n.heardRecently(v) {
 			active++
 		}
 	}
