@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/confchange"
@@ -99,8 +100,11 @@ const learnerReady = 0.9
 //	ErrWouldLoseQuorum             Promote, Replace or Remove: after the change, fewer voters than a quorum would be reachable (heard from within an election timeout)
 //	ErrBadMemberAddr               AddLearner without a host:port address
 //
-// and with *NotLeaderError on a follower. Errors from the wait (context,
-// ErrLeaderChanged) leave the outcome unknown: read Members.
+// and with *NotLeaderError on a follower. It first waits, for at most a
+// few ticks, until raft would take a change (see awaitConfChangeAccepted);
+// a context error then means nothing was proposed. Errors from the wait
+// for the outcome (context, ErrLeaderChanged) leave it unknown: read
+// Members.
 func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membership, error) {
 	if !n.isLeader.Load() {
 		return Membership{}, n.NotLeader()
@@ -109,6 +113,9 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 	// one proposed before the first applies (our check could not see it).
 	n.changeMu.Lock()
 	defer n.changeMu.Unlock()
+	if err := n.awaitConfChangeAccepted(ctx); err != nil {
+		return Membership{}, err
+	}
 	cc, err := n.checkChange(change)
 	if err != nil {
 		return Membership{}, err
@@ -149,6 +156,39 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 			return m, ctx.Err()
 		case <-n.stopc:
 			return m, ErrStoppedInFlight
+		}
+	}
+}
+
+// awaitConfChangeAccepted waits until raft would accept a configuration
+// change from this leader. Raft silently turns one into an empty entry
+// (whose proposer would wait for ever) while a change it accepted may be
+// unapplied as far as it knows: one proposed before raft's applied index
+// reached it, or any before the leader applied an entry of its own term.
+// Raft's applied index moves when the Ready that carried an entry is
+// advanced, which may be after this member's apply loop applied it (and
+// after the previous ChangeMembership returned), so this waits for raft
+// to have applied what this member applied, and an entry of the current
+// term; both take at most a few ticks. It returns *NotLeaderError if
+// leadership is lost meanwhile, or the context's error (nothing was
+// proposed).
+func (n *Node) awaitConfChangeAccepted(ctx context.Context) error {
+	applied := n.applied.Load() // not later: under load it moves on
+	for {
+		st := n.rn.Status()
+		if st.RaftState != raft.StateLeader {
+			return n.NotLeader()
+		}
+		term, err := n.mem.Term(st.Applied)
+		if err == nil && term == st.HardState.GetTerm() && st.Applied >= applied {
+			return nil
+		}
+		select {
+		case <-time.After(n.cfg.TickInterval):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopc:
+			return ErrStopped
 		}
 	}
 }
