@@ -420,30 +420,9 @@ func (e *env) readIndex(m *member) {
 	e.nReads++
 	o := &op{name: fmt.Sprintf("r%d", e.nReads), read: true, done: make(chan opResult, 1)}
 	e.ops[o.name] = o
-	var before int
-	m.raft.do(func(*raft.RawNode) { before = m.raft.reads })
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
-		defer cancel()
-		o.done <- opResult{err: m.node.ReadIndex(ctx)}
-	}()
-	timeout := time.NewTimer(failsafe)
-	defer timeout.Stop()
-wait:
-	for {
-		ch, ok := m.raft.wait(func() bool { return m.raft.reads > before })
-		if ok {
-			break
-		}
-		select {
-		case <-ch:
-		case r := <-o.done:
-			o.res = &r
-			break wait
-		case <-timeout.C:
-			e.t.Fatalf("member %d: read index never reached raft", m.id)
-		}
-	}
+	e.launch(m, o, func() int { return m.raft.reads }, func(ctx context.Context) opResult {
+		return opResult{err: m.node.ReadIndex(ctx)}
+	})
 	e.printf("%s: started on %d\n", o.name, m.id)
 	e.settle(m)
 }
@@ -463,31 +442,43 @@ func (e *env) changeMembership(d *datadriven.TestData) {
 	e.nChange++
 	o := &op{name: fmt.Sprintf("c%d", e.nChange), done: make(chan opResult, 1)}
 	e.ops[o.name] = o
+	refused := e.launch(m, o, func() int { return m.raft.changes }, func(ctx context.Context) opResult {
+		mem, err := m.node.ChangeMembership(ctx, change)
+		return opResult{value: fmt.Sprintf("voters %v learners %v", mem.Voters, mem.Learners), err: err}
+	})
+	if refused {
+		e.printf("%s: refused by %d: %s\n", o.name, m.id, describeErr(o.res.err))
+		return
+	}
+	e.printf("%s: proposed to %d\n", o.name, m.id)
+	e.settle(m)
+}
+
+// launch runs fn as the operation o on m and waits until its request
+// reached raft (count, read under the raft's lock, went up) or fn
+// returned first, which it reports (o.res is then set).
+func (e *env) launch(m *member, o *op, count func() int, fn func(ctx context.Context) opResult) bool {
 	var before int
-	m.raft.do(func(*raft.RawNode) { before = m.raft.changes })
+	m.raft.do(func(*raft.RawNode) { before = count() })
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
 		defer cancel()
-		mem, err := m.node.ChangeMembership(ctx, change)
-		o.done <- opResult{value: fmt.Sprintf("voters %v learners %v", mem.Voters, mem.Learners), err: err}
+		o.done <- fn(ctx)
 	}()
 	timeout := time.NewTimer(failsafe)
 	defer timeout.Stop()
 	for {
-		ch, ok := m.raft.wait(func() bool { return m.raft.changes > before })
+		ch, ok := m.raft.wait(func() bool { return count() > before })
 		if ok {
-			e.printf("%s: proposed to %d\n", o.name, m.id)
-			e.settle(m)
-			return
+			return false
 		}
 		select {
 		case <-ch:
 		case r := <-o.done:
 			o.res = &r
-			e.printf("%s: refused by %d: %s\n", o.name, m.id, describeErr(r.err))
-			return
+			return true
 		case <-timeout.C:
-			e.t.Fatalf("member %d: membership change neither refused nor proposed", m.id)
+			e.t.Fatalf("member %d: %s never reached raft", m.id, o.name)
 		}
 	}
 }
