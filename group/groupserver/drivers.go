@@ -241,6 +241,7 @@ func (s *Server) stillLeading(ctx context.Context) bool {
 // proposes it chunk by chunk, until it is in or this node stops leading.
 func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, addrs []string) {
 	start := time.Now()
+	defer s.pulled.set(shard, -1)
 	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	// Any replica of the source may answer (an offered shard is frozen):
 	// start at a random one, so pullers spread and one dead replica does
@@ -330,6 +331,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 		}
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
+			s.pulled.set(shard, bytes)
 		}
 		p, err := s.submit(ctx, &grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
 			ConfigNum: num, Shard: uint32(shard), Chunk: chunk, Kvs: c.GetKvs(), Sessions: c.GetSessions(), Last: c.GetLast()}}})

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -102,6 +103,9 @@ type Server struct {
 
 	writes chan *queuedWrite // client writes for the batcher (batch.go)
 
+	latency prometheus.Histogram // every client request's (console.go)
+	pulled  pullProgress         // bytes pulled so far, by shard (console.go)
+
 	// ctx ends on Stop: every driver's wait and RPC uses it, so a
 	// stopping replica does not wait out a controller long poll.
 	ctx    context.Context
@@ -142,7 +146,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
-		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites)}
+		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites), latency: newRequestLatency()}
 	if s.founders, err = founders(cfg); err != nil {
 		node.Stop()
 		return nil, err
@@ -273,7 +277,7 @@ func (s *Server) leaderOnly() error {
 func (s *Server) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
 	start := time.Now()
 	reply, err := s.get(ctx, req)
-	s.cfg.Metrics.observe("get", err, start)
+	s.observe("get", err, start)
 	return reply, kvpb.Errors.ToStatus(err)
 }
 
@@ -309,7 +313,7 @@ func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 func (s *Server) List(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
 	start := time.Now()
 	reply, err := s.list(ctx, req)
-	s.cfg.Metrics.observe("list", err, start)
+	s.observe("list", err, start)
 	return reply, kvpb.Errors.ToStatus(err)
 }
 
@@ -333,7 +337,7 @@ func (s *Server) list(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListRep
 func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
 	start := time.Now()
 	res, err := s.write(ctx, req)
-	s.cfg.Metrics.observe(opName(req.GetOp()), err, start)
+	s.observe(opName(req.GetOp()), err, start)
 	if err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
@@ -441,7 +445,10 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 	st := s.node.Status()
 	v := s.sm.View()
 	reply := &kvpb.StatusReply{Header: s.header(), Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
-		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num}
+		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num, Requests: s.latencyStatus()}
+	if n, err := s.cfg.Engine.DiskUsage(storage.Replica{Group: s.cfg.GID, ID: s.cfg.ID}); err == nil {
+		reply.DataBytes = n
+	}
 	var digests []uint64
 	if req.GetDigests() {
 		applied, d, err := s.sm.Digests()
@@ -454,7 +461,7 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 		if sh.State == group.Absent {
 			continue
 		}
-		st := &kvpb.ShardStatus{Shard: uint32(i), State: shardStates[sh.State], PeerGroup: sh.Peer}
+		st := &kvpb.ShardStatus{Shard: uint32(i), State: shardStates[sh.State], PeerGroup: sh.Peer, MovedBytes: s.pulled.of(i)}
 		if i < len(digests) {
 			st.Digest = digests[i]
 		}
