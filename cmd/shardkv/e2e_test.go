@@ -346,11 +346,11 @@ const devPorts = 22
 
 // startDev starts `shardkv dev` on free ports with only --base-port: every
 // port it opens follows it. It returns the process, a CLI for it, and the
-// arguments it was started with.
-func startDev(t *testing.T, bin, data, logPath string, base int) (*process, *cli, []string) {
+// arguments it was started with (extra last).
+func startDev(t *testing.T, bin, data, logPath string, base int, extra ...string) (*process, *cli, []string) {
 	t.Helper()
 	c := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+10, base+11, base+12)}
-	args := []string{"dev", "--data", data, "--base-port", fmt.Sprint(base + 10)}
+	args := append([]string{"dev", "--data", data, "--base-port", fmt.Sprint(base + 10)}, extra...)
 	p := startProcess(t, bin, logPath, args...)
 	p.waitOutput(t, "try: shardkv put")
 	return p, c, args

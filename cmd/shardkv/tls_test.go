@@ -20,12 +20,8 @@ import (
 // the CLI trusting only the new CA gets through, so new connections see
 // the new server certificate, and the cluster keeps serving writes.
 func TestE2EDevTLS(t *testing.T) {
-	bin := binary(t)
 	dir := t.TempDir()
-	base := freePorts(t, devPorts)
-	c := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+10, base+11, base+12)}
-	p := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--tls", "--data", filepath.Join(dir, "data"), "--base-port", fmt.Sprint(base+10))
-	p.waitOutput(t, "try: shardkv put")
+	p, c, _ := startDev(t, binary(t), filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), freePorts(t, devPorts), "--tls")
 	out, _ := os.ReadFile(p.log)
 	m := regexp.MustCompile(`clients need (--cacert \S+ --cert \S+ --key \S+)`).FindSubmatch(out)
 	if m == nil {

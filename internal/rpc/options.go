@@ -122,6 +122,13 @@ func CheckClusterID(id uint64, log *slog.Logger) []grpc.ServerOption {
 		}
 		return nil
 	}
+	return checkCalls(check)
+}
+
+// checkCalls are the server options that run check before every unary
+// call and at the start of every stream, refusing the call with check's
+// error.
+func checkCalls(check func(ctx context.Context, method string) error) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			if err := check(ctx, info.FullMethod); err != nil {

@@ -104,6 +104,13 @@ const ReloadCheck = time.Second
 // peer-only service by a caller that is not a peer of this cluster.
 var ErrNotPeer = errors.New("not a peer of this cluster")
 
+// IsNotPeer reports whether err is a peer-only service's refusal of a
+// caller that is not a peer of its cluster (ErrNotPeer).
+func IsNotPeer(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.PermissionDenied && strings.HasPrefix(st.Message(), ErrNotPeer.Error())
+}
+
 // TLS is a server process's TLS credentials, reloaded as their files
 // change. Safe for concurrent use.
 type TLS struct {
@@ -306,21 +313,7 @@ func (t *TLS) ServerOptions(clusterID uint64) []grpc.ServerOption {
 		}
 		return t.checkPeer(ctx, want)
 	}
-	return []grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(cfg)),
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			if err := check(ctx, info.FullMethod); err != nil {
-				return nil, err
-			}
-			return handler(ctx, req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			if err := check(ss.Context(), info.FullMethod); err != nil {
-				return err
-			}
-			return handler(srv, ss)
-		}),
-	}
+	return append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, checkCalls(check)...)
 }
 
 // isPeerMethod reports whether a full method name (/service/method) is of

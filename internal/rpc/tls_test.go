@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -68,6 +67,17 @@ func call(t *testing.T, addr string, public bool, dial ...grpc.DialOption) error
 	return err
 }
 
+// localCerts makes a new CA and a local cluster's certificates under dir
+// (devcert.WriteLocal), naming testCluster.
+func localCerts(t testing.TB, dir string) *devcert.Local {
+	t.Helper()
+	l, err := devcert.WriteLocal(dir, rpc.PeerURI(testCluster))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // passed: the call went through TLS and the peer check to the handler.
 func passed(err error) bool { return status.Code(err) == codes.Unimplemented }
 
@@ -82,14 +92,8 @@ func clientTLS(t *testing.T, ca, cert, key string) grpc.DialOption {
 
 func TestTLSRefusesPlaintextAndForeignClients(t *testing.T) {
 	dir := t.TempDir()
-	local, err := devcert.WriteLocal(dir, rpc.PeerURI(testCluster))
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := devcert.WriteLocal(filepath.Join(dir, "other"), rpc.PeerURI(testCluster))
-	if err != nil {
-		t.Fatal(err)
-	}
+	local := localCerts(t, dir)
+	other := localCerts(t, filepath.Join(dir, "other"))
 	addr, _ := tlsServer(t, rpc.TLSFiles{Cert: local.NodeCert, Key: local.NodeKey, TrustedCA: local.CAFile, ClientCertAuth: true})
 
 	if err := call(t, addr, true); passed(err) || status.Code(err) != codes.Unavailable {
@@ -111,10 +115,7 @@ func TestTLSRefusesPlaintextAndForeignClients(t *testing.T) {
 
 func TestTLSPeerServicesOnlyForPeersOfThisCluster(t *testing.T) {
 	dir := t.TempDir()
-	local, err := devcert.WriteLocal(dir, rpc.PeerURI(testCluster))
-	if err != nil {
-		t.Fatal(err)
-	}
+	local := localCerts(t, dir)
 	server := rpc.TLSFiles{Cert: local.NodeCert, Key: local.NodeKey, TrustedCA: local.CAFile}
 	addr, _ := tlsServer(t, server)
 	peer := func(files rpc.TLSFiles) grpc.DialOption {
@@ -131,24 +132,21 @@ func TestTLSPeerServicesOnlyForPeersOfThisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another CA, this cluster's identity.
-	foreign, err := devcert.WriteLocal(filepath.Join(dir, "foreign"), rpc.PeerURI(testCluster))
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := localCerts(t, filepath.Join(dir, "foreign"))
 
 	if err := call(t, addr, false, peer(server)); !passed(err) {
 		t.Errorf("a peer of this cluster was refused: %v", err)
 	}
-	if err := call(t, addr, false, clientTLS(t, local.CAFile, "", "")); !errors.Is(asStatusErr(err), rpc.ErrNotPeer) {
+	if err := call(t, addr, false, clientTLS(t, local.CAFile, "", "")); !rpc.IsNotPeer(err) {
 		t.Errorf("a caller without a certificate reached a peer service: %v", err)
 	}
 	if err := call(t, addr, true, clientTLS(t, local.CAFile, "", "")); !passed(err) {
 		t.Errorf("a client without a certificate was refused a public service without --client-cert-auth: %v", err)
 	}
-	if err := call(t, addr, false, clientTLS(t, local.CAFile, local.ClientCert, local.ClientKey)); !errors.Is(asStatusErr(err), rpc.ErrNotPeer) {
+	if err := call(t, addr, false, clientTLS(t, local.CAFile, local.ClientCert, local.ClientKey)); !rpc.IsNotPeer(err) {
 		t.Errorf("a client certificate without the cluster's identity reached a peer service: %v", err)
 	}
-	if err := call(t, addr, false, peer(rpc.TLSFiles{Cert: otherCluster, Key: otherKey, TrustedCA: local.CAFile})); !errors.Is(asStatusErr(err), rpc.ErrNotPeer) {
+	if err := call(t, addr, false, peer(rpc.TLSFiles{Cert: otherCluster, Key: otherKey, TrustedCA: local.CAFile})); !rpc.IsNotPeer(err) {
 		t.Errorf("another cluster's peer reached a peer service: %v", err)
 	}
 	// A replica with another CA's certificate: it trusts this server (it
@@ -159,27 +157,16 @@ func TestTLSPeerServicesOnlyForPeersOfThisCluster(t *testing.T) {
 	}
 	// Peers of a separate peer CA: the client CA's certificates with the
 	// cluster's identity are not peers.
-	peerCA, err := devcert.WriteLocal(filepath.Join(dir, "peer"), rpc.PeerURI(testCluster))
-	if err != nil {
-		t.Fatal(err)
-	}
+	peerCA := localCerts(t, filepath.Join(dir, "peer"))
 	split := rpc.TLSFiles{Cert: local.NodeCert, Key: local.NodeKey, TrustedCA: local.CAFile,
 		PeerCert: peerCA.NodeCert, PeerKey: peerCA.NodeKey, PeerTrustedCA: peerCA.CAFile}
 	splitAddr, _ := tlsServer(t, split)
 	if err := call(t, splitAddr, false, peer(split)); !passed(err) {
 		t.Errorf("a peer with the peer CA's certificate was refused: %v", err)
 	}
-	if err := call(t, splitAddr, false, peer(server)); !errors.Is(asStatusErr(err), rpc.ErrNotPeer) {
+	if err := call(t, splitAddr, false, peer(server)); !rpc.IsNotPeer(err) {
 		t.Errorf("a certificate of the client CA reached a peer service: %v", err)
 	}
-}
-
-// asStatusErr turns a refusal's status back into its sentinel.
-func asStatusErr(err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && strings.HasPrefix(st.Message(), rpc.ErrNotPeer.Error()) {
-		return rpc.ErrNotPeer
-	}
-	return err
 }
 
 // TestTLSReload replaces the server's certificate files: new connections
@@ -187,10 +174,7 @@ func asStatusErr(err error) error {
 // without it (the files are watched).
 func TestTLSReload(t *testing.T) {
 	dir := t.TempDir()
-	local, err := devcert.WriteLocal(dir, rpc.PeerURI(testCluster))
-	if err != nil {
-		t.Fatal(err)
-	}
+	local := localCerts(t, dir)
 	addr, creds := tlsServer(t, rpc.TLSFiles{Cert: local.NodeCert, Key: local.NodeKey, TrustedCA: local.CAFile})
 	// served returns the serial of the certificate a new connection sees.
 	served := func() string {
@@ -290,10 +274,7 @@ func TestTLSFilesCheck(t *testing.T) {
 // behind --cacert/--trusted-ca, --cert and --key: they return an error or
 // usable credentials, and never panic.
 func FuzzTLSFiles(f *testing.F) {
-	local, err := devcert.WriteLocal(f.TempDir(), rpc.PeerURI(testCluster))
-	if err != nil {
-		f.Fatal(err)
-	}
+	local := localCerts(f, f.TempDir())
 	read := func(p string) []byte {
 		b, err := os.ReadFile(p)
 		if err != nil {
