@@ -247,8 +247,11 @@ func (c *Cluster) makeCerts() error {
 		return err
 	}
 	if c.opts.Netfilter {
-		for _, f := range []string{dir, certs.CAFile, certs.NodeCert, certs.NodeKey} {
-			if err := os.Chmod(f, 0o755); err != nil {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+		for _, f := range []string{certs.CAFile, certs.NodeCert, certs.NodeKey} {
+			if err := os.Chmod(f, 0o644); err != nil {
 				return err
 			}
 		}
