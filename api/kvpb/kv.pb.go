@@ -160,8 +160,14 @@ func (ShardState) EnumDescriptor() ([]byte, []int) {
 }
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // the key to read: 1 byte up to the servers' limit (4 KiB by default)
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // the key to read: 1 byte up to the servers' limit (4 KiB by default)
+	// group is the replica group the request is for (the one the caller's
+	// configuration names). A process hosts replicas of any number of groups
+	// (a node); one that hosts none of this group answers WRONG_GROUP. 0:
+	// the process's only replica (refused with WRONG_GROUP by a process that
+	// hosts several).
+	Group         uint64 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,6 +207,13 @@ func (x *GetRequest) GetKey() []byte {
 		return x.Key
 	}
 	return nil
+}
+
+func (x *GetRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 type GetReply struct {
@@ -294,7 +307,8 @@ type WriteRequest struct {
 	IfValue []byte `protobuf:"bytes,7,opt,name=if_value,json=ifValue,proto3,oneof" json:"if_value,omitempty"`
 	// return_value asks for the key's value after the request in the reply
 	// (see WriteReply.value).
-	ReturnValue   bool `protobuf:"varint,8,opt,name=return_value,json=returnValue,proto3" json:"return_value,omitempty"`
+	ReturnValue   bool   `protobuf:"varint,8,opt,name=return_value,json=returnValue,proto3" json:"return_value,omitempty"`
+	Group         uint64 `protobuf:"varint,9,opt,name=group,proto3" json:"group,omitempty"` // as GetRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +397,13 @@ func (x *WriteRequest) GetReturnValue() bool {
 		return x.ReturnValue
 	}
 	return false
+}
+
+func (x *WriteRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 type WriteReply struct {
@@ -491,7 +512,8 @@ type ListRequest struct {
 	MaxBytes uint64 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	// keys_only lists keys without values or versions (the server does not
 	// read them).
-	KeysOnly      bool `protobuf:"varint,7,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	KeysOnly      bool   `protobuf:"varint,7,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	Group         uint64 `protobuf:"varint,8,opt,name=group,proto3" json:"group,omitempty"` // as GetRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +595,13 @@ func (x *ListRequest) GetKeysOnly() bool {
 		return x.KeysOnly
 	}
 	return false
+}
+
+func (x *ListRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 // KeyValue is one listed key.
@@ -703,7 +732,8 @@ type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// digests asks for a hash of every shard's data and duplicate table.
 	// It reads the replica's whole state, so it is off unless asked for.
-	Digests       bool `protobuf:"varint,1,opt,name=digests,proto3" json:"digests,omitempty"`
+	Digests       bool   `protobuf:"varint,1,opt,name=digests,proto3" json:"digests,omitempty"`
+	Group         uint64 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"` // as GetRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -743,6 +773,13 @@ func (x *StatusRequest) GetDigests() bool {
 		return x.Digests
 	}
 	return false
+}
+
+func (x *StatusRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 type ShardStatus struct {
@@ -938,15 +975,16 @@ var File_api_kvpb_kv_proto protoreflect.FileDescriptor
 
 const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"\x1e\n" +
+	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"4\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"\x8b\x01\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\x04R\x05group\"\x8b\x01\n" +
 	"\bGetReply\x129\n" +
 	"\x06header\x18\x03 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\"\x90\x02\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\"\xa6\x02\n" +
 	"\fWriteRequest\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.shardkv.kv.v1.WriteOpR\x02op\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -956,7 +994,8 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"if_version\x18\x06 \x01(\x04H\x00R\tifVersion\x88\x01\x01\x12\x1e\n" +
 	"\bif_value\x18\a \x01(\fH\x01R\aifValue\x88\x01\x01\x12!\n" +
-	"\freturn_value\x18\b \x01(\bR\vreturnValueB\r\n" +
+	"\freturn_value\x18\b \x01(\bR\vreturnValue\x12\x14\n" +
+	"\x05group\x18\t \x01(\x04R\x05groupB\r\n" +
 	"\v_if_versionB\v\n" +
 	"\t_if_value\"\xbc\x01\n" +
 	"\n" +
@@ -965,7 +1004,7 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12%\n" +
-	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\"\xb3\x01\n" +
+	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\"\xc9\x01\n" +
 	"\vListRequest\x12\x16\n" +
 	"\x06shards\x18\x01 \x03(\rR\x06shards\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
@@ -973,7 +1012,8 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x05after\x18\x04 \x01(\fR\x05after\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x1b\n" +
 	"\tmax_bytes\x18\x06 \x01(\x04R\bmaxBytes\x12\x1b\n" +
-	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\"L\n" +
+	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\x12\x14\n" +
+	"\x05group\x18\b \x01(\x04R\x05group\"L\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
@@ -981,9 +1021,10 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\tListReply\x129\n" +
 	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\")\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"?\n" +
 	"\rStatusRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x01(\bR\adigests\"\x8b\x01\n" +
+	"\adigests\x18\x01 \x01(\bR\adigests\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\x04R\x05group\"\x8b\x01\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.shardkv.kv.v1.ShardStateR\x05state\x12\x1d\n" +

@@ -1,6 +1,9 @@
-// Package groupserver runs one replica of a replica group: a raft node
-// whose state machine is a group.StateMachine, the KV gRPC service, and the
-// drivers that move the group through configurations.
+// Package groupserver runs replicas of replica groups: each a raft node
+// whose state machine is a group.StateMachine, and the drivers that move
+// the group through configurations. A Router serves the KV, handoff,
+// backup, membership and identity services of every replica a process
+// hosts (a node) on one gRPC server, each request to the replica of the
+// group it names.
 //
 // The drivers run only on the leader and are driven by replicated state
 // alone, so a new leader picks up exactly where the old one stopped. Every
@@ -146,19 +149,6 @@ func Start(cfg Config) (*Server, error) {
 	go s.drive()
 	go s.batchWrites()
 	return s, nil
-}
-
-// Register adds the client service (kvpb.KV), the handoff service other
-// groups use (grouppb.Handoff), the backup reads (grouppb.Backup) and the
-// identity the controller checks a join with (transport.RegisterIdentity)
-// to g.
-func (s *Server) Register(g *grpc.Server) {
-	kvpb.RegisterKVServer(g, s)
-	internal := internalAPI{s: s}
-	grouppb.RegisterHandoffServer(g, internal)
-	grouppb.RegisterBackupServer(g, internal)
-	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
-	s.node.RegisterMembership(g, s.cfg.ClusterID)
 }
 
 // header is the header of a reply: the replica and its state now.
@@ -347,20 +337,12 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.Writ
 	return s.proposeWrite(ctx, req)
 }
 
-// isGroup refuses a handoff request meant for another group (0: the
-// caller does not say): this replica must not answer for a group it is
-// not, as a "configuration passed" would make the caller give up a pull.
-func (s *Server) isGroup(gid uint64) error {
-	if gid != 0 && gid != s.cfg.GID {
-		return fmt.Errorf("%w: the handoff request is for group %d, this replica is in group %d", kvpb.ErrWrongGroup, gid, s.cfg.GID)
-	}
-	return nil
-}
-
-// internalAPI serves grouppb's services: the handoff other groups pull
-// shards with (Handoff) and the reads of a backup (Backup). They are
-// shardkv's own, so they are not methods of Server, whose API is the KV
-// service's.
+// internalAPI serves grouppb's services for one replica: the handoff
+// other groups pull shards with (Handoff) and the reads of a backup
+// (Backup); a Router hands it the requests for this replica's group (so a
+// replica never answers for a group it is not: a "configuration passed"
+// would make the caller give up a pull). They are shardkv's own, so they
+// are not methods of Server, whose API is the KV service's.
 type internalAPI struct {
 	grouppb.UnimplementedHandoffServer
 	grouppb.UnimplementedBackupServer
@@ -375,9 +357,6 @@ type internalAPI struct {
 // configuration.
 func (in internalAPI) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
 	s := in.s
-	if err := s.isGroup(req.GetGroup()); err != nil {
-		return kvpb.Errors.ToStatus(err)
-	}
 	if !s.sm.HandedOver(req.GetConfigNum(), int(req.GetShard())) {
 		// Bounded, so that a puller that reached a replica cut off from
 		// its leader soon tries another one.
@@ -399,9 +378,6 @@ func (in internalAPI) PullShard(req *grouppb.PullShardRequest, stream grpc.Serve
 // DeleteShard implements grouppb.HandoffServer.
 func (in internalAPI) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
 	s := in.s
-	if err := s.isGroup(req.GetGroup()); err != nil {
-		return nil, kvpb.Errors.ToStatus(err)
-	}
 	if err := s.leaderOnly(); err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
