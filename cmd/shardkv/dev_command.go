@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,23 +29,30 @@ const devControllers = 3
 
 // devFlags are dev's flags.
 type devFlags struct {
-	opts    cluster.Options
-	http    string
-	restore string
+	opts      cluster.Options
+	http      string
+	restore   string
+	processes int // nodes, each a process; 1: everything in this one
 }
 
 func newDevCmd(g *globals) *cobra.Command {
 	d := &devFlags{}
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a whole cluster in one process, with persistent data",
-		Long: `Run a whole shardkv cluster in one process: a 3-replica controller and
-replica groups of 3 replicas each, every replica on its own port on
-127.0.0.1. Data persists under --data, so running it again finds
-everything. Ctrl-C or SIGTERM stops it cleanly.
+		Short: "Run a whole cluster on this machine, with persistent data",
+		Long: `Run a whole shardkv cluster on 127.0.0.1: a 3-replica controller and
+replica groups of 3 replicas each. By default the groups' replicas run on
+three nodes: 'shardkv server' processes started by dev, each hosting one
+replica of every group (a group's replicas are always on distinct nodes),
+and the controller's replicas are processes too; dev stops them all on
+Ctrl-C or SIGTERM. --processes 1 runs everything in dev's own process,
+every replica on its own port. Data persists under --data, so running it
+again (with the same --processes) finds everything.
 
-Ports: the controller takes --base-port and the two after it, the groups'
-replicas the ports after those, and /metrics --base-port minus 10 (unless
+Ports: the controller takes --base-port and the two after it. With nodes,
+node n takes the port after those plus n-1, and serves /metrics on
+--base-port minus 10 plus n. In one process the groups' replicas take the
+ports after the controller's, and /metrics --base-port minus 10 (unless
 --http says otherwise). All of them are checked free before anything is
 created, so a second dev needs another --base-port (and another --data).
 
@@ -52,7 +61,7 @@ dev keeps the configuration as the operators left it: a group removed with
 'shardkv admin leave' stays out (its replicas run, without shards) until
 'shardkv admin join' adds it again.
 
---restore DIR makes a new cluster from a backup ('shardkv admin backup'),
+--restore DIR (in one process) makes a new cluster from a backup ('shardkv admin backup'),
 in a new data directory: the backup is verified whole first (a damaged one
 is refused, and nothing is created), the cluster gets the backup's shard
 count, every group joins, and each shard's data and duplicate table is
@@ -63,6 +72,7 @@ short (the process stopped) leaves a data directory to delete before
 trying again.`,
 		Example: `  shardkv dev
   shardkv dev --data /tmp/kv --groups 5 --shards 128 --base-port 9100
+  shardkv dev --data /tmp/kv1 --processes 1                          # all in one process
   shardkv dev --data /tmp/kv2 --base-port 9200 --http 127.0.0.1:0   # beside another dev
   shardkv dev --data /tmp/restored --restore /var/backups/skv-1      # a new cluster from a backup`,
 		Args: cobra.NoArgs,
@@ -74,6 +84,7 @@ trying again.`,
 	f.IntVar(&d.opts.Replicas, "replicas", 3, "replicas per group")
 	f.IntVar(&d.opts.Shards, "shards", 64, "shards (fixed when the cluster is first created)")
 	f.IntVar(&d.opts.BasePort, "base-port", 7100, "first port: the controller takes three, the groups the ports after")
+	f.IntVar(&d.processes, "processes", 3, "nodes hosting the groups' replicas, each a process (1: the whole cluster in this process)")
 	f.StringVar(&d.restore, "restore", "", "make a new cluster from the backup in this directory (shardkv admin backup)")
 	f.StringVar(&d.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
 	return setExitCodes(cmd, processExitCodes)
@@ -85,8 +96,19 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	if err != nil {
 		return err
 	}
+	if d.restore != "" && !cmd.Flags().Changed("processes") {
+		d.processes = 1 // a restore runs in one process
+	}
 	if err := d.check(); err != nil {
 		return err
+	}
+	if d.processes > 1 {
+		if err := checkPorts(d.nodePorts()); err != nil {
+			return err
+		}
+		ctx, stop := stopOnSignal(cmd.Context(), log)
+		defer stop()
+		return d.runNodes(ctx, cmd, g, log)
 	}
 	if err := checkPorts(append(d.replicaAddrs(), d.http)); err != nil {
 		return err
@@ -149,8 +171,14 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 
 // check refuses flag values dev cannot run with, and fills in --http.
 func (d *devFlags) check() error {
-	if d.opts.Groups < 1 || d.opts.Replicas < 1 {
-		return usagef("--groups and --replicas must be at least 1")
+	if d.opts.Groups < 1 || d.opts.Replicas < 1 || d.processes < 1 {
+		return usagef("--groups, --replicas and --processes must be at least 1")
+	}
+	if d.processes > 1 {
+		return d.checkNodes()
+	}
+	if _, err := os.Stat(filepath.Join(d.opts.Dir, "node1")); err == nil {
+		return usagef("--data %s holds a cluster of nodes (dev without --processes 1): run it so", d.opts.Dir)
 	}
 	last := d.opts.BasePort + devControllers + d.opts.Groups*d.opts.Replicas - 1
 	if d.opts.BasePort <= 10 || last > 65535 {

@@ -344,7 +344,7 @@ const devPorts = 22
 func startDev(t *testing.T, bin, data, logPath string, base int) (*process, *cli, []string) {
 	t.Helper()
 	c := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+10, base+11, base+12)}
-	args := []string{"dev", "--data", data, "--base-port", fmt.Sprint(base + 10)}
+	args := []string{"dev", "--processes", "1", "--data", data, "--base-port", fmt.Sprint(base + 10)}
 	p := startProcess(t, bin, logPath, args...)
 	p.waitOutput(t, "try: shardkv put")
 	return p, c, args
@@ -477,13 +477,13 @@ func TestE2EDevPortsAndLockedData(t *testing.T) {
 		other = freePorts(t, devPorts)
 	}
 	refused(t, bin, filepath.Join(dir, "dev-locked.log"), []string{filepath.Join(dir, "data1") + " is locked by another shardkv process"},
-		"dev", "--data", filepath.Join(dir, "data1"), "--base-port", fmt.Sprint(other+10))
+		"dev", "--processes", "1", "--data", filepath.Join(dir, "data1"), "--base-port", fmt.Sprint(other+10))
 	// The same ports, another data directory: refused before creating it.
 	refused(t, bin, filepath.Join(dir, "dev-ports.log"), []string{fmt.Sprintf("127.0.0.1:%d is already in use", base+10), "--base-port"},
-		"dev", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(base+10))
+		"dev", "--processes", "1", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(base+10))
 	// The metrics port of the first one is taken too.
 	refused(t, bin, filepath.Join(dir, "dev-http.log"), []string{fmt.Sprintf("127.0.0.1:%d is already in use", base)},
-		"dev", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(other+10), "--http", fmt.Sprintf("127.0.0.1:%d", base))
+		"dev", "--processes", "1", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(other+10), "--http", fmt.Sprintf("127.0.0.1:%d", base))
 	if _, err := os.Stat(filepath.Join(dir, "data2")); !os.IsNotExist(err) {
 		t.Fatalf("a refused dev created its data directory: %v", err)
 	}

@@ -3,11 +3,13 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -179,20 +181,28 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return fmt.Errorf("learn the cluster id: %w", err)
 	}
-	srv := &replicaServer{r: &s.r, peers: map[uint64]map[uint64]string{}, e: e, log: log}
+	// The replicas' identities are checked at once: a first start asks
+	// its group's peers, which may take seconds while they start too.
+	idents := make([]storage.Identity, len(hosted))
+	errs := make([]error, len(hosted))
+	var wg sync.WaitGroup
 	for i := range hosted {
-		h := &hosted[i]
-		ident, join, err := ensureIdentity(ctx, e, h.rep, h.peers, storage.ClusterState(s.r.state), cid, s.r.data)
-		if err != nil {
-			return err
-		}
-		if srv.clusterID != 0 && ident.ClusterID != srv.clusterID {
+		wg.Go(func() {
+			idents[i], hosted[i].join, errs[i] = ensureIdentity(ctx, e, hosted[i].rep, hosted[i].peers, storage.ClusterState(s.r.state), cid, s.r.data)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	srv := &replicaServer{r: &s.r, peers: map[uint64]map[uint64]string{}, e: e, log: log, clusterID: idents[0].ClusterID}
+	for i, h := range hosted {
+		if idents[i].ClusterID != srv.clusterID {
 			return fmt.Errorf("storage %s: %s belongs to cluster %016x, %s to cluster %016x: a node serves one cluster",
-				s.r.data, hosted[0].rep, srv.clusterID, h.rep, ident.ClusterID)
+				s.r.data, hosted[0].rep, srv.clusterID, h.rep, idents[i].ClusterID)
 		}
-		srv.clusterID, h.join = ident.ClusterID, join
 		srv.hosted = append(srv.hosted, h.rep)
-		srv.peers[h.rep.Group] = ident.Current()
+		srv.peers[h.rep.Group] = idents[i].Current()
 	}
 	return srv.serve(ctx, lis, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), []*raftnode.Node, func() error, error) {
 		return s.start(e, net, cid, gs, reg, hosted)
