@@ -150,12 +150,15 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 		return fmt.Errorf("record membership: %w", err)
 	}
 	n.logApplied = raw[len(raw)-1].GetIndex()
-	n.proposals.complete(raw, ids, results)
 	for _, e := range raw {
 		n.bytesSinceSnap += uint64(len(e.GetData()))
 	}
+	// The applied index moves before the proposers hear their results: one
+	// that goes on at once sees its entry applied (a membership change
+	// right after another must not find the first still pending).
 	last := ents[len(ents)-1].Index
 	n.setApplied(max(last, n.sm.Applied()))
+	n.proposals.complete(raw, ids, results)
 	if changed {
 		// A snapshot that predates a membership change names the old
 		// members: a member added by it would refuse one (raft requires a

@@ -45,6 +45,9 @@ import (
 //	isolate ID / heal           cut / restore every link of ID
 //	propose ID KEY=VALUE [append]  Submit a put (or append) on ID: names it pN
 //	read-index ID               ReadIndex on ID: names it rN
+//	change-membership ID KIND MEMBER [addr=HOST:PORT]
+//	                            ChangeMembership on ID (KIND add-learner,
+//	                            promote or remove): names it cN
 //	outcome NAME                wait for the outcome of pN or rN
 //	stop ID                     Node.Stop
 //	status                      every member's Status
@@ -81,6 +84,7 @@ type env struct {
 	ops     map[string]*op
 	nProps  int
 	nReads  int
+	nChange int
 	out     strings.Builder
 }
 
@@ -143,6 +147,8 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 		e.propose(d)
 	case "read-index":
 		e.readIndex(e.member(d, 0))
+	case "change-membership":
+		e.changeMembership(d)
 	case "outcome":
 		e.outcome(d.CmdArgs[0].Key)
 	case "stop":
@@ -415,32 +421,67 @@ func (e *env) readIndex(m *member) {
 	e.nReads++
 	o := &op{name: fmt.Sprintf("r%d", e.nReads), read: true, done: make(chan opResult, 1)}
 	e.ops[o.name] = o
+	e.launch(m, o, func() int { return m.raft.reads }, func(ctx context.Context) opResult {
+		return opResult{err: m.node.ReadIndex(ctx)}
+	})
+	e.printf("%s: started on %d\n", o.name, m.id)
+	e.settle(m)
+}
+
+// changeMembership starts a ChangeMembership on a member and waits until
+// it is refused or its change reached raft.
+func (e *env) changeMembership(d *datadriven.TestData) {
+	m := e.member(d, 0)
+	if len(d.CmdArgs) < 3 {
+		e.t.Fatalf("%s: change-membership ID KIND MEMBER [addr=HOST:PORT]", d.Pos)
+	}
+	kinds := map[string]raftnode.ChangeKind{"add-learner": raftnode.AddLearner, "promote": raftnode.Promote, "remove": raftnode.Remove}
+	change := raftnode.MemberChange{Kind: kinds[d.CmdArgs[1].Key], ID: uint64(e.intArg(d, 2))}
+	if d.HasArg("addr") {
+		d.ScanArgs(e.t, "addr", &change.Addr)
+	}
+	e.nChange++
+	o := &op{name: fmt.Sprintf("c%d", e.nChange), done: make(chan opResult, 1)}
+	e.ops[o.name] = o
+	refused := e.launch(m, o, func() int { return m.raft.changes }, func(ctx context.Context) opResult {
+		mem, err := m.node.ChangeMembership(ctx, change)
+		return opResult{value: fmt.Sprintf("voters %v learners %v", mem.Voters, mem.Learners), err: err}
+	})
+	if refused {
+		e.printf("%s: refused by %d: %s\n", o.name, m.id, describeErr(o.res.err))
+		return
+	}
+	e.printf("%s: proposed to %d\n", o.name, m.id)
+	e.settle(m)
+}
+
+// launch runs fn as the operation o on m and waits until its request
+// reached raft (count, read under the raft's lock, went up) or fn
+// returned first, which it reports (o.res is then set).
+func (e *env) launch(m *member, o *op, count func() int, fn func(ctx context.Context) opResult) bool {
 	var before int
-	m.raft.do(func(*raft.RawNode) { before = m.raft.reads })
+	m.raft.do(func(*raft.RawNode) { before = count() })
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
 		defer cancel()
-		o.done <- opResult{err: m.node.ReadIndex(ctx)}
+		o.done <- fn(ctx)
 	}()
 	timeout := time.NewTimer(failsafe)
 	defer timeout.Stop()
-wait:
 	for {
-		ch, ok := m.raft.wait(func() bool { return m.raft.reads > before })
+		ch, ok := m.raft.wait(func() bool { return count() > before })
 		if ok {
-			break
+			return false
 		}
 		select {
 		case <-ch:
 		case r := <-o.done:
 			o.res = &r
-			break wait
+			return true
 		case <-timeout.C:
-			e.t.Fatalf("member %d: read index never reached raft", m.id)
+			e.t.Fatalf("member %d: %s never reached raft", m.id, o.name)
 		}
 	}
-	e.printf("%s: started on %d\n", o.name, m.id)
-	e.settle(m)
 }
 
 func (e *env) outcome(name string) {

@@ -45,6 +45,12 @@ type Node struct {
 
 	changeMu sync.Mutex // one ChangeMembership at a time
 
+	// When each peer was last heard from, in ticks of this member's clock
+	// (see heardRecently).
+	ticks     atomic.Uint64 // ticks since start; the run goroutine counts them
+	heardMu   sync.Mutex
+	heardTick map[uint64]uint64 // peer id -> ticks when a message from it last arrived
+
 	// The membership: written by the apply goroutine, read by anyone.
 	memberMu  sync.RWMutex
 	confState *raftpb.ConfState
@@ -88,6 +94,8 @@ func Start(c Config) (*Node, error) {
 		sm:     cfg.StateMachine,
 		applyc: make(chan applyTask, 64),
 		stopc:  make(chan struct{}),
+
+		heardTick: map[uint64]uint64{},
 	}
 	n.proposals.init()
 	n.reads.init()
@@ -272,6 +280,7 @@ func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 		return rpcerr.ErrStopped
 	default:
 	}
+	n.heard(m.GetFrom())
 	if m.GetType() == raftpb.MessageType_MsgProp {
 		// raft takes proposals only while it knows a leader; a member
 		// without one would leave a forwarded proposal waiting forever.
@@ -282,6 +291,32 @@ func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 		defer cancel()
 	}
 	return n.rn.Step(ctx, m)
+}
+
+// heard records that a message from peer id arrived (Step).
+func (n *Node) heard(id uint64) {
+	now := n.ticks.Load()
+	n.heardMu.Lock()
+	n.heardTick[id] = now
+	n.heardMu.Unlock()
+}
+
+// heardRecently reports whether this member heard from member id within
+// the last election timeout (Config.ElectionTicks ticks); a member always
+// hears from itself. It is what "reachable" means to the membership
+// checks and the member list. Raft's own Progress.RecentActive cannot say
+// it: raft clears it for every peer at each quorum check (every election
+// timeout) and on winning an election, and sets it again only at the
+// peer's next reply, so it reads false for live peers for a moment after
+// each.
+func (n *Node) heardRecently(id uint64) bool {
+	if id == n.cfg.ID {
+		return true
+	}
+	n.heardMu.Lock()
+	at, ok := n.heardTick[id]
+	n.heardMu.Unlock()
+	return ok && n.ticks.Load()-at <= uint64(n.cfg.ElectionTicks)
 }
 
 // MemberProgress implements transport.MemberReporter.
@@ -345,6 +380,7 @@ func (n *Node) run() {
 	for {
 		select {
 		case <-ticks:
+			n.ticks.Add(1)
 			n.rn.Tick()
 		case rd := <-n.rn.Ready():
 			if err := n.handleReady(rd); err != nil {

@@ -82,7 +82,7 @@ func (s *membershipServer) reply(m Membership) *memberpb.ListReply {
 	add := func(id uint64, role memberpb.Role) {
 		mem := &memberpb.Member{Id: id, Addr: m.Addrs[id], Role: role}
 		if pr, ok := st.Progress[id]; ok {
-			mem.Match, mem.Active = pr.Match, pr.RecentActive || id == s.n.cfg.ID
+			mem.Match, mem.Active = pr.Match, s.n.heardRecently(id)
 		}
 		out.Members = append(out.Members, mem)
 	}

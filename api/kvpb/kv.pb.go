@@ -792,7 +792,11 @@ type ShardStatus struct {
 	// digest is a hash of the shard's data and duplicate table as of
 	// digest_applied (in StatusReply): equal on every replica that applied
 	// the same index.
-	Digest        uint64 `protobuf:"varint,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	Digest uint64 `protobuf:"varint,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// moved_bytes is how many bytes of keys and values the group's leader
+	// has pulled so far for a shard it is pulling (its current attempt);
+	// 0 for other shards and on followers.
+	MovedBytes    uint64 `protobuf:"varint,5,opt,name=moved_bytes,json=movedBytes,proto3" json:"moved_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -855,6 +859,77 @@ func (x *ShardStatus) GetDigest() uint64 {
 	return 0
 }
 
+func (x *ShardStatus) GetMovedBytes() uint64 {
+	if x != nil {
+		return x.MovedBytes
+	}
+	return 0
+}
+
+// Latency is a cumulative histogram of the client requests (gets, writes,
+// lists) a replica answered since it started: cumulative[i] requests took
+// at most upper_ms[i] milliseconds; count is every request. Consumers take
+// differences between two readings for a window (Prometheus' rate).
+type Latency struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UpperMs       []float64              `protobuf:"fixed64,1,rep,packed,name=upper_ms,json=upperMs,proto3" json:"upper_ms,omitempty"`
+	Cumulative    []uint64               `protobuf:"varint,2,rep,packed,name=cumulative,proto3" json:"cumulative,omitempty"`
+	Count         uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Latency) Reset() {
+	*x = Latency{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Latency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Latency) ProtoMessage() {}
+
+func (x *Latency) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Latency.ProtoReflect.Descriptor instead.
+func (*Latency) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Latency) GetUpperMs() []float64 {
+	if x != nil {
+		return x.UpperMs
+	}
+	return nil
+}
+
+func (x *Latency) GetCumulative() []uint64 {
+	if x != nil {
+		return x.Cumulative
+	}
+	return nil
+}
+
+func (x *Latency) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type StatusReply struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
 	Header        *headerpb.ResponseHeader `protobuf:"bytes,10,opt,name=header,proto3" json:"header,omitempty"`                                    // the replica that answers
@@ -867,13 +942,15 @@ type StatusReply struct {
 	ConfigNum     uint64                   `protobuf:"varint,7,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`             // the configuration it has applied
 	Shards        []*ShardStatus           `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`                                     // every shard the group holds at config_num, by number
 	DigestApplied uint64                   `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"` // the applied index of the digests, when asked for; 0 otherwise
+	Requests      *Latency                 `protobuf:"bytes,11,opt,name=requests,proto3" json:"requests,omitempty"`                                // the client requests this replica answered, with their latencies
+	DataBytes     uint64                   `protobuf:"varint,12,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`            // Pebble's estimate of the disk the replica's state takes, in bytes
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	mi := &file_api_kvpb_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +962,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	mi := &file_api_kvpb_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +975,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusReply) GetHeader() *headerpb.ResponseHeader {
@@ -971,6 +1048,20 @@ func (x *StatusReply) GetDigestApplied() uint64 {
 	return 0
 }
 
+func (x *StatusReply) GetRequests() *Latency {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *StatusReply) GetDataBytes() uint64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
+}
+
 var File_api_kvpb_kv_proto protoreflect.FileDescriptor
 
 const file_api_kvpb_kv_proto_rawDesc = "" +
@@ -1024,13 +1115,21 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x04more\x18\x03 \x01(\bR\x04more\"?\n" +
 	"\rStatusRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x01(\bR\adigests\x12\x14\n" +
-	"\x05group\x18\x02 \x01(\x04R\x05group\"\x8b\x01\n" +
+	"\x05group\x18\x02 \x01(\x04R\x05group\"\xac\x01\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.shardkv.kv.v1.ShardStateR\x05state\x12\x1d\n" +
 	"\n" +
 	"peer_group\x18\x03 \x01(\x04R\tpeerGroup\x12\x16\n" +
-	"\x06digest\x18\x04 \x01(\x04R\x06digest\"\xd0\x02\n" +
+	"\x06digest\x18\x04 \x01(\x04R\x06digest\x12\x1f\n" +
+	"\vmoved_bytes\x18\x05 \x01(\x04R\n" +
+	"movedBytes\"Z\n" +
+	"\aLatency\x12\x19\n" +
+	"\bupper_ms\x18\x01 \x03(\x01R\aupperMs\x12\x1e\n" +
+	"\n" +
+	"cumulative\x18\x02 \x03(\x04R\n" +
+	"cumulative\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xa3\x03\n" +
 	"\vStatusReply\x129\n" +
 	"\x06header\x18\n" +
 	" \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
@@ -1043,7 +1142,10 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\a \x01(\x04R\tconfigNum\x122\n" +
 	"\x06shards\x18\b \x03(\v2\x1a.shardkv.kv.v1.ShardStatusR\x06shards\x12%\n" +
-	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied*z\n" +
+	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\x122\n" +
+	"\brequests\x18\v \x01(\v2\x16.shardkv.kv.v1.LatencyR\brequests\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\f \x01(\x04R\tdataBytes*z\n" +
 	"\aWriteOp\x12\x18\n" +
 	"\x14WRITE_OP_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fWRITE_OP_PUT\x10\x01\x12\x13\n" +
@@ -1078,7 +1180,7 @@ func file_api_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_api_kvpb_kv_proto_goTypes = []any{
 	(WriteOp)(0),                    // 0: shardkv.kv.v1.WriteOp
 	(ShardState)(0),                 // 1: shardkv.kv.v1.ShardState
@@ -1091,31 +1193,33 @@ var file_api_kvpb_kv_proto_goTypes = []any{
 	(*ListReply)(nil),               // 8: shardkv.kv.v1.ListReply
 	(*StatusRequest)(nil),           // 9: shardkv.kv.v1.StatusRequest
 	(*ShardStatus)(nil),             // 10: shardkv.kv.v1.ShardStatus
-	(*StatusReply)(nil),             // 11: shardkv.kv.v1.StatusReply
-	(*headerpb.ResponseHeader)(nil), // 12: shardkv.header.v1.ResponseHeader
+	(*Latency)(nil),                 // 11: shardkv.kv.v1.Latency
+	(*StatusReply)(nil),             // 12: shardkv.kv.v1.StatusReply
+	(*headerpb.ResponseHeader)(nil), // 13: shardkv.header.v1.ResponseHeader
 }
 var file_api_kvpb_kv_proto_depIdxs = []int32{
-	12, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	13, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
 	0,  // 1: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
-	12, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	12, // 3: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	13, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	13, // 3: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
 	7,  // 4: shardkv.kv.v1.ListReply.kvs:type_name -> shardkv.kv.v1.KeyValue
 	1,  // 5: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
-	12, // 6: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	13, // 6: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
 	10, // 7: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
-	2,  // 8: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
-	4,  // 9: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
-	6,  // 10: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
-	9,  // 11: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
-	3,  // 12: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
-	5,  // 13: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
-	8,  // 14: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
-	11, // 15: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	11, // 8: shardkv.kv.v1.StatusReply.requests:type_name -> shardkv.kv.v1.Latency
+	2,  // 9: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
+	4,  // 10: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
+	6,  // 11: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
+	9,  // 12: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
+	3,  // 13: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
+	5,  // 14: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
+	8,  // 15: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
+	12, // 16: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_kvpb_kv_proto_init() }
@@ -1130,7 +1234,7 @@ func file_api_kvpb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_kvpb_kv_proto_rawDesc), len(file_api_kvpb_kv_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

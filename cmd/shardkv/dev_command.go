@@ -17,6 +17,7 @@ import (
 
 	"github.com/shardkv/shardkv/backup"
 	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/console"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
@@ -50,9 +51,11 @@ every replica on its own port. Data persists under --data, so running it
 again (with the same --processes) finds everything.
 
 Ports: the controller takes --base-port and the two after it. With nodes,
-node n takes the port after those plus n-1, and serves /metrics on
---base-port minus 10 plus n. In one process the groups' replicas take the
-ports after the controller's, and /metrics --base-port minus 10 (unless
+node n takes the port after those plus n-1 and serves /metrics on
+--base-port minus 10 plus n; the first controller serves the web console
+and its /metrics on --base-port minus 10. In one process the groups'
+replicas take the ports after the controller's, and the web console and
+/metrics --base-port minus 10 (unless
 --http says otherwise). All of them are checked free before anything is
 created, so a second dev needs another --base-port (and another --data).
 
@@ -86,7 +89,7 @@ trying again.`,
 	f.IntVar(&d.opts.BasePort, "base-port", 7100, "first port: the controller takes three, the groups the ports after")
 	f.IntVar(&d.processes, "processes", 3, "nodes hosting the groups' replicas, each a process (1: the whole cluster in this process)")
 	f.StringVar(&d.restore, "restore", "", "make a new cluster from the backup in this directory (shardkv admin backup)")
-	f.StringVar(&d.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
+	f.StringVar(&d.http, "http", "", "address of the web console, /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
 	return setExitCodes(cmd, processExitCodes)
 }
 
@@ -145,13 +148,21 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 		log.Info("stopped", "took", time.Since(stopping).Round(time.Millisecond))
 	}()
 	registerCluster(reg, c)
-	httpAddr, err := ops.Serve(ctx, d.http, reg, func() bool { return c.Ready() == nil }, log)
+	ctl, err := c.ControllerClient()
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	ui := console.New(console.Config{Controller: ctl, Dial: c.DialOptions(), Logger: log})
+	go ui.Run(ctx)
+	httpAddr, err := ops.Serve(ctx, d.http, reg, func() bool { return c.Ready() == nil }, log, ui.Handler())
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "shardkv dev cluster up in %v, data in %s\n", time.Since(start).Round(time.Millisecond), d.opts.Dir)
 	d.printCluster(startCtx, out, c)
+	fmt.Fprintf(out, "  console     http://%s/\n", httpAddr)
 	fmt.Fprintf(out, "  metrics     http://%s/metrics\n", httpAddr)
 	if d.restore != "" {
 		st := c.Restored()
@@ -174,6 +185,9 @@ func (d *devFlags) check() error {
 	if d.opts.Groups < 1 || d.opts.Replicas < 1 || d.processes < 1 {
 		return usagef("--groups, --replicas and --processes must be at least 1")
 	}
+	if d.http == "" {
+		d.http = fmt.Sprintf("127.0.0.1:%d", d.opts.BasePort-10)
+	}
 	if d.processes > 1 {
 		return d.checkNodes()
 	}
@@ -183,9 +197,6 @@ func (d *devFlags) check() error {
 	last := d.opts.BasePort + devControllers + d.opts.Groups*d.opts.Replicas - 1
 	if d.opts.BasePort <= 10 || last > 65535 {
 		return usagef("--base-port %d: the ports %d to %d must lie between 1 and 65535", d.opts.BasePort, d.opts.BasePort-10, last)
-	}
-	if d.http == "" {
-		d.http = fmt.Sprintf("127.0.0.1:%d", d.opts.BasePort-10)
 	}
 	return nil
 }

@@ -68,6 +68,7 @@ func (d *devFlags) checkNodes() error {
 // nodePorts are every address dev's processes will listen on.
 func (d *devFlags) nodePorts() []string {
 	out := append(d.replicaAddrs()[:devControllers], d.nodeAddrs()...)
+	out = append(out, d.http)
 	for n := range d.processes {
 		out = append(out, d.nodeHTTP(n))
 	}
@@ -131,8 +132,12 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 		return c, nil
 	}
 	for i, a := range ctls {
-		c, err := start(fmt.Sprintf("controller %d", i+1), "controller", "--id", fmt.Sprint(i+1), "--listen", a,
-			"--peers", strings.Join(peers, ","), "--shards", fmt.Sprint(d.opts.Shards), "--data", filepath.Join(d.opts.Dir, fmt.Sprintf("c%d", i+1)))
+		args := []string{"controller", "--id", fmt.Sprint(i + 1), "--listen", a,
+			"--peers", strings.Join(peers, ","), "--shards", fmt.Sprint(d.opts.Shards), "--data", filepath.Join(d.opts.Dir, fmt.Sprintf("c%d", i+1))}
+		if i == 0 {
+			args = append(args, "--http", d.http) // the web console, where dev serves it in one process
+		}
+		c, err := start(fmt.Sprintf("controller %d", i+1), args...)
 		if err != nil {
 			return err
 		}
@@ -183,6 +188,7 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "shardkv dev cluster up in %v, data in %s, %d nodes\n", time.Since(began).Round(time.Millisecond), d.opts.Dir, d.processes)
 	fmt.Fprintf(out, "  controller  %s\n", strings.Join(ctls, ","))
+	fmt.Fprintf(out, "  console     http://%s/  (and the first controller's metrics)\n", d.http)
 	for gid := uint64(1); gid <= uint64(d.opts.Groups); gid++ {
 		addrs := strings.Join(d.groupAddrs(gid), ",")
 		fmt.Fprintf(out, "  group %-4d  %s", gid, addrs)

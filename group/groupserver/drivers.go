@@ -69,7 +69,7 @@ const resyncEvery = 30 * time.Second
 
 // replicasToSync returns the group's membership when the controller may
 // not know it: a membership change made the voters differ from the
-// founding members (Config.Peers), and they differ from the voters last
+// founding members (see founders), and they differ from the voters last
 // synced, or the last sync is older than resyncEvery. Groups whose
 // membership never changed never write their addresses: the controller
 // has what they joined with.
@@ -78,7 +78,7 @@ func (s *Server) replicasToSync() (raftnode.Membership, bool) {
 		return raftnode.Membership{}, false
 	}
 	m := s.node.Members()
-	if m.Joint || slices.Equal(m.Voters, slices.Sorted(slices.Values(s.cfg.Peers))) {
+	if m.Joint || slices.Equal(m.Voters, s.founders) {
 		return m, false
 	}
 	s.syncMu.Lock()
@@ -129,7 +129,7 @@ func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Me
 		if covered[v] {
 			continue
 		}
-		if slices.Contains(s.cfg.Peers, v) {
+		if slices.Contains(s.founders, v) {
 			foundingUncovered, done = true, false
 		} else if a, ok := m.Addrs[v]; ok {
 			addrs = append(addrs, a)
@@ -241,6 +241,7 @@ func (s *Server) stillLeading(ctx context.Context) bool {
 // proposes it chunk by chunk, until it is in or this node stops leading.
 func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, addrs []string) {
 	start := time.Now()
+	defer s.pulled.set(shard, -1)
 	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	// Any replica of the source may answer (an offered shard is frozen):
 	// start at a random one, so pullers spread and one dead replica does
@@ -330,6 +331,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 		}
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
+			s.pulled.set(shard, bytes)
 		}
 		p, err := s.submit(ctx, &grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
 			ConfigNum: num, Shard: uint32(shard), Chunk: chunk, Kvs: c.GetKvs(), Sessions: c.GetSessions(), Last: c.GetLast()}}})

@@ -27,9 +27,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -94,6 +96,8 @@ type Server struct {
 
 	next controller.Config // the configuration after the applied one, once fetched (drive's own)
 
+	founders []uint64 // the group's founding members, sorted (see founders)
+
 	syncMu   sync.Mutex
 	synced   []uint64  // the voters the controller was last told of (see syncReplicas)
 	syncedAt time.Time // when
@@ -101,6 +105,9 @@ type Server struct {
 	identifyDial []grpc.DialOption // for transport.Identify: this cluster's id
 
 	writes chan *queuedWrite // client writes for the batcher (batch.go)
+
+	latency prometheus.Histogram // every client request's (console.go)
+	pulled  pullProgress         // bytes pulled so far, by shard (console.go)
 
 	// ctx ends on Stop: every driver's wait and RPC uses it, so a
 	// stopping replica does not wait out a controller long poll.
@@ -142,13 +149,35 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
-		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites)}
+		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites), latency: newRequestLatency()}
+	if s.founders, err = founders(cfg); err != nil {
+		node.Stop()
+		return nil, err
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.identifyDial = rpc.DialOptions(rpc.WithClusterID(cfg.ClusterID)...)
 	s.wg.Add(2)
 	go s.drive()
 	go s.batchWrites()
 	return s, nil
+}
+
+// founders returns the members group cfg.GID was founded with, sorted:
+// the voters whose addresses the controller got when the group joined, at
+// addresses their peers may not know (see syncReplicas). They come from
+// the replica's stored identity (storage.Identity.Founders), not from
+// cfg.Peers: a replica added later, or restarted with the members in
+// force, is given those as its peers. A replica without a stored identity
+// (tests) takes cfg.Peers.
+func founders(cfg Config) ([]uint64, error) {
+	id, ok, err := cfg.Engine.LoadIdentity(storage.Replica{Group: cfg.GID, ID: cfg.ID})
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return slices.Sorted(slices.Values(cfg.Peers)), nil
+	}
+	return id.Founders(cfg.ID), nil
 }
 
 // header is the header of a reply: the replica and its state now.
@@ -238,7 +267,7 @@ func (s *Server) leaderOnly() error {
 func (s *Server) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
 	start := time.Now()
 	reply, err := s.get(ctx, req)
-	s.cfg.Metrics.observe("get", err, start)
+	s.observe("get", err, start)
 	return reply, kvpb.Errors.ToStatus(err)
 }
 
@@ -274,7 +303,7 @@ func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 func (s *Server) List(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
 	start := time.Now()
 	reply, err := s.list(ctx, req)
-	s.cfg.Metrics.observe("list", err, start)
+	s.observe("list", err, start)
 	return reply, kvpb.Errors.ToStatus(err)
 }
 
@@ -298,7 +327,7 @@ func (s *Server) list(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListRep
 func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
 	start := time.Now()
 	res, err := s.write(ctx, req)
-	s.cfg.Metrics.observe(opName(req.GetOp()), err, start)
+	s.observe(opName(req.GetOp()), err, start)
 	if err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
@@ -392,7 +421,10 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 	st := s.node.Status()
 	v := s.sm.View()
 	reply := &kvpb.StatusReply{Header: s.header(), Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
-		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num}
+		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num, Requests: s.latencyStatus()}
+	if n, err := s.cfg.Engine.DiskUsage(storage.Replica{Group: s.cfg.GID, ID: s.cfg.ID}); err == nil {
+		reply.DataBytes = n
+	}
 	var digests []uint64
 	if req.GetDigests() {
 		applied, d, err := s.sm.Digests()
@@ -405,7 +437,7 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 		if sh.State == group.Absent {
 			continue
 		}
-		st := &kvpb.ShardStatus{Shard: uint32(i), State: shardStates[sh.State], PeerGroup: sh.Peer}
+		st := &kvpb.ShardStatus{Shard: uint32(i), State: shardStates[sh.State], PeerGroup: sh.Peer, MovedBytes: s.pulled.of(i)}
 		if i < len(digests) {
 			st.Digest = digests[i]
 		}
