@@ -417,10 +417,15 @@ func (c *Cluster) StartReplica(r Replica) error {
 		m.stop()
 		return err
 	}
-	c.mu.Lock()
-	c.members[r] = m
-	c.mu.Unlock()
+	c.running(r, m)
 	return nil
+}
+
+// running records m as replica r, running.
+func (c *Cluster) running(r Replica, m *member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.members[r] = m
 }
 
 // newServer returns a gRPC server with the cluster's options, serving the
@@ -489,9 +494,7 @@ func (c *Cluster) startOnNode(m *member, r Replica, n int, join, force bool) err
 		m.stop()
 		return err
 	}
-	c.mu.Lock()
-	c.members[r] = m
-	c.mu.Unlock()
+	c.running(r, m)
 	return nil
 }
 

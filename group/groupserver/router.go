@@ -100,6 +100,29 @@ func (r *Router) replica(gid uint64) (*Server, error) {
 	return nil, fmt.Errorf("%w: this process hosts no replica of group %d (it hosts groups %v)", kvpb.ErrWrongGroup, gid, hosted)
 }
 
+// grouped is a request that names its group.
+type grouped interface{ GetGroup() uint64 }
+
+// unary serves a unary request through its group's replica's method f.
+func unary[Req grouped, Rep any](r *Router, ctx context.Context, req Req, f func(*Server, context.Context, Req) (Rep, error)) (Rep, error) {
+	s, err := r.replica(req.GetGroup())
+	if err != nil {
+		var none Rep
+		return none, kvpb.Errors.ToStatus(err)
+	}
+	return f(s, ctx, req)
+}
+
+// streamed serves a streaming request through its group's replica's
+// internal method f.
+func streamed[Req grouped, Stream any](r *Router, req Req, stream Stream, f func(internalAPI, Req, Stream) error) error {
+	s, err := r.replica(req.GetGroup())
+	if err != nil {
+		return kvpb.Errors.ToStatus(err)
+	}
+	return f(internalAPI{s: s}, req, stream)
+}
+
 // kvRoutes serves kvpb.KV through a Router.
 type kvRoutes struct {
 	kvpb.UnimplementedKVServer
@@ -108,38 +131,22 @@ type kvRoutes struct {
 
 // Get implements kvpb.KVServer.
 func (k kvRoutes) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
-	s, err := k.r.replica(req.GetGroup())
-	if err != nil {
-		return nil, kvpb.Errors.ToStatus(err)
-	}
-	return s.Get(ctx, req)
+	return unary(k.r, ctx, req, (*Server).Get)
 }
 
 // Write implements kvpb.KVServer.
 func (k kvRoutes) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
-	s, err := k.r.replica(req.GetGroup())
-	if err != nil {
-		return nil, kvpb.Errors.ToStatus(err)
-	}
-	return s.Write(ctx, req)
+	return unary(k.r, ctx, req, (*Server).Write)
 }
 
 // List implements kvpb.KVServer.
 func (k kvRoutes) List(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
-	s, err := k.r.replica(req.GetGroup())
-	if err != nil {
-		return nil, kvpb.Errors.ToStatus(err)
-	}
-	return s.List(ctx, req)
+	return unary(k.r, ctx, req, (*Server).List)
 }
 
 // Status implements kvpb.KVServer.
 func (k kvRoutes) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.StatusReply, error) {
-	s, err := k.r.replica(req.GetGroup())
-	if err != nil {
-		return nil, kvpb.Errors.ToStatus(err)
-	}
-	return s.Status(ctx, req)
+	return unary(k.r, ctx, req, (*Server).Status)
 }
 
 // internalRoutes serves grouppb.Handoff and grouppb.Backup through a
@@ -152,29 +159,19 @@ type internalRoutes struct {
 
 // PullShard implements grouppb.HandoffServer.
 func (in internalRoutes) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
-	s, err := in.r.replica(req.GetGroup())
-	if err != nil {
-		return kvpb.Errors.ToStatus(err)
-	}
-	return internalAPI{s: s}.PullShard(req, stream)
-}
-
-// DeleteShard implements grouppb.HandoffServer.
-func (in internalRoutes) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
-	s, err := in.r.replica(req.GetGroup())
-	if err != nil {
-		return nil, kvpb.Errors.ToStatus(err)
-	}
-	return internalAPI{s: s}.DeleteShard(ctx, req)
+	return streamed(in.r, req, stream, internalAPI.PullShard)
 }
 
 // ReadShards implements grouppb.BackupServer.
 func (in internalRoutes) ReadShards(req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
-	s, err := in.r.replica(req.GetGroup())
-	if err != nil {
-		return kvpb.Errors.ToStatus(err)
-	}
-	return internalAPI{s: s}.ReadShards(req, stream)
+	return streamed(in.r, req, stream, internalAPI.ReadShards)
+}
+
+// DeleteShard implements grouppb.HandoffServer.
+func (in internalRoutes) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
+	return unary(in.r, ctx, req, func(s *Server, ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
+		return internalAPI{s: s}.DeleteShard(ctx, req)
+	})
 }
 
 // memberRoutes serves memberpb.Membership through a Router.
