@@ -40,6 +40,10 @@ var (
 	ErrSessionExpired = Errors.New(codes.FailedPrecondition, "SESSION_EXPIRED", "group: session expired")
 	// ErrMalformed: the request could not be decoded or is inconsistent.
 	ErrMalformed = Errors.New(codes.InvalidArgument, "MALFORMED", "group: malformed request")
+	// ErrWatchFellBehind: a watch stream did not take its changes as fast
+	// as the replica applied them, and was cancelled rather than hold up
+	// the replica. Resume it from the last index received.
+	ErrWatchFellBehind = Errors.New(codes.Aborted, "WATCH_FELL_BEHIND", "group: watcher fell behind")
 )
 
 // Default size limits of keys and values, which clients also check before
