@@ -72,14 +72,16 @@ type Observer interface {
 	Restored(index uint64, shards Shards)
 }
 
-// Observe makes o the state machine's observer (nil: none) and returns
-// the applied index and shard states it starts from: o hears of every
-// apply after it, none before.
-func (sm *StateMachine) Observe(o Observer) (applied uint64, shards Shards) {
+// Observe makes o the state machine's observer (nil: none). It first
+// calls o.Restored with the applied index and shard states o starts from:
+// o hears of every apply after it, none before.
+func (sm *StateMachine) Observe(o Observer) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	sm.observer = o
-	return sm.applied, sm.shardStates()
+	if o != nil {
+		o.Restored(sm.applied, sm.shardStates())
+	}
 }
 
 // shardStates copies the shard states; sm.mu is held.
