@@ -150,8 +150,8 @@ type apply struct {
 	b           *pebble.Batch
 	metaChanged bool
 
-	observed bool    // an observer listens: collect changes
-	index    uint64  // the entry being applied
+	observed bool   // an observer listens: collect changes
+	index    uint64 // the entry being applied
 	changes  []Change
 	shards   *Shards // the shard states after the last change to them
 }
