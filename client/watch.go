@@ -119,7 +119,7 @@ func (c *Client) Watch(ctx context.Context, key []byte, opts ...WatchOption) Wat
 	}
 	out := make(chan WatchResponse)
 	w := &watch{c: c, key: append([]byte{}, key...), opts: o, out: out, cursors: map[int]*cursor{},
-		streams: map[uint64]*groupStream{}, msgs: make(chan streamMsg), next: map[uint64]int{},
+		streams: map[uint64]*groupStream{}, msgs: make(chan streamMsg), next: map[uint64]int{}, addrs: map[uint64][]string{},
 		backoff: rpc.NewBackoff(20*time.Millisecond, time.Second)}
 	go w.run(ctx)
 	return out
@@ -154,7 +154,8 @@ type watch struct {
 	streams map[uint64]*groupStream
 	gen     int
 	msgs    chan streamMsg
-	next    map[uint64]int // per group, the replica to ask next
+	next    map[uint64]int      // per group, the replica to ask next
+	addrs   map[uint64][]string // per group, its replicas when a shard was placed there
 	created bool
 	backoff interface{ NextBackOff() time.Duration }
 }
@@ -213,7 +214,10 @@ func (w *watch) run(ctx context.Context) {
 				dirty[m.gid] = true
 				continue
 			}
-			if w.handle(ctx, m.gid, m.reply, dirty) {
+			if w.handle(ctx, m.gid, m.reply) {
+				// Not served where the configuration said: wait a little
+				// (the group may not have applied it yet), then re-read it.
+				_ = rpc.Sleep(ctx, w.backoff.NextBackOff())
 				refresh = true
 			}
 		}
@@ -251,11 +255,16 @@ func (w *watch) place(ctx context.Context, dirty map[uint64]bool, refresh bool) 
 			cfg = q
 		}
 		gid := cfg.Shards[shard]
-		if gid == 0 || len(cur.Groups[gid]) == 0 {
+		addrs := cur.Groups[gid]
+		if len(addrs) == 0 {
+			addrs = cfg.Groups[gid] // a group that left since: its addresses then
+		}
+		if gid == 0 || len(addrs) == 0 {
 			retry = true
 			continue
 		}
 		cu.gid = gid
+		w.addrs[gid] = addrs
 		dirty[gid] = true
 	}
 	return retry
@@ -288,7 +297,7 @@ func (w *watch) restart(ctx context.Context, gid uint64) {
 	w.gen++
 	sctx, cancel := context.WithCancel(ctx)
 	w.streams[gid] = &groupStream{gen: w.gen, cancel: cancel}
-	addrs := w.c.Config().Groups[gid]
+	addrs := w.addrs[gid]
 	addr := addrs[w.next[gid]%len(addrs)]
 	go w.stream(sctx, gid, w.gen, addr, req)
 }
@@ -322,7 +331,7 @@ func (w *watch) stream(ctx context.Context, gid uint64, gen int, addr string, re
 // events, then the shards it ends, then its progress. It reports whether
 // the configuration should be re-read (a shard was not served where the
 // client thought).
-func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply, dirty map[uint64]bool) (refresh bool) {
+func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (refresh bool) {
 	for _, nt := range r.GetNotices() {
 		if cu := w.cursors[int(nt.GetShard())]; cu != nil && cu.gid == gid && nt.GetKind() == kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_STARTED {
 			cu.started, cu.after, cu.arrivedIn = true, nt.GetIndex(), 0

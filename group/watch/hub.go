@@ -15,7 +15,7 @@ import (
 // Config bounds a hub's memory. Zero fields take the defaults.
 type Config struct {
 	// HistoryChanges and HistoryBytes bound the retained changes (count,
-	// and bytes of keys and values); default 65536 and 64 MiB.
+	// and bytes of keys and values); default 65536 and 16 MiB.
 	HistoryChanges int
 	HistoryBytes   int
 	// WatcherBuffer bounds the events queued for one watcher before it is
@@ -25,7 +25,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	c.HistoryChanges = cmp.Or(c.HistoryChanges, 1<<16)
-	c.HistoryBytes = cmp.Or(c.HistoryBytes, 64<<20)
+	c.HistoryBytes = cmp.Or(c.HistoryBytes, 16<<20)
 	c.WatcherBuffer = cmp.Or(c.WatcherBuffer, 4096)
 	return c
 }
