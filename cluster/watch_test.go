@@ -129,6 +129,23 @@ func TestWatchAcrossLeaderKillAndMigration(t *testing.T) {
 	writes(10)
 	shard := controller.ShardOf([]byte(key), len(cl.Config().Shards))
 	from := cl.Config().Shards[shard]
+	// The replica streaming to the watchers fails (they resume on
+	// another), and comes back; then the group's leader is killed.
+	var streaming cluster.Replica
+	for _, r := range h.c.Replicas() {
+		if s := h.c.Group(r); r.Group == from && s != nil && s.Watchers() > 0 {
+			streaming = r
+		}
+	}
+	if streaming.Group == 0 {
+		t.Fatalf("no replica of group %d serves the watches", from)
+	}
+	t.Logf("stopping %v, which streams to the watchers", streaming)
+	h.c.StopReplica(streaming)
+	writes(5)
+	if err := h.c.StartReplica(streaming); err != nil {
+		t.Fatal(err)
+	}
 	leader := h.leaderOf(from)
 	t.Logf("stopping %v, the leader of the watched key's group", leader)
 	h.c.StopReplica(leader)

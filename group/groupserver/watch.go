@@ -37,6 +37,9 @@ func (s *Server) Watch(req *kvpb.WatchRequest, stream grpc.ServerStreamingServer
 	}
 }
 
+// Watchers returns the number of watch streams this replica serves.
+func (s *Server) Watchers() int { return s.watch.Watchers() }
+
 // checkWatch refuses a malformed watch: a key watch needs a valid key, a
 // prefix is at most a key's size, shards exist and are named once.
 func (s *Server) checkWatch(req *kvpb.WatchRequest) error {

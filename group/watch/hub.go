@@ -152,6 +152,13 @@ func (h *Hub) retain(r record) {
 	}
 }
 
+// Watchers returns the number of registered watchers.
+func (h *Hub) Watchers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.all)
+}
+
 // Bounds returns the indexes the history covers: the changes of (lo, hi].
 func (h *Hub) Bounds() (lo, hi uint64) {
 	h.mu.Lock()
