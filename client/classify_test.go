@@ -9,9 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/shardkv/shardkv/group"
-	"github.com/shardkv/shardkv/raftnode"
-	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // TestErrorClasses is the table of every error a write attempt can end with
@@ -27,17 +26,17 @@ func TestErrorClasses(t *testing.T) {
 		errs          []error
 	}{
 		{notApplied: true, next: nextReplica, errs: []error{
-			&raftnode.NotLeaderError{}, raftnode.ErrProposalDropped, raftnode.ErrStopped, storage.ErrStalled}},
+			&rpcerr.NotLeaderError{}, rpcerr.ErrProposalDropped, rpcerr.ErrStopped, rpcerr.ErrStalled}},
 		{notApplied: false, next: nextReplica, errs: []error{
-			raftnode.ErrStoppedInFlight, raftnode.ErrLeaderChanged, raftnode.ErrReadTimeout, context.DeadlineExceeded,
+			rpcerr.ErrStoppedInFlight, rpcerr.ErrLeaderChanged, rpcerr.ErrReadTimeout, context.DeadlineExceeded,
 			status.Error(codes.Unavailable, "connection refused")}},
-		{notApplied: true, next: rereadConfig, errs: []error{group.ErrWrongGroup}},
-		{notApplied: false, next: rereadConfig, errs: []error{group.ErrStaleConfig}},
-		{notApplied: true, next: waitAndRetry, errs: []error{group.ErrNotReady}},
-		{notApplied: true, next: final, errs: []error{group.ErrSessionExpired, storage.ErrNoSpace}},
-		{notApplied: false, next: final, errs: []error{group.ErrStaleRequest}},
+		{notApplied: true, next: rereadConfig, errs: []error{kvpb.ErrWrongGroup}},
+		{notApplied: false, next: rereadConfig, errs: []error{kvpb.ErrStaleConfig}},
+		{notApplied: true, next: waitAndRetry, errs: []error{kvpb.ErrNotReady}},
+		{notApplied: true, next: final, errs: []error{rpcerr.ErrSessionExpired, rpcerr.ErrNoSpace}},
+		{notApplied: false, next: final, errs: []error{rpcerr.ErrStaleRequest}},
 		{notApplied: false, next: final, deterministic: true, errs: []error{
-			group.ErrKeyTooLarge, group.ErrValueTooLarge, group.ErrEmptyKey, group.ErrMalformed,
+			kvpb.ErrKeyTooLarge, kvpb.ErrValueTooLarge, kvpb.ErrEmptyKey, rpcerr.ErrMalformed,
 			tooLarge(status.Error(codes.ResourceExhausted, "grpc: received message larger than max"))}},
 	} {
 		for _, e := range class.errs {
@@ -63,8 +62,8 @@ func TestErrorClasses(t *testing.T) {
 func TestGaveUpKeepsBothErrors(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := gaveUp(ctx, fmt.Errorf("attempt: %w", group.ErrNotReady))
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, group.ErrNotReady) {
+	err := gaveUp(ctx, fmt.Errorf("attempt: %w", kvpb.ErrNotReady))
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("%v: lost one of its causes", err)
 	}
 	if err := gaveUp(ctx, nil); !errors.Is(err, context.Canceled) {

@@ -19,14 +19,27 @@
 //	res, err := c.Put(ctx, key, next(got.Value), client.IfVersion(got.Version))
 //	// !res.Succeeded: someone wrote in between; read again and retry.
 //
+// # Listing
+//
+// List returns the keys of a range or prefix in byte order, a page at a
+// time, with their values and versions (or keys alone), from every shard:
+//
+//	page, err := c.List(ctx, client.WithPrefix([]byte("user/")), client.WithLimit(100))
+//	// page.KVs; while page.More: c.List(ctx, ..., client.After(page.Next))
+//
+// Each group reads its part of a page at a linearizable point; a page is
+// not one snapshot of the whole store (see List for what holds). A
+// listing through pages returns no key twice, and every key that existed
+// throughout, across shard moves.
+//
 // # Watches
 //
-// Watch streams the changes to a key (or WithPrefix, to the keys under a
+// Watch streams the changes to a key (or WatchPrefix, to the keys under a
 // prefix) from now on, each key's exactly once and in version order,
 // across leader changes and shard moves; what the servers can no longer
 // deliver is reported as a gap (ErrWatchGap), never skipped:
 //
-//	for resp := range c.Watch(ctx, []byte("config/"), client.WithPrefix()) {
+//	for resp := range c.Watch(ctx, []byte("config/"), client.WatchPrefix()) {
 //		if resp.Gap != nil { /* re-read the keys of resp.GapShard */ }
 //		for _, ev := range resp.Events { /* ev.Type, ev.Key, ev.Value, ev.Version */ }
 //	}
@@ -60,6 +73,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -94,7 +108,7 @@ var (
 	ErrNoSpace = rpcerr.ErrNoSpace
 	// ErrMalformed: the request is inconsistent (both IfVersion and
 	// IfValue); nothing was sent.
-	ErrMalformed = kvpb.ErrMalformed
+	ErrMalformed = rpcerr.ErrMalformed
 )
 
 type options struct {
@@ -107,6 +121,10 @@ type options struct {
 // limits are the size limits checked before sending; zero means the
 // default.
 type limits struct{ maxKey, maxValue int }
+
+func (l limits) maxKeyBytes() int {
+	return cmp.Or(l.maxKey, kvpb.DefaultMaxKeySize)
+}
 
 func (l limits) maxValueBytes() int {
 	if l.maxValue == 0 {
@@ -271,12 +289,27 @@ func (c *Client) refresh(ctx context.Context) error {
 	return nil
 }
 
-// route returns the group that owns key's shard and its replicas.
-func (c *Client) route(key []byte) (gid uint64, addrs []string, first int) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	gid = c.cfg.Shards[config.ShardOf(key, c.numShards)]
-	return gid, c.cfg.Groups[gid], c.leaders[gid]
+// A target is the group an attempt goes to: its id, its replicas, and the
+// index of the one last seen leading.
+type target struct {
+	gid   uint64
+	addrs []string
+	first int
+}
+
+// targetOf returns the target of group gid by the current configuration;
+// the caller holds c.mu.
+func (c *Client) targetOf(gid uint64) target {
+	return target{gid: gid, addrs: c.cfg.Groups[gid], first: c.leaders[gid]}
+}
+
+// keyRoute routes to the group that owns key's shard.
+func (c *Client) keyRoute(key []byte) func() (target, error) {
+	return func() (target, error) {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return c.targetOf(c.cfg.Shards[config.ShardOf(key, c.numShards)]), nil
+	}
 }
 
 func (c *Client) kv(addr string) (kvpb.KVClient, error) {
@@ -341,8 +374,8 @@ func classify(err error) verdict {
 	case errors.Is(err, kvpb.ErrNotReady):
 		return waitAndRetry
 	case errors.Is(err, kvpb.ErrKeyTooLarge), errors.Is(err, kvpb.ErrValueTooLarge),
-		errors.Is(err, kvpb.ErrEmptyKey), errors.Is(err, kvpb.ErrMalformed), errors.Is(err, kvpb.ErrStaleRequest),
-		errors.Is(err, kvpb.ErrSessionExpired), errors.Is(err, rpcerr.ErrNoSpace):
+		errors.Is(err, kvpb.ErrEmptyKey), errors.Is(err, rpcerr.ErrMalformed), errors.Is(err, rpcerr.ErrStaleRequest),
+		errors.Is(err, rpcerr.ErrSessionExpired), errors.Is(err, rpcerr.ErrNoSpace):
 		return final
 	}
 	return nextReplica
@@ -361,7 +394,7 @@ func gaveUp(ctx context.Context, last error) error {
 // itself, so every attempt of it got (or will get, at apply) the same.
 func deterministicRefusal(err error) bool {
 	return errors.Is(err, kvpb.ErrKeyTooLarge) || errors.Is(err, kvpb.ErrValueTooLarge) ||
-		errors.Is(err, kvpb.ErrEmptyKey) || errors.Is(err, kvpb.ErrMalformed)
+		errors.Is(err, kvpb.ErrEmptyKey) || errors.Is(err, rpcerr.ErrMalformed)
 }
 
 // tooLarge turns gRPC's refusal of a message above its receive limit
@@ -378,19 +411,32 @@ func tooLarge(err error) error {
 // did not reach the log.
 func definitelyNotApplied(err error) bool {
 	return rpcerr.CertainlyNotApplied(err) || errors.Is(err, kvpb.ErrWrongGroup) || errors.Is(err, kvpb.ErrNotReady) ||
-		errors.Is(err, kvpb.ErrSessionExpired)
+		errors.Is(err, rpcerr.ErrSessionExpired)
 }
 
 // do runs attempt against the key's group until it succeeds, fails
 // definitively, or ctx ends. maybeApplied is set once an attempt of a write
 // may have reached a log without a definitive answer.
 func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
+	return c.doRouted(ctx, c.keyRoute(key), true, attempt)
+}
+
+// doRouted runs attempt against the group route names, as do, asking route
+// again at every round (after a configuration is re-read, it may name
+// another group); an error of route ends it. hedged cuts each replica's
+// first attempt short (latency.hedge) and follows the attempts' latency:
+// for requests of the usual, small size.
+func (c *Client) doRouted(ctx context.Context, route func() (target, error), hedged bool, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.maxRetry)
 	defer cancel()
 	b := rpc.NewBackoff(10*time.Millisecond, 250*time.Millisecond)
 	var last error
 	for round := 0; ; round++ {
-		gid, addrs, next := c.route(key)
+		t, err := route()
+		if err != nil {
+			return maybeApplied, err
+		}
+		gid, addrs, next := t.gid, t.addrs, t.first
 		if gid == 0 || len(addrs) == 0 {
 			last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
 		}
@@ -408,7 +454,7 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 			// stopped or cut-off replica costs little; any replica serves);
 			// later rounds the full one (a loaded cluster may be slow).
 			timeout := c.opts.attemptTimeout
-			if round == 0 {
+			if round == 0 && hedged {
 				timeout = c.latency.hedge(timeout)
 			}
 			actx, acancel := context.WithTimeout(ctx, timeout)
@@ -416,7 +462,9 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 			err = attempt(actx, kv)
 			acancel()
 			if err == nil {
-				c.latency.observe(time.Since(start))
+				if hedged {
+					c.latency.observe(time.Since(start))
+				}
 				c.sawLeader(gid, idx)
 				return maybeApplied, nil
 			}
@@ -574,7 +622,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 			c.returnSession(shard, s)
 			return WriteResult{Succeeded: reply.GetSucceeded(), Version: reply.GetVersion(),
 				Value: reply.GetValue(), ValueReturned: reply.GetValueReturned()}, nil
-		case errors.Is(err, kvpb.ErrSessionExpired):
+		case errors.Is(err, rpcerr.ErrSessionExpired):
 			// The shard forgot the session. No attempt was applied twice;
 			// unless one may have been applied before it expired, the
 			// write certainly was not: retry it in a new session.
@@ -588,7 +636,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 			// that every attempt of this request would get (its size or
 			// shape) proves that none of them was applied; any other, after
 			// an attempt that may have reached a log, leaves it unknown.
-			if errors.Is(err, kvpb.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
+			if errors.Is(err, rpcerr.ErrStaleRequest) || (maybe && !deterministicRefusal(err)) {
 				return WriteResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 			}
 			return WriteResult{}, err

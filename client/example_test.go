@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shardkv/shardkv/client"
@@ -198,7 +200,7 @@ func ExampleErrUnknownOutcome() {
 	// Output: applied once
 }
 
-// A watch streams every change to a key, or WithPrefix to every key under
+// A watch streams every change to a key, or WatchPrefix to every key under
 // a prefix, with the value and version after it: each key's changes once
 // and in version order, across leader changes and shard moves.
 // WithCreatedNotify says when the watch covers every shard.
@@ -207,7 +209,7 @@ func ExampleClient_Watch() {
 	defer stop()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := c.Watch(wctx, []byte("config/"), client.WithPrefix(), client.WithCreatedNotify())
+	ch := c.Watch(wctx, []byte("config/"), client.WatchPrefix(), client.WithCreatedNotify())
 	if resp := <-ch; !resp.Created {
 		log.Fatal(resp.Err())
 	}
@@ -237,4 +239,66 @@ func ExampleClient_Watch() {
 	// APPEND config/a 1 x
 	// APPEND config/a 2 xx
 	// DELETE config/a 0
+}
+
+// A listing, page by page: each page After the previous one's last key
+// (Next), until one says there is no More. Keys come in byte order from
+// every shard, whichever group holds them.
+func ExampleClient_List() {
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
+	defer stop()
+	for _, name := range []string{"ada", "alan", "barbara", "edsger", "grace", "tony"} {
+		if _, err := c.Put(ctx, []byte("user/"+name), []byte(strings.ToUpper(name[:1])+name[1:])); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if _, err := c.Put(ctx, []byte("group/admins"), []byte("ada,grace")); err != nil {
+		log.Fatal(err)
+	}
+	opts := []client.ListOption{client.WithPrefix([]byte("user/")), client.WithLimit(4)}
+	for page := 1; ; page++ {
+		res, err := c.List(ctx, opts...)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, kv := range res.KVs {
+			fmt.Printf("page %d: %s = %s (version %d)\n", page, kv.Key, kv.Value, kv.Version)
+		}
+		if !res.More {
+			break
+		}
+		opts = append(opts, client.After(res.Next))
+	}
+	// Output:
+	// page 1: user/ada = Ada (version 1)
+	// page 1: user/alan = Alan (version 1)
+	// page 1: user/barbara = Barbara (version 1)
+	// page 1: user/edsger = Edsger (version 1)
+	// page 2: user/grace = Grace (version 1)
+	// page 2: user/tony = Tony (version 1)
+}
+
+// WithRange lists [start, end); WithKeysOnly leaves the values on the
+// servers.
+func ExampleWithKeysOnly() {
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
+	defer stop()
+	for i := 0; i < 10; i++ {
+		if _, err := c.Put(ctx, []byte(fmt.Sprintf("log/%03d", i)), bytes.Repeat([]byte("x"), 1000)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	res, err := c.List(ctx, client.WithRange([]byte("log/003"), []byte("log/006")), client.WithKeysOnly())
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, kv := range res.KVs {
+		fmt.Printf("%s (%d value bytes)\n", kv.Key, len(kv.Value))
+	}
+	fmt.Println("more:", res.More)
+	// Output:
+	// log/003 (0 value bytes)
+	// log/004 (0 value bytes)
+	// log/005 (0 value bytes)
+	// more: false
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -88,15 +89,16 @@ type watchOptions struct {
 // WatchOption modifies a watch, in the clientv3 style.
 type WatchOption func(*watchOptions)
 
-// WithPrefix watches every key that starts with the given key (an empty
-// key: every key).
-func WithPrefix() WatchOption { return func(o *watchOptions) { o.prefix = true } }
+// WatchPrefix watches every key that starts with the given key (an empty
+// key: every key). (List's WithPrefix names its prefix; a watch's prefix
+// is its key argument.)
+func WatchPrefix() WatchOption { return func(o *watchOptions) { o.prefix = true } }
 
 // WithCreatedNotify sends a Created response once every shard the watch
 // covers is registered: changes applied after it are all delivered.
 func WithCreatedNotify() WatchOption { return func(o *watchOptions) { o.created = true } }
 
-// Watch streams the changes to key (or, WithPrefix, to every key under
+// Watch streams the changes to key (or, WatchPrefix, to every key under
 // it) applied from now on, until ctx ends: puts, appends and deletes with
 // the value and version after each, every change to a key once and in
 // its version order, across leader changes and shard migrations. Changes
@@ -108,7 +110,7 @@ func WithCreatedNotify() WatchOption { return func(o *watchOptions) { o.created 
 // that falls behind, and the client resumes it from the last change it
 // delivered (a gap if the servers no longer hold what followed).
 //
-//	for resp := range c.Watch(ctx, []byte("config/"), client.WithPrefix()) {
+//	for resp := range c.Watch(ctx, []byte("config/"), client.WatchPrefix()) {
 //		if resp.Gap != nil { /* re-read the keys of resp.GapShard */ }
 //		for _, ev := range resp.Events { fmt.Println(ev.Type, string(ev.Key), ev.Version) }
 //	}
@@ -201,7 +203,7 @@ func (w *watch) run(ctx context.Context) {
 				continue // a stream replaced since
 			}
 			if m.err != nil {
-				if errors.Is(m.err, kvpb.ErrMalformed) {
+				if errors.Is(m.err, rpcerr.ErrMalformed) {
 					w.send(ctx, WatchResponse{Canceled: true, err: m.err})
 					return
 				}

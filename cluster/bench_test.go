@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -174,7 +176,7 @@ func BenchmarkWatchFanOut(b *testing.B) {
 				for w := 0; w < 1000; w++ {
 					key, opts := fmt.Sprint("key", w), []client.WatchOption{client.WithCreatedNotify()}
 					if mode == "prefix" {
-						key, opts = "key", append(opts, client.WithPrefix())
+						key, opts = "key", append(opts, client.WatchPrefix())
 					}
 					ch := cl.Watch(ctx, []byte(key), opts...)
 					if r := <-ch; !r.Created {
@@ -196,5 +198,60 @@ func BenchmarkWatchFanOut(b *testing.B) {
 			cancel()
 			wg.Wait()
 		})
+	}
+}
+
+// BenchmarkList lists every key of a store of 100,000 keys
+// (SHARDKV_BENCH_LIST_KEYS to change it; 100-byte values, three groups of
+// three, 64 shards), page after page, and reports keys/s; the load is not
+// timed: go test -run XXX -bench List -benchtime 3x ./cluster
+func BenchmarkList(b *testing.B) {
+	n := 100_000
+	if s := os.Getenv("SHARDKV_BENCH_LIST_KEYS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	c, cl := benchCluster(b, 3)
+	backend, err := bench.NewShardkv(ctx, c.ControllerAddrs())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer backend.Close()
+	start := time.Now()
+	if err := bench.Load(ctx, backend, n, 100, 128); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("loaded %d keys in %v", n, time.Since(start).Round(time.Millisecond))
+	prefix := bench.Key(0)[:len("bench-")]
+	for _, keysOnly := range []bool{true, false} {
+		for _, limit := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("keys-only=%v/page=%d", keysOnly, limit), func(b *testing.B) {
+				opts := []client.ListOption{client.WithPrefix(prefix), client.WithLimit(limit)}
+				if keysOnly {
+					opts = append(opts, client.WithKeysOnly())
+				}
+				for b.Loop() {
+					listed, after := 0, opts
+					for {
+						page, err := cl.List(ctx, after...)
+						if err != nil {
+							b.Fatal(err)
+						}
+						listed += len(page.KVs)
+						if !page.More {
+							break
+						}
+						after = append(opts[:len(opts):len(opts)], client.After(page.Next))
+					}
+					if listed != n {
+						b.Fatalf("listed %d keys of %d", listed, n)
+					}
+				}
+				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "keys/s")
+			})
+		}
 	}
 }

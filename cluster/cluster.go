@@ -287,6 +287,10 @@ func (c *Cluster) GroupAddrs(gid uint64) []string {
 	return out
 }
 
+// DialOptions are the options of every connection into the cluster (its
+// cluster id, and Options.DialOptions).
+func (c *Cluster) DialOptions() []grpc.DialOption { return c.opts.DialOptions }
+
 // ControllerClient returns a new client of the cluster's controller.
 func (c *Cluster) ControllerClient() (*ctlclient.Client, error) {
 	return ctlclient.New(c.ControllerAddrs(), c.opts.DialOptions...)

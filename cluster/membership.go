@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/raftnode"
 )
 
@@ -75,7 +76,7 @@ func (c *Cluster) ChangeMembership(ctx context.Context, gid uint64, change raftn
 			if err == nil {
 				return m, nil
 			}
-			if !raftnode.CertainlyNotApplied(err) && !errors.Is(err, raftnode.ErrLearnerBehind) && !errors.Is(err, raftnode.ErrMembershipChangeInProgress) {
+			if !rpcerr.CertainlyNotApplied(err) && !errors.Is(err, rpcerr.ErrLearnerBehind) && !errors.Is(err, rpcerr.ErrMembershipChangeInProgress) {
 				return m, err
 			}
 			last = err

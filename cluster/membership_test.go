@@ -50,30 +50,65 @@ func (h *harness) replace(gid, old uint64) cluster.Replica {
 // and the controller's configuration routes to the new replica.
 func TestReplaceDeadReplica(t *testing.T) {
 	h := startOneGroup(t)
-	var added cluster.Replica
 	h.checkLinearizable(6, func() {
 		time.Sleep(300 * time.Millisecond)
 		h.loseForGood(cluster.Replica{Group: 1, ID: 3})
-		added = h.replace(1, 3)
+		h.replace(1, 3)
 		time.Sleep(300 * time.Millisecond)
 		h.c.StopReplica(cluster.Replica{Group: 1, ID: 1})
 		time.Sleep(700 * time.Millisecond)
 	})
-	// The group's leader tells the controller its new replicas.
-	addrs := h.c.GroupAddrs(1)
-	deadline := time.Now().Add(20 * time.Second)
+	// The group's leader, whichever replica it is (the replacement
+	// included), tells the controller its new replicas: 1 (stopped, still
+	// a voter), 2 and the replacement, and not replica 3.
+	h.waitListed(1, h.c.GroupAddrs(1))
+}
+
+// TestReplaceTheOnlyReplica: the one replica of a group is replaced, so
+// the replacement is the group's leader when the configuration is synced
+// (the case where a replica added to the group leads). The controller's
+// configuration ends up naming it, and only it.
+func TestReplaceTheOnlyReplica(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1, Replicas: 1})
+	h.join(1)
+	cl := h.client()
+	h.put(cl, "k", "v")
+	ctx, cancel := context.WithTimeout(h.ctx, 60*time.Second)
+	defer cancel()
+	r, err := h.c.AddReplica(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The removed leader steps down; the replacement, the only voter left,
+	// is elected (h.replace checks the leader's membership at once).
+	if err := h.c.ReplaceReplica(ctx, 1, 1, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitListed(1, h.c.GroupAddrs(1))
+	h.check(h.client(), "k", "v")
+}
+
+// waitListed waits until the controller's latest configuration lists
+// exactly addrs (in any order) for group gid, as the group's leader tells
+// it after a membership change.
+func (h *harness) waitListed(gid uint64, addrs []string) {
+	h.t.Helper()
+	want := slices.Sorted(slices.Values(addrs))
+	ctl := h.controller()
+	defer ctl.Close()
+	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+	defer cancel()
 	for {
-		cl := h.client()
-		cfg := cl.Config()
-		_ = cl.Close()
-		got := cfg.Groups[1]
-		if slices.Contains(got, addrs[len(addrs)-1]) && len(got) == 3 {
-			break
+		cfg, _, err := ctl.Query(ctx, -1)
+		if err == nil && slices.Equal(slices.Sorted(slices.Values(cfg.Groups[gid])), want) {
+			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("configuration %d lists group 1 as %v, want the replacement %s (replica %d) and not replica 3", cfg.Num, got, addrs[len(addrs)-1], added.ID)
+		if err == nil {
+			_, err = ctl.Watch(ctx, cfg.Num) // a newer configuration, or the server's wait limit
 		}
-		time.Sleep(100 * time.Millisecond)
+		if ctx.Err() != nil {
+			h.t.Fatalf("configuration %d lists group %d as %v (last error: %v), want %v", cfg.Num, gid, cfg.Groups[gid], err, want)
+		}
 	}
 }
 

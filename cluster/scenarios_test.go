@@ -19,11 +19,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller"
-	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/linearizability"
@@ -118,7 +119,7 @@ func TestGroupAnswersByItsOwnConfiguration(t *testing.T) {
 				cancel()
 				for _, err := range []error{gerr, werr} {
 					err = kvpb.Errors.FromStatus(err)
-					if !errors.Is(err, group.ErrWrongGroup) && !errors.Is(err, raftnode.ErrNotLeader) {
+					if !errors.Is(err, kvpb.ErrWrongGroup) && !errors.Is(err, rpcerr.ErrNotLeader) {
 						t.Fatalf("group %d replica %s for a foreign key: %v", gid, a, err)
 					}
 				}
@@ -255,7 +256,7 @@ func TestReplicasCatchUpAfterMissingChanges(t *testing.T) {
 		}
 		for _, k := range ks {
 			v, version, err := back.StateMachine().Get([]byte(k))
-			if errors.Is(err, group.ErrWrongGroup) {
+			if errors.Is(err, kvpb.ErrWrongGroup) {
 				continue
 			}
 			if err != nil || version == 0 || string(v) != want[k] {
@@ -422,7 +423,7 @@ func liveBytes(e *storage.Engine, r cluster.Replica) (int, error) {
 	}
 	logPrefix := append([]byte{'r'}, rep.StateKey()[1:]...)
 	logPrefix = append(logPrefix, 'l')
-	spans = append(spans, [2][]byte{logPrefix, storage.PrefixEnd(logPrefix)})
+	spans = append(spans, [2][]byte{logPrefix, kvpb.PrefixEnd(logPrefix)})
 	n := 0
 	for _, sp := range spans {
 		it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: sp[0], UpperBound: sp[1]})
@@ -536,7 +537,7 @@ func TestBadRequestsToServers(t *testing.T) {
 			t.Fatalf("query %d: got configuration %d (%v), want the latest %d", n, cfg.Num, err, latest.Num)
 		}
 	}
-	if _, err := ctl.Move(h.ctx, -1, 1); !errors.Is(err, controller.ErrUnknownShard) {
+	if _, err := ctl.Move(h.ctx, -1, 1); !errors.Is(err, controllerpb.ErrUnknownShard) {
 		t.Fatalf("move of shard -1: %v", err)
 	}
 	for _, addr := range h.c.GroupAddrs(1) {
@@ -551,7 +552,7 @@ func TestBadRequestsToServers(t *testing.T) {
 				_, err = stream.Recv()
 			}
 			err = kvpb.Errors.FromStatus(err)
-			if !errors.Is(err, group.ErrNotReady) && !errors.Is(err, group.ErrStaleConfig) {
+			if !errors.Is(err, kvpb.ErrNotReady) && !errors.Is(err, kvpb.ErrStaleConfig) {
 				t.Fatalf("pull %v: %v", req, err)
 			}
 		}
@@ -570,13 +571,13 @@ func TestBadRequestsToServers(t *testing.T) {
 		for _, req := range []*grouppb.DeleteShardRequest{{ConfigNum: 1 << 62, Shard: 0}, {ConfigNum: latest.Num, Shard: 1 << 30}} {
 			_, err := handoff.DeleteShard(h.ctx, req)
 			err = kvpb.Errors.FromStatus(err)
-			if err != nil && !errors.Is(err, group.ErrNotReady) && !errors.Is(err, raftnode.ErrNotLeader) {
+			if err != nil && !errors.Is(err, kvpb.ErrNotReady) && !errors.Is(err, rpcerr.ErrNotLeader) {
 				t.Fatalf("delete %v: %v", req, err)
 			}
 		}
 		for _, op := range []kvpb.WriteOp{42, kvpb.WriteOp_WRITE_OP_UNSPECIFIED} {
 			_, err = kv.Write(h.ctx, &kvpb.WriteRequest{Op: op, Key: []byte("k"), Value: []byte("x"), ClientId: 5, Seq: 1})
-			if err = kvpb.Errors.FromStatus(err); !errors.Is(err, group.ErrMalformed) && !errors.Is(err, raftnode.ErrNotLeader) {
+			if err = kvpb.Errors.FromStatus(err); !errors.Is(err, rpcerr.ErrMalformed) && !errors.Is(err, rpcerr.ErrNotLeader) {
 				t.Fatalf("write op %d: %v", op, err)
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller"
@@ -97,7 +98,7 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 			}
 			return status.Error(codes.Unavailable, "injected reply loss")
 		}
-		if errors.Is(kvpb.Errors.FromStatus(err), group.ErrSessionExpired) {
+		if errors.Is(kvpb.Errors.FromStatus(err), rpcerr.ErrSessionExpired) {
 			expired <- err
 		}
 		return err

@@ -68,7 +68,7 @@ func TestWatchAcrossLeaderKillAndMigration(t *testing.T) {
 	wctx, wcancel := context.WithCancel(h.ctx)
 	defer wcancel()
 	keyWatch := cl.Watch(wctx, []byte(key), client.WithCreatedNotify())
-	prefixWatch := cl.Watch(wctx, []byte("w/"), client.WithPrefix(), client.WithCreatedNotify())
+	prefixWatch := cl.Watch(wctx, []byte("w/"), client.WatchPrefix(), client.WithCreatedNotify())
 	created(t, keyWatch)
 	created(t, prefixWatch)
 

@@ -31,8 +31,9 @@
 // including a deterministic refusal, and answers a retry with that outcome
 // instead of applying it again. A client opens its session first
 // (OpenSession, idempotent); a change in a session the state does not know
-// (never opened, or forgotten) is refused with ErrSessionExpired and never
-// applied, since it may retry a change applied before the session was
-// forgotten (Raft dissertation, section 6.3). Sessions idle for longer than
-// SessionTTL of replicated time (see package session) are forgotten.
+// (never opened, or forgotten) is refused with
+// rpcerr.ErrSessionExpired and never applied, since it may retry a
+// change applied before the session was forgotten (Raft dissertation,
+// section 6.3). Sessions idle for longer than SessionTTL of replicated time
+// (see package session) are forgotten.
 package controller

@@ -8,6 +8,8 @@ import (
 
 	"pgregory.net/rapid"
 
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 )
 
@@ -129,17 +131,17 @@ func TestJoinRefusalIsRemembered(t *testing.T) {
 	if g := s.JoinToCheck(join(9, 2, map[uint64][]string{1: {"other:1"}, 2: {"b:1"}}).GetJoin()); len(g) != 0 {
 		t.Fatalf("a join the state machine refuses is checked: %v", g)
 	}
-	if r := s.Apply(refused(1, RefusalCode(ErrReplicaUnreachable))); r.Err != nil || r.ConfigNum != 1 {
+	if r := s.Apply(refused(1, RefusalCode(controllerpb.ErrReplicaUnreachable))); r.Err != nil || r.ConfigNum != 1 {
 		t.Fatalf("refusal of a request already applied: %+v", r)
 	}
-	r = s.Apply(refused(2, RefusalCode(ErrReplicaUnreachable)))
-	if !errors.Is(r.Err, ErrReplicaUnreachable) || !strings.Contains(r.Err.Error(), "b:1 did not answer") || r.ConfigNum != 1 {
+	r = s.Apply(refused(2, RefusalCode(controllerpb.ErrReplicaUnreachable)))
+	if !errors.Is(r.Err, controllerpb.ErrReplicaUnreachable) || !strings.Contains(r.Err.Error(), "b:1 did not answer") || r.ConfigNum != 1 {
 		t.Fatalf("refused join: %+v", r)
 	}
-	if r := s.Apply(join(9, 2, map[uint64][]string{2: {"b:1"}})); !errors.Is(r.Err, ErrReplicaUnreachable) {
+	if r := s.Apply(join(9, 2, map[uint64][]string{2: {"b:1"}})); !errors.Is(r.Err, controllerpb.ErrReplicaUnreachable) {
 		t.Fatalf("retry of the refused join: %+v", r)
 	}
-	if r := s.Apply(refused(3, RefusalCode(ErrUnknownShard))); !errors.Is(r.Err, ErrMalformed) {
+	if r := s.Apply(refused(3, RefusalCode(controllerpb.ErrUnknownShard))); !errors.Is(r.Err, rpcerr.ErrMalformed) {
 		t.Fatalf("refusal with a code that is not a check's: %+v", r)
 	}
 	if cfg, _ := s.Latest(); cfg.Num != 1 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 	"github.com/shardkv/shardkv/session"
 )
@@ -97,30 +98,30 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 	}
 	sess := sessionOf(cmd)
 	if sess == nil {
-		return Result{Err: fmt.Errorf("%w: empty command", ErrMalformed)}
+		return Result{Err: fmt.Errorf("%w: empty command", rpcerr.ErrMalformed)}
 	}
 	prev, ok := s.sessions[sess.GetClientId()]
 	if sess.GetClientId() != 0 && sess.GetSeq() == 0 {
-		return Result{Err: fmt.Errorf("%w: sequence 0 is the session's opening, not a change", ErrStaleRequest)}
+		return Result{Err: fmt.Errorf("%w: sequence 0 is the session's opening, not a change", rpcerr.ErrStaleRequest)}
 	}
 	if !ok && sess.GetClientId() != 0 {
 		// Never opened, or expired: it may retry a change applied before
 		// the session expired (Raft dissertation, section 6.3). Nothing is
 		// remembered.
-		return Result{Err: fmt.Errorf("%w: client %d sequence %d", ErrSessionExpired, sess.GetClientId(), sess.GetSeq())}
+		return Result{Err: fmt.Errorf("%w: client %d sequence %d", rpcerr.ErrSessionExpired, sess.GetClientId(), sess.GetSeq())}
 	}
 	if ok && sess.GetClientId() != 0 {
 		switch {
 		case sess.GetSeq() == prev.seq:
 			return Result{ConfigNum: prev.configNum, Err: prev.err}
 		case sess.GetSeq() < prev.seq:
-			return Result{Err: ErrStaleRequest}
+			return Result{Err: rpcerr.ErrStaleRequest}
 		}
 	}
 	if len(s.configs) == 0 {
 		// Not ready is not an outcome: nothing is remembered, so the
 		// client's retry is applied once the controller is initialised.
-		return Result{Err: ErrNotInitialized}
+		return Result{Err: controllerpb.ErrNotInitialized}
 	}
 	var next Config
 	var err error
@@ -156,10 +157,10 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 // Command.refusal).
 func refusalError(r *controllerlogpb.CheckRefusal) error {
 	switch e := codeError(r.GetCode()); e {
-	case ErrBadReplica, ErrReplicaUnreachable:
+	case controllerpb.ErrBadReplica, controllerpb.ErrReplicaUnreachable:
 		return fmt.Errorf("%w: %s", e, r.GetReason())
 	}
-	return fmt.Errorf("%w: refusal code %d", ErrMalformed, r.GetCode())
+	return fmt.Errorf("%w: refusal code %d", rpcerr.ErrMalformed, r.GetCode())
 }
 
 // JoinToCheck returns the groups of join that the latest configuration
@@ -215,7 +216,7 @@ func (s *State) openSession(client uint64) Result {
 		latest = s.configs[n-1].Num
 	}
 	if client == 0 {
-		return Result{ConfigNum: latest, Err: fmt.Errorf("%w: a session needs a client id", ErrInvalidGroup)}
+		return Result{ConfigNum: latest, Err: fmt.Errorf("%w: a session needs a client id", controllerpb.ErrInvalidGroup)}
 	}
 	if _, ok := s.sessions[client]; !ok {
 		s.sessions[client] = &clientSession{lastSeen: s.now, configNum: latest}
@@ -244,7 +245,7 @@ func (s *State) init(numShards int) Result {
 		return Result{ConfigNum: s.configs[len(s.configs)-1].Num}
 	}
 	if numShards < 1 || numShards > MaxShards {
-		return Result{Err: ErrInvalidShards}
+		return Result{Err: controllerpb.ErrInvalidShards}
 	}
 	s.numShards = numShards
 	s.configs = []Config{{Num: 0, Shards: make([]uint64, numShards), Groups: map[uint64][]string{}}}
@@ -259,20 +260,20 @@ func (s *State) join(groups []*controllerpb.Group) (Config, error) {
 		id, addrs := g.GetId(), g.GetAddrs()
 		switch {
 		case id == 0:
-			return Config{}, fmt.Errorf("%w: group id 0 is reserved", ErrInvalidGroup)
+			return Config{}, fmt.Errorf("%w: group id 0 is reserved", controllerpb.ErrInvalidGroup)
 		case len(addrs) == 0:
-			return Config{}, fmt.Errorf("%w: group %d has no addresses", ErrInvalidGroup, id)
+			return Config{}, fmt.Errorf("%w: group %d has no addresses", controllerpb.ErrInvalidGroup, id)
 		case seen[id]:
-			return Config{}, fmt.Errorf("%w: group %d appears twice", ErrInvalidGroup, id)
+			return Config{}, fmt.Errorf("%w: group %d appears twice", controllerpb.ErrInvalidGroup, id)
 		}
 		for _, a := range addrs {
 			if a == "" {
-				return Config{}, fmt.Errorf("%w: group %d has an empty address", ErrInvalidGroup, id)
+				return Config{}, fmt.Errorf("%w: group %d has an empty address", controllerpb.ErrInvalidGroup, id)
 			}
 		}
 		seen[id] = true
 		if old, ok := next.Groups[id]; ok && !slices.Equal(old, addrs) {
-			return Config{}, fmt.Errorf("%w: group %d is %v, not %v", ErrGroupExists, id, old, addrs)
+			return Config{}, fmt.Errorf("%w: group %d is %v, not %v", controllerpb.ErrGroupExists, id, old, addrs)
 		}
 		next.Groups[id] = slices.Clone(addrs)
 	}
@@ -292,13 +293,13 @@ func (s *State) leave(gids []uint64, force bool) (Config, error) {
 	leaving := map[uint64]bool{}
 	for _, g := range gids {
 		if _, ok := next.Groups[g]; !ok {
-			return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, g)
+			return Config{}, fmt.Errorf("%w: %d", controllerpb.ErrUnknownGroup, g)
 		}
 		delete(next.Groups, g)
 		leaving[g] = true
 	}
 	if len(next.Groups) == 0 && len(gids) > 0 && !force {
-		return Config{}, ErrWouldOrphan
+		return Config{}, controllerpb.ErrWouldOrphan
 	}
 	var pinned []bool
 	if n := len(s.configs); n > 1 && len(leaving) > 0 {
@@ -318,10 +319,10 @@ func (s *State) leave(gids []uint64, force bool) (Config, error) {
 func (s *State) move(shard int, gid uint64) (Config, error) {
 	next := s.configs[len(s.configs)-1].Clone()
 	if shard < 0 || shard >= len(next.Shards) {
-		return Config{}, fmt.Errorf("%w: %d (the cluster has %d)", ErrUnknownShard, shard, len(next.Shards))
+		return Config{}, fmt.Errorf("%w: %d (the cluster has %d)", controllerpb.ErrUnknownShard, shard, len(next.Shards))
 	}
 	if _, ok := next.Groups[gid]; !ok {
-		return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, gid)
+		return Config{}, fmt.Errorf("%w: %d", controllerpb.ErrUnknownGroup, gid)
 	}
 	next.Shards[shard] = gid
 	return next, nil
@@ -334,9 +335,9 @@ func (s *State) setReplicas(gid uint64, addrs []string) (Config, error) {
 	old, ok := latest.Groups[gid]
 	switch {
 	case !ok:
-		return Config{}, fmt.Errorf("%w: %d", ErrUnknownGroup, gid)
+		return Config{}, fmt.Errorf("%w: %d", controllerpb.ErrUnknownGroup, gid)
 	case len(addrs) == 0 || slices.Contains(addrs, ""):
-		return Config{}, fmt.Errorf("%w: group %d needs its replicas' addresses", ErrInvalidGroup, gid)
+		return Config{}, fmt.Errorf("%w: group %d needs its replicas' addresses", controllerpb.ErrInvalidGroup, gid)
 	case slices.Equal(old, addrs):
 		return latest.Clone(), nil // nothing to change
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 )
 
@@ -49,13 +50,13 @@ func initCmd(n uint32) *controllerlogpb.Command {
 
 func TestStateCommands(t *testing.T) {
 	var s State
-	if r := applyOpen(&s, join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
+	if r := applyOpen(&s, join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, controllerpb.ErrNotInitialized) {
 		t.Fatalf("join before init: %v", r.Err)
 	}
-	if r := s.Apply(initCmd(0)); !errors.Is(r.Err, ErrInvalidShards) {
+	if r := s.Apply(initCmd(0)); !errors.Is(r.Err, controllerpb.ErrInvalidShards) {
 		t.Fatalf("init 0 shards: %v", r.Err)
 	}
-	if r := s.Apply(initCmd(MaxShards + 1)); !errors.Is(r.Err, ErrInvalidShards) {
+	if r := s.Apply(initCmd(MaxShards + 1)); !errors.Is(r.Err, controllerpb.ErrInvalidShards) {
 		t.Fatalf("init too many shards: %v", r.Err)
 	}
 	s.Apply(initCmd(10))
@@ -70,21 +71,21 @@ func TestStateCommands(t *testing.T) {
 		wantErr error
 		wantNum uint64
 	}{
-		{"a session never opened", join(9, 2, map[uint64][]string{1: {"a1", "a2"}}), ErrSessionExpired, 0},
+		{"a session never opened", join(9, 2, map[uint64][]string{1: {"a1", "a2"}}), rpcerr.ErrSessionExpired, 0},
 		{"join 1", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
 		{"retry of join 1 is not applied again", join(1, 1, map[uint64][]string{1: {"a1", "a2"}}), nil, 1},
 		{"join 2 and 3", join(2, 1, map[uint64][]string{2: {"b"}, 3: {"c"}}), nil, 2},
 		{"rejoin with same addresses changes nothing", join(2, 2, map[uint64][]string{2: {"b"}}), nil, 2},
-		{"older request of the client", join(2, 1, map[uint64][]string{9: {"z"}}), ErrStaleRequest, 0},
-		{"rejoin with other addresses", join(2, 3, map[uint64][]string{2: {"x"}}), ErrGroupExists, 2},
-		{"group 0", join(2, 4, map[uint64][]string{0: {"x"}}), ErrInvalidGroup, 2},
-		{"no addresses", join(2, 5, map[uint64][]string{4: nil}), ErrInvalidGroup, 2},
-		{"leave unknown", leave(3, 1, false, 9), ErrUnknownGroup, 2},
-		{"move unknown shard", move(3, 2, 10, 1), ErrUnknownShard, 2},
-		{"move to unknown group", move(3, 3, 0, 9), ErrUnknownGroup, 2},
+		{"older request of the client", join(2, 1, map[uint64][]string{9: {"z"}}), rpcerr.ErrStaleRequest, 0},
+		{"rejoin with other addresses", join(2, 3, map[uint64][]string{2: {"x"}}), controllerpb.ErrGroupExists, 2},
+		{"group 0", join(2, 4, map[uint64][]string{0: {"x"}}), controllerpb.ErrInvalidGroup, 2},
+		{"no addresses", join(2, 5, map[uint64][]string{4: nil}), controllerpb.ErrInvalidGroup, 2},
+		{"leave unknown", leave(3, 1, false, 9), controllerpb.ErrUnknownGroup, 2},
+		{"move unknown shard", move(3, 2, 10, 1), controllerpb.ErrUnknownShard, 2},
+		{"move to unknown group", move(3, 3, 0, 9), controllerpb.ErrUnknownGroup, 2},
 		{"move", move(3, 4, 0, 3), nil, 3},
 		{"leave 1", leave(3, 5, false, 1), nil, 4},
-		{"leave all refused", leave(3, 6, false, 2, 3), ErrWouldOrphan, 4},
+		{"leave all refused", leave(3, 6, false, 2, 3), controllerpb.ErrWouldOrphan, 4},
 		{"leave all forced", leave(3, 7, true, 2, 3), nil, 5},
 	}
 	for _, st := range steps {
@@ -139,7 +140,7 @@ func TestSessionsExpireByStamp(t *testing.T) {
 func TestNotInitializedIsNotRemembered(t *testing.T) {
 	var s State
 	s.Apply(openCmd(1))
-	if r := applyOpen(&s, join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrNotInitialized) {
+	if r := applyOpen(&s, join(1, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, controllerpb.ErrNotInitialized) {
 		t.Fatal(r.Err)
 	}
 	s.Apply(initCmd(4))
@@ -155,7 +156,7 @@ func TestNotInitializedIsNotRemembered(t *testing.T) {
 func TestSessionsMustBeOpened(t *testing.T) {
 	var s State
 	s.Apply(initCmd(4))
-	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, ErrSessionExpired) {
+	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); !errors.Is(r.Err, rpcerr.ErrSessionExpired) {
 		t.Fatalf("change in an unopened session: %+v", r)
 	}
 	if c, _ := s.Latest(); c.Num != 0 {
@@ -169,7 +170,7 @@ func TestSessionsMustBeOpened(t *testing.T) {
 	if r := s.Apply(join(5, 1, map[uint64][]string{1: {"a"}})); r.Err != nil || r.ConfigNum != 1 {
 		t.Fatalf("retry of the first change after a repeated opening: %+v", r)
 	}
-	if r := s.Apply(leave(5, 0, false, 1)); !errors.Is(r.Err, ErrStaleRequest) {
+	if r := s.Apply(leave(5, 0, false, 1)); !errors.Is(r.Err, rpcerr.ErrStaleRequest) {
 		t.Fatalf("sequence 0: %+v", r)
 	}
 	if r := s.Apply(openCmd(0)); r.Err == nil {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
@@ -105,7 +106,7 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 	last, _ := raftnode.Commands(ents, s.applied, func(i int, e raftnode.Entry) error {
 		var cmd controllerlogpb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
-			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", ErrMalformed, e.Index)}
+			results[i] = Result{Err: fmt.Errorf("%w: undecodable command at %d", rpcerr.ErrMalformed, e.Index)}
 			return nil
 		}
 		results[i] = s.state.Apply(&cmd)

@@ -5,6 +5,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
@@ -33,13 +35,13 @@ func (sm *StateMachine) restoreShard(a *apply, in *grouppb.InsertShard, now int6
 	shard := int(in.GetShard())
 	if in.GetConfigNum() != sm.meta.config.Num || shard >= len(sm.meta.shards) {
 		return fmt.Errorf("%w: shard %d is not restored at configuration %d (the group is at %d)",
-			ErrStaleConfig, shard, in.GetConfigNum(), sm.meta.config.Num), nil
+			kvpb.ErrStaleConfig, shard, in.GetConfigNum(), sm.meta.config.Num), nil
 	}
 	m := &sm.meta.shards[shard]
 	// Checked whole before anything changes, as insertShard.
 	switch {
 	case in.GetChunk() == 0 && (len(in.GetKvs()) > 0 || len(in.GetSessions()) > 0 || in.GetLast()):
-		return fmt.Errorf("%w: chunk 0 of a restore carries data", ErrMalformed), nil
+		return fmt.Errorf("%w: chunk 0 of a restore carries data", rpcerr.ErrMalformed), nil
 	case in.GetChunk() == 0 && m.state == Serving:
 		dl, dh, sl, sh := sm.shardSpans(shard)
 		for _, span := range [][2][]byte{{dl, dh}, {sl, sh}} {
@@ -54,14 +56,14 @@ func (sm *StateMachine) restoreShard(a *apply, in *grouppb.InsertShard, now int6
 		}
 	case in.GetChunk() == 0 && m.state == Restoring:
 	case in.GetChunk() == 0:
-		return fmt.Errorf("%w: shard %d is %s here at configuration %d", ErrWrongGroup, shard, m.state, sm.meta.config.Num), nil
+		return fmt.Errorf("%w: shard %d is %s here at configuration %d", kvpb.ErrWrongGroup, shard, m.state, sm.meta.config.Num), nil
 	case m.state != Restoring || in.GetChunk() != m.nextChunk:
 		return fmt.Errorf("%w: restore chunk %d of shard %d, which is %s (next chunk %d)",
-			ErrStaleConfig, in.GetChunk(), shard, m.state, m.nextChunk), nil
+			kvpb.ErrStaleConfig, in.GetChunk(), shard, m.state, m.nextChunk), nil
 	}
 	for _, kv := range in.GetKvs() {
 		if controller.ShardOf(kv.GetKey(), len(sm.meta.shards)) != shard {
-			return fmt.Errorf("%w: key of another shard in shard %d", ErrMalformed, shard), nil
+			return fmt.Errorf("%w: key of another shard in shard %d", rpcerr.ErrMalformed, shard), nil
 		}
 	}
 	if in.GetChunk() == 0 {
@@ -126,28 +128,28 @@ type BackupExport struct {
 	shards  []*ShardExport // in the order asked
 }
 
-// ExportForBackup returns shards, as of now, for a backup of the cluster
-// at configuration num. It fails with ErrNotReady while the group is below
-// num or some shard asked for is not served yet (Pulling, Restoring), with
-// ErrStaleConfig once the group has passed num, and with ErrWrongGroup for
-// a shard the group does not own at num. Confirming shards are exported:
-// their data is here whole and they serve.
+// ExportForBackup returns shards, as of now, for a backup of the cluster at
+// configuration num. It fails with kvpb.ErrNotReady while the group is
+// below num or some shard asked for is not served yet (Pulling, Restoring),
+// with kvpb.ErrStaleConfig once the group has passed num, and with
+// kvpb.ErrWrongGroup for a shard the group does not own at num. Confirming
+// shards are exported: their data is here whole and they serve.
 func (sm *StateMachine) ExportForBackup(num uint64, shards []int) (*BackupExport, error) {
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
 	cur := sm.meta.config.Num
 	switch {
 	case cur < num:
-		return nil, fmt.Errorf("%w: the group is at configuration %d, the backup at %d", ErrNotReady, cur, num)
+		return nil, fmt.Errorf("%w: the group is at configuration %d, the backup at %d", kvpb.ErrNotReady, cur, num)
 	case cur > num:
-		return nil, fmt.Errorf("%w: the group is at configuration %d, past the backup's %d", ErrStaleConfig, cur, num)
+		return nil, fmt.Errorf("%w: the group is at configuration %d, past the backup's %d", kvpb.ErrStaleConfig, cur, num)
 	}
 	for _, s := range shards {
 		if s < 0 || s >= len(sm.meta.shards) || sm.meta.config.Shards[s] != sm.gid {
-			return nil, fmt.Errorf("%w: shard %d is not this group's at configuration %d", ErrWrongGroup, s, num)
+			return nil, fmt.Errorf("%w: shard %d is not this group's at configuration %d", kvpb.ErrWrongGroup, s, num)
 		}
 		if st := sm.meta.shards[s].state; !st.servable() {
-			return nil, fmt.Errorf("%w: shard %d is %s at configuration %d", ErrNotReady, s, st, num)
+			return nil, fmt.Errorf("%w: shard %d is %s at configuration %d", kvpb.ErrNotReady, s, st, num)
 		}
 	}
 	x := &BackupExport{snap: sm.db.NewSnapshot(), applied: sm.applied}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
@@ -36,10 +38,10 @@ func TestRestoreFillsOnlyEmptyShardsAndServesWhenDone(t *testing.T) {
 		want error
 	}{
 		"not empty":           {restoreCmd(1, 2, 0, false), ErrNotEmpty},
-		"another group's":     {restoreCmd(1, 1, 0, false), ErrWrongGroup},
-		"other configuration": {restoreCmd(2, 0, 0, false), ErrStaleConfig},
-		"not started":         {restoreCmd(1, 0, 1, true, k0, "x"), ErrStaleConfig},
-		"data in chunk 0":     {restoreCmd(1, 0, 0, false, k0, "x"), ErrMalformed},
+		"another group's":     {restoreCmd(1, 1, 0, false), kvpb.ErrWrongGroup},
+		"other configuration": {restoreCmd(2, 0, 0, false), kvpb.ErrStaleConfig},
+		"not started":         {restoreCmd(1, 0, 1, true, k0, "x"), kvpb.ErrStaleConfig},
+		"data in chunk 0":     {restoreCmd(1, 0, 0, false, k0, "x"), rpcerr.ErrMalformed},
 		"start of shard 3":    {restoreCmd(1, 3, 0, false), nil},
 	} {
 		if err := r.apply(c.cmd); !errors.Is(err, c.want) || (c.want == nil && err != nil) {
@@ -47,7 +49,7 @@ func TestRestoreFillsOnlyEmptyShardsAndServesWhenDone(t *testing.T) {
 		}
 	}
 	// Shard 3 was started by the last case: a key of shard 0 is refused.
-	if err := r.apply(restoreCmd(1, 3, 1, true, k0, "x")); !errors.Is(err, ErrMalformed) {
+	if err := r.apply(restoreCmd(1, 3, 1, true, k0, "x")); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("key of another shard: %v", err)
 	}
 	if v, _ := r.get(used); v != "live" {
@@ -60,10 +62,10 @@ func TestRestoreFillsOnlyEmptyShardsAndServesWhenDone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := r.get(k0); !errors.Is(err, ErrNotReady) {
+	if _, err := r.get(k0); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("a shard being restored served: %v", err)
 	}
-	if err := r.applyEntry(put(k0, "client", 2, 1)); !errors.Is(err, ErrNotReady) {
+	if err := r.applyEntry(put(k0, "client", 2, 1)); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("a write to a shard being restored: %v", err)
 	}
 	if st, next := r.sm.RestoreProgress(0); st != Restoring || next != 2 {
@@ -98,7 +100,7 @@ func TestRestoreFillsOnlyEmptyShardsAndServesWhenDone(t *testing.T) {
 // group owns and serves, all as of one applied index.
 func TestExportForBackup(t *testing.T) {
 	r := newReplica(t, 1, Limits{})
-	if _, err := r.sm.ExportForBackup(1, []int{0}); !errors.Is(err, ErrNotReady) {
+	if _, err := r.sm.ExportForBackup(1, []int{0}); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("before any configuration: %v", err)
 	}
 	if err := r.apply(config(1, with(all(1), 1, 2)...)); err != nil {
@@ -108,7 +110,7 @@ func TestExportForBackup(t *testing.T) {
 	if err := r.apply(put(k0, "v", 1, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sm.ExportForBackup(1, []int{0, 1}); !errors.Is(err, ErrWrongGroup) {
+	if _, err := r.sm.ExportForBackup(1, []int{0, 1}); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("another group's shard: %v", err)
 	}
 	x, err := r.sm.ExportForBackup(1, []int{0})
@@ -139,13 +141,13 @@ func TestExportForBackup(t *testing.T) {
 	if err := r.apply(config(2, with(with(all(1), 1, 2), 0, 2)...)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sm.ExportForBackup(1, []int{2}); !errors.Is(err, ErrStaleConfig) {
+	if _, err := r.sm.ExportForBackup(1, []int{2}); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("past the configuration: %v", err)
 	}
-	if _, err := r.sm.ExportForBackup(2, []int{0}); !errors.Is(err, ErrWrongGroup) {
+	if _, err := r.sm.ExportForBackup(2, []int{0}); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("a shard on its way out: %v", err)
 	}
-	if _, err := r.sm.ExportForBackup(3, []int{2}); !errors.Is(err, ErrNotReady) {
+	if _, err := r.sm.ExportForBackup(3, []int{2}); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("below the configuration: %v", err)
 	}
 }

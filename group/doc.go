@@ -11,16 +11,16 @@
 // For its current configuration N, the group holds each shard in one state:
 //
 //	Serving     owned at N, data here                        serves clients
-//	Pulling     owned at N, data still at its owner at N-1   ErrNotReady
-//	Held        owned at N-1, not at N; kept for the owner,  ErrWrongGroup
+//	Pulling     owned at N, data still at its owner at N-1   kvpb.ErrNotReady
+//	Held        owned at N-1, not at N; kept for the owner,  kvpb.ErrWrongGroup
 //	            no data has left yet
-//	Offering    owned at N-1, not at N; kept for the owner,  ErrWrongGroup
+//	Offering    owned at N-1, not at N; kept for the owner,  kvpb.ErrWrongGroup
 //	            which may have some of it
 //	Confirming  owned at N, data here; old owner not yet     serves clients
 //	            told it may delete its copy
-//	Restoring   owned at N, being loaded from a backup       ErrNotReady
+//	Restoring   owned at N, being loaded from a backup       kvpb.ErrNotReady
 //	            (restore entries; see backup.go)
-//	Absent      not ours                                     ErrWrongGroup
+//	Absent      not ours                                     kvpb.ErrWrongGroup
 //
 // Configuration N+1 is installed (through the log, in order, one at a time)
 // only when every shard is Serving or Absent: every migration of N is

@@ -4,20 +4,8 @@ import (
 	"errors"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/session"
-)
-
-// Errors a caller can branch on: the KV API's (see package kvpb).
-var (
-	ErrWrongGroup     = kvpb.ErrWrongGroup
-	ErrNotReady       = kvpb.ErrNotReady
-	ErrStaleConfig    = kvpb.ErrStaleConfig
-	ErrKeyTooLarge    = kvpb.ErrKeyTooLarge
-	ErrValueTooLarge  = kvpb.ErrValueTooLarge
-	ErrEmptyKey       = kvpb.ErrEmptyKey
-	ErrStaleRequest   = kvpb.ErrStaleRequest
-	ErrSessionExpired = kvpb.ErrSessionExpired
-	ErrMalformed      = kvpb.ErrMalformed
 )
 
 // ErrNotEmpty: a restore from a backup was refused because the shard
@@ -26,7 +14,7 @@ var (
 var ErrNotEmpty = errors.New("group: shard is not empty")
 
 // outcome codes of deterministic failures, as stored in duplicate tables.
-var codes = session.Outcomes{nil, ErrValueTooLarge, ErrKeyTooLarge, ErrMalformed}
+var codes = session.Outcomes{nil, kvpb.ErrValueTooLarge, kvpb.ErrKeyTooLarge, rpcerr.ErrMalformed}
 
 func errorCode(err error) uint32 { return codes.Code(err) }
 

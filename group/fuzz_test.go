@@ -8,13 +8,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
 )
 
 // FuzzApplyCommand feeds arbitrary bytes to the state machine as a log
 // entry: it must never panic or fail its storage, an undecodable entry must
-// answer ErrMalformed and change nothing, and whatever it applies must keep
+// answer rpcerr.ErrMalformed and change nothing, and whatever it applies must keep
 // every key in the shard it hashes to.
 func FuzzApplyCommand(f *testing.F) {
 	for _, c := range []*grouppb.Command{
@@ -48,7 +49,7 @@ func FuzzApplyCommand(f *testing.F) {
 		}
 		var cmd grouppb.Command
 		if proto.Unmarshal(data, &cmd) != nil {
-			if outcome, _ := res[0].(error); !errors.Is(outcome, ErrMalformed) {
+			if outcome, _ := res[0].(error); !errors.Is(outcome, rpcerr.ErrMalformed) {
 				t.Fatalf("undecodable entry answered %v", res[0])
 			}
 			if _, after, _ := r.sm.Digests(); fmt.Sprint(after) != fmt.Sprint(before) {

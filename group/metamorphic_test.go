@@ -34,7 +34,7 @@ import (
 //	go test ./group -run TestMetamorphic -metamorphic.seed=N   # replay one log
 //	SHARDKV_METAMORPHIC=long go test ./group -run TestMetamorphic  # many longer logs
 var (
-	metaSeed = flag.Uint64("metamorphic.seed", 0, "TestMetamorphic: replay the log of this seed (0: random seeds, printed)")
+	metaSeed = flag.Uint64("metamorphic.seed", 0, "the seed of the randomised tests (TestMetamorphic, TestWriteBatchesApplyAsSingleWrites, TestListPagesMatchAModel; 0: random seeds, printed)")
 	metaOps  = flag.Int("metamorphic.ops", 0, "TestMetamorphic: commands per log (default 1500; 10000 with SHARDKV_METAMORPHIC=long)")
 	metaRuns = flag.Int("metamorphic.runs", 0, "TestMetamorphic: logs to check (default 2; 25 with SHARDKV_METAMORPHIC=long)")
 )

@@ -6,6 +6,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
@@ -41,11 +43,11 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 	cur := sm.meta.config
 	switch {
 	case next.Num != cur.Num+1:
-		return fmt.Errorf("%w: have %d, offered %d", ErrStaleConfig, cur.Num, next.Num), nil
+		return fmt.Errorf("%w: have %d, offered %d", kvpb.ErrStaleConfig, cur.Num, next.Num), nil
 	case sm.blocked(next):
-		return fmt.Errorf("%w: configuration %d still migrating", ErrNotReady, cur.Num), nil
+		return fmt.Errorf("%w: configuration %d still migrating", kvpb.ErrNotReady, cur.Num), nil
 	case len(next.Shards) == 0 || (len(sm.meta.shards) > 0 && len(next.Shards) != len(sm.meta.shards)):
-		return fmt.Errorf("%w: configuration %d has %d shards", ErrMalformed, next.Num, len(next.Shards)), nil
+		return fmt.Errorf("%w: configuration %d has %d shards", rpcerr.ErrMalformed, next.Num, len(next.Shards)), nil
 	}
 	if len(sm.meta.shards) == 0 {
 		sm.meta.shards = make([]shardMeta, len(next.Shards))
@@ -56,7 +58,7 @@ func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome
 			// Given up at N (abandonPull) because its old owner took it
 			// back, which only a configuration giving it to that owner
 			// allows: never this one.
-			return fmt.Errorf("%w: configuration %d gives this group shard %d, given up at %d", ErrMalformed, next.Num, s, cur.Num), nil
+			return fmt.Errorf("%w: configuration %d gives this group shard %d, given up at %d", rpcerr.ErrMalformed, next.Num, s, cur.Num), nil
 		}
 	}
 	for s := range next.Shards {
@@ -94,9 +96,9 @@ func (sm *StateMachine) handOver(a *apply, num uint64, shard int) error {
 	cur := sm.meta.config.Num
 	switch {
 	case num > cur:
-		return fmt.Errorf("%w: at configuration %d, asked for shard %d at %d", ErrNotReady, cur, shard, num)
+		return fmt.Errorf("%w: at configuration %d, asked for shard %d at %d", kvpb.ErrNotReady, cur, shard, num)
 	case num < cur || shard < 0 || shard >= len(sm.meta.shards):
-		return fmt.Errorf("%w: shard %d is not offered at configuration %d", ErrStaleConfig, shard, num)
+		return fmt.Errorf("%w: shard %d is not offered at configuration %d", kvpb.ErrStaleConfig, shard, num)
 	}
 	switch m := &sm.meta.shards[shard]; m.state {
 	case Offering:
@@ -106,7 +108,7 @@ func (sm *StateMachine) handOver(a *apply, num uint64, shard int) error {
 		a.metaChanged = true
 		return nil
 	}
-	return fmt.Errorf("%w: shard %d is not offered at configuration %d", ErrStaleConfig, shard, num)
+	return fmt.Errorf("%w: shard %d is not offered at configuration %d", kvpb.ErrStaleConfig, shard, num)
 }
 
 // abandonPull gives up pulling shard at configuration num: its old owner
@@ -130,18 +132,18 @@ func (sm *StateMachine) abandonPull(a *apply, num uint64, shard int) error {
 func (sm *StateMachine) insertShard(a *apply, in *grouppb.InsertShard, now int64) (outcome, err error) {
 	shard := int(in.GetShard())
 	if in.GetConfigNum() != sm.meta.config.Num || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Pulling {
-		return fmt.Errorf("%w: shard %d at configuration %d is not awaited", ErrStaleConfig, shard, in.GetConfigNum()), nil
+		return fmt.Errorf("%w: shard %d at configuration %d is not awaited", kvpb.ErrStaleConfig, shard, in.GetConfigNum()), nil
 	}
 	m := &sm.meta.shards[shard]
 	// A chunk is checked whole before anything changes: a refused chunk
 	// leaves no trace (an early return after a change would have left the
 	// change in the batch, and one to the metadata in memory only).
 	if in.GetChunk() != 0 && in.GetChunk() != m.nextChunk {
-		return fmt.Errorf("%w: chunk %d of shard %d, expected %d", ErrStaleConfig, in.GetChunk(), shard, m.nextChunk), nil
+		return fmt.Errorf("%w: chunk %d of shard %d, expected %d", kvpb.ErrStaleConfig, in.GetChunk(), shard, m.nextChunk), nil
 	}
 	for _, kv := range in.GetKvs() {
 		if controller.ShardOf(kv.GetKey(), len(sm.meta.shards)) != shard {
-			return fmt.Errorf("%w: key of another shard in shard %d", ErrMalformed, shard), nil
+			return fmt.Errorf("%w: key of another shard in shard %d", rpcerr.ErrMalformed, shard), nil
 		}
 	}
 	if in.GetChunk() == 0 {
@@ -179,7 +181,7 @@ func (sm *StateMachine) deleteShard(a *apply, num uint64, shard int) (outcome, e
 	cur := sm.meta.config.Num
 	switch {
 	case num > cur:
-		return fmt.Errorf("%w: at configuration %d, asked to delete at %d", ErrNotReady, cur, num), nil
+		return fmt.Errorf("%w: at configuration %d, asked to delete at %d", kvpb.ErrNotReady, cur, num), nil
 	case num < cur || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Offering:
 		return nil, nil
 	}
@@ -218,8 +220,8 @@ func (sm *StateMachine) HandedOver(num uint64, shard int) bool {
 }
 
 // ExportShard returns the shard this group offers at configuration num, as
-// of now. It fails with ErrNotReady while the group has not reached num or
-// has not recorded the handover (a HandOver command), and ErrStaleConfig
+// of now. It fails with kvpb.ErrNotReady while the group has not reached num or
+// has not recorded the handover (a HandOver command), and kvpb.ErrStaleConfig
 // when it has passed num or does not offer the shard.
 func (sm *StateMachine) ExportShard(num uint64, shard int) (*ShardExport, error) {
 	sm.mu.RLock()
@@ -227,11 +229,11 @@ func (sm *StateMachine) ExportShard(num uint64, shard int) (*ShardExport, error)
 	cur := sm.meta.config.Num
 	switch {
 	case cur < num:
-		return nil, fmt.Errorf("%w: at configuration %d, asked for shard %d at %d", ErrNotReady, cur, shard, num)
+		return nil, fmt.Errorf("%w: at configuration %d, asked for shard %d at %d", kvpb.ErrNotReady, cur, shard, num)
 	case cur == num && shard >= 0 && shard < len(sm.meta.shards) && sm.meta.shards[shard].state == Held:
-		return nil, fmt.Errorf("%w: shard %d is not handed over yet", ErrNotReady, shard)
+		return nil, fmt.Errorf("%w: shard %d is not handed over yet", kvpb.ErrNotReady, shard)
 	case cur > num || shard < 0 || shard >= len(sm.meta.shards) || sm.meta.shards[shard].state != Offering:
-		return nil, fmt.Errorf("%w: shard %d is not offered at configuration %d", ErrStaleConfig, shard, num)
+		return nil, fmt.Errorf("%w: shard %d is not offered at configuration %d", kvpb.ErrStaleConfig, shard, num)
 	}
 	dl, dh, sl, sh := sm.shardSpans(shard)
 	return &ShardExport{snap: sm.db.NewSnapshot(), dataLo: dl, dataHi: dh, sessLo: sl, sessHi: sh, prefixLen: len(dl)}, nil

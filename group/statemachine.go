@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
@@ -169,7 +170,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	last, err := raftnode.Commands(ents, sm.applied, func(i int, e raftnode.Entry) error {
 		var cmd grouppb.Command
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
-			results[i] = fmt.Errorf("%w: entry %d: %v", ErrMalformed, e.Index, err)
+			results[i] = fmt.Errorf("%w: entry %d: %v", rpcerr.ErrMalformed, e.Index, err)
 			return nil
 		}
 		a.index = e.Index
@@ -244,7 +245,7 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 	case *grouppb.Command_Restore:
 		return sm.restoreShard(a, op.Restore, sm.now)
 	}
-	return ErrMalformed, nil
+	return rpcerr.ErrMalformed, nil
 }
 
 // shardOf returns the key's shard, or -1 before the first configuration.
@@ -258,17 +259,17 @@ func (sm *StateMachine) shardOf(key []byte) int {
 // ownership says whether the group may serve shard now, and if not, why.
 func (sm *StateMachine) ownership(shard int) error {
 	if shard < 0 || shard >= len(sm.meta.shards) {
-		return ErrWrongGroup
+		return kvpb.ErrWrongGroup
 	}
 	switch st := sm.meta.shards[shard].state; {
 	case st.servable():
 		return nil
 	case st == Pulling:
-		return fmt.Errorf("%w: shard %d is arriving (configuration %d)", ErrNotReady, shard, sm.meta.config.Num)
+		return fmt.Errorf("%w: shard %d is arriving (configuration %d)", kvpb.ErrNotReady, shard, sm.meta.config.Num)
 	case st == Restoring:
-		return fmt.Errorf("%w: shard %d is being restored from a backup (configuration %d)", ErrNotReady, shard, sm.meta.config.Num)
+		return fmt.Errorf("%w: shard %d is being restored from a backup (configuration %d)", kvpb.ErrNotReady, shard, sm.meta.config.Num)
 	default:
-		return fmt.Errorf("%w: shard %d is %s here at configuration %d", ErrWrongGroup, shard, st, sm.meta.config.Num)
+		return fmt.Errorf("%w: shard %d is %s here at configuration %d", kvpb.ErrWrongGroup, shard, st, sm.meta.config.Num)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/raftnode"
@@ -49,7 +50,7 @@ func (r *replica) apply(cmd *grouppb.Command) error {
 	if w := cmd.GetWrite(); w != nil && w.GetSeq() == 1 && w.GetClientId() != 0 {
 		open := write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, string(w.GetKey()), "", w.GetClientId(), 0)
 		open.Stamp = cmd.Stamp
-		if err := r.applyEntry(open); err != nil && !errors.Is(err, ErrWrongGroup) && !errors.Is(err, ErrEmptyKey) && !errors.Is(err, ErrKeyTooLarge) {
+		if err := r.applyEntry(open); err != nil && !errors.Is(err, kvpb.ErrWrongGroup) && !errors.Is(err, kvpb.ErrEmptyKey) && !errors.Is(err, kvpb.ErrKeyTooLarge) {
 			r.t.Fatalf("open session: %v", err)
 		}
 	}
@@ -167,10 +168,10 @@ func (r *replica) get(key string) (string, error) {
 func TestOwnershipAndConfigOrder(t *testing.T) {
 	r := newReplica(t, 1, Limits{})
 	k0 := keyIn(0, 0)
-	if err := r.apply(put(k0, "v", 1, 1)); !errors.Is(err, ErrWrongGroup) {
+	if err := r.apply(put(k0, "v", 1, 1)); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("write before any configuration: %v", err)
 	}
-	if err := r.apply(config(2, all(1)...)); !errors.Is(err, ErrStaleConfig) {
+	if err := r.apply(config(2, all(1)...)); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("configuration 2 before 1: %v", err)
 	}
 	owners := with(all(1), 3, 2)
@@ -180,13 +181,13 @@ func TestOwnershipAndConfigOrder(t *testing.T) {
 	if err := r.apply(put(k0, "v", 1, 1)); err != nil {
 		t.Fatalf("write to an owned shard: %v", err)
 	}
-	if err := r.apply(put(keyIn(3, 0), "v", 2, 1)); !errors.Is(err, ErrWrongGroup) {
+	if err := r.apply(put(keyIn(3, 0), "v", 2, 1)); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("write to another group's shard: %v", err)
 	}
-	if _, err := r.get(keyIn(3, 0)); !errors.Is(err, ErrWrongGroup) {
+	if _, err := r.get(keyIn(3, 0)); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("read of another group's shard: %v", err)
 	}
-	if err := r.sm.CheckWrite(kvpb.WriteOp_WRITE_OP_PUT, []byte(keyIn(3, 0)), nil); !errors.Is(err, ErrWrongGroup) {
+	if err := r.sm.CheckWrite(kvpb.WriteOp_WRITE_OP_PUT, []byte(keyIn(3, 0)), nil); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("arrival check: %v", err)
 	}
 	if v, _ := r.get(k0); v != "v" {
@@ -247,30 +248,30 @@ func TestHandoff(t *testing.T) {
 	if st := g2.sm.View().Shards[2]; st.State != Pulling || st.Peer != 1 {
 		t.Fatalf("new owner holds shard as %+v", st)
 	}
-	if err := g1.apply(appendCmd(key, "b", 7, 2)); !errors.Is(err, ErrWrongGroup) {
+	if err := g1.apply(appendCmd(key, "b", 7, 2)); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("old owner accepted a write: %v", err)
 	}
-	if err := g2.apply(appendCmd(key, "b", 7, 2)); !errors.Is(err, ErrNotReady) {
+	if err := g2.apply(appendCmd(key, "b", 7, 2)); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("new owner before data: %v", err)
 	}
-	if err := g1.apply(config(3, c2...)); !errors.Is(err, ErrNotReady) {
+	if err := g1.apply(config(3, c2...)); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("old owner moved on while offering: %v", err)
 	}
-	if _, err := g1.sm.ExportShard(3, 2); !errors.Is(err, ErrNotReady) {
+	if _, err := g1.sm.ExportShard(3, 2); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("export ahead of the owner's configuration: %v", err)
 	}
-	if _, err := g1.sm.ExportShard(1, 2); !errors.Is(err, ErrStaleConfig) {
+	if _, err := g1.sm.ExportShard(1, 2); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("export of a passed configuration: %v", err)
 	}
 	// No data leaves before the handover is in the old owner's log.
-	if _, err := g1.sm.ExportShard(2, 2); !errors.Is(err, ErrNotReady) {
+	if _, err := g1.sm.ExportShard(2, 2); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("export before the handover: %v", err)
 	}
 	for _, tc := range []struct {
 		num   uint64
 		shard uint32
 		want  error
-	}{{3, 2, ErrNotReady}, {1, 2, ErrStaleConfig}, {2, 3, ErrStaleConfig}, {2, 2, nil}, {2, 2, nil}} {
+	}{{3, 2, kvpb.ErrNotReady}, {1, 2, kvpb.ErrStaleConfig}, {2, 3, kvpb.ErrStaleConfig}, {2, 2, nil}, {2, 2, nil}} {
 		if err := g1.apply(handOver(tc.num, tc.shard)); !errors.Is(err, tc.want) {
 			t.Fatalf("handover of shard %d at %d: %v, want %v", tc.shard, tc.num, err, tc.want)
 		}
@@ -292,10 +293,10 @@ func TestHandoff(t *testing.T) {
 		return g2.apply(&grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
 			ConfigNum: num, Shard: 2, Chunk: uint64(i), Kvs: c.Kvs, Sessions: c.Sessions, Last: c.Last}}})
 	}
-	if err := insert(0, chunks[0], 1); !errors.Is(err, ErrStaleConfig) {
+	if err := insert(0, chunks[0], 1); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("chunk for another configuration: %v", err)
 	}
-	if err := insert(1, chunks[len(chunks)-1], 2); !errors.Is(err, ErrStaleConfig) {
+	if err := insert(1, chunks[len(chunks)-1], 2); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("chunk out of order: %v", err)
 	}
 	// A pull interrupted after its first chunk, then restarted: harmless.
@@ -310,12 +311,12 @@ func TestHandoff(t *testing.T) {
 	if st := g2.sm.View().Shards[2].State; st != Confirming {
 		t.Fatalf("after the last chunk: %v", st)
 	}
-	if err := insert(0, chunks[0], 2); !errors.Is(err, ErrStaleConfig) {
+	if err := insert(0, chunks[0], 2); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("chunk after completion: %v", err)
 	}
 	// The duplicate table came along: a retry of seq 1 is not applied again.
 	g2.checkRetryNotReapplied(key, "new owner")
-	if err := g2.apply(config(3, c2...)); !errors.Is(err, ErrNotReady) {
+	if err := g2.apply(config(3, c2...)); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("new owner moved on before deletion was confirmed: %v", err)
 	}
 
@@ -384,11 +385,11 @@ func TestGiveBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Configuration 3 gives shard 2 back but not shard 5: blocked by 5.
-	if err := g1.apply(config(3, with(c2, 2, 1)...)); !errors.Is(err, ErrNotReady) {
+	if err := g1.apply(config(3, with(c2, 2, 1)...)); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("gave back a shard whose data may have left: %v", err)
 	}
 	// Giving back both is blocked by 5 too.
-	if err := g1.apply(config(3, c1...)); !errors.Is(err, ErrNotReady) {
+	if err := g1.apply(config(3, c1...)); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("gave back a handed over shard: %v", err)
 	}
 	if st := g1.sm.View().Shards[5].State; st != Offering {
@@ -422,13 +423,13 @@ func TestGiveBack(t *testing.T) {
 
 	// The new owner comes back: it is still pulling shard 2 at 2, which the
 	// old owner now answers as past.
-	if err := g1.apply(handOver(2, 2)); !errors.Is(err, ErrStaleConfig) {
+	if err := g1.apply(handOver(2, 2)); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("handover after the give-back: %v", err)
 	}
-	if _, err := g1.sm.ExportShard(2, 2); !errors.Is(err, ErrStaleConfig) {
+	if _, err := g1.sm.ExportShard(2, 2); !errors.Is(err, kvpb.ErrStaleConfig) {
 		t.Fatalf("export after the give-back: %v", err)
 	}
-	if err := g2.apply(config(3, c3...)); !errors.Is(err, ErrNotReady) {
+	if err := g2.apply(config(3, c3...)); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("new owner moved on while pulling: %v", err)
 	}
 	// A partial copy (impossible without a handover, but harmless) goes
@@ -448,13 +449,13 @@ func TestGiveBack(t *testing.T) {
 	if n := countKeys(t, g2.sm, 2); n != 0 {
 		t.Fatalf("%d keys of the abandoned pull left", n)
 	}
-	if err := g2.apply(appendCmd(key2, "c", 8, 1)); !errors.Is(err, ErrWrongGroup) {
+	if err := g2.apply(appendCmd(key2, "c", 8, 1)); !errors.Is(err, kvpb.ErrWrongGroup) {
 		t.Fatalf("write to the abandoned shard: %v", err)
 	}
 	// A configuration that gave it back to this group cannot follow (the
 	// old owner took it back only because the next one gives it to the
 	// old owner): refused, nothing changes.
-	if err := g2.apply(config(3, c2...)); !errors.Is(err, ErrMalformed) {
+	if err := g2.apply(config(3, c2...)); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("configuration giving the abandoned shard back: %v", err)
 	}
 	if err := g2.apply(config(3, c3...)); err != nil {
@@ -492,44 +493,44 @@ func TestExactlyOnceAndLimits(t *testing.T) {
 	}
 	// An append past the limit fails at apply, and its retry gets the same
 	// failure even after the value shrank.
-	if err := r.apply(appendCmd("k", "xyz", 5, 2)); !errors.Is(err, ErrValueTooLarge) {
+	if err := r.apply(appendCmd("k", "xyz", 5, 2)); !errors.Is(err, kvpb.ErrValueTooLarge) {
 		t.Fatalf("append past the limit: %v", err)
 	}
 	if err := r.apply(put("k", "", 6, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.apply(appendCmd("k", "xyz", 5, 2)); !errors.Is(err, ErrValueTooLarge) {
+	if err := r.apply(appendCmd("k", "xyz", 5, 2)); !errors.Is(err, kvpb.ErrValueTooLarge) {
 		t.Fatalf("retry of a failed append: %v", err)
 	}
 	if v, _ := r.get("k"); v != "" {
 		t.Fatalf("value %q", v)
 	}
-	if err := r.apply(appendCmd("k", "z", 5, 1)); !errors.Is(err, ErrStaleRequest) {
+	if err := r.apply(appendCmd("k", "z", 5, 1)); !errors.Is(err, rpcerr.ErrStaleRequest) {
 		t.Fatalf("older request: %v", err)
 	}
 	for _, tc := range []struct {
 		cmd  *grouppb.Command
 		want error
 	}{
-		{put("123456789", "v", 9, 1), ErrKeyTooLarge},
-		{put("", "v", 9, 2), ErrEmptyKey},
-		{put("k", "12345", 9, 3), ErrValueTooLarge},
+		{put("123456789", "v", 9, 1), kvpb.ErrKeyTooLarge},
+		{put("", "v", 9, 2), kvpb.ErrEmptyKey},
+		{put("k", "12345", 9, 3), kvpb.ErrValueTooLarge},
 	} {
 		if err := r.sm.CheckWrite(tc.cmd.GetWrite().GetOp(), tc.cmd.GetWrite().GetKey(), tc.cmd.GetWrite().GetValue()); !errors.Is(err, tc.want) {
 			t.Fatalf("check %v: %v, want %v", tc.cmd, err, tc.want)
 		}
 	}
-	if err := r.apply(put("k", "12345", 9, 1)); !errors.Is(err, ErrValueTooLarge) {
+	if err := r.apply(put("k", "12345", 9, 1)); !errors.Is(err, kvpb.ErrValueTooLarge) {
 		t.Fatalf("oversized put at apply: %v", err)
 	}
 	if v, _ := r.get("k"); v != "" {
 		t.Fatalf("oversized put changed the value to %q", v)
 	}
-	if err := r.apply(&grouppb.Command{}); !errors.Is(err, ErrMalformed) {
+	if err := r.apply(&grouppb.Command{}); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("empty command: %v", err)
 	}
 	// A write that names no op is malformed, never a put.
-	if err := r.apply(write(kvpb.WriteOp_WRITE_OP_UNSPECIFIED, "k", "v", 9, 2)); !errors.Is(err, ErrMalformed) {
+	if err := r.apply(write(kvpb.WriteOp_WRITE_OP_UNSPECIFIED, "k", "v", 9, 2)); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("write without an op: %v", err)
 	}
 	if v, _ := r.get("k"); v != "" {
@@ -668,7 +669,7 @@ func TestClockJumpDoesNotApplyRetryTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.stamp = T + 3000
-	if err := r.apply(appendCmd("k", "x", 42, 7)); !errors.Is(err, ErrSessionExpired) {
+	if err := r.apply(appendCmd("k", "x", 42, 7)); !errors.Is(err, rpcerr.ErrSessionExpired) {
 		t.Fatalf("retry after the session expired: %v, want ErrSessionExpired", err)
 	}
 	if v, _ := r.get("k"); v != "x" {
@@ -743,7 +744,7 @@ func TestSessionsMustBeOpened(t *testing.T) {
 	if err := r.apply(config(1, all(1)...)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.applyEntry(appendCmd("k", "x", 7, 1)); !errors.Is(err, ErrSessionExpired) {
+	if err := r.applyEntry(appendCmd("k", "x", 7, 1)); !errors.Is(err, rpcerr.ErrSessionExpired) {
 		t.Fatalf("write in an unopened session: %v", err)
 	}
 	if v, _ := r.get("k"); v != "<none>" {
@@ -767,7 +768,7 @@ func TestSessionsMustBeOpened(t *testing.T) {
 	if v, _ := r.get("k"); v != "x" {
 		t.Fatalf("value %q, want x", v)
 	}
-	if err := r.applyEntry(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 7, 3)); !errors.Is(err, ErrMalformed) {
+	if err := r.applyEntry(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 7, 3)); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("opening with a sequence number: %v", err)
 	}
 }
@@ -804,7 +805,7 @@ func TestRefusedChunkChangesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := r.apply(chunk(0, keyIn(3, 0))); !errors.Is(err, ErrMalformed) {
+	if err := r.apply(chunk(0, keyIn(3, 0))); !errors.Is(err, rpcerr.ErrMalformed) {
 		t.Fatalf("chunk with a key of another shard: %v", err)
 	}
 	reopened, err := Open(e, id, Limits{})

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
 
@@ -118,7 +119,7 @@ func TestConditionalWrites(t *testing.T) {
 		{cond(del(12), version(0), nil), true, 0, ""},
 	} {
 		if tc.cmd == nil {
-			if err := r.apply(cond(appendCmd("k", "12345678", 1, 9), version(3), nil)); !errors.Is(err, ErrValueTooLarge) {
+			if err := r.apply(cond(appendCmd("k", "12345678", 1, 9), version(3), nil)); !errors.Is(err, kvpb.ErrValueTooLarge) {
 				t.Fatalf("an append past the limit whose condition holds: %v", err)
 			}
 			continue
@@ -139,9 +140,9 @@ func TestConditionalWrites(t *testing.T) {
 		cond(write(kvpb.WriteOp_WRITE_OP_OPEN_SESSION, "k", "", 2, 0), version(0), nil),
 		cond(put("k", "x", 1, 13), nil, []byte("123456789")),
 	} {
-		want := ErrMalformed
+		want := rpcerr.ErrMalformed
 		if len(bad.GetWrite().GetIfValue()) > 8 {
-			want = ErrValueTooLarge
+			want = kvpb.ErrValueTooLarge
 		}
 		if err := r.applyEntry(bad); !errors.Is(err, want) {
 			t.Fatalf("%v: %v, want %v", bad, err, want)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/grouppb"
 )
 
@@ -46,7 +47,7 @@ func (sm *StateMachine) applyWrites(a *apply, ws []*kvpb.WriteRequest, now int64
 // record with sequence 0 and is idempotent). A write naming a session the
 // shard does not know (never opened, or expired) may be a retry of a
 // request applied before the session expired, so it is refused with
-// ErrSessionExpired and nothing is applied (Raft dissertation, section
+// rpcerr.ErrSessionExpired and nothing is applied (Raft dissertation, section
 // 6.3: the state machine must not guess that a request is new).
 //
 // A retry (the session's last sequence number) gets the answer recorded
@@ -54,7 +55,7 @@ func (sm *StateMachine) applyWrites(a *apply, ws []*kvpb.WriteRequest, now int64
 // after it; never a condition evaluated again.
 func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (outcome any, err error) {
 	if !kvpb.KnownWriteOp(w.GetOp()) {
-		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, w.GetOp()), nil
+		return fmt.Errorf("%w: unknown write op %d", rpcerr.ErrMalformed, w.GetOp()), nil
 	}
 	if err := sm.limits.CheckCondition(w); err != nil {
 		return err, nil // bad input: nothing recorded
@@ -69,7 +70,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 	}
 	if w.GetOp() == kvpb.WriteOp_WRITE_OP_OPEN_SESSION {
 		if w.GetClientId() == 0 || w.GetSeq() != 0 {
-			return fmt.Errorf("%w: a session is opened with a client id and sequence 0", ErrMalformed), nil
+			return fmt.Errorf("%w: a session is opened with a client id and sequence 0", rpcerr.ErrMalformed), nil
 		}
 		if found {
 			return nil, nil // a retry, or a session already in use
@@ -77,10 +78,10 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 		return nil, sm.putSession(a, shard, &grouppb.SessionRecord{ClientId: w.GetClientId(), LastSeen: now})
 	}
 	if w.GetClientId() != 0 && w.GetSeq() == 0 {
-		return fmt.Errorf("%w: sequence 0 is the session's opening, not a write", ErrMalformed), nil
+		return fmt.Errorf("%w: sequence 0 is the session's opening, not a write", rpcerr.ErrMalformed), nil
 	}
 	if !found && w.GetClientId() != 0 {
-		return fmt.Errorf("%w: client %d sequence %d in shard %d", ErrSessionExpired, w.GetClientId(), w.GetSeq(), shard), nil
+		return fmt.Errorf("%w: client %d sequence %d in shard %d", rpcerr.ErrSessionExpired, w.GetClientId(), w.GetSeq(), shard), nil
 	}
 	if found {
 		switch {
@@ -91,7 +92,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 			}
 			return &WriteResult{Succeeded: !rec.GetConditionFailed(), Version: rec.GetVersion()}, nil
 		case w.GetSeq() < rec.GetSeq():
-			return ErrStaleRequest, nil
+			return rpcerr.ErrStaleRequest, nil
 		}
 	}
 	res, failed, err := sm.writeData(a, shard, w)
@@ -142,13 +143,13 @@ func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (re
 			version, value = version+1, w.GetValue()
 		case kvpb.WriteOp_WRITE_OP_APPEND:
 			if n := len(value) + len(w.GetValue()); n > sm.limits.MaxValueSize {
-				return nil, fmt.Errorf("%w: append would make %d bytes, limit %d", ErrValueTooLarge, n, sm.limits.MaxValueSize), nil
+				return nil, fmt.Errorf("%w: append would make %d bytes, limit %d", kvpb.ErrValueTooLarge, n, sm.limits.MaxValueSize), nil
 			}
 			version, value = version+1, append(value, w.GetValue()...)
 		case kvpb.WriteOp_WRITE_OP_DELETE:
 			version, value = 0, nil
 		default:
-			return nil, fmt.Errorf("%w: unknown write op %d", ErrMalformed, w.GetOp()), nil
+			return nil, fmt.Errorf("%w: unknown write op %d", rpcerr.ErrMalformed, w.GetOp()), nil
 		}
 		if version == 0 {
 			err = a.b.Delete(k, nil)

@@ -98,9 +98,14 @@ func RegisterStorage(reg prometheus.Registerer, e *storage.Engine) {
 }
 
 // Serve listens on addr and serves /metrics, /healthz (the process is up),
-// /readyz (ready reports true) and /debug/pprof until ctx ends.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool, log *slog.Logger) (net.Addr, error) {
+// /readyz (ready reports true) and /debug/pprof until ctx ends, and every
+// other path from ui when it is not nil (the web console, see package
+// console).
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool, log *slog.Logger, ui http.Handler) (net.Addr, error) {
 	mux := http.NewServeMux()
+	if ui != nil {
+		mux.Handle("/", ui)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -29,7 +29,7 @@ func TestEndpoints(t *testing.T) {
 	var ready atomic.Bool
 	reg := NewRegistry()
 	RegisterRaft(reg, 2, 3, func() *raftnode.Node { return nil })
-	addr, err := Serve(ctx, "127.0.0.1:0", reg, ready.Load, slog.New(slog.DiscardHandler))
+	addr, err := Serve(ctx, "127.0.0.1:0", reg, ready.Load, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

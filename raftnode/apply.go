@@ -11,6 +11,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // applyTask is one unit of work for the apply goroutine: committed entries,
@@ -41,13 +43,13 @@ func (n *Node) restore(snap *raftpb.Snapshot) error {
 	select {
 	case n.applyc <- applyTask{snapshot: snap, done: done}:
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 	select {
 	case err := <-done:
 		return err
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }
 
@@ -148,12 +150,15 @@ func (n *Node) applyEntries(raw []*raftpb.Entry) error {
 		return fmt.Errorf("record membership: %w", err)
 	}
 	n.logApplied = raw[len(raw)-1].GetIndex()
-	n.proposals.complete(raw, ids, results)
 	for _, e := range raw {
 		n.bytesSinceSnap += uint64(len(e.GetData()))
 	}
+	// The applied index moves before the proposers hear their results: one
+	// that goes on at once sees its entry applied (a membership change
+	// right after another must not find the first still pending).
 	last := ents[len(ents)-1].Index
 	n.setApplied(max(last, n.sm.Applied()))
+	n.proposals.complete(raw, ids, results)
 	if changed {
 		// A snapshot that predates a membership change names the old
 		// members: a member added by it would refuse one (raft requires a
@@ -184,7 +189,7 @@ func (n *Node) Compact(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 	select {
 	case err := <-done:
@@ -192,7 +197,7 @@ func (n *Node) Compact(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }
 

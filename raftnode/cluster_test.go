@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
@@ -217,7 +218,7 @@ func (c *cluster) propose(ctx context.Context, cmd []byte, members ...uint64) (a
 			switch {
 			case err == nil:
 				return v, nil
-			case raftnode.CertainlyNotApplied(err):
+			case rpcerr.CertainlyNotApplied(err):
 				// definitely not applied: retry
 			default:
 				return nil, err // outcome unknown

@@ -43,19 +43,22 @@
 //
 // # Proposals
 //
-// Propose is accepted only on the leader (followers answer *NotLeaderError,
-// naming the leader they know) and returns once the entry is applied, with
-// the value StateMachine.Apply produced for it. Every proposal carries a
-// unique id, so the proposer recognises its own entry and also recognises
-// when a different entry took its index (ErrProposalDropped: definitely not
-// applied). When the node loses leadership, every pending proposal fails at
-// once with ErrLeaderChanged: the entry may or may not be applied later, so
+// Propose is accepted only on the leader (followers answer
+// *rpcerr.NotLeaderError, naming the leader they know) and returns once the
+// entry is applied, with the value StateMachine.Apply produced for it.
+// Every proposal carries a unique id, so the proposer recognises its own
+// entry and also recognises when a different entry took its index
+// (rpcerr.ErrProposalDropped: definitely not applied). When the node loses
+// leadership, every pending proposal fails at once with
+// rpcerr.ErrLeaderChanged: the entry may or may not be applied later, so
 // callers deduplicate retries themselves (shardkv's client sessions do). A
-// node stopped while a proposal is pending fails it with ErrStoppedInFlight,
-// for the same reason; only ErrStopped from a node that had already stopped
-// proves nothing was appended. CertainlyNotApplied is the one place that
-// classifies these errors. The node never re-proposes, so it never applies
-// anything twice.
+// node stopped while a proposal is pending fails it with
+// rpcerr.ErrStoppedInFlight, for the same reason; only rpcerr.ErrStopped
+// from a node that had already stopped proves nothing was appended.
+// rpcerr.CertainlyNotApplied is the one place that classifies these errors.
+// The node never re-proposes, so it never applies anything twice. Its
+// errors are package rpcerr's sentinels, which clients decode from the wire
+// without linking this package.
 //
 // # Linearizable reads
 //

@@ -9,8 +9,8 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/memnet"
-	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 )
 
@@ -21,30 +21,30 @@ import (
 func TestErrorClasses(t *testing.T) {
 	for certainlyNot, errs := range map[bool][]error{
 		true: {
-			&raftnode.NotLeaderError{Leader: 2},
-			&raftnode.NotLeaderError{},
-			raftnode.ErrProposalDropped,
-			raftnode.ErrStopped,
-			fmt.Errorf("wrapped: %w", raftnode.ErrProposalDropped),
-			storage.ErrNoSpace,
-			storage.ErrStalled,
+			&rpcerr.NotLeaderError{Leader: 2},
+			&rpcerr.NotLeaderError{},
+			rpcerr.ErrProposalDropped,
+			rpcerr.ErrStopped,
+			fmt.Errorf("wrapped: %w", rpcerr.ErrProposalDropped),
+			rpcerr.ErrNoSpace,
+			rpcerr.ErrStalled,
 		},
 		false: {
-			raftnode.ErrStoppedInFlight,
-			raftnode.ErrLeaderChanged,
+			rpcerr.ErrStoppedInFlight,
+			rpcerr.ErrLeaderChanged,
 			context.DeadlineExceeded,
 			context.Canceled,
-			raftnode.ErrReadTimeout,
+			rpcerr.ErrReadTimeout,
 			errors.New("transport: connection reset"),
 		},
 	} {
 		for _, err := range errs {
-			if got := raftnode.CertainlyNotApplied(err); got != certainlyNot {
+			if got := rpcerr.CertainlyNotApplied(err); got != certainlyNot {
 				t.Errorf("CertainlyNotApplied(%v) = %v, want %v", err, got, certainlyNot)
 			}
 		}
 	}
-	if errors.Is(raftnode.ErrStoppedInFlight, raftnode.ErrStopped) {
+	if errors.Is(rpcerr.ErrStoppedInFlight, rpcerr.ErrStopped) {
 		t.Error("ErrStoppedInFlight must not match ErrStopped: callers treat ErrStopped as certain")
 	}
 }
@@ -52,7 +52,7 @@ func TestErrorClasses(t *testing.T) {
 // TestStoppedLeaderReportsUnknown stops a leader whose proposal reached the
 // followers but was not yet committed: the proposer must be told the
 // outcome is unknown, and indeed the new leader then applies the entry.
-// (Reporting ErrStopped here made a retried append apply twice in
+// (Reporting rpcerr.ErrStopped here made a retried append apply twice in
 // TestLinearizable.)
 func TestStoppedLeaderReportsUnknown(t *testing.T) {
 	c := newCluster(t, 3, nil)
@@ -106,7 +106,7 @@ func TestStoppedLeaderReportsUnknown(t *testing.T) {
 	}()
 	c.crash(lead)
 	err = <-done
-	if !errors.Is(err, raftnode.ErrStoppedInFlight) || raftnode.CertainlyNotApplied(err) {
+	if !errors.Is(err, rpcerr.ErrStoppedInFlight) || rpcerr.CertainlyNotApplied(err) {
 		t.Fatalf("Wait after stop = %v, want ErrStoppedInFlight (outcome unknown)", err)
 	}
 	c.net.SetFaults(memnet.Faults{})

@@ -17,3 +17,8 @@ func (n *Node) AppliedReaches(index uint64) <-chan struct{} {
 	close(ch)
 	return ch
 }
+
+// HeardRecently reports whether the member heard from member id within
+// an election timeout of its own ticks: what the membership checks call
+// reachable.
+func (n *Node) HeardRecently(id uint64) bool { return n.heardRecently(id) }

@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 )
@@ -44,6 +45,9 @@ import (
 //	isolate ID / heal           cut / restore every link of ID
 //	propose ID KEY=VALUE [append]  Submit a put (or append) on ID: names it pN
 //	read-index ID               ReadIndex on ID: names it rN
+//	change-membership ID KIND MEMBER [addr=HOST:PORT]
+//	                            ChangeMembership on ID (KIND add-learner,
+//	                            promote or remove): names it cN
 //	outcome NAME                wait for the outcome of pN or rN
 //	stop ID                     Node.Stop
 //	status                      every member's Status
@@ -80,6 +84,7 @@ type env struct {
 	ops     map[string]*op
 	nProps  int
 	nReads  int
+	nChange int
 	out     strings.Builder
 }
 
@@ -142,6 +147,8 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 		e.propose(d)
 	case "read-index":
 		e.readIndex(e.member(d, 0))
+	case "change-membership":
+		e.changeMembership(d)
 	case "outcome":
 		e.outcome(d.CmdArgs[0].Key)
 	case "stop":
@@ -414,32 +421,67 @@ func (e *env) readIndex(m *member) {
 	e.nReads++
 	o := &op{name: fmt.Sprintf("r%d", e.nReads), read: true, done: make(chan opResult, 1)}
 	e.ops[o.name] = o
+	e.launch(m, o, func() int { return m.raft.reads }, func(ctx context.Context) opResult {
+		return opResult{err: m.node.ReadIndex(ctx)}
+	})
+	e.printf("%s: started on %d\n", o.name, m.id)
+	e.settle(m)
+}
+
+// changeMembership starts a ChangeMembership on a member and waits until
+// it is refused or its change reached raft.
+func (e *env) changeMembership(d *datadriven.TestData) {
+	m := e.member(d, 0)
+	if len(d.CmdArgs) < 3 {
+		e.t.Fatalf("%s: change-membership ID KIND MEMBER [addr=HOST:PORT]", d.Pos)
+	}
+	kinds := map[string]raftnode.ChangeKind{"add-learner": raftnode.AddLearner, "promote": raftnode.Promote, "remove": raftnode.Remove}
+	change := raftnode.MemberChange{Kind: kinds[d.CmdArgs[1].Key], ID: uint64(e.intArg(d, 2))}
+	if d.HasArg("addr") {
+		d.ScanArgs(e.t, "addr", &change.Addr)
+	}
+	e.nChange++
+	o := &op{name: fmt.Sprintf("c%d", e.nChange), done: make(chan opResult, 1)}
+	e.ops[o.name] = o
+	refused := e.launch(m, o, func() int { return m.raft.changes }, func(ctx context.Context) opResult {
+		mem, err := m.node.ChangeMembership(ctx, change)
+		return opResult{value: fmt.Sprintf("voters %v learners %v", mem.Voters, mem.Learners), err: err}
+	})
+	if refused {
+		e.printf("%s: refused by %d: %s\n", o.name, m.id, describeErr(o.res.err))
+		return
+	}
+	e.printf("%s: proposed to %d\n", o.name, m.id)
+	e.settle(m)
+}
+
+// launch runs fn as the operation o on m and waits until its request
+// reached raft (count, read under the raft's lock, went up) or fn
+// returned first, which it reports (o.res is then set).
+func (e *env) launch(m *member, o *op, count func() int, fn func(ctx context.Context) opResult) bool {
 	var before int
-	m.raft.do(func(*raft.RawNode) { before = m.raft.reads })
+	m.raft.do(func(*raft.RawNode) { before = count() })
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
 		defer cancel()
-		o.done <- opResult{err: m.node.ReadIndex(ctx)}
+		o.done <- fn(ctx)
 	}()
 	timeout := time.NewTimer(failsafe)
 	defer timeout.Stop()
-wait:
 	for {
-		ch, ok := m.raft.wait(func() bool { return m.raft.reads > before })
+		ch, ok := m.raft.wait(func() bool { return count() > before })
 		if ok {
-			break
+			return false
 		}
 		select {
 		case <-ch:
 		case r := <-o.done:
 			o.res = &r
-			break wait
+			return true
 		case <-timeout.C:
-			e.t.Fatalf("member %d: read index never reached raft", m.id)
+			e.t.Fatalf("member %d: %s never reached raft", m.id, o.name)
 		}
 	}
-	e.printf("%s: started on %d\n", o.name, m.id)
-	e.settle(m)
 }
 
 func (e *env) outcome(name string) {
@@ -517,26 +559,27 @@ func (s *registers) dump(t *testing.T) string {
 // proves.
 func describeErr(err error) string {
 	class := "outcome unknown"
-	if raftnode.CertainlyNotApplied(err) {
+	if rpcerr.CertainlyNotApplied(err) {
 		class = "certainly not applied"
 	}
 	return fmt.Sprintf("%s (%s)", errName(err), class)
 }
 
-// errNames are the errors transcripts show by name (a NotLeaderError with
-// its leader, any other by its message). They are distinct sentinels, none
-// wrapping another, so at most one matches and the map's order is moot.
+// errNames are the errors transcripts show by name (an
+// rpcerr.NotLeaderError with its leader, any other by its message). They
+// are distinct sentinels, none wrapping another, so at most one matches and
+// the map's order is moot.
 var errNames = map[error]string{
-	raftnode.ErrStoppedInFlight: "ErrStoppedInFlight",
-	raftnode.ErrStopped:         "ErrStopped",
-	raftnode.ErrLeaderChanged:   "ErrLeaderChanged",
-	raftnode.ErrProposalDropped: "ErrProposalDropped",
-	raftnode.ErrReadTimeout:     "ErrReadTimeout",
-	context.DeadlineExceeded:    "context.DeadlineExceeded",
+	rpcerr.ErrStoppedInFlight: "ErrStoppedInFlight",
+	rpcerr.ErrStopped:         "ErrStopped",
+	rpcerr.ErrLeaderChanged:   "ErrLeaderChanged",
+	rpcerr.ErrProposalDropped: "ErrProposalDropped",
+	rpcerr.ErrReadTimeout:     "ErrReadTimeout",
+	context.DeadlineExceeded:  "context.DeadlineExceeded",
 }
 
 func errName(err error) string {
-	if nl := (*raftnode.NotLeaderError)(nil); errors.As(err, &nl) {
+	if nl := (*rpcerr.NotLeaderError)(nil); errors.As(err, &nl) {
 		return fmt.Sprintf("NotLeaderError{Leader:%d}", nl.Leader)
 	}
 	for sentinel, name := range errNames {

@@ -29,6 +29,7 @@ type manualRaft struct {
 	last     raft.Ready // the Ready in flight
 	ticks    int        // ticks processed
 	reads    int        // read-index requests received
+	changes  int        // configuration changes proposed
 	changed  chan struct{}
 
 	readyc   chan raft.Ready
@@ -111,7 +112,7 @@ func (m *manualRaft) propose(ctx context.Context, msg *raftpb.Message, wait bool
 
 func (m *manualRaft) ProposeConfChange(_ context.Context, cc raftpb.ConfChangeI) error {
 	var err error
-	m.do(func(r *raft.RawNode) { err = r.ProposeConfChange(cc) })
+	m.do(func(r *raft.RawNode) { err = r.ProposeConfChange(cc); m.changes++ })
 	return err
 }
 

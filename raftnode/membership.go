@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/confchange"
@@ -91,16 +92,19 @@ const learnerReady = 0.9
 // applied here (for Replace, until the joint configuration is left). It
 // refuses, changing nothing, as etcd's strict reconfiguration check does:
 //
-//	ErrMembershipChangeInProgress  another change is not applied yet, or the group is in joint consensus
-//	ErrUnknownMember               the member to promote, remove or replace is not in the group
-//	ErrMemberExists                the member to add is already in the group
-//	ErrNotLearner                  Promote or Replace names a member that is not a learner
-//	ErrLearnerBehind               the learner has less than 90% of the leader's log
-//	ErrWouldLoseQuorum             after the change, fewer voters than a quorum would be reachable
-//	ErrBadMemberAddr               AddLearner without a host:port address
+//	rpcerr.ErrMembershipChangeInProgress  another change is not applied yet, or the group is in joint consensus
+//	rpcerr.ErrUnknownMember               the member to promote, remove or replace is not in the group
+//	rpcerr.ErrMemberExists                the member to add is already in the group
+//	rpcerr.ErrNotLearner                  Promote or Replace names a member that is not a learner
+//	rpcerr.ErrLearnerBehind               the learner has less than 90% of the leader's log
+//	rpcerr.ErrWouldLoseQuorum             Promote, Replace or Remove: after the change, fewer voters than a quorum would be reachable (heard from within an election timeout)
+//	rpcerr.ErrBadMemberAddr               AddLearner without a host:port address
 //
-// and with *NotLeaderError on a follower. Errors from the wait (context,
-// ErrLeaderChanged) leave the outcome unknown: read Members.
+// and with *rpcerr.NotLeaderError on a follower. It first waits, for at
+// most a few ticks, until raft would take a change (see
+// awaitConfChangeAccepted); a context error then means nothing was
+// proposed. Errors from the wait for the outcome (context,
+// rpcerr.ErrLeaderChanged) leave it unknown: read Members.
 func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membership, error) {
 	if !n.isLeader.Load() {
 		return Membership{}, n.NotLeader()
@@ -109,6 +113,9 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 	// one proposed before the first applies (our check could not see it).
 	n.changeMu.Lock()
 	defer n.changeMu.Unlock()
+	if err := n.awaitConfChangeAccepted(ctx); err != nil {
+		return Membership{}, err
+	}
 	cc, err := n.checkChange(change)
 	if err != nil {
 		return Membership{}, err
@@ -132,7 +139,7 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 		n.proposals.forget(id)
 		return Membership{}, ctx.Err()
 	case <-n.stopc:
-		return Membership{}, ErrStoppedInFlight
+		return Membership{}, rpcerr.ErrStoppedInFlight
 	}
 	// A joint configuration is left by an entry the leader proposes by
 	// itself once the joint one applies (raft's auto-leave; see
@@ -148,7 +155,40 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 		case <-ctx.Done():
 			return m, ctx.Err()
 		case <-n.stopc:
-			return m, ErrStoppedInFlight
+			return m, rpcerr.ErrStoppedInFlight
+		}
+	}
+}
+
+// awaitConfChangeAccepted waits until raft would accept a configuration
+// change from this leader. Raft silently turns one into an empty entry
+// (whose proposer would wait for ever) while a change it accepted may be
+// unapplied as far as it knows: one proposed before raft's applied index
+// reached it, or any before the leader applied an entry of its own term.
+// Raft's applied index moves when the Ready that carried an entry is
+// advanced, which may be after this member's apply loop applied it (and
+// after the previous ChangeMembership returned), so this waits for raft
+// to have applied what this member applied, and an entry of the current
+// term; both take at most a few ticks. It returns *NotLeaderError if
+// leadership is lost meanwhile, or the context's error (nothing was
+// proposed).
+func (n *Node) awaitConfChangeAccepted(ctx context.Context) error {
+	applied := n.applied.Load() // not later: under load it moves on
+	for {
+		st := n.rn.Status()
+		if st.RaftState != raft.StateLeader {
+			return n.NotLeader()
+		}
+		term, err := n.mem.Term(st.Applied)
+		if err == nil && term == st.HardState.GetTerm() && st.Applied >= applied {
+			return nil
+		}
+		select {
+		case <-time.After(n.cfg.TickInterval):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopc:
+			return rpcerr.ErrStopped
 		}
 	}
 }
@@ -233,10 +273,15 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 	}
 	// The voters left must include a reachable quorum, or the change
 	// itself could never be followed by another (etcd refuses such
-	// removals under --strict-reconfig-check).
+	// removals under --strict-reconfig-check). Adding a learner leaves the
+	// voters as they are: it cannot lose a quorum, and is not refused as
+	// if it could.
+	if change.Kind == AddLearner {
+		return cc, nil
+	}
 	active := 0
 	for _, v := range voters {
-		if pr, ok := st.Progress[v]; v == n.cfg.ID || (ok && pr.RecentActive) {
+		if n.heardRecently(v) {
 			active++
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -44,6 +45,12 @@ type Node struct {
 
 	changeMu sync.Mutex // one ChangeMembership at a time
 
+	// When each peer was last heard from, in ticks of this member's clock
+	// (see heardRecently).
+	ticks     atomic.Uint64 // ticks since start; the run goroutine counts them
+	heardMu   sync.Mutex
+	heardTick map[uint64]uint64 // peer id -> ticks when a message from it last arrived
+
 	// The membership: written by the apply goroutine, read by anyone.
 	memberMu  sync.RWMutex
 	confState *raftpb.ConfState
@@ -67,7 +74,7 @@ type Status struct {
 	ID, Leader, Term, Commit, Applied uint64
 	IsLeader                          bool
 	// ProposalsDropped counts proposals made on this member that certainly
-	// failed (ErrProposalDropped) since it started.
+	// failed (rpcerr.ErrProposalDropped) since it started.
 	ProposalsDropped uint64
 }
 
@@ -87,6 +94,8 @@ func Start(c Config) (*Node, error) {
 		sm:     cfg.StateMachine,
 		applyc: make(chan applyTask, 64),
 		stopc:  make(chan struct{}),
+
+		heardTick: map[uint64]uint64{},
 	}
 	n.proposals.init()
 	n.reads.init()
@@ -247,10 +256,10 @@ func (n *Node) Status() Status {
 }
 
 // NotLeader returns the refusal of a request only the leader serves: a
-// *NotLeaderError naming the leader this member knows of, with its address
-// when the network can tell it (transport.Addresser).
+// *rpcerr.NotLeaderError naming the leader this member knows of, with its
+// address when the network can tell it (transport.Addresser).
 func (n *Node) NotLeader() error {
-	e := &NotLeaderError{Leader: n.leader.Load()}
+	e := &rpcerr.NotLeaderError{Leader: n.leader.Load()}
 	if a, ok := n.cfg.Network.(transport.Addresser); ok && e.Leader != 0 {
 		e.Addr, _ = a.Addr(n.cfg.Group, e.Leader)
 	}
@@ -268,9 +277,10 @@ const forwardedPropWait = 50 * time.Millisecond
 func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 	select {
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	default:
 	}
+	n.heard(m.GetFrom())
 	if m.GetType() == raftpb.MessageType_MsgProp {
 		// raft takes proposals only while it knows a leader; a member
 		// without one would leave a forwarded proposal waiting forever.
@@ -281,6 +291,32 @@ func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 		defer cancel()
 	}
 	return n.rn.Step(ctx, m)
+}
+
+// heard records that a message from peer id arrived (Step).
+func (n *Node) heard(id uint64) {
+	now := n.ticks.Load()
+	n.heardMu.Lock()
+	n.heardTick[id] = now
+	n.heardMu.Unlock()
+}
+
+// heardRecently reports whether this member heard from member id within
+// the last election timeout (Config.ElectionTicks ticks); a member always
+// hears from itself. It is what "reachable" means to the membership
+// checks and the member list. Raft's own Progress.RecentActive cannot say
+// it: raft clears it for every peer at each quorum check (every election
+// timeout) and on winning an election, and sets it again only at the
+// peer's next reply, so it reads false for live peers for a moment after
+// each.
+func (n *Node) heardRecently(id uint64) bool {
+	if id == n.cfg.ID {
+		return true
+	}
+	n.heardMu.Lock()
+	at, ok := n.heardTick[id]
+	n.heardMu.Unlock()
+	return ok && n.ticks.Load()-at <= uint64(n.cfg.ElectionTicks)
 }
 
 // MemberProgress implements transport.MemberReporter.
@@ -311,8 +347,8 @@ func (n *Node) Err() error {
 }
 
 // Stop stops the member and waits for its goroutines. Pending proposals and
-// reads fail with ErrStoppedInFlight and ErrStopped. The engine and state machine stay open: they
-// belong to the caller.
+// reads fail with rpcerr.ErrStoppedInFlight and rpcerr.ErrStopped. The
+// engine and state machine stay open: they belong to the caller.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	n.wg.Wait()
@@ -344,10 +380,11 @@ func (n *Node) run() {
 	for {
 		select {
 		case <-ticks:
+			n.ticks.Add(1)
 			n.rn.Tick()
 		case rd := <-n.rn.Ready():
 			if err := n.handleReady(rd); err != nil {
-				if !errors.Is(err, ErrStopped) {
+				if !errors.Is(err, rpcerr.ErrStopped) {
 					n.fatal(err)
 				}
 				return
@@ -369,7 +406,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			// commit under the new one: their callers must not wait for an
 			// answer that may never come. Reads ask again at once.
 			if !n.isLeader.Load() {
-				n.proposals.failAll(ErrLeaderChanged)
+				n.proposals.failAll(rpcerr.ErrLeaderChanged)
 			}
 			n.reads.leaderChanged()
 		}
@@ -443,7 +480,7 @@ func (n *Node) queueApply(ents []*raftpb.Entry) error {
 	select {
 	case n.applyc <- applyTask{entries: ents, done: done}:
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 	if done == nil {
 		return nil
@@ -452,7 +489,7 @@ func (n *Node) queueApply(ents []*raftpb.Entry) error {
 	case err := <-done:
 		return err
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }
 
@@ -466,7 +503,7 @@ func (n *Node) setLeader(leader bool) {
 		n.log.Debug("became leader", "term", n.leaderTerm)
 	}
 	if was && !leader {
-		n.proposals.failAll(ErrLeaderChanged)
+		n.proposals.failAll(rpcerr.ErrLeaderChanged)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/linearizability"
 	"github.com/shardkv/shardkv/internal/memnet"
 	"github.com/shardkv/shardkv/raftnode"
@@ -371,10 +372,10 @@ func TestProposeOnFollowerIsForwarded(t *testing.T) {
 	c.isolateUntilLeaderless(follower)
 	start := time.Now()
 	_, err := c.node(follower).Propose(context.Background(), encodeCmd('p', "x", "y"))
-	if !errors.Is(err, raftnode.ErrNotLeader) || !raftnode.CertainlyNotApplied(err) {
+	if !errors.Is(err, rpcerr.ErrNotLeader) || !rpcerr.CertainlyNotApplied(err) {
 		t.Fatalf("proposal on a member with no leader: %v", err)
 	}
-	if err := c.node(follower).ReadIndex(context.Background()); !errors.Is(err, raftnode.ErrReadTimeout) {
+	if err := c.node(follower).ReadIndex(context.Background()); !errors.Is(err, rpcerr.ErrReadTimeout) {
 		t.Fatalf("read on a member with no leader: %v", err)
 	}
 	if d := time.Since(start); d > 100*time.Millisecond {

@@ -10,14 +10,17 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // Propose replicates cmd and returns the value the state machine produced
 // for it once it is applied on this member. A follower forwards it to its
 // leader (Raft's proposal forwarding); a member that knows no leader fails
-// with *NotLeaderError, ErrProposalDropped or ErrStopped when the entry is certainly not
-// applied, and ErrLeaderChanged, ErrStoppedInFlight or the context's error
-// when the outcome is unknown (see CertainlyNotApplied).
+// with *rpcerr.NotLeaderError, rpcerr.ErrProposalDropped or
+// rpcerr.ErrStopped when the entry is certainly not applied, and
+// rpcerr.ErrLeaderChanged, rpcerr.ErrStoppedInFlight or the context's error
+// when the outcome is unknown (see rpcerr.CertainlyNotApplied).
 func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	p, err := n.Submit(ctx, cmd)
 	if err != nil {
@@ -41,11 +44,11 @@ type Pending struct {
 func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {
 	select {
 	case <-n.stopc:
-		return nil, ErrStopped
+		return nil, rpcerr.ErrStopped
 	default:
 	}
 	if !n.isLeader.Load() && n.leader.Load() == 0 {
-		return nil, &NotLeaderError{}
+		return nil, &rpcerr.NotLeaderError{}
 	}
 	id, ch := n.proposals.add()
 	if err := n.rn.Propose(ctx, encodeProposal(id, cmd)); err != nil {
@@ -53,12 +56,12 @@ func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {
 		switch {
 		case errors.Is(err, raft.ErrProposalDropped):
 			n.proposals.dropped.Add(1)
-			return nil, ErrProposalDropped
+			return nil, rpcerr.ErrProposalDropped
 		case errors.Is(err, raft.ErrStopped):
 			// raft may have taken the proposal just before it stopped
 			// (its Propose waits for the step's result and the stop at
 			// once): not provably absent from the log.
-			return nil, ErrStoppedInFlight
+			return nil, rpcerr.ErrStoppedInFlight
 		}
 		return nil, err
 	}
@@ -77,7 +80,7 @@ func (p *Pending) Wait(ctx context.Context) (any, error) {
 		p.n.proposals.forget(p.id)
 		// The entry is in this node's log and maybe in others': a new
 		// leader may still commit it.
-		return nil, ErrStoppedInFlight
+		return nil, rpcerr.ErrStoppedInFlight
 	}
 }
 
@@ -104,7 +107,7 @@ type proposalResult struct {
 // proposals matches applied entries to the callers waiting for them.
 type proposals struct {
 	next    atomic.Uint64 // last id handed out; starts at a random value
-	dropped atomic.Uint64 // proposals that failed with ErrProposalDropped
+	dropped atomic.Uint64 // proposals that failed with rpcerr.ErrProposalDropped
 	mu      sync.Mutex
 	waiting map[uint64]chan proposalResult // by proposal id
 	byIndex map[uint64]uint64              // log index -> proposal id, leader's own entries
@@ -161,7 +164,7 @@ func (ps *proposals) complete(ents []*raftpb.Entry, ids []uint64, results []any)
 			delete(ps.byIndex, e.GetIndex())
 			if owner != ids[i] {
 				ps.dropped.Add(1)
-				ps.finish(owner, proposalResult{err: ErrProposalDropped})
+				ps.finish(owner, proposalResult{err: rpcerr.ErrProposalDropped})
 			}
 		}
 		if ids[i] != 0 {

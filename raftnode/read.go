@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.etcd.io/raft/v3"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // ReadIndex returns once this member's state machine reflects every write
@@ -24,7 +26,7 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }
 
@@ -122,13 +124,13 @@ func (n *Node) confirmReadIndex() (uint64, error) {
 		default:
 		}
 		if n.leader.Load() == 0 {
-			return 0, ErrReadTimeout // raft would drop the request: fail now
+			return 0, rpcerr.ErrReadTimeout // raft would drop the request: fail now
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), retry)
 		err := n.rn.ReadIndex(ctx, rctx)
 		cancel()
 		if err != nil && err != context.DeadlineExceeded {
-			return 0, ErrStopped
+			return 0, rpcerr.ErrStopped
 		}
 		timer := time.NewTimer(retry)
 	wait:
@@ -146,16 +148,16 @@ func (n *Node) confirmReadIndex() (uint64, error) {
 				// so the caller can try another replica.
 				timer.Stop()
 				if n.leader.Load() == 0 {
-					return 0, ErrReadTimeout
+					return 0, rpcerr.ErrReadTimeout
 				}
 				break wait
 			case <-n.stopc:
 				timer.Stop()
-				return 0, ErrStopped
+				return 0, rpcerr.ErrStopped
 			}
 		}
 	}
-	return 0, ErrReadTimeout
+	return 0, rpcerr.ErrReadTimeout
 }
 
 // waitApplied blocks until the applied index reaches index.
@@ -168,6 +170,6 @@ func (n *Node) waitApplied(index uint64) error {
 	case <-ch:
 		return nil
 	case <-n.stopc:
-		return ErrStopped
+		return rpcerr.ErrStopped
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // RegisterMembership serves the group's Membership service (list and
@@ -53,7 +54,7 @@ func (s *membershipServer) Change(ctx context.Context, req *memberpb.ChangeReque
 	}
 	kind, ok := kinds[req.GetKind()]
 	if !ok {
-		return nil, memberpb.Errors.ToStatus(fmt.Errorf("%w: kind %v", ErrBadMemberChange, req.GetKind()))
+		return nil, memberpb.Errors.ToStatus(fmt.Errorf("%w: kind %v", rpcerr.ErrBadMemberChange, req.GetKind()))
 	}
 	m, err := s.n.ChangeMembership(ctx, MemberChange{Kind: kind, ID: req.GetId(), Addr: req.GetAddr(), Old: req.GetOld()})
 	if err != nil {
@@ -73,7 +74,7 @@ func (s *membershipServer) reply(m Membership) *memberpb.ListReply {
 	add := func(id uint64, role memberpb.Role) {
 		mem := &memberpb.Member{Id: id, Addr: m.Addrs[id], Role: role}
 		if pr, ok := st.Progress[id]; ok {
-			mem.Match, mem.Active = pr.Match, pr.RecentActive || id == s.n.cfg.ID
+			mem.Match, mem.Active = pr.Match, s.n.heardRecently(id)
 		}
 		out.Members = append(out.Members, mem)
 	}

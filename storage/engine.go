@@ -10,6 +10,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/kvpb"
 )
 
 // Engine is the Pebble database of one process. It is safe for concurrent
@@ -187,3 +189,19 @@ func (l quietLogger) Fatalf(format string, args ...any) {
 }
 
 var _ io.Closer = (*Engine)(nil)
+
+// DiskUsage estimates the bytes on disk of replica r's raft log, hard
+// state and state machine (Pebble's EstimateDiskUsage over its two key
+// spans: sstables that overlap them, prorated; memtables not counted).
+func (e *Engine) DiskUsage(r Replica) (uint64, error) {
+	var total uint64
+	for _, kind := range []byte{kindRaft, kindState} {
+		start := r.prefix(kind)
+		n, err := e.db.EstimateDiskUsage(start, kvpb.PrefixEnd(start))
+		if err != nil {
+			return 0, fmt.Errorf("disk usage of %s: %w", r, err)
+		}
+		total += n
+	}
+	return total, nil
+}

@@ -15,13 +15,6 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
-// Errors of an engine that cannot persist (see Engine.Health); defined in
-// package rpcerr, so that clients match them without server code.
-var (
-	ErrNoSpace = rpcerr.ErrNoSpace
-	ErrStalled = rpcerr.ErrStalled
-)
-
 // Options tune an engine beyond its directory.
 type Options struct {
 	// Logger receives storage warnings and errors (default slog.Default).
@@ -166,9 +159,9 @@ func (h *health) watch(done <-chan struct{}) {
 		h.mu.Lock()
 		already := h.stuck != nil
 		if !already {
-			cause := ErrStalled
+			cause := rpcerr.ErrStalled
 			if h.noSpace != nil {
-				cause = ErrNoSpace
+				cause = rpcerr.ErrNoSpace
 			}
 			h.stuck = fmt.Errorf("storage %s: a synced write has not completed in %v: %w", h.dir, h.opts.StallLimit, cause)
 		}
@@ -217,8 +210,9 @@ func (h *health) writable(log *slog.Logger, why string) {
 }
 
 // Health returns nil when the engine accepts writes, and otherwise an error
-// matching ErrNoSpace or ErrStalled. Callers refuse new writes while it is
-// not nil (they would only queue behind the blocked ones).
+// matching rpcerr.ErrNoSpace or rpcerr.ErrStalled. Callers refuse new
+// writes while it is not nil (they would only queue behind the blocked
+// ones).
 func (e *Engine) Health() error {
 	h := e.health
 	h.mu.Lock()
@@ -227,9 +221,9 @@ func (e *Engine) Health() error {
 	case h.stuck != nil:
 		return h.stuck
 	case h.noSpace != nil:
-		return fmt.Errorf("storage %s: %w (%v)", e.dir, ErrNoSpace, h.noSpace)
+		return fmt.Errorf("storage %s: %w (%v)", e.dir, rpcerr.ErrNoSpace, h.noSpace)
 	case !h.stalledSince.IsZero() && time.Since(h.stalledSince) > time.Second:
-		return fmt.Errorf("storage %s: writes stalled for %v: %w", e.dir, time.Since(h.stalledSince).Round(time.Millisecond), ErrStalled)
+		return fmt.Errorf("storage %s: writes stalled for %v: %w", e.dir, time.Since(h.stalledSince).Round(time.Millisecond), rpcerr.ErrStalled)
 	}
 	return nil
 }
@@ -274,7 +268,7 @@ func (e *Engine) syncWrite(b *pebble.Batch) error {
 	}()
 	err := b.Commit(pebble.Sync)
 	if err != nil && isNoSpace(err) {
-		return fmt.Errorf("storage %s: %w (%v)", e.dir, ErrNoSpace, err)
+		return fmt.Errorf("storage %s: %w (%v)", e.dir, rpcerr.ErrNoSpace, err)
 	}
 	return err
 }

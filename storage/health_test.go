@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // TestHealthFollowsPebbleEvents: an out-of-space background error makes the
-// engine refuse writes with ErrNoSpace until a flush succeeds; a write
-// stall longer than a second reports ErrStalled.
+// engine refuse writes with rpcerr.ErrNoSpace until a flush succeeds; a write
+// stall longer than a second reports rpcerr.ErrStalled.
 func TestHealthFollowsPebbleEvents(t *testing.T) {
 	e, err := OpenWith(t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -28,7 +30,7 @@ func TestHealthFollowsPebbleEvents(t *testing.T) {
 		t.Fatalf("a new engine: %v", err)
 	}
 	l.BackgroundError(fmt.Errorf("flush: %w", &fs.PathError{Op: "write", Path: "000007.sst", Err: syscall.ENOSPC}))
-	if err := e.Health(); !errors.Is(err, ErrNoSpace) {
+	if err := e.Health(); !errors.Is(err, rpcerr.ErrNoSpace) {
 		t.Fatalf("after ENOSPC: %v", err)
 	}
 	l.FlushEnd(pebble.FlushInfo{})
@@ -39,7 +41,7 @@ func TestHealthFollowsPebbleEvents(t *testing.T) {
 	e.health.mu.Lock()
 	e.health.stalledSince = time.Now().Add(-2 * time.Second)
 	e.health.mu.Unlock()
-	if err := e.Health(); !errors.Is(err, ErrStalled) {
+	if err := e.Health(); !errors.Is(err, rpcerr.ErrStalled) {
 		t.Fatalf("during a 2s write stall: %v", err)
 	}
 	l.WriteStallEnd()
@@ -67,13 +69,13 @@ func TestStuckSyncedWriteIsReported(t *testing.T) {
 	e.health.syncMu.Unlock()
 	select {
 	case err := <-stuck:
-		if !errors.Is(err, ErrStalled) {
+		if !errors.Is(err, rpcerr.ErrStalled) {
 			t.Fatalf("OnStuck(%v)", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a stuck synced write was never reported")
 	}
-	if err := e.Health(); !errors.Is(err, ErrStalled) {
+	if err := e.Health(); !errors.Is(err, rpcerr.ErrStalled) {
 		t.Fatalf("health of a stuck engine: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -91,7 +93,7 @@ func TestFullEngineResumesWhenSpaceIsFreed(t *testing.T) {
 	}
 	defer e.Close()
 	e.health.listener().BackgroundError(fmt.Errorf("compaction: %w", syscall.ENOSPC))
-	if err := e.Health(); !errors.Is(err, ErrNoSpace) {
+	if err := e.Health(); !errors.Is(err, rpcerr.ErrNoSpace) {
 		t.Fatalf("after ENOSPC: %v", err)
 	}
 	// The test's disk has space: the watchdog notices within a tick.

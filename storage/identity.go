@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/shardkv/shardkv/api/kvpb"
 )
 
 // Identity is who a replica is, persisted when it is first started and
@@ -28,6 +30,24 @@ type Identity struct {
 	// (raft configuration changes add and remove members): Raft id ->
 	// address. Empty until the first change.
 	Members map[uint64]string `json:"members,omitempty"`
+	// Joined: the replica was first started to join a running group
+	// (ClusterJoin), so Peers names the members when it joined, itself
+	// included, not the members the group was founded with.
+	Joined bool `json:"joined,omitempty"`
+}
+
+// Founders returns the ids of the members the group was founded with as
+// far as this replica knows: Peers, less the replica itself when it
+// joined later (Joined). Members added before it joined are among them:
+// Peers cannot tell them apart.
+func (id Identity) Founders(self uint64) []uint64 {
+	var out []uint64
+	for _, p := range slices.Sorted(maps.Keys(id.Peers)) {
+		if !(id.Joined && p == self) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Current returns the membership in force: Members once a change was
@@ -201,7 +221,7 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 		return Identity{}, mismatch("no cluster id known for a replica without stored identity", "Start the cluster's controllers first.")
 	}
 	// A first start.
-	want.Format = DataFormat
+	want.Format, want.Joined = DataFormat, state == ClusterJoin
 	v, err := json.Marshal(want)
 	if err != nil {
 		return Identity{}, err
@@ -216,7 +236,7 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 // entries) is stored for r.
 func (e *Engine) hasRaftState(r Replica) (bool, error) {
 	lo := r.prefix(kindRaft)
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: PrefixEnd(lo)})
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: kvpb.PrefixEnd(lo)})
 	if err != nil {
 		return false, err
 	}

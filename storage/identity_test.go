@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -85,5 +86,46 @@ func TestEnsureIdentity(t *testing.T) {
 	}
 	if id, _, _ := e.LoadIdentity(r); id.Format != DataFormat {
 		t.Fatalf("a new identity records format %d, want %d", id.Format, DataFormat)
+	}
+}
+
+// TestIdentityFounders: the founders are the peers a replica was first
+// started with, less itself when it joined a running group; a restart with
+// the members in force as its peers does not change them.
+func TestIdentityFounders(t *testing.T) {
+	e, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	three := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
+	replaced := map[uint64]string{1: "a:1", 2: "b:1", 4: "d:1"}
+	cid := ClusterIDFor("shardkv", three)
+	founder, joiner := Replica{Group: 1, ID: 1}, Replica{Group: 1, ID: 4}
+	id, err := e.EnsureIdentity(founder, Identity{ClusterID: cid, Peers: three}, ClusterNew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := id.Founders(founder.ID); !slices.Equal(got, []uint64{1, 2, 3}) || id.Joined {
+		t.Fatalf("founding replica: founders %v, joined %v", got, id.Joined)
+	}
+	id, err = e.EnsureIdentity(joiner, Identity{ClusterID: cid, Peers: replaced}, ClusterJoin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := id.Founders(joiner.ID); !slices.Equal(got, []uint64{1, 2}) || !id.Joined {
+		t.Fatalf("joined replica: founders %v, joined %v", got, id.Joined)
+	}
+	// The founder, after the replacement, restarted with the members in
+	// force.
+	if err := e.SetMembers(founder, replaced); err != nil {
+		t.Fatal(err)
+	}
+	id, err = e.EnsureIdentity(founder, Identity{ClusterID: cid, Peers: replaced}, ClusterExisting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := id.Founders(founder.ID); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("founding replica restarted with the members in force: founders %v", got)
 	}
 }

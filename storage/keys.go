@@ -3,6 +3,8 @@ package storage
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/shardkv/shardkv/api/kvpb"
 )
 
 // Replica identifies one member of one Raft group: the group id (the
@@ -55,17 +57,5 @@ func (r Replica) StateKey(suffix ...byte) []byte {
 // machine whose suffix starts with suffixPrefix.
 func (r Replica) StateSpan(suffixPrefix ...byte) (start, end []byte) {
 	start = r.StateKey(suffixPrefix...)
-	return start, PrefixEnd(start)
-}
-
-// PrefixEnd returns the smallest key greater than every key with prefix p.
-func PrefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		end[i]++
-		if end[i] != 0 {
-			return end[:i+1]
-		}
-	}
-	return nil // p is all 0xff: no upper bound
+	return start, kvpb.PrefixEnd(start)
 }

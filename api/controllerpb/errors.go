@@ -10,14 +10,16 @@ import (
 )
 
 // Errors is the controller service's wire error table, shared by the
-// servers and the clients: its errors, declared below, and those of raft
-// and storage (rpcerr.Raft).
-var Errors = rpcerr.NewTable("shardkv.controller", rpcerr.Raft)
+// servers and the clients: its errors, declared below, those of raft and
+// storage (rpcerr.Raft) and those of sessions and undecodable commands
+// (rpcerr.Commands).
+var Errors = rpcerr.NewTable("shardkv.controller", rpcerr.Raft, rpcerr.Commands)
 
 // Errors of the controller service a client can branch on. They live with
 // the API, so that clients need no server code; package controller returns
-// these values. The first eight and the last two are deterministic
-// refusals: the command changes nothing, and a retry of it gets the same
+// these values, and those of its sessions (rpcerr.ErrStaleRequest,
+// rpcerr.ErrSessionExpired, rpcerr.ErrMalformed). Each is a deterministic
+// refusal: the command changes nothing, and a retry of it gets the same
 // error.
 var (
 	ErrNotInitialized = Errors.New(codes.Unavailable, "NOT_INITIALIZED", "controller: not initialized (no shard count yet)")
@@ -27,15 +29,6 @@ var (
 	ErrUnknownShard   = Errors.New(codes.OutOfRange, "UNKNOWN_SHARD", "controller: unknown shard")
 	ErrWouldOrphan    = Errors.New(codes.FailedPrecondition, "WOULD_ORPHAN", "controller: leaving every group would orphan their data (use force)")
 	ErrInvalidShards  = Errors.New(codes.InvalidArgument, "INVALID_SHARDS", "controller: shard count must be between 1 and 4096")
-	ErrStaleRequest   = Errors.New(codes.FailedPrecondition, "STALE_REQUEST", "controller: request older than the client's last applied one")
-	// ErrSessionExpired: the controller does not know the request's
-	// session (expired, or never opened), so it may retry a change applied
-	// before the session expired. Nothing was applied by this request;
-	// open a new session.
-	ErrSessionExpired = Errors.New(codes.FailedPrecondition, "SESSION_EXPIRED", "controller: session expired")
-	// ErrMalformed: the command could not be decoded or names no change.
-	// Nothing was applied.
-	ErrMalformed = Errors.New(codes.InvalidArgument, "MALFORMED", "controller: malformed command")
 	// ErrBadReplica: the controller's check of a joining group refused
 	// one of its replicas: an address that is not host:port, a server of
 	// another cluster or group, one that serves no replica group, or the

@@ -9,9 +9,10 @@ import (
 )
 
 // Errors is the KV service's wire error table, shared by the servers and
-// the clients: its errors, declared below, and those of raft and storage
-// (rpcerr.Raft).
-var Errors = rpcerr.NewTable("shardkv.kv", rpcerr.Raft)
+// the clients: its errors, declared below, those of raft and storage
+// (rpcerr.Raft) and those of sessions and undecodable commands
+// (rpcerr.Commands).
+var Errors = rpcerr.NewTable("shardkv.kv", rpcerr.Raft, rpcerr.Commands)
 
 // Errors of the KV service a client can branch on. They live with the API,
 // so that clients need no server code; package group returns these values.
@@ -31,15 +32,6 @@ var (
 	ErrValueTooLarge = Errors.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "group: value too large")
 	// ErrEmptyKey: keys must have at least one byte.
 	ErrEmptyKey = Errors.New(codes.InvalidArgument, "EMPTY_KEY", "group: empty key")
-	// ErrStaleRequest: the session already applied a later request.
-	ErrStaleRequest = Errors.New(codes.FailedPrecondition, "STALE_REQUEST", "group: request older than the session's last")
-	// ErrSessionExpired: the request's session is unknown to the shard
-	// (expired, or never opened), so it may be a retry of a request
-	// applied before the session expired. Nothing was applied by this
-	// request; an earlier attempt of it may have been. Open a new session.
-	ErrSessionExpired = Errors.New(codes.FailedPrecondition, "SESSION_EXPIRED", "group: session expired")
-	// ErrMalformed: the request could not be decoded or is inconsistent.
-	ErrMalformed = Errors.New(codes.InvalidArgument, "MALFORMED", "group: malformed request")
 	// ErrWatchFellBehind: a watch stream did not take its changes as fast
 	// as the replica applied them, and was cancelled rather than hold up
 	// the replica. Resume it from the last index received.
@@ -61,11 +53,11 @@ func KnownWriteOp(op WriteOp) bool {
 }
 
 // CheckWrite validates a request's op and sizes against limits (bytes):
-// ErrMalformed, ErrEmptyKey, ErrKeyTooLarge or ErrValueTooLarge. Reads are
+// rpcerr.ErrMalformed, ErrEmptyKey, ErrKeyTooLarge or ErrValueTooLarge. Reads are
 // checked as deletes (a key, no value).
 func CheckWrite(op WriteOp, key, value []byte, maxKey, maxValue int) error {
 	if !KnownWriteOp(op) {
-		return fmt.Errorf("%w: unknown write op %d", ErrMalformed, op)
+		return fmt.Errorf("%w: unknown write op %d", rpcerr.ErrMalformed, op)
 	}
 	switch {
 	case len(key) == 0:

@@ -534,6 +534,233 @@ func (x *WriteReply) GetValueReturned() bool {
 	return false
 }
 
+type ListRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shards are the shards to read, each once: those the caller's
+	// configuration gives this group. One not served here at the read point
+	// fails the request (WRONG_GROUP: re-read the configuration; NOT_READY:
+	// arriving, retry); none is MALFORMED.
+	Shards []uint32 `protobuf:"varint,1,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	Start  []byte   `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"` // the first key of the range (inclusive); empty: from the first key
+	End    []byte   `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`     // the end of the range (exclusive); empty: no end
+	// after is the cursor: only keys greater than it are listed (the last
+	// key of the previous page); empty: none.
+	After []byte `protobuf:"bytes,4,opt,name=after,proto3" json:"after,omitempty"`
+	Limit uint32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"` // at most this many keys; 0: no count limit (max_bytes still bounds the reply)
+	// max_bytes bounds the keys' and values' bytes in the reply (about: the
+	// reply stops after the key that reaches it, so it always holds at least
+	// one key when any is left); 0 or above 4 MiB: 4 MiB.
+	MaxBytes uint64 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// keys_only lists keys without values or versions (the server does not
+	// read them).
+	KeysOnly      bool `protobuf:"varint,7,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListRequest) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *ListRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *ListRequest) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *ListRequest) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *ListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListRequest) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *ListRequest) GetKeysOnly() bool {
+	if x != nil {
+		return x.KeysOnly
+	}
+	return false
+}
+
+// KeyValue is one listed key.
+type KeyValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`      // empty with keys_only
+	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"` // the key's version (1 at creation, +1 per put or append); 0 with keys_only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyValue) Reset() {
+	*x = KeyValue{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyValue) ProtoMessage() {}
+
+func (x *KeyValue) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
+func (*KeyValue) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *KeyValue) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *KeyValue) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *KeyValue) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type ListReply struct {
+	state  protoimpl.MessageState   `protogen:"open.v1"`
+	Header *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // who answered, from which applied index
+	Kvs    []*KeyValue              `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`       // in byte order, all of the shards asked for merged
+	// more is set when the reply stopped at limit or max_bytes with keys of
+	// the range still to come: the keys after the last one here were not
+	// read. Unset, the reply holds every key of the range after the cursor.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReply) Reset() {
+	*x = ListReply{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReply) ProtoMessage() {}
+
+func (x *ListReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
+func (*ListReply) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListReply) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *ListReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// digests asks for a hash of every shard's data and duplicate table.
@@ -545,7 +772,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	mi := &file_api_kvpb_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +784,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	mi := &file_api_kvpb_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +797,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StatusRequest) GetDigests() bool {
@@ -590,14 +817,18 @@ type ShardStatus struct {
 	// digest is a hash of the shard's data and duplicate table as of
 	// digest_applied (in StatusReply): equal on every replica that applied
 	// the same index.
-	Digest        uint64 `protobuf:"varint,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	Digest uint64 `protobuf:"varint,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// moved_bytes is how many bytes of keys and values the group's leader
+	// has pulled so far for a shard it is pulling (its current attempt);
+	// 0 for other shards and on followers.
+	MovedBytes    uint64 `protobuf:"varint,5,opt,name=moved_bytes,json=movedBytes,proto3" json:"moved_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	mi := &file_api_kvpb_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +840,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	mi := &file_api_kvpb_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +853,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -653,6 +884,77 @@ func (x *ShardStatus) GetDigest() uint64 {
 	return 0
 }
 
+func (x *ShardStatus) GetMovedBytes() uint64 {
+	if x != nil {
+		return x.MovedBytes
+	}
+	return 0
+}
+
+// Latency is a cumulative histogram of the client requests (gets, writes,
+// lists) a replica answered since it started: cumulative[i] requests took
+// at most upper_ms[i] milliseconds; count is every request. Consumers take
+// differences between two readings for a window (Prometheus' rate).
+type Latency struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UpperMs       []float64              `protobuf:"fixed64,1,rep,packed,name=upper_ms,json=upperMs,proto3" json:"upper_ms,omitempty"`
+	Cumulative    []uint64               `protobuf:"varint,2,rep,packed,name=cumulative,proto3" json:"cumulative,omitempty"`
+	Count         uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Latency) Reset() {
+	*x = Latency{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Latency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Latency) ProtoMessage() {}
+
+func (x *Latency) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Latency.ProtoReflect.Descriptor instead.
+func (*Latency) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Latency) GetUpperMs() []float64 {
+	if x != nil {
+		return x.UpperMs
+	}
+	return nil
+}
+
+func (x *Latency) GetCumulative() []uint64 {
+	if x != nil {
+		return x.Cumulative
+	}
+	return nil
+}
+
+func (x *Latency) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type StatusReply struct {
 	state         protoimpl.MessageState   `protogen:"open.v1"`
 	Header        *headerpb.ResponseHeader `protobuf:"bytes,10,opt,name=header,proto3" json:"header,omitempty"`                                    // the replica that answers
@@ -665,13 +967,15 @@ type StatusReply struct {
 	ConfigNum     uint64                   `protobuf:"varint,7,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"`             // the configuration it has applied
 	Shards        []*ShardStatus           `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`                                     // every shard the group holds at config_num, by number
 	DigestApplied uint64                   `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"` // the applied index of the digests, when asked for; 0 otherwise
+	Requests      *Latency                 `protobuf:"bytes,11,opt,name=requests,proto3" json:"requests,omitempty"`                                // the client requests this replica answered, with their latencies
+	DataBytes     uint64                   `protobuf:"varint,12,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`            // Pebble's estimate of the disk the replica's state takes, in bytes
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	mi := &file_api_kvpb_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +987,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	mi := &file_api_kvpb_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +1000,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusReply) GetHeader() *headerpb.ResponseHeader {
@@ -769,6 +1073,20 @@ func (x *StatusReply) GetDigestApplied() uint64 {
 	return 0
 }
 
+func (x *StatusReply) GetRequests() *Latency {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *StatusReply) GetDataBytes() uint64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// key is the watched key, or with prefix set the watched keys' prefix
@@ -784,7 +1102,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[7]
+	mi := &file_api_kvpb_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +1114,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[7]
+	mi := &file_api_kvpb_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +1127,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{7}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchRequest) GetKey() []byte {
@@ -851,7 +1169,7 @@ type WatchShard struct {
 
 func (x *WatchShard) Reset() {
 	*x = WatchShard{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[8]
+	mi := &file_api_kvpb_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1181,7 @@ func (x *WatchShard) String() string {
 func (*WatchShard) ProtoMessage() {}
 
 func (x *WatchShard) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[8]
+	mi := &file_api_kvpb_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1194,7 @@ func (x *WatchShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchShard.ProtoReflect.Descriptor instead.
 func (*WatchShard) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{8}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchShard) GetShard() uint32 {
@@ -918,7 +1236,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	mi := &file_api_kvpb_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1248,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	mi := &file_api_kvpb_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1261,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchEvent) GetOp() WriteOp {
@@ -1001,7 +1319,7 @@ type WatchNotice struct {
 
 func (x *WatchNotice) Reset() {
 	*x = WatchNotice{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[10]
+	mi := &file_api_kvpb_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1331,7 @@ func (x *WatchNotice) String() string {
 func (*WatchNotice) ProtoMessage() {}
 
 func (x *WatchNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[10]
+	mi := &file_api_kvpb_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1344,7 @@ func (x *WatchNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNotice.ProtoReflect.Descriptor instead.
 func (*WatchNotice) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{10}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchNotice) GetShard() uint32 {
@@ -1073,7 +1391,7 @@ type WatchReply struct {
 
 func (x *WatchReply) Reset() {
 	*x = WatchReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	mi := &file_api_kvpb_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1403,7 @@ func (x *WatchReply) String() string {
 func (*WatchReply) ProtoMessage() {}
 
 func (x *WatchReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	mi := &file_api_kvpb_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1416,7 @@ func (x *WatchReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchReply.ProtoReflect.Descriptor instead.
 func (*WatchReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{11}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchReply) GetHeader() *headerpb.ResponseHeader {
@@ -1160,15 +1478,39 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12%\n" +
-	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\")\n" +
+	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\"\xb3\x01\n" +
+	"\vListRequest\x12\x16\n" +
+	"\x06shards\x18\x01 \x03(\rR\x06shards\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\fR\x03end\x12\x14\n" +
+	"\x05after\x18\x04 \x01(\fR\x05after\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x1b\n" +
+	"\tmax_bytes\x18\x06 \x01(\x04R\bmaxBytes\x12\x1b\n" +
+	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\"L\n" +
+	"\bKeyValue\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\x85\x01\n" +
+	"\tListReply\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12)\n" +
+	"\x03kvs\x18\x02 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\")\n" +
 	"\rStatusRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x01(\bR\adigests\"\x8b\x01\n" +
+	"\adigests\x18\x01 \x01(\bR\adigests\"\xac\x01\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.shardkv.kv.v1.ShardStateR\x05state\x12\x1d\n" +
 	"\n" +
 	"peer_group\x18\x03 \x01(\x04R\tpeerGroup\x12\x16\n" +
-	"\x06digest\x18\x04 \x01(\x04R\x06digest\"\xd0\x02\n" +
+	"\x06digest\x18\x04 \x01(\x04R\x06digest\x12\x1f\n" +
+	"\vmoved_bytes\x18\x05 \x01(\x04R\n" +
+	"movedBytes\"Z\n" +
+	"\aLatency\x12\x19\n" +
+	"\bupper_ms\x18\x01 \x03(\x01R\aupperMs\x12\x1e\n" +
+	"\n" +
+	"cumulative\x18\x02 \x03(\x04R\n" +
+	"cumulative\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xa3\x03\n" +
 	"\vStatusReply\x129\n" +
 	"\x06header\x18\n" +
 	" \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
@@ -1181,7 +1523,10 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\a \x01(\x04R\tconfigNum\x122\n" +
 	"\x06shards\x18\b \x03(\v2\x1a.shardkv.kv.v1.ShardStatusR\x06shards\x12%\n" +
-	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\"k\n" +
+	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\x122\n" +
+	"\brequests\x18\v \x01(\v2\x16.shardkv.kv.v1.LatencyR\brequests\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\f \x01(\x04R\tdataBytes\"k\n" +
 	"\fWatchRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x121\n" +
@@ -1233,10 +1578,11 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x19WATCH_NOTICE_KIND_STARTED\x10\x01\x12\x1a\n" +
 	"\x16WATCH_NOTICE_KIND_LEFT\x10\x02\x12 \n" +
 	"\x1cWATCH_NOTICE_KIND_NOT_SERVED\x10\x03\x12\x1f\n" +
-	"\x1bWATCH_NOTICE_KIND_COMPACTED\x10\x042\x87\x02\n" +
+	"\x1bWATCH_NOTICE_KIND_COMPACTED\x10\x042\xc5\x02\n" +
 	"\x02KV\x129\n" +
 	"\x03Get\x12\x19.shardkv.kv.v1.GetRequest\x1a\x17.shardkv.kv.v1.GetReply\x12?\n" +
-	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12B\n" +
+	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12<\n" +
+	"\x04List\x12\x1a.shardkv.kv.v1.ListRequest\x1a\x18.shardkv.kv.v1.ListReply\x12B\n" +
 	"\x06Status\x12\x1c.shardkv.kv.v1.StatusRequest\x1a\x1a.shardkv.kv.v1.StatusReply\x12A\n" +
 	"\x05Watch\x12\x1b.shardkv.kv.v1.WatchRequest\x1a\x19.shardkv.kv.v1.WatchReply0\x01B%Z#github.com/shardkv/shardkv/api/kvpbb\x06proto3"
 
@@ -1253,7 +1599,7 @@ func file_api_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_api_kvpb_kv_proto_goTypes = []any{
 	(WriteOp)(0),                    // 0: shardkv.kv.v1.WriteOp
 	(ShardState)(0),                 // 1: shardkv.kv.v1.ShardState
@@ -1262,42 +1608,51 @@ var file_api_kvpb_kv_proto_goTypes = []any{
 	(*GetReply)(nil),                // 4: shardkv.kv.v1.GetReply
 	(*WriteRequest)(nil),            // 5: shardkv.kv.v1.WriteRequest
 	(*WriteReply)(nil),              // 6: shardkv.kv.v1.WriteReply
-	(*StatusRequest)(nil),           // 7: shardkv.kv.v1.StatusRequest
-	(*ShardStatus)(nil),             // 8: shardkv.kv.v1.ShardStatus
-	(*StatusReply)(nil),             // 9: shardkv.kv.v1.StatusReply
-	(*WatchRequest)(nil),            // 10: shardkv.kv.v1.WatchRequest
-	(*WatchShard)(nil),              // 11: shardkv.kv.v1.WatchShard
-	(*WatchEvent)(nil),              // 12: shardkv.kv.v1.WatchEvent
-	(*WatchNotice)(nil),             // 13: shardkv.kv.v1.WatchNotice
-	(*WatchReply)(nil),              // 14: shardkv.kv.v1.WatchReply
-	(*headerpb.ResponseHeader)(nil), // 15: shardkv.header.v1.ResponseHeader
+	(*ListRequest)(nil),             // 7: shardkv.kv.v1.ListRequest
+	(*KeyValue)(nil),                // 8: shardkv.kv.v1.KeyValue
+	(*ListReply)(nil),               // 9: shardkv.kv.v1.ListReply
+	(*StatusRequest)(nil),           // 10: shardkv.kv.v1.StatusRequest
+	(*ShardStatus)(nil),             // 11: shardkv.kv.v1.ShardStatus
+	(*Latency)(nil),                 // 12: shardkv.kv.v1.Latency
+	(*StatusReply)(nil),             // 13: shardkv.kv.v1.StatusReply
+	(*WatchRequest)(nil),            // 14: shardkv.kv.v1.WatchRequest
+	(*WatchShard)(nil),              // 15: shardkv.kv.v1.WatchShard
+	(*WatchEvent)(nil),              // 16: shardkv.kv.v1.WatchEvent
+	(*WatchNotice)(nil),             // 17: shardkv.kv.v1.WatchNotice
+	(*WatchReply)(nil),              // 18: shardkv.kv.v1.WatchReply
+	(*headerpb.ResponseHeader)(nil), // 19: shardkv.header.v1.ResponseHeader
 }
 var file_api_kvpb_kv_proto_depIdxs = []int32{
-	15, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	19, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
 	0,  // 1: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
-	15, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	1,  // 3: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
-	15, // 4: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	8,  // 5: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
-	11, // 6: shardkv.kv.v1.WatchRequest.shards:type_name -> shardkv.kv.v1.WatchShard
-	0,  // 7: shardkv.kv.v1.WatchEvent.op:type_name -> shardkv.kv.v1.WriteOp
-	2,  // 8: shardkv.kv.v1.WatchNotice.kind:type_name -> shardkv.kv.v1.WatchNoticeKind
-	15, // 9: shardkv.kv.v1.WatchReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	12, // 10: shardkv.kv.v1.WatchReply.events:type_name -> shardkv.kv.v1.WatchEvent
-	13, // 11: shardkv.kv.v1.WatchReply.notices:type_name -> shardkv.kv.v1.WatchNotice
-	3,  // 12: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
-	5,  // 13: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
-	7,  // 14: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
-	10, // 15: shardkv.kv.v1.KV.Watch:input_type -> shardkv.kv.v1.WatchRequest
-	4,  // 16: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
-	6,  // 17: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
-	9,  // 18: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
-	14, // 19: shardkv.kv.v1.KV.Watch:output_type -> shardkv.kv.v1.WatchReply
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	19, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	19, // 3: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	8,  // 4: shardkv.kv.v1.ListReply.kvs:type_name -> shardkv.kv.v1.KeyValue
+	1,  // 5: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
+	19, // 6: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	11, // 7: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
+	12, // 8: shardkv.kv.v1.StatusReply.requests:type_name -> shardkv.kv.v1.Latency
+	15, // 9: shardkv.kv.v1.WatchRequest.shards:type_name -> shardkv.kv.v1.WatchShard
+	0,  // 10: shardkv.kv.v1.WatchEvent.op:type_name -> shardkv.kv.v1.WriteOp
+	2,  // 11: shardkv.kv.v1.WatchNotice.kind:type_name -> shardkv.kv.v1.WatchNoticeKind
+	19, // 12: shardkv.kv.v1.WatchReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	16, // 13: shardkv.kv.v1.WatchReply.events:type_name -> shardkv.kv.v1.WatchEvent
+	17, // 14: shardkv.kv.v1.WatchReply.notices:type_name -> shardkv.kv.v1.WatchNotice
+	3,  // 15: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
+	5,  // 16: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
+	7,  // 17: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
+	10, // 18: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
+	14, // 19: shardkv.kv.v1.KV.Watch:input_type -> shardkv.kv.v1.WatchRequest
+	4,  // 20: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
+	6,  // 21: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
+	9,  // 22: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
+	13, // 23: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
+	18, // 24: shardkv.kv.v1.KV.Watch:output_type -> shardkv.kv.v1.WatchReply
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_api_kvpb_kv_proto_init() }
@@ -1312,7 +1667,7 @@ func file_api_kvpb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_kvpb_kv_proto_rawDesc), len(file_api_kvpb_kv_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

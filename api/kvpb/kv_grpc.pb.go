@@ -26,6 +26,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	KV_Get_FullMethodName    = "/shardkv.kv.v1.KV/Get"
 	KV_Write_FullMethodName  = "/shardkv.kv.v1.KV/Write"
+	KV_List_FullMethodName   = "/shardkv.kv.v1.KV/List"
 	KV_Status_FullMethodName = "/shardkv.kv.v1.KV/Status"
 	KV_Watch_FullMethodName  = "/shardkv.kv.v1.KV/Watch"
 )
@@ -39,6 +40,11 @@ type KVClient interface {
 	// Write puts, appends to or deletes one key, exactly once per session
 	// sequence number.
 	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteReply, error)
+	// List returns, in byte order, the keys of the shards named that lie in
+	// a range and after a cursor, read at one linearizable point of the
+	// group (a read index, no log entry) at which the group serves every
+	// shard named; otherwise WRONG_GROUP or NOT_READY, and nothing.
+	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListReply, error)
 	// Status describes this replica and its view of the group.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusReply, error)
 	// Watch streams the changes this replica applies to the watched keys of
@@ -69,6 +75,16 @@ func (c *kVClient) Write(ctx context.Context, in *WriteRequest, opts ...grpc.Cal
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(WriteReply)
 	err := c.cc.Invoke(ctx, KV_Write_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReply)
+	err := c.cc.Invoke(ctx, KV_List_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +129,11 @@ type KVServer interface {
 	// Write puts, appends to or deletes one key, exactly once per session
 	// sequence number.
 	Write(context.Context, *WriteRequest) (*WriteReply, error)
+	// List returns, in byte order, the keys of the shards named that lie in
+	// a range and after a cursor, read at one linearizable point of the
+	// group (a read index, no log entry) at which the group serves every
+	// shard named; otherwise WRONG_GROUP or NOT_READY, and nothing.
+	List(context.Context, *ListRequest) (*ListReply, error)
 	// Status describes this replica and its view of the group.
 	Status(context.Context, *StatusRequest) (*StatusReply, error)
 	// Watch streams the changes this replica applies to the watched keys of
@@ -134,6 +155,9 @@ func (UnimplementedKVServer) Get(context.Context, *GetRequest) (*GetReply, error
 }
 func (UnimplementedKVServer) Write(context.Context, *WriteRequest) (*WriteReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedKVServer) List(context.Context, *ListRequest) (*ListReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
 }
 func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
@@ -198,6 +222,24 @@ func _KV_Write_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).List(ctx, req.(*ListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _KV_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatusRequest)
 	if err := dec(in); err != nil {
@@ -241,6 +283,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Write",
 			Handler:    _KV_Write_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _KV_List_Handler,
 		},
 		{
 			MethodName: "Status",

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/storage"
 )
 
@@ -25,7 +26,7 @@ func lastLogIndex(t *testing.T, dir string, gid, id uint64) (uint64, func(index 
 	}
 	prefix := be.BigEndian.AppendUint64(be.BigEndian.AppendUint64([]byte{'r'}, gid), id)
 	prefix = append(prefix, 'l')
-	it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: storage.PrefixEnd(prefix)})
+	it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: kvpb.PrefixEnd(prefix)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shardkv/shardkv/backup"
 	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/console"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
@@ -43,7 +44,7 @@ replica groups of 3 replicas each, every replica on its own port on
 everything. Ctrl-C or SIGTERM stops it cleanly.
 
 Ports: the controller takes --base-port and the two after it, the groups'
-replicas the ports after those, and /metrics --base-port minus 10 (unless
+replicas the ports after those, and the web console and /metrics --base-port minus 10 (unless
 --http says otherwise). All of them are checked free before anything is
 created, so a second dev needs another --base-port (and another --data).
 
@@ -75,7 +76,7 @@ trying again.`,
 	f.IntVar(&d.opts.Shards, "shards", 64, "shards (fixed when the cluster is first created)")
 	f.IntVar(&d.opts.BasePort, "base-port", 7100, "first port: the controller takes three, the groups the ports after")
 	f.StringVar(&d.restore, "restore", "", "make a new cluster from the backup in this directory (shardkv admin backup)")
-	f.StringVar(&d.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
+	f.StringVar(&d.http, "http", "", "address of the web console, /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
 	return setExitCodes(cmd, processExitCodes)
 }
 
@@ -123,13 +124,21 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 		log.Info("stopped", "took", time.Since(stopping).Round(time.Millisecond))
 	}()
 	registerCluster(reg, c)
-	httpAddr, err := ops.Serve(ctx, d.http, reg, func() bool { return c.Ready() == nil }, log)
+	ctl, err := c.ControllerClient()
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	ui := console.New(console.Config{Controller: ctl, Dial: c.DialOptions(), Logger: log})
+	go ui.Run(ctx)
+	httpAddr, err := ops.Serve(ctx, d.http, reg, func() bool { return c.Ready() == nil }, log, ui.Handler())
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "shardkv dev cluster up in %v, data in %s\n", time.Since(start).Round(time.Millisecond), d.opts.Dir)
 	d.printCluster(startCtx, out, c)
+	fmt.Fprintf(out, "  console     http://%s/\n", httpAddr)
 	fmt.Fprintf(out, "  metrics     http://%s/metrics\n", httpAddr)
 	if d.restore != "" {
 		st := c.Restored()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,7 +279,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 func TestMultiProcessCluster(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
-	base := freePorts(t, 12)
+	base := freePorts(t, 13)
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
 	peers := func(first int) string {
 		return fmt.Sprintf("1=%s,2=%s,3=%s", addr(first), addr(first+1), addr(first+2))
@@ -286,8 +287,12 @@ func TestMultiProcessCluster(t *testing.T) {
 	ctls := strings.Join([]string{addr(0), addr(1), addr(2)}, ",")
 	c := &cli{t: t, bin: bin, controllers: ctls}
 	for id := 1; id <= 3; id++ {
-		startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), "controller", "--id", fmt.Sprint(id),
-			"--listen", addr(id-1), "--peers", peers(0), "--data", filepath.Join(dir, fmt.Sprintf("c%d", id)))
+		args := []string{"controller", "--id", fmt.Sprint(id), "--listen", addr(id - 1), "--peers", peers(0),
+			"--data", filepath.Join(dir, fmt.Sprintf("c%d", id))}
+		if id == 1 {
+			args = append(args, "--http", addr(12)) // the web console
+		}
+		startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), args...)
 	}
 	servers := map[[2]int]*process{}
 	startGroup := func(gid int) string {
@@ -315,6 +320,7 @@ func TestMultiProcessCluster(t *testing.T) {
 		t.Fatalf("join of group 3: %s", out)
 	}
 	waitSettled(t, c)
+	consoleShows(t, "http://"+addr(12)+"/api/console/state", 2, 3)
 	for gid := 1; gid <= 3; gid++ {
 		servers[[2]int{gid, 1 + rand.IntN(3)}].kill()
 	}
@@ -876,6 +882,93 @@ func TestE2EConditionalWrites(t *testing.T) {
 	c.expect(0, "", nil, "delete", "counter", "--if-value", "10")
 	c.expect(6, "", []string{"it does not exist (version 0)"}, "delete", "counter", "--if-version", "2")
 	c.expect(1, "", nil, "get", "counter")
+}
+
+// TestE2EList lists through the binary: a range in pages (the cursor from
+// -o json's next, passed back with --after), get --prefix with values,
+// and the usage errors.
+func TestE2EList(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	_, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+	for _, k := range []string{"fruit/apple", "fruit/fig", "fruit/kiwi", "fruit/pear", "veg/leek"} {
+		c.ok("put", k, strings.ToUpper(k[6:]))
+	}
+	c.ok("append", "fruit/fig", "!")
+
+	var keys []string
+	after := ""
+	for pages := 0; ; pages++ {
+		out := c.ok("list", "fruit/", "fruit0", "--limit", "3", "--after", after, "-o", "json")
+		var page struct {
+			KVs   []struct{ Key []byte }
+			Count int
+			More  bool
+			Next  []byte
+		}
+		if err := json.Unmarshal([]byte(out), &page); err != nil {
+			t.Fatalf("list -o json: %q: %v", out, err)
+		}
+		for _, kv := range page.KVs {
+			keys = append(keys, string(kv.Key))
+		}
+		if !page.More {
+			if page.Next != nil || pages != 1 {
+				t.Fatalf("last page %d: next %q", pages, page.Next)
+			}
+			break
+		}
+		if page.Count != 3 || string(page.Next) != keys[len(keys)-1] {
+			t.Fatalf("page %d: %q", pages, out)
+		}
+		after = string(page.Next)
+	}
+	if got := strings.Join(keys, " "); got != "fruit/apple fruit/fig fruit/kiwi fruit/pear" {
+		t.Fatalf("listed %s", got)
+	}
+	out, errOut := c.expect(0, "", []string{"more keys follow: the next page is --after 'fruit/fig'"}, "list", "fruit/", "--limit", "2")
+	if out != "fruit/apple\nfruit/fig\n" {
+		t.Fatalf("list table: %q (stderr %q)", out, errOut)
+	}
+	if out := c.ok("get", "--prefix", "fruit/f"); !strings.Contains(out, "fruit/fig  2        FIG!") {
+		t.Fatalf("get --prefix: %q", out)
+	}
+	if out := c.ok("get", "--prefix", "none/"); out != "KEY  VERSION  VALUE\n" {
+		t.Fatalf("get --prefix of nothing: %q", out)
+	}
+	c.expect(2, "", []string{"get takes KEY or --prefix, not both"}, "get", "k", "--prefix", "fruit/")
+	c.expect(2, "", []string{"--limit and --after go with --prefix"}, "get", "k", "--limit", "2")
+}
+
+// consoleShows waits until a controller's web console reports
+// configuration num with groups groups, every shard served.
+func consoleShows(t *testing.T, url string, num uint64, groups int) {
+	t.Helper()
+	var st struct {
+		ConfigNum uint64 `json:"config_num"`
+		Error     string `json:"error"`
+		Shards    []struct {
+			State string `json:"state"`
+		} `json:"shards"`
+		Groups []json.RawMessage `json:"groups"`
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			served := len(st.Shards) > 0
+			for _, sh := range st.Shards {
+				served = served && sh.State == "serving"
+			}
+			if err == nil && st.ConfigNum == num && len(st.Groups) == groups && st.Error == "" && served {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the console at %s never showed configuration %d with %d groups served: %+v", url, num, groups, st)
+		}
+	}
 }
 
 // TestE2EWatch: shardkv watch --prefix prints the changes of the keys

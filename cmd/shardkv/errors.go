@@ -34,9 +34,6 @@ var phrases = []phrase{
 	{kvpb.ErrKeyTooLarge, "the key is too large"},
 	{kvpb.ErrValueTooLarge, "the value is too large"},
 	{kvpb.ErrEmptyKey, "the key is empty (a key needs at least one byte)"},
-	{kvpb.ErrStaleRequest, "the request is older than its session's last one"},
-	{kvpb.ErrSessionExpired, "the client's session expired"},
-	{kvpb.ErrMalformed, "the server could not decode the request"},
 
 	{controllerpb.ErrNotInitialized, "the controller is not initialized yet"},
 	{controllerpb.ErrInvalidGroup, "invalid group"},
@@ -45,9 +42,10 @@ var phrases = []phrase{
 	{controllerpb.ErrUnknownShard, "there is no shard %s"},
 	{controllerpb.ErrWouldOrphan, "removing every group would orphan their data (add --force to do it anyway)"},
 	{controllerpb.ErrInvalidShards, "the shard count must be between 1 and 4096"},
-	{controllerpb.ErrStaleRequest, "the request is older than the client's last applied one"},
-	{controllerpb.ErrSessionExpired, "the controller session expired"},
-	{controllerpb.ErrMalformed, "the controller could not decode the command"},
+
+	{rpcerr.ErrStaleRequest, "the request is older than its session's last applied one"},
+	{rpcerr.ErrSessionExpired, "the client's session expired"},
+	{rpcerr.ErrMalformed, "the server could not decode the request"},
 
 	{rpcerr.ErrStoppedInFlight, "the replica stopped with the request in flight (its outcome is unknown)"},
 	{rpcerr.ErrStopped, "the replica is stopping"},

@@ -13,44 +13,69 @@ import (
 
 func newGetCmd() *cobra.Command {
 	var (
-		cf     clusterFlags
-		maxKey int
-		out    *printer
+		lf     listFlags
+		prefix string
 	)
 	cmd := &cobra.Command{
-		Use:   "get KEY",
-		Short: "Print the value of a key (exit 1 if it does not exist)",
+		Use:   "get KEY | get --prefix PREFIX",
+		Short: "Print the value of a key (exit 1 if it does not exist), or the keys and values under a prefix",
 		Long: `Print the value of a key, read linearizably.
 
+With --prefix, print every key that starts with PREFIX, in byte order, with
+its version and value (as "list PREFIX... --values" would): at most
+--limit keys (0, the default: all), after --after. An empty listing is no
+error (exit 0). See list for what a listing guarantees and its output.
+
 Output (-o):
-  table  the value and a newline (the default)
+  table  the value and a newline (the default); with --prefix, a table of
+         KEY, VERSION and VALUE
   raw    the value's exact bytes, nothing added: binary values round-trip
+         (not with --prefix)
   json   {"key", "value" (both base64), "found", "version" (1 when the key
          was created, +1 per put or append; 0 when not found), "shard",
-         "group", "config": the configuration the client routed the read by}`,
+         "group", "config": the configuration the client routed the read by};
+         with --prefix, list's JSON ("kvs", "count", "more", "next")`,
 		Example: `  shardkv get greeting
   shardkv get photo -o raw > photo.jpg
   shardkv get greeting -o json | jq -r .value | base64 -d
   shardkv get greeting -o json | jq .version   # for put --if-version
+  shardkv get --prefix user/                   # every key under user/, with its value
+  shardkv get --prefix user/ --limit 50 -o json | jq -r .next   # base64 cursor for --after
   SHARDKV_CONTROLLERS=10.0.0.1:7100 shardkv get greeting`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := out.check(); err != nil {
+			f := cmd.Flags()
+			if f.Changed("prefix") {
+				if len(args) > 0 {
+					return usagef("get takes KEY or --prefix, not both")
+				}
+				if lf.out.format == formatRaw {
+					return usagef("-o raw prints one value: not with --prefix")
+				}
+				lf.values = true
+				return lf.run(cmd, client.WithPrefix([]byte(prefix)))
+			}
+			if len(args) != 1 {
+				return usagef("get takes KEY, or --prefix PREFIX")
+			}
+			if f.Changed("limit") || f.Changed("after") {
+				return usagef("--limit and --after go with --prefix")
+			}
+			if err := lf.out.check(); err != nil {
 				return err
 			}
-			return cf.run(cmd, func(ctx context.Context, addrs []string) error {
-				c, err := client.New(ctx, addrs, client.WithLimits(maxKey, kvpb.DefaultMaxValueSize))
+			return lf.cf.run(cmd, func(ctx context.Context, addrs []string) error {
+				c, err := client.New(ctx, addrs, client.WithLimits(lf.maxKey, kvpb.DefaultMaxValueSize))
 				if err != nil {
 					return err
 				}
 				defer c.Close()
-				return get(ctx, c, cmd.OutOrStdout(), out, []byte(args[0]))
+				return get(ctx, c, cmd.OutOrStdout(), lf.out, []byte(args[0]))
 			})
 		},
 	}
-	cf.register(cmd.Flags())
-	cmd.Flags().IntVar(&maxKey, "max-key-bytes", kvpb.DefaultMaxKeySize, "the servers' key size limit, checked before sending")
-	out = newPrinter(cmd.Flags(), formatTable, formatJSON, formatRaw)
+	lf.register(cmd.Flags(), 0, formatTable, formatJSON, formatRaw)
+	cmd.Flags().StringVar(&prefix, "prefix", "", "list the keys that start with this (and their values) instead of getting KEY")
 	return setExitCodes(cmd, getExitCodes)
 }
 

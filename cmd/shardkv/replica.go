@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +20,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shardkv/shardkv/api/transportpb"
+	"github.com/shardkv/shardkv/console"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
@@ -53,7 +59,7 @@ func (r *replicaFlags) register(cmd *cobra.Command) {
 	f.StringVar(&r.listen, "listen", "", "address to serve on, e.g. 127.0.0.1:7100")
 	f.StringVar(&r.peers, "peers", "", "every replica of the group as id=address, comma separated (this one included)")
 	f.StringVar(&r.data, "data", "", "data directory")
-	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz and /debug/pprof (none if empty)")
+	f.StringVar(&r.http, "http", "", "address of /metrics, /healthz, /readyz, /debug/pprof and, on a controller, the web console (none if empty)")
 	f.Uint64Var(&r.snapshotEntries, "snapshot-entries", 0, "applied entries between log compactions (default 10000)")
 	f.BoolVar(&r.forceNew, "force-new-cluster", false,
 		"UNSAFE recovery of a group that lost its quorum for good (etcd's flag): start this replica as its group's only voter, "+
@@ -278,7 +284,7 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 		isReady := func() bool {
 			return node().Status().Leader != 0 && s.e.Health() == nil && (ready == nil || ready() == nil)
 		}
-		if _, err := ops.Serve(ctx, s.r.http, reg, isReady, s.log); err != nil {
+		if _, err := ops.Serve(ctx, s.r.http, reg, isReady, s.log, s.console(ctx)); err != nil {
 			return err
 		}
 	}
@@ -294,4 +300,24 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 	}
 	log.Info("replica stopping", "group", s.gid, "replica", s.r.id)
 	return nil
+}
+
+// console starts the web console in a controller process (nil in a group
+// replica): it reads the cluster through this controller and its peers.
+func (s *replicaServer) console(ctx context.Context) http.Handler {
+	if s.gid != ctlserver.Group {
+		return nil
+	}
+	dial := rpc.DialOptions(rpc.WithClusterID(s.clusterID)...)
+	ctl, err := ctlclient.New(slices.Sorted(maps.Values(s.peers)), dial...)
+	if err != nil {
+		s.log.Error("web console disabled", "err", err)
+		return nil
+	}
+	c := console.New(console.Config{Controller: ctl, Dial: dial, Logger: s.log})
+	go func() {
+		defer ctl.Close()
+		c.Run(ctx)
+	}()
+	return c.Handler()
 }

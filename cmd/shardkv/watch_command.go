@@ -60,7 +60,7 @@ Output (-o):
 				defer c.Close()
 				var opts []client.WatchOption
 				if prefix {
-					opts = append(opts, client.WithPrefix())
+					opts = append(opts, client.WatchPrefix())
 				}
 				return watchKeys(c.Watch(ctx, []byte(args[0]), opts...), cmd.OutOrStdout(), cmd.ErrOrStderr(), out, count)
 			})

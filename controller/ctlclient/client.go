@@ -178,7 +178,7 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			var err error
 			reply, err = fn(ctx, cl, sess)
 			if err != nil {
-				if e := controllerpb.Errors.FromStatus(err); !rpcerr.CertainlyNotApplied(e) && !errors.Is(e, controllerpb.ErrSessionExpired) {
+				if e := controllerpb.Errors.FromStatus(err); !rpcerr.CertainlyNotApplied(e) && !errors.Is(e, rpcerr.ErrSessionExpired) {
 					maybe = true
 				}
 			}
@@ -187,7 +187,7 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 		switch {
 		case err == nil:
 			return config.FromProto(reply.GetConfig()), nil
-		case errors.Is(err, controllerpb.ErrSessionExpired):
+		case errors.Is(err, rpcerr.ErrSessionExpired):
 			// The controller forgot this session: continue in a new one.
 			c.id, c.seq, c.opened = session.NewID(), 0, false
 			if !maybe && ctx.Err() == nil {

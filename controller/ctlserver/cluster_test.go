@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
@@ -218,7 +219,7 @@ func TestJoinLeaveQueryAndRestarts(t *testing.T) {
 	cx := ctx(t)
 
 	cfg0, n, err := cl.Query(cx, 0)
-	for errors.Is(err, controller.ErrNotInitialized) {
+	for errors.Is(err, controllerpb.ErrNotInitialized) {
 		time.Sleep(20 * time.Millisecond)
 		cfg0, n, err = cl.Query(cx, 0)
 	}
@@ -302,7 +303,7 @@ func TestMinimalMovesOnJoinAndLeave(t *testing.T) {
 	cl := c.client()
 	cx := ctx(t)
 	prev, _, err := cl.Query(cx, -1)
-	for errors.Is(err, controller.ErrNotInitialized) {
+	for errors.Is(err, controllerpb.ErrNotInitialized) {
 		time.Sleep(20 * time.Millisecond)
 		prev, _, err = cl.Query(cx, -1)
 	}
@@ -394,15 +395,15 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		do   func() error
 		want error
 	}{
-		{"leave unknown gid", func() error { _, err := cl.Leave(cx, []uint64{9}, false); return err }, controller.ErrUnknownGroup},
-		{"move shard out of range", func() error { _, err := cl.Move(cx, 8, 1); return err }, controller.ErrUnknownShard},
-		{"move to unknown gid", func() error { _, err := cl.Move(cx, 0, 9); return err }, controller.ErrUnknownGroup},
+		{"leave unknown gid", func() error { _, err := cl.Leave(cx, []uint64{9}, false); return err }, controllerpb.ErrUnknownGroup},
+		{"move shard out of range", func() error { _, err := cl.Move(cx, 8, 1); return err }, controllerpb.ErrUnknownShard},
+		{"move to unknown gid", func() error { _, err := cl.Move(cx, 0, 9); return err }, controllerpb.ErrUnknownGroup},
 		{"join existing gid with other addresses", func() error {
 			_, err := cl.Join(cx, map[uint64][]string{1: {"elsewhere"}, 3: {"x"}})
 			return err
-		}, controller.ErrGroupExists},
-		{"join gid 0", func() error { _, err := cl.Join(cx, map[uint64][]string{0: {"x"}}); return err }, controller.ErrInvalidGroup},
-		{"leave all without force", func() error { _, err := cl.Leave(cx, []uint64{1, 2}, false); return err }, controller.ErrWouldOrphan},
+		}, controllerpb.ErrGroupExists},
+		{"join gid 0", func() error { _, err := cl.Join(cx, map[uint64][]string{0: {"x"}}); return err }, controllerpb.ErrInvalidGroup},
+		{"leave all without force", func() error { _, err := cl.Leave(cx, []uint64{1, 2}, false); return err }, controllerpb.ErrWouldOrphan},
 	}
 	for _, tc := range cases {
 		if err := tc.do(); !errors.Is(err, tc.want) {

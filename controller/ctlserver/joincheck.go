@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
-	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -25,8 +24,8 @@ import (
 // of the request's deadline, and never more than this.
 const JoinCheckLimit = time.Second
 
-// joinRefusal is a failed check: kind is controller.ErrBadReplica or
-// controller.ErrReplicaUnreachable; reason names every bad replica and why.
+// joinRefusal is a failed check: kind is controllerpb.ErrBadReplica or
+// controllerpb.ErrReplicaUnreachable; reason names every bad replica and why.
 type joinRefusal struct {
 	kind   error
 	reason string
@@ -52,7 +51,7 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 		}
 	}
 	if len(bad) > 0 {
-		return &joinRefusal{kind: controller.ErrBadReplica, reason: strings.Join(bad, "; ")}
+		return &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(bad, "; ")}
 	}
 
 	limit := JoinCheckLimit
@@ -112,9 +111,9 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 	}
 	switch {
 	case len(bad) > 0:
-		return &joinRefusal{kind: controller.ErrBadReplica, reason: strings.Join(append(bad, unreachable...), "; ")}
+		return &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(append(bad, unreachable...), "; ")}
 	case len(unreachable) > 0:
-		return &joinRefusal{kind: controller.ErrReplicaUnreachable, reason: strings.Join(unreachable, "; ")}
+		return &joinRefusal{kind: controllerpb.ErrReplicaUnreachable, reason: strings.Join(unreachable, "; ")}
 	}
 	return nil
 }

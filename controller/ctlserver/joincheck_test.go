@@ -12,7 +12,6 @@ import (
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
-	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -72,13 +71,13 @@ func TestJoinIsChecked(t *testing.T) {
 		want  error
 		says  []string
 	}{
-		{"the issue's typo: no port", []string{"127.0.0.1"}, controller.ErrBadReplica, []string{`"127.0.0.1" is not host:port`, "missing port"}},
-		{"port out of range", []string{g4[0], "127.0.0.1:70000"}, controller.ErrBadReplica, []string{"127.0.0.1:70000", "1 to 65535"}},
-		{"nothing listening", []string{g4[0], g4[1], dead}, controller.ErrReplicaUnreachable, []string{"group 4: replica " + dead + " did not answer"}},
-		{"another group's replica", []string{g4[0], g1}, controller.ErrBadReplica, []string{g1 + " is replica 1 of group 1, not of group 4"}},
-		{"another cluster", []string{other}, controller.ErrBadReplica, []string{other + " belongs to another cluster"}},
-		{"a controller", []string{c.addrs[0]}, controller.ErrBadReplica, []string{c.addrs[0] + " serves no replica group"}},
-		{"one replica twice", []string{g4[0], g4[1], g4[0]}, controller.ErrBadReplica, []string{"are the same replica"}},
+		{"the issue's typo: no port", []string{"127.0.0.1"}, controllerpb.ErrBadReplica, []string{`"127.0.0.1" is not host:port`, "missing port"}},
+		{"port out of range", []string{g4[0], "127.0.0.1:70000"}, controllerpb.ErrBadReplica, []string{"127.0.0.1:70000", "1 to 65535"}},
+		{"nothing listening", []string{g4[0], g4[1], dead}, controllerpb.ErrReplicaUnreachable, []string{"group 4: replica " + dead + " did not answer"}},
+		{"another group's replica", []string{g4[0], g1}, controllerpb.ErrBadReplica, []string{g1 + " is replica 1 of group 1, not of group 4"}},
+		{"another cluster", []string{other}, controllerpb.ErrBadReplica, []string{other + " belongs to another cluster"}},
+		{"a controller", []string{c.addrs[0]}, controllerpb.ErrBadReplica, []string{c.addrs[0] + " serves no replica group"}},
+		{"one replica twice", []string{g4[0], g4[1], g4[0]}, controllerpb.ErrBadReplica, []string{"are the same replica"}},
 	} {
 		start := time.Now()
 		_, err := cl.Join(cx, map[uint64][]string{4: tc.addrs})
@@ -153,11 +152,11 @@ func TestJoinVerdictIsInTheLog(t *testing.T) {
 			}
 		}
 	}
-	if _, err := join(leader, 1); !errors.Is(err, controller.ErrReplicaUnreachable) {
+	if _, err := join(leader, 1); !errors.Is(err, controllerpb.ErrReplicaUnreachable) {
 		t.Fatalf("join of a replica not running: %v", err)
 	}
 	fakeReplica(t, addr, cid, 5, 1)
-	if _, err := join(leader, 1); !errors.Is(err, controller.ErrReplicaUnreachable) {
+	if _, err := join(leader, 1); !errors.Is(err, controllerpb.ErrReplicaUnreachable) {
 		t.Fatalf("retry of the refused request: %v (want the remembered refusal)", err)
 	}
 	r, err := join(leader, 2)

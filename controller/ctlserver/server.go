@@ -90,7 +90,7 @@ func Start(cfg Config) (*Server, error) {
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.NumShards = cmp.Or(cfg.NumShards, DefaultShards)
 	if cfg.NumShards < 1 || cfg.NumShards > controller.MaxShards {
-		return nil, fmt.Errorf("%w: %d", controller.ErrInvalidShards, cfg.NumShards)
+		return nil, fmt.Errorf("%w: %d", controllerpb.ErrInvalidShards, cfg.NumShards)
 	}
 	log := cfg.Logger.With("component", "controller", "group", Group, "replica", cfg.ID)
 	store, err := controller.OpenStore(cfg.Engine, storage.Replica{Group: Group, ID: cfg.ID})
@@ -282,7 +282,7 @@ func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*co
 	}
 	cfg, n, ok := s.store.Query(req.GetNum())
 	if !ok {
-		return nil, controllerpb.Errors.ToStatus(controller.ErrNotInitialized)
+		return nil, controllerpb.Errors.ToStatus(controllerpb.ErrNotInitialized)
 	}
 	return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 }
@@ -315,20 +315,20 @@ func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*co
 		case <-changed:
 		case <-confirm.C:
 			if err := current(); err != nil {
-				return nil, controllerpb.Errors.ToStatus(fmt.Errorf("%w (watch: this replica cannot confirm it is current)", raftnode.ErrReadTimeout))
+				return nil, controllerpb.Errors.ToStatus(fmt.Errorf("%w (watch: this replica cannot confirm it is current)", rpcerr.ErrReadTimeout))
 			}
 		case <-limit.C:
 			if err := current(); err != nil {
-				return nil, controllerpb.Errors.ToStatus(raftnode.ErrReadTimeout)
+				return nil, controllerpb.Errors.ToStatus(rpcerr.ErrReadTimeout)
 			}
 			if !ok {
-				return nil, controllerpb.Errors.ToStatus(controller.ErrNotInitialized)
+				return nil, controllerpb.Errors.ToStatus(controllerpb.ErrNotInitialized)
 			}
 			return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
 		case <-ctx.Done():
 			return nil, controllerpb.Errors.ToStatus(ctx.Err())
 		case <-s.node.Done():
-			return nil, controllerpb.Errors.ToStatus(raftnode.ErrStopped)
+			return nil, controllerpb.Errors.ToStatus(rpcerr.ErrStopped)
 		}
 	}
 }

@@ -9,26 +9,21 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
-// backupService serves grouppb.Backup: shards read for a backup. It
-// proposes nothing, so it cannot change anything.
-type backupService struct {
-	grouppb.UnimplementedBackupServer
-	s *Server
-}
-
-// ReadShards implements grouppb.BackupServer. The read index makes the
+// ReadShards implements grouppb.BackupServer: shards read for a backup. It
+// proposes nothing, so it cannot change anything. The read index makes the
 // export linearizable: it reflects every write acknowledged before the
 // call, by this group or (through the handoff) by any earlier owner of the
-// shards, and the group was at the backup's configuration, serving them,
-// at the applied index it reflects. Any replica answers (a follower
-// confirms the read index with its leader, as for a Get).
-func (b backupService) ReadShards(req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
-	s := b.s
+// shards, and the group was at the backup's configuration, serving them, at
+// the applied index it reflects. Any replica answers (a follower confirms
+// the read index with its leader, as for a Get).
+func (in internalAPI) ReadShards(req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
+	s := in.s
 	if err := s.isGroup(req.GetGroup()); err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
@@ -107,7 +102,7 @@ func (s *Server) RestoreShard(ctx context.Context, num uint64, shard int, chunks
 			return nil
 		case perr == nil || !errors.Is(err, perr):
 			return err // the backup's own (a damaged file): not retried
-		case errors.Is(perr, group.ErrNotEmpty), errors.Is(perr, group.ErrWrongGroup), errors.Is(perr, group.ErrMalformed):
+		case errors.Is(perr, group.ErrNotEmpty), errors.Is(perr, kvpb.ErrWrongGroup), errors.Is(perr, rpcerr.ErrMalformed):
 			return fmt.Errorf("%w: group %d shard %d: %w", ErrRestoreRefused, s.cfg.GID, shard, perr)
 		case ctx.Err() != nil:
 			return fmt.Errorf("restore group %d shard %d: %w (last error: %w)", s.cfg.GID, shard, ctx.Err(), err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -68,7 +69,7 @@ const resyncEvery = 30 * time.Second
 
 // replicasToSync returns the group's membership when the controller may
 // not know it: a membership change made the voters differ from the
-// founding members (Config.Peers), and they differ from the voters last
+// founding members (see founders), and they differ from the voters last
 // synced, or the last sync is older than resyncEvery. Groups whose
 // membership never changed never write their addresses: the controller
 // has what they joined with.
@@ -77,7 +78,7 @@ func (s *Server) replicasToSync() (raftnode.Membership, bool) {
 		return raftnode.Membership{}, false
 	}
 	m := s.node.Members()
-	if m.Joint || slices.Equal(m.Voters, slices.Sorted(slices.Values(s.cfg.Peers))) {
+	if m.Joint || slices.Equal(m.Voters, s.founders) {
 		return m, false
 	}
 	s.syncMu.Lock()
@@ -128,7 +129,7 @@ func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Me
 		if covered[v] {
 			continue
 		}
-		if slices.Contains(s.cfg.Peers, v) {
+		if slices.Contains(s.founders, v) {
 			foundingUncovered, done = true, false
 		} else if a, ok := m.Addrs[v]; ok {
 			addrs = append(addrs, a)
@@ -240,6 +241,7 @@ func (s *Server) stillLeading(ctx context.Context) bool {
 // proposes it chunk by chunk, until it is in or this node stops leading.
 func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, addrs []string) {
 	start := time.Now()
+	defer s.pulled.set(shard, -1)
 	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	// Any replica of the source may answer (an offered shard is frozen):
 	// start at a random one, so pullers spread and one dead replica does
@@ -302,7 +304,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 			wcancel()
 			inflight = inflight[1:]
 			switch {
-			case errors.Is(err, group.ErrStaleConfig):
+			case errors.Is(err, kvpb.ErrStaleConfig):
 				return true, err // the shard is in, or the configuration passed
 			case err != nil:
 				return !s.node.Status().IsLeader, err
@@ -319,7 +321,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 		}
 		if err != nil {
 			err = kvpb.Errors.FromStatus(err)
-			if errors.Is(err, group.ErrStaleConfig) {
+			if errors.Is(err, kvpb.ErrStaleConfig) {
 				// The old owner is past num while the shard is still
 				// pulled here: a configuration gave it back before any
 				// data left (see group.Held). Give the pull up.
@@ -329,6 +331,7 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 		}
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
+			s.pulled.set(shard, bytes)
 		}
 		p, err := s.submit(ctx, &grouppb.Command{Op: &grouppb.Command_Insert{Insert: &grouppb.InsertShard{
 			ConfigNum: num, Shard: uint32(shard), Chunk: chunk, Kvs: c.GetKvs(), Sessions: c.GetSessions(), Last: c.GetLast()}}})
@@ -380,7 +383,7 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, src u
 			}
 		}
 		s.log.Debug("delete shard at old owner", "shard", shard, "config", num, "at", addr, "err", err)
-		var nl *raftnode.NotLeaderError
+		var nl *rpcerr.NotLeaderError
 		if errors.As(err, &nl) {
 			if i := slices.Index(addrs, nl.Addr); i >= 0 {
 				next = i // the old owner named its leader: go there now

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/group"
 )
 
@@ -52,9 +53,9 @@ func outcomeLabel(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.Is(err, group.ErrWrongGroup):
+	case errors.Is(err, kvpb.ErrWrongGroup):
 		return "wrong_group"
-	case errors.Is(err, group.ErrNotReady):
+	case errors.Is(err, kvpb.ErrNotReady):
 		return "not_ready"
 	}
 	return "error"

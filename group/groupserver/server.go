@@ -24,14 +24,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
@@ -97,6 +100,8 @@ type Server struct {
 
 	next controller.Config // the configuration after the applied one, once fetched (drive's own)
 
+	founders []uint64 // the group's founding members, sorted (see founders)
+
 	syncMu   sync.Mutex
 	synced   []uint64  // the voters the controller was last told of (see syncReplicas)
 	syncedAt time.Time // when
@@ -104,6 +109,9 @@ type Server struct {
 	identifyDial []grpc.DialOption // for transport.Identify: this cluster's id
 
 	writes chan *queuedWrite // client writes for the batcher (batch.go)
+
+	latency prometheus.Histogram // every client request's (console.go)
+	pulled  pullProgress         // bytes pulled so far, by shard (console.go)
 
 	// ctx ends on Stop: every driver's wait and RPC uses it, so a
 	// stopping replica does not wait out a controller long poll.
@@ -149,7 +157,11 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log), watch: hub,
-		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites)}
+		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites), latency: newRequestLatency()}
+	if s.founders, err = founders(cfg); err != nil {
+		node.Stop()
+		return nil, err
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.identifyDial = rpc.DialOptions(rpc.WithClusterID(cfg.ClusterID)...)
 	s.wg.Add(2)
@@ -158,13 +170,33 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// founders returns the members group cfg.GID was founded with, sorted:
+// the voters whose addresses the controller got when the group joined, at
+// addresses their peers may not know (see syncReplicas). They come from
+// the replica's stored identity (storage.Identity.Founders), not from
+// cfg.Peers: a replica added later, or restarted with the members in
+// force, is given those as its peers. A replica without a stored identity
+// (tests) takes cfg.Peers.
+func founders(cfg Config) ([]uint64, error) {
+	id, ok, err := cfg.Engine.LoadIdentity(storage.Replica{Group: cfg.GID, ID: cfg.ID})
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return slices.Sorted(slices.Values(cfg.Peers)), nil
+	}
+	return id.Founders(cfg.ID), nil
+}
+
 // Register adds the client service (kvpb.KV), the handoff service other
-// groups use (grouppb.Handoff), the backup reads (grouppb.Backup) and the identity the controller checks a
-// join with (transport.RegisterIdentity) to g.
+// groups use (grouppb.Handoff), the backup reads (grouppb.Backup) and the
+// identity the controller checks a join with (transport.RegisterIdentity)
+// to g.
 func (s *Server) Register(g *grpc.Server) {
 	kvpb.RegisterKVServer(g, s)
-	grouppb.RegisterHandoffServer(g, handoff{s: s})
-	grouppb.RegisterBackupServer(g, backupService{s: s})
+	internal := internalAPI{s: s}
+	grouppb.RegisterHandoffServer(g, internal)
+	grouppb.RegisterBackupServer(g, internal)
 	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
 	s.node.RegisterMembership(g, s.cfg.ClusterID)
 }
@@ -221,7 +253,7 @@ func (s *Server) submit(ctx context.Context, cmd *grouppb.Command) (*raftnode.Pe
 	cmd.Stamp = s.clock.Stamp(s.sm.Now())
 	data, err := proto.Marshal(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", group.ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", rpcerr.ErrMalformed, err)
 	}
 	return s.node.Submit(ctx, data)
 }
@@ -256,7 +288,7 @@ func (s *Server) leaderOnly() error {
 func (s *Server) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
 	start := time.Now()
 	reply, err := s.get(ctx, req)
-	s.cfg.Metrics.observe("get", err, start)
+	s.observe("get", err, start)
 	return reply, kvpb.Errors.ToStatus(err)
 }
 
@@ -286,11 +318,37 @@ func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 	return &kvpb.GetReply{Header: s.header(), Value: v, Found: version > 0, Version: version}, nil
 }
 
+// List implements kvpb.KVServer: the shards named, read at one
+// linearizable point of the group (a read index, then the state machine
+// checks it serves them all; see group.StateMachine.List).
+func (s *Server) List(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
+	start := time.Now()
+	reply, err := s.list(ctx, req)
+	s.observe("list", err, start)
+	return reply, kvpb.Errors.ToStatus(err)
+}
+
+func (s *Server) list(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
+	// Fail fast on a bad request; ownership is the applied state's to
+	// decide, after the read index.
+	if err := s.cfg.Limits.CheckList(req); err != nil {
+		return nil, err
+	}
+	if err := s.node.ReadIndex(ctx); err != nil {
+		return nil, err
+	}
+	kvs, more, err := s.sm.List(req)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.ListReply{Header: s.header(), Kvs: kvs, More: more}, nil
+}
+
 // Write implements kvpb.KVServer.
 func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
 	start := time.Now()
 	res, err := s.write(ctx, req)
-	s.cfg.Metrics.observe(opName(req.GetOp()), err, start)
+	s.observe(opName(req.GetOp()), err, start)
 	if err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
@@ -339,9 +397,13 @@ func (s *Server) isGroup(gid uint64) error {
 	return nil
 }
 
-// handoff serves the shard handoff service to other groups.
-type handoff struct {
+// internalAPI serves grouppb's services: the handoff other groups pull
+// shards with (Handoff) and the reads of a backup (Backup). They are
+// shardkv's own, so they are not methods of Server, whose API is the KV
+// service's.
+type internalAPI struct {
 	grouppb.UnimplementedHandoffServer
+	grouppb.UnimplementedBackupServer
 	s *Server
 }
 
@@ -351,8 +413,8 @@ type handoff struct {
 // the shard back to this group cannot take it back once a new owner may
 // have some of it, and one applied first makes this pull fail as past its
 // configuration.
-func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
-	s := h.s
+func (in internalAPI) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
+	s := in.s
 	if err := s.isGroup(req.GetGroup()); err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
@@ -375,8 +437,8 @@ func (h handoff) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStre
 }
 
 // DeleteShard implements grouppb.HandoffServer.
-func (h handoff) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
-	s := h.s
+func (in internalAPI) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
+	s := in.s
 	if err := s.isGroup(req.GetGroup()); err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
@@ -394,7 +456,10 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 	st := s.node.Status()
 	v := s.sm.View()
 	reply := &kvpb.StatusReply{Header: s.header(), Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
-		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num}
+		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num, Requests: s.latencyStatus()}
+	if n, err := s.cfg.Engine.DiskUsage(storage.Replica{Group: s.cfg.GID, ID: s.cfg.ID}); err == nil {
+		reply.DataBytes = n
+	}
 	var digests []uint64
 	if req.GetDigests() {
 		applied, d, err := s.sm.Digests()
@@ -407,7 +472,7 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 		if sh.State == group.Absent {
 			continue
 		}
-		st := &kvpb.ShardStatus{Shard: uint32(i), State: shardStates[sh.State], PeerGroup: sh.Peer}
+		st := &kvpb.ShardStatus{Shard: uint32(i), State: shardStates[sh.State], PeerGroup: sh.Peer, MovedBytes: s.pulled.of(i)}
 		if i < len(digests) {
 			st.Digest = digests[i]
 		}

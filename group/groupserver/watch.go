@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // Watch implements kvpb.KVServer: it streams this replica's changes to
@@ -53,16 +54,16 @@ func (s *Server) checkWatch(req *kvpb.WatchRequest) error {
 	for _, ws := range req.GetShards() {
 		switch {
 		case n > 0 && int(ws.GetShard()) >= n:
-			return fmt.Errorf("%w: shard %d of %d", kvpb.ErrMalformed, ws.GetShard(), n)
+			return fmt.Errorf("%w: shard %d of %d", rpcerr.ErrMalformed, ws.GetShard(), n)
 		case seen[ws.GetShard()]:
-			return fmt.Errorf("%w: shard %d named twice", kvpb.ErrMalformed, ws.GetShard())
+			return fmt.Errorf("%w: shard %d named twice", rpcerr.ErrMalformed, ws.GetShard())
 		case ws.GetAfterIndex() > 0 && ws.GetArrivedIn() > 0:
-			return fmt.Errorf("%w: shard %d both resumes and waits for its arrival", kvpb.ErrMalformed, ws.GetShard())
+			return fmt.Errorf("%w: shard %d both resumes and waits for its arrival", rpcerr.ErrMalformed, ws.GetShard())
 		}
 		seen[ws.GetShard()] = true
 	}
 	if len(req.GetShards()) == 0 {
-		return fmt.Errorf("%w: a watch names its shards", kvpb.ErrMalformed)
+		return fmt.Errorf("%w: a watch names its shards", rpcerr.ErrMalformed)
 	}
 	return nil
 }

@@ -69,8 +69,17 @@ func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minClientPingTime, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
+		// Serve requests on long-lived worker goroutines rather than a new
+		// goroutine each: a fresh goroutine's stack grows (and is copied)
+		// on every request that reaches Pebble, which cost a fifth of a
+		// group leader's CPU under a get load. Requests beyond the workers
+		// still get their own goroutine.
+		grpc.NumStreamWorkers(streamWorkers),
 	}, extra...)
 }
+
+// streamWorkers is the number of goroutines a server keeps for requests.
+const streamWorkers = 64
 
 // clusterIDKey is the gRPC metadata key that carries a cluster id, in
 // requests (the sender's) and in response headers (the server's).
