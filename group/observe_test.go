@@ -91,3 +91,36 @@ func TestObserverSeesWhatChanged(t *testing.T) {
 		t.Fatalf("new owner's write: %s, want %s", got, want)
 	}
 }
+
+// TestObserverFollowsAGiveBack: a shard given back to its old owner
+// without a handoff leaves the new owner, which gave up its pull, for the
+// next configuration, and arrives again at the old owner in it: a watch
+// that follows LEFT notices goes new owner → old owner.
+func TestObserverFollowsAGiveBack(t *testing.T) {
+	g1, g2, c2 := twoGroups(t)
+	o1, o2 := &recorder{}, &recorder{}
+	g1.sm.Observe(o1)
+	g2.sm.Observe(o2)
+	o1.take()
+	o2.take()
+	for _, r := range []*replica{g1, g2} {
+		if err := r.apply(config(2, c2...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := o1.take(); got != "[left 2 for 2]" {
+		t.Fatalf("old owner at configuration 2: %s", got)
+	}
+	if err := g1.apply(config(3, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	if got := o1.take(); got != "[arrived 2 in 3]" {
+		t.Fatalf("old owner given the shard back: %s", got)
+	}
+	if err := g2.apply(abandonPull(2, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := o2.take(); got != "[left 2 for 3]" {
+		t.Fatalf("new owner giving its pull up: %s", got)
+	}
+}
