@@ -394,7 +394,7 @@ func TestE2ECLIExitCodesAndOutput(t *testing.T) {
 	if out, _ := c.expect(1, "", []string{`key "nokey" not found`}, "get", "nokey"); out != "" {
 		t.Fatalf("get of a missing key printed %q", out)
 	}
-	c.expect(2, "", []string{"accepts 1 arg", "shardkv get --help"}, "get")
+	c.expect(2, "", []string{"get takes KEY, or --prefix PREFIX", "shardkv get --help"}, "get")
 	c.expect(2, "", []string{"unknown flag"}, "get", "greeting", "--bogus")
 	c.expect(2, "", []string{`-o "yaml"`}, "get", "greeting", "-o", "yaml")
 	c.expect(2, "", []string{`unknown command "nosuch"`}, "nosuch")
