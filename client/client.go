@@ -32,6 +32,18 @@
 // listing through pages returns no key twice, and every key that existed
 // throughout, across shard moves.
 //
+// # Watches
+//
+// Watch streams the changes to a key (or WatchPrefix, to the keys under a
+// prefix) from now on, each key's exactly once and in version order,
+// across leader changes and shard moves; what the servers can no longer
+// deliver is reported as a gap (ErrWatchGap), never skipped:
+//
+//	for resp := range c.Watch(ctx, []byte("config/"), client.WatchPrefix()) {
+//		if resp.Gap != nil { /* re-read the keys of resp.GapShard */ }
+//		for _, ev := range resp.Events { /* ev.Type, ev.Key, ev.Value, ev.Version */ }
+//	}
+//
 // A Client routes each key to its shard (config.ShardOf), the shard to
 // its group by the controller's configuration, and the request to the
 // group's leader. It caches the configuration and each group's leader,

@@ -29,6 +29,7 @@ import (
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/group/watch"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
@@ -92,6 +93,10 @@ type Options struct {
 	// is loaded into the group that owns it (see Restore). Start returns
 	// once every shard is in; Restored says what was loaded.
 	Restore *backup.Backup
+	// Watch bounds every group replica's watch history and watcher queues;
+	// WatchProgress is how often idle watch streams hear progress.
+	Watch         watch.Config
+	WatchProgress time.Duration
 }
 
 // ErrGroupsMissing: the cluster's configuration has groups that Start was
@@ -606,7 +611,8 @@ func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune
 	}
 	m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
 		Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-		Logger: c.opts.Logger, Pool: c.pool, Tune: tune, Metrics: metrics, Time: c.opts.Time})
+		Logger: c.opts.Logger, Pool: c.pool, Tune: tune, Metrics: metrics, Time: c.opts.Time,
+		Watch: c.opts.Watch, WatchProgress: c.opts.WatchProgress})
 	return err
 }
 

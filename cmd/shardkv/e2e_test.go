@@ -970,3 +970,58 @@ func consoleShows(t *testing.T, url string, num uint64, groups int) {
 		}
 	}
 }
+
+// TestE2EWatch: shardkv watch --prefix prints the changes of the keys
+// under its prefix (not others), each with its version, and exits after
+// --count of them.
+func TestE2EWatch(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	_, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+	cmd := exec.Command(bin, "watch", "--prefix", "cfg/", "--count", "3", "-o", "json", "--timeout", "60s")
+	cmd.Env = append(os.Environ(), "SHARDKV_CONTROLLERS="+c.controllers)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// The watch starts once it reaches the groups: write until it has
+	// seen three changes.
+	var exit error
+	for i := 0; ; i++ {
+		c.ok("put", "other", "x")
+		c.ok("put", "cfg/a", fmt.Sprint("v", i))
+		select {
+		case exit = <-done:
+		case <-time.After(200 * time.Millisecond):
+			if i < 200 {
+				continue
+			}
+			_ = cmd.Process.Kill()
+			t.Fatalf("watch did not exit after 200 puts; stdout %q stderr %q", o.String(), e.String())
+		}
+		break
+	}
+	if exit != nil {
+		t.Fatalf("watch: %v; stderr %q", exit, e.String())
+	}
+	dec := json.NewDecoder(&o)
+	var prev uint64
+	for n := 0; n < 3; n++ {
+		var ev struct {
+			Type    string
+			Key     []byte
+			Version uint64
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("change %d: %v", n, err)
+		}
+		if ev.Type != "PUT" || string(ev.Key) != "cfg/a" || (n > 0 && ev.Version != prev+1) {
+			t.Fatalf("change %d: %+v after version %d", n, ev, prev)
+		}
+		prev = ev.Version
+	}
+}

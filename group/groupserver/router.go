@@ -114,13 +114,13 @@ func unary[Req grouped, Rep any](r *Router, ctx context.Context, req Req, f func
 }
 
 // streamed serves a streaming request through its group's replica's
-// internal method f.
-func streamed[Req grouped, Stream any](r *Router, req Req, stream Stream, f func(internalAPI, Req, Stream) error) error {
+// method f.
+func streamed[Req grouped, Stream any](r *Router, req Req, stream Stream, f func(*Server, Req, Stream) error) error {
 	s, err := r.replica(req.GetGroup())
 	if err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
-	return f(internalAPI{s: s}, req, stream)
+	return f(s, req, stream)
 }
 
 // kvRoutes serves kvpb.KV through a Router.
@@ -149,6 +149,11 @@ func (k kvRoutes) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.St
 	return unary(k.r, ctx, req, (*Server).Status)
 }
 
+// Watch implements kvpb.KVServer.
+func (k kvRoutes) Watch(req *kvpb.WatchRequest, stream grpc.ServerStreamingServer[kvpb.WatchReply]) error {
+	return streamed(k.r, req, stream, (*Server).Watch)
+}
+
 // internalRoutes serves grouppb.Handoff and grouppb.Backup through a
 // Router.
 type internalRoutes struct {
@@ -159,12 +164,16 @@ type internalRoutes struct {
 
 // PullShard implements grouppb.HandoffServer.
 func (in internalRoutes) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
-	return streamed(in.r, req, stream, internalAPI.PullShard)
+	return streamed(in.r, req, stream, func(s *Server, req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
+		return internalAPI{s: s}.PullShard(req, stream)
+	})
 }
 
 // ReadShards implements grouppb.BackupServer.
 func (in internalRoutes) ReadShards(req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
-	return streamed(in.r, req, stream, internalAPI.ReadShards)
+	return streamed(in.r, req, stream, func(s *Server, req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
+		return internalAPI{s: s}.ReadShards(req, stream)
+	})
 }
 
 // DeleteShard implements grouppb.HandoffServer.

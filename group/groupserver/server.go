@@ -41,6 +41,7 @@ import (
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/group/watch"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
@@ -78,6 +79,11 @@ type Config struct {
 	// Time is the clock the leader stamps commands by (the machine's by
 	// default; tests step its wall clock). See session.Clock.
 	Time session.TimeSource
+	// Watch bounds the replica's watch history and watcher queues.
+	Watch watch.Config
+	// WatchProgress is how often an idle watch stream is told how far it
+	// is covered (default 1s; see watch.Watcher.Next).
+	WatchProgress time.Duration
 }
 
 // Server is one running group replica.
@@ -88,6 +94,7 @@ type Server struct {
 	node  *raftnode.Node
 	log   *slog.Logger
 	clock *session.Clock
+	watch *watch.Hub // the replica's feed of changes (watch.go)
 
 	ownPool bool // cfg.Pool is this server's to close
 
@@ -127,6 +134,7 @@ func Start(cfg Config) (*Server, error) {
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.TickInterval = cmp.Or(cfg.TickInterval, 50*time.Millisecond)
 	cfg.ChunkBytes = cmp.Or(cfg.ChunkBytes, 512<<10)
+	cfg.WatchProgress = cmp.Or(cfg.WatchProgress, time.Second)
 	ownPool := cfg.Pool == nil
 	if ownPool {
 		cfg.Pool = rpc.NewPool()
@@ -138,6 +146,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before the node applies anything: the hub's history starts at the
+	// state machine's applied index.
+	hub := watch.New(sm, cfg.Watch)
 	log := cfg.Logger.With("component", "group", "group", cfg.GID, "replica", cfg.ID)
 	rc := raftnode.Config{Group: cfg.GID, ID: cfg.ID, Peers: cfg.Peers, Engine: cfg.Engine,
 		Network: cfg.Network, StateMachine: sm, Logger: cfg.Logger.With("component", "group")}
@@ -148,7 +159,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
+	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log), watch: hub,
 		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites), latency: newRequestLatency()}
 	if s.founders, err = founders(cfg); err != nil {
 		node.Stop()
