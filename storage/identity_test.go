@@ -129,6 +129,7 @@ func TestIdentityFounders(t *testing.T) {
 		t.Fatalf("founding replica restarted with the members in force: founders %v", got)
 	}
 }
+
 // TestReplicasListsIdentities: a node lists the replicas it hosts from
 // their stored identities, whatever raft state lies around them.
 func TestReplicasListsIdentities(t *testing.T) {
