@@ -22,19 +22,19 @@ import (
 func TestForwardedWriteLostLeavesNoWaiter(t *testing.T) {
 	h := startOneGroup(t)
 	var leader, follower uint64
-	for id := uint64(1); id <= 3; id++ {
-		s := h.c.Group(cluster.Replica{Group: 1, ID: id})
-		if s == nil {
-			continue
+	for wait := time.Now().Add(10 * time.Second); leader == 0 || follower == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(wait) {
+			t.Fatalf("no leader and follower of group 1 (leader %d, follower %d)", leader, follower)
 		}
-		if s.Node().Status().IsLeader {
-			leader = id
-		} else if follower == 0 {
-			follower = id
+		leader, follower = 0, 0
+		for id := uint64(1); id <= 3; id++ {
+			st := h.c.Group(cluster.Replica{Group: 1, ID: id}).Node().Status()
+			if st.IsLeader {
+				leader = id
+			} else if follower == 0 && st.Leader != 0 {
+				follower = id
+			}
 		}
-	}
-	if leader == 0 || follower == 0 {
-		t.Fatalf("no leader and follower of group 1 (leader %d, follower %d)", leader, follower)
 	}
 	h.net.SetLinkFaults(1, follower, leader, memnet.Faults{Drop: 1})
 	ctx, cancel := context.WithTimeout(h.ctx, 300*time.Millisecond)

@@ -123,16 +123,22 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 		cmd.Op = &grouppb.Command_Writes{Writes: &grouppb.WriteBatch{Writes: ws}}
 	}
 	s.cfg.Metrics.batched(len(live))
-	ctx, cancel := context.WithDeadline(s.ctx, latestDeadline(live))
+	// Raft is given the entry while any caller still waits (the batcher
+	// holds every later write meanwhile: raft blocks a proposal while no
+	// leader is known), within their deadlines, until the replica stops.
+	waitCtx, stopWaiting := whileAnyWaits(live)
+	ctx, cancel := context.WithDeadline(waitCtx, latestDeadline(live))
+	unlink := context.AfterFunc(s.ctx, cancel)
 	p, err := s.submit(ctx, cmd)
+	unlink()
 	cancel()
 	if err != nil {
+		stopWaiting()
 		for _, w := range live {
 			w.out <- writeOutcome{err: err}
 		}
 		return
 	}
-	waitCtx, stopWaiting := whileAnyWaits(live)
 	go func() {
 		// Not bounded by the node alone: it fails every pending proposal
 		// when it stops or loses leadership, but a follower whose
