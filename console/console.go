@@ -269,7 +269,7 @@ func (c *Console) sample(gid uint64, ss []status, now time.Time) Sample {
 		cur := s.reply.GetRequests()
 		prev, ok := c.last[s.addr]
 		c.last[s.addr] = reading{at: now, lat: cur}
-		if !ok || cur.GetCount() < prev.lat.GetCount() || len(cur.GetCumulative()) != len(prev.lat.GetCumulative()) {
+		if !ok || !continues(prev.lat, cur) {
 			continue // first reading, or the replica restarted
 		}
 		secs = max(secs, now.Sub(prev.at).Seconds())
@@ -294,6 +294,27 @@ func (c *Console) sample(gid uint64, ss []status, now time.Time) Sample {
 	}
 	c.traffic[gid] = tr
 	return s
+}
+
+// continues reports whether cur can be a later reading of the same
+// histogram as prev: their difference is itself a histogram (no bucket
+// went down, each bucket grew at least as much as the one below, none
+// more than the count). A replica that restarted may have answered more
+// requests since than before, so its count alone cannot tell; a bucket
+// that went down would wrap around in the difference.
+func continues(prev, cur *kvpb.Latency) bool {
+	if cur.GetCount() < prev.GetCount() || len(cur.GetCumulative()) != len(prev.GetCumulative()) {
+		return false
+	}
+	var below uint64
+	for i, v := range cur.GetCumulative() {
+		p := prev.GetCumulative()[i]
+		if v < p || v-p < below || v-p > cur.GetCount()-prev.GetCount() {
+			return false
+		}
+		below = v - p
+	}
+	return true
 }
 
 // quantile is the upper bound of the first bucket holding the q-quantile
