@@ -132,6 +132,7 @@ func (c *Console) Poll(ctx context.Context) {
 	}
 	st.ConfigNum = latest.Num
 	c.learnHistory(ctx, latest, now)
+	c.forgetGone(latest)
 	statuses := c.statuses(ctx, latest)
 	st.Groups = c.groups(latest, statuses, now)
 	st.Shards = shards(latest, statuses)
@@ -170,6 +171,25 @@ func (c *Console) learnHistory(ctx context.Context, latest config.Config, now ti
 			delete(c.configs, n)
 			delete(c.seen, n)
 			delete(c.settled, n)
+		}
+	}
+}
+
+// forgetGone closes the connections to, and forgets the last readings of,
+// the addresses cfg no longer names (replicas replaced or moved, groups
+// that left): a controller process runs its console for as long as the
+// cluster lives.
+func (c *Console) forgetGone(cfg config.Config) {
+	named := map[string]bool{}
+	for _, addrs := range cfg.Groups {
+		for _, a := range addrs {
+			named[a] = true
+		}
+	}
+	c.pool.Retain(func(a string) bool { return named[a] })
+	for a := range c.last {
+		if !named[a] {
+			delete(c.last, a)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/kvpb"
 )
 
@@ -37,5 +38,25 @@ func TestSampleAfterRestart(t *testing.T) {
 		if s := c.sample(1, status(next[3], next...), now.Add(2*time.Second)); s.P99Ms != 2 || s.OpsPerSec != 10 {
 			t.Errorf("%s: after the restart %+v, want 10 ops/s, p99 2 ms", tc.name, s)
 		}
+	}
+}
+
+// TestForgetsGoneReplicas: the addresses a configuration no longer names
+// keep neither a connection nor a reading.
+func TestForgetsGoneReplicas(t *testing.T) {
+	c := New(Config{})
+	defer c.pool.Close()
+	for _, a := range []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"} {
+		if _, err := c.pool.Get(a); err != nil {
+			t.Fatal(err)
+		}
+		c.last[a] = reading{}
+	}
+	c.forgetGone(config.Config{Num: 2, Groups: map[uint64][]string{1: {"127.0.0.1:1"}, 2: {"127.0.0.1:3"}}})
+	if n := c.pool.Len(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+	if _, ok := c.last["127.0.0.1:2"]; ok || len(c.last) != 2 {
+		t.Errorf("readings of %v, want those of 127.0.0.1:1 and :3", c.last)
 	}
 }
