@@ -32,6 +32,18 @@
 // listing through pages returns no key twice, and every key that existed
 // throughout, across shard moves.
 //
+// # Watches
+//
+// Watch streams the changes to a key (or WatchPrefix, to the keys under a
+// prefix) from now on, each key's exactly once and in version order,
+// across leader changes and shard moves; what the servers can no longer
+// deliver is reported as a gap (ErrWatchGap), never skipped:
+//
+//	for resp := range c.Watch(ctx, []byte("config/"), client.WatchPrefix()) {
+//		if resp.Gap != nil { /* re-read the keys of resp.GapShard */ }
+//		for _, ev := range resp.Events { /* ev.Type, ev.Key, ev.Value, ev.Version */ }
+//	}
+//
 // A Client routes each key to its shard (config.ShardOf), the shard to
 // its group by the controller's configuration, and the request to the
 // group's leader. It caches the configuration and each group's leader,
@@ -418,7 +430,9 @@ func definitelyNotApplied(err error) bool {
 // do runs attempt against the key's group until it succeeds, fails
 // definitively, or ctx ends. maybeApplied is set once an attempt of a write
 // may have reached a log without a definitive answer.
-func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
+// attempt gets the group it is for, which every request names (a node
+// hosts replicas of several groups at one address).
+func (c *Client) do(ctx context.Context, key []byte, attempt func(ctx context.Context, kv kvpb.KVClient, gid uint64) error) (maybeApplied bool, err error) {
 	return c.doRouted(ctx, c.keyRoute(key), true, attempt)
 }
 
@@ -427,7 +441,7 @@ func (c *Client) do(ctx context.Context, key []byte, attempt func(context.Contex
 // another group); an error of route ends it. hedged cuts each replica's
 // first attempt short (latency.hedge) and follows the attempts' latency:
 // for requests of the usual, small size.
-func (c *Client) doRouted(ctx context.Context, route func() (target, error), hedged bool, attempt func(context.Context, kvpb.KVClient) error) (maybeApplied bool, err error) {
+func (c *Client) doRouted(ctx context.Context, route func() (target, error), hedged bool, attempt func(ctx context.Context, kv kvpb.KVClient, gid uint64) error) (maybeApplied bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.maxRetry)
 	defer cancel()
 	b := rpc.NewBackoff(10*time.Millisecond, 250*time.Millisecond)
@@ -460,7 +474,7 @@ func (c *Client) doRouted(ctx context.Context, route func() (target, error), hed
 			}
 			actx, acancel := context.WithTimeout(ctx, timeout)
 			start := time.Now()
-			err = attempt(actx, kv)
+			err = attempt(actx, kv, gid)
 			acancel()
 			if err == nil {
 				if hedged {
@@ -525,9 +539,9 @@ func (c *Client) Get(ctx context.Context, key []byte) (GetResult, error) {
 		return GetResult{}, err
 	}
 	var reply *kvpb.GetReply
-	_, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+	_, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
 		var err error
-		reply, err = kv.Get(ctx, &kvpb.GetRequest{Key: key})
+		reply, err = kv.Get(ctx, &kvpb.GetRequest{Key: key, Group: gid})
 		return err
 	})
 	if err != nil {
@@ -601,7 +615,8 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 			// Opening changes no data: whatever happens, the write itself
 			// certainly was not applied.
 			open := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: key, ClientId: s.id}
-			if _, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+			if _, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
+				open.Group = gid // attempts are sequential
 				_, err := kv.Write(ctx, open)
 				return err
 			}); err != nil {
@@ -613,8 +628,9 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 		req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq,
 			IfVersion: cond.IfVersion, IfValue: cond.IfValue, ReturnValue: cond.ReturnValue}
 		var reply *kvpb.WriteReply
-		maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient) error {
+		maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
 			var err error
+			req.Group = gid // attempts are sequential
 			reply, err = kv.Write(ctx, req)
 			return err
 		})

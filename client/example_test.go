@@ -200,6 +200,47 @@ func ExampleErrUnknownOutcome() {
 	// Output: applied once
 }
 
+// A watch streams every change to a key, or WatchPrefix to every key under
+// a prefix, with the value and version after it: each key's changes once
+// and in version order, across leader changes and shard moves.
+// WithCreatedNotify says when the watch covers every shard.
+func ExampleClient_Watch() {
+	ctx, c, stop := connect() // client.New(ctx, controllerAddrs), as in Example
+	defer stop()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := c.Watch(wctx, []byte("config/"), client.WatchPrefix(), client.WithCreatedNotify())
+	if resp := <-ch; !resp.Created {
+		log.Fatal(resp.Err())
+	}
+	go func() {
+		for _, k := range []string{"config/a", "other", "config/a"} {
+			if _, err := c.Append(ctx, []byte(k), []byte("x")); err != nil {
+				log.Print(err)
+			}
+		}
+		if _, err := c.Delete(ctx, []byte("config/a")); err != nil {
+			log.Print(err)
+		}
+	}()
+	for seen := 0; seen < 3; {
+		resp := <-ch
+		if resp.Gap != nil {
+			// Changes to the keys of resp.GapShard were missed: read them
+			// again to resync.
+			log.Print(resp.Gap)
+		}
+		for _, ev := range resp.Events {
+			fmt.Println(ev.Type, string(ev.Key), ev.Version, string(ev.Value))
+			seen++
+		}
+	}
+	// Output:
+	// APPEND config/a 1 x
+	// APPEND config/a 2 xx
+	// DELETE config/a 0
+}
+
 // A listing, page by page: each page After the previous one's last key
 // (Next), until one says there is no More. Keys come in byte order from
 // every shard, whichever group holds them.

@@ -173,8 +173,9 @@ func (c *Client) listParts(ctx context.Context, req *kvpb.ListRequest, parts [][
 			part := &kvpb.ListRequest{Shards: shards, Start: req.Start, End: req.End, After: req.After,
 				Limit: req.Limit, KeysOnly: req.KeysOnly}
 			var reply *kvpb.ListReply
-			_, err := c.doRouted(ctx, c.shardsRoute(shards), false, func(ctx context.Context, kv kvpb.KVClient) error {
+			_, err := c.doRouted(ctx, c.shardsRoute(shards), false, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
 				var err error
+				part.Group = gid // attempts are sequential
 				reply, err = kv.List(ctx, part)
 				return err
 			})

@@ -154,6 +154,53 @@ func BenchmarkMigrate100MB(b *testing.B) {
 	}
 }
 
+// BenchmarkWatchFanOut measures puts (64 clients, 100-byte values, over
+// keys key0..key999) on one group while watchers follow them, in one
+// process: none; 1,000, each watching one of the keys (every put goes to
+// one watcher); 1,000 each watching the prefix "key" (every put goes to
+// all of them: 1,000 deliveries per put, on each of the three replicas'
+// streams the watchers' client picked). It reports the puts' throughput
+// and the events delivered per second.
+//
+//	go test -run XXX -bench WatchFanOut -benchtime 20000x ./cluster
+func BenchmarkWatchFanOut(b *testing.B) {
+	value := make([]byte, 100)
+	for _, mode := range []string{"none", "key", "prefix"} {
+		b.Run("watchers="+mode, func(b *testing.B) {
+			_, cl := benchCluster(b, 1)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var delivered atomic.Int64
+			var wg sync.WaitGroup
+			if mode != "none" {
+				for w := 0; w < 1000; w++ {
+					key, opts := fmt.Sprint("key", w), []client.WatchOption{client.WithCreatedNotify()}
+					if mode == "prefix" {
+						key, opts = "key", append(opts, client.WatchPrefix())
+					}
+					ch := cl.Watch(ctx, []byte(key), opts...)
+					if r := <-ch; !r.Created {
+						b.Fatal(r.Err())
+					}
+					wg.Go(func() {
+						for r := range ch {
+							delivered.Add(int64(len(r.Events)))
+						}
+					})
+				}
+			}
+			start := time.Now()
+			bench.ReportClosedLoop(b, b.N, 64, "puts", func(i int) error {
+				_, err := cl.Put(context.Background(), []byte(fmt.Sprint("key", i%1000)), value)
+				return err
+			})
+			b.ReportMetric(float64(delivered.Load())/time.Since(start).Seconds(), "events/s")
+			cancel()
+			wg.Wait()
+		})
+	}
+}
+
 // BenchmarkList lists every key of a store of 100,000 keys
 // (SHARDKV_BENCH_LIST_KEYS to change it; 100-byte values, three groups of
 // three, 64 shards), page after page, and reports keys/s; the load is not

@@ -29,6 +29,7 @@ import (
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/group/watch"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
@@ -78,12 +79,24 @@ type Options struct {
 	// checking the groups' replicas (ctlserver.Config): for tests that join
 	// groups that are not running.
 	UnsafeSkipJoinCheck bool
+	// Nodes, if above 0, places the groups' replicas on that many nodes
+	// (the controller's keep their own addresses): replica i of group g
+	// on node (g+i-2) mod Nodes, so each group's replicas are on distinct
+	// nodes (Replicas must not exceed Nodes). A node is one address, one
+	// gRPC server serving every replica it hosts by group
+	// (groupserver.Router) and, with EnginePerReplica, one engine; see
+	// StopNode and StartNode. 0: every replica on its own address.
+	Nodes int
 	// Restore, with JoinAll, makes a new cluster from a backup (opened and
 	// verified by backup.Open): Dir must not exist or be empty, the shard
 	// count is the backup's, and once every group has joined, each shard
 	// is loaded into the group that owns it (see Restore). Start returns
 	// once every shard is in; Restored says what was loaded.
 	Restore *backup.Backup
+	// Watch bounds every group replica's watch history and watcher queues;
+	// WatchProgress is how often idle watch streams hear progress.
+	Watch         watch.Config
+	WatchProgress time.Duration
 	// TLS, if set, turns TLS on for every server and connection of the
 	// cluster: it is called once the cluster's id is known (peer
 	// certificates name it, see rpc.PeerURI) and returns the credentials
@@ -101,10 +114,20 @@ type Replica = storage.Replica
 type member struct {
 	addr   string
 	engine *storage.Engine // own engine, when EnginePerReplica
-	grpc   *grpc.Server
+	grpc   *grpc.Server    // own server; nil on a node
+	node   *node           // the node hosting it, if any
 	ctl    *ctlserver.Server
 	grp    *groupserver.Server
 	ctlCl  *ctlclient.Client
+}
+
+// node is a process hosting replicas of several groups: one address, one
+// gRPC server and router, and (with EnginePerReplica) one engine.
+type node struct {
+	addr   string
+	grpc   *grpc.Server
+	router *groupserver.Router
+	engine *storage.Engine
 }
 
 // Cluster is a running in-process cluster.
@@ -123,6 +146,8 @@ type Cluster struct {
 	ids     map[uint64][]uint64 // each group's replica ids, the controller's (0) included
 	joining map[Replica]bool    // replicas added to a running group (see AddReplica)
 	forced  map[Replica]bool    // replicas to start with raftnode's ForceNewCluster
+	nodes   []*node             // running nodes, by index (nil: stopped); Options.Nodes
+	nodeOf  map[Replica]int     // the node hosting each group replica, with Options.Nodes
 
 	restored RestoreStats // what Options.Restore loaded
 }
@@ -144,8 +169,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	opts.Storage.Logger = cmp.Or(opts.Storage.Logger, opts.Logger)
 	opts.ClusterToken = cmp.Or(opts.ClusterToken, "shardkv")
+	if opts.Nodes > 0 && opts.Replicas > opts.Nodes {
+		return nil, fmt.Errorf("cluster: %d replicas per group on %d nodes would put two replicas of a group on one node", opts.Replicas, opts.Nodes)
+	}
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
-		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}, forced: map[Replica]bool{}}
+		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}, forced: map[Replica]bool{},
+		nodes: make([]*node, opts.Nodes), nodeOf: map[Replica]int{}}
 	for g := 0; g <= opts.Groups; g++ {
 		n := opts.Replicas
 		if g == 0 {
@@ -156,18 +185,36 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	port := opts.BasePort
-	for _, r := range c.Replicas() {
-		var addr string
+	nextAddr := func() (string, error) {
 		if opts.BasePort != 0 {
-			addr = fmt.Sprintf("127.0.0.1:%d", port)
 			port++
-		} else {
-			var err error
-			if addr, err = FreeAddr(); err != nil {
-				return nil, err
-			}
+			return fmt.Sprintf("127.0.0.1:%d", port-1), nil
+		}
+		return FreeAddr()
+	}
+	var nodeAddrs []string
+	for _, r := range c.Replicas() {
+		if r.Group != ctlserver.Group && opts.Nodes > 0 {
+			continue
+		}
+		addr, err := nextAddr()
+		if err != nil {
+			return nil, err
 		}
 		c.addrs[r] = addr
+	}
+	for range opts.Nodes {
+		addr, err := nextAddr()
+		if err != nil {
+			return nil, err
+		}
+		nodeAddrs = append(nodeAddrs, addr)
+	}
+	for _, r := range c.Replicas() {
+		if r.Group != ctlserver.Group && opts.Nodes > 0 {
+			n := int(r.Group+r.ID-2) % opts.Nodes
+			c.addrs[r], c.nodeOf[r] = nodeAddrs[n], n
+		}
 	}
 	c.clusterID = storage.ClusterIDFor(opts.ClusterToken, c.membership(ctlserver.Group))
 	// Every connection states the cluster id and every server checks it.
@@ -371,35 +418,157 @@ func (c *Cluster) StartReplica(r Replica) error {
 	c.mu.Unlock()
 	addr, _ := c.addrOf(r.Group, r.ID)
 	m := &member{addr: addr}
+	if n, ok := c.nodeOf[r]; ok {
+		return c.startOnNode(m, r, n, join, force)
+	}
 	engine, err := c.openReplica(m, r, join)
 	if err != nil {
 		m.stop()
 		return err
 	}
-	m.grpc = grpc.NewServer(c.opts.ServerOptions...)
-	if c.raftSrv != nil {
-		c.raftSrv.Register(m.grpc)
-	}
+	m.grpc = c.newServer()
 	if err := c.startServer(m, r, engine, c.tune(join, force)); err != nil {
 		m.stop()
 		return fmt.Errorf("start replica %d of group %d: %w", r.ID, r.Group, err)
 	}
-	var lis net.Listener
+	if m.grp != nil {
+		router := groupserver.NewRouter()
+		_ = router.Add(m.grp)
+		router.Register(m.grpc)
+	}
+	if err := serve(m.grpc, m.addr); err != nil {
+		m.stop()
+		return err
+	}
+	c.running(r, m)
+	return nil
+}
+
+// running records m as replica r, running.
+func (c *Cluster) running(r Replica, m *member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.members[r] = m
+}
+
+// newServer returns a gRPC server with the cluster's options, serving the
+// raft transport when it is gRPC.
+func (c *Cluster) newServer() *grpc.Server {
+	g := grpc.NewServer(c.opts.ServerOptions...)
+	if c.raftSrv != nil {
+		c.raftSrv.Register(g)
+	}
+	return g
+}
+
+// serve serves g on addr.
+func serve(g *grpc.Server, addr string) error {
+	var (
+		lis net.Listener
+		err error
+	)
 	for i := 0; ; i++ { // a restarted replica's port may linger briefly
-		lis, err = net.Listen("tcp", m.addr)
+		lis, err = net.Listen("tcp", addr)
 		if err == nil || i == 100 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
-		m.stop()
-		return fmt.Errorf("listen %s: %w", m.addr, err)
+		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	go func() { _ = m.grpc.Serve(lis) }()
+	go func() { _ = g.Serve(lis) }()
+	return nil
+}
+
+// startOnNode starts group replica r on node n, starting the node first
+// if it is not running.
+func (c *Cluster) startOnNode(m *member, r Replica, n int, join, force bool) error {
 	c.mu.Lock()
-	c.members[r] = m
+	nd := c.nodes[n]
 	c.mu.Unlock()
+	if nd == nil {
+		nd = &node{addr: m.addr, grpc: c.newServer(), router: groupserver.NewRouter(), engine: c.shared}
+		if c.opts.EnginePerReplica {
+			e, err := storage.OpenWith(filepath.Join(c.opts.Dir, fmt.Sprintf("node%d", n+1)), c.opts.Storage)
+			if err != nil {
+				return err
+			}
+			nd.engine = e
+		}
+		nd.router.Register(nd.grpc)
+		if err := serve(nd.grpc, nd.addr); err != nil {
+			c.stopNode(nd)
+			return err
+		}
+		c.mu.Lock()
+		c.nodes[n] = nd
+		c.mu.Unlock()
+	}
+	m.node = nd
+	if err := c.ensureIdentity(nd.engine, r, join); err != nil {
+		return err
+	}
+	if err := c.startServer(m, r, nd.engine, c.tune(join, force)); err != nil {
+		m.stop()
+		return fmt.Errorf("start replica %d of group %d: %w", r.ID, r.Group, err)
+	}
+	if err := nd.router.Add(m.grp); err != nil {
+		m.stop()
+		return err
+	}
+	c.running(r, m)
+	return nil
+}
+
+// stop stops a node that failed to start (it hosts no replica yet).
+func (c *Cluster) stopNode(nd *node) {
+	nd.grpc.Stop()
+	if nd.engine != c.shared {
+		nd.engine.Close()
+	}
+}
+
+// Node is a node's address and the replicas it hosts (Options.Nodes).
+func (c *Cluster) Node(n int) (addr string, hosted []Replica) {
+	for _, r := range c.Replicas() {
+		if i, ok := c.nodeOf[r]; ok && i == n {
+			hosted = append(hosted, r)
+			addr, _ = c.addrOf(r.Group, r.ID)
+		}
+	}
+	return addr, hosted
+}
+
+// StopNode stops node n as a crash of its process would: its network
+// first, then every replica it hosts, then its engine (with
+// EnginePerReplica nothing it had not synced survives).
+func (c *Cluster) StopNode(n int) {
+	c.mu.Lock()
+	nd := c.nodes[n]
+	c.nodes[n] = nil
+	c.mu.Unlock()
+	if nd == nil {
+		return
+	}
+	nd.grpc.Stop()
+	_, hosted := c.Node(n)
+	var wg sync.WaitGroup
+	for _, r := range hosted {
+		wg.Go(func() { c.StopReplica(r) })
+	}
+	wg.Wait()
+	c.stopNode(nd)
+}
+
+// StartNode starts node n and every replica it hosts.
+func (c *Cluster) StartNode(n int) error {
+	_, hosted := c.Node(n)
+	for _, r := range hosted {
+		if err := c.StartReplica(r); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -414,6 +583,11 @@ func (c *Cluster) openReplica(m *member, r Replica, join bool) (*storage.Engine,
 		}
 		m.engine, engine = e, e
 	}
+	return engine, c.ensureIdentity(engine, r, join)
+}
+
+// ensureIdentity checks or records r's identity on engine.
+func (c *Cluster) ensureIdentity(engine *storage.Engine, r Replica, join bool) error {
 	want := storage.Identity{ClusterID: c.clusterID, Peers: c.membership(r.Group)}
 	state := storage.ClusterNew
 	if join {
@@ -423,7 +597,7 @@ func (c *Cluster) openReplica(m *member, r Replica, join bool) (*storage.Engine,
 		state = storage.ClusterExisting
 	}
 	_, err := engine.EnsureIdentity(r, want, state)
-	return engine, err
+	return err
 }
 
 // startServer starts r's controller or group server on engine and
@@ -455,17 +629,17 @@ func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune
 	}
 	m.grp, err = groupserver.Start(groupserver.Config{GID: r.Group, ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group),
 		Engine: engine, Network: network, Controller: m.ctlCl, Limits: c.opts.Limits,
-		Logger: c.opts.Logger, Pool: c.pool, Dial: c.peerDial, Tune: tune, Metrics: metrics, Time: c.opts.Time})
-	if err != nil {
-		return err
-	}
-	m.grp.Register(m.grpc)
-	return nil
+		Logger: c.opts.Logger, Pool: c.pool, Dial: c.peerDial, Tune: tune, Metrics: metrics, Time: c.opts.Time,
+		Watch: c.opts.Watch, WatchProgress: c.opts.WatchProgress})
+	return err
 }
 
 func (m *member) stop() {
 	if m.grpc != nil {
 		m.grpc.Stop()
+	}
+	if m.node != nil && m.grp != nil {
+		m.node.router.Remove(m.grp)
 	}
 	if m.ctl != nil {
 		m.ctl.Stop()
@@ -542,8 +716,11 @@ func (c *Cluster) Engines() map[Replica]*storage.Engine {
 	defer c.mu.Unlock()
 	out := map[Replica]*storage.Engine{}
 	for r, m := range c.members {
-		if m.engine != nil {
+		switch {
+		case m.engine != nil:
 			out[r] = m.engine
+		case m.node != nil && m.node.engine != c.shared:
+			out[r] = m.node.engine // the same for every replica of the node
 		}
 	}
 	if c.shared != nil {
@@ -572,6 +749,9 @@ func (c *Cluster) Close() {
 			wg.Go(func() { c.StopReplica(r) })
 		}
 		wg.Wait()
+	}
+	for n := range c.nodes {
+		c.StopNode(n)
 	}
 	_ = c.pool.Close()
 	if c.raftNet != nil {

@@ -132,6 +132,7 @@ func (c *Console) Poll(ctx context.Context) {
 	}
 	st.ConfigNum = latest.Num
 	c.learnHistory(ctx, latest, now)
+	c.forgetGone(latest)
 	statuses := c.statuses(ctx, latest)
 	st.Groups = c.groups(latest, statuses, now)
 	st.Shards = shards(latest, statuses)
@@ -174,6 +175,25 @@ func (c *Console) learnHistory(ctx context.Context, latest config.Config, now ti
 	}
 }
 
+// forgetGone closes the connections to, and forgets the last readings of,
+// the addresses cfg no longer names (replicas replaced or moved, groups
+// that left): a controller process runs its console for as long as the
+// cluster lives.
+func (c *Console) forgetGone(cfg config.Config) {
+	named := map[string]bool{}
+	for _, addrs := range cfg.Groups {
+		for _, a := range addrs {
+			named[a] = true
+		}
+	}
+	c.pool.Retain(func(a string) bool { return named[a] })
+	for a := range c.last {
+		if !named[a] {
+			delete(c.last, a)
+		}
+	}
+}
+
 // status is one replica's answer.
 type status struct {
 	addr  string
@@ -194,7 +214,7 @@ func (c *Console) statuses(ctx context.Context, cfg config.Config) map[uint64][]
 				if conn, err := c.pool.Get(addr); err != nil {
 					s.err = err
 				} else {
-					s.reply, s.err = kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{})
+					s.reply, s.err = kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: gid})
 				}
 				mu.Lock()
 				out[gid][i] = s
@@ -269,7 +289,7 @@ func (c *Console) sample(gid uint64, ss []status, now time.Time) Sample {
 		cur := s.reply.GetRequests()
 		prev, ok := c.last[s.addr]
 		c.last[s.addr] = reading{at: now, lat: cur}
-		if !ok || cur.GetCount() < prev.lat.GetCount() || len(cur.GetCumulative()) != len(prev.lat.GetCumulative()) {
+		if !ok || !continues(prev.lat, cur) {
 			continue // first reading, or the replica restarted
 		}
 		secs = max(secs, now.Sub(prev.at).Seconds())
@@ -294,6 +314,27 @@ func (c *Console) sample(gid uint64, ss []status, now time.Time) Sample {
 	}
 	c.traffic[gid] = tr
 	return s
+}
+
+// continues reports whether cur can be a later reading of the same
+// histogram as prev: their difference is itself a histogram (no bucket
+// went down, each bucket grew at least as much as the one below, none
+// more than the count). A replica that restarted may have answered more
+// requests since than before, so its count alone cannot tell; a bucket
+// that went down would wrap around in the difference.
+func continues(prev, cur *kvpb.Latency) bool {
+	if cur.GetCount() < prev.GetCount() || len(cur.GetCumulative()) != len(prev.GetCumulative()) {
+		return false
+	}
+	var below uint64
+	for i, v := range cur.GetCumulative() {
+		p := prev.GetCumulative()[i]
+		if v < p || v-p < below || v-p > cur.GetCount()-prev.GetCount() {
+			return false
+		}
+		below = v - p
+	}
+	return true
 }
 
 // quantile is the upper bound of the first bucket holding the q-quantile

@@ -72,6 +72,17 @@
 // idle for longer than Limits.SessionTTL, by the leader's stamps in the log,
 // are forgotten.
 //
+// # Observing changes
+//
+// Watches need the applied changes without making the state machine
+// impure: an Observer (Observe; package group/watch's hub) is called on the
+// apply goroutine once each Apply committed, with that batch's changes in
+// log order — a write that changed a key (its value and version after),
+// a shard that became servable (arrived) or stopped being owned (left,
+// with the configuration whose owner has it next) — and once per snapshot
+// install. A write whose condition failed, a refused write, a retry and a
+// delete of a missing key change nothing and are not told.
+//
 // # Storage layout
 //
 // Under the replica's state prefix (see package storage):

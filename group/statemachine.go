@@ -86,6 +86,8 @@ type StateMachine struct {
 	configNum atomic.Uint64
 
 	sessions sessionCache // see sessionCache
+
+	observer Observer // see Observe; nil: changes are not collected
 }
 
 var _ raftnode.StateMachine = (*StateMachine)(nil)
@@ -143,11 +145,16 @@ func (sm *StateMachine) Applied() uint64 {
 	return sm.applied
 }
 
-// apply is the work of one Apply call: the batch it writes and whether the
-// metadata changed.
+// apply is the work of one Apply call: the batch it writes, whether the
+// metadata changed, and what the observer is told once it commits.
 type apply struct {
 	b           *pebble.Batch
 	metaChanged bool
+
+	observed bool   // an observer listens: collect changes
+	index    uint64 // the entry being applied
+	changes  []Change
+	shards   *Shards // the shard states after the last change to them
 }
 
 // Apply implements raftnode.StateMachine. Each entry's result is its
@@ -157,7 +164,7 @@ type apply struct {
 func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
-	a := &apply{b: sm.db.NewIndexedBatch()}
+	a := &apply{b: sm.db.NewIndexedBatch(), observed: sm.observer != nil}
 	defer a.b.Close()
 	results := make([]any, len(ents))
 	last, err := raftnode.Commands(ents, sm.applied, func(i int, e raftnode.Entry) error {
@@ -166,6 +173,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 			results[i] = fmt.Errorf("%w: entry %d: %v", rpcerr.ErrMalformed, e.Index, err)
 			return nil
 		}
+		a.index = e.Index
 		res, err := sm.applyCommand(a, &cmd)
 		if err != nil {
 			return fmt.Errorf("apply entry %d: %w", e.Index, err)
@@ -191,6 +199,9 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	}
 	sm.applied = last
 	sm.configNum.Store(sm.meta.config.Num)
+	if sm.observer != nil {
+		sm.observer.Applied(last, a.changes, a.shards)
+	}
 	return results, nil
 }
 
@@ -210,6 +221,9 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 		// the cache does not follow (shards arrive, leave, are cleared).
 		sm.forgetSessions()
 		defer sm.forgetSessions()
+		if a.observed {
+			defer sm.observeShards(a, sm.shardStates())
+		}
 	}
 	switch op := cmd.GetOp().(type) {
 	case *grouppb.Command_Write:

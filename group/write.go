@@ -136,6 +136,8 @@ func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (re
 		held = version > 0 && bytes.Equal(value, w.GetIfValue())
 	}
 	if held {
+		// A delete of a missing key changes nothing a watcher could see.
+		changed := version > 0 || w.GetOp() != kvpb.WriteOp_WRITE_OP_DELETE
 		switch w.GetOp() {
 		case kvpb.WriteOp_WRITE_OP_PUT:
 			version, value = version+1, w.GetValue()
@@ -156,6 +158,9 @@ func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (re
 		}
 		if err != nil {
 			return nil, nil, err
+		}
+		if changed {
+			a.observeWrite(shard, w.GetOp(), w.GetKey(), value, version)
 		}
 	}
 	res = &WriteResult{Succeeded: held, Version: version}

@@ -521,7 +521,7 @@ func (c *Cluster) status(ctx context.Context, r Replica) (*kvpb.StatusReply, err
 	defer cancel()
 	// A pooled connection to a restarted process may be between
 	// reconnection attempts: wait for it within the deadline.
-	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Digests: true}, grpc.WaitForReady(true))
+	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Digests: true, Group: r.Group}, grpc.WaitForReady(true))
 }
 
 // Leader returns the replica that leads group g (the controller for 0), as

@@ -17,7 +17,15 @@ import (
 // change its members, see ChangeMembership) on g. clusterID goes in every
 // reply's header.
 func (n *Node) RegisterMembership(g *grpc.Server, clusterID uint64) {
-	memberpb.RegisterMembershipServer(g, &membershipServer{n: n, clusterID: clusterID})
+	memberpb.RegisterMembershipServer(g, n.MembershipService(clusterID))
+}
+
+// MembershipService is the group's Membership service, for a server that
+// dispatches requests among the replicas of several groups (a node) by
+// their group. A request for another group fails with
+// memberpb.ErrWrongGroup.
+func (n *Node) MembershipService(clusterID uint64) memberpb.MembershipServer {
+	return &membershipServer{n: n, clusterID: clusterID}
 }
 
 type membershipServer struct {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -247,4 +248,31 @@ func (e *Engine) hasRaftState(r Replica) (bool, error) {
 		}
 	}
 	return false, it.Error()
+}
+
+// Replicas lists every replica whose identity is stored in the engine, in
+// (group, id) order: the replicas a process (a node) hosts, which it
+// starts again at every start whether or not its flags name them.
+func (e *Engine) Replicas() ([]Replica, error) {
+	lo := []byte{kindRaft}
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: kvpb.PrefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []Replica
+	// One seek per replica: to its identity key, then past its keys.
+	for it.First(); it.Valid(); {
+		k := it.Key()
+		if len(k) < 1+16 {
+			it.Next()
+			continue
+		}
+		r := Replica{Group: binary.BigEndian.Uint64(k[1:9]), ID: binary.BigEndian.Uint64(k[9:17])}
+		if it.SeekGE(r.identityKey()) && string(it.Key()) == string(r.identityKey()) {
+			out = append(out, r)
+		}
+		it.SeekGE(kvpb.PrefixEnd(r.prefix(kindRaft)))
+	}
+	return out, it.Error()
 }

@@ -24,29 +24,42 @@ type ReplicaIdentity struct {
 
 type identityServer struct {
 	transportpb.UnimplementedReplicaServer
-	group, replica uint64
+	hosted func() map[uint64]uint64
 }
 
-// Identify implements transportpb.ReplicaServer.
-func (s *identityServer) Identify(context.Context, *transportpb.IdentifyRequest) (*transportpb.IdentifyReply, error) {
-	return &transportpb.IdentifyReply{Group: s.group, Replica: s.replica}, nil
+// Identify implements transportpb.ReplicaServer: the replica of the group
+// asked for, or (a caller that names none, or a group not hosted here) the
+// process's only replica; group 0 when neither exists.
+func (s *identityServer) Identify(_ context.Context, req *transportpb.IdentifyRequest) (*transportpb.IdentifyReply, error) {
+	hosted := s.hosted()
+	if id, ok := hosted[req.GetGroup()]; ok {
+		return &transportpb.IdentifyReply{Group: req.GetGroup(), Replica: id}, nil
+	}
+	if len(hosted) == 1 {
+		for g, id := range hosted {
+			return &transportpb.IdentifyReply{Group: g, Replica: id}, nil
+		}
+	}
+	return &transportpb.IdentifyReply{}, nil
 }
 
-// RegisterIdentity makes g answer Identify as replica id of group. Every
-// replica group server registers it on its own gRPC server, so that the
-// answer tells which replica an address reaches (the Raft service may be
-// shared by the replicas of one process).
-func RegisterIdentity(g *grpc.Server, group, id uint64) {
-	transportpb.RegisterReplicaServer(g, &identityServer{group: group, replica: id})
+// RegisterIdentity makes g answer Identify with the replicas hosted
+// reports (group -> raft id), read at every call: a process (a node) may
+// host replicas of several groups, and the answer tells which replica of
+// the asked group an address reaches.
+func RegisterIdentity(g grpc.ServiceRegistrar, hosted func() map[uint64]uint64) {
+	transportpb.RegisterReplicaServer(g, &identityServer{hosted: hosted})
 }
 
-// Identify asks the server at addr which replica it runs. While the server
+// Identify asks the server at addr which replica of group it runs (0: its
+// only one); a server hosting no replica of group names its only replica
+// if it has exactly one, and group 0 otherwise. While the server
 // cannot be reached it tries again every 50 ms until ctx ends, and then
 // returns the last failure to reach it (not just the context's error). A
 // server of another cluster refuses a caller that states its cluster id
 // (see WithClusterID and IsClusterMismatch); one that serves no replica
 // group answers with codes.Unimplemented.
-func Identify(ctx context.Context, addr string, dial ...grpc.DialOption) (ReplicaIdentity, error) {
+func Identify(ctx context.Context, addr string, group uint64, dial ...grpc.DialOption) (ReplicaIdentity, error) {
 	if len(dial) == 0 {
 		dial = rpc.DialOptions()
 	}
@@ -59,7 +72,7 @@ func Identify(ctx context.Context, addr string, dial ...grpc.DialOption) (Replic
 	var unreachable error
 	for {
 		var header metadata.MD
-		reply, err := cl.Identify(ctx, &transportpb.IdentifyRequest{}, grpc.Header(&header))
+		reply, err := cl.Identify(ctx, &transportpb.IdentifyRequest{Group: group}, grpc.Header(&header))
 		if err == nil {
 			id, _ := rpc.ReadClusterID(header)
 			return ReplicaIdentity{ClusterID: id, Group: reply.GetGroup(), Replica: reply.GetReplica()}, nil

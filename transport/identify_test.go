@@ -26,7 +26,7 @@ func TestIdentify(t *testing.T) {
 	l.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_, err = transport.Identify(ctx, addr)
+	_, err = transport.Identify(ctx, addr, 7)
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("nothing listening: %v (want the connection's failure, not the deadline)", err)
@@ -34,7 +34,7 @@ func TestIdentify(t *testing.T) {
 
 	log := slog.New(slog.DiscardHandler)
 	g := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(0xc1, log)...)...)
-	transport.RegisterIdentity(g, 7, 2)
+	transport.RegisterIdentity(g, func() map[uint64]uint64 { return map[uint64]uint64{7: 2} })
 	defer g.Stop()
 	go func() {
 		time.Sleep(200 * time.Millisecond) // the server starts while Identify waits
@@ -47,12 +47,12 @@ func TestIdentify(t *testing.T) {
 	}()
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	id, err := transport.Identify(ctx, addr)
+	id, err := transport.Identify(ctx, addr, 7)
 	if err != nil || id != (transport.ReplicaIdentity{ClusterID: 0xc1, Group: 7, Replica: 2}) {
 		t.Fatalf("identify: %+v, %v", id, err)
 	}
 	// A caller of another cluster is refused.
-	_, err = transport.Identify(ctx, addr, rpc.DialOptions(rpc.WithClusterID(0xc2)...)...)
+	_, err = transport.Identify(ctx, addr, 7, rpc.DialOptions(rpc.WithClusterID(0xc2)...)...)
 	if !rpc.IsClusterMismatch(err) {
 		t.Fatalf("another cluster's caller: %v", err)
 	}

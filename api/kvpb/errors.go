@@ -32,6 +32,10 @@ var (
 	ErrValueTooLarge = Errors.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "group: value too large")
 	// ErrEmptyKey: keys must have at least one byte.
 	ErrEmptyKey = Errors.New(codes.InvalidArgument, "EMPTY_KEY", "group: empty key")
+	// ErrWatchFellBehind: a watch stream did not take its changes as fast
+	// as the replica applied them, and was cancelled rather than hold up
+	// the replica. Resume it from the last index received.
+	ErrWatchFellBehind = Errors.New(codes.Aborted, "WATCH_FELL_BEHIND", "group: watcher fell behind")
 )
 
 // Default size limits of keys and values, which clients also check before

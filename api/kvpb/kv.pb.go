@@ -159,9 +159,77 @@ func (ShardState) EnumDescriptor() ([]byte, []int) {
 	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{1}
 }
 
+type WatchNoticeKind int32
+
+const (
+	WatchNoticeKind_WATCH_NOTICE_KIND_UNSPECIFIED WatchNoticeKind = 0
+	// STARTED: the shard is watched here; its changes after index follow.
+	WatchNoticeKind_WATCH_NOTICE_KIND_STARTED WatchNoticeKind = 1
+	// LEFT: the shard left this group at index; its changes from then on
+	// are at its owner in configuration config_num, from its arrival there.
+	WatchNoticeKind_WATCH_NOTICE_KIND_LEFT WatchNoticeKind = 2
+	// NOT_SERVED: a start from now at a replica that does not own the
+	// shard at its configuration config_num: ask the shard's owner.
+	WatchNoticeKind_WATCH_NOTICE_KIND_NOT_SERVED WatchNoticeKind = 3
+	// COMPACTED: the replica's history does not hold the shard's changes
+	// from the point asked for (index: the oldest point it has): a gap.
+	WatchNoticeKind_WATCH_NOTICE_KIND_COMPACTED WatchNoticeKind = 4
+)
+
+// Enum value maps for WatchNoticeKind.
+var (
+	WatchNoticeKind_name = map[int32]string{
+		0: "WATCH_NOTICE_KIND_UNSPECIFIED",
+		1: "WATCH_NOTICE_KIND_STARTED",
+		2: "WATCH_NOTICE_KIND_LEFT",
+		3: "WATCH_NOTICE_KIND_NOT_SERVED",
+		4: "WATCH_NOTICE_KIND_COMPACTED",
+	}
+	WatchNoticeKind_value = map[string]int32{
+		"WATCH_NOTICE_KIND_UNSPECIFIED": 0,
+		"WATCH_NOTICE_KIND_STARTED":     1,
+		"WATCH_NOTICE_KIND_LEFT":        2,
+		"WATCH_NOTICE_KIND_NOT_SERVED":  3,
+		"WATCH_NOTICE_KIND_COMPACTED":   4,
+	}
+)
+
+func (x WatchNoticeKind) Enum() *WatchNoticeKind {
+	p := new(WatchNoticeKind)
+	*p = x
+	return p
+}
+
+func (x WatchNoticeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchNoticeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_kvpb_kv_proto_enumTypes[2].Descriptor()
+}
+
+func (WatchNoticeKind) Type() protoreflect.EnumType {
+	return &file_api_kvpb_kv_proto_enumTypes[2]
+}
+
+func (x WatchNoticeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchNoticeKind.Descriptor instead.
+func (WatchNoticeKind) EnumDescriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{2}
+}
+
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // the key to read: 1 byte up to the servers' limit (4 KiB by default)
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // the key to read: 1 byte up to the servers' limit (4 KiB by default)
+	// group is the replica group the request is for (the one the caller's
+	// configuration names). A process hosts replicas of any number of groups
+	// (a node); one that hosts none of this group answers WRONG_GROUP. 0:
+	// the process's only replica (refused with WRONG_GROUP by a process that
+	// hosts several).
+	Group         uint64 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,6 +269,13 @@ func (x *GetRequest) GetKey() []byte {
 		return x.Key
 	}
 	return nil
+}
+
+func (x *GetRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 type GetReply struct {
@@ -294,7 +369,8 @@ type WriteRequest struct {
 	IfValue []byte `protobuf:"bytes,7,opt,name=if_value,json=ifValue,proto3,oneof" json:"if_value,omitempty"`
 	// return_value asks for the key's value after the request in the reply
 	// (see WriteReply.value).
-	ReturnValue   bool `protobuf:"varint,8,opt,name=return_value,json=returnValue,proto3" json:"return_value,omitempty"`
+	ReturnValue   bool   `protobuf:"varint,8,opt,name=return_value,json=returnValue,proto3" json:"return_value,omitempty"`
+	Group         uint64 `protobuf:"varint,9,opt,name=group,proto3" json:"group,omitempty"` // as GetRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +459,13 @@ func (x *WriteRequest) GetReturnValue() bool {
 		return x.ReturnValue
 	}
 	return false
+}
+
+func (x *WriteRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 type WriteReply struct {
@@ -491,7 +574,8 @@ type ListRequest struct {
 	MaxBytes uint64 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	// keys_only lists keys without values or versions (the server does not
 	// read them).
-	KeysOnly      bool `protobuf:"varint,7,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	KeysOnly      bool   `protobuf:"varint,7,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	Group         uint64 `protobuf:"varint,8,opt,name=group,proto3" json:"group,omitempty"` // as GetRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +657,13 @@ func (x *ListRequest) GetKeysOnly() bool {
 		return x.KeysOnly
 	}
 	return false
+}
+
+func (x *ListRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 // KeyValue is one listed key.
@@ -703,7 +794,8 @@ type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// digests asks for a hash of every shard's data and duplicate table.
 	// It reads the replica's whole state, so it is off unless asked for.
-	Digests       bool `protobuf:"varint,1,opt,name=digests,proto3" json:"digests,omitempty"`
+	Digests       bool   `protobuf:"varint,1,opt,name=digests,proto3" json:"digests,omitempty"`
+	Group         uint64 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"` // as GetRequest.group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -743,6 +835,13 @@ func (x *StatusRequest) GetDigests() bool {
 		return x.Digests
 	}
 	return false
+}
+
+func (x *StatusRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 type ShardStatus struct {
@@ -1025,19 +1124,388 @@ func (x *StatusReply) GetDataBytes() uint64 {
 	return 0
 }
 
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the watched key, or with prefix set the watched keys' prefix
+	// (empty: every key).
+	Key    []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Prefix bool   `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// shards are the shards watched here, each from its own point: those of
+	// the key (one) or, for a prefix, those the client routes to this group.
+	Shards        []*WatchShard `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	Group         uint64        `protobuf:"varint,4,opt,name=group,proto3" json:"group,omitempty"` // as GetRequest.group
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WatchRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetPrefix() bool {
+	if x != nil {
+		return x.Prefix
+	}
+	return false
+}
+
+func (x *WatchRequest) GetShards() []*WatchShard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+// WatchShard is where one shard's part of a watch starts. With neither
+// field set it starts now: after the replica's applied index if it serves
+// the shard, at its arrival if it is pulling it, else NOT_SERVED.
+type WatchShard struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"` // the shard's number, from 0
+	// after_index resumes: the shard's changes applied after this index of
+	// the group's log (COMPACTED if the replica's history no longer has them).
+	AfterIndex uint64 `protobuf:"varint,2,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	// arrived_in starts at the shard's arrival in this group in
+	// configuration arrived_in (its previous owner said it LEFT for it).
+	ArrivedIn     uint64 `protobuf:"varint,3,opt,name=arrived_in,json=arrivedIn,proto3" json:"arrived_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchShard) Reset() {
+	*x = WatchShard{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchShard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchShard) ProtoMessage() {}
+
+func (x *WatchShard) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchShard.ProtoReflect.Descriptor instead.
+func (*WatchShard) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WatchShard) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *WatchShard) GetAfterIndex() uint64 {
+	if x != nil {
+		return x.AfterIndex
+	}
+	return 0
+}
+
+func (x *WatchShard) GetArrivedIn() uint64 {
+	if x != nil {
+		return x.ArrivedIn
+	}
+	return 0
+}
+
+// WatchEvent is one applied change of a key.
+type WatchEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    WriteOp                `protobuf:"varint,1,opt,name=op,proto3,enum=shardkv.kv.v1.WriteOp" json:"op,omitempty"` // PUT, APPEND or DELETE
+	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// value is the key's value after the change (empty after a delete):
+	// after an append, the whole value.
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// version is the key's version after the change (0 after a delete).
+	Version       uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	Index         uint64 `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"` // the log index of the group's entry that applied it
+	Shard         uint32 `protobuf:"varint,6,opt,name=shard,proto3" json:"shard,omitempty"` // the key's shard
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchEvent) GetOp() WriteOp {
+	if x != nil {
+		return x.Op
+	}
+	return WriteOp_WRITE_OP_UNSPECIFIED
+}
+
+func (x *WatchEvent) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+// WatchNotice is a change in what the stream covers of one shard.
+type WatchNotice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Kind          WatchNoticeKind        `protobuf:"varint,2,opt,name=kind,proto3,enum=shardkv.kv.v1.WatchNoticeKind" json:"kind,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`                          // see the kinds
+	ConfigNum     uint64                 `protobuf:"varint,4,opt,name=config_num,json=configNum,proto3" json:"config_num,omitempty"` // LEFT, NOT_SERVED: see the kinds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchNotice) Reset() {
+	*x = WatchNotice{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchNotice) ProtoMessage() {}
+
+func (x *WatchNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchNotice.ProtoReflect.Descriptor instead.
+func (*WatchNotice) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WatchNotice) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *WatchNotice) GetKind() WatchNoticeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return WatchNoticeKind_WATCH_NOTICE_KIND_UNSPECIFIED
+}
+
+func (x *WatchNotice) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *WatchNotice) GetConfigNum() uint64 {
+	if x != nil {
+		return x.ConfigNum
+	}
+	return 0
+}
+
+// WatchReply is the next part of a watch stream: events and notices in
+// log order (a shard's events before its LEFT, after its STARTED).
+type WatchReply struct {
+	state   protoimpl.MessageState   `protogen:"open.v1"`
+	Header  *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // the replica that streams
+	Events  []*WatchEvent            `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	Notices []*WatchNotice           `protobuf:"bytes,3,rep,name=notices,proto3" json:"notices,omitempty"`
+	// progress_index, when set: every change of the watched shards up to
+	// this index was sent, so a resume may start after it.
+	ProgressIndex uint64 `protobuf:"varint,4,opt,name=progress_index,json=progressIndex,proto3" json:"progress_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchReply) Reset() {
+	*x = WatchReply{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchReply) ProtoMessage() {}
+
+func (x *WatchReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchReply.ProtoReflect.Descriptor instead.
+func (*WatchReply) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WatchReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WatchReply) GetEvents() []*WatchEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchReply) GetNotices() []*WatchNotice {
+	if x != nil {
+		return x.Notices
+	}
+	return nil
+}
+
+func (x *WatchReply) GetProgressIndex() uint64 {
+	if x != nil {
+		return x.ProgressIndex
+	}
+	return 0
+}
+
 var File_api_kvpb_kv_proto protoreflect.FileDescriptor
 
 const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"\x1e\n" +
+	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"4\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"\x8b\x01\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\x04R\x05group\"\x8b\x01\n" +
 	"\bGetReply\x129\n" +
 	"\x06header\x18\x03 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\"\x90\x02\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\"\xa6\x02\n" +
 	"\fWriteRequest\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.shardkv.kv.v1.WriteOpR\x02op\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -1047,7 +1515,8 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"if_version\x18\x06 \x01(\x04H\x00R\tifVersion\x88\x01\x01\x12\x1e\n" +
 	"\bif_value\x18\a \x01(\fH\x01R\aifValue\x88\x01\x01\x12!\n" +
-	"\freturn_value\x18\b \x01(\bR\vreturnValueB\r\n" +
+	"\freturn_value\x18\b \x01(\bR\vreturnValue\x12\x14\n" +
+	"\x05group\x18\t \x01(\x04R\x05groupB\r\n" +
 	"\v_if_versionB\v\n" +
 	"\t_if_value\"\xbc\x01\n" +
 	"\n" +
@@ -1056,7 +1525,7 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12%\n" +
-	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\"\xb3\x01\n" +
+	"\x0evalue_returned\x18\x05 \x01(\bR\rvalueReturned\"\xc9\x01\n" +
 	"\vListRequest\x12\x16\n" +
 	"\x06shards\x18\x01 \x03(\rR\x06shards\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
@@ -1064,7 +1533,8 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x05after\x18\x04 \x01(\fR\x05after\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x1b\n" +
 	"\tmax_bytes\x18\x06 \x01(\x04R\bmaxBytes\x12\x1b\n" +
-	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\"L\n" +
+	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\x12\x14\n" +
+	"\x05group\x18\b \x01(\x04R\x05group\"L\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
@@ -1072,9 +1542,10 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\tListReply\x129\n" +
 	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x17.shardkv.kv.v1.KeyValueR\x03kvs\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\")\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"?\n" +
 	"\rStatusRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x01(\bR\adigests\"\xac\x01\n" +
+	"\adigests\x18\x01 \x01(\bR\adigests\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\x04R\x05group\"\xac\x01\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.shardkv.kv.v1.ShardStateR\x05state\x12\x1d\n" +
@@ -1104,7 +1575,39 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\x122\n" +
 	"\brequests\x18\v \x01(\v2\x16.shardkv.kv.v1.LatencyR\brequests\x12\x1d\n" +
 	"\n" +
-	"data_bytes\x18\f \x01(\x04R\tdataBytes*z\n" +
+	"data_bytes\x18\f \x01(\x04R\tdataBytes\"\x81\x01\n" +
+	"\fWatchRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x121\n" +
+	"\x06shards\x18\x03 \x03(\v2\x19.shardkv.kv.v1.WatchShardR\x06shards\x12\x14\n" +
+	"\x05group\x18\x04 \x01(\x04R\x05group\"b\n" +
+	"\n" +
+	"WatchShard\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1f\n" +
+	"\vafter_index\x18\x02 \x01(\x04R\n" +
+	"afterIndex\x12\x1d\n" +
+	"\n" +
+	"arrived_in\x18\x03 \x01(\x04R\tarrivedIn\"\xa2\x01\n" +
+	"\n" +
+	"WatchEvent\x12&\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x16.shardkv.kv.v1.WriteOpR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05index\x18\x05 \x01(\x04R\x05index\x12\x14\n" +
+	"\x05shard\x18\x06 \x01(\rR\x05shard\"\x8c\x01\n" +
+	"\vWatchNotice\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x122\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1e.shardkv.kv.v1.WatchNoticeKindR\x04kind\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x1d\n" +
+	"\n" +
+	"config_num\x18\x04 \x01(\x04R\tconfigNum\"\xd7\x01\n" +
+	"\n" +
+	"WatchReply\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x121\n" +
+	"\x06events\x18\x02 \x03(\v2\x19.shardkv.kv.v1.WatchEventR\x06events\x124\n" +
+	"\anotices\x18\x03 \x03(\v2\x1a.shardkv.kv.v1.WatchNoticeR\anotices\x12%\n" +
+	"\x0eprogress_index\x18\x04 \x01(\x04R\rprogressIndex*z\n" +
 	"\aWriteOp\x12\x18\n" +
 	"\x14WRITE_OP_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fWRITE_OP_PUT\x10\x01\x12\x13\n" +
@@ -1119,12 +1622,19 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x14SHARD_STATE_OFFERING\x10\x03\x12\x1a\n" +
 	"\x16SHARD_STATE_CONFIRMING\x10\x04\x12\x14\n" +
 	"\x10SHARD_STATE_HELD\x10\x05\x12\x19\n" +
-	"\x15SHARD_STATE_RESTORING\x10\x062\x82\x02\n" +
+	"\x15SHARD_STATE_RESTORING\x10\x06*\xb2\x01\n" +
+	"\x0fWatchNoticeKind\x12!\n" +
+	"\x1dWATCH_NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19WATCH_NOTICE_KIND_STARTED\x10\x01\x12\x1a\n" +
+	"\x16WATCH_NOTICE_KIND_LEFT\x10\x02\x12 \n" +
+	"\x1cWATCH_NOTICE_KIND_NOT_SERVED\x10\x03\x12\x1f\n" +
+	"\x1bWATCH_NOTICE_KIND_COMPACTED\x10\x042\xc5\x02\n" +
 	"\x02KV\x129\n" +
 	"\x03Get\x12\x19.shardkv.kv.v1.GetRequest\x1a\x17.shardkv.kv.v1.GetReply\x12?\n" +
 	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12<\n" +
 	"\x04List\x12\x1a.shardkv.kv.v1.ListRequest\x1a\x18.shardkv.kv.v1.ListReply\x12B\n" +
-	"\x06Status\x12\x1c.shardkv.kv.v1.StatusRequest\x1a\x1a.shardkv.kv.v1.StatusReplyB%Z#github.com/shardkv/shardkv/api/kvpbb\x06proto3"
+	"\x06Status\x12\x1c.shardkv.kv.v1.StatusRequest\x1a\x1a.shardkv.kv.v1.StatusReply\x12A\n" +
+	"\x05Watch\x12\x1b.shardkv.kv.v1.WatchRequest\x1a\x19.shardkv.kv.v1.WatchReply0\x01B%Z#github.com/shardkv/shardkv/api/kvpbb\x06proto3"
 
 var (
 	file_api_kvpb_kv_proto_rawDescOnce sync.Once
@@ -1138,47 +1648,61 @@ func file_api_kvpb_kv_proto_rawDescGZIP() []byte {
 	return file_api_kvpb_kv_proto_rawDescData
 }
 
-var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_api_kvpb_kv_proto_goTypes = []any{
 	(WriteOp)(0),                    // 0: shardkv.kv.v1.WriteOp
 	(ShardState)(0),                 // 1: shardkv.kv.v1.ShardState
-	(*GetRequest)(nil),              // 2: shardkv.kv.v1.GetRequest
-	(*GetReply)(nil),                // 3: shardkv.kv.v1.GetReply
-	(*WriteRequest)(nil),            // 4: shardkv.kv.v1.WriteRequest
-	(*WriteReply)(nil),              // 5: shardkv.kv.v1.WriteReply
-	(*ListRequest)(nil),             // 6: shardkv.kv.v1.ListRequest
-	(*KeyValue)(nil),                // 7: shardkv.kv.v1.KeyValue
-	(*ListReply)(nil),               // 8: shardkv.kv.v1.ListReply
-	(*StatusRequest)(nil),           // 9: shardkv.kv.v1.StatusRequest
-	(*ShardStatus)(nil),             // 10: shardkv.kv.v1.ShardStatus
-	(*Latency)(nil),                 // 11: shardkv.kv.v1.Latency
-	(*StatusReply)(nil),             // 12: shardkv.kv.v1.StatusReply
-	(*headerpb.ResponseHeader)(nil), // 13: shardkv.header.v1.ResponseHeader
+	(WatchNoticeKind)(0),            // 2: shardkv.kv.v1.WatchNoticeKind
+	(*GetRequest)(nil),              // 3: shardkv.kv.v1.GetRequest
+	(*GetReply)(nil),                // 4: shardkv.kv.v1.GetReply
+	(*WriteRequest)(nil),            // 5: shardkv.kv.v1.WriteRequest
+	(*WriteReply)(nil),              // 6: shardkv.kv.v1.WriteReply
+	(*ListRequest)(nil),             // 7: shardkv.kv.v1.ListRequest
+	(*KeyValue)(nil),                // 8: shardkv.kv.v1.KeyValue
+	(*ListReply)(nil),               // 9: shardkv.kv.v1.ListReply
+	(*StatusRequest)(nil),           // 10: shardkv.kv.v1.StatusRequest
+	(*ShardStatus)(nil),             // 11: shardkv.kv.v1.ShardStatus
+	(*Latency)(nil),                 // 12: shardkv.kv.v1.Latency
+	(*StatusReply)(nil),             // 13: shardkv.kv.v1.StatusReply
+	(*WatchRequest)(nil),            // 14: shardkv.kv.v1.WatchRequest
+	(*WatchShard)(nil),              // 15: shardkv.kv.v1.WatchShard
+	(*WatchEvent)(nil),              // 16: shardkv.kv.v1.WatchEvent
+	(*WatchNotice)(nil),             // 17: shardkv.kv.v1.WatchNotice
+	(*WatchReply)(nil),              // 18: shardkv.kv.v1.WatchReply
+	(*headerpb.ResponseHeader)(nil), // 19: shardkv.header.v1.ResponseHeader
 }
 var file_api_kvpb_kv_proto_depIdxs = []int32{
-	13, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	19, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
 	0,  // 1: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
-	13, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	13, // 3: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	7,  // 4: shardkv.kv.v1.ListReply.kvs:type_name -> shardkv.kv.v1.KeyValue
+	19, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	19, // 3: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	8,  // 4: shardkv.kv.v1.ListReply.kvs:type_name -> shardkv.kv.v1.KeyValue
 	1,  // 5: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
-	13, // 6: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	10, // 7: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
-	11, // 8: shardkv.kv.v1.StatusReply.requests:type_name -> shardkv.kv.v1.Latency
-	2,  // 9: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
-	4,  // 10: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
-	6,  // 11: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
-	9,  // 12: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
-	3,  // 13: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
-	5,  // 14: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
-	8,  // 15: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
-	12, // 16: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	19, // 6: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	11, // 7: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
+	12, // 8: shardkv.kv.v1.StatusReply.requests:type_name -> shardkv.kv.v1.Latency
+	15, // 9: shardkv.kv.v1.WatchRequest.shards:type_name -> shardkv.kv.v1.WatchShard
+	0,  // 10: shardkv.kv.v1.WatchEvent.op:type_name -> shardkv.kv.v1.WriteOp
+	2,  // 11: shardkv.kv.v1.WatchNotice.kind:type_name -> shardkv.kv.v1.WatchNoticeKind
+	19, // 12: shardkv.kv.v1.WatchReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	16, // 13: shardkv.kv.v1.WatchReply.events:type_name -> shardkv.kv.v1.WatchEvent
+	17, // 14: shardkv.kv.v1.WatchReply.notices:type_name -> shardkv.kv.v1.WatchNotice
+	3,  // 15: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
+	5,  // 16: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
+	7,  // 17: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
+	10, // 18: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
+	14, // 19: shardkv.kv.v1.KV.Watch:input_type -> shardkv.kv.v1.WatchRequest
+	4,  // 20: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
+	6,  // 21: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
+	9,  // 22: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
+	13, // 23: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
+	18, // 24: shardkv.kv.v1.KV.Watch:output_type -> shardkv.kv.v1.WatchReply
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_api_kvpb_kv_proto_init() }
@@ -1192,8 +1716,8 @@ func file_api_kvpb_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_kvpb_kv_proto_rawDesc), len(file_api_kvpb_kv_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   11,
+			NumEnums:      3,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	KV_Write_FullMethodName  = "/shardkv.kv.v1.KV/Write"
 	KV_List_FullMethodName   = "/shardkv.kv.v1.KV/List"
 	KV_Status_FullMethodName = "/shardkv.kv.v1.KV/Status"
+	KV_Watch_FullMethodName  = "/shardkv.kv.v1.KV/Watch"
 )
 
 // KVClient is the client API for KV service.
@@ -46,6 +47,10 @@ type KVClient interface {
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListReply, error)
 	// Status describes this replica and its view of the group.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusReply, error)
+	// Watch streams the changes this replica applies to the watched keys of
+	// the named shards (see package group/watch). Any replica serves it; a
+	// change reaches the stream when this replica applies it.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchReply], error)
 }
 
 type kVClient struct {
@@ -96,6 +101,25 @@ func (c *kVClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *kVClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchReply]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_WatchClient = grpc.ServerStreamingClient[WatchReply]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -112,6 +136,10 @@ type KVServer interface {
 	List(context.Context, *ListRequest) (*ListReply, error)
 	// Status describes this replica and its view of the group.
 	Status(context.Context, *StatusRequest) (*StatusReply, error)
+	// Watch streams the changes this replica applies to the watched keys of
+	// the named shards (see package group/watch). Any replica serves it; a
+	// change reaches the stream when this replica applies it.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchReply]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -133,6 +161,9 @@ func (UnimplementedKVServer) List(context.Context, *ListRequest) (*ListReply, er
 }
 func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedKVServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchReply]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -227,6 +258,17 @@ func _KV_Status_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_WatchServer = grpc.ServerStreamingServer[WatchReply]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -251,6 +293,12 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_Status_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _KV_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "api/kvpb/kv.proto",
 }

@@ -351,9 +351,14 @@ func (x *MemberReply) GetLearner() bool {
 	return false
 }
 
-// IdentifyRequest asks a server which replica it runs.
+// IdentifyRequest asks a server which replica of group it runs.
 type IdentifyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group is the group the caller expects there. 0: the server's only
+	// replica. A server that hosts no replica of group answers with its
+	// only replica, if it hosts exactly one (so the caller can say whose it
+	// is), and with group 0 otherwise.
+	Group         uint64 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -386,6 +391,13 @@ func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
 func (*IdentifyRequest) Descriptor() ([]byte, []int) {
 	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *IdentifyRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 type IdentifyReply struct {
@@ -463,8 +475,9 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x14\n" +
 	"\x05match\x18\x04 \x01(\x04R\x05match\x12\x18\n" +
-	"\alearner\x18\x05 \x01(\bR\alearner\"\x11\n" +
-	"\x0fIdentifyRequest\"?\n" +
+	"\alearner\x18\x05 \x01(\bR\alearner\"'\n" +
+	"\x0fIdentifyRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\"?\n" +
 	"\rIdentifyReply\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
 	"\areplica\x18\x02 \x01(\x04R\areplica2\xea\x01\n" +

@@ -209,10 +209,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Replica is served by every replica group server on its own address. (The
-// Raft service cannot answer this: one process may register it for several
-// replicas.) The server's cluster id comes in the response header, as for
-// every call (transport.CheckClusterID).
+// Replica is served by every process that hosts replica group replicas
+// (a node), for each group it hosts. The server's cluster id comes in the
+// response header, as for every call (transport.CheckClusterID).
 type ReplicaClient interface {
 	// Identify tells who the replica is. The controller asks every replica
 	// of a joining group before it accepts the join.
@@ -241,10 +240,9 @@ func (c *replicaClient) Identify(ctx context.Context, in *IdentifyRequest, opts 
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
 //
-// Replica is served by every replica group server on its own address. (The
-// Raft service cannot answer this: one process may register it for several
-// replicas.) The server's cluster id comes in the response header, as for
-// every call (transport.CheckClusterID).
+// Replica is served by every process that hosts replica group replicas
+// (a node), for each group it hosts. The server's cluster id comes in the
+// response header, as for every call (transport.CheckClusterID).
 type ReplicaServer interface {
 	// Identify tells who the replica is. The controller asks every replica
 	// of a joining group before it accepts the join.

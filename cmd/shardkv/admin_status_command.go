@@ -99,7 +99,7 @@ func collectGroup(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []strin
 	g = groupOut{ID: gid, Shards: []shardOut{}, Migrations: []shardOut{}}
 	for _, addr := range addrs {
 		r := replicaOut{Addr: addr}
-		reply, err := replicaStatus(ctx, pool, addr)
+		reply, err := replicaStatus(ctx, pool, gid, addr)
 		if err != nil {
 			r.Error = describe(err)
 		} else {
@@ -143,14 +143,16 @@ func addMembership(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []stri
 	}
 }
 
-func replicaStatus(ctx context.Context, pool *rpc.Pool, addr string) (*kvpb.StatusReply, error) {
+// replicaStatus asks the process at addr for the status of its replica of
+// group gid.
+func replicaStatus(ctx context.Context, pool *rpc.Pool, gid uint64, addr string) (*kvpb.StatusReply, error) {
 	conn, err := pool.Get(addr)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{})
+	return kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: gid})
 }
 
 // shardStateName is a shard state as people read it: "serving".

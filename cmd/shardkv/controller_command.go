@@ -43,7 +43,7 @@ the same --peers; the cluster's id derives from them and --cluster-token.`,
 				peers, _, err := parsePeers(r.peers)
 				return storage.ClusterIDFor(token, peers), err
 			}
-			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
+			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), []*raftnode.Node, func() error, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
 				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune,
@@ -52,7 +52,7 @@ the same --peers; the cluster's id derives from them and --cluster-token.`,
 					return nil, nil, nil, err
 				}
 				s.Register(gs)
-				return s.Stop, s.Node, nil, nil
+				return s.Stop, []*raftnode.Node{s.Node()}, nil, nil
 			})
 		},
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -32,25 +33,34 @@ const devControllers = 3
 
 // devFlags are dev's flags.
 type devFlags struct {
-	opts    cluster.Options
-	http    string
-	restore string
-	tls     bool
-	certs   *devcert.Local // with --tls, once the cluster started
+	opts      cluster.Options
+	http      string
+	restore   string
+	processes int // nodes, each a process; 1: everything in this one
+	tls       bool
+	certs     *devcert.Local // with --tls, once made (writeCerts)
 }
 
 func newDevCmd(g *globals) *cobra.Command {
 	d := &devFlags{}
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a whole cluster in one process, with persistent data",
-		Long: `Run a whole shardkv cluster in one process: a 3-replica controller and
-replica groups of 3 replicas each, every replica on its own port on
-127.0.0.1. Data persists under --data, so running it again finds
-everything. Ctrl-C or SIGTERM stops it cleanly.
+		Short: "Run a whole cluster on this machine, with persistent data",
+		Long: `Run a whole shardkv cluster on 127.0.0.1: a 3-replica controller and
+replica groups of 3 replicas each. By default the groups' replicas run on
+three nodes: 'shardkv server' processes started by dev, each hosting one
+replica of every group (a group's replicas are always on distinct nodes),
+and the controller's replicas are processes too; dev stops them all on
+Ctrl-C or SIGTERM. --processes 1 runs everything in dev's own process,
+every replica on its own port. Data persists under --data, so running it
+again (with the same --processes) finds everything.
 
-Ports: the controller takes --base-port and the two after it, the groups'
-replicas the ports after those, and the web console and /metrics --base-port minus 10 (unless
+Ports: the controller takes --base-port and the two after it. With nodes,
+node n takes the port after those plus n-1 and serves /metrics on
+--base-port minus 10 plus n; the first controller serves the web console
+and its /metrics on --base-port minus 10. In one process the groups'
+replicas take the ports after the controller's, and the web console and
+/metrics --base-port minus 10 (unless
 --http says otherwise). All of them are checked free before anything is
 created, so a second dev needs another --base-port (and another --data).
 
@@ -59,7 +69,7 @@ dev keeps the configuration as the operators left it: a group removed with
 'shardkv admin leave' stays out (its replicas run, without shards) until
 'shardkv admin join' adds it again.
 
---restore DIR makes a new cluster from a backup ('shardkv admin backup'),
+--restore DIR (in one process) makes a new cluster from a backup ('shardkv admin backup'),
 in a new data directory: the backup is verified whole first (a damaged one
 is refused, and nothing is created), the cluster gets the backup's shard
 count, every group joins, and each shard's data and duplicate table is
@@ -76,6 +86,7 @@ The replicas read their certificate files again on SIGHUP or when they
 change.`,
 		Example: `  shardkv dev
   shardkv dev --data /tmp/kv --groups 5 --shards 128 --base-port 9100
+  shardkv dev --data /tmp/kv1 --processes 1                          # all in one process
   shardkv dev --data /tmp/kv2 --base-port 9200 --http 127.0.0.1:0   # beside another dev
   shardkv dev --data /tmp/restored --restore /var/backups/skv-1      # a new cluster from a backup
   shardkv dev --tls                                                  # mutual TLS everywhere`,
@@ -88,6 +99,7 @@ change.`,
 	f.IntVar(&d.opts.Replicas, "replicas", 3, "replicas per group")
 	f.IntVar(&d.opts.Shards, "shards", 64, "shards (fixed when the cluster is first created)")
 	f.IntVar(&d.opts.BasePort, "base-port", 7100, "first port: the controller takes three, the groups the ports after")
+	f.IntVar(&d.processes, "processes", 3, "nodes hosting the groups' replicas, each a process (1: the whole cluster in this process)")
 	f.StringVar(&d.restore, "restore", "", "make a new cluster from the backup in this directory (shardkv admin backup)")
 	f.BoolVar(&d.tls, "tls", false, "TLS on every connection, with a throwaway CA and certificates under --data/tls; client certificates required")
 	f.StringVar(&d.http, "http", "", "address of the web console, /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
@@ -100,8 +112,19 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	if err != nil {
 		return err
 	}
+	if d.restore != "" && !cmd.Flags().Changed("processes") {
+		d.processes = 1 // a restore runs in one process
+	}
 	if err := d.check(); err != nil {
 		return err
+	}
+	if d.processes > 1 {
+		if err := checkPorts(d.nodePorts()); err != nil {
+			return err
+		}
+		ctx, stop := stopOnSignal(cmd.Context(), log)
+		defer stop()
+		return d.runNodes(ctx, cmd, g, log)
 	}
 	if err := checkPorts(append(d.replicaAddrs(), d.http)); err != nil {
 		return err
@@ -167,30 +190,40 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	if ctls := strings.Join(c.ControllerAddrs(), ","); ctls != defaultControllers {
 		flag = " --controllers " + ctls
 	}
-	if d.certs != nil {
-		tlsFlags := fmt.Sprintf(" --cacert %s --cert %s --key %s", d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
-		fmt.Fprintf(out, "  tls         mutual TLS, a throwaway CA in %s; clients need%s\n", filepath.Dir(d.certs.CAFile), tlsFlags)
-		fmt.Fprintf(out, "              (or SHARDKV_CACERT=%s SHARDKV_CERT=%s SHARDKV_KEY=%s)\n", d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
-		flag += tlsFlags
-	}
+	flag += d.printTLS(out)
 	fmt.Fprintf(out, "try: shardkv put hello world%s && shardkv get hello%s\n", flag, flag)
 	<-ctx.Done()
 	fmt.Fprintln(out, "shutting down")
 	return nil
 }
 
-// makeCerts makes a new CA and the cluster's certificates under
-// --data/tls (absolute paths, for the printed flags) and returns the
-// replicas' credentials, reloaded on SIGHUP until ctx ends.
-func (d *devFlags) makeCerts(ctx context.Context, clusterID uint64, log *slog.Logger) (*rpc.TLS, error) {
+// writeCerts makes a new CA and the cluster's certificates under
+// --data/tls (absolute paths, for the printed flags): every replica's
+// names cluster clusterID (rpc.PeerURI).
+func (d *devFlags) writeCerts(clusterID uint64) error {
 	dir, err := filepath.Abs(filepath.Join(d.opts.Dir, "tls"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if d.certs, err = devcert.WriteLocal(dir, rpc.PeerURI(clusterID)); err != nil {
-		return nil, fmt.Errorf("make the dev certificates: %w", err)
+		return fmt.Errorf("make the dev certificates: %w", err)
 	}
-	creds, err := rpc.LoadTLS(rpc.TLSFiles{Cert: d.certs.NodeCert, Key: d.certs.NodeKey, TrustedCA: d.certs.CAFile, ClientCertAuth: true}, log)
+	return nil
+}
+
+// serverTLS are the replicas' TLS files (writeCerts's): client
+// certificates required.
+func (d *devFlags) serverTLS() rpc.TLSFiles {
+	return rpc.TLSFiles{Cert: d.certs.NodeCert, Key: d.certs.NodeKey, TrustedCA: d.certs.CAFile, ClientCertAuth: true}
+}
+
+// makeCerts writes the certificates and returns the replicas' credentials
+// (dev in one process), reloaded on SIGHUP until ctx ends.
+func (d *devFlags) makeCerts(ctx context.Context, clusterID uint64, log *slog.Logger) (*rpc.TLS, error) {
+	if err := d.writeCerts(clusterID); err != nil {
+		return nil, err
+	}
+	creds, err := rpc.LoadTLS(d.serverTLS(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -198,17 +231,35 @@ func (d *devFlags) makeCerts(ctx context.Context, clusterID uint64, log *slog.Lo
 	return creds, nil
 }
 
+// printTLS says, with --tls, where the certificates are and how to point
+// the CLI at them, and returns the CLI's flags (empty without --tls).
+func (d *devFlags) printTLS(out io.Writer) string {
+	if d.certs == nil {
+		return ""
+	}
+	flags := fmt.Sprintf(" --cacert %s --cert %s --key %s", d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
+	fmt.Fprintf(out, "  tls         mutual TLS, a throwaway CA in %s; clients need%s\n", filepath.Dir(d.certs.CAFile), flags)
+	fmt.Fprintf(out, "              (or SHARDKV_CACERT=%s SHARDKV_CERT=%s SHARDKV_KEY=%s)\n", d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
+	return flags
+}
+
 // check refuses flag values dev cannot run with, and fills in --http.
 func (d *devFlags) check() error {
-	if d.opts.Groups < 1 || d.opts.Replicas < 1 {
-		return usagef("--groups and --replicas must be at least 1")
+	if d.opts.Groups < 1 || d.opts.Replicas < 1 || d.processes < 1 {
+		return usagef("--groups, --replicas and --processes must be at least 1")
+	}
+	if d.http == "" {
+		d.http = fmt.Sprintf("127.0.0.1:%d", d.opts.BasePort-10)
+	}
+	if d.processes > 1 {
+		return d.checkNodes()
+	}
+	if _, err := os.Stat(filepath.Join(d.opts.Dir, "node1")); err == nil {
+		return usagef("--data %s holds a cluster of nodes (dev without --processes 1): run it so", d.opts.Dir)
 	}
 	last := d.opts.BasePort + devControllers + d.opts.Groups*d.opts.Replicas - 1
 	if d.opts.BasePort <= 10 || last > 65535 {
 		return usagef("--base-port %d: the ports %d to %d must lie between 1 and 65535", d.opts.BasePort, d.opts.BasePort-10, last)
-	}
-	if d.http == "" {
-		d.http = fmt.Sprintf("127.0.0.1:%d", d.opts.BasePort-10)
 	}
 	return nil
 }

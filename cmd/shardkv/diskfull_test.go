@@ -181,7 +181,7 @@ func TestDevDiskFull(t *testing.T) {
 	base := freePorts(t, 13)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", base+12)
 	ctls := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base, base+1, base+2)
-	dev := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--data", filepath.Join(mnt, "data"),
+	dev := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--processes", "1", "--data", filepath.Join(mnt, "data"),
 		"--base-port", fmt.Sprint(base), "--http", httpAddr)
 	dev.waitOutput(t, "try: shardkv put")
 	ready := func() int {

@@ -350,7 +350,7 @@ const devPorts = 22
 func startDev(t *testing.T, bin, data, logPath string, base int, extra ...string) (*process, *cli, []string) {
 	t.Helper()
 	c := &cli{t: t, bin: bin, controllers: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+10, base+11, base+12)}
-	args := append([]string{"dev", "--data", data, "--base-port", fmt.Sprint(base + 10)}, extra...)
+	args := append([]string{"dev", "--processes", "1", "--data", data, "--base-port", fmt.Sprint(base + 10)}, extra...)
 	p := startProcess(t, bin, logPath, args...)
 	p.waitOutput(t, "try: shardkv put")
 	return p, c, args
@@ -394,7 +394,7 @@ func TestE2ECLIExitCodesAndOutput(t *testing.T) {
 	if out, _ := c.expect(1, "", []string{`key "nokey" not found`}, "get", "nokey"); out != "" {
 		t.Fatalf("get of a missing key printed %q", out)
 	}
-	c.expect(2, "", []string{"accepts 1 arg", "shardkv get --help"}, "get")
+	c.expect(2, "", []string{"get takes KEY, or --prefix PREFIX", "shardkv get --help"}, "get")
 	c.expect(2, "", []string{"unknown flag"}, "get", "greeting", "--bogus")
 	c.expect(2, "", []string{`-o "yaml"`}, "get", "greeting", "-o", "yaml")
 	c.expect(2, "", []string{`unknown command "nosuch"`}, "nosuch")
@@ -483,13 +483,13 @@ func TestE2EDevPortsAndLockedData(t *testing.T) {
 		other = freePorts(t, devPorts)
 	}
 	refused(t, bin, filepath.Join(dir, "dev-locked.log"), []string{filepath.Join(dir, "data1") + " is locked by another shardkv process"},
-		"dev", "--data", filepath.Join(dir, "data1"), "--base-port", fmt.Sprint(other+10))
+		"dev", "--processes", "1", "--data", filepath.Join(dir, "data1"), "--base-port", fmt.Sprint(other+10))
 	// The same ports, another data directory: refused before creating it.
 	refused(t, bin, filepath.Join(dir, "dev-ports.log"), []string{fmt.Sprintf("127.0.0.1:%d is already in use", base+10), "--base-port"},
-		"dev", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(base+10))
+		"dev", "--processes", "1", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(base+10))
 	// The metrics port of the first one is taken too.
 	refused(t, bin, filepath.Join(dir, "dev-http.log"), []string{fmt.Sprintf("127.0.0.1:%d is already in use", base)},
-		"dev", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(other+10), "--http", fmt.Sprintf("127.0.0.1:%d", base))
+		"dev", "--processes", "1", "--data", filepath.Join(dir, "data2"), "--base-port", fmt.Sprint(other+10), "--http", fmt.Sprintf("127.0.0.1:%d", base))
 	if _, err := os.Stat(filepath.Join(dir, "data2")); !os.IsNotExist(err) {
 		t.Fatalf("a refused dev created its data directory: %v", err)
 	}
@@ -968,5 +968,60 @@ func consoleShows(t *testing.T, url string, num uint64, groups int) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the console at %s never showed configuration %d with %d groups served: %+v", url, num, groups, st)
 		}
+	}
+}
+
+// TestE2EWatch: shardkv watch --prefix prints the changes of the keys
+// under its prefix (not others), each with its version, and exits after
+// --count of them.
+func TestE2EWatch(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, devPorts)
+	_, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), base)
+	cmd := exec.Command(bin, "watch", "--prefix", "cfg/", "--count", "3", "-o", "json", "--timeout", "60s")
+	cmd.Env = append(os.Environ(), "SHARDKV_CONTROLLERS="+c.controllers)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// The watch starts once it reaches the groups: write until it has
+	// seen three changes.
+	var exit error
+	for i := 0; ; i++ {
+		c.ok("put", "other", "x")
+		c.ok("put", "cfg/a", fmt.Sprint("v", i))
+		select {
+		case exit = <-done:
+		case <-time.After(200 * time.Millisecond):
+			if i < 200 {
+				continue
+			}
+			_ = cmd.Process.Kill()
+			t.Fatalf("watch did not exit after 200 puts; stdout %q stderr %q", o.String(), e.String())
+		}
+		break
+	}
+	if exit != nil {
+		t.Fatalf("watch: %v; stderr %q", exit, e.String())
+	}
+	dec := json.NewDecoder(&o)
+	var prev uint64
+	for n := 0; n < 3; n++ {
+		var ev struct {
+			Type    string
+			Key     []byte
+			Version uint64
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("change %d: %v", n, err)
+		}
+		if ev.Type != "PUT" || string(ev.Key) != "cfg/a" || (n > 0 && ev.Version != prev+1) {
+			t.Fatalf("change %d: %+v after version %d", n, ev, prev)
+		}
+		prev = ev.Version
 	}
 }

@@ -20,7 +20,7 @@ func TestJoinTypoRefused(t *testing.T) {
 	dead := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1))
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
 	c := &cli{t: t, bin: bin, controllers: strings.Join([]string{addr(0), addr(1), addr(2)}, ",")}
-	dev := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--data", filepath.Join(dir, "data"),
+	dev := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--processes", "1", "--data", filepath.Join(dir, "data"),
 		"--base-port", fmt.Sprint(base), "--http", "127.0.0.1:0")
 	dev.waitOutput(t, "try: shardkv put")
 	c.ok("put", "greeting", "hello")

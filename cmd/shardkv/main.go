@@ -71,7 +71,7 @@ flag's name in capitals with _ for - (SHARDKV_CONTROLLERS, SHARDKV_DATA).`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(newDevCmd(g), newControllerCmd(g), newServerCmd(g))
-	root.AddCommand(newGetCmd(), newListCmd())
+	root.AddCommand(newGetCmd(), newListCmd(), newWatchCmd())
 	root.AddCommand(newWriteCmds()...)
 	root.AddCommand(newAdminCmd(), newBenchCmd())
 	setExitCodes(root, rootExitCodes)

@@ -173,16 +173,40 @@ func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string
 	}
 }
 
-// replicaStart builds a replica on the engine and raft network of the
-// cluster clusterID and registers its service on g.
-// ready, if not nil, adds the replica's own readiness condition.
-type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), node func() *raftnode.Node, ready func() error, err error)
+// replicaStart starts a process's replicas on the engine and raft network
+// of the cluster clusterID, registers their services on g and their
+// metrics with reg. ready, if not nil, adds the replicas' own readiness
+// condition.
+type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), nodes []*raftnode.Node, ready func() error, err error)
 
 // exitStuck ends a process whose storage cannot persist, with one clear
 // line and its own exit code (see storage.Options.OnStuck and OnFatal).
 func exitStuck(err error) {
 	fmt.Fprintf(os.Stderr, "shardkv: %s; exiting (nothing acknowledged is lost; restart once the disk is fixed)\n", describe(err))
 	os.Exit(exitStorage)
+}
+
+// openProcess reads the TLS files (reloaded on SIGHUP until ctx ends),
+// takes the process's address and opens its engine. The port is taken
+// first: learning the cluster id may take a while, and nothing else may
+// grab the address meanwhile.
+func openProcess(ctx context.Context, r *replicaFlags, log *slog.Logger) (net.Listener, *storage.Engine, error) {
+	if err := r.tls.load(ctx, log); err != nil {
+		return nil, nil, err
+	}
+	lis, err := net.Listen("tcp", r.listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("--listen %s is already in use (another shardkv process?)", r.listen)
+		}
+		return nil, nil, fmt.Errorf("cannot listen on --listen %s (%s)", r.listen, dialFailure(err))
+	}
+	e, err := storage.OpenWith(r.data, storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck})
+	if err != nil {
+		lis.Close()
+		return nil, nil, err
+	}
+	return lis, e, nil
 }
 
 // runReplica serves one replica until SIGINT or SIGTERM. Before anything
@@ -202,119 +226,135 @@ func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	}
 	ctx, cancel := stopOnSignal(cmd.Context(), log)
 	defer cancel()
-	if err := r.tls.load(ctx, log); err != nil {
-		return err
-	}
-	// Take the port first: learning the cluster id may take a while, and
-	// nothing else may grab the address meanwhile.
-	lis, err := net.Listen("tcp", r.listen)
+	lis, e, err := openProcess(ctx, r, log)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("--listen %s is already in use (another shardkv process?)", r.listen)
-		}
-		return fmt.Errorf("cannot listen on --listen %s (%s)", r.listen, dialFailure(err))
+		return err
 	}
 	defer lis.Close()
-	e, err := storage.OpenWith(r.data, storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck})
-	if err != nil {
-		return err
-	}
 	defer e.Close()
-	ident, err := r.identity(ctx, e, gid, peers, clusterID)
+	rep := storage.Replica{Group: gid, ID: r.id}
+	_, stored, err := e.LoadIdentity(rep)
 	if err != nil {
 		return err
 	}
-	s := &replicaServer{r: r, gid: gid, peers: peers, e: e, clusterID: ident.ClusterID, log: log}
+	cid, err := clusterID(ctx, stored)
+	if err != nil {
+		return fmt.Errorf("learn the cluster id: %w", err)
+	}
+	ident, join, err := ensureIdentity(ctx, e, rep, peers, storage.ClusterState(r.state), cid, r.tls.peerDial(cid), r.data)
+	if err != nil {
+		return err
+	}
+	r.join = join
+	s := &replicaServer{r: r, hosted: []storage.Replica{rep}, peers: map[uint64]map[uint64]string{gid: peers}, e: e, clusterID: ident.ClusterID, log: log}
 	return s.serve(ctx, lis, start)
 }
 
-// identity checks (or, on a first start, records) the replica's identity.
-func (r *replicaFlags) identity(ctx context.Context, e *storage.Engine, gid uint64, peers map[uint64]string,
-	clusterID func(ctx context.Context, stored bool) (uint64, error)) (storage.Identity, error) {
-	rep := storage.Replica{Group: gid, ID: r.id}
-	want := storage.Identity{Peers: peers}
+// ensureIdentity checks (or, on a first start, records) replica rep's
+// identity: peers its group's membership, state as --initial-cluster-state,
+// clusterID the cluster it is started in (0: whatever is stored). join
+// reports a learner added to its running group, which starts empty.
+func ensureIdentity(ctx context.Context, e *storage.Engine, rep storage.Replica, peers map[uint64]string, state storage.ClusterState,
+	clusterID uint64, dial []grpc.DialOption, dir string) (ident storage.Identity, join bool, err error) {
 	_, stored, err := e.LoadIdentity(rep)
 	if err != nil {
-		return storage.Identity{}, err
+		return storage.Identity{}, false, err
 	}
-	if want.ClusterID, err = clusterID(ctx, stored); err != nil {
-		return storage.Identity{}, fmt.Errorf("learn the cluster id: %w", err)
-	}
-	state := storage.ClusterState(r.state)
 	if !stored && state == storage.ClusterNew {
-		if err := notBootstrapped(ctx, gid, r.id, peers, r.tls.peerDial(want.ClusterID), r.data); err != nil {
-			return storage.Identity{}, err
+		if err := notBootstrapped(ctx, rep.Group, rep.ID, peers, dial, dir); err != nil {
+			return storage.Identity{}, false, err
 		}
 	}
-	if !stored && state == storage.ClusterExisting && addedAsLearner(ctx, gid, r.id, peers, r.tls.peerDial(want.ClusterID)) {
-		state, r.join = storage.ClusterJoin, true
+	if !stored && state == storage.ClusterExisting && addedAsLearner(ctx, rep.Group, rep.ID, peers, dial) {
+		state, join = storage.ClusterJoin, true
 	}
-	return e.EnsureIdentity(rep, want, state)
+	ident, err = e.EnsureIdentity(rep, storage.Identity{ClusterID: clusterID, Peers: peers}, state)
+	return ident, join, err
 }
 
-// replicaServer is one replica process's gRPC server and raft network.
+// replicaServer is one process's gRPC server and raft network, shared by
+// the replicas it hosts.
 type replicaServer struct {
 	r         *replicaFlags
-	gid       uint64
-	peers     map[uint64]string
+	hosted    []storage.Replica
+	peers     map[uint64]map[uint64]string // each hosted group's members: raft id -> address
 	e         *storage.Engine
 	clusterID uint64
 	log       *slog.Logger
 }
 
-// serve starts the replica on lis and serves until ctx ends or the
-// replica stops.
+// serve starts the replicas on lis and serves until ctx ends or a replica
+// stops.
 func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start replicaStart) error {
 	raftSrv := transport.NewServer()
 	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
-		a, ok := s.peers[id]
-		return a, ok && group == s.gid
+		a, ok := s.peers[group][id]
+		return a, ok
 	}, s.r.tls.peerDial(s.clusterID)...)
 	defer network.Close()
 	gs := grpc.NewServer(s.r.tls.serverOptions(s.clusterID, s.log)...)
 	raftSrv.Register(gs)
 	reg := ops.NewRegistry()
-	stop, node, ready, err := start(s.e, network, s.clusterID, gs, reg)
+	stop, nodes, ready, err := start(s.e, network, s.clusterID, gs, reg)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	ops.RegisterRaft(reg, s.gid, s.r.id, node)
+	for i, n := range nodes {
+		ops.RegisterRaft(reg, s.hosted[i].Group, s.hosted[i].ID, func() *raftnode.Node { return n })
+	}
 	ops.RegisterStorage(reg, s.e)
 	go func() { _ = gs.Serve(lis) }()
 	defer gs.Stop()
 	if s.r.http != "" {
-		// Ready: a leader is known, the disk accepts writes, and the
-		// replica's own condition holds.
+		// Ready: every replica knows a leader, the disk accepts writes,
+		// and the replicas' own condition holds.
 		isReady := func() bool {
-			return node().Status().Leader != 0 && s.e.Health() == nil && (ready == nil || ready() == nil)
+			for _, n := range nodes {
+				if n.Status().Leader == 0 {
+					return false
+				}
+			}
+			return s.e.Health() == nil && (ready == nil || ready() == nil)
 		}
 		if _, err := ops.Serve(ctx, s.r.http, reg, isReady, s.log, s.console(ctx)); err != nil {
 			return err
 		}
 	}
 	log := s.log.With("component", "process")
-	log.Info("replica serving", "group", s.gid, "replica", s.r.id, "listen", s.r.listen, "data", s.r.data,
+	log.Info("replica serving", "replicas", s.hosted, "listen", s.r.listen, "data", s.r.data,
 		"cluster", fmt.Sprintf("%016x", s.clusterID))
+	// The process ends when any replica stops on its own (its storage
+	// failed): the others' clients move on to their groups' other replicas.
+	done := make(chan *raftnode.Node, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			select {
+			case <-n.Done():
+				done <- n
+			case <-ctx.Done():
+			}
+		}()
+	}
 	select {
 	case <-ctx.Done():
-	case <-node().Done():
-		if err := node().Err(); err != nil {
+	case n := <-done:
+		if err := n.Err(); err != nil {
 			return fmt.Errorf("replica stopped: %w", err)
 		}
 	}
-	log.Info("replica stopping", "group", s.gid, "replica", s.r.id)
+	log.Info("replica stopping", "replicas", s.hosted)
 	return nil
 }
 
 // console starts the web console in a controller process (nil in a group
 // replica): it reads the cluster through this controller and its peers.
 func (s *replicaServer) console(ctx context.Context) http.Handler {
-	if s.gid != ctlserver.Group {
+	if len(s.hosted) != 1 || s.hosted[0].Group != ctlserver.Group {
 		return nil
 	}
 	dial := s.r.tls.peerDial(s.clusterID)
-	ctl, err := ctlclient.New(slices.Sorted(maps.Values(s.peers)), dial...)
+	ctl, err := ctlclient.New(slices.Sorted(maps.Values(s.peers[ctlserver.Group])), dial...)
 	if err != nil {
 		s.log.Error("web console disabled", "err", err)
 		return nil

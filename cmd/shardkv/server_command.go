@@ -1,7 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +28,7 @@ import (
 type serverFlags struct {
 	r           replicaFlags
 	gid         uint64
+	replicas    []string // --replica: GROUP:ID=ADDR,...
 	controllers string
 	g           *globals
 }
@@ -28,26 +37,209 @@ func newServerCmd(g *globals) *cobra.Command {
 	s := &serverFlags{g: g}
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run one replica of a replica group",
-		Long: `Run one replica of a replica group. On its first start the replica learns
-the cluster's id from the controllers (waiting for them); the group serves
-shards once 'shardkv admin join' added it to the configuration.`,
-		Example: `  shardkv server --group 1 --id 1 --listen 127.0.0.1:7110 --data /var/lib/shardkv/g1r1 \
-    --peers 1=127.0.0.1:7110,2=127.0.0.1:7111,3=127.0.0.1:7112 \
-    --controllers 127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102
+		Short: "Run a node: replicas of any number of replica groups",
+		Long: `Run a node: one process, one data directory, one address and one /metrics
+hosting replicas of any number of replica groups (at most one of each).
+Every request names its group and goes to that group's replica; a request
+for a group the node does not host is refused as WRONG_GROUP.
+
+A replica is named once, when its group is created or it is added to one:
+--replica GROUP:ID=ADDR,ID=ADDR,... lists the group's members, and the node
+hosts the one at its own --listen address. The old form, --group, --id and
+--peers, names one replica. The node records every replica it hosts in its
+data directory and starts them all again at every start, named or not.
+On its first start a replica learns the cluster's id from the controllers
+(waiting for them); a group serves shards once 'shardkv admin join' added it
+to the configuration.`,
+		Example: `  # three nodes, three groups, each group's replicas on distinct nodes
+  N=127.0.0.1:7111,127.0.0.1:7112,127.0.0.1:7113
+  shardkv server --listen 127.0.0.1:7111 --data /var/lib/shardkv/n1 --controllers $C \
+    --replica 1:1=127.0.0.1:7111,2=127.0.0.1:7112,3=127.0.0.1:7113 \
+    --replica 2:1=127.0.0.1:7112,2=127.0.0.1:7113,3=127.0.0.1:7111 \
+    --replica 3:1=127.0.0.1:7113,2=127.0.0.1:7111,3=127.0.0.1:7112
+  shardkv server --listen 127.0.0.1:7111 --data /var/lib/shardkv/n1 --controllers $C   # a restart
+  shardkv server --group 1 --id 1 --listen 127.0.0.1:7110 --data /var/lib/shardkv/g1r1 \
+    --peers 1=127.0.0.1:7110,2=127.0.0.1:7111,3=127.0.0.1:7112 --controllers $C   # one replica
   shardkv admin join 1=127.0.0.1:7110,127.0.0.1:7111,127.0.0.1:7112`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if s.gid == 0 {
-				return usagef("--group must be a group id above 0")
-			}
-			return runReplica(cmd, g, &s.r, s.gid, s.clusterID, s.start)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return s.run(cmd) },
 	}
 	s.r.register(cmd)
-	cmd.Flags().Uint64Var(&s.gid, "group", 0, "this replica's group id")
+	cmd.Flags().Uint64Var(&s.gid, "group", 0, "the group of the replica --id and --peers name")
+	cmd.Flags().StringArrayVar(&s.replicas, "replica", nil,
+		"a replica this node hosts, as GROUP:ID=ADDR,ID=ADDR,... (every member of the group; this node's is the one at --listen); repeatable")
 	cmd.Flags().StringVar(&s.controllers, "controllers", defaultControllers, "controller addresses, comma separated")
 	return setExitCodes(cmd, processExitCodes)
+}
+
+// hostedReplica is a replica a node hosts and its group's members.
+type hostedReplica struct {
+	rep   storage.Replica
+	peers map[uint64]string
+	named bool // by the flags (not only stored)
+	join  bool // a learner added to its running group, starting empty
+}
+
+// named returns the replicas the flags name, each group once.
+func (s *serverFlags) named() ([]hostedReplica, error) {
+	var out []hostedReplica
+	if s.gid != 0 || s.r.id != 0 || s.r.peers != "" {
+		if s.gid == 0 {
+			return nil, usagef("--group must be a group id above 0")
+		}
+		peers, _, err := s.r.check()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, hostedReplica{rep: storage.Replica{Group: s.gid, ID: s.r.id}, peers: peers, named: true})
+	}
+	for _, spec := range s.replicas {
+		h, err := parseHosted(spec, s.r.listen)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	seen := map[uint64]bool{}
+	for _, h := range out {
+		if seen[h.rep.Group] {
+			return nil, usagef("group %d is named twice: a node hosts one replica of a group (two would fail together)", h.rep.Group)
+		}
+		seen[h.rep.Group] = true
+	}
+	if s.r.forceNew && len(out) != 1 {
+		return nil, usagef("--force-new-cluster applies to one replica: name exactly one (--group, --id and --peers)")
+	}
+	return out, nil
+}
+
+// parseHosted reads --replica GROUP:ID=ADDR,...: the replica of GROUP at
+// address self. Placement is checked here: a group listing self twice
+// would put two of its replicas on one node.
+func parseHosted(spec, self string) (hostedReplica, error) {
+	gidStr, peersStr, ok := strings.Cut(spec, ":")
+	gid, err := strconv.ParseUint(gidStr, 10, 64)
+	if !ok || err != nil || gid == 0 {
+		return hostedReplica{}, usagef("--replica: %q is not GROUP:ID=ADDR,... with GROUP > 0", spec)
+	}
+	peers, _, err := parsePeers(peersStr)
+	if err != nil {
+		return hostedReplica{}, err
+	}
+	var id uint64
+	for pid, addr := range peers {
+		if addr != self {
+			continue
+		}
+		if id != 0 {
+			return hostedReplica{}, usagef("--replica %s: replicas %d and %d of group %d are both on this node (%s); a node hosts one replica of a group",
+				spec, min(id, pid), max(id, pid), gid, self)
+		}
+		id = pid
+	}
+	if id == 0 {
+		return hostedReplica{}, usagef("--replica %s: no member of group %d is at this node's --listen %s", spec, gid, self)
+	}
+	return hostedReplica{rep: storage.Replica{Group: gid, ID: id}, peers: peers, named: true}, nil
+}
+
+// run serves the node until SIGINT or SIGTERM: every replica the flags name
+// and every replica its data directory holds.
+func (s *serverFlags) run(cmd *cobra.Command) error {
+	tuneServerGC()
+	log, err := s.g.logger()
+	if err != nil {
+		return err
+	}
+	if s.r.listen == "" || s.r.data == "" {
+		return usagef("--listen and --data are required")
+	}
+	if s.r.state != string(storage.ClusterNew) && s.r.state != string(storage.ClusterExisting) {
+		return usagef("--initial-cluster-state must be new or existing, not %q", s.r.state)
+	}
+	named, err := s.named()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := stopOnSignal(cmd.Context(), log)
+	defer cancel()
+	lis, e, err := openProcess(ctx, &s.r, log)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+	defer e.Close()
+	hosted, err := s.hosted(e, named)
+	if err != nil {
+		return err
+	}
+	anyStored := len(hosted) > len(named) || slices.ContainsFunc(named, func(h hostedReplica) bool {
+		_, ok, _ := e.LoadIdentity(h.rep)
+		return ok
+	})
+	cid, err := s.clusterID(ctx, anyStored)
+	if err != nil {
+		return fmt.Errorf("learn the cluster id: %w", err)
+	}
+	// The replicas' identities are checked at once: a first start asks
+	// its group's peers, which may take seconds while they start too.
+	idents := make([]storage.Identity, len(hosted))
+	errs := make([]error, len(hosted))
+	var wg sync.WaitGroup
+	for i := range hosted {
+		wg.Go(func() {
+			idents[i], hosted[i].join, errs[i] = ensureIdentity(ctx, e, hosted[i].rep, hosted[i].peers, storage.ClusterState(s.r.state), cid, s.r.tls.peerDial(cid), s.r.data)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	srv := &replicaServer{r: &s.r, peers: map[uint64]map[uint64]string{}, e: e, log: log, clusterID: idents[0].ClusterID}
+	for i, h := range hosted {
+		if idents[i].ClusterID != srv.clusterID {
+			return fmt.Errorf("storage %s: %s belongs to cluster %016x, %s to cluster %016x: a node serves one cluster",
+				s.r.data, hosted[0].rep, srv.clusterID, h.rep, idents[i].ClusterID)
+		}
+		srv.hosted = append(srv.hosted, h.rep)
+		srv.peers[h.rep.Group] = idents[i].Current()
+	}
+	return srv.serve(ctx, lis, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), []*raftnode.Node, func() error, error) {
+		return s.start(e, net, cid, gs, reg, hosted)
+	})
+}
+
+// hosted adds to the replicas named those the engine holds (restarted
+// with the membership they last applied), in (group, id) order. A group's
+// stored replica and a named one must be the same.
+func (s *serverFlags) hosted(e *storage.Engine, named []hostedReplica) ([]hostedReplica, error) {
+	stored, err := e.Replicas()
+	if err != nil {
+		return nil, err
+	}
+	out := named
+	for _, rep := range stored {
+		if rep.Group == 0 {
+			continue // a controller's data: refused by its identity below if named
+		}
+		if i := slices.IndexFunc(named, func(h hostedReplica) bool { return h.rep.Group == rep.Group }); i >= 0 {
+			if named[i].rep.ID != rep.ID {
+				return nil, fmt.Errorf("storage %s: this node hosts replica %d of group %d, not replica %d: a node hosts one replica of a group "+
+					"(replace a replica with `shardkv admin member`, on another node)", s.r.data, rep.ID, rep.Group, named[i].rep.ID)
+			}
+			continue
+		}
+		ident, _, err := e.LoadIdentity(rep)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, hostedReplica{rep: rep, peers: ident.Current()})
+	}
+	if len(out) == 0 {
+		return nil, usagef("this node hosts no replica yet: name one with --replica GROUP:ID=ADDR,... (or --group, --id and --peers)")
+	}
+	slices.SortFunc(out, func(a, b hostedReplica) int { return cmp.Compare(a.rep.Group, b.rep.Group) })
+	return out, nil
 }
 
 // clusterID: a replica without a stored identity learns its cluster from
@@ -78,9 +270,11 @@ func (s *serverFlags) clusterID(ctx context.Context, stored bool) (uint64, error
 	}
 }
 
-// start starts the group replica (a replicaStart).
-func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), func() *raftnode.Node, func() error, error) {
-	_, ids, _ := parsePeers(s.r.peers)
+// start starts the node's group replicas (a replicaStart): one controller
+// client and one connection pool for all of them, and one Router serving
+// their services on gs.
+func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
+	hosted []hostedReplica) (func(), []*raftnode.Node, func() error, error) {
 	log, _ := s.g.logger()
 	dial := s.r.tls.peerDial(cid)
 	ctl, err := ctlclient.New(splitList(s.controllers), dial...)
@@ -88,13 +282,43 @@ func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64
 		return nil, nil, nil, err
 	}
 	pool := rpc.NewPool(dial...)
-	srv, err := groupserver.Start(groupserver.Config{GID: s.gid, ID: s.r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net,
-		Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, s.gid, s.r.id), Tune: s.r.tune, Pool: pool, Dial: s.r.tls.tlsDial()})
-	if err != nil {
+	router := groupserver.NewRouter()
+	var servers []*groupserver.Server
+	stop := func() {
+		for _, srv := range servers {
+			router.Remove(srv)
+			srv.Stop()
+		}
 		ctl.Close()
 		pool.Close()
-		return nil, nil, nil, err
 	}
-	srv.Register(gs)
-	return func() { srv.Stop(); ctl.Close(); pool.Close() }, srv.Node, srv.Ready, nil
+	var nodes []*raftnode.Node
+	for _, h := range hosted {
+		tune := func(c *raftnode.Config) {
+			s.r.tune(c)
+			c.Join = h.join
+		}
+		srv, err := groupserver.Start(groupserver.Config{GID: h.rep.Group, ID: h.rep.ID, ClusterID: cid, Peers: slices.Sorted(maps.Keys(h.peers)),
+			Engine: e, Network: net, Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, h.rep.Group, h.rep.ID),
+			Tune: tune, Pool: pool, Dial: s.r.tls.tlsDial()})
+		if err == nil {
+			servers = append(servers, srv)
+			err = router.Add(srv)
+		}
+		if err != nil {
+			stop()
+			return nil, nil, nil, fmt.Errorf("start %s: %w", h.rep, err)
+		}
+		nodes = append(nodes, srv.Node())
+	}
+	router.Register(gs)
+	ready := func() error {
+		for _, srv := range servers {
+			if err := srv.Ready(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return stop, nodes, ready, nil
 }

@@ -19,10 +19,19 @@ import (
 // prints: commands work with them and fail without them; then every
 // certificate is replaced by one of a new CA and the process gets SIGHUP:
 // the CLI trusting only the new CA gets through, so new connections see
-// the new server certificate, and the cluster keeps serving writes.
+// the new server certificate, and the cluster keeps serving writes. Both
+// ways dev runs: in one process, and as controller and node processes
+// (which dev passes the SIGHUP on to).
 func TestE2EDevTLS(t *testing.T) {
+	bin := binary(t)
+	for _, processes := range []string{"1", "3"} {
+		t.Run("processes="+processes, func(t *testing.T) { devTLS(t, bin, processes) })
+	}
+}
+
+func devTLS(t *testing.T, bin, processes string) {
 	dir := t.TempDir()
-	p, c, _ := startDev(t, binary(t), filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), freePorts(t, devPorts), "--tls")
+	p, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), freePorts(t, devPorts), "--tls", "--processes", processes)
 	out, _ := os.ReadFile(p.log)
 	m := regexp.MustCompile(`clients need (--cacert \S+ --cert \S+ --key \S+)`).FindSubmatch(out)
 	if m == nil {

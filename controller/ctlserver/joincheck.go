@@ -76,7 +76,7 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				id, err := transport.Identify(cctx, addr, dial...)
+				id, err := transport.Identify(cctx, addr, g.GetId(), dial...)
 				answers[i][j] = answer{id, err}
 			}()
 		}
@@ -100,6 +100,8 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 				bad = append(bad, fmt.Sprintf("group %d: %s states no cluster id", gid, addr))
 			case a.id.ClusterID != s.clusterID:
 				bad = append(bad, fmt.Sprintf("group %d: %s states cluster %016x, this cluster is %016x", gid, addr, a.id.ClusterID, s.clusterID))
+			case a.id.Group == 0:
+				bad = append(bad, fmt.Sprintf("group %d: %s hosts no replica of group %d", gid, addr, gid))
 			case a.id.Group != gid:
 				bad = append(bad, fmt.Sprintf("group %d: %s is replica %d of group %d, not of group %d", gid, addr, a.id.Replica, a.id.Group, gid))
 			case seen[a.id.Replica] != "":

@@ -20,6 +20,13 @@ import (
 // clusterID, as a replica group server does, on addr ("" for a new port).
 func fakeReplica(t *testing.T, addr string, clusterID, gid, id uint64) string {
 	t.Helper()
+	return fakeNode(t, addr, clusterID, map[uint64]uint64{gid: id})
+}
+
+// fakeNode serves Identify as a node hosting the replicas hosted (group ->
+// raft id) of cluster clusterID, on addr ("" for a new port).
+func fakeNode(t *testing.T, addr string, clusterID uint64, hosted map[uint64]uint64) string {
+	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
@@ -28,7 +35,7 @@ func fakeReplica(t *testing.T, addr string, clusterID, gid, id uint64) string {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(clusterID, testLogger())...)...)
-	transport.RegisterIdentity(g, gid, id)
+	transport.RegisterIdentity(g, func() map[uint64]uint64 { return hosted })
 	go func() { _ = g.Serve(l) }()
 	t.Cleanup(g.Stop)
 	return l.Addr().String()
@@ -60,6 +67,7 @@ func TestJoinIsChecked(t *testing.T) {
 	g4 := []string{fakeReplica(t, "", cid, 4, 1), fakeReplica(t, "", cid, 4, 2), fakeReplica(t, "", cid, 4, 3)}
 	other := fakeReplica(t, "", cid+1, 4, 1)
 	dead := freeAddr(t)
+	node := fakeNode(t, "", cid, map[uint64]uint64{1: 2, 2: 1})
 	before, _, err := cl.Query(cx, -1)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +83,7 @@ func TestJoinIsChecked(t *testing.T) {
 		{"port out of range", []string{g4[0], "127.0.0.1:70000"}, controllerpb.ErrBadReplica, []string{"127.0.0.1:70000", "1 to 65535"}},
 		{"nothing listening", []string{g4[0], g4[1], dead}, controllerpb.ErrReplicaUnreachable, []string{"group 4: replica " + dead + " did not answer"}},
 		{"another group's replica", []string{g4[0], g1}, controllerpb.ErrBadReplica, []string{g1 + " is replica 1 of group 1, not of group 4"}},
+		{"a node hosting other groups", []string{g4[0], node}, controllerpb.ErrBadReplica, []string{node + " hosts no replica of group 4"}},
 		{"another cluster", []string{other}, controllerpb.ErrBadReplica, []string{other + " belongs to another cluster"}},
 		{"a controller", []string{c.addrs[0]}, controllerpb.ErrBadReplica, []string{c.addrs[0] + " serves no replica group"}},
 		{"one replica twice", []string{g4[0], g4[1], g4[0]}, controllerpb.ErrBadReplica, []string{"are the same replica"}},

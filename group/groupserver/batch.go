@@ -3,6 +3,7 @@ package groupserver
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
@@ -122,19 +123,30 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 		cmd.Op = &grouppb.Command_Writes{Writes: &grouppb.WriteBatch{Writes: ws}}
 	}
 	s.cfg.Metrics.batched(len(live))
-	ctx, cancel := context.WithDeadline(s.ctx, latestDeadline(live))
+	// Raft is given the entry while any caller still waits (the batcher
+	// holds every later write meanwhile: raft blocks a proposal while no
+	// leader is known), within their deadlines, until the replica stops.
+	waitCtx, stopWaiting := whileAnyWaits(live)
+	ctx, cancel := context.WithDeadline(waitCtx, latestDeadline(live))
+	unlink := context.AfterFunc(s.ctx, cancel)
 	p, err := s.submit(ctx, cmd)
+	unlink()
 	cancel()
 	if err != nil {
+		stopWaiting()
 		for _, w := range live {
 			w.out <- writeOutcome{err: err}
 		}
 		return
 	}
 	go func() {
-		// Bounded without a context: the node fails every pending
-		// proposal when it stops or loses leadership.
-		v, err := p.Wait(context.Background())
+		// Not bounded by the node alone: it fails every pending proposal
+		// when it stops or loses leadership, but a follower whose
+		// forwarded batch the leader never received (lost message,
+		// leadership transfer) would wait for as long as that leader
+		// lasts.
+		defer stopWaiting()
+		v, err := p.Wait(waitCtx)
 		outcomes, isBatch := v.([]any)
 		for i, w := range live {
 			o := writeOutcome{v: v, err: err}
@@ -144,6 +156,28 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 			w.out <- o
 		}
 	}()
+}
+
+// whileAnyWaits returns a context that ends once every caller in ws has
+// given up (each one's context ended), and the function that releases it.
+func whileAnyWaits(ws []*queuedWrite) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var waiting atomic.Int64
+	waiting.Store(int64(len(ws)))
+	stops := make([]func() bool, len(ws))
+	for i, w := range ws {
+		stops[i] = context.AfterFunc(w.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
 }
 
 // latestDeadline is the last of the callers' deadlines: the proposal is

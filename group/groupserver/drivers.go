@@ -102,7 +102,7 @@ func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Me
 	covered := map[uint64]bool{}
 	for _, addr := range known {
 		ictx, icancel := context.WithTimeout(ctx, time.Second)
-		who, err := transport.Identify(ictx, addr, s.identifyDial...)
+		who, err := transport.Identify(ictx, addr, s.cfg.GID, s.identifyDial...)
 		icancel()
 		var id uint64
 		switch {

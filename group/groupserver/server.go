@@ -1,6 +1,9 @@
-// Package groupserver runs one replica of a replica group: a raft node
-// whose state machine is a group.StateMachine, the KV gRPC service, and the
-// drivers that move the group through configurations.
+// Package groupserver runs replicas of replica groups: each a raft node
+// whose state machine is a group.StateMachine, and the drivers that move
+// the group through configurations. A Router serves the KV, handoff,
+// backup, membership and identity services of every replica a process
+// hosts (a node) on one gRPC server, each request to the replica of the
+// group it names.
 //
 // The drivers run only on the leader and are driven by replicated state
 // alone, so a new leader picks up exactly where the old one stopped. Every
@@ -38,6 +41,7 @@ import (
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
+	"github.com/shardkv/shardkv/group/watch"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
@@ -79,6 +83,11 @@ type Config struct {
 	// Time is the clock the leader stamps commands by (the machine's by
 	// default; tests step its wall clock). See session.Clock.
 	Time session.TimeSource
+	// Watch bounds the replica's watch history and watcher queues.
+	Watch watch.Config
+	// WatchProgress is how often an idle watch stream is told how far it
+	// is covered (default 1s; see watch.Watcher.Next).
+	WatchProgress time.Duration
 }
 
 // Server is one running group replica.
@@ -89,6 +98,7 @@ type Server struct {
 	node  *raftnode.Node
 	log   *slog.Logger
 	clock *session.Clock
+	watch *watch.Hub // the replica's feed of changes (watch.go)
 
 	ownPool bool // cfg.Pool is this server's to close
 
@@ -128,6 +138,7 @@ func Start(cfg Config) (*Server, error) {
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.TickInterval = cmp.Or(cfg.TickInterval, 50*time.Millisecond)
 	cfg.ChunkBytes = cmp.Or(cfg.ChunkBytes, 512<<10)
+	cfg.WatchProgress = cmp.Or(cfg.WatchProgress, time.Second)
 	ownPool := cfg.Pool == nil
 	if ownPool {
 		cfg.Pool = rpc.NewPool(rpc.DialOptions(cfg.Dial...)...)
@@ -139,6 +150,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before the node applies anything: the hub's history starts at the
+	// state machine's applied index.
+	hub := watch.New(sm, cfg.Watch)
 	log := cfg.Logger.With("component", "group", "group", cfg.GID, "replica", cfg.ID)
 	rc := raftnode.Config{Group: cfg.GID, ID: cfg.ID, Peers: cfg.Peers, Engine: cfg.Engine,
 		Network: cfg.Network, StateMachine: sm, Logger: cfg.Logger.With("component", "group")}
@@ -149,7 +163,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log),
+	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log), watch: hub,
 		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites), latency: newRequestLatency()}
 	if s.founders, err = founders(cfg); err != nil {
 		node.Stop()
@@ -179,19 +193,6 @@ func founders(cfg Config) ([]uint64, error) {
 		return slices.Sorted(slices.Values(cfg.Peers)), nil
 	}
 	return id.Founders(cfg.ID), nil
-}
-
-// Register adds the client service (kvpb.KV), the handoff service other
-// groups use (grouppb.Handoff), the backup reads (grouppb.Backup) and the
-// identity the controller checks a join with (transport.RegisterIdentity)
-// to g.
-func (s *Server) Register(g *grpc.Server) {
-	kvpb.RegisterKVServer(g, s)
-	internal := internalAPI{s: s}
-	grouppb.RegisterHandoffServer(g, internal)
-	grouppb.RegisterBackupServer(g, internal)
-	transport.RegisterIdentity(g, s.cfg.GID, s.cfg.ID)
-	s.node.RegisterMembership(g, s.cfg.ClusterID)
 }
 
 // header is the header of a reply: the replica and its state now.
@@ -380,20 +381,12 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.Writ
 	return s.proposeWrite(ctx, req)
 }
 
-// isGroup refuses a handoff request meant for another group (0: the
-// caller does not say): this replica must not answer for a group it is
-// not, as a "configuration passed" would make the caller give up a pull.
-func (s *Server) isGroup(gid uint64) error {
-	if gid != 0 && gid != s.cfg.GID {
-		return fmt.Errorf("%w: the handoff request is for group %d, this replica is in group %d", kvpb.ErrWrongGroup, gid, s.cfg.GID)
-	}
-	return nil
-}
-
-// internalAPI serves grouppb's services: the handoff other groups pull
-// shards with (Handoff) and the reads of a backup (Backup). They are
-// shardkv's own, so they are not methods of Server, whose API is the KV
-// service's.
+// internalAPI serves grouppb's services for one replica: the handoff
+// other groups pull shards with (Handoff) and the reads of a backup
+// (Backup); a Router hands it the requests for this replica's group (so a
+// replica never answers for a group it is not: a "configuration passed"
+// would make the caller give up a pull). They are shardkv's own, so they
+// are not methods of Server, whose API is the KV service's.
 type internalAPI struct {
 	grouppb.UnimplementedHandoffServer
 	grouppb.UnimplementedBackupServer
@@ -408,9 +401,6 @@ type internalAPI struct {
 // configuration.
 func (in internalAPI) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
 	s := in.s
-	if err := s.isGroup(req.GetGroup()); err != nil {
-		return kvpb.Errors.ToStatus(err)
-	}
 	if !s.sm.HandedOver(req.GetConfigNum(), int(req.GetShard())) {
 		// Bounded, so that a puller that reached a replica cut off from
 		// its leader soon tries another one.
@@ -432,9 +422,6 @@ func (in internalAPI) PullShard(req *grouppb.PullShardRequest, stream grpc.Serve
 // DeleteShard implements grouppb.HandoffServer.
 func (in internalAPI) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
 	s := in.s
-	if err := s.isGroup(req.GetGroup()); err != nil {
-		return nil, kvpb.Errors.ToStatus(err)
-	}
 	if err := s.leaderOnly(); err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}

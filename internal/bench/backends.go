@@ -134,7 +134,7 @@ func (s *Shardkv) Leader(ctx context.Context, key []byte) (string, error) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := kvpb.NewKVClient(conn).Status(rctx, &kvpb.StatusRequest{}, grpc.WaitForReady(true))
+		st, err := kvpb.NewKVClient(conn).Status(rctx, &kvpb.StatusRequest{Group: gid}, grpc.WaitForReady(true))
 		cancel()
 		if err == nil && st.GetLeader() == st.GetReplica() {
 			return addr, nil

@@ -1,0 +1,146 @@
+package main_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMultiProcessNodes runs three groups of three replicas on three
+// `shardkv server` nodes (every node one replica of each group): the
+// groups join, shards move, a whole node is killed (-9) and every key
+// stays readable, and the node restarted with only --listen, --data and
+// --controllers brings back every replica it hosts, which catch up. A node
+// named two replicas of one group is refused before it starts.
+func TestMultiProcessNodes(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	base := freePorts(t, 6)
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
+	ctls := strings.Join([]string{addr(0), addr(1), addr(2)}, ",")
+	c := &cli{t: t, bin: bin, controllers: ctls}
+	for id := 1; id <= 3; id++ {
+		startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), "controller", "--id", fmt.Sprint(id),
+			"--listen", addr(id-1), "--peers", fmt.Sprintf("1=%s,2=%s,3=%s", addr(0), addr(1), addr(2)),
+			"--data", filepath.Join(dir, fmt.Sprintf("c%d", id)))
+	}
+	t.Setenv("SHARDKV_CONTROLLERS", ctls)
+	// Replica i of group g on node (g+i-2) mod 3, as dev places them.
+	nodeAddr := func(n int) string { return addr(3 + n) }
+	members := func(gid int) string {
+		var m []string
+		for id := 1; id <= 3; id++ {
+			m = append(m, fmt.Sprintf("%d=%s", id, nodeAddr((gid+id-2)%3)))
+		}
+		return strings.Join(m, ",")
+	}
+	join := func(gid int) string {
+		var a []string
+		for id := 1; id <= 3; id++ {
+			a = append(a, nodeAddr((gid+id-2)%3))
+		}
+		return fmt.Sprintf("%d=%s", gid, strings.Join(a, ","))
+	}
+
+	// Placement is checked: two replicas of a group on one node.
+	bad := fmt.Sprintf("1:1=%s,2=%s,3=%s", nodeAddr(0), nodeAddr(0), nodeAddr(1))
+	out, err := exec.Command(bin, "server", "--listen", nodeAddr(0), "--data", filepath.Join(dir, "bad"), "--replica", bad).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "are both on this node") {
+		t.Fatalf("two replicas of group 1 on one node: %v, %s", err, out)
+	}
+
+	nodes := make([]*process, 3)
+	startNode := func(n int, args ...string) {
+		args = append([]string{"server", "--listen", nodeAddr(n), "--data", filepath.Join(dir, fmt.Sprintf("n%d", n+1))}, args...)
+		nodes[n] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("n%d-%d.log", n+1, time.Now().UnixNano())), args...)
+	}
+	for n := range 3 {
+		var args []string
+		for gid := 1; gid <= 3; gid++ {
+			args = append(args, "--replica", fmt.Sprintf("%d:%s", gid, members(gid)))
+		}
+		startNode(n, args...)
+	}
+	for n := range 3 {
+		nodes[n].waitOutput(t, "replica serving")
+	}
+	c.ok("admin", "join", join(1), join(2), "--timeout", "30s")
+	keys := 12
+	for i := range keys {
+		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
+	}
+	c.ok("admin", "join", join(3), "--timeout", "30s")
+	c.ok("admin", "move", "0", "3", "--timeout", "30s")
+	waitSettled(t, c)
+
+	readAll := func() {
+		t.Helper()
+		for i := range keys {
+			if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("value%d\n", i) {
+				t.Fatalf("key%d = %q", i, got)
+			}
+		}
+	}
+	nodes[0].kill()
+	readAll()
+	c.ok("put", "during", "node 1 down", "--timeout", "30s")
+	c.ok("admin", "leave", "1", "--timeout", "30s")
+	// Restarted with no --replica: the node hosts what its data holds.
+	startNode(0)
+	nodes[0].waitOutput(t, "replica serving")
+	nodes[0].waitOutput(t, "group1/1 group2/3 group3/2")
+	waitSettled(t, c)
+	waitAllReplicasCurrent(t, c)
+	nodes[1].kill()
+	readAll()
+	if got := c.ok("get", "during", "--timeout", "30s"); got != "node 1 down\n" {
+		t.Fatalf("during = %q", got)
+	}
+}
+
+// waitAllReplicasCurrent waits until every replica admin status lists
+// answers, at the latest configuration.
+func waitAllReplicasCurrent(t *testing.T, c *cli) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var st struct {
+			Config struct {
+				Num uint64 `json:"num"`
+			} `json:"config"`
+			Groups []struct {
+				ID       uint64 `json:"id"`
+				Replicas []struct {
+					Addr      string `json:"addr"`
+					ConfigNum uint64 `json:"config"`
+					Error     string `json:"error"`
+				} `json:"replicas"`
+			} `json:"groups"`
+		}
+		out, _, _ := c.run("", "admin", "status", "-o", "json")
+		why := "no status"
+		if json.Unmarshal([]byte(out), &st) == nil && len(st.Groups) > 0 {
+			why = ""
+			for _, g := range st.Groups {
+				for _, r := range g.Replicas {
+					if r.Error != "" || r.ConfigNum != st.Config.Num {
+						why = fmt.Sprintf("group %d replica at %s: configuration %d of %d, error %q", g.ID, r.Addr, r.ConfigNum, st.Config.Num, r.Error)
+					}
+				}
+			}
+		}
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas not current after 60s: %s\n%s", why, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

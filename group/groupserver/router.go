@@ -1,0 +1,218 @@
+package groupserver
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/internal/grouppb"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// Router serves the group services (kvpb.KV, grouppb.Handoff,
+// grouppb.Backup, memberpb.Membership and the Identify of
+// transport.RegisterIdentity) of every replica a process hosts, on one gRPC
+// server: each request goes to the replica of the group it names. A
+// process hosting replicas of several groups is a node; one replica on its
+// own gRPC server is a node hosting one group.
+//
+// A request for a group the process hosts no replica of is refused with
+// kvpb.ErrWrongGroup (memberpb.ErrWrongGroup for membership), which
+// clients treat as for a shard the group does not own: re-read the
+// configuration and retry. A request naming no group (0, from clients
+// older than nodes) goes to the process's only replica, and is refused so
+// when it hosts several.
+type Router struct {
+	mu       sync.RWMutex
+	replicas map[uint64]*Server // by group id
+}
+
+// NewRouter returns a router hosting no replica.
+func NewRouter() *Router { return &Router{replicas: map[uint64]*Server{}} }
+
+// Register adds the group services to g; replicas added later are served
+// at once.
+func (r *Router) Register(g *grpc.Server) {
+	kvpb.RegisterKVServer(g, kvRoutes{r: r})
+	grouppb.RegisterHandoffServer(g, internalRoutes{r: r})
+	grouppb.RegisterBackupServer(g, internalRoutes{r: r})
+	memberpb.RegisterMembershipServer(g, memberRoutes{r: r})
+	transport.RegisterIdentity(g, r.Hosted)
+}
+
+// Add serves s's group through r. A process hosts at most one replica of a
+// group: a second one would make two of the group's votes fail together.
+func (r *Router) Add(s *Server) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.replicas[s.cfg.GID]; ok {
+		return fmt.Errorf("groupserver: this process already hosts replica %d of group %d; a node hosts one replica per group",
+			old.cfg.ID, s.cfg.GID)
+	}
+	r.replicas[s.cfg.GID] = s
+	return nil
+}
+
+// Remove stops serving s through r (it is stopping); its group's requests
+// are refused as WRONG_GROUP from then on.
+func (r *Router) Remove(s *Server) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.replicas[s.cfg.GID] == s {
+		delete(r.replicas, s.cfg.GID)
+	}
+}
+
+// Hosted maps every group hosted to its replica's raft id.
+func (r *Router) Hosted() map[uint64]uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[uint64]uint64, len(r.replicas))
+	for gid, s := range r.replicas {
+		out[gid] = s.cfg.ID
+	}
+	return out
+}
+
+// replica returns the replica of group gid (0: the only one), or
+// kvpb.ErrWrongGroup.
+func (r *Router) replica(gid uint64) (*Server, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if s, ok := r.replicas[gid]; ok {
+		return s, nil
+	}
+	if gid == 0 && len(r.replicas) == 1 {
+		for _, s := range r.replicas {
+			return s, nil
+		}
+	}
+	hosted := slices.Sorted(maps.Keys(r.replicas))
+	if gid == 0 {
+		return nil, fmt.Errorf("%w: the request names no group, and this process hosts replicas of groups %v", kvpb.ErrWrongGroup, hosted)
+	}
+	return nil, fmt.Errorf("%w: this process hosts no replica of group %d (it hosts groups %v)", kvpb.ErrWrongGroup, gid, hosted)
+}
+
+// grouped is a request that names its group.
+type grouped interface{ GetGroup() uint64 }
+
+// unary serves a unary request through its group's replica's method f.
+func unary[Req grouped, Rep any](r *Router, ctx context.Context, req Req, f func(*Server, context.Context, Req) (Rep, error)) (Rep, error) {
+	s, err := r.replica(req.GetGroup())
+	if err != nil {
+		var none Rep
+		return none, kvpb.Errors.ToStatus(err)
+	}
+	return f(s, ctx, req)
+}
+
+// streamed serves a streaming request through its group's replica's
+// method f.
+func streamed[Req grouped, Stream any](r *Router, req Req, stream Stream, f func(*Server, Req, Stream) error) error {
+	s, err := r.replica(req.GetGroup())
+	if err != nil {
+		return kvpb.Errors.ToStatus(err)
+	}
+	return f(s, req, stream)
+}
+
+// kvRoutes serves kvpb.KV through a Router.
+type kvRoutes struct {
+	kvpb.UnimplementedKVServer
+	r *Router
+}
+
+// Get implements kvpb.KVServer.
+func (k kvRoutes) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
+	return unary(k.r, ctx, req, (*Server).Get)
+}
+
+// Write implements kvpb.KVServer.
+func (k kvRoutes) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteReply, error) {
+	return unary(k.r, ctx, req, (*Server).Write)
+}
+
+// List implements kvpb.KVServer.
+func (k kvRoutes) List(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListReply, error) {
+	return unary(k.r, ctx, req, (*Server).List)
+}
+
+// Status implements kvpb.KVServer.
+func (k kvRoutes) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.StatusReply, error) {
+	return unary(k.r, ctx, req, (*Server).Status)
+}
+
+// Watch implements kvpb.KVServer.
+func (k kvRoutes) Watch(req *kvpb.WatchRequest, stream grpc.ServerStreamingServer[kvpb.WatchReply]) error {
+	return streamed(k.r, req, stream, (*Server).Watch)
+}
+
+// internalRoutes serves grouppb.Handoff and grouppb.Backup through a
+// Router.
+type internalRoutes struct {
+	grouppb.UnimplementedHandoffServer
+	grouppb.UnimplementedBackupServer
+	r *Router
+}
+
+// PullShard implements grouppb.HandoffServer.
+func (in internalRoutes) PullShard(req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
+	return streamed(in.r, req, stream, func(s *Server, req *grouppb.PullShardRequest, stream grpc.ServerStreamingServer[grouppb.ShardChunk]) error {
+		return internalAPI{s: s}.PullShard(req, stream)
+	})
+}
+
+// ReadShards implements grouppb.BackupServer.
+func (in internalRoutes) ReadShards(req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
+	return streamed(in.r, req, stream, func(s *Server, req *grouppb.ReadShardsRequest, stream grpc.ServerStreamingServer[grouppb.BackupChunk]) error {
+		return internalAPI{s: s}.ReadShards(req, stream)
+	})
+}
+
+// DeleteShard implements grouppb.HandoffServer.
+func (in internalRoutes) DeleteShard(ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
+	return unary(in.r, ctx, req, func(s *Server, ctx context.Context, req *grouppb.DeleteShardRequest) (*grouppb.DeleteShardReply, error) {
+		return internalAPI{s: s}.DeleteShard(ctx, req)
+	})
+}
+
+// memberRoutes serves memberpb.Membership through a Router.
+type memberRoutes struct {
+	memberpb.UnimplementedMembershipServer
+	r *Router
+}
+
+// service returns the membership service of group gid's replica, or
+// memberpb.ErrWrongGroup. Membership requests always name their group.
+func (m memberRoutes) service(gid uint64) (memberpb.MembershipServer, error) {
+	s, err := m.r.replica(gid)
+	if err != nil {
+		return nil, memberpb.Errors.ToStatus(fmt.Errorf("%w: %v", memberpb.ErrWrongGroup, err))
+	}
+	return s.node.MembershipService(s.cfg.ClusterID), nil
+}
+
+// List implements memberpb.MembershipServer.
+func (m memberRoutes) List(ctx context.Context, req *memberpb.ListRequest) (*memberpb.ListReply, error) {
+	svc, err := m.service(req.GetGroup())
+	if err != nil {
+		return nil, err
+	}
+	return svc.List(ctx, req)
+}
+
+// Change implements memberpb.MembershipServer.
+func (m memberRoutes) Change(ctx context.Context, req *memberpb.ChangeRequest) (*memberpb.ListReply, error) {
+	svc, err := m.service(req.GetGroup())
+	if err != nil {
+		return nil, err
+	}
+	return svc.Change(ctx, req)
+}
