@@ -44,7 +44,7 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	logf := func(format string, args ...any) {
 		o.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
-	logf("scenario %s, seed %d, dir %s", o.Scenario.Name, o.Seed, o.Dir)
+	logf("scenario %s, seed %d, TLS %v, dir %s", o.Scenario.Name, o.Seed, o.TLS, o.Dir)
 	if o.Scenario.Netfilter && !NetfilterAvailable() {
 		return "", ErrNoNetfilter
 	}
