@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -303,19 +302,9 @@ func (d *devFlags) joinNew(ctx context.Context, ctls []string, dial []grpc.DialO
 // forwardHangup passes every SIGHUP dev gets to its processes until ctx
 // ends: with --tls it makes them read their certificate files again.
 func forwardHangup(ctx context.Context, children []*child) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				for _, c := range children {
-					_ = c.cmd.Process.Signal(syscall.SIGHUP)
-				}
-			}
+	onHangup(ctx, func() {
+		for _, c := range children {
+			_ = c.cmd.Process.Signal(syscall.SIGHUP)
 		}
-	}()
+	})
 }

@@ -82,6 +82,18 @@ func (s *serverTLSFlags) serverOptions(clusterID uint64, log *slog.Logger) []grp
 // (they are also read again when they change; SIGHUP makes it immediate).
 // A failed reload keeps the certificates in use and says why.
 func reloadOnHangup(ctx context.Context, creds *rpc.TLS, log *slog.Logger) {
+	onHangup(ctx, func() {
+		if err := creds.Reload(); err != nil {
+			log.Error("SIGHUP: cannot reload the TLS files; keeping the certificates in use", "err", err)
+		} else {
+			log.Info("SIGHUP: TLS files reloaded")
+		}
+	})
+}
+
+// onHangup calls fn on every SIGHUP the process gets until ctx ends
+// (SIGHUP then no longer ends the process).
+func onHangup(ctx context.Context, fn func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -91,11 +103,7 @@ func reloadOnHangup(ctx context.Context, creds *rpc.TLS, log *slog.Logger) {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				if err := creds.Reload(); err != nil {
-					log.Error("SIGHUP: cannot reload the TLS files; keeping the certificates in use", "err", err)
-				} else {
-					log.Info("SIGHUP: TLS files reloaded")
-				}
+				fn()
 			}
 		}
 	}()
