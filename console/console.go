@@ -145,8 +145,9 @@ func (c *Console) Poll(ctx context.Context) {
 	c.mu.Unlock()
 }
 
-// learnHistory fetches the configurations after the last one known (at
-// most historyLen of them).
+// learnHistory fetches the configurations after the last one known: the
+// historyLen the history lists, and the one before them, which the oldest
+// is described against.
 func (c *Console) learnHistory(ctx context.Context, latest config.Config, now time.Time) {
 	if _, ok := c.seen[latest.Num]; !ok {
 		c.seen[latest.Num] = now
@@ -154,7 +155,7 @@ func (c *Console) learnHistory(ctx context.Context, latest config.Config, now ti
 	c.configs[latest.Num] = latest
 	from := uint64(1)
 	if latest.Num > historyLen {
-		from = latest.Num - historyLen + 1
+		from = latest.Num - historyLen
 	}
 	for n := from; n < latest.Num; n++ {
 		if _, ok := c.configs[n]; ok {
@@ -402,15 +403,17 @@ func settled(cfg config.Config, ss []Shard, statuses map[uint64][]status) bool {
 	return true
 }
 
-// history describes the known configurations, newest first.
+// history describes the known configurations, newest first, down to the
+// first whose predecessor is not known (what changed cannot be said).
 func (c *Console) history(latest uint64) []Change {
 	var out []Change
 	for n := latest; n >= 1 && len(out) < historyLen; n-- {
 		cfg, ok := c.configs[n]
-		if !ok {
+		prev, known := c.configs[n-1]
+		if !ok || !known && n > 1 {
 			break
 		}
-		ch := Change{Num: n, What: describe(c.configs[n-1], cfg)}
+		ch := Change{Num: n, What: describe(prev, cfg)}
 		if t, ok := c.seen[n]; ok {
 			ch.Seen = &t
 			if s, ok := c.settled[n]; ok {

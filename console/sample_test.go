@@ -60,3 +60,34 @@ func TestForgetsGoneReplicas(t *testing.T) {
 		t.Errorf("readings of %v, want those of 127.0.0.1:1 and :3", c.last)
 	}
 }
+
+// TestHistoryDescribesOnlyKnownChanges: past the window, the oldest
+// configuration the console keeps is not described against an empty one
+// ("join" of every group): an entry is listed only with its predecessor.
+func TestHistoryDescribesOnlyKnownChanges(t *testing.T) {
+	c := New(Config{})
+	defer c.pool.Close()
+	groups := map[uint64][]string{1: {"a"}, 2: {"b"}}
+	const latest = historyLen + 10
+	for n := uint64(latest - historyLen); n <= latest; n++ {
+		// Every configuration moves shard 0 between the two groups.
+		c.configs[n] = config.Config{Num: n, Shards: []uint64{n%2 + 1, 1}, Groups: groups}
+	}
+	h := c.history(latest)
+	if len(h) != historyLen {
+		t.Errorf("%d entries, want %d", len(h), historyLen)
+	}
+	for _, ch := range h {
+		if ch.What != "1 shard(s) moved" {
+			t.Errorf("configuration %d described as %q, want a shard moved", ch.Num, ch.What)
+		}
+	}
+	// A predecessor not yet fetched (the controller did not answer):
+	// the history stops above it.
+	delete(c.configs, latest-5)
+	for _, ch := range c.history(latest) {
+		if ch.Num <= latest-4 {
+			t.Errorf("configuration %d listed without its predecessor: %q", ch.Num, ch.What)
+		}
+	}
+}

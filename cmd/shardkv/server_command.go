@@ -51,16 +51,15 @@ data directory and starts them all again at every start, named or not.
 On its first start a replica learns the cluster's id from the controllers
 (waiting for them); a group serves shards once 'shardkv admin join' added it
 to the configuration.`,
-		Example: `  # three nodes, three groups, each group's replicas on distinct nodes
-  N=127.0.0.1:7111,127.0.0.1:7112,127.0.0.1:7113
-  shardkv server --listen 127.0.0.1:7111 --data /var/lib/shardkv/n1 --controllers $C \
+		Example: `  shardkv server --listen 127.0.0.1:7111 --data /var/lib/shardkv/n1 --controllers $C \
     --replica 1:1=127.0.0.1:7111,2=127.0.0.1:7112,3=127.0.0.1:7113 \
     --replica 2:1=127.0.0.1:7112,2=127.0.0.1:7113,3=127.0.0.1:7111 \
-    --replica 3:1=127.0.0.1:7113,2=127.0.0.1:7111,3=127.0.0.1:7112
-  shardkv server --listen 127.0.0.1:7111 --data /var/lib/shardkv/n1 --controllers $C   # a restart
-  shardkv server --group 1 --id 1 --listen 127.0.0.1:7110 --data /var/lib/shardkv/g1r1 \
-    --peers 1=127.0.0.1:7110,2=127.0.0.1:7111,3=127.0.0.1:7112 --controllers $C   # one replica
-  shardkv admin join 1=127.0.0.1:7110,127.0.0.1:7111,127.0.0.1:7112`,
+    --replica 3:1=127.0.0.1:7113,2=127.0.0.1:7111,3=127.0.0.1:7112   # node 1 of 3: three groups, each spread over the nodes
+  shardkv server --listen 127.0.0.1:7111 --data /var/lib/shardkv/n1 --controllers $C   # its restart: it hosts what it recorded
+  shardkv admin join 1=127.0.0.1:7111,127.0.0.1:7112,127.0.0.1:7113 2=127.0.0.1:7112,127.0.0.1:7113,127.0.0.1:7111 \
+    3=127.0.0.1:7113,127.0.0.1:7111,127.0.0.1:7112
+  shardkv server --group 4 --id 1 --listen 127.0.0.1:7120 --data /var/lib/shardkv/g4r1 \
+    --peers 1=127.0.0.1:7120,2=127.0.0.1:7121,3=127.0.0.1:7122 --controllers $C   # the one-replica form`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return s.run(cmd) },
 	}
