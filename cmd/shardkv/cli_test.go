@@ -56,6 +56,9 @@ func TestCLIErrorSentences(t *testing.T) {
 			"the write may or may not have been applied (never twice: read the key to know): timed out (last error: the replica is not the leader (leader is 2))"},
 		{fmt.Errorf("read configuration: %w", status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`)),
 			"read configuration: dial tcp 127.0.0.1:1: connect: connection refused"},
+		// A plaintext client of a TLS server: EOF or a reset, as timing goes.
+		{fmt.Errorf("read configuration: %w", status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: read tcp 127.0.0.1:2->127.0.0.1:1: read: connection reset by peer"`)),
+			"read configuration: connection error: desc = \"error reading server preface: read tcp 127.0.0.1:2->127.0.0.1:1: read: connection reset by peer\" (does the cluster use TLS? give --cacert, and --cert and --key if it requires client certificates)"},
 		{&storage.LockedError{Dir: "/data", Err: syscall.EAGAIN}, "the data directory /data is locked by another shardkv process (stop it, or give this one another --data)"},
 		{&timeoutError{after: 10 * time.Second, err: fmt.Errorf("%w (last error: %w)", context.DeadlineExceeded, rpcerr.ErrReadTimeout)},
 			"no answer within --timeout 10s: last error: no leader could confirm the read (no quorum?)"},

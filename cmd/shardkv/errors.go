@@ -113,9 +113,12 @@ func describe(err error) string {
 	return msg
 }
 
-// tlsHints say what a TLS handshake failure means for the flags.
+// tlsHints say what a TLS handshake failure means for the flags. A TLS
+// server drops a plaintext client's connection during its handshake: the
+// client reads EOF or a reset where the HTTP/2 preface should be,
+// whichever the timing gives.
 var tlsHints = []struct{ symptom, hint string }{
-	{"error reading server preface: EOF", "does the cluster use TLS? give --cacert, and --cert and --key if it requires client certificates"},
+	{"error reading server preface: ", "does the cluster use TLS? give --cacert, and --cert and --key if it requires client certificates"},
 	{"tls: certificate required", "the cluster requires a client certificate: give --cert and --key"},
 	{"certificate signed by unknown authority", "--cacert does not hold the CA that signed the server's certificate"},
 	{"first record does not look like a TLS handshake", "the server does not use TLS: drop --cacert, --cert and --key"},
