@@ -82,8 +82,9 @@ func (r WatchResponse) Err() error {
 type WatchChan <-chan WatchResponse
 
 type watchOptions struct {
-	prefix  bool
-	created bool
+	prefix      bool
+	created     bool
+	fromVersion uint64
 }
 
 // WatchOption modifies a watch, in the clientv3 style.
@@ -97,6 +98,23 @@ func WatchPrefix() WatchOption { return func(o *watchOptions) { o.prefix = true 
 // WithCreatedNotify sends a Created response once every shard the watch
 // covers is registered: changes applied after it are all delivered.
 func WithCreatedNotify() WatchOption { return func(o *watchOptions) { o.created = true } }
+
+// FromVersion starts a key watch (not a prefix: the watch ends with
+// rpcerr.ErrMalformed) at the change that made version v (from 1) of the
+// key's current life, instead of now: the key's changes with a version of
+// at least v, in order, then every change as it happens. It is how a
+// reader resumes from the last version it saw (v = that version + 1).
+//
+// Versions restart at 1 after a delete, so v is of the life the key is in
+// when the watch starts. If that life's version v is still to come (the
+// key is below it, or deleted), the watch starts now and skips the
+// changes before v, unless the key is deleted first: the delete ends that
+// life, and it and every change after it (versions from 1 again) are
+// delivered. If the servers no longer hold the change that made v (their
+// history is bounded), the first response has Gap set (ErrWatchGap) and
+// the watch goes on from then: read the key to resync. etcd's analogue is
+// a start revision and ErrCompacted.
+func FromVersion(v uint64) WatchOption { return func(o *watchOptions) { o.fromVersion = v } }
 
 // Watch streams the changes to key (or, WatchPrefix, to every key under
 // it) applied from now on, until ctx ends: puts, appends and deletes with
@@ -120,7 +138,7 @@ func (c *Client) Watch(ctx context.Context, key []byte, opts ...WatchOption) Wat
 		fn(&o)
 	}
 	out := make(chan WatchResponse)
-	w := &watch{c: c, key: append([]byte{}, key...), opts: o, out: out, cursors: map[int]*cursor{},
+	w := &watch{c: c, key: append([]byte{}, key...), opts: o, from: o.fromVersion, out: out, cursors: map[int]*cursor{},
 		streams: map[uint64]*groupStream{}, msgs: make(chan streamMsg), next: map[uint64]int{}, addrs: map[uint64][]string{},
 		backoff: rpc.NewBackoff(20*time.Millisecond, time.Second)}
 	go w.run(ctx)
@@ -148,9 +166,12 @@ type streamMsg struct {
 }
 
 type watch struct {
-	c       *Client
-	key     []byte
-	opts    watchOptions
+	c    *Client
+	key  []byte
+	opts watchOptions
+	// from: until the first change delivered, the key's version the
+	// watch starts at (FromVersion); 0 once started, or if not asked for.
+	from    uint64
 	out     chan<- WatchResponse
 	cursors map[int]*cursor
 	streams map[uint64]*groupStream
@@ -169,6 +190,10 @@ func (w *watch) run(ctx context.Context) {
 			s.cancel()
 		}
 	}()
+	if w.opts.prefix && w.from > 0 {
+		w.send(ctx, WatchResponse{Canceled: true, err: fmt.Errorf("%w: FromVersion starts a key watch, not a prefix", rpcerr.ErrMalformed)})
+		return
+	}
 	w.c.mu.RLock()
 	n := w.c.numShards
 	w.c.mu.RUnlock()
@@ -286,6 +311,10 @@ func (w *watch) restart(ctx context.Context, gid uint64) {
 		}
 		ws := &kvpb.WatchShard{Shard: uint32(shard)}
 		switch {
+		case w.from > 0 && cu.arrivedIn == 0:
+			// Nothing delivered yet: the group finds the start again (a
+			// resume after an index would not skip what precedes it).
+			ws.FromVersion = w.from
 		case cu.started:
 			ws.AfterIndex = cu.after
 		case cu.arrivedIn > 0:
@@ -346,6 +375,14 @@ func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (ref
 			continue // never twice
 		}
 		cu.after = ev.GetIndex()
+		if w.from > 0 {
+			// Skipped by the group too, but for a shard that moved
+			// before the start, whose new owner knows no start version.
+			if ev.BeforeVersion(w.from) {
+				continue
+			}
+			w.from = 0
+		}
 		resp.Events = append(resp.Events, Event{Type: eventType(ev.GetOp()), Key: ev.GetKey(), Value: ev.GetValue(), Version: ev.GetVersion()})
 	}
 	if len(resp.Events) > 0 {
@@ -370,6 +407,7 @@ func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (ref
 			gap := fmt.Errorf("%w: shard %d (group %d holds its changes from index %d on, the watch was at %d)",
 				ErrWatchGap, shard, gid, nt.GetIndex(), cu.after)
 			*cu = cursor{}
+			w.from = 0 // the gap is told; the watch goes on from now
 			if !w.send(ctx, WatchResponse{Gap: gap, GapShard: shard}) {
 				return false
 			}
