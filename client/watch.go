@@ -117,7 +117,8 @@ func WithCreatedNotify() WatchOption { return func(o *watchOptions) { o.created 
 func FromVersion(v uint64) WatchOption { return func(o *watchOptions) { o.fromVersion = v } }
 
 // Watch streams the changes to key (or, WatchPrefix, to every key under
-// it) applied from now on, until ctx ends: puts, appends and deletes with
+// it) applied from now on (or, FromVersion, from a version of the key),
+// until ctx ends: puts, appends and deletes with
 // the value and version after each, every change to a key once and in
 // its version order, across leader changes and shard migrations. Changes
 // to different keys come in no particular order. Changes the servers can
