@@ -118,9 +118,8 @@ func FromVersion(v uint64) WatchOption { return func(o *watchOptions) { o.fromVe
 
 // Watch streams the changes to key (or, WatchPrefix, to every key under
 // it) applied from now on (or, FromVersion, from a version of the key),
-// until ctx ends: puts, appends and deletes with
-// the value and version after each, every change to a key once and in
-// its version order, across leader changes and shard migrations. Changes
+// until ctx ends: puts, appends and deletes with the value and version
+// after each, every change to a key once and in its version order, across leader changes and shard migrations. Changes
 // to different keys come in no particular order. Changes the servers can
 // no longer deliver are reported, never skipped silently: a response with
 // Gap set (ErrWatchGap) names the shard whose keys missed changes.
