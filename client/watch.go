@@ -151,6 +151,30 @@ type cursor struct {
 	after     uint64 // started: its changes after this index of gid's log are due
 	started   bool
 	arrivedIn uint64 // not started: wait for its arrival in this configuration
+	// One log entry (a batch of writes) may hold many changes of the
+	// shard, and a stream may end between them: n of the changes of
+	// entry at (> after) were received, and a resume (after after) sends
+	// them again, skip of them still to drop.
+	at      uint64
+	n, skip int
+}
+
+// next reports whether the change at index is new (not received before),
+// and counts it.
+func (cu *cursor) next(index uint64) bool {
+	switch {
+	case index <= cu.after || index < cu.at:
+		return false
+	case index == cu.at && cu.skip > 0:
+		cu.skip--
+		return false
+	case index == cu.at:
+		cu.n++
+	default: // a later entry: the one at cu.at was whole
+		cu.after = max(cu.after, cu.at)
+		cu.at, cu.n, cu.skip = index, 1, 0
+	}
+	return true
 }
 
 type groupStream struct {
@@ -317,6 +341,7 @@ func (w *watch) restart(ctx context.Context, gid uint64) {
 			ws.FromVersion = w.from
 		case cu.started:
 			ws.AfterIndex = cu.after
+			cu.skip = cu.n
 		case cu.arrivedIn > 0:
 			ws.ArrivedIn = cu.arrivedIn
 		}
@@ -365,16 +390,15 @@ func (w *watch) stream(ctx context.Context, gid uint64, gen int, addr string, re
 func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (refresh bool) {
 	for _, nt := range r.GetNotices() {
 		if cu := w.cursors[int(nt.GetShard())]; cu != nil && cu.gid == gid && nt.GetKind() == kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_STARTED {
-			cu.started, cu.after, cu.arrivedIn = true, nt.GetIndex(), 0
+			*cu = cursor{gid: gid, started: true, after: nt.GetIndex()}
 		}
 	}
 	var resp WatchResponse
 	for _, ev := range r.GetEvents() {
 		cu := w.cursors[int(ev.GetShard())]
-		if cu == nil || cu.gid != gid || !cu.started || ev.GetIndex() <= cu.after {
+		if cu == nil || cu.gid != gid || !cu.started || !cu.next(ev.GetIndex()) {
 			continue // never twice
 		}
-		cu.after = ev.GetIndex()
 		if w.from > 0 {
 			// Skipped by the group too, but for a shard that moved
 			// before the start, whose new owner knows no start version.
@@ -415,8 +439,11 @@ func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (ref
 	}
 	if p := r.GetProgressIndex(); p > 0 {
 		for _, cu := range w.cursors {
-			if cu.gid == gid && cu.started {
-				cu.after = max(cu.after, p)
+			if cu.gid == gid && cu.started && p > cu.after {
+				cu.after = p
+				if cu.at <= p {
+					cu.at, cu.n, cu.skip = 0, 0, 0
+				}
 			}
 		}
 	}

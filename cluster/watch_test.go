@@ -429,3 +429,44 @@ func TestWatchFromVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchDeliversEveryChangeOfABatch: writes from many clients at once
+// are applied in batches (many changes at one log index); a prefix watch
+// delivers each of them once.
+func TestWatchDeliversEveryChangeOfABatch(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	h.waitSettled()
+	cl := h.client()
+	ch := cl.Watch(h.ctx, []byte("b/"), client.WatchPrefix(), client.WithCreatedNotify())
+	created(t, ch)
+	const writers, each = 16, 20
+	var wg sync.WaitGroup
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				h.must("put", func(ctx context.Context) error {
+					_, err := cl.Put(ctx, []byte(fmt.Sprint("b/", g, "/", i)), []byte("x"))
+					return err
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for n := 0; n < writers*each; {
+		select {
+		case r := <-ch:
+			for _, ev := range r.Events {
+				if seen[string(ev.Key)]++; seen[string(ev.Key)] > 1 {
+					t.Fatalf("%s delivered twice", ev.Key)
+				}
+				n++
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d changes of %d delivered", n, writers*each)
+		}
+	}
+}
