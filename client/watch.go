@@ -82,8 +82,9 @@ func (r WatchResponse) Err() error {
 type WatchChan <-chan WatchResponse
 
 type watchOptions struct {
-	prefix  bool
-	created bool
+	prefix      bool
+	created     bool
+	fromVersion uint64
 }
 
 // WatchOption modifies a watch, in the clientv3 style.
@@ -98,10 +99,27 @@ func WatchPrefix() WatchOption { return func(o *watchOptions) { o.prefix = true 
 // covers is registered: changes applied after it are all delivered.
 func WithCreatedNotify() WatchOption { return func(o *watchOptions) { o.created = true } }
 
+// FromVersion starts a key watch (not a prefix: the watch ends with
+// rpcerr.ErrMalformed) at the change that made version v (from 1) of the
+// key's current life, instead of now: the key's changes with a version of
+// at least v, in order, then every change as it happens. It is how a
+// reader resumes from the last version it saw (v = that version + 1).
+//
+// Versions restart at 1 after a delete, so v is of the life the key is in
+// when the watch starts. If that life's version v is still to come (the
+// key is below it, or deleted), the watch starts now and skips the
+// changes before v, unless the key is deleted first: the delete ends that
+// life, and it and every change after it (versions from 1 again) are
+// delivered. If the servers no longer hold the change that made v (their
+// history is bounded), the first response has Gap set (ErrWatchGap) and
+// the watch goes on from then: read the key to resync. etcd's analogue is
+// a start revision and ErrCompacted.
+func FromVersion(v uint64) WatchOption { return func(o *watchOptions) { o.fromVersion = v } }
+
 // Watch streams the changes to key (or, WatchPrefix, to every key under
-// it) applied from now on, until ctx ends: puts, appends and deletes with
-// the value and version after each, every change to a key once and in
-// its version order, across leader changes and shard migrations. Changes
+// it) applied from now on (or, FromVersion, from a version of the key),
+// until ctx ends: puts, appends and deletes with the value and version
+// after each, every change to a key once and in its version order, across leader changes and shard migrations. Changes
 // to different keys come in no particular order. Changes the servers can
 // no longer deliver are reported, never skipped silently: a response with
 // Gap set (ErrWatchGap) names the shard whose keys missed changes.
@@ -120,7 +138,7 @@ func (c *Client) Watch(ctx context.Context, key []byte, opts ...WatchOption) Wat
 		fn(&o)
 	}
 	out := make(chan WatchResponse)
-	w := &watch{c: c, key: append([]byte{}, key...), opts: o, out: out, cursors: map[int]*cursor{},
+	w := &watch{c: c, key: append([]byte{}, key...), opts: o, from: o.fromVersion, out: out, cursors: map[int]*cursor{},
 		streams: map[uint64]*groupStream{}, msgs: make(chan streamMsg), next: map[uint64]int{}, addrs: map[uint64][]string{},
 		backoff: rpc.NewBackoff(20*time.Millisecond, time.Second)}
 	go w.run(ctx)
@@ -133,6 +151,30 @@ type cursor struct {
 	after     uint64 // started: its changes after this index of gid's log are due
 	started   bool
 	arrivedIn uint64 // not started: wait for its arrival in this configuration
+	// One log entry (a batch of writes) may hold many changes of the
+	// shard, and a stream may end between them: n of the changes of
+	// entry at (> after) were received, and a resume (after after) sends
+	// them again, skip of them still to drop.
+	at      uint64
+	n, skip int
+}
+
+// next reports whether the change at index is new (not received before),
+// and counts it.
+func (cu *cursor) next(index uint64) bool {
+	switch {
+	case index <= cu.after || index < cu.at:
+		return false
+	case index == cu.at && cu.skip > 0:
+		cu.skip--
+		return false
+	case index == cu.at:
+		cu.n++
+	default: // a later entry: the one at cu.at was whole
+		cu.after = max(cu.after, cu.at)
+		cu.at, cu.n, cu.skip = index, 1, 0
+	}
+	return true
 }
 
 type groupStream struct {
@@ -148,9 +190,12 @@ type streamMsg struct {
 }
 
 type watch struct {
-	c       *Client
-	key     []byte
-	opts    watchOptions
+	c    *Client
+	key  []byte
+	opts watchOptions
+	// from: until the first change delivered, the key's version the
+	// watch starts at (FromVersion); 0 once started, or if not asked for.
+	from    uint64
 	out     chan<- WatchResponse
 	cursors map[int]*cursor
 	streams map[uint64]*groupStream
@@ -169,6 +214,10 @@ func (w *watch) run(ctx context.Context) {
 			s.cancel()
 		}
 	}()
+	if w.opts.prefix && w.from > 0 {
+		w.send(ctx, WatchResponse{Canceled: true, err: fmt.Errorf("%w: FromVersion starts a key watch, not a prefix", rpcerr.ErrMalformed)})
+		return
+	}
 	w.c.mu.RLock()
 	n := w.c.numShards
 	w.c.mu.RUnlock()
@@ -286,8 +335,13 @@ func (w *watch) restart(ctx context.Context, gid uint64) {
 		}
 		ws := &kvpb.WatchShard{Shard: uint32(shard)}
 		switch {
+		case w.from > 0 && cu.arrivedIn == 0:
+			// Nothing delivered yet: the group finds the start again (a
+			// resume after an index would not skip what precedes it).
+			ws.FromVersion = w.from
 		case cu.started:
 			ws.AfterIndex = cu.after
+			cu.skip = cu.n
 		case cu.arrivedIn > 0:
 			ws.ArrivedIn = cu.arrivedIn
 		}
@@ -336,16 +390,23 @@ func (w *watch) stream(ctx context.Context, gid uint64, gen int, addr string, re
 func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (refresh bool) {
 	for _, nt := range r.GetNotices() {
 		if cu := w.cursors[int(nt.GetShard())]; cu != nil && cu.gid == gid && nt.GetKind() == kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_STARTED {
-			cu.started, cu.after, cu.arrivedIn = true, nt.GetIndex(), 0
+			*cu = cursor{gid: gid, started: true, after: nt.GetIndex()}
 		}
 	}
 	var resp WatchResponse
 	for _, ev := range r.GetEvents() {
 		cu := w.cursors[int(ev.GetShard())]
-		if cu == nil || cu.gid != gid || !cu.started || ev.GetIndex() <= cu.after {
+		if cu == nil || cu.gid != gid || !cu.started || !cu.next(ev.GetIndex()) {
 			continue // never twice
 		}
-		cu.after = ev.GetIndex()
+		if w.from > 0 {
+			// Skipped by the group too, but for a shard that moved
+			// before the start, whose new owner knows no start version.
+			if ev.BeforeVersion(w.from) {
+				continue
+			}
+			w.from = 0
+		}
 		resp.Events = append(resp.Events, Event{Type: eventType(ev.GetOp()), Key: ev.GetKey(), Value: ev.GetValue(), Version: ev.GetVersion()})
 	}
 	if len(resp.Events) > 0 {
@@ -370,6 +431,7 @@ func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (ref
 			gap := fmt.Errorf("%w: shard %d (group %d holds its changes from index %d on, the watch was at %d)",
 				ErrWatchGap, shard, gid, nt.GetIndex(), cu.after)
 			*cu = cursor{}
+			w.from = 0 // the gap is told; the watch goes on from now
 			if !w.send(ctx, WatchResponse{Gap: gap, GapShard: shard}) {
 				return false
 			}
@@ -377,8 +439,11 @@ func (w *watch) handle(ctx context.Context, gid uint64, r *kvpb.WatchReply) (ref
 	}
 	if p := r.GetProgressIndex(); p > 0 {
 		for _, cu := range w.cursors {
-			if cu.gid == gid && cu.started {
-				cu.after = max(cu.after, p)
+			if cu.gid == gid && cu.started && p > cu.after {
+				cu.after = p
+				if cu.at <= p {
+					cu.at, cu.n, cu.skip = 0, 0, 0
+				}
 			}
 		}
 	}

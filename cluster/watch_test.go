@@ -324,3 +324,149 @@ func TestWatchFallenBehindIsToldOfAGap(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchFromVersion: a key watch from version v delivers the key's
+// changes from the one that made v, in order, then the live ones; from a
+// version the key has not reached yet, the first event is that version;
+// from a version older than the replicas' history, a gap is told.
+func TestWatchFromVersion(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1, Watch: watch.Config{HistoryChanges: 16}})
+	h.join(1)
+	h.waitSettled()
+	cl := h.client()
+	const key = "resumed"
+	n := 0 // the puts made: each makes the next version
+	put := func() {
+		n++
+		h.must("put", func(ctx context.Context) error {
+			_, err := cl.Put(ctx, []byte(key), []byte(fmt.Sprint("v", n)))
+			return err
+		})
+	}
+	// versions reads ch until it has seen version last, and returns the
+	// versions it saw.
+	versions := func(ch client.WatchChan, last uint64) []uint64 {
+		t.Helper()
+		var got []uint64
+		for len(got) == 0 || got[len(got)-1] < last {
+			select {
+			case r, ok := <-ch:
+				if !ok || r.Err() != nil {
+					t.Fatalf("after versions %v: %+v (open %v)", got, r, ok)
+				}
+				for _, ev := range r.Events {
+					if string(ev.Value) != fmt.Sprint("v", ev.Version) {
+						t.Fatalf("version %d has value %q", ev.Version, ev.Value)
+					}
+					got = append(got, ev.Version)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("after versions %v: nothing more within 30s", got)
+			}
+		}
+		return got
+	}
+	for n < 5 {
+		put()
+	}
+	wctx, wcancel := context.WithCancel(h.ctx)
+	defer wcancel()
+	held := cl.Watch(wctx, []byte(key), client.FromVersion(3))
+	if got := versions(held, 5); fmt.Sprint(got) != "[3 4 5]" {
+		t.Fatalf("from version 3 of 5: %v", got)
+	}
+	ahead := cl.Watch(wctx, []byte(key), client.FromVersion(8), client.WithCreatedNotify())
+	created(t, ahead)
+	put()
+	if got := versions(held, 6); fmt.Sprint(got) != "[6]" {
+		t.Fatalf("from version 3, live: %v", got)
+	}
+	for n < 9 {
+		put()
+	}
+	if got := versions(ahead, 9); fmt.Sprint(got) != "[8 9]" {
+		t.Fatalf("from version 8 of 6: %v", got)
+	}
+	// Version 2 is older than what the replicas hold (16 changes) once 30
+	// more were made: the watch says so, then goes on from now.
+	for n < 40 {
+		put()
+	}
+	old := cl.Watch(wctx, []byte(key), client.FromVersion(2))
+	select {
+	case r := <-old:
+		if !errors.Is(r.Gap, client.ErrWatchGap) {
+			t.Fatalf("from version 2 of 40, beyond the history: %+v", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("from version 2 of 40, beyond the history: no gap told within 30s")
+	}
+	// From now, as the replica that streams sees it: once it is watched
+	// again, every change once and in order.
+	var after []client.Event
+	for len(after) == 0 {
+		if n == 140 {
+			t.Fatal("no event of a put after the gap")
+		}
+		put()
+		select {
+		case r := <-old:
+			after = append(after, r.Events...)
+		case <-time.After(time.Second):
+		}
+	}
+	put()
+	var got []uint64
+	for _, ev := range after {
+		got = append(got, ev.Version)
+	}
+	if got[len(got)-1] < uint64(n) {
+		got = append(got, versions(old, uint64(n))...)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]+1 {
+			t.Fatalf("after the gap: versions %v", got)
+		}
+	}
+}
+
+// TestWatchDeliversEveryChangeOfABatch: writes from many clients at once
+// are applied in batches (many changes at one log index); a prefix watch
+// delivers each of them once.
+func TestWatchDeliversEveryChangeOfABatch(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1})
+	h.join(1)
+	h.waitSettled()
+	cl := h.client()
+	ch := cl.Watch(h.ctx, []byte("b/"), client.WatchPrefix(), client.WithCreatedNotify())
+	created(t, ch)
+	const writers, each = 16, 20
+	var wg sync.WaitGroup
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				h.must("put", func(ctx context.Context) error {
+					_, err := cl.Put(ctx, []byte(fmt.Sprint("b/", g, "/", i)), []byte("x"))
+					return err
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for n := 0; n < writers*each; {
+		select {
+		case r := <-ch:
+			for _, ev := range r.Events {
+				if seen[string(ev.Key)]++; seen[string(ev.Key)] > 1 {
+					t.Fatalf("%s delivered twice", ev.Key)
+				}
+				n++
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d changes of %d delivered", n, writers*each)
+		}
+	}
+}

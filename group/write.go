@@ -192,18 +192,32 @@ func (sm *StateMachine) CheckWrite(op kvpb.WriteOp, key, value []byte) error {
 // serves its shard; version 0 (and a nil value) when the key does not
 // exist. For a linearizable read, confirm a read index first.
 func (sm *StateMachine) Get(key []byte) (value []byte, version uint64, err error) {
+	value, version, _, err = sm.get(key)
+	return value, version, err
+}
+
+// KeyVersion reads key's version (0: it does not exist) and the applied
+// index it is the version at, if the group serves its shard: where a watch
+// from a version of the key starts (package group/watch). An observer has
+// heard of every change up to that index.
+func (sm *StateMachine) KeyVersion(key []byte) (version, applied uint64, err error) {
+	_, version, applied, err = sm.get(key)
+	return version, applied, err
+}
+
+func (sm *StateMachine) get(key []byte) (value []byte, version, applied uint64, err error) {
 	if err := sm.limits.Check(kvpb.WriteOp_WRITE_OP_DELETE, key, nil); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
 	shard := sm.shardOf(key)
 	if err := sm.ownership(shard); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	version, value, err = getValue(sm.db, sm.dataKey(shard, key))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read key of shard %d: %w", shard, err)
+		return nil, 0, 0, fmt.Errorf("read key of shard %d: %w", shard, err)
 	}
-	return value, version, nil
+	return value, version, sm.applied, nil
 }

@@ -1207,7 +1207,16 @@ type WatchShard struct {
 	AfterIndex uint64 `protobuf:"varint,2,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
 	// arrived_in starts at the shard's arrival in this group in
 	// configuration arrived_in (its previous owner said it LEFT for it).
-	ArrivedIn     uint64 `protobuf:"varint,3,opt,name=arrived_in,json=arrivedIn,proto3" json:"arrived_in,omitempty"`
+	ArrivedIn uint64 `protobuf:"varint,3,opt,name=arrived_in,json=arrivedIn,proto3" json:"arrived_in,omitempty"`
+	// from_version starts a key watch (not a prefix) at the change that made
+	// version from_version of the key's current life (versions restart at 1
+	// after a delete): the changes of that life with a version at least
+	// from_version, the delete that ends it, and every change after. STARTED
+	// if the replica's history holds that change, or the key's version is
+	// below from_version (nothing is missed by starting now); COMPACTED if
+	// the change is older than the history; NOT_SERVED if the replica does
+	// not serve the shard. Set alone (neither after_index nor arrived_in).
+	FromVersion   uint64 `protobuf:"varint,4,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1259,6 +1268,13 @@ func (x *WatchShard) GetAfterIndex() uint64 {
 func (x *WatchShard) GetArrivedIn() uint64 {
 	if x != nil {
 		return x.ArrivedIn
+	}
+	return 0
+}
+
+func (x *WatchShard) GetFromVersion() uint64 {
+	if x != nil {
+		return x.FromVersion
 	}
 	return 0
 }
@@ -1580,14 +1596,15 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x121\n" +
 	"\x06shards\x18\x03 \x03(\v2\x19.shardkv.kv.v1.WatchShardR\x06shards\x12\x14\n" +
-	"\x05group\x18\x04 \x01(\x04R\x05group\"b\n" +
+	"\x05group\x18\x04 \x01(\x04R\x05group\"\x85\x01\n" +
 	"\n" +
 	"WatchShard\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1f\n" +
 	"\vafter_index\x18\x02 \x01(\x04R\n" +
 	"afterIndex\x12\x1d\n" +
 	"\n" +
-	"arrived_in\x18\x03 \x01(\x04R\tarrivedIn\"\xa2\x01\n" +
+	"arrived_in\x18\x03 \x01(\x04R\tarrivedIn\x12!\n" +
+	"\ffrom_version\x18\x04 \x01(\x04R\vfromVersion\"\xa2\x01\n" +
 	"\n" +
 	"WatchEvent\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.shardkv.kv.v1.WriteOpR\x02op\x12\x10\n" +

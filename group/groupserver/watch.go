@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/group/watch"
 )
 
 // Watch implements kvpb.KVServer: it streams this replica's changes to
@@ -19,7 +20,7 @@ func (s *Server) Watch(req *kvpb.WatchRequest, stream grpc.ServerStreamingServer
 	if err := s.checkWatch(req); err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
-	w := s.watch.Watch(req)
+	w := s.watch.Watch(req, s.keyVersion(req))
 	defer w.Close()
 	tick := time.NewTicker(s.cfg.WatchProgress)
 	defer tick.Stop()
@@ -36,6 +37,19 @@ func (s *Server) Watch(req *kvpb.WatchRequest, stream grpc.ServerStreamingServer
 			return err
 		}
 	}
+}
+
+// keyVersion reads the watched key's version for a shard that starts from
+// a version of it (unknown, and not needed, otherwise: see watch.Hub.Watch).
+func (s *Server) keyVersion(req *kvpb.WatchRequest) watch.KeyVersion {
+	for _, ws := range req.GetShards() {
+		if ws.GetFromVersion() == 0 {
+			continue
+		}
+		version, applied, err := s.sm.KeyVersion(req.GetKey())
+		return watch.KeyVersion{Version: version, Applied: applied, Known: err == nil}
+	}
+	return watch.KeyVersion{}
 }
 
 // Watchers returns the number of watch streams this replica serves.
@@ -59,6 +73,8 @@ func (s *Server) checkWatch(req *kvpb.WatchRequest) error {
 			return fmt.Errorf("%w: shard %d named twice", rpcerr.ErrMalformed, ws.GetShard())
 		case ws.GetAfterIndex() > 0 && ws.GetArrivedIn() > 0:
 			return fmt.Errorf("%w: shard %d both resumes and waits for its arrival", rpcerr.ErrMalformed, ws.GetShard())
+		case ws.GetFromVersion() > 0 && (req.GetPrefix() || ws.GetAfterIndex() > 0 || ws.GetArrivedIn() > 0):
+			return fmt.Errorf("%w: shard %d starts from a version, which is a key watch's start, alone", rpcerr.ErrMalformed, ws.GetShard())
 		}
 		seen[ws.GetShard()] = true
 	}

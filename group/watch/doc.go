@@ -27,6 +27,11 @@
 //	                group's log (a resume, on any replica of the group);
 //	arrived_in N    the shard's changes from its arrival here in
 //	                configuration N (its previous owner said it left in N);
+//	from_version V  a key watch only: from the change that made version
+//	                V of the key's current life (after its last delete),
+//	                if the history holds it; from now, skipping the key's
+//	                changes before V, if the key is below V; else
+//	                COMPACTED (see Hub.Watch and docs/design.md);
 //	neither         from now: the shard's changes after the replica's
 //	                applied index at registration, if it serves the shard
 //	                (or from its arrival, if it is pulling it).

@@ -187,6 +187,12 @@ type Watcher struct {
 	key    []byte
 	prefix bool
 	shards map[int]*shardWatch
+	// A start from a version of the key, until the first change
+	// delivered: skip the key's changes before first (the change that
+	// made the version, in the history), or with first nil those before
+	// fromVersion (kvpb.WatchEvent.BeforeVersion).
+	first       *kvpb.WatchEvent
+	fromVersion uint64
 
 	queue      []item
 	events     int  // the events in queue
@@ -196,11 +202,21 @@ type Watcher struct {
 	wake       chan struct{} // cap 1: something was queued
 }
 
+// KeyVersion is the watched key's version as the state machine read it
+// at applied index Applied (group.StateMachine.KeyVersion), for a watch
+// from a version of the key (WatchShard.from_version). The zero value
+// (Known false): the state machine did not serve the key's shard.
+type KeyVersion struct {
+	Version, Applied uint64
+	Known            bool
+}
+
 // Watch registers a watcher of req's key or prefix in req's shards,
-// replaying the history for the shards that resume, and returns it.
-// Notices for shards it cannot watch (NOT_SERVED, COMPACTED) are its
-// first reply. Close it when the stream ends.
-func (h *Hub) Watch(req *kvpb.WatchRequest) *Watcher {
+// replaying the history for the shards that resume, and returns it. cur
+// is needed only by a shard that starts from a version of the key (zero
+// otherwise). Notices for shards it cannot watch (NOT_SERVED, COMPACTED)
+// are its first reply. Close it when the stream ends.
+func (h *Hub) Watch(req *kvpb.WatchRequest, cur KeyVersion) *Watcher {
 	w := &Watcher{h: h, key: slices.Clone(req.GetKey()), prefix: req.GetPrefix(), shards: map[int]*shardWatch{},
 		wake: make(chan struct{}, 1)}
 	h.mu.Lock()
@@ -208,6 +224,17 @@ func (h *Hub) Watch(req *kvpb.WatchRequest) *Watcher {
 	for _, ws := range req.GetShards() {
 		s := int(ws.GetShard())
 		switch {
+		case ws.GetFromVersion() > 0:
+			after, first, kind := h.versionStart(s, w.key, ws.GetFromVersion(), cur)
+			if kind != kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_STARTED {
+				w.push(item{notice: &kvpb.WatchNotice{Shard: ws.GetShard(), Kind: kind, Index: h.lo, ConfigNum: h.shards.ConfigNum}})
+				continue
+			}
+			w.shards[s] = &shardWatch{after: after}
+			if w.first = first; first == nil {
+				w.fromVersion = ws.GetFromVersion()
+			}
+			w.push(item{notice: &kvpb.WatchNotice{Shard: ws.GetShard(), Kind: kind, Index: after}})
 		case ws.GetAfterIndex() > 0:
 			if ws.GetAfterIndex() < h.lo {
 				w.push(item{notice: &kvpb.WatchNotice{Shard: ws.GetShard(), Kind: kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_COMPACTED, Index: h.lo}})
@@ -257,6 +284,45 @@ func (h *Hub) Watch(req *kvpb.WatchRequest) *Watcher {
 	return w
 }
 
+// versionStart is where a watch of key in shard s from version v of the
+// key's current life starts: STARTED after the index before the change
+// that made v (first), if the history holds it (the key's changes before
+// it at that index, of one batch entry, are skipped); STARTED after hi if
+// the key's version now is below v (v is still to come: nothing is
+// missed);
+// COMPACTED if v is older than the history; NOT_SERVED if the shard is
+// not served here. The newest change of the key in the history gives its
+// version now; without one, cur does, if the history covers every change
+// after the index cur was read at. h.mu is held.
+func (h *Hub) versionStart(s int, key []byte, v uint64, cur KeyVersion) (after uint64, first *kvpb.WatchEvent, kind kvpb.WatchNoticeKind) {
+	if !h.shards.Servable(s) || !cur.Known {
+		return 0, nil, kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_NOT_SERVED
+	}
+	newest := true
+	for i := len(h.history) - 1; i >= h.head; i-- {
+		r := &h.history[i]
+		if r.ev == nil || r.shard != s || !bytes.Equal(r.ev.Key, key) {
+			continue
+		}
+		switch {
+		case r.ev.Version == v:
+			return r.index - 1, r.ev, kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_STARTED
+		case r.ev.Version < v && newest: // a delete (0) included
+			return h.hi, nil, kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_STARTED
+		case r.ev.Version < v:
+			// A life's versions rise by one per change; below v without
+			// passing it, only across a delete: v of the current life is
+			// not here.
+			return 0, nil, kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_COMPACTED
+		}
+		newest = false
+	}
+	if newest && cur.Applied >= h.lo && cur.Version < v {
+		return h.hi, nil, kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_STARTED
+	}
+	return 0, nil, kvpb.WatchNoticeKind_WATCH_NOTICE_KIND_COMPACTED
+}
+
 func index(m map[string]map[*Watcher]struct{}, w *Watcher) {
 	set := m[string(w.key)]
 	if set == nil {
@@ -276,6 +342,12 @@ func (h *Hub) offer(w *Watcher, r *record) {
 	case group.ChangeWrite:
 		if sw.pending != 0 || r.index <= sw.after || !w.matches(r.ev.Key) {
 			return
+		}
+		if w.first != nil || w.fromVersion > 0 {
+			if r.ev != w.first && (w.first != nil || r.ev.BeforeVersion(w.fromVersion)) {
+				return
+			}
+			w.first, w.fromVersion = nil, 0
 		}
 		if !w.replaying && w.events >= h.cfg.WatcherBuffer {
 			h.cancel(w)
