@@ -205,21 +205,19 @@ type status struct {
 // statuses asks every replica of every group for its Status, at once.
 func (c *Console) statuses(ctx context.Context, cfg config.Config) map[uint64][]status {
 	out := map[uint64][]status{}
-	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, gid := range cfg.GroupIDs() {
-		out[gid] = make([]status, len(cfg.Groups[gid]))
+		ss := make([]status, len(cfg.Groups[gid]))
+		out[gid] = ss
 		for i, addr := range cfg.Groups[gid] {
-			wg.Go(func() {
-				s := status{addr: addr}
-				if conn, err := c.pool.Get(addr); err != nil {
-					s.err = err
-				} else {
-					s.reply, s.err = kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: gid})
+			wg.Go(func() { // each fills its own element: no lock
+				ss[i].addr = addr
+				conn, err := c.pool.Get(addr)
+				if err != nil {
+					ss[i].err = err
+					return
 				}
-				mu.Lock()
-				out[gid][i] = s
-				mu.Unlock()
+				ss[i].reply, ss[i].err = kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: gid})
 			})
 		}
 	}
