@@ -25,14 +25,14 @@ const (
 	// it is proposed alone): about raft's MaxSizePerMsg, so one batch fits
 	// in one append message.
 	maxBatchBytes = 1 << 20
-	// maxProposalWait bounds the wait for raft to take a batch when none
-	// of its callers set a deadline.
+	// maxProposalWait bounds the wait for raft to take a batch (its
+	// callers' own deadlines end it sooner: see whileAnyWaits).
 	maxProposalWait = 30 * time.Second
 )
 
 // queuedWrite is one client write waiting to be proposed.
 type queuedWrite struct {
-	ctx context.Context // the caller's: its deadline bounds the proposal
+	ctx context.Context // the caller's: once every caller of a batch gave up, nothing waits for it
 	req *kvpb.WriteRequest
 	out chan writeOutcome // buffered: the batch's waiter never blocks
 }
@@ -125,9 +125,10 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 	s.cfg.Metrics.batched(len(live))
 	// Raft is given the entry while any caller still waits (the batcher
 	// holds every later write meanwhile: raft blocks a proposal while no
-	// leader is known), within their deadlines, until the replica stops.
+	// leader is known), for maxProposalWait at most, until the replica
+	// stops.
 	waitCtx, stopWaiting := whileAnyWaits(live)
-	ctx, cancel := context.WithDeadline(waitCtx, latestDeadline(live))
+	ctx, cancel := context.WithTimeout(waitCtx, maxProposalWait)
 	unlink := context.AfterFunc(s.ctx, cancel)
 	p, err := s.submit(ctx, cmd)
 	unlink()
@@ -178,20 +179,4 @@ func whileAnyWaits(ws []*queuedWrite) (context.Context, func()) {
 		}
 		cancel()
 	}
-}
-
-// latestDeadline is the last of the callers' deadlines: the proposal is
-// worth waiting for while any of them waits.
-func latestDeadline(ws []*queuedWrite) time.Time {
-	var last time.Time
-	for _, w := range ws {
-		d, ok := w.ctx.Deadline()
-		if !ok {
-			d = time.Now().Add(maxProposalWait)
-		}
-		if d.After(last) {
-			last = d
-		}
-	}
-	return last
 }

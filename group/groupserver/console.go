@@ -15,19 +15,20 @@ import (
 // the client requests it answered, and the bytes pulled so far of each
 // shard it is pulling.
 
-// requestLatency is every client request's latency, whatever its outcome:
-// one histogram of Prometheus' client (not registered: Status reports it).
+// newRequestLatency is every client request's latency, whatever its
+// outcome: one histogram of Prometheus' client (not registered: Status
+// reports it), with the buckets of shardkv_requests_seconds.
 func newRequestLatency() prometheus.Histogram {
 	return prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "shardkv_status_requests_seconds", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		Name: "shardkv_status_requests_seconds", Buckets: requestBuckets,
 	})
 }
 
 // observe records a client request's outcome and latency.
 func (s *Server) observe(op string, err error, start time.Time) {
-	took := time.Since(start)
-	s.latency.Observe(took.Seconds())
-	s.cfg.Metrics.observe(op, err, start)
+	took := time.Since(start).Seconds()
+	s.latency.Observe(took)
+	s.cfg.Metrics.observe(op, err, took)
 }
 
 func (s *Server) latencyStatus() *kvpb.Latency {
