@@ -1,12 +1,12 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"math"
 	"net/http"
 	"slices"
@@ -41,7 +41,6 @@ type Config struct {
 	Dial []grpc.DialOption
 	// Interval is how often the state is rebuilt (default 1 s).
 	Interval time.Duration
-	Logger   *slog.Logger
 }
 
 // Console keeps the state the page shows. Run it, and serve Handler.
@@ -67,12 +66,7 @@ type reading struct {
 
 // New returns a console of the cluster cfg.Controller controls.
 func New(cfg Config) *Console {
-	if cfg.Interval == 0 {
-		cfg.Interval = time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Interval = cmp.Or(cfg.Interval, time.Second)
 	return &Console{cfg: cfg, pool: rpc.NewPool(cfg.Dial...), configs: map[uint64]config.Config{},
 		seen: map[uint64]time.Time{}, settled: map[uint64]time.Time{}, last: map[string]reading{},
 		traffic: map[uint64][]Sample{}}

@@ -33,7 +33,7 @@ func TestStateEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ctl.Close()
-	con := console.New(console.Config{Controller: ctl, Dial: c.DialOptions(), Logger: slog.New(slog.DiscardHandler)})
+	con := console.New(console.Config{Controller: ctl, Dial: c.DialOptions()})
 	srv := httptest.NewServer(con.Handler())
 	defer srv.Close()
 	get := func() console.State {

@@ -169,7 +169,7 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 		return err
 	}
 	defer ctl.Close()
-	ui := console.New(console.Config{Controller: ctl, Dial: c.DialOptions(), Logger: log})
+	ui := console.New(console.Config{Controller: ctl, Dial: c.DialOptions()})
 	go ui.Run(ctx)
 	httpAddr, err := ops.Serve(ctx, d.http, reg, func() bool { return c.Ready() == nil }, log, ui.Handler())
 	if err != nil {

@@ -359,7 +359,7 @@ func (s *replicaServer) console(ctx context.Context) http.Handler {
 		s.log.Error("web console disabled", "err", err)
 		return nil
 	}
-	c := console.New(console.Config{Controller: ctl, Dial: dial, Logger: s.log})
+	c := console.New(console.Config{Controller: ctl, Dial: dial})
 	go func() {
 		defer ctl.Close()
 		c.Run(ctx)
