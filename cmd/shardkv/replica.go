@@ -186,11 +186,13 @@ func exitStuck(err error) {
 	os.Exit(exitStorage)
 }
 
-// openProcess reads the TLS files (reloaded on SIGHUP until ctx ends),
+// openProcess sets the server GC target (tuneServerGC), reads the TLS
+// files (reloaded on SIGHUP until ctx ends),
 // takes the process's address and opens its engine. The port is taken
 // first: learning the cluster id may take a while, and nothing else may
 // grab the address meanwhile.
 func openProcess(ctx context.Context, r *replicaFlags, log *slog.Logger) (net.Listener, *storage.Engine, error) {
+	tuneServerGC()
 	if err := r.tls.load(ctx, log); err != nil {
 		return nil, nil, err
 	}
@@ -215,7 +217,6 @@ func openProcess(ctx context.Context, r *replicaFlags, log *slog.Logger) (net.Li
 // whether an identity is stored (0: whatever is stored).
 func runReplica(cmd *cobra.Command, g *globals, r *replicaFlags, gid uint64,
 	clusterID func(ctx context.Context, stored bool) (uint64, error), start replicaStart) error {
-	tuneServerGC()
 	log, err := g.logger()
 	if err != nil {
 		return err

@@ -145,7 +145,6 @@ func parseHosted(spec, self string) (hostedReplica, error) {
 // run serves the node until SIGINT or SIGTERM: every replica the flags name
 // and every replica its data directory holds.
 func (s *serverFlags) run(cmd *cobra.Command) error {
-	tuneServerGC()
 	log, err := s.g.logger()
 	if err != nil {
 		return err
