@@ -187,10 +187,9 @@ func exitStuck(err error) {
 }
 
 // openProcess sets the server GC target (tuneServerGC), reads the TLS
-// files (reloaded on SIGHUP until ctx ends),
-// takes the process's address and opens its engine. The port is taken
-// first: learning the cluster id may take a while, and nothing else may
-// grab the address meanwhile.
+// files (reloaded on SIGHUP until ctx ends), takes the process's address
+// and opens its engine. The port is taken first: learning the cluster id
+// may take a while, and nothing else may grab the address meanwhile.
 func openProcess(ctx context.Context, r *replicaFlags, log *slog.Logger) (net.Listener, *storage.Engine, error) {
 	tuneServerGC()
 	if err := r.tls.load(ctx, log); err != nil {
