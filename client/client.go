@@ -196,6 +196,8 @@ type Client struct {
 	sessions map[int][]*pooledSession // idle sessions by shard
 
 	latency latency
+
+	suspects rpc.Suspects // replicas that let an attempt time out, tried last
 }
 
 // latency follows how long successful attempts take, to bound a first
@@ -456,9 +458,17 @@ func (c *Client) doRouted(ctx context.Context, route func() (target, error), hed
 			last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
 		}
 		reread := false
+		tried := make([]bool, len(addrs))
 	replicas:
 		for i := 0; i < len(addrs); i++ {
-			idx := next % len(addrs)
+			// A replica that let an attempt time out (a stopped leader)
+			// goes after those not yet tried that did not.
+			// If only suspects are left untried, the round ends.
+			idx := c.suspects.Pick(addrs, next%len(addrs), func(i int) bool { return tried[i] })
+			if idx < 0 {
+				break
+			}
+			tried[idx] = true
 			next = idx + 1
 			kv, err := c.kv(addrs[idx])
 			if err != nil {
@@ -467,21 +477,29 @@ func (c *Client) doRouted(ctx context.Context, route func() (target, error), hed
 			}
 			// The first round gives each replica a short attempt (a
 			// stopped or cut-off replica costs little; any replica serves);
-			// later rounds the full one (a loaded cluster may be slow).
+			// each later round twice the last, up to the full one (a
+			// loaded cluster may be slow), so that an election that
+			// outlasts the first round does not make the next attempt at
+			// the stopped leader a full one.
 			timeout := c.opts.attemptTimeout
-			if round == 0 && hedged {
-				timeout = c.latency.hedge(timeout)
+			if hedged {
+				timeout = min(timeout, c.latency.hedge(timeout)<<min(round, 8))
 			}
 			actx, acancel := context.WithTimeout(ctx, timeout)
 			start := time.Now()
 			err = attempt(actx, kv, gid)
+			timedOut := rpc.AttemptTimedOut(ctx, actx, err)
 			acancel()
 			if err == nil {
 				if hedged {
 					c.latency.observe(time.Since(start))
 				}
+				c.suspects.Answered(addrs[idx])
 				c.sawLeader(gid, idx)
 				return maybeApplied, nil
+			}
+			if timedOut {
+				c.suspects.TimedOut(addrs[idx])
 			}
 			err = tooLarge(kvpb.Errors.FromStatus(err))
 			last = err

@@ -52,6 +52,8 @@ type Client struct {
 	clients []controllerpb.ControllerClient
 	given   int // how many addresses New had
 
+	suspects rpc.Suspects // replicas that let an attempt time out, tried last
+
 	changeMu sync.Mutex // one change in flight, so sequence numbers only grow
 	seq      uint64
 	opened   bool // the session is open at the controller (OpenSession applied)
@@ -92,6 +94,13 @@ func (c *Client) replica() (int, controllerpb.ControllerClient) {
 	return i, c.clients[i]
 }
 
+// addr is the address of replica i.
+func (c *Client) addr(i int) string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.addrs[i]
+}
+
 // size is the number of controller replicas the client knows.
 func (c *Client) size() int {
 	c.mu.RLock()
@@ -120,6 +129,10 @@ func (c *Client) next(i int, err error) {
 			to = j
 		}
 	}
+	// A replica that let an attempt time out (a stopped leader that a
+	// follower, not yet aware of the election, still names) goes after
+	// the others.
+	to = c.suspects.Pick(c.addrs, to, nil)
 	c.mu.Unlock()
 	c.leader.CompareAndSwap(int32(i), int32(to))
 }
@@ -132,9 +145,14 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 		i, cl := c.replica()
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := fn(actx, cl)
+		timedOut := rpc.AttemptTimedOut(ctx, actx, err)
 		cancel()
 		if err == nil {
+			c.suspects.Answered(c.addr(i))
 			return nil
+		}
+		if timedOut {
+			c.suspects.TimedOut(c.addr(i))
 		}
 		retry := rpcerr.Retryable(err)
 		err = controllerpb.Errors.FromStatus(err)

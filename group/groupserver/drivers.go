@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
@@ -252,7 +253,9 @@ func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, ad
 			s.log.Error("shard source group has no addresses", "shard", shard, "source", src)
 			return
 		}
-		done, bytes, err := s.pullFrom(ctx, num, shard, src, addrs[attempt%len(addrs)])
+		// A replica that went silent on an earlier pull goes last.
+		i := s.suspects.Pick(addrs, attempt%len(addrs), nil)
+		done, bytes, err := s.pullFrom(ctx, num, shard, src, addrs[i])
 		if done {
 			if err == nil {
 				s.log.Info("shard arrived", "shard", shard, "config", num, "source", src, "bytes", bytes, "took", time.Since(start))
@@ -260,7 +263,7 @@ func (s *Server) pull(ctx context.Context, num uint64, shard int, src uint64, ad
 			}
 			return
 		}
-		s.log.Debug("pull shard", "shard", shard, "config", num, "from", addrs[attempt%len(addrs)], "addrs", addrs, "err", err)
+		s.log.Debug("pull shard", "shard", shard, "config", num, "from", addrs[i], "addrs", addrs, "err", err)
 		if (attempt+1-first)%len(addrs) == 0 {
 			_ = rpc.Wait(ctx, b)
 		}
@@ -284,10 +287,17 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 	if err != nil {
 		return false, 0, err
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	silent := time.AfterFunc(chunkTimeout, cancel) // armed while waiting for a chunk
+	var wentSilent atomic.Bool
+	silent := time.AfterFunc(chunkTimeout, func() { wentSilent.Store(true); cancel() }) // armed while waiting for a chunk
 	defer silent.Stop()
+	defer func() {
+		if wentSilent.Load() && parent.Err() == nil {
+			s.suspects.TimedOut(addr) // the next pull tries another replica first
+		}
+	}()
 	stream, err := cl.PullShard(ctx, &grouppb.PullShardRequest{ConfigNum: num, Shard: uint32(shard), Group: src})
 	if err != nil {
 		return false, 0, err
@@ -328,6 +338,9 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 				return s.abandon(ctx, num, shard, err)
 			}
 			return false, bytes, err
+		}
+		if chunk == 0 {
+			s.suspects.Answered(addr)
 		}
 		for _, kv := range c.GetKvs() {
 			bytes += len(kv.GetKey()) + len(kv.GetValue())
@@ -370,8 +383,10 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, src u
 	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
 	next := 0
 	for attempt := 0; s.stillLeading(ctx) && len(addrs) > 0; attempt++ {
-		addr := addrs[next%len(addrs)]
-		next++
+		// A stopped leader that the others still name goes last.
+		i := s.suspects.Pick(addrs, next%len(addrs), nil)
+		addr := addrs[i]
+		next = i + 1
 		err := s.deleteAt(ctx, addr, src, num, shard)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -401,8 +416,19 @@ func (s *Server) deleteAt(ctx context.Context, addr string, src, num uint64, sha
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err = cl.DeleteShard(ctx, &grouppb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard), Group: src})
+	_, err = cl.DeleteShard(actx, &grouppb.DeleteShardRequest{ConfigNum: num, Shard: uint32(shard), Group: src})
+	s.sawAnswer(ctx, actx, addr, err)
 	return kvpb.Errors.FromStatus(err)
+}
+
+// sawAnswer records how a handoff call to addr made with actx (derived
+// from ctx) ended, for s.suspects.
+func (s *Server) sawAnswer(ctx, actx context.Context, addr string, err error) {
+	if rpc.AttemptTimedOut(ctx, actx, err) {
+		s.suspects.TimedOut(addr)
+	} else if err == nil {
+		s.suspects.Answered(addr)
+	}
 }

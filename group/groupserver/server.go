@@ -115,6 +115,8 @@ type Server struct {
 
 	identifyDial []grpc.DialOption // for transport.Identify: this cluster's id
 
+	suspects rpc.Suspects // other groups' replicas that let a handoff call time out, tried last
+
 	writes chan *queuedWrite // client writes for the batcher (batch.go)
 
 	latency prometheus.Histogram // every client request's (console.go)
