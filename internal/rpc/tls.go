@@ -316,6 +316,31 @@ func (t *TLS) ServerOptions(clusterID uint64) []grpc.ServerOption {
 	return append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, checkCalls(check)...)
 }
 
+// IsPeer reports whether the caller of the request in ctx is a peer of
+// cluster clusterID: its certificate chains to the peer CAs and names
+// PeerURI(clusterID). Auth lets peers do everything (internal/auth).
+func (t *TLS) IsPeer(ctx context.Context, clusterID uint64) bool {
+	return t.checkPeer(ctx, PeerURI(clusterID).String()) == nil
+}
+
+// ClientCertAuth reports whether the server refuses clients without a
+// verified certificate (--client-cert-auth): enabling auth requires it.
+func (t *TLS) ClientCertAuth() bool { return t.files.ClientCertAuth }
+
+// TokenMetadata is the gRPC metadata key of an auth token (see
+// ctlclient.Credentials and internal/auth).
+const TokenMetadata = "token"
+
+// IsTLS reports whether the request in ctx came over TLS.
+func IsTLS(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	_, ok = p.AuthInfo.(credentials.TLSInfo)
+	return ok
+}
+
 // isPeerMethod reports whether a full method name (/service/method) is of
 // one of PeerServices.
 func isPeerMethod(method string) bool {

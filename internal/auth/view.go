@@ -1,0 +1,154 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+)
+
+// AdminRole is the built-in role that allows everything (the same name as
+// controller.AdminRole, which the state machine enforces).
+const AdminRole = "admin"
+
+// View is the auth state a server enforces: the public part of the
+// controller's (no hash, no private key). It is immutable; a server swaps
+// in a new one when the revision changes.
+type View struct {
+	Enabled  bool
+	Revision uint64
+	pub      ed25519.PublicKey
+	users    map[string]*controllerpb.AuthUser
+	byCN     map[string]string // certificate common name -> user
+	roles    map[string][]*controllerpb.Permission
+}
+
+// NewView compiles the public state r (nil: auth off, revision 0).
+func NewView(r *controllerpb.AuthStateReply) *View {
+	v := &View{Enabled: r.GetEnabled(), Revision: r.GetRevision(), pub: ed25519.PublicKey(r.GetPublicKey()),
+		users: map[string]*controllerpb.AuthUser{}, byCN: map[string]string{}, roles: map[string][]*controllerpb.Permission{}}
+	for _, u := range r.GetUsers() {
+		v.users[u.GetName()] = u
+		if cn := u.GetCertCn(); cn != "" {
+			v.byCN[cn] = u.GetName()
+		}
+	}
+	for _, role := range r.GetRoles() {
+		v.roles[role.GetName()] = role.GetPermissions()
+	}
+	return v
+}
+
+// Authenticate returns the user a token (if not empty) or else a verified
+// client certificate (if not nil) names. Failures are rpcerr.ErrAuthFailed:
+// no credentials, a bad or expired token, or a token whose user was deleted
+// or changed password since (its epoch is not the user's).
+func (v *View) Authenticate(token string, cert *x509.Certificate, now time.Time) (string, error) {
+	if token != "" {
+		c, err := Verify(v.pub, token, now)
+		if err != nil {
+			return "", err
+		}
+		u, ok := v.users[c.User]
+		if !ok || u.GetEpoch() != c.Epoch {
+			return "", fmt.Errorf("%w: the token of %s was revoked (the user was deleted or changed password)", rpcerr.ErrAuthFailed, c.User)
+		}
+		return c.User, nil
+	}
+	if cert != nil {
+		if name, ok := v.byCN[cert.Subject.CommonName]; ok {
+			return name, nil
+		}
+		return "", fmt.Errorf("%w: client certificate %q names no user", rpcerr.ErrAuthFailed, cert.Subject.CommonName)
+	}
+	return "", fmt.Errorf("%w: no credentials (a token, or a client certificate of a user)", rpcerr.ErrAuthFailed)
+}
+
+// IsAdmin reports whether user has the admin role.
+func (v *View) IsAdmin(user string) bool {
+	return slices.Contains(v.users[user].GetRoles(), AdminRole)
+}
+
+// CanRange reports whether user may access (READ or WRITE) every key of
+// [start, end) (end nil or empty: no end). One permission must cover the
+// whole range: its prefix is a prefix of start, and the range ends within
+// the prefix's keys. The admin role covers everything.
+func (v *View) CanRange(user string, start, end []byte, need controllerpb.Access) bool {
+	if v.IsAdmin(user) {
+		return true
+	}
+	for _, role := range v.users[user].GetRoles() {
+		for _, p := range v.roles[role] {
+			if p.GetAccess()&need != need || !bytes.HasPrefix(start, p.GetPrefix()) {
+				continue
+			}
+			limit := PrefixEnd(p.GetPrefix())
+			if limit == nil || len(end) > 0 && bytes.Compare(end, limit) <= 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// PrefixEnd is the first key after every key with prefix p: nil when there
+// is none (p empty, or all 0xff).
+func PrefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// ParseAccess reads an operator's access name: read, write or readwrite
+// (any case; also r, w, rw).
+func ParseAccess(s string) (controllerpb.Access, error) {
+	switch strings.ToLower(s) {
+	case "read", "r":
+		return controllerpb.Access_ACCESS_READ, nil
+	case "write", "w":
+		return controllerpb.Access_ACCESS_WRITE, nil
+	case "readwrite", "rw", "read-write":
+		return controllerpb.Access_ACCESS_READWRITE, nil
+	}
+	return 0, fmt.Errorf("%w: access %q is not read, write or readwrite", rpcerr.ErrInvalidAuth, s)
+}
+
+// MaxPrefix is the longest permission prefix, in bytes (the longest key).
+const MaxPrefix = 4096
+
+// ParsePermission reads an operator's permission: an access name and a
+// key prefix (empty: every key).
+func ParsePermission(access, prefix string) (*controllerpb.Permission, error) {
+	a, err := ParseAccess(access)
+	if err != nil {
+		return nil, err
+	}
+	if len(prefix) > MaxPrefix {
+		return nil, fmt.Errorf("%w: a prefix has at most %d bytes", rpcerr.ErrInvalidAuth, MaxPrefix)
+	}
+	return &controllerpb.Permission{Prefix: []byte(prefix), Access: a}, nil
+}
+
+// FormatAccess is the operator's name of a: read, write or readwrite.
+func FormatAccess(a controllerpb.Access) string {
+	switch a {
+	case controllerpb.Access_ACCESS_READ:
+		return "read"
+	case controllerpb.Access_ACCESS_WRITE:
+		return "write"
+	case controllerpb.Access_ACCESS_READWRITE:
+		return "readwrite"
+	}
+	return fmt.Sprintf("access(%d)", int32(a))
+}
