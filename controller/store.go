@@ -22,7 +22,7 @@ const (
 	keyNumShards = 'n'
 	keyConfig    = 'c' // + config number (8 bytes, big endian)
 	keySession   = 's' // + client id (8 bytes, big endian)
-	keyAuth      = 'a' // the AuthImage: users (bcrypt hashes only), roles, signing key
+	keyAuth      = 'u' // the AuthImage: users (bcrypt hashes only), roles, signing key
 )
 
 // Store is a State persisted in Pebble: a raftnode.StateMachine. Reads
