@@ -18,6 +18,7 @@ import (
 
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
@@ -202,8 +203,9 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 		srv.hosted = append(srv.hosted, h.rep)
 		srv.peers[h.rep.Group] = idents[i].Current()
 	}
-	return srv.serve(ctx, lis, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), []*raftnode.Node, func() error, error) {
-		return s.start(e, net, cid, gs, reg, hosted)
+	return srv.serve(ctx, lis, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
+		authView *auth.Holder) (func(), []*raftnode.Node, func() error, error) {
+		return s.start(e, net, cid, gs, reg, authView, hosted)
 	})
 }
 
@@ -269,10 +271,11 @@ func (s *serverFlags) clusterID(ctx context.Context, stored bool) (uint64, error
 }
 
 // start starts the node's group replicas (a replicaStart): one controller
-// client and one connection pool for all of them, and one Router serving
-// their services on gs.
+// client and one connection pool for all of them, one Router serving
+// their services on gs, and the following of the auth state (auth.Follow)
+// into authView.
 func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
-	hosted []hostedReplica) (func(), []*raftnode.Node, func() error, error) {
+	authView *auth.Holder, hosted []hostedReplica) (func(), []*raftnode.Node, func() error, error) {
 	log, _ := s.g.logger()
 	dial := s.r.tls.peerDial(cid)
 	ctl, err := ctlclient.New(splitList(s.controllers), dial...)
@@ -282,7 +285,10 @@ func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64
 	pool := rpc.NewPool(dial...)
 	router := groupserver.NewRouter()
 	var servers []*groupserver.Server
+	follow, stopFollow := context.WithCancel(context.Background())
+	go auth.Follow(follow, authView, ctl.AuthState, log)
 	stop := func() {
+		stopFollow()
 		for _, srv := range servers {
 			router.Remove(srv)
 			srv.Stop()

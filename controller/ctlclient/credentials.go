@@ -49,24 +49,25 @@ func NewCredentials(addrs []string, user, password string, dial ...grpc.DialOpti
 func TokenCredentials(token string) *Credentials { return &Credentials{token: token} }
 
 // Token returns a token valid for a while yet, authenticating first when
-// needed. Errors: those of Client.Authenticate.
-func (c *Credentials) Token(ctx context.Context) (string, error) {
+// needed, and its expiry (zero for a fixed token: the client does not
+// know it). Errors: those of Client.Authenticate.
+func (c *Credentials) Token(ctx context.Context) (string, time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ctl == nil || c.token != "" && time.Until(c.expires) > renewBefore {
-		return c.token, nil
+		return c.token, c.expires, nil
 	}
 	token, expires, err := c.ctl.Authenticate(ctx, c.user, c.password)
 	if err != nil {
-		return "", fmt.Errorf("authenticate as %s: %w", c.user, err)
+		return "", time.Time{}, fmt.Errorf("authenticate as %s: %w", c.user, err)
 	}
 	c.token, c.expires = token, expires
-	return token, nil
+	return token, expires, nil
 }
 
 // GetRequestMetadata implements credentials.PerRPCCredentials.
 func (c *Credentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
-	token, err := c.Token(ctx)
+	token, _, err := c.Token(ctx)
 	if err != nil {
 		// As a status of the auth domain, which every service's client
 		// decodes (gRPC would make any other error Unavailable, retried).

@@ -1,10 +1,12 @@
 package auth
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -168,8 +170,8 @@ var audited = map[string]bool{
 // audit logs a call of an audited method: who (the user; "peer" or "-"
 // when auth is off), what (the request, passwords removed), the outcome.
 func (g *Guard) audit(method, user string, req any, err error) {
-	if !audited[method] {
-		return
+	if !audited[method] || status.Code(err) == codes.Unavailable {
+		return // not served here (a follower's redirect): where it is served, it is audited
 	}
 	who := user
 	if who == "" {
@@ -229,6 +231,9 @@ func (n need) allowed(v *View, user string) bool {
 func (n need) what() string {
 	switch n.kind {
 	case keyRange:
+		if bytes.Equal(n.end, append(slices.Clip(n.start), 0)) {
+			return fmt.Sprintf(" (needs %s on key %q)", FormatAccess(n.access), n.start)
+		}
 		return fmt.Sprintf(" (needs %s on [%q, %q))", FormatAccess(n.access), n.start, n.end)
 	case admin:
 		return " (needs the admin role)"
