@@ -11,12 +11,13 @@ import (
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 )
 
 // AdminRole is the built-in role that allows everything: every key, and
 // every admin RPC (join, leave, move, membership, backup, auth changes).
-const AdminRole = "admin"
+const AdminRole = auth.AdminRole
 
 // MaxAuthName is the longest user or role name, in bytes.
 const MaxAuthName = 128
@@ -249,6 +250,9 @@ func (s *State) applyAuth(cmd *controllerlogpb.AuthCommand) error {
 		}
 		if p.GetAccess() < controllerpb.Access_ACCESS_READ || p.GetAccess() > controllerpb.Access_ACCESS_READWRITE {
 			return fmt.Errorf("%w: access %v", rpcerr.ErrInvalidAuth, p.GetAccess())
+		}
+		if len(p.GetPrefix()) > auth.MaxPrefix {
+			return fmt.Errorf("%w: a prefix has at most %d bytes", rpcerr.ErrInvalidAuth, auth.MaxPrefix)
 		}
 		// One permission per prefix: granting again replaces it (etcd's
 		// rule), so a grant of READ after READWRITE narrows it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"errors"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -209,4 +210,32 @@ func applyAll(t *testing.T, st *Store, cmds ...*controllerlogpb.Command) {
 			t.Fatalf("command %d: %v", i, err)
 		}
 	}
+}
+
+// FuzzAuthNames: any operator-given user or role name is accepted only
+// when ValidAuthName allows it, and then round-trips through the view.
+func FuzzAuthNames(f *testing.F) {
+	for _, s := range []string{"root", "a b", "", "x@example.com", "ü", "admin", strings.Repeat("n", MaxAuthName+1), "a\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		var s State
+		s.Apply(initCmd(1))
+		s.Apply(openCmd(1))
+		user := s.Apply(authCmd(1, 1, userAdd(name), "hash", nil))
+		role := s.Apply(authCmd(1, 2, roleAdd(name), "", nil))
+		valid := ValidAuthName("user", name) == nil
+		if (user.Err == nil) != valid {
+			t.Fatalf("user add %q: %v (valid %v)", name, user.Err, valid)
+		}
+		if user.Err != nil && !errors.Is(user.Err, rpcerr.ErrInvalidAuth) {
+			t.Fatalf("user add %q: %v is not ErrInvalidAuth", name, user.Err)
+		}
+		if (role.Err == nil) != (valid && name != AdminRole) {
+			t.Fatalf("role add %q: %v", name, role.Err)
+		}
+		if valid && s.AuthView().GetUsers()[0].GetName() != name {
+			t.Fatalf("view of user %q: %v", name, s.AuthView())
+		}
+	})
 }

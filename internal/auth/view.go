@@ -13,8 +13,8 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
-// AdminRole is the built-in role that allows everything (the same name as
-// controller.AdminRole, which the state machine enforces).
+// AdminRole is the built-in role that allows everything: every key and
+// every admin RPC (controller.AdminRole, which the state machine knows).
 const AdminRole = "admin"
 
 // View is the auth state a server enforces: the public part of the
