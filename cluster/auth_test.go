@@ -72,42 +72,9 @@ func authChange(op any) *controllerpb.AuthChangeRequest {
 // appear in no log line and in no file of the replicas' data; changes are
 // audited with their user.
 func TestAuthCluster(t *testing.T) {
-	dir := t.TempDir()
-	logs := &syncBuffer{}
-	var local *devcert.Local
-	h := start(t, cluster.Options{Groups: 2, Auth: true, PasswordCost: bcrypt.MinCost,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		TLS: func(id uint64) (*rpc.TLS, error) {
-			var err error
-			if local, err = devcert.WriteLocal(filepath.Join(dir, "tls"), rpc.PeerURI(id)); err != nil {
-				return nil, err
-			}
-			return rpc.LoadTLS(rpc.TLSFiles{Cert: local.NodeCert, Key: local.NodeKey, TrustedCA: local.CAFile, ClientCertAuth: true}, testLogger())
-		}})
-	h.join(1)
-	clientTLS, err := rpc.ClientTLS(local.CAFile, local.ClientCert, local.ClientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, clientTLS, logs := startAuth(t, 0)
 	const rootPassword, alicePassword, readerPassword = "root-Pa55word-x91", "alice-Pa55word-q27", "reader-Pa55word-z63"
-	// The cluster's own client is a peer: it sets auth up.
-	peer := h.controller()
-	defer peer.Close()
-	for _, ch := range []any{
-		&controllerpb.UserAdd{Name: "root", Password: rootPassword},
-		&controllerpb.UserRole{User: "root", Role: "admin"},
-		&controllerpb.UserAdd{Name: "alice", Password: alicePassword},
-		&controllerpb.RoleName{Name: "a-rw"},
-		&controllerpb.RolePermission{Role: "a-rw", Permission: &controllerpb.Permission{Prefix: []byte("a/"), Access: controllerpb.Access_ACCESS_READWRITE}},
-		&controllerpb.UserRole{User: "alice", Role: "a-rw"},
-		&controllerpb.UserAdd{Name: "reader", Password: readerPassword},
-		&controllerpb.RoleName{Name: "all-r"},
-		&controllerpb.RolePermission{Role: "all-r", Permission: &controllerpb.Permission{Access: controllerpb.Access_ACCESS_READ}},
-		&controllerpb.UserRole{User: "reader", Role: "all-r"},
-		&controllerpb.AuthEnable{},
-	} {
-		h.must("auth change", func(ctx context.Context) error { _, err := peer.AuthChange(ctx, authChange(ch)); return err })
-	}
+	setUpUsers(t, h, rootPassword, alicePassword, readerPassword)
 
 	// No credentials (a client certificate that names no user): refused,
 	// once the servers learned that auth is on.
@@ -129,7 +96,7 @@ func TestAuthCluster(t *testing.T) {
 	}
 	// A wrong password is refused.
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
-	_, err = client.New(ctx, h.c.ControllerAddrs(), client.WithTLS(clientTLS), client.WithCredentials("alice", "wrong"))
+	_, err := client.New(ctx, h.c.ControllerAddrs(), client.WithTLS(clientTLS), client.WithCredentials("alice", "wrong"))
 	cancel()
 	if !errors.Is(err, rpcerr.ErrAuthFailed) {
 		t.Fatalf("a wrong password: %v, want ErrAuthFailed", err)
@@ -157,6 +124,14 @@ func TestAuthCluster(t *testing.T) {
 	denied("alice writes b/1", op(func(ctx context.Context) error { _, err := alice.Put(ctx, []byte("b/1"), []byte("x")); return err }))
 	denied("reader writes a/1", op(func(ctx context.Context) error { _, err := reader.Put(ctx, []byte("a/1"), []byte("x")); return err }))
 	denied("alice lists everything", op(func(ctx context.Context) error { _, err := alice.List(ctx); return err }))
+	denied("alice watches b/", op(func(ctx context.Context) error {
+		for r := range alice.Watch(ctx, []byte("b/"), client.WatchPrefix()) {
+			if r.Canceled {
+				return r.Err()
+			}
+		}
+		return nil
+	}))
 
 	// A non-admin changes no configuration and no membership.
 	ctlAs := func(user, password string) *ctlclient.Client {
@@ -245,6 +220,110 @@ func TestAuthCluster(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestAuthNeedsTLS: over plaintext, auth cannot be enabled and no
+// password is taken.
+func TestAuthNeedsTLS(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 1, Auth: true, PasswordCost: bcrypt.MinCost})
+	ctl := h.controller()
+	defer ctl.Close()
+	needsTLS := func(what string, ch any) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+		defer cancel()
+		if _, err := ctl.AuthChange(ctx, authChange(ch)); !errors.Is(err, rpcerr.ErrAuthNeedsTLS) {
+			t.Errorf("%s: %v, want ErrAuthNeedsTLS", what, err)
+		}
+	}
+	needsTLS("a user with a password", &controllerpb.UserAdd{Name: "root", Password: "pw"})
+	h.must("a user by certificate", func(ctx context.Context) error {
+		_, err := ctl.AuthChange(ctx, authChange(&controllerpb.UserAdd{Name: "root", CertCn: "root"}))
+		return err
+	})
+	h.must("grant admin", func(ctx context.Context) error {
+		_, err := ctl.AuthChange(ctx, authChange(&controllerpb.UserRole{User: "root", Role: "admin"}))
+		return err
+	})
+	needsTLS("enable", &controllerpb.AuthEnable{})
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if _, _, err := ctl.Authenticate(ctx, "root", "pw"); !errors.Is(err, rpcerr.ErrAuthNeedsTLS) {
+		t.Errorf("authenticate: %v, want ErrAuthNeedsTLS", err)
+	}
+}
+
+// startAuth starts a cluster of two groups (group 1 joined) with TLS,
+// client certificates required, and auth enforced (not yet enabled), its
+// tokens lasting tokenTTL (0: the default). It returns the TLS
+// configuration of a client whose certificate names no user, and the
+// cluster's log.
+func startAuth(t *testing.T, tokenTTL time.Duration) (*harness, *tls.Config, *syncBuffer) {
+	dir := t.TempDir()
+	logs := &syncBuffer{}
+	var local *devcert.Local
+	h := start(t, cluster.Options{Groups: 2, Auth: true, PasswordCost: bcrypt.MinCost, TokenTTL: tokenTTL,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		TLS: func(id uint64) (*rpc.TLS, error) {
+			var err error
+			if local, err = devcert.WriteLocal(filepath.Join(dir, "tls"), rpc.PeerURI(id)); err != nil {
+				return nil, err
+			}
+			return rpc.LoadTLS(rpc.TLSFiles{Cert: local.NodeCert, Key: local.NodeKey, TrustedCA: local.CAFile, ClientCertAuth: true}, testLogger())
+		}})
+	h.join(1)
+	clientTLS, err := rpc.ClientTLS(local.CAFile, local.ClientCert, local.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, clientTLS, logs
+}
+
+// setUpUsers adds root (admin), alice (read and write a/) and reader
+// (read everything), and enables auth, as the cluster's own client: a
+// peer, allowed everything.
+func setUpUsers(t *testing.T, h *harness, rootPassword, alicePassword, readerPassword string) {
+	peer := h.controller()
+	defer peer.Close()
+	for _, ch := range []any{
+		&controllerpb.UserAdd{Name: "root", Password: rootPassword},
+		&controllerpb.UserRole{User: "root", Role: "admin"},
+		&controllerpb.UserAdd{Name: "alice", Password: alicePassword},
+		&controllerpb.RoleName{Name: "a-rw"},
+		&controllerpb.RolePermission{Role: "a-rw", Permission: &controllerpb.Permission{Prefix: []byte("a/"), Access: controllerpb.Access_ACCESS_READWRITE}},
+		&controllerpb.UserRole{User: "alice", Role: "a-rw"},
+		&controllerpb.UserAdd{Name: "reader", Password: readerPassword},
+		&controllerpb.RoleName{Name: "all-r"},
+		&controllerpb.RolePermission{Role: "all-r", Permission: &controllerpb.Permission{Access: controllerpb.Access_ACCESS_READ}},
+		&controllerpb.UserRole{User: "reader", Role: "all-r"},
+		&controllerpb.AuthEnable{},
+	} {
+		h.must("auth change", func(ctx context.Context) error { _, err := peer.AuthChange(ctx, authChange(ch)); return err })
+	}
+}
+
+// TestTokenRenewal: tokens expire (a token kept past its TTL is refused),
+// and a client with credentials renews its token before that.
+func TestTokenRenewal(t *testing.T) {
+	const ttl = 1500 * time.Millisecond
+	h, clientTLS, _ := startAuth(t, ttl)
+	setUpUsers(t, h, "root-pw", "alice-pw", "reader-pw")
+	alice := h.client(client.WithTLS(clientTLS), client.WithCredentials("alice", "alice-pw"))
+	creds := mustCreds(t, h, "alice", "alice-pw", clientTLS)
+	token, _, err := creds.Token(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := h.client(client.WithTLS(clientTLS), client.WithToken(token))
+	h.put(fixed, "a/1", "x")
+	for end := time.Now().Add(2 * ttl); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		h.check(alice, "a/1", "x")
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := fixed.Get(ctx, []byte("a/1")); !errors.Is(err, rpcerr.ErrAuthFailed) {
+		t.Fatalf("an expired token: %v, want ErrAuthFailed", err)
 	}
 }
 

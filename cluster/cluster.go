@@ -110,8 +110,10 @@ type Options struct {
 	// real deployment every process follows its own).
 	Auth bool
 	// PasswordCost is bcrypt's cost of the controller's password hashes
-	// (default bcrypt's; tests lower it).
+	// (default bcrypt's; tests lower it). TokenTTL is how long the
+	// controller's tokens last (default auth.TokenTTL).
 	PasswordCost int
+	TokenTTL     time.Duration
 }
 
 // ErrGroupsMissing: the cluster's configuration has groups that Start was
@@ -644,7 +646,7 @@ func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
 			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: tune, Time: c.opts.Time,
 			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck, Dial: c.peerDial,
-			ClientCertAuth: c.clientCertAuth, PasswordCost: c.opts.PasswordCost})
+			ClientCertAuth: c.clientCertAuth, PasswordCost: c.opts.PasswordCost, TokenTTL: c.opts.TokenTTL})
 		if err != nil {
 			return err
 		}

@@ -13,9 +13,6 @@ import (
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
-// renewBefore is how long before its expiry a token is replaced: a call
-// never goes out with a token about to expire on the way.
-const renewBefore = time.Minute
 
 // Credentials authenticate every call of the connections they are given
 // to (grpc.WithPerRPCCredentials): a fixed token, or a user's password
@@ -28,6 +25,7 @@ type Credentials struct {
 	mu      sync.Mutex
 	token   string
 	expires time.Time // zero with a fixed token
+	renew   time.Time // when to replace the token: a third of its life before it expires
 }
 
 var _ credentials.PerRPCCredentials = (*Credentials)(nil)
@@ -54,14 +52,17 @@ func TokenCredentials(token string) *Credentials { return &Credentials{token: to
 func (c *Credentials) Token(ctx context.Context) (string, time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ctl == nil || c.token != "" && time.Until(c.expires) > renewBefore {
+	if c.ctl == nil || c.token != "" && time.Now().Before(c.renew) {
 		return c.token, c.expires, nil
 	}
+	issued := time.Now()
 	token, expires, err := c.ctl.Authenticate(ctx, c.user, c.password)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("authenticate as %s: %w", c.user, err)
 	}
-	c.token, c.expires = token, expires
+	// Renewed early, so that a call never goes out with a token about to
+	// expire on its way (the controller's clock may also be ahead).
+	c.token, c.expires, c.renew = token, expires, issued.Add(expires.Sub(issued)*2/3)
 	return token, expires, nil
 }
 
