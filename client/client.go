@@ -69,6 +69,15 @@
 // and returns ErrUnknownOutcome otherwise (it may have been applied before
 // the session expired).
 //
+// # Authentication
+//
+// On a cluster with auth enabled, WithCredentials (a user and password,
+// traded at the controller for tokens renewed before they expire) or
+// WithToken authenticate every request; both need WithTLS, as credentials
+// never travel in plaintext. A request the user's roles do not allow fails
+// with rpcerr.ErrPermissionDenied, bad or revoked credentials with
+// rpcerr.ErrAuthFailed; neither is retried, and neither was applied.
+//
 // All methods are safe for concurrent use.
 package client
 

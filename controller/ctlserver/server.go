@@ -6,6 +6,13 @@
 // confirms a read index before reading its applied state. Watch is a long
 // poll any replica answers from its own applied state, for drivers that
 // only need to learn of new configurations promptly.
+//
+// Auth (auth.go): AuthChange is proposed by the leader like a join, after
+// it hashed any password (bcrypt) and, for an enable, made the signing key;
+// Authenticate signs tokens on the leader; AuthState is a long poll of the
+// public auth state, which group processes follow. The leader refuses to
+// enable auth unless the replica serves TLS with client-certificate
+// authentication (Config.ClientCertAuth).
 package ctlserver
 
 import (
