@@ -13,7 +13,6 @@ import (
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
-
 // Credentials authenticate every call of the connections they are given
 // to (grpc.WithPerRPCCredentials): a fixed token, or a user's password
 // traded at the controller for tokens, each renewed before it expires.
