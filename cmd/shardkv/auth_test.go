@@ -17,12 +17,7 @@ func TestE2EAuth(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
 	p, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), freePorts(t, devPorts), "--tls", "--processes", "3")
-	out, _ := os.ReadFile(p.log)
-	m := regexp.MustCompile(`clients need (--cacert \S+ --cert \S+ --key \S+)`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("dev --tls printed no client flags:\n%s", out)
-	}
-	flags := strings.Fields(string(m[1]))
+	flags := devClientFlags(t, p)
 	with := func(args ...string) []string { return append(args, flags...) }
 	const rootPW, roPW = "root-Secret-pw-8812", "ro-Secret-pw-2291"
 	root, ro := []string{"--user", "root", "--password", rootPW}, []string{"--user", "ro", "--password", roPW}
