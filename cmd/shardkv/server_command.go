@@ -286,7 +286,9 @@ func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64
 	router := groupserver.NewRouter()
 	var servers []*groupserver.Server
 	follow, stopFollow := context.WithCancel(context.Background())
-	go auth.Follow(follow, authView, ctl.AuthState, log)
+	if s.r.tls.creds != nil { // a plaintext process enforces nothing (serverTLSFlags.guard)
+		go auth.Follow(follow, authView, ctl.AuthState, log)
+	}
 	stop := func() {
 		stopFollow()
 		for _, srv := range servers {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -320,7 +321,14 @@ func (t *TLS) ServerOptions(clusterID uint64) []grpc.ServerOption {
 // cluster clusterID: its certificate chains to the peer CAs and names
 // PeerURI(clusterID). Auth lets peers do everything (internal/auth).
 func (t *TLS) IsPeer(ctx context.Context, clusterID uint64) bool {
-	return t.checkPeer(ctx, PeerURI(clusterID).String()) == nil
+	want := PeerURI(clusterID).String()
+	// A client's certificate names no peer URI: it is told apart without
+	// verifying its chain again.
+	cert, ok := CallerCertificate(ctx)
+	if !ok || !slices.ContainsFunc(cert.URIs, func(u *url.URL) bool { return u.String() == want }) {
+		return false
+	}
+	return t.checkPeer(ctx, want) == nil
 }
 
 // ClientCertAuth reports whether the server refuses clients without a
