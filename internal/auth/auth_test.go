@@ -6,12 +6,20 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
 	"github.com/shardkv/shardkv/api/controllerpb"
+	_ "github.com/shardkv/shardkv/api/kvpb"
+	_ "github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
+	_ "github.com/shardkv/shardkv/api/transportpb"
 )
 
 func testView(t *testing.T) (*View, ed25519.PrivateKey) {
@@ -144,4 +152,27 @@ func FuzzParsePermission(f *testing.F) {
 			t.Fatalf("format/parse round trip of %v: %v %v", p.GetAccess(), again, err)
 		}
 	})
+}
+
+// TestRulesNameRealMethods: every method the rules and the audit name is
+// a method of a registered service (a typo would fall to the default,
+// admin only, or go unaudited).
+func TestRulesNameRealMethods(t *testing.T) {
+	names := slices.Collect(maps.Keys(rules))
+	names = append(names, slices.Collect(maps.Keys(audited))...)
+	for _, full := range names {
+		svc, method, ok := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+		if !ok {
+			t.Errorf("%q is not /service/method", full)
+			continue
+		}
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+		if err != nil {
+			t.Errorf("%s: no service %s", full, svc)
+			continue
+		}
+		if d.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(method)) == nil {
+			t.Errorf("%s: service %s has no method %s", full, svc, method)
+		}
+	}
 }
