@@ -47,6 +47,10 @@ func TestTokens(t *testing.T) {
 	if u, err := v.Authenticate(tok, nil, now); err != nil || u != "alice" {
 		t.Fatalf("valid token: %q %v", u, err)
 	}
+	// Verified once, the token still expires.
+	if _, err := v.Authenticate(tok, nil, now.Add(TokenTTL)); !errors.Is(err, rpcerr.ErrAuthFailed) {
+		t.Fatalf("a verified token past its expiry: %v", err)
+	}
 	for name, bad := range map[string]string{
 		"expired":      Sign(key, Claims{User: "alice", Epoch: 2, Expires: now.Add(-time.Second).UnixMilli()}),
 		"old epoch":    Sign(key, Claims{User: "alice", Epoch: 1, Expires: now.Add(TokenTTL).UnixMilli()}),
