@@ -67,7 +67,8 @@ func authChange(op any) *controllerpb.AuthChangeRequest {
 // TestAuthCluster runs a cluster with TLS, client certificates and auth
 // enabled: a caller without credentials is refused; a read-only user
 // cannot write; a user with a/ cannot read b/; a non-admin cannot join,
-// leave, move or change membership; a deleted user's token and a revoked
+// leave, move or change membership; a client certificate naming a user
+// authenticates as it; a deleted user's token and a revoked
 // permission stop working within auth.RevocationBound; the passwords
 // appear in no log line and in no file of the replicas' data; changes are
 // audited with their user.
@@ -199,6 +200,26 @@ func TestAuthCluster(t *testing.T) {
 	revoked("revoke reader's read", &controllerpb.AuthChangeRequest{Op: &controllerpb.AuthChangeRequest_RoleRevoke{RoleRevoke: &controllerpb.RolePermission{
 		Role: "all-r", Permission: &controllerpb.Permission{}}}},
 		func(ctx context.Context) error { _, err := reader.Get(ctx, []byte("b/1")); return err }, rpcerr.ErrPermissionDenied)
+
+	// A client certificate whose common name a user names authenticates
+	// as that user, with no password.
+	for _, ch := range []any{&controllerpb.UserAdd{Name: "svc", CertCn: "shardkv-client"}, &controllerpb.UserRole{User: "svc", Role: "a-rw"}} {
+		h.must("add svc", func(ctx context.Context) error { _, err := rootCtl.AuthChange(ctx, authChange(ch)); return err })
+	}
+	for at := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+		svc, err := client.New(ctx, h.c.ControllerAddrs(), client.WithTLS(clientTLS))
+		if err == nil {
+			h.check(svc, "a/1", "alice's")
+			svc.Close()
+			cancel()
+			break
+		}
+		cancel()
+		if time.Since(at) > auth.RevocationBound {
+			t.Fatalf("the certificate of svc: %v", err)
+		}
+	}
 
 	// Audit: root's join is logged with its user; no password anywhere.
 	out := logs.String()
