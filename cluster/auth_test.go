@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/internal/auth"
+	"github.com/shardkv/shardkv/internal/bench"
 	"github.com/shardkv/shardkv/internal/devcert"
 	"github.com/shardkv/shardkv/internal/memberclient"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -355,4 +357,84 @@ func mustCreds(t *testing.T, h *harness, user, password string, cfg *tls.Config)
 	}
 	t.Cleanup(func() { creds.Close() })
 	return creds
+}
+
+// BenchmarkAuthCost measures puts and gets of 64 clients against one group
+// in plaintext, with TLS (client certificates required), and with TLS and
+// auth enabled (a user's token on every request): the ratios are the cost
+// of TLS and of the auth checks. go test -run XXX -bench AuthCost ./cluster
+func BenchmarkAuthCost(b *testing.B) {
+	value := make([]byte, 100)
+	for _, mode := range []string{"plaintext", "tls", "tls+auth"} {
+		start := func(b *testing.B) *client.Client {
+			dir := b.TempDir()
+			opts := cluster.Options{Dir: filepath.Join(dir, "data"), Groups: 1, EnginePerReplica: true, JoinAll: true,
+				Logger: slog.New(slog.DiscardHandler), Auth: mode == "tls+auth", PasswordCost: bcrypt.MinCost}
+			var local *devcert.Local
+			if mode != "plaintext" {
+				opts.TLS = func(id uint64) (*rpc.TLS, error) {
+					var err error
+					if local, err = devcert.WriteLocal(filepath.Join(dir, "tls"), rpc.PeerURI(id)); err != nil {
+						return nil, err
+					}
+					return rpc.LoadTLS(rpc.TLSFiles{Cert: local.NodeCert, Key: local.NodeKey, TrustedCA: local.CAFile, ClientCertAuth: true}, slog.New(slog.DiscardHandler))
+				}
+			}
+			ctx := context.Background()
+			c, err := cluster.Start(ctx, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(c.Close)
+			var copts []client.Option
+			if mode != "plaintext" {
+				cfg, err := rpc.ClientTLS(local.CAFile, local.ClientCert, local.ClientKey)
+				if err != nil {
+					b.Fatal(err)
+				}
+				copts = append(copts, client.WithTLS(cfg))
+			}
+			if mode == "tls+auth" {
+				ctl, err := c.ControllerClient()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ctl.Close()
+				for _, ch := range []any{&controllerpb.UserAdd{Name: "root", Password: "pw"}, &controllerpb.UserRole{User: "root", Role: "admin"},
+					&controllerpb.UserAdd{Name: "app", Password: "pw"}, &controllerpb.RoleName{Name: "rw"},
+					&controllerpb.RolePermission{Role: "rw", Permission: &controllerpb.Permission{Access: controllerpb.Access_ACCESS_READWRITE}},
+					&controllerpb.UserRole{User: "app", Role: "rw"}, &controllerpb.AuthEnable{}} {
+					if _, err := ctl.AuthChange(ctx, authChange(ch)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				copts = append(copts, client.WithCredentials("app", "pw"))
+			}
+			cl, err := client.New(ctx, c.ControllerAddrs(), copts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { cl.Close() })
+			for i := range 64 {
+				if _, err := cl.Put(ctx, []byte(fmt.Sprint("warm", i)), []byte("x")); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return cl
+		}
+		b.Run("put/"+mode, func(b *testing.B) {
+			cl := start(b)
+			bench.ReportClosedLoop(b, b.N, 64, "ops", func(i int) error {
+				_, err := cl.Put(context.Background(), []byte(fmt.Sprint("key", i%10000)), value)
+				return err
+			})
+		})
+		b.Run("get/"+mode, func(b *testing.B) {
+			cl := start(b)
+			bench.ReportClosedLoop(b, b.N, 64, "ops", func(i int) error {
+				_, err := cl.Get(context.Background(), []byte(fmt.Sprint("warm", i%64)))
+				return err
+			})
+		})
+	}
 }
