@@ -69,12 +69,14 @@ func User(ctx context.Context) string {
 func (g *Guard) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			ctx, user, err := g.check(ctx, info.FullMethod, req)
+			ctx, who, err := g.check(ctx, info.FullMethod, req)
 			if err != nil {
+				// A refused change is audited too: who tried.
+				g.audit(info.FullMethod, cmp.Or(who, "(unauthenticated)"), req, err)
 				return nil, err
 			}
 			reply, err := handler(ctx, req)
-			g.audit(info.FullMethod, user, req, err)
+			g.audit(info.FullMethod, who, req, err)
 			return reply, err
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -119,8 +121,16 @@ func (s *checkedStream) RecvMsg(m any) error {
 	return nil
 }
 
+// Who an audit line names when the caller is no user.
+const (
+	whoAuthOff = "(auth off)"
+	whoPeer    = "(peer)"
+	whoPublic  = "(anyone)"
+)
+
 // check authenticates and authorizes one call of method with request req
-// (nil for a stream's start), returning the context with its user.
+// (nil for a stream's start), returning the context with its user, and
+// who called for the audit (the user, or whoPeer, whoAuthOff, whoPublic).
 func (g *Guard) check(ctx context.Context, method string, req any) (context.Context, string, error) {
 	rule := rules[method]
 	if rule == nil {
@@ -130,8 +140,13 @@ func (g *Guard) check(ctx context.Context, method string, req any) (context.Cont
 	v := g.cfg.View()
 	// Auth off costs nothing more: the peer check (a chain verification)
 	// runs only when auth is on or not known yet.
-	if n.kind == public || v != nil && !v.Enabled || g.cfg.IsPeer(ctx) {
-		return ctx, "", nil
+	switch {
+	case n.kind == public:
+		return ctx, whoPublic, nil
+	case v != nil && !v.Enabled:
+		return ctx, whoAuthOff, nil
+	case g.cfg.IsPeer(ctx):
+		return ctx, whoPeer, nil
 	}
 	if v == nil {
 		return ctx, "", status.Error(codes.Unavailable, "auth: this server has not learned the cluster's auth state yet")
@@ -166,15 +181,11 @@ var audited = map[string]bool{
 	"/shardkv.member.v1.Membership/Change":          true,
 }
 
-// audit logs a call of an audited method: who (the user; "peer" or "-"
-// when auth is off), what (the request, passwords removed), the outcome.
-func (g *Guard) audit(method, user string, req any, err error) {
+// audit logs a call of an audited method: who (the user, or what check
+// said instead), what (the request, passwords removed), the outcome.
+func (g *Guard) audit(method, who string, req any, err error) {
 	if !audited[method] || status.Code(err) == codes.Unavailable {
 		return // not served here (a follower's redirect): where it is served, it is audited
-	}
-	who := user
-	if who == "" {
-		who = "-"
 	}
 	outcome := "ok"
 	if err != nil {
