@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -227,6 +228,9 @@ func TestAuthCluster(t *testing.T) {
 	out := logs.String()
 	if !strings.Contains(out, "msg=audit") || !strings.Contains(out, "user=root") || !strings.Contains(out, "Controller/Join") {
 		t.Errorf("no audit line of root's join in the logs")
+	}
+	if !regexp.MustCompile(`msg=audit [^\n]*Controller/Join user=alice [^\n]*permission denied`).MatchString(out) {
+		t.Errorf("no audit line of alice's refused join in the logs")
 	}
 	h.c.Close()
 	for _, pw := range []string{rootPassword, alicePassword, readerPassword} {
