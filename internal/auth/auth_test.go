@@ -112,14 +112,6 @@ func TestPermissions(t *testing.T) {
 func (n need) s() string { return string(n.start) }
 func (n need) e() string { return string(n.end) }
 
-func TestPrefixEnd(t *testing.T) {
-	for in, want := range map[string]string{"a/": "a0", "a\xff": "b", "\xff\xff": "", "": ""} {
-		if got := string(PrefixEnd([]byte(in))); got != want {
-			t.Errorf("PrefixEnd(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestRedactDropsPasswords(t *testing.T) {
 	for _, req := range []*controllerpb.AuthChangeRequest{
 		{Op: &controllerpb.AuthChangeRequest_UserAdd{UserAdd: &controllerpb.UserAdd{Name: "u", Password: "hunter2-secret"}}},

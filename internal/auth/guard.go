@@ -279,7 +279,7 @@ var rules = map[string]func(req any) need{
 	"/shardkv.kv.v1.KV/Watch": func(req any) need {
 		r, _ := req.(*kvpb.WatchRequest)
 		if r.GetPrefix() {
-			return need{kind: keyRange, start: r.GetKey(), end: PrefixEnd(r.GetKey()), access: controllerpb.Access_ACCESS_READ}
+			return need{kind: keyRange, start: r.GetKey(), end: kvpb.PrefixEnd(r.GetKey()), access: controllerpb.Access_ACCESS_READ}
 		}
 		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_READ)
 	},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
@@ -123,26 +124,13 @@ func (v *View) CanRange(user string, start, end []byte, need controllerpb.Access
 			if p.GetAccess()&need != need || !bytes.HasPrefix(start, p.GetPrefix()) {
 				continue
 			}
-			limit := PrefixEnd(p.GetPrefix())
+			limit := kvpb.PrefixEnd(p.GetPrefix())
 			if limit == nil || len(end) > 0 && bytes.Compare(end, limit) <= 0 {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-// PrefixEnd is the first key after every key with prefix p: nil when there
-// is none (p empty, or all 0xff).
-func PrefixEnd(p []byte) []byte {
-	end := bytes.Clone(p)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
 }
 
 // ParseAccess reads an operator's access name: read, write or readwrite
