@@ -278,7 +278,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		actx, cancel := context.WithCancel(context.Background())
 		c.stopAuth = func() { cancel(); ctl.Close() }
-		go auth.Follow(actx, c.authView, ctl.AuthState, opts.Logger)
+		go auth.Follow(actx, c.authView, ctl.AuthState, nil, opts.Logger)
 	}
 	if opts.JoinAll {
 		if err := c.joinAll(ctx); err != nil {

@@ -21,15 +21,16 @@ type Holder struct {
 func (h *Holder) View() *View { return h.v.Load() }
 
 // Set holds the view of r, unless one of the same or a later revision is
-// held already (a view is compiled once per revision).
-func (h *Holder) Set(r *controllerpb.AuthStateReply) {
+// held already (a view is compiled once per revision); it reports whether
+// it did.
+func (h *Holder) Set(r *controllerpb.AuthStateReply) bool {
 	for {
 		old := h.v.Load()
 		if old != nil && old.Revision >= r.GetRevision() {
-			return
+			return false
 		}
 		if h.v.CompareAndSwap(old, NewView(r)) {
-			return
+			return true
 		}
 	}
 }
@@ -46,7 +47,11 @@ type Poll func(ctx context.Context, after uint64, wait bool) (*controllerpb.Auth
 // commit (RevocationBound, in practice milliseconds), while the group
 // reaches any controller replica; a group cut off from every controller
 // replica keeps enforcing the last state it learned.
-func Follow(ctx context.Context, h *Holder, poll Poll, log *slog.Logger) {
+//
+// learned, if not nil, is told of every new state (the process saves it,
+// to enforce it from the moment it restarts, without waiting for a
+// controller).
+func Follow(ctx context.Context, h *Holder, poll Poll, learned func(*controllerpb.AuthStateReply), log *slog.Logger) {
 	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
 	for ctx.Err() == nil {
 		var after uint64
@@ -63,7 +68,9 @@ func Follow(ctx context.Context, h *Holder, poll Poll, log *slog.Logger) {
 			continue
 		}
 		b.Reset()
-		h.Set(r)
+		if h.Set(r) && learned != nil {
+			learned(r)
+		}
 	}
 }
 
