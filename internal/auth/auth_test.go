@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -14,8 +15,10 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"pgregory.net/rapid"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/kvpb"
 	_ "github.com/shardkv/shardkv/api/kvpb"
 	_ "github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
@@ -33,10 +36,14 @@ func testView(t *testing.T) (*View, ed25519.PrivateKey) {
 			{Name: "root", Roles: []string{AdminRole}, Epoch: 1},
 			{Name: "alice", Roles: []string{"a-rw"}, Epoch: 2},
 			{Name: "reader", Roles: []string{"all-r"}, Epoch: 3, CertCn: "reader-cert"},
+			{Name: "bob", Roles: []string{"b0-r", "b1-rw"}, Epoch: 4},
 		},
 		Roles: []*controllerpb.AuthRole{
 			{Name: "a-rw", Permissions: []*controllerpb.Permission{{Prefix: []byte("a/"), Access: controllerpb.Access_ACCESS_READWRITE}}},
 			{Name: "all-r", Permissions: []*controllerpb.Permission{{Prefix: nil, Access: controllerpb.Access_ACCESS_READ}}},
+			{Name: "b0-r", Permissions: []*controllerpb.Permission{{Prefix: []byte("b0"), Access: controllerpb.Access_ACCESS_READ}}},
+			{Name: "b1-rw", Permissions: []*controllerpb.Permission{{Prefix: []byte("b1"), Access: controllerpb.Access_ACCESS_READWRITE},
+				{Prefix: []byte("b3"), Access: controllerpb.Access_ACCESS_READWRITE}}},
 		}}), key
 }
 
@@ -98,6 +105,14 @@ func TestPermissions(t *testing.T) {
 		{"reader", "", "", read, true},
 		{"root", "", "", write, true},
 		{"nobody", key("a/1").s(), key("a/1").e(), read, false},
+		// Permissions of several roles cover a range together...
+		{"bob", "b0", "b2", read, true},
+		{"bob", "b05", "b15", read, true},
+		// ...but not across a gap, nor with the wrong access.
+		{"bob", "b0", "b4", read, false},
+		{"bob", "b0", "b2", write, false},
+		{"bob", "b1", "b2", write, true},
+		{"bob", "b1", "", read, false},
 	}
 	for _, c := range cases {
 		if got := v.CanRange(c.user, []byte(c.start), []byte(c.end), c.access); got != c.want {
@@ -171,4 +186,67 @@ func TestRulesNameRealMethods(t *testing.T) {
 			t.Errorf("%s: service %s has no method %s", full, svc, method)
 		}
 	}
+}
+
+// TestCanRangeMatchesKeys: CanRange agrees with checking the keys of the
+// range one by one: the short keys, the range's start and the prefixes'
+// ends, among which is the first key of every gap between permissions.
+func TestCanRangeMatchesKeys(t *testing.T) {
+	alphabet := []byte{0x00, 'a', 'b', 0xff}
+	var keys [][]byte
+	var gen func(prefix []byte)
+	gen = func(prefix []byte) {
+		keys = append(keys, prefix)
+		if len(prefix) < 3 {
+			for _, c := range alphabet {
+				gen(append(slices.Clip(prefix), c))
+			}
+		}
+	}
+	gen(nil)
+	shortKey := func(max int) *rapid.Generator[[]byte] {
+		return rapid.SliceOfN(rapid.SampledFrom(alphabet), 0, max)
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		var perms []*controllerpb.Permission
+		for range rapid.IntRange(0, 4).Draw(t, "perms") {
+			perms = append(perms, &controllerpb.Permission{Prefix: shortKey(2).Draw(t, "prefix"),
+				Access: controllerpb.Access(rapid.IntRange(1, 3).Draw(t, "access"))})
+		}
+		v := NewView(&controllerpb.AuthStateReply{Enabled: true,
+			Users: []*controllerpb.AuthUser{{Name: "u", Roles: []string{"r"}}},
+			Roles: []*controllerpb.AuthRole{{Name: "r", Permissions: perms}}})
+		start, end := shortKey(3).Draw(t, "start"), shortKey(3).Draw(t, "end")
+		need := controllerpb.Access(rapid.IntRange(1, 2).Draw(t, "need"))
+		if len(end) > 0 && bytes.Compare(end, start) <= 0 {
+			return // an empty range: nothing to compare key by key
+		}
+		// A gap begins at the start or at a prefix's end: those keys too.
+		candidates := append(slices.Clip(keys), start)
+		for _, p := range perms {
+			if pe := kvpb.PrefixEnd(p.GetPrefix()); pe != nil {
+				candidates = append(candidates, pe)
+			}
+		}
+		want := true
+		for _, k := range candidates {
+			if bytes.Compare(k, start) < 0 || len(end) > 0 && bytes.Compare(k, end) >= 0 {
+				continue
+			}
+			if !slices.ContainsFunc(perms, func(p *controllerpb.Permission) bool {
+				return p.GetAccess()&need == need && bytes.HasPrefix(k, p.GetPrefix())
+			}) {
+				want = false
+			}
+		}
+		if len(end) == 0 && want {
+			// No end: some permission must reach past every key (prefix "").
+			want = slices.ContainsFunc(perms, func(p *controllerpb.Permission) bool {
+				return p.GetAccess()&need == need && kvpb.PrefixEnd(p.GetPrefix()) == nil
+			})
+		}
+		if got := v.CanRange("u", start, end, need); got != want {
+			t.Fatalf("CanRange [%q, %q) %v with %v = %v, want %v", start, end, need, perms, got, want)
+		}
+	})
 }

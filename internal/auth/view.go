@@ -112,22 +112,39 @@ func (v *View) IsAdmin(user string) bool {
 }
 
 // CanRange reports whether user may access (READ or WRITE) every key of
-// [start, end) (end nil or empty: no end). One permission must cover the
-// whole range: its prefix is a prefix of start, and the range ends within
-// the prefix's keys. The admin role covers everything.
+// [start, end) (end nil or empty: no end): the prefixes of the user's
+// permissions with that access, over all its roles, together cover the
+// range (etcd merges a user's permissions so too). The admin role covers
+// everything.
 func (v *View) CanRange(user string, start, end []byte, need controllerpb.Access) bool {
 	if v.IsAdmin(user) {
 		return true
 	}
+	// The keys with prefix p are [p, PrefixEnd(p)); sweep those intervals
+	// in order from start, as far as they reach without a gap.
+	type interval struct{ lo, hi []byte } // hi nil: no end
+	var ivs []interval
 	for _, role := range v.users[user].GetRoles() {
 		for _, p := range v.roles[role] {
-			if p.GetAccess()&need != need || !bytes.HasPrefix(start, p.GetPrefix()) {
-				continue
+			if p.GetAccess()&need == need {
+				ivs = append(ivs, interval{p.GetPrefix(), kvpb.PrefixEnd(p.GetPrefix())})
 			}
-			limit := kvpb.PrefixEnd(p.GetPrefix())
-			if limit == nil || len(end) > 0 && bytes.Compare(end, limit) <= 0 {
-				return true
-			}
+		}
+	}
+	slices.SortFunc(ivs, func(a, b interval) int { return bytes.Compare(a.lo, b.lo) })
+	covered := start // every key of [start, covered) is allowed
+	for _, iv := range ivs {
+		if bytes.Compare(iv.lo, covered) > 0 {
+			break // a gap: the keys of [covered, iv.lo) are not allowed
+		}
+		if iv.hi == nil {
+			return true
+		}
+		if bytes.Compare(iv.hi, covered) > 0 {
+			covered = iv.hi
+		}
+		if len(end) > 0 && bytes.Compare(covered, end) >= 0 {
+			return true
 		}
 	}
 	return false
