@@ -431,6 +431,14 @@ func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
 			t.Fatal("no leader")
 		}
 	}
+	// A restore is at a configuration the group has installed (as
+	// Cluster.Restore waits for it): right after the join, the group may
+	// not have yet.
+	for deadline := time.Now().Add(10 * time.Second); follower.StateMachine().View().Config.Num < cfg.Num; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower did not install configuration %d", cfg.Num)
+		}
+	}
 	stopped := false
 	calls := 0
 	read := func(from uint64, fn func(uint64, *grouppb.ShardChunk) error) error {
