@@ -3,6 +3,7 @@ package groupserver
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,21 +47,34 @@ func writeBytes(w *kvpb.WriteRequest) int {
 	return len(w.GetKey()) + len(w.GetValue()) + len(w.GetIfValue())
 }
 
+// queuedWrites recycles queuedWrite and its channel: a write goes back
+// once its caller received its outcome, the one send the batcher makes to
+// it (a write whose caller gave up first may still be sent to later, and
+// is left to the GC).
+var queuedWrites = sync.Pool{New: func() any { return &queuedWrite{out: make(chan writeOutcome, 1)} }}
+
 // proposeWrite queues req for the next batch and returns its outcome.
 // Errors are those of raftnode.Node.Propose (certainly not applied, or
 // outcome unknown) or the write's own refusal.
 func (s *Server) proposeWrite(ctx context.Context, req *kvpb.WriteRequest) (*group.WriteResult, error) {
-	w := &queuedWrite{ctx: ctx, req: req, out: make(chan writeOutcome, 1)}
+	w := queuedWrites.Get().(*queuedWrite)
+	w.ctx, w.req = ctx, req
 	select {
 	case s.writes <- w:
 	case <-ctx.Done():
+		w.ctx, w.req = nil, nil
+		queuedWrites.Put(w) // never queued
 		return nil, ctx.Err()
 	case <-s.ctx.Done():
+		w.ctx, w.req = nil, nil
+		queuedWrites.Put(w)
 		return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
 	}
 	var o writeOutcome
 	select {
 	case o = <-w.out:
+		w.ctx, w.req = nil, nil
+		queuedWrites.Put(w)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -165,13 +179,14 @@ func whileAnyWaits(ws []*queuedWrite) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var waiting atomic.Int64
 	waiting.Store(int64(len(ws)))
+	gaveUp := func() { // one for the batch, not one per caller
+		if waiting.Add(-1) == 0 {
+			cancel()
+		}
+	}
 	stops := make([]func() bool, len(ws))
 	for i, w := range ws {
-		stops[i] = context.AfterFunc(w.ctx, func() {
-			if waiting.Add(-1) == 0 {
-				cancel()
-			}
-		})
+		stops[i] = context.AfterFunc(w.ctx, gaveUp)
 	}
 	return ctx, func() {
 		for _, stop := range stops {

@@ -61,22 +61,58 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// closedLoop runs b.N calls of op over conc goroutines (op(c, n): client
+// c's nth call, from 1), reporting allocations and cpu-ns/op: the whole
+// process's CPU time (Pebble's and the GC's included) per call.
+func closedLoop(b *testing.B, conc int, op func(c int, n uint64, i int64) error) {
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := cpuTime(b)
+	for c := range conc {
+		wg.Go(func() {
+			for n := uint64(1); ; n++ {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				if err := op(c, n, i); err != nil {
+					failed.Store(&err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/op")
+}
+
+func benchKeys() [][]byte {
+	keys := make([][]byte, 1000)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "key-%04d", i)
+	}
+	return keys
+}
+
 // BenchmarkServerWrite: puts of 100-byte values on 1,000 keys through a
 // replica's KV handler (Server.Write), each client with its own session,
 // closed loop: the request's checks, the batcher, the proposal's encoding,
 // raft on a one-member group (append and fsync), apply, and the reply's
-// encoding (as gRPC would send it). gRPC itself is not included. cpu-ns/op
-// is the whole process's CPU time (Pebble's and the GC's included) per put.
+// encoding (as gRPC would send it). gRPC itself is not included.
 func BenchmarkServerWrite(b *testing.B) {
 	for _, conc := range []int{1, 64} {
 		b.Run(fmt.Sprintf("clients=%d", conc), func(b *testing.B) {
 			s := startAlone(b)
 			ctx := context.Background()
 			value := make([]byte, 100)
-			keys := make([][]byte, 1000)
-			for i := range keys {
-				keys[i] = fmt.Appendf(nil, "key-%04d", i)
-			}
+			keys := benchKeys()
 			shardKey := map[int][]byte{} // a key of each shard: sessions are per shard
 			for _, k := range keys {
 				shardKey[controller.ShardOf(k, 8)] = k
@@ -88,37 +124,43 @@ func BenchmarkServerWrite(b *testing.B) {
 					}
 				}
 			}
-			var next atomic.Int64
-			var failed atomic.Pointer[error]
-			var wg sync.WaitGroup
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := cpuTime(b)
-			for c := range conc {
-				wg.Go(func() {
-					for seq := uint64(1); ; seq++ {
-						i := next.Add(1) - 1
-						if i >= int64(b.N) {
-							return
-						}
-						reply, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: keys[i%int64(len(keys))], Value: value,
-							ClientId: uint64(c) + 1, Seq: seq})
-						if err == nil {
-							_, err = proto.Marshal(reply)
-						}
-						if err != nil {
-							failed.Store(&err)
-							return
-						}
-					}
-				})
+			closedLoop(b, conc, func(c int, seq uint64, i int64) error {
+				reply, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: keys[i%int64(len(keys))], Value: value,
+					ClientId: uint64(c) + 1, Seq: seq})
+				if err == nil {
+					_, err = proto.Marshal(reply)
+				}
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkServerGet: linearizable gets of 1,000 keys holding 100-byte
+// values through a replica's KV handler (Server.Get), closed loop: the
+// checks, the read index (shared by concurrent gets), the read, and the
+// reply's encoding.
+func BenchmarkServerGet(b *testing.B) {
+	for _, conc := range []int{1, 64} {
+		b.Run(fmt.Sprintf("clients=%d", conc), func(b *testing.B) {
+			s := startAlone(b)
+			ctx := context.Background()
+			keys := benchKeys()
+			for _, k := range keys {
+				if _, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: k, Value: make([]byte, 100)}); err != nil {
+					b.Fatal(err)
+				}
 			}
-			wg.Wait()
-			b.StopTimer()
-			if err := failed.Load(); err != nil {
-				b.Fatal(*err)
-			}
-			b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/op")
+			closedLoop(b, conc, func(_ int, _ uint64, i int64) error {
+				reply, err := s.Get(ctx, &kvpb.GetRequest{Key: keys[i%int64(len(keys))]})
+				if err == nil && !reply.GetFound() {
+					err = fmt.Errorf("key %q not found", keys[i%int64(len(keys))])
+				}
+				if err == nil {
+					_, err = proto.Marshal(reply)
+				}
+				return err
+			})
 		})
 	}
 }
