@@ -22,7 +22,7 @@ import (
 // startAlone starts replica 1 of group 1, the group's only member, on its
 // own Pebble engine (real fsync) over an in-memory network, serving all 8
 // shards of configuration 1 (no controller).
-func startAlone(b *testing.B) *Server {
+func startAlone(b testing.TB) *Server {
 	b.Helper()
 	e, err := storage.OpenWith(b.TempDir(), storage.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -53,7 +53,7 @@ func startAlone(b *testing.B) *Server {
 }
 
 // cpuTime is the process's user and system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
+func cpuTime(b testing.TB) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
