@@ -3,6 +3,7 @@ package group
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
@@ -30,6 +31,9 @@ type WriteResult struct {
 // outcome, and a storage failure of any is fatal to the whole entry.
 func (sm *StateMachine) applyWrites(a *apply, ws []*kvpb.WriteRequest, now int64) (outcomes []any, err error) {
 	outcomes = make([]any, len(ws))
+	if a.observed { // room for each write's change at once, not by doubling
+		a.changes = slices.Grow(a.changes, len(ws))
+	}
 	for i, w := range ws {
 		if outcomes[i], err = sm.applyWrite(a, w, now); err != nil {
 			return nil, err
