@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
@@ -21,7 +22,8 @@ import (
 
 // startAlone starts replica 1 of group 1, the group's only member, on its
 // own Pebble engine (real fsync) over an in-memory network, serving all 8
-// shards of configuration 1 (no controller).
+// shards of configuration 1 (no controller), with metrics as a server
+// process has them.
 func startAlone(b testing.TB) *Server {
 	b.Helper()
 	e, err := storage.OpenWith(b.TempDir(), storage.Options{Logger: slog.New(slog.DiscardHandler)})
@@ -29,7 +31,7 @@ func startAlone(b testing.TB) *Server {
 		b.Fatal(err)
 	}
 	s, err := Start(Config{GID: 1, ID: 1, ClusterID: 1, Peers: []uint64{1}, Engine: e, Network: memnet.New(1),
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry(), 1, 1)})
 	if err != nil {
 		e.Close()
 		b.Fatal(err)
