@@ -34,24 +34,35 @@ func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
 		peers = append(peers, uint64(i))
 	}
 	resolve := func(_, id uint64) (string, bool) { a, ok := addrs[id]; return a, ok }
-	dir := tb.TempDir()
-	var nodes []*raftnode.Node
-	for i, id := range peers {
-		e, sm := openMember(tb, dir, id)
+	return startMembers(tb, peers, func(i int) (transport.Network, func()) {
 		g := grpc.NewServer(rpc.ServerOptions()...)
 		srv := transport.NewServer()
 		srv.Register(g)
 		go func() { _ = g.Serve(lis[i]) }()
 		network := transport.NewGRPCNetwork(srv, resolve)
+		return network, func() { network.Close(); g.Stop() }
+	})
+}
+
+// startMembers starts a member of each of peers on its own Pebble engine
+// (real fsync), member i on the network network(i) returns, which its
+// closer closes once the member stopped.
+func startMembers(tb testing.TB, peers []uint64, network func(i int) (transport.Network, func())) []*raftnode.Node {
+	tb.Helper()
+	dir := tb.TempDir()
+	var nodes []*raftnode.Node
+	for i, id := range peers {
+		e, sm := openMember(tb, dir, id)
+		nw, closeNet := network(i)
 		n, err := raftnode.Start(raftnode.Config{
-			Group: testGroup, ID: id, Peers: peers, Engine: e, Network: network, StateMachine: sm,
+			Group: testGroup, ID: id, Peers: peers, Engine: e, Network: nw, StateMachine: sm,
 			Logger: slog.New(slog.DiscardHandler),
 		})
 		if err != nil {
 			tb.Fatal(err)
 		}
 		nodes = append(nodes, n)
-		tb.Cleanup(func() { n.Stop(); network.Close(); g.Stop(); e.Close() })
+		tb.Cleanup(func() { n.Stop(); closeNet(); e.Close() })
 	}
 	return nodes
 }
@@ -112,26 +123,12 @@ func BenchmarkPropose(b *testing.B) {
 // without gRPC.
 func memGroup(tb testing.TB, size int) []*raftnode.Node {
 	tb.Helper()
-	net := memnet.New(1)
+	nw := memnet.New(1)
 	var peers []uint64
 	for i := 1; i <= size; i++ {
 		peers = append(peers, uint64(i))
 	}
-	dir := tb.TempDir()
-	var nodes []*raftnode.Node
-	for _, id := range peers {
-		e, sm := openMember(tb, dir, id)
-		n, err := raftnode.Start(raftnode.Config{
-			Group: testGroup, ID: id, Peers: peers, Engine: e, Network: net, StateMachine: sm,
-			Logger: slog.New(slog.DiscardHandler),
-		})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		nodes = append(nodes, n)
-		tb.Cleanup(func() { n.Stop(); e.Close() })
-	}
-	return nodes
+	return startMembers(tb, peers, func(int) (transport.Network, func()) { return nw, func() {} })
 }
 
 // BenchmarkProposeMemnet: proposals of 100-byte values through a
