@@ -49,6 +49,7 @@ type process struct {
 	addr string
 	srv  *grpc.Server
 	net  *transport.GRPCNetwork
+	raft *transport.Server
 }
 
 func startProcess(t *testing.T, resolve transport.Resolver) *process {
@@ -66,7 +67,7 @@ func startClusterProcess(t *testing.T, cluster uint64, resolve transport.Resolve
 	s := transport.NewServer()
 	s.Register(g)
 	go func() { _ = g.Serve(lis) }()
-	p := &process{addr: lis.Addr().String(), srv: g,
+	p := &process{addr: lis.Addr().String(), srv: g, raft: s,
 		net: transport.NewGRPCNetwork(s, resolve, rpc.DialOptions(rpc.WithClusterID(cluster)...)...)}
 	t.Cleanup(func() { p.net.Close(); g.Stop() })
 	return p
@@ -263,4 +264,68 @@ func memberPair(t *testing.T, ca, cb uint64) (transport.Transport, *recorder, *r
 	ta, ra := a.join(t, 1)
 	_, rb := b.join(t, 2)
 	return ta, ra, rb
+}
+
+// TestHeartbeatsOfManyGroupsShareBatches: a hundred groups hosted on the
+// same two processes heartbeat each on its own phase; their plain
+// heartbeats travel together in a few batches instead of one write each,
+// and every one arrives.
+func TestHeartbeatsOfManyGroupsShareBatches(t *testing.T) {
+	const groups = 100
+	addrs := map[uint64]string{}
+	var mu sync.Mutex
+	resolve := func(_, id uint64) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		a, ok := addrs[id]
+		return a, ok
+	}
+	a, b := startProcess(t, resolve), startProcess(t, resolve)
+	mu.Lock()
+	addrs[1], addrs[2] = a.addr, b.addr
+	mu.Unlock()
+	var senders []transport.Transport
+	var receivers []*recorder
+	for g := uint64(1); g <= groups; g++ {
+		ta, err := a.net.Join(g, 1, &recorder{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &recorder{}
+		if _, err := b.net.Join(g, 2, r); err != nil {
+			t.Fatal(err)
+		}
+		senders, receivers = append(senders, ta), append(receivers, r)
+	}
+	// Open the stream first, so that the count is of heartbeats alone.
+	senders[0].Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
+	waitFor(t, func() bool { n, _ := receivers[0].count(); return n == 1 })
+	before, _ := b.raft.Received()
+
+	// One heartbeat per group, spread over a heartbeat period (50 ms).
+	for _, ta := range senders {
+		ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgHeartbeat.Enum(), To: new(uint64(2)), From: new(uint64(1)), Term: new(uint64(1))}})
+		time.Sleep(500 * time.Microsecond)
+	}
+	for i, r := range receivers {
+		want := 1
+		if i == 0 {
+			want = 2
+		}
+		waitFor(t, func() bool { n, _ := r.count(); return n == want })
+	}
+	after, _ := b.raft.Received()
+	t.Logf("%d heartbeats in %d batches", groups, after-before)
+	if after-before > groups/4 {
+		t.Errorf("%d heartbeats took %d batches: not coalesced", groups, after-before)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("condition not met in 10 s")
+		}
+	}
 }

@@ -54,6 +54,13 @@ type Client struct {
 
 	suspects rpc.Suspects // replicas that let an attempt time out, tried last
 
+	feedMu sync.Mutex
+	feed   feed // Newer's shared long poll
+
+	// ctx ends on Close: the shared long poll's.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	changeMu sync.Mutex // one change in flight, so sequence numbers only grow
 	seq      uint64
 	opened   bool // the session is open at the controller (OpenSession applied)
@@ -66,6 +73,7 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 		return nil, ErrNoAddresses
 	}
 	c := &Client{addrs: slices.Clone(addrs), given: len(addrs), pool: rpc.NewPool(dial...), id: session.NewID()}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	for _, a := range addrs {
 		conn, err := c.pool.Get(a)
 		if err != nil {
@@ -79,6 +87,7 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 
 // Close releases the connections.
 func (c *Client) Close() error {
+	c.cancel()
 	return c.pool.Close()
 }
 

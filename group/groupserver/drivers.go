@@ -191,13 +191,15 @@ func (s *Server) nextConfig(cur uint64) {
 	}
 	next := s.next // configurations never change: fetch each once
 	if next.Num != cur+1 {
-		// A long poll (up to a second, so leadership and shutdown are
-		// noticed) learns that something newer exists without loading
-		// the controller; then a linearizable Query fetches exactly cur+1.
+		// The controller client's one long poll, shared by every replica
+		// of the process (a node's leaders), learns that something newer
+		// exists without loading the controller; the wait is cut at a
+		// second so that leadership and shutdown are noticed. Then a
+		// linearizable Query fetches exactly cur+1.
 		wctx, wcancel := context.WithTimeout(s.ctx, time.Second)
-		newer, err := s.cfg.Controller.Watch(wctx, cur)
+		newer, err := s.cfg.Controller.Newer(wctx, cur)
 		wcancel()
-		if err != nil || newer.Num <= cur {
+		if err != nil || newer <= cur {
 			return
 		}
 		qctx, qcancel := context.WithTimeout(s.ctx, 2*time.Second)

@@ -1,0 +1,92 @@
+package ctlclient
+
+import (
+	"context"
+	"time"
+
+	"github.com/shardkv/shardkv/internal/rpc"
+)
+
+// feed is the one controller long poll a Client keeps for Newer, however
+// many callers wait on it: a node's replicas (every group leader it hosts
+// asks at every tick) share one, so an idle node costs the controller one
+// request per long-poll limit, not one per hosted leader per second.
+type feed struct {
+	latest  uint64        // the highest configuration number seen
+	changed chan struct{} // closed, and replaced, when latest grows
+	waiters int           // callers of Newer waiting now
+	polling bool          // the long poll runs
+}
+
+// Newer returns the number of the newest configuration as soon as one
+// numbered above after exists, or ctx's error. All callers of one Client
+// share a single long poll (Watch) of the controller, which runs while
+// anyone waits. Like Watch it is not a linearizable read: fetch the
+// configuration itself with Query.
+func (c *Client) Newer(ctx context.Context, after uint64) (uint64, error) {
+	c.feedMu.Lock()
+	c.feed.waiters++
+	defer func() {
+		c.feedMu.Lock()
+		c.feed.waiters--
+		c.feedMu.Unlock()
+	}()
+	for {
+		if c.feed.latest > after {
+			n := c.feed.latest
+			c.feedMu.Unlock()
+			return n, nil
+		}
+		if c.feed.changed == nil {
+			c.feed.changed = make(chan struct{})
+		}
+		ch := c.feed.changed
+		if !c.feed.polling {
+			c.feed.polling = true
+			go c.poll()
+		}
+		c.feedMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		c.feedMu.Lock()
+	}
+}
+
+// poll long-polls the controller for configurations above the latest seen
+// until nobody waits (checked after each answer) or the Client closes.
+func (c *Client) poll() {
+	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
+	for {
+		c.feedMu.Lock()
+		after := c.feed.latest
+		c.feedMu.Unlock()
+		cfg, err := c.Watch(c.ctx, after)
+		c.feedMu.Lock()
+		if err == nil && cfg.Num > c.feed.latest {
+			c.feed.latest = cfg.Num
+			if c.feed.changed != nil {
+				close(c.feed.changed)
+				c.feed.changed = nil
+			}
+		}
+		if c.feed.waiters == 0 || c.ctx.Err() != nil {
+			c.feed.polling = false
+			c.feedMu.Unlock()
+			return
+		}
+		c.feedMu.Unlock()
+		if err == nil {
+			b.Reset()
+		} else {
+			if rpc.Wait(c.ctx, b) != nil {
+				c.feedMu.Lock()
+				c.feed.polling = false
+				c.feedMu.Unlock()
+				return
+			}
+		}
+	}
+}
