@@ -2,13 +2,17 @@ package groupserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/internal/memnet"
 )
 
 // TestBatchedWritesExactlyOnce: concurrent clients put through the
@@ -64,5 +68,57 @@ func TestBatchedWritesExactlyOnce(t *testing.T) {
 		if reply.GetVersion() != writes || string(reply.GetValue()) != strconv.Itoa(writes) {
 			t.Errorf("client %d: key at version %d with %q, want version %d with %q", c+1, reply.GetVersion(), reply.GetValue(), writes, strconv.Itoa(writes))
 		}
+	}
+}
+
+// TestGivenUpBatchLeavesNoWaiter writes through a follower whose messages
+// to the leader are all lost, so its forwarded batch never reaches the log
+// and, the leader staying leader, nothing fails it. Once the writers gave
+// up, nothing may keep waiting for that batch (each caller counts itself
+// out of it: batchWaiters).
+func TestGivenUpBatchLeavesNoWaiter(t *testing.T) {
+	net := memnet.New(1)
+	servers := startGroup(t, net, 3)
+	leader, follower := servers[0], servers[1]
+	for deadline := time.Now().Add(10 * time.Second); follower.node.Status().Leader != leader.cfg.ID; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower knows no leader")
+		}
+	}
+	net.SetLinkFaults(1, follower.cfg.ID, leader.cfg.ID, memnet.Faults{Drop: 1})
+	var wg sync.WaitGroup
+	for c := range uint64(4) {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			_, err := follower.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: fmt.Appendf(nil, "lost-%d", c), Value: []byte("v")})
+			if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				t.Errorf("write %d over a link that loses everything: %v, before its deadline: %v", c, err, ctx.Err())
+			}
+		})
+	}
+	wg.Wait()
+	if !leader.node.Status().IsLeader {
+		t.Skip("the leadership changed: the node failed the batch itself, the case is not tested")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n := batchWaiterGoroutines(); n > 0; n = batchWaiterGoroutines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines still wait for a batch whose writers gave up", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// batchWaiterGoroutines counts the goroutines waiting for a proposed
+// batch's outcome.
+func batchWaiterGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "groupserver.(*Server).proposeBatch.func")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,26 +21,42 @@ import (
 	"github.com/shardkv/shardkv/storage"
 )
 
-// startAlone starts replica 1 of group 1, the group's only member, on its
-// own Pebble engine (real fsync) over an in-memory network, serving all 8
-// shards of configuration 1 (no controller), with metrics as a server
-// process has them.
-func startAlone(b testing.TB) *Server {
-	b.Helper()
-	e, err := storage.OpenWith(b.TempDir(), storage.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
+// startAlone starts replica 1 of group 1, the group's only member (see
+// startGroup).
+func startAlone(tb testing.TB) *Server { return startGroup(tb, memnet.New(1), 1)[0] }
+
+// startGroup starts replicas 1..size of group 1, each on its own Pebble
+// engine (real fsync), over net, serving all 8 shards of configuration 1
+// (no controller), with metrics as a server process has them; the first
+// replica returned is the leader.
+func startGroup(tb testing.TB, net *memnet.Network, size int) []*Server {
+	tb.Helper()
+	var peers []uint64
+	for id := 1; id <= size; id++ {
+		peers = append(peers, uint64(id))
 	}
-	s, err := Start(Config{GID: 1, ID: 1, ClusterID: 1, Peers: []uint64{1}, Engine: e, Network: memnet.New(1),
-		Logger: slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry(), 1, 1)})
-	if err != nil {
-		e.Close()
-		b.Fatal(err)
+	var servers []*Server
+	for _, id := range peers {
+		e, err := storage.OpenWith(tb.TempDir(), storage.Options{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s, err := Start(Config{GID: 1, ID: id, ClusterID: 1, Peers: peers, Engine: e, Network: net,
+			Logger: slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry(), 1, id)})
+		if err != nil {
+			e.Close()
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { s.Stop(); e.Close() })
+		servers = append(servers, s)
 	}
-	b.Cleanup(func() { s.Stop(); e.Close() })
-	for deadline := time.Now().Add(10 * time.Second); !s.node.Status().IsLeader; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if i := slices.IndexFunc(servers, func(s *Server) bool { return s.node.Status().IsLeader }); i >= 0 {
+			servers[0], servers[i] = servers[i], servers[0]
+			break
+		}
 		if time.Now().After(deadline) {
-			b.Fatal("no leader")
+			tb.Fatal("no leader")
 		}
 	}
 	c := controller.Config{Num: 1, Shards: make([]uint64, 8), Groups: map[uint64][]string{1: {"g1"}}}
@@ -48,10 +65,10 @@ func startAlone(b testing.TB) *Server {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Install{Install: &grouppb.InstallConfig{Config: c.ToProto()}}}); err != nil {
-		b.Fatal(err)
+	if err := servers[0].propose(ctx, &grouppb.Command{Op: &grouppb.Command_Install{Install: &grouppb.InstallConfig{Config: c.ToProto()}}}); err != nil {
+		tb.Fatal(err)
 	}
-	return s
+	return servers
 }
 
 // cpuTime is the process's user and system CPU time so far.
