@@ -69,6 +69,15 @@
 // and returns ErrUnknownOutcome otherwise (it may have been applied before
 // the session expired).
 //
+// # Authentication
+//
+// On a cluster with auth enabled, WithCredentials (a user and password,
+// traded at the controller for tokens renewed before they expire) or
+// WithToken authenticate every request; both need WithTLS, as credentials
+// never travel in plaintext. A request the user's roles do not allow fails
+// with rpcerr.ErrPermissionDenied, bad or revoked credentials with
+// rpcerr.ErrAuthFailed; neither is retried, and neither was applied.
+//
 // All methods are safe for concurrent use.
 package client
 
@@ -118,6 +127,8 @@ type options struct {
 	attemptTimeout time.Duration
 	maxRetry       time.Duration
 	limits         limits
+	user, password string // WithCredentials
+	token          string // WithToken
 }
 
 // limits are the size limits checked before sending; zero means the
@@ -162,6 +173,21 @@ func WithTLS(cfg *tls.Config) Option {
 	return func(o *options) { o.tls = cfg }
 }
 
+// WithCredentials authenticates every request as user, with password: the
+// client trades them at the controller for a token (valid for minutes)
+// and renews it before it expires. They need TLS (WithTLS): they are
+// never sent in plaintext. Errors then include rpcerr.ErrAuthFailed and
+// rpcerr.ErrPermissionDenied.
+func WithCredentials(user, password string) Option {
+	return func(o *options) { o.user, o.password = user, password }
+}
+
+// WithToken authenticates every request with token (from `shardkv admin
+// auth token`), until it expires. It needs TLS, as WithCredentials.
+func WithToken(token string) Option {
+	return func(o *options) { o.token = token }
+}
+
 // WithAttemptTimeout bounds one request to one replica (default 2s).
 func WithAttemptTimeout(d time.Duration) Option {
 	return func(o *options) { o.attemptTimeout = d }
@@ -183,8 +209,9 @@ func WithMaxRetry(d time.Duration) Option {
 
 // Client is a shardkv client.
 type Client struct {
-	opts options
-	ctl  *ctlclient.Client
+	opts  options
+	ctl   *ctlclient.Client
+	creds *ctlclient.Credentials // nil without WithCredentials or WithToken
 
 	mu        sync.RWMutex
 	cfg       config.Config
@@ -246,11 +273,24 @@ func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client
 	if o.tls != nil {
 		o.dial = append(slices.Clip(o.dial), rpc.WithTLS(o.tls))
 	}
+	var creds *ctlclient.Credentials
+	switch {
+	case o.user != "":
+		var err error
+		if creds, err = ctlclient.NewCredentials(controllerAddrs, o.user, o.password, o.dial...); err != nil {
+			return nil, err
+		}
+	case o.token != "":
+		creds = ctlclient.TokenCredentials(o.token)
+	}
+	if creds != nil {
+		o.dial = append(slices.Clip(o.dial), grpc.WithPerRPCCredentials(creds))
+	}
 	ctl, err := ctlclient.New(controllerAddrs, o.dial...)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: o, ctl: ctl, leaders: map[uint64]int{}, pool: rpc.NewPool(o.dial...)}
+	c := &Client{opts: o, ctl: ctl, creds: creds, leaders: map[uint64]int{}, pool: rpc.NewPool(o.dial...)}
 	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
 	for {
 		err := c.refresh(ctx)
@@ -269,6 +309,9 @@ func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client
 // Close releases the client's connections.
 func (c *Client) Close() error {
 	_ = c.pool.Close()
+	if c.creds != nil {
+		_ = c.creds.Close()
+	}
 	return c.ctl.Close()
 }
 
@@ -390,7 +433,9 @@ func classify(err error) verdict {
 		return waitAndRetry
 	case errors.Is(err, kvpb.ErrKeyTooLarge), errors.Is(err, kvpb.ErrValueTooLarge),
 		errors.Is(err, kvpb.ErrEmptyKey), errors.Is(err, rpcerr.ErrMalformed), errors.Is(err, rpcerr.ErrStaleRequest),
-		errors.Is(err, rpcerr.ErrSessionExpired), errors.Is(err, rpcerr.ErrNoSpace):
+		errors.Is(err, rpcerr.ErrSessionExpired), errors.Is(err, rpcerr.ErrNoSpace),
+		// Every replica enforces the same auth state (within its bound).
+		errors.Is(err, rpcerr.ErrAuthFailed), errors.Is(err, rpcerr.ErrPermissionDenied), errors.Is(err, rpcerr.ErrAuthNeedsTLS):
 		return final
 	}
 	return nextReplica

@@ -64,7 +64,8 @@ type WatchResponse struct {
 	Gap      error
 	GapShard int
 	// Canceled: the watch ended (its context ended, or a request was
-	// refused as malformed: Err says why); the channel closes after it.
+	// refused as malformed, or by auth: Err says why); the channel closes
+	// after it.
 	Canceled bool
 	err      error
 }
@@ -252,7 +253,8 @@ func (w *watch) run(ctx context.Context) {
 				continue // a stream replaced since
 			}
 			if m.err != nil {
-				if errors.Is(m.err, rpcerr.ErrMalformed) {
+				if errors.Is(m.err, rpcerr.ErrMalformed) || errors.Is(m.err, rpcerr.ErrAuthFailed) || errors.Is(m.err, rpcerr.ErrPermissionDenied) {
+					// Every replica would refuse it the same way.
 					w.send(ctx, WatchResponse{Canceled: true, err: m.err})
 					return
 				}

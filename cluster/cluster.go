@@ -30,6 +30,7 @@ import (
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/group/watch"
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
@@ -102,6 +103,17 @@ type Options struct {
 	// certificates name it, see rpc.PeerURI) and returns the credentials
 	// every replica serves and calls its peers with.
 	TLS func(clusterID uint64) (*rpc.TLS, error)
+	// Auth makes every server enforce the cluster's auth state (see
+	// package auth) once it is enabled, which needs TLS with client
+	// certificates required. The servers share one view of the state,
+	// followed from the controller as a group process follows it (in a
+	// real deployment every process follows its own).
+	Auth bool
+	// PasswordCost is bcrypt's cost of the controller's password hashes
+	// (default bcrypt's; tests lower it). TokenTTL is how long the
+	// controller's tokens last (default auth.TokenTTL).
+	PasswordCost int
+	TokenTTL     time.Duration
 }
 
 // ErrGroupsMissing: the cluster's configuration has groups that Start was
@@ -132,13 +144,16 @@ type node struct {
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	opts      Options
-	clusterID uint64
-	shared    *storage.Engine
-	raftSrv   *transport.Server
-	raftNet   *transport.GRPCNetwork
-	pool      *rpc.Pool         // the groups' connections to one another
-	peerDial  []grpc.DialOption // the TLS credentials of connections to peers (Options.TLS)
+	opts           Options
+	clusterID      uint64
+	shared         *storage.Engine
+	raftSrv        *transport.Server
+	raftNet        *transport.GRPCNetwork
+	pool           *rpc.Pool          // the groups' connections to one another
+	peerDial       []grpc.DialOption  // the TLS credentials of connections to peers (Options.TLS)
+	authView       *auth.Holder       // with Options.Auth: what every server enforces
+	stopAuth       context.CancelFunc // ends the following of the auth state
+	clientCertAuth bool               // the servers require client certificates (auth may be enabled)
 
 	mu      sync.Mutex
 	addrs   map[Replica]string
@@ -226,6 +241,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		c.peerDial = creds.PeerDial()
 		serve = append(serve, creds.ServerOptions(c.clusterID)...)
+		c.clientCertAuth = creds.ClientCertAuth()
+		if opts.Auth {
+			c.authView = &auth.Holder{}
+			guard := auth.NewGuard(auth.GuardConfig{View: c.authView.View, Logger: opts.Logger,
+				IsPeer: func(ctx context.Context) bool { return creds.IsPeer(ctx, c.clusterID) }})
+			serve = append(serve, guard.ServerOptions()...)
+		}
 	}
 	c.opts.DialOptions = append(rpc.DialOptions(append(rpc.WithClusterID(c.clusterID), c.peerDial...)...), opts.DialOptions...)
 	c.opts.ServerOptions = rpc.ServerOptions(append(serve, opts.ServerOptions...)...)
@@ -247,6 +269,16 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			c.Close()
 			return nil, err
 		}
+	}
+	if c.authView != nil {
+		ctl, err := c.ControllerClient()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		actx, cancel := context.WithCancel(context.Background())
+		c.stopAuth = func() { cancel(); ctl.Close() }
+		go auth.Follow(actx, c.authView, ctl.AuthState, nil, opts.Logger)
 	}
 	if opts.JoinAll {
 		if err := c.joinAll(ctx); err != nil {
@@ -613,7 +645,8 @@ func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune
 	if r.Group == ctlserver.Group {
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
 			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: tune, Time: c.opts.Time,
-			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck, Dial: c.peerDial})
+			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck, Dial: c.peerDial,
+			ClientCertAuth: c.clientCertAuth, PasswordCost: c.opts.PasswordCost, TokenTTL: c.opts.TokenTTL})
 		if err != nil {
 			return err
 		}
@@ -735,6 +768,9 @@ func (c *Cluster) Engines() map[Replica]*storage.Engine {
 // once: a group's drivers talk to the controller, and a controller that
 // stopped first would leave them waiting for its answers.
 func (c *Cluster) Close() {
+	if c.stopAuth != nil {
+		c.stopAuth()
+	}
 	var groups, controllers []Replica
 	for _, r := range c.Replicas() {
 		if r.Group == ctlserver.Group {

@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -79,7 +80,7 @@ func start(t *testing.T, opts cluster.Options) *harness {
 		opts.RaftNetwork = net
 	}
 	opts.EnginePerReplica = true
-	opts.Logger = testLogger()
+	opts.Logger = cmp.Or(opts.Logger, testLogger())
 	if opts.Shards == 0 {
 		opts.Shards = 10
 	}

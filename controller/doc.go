@@ -36,4 +36,14 @@
 // change applied before the session was forgotten (Raft dissertation,
 // section 6.3). Sessions idle for longer than SessionTTL of replicated time
 // (see package session) are forgotten.
+//
+// # Auth
+//
+// The state also holds who may do what (auth.go): users with their bcrypt
+// hashes (never passwords: the leader hashes before proposing), roles of
+// key-prefix permissions, the built-in AdminRole, whether auth is enabled,
+// a revision raised by every auth change, and the token-signing key the
+// leader generated for the enable. Auth changes are commands like the
+// others, in the client's session. Servers enforce the public part of it
+// (AuthView; package internal/auth).
 package controller

@@ -12,7 +12,9 @@ var codes = session.Outcomes{nil,
 	controllerpb.ErrNotInitialized, controllerpb.ErrInvalidGroup, controllerpb.ErrGroupExists,
 	controllerpb.ErrUnknownGroup, controllerpb.ErrUnknownShard, controllerpb.ErrWouldOrphan,
 	controllerpb.ErrInvalidShards, rpcerr.ErrStaleRequest, controllerpb.ErrBadReplica,
-	controllerpb.ErrReplicaUnreachable}
+	controllerpb.ErrReplicaUnreachable, rpcerr.ErrMalformed,
+	rpcerr.ErrUserNotFound, rpcerr.ErrUserExists, rpcerr.ErrRoleNotFound, rpcerr.ErrRoleExists,
+	rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth}
 
 // RefusalCode is the code a leader's verdict on a change carries in the log
 // (controllerpb.Refusal): err must be controllerpb.ErrBadReplica or

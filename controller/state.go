@@ -47,12 +47,14 @@ type State struct {
 	numShards int
 	configs   []Config
 	sessions  map[uint64]*clientSession
-	now       int64 // replicated time, unix ms (session.Advance)
+	now       int64                      // replicated time, unix ms (session.Advance)
+	auth      *controllerlogpb.AuthImage // users, roles, enabled (auth.go); nil: none yet
 
 	// changed records, since the last TakeChanges, what a store must
 	// persist: new configurations and touched or expired sessions.
 	newConfigs      []uint64
 	touchedSessions map[uint64]bool
+	authChanged     bool
 }
 
 // Now is the replicated time (unix ms) of the last applied command.
@@ -144,6 +146,9 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 			break
 		}
 		next, err = s.setReplicas(op.SetReplicas.GetGid(), op.SetReplicas.GetAddrs())
+	case *controllerlogpb.Command_Auth:
+		// The configuration stays; commit appends nothing.
+		next, err = s.configs[len(s.configs)-1], s.applyAuth(op.Auth)
 	}
 	res := s.commit(next, err)
 	if id := sess.GetClientId(); id != 0 {
@@ -204,6 +209,8 @@ func sessionOf(cmd *controllerlogpb.Command) *controllerpb.Session {
 		return op.Move.GetSession()
 	case *controllerlogpb.Command_SetReplicas:
 		return op.SetReplicas.GetSession()
+	case *controllerlogpb.Command_Auth:
+		return op.Auth.GetChange().GetSession()
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -21,6 +22,7 @@ const (
 	keyNumShards = 'n'
 	keyConfig    = 'c' // + config number (8 bytes, big endian)
 	keySession   = 's' // + client id (8 bytes, big endian)
+	keyAuth      = 'u' // the AuthImage: users (bcrypt hashes only), roles, signing key
 )
 
 // Store is a State persisted in Pebble: a raftnode.StateMachine. Reads
@@ -32,7 +34,7 @@ type Store struct {
 	mu      sync.RWMutex
 	state   State
 	applied uint64
-	changed chan struct{} // closed and replaced whenever a configuration is added
+	changed chan struct{} // closed and replaced whenever a configuration is added or auth changes
 }
 
 var _ raftnode.StateMachine = (*Store)(nil)
@@ -56,6 +58,14 @@ func (s *Store) load(r pebble.Reader) error {
 		return err
 	} else if ok {
 		st.numShards = int(binary.BigEndian.Uint32(v))
+	}
+	if v, ok, err := storage.Get(r, s.r.StateKey(keyAuth)); err != nil {
+		return err
+	} else if ok {
+		st.auth = &controllerlogpb.AuthImage{}
+		if err := proto.Unmarshal(v, st.auth); err != nil {
+			return fmt.Errorf("auth state: %w", err)
+		}
 	}
 	if err := s.scan(r, keyConfig, func(v []byte) error {
 		var pc controllerpb.Config
@@ -132,6 +142,13 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 
 func (s *Store) writeChanges(b *pebble.Batch) error {
 	st := &s.state
+	wake := false
+	if st.authChanged {
+		if err := storage.SetProto(b, s.r.StateKey(keyAuth), st.auth); err != nil {
+			return err
+		}
+		st.authChanged, wake = false, true
+	}
 	if len(st.newConfigs) > 0 {
 		if err := b.Set(s.r.StateKey(keyNumShards), binary.BigEndian.AppendUint32(nil, uint32(st.numShards)), nil); err != nil {
 			return err
@@ -142,6 +159,9 @@ func (s *Store) writeChanges(b *pebble.Batch) error {
 			}
 		}
 		st.newConfigs = st.newConfigs[:0]
+		wake = true
+	}
+	if wake {
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
@@ -175,7 +195,7 @@ func (s *Store) configKey(n uint64) []byte {
 func (s *Store) Snapshot() ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	img := &controllerlogpb.Image{Applied: s.applied, NumShards: uint32(s.state.numShards), Now: s.state.now}
+	img := &controllerlogpb.Image{Applied: s.applied, NumShards: uint32(s.state.numShards), Now: s.state.now, Auth: s.state.auth}
 	for i := range s.state.configs {
 		img.Configs = append(img.Configs, s.state.configs[i].ToProto())
 	}
@@ -193,7 +213,8 @@ func (s *Store) Restore(image []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := State{numShards: int(img.GetNumShards()), now: img.GetNow(), sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{}}
+	st := State{numShards: int(img.GetNumShards()), now: img.GetNow(), sessions: map[uint64]*clientSession{}, touchedSessions: map[uint64]bool{},
+		auth: img.GetAuth(), authChanged: img.GetAuth() != nil}
 	for _, pc := range img.GetConfigs() {
 		st.configs = append(st.configs, ConfigFromProto(pc))
 		st.newConfigs = append(st.newConfigs, pc.GetNum())
@@ -237,7 +258,36 @@ func (s *Store) JoinToCheck(join *controllerpb.JoinRequest) []*controllerpb.Grou
 	return s.state.JoinToCheck(join)
 }
 
-// Changed returns a channel closed when a configuration is next added.
+// AuthView returns the public auth state (see State.AuthView).
+func (s *Store) AuthView() *controllerpb.AuthStateReply {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state.AuthView()
+}
+
+// AuthRevision returns the auth revision and whether auth is enabled.
+func (s *Store) AuthRevision() (revision uint64, enabled bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state.AuthRevision(), s.state.AuthEnabled()
+}
+
+// UserSecret returns a user's bcrypt hash and epoch (see State.UserSecret).
+func (s *Store) UserSecret(name string) (hash []byte, epoch uint64, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state.UserSecret(name)
+}
+
+// SigningKey returns the token-signing key (see State.SigningKey).
+func (s *Store) SigningKey() (ed25519.PrivateKey, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state.SigningKey()
+}
+
+// Changed returns a channel closed when a configuration is next added or
+// the auth state next changes.
 func (s *Store) Changed() <-chan struct{} {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -25,6 +25,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Access is what a role's permission allows on the keys under its prefix.
+type Access int32
+
+const (
+	Access_ACCESS_UNSPECIFIED Access = 0 // refused as malformed
+	Access_ACCESS_READ        Access = 1 // Get, List, Watch
+	Access_ACCESS_WRITE       Access = 2 // every write op
+	Access_ACCESS_READWRITE   Access = 3 // both
+)
+
+// Enum value maps for Access.
+var (
+	Access_name = map[int32]string{
+		0: "ACCESS_UNSPECIFIED",
+		1: "ACCESS_READ",
+		2: "ACCESS_WRITE",
+		3: "ACCESS_READWRITE",
+	}
+	Access_value = map[string]int32{
+		"ACCESS_UNSPECIFIED": 0,
+		"ACCESS_READ":        1,
+		"ACCESS_WRITE":       2,
+		"ACCESS_READWRITE":   3,
+	}
+)
+
+func (x Access) Enum() *Access {
+	p := new(Access)
+	*p = x
+	return p
+}
+
+func (x Access) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Access) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_controllerpb_controller_proto_enumTypes[0].Descriptor()
+}
+
+func (Access) Type() protoreflect.EnumType {
+	return &file_api_controllerpb_controller_proto_enumTypes[0]
+}
+
+func (x Access) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Access.Descriptor instead.
+func (Access) EnumDescriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{0}
+}
+
 // Group is a replica group: its id and its replicas' addresses, in the
 // order given when it joined.
 type Group struct {
@@ -684,6 +737,1108 @@ func (x *WatchRequest) GetAfter() uint64 {
 	return 0
 }
 
+// Permission grants access to every key that starts with prefix (an empty
+// prefix: every key).
+type Permission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Access        Access                 `protobuf:"varint,2,opt,name=access,proto3,enum=shardkv.controller.v1.Access" json:"access,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Permission) Reset() {
+	*x = Permission{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Permission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Permission) ProtoMessage() {}
+
+func (x *Permission) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Permission.ProtoReflect.Descriptor instead.
+func (*Permission) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Permission) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+func (x *Permission) GetAccess() Access {
+	if x != nil {
+		return x.Access
+	}
+	return Access_ACCESS_UNSPECIFIED
+}
+
+// AuthUser is the public view of a user: never its password or hash.
+type AuthUser struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Roles []string               `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"` // sorted
+	// cert_cn, when set, is the common name of a client certificate that
+	// authenticates as this user with no password.
+	CertCn string `protobuf:"bytes,3,opt,name=cert_cn,json=certCn,proto3" json:"cert_cn,omitempty"`
+	// epoch is the auth revision at which the user was added or last
+	// changed password; a token names it, and stops working when it changes.
+	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUser) Reset() {
+	*x = AuthUser{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUser) ProtoMessage() {}
+
+func (x *AuthUser) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUser.ProtoReflect.Descriptor instead.
+func (*AuthUser) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AuthUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthUser) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AuthUser) GetCertCn() string {
+	if x != nil {
+		return x.CertCn
+	}
+	return ""
+}
+
+func (x *AuthUser) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// AuthRole is a named set of permissions. The role "admin" is built in:
+// it allows everything, including every admin RPC.
+type AuthRole struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Permissions   []*Permission          `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"` // sorted by prefix
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRole) Reset() {
+	*x = AuthRole{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRole) ProtoMessage() {}
+
+func (x *AuthRole) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRole.ProtoReflect.Descriptor instead.
+func (*AuthRole) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AuthRole) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthRole) GetPermissions() []*Permission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+// AuthChangeRequest is one change of the auth state. Every change, enable
+// and disable included, needs the admin role once auth is enabled.
+type AuthChangeRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"` // makes a retry apply once
+	// Types that are valid to be assigned to Op:
+	//
+	//	*AuthChangeRequest_Enable
+	//	*AuthChangeRequest_Disable
+	//	*AuthChangeRequest_UserAdd
+	//	*AuthChangeRequest_UserDelete
+	//	*AuthChangeRequest_UserPasswd
+	//	*AuthChangeRequest_UserGrantRole
+	//	*AuthChangeRequest_UserRevokeRole
+	//	*AuthChangeRequest_RoleAdd
+	//	*AuthChangeRequest_RoleDelete
+	//	*AuthChangeRequest_RoleGrant
+	//	*AuthChangeRequest_RoleRevoke
+	Op            isAuthChangeRequest_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthChangeRequest) Reset() {
+	*x = AuthChangeRequest{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthChangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthChangeRequest) ProtoMessage() {}
+
+func (x *AuthChangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthChangeRequest.ProtoReflect.Descriptor instead.
+func (*AuthChangeRequest) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AuthChangeRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetOp() isAuthChangeRequest_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetEnable() *AuthEnable {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_Enable); ok {
+			return x.Enable
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetDisable() *AuthDisable {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_Disable); ok {
+			return x.Disable
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetUserAdd() *UserAdd {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_UserAdd); ok {
+			return x.UserAdd
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetUserDelete() *UserName {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_UserDelete); ok {
+			return x.UserDelete
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetUserPasswd() *UserPassword {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_UserPasswd); ok {
+			return x.UserPasswd
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetUserGrantRole() *UserRole {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_UserGrantRole); ok {
+			return x.UserGrantRole
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetUserRevokeRole() *UserRole {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_UserRevokeRole); ok {
+			return x.UserRevokeRole
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetRoleAdd() *RoleName {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_RoleAdd); ok {
+			return x.RoleAdd
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetRoleDelete() *RoleName {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_RoleDelete); ok {
+			return x.RoleDelete
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetRoleGrant() *RolePermission {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_RoleGrant); ok {
+			return x.RoleGrant
+		}
+	}
+	return nil
+}
+
+func (x *AuthChangeRequest) GetRoleRevoke() *RolePermission {
+	if x != nil {
+		if x, ok := x.Op.(*AuthChangeRequest_RoleRevoke); ok {
+			return x.RoleRevoke
+		}
+	}
+	return nil
+}
+
+type isAuthChangeRequest_Op interface {
+	isAuthChangeRequest_Op()
+}
+
+type AuthChangeRequest_Enable struct {
+	Enable *AuthEnable `protobuf:"bytes,2,opt,name=enable,proto3,oneof"`
+}
+
+type AuthChangeRequest_Disable struct {
+	Disable *AuthDisable `protobuf:"bytes,3,opt,name=disable,proto3,oneof"`
+}
+
+type AuthChangeRequest_UserAdd struct {
+	UserAdd *UserAdd `protobuf:"bytes,4,opt,name=user_add,json=userAdd,proto3,oneof"`
+}
+
+type AuthChangeRequest_UserDelete struct {
+	UserDelete *UserName `protobuf:"bytes,5,opt,name=user_delete,json=userDelete,proto3,oneof"`
+}
+
+type AuthChangeRequest_UserPasswd struct {
+	UserPasswd *UserPassword `protobuf:"bytes,6,opt,name=user_passwd,json=userPasswd,proto3,oneof"`
+}
+
+type AuthChangeRequest_UserGrantRole struct {
+	UserGrantRole *UserRole `protobuf:"bytes,7,opt,name=user_grant_role,json=userGrantRole,proto3,oneof"`
+}
+
+type AuthChangeRequest_UserRevokeRole struct {
+	UserRevokeRole *UserRole `protobuf:"bytes,8,opt,name=user_revoke_role,json=userRevokeRole,proto3,oneof"`
+}
+
+type AuthChangeRequest_RoleAdd struct {
+	RoleAdd *RoleName `protobuf:"bytes,9,opt,name=role_add,json=roleAdd,proto3,oneof"`
+}
+
+type AuthChangeRequest_RoleDelete struct {
+	RoleDelete *RoleName `protobuf:"bytes,10,opt,name=role_delete,json=roleDelete,proto3,oneof"`
+}
+
+type AuthChangeRequest_RoleGrant struct {
+	RoleGrant *RolePermission `protobuf:"bytes,11,opt,name=role_grant,json=roleGrant,proto3,oneof"`
+}
+
+type AuthChangeRequest_RoleRevoke struct {
+	RoleRevoke *RolePermission `protobuf:"bytes,12,opt,name=role_revoke,json=roleRevoke,proto3,oneof"`
+}
+
+func (*AuthChangeRequest_Enable) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_Disable) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_UserAdd) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_UserDelete) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_UserPasswd) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_UserGrantRole) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_UserRevokeRole) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_RoleAdd) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_RoleDelete) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_RoleGrant) isAuthChangeRequest_Op() {}
+
+func (*AuthChangeRequest_RoleRevoke) isAuthChangeRequest_Op() {}
+
+// AuthEnable turns auth on: refused unless a user with the admin role exists.
+type AuthEnable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthEnable) Reset() {
+	*x = AuthEnable{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthEnable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthEnable) ProtoMessage() {}
+
+func (x *AuthEnable) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthEnable.ProtoReflect.Descriptor instead.
+func (*AuthEnable) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{16}
+}
+
+// AuthDisable turns auth off: every caller may do everything again.
+type AuthDisable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthDisable) Reset() {
+	*x = AuthDisable{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthDisable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthDisable) ProtoMessage() {}
+
+func (x *AuthDisable) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthDisable.ProtoReflect.Descriptor instead.
+func (*AuthDisable) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{17}
+}
+
+type UserAdd struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// password, sent over TLS only, is hashed by the controller before the
+	// change is logged; empty: the user authenticates by certificate only.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	CertCn        string `protobuf:"bytes,3,opt,name=cert_cn,json=certCn,proto3" json:"cert_cn,omitempty"` // see AuthUser.cert_cn
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserAdd) Reset() {
+	*x = UserAdd{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserAdd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserAdd) ProtoMessage() {}
+
+func (x *UserAdd) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserAdd.ProtoReflect.Descriptor instead.
+func (*UserAdd) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UserAdd) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UserAdd) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *UserAdd) GetCertCn() string {
+	if x != nil {
+		return x.CertCn
+	}
+	return ""
+}
+
+type UserName struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserName) Reset() {
+	*x = UserName{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserName) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserName) ProtoMessage() {}
+
+func (x *UserName) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserName.ProtoReflect.Descriptor instead.
+func (*UserName) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UserName) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UserPassword struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"` // as UserAdd.password
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserPassword) Reset() {
+	*x = UserPassword{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserPassword) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserPassword) ProtoMessage() {}
+
+func (x *UserPassword) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserPassword.ProtoReflect.Descriptor instead.
+func (*UserPassword) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UserPassword) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UserPassword) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type UserRole struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserRole) Reset() {
+	*x = UserRole{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserRole) ProtoMessage() {}
+
+func (x *UserRole) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserRole.ProtoReflect.Descriptor instead.
+func (*UserRole) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UserRole) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *UserRole) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type RoleName struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleName) Reset() {
+	*x = RoleName{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleName) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleName) ProtoMessage() {}
+
+func (x *RoleName) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleName.ProtoReflect.Descriptor instead.
+func (*RoleName) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RoleName) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RolePermission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Permission    *Permission            `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolePermission) Reset() {
+	*x = RolePermission{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolePermission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolePermission) ProtoMessage() {}
+
+func (x *RolePermission) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolePermission.ProtoReflect.Descriptor instead.
+func (*RolePermission) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RolePermission) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RolePermission) GetPermission() *Permission {
+	if x != nil {
+		return x.Permission
+	}
+	return nil
+}
+
+type AuthChangeReply struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Revision      uint64                   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // the auth revision after the change
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthChangeReply) Reset() {
+	*x = AuthChangeReply{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthChangeReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthChangeReply) ProtoMessage() {}
+
+func (x *AuthChangeReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthChangeReply.ProtoReflect.Descriptor instead.
+func (*AuthChangeReply) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AuthChangeReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthChangeReply) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type AuthenticateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateRequest) Reset() {
+	*x = AuthenticateRequest{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateRequest) ProtoMessage() {}
+
+func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
+func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AuthenticateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthenticateRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// AuthenticateReply carries a token to send as the gRPC metadata "token"
+// with every call, until expires_unix_ms (wall clock, unix milliseconds).
+type AuthenticateReply struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Token         string                   `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresUnixMs int64                    `protobuf:"varint,3,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateReply) Reset() {
+	*x = AuthenticateReply{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateReply) ProtoMessage() {}
+
+func (x *AuthenticateReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateReply.ProtoReflect.Descriptor instead.
+func (*AuthenticateReply) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AuthenticateReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthenticateReply) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AuthenticateReply) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+// AuthStateRequest asks for the public auth state. With wait, the reply
+// comes once the revision is above after, or after WatchLimit at most.
+type AuthStateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	After         uint64                 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
+	Wait          bool                   `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthStateRequest) Reset() {
+	*x = AuthStateRequest{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthStateRequest) ProtoMessage() {}
+
+func (x *AuthStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthStateRequest.ProtoReflect.Descriptor instead.
+func (*AuthStateRequest) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AuthStateRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *AuthStateRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+// AuthStateReply is the auth state without secrets: what groups enforce.
+type AuthStateReply struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Header        *headerpb.ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Enabled       bool                     `protobuf:"varint,2,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Revision      uint64                   `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Users         []*AuthUser              `protobuf:"bytes,4,rep,name=users,proto3" json:"users,omitempty"`                          // sorted by name
+	Roles         []*AuthRole              `protobuf:"bytes,5,rep,name=roles,proto3" json:"roles,omitempty"`                          // sorted by name
+	PublicKey     []byte                   `protobuf:"bytes,6,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // ed25519: verifies tokens; empty while auth is off
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthStateReply) Reset() {
+	*x = AuthStateReply{}
+	mi := &file_api_controllerpb_controller_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthStateReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthStateReply) ProtoMessage() {}
+
+func (x *AuthStateReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_controllerpb_controller_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthStateReply.ProtoReflect.Descriptor instead.
+func (*AuthStateReply) Descriptor() ([]byte, []int) {
+	return file_api_controllerpb_controller_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AuthStateReply) GetHeader() *headerpb.ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthStateReply) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *AuthStateReply) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AuthStateReply) GetUsers() []*AuthUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *AuthStateReply) GetRoles() []*AuthRole {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AuthStateReply) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 var File_api_controllerpb_controller_proto protoreflect.FileDescriptor
 
 const file_api_controllerpb_controller_proto_rawDesc = "" +
@@ -728,7 +1883,87 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\n" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\"$\n" +
 	"\fWatchRequest\x12\x14\n" +
-	"\x05after\x18\x01 \x01(\x04R\x05after2\xdc\x04\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\"[\n" +
+	"\n" +
+	"Permission\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x125\n" +
+	"\x06access\x18\x02 \x01(\x0e2\x1d.shardkv.controller.v1.AccessR\x06access\"c\n" +
+	"\bAuthUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12\x17\n" +
+	"\acert_cn\x18\x03 \x01(\tR\x06certCn\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"c\n" +
+	"\bAuthRole\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12C\n" +
+	"\vpermissions\x18\x02 \x03(\v2!.shardkv.controller.v1.PermissionR\vpermissions\"\xc5\x06\n" +
+	"\x11AuthChangeRequest\x128\n" +
+	"\asession\x18\x01 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\x12;\n" +
+	"\x06enable\x18\x02 \x01(\v2!.shardkv.controller.v1.AuthEnableH\x00R\x06enable\x12>\n" +
+	"\adisable\x18\x03 \x01(\v2\".shardkv.controller.v1.AuthDisableH\x00R\adisable\x12;\n" +
+	"\buser_add\x18\x04 \x01(\v2\x1e.shardkv.controller.v1.UserAddH\x00R\auserAdd\x12B\n" +
+	"\vuser_delete\x18\x05 \x01(\v2\x1f.shardkv.controller.v1.UserNameH\x00R\n" +
+	"userDelete\x12F\n" +
+	"\vuser_passwd\x18\x06 \x01(\v2#.shardkv.controller.v1.UserPasswordH\x00R\n" +
+	"userPasswd\x12I\n" +
+	"\x0fuser_grant_role\x18\a \x01(\v2\x1f.shardkv.controller.v1.UserRoleH\x00R\ruserGrantRole\x12K\n" +
+	"\x10user_revoke_role\x18\b \x01(\v2\x1f.shardkv.controller.v1.UserRoleH\x00R\x0euserRevokeRole\x12<\n" +
+	"\brole_add\x18\t \x01(\v2\x1f.shardkv.controller.v1.RoleNameH\x00R\aroleAdd\x12B\n" +
+	"\vrole_delete\x18\n" +
+	" \x01(\v2\x1f.shardkv.controller.v1.RoleNameH\x00R\n" +
+	"roleDelete\x12F\n" +
+	"\n" +
+	"role_grant\x18\v \x01(\v2%.shardkv.controller.v1.RolePermissionH\x00R\troleGrant\x12H\n" +
+	"\vrole_revoke\x18\f \x01(\v2%.shardkv.controller.v1.RolePermissionH\x00R\n" +
+	"roleRevokeB\x04\n" +
+	"\x02op\"\f\n" +
+	"\n" +
+	"AuthEnable\"\r\n" +
+	"\vAuthDisable\"R\n" +
+	"\aUserAdd\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x17\n" +
+	"\acert_cn\x18\x03 \x01(\tR\x06certCn\"\x1e\n" +
+	"\bUserName\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
+	"\fUserPassword\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"2\n" +
+	"\bUserRole\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"\x1e\n" +
+	"\bRoleName\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"g\n" +
+	"\x0eRolePermission\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12A\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\v2!.shardkv.controller.v1.PermissionR\n" +
+	"permission\"h\n" +
+	"\x0fAuthChangeReply\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"E\n" +
+	"\x13AuthenticateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"\x8c\x01\n" +
+	"\x11AuthenticateReply\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x03 \x01(\x03R\rexpiresUnixMs\"<\n" +
+	"\x10AuthStateRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x12\n" +
+	"\x04wait\x18\x02 \x01(\bR\x04wait\"\x8e\x02\n" +
+	"\x0eAuthStateReply\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x18\n" +
+	"\aenabled\x18\x02 \x01(\bR\aenabled\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x125\n" +
+	"\x05users\x18\x04 \x03(\v2\x1f.shardkv.controller.v1.AuthUserR\x05users\x125\n" +
+	"\x05roles\x18\x05 \x03(\v2\x1f.shardkv.controller.v1.AuthRoleR\x05roles\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x06 \x01(\fR\tpublicKey*Y\n" +
+	"\x06Access\x12\x16\n" +
+	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vACCESS_READ\x10\x01\x12\x10\n" +
+	"\fACCESS_WRITE\x10\x02\x12\x14\n" +
+	"\x10ACCESS_READWRITE\x10\x032\xff\x06\n" +
 	"\n" +
 	"Controller\x12\\\n" +
 	"\vOpenSession\x12).shardkv.controller.v1.OpenSessionRequest\x1a\".shardkv.controller.v1.ChangeReply\x12N\n" +
@@ -737,7 +1972,11 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\x04Move\x12\".shardkv.controller.v1.MoveRequest\x1a\".shardkv.controller.v1.ChangeReply\x12\\\n" +
 	"\vSetReplicas\x12).shardkv.controller.v1.SetReplicasRequest\x1a\".shardkv.controller.v1.ChangeReply\x12O\n" +
 	"\x05Query\x12#.shardkv.controller.v1.QueryRequest\x1a!.shardkv.controller.v1.QueryReply\x12O\n" +
-	"\x05Watch\x12#.shardkv.controller.v1.WatchRequest\x1a!.shardkv.controller.v1.QueryReplyB-Z+github.com/shardkv/shardkv/api/controllerpbb\x06proto3"
+	"\x05Watch\x12#.shardkv.controller.v1.WatchRequest\x1a!.shardkv.controller.v1.QueryReply\x12^\n" +
+	"\n" +
+	"AuthChange\x12(.shardkv.controller.v1.AuthChangeRequest\x1a&.shardkv.controller.v1.AuthChangeReply\x12d\n" +
+	"\fAuthenticate\x12*.shardkv.controller.v1.AuthenticateRequest\x1a(.shardkv.controller.v1.AuthenticateReply\x12[\n" +
+	"\tAuthState\x12'.shardkv.controller.v1.AuthStateRequest\x1a%.shardkv.controller.v1.AuthStateReplyB-Z+github.com/shardkv/shardkv/api/controllerpbb\x06proto3"
 
 var (
 	file_api_controllerpb_controller_proto_rawDescOnce sync.Once
@@ -751,52 +1990,97 @@ func file_api_controllerpb_controller_proto_rawDescGZIP() []byte {
 	return file_api_controllerpb_controller_proto_rawDescData
 }
 
-var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_api_controllerpb_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_api_controllerpb_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_api_controllerpb_controller_proto_goTypes = []any{
-	(*Group)(nil),                   // 0: shardkv.controller.v1.Group
-	(*Config)(nil),                  // 1: shardkv.controller.v1.Config
-	(*Session)(nil),                 // 2: shardkv.controller.v1.Session
-	(*OpenSessionRequest)(nil),      // 3: shardkv.controller.v1.OpenSessionRequest
-	(*JoinRequest)(nil),             // 4: shardkv.controller.v1.JoinRequest
-	(*LeaveRequest)(nil),            // 5: shardkv.controller.v1.LeaveRequest
-	(*SetReplicasRequest)(nil),      // 6: shardkv.controller.v1.SetReplicasRequest
-	(*MoveRequest)(nil),             // 7: shardkv.controller.v1.MoveRequest
-	(*ChangeReply)(nil),             // 8: shardkv.controller.v1.ChangeReply
-	(*QueryRequest)(nil),            // 9: shardkv.controller.v1.QueryRequest
-	(*QueryReply)(nil),              // 10: shardkv.controller.v1.QueryReply
-	(*WatchRequest)(nil),            // 11: shardkv.controller.v1.WatchRequest
-	(*headerpb.ResponseHeader)(nil), // 12: shardkv.header.v1.ResponseHeader
+	(Access)(0),                     // 0: shardkv.controller.v1.Access
+	(*Group)(nil),                   // 1: shardkv.controller.v1.Group
+	(*Config)(nil),                  // 2: shardkv.controller.v1.Config
+	(*Session)(nil),                 // 3: shardkv.controller.v1.Session
+	(*OpenSessionRequest)(nil),      // 4: shardkv.controller.v1.OpenSessionRequest
+	(*JoinRequest)(nil),             // 5: shardkv.controller.v1.JoinRequest
+	(*LeaveRequest)(nil),            // 6: shardkv.controller.v1.LeaveRequest
+	(*SetReplicasRequest)(nil),      // 7: shardkv.controller.v1.SetReplicasRequest
+	(*MoveRequest)(nil),             // 8: shardkv.controller.v1.MoveRequest
+	(*ChangeReply)(nil),             // 9: shardkv.controller.v1.ChangeReply
+	(*QueryRequest)(nil),            // 10: shardkv.controller.v1.QueryRequest
+	(*QueryReply)(nil),              // 11: shardkv.controller.v1.QueryReply
+	(*WatchRequest)(nil),            // 12: shardkv.controller.v1.WatchRequest
+	(*Permission)(nil),              // 13: shardkv.controller.v1.Permission
+	(*AuthUser)(nil),                // 14: shardkv.controller.v1.AuthUser
+	(*AuthRole)(nil),                // 15: shardkv.controller.v1.AuthRole
+	(*AuthChangeRequest)(nil),       // 16: shardkv.controller.v1.AuthChangeRequest
+	(*AuthEnable)(nil),              // 17: shardkv.controller.v1.AuthEnable
+	(*AuthDisable)(nil),             // 18: shardkv.controller.v1.AuthDisable
+	(*UserAdd)(nil),                 // 19: shardkv.controller.v1.UserAdd
+	(*UserName)(nil),                // 20: shardkv.controller.v1.UserName
+	(*UserPassword)(nil),            // 21: shardkv.controller.v1.UserPassword
+	(*UserRole)(nil),                // 22: shardkv.controller.v1.UserRole
+	(*RoleName)(nil),                // 23: shardkv.controller.v1.RoleName
+	(*RolePermission)(nil),          // 24: shardkv.controller.v1.RolePermission
+	(*AuthChangeReply)(nil),         // 25: shardkv.controller.v1.AuthChangeReply
+	(*AuthenticateRequest)(nil),     // 26: shardkv.controller.v1.AuthenticateRequest
+	(*AuthenticateReply)(nil),       // 27: shardkv.controller.v1.AuthenticateReply
+	(*AuthStateRequest)(nil),        // 28: shardkv.controller.v1.AuthStateRequest
+	(*AuthStateReply)(nil),          // 29: shardkv.controller.v1.AuthStateReply
+	(*headerpb.ResponseHeader)(nil), // 30: shardkv.header.v1.ResponseHeader
 }
 var file_api_controllerpb_controller_proto_depIdxs = []int32{
-	0,  // 0: shardkv.controller.v1.Config.groups:type_name -> shardkv.controller.v1.Group
-	0,  // 1: shardkv.controller.v1.JoinRequest.groups:type_name -> shardkv.controller.v1.Group
-	2,  // 2: shardkv.controller.v1.JoinRequest.session:type_name -> shardkv.controller.v1.Session
-	2,  // 3: shardkv.controller.v1.LeaveRequest.session:type_name -> shardkv.controller.v1.Session
-	2,  // 4: shardkv.controller.v1.SetReplicasRequest.session:type_name -> shardkv.controller.v1.Session
-	2,  // 5: shardkv.controller.v1.MoveRequest.session:type_name -> shardkv.controller.v1.Session
-	12, // 6: shardkv.controller.v1.ChangeReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	1,  // 7: shardkv.controller.v1.ChangeReply.config:type_name -> shardkv.controller.v1.Config
-	12, // 8: shardkv.controller.v1.QueryReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	1,  // 9: shardkv.controller.v1.QueryReply.config:type_name -> shardkv.controller.v1.Config
-	3,  // 10: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
-	4,  // 11: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
-	5,  // 12: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
-	7,  // 13: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
-	6,  // 14: shardkv.controller.v1.Controller.SetReplicas:input_type -> shardkv.controller.v1.SetReplicasRequest
-	9,  // 15: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
-	11, // 16: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
-	8,  // 17: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
-	8,  // 18: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
-	8,  // 19: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
-	8,  // 20: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
-	8,  // 21: shardkv.controller.v1.Controller.SetReplicas:output_type -> shardkv.controller.v1.ChangeReply
-	10, // 22: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
-	10, // 23: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 0: shardkv.controller.v1.Config.groups:type_name -> shardkv.controller.v1.Group
+	1,  // 1: shardkv.controller.v1.JoinRequest.groups:type_name -> shardkv.controller.v1.Group
+	3,  // 2: shardkv.controller.v1.JoinRequest.session:type_name -> shardkv.controller.v1.Session
+	3,  // 3: shardkv.controller.v1.LeaveRequest.session:type_name -> shardkv.controller.v1.Session
+	3,  // 4: shardkv.controller.v1.SetReplicasRequest.session:type_name -> shardkv.controller.v1.Session
+	3,  // 5: shardkv.controller.v1.MoveRequest.session:type_name -> shardkv.controller.v1.Session
+	30, // 6: shardkv.controller.v1.ChangeReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	2,  // 7: shardkv.controller.v1.ChangeReply.config:type_name -> shardkv.controller.v1.Config
+	30, // 8: shardkv.controller.v1.QueryReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	2,  // 9: shardkv.controller.v1.QueryReply.config:type_name -> shardkv.controller.v1.Config
+	0,  // 10: shardkv.controller.v1.Permission.access:type_name -> shardkv.controller.v1.Access
+	13, // 11: shardkv.controller.v1.AuthRole.permissions:type_name -> shardkv.controller.v1.Permission
+	3,  // 12: shardkv.controller.v1.AuthChangeRequest.session:type_name -> shardkv.controller.v1.Session
+	17, // 13: shardkv.controller.v1.AuthChangeRequest.enable:type_name -> shardkv.controller.v1.AuthEnable
+	18, // 14: shardkv.controller.v1.AuthChangeRequest.disable:type_name -> shardkv.controller.v1.AuthDisable
+	19, // 15: shardkv.controller.v1.AuthChangeRequest.user_add:type_name -> shardkv.controller.v1.UserAdd
+	20, // 16: shardkv.controller.v1.AuthChangeRequest.user_delete:type_name -> shardkv.controller.v1.UserName
+	21, // 17: shardkv.controller.v1.AuthChangeRequest.user_passwd:type_name -> shardkv.controller.v1.UserPassword
+	22, // 18: shardkv.controller.v1.AuthChangeRequest.user_grant_role:type_name -> shardkv.controller.v1.UserRole
+	22, // 19: shardkv.controller.v1.AuthChangeRequest.user_revoke_role:type_name -> shardkv.controller.v1.UserRole
+	23, // 20: shardkv.controller.v1.AuthChangeRequest.role_add:type_name -> shardkv.controller.v1.RoleName
+	23, // 21: shardkv.controller.v1.AuthChangeRequest.role_delete:type_name -> shardkv.controller.v1.RoleName
+	24, // 22: shardkv.controller.v1.AuthChangeRequest.role_grant:type_name -> shardkv.controller.v1.RolePermission
+	24, // 23: shardkv.controller.v1.AuthChangeRequest.role_revoke:type_name -> shardkv.controller.v1.RolePermission
+	13, // 24: shardkv.controller.v1.RolePermission.permission:type_name -> shardkv.controller.v1.Permission
+	30, // 25: shardkv.controller.v1.AuthChangeReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	30, // 26: shardkv.controller.v1.AuthenticateReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	30, // 27: shardkv.controller.v1.AuthStateReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	14, // 28: shardkv.controller.v1.AuthStateReply.users:type_name -> shardkv.controller.v1.AuthUser
+	15, // 29: shardkv.controller.v1.AuthStateReply.roles:type_name -> shardkv.controller.v1.AuthRole
+	4,  // 30: shardkv.controller.v1.Controller.OpenSession:input_type -> shardkv.controller.v1.OpenSessionRequest
+	5,  // 31: shardkv.controller.v1.Controller.Join:input_type -> shardkv.controller.v1.JoinRequest
+	6,  // 32: shardkv.controller.v1.Controller.Leave:input_type -> shardkv.controller.v1.LeaveRequest
+	8,  // 33: shardkv.controller.v1.Controller.Move:input_type -> shardkv.controller.v1.MoveRequest
+	7,  // 34: shardkv.controller.v1.Controller.SetReplicas:input_type -> shardkv.controller.v1.SetReplicasRequest
+	10, // 35: shardkv.controller.v1.Controller.Query:input_type -> shardkv.controller.v1.QueryRequest
+	12, // 36: shardkv.controller.v1.Controller.Watch:input_type -> shardkv.controller.v1.WatchRequest
+	16, // 37: shardkv.controller.v1.Controller.AuthChange:input_type -> shardkv.controller.v1.AuthChangeRequest
+	26, // 38: shardkv.controller.v1.Controller.Authenticate:input_type -> shardkv.controller.v1.AuthenticateRequest
+	28, // 39: shardkv.controller.v1.Controller.AuthState:input_type -> shardkv.controller.v1.AuthStateRequest
+	9,  // 40: shardkv.controller.v1.Controller.OpenSession:output_type -> shardkv.controller.v1.ChangeReply
+	9,  // 41: shardkv.controller.v1.Controller.Join:output_type -> shardkv.controller.v1.ChangeReply
+	9,  // 42: shardkv.controller.v1.Controller.Leave:output_type -> shardkv.controller.v1.ChangeReply
+	9,  // 43: shardkv.controller.v1.Controller.Move:output_type -> shardkv.controller.v1.ChangeReply
+	9,  // 44: shardkv.controller.v1.Controller.SetReplicas:output_type -> shardkv.controller.v1.ChangeReply
+	11, // 45: shardkv.controller.v1.Controller.Query:output_type -> shardkv.controller.v1.QueryReply
+	11, // 46: shardkv.controller.v1.Controller.Watch:output_type -> shardkv.controller.v1.QueryReply
+	25, // 47: shardkv.controller.v1.Controller.AuthChange:output_type -> shardkv.controller.v1.AuthChangeReply
+	27, // 48: shardkv.controller.v1.Controller.Authenticate:output_type -> shardkv.controller.v1.AuthenticateReply
+	29, // 49: shardkv.controller.v1.Controller.AuthState:output_type -> shardkv.controller.v1.AuthStateReply
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_api_controllerpb_controller_proto_init() }
@@ -804,18 +2088,32 @@ func file_api_controllerpb_controller_proto_init() {
 	if File_api_controllerpb_controller_proto != nil {
 		return
 	}
+	file_api_controllerpb_controller_proto_msgTypes[15].OneofWrappers = []any{
+		(*AuthChangeRequest_Enable)(nil),
+		(*AuthChangeRequest_Disable)(nil),
+		(*AuthChangeRequest_UserAdd)(nil),
+		(*AuthChangeRequest_UserDelete)(nil),
+		(*AuthChangeRequest_UserPasswd)(nil),
+		(*AuthChangeRequest_UserGrantRole)(nil),
+		(*AuthChangeRequest_UserRevokeRole)(nil),
+		(*AuthChangeRequest_RoleAdd)(nil),
+		(*AuthChangeRequest_RoleDelete)(nil),
+		(*AuthChangeRequest_RoleGrant)(nil),
+		(*AuthChangeRequest_RoleRevoke)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_controllerpb_controller_proto_rawDesc), len(file_api_controllerpb_controller_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   12,
+			NumEnums:      1,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_api_controllerpb_controller_proto_goTypes,
 		DependencyIndexes: file_api_controllerpb_controller_proto_depIdxs,
+		EnumInfos:         file_api_controllerpb_controller_proto_enumTypes,
 		MessageInfos:      file_api_controllerpb_controller_proto_msgTypes,
 	}.Build()
 	File_api_controllerpb_controller_proto = out.File

@@ -22,13 +22,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Controller_OpenSession_FullMethodName = "/shardkv.controller.v1.Controller/OpenSession"
-	Controller_Join_FullMethodName        = "/shardkv.controller.v1.Controller/Join"
-	Controller_Leave_FullMethodName       = "/shardkv.controller.v1.Controller/Leave"
-	Controller_Move_FullMethodName        = "/shardkv.controller.v1.Controller/Move"
-	Controller_SetReplicas_FullMethodName = "/shardkv.controller.v1.Controller/SetReplicas"
-	Controller_Query_FullMethodName       = "/shardkv.controller.v1.Controller/Query"
-	Controller_Watch_FullMethodName       = "/shardkv.controller.v1.Controller/Watch"
+	Controller_OpenSession_FullMethodName  = "/shardkv.controller.v1.Controller/OpenSession"
+	Controller_Join_FullMethodName         = "/shardkv.controller.v1.Controller/Join"
+	Controller_Leave_FullMethodName        = "/shardkv.controller.v1.Controller/Leave"
+	Controller_Move_FullMethodName         = "/shardkv.controller.v1.Controller/Move"
+	Controller_SetReplicas_FullMethodName  = "/shardkv.controller.v1.Controller/SetReplicas"
+	Controller_Query_FullMethodName        = "/shardkv.controller.v1.Controller/Query"
+	Controller_Watch_FullMethodName        = "/shardkv.controller.v1.Controller/Watch"
+	Controller_AuthChange_FullMethodName   = "/shardkv.controller.v1.Controller/AuthChange"
+	Controller_Authenticate_FullMethodName = "/shardkv.controller.v1.Controller/Authenticate"
+	Controller_AuthState_FullMethodName    = "/shardkv.controller.v1.Controller/AuthState"
 )
 
 // ControllerClient is the client API for Controller service.
@@ -49,6 +52,12 @@ type ControllerClient interface {
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryReply, error)
 	// Watch waits for a configuration newer than after.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (*QueryReply, error)
+	// AuthChange changes users, roles, or whether auth is enabled.
+	AuthChange(ctx context.Context, in *AuthChangeRequest, opts ...grpc.CallOption) (*AuthChangeReply, error)
+	// Authenticate checks a user's password and returns a token.
+	Authenticate(ctx context.Context, in *AuthenticateRequest, opts ...grpc.CallOption) (*AuthenticateReply, error)
+	// AuthState returns the public auth state (a long poll with wait).
+	AuthState(ctx context.Context, in *AuthStateRequest, opts ...grpc.CallOption) (*AuthStateReply, error)
 }
 
 type controllerClient struct {
@@ -129,6 +138,36 @@ func (c *controllerClient) Watch(ctx context.Context, in *WatchRequest, opts ...
 	return out, nil
 }
 
+func (c *controllerClient) AuthChange(ctx context.Context, in *AuthChangeRequest, opts ...grpc.CallOption) (*AuthChangeReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthChangeReply)
+	err := c.cc.Invoke(ctx, Controller_AuthChange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controllerClient) Authenticate(ctx context.Context, in *AuthenticateRequest, opts ...grpc.CallOption) (*AuthenticateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthenticateReply)
+	err := c.cc.Invoke(ctx, Controller_Authenticate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controllerClient) AuthState(ctx context.Context, in *AuthStateRequest, opts ...grpc.CallOption) (*AuthStateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthStateReply)
+	err := c.cc.Invoke(ctx, Controller_AuthState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControllerServer is the server API for Controller service.
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
@@ -147,6 +186,12 @@ type ControllerServer interface {
 	Query(context.Context, *QueryRequest) (*QueryReply, error)
 	// Watch waits for a configuration newer than after.
 	Watch(context.Context, *WatchRequest) (*QueryReply, error)
+	// AuthChange changes users, roles, or whether auth is enabled.
+	AuthChange(context.Context, *AuthChangeRequest) (*AuthChangeReply, error)
+	// Authenticate checks a user's password and returns a token.
+	Authenticate(context.Context, *AuthenticateRequest) (*AuthenticateReply, error)
+	// AuthState returns the public auth state (a long poll with wait).
+	AuthState(context.Context, *AuthStateRequest) (*AuthStateReply, error)
 	mustEmbedUnimplementedControllerServer()
 }
 
@@ -177,6 +222,15 @@ func (UnimplementedControllerServer) Query(context.Context, *QueryRequest) (*Que
 }
 func (UnimplementedControllerServer) Watch(context.Context, *WatchRequest) (*QueryReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedControllerServer) AuthChange(context.Context, *AuthChangeRequest) (*AuthChangeReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuthChange not implemented")
+}
+func (UnimplementedControllerServer) Authenticate(context.Context, *AuthenticateRequest) (*AuthenticateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Authenticate not implemented")
+}
+func (UnimplementedControllerServer) AuthState(context.Context, *AuthStateRequest) (*AuthStateReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuthState not implemented")
 }
 func (UnimplementedControllerServer) mustEmbedUnimplementedControllerServer() {}
 func (UnimplementedControllerServer) testEmbeddedByValue()                    {}
@@ -325,6 +379,60 @@ func _Controller_Watch_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Controller_AuthChange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthChangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).AuthChange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_AuthChange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).AuthChange(ctx, req.(*AuthChangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Controller_Authenticate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthenticateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).Authenticate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_Authenticate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).Authenticate(ctx, req.(*AuthenticateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Controller_AuthState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).AuthState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_AuthState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).AuthState(ctx, req.(*AuthStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Controller_ServiceDesc is the grpc.ServiceDesc for Controller service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -359,6 +467,18 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Watch",
 			Handler:    _Controller_Watch_Handler,
+		},
+		{
+			MethodName: "AuthChange",
+			Handler:    _Controller_AuthChange_Handler,
+		},
+		{
+			MethodName: "Authenticate",
+			Handler:    _Controller_Authenticate_Handler,
+		},
+		{
+			MethodName: "AuthState",
+			Handler:    _Controller_AuthState_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -13,7 +13,7 @@ import (
 // servers and the clients: its errors, declared below, those of raft and
 // storage (rpcerr.Raft) and those of sessions and undecodable commands
 // (rpcerr.Commands).
-var Errors = rpcerr.NewTable("shardkv.controller", rpcerr.Raft, rpcerr.Commands)
+var Errors = rpcerr.NewTable("shardkv.controller", rpcerr.Raft, rpcerr.Commands, rpcerr.Auth)
 
 // Errors of the controller service a client can branch on. They live with
 // the API, so that clients need no server code; package controller returns
@@ -47,7 +47,9 @@ var (
 // verdict goes through the log and the request's session remembers it.)
 func Refusal(err error) bool {
 	for _, r := range []error{ErrNotInitialized, ErrInvalidGroup, ErrGroupExists, ErrUnknownGroup,
-		ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrBadReplica, ErrReplicaUnreachable} {
+		ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrBadReplica, ErrReplicaUnreachable,
+		rpcerr.ErrUserNotFound, rpcerr.ErrUserExists, rpcerr.ErrRoleNotFound, rpcerr.ErrRoleExists,
+		rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth} {
 		if errors.Is(err, r) {
 			return true
 		}

@@ -12,7 +12,7 @@ import (
 // the clients: its errors, declared below, those of raft and storage
 // (rpcerr.Raft) and those of sessions and undecodable commands
 // (rpcerr.Commands).
-var Errors = rpcerr.NewTable("shardkv.kv", rpcerr.Raft, rpcerr.Commands)
+var Errors = rpcerr.NewTable("shardkv.kv", rpcerr.Raft, rpcerr.Commands, rpcerr.Auth)
 
 // Errors of the KV service a client can branch on. They live with the API,
 // so that clients need no server code; package group returns these values.

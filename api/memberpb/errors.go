@@ -9,7 +9,7 @@ import (
 // Errors is the wire table of the Membership service: the raft errors
 // (NOT_LEADER with the leader's address, and the refusals of a change,
 // rpcerr.ErrMembershipChangeInProgress and the others) and ErrWrongGroup.
-var Errors = rpcerr.NewTable("shardkv.member.v1", rpcerr.Raft)
+var Errors = rpcerr.NewTable("shardkv.member.v1", rpcerr.Raft, rpcerr.Auth)
 
 // ErrWrongGroup: the replica asked is not a member of the group the
 // request names.

@@ -119,10 +119,21 @@ func (t *Table) FromStatus(err error) error {
 	}
 	for _, d := range st.Details() {
 		info, ok := d.(*errdetails.ErrorInfo)
-		if !ok || info.GetDomain() != t.domain {
+		if !ok {
 			continue
 		}
-		for _, e := range t.Entries() {
+		entries := t.Entries()
+		if info.GetDomain() != t.domain {
+			// A shared table's error sent under its own domain (the auth
+			// interceptor's, which serves every service).
+			entries = nil
+			for _, s := range t.shared {
+				if s.domain == info.GetDomain() {
+					entries = s.Entries()
+				}
+			}
+		}
+		for _, e := range entries {
 			if e.Reason == info.GetReason() {
 				sentinel := e.Err
 				if e.Decode != nil {

@@ -25,14 +25,15 @@ func newAdminCmd() *cobra.Command {
   shardkv admin move 17 2
   shardkv admin config 3 -o json
   shardkv admin member list 1
-  shardkv admin backup ./backup-1`,
+  shardkv admin backup ./backup-1
+  shardkv admin auth status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	a.cf.register(admin.PersistentFlags())
 	a.out = newPrinter(admin.PersistentFlags(), formatTable, formatJSON)
 	admin.AddCommand(newAdminJoinCmd(a), newAdminLeaveCmd(a), newAdminMoveCmd(a), newAdminConfigCmd(a), newAdminStatusCmd(a),
-		newAdminMemberCmd(a), newAdminBackupCmd(a))
+		newAdminMemberCmd(a), newAdminBackupCmd(a), newAdminAuthCmd(a))
 	return setExitCodes(admin, clientExitCodes)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -30,7 +31,9 @@ type clusterFlags struct {
 	controllers string
 	timeout     time.Duration
 	tls         clientTLSFlags
-	tlsDial     []grpc.DialOption // the TLS option from tls, set by run (none: plaintext)
+	creds       credentialFlags
+	active      *ctlclient.Credentials // the credentials of the command running (nil: none), set by run
+	tlsDial     []grpc.DialOption      // the TLS option from tls and the credentials, set by run (none: plaintext)
 }
 
 func (c *clusterFlags) register(f *pflag.FlagSet) {
@@ -42,6 +45,7 @@ func (c *clusterFlags) registerTimeout(f *pflag.FlagSet, timeout time.Duration, 
 	f.StringVar(&c.controllers, "controllers", defaultControllers, "controller addresses, comma separated")
 	f.DurationVar(&c.timeout, "timeout", timeout, usage)
 	c.tls.register(f)
+	c.creds.register(f)
 }
 
 // dial are the dial options of connections to the cluster (after run read
@@ -75,6 +79,14 @@ func (c *clusterFlags) run(cmd *cobra.Command, fn func(ctx context.Context, addr
 	}
 	if c.tlsDial, err = c.tls.dial(); err != nil {
 		return err
+	}
+	creds, err := c.creds.credentials(cmd, addrs, rpc.DialOptions(c.tlsDial...))
+	if err != nil {
+		return err
+	}
+	if c.active = creds; creds != nil {
+		defer creds.Close()
+		c.tlsDial = append(c.tlsDial, grpc.WithPerRPCCredentials(creds))
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
@@ -43,11 +44,11 @@ the same --peers; the cluster's id derives from them and --cluster-token.`,
 				peers, _, err := parsePeers(r.peers)
 				return storage.ClusterIDFor(token, peers), err
 			}
-			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, _ prometheus.Registerer) (func(), []*raftnode.Node, func() error, error) {
+			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, _ prometheus.Registerer, authView *auth.Holder) (func(), []*raftnode.Node, func() error, error) {
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
 				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune,
-					UnsafeSkipJoinCheck: skipCheck, Dial: r.tls.tlsDial()})
+					UnsafeSkipJoinCheck: skipCheck, Dial: r.tls.tlsDial(), Auth: authView, ClientCertAuth: r.tls.clientCertAuth()})
 				if err != nil {
 					return nil, nil, nil, err
 				}

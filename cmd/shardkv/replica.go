@@ -23,6 +23,7 @@ import (
 	"github.com/shardkv/shardkv/console"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/ops"
 	"github.com/shardkv/shardkv/raftnode"
@@ -175,9 +176,11 @@ func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string
 
 // replicaStart starts a process's replicas on the engine and raft network
 // of the cluster clusterID, registers their services on g and their
-// metrics with reg. ready, if not nil, adds the replicas' own readiness
-// condition.
-type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer) (stop func(), nodes []*raftnode.Node, ready func() error, err error)
+// metrics with reg, and keeps authView at the cluster's auth state (which
+// the process's server enforces). ready, if not nil, adds the replicas'
+// own readiness condition.
+type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint64, g *grpc.Server, reg prometheus.Registerer,
+	authView *auth.Holder) (stop func(), nodes []*raftnode.Node, ready func() error, err error)
 
 // exitStuck ends a process whose storage cannot persist, with one clear
 // line and its own exit code (see storage.Options.OnStuck and OnFatal).
@@ -292,10 +295,11 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 		return a, ok
 	}, s.r.tls.peerDial(s.clusterID)...)
 	defer network.Close()
-	gs := grpc.NewServer(s.r.tls.serverOptions(s.clusterID, s.log)...)
+	authView := &auth.Holder{}
+	gs := grpc.NewServer(append(s.r.tls.serverOptions(s.clusterID, s.log), s.r.tls.guard(s.clusterID, authView, s.log).ServerOptions()...)...)
 	raftSrv.Register(gs)
 	reg := ops.NewRegistry()
-	stop, nodes, ready, err := start(s.e, network, s.clusterID, gs, reg)
+	stop, nodes, ready, err := start(s.e, network, s.clusterID, gs, reg, authView)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -15,9 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
@@ -202,8 +206,9 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 		srv.hosted = append(srv.hosted, h.rep)
 		srv.peers[h.rep.Group] = idents[i].Current()
 	}
-	return srv.serve(ctx, lis, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer) (func(), []*raftnode.Node, func() error, error) {
-		return s.start(e, net, cid, gs, reg, hosted)
+	return srv.serve(ctx, lis, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
+		authView *auth.Holder) (func(), []*raftnode.Node, func() error, error) {
+		return s.start(e, net, cid, gs, reg, authView, hosted)
 	})
 }
 
@@ -268,11 +273,47 @@ func (s *serverFlags) clusterID(ctx context.Context, stored bool) (uint64, error
 	}
 }
 
+// authNote is the name of the auth state a group process saves (see
+// followAuth).
+const authNote = "auth-state"
+
+// followAuth keeps authView at the cluster's auth state (auth.Follow),
+// saving each new one in e: a restarted process enforces the state it
+// last learned at once, as a running one cut off from the controllers
+// does, instead of refusing its clients until a controller answers.
+func followAuth(ctx context.Context, e *storage.Engine, authView *auth.Holder, ctl *ctlclient.Client, log *slog.Logger) error {
+	saved, ok, err := e.LoadNote(authNote)
+	if err != nil {
+		return err
+	}
+	if ok {
+		var st controllerpb.AuthStateReply
+		if err := proto.Unmarshal(saved, &st); err != nil {
+			return fmt.Errorf("storage %s: the saved auth state: %w", e.Dir(), err)
+		}
+		authView.Set(&st)
+	}
+	save := func(st *controllerpb.AuthStateReply) {
+		st = proto.CloneOf(st)
+		st.Header = nil
+		data, err := proto.Marshal(st)
+		if err == nil {
+			err = e.SaveNote(authNote, data)
+		}
+		if err != nil {
+			log.Warn("cannot save the auth state; a restart waits for a controller to learn it", "err", err)
+		}
+	}
+	go auth.Follow(ctx, authView, ctl.AuthState, save, log)
+	return nil
+}
+
 // start starts the node's group replicas (a replicaStart): one controller
-// client and one connection pool for all of them, and one Router serving
-// their services on gs.
+// client and one connection pool for all of them, one Router serving
+// their services on gs, and the following of the auth state (auth.Follow)
+// into authView.
 func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
-	hosted []hostedReplica) (func(), []*raftnode.Node, func() error, error) {
+	authView *auth.Holder, hosted []hostedReplica) (func(), []*raftnode.Node, func() error, error) {
 	log, _ := s.g.logger()
 	dial := s.r.tls.peerDial(cid)
 	ctl, err := ctlclient.New(splitList(s.controllers), dial...)
@@ -282,7 +323,16 @@ func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64
 	pool := rpc.NewPool(dial...)
 	router := groupserver.NewRouter()
 	var servers []*groupserver.Server
+	follow, stopFollow := context.WithCancel(context.Background())
+	if s.r.tls.creds != nil { // a plaintext process enforces nothing (serverTLSFlags.guard)
+		if err := followAuth(follow, e, authView, ctl, log); err != nil {
+			stopFollow()
+			ctl.Close()
+			return nil, nil, nil, err
+		}
+	}
 	stop := func() {
+		stopFollow()
 		for _, srv := range servers {
 			router.Remove(srv)
 			srv.Stop()

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -77,6 +78,24 @@ func (s *serverTLSFlags) serverOptions(clusterID uint64, log *slog.Logger) []grp
 	}
 	return rpc.ServerOptions(opts...)
 }
+
+// guard is the auth guard of this process's server in cluster clusterID,
+// enforcing what view holds. Without TLS auth cannot be enabled (the
+// controller refuses, ErrAuthNeedsTLS) and no caller can prove it is a
+// peer, so a plaintext process only audits: it enforces the state "auth
+// off", whatever view holds.
+func (s *serverTLSFlags) guard(clusterID uint64, view *auth.Holder, log *slog.Logger) *auth.Guard {
+	if s.creds == nil {
+		off := auth.NewView(nil)
+		return auth.NewGuard(auth.GuardConfig{View: func() *auth.View { return off }, Logger: log})
+	}
+	return auth.NewGuard(auth.GuardConfig{View: view.View, Logger: log,
+		IsPeer: func(ctx context.Context) bool { return s.creds.IsPeer(ctx, clusterID) }})
+}
+
+// clientCertAuth reports whether the process serves TLS and requires
+// client certificates: the controller enables auth only then.
+func (s *serverTLSFlags) clientCertAuth() bool { return s.creds != nil && s.creds.ClientCertAuth() }
 
 // reloadOnHangup reads creds' files again on every SIGHUP until ctx ends
 // (they are also read again when they change; SIGHUP makes it immediate).

@@ -29,15 +29,21 @@ func TestE2EDevTLS(t *testing.T) {
 	}
 }
 
-func devTLS(t *testing.T, bin, processes string) {
-	dir := t.TempDir()
-	p, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), freePorts(t, devPorts), "--tls", "--processes", processes)
+// devClientFlags are the client TLS flags `dev --tls` printed.
+func devClientFlags(t *testing.T, p *process) []string {
+	t.Helper()
 	out, _ := os.ReadFile(p.log)
 	m := regexp.MustCompile(`clients need (--cacert \S+ --cert \S+ --key \S+)`).FindSubmatch(out)
 	if m == nil {
 		t.Fatalf("dev --tls printed no client flags:\n%s", out)
 	}
-	flags := strings.Fields(string(m[1]))
+	return strings.Fields(string(m[1]))
+}
+
+func devTLS(t *testing.T, bin, processes string) {
+	dir := t.TempDir()
+	p, c, _ := startDev(t, bin, filepath.Join(dir, "data"), filepath.Join(dir, "dev.log"), freePorts(t, devPorts), "--tls", "--processes", processes)
+	flags := devClientFlags(t, p)
 	with := func(args ...string) []string { return append(args, flags...) }
 
 	c.ok(with("put", "greeting", "hello")...)

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/controllerpb"
@@ -179,6 +180,18 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 }
 
 func (c *Client) change(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (*controllerpb.ChangeReply, error)) (config.Config, error) {
+	reply, err := inSession(c, ctx, fn)
+	if err != nil {
+		return config.Config{}, err
+	}
+	return config.FromProto(reply.GetConfig()), nil
+}
+
+// inSession makes the change fn in the client's session: it opens the
+// session first, and keeps the sequence number of every attempt of one
+// change, so a retried change is applied once.
+func inSession[R any](c *Client, ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (R, error)) (R, error) {
+	var none R
 	c.changeMu.Lock()
 	defer c.changeMu.Unlock()
 	maybe := false // an attempt may have reached the log
@@ -192,15 +205,15 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 			})
 			if err != nil {
 				if maybe {
-					return config.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+					return none, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 				}
-				return config.Config{}, err
+				return none, err
 			}
 			c.opened = true
 		}
 		c.seq++
 		sess := &controllerpb.Session{ClientId: c.id, Seq: c.seq}
-		var reply *controllerpb.ChangeReply
+		var reply R
 		err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
 			var err error
 			reply, err = fn(ctx, cl, sess)
@@ -213,18 +226,18 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 		})
 		switch {
 		case err == nil:
-			return config.FromProto(reply.GetConfig()), nil
+			return reply, nil
 		case errors.Is(err, rpcerr.ErrSessionExpired):
 			// The controller forgot this session: continue in a new one.
 			c.id, c.seq, c.opened = session.NewID(), 0, false
 			if !maybe && ctx.Err() == nil {
 				continue // certainly not applied: safe to retry
 			}
-			return config.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			return none, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		case maybe && !controllerpb.Refusal(err):
-			return config.Config{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			return none, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		}
-		return config.Config{}, err
+		return none, err
 	}
 }
 
@@ -313,6 +326,20 @@ func (c *Client) Query(ctx context.Context, n int64) (config.Config, int, error)
 // linearizable read: use Query for that.
 func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error) {
 	var reply *controllerpb.QueryReply
+	err := c.longPoll(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+		var err error
+		reply, err = cl.Watch(ctx, &controllerpb.WatchRequest{After: after})
+		return err
+	})
+	if err != nil {
+		return config.Config{}, err
+	}
+	return config.FromProto(reply.GetConfig()), nil
+}
+
+// longPoll runs fn, a long poll any replica answers, moving on to another
+// replica whenever one fails.
+func (c *Client) longPoll(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient) error) error {
 	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
 	for {
 		i, cl := c.replica()
@@ -320,17 +347,61 @@ func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error)
 		// when it cannot confirm it is current (the controller's Watch): a
 		// deadline a little above the limit catches a silent server.
 		actx, cancel := context.WithTimeout(ctx, controllerpb.WatchLimit+attemptTimeout)
-		r, err := cl.Watch(actx, &controllerpb.WatchRequest{After: after})
+		err := fn(actx, cl)
 		cancel()
 		if err == nil {
-			reply = r
-			break
+			return nil
+		}
+		err = controllerpb.Errors.FromStatus(err)
+		if errors.Is(err, rpcerr.ErrAuthFailed) || errors.Is(err, rpcerr.ErrPermissionDenied) {
+			return err // every replica would say the same
 		}
 		// Another replica next: this one is cut off, stopped or silent.
-		c.next(i, controllerpb.Errors.FromStatus(err))
+		c.next(i, err)
 		if ctx.Err() != nil || rpc.Wait(ctx, b) != nil {
-			return config.Config{}, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 	}
-	return config.FromProto(reply.GetConfig()), nil
+}
+
+// AuthChange makes one change of the auth state (the request's session is
+// the client's) and returns the auth revision after it. Errors: the
+// rpcerr auth refusals (ErrUserNotFound, ErrNoAdmin, ...), ErrAuthNeedsTLS,
+// ErrPermissionDenied without the admin role, ErrUnknownOutcome.
+func (c *Client) AuthChange(ctx context.Context, req *controllerpb.AuthChangeRequest) (uint64, error) {
+	reply, err := inSession(c, ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.AuthChangeReply, error) {
+		req := proto.Clone(req).(*controllerpb.AuthChangeRequest)
+		req.Session = s
+		return cl.AuthChange(ctx, req)
+	})
+	return reply.GetRevision(), err
+}
+
+// Authenticate checks user's password at the controller's leader and
+// returns a token (for the gRPC metadata rpc.TokenMetadata) and when it
+// expires. Errors: rpcerr.ErrAuthFailed, rpcerr.ErrAuthNeedsTLS over
+// plaintext.
+func (c *Client) Authenticate(ctx context.Context, user, password string) (token string, expires time.Time, err error) {
+	var reply *controllerpb.AuthenticateReply
+	err = c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+		var err error
+		reply, err = cl.Authenticate(ctx, &controllerpb.AuthenticateRequest{Name: user, Password: password})
+		return err
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return reply.GetToken(), time.UnixMilli(reply.GetExpiresUnixMs()), nil
+}
+
+// AuthState returns the controller's public auth state: at once, or with
+// wait once its revision is above after (or the long poll's limit passed).
+func (c *Client) AuthState(ctx context.Context, after uint64, wait bool) (*controllerpb.AuthStateReply, error) {
+	var reply *controllerpb.AuthStateReply
+	err := c.longPoll(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+		var err error
+		reply, err = cl.AuthState(ctx, &controllerpb.AuthStateRequest{After: after, Wait: wait})
+		return err
+	})
+	return reply, err
 }

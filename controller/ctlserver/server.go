@@ -6,6 +6,13 @@
 // confirms a read index before reading its applied state. Watch is a long
 // poll any replica answers from its own applied state, for drivers that
 // only need to learn of new configurations promptly.
+//
+// Auth (auth.go): AuthChange is proposed by the leader like a join, after
+// it hashed any password (bcrypt) and, for an enable, made the signing key;
+// Authenticate signs tokens on the leader; AuthState is a long poll of the
+// public auth state, which group processes follow. The leader refuses to
+// enable auth unless the replica serves TLS with client-certificate
+// authentication (Config.ClientCertAuth).
 package ctlserver
 
 import (
@@ -16,6 +23,7 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -24,6 +32,7 @@ import (
 	"github.com/shardkv/shardkv/api/headerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
+	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/internal/controllerlogpb"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/session"
@@ -72,6 +81,19 @@ type Config struct {
 	// (the join check asks the joining replicas who they are): the TLS
 	// credentials, rpc.TLS.PeerDial.
 	Dial []grpc.DialOption
+	// ClientCertAuth says the replica serves TLS with client-certificate
+	// authentication (rpc.TLS.ClientCertAuth): auth cannot be enabled
+	// without it (ErrAuthNeedsTLS).
+	ClientCertAuth bool
+	// Auth, if set, is kept at the replica's applied auth state, for the
+	// process's guard (auth.Guard).
+	Auth *auth.Holder
+	// PasswordCost is bcrypt's cost for the passwords the leader hashes
+	// (default bcrypt.DefaultCost; tests lower it).
+	PasswordCost int
+	// TokenTTL is how long the tokens the replica signs last (default
+	// auth.TokenTTL).
+	TokenTTL time.Duration
 }
 
 // Server is one running controller replica.
@@ -87,12 +109,19 @@ type Server struct {
 	skipCheck bool
 	stop      chan struct{}
 	done      chan struct{}
+	dummyHash []byte // compared when a user does not exist (Authenticate)
 }
 
 // Start opens the replica's state and joins the controller group.
 func Start(cfg Config) (*Server, error) {
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.NumShards = cmp.Or(cfg.NumShards, DefaultShards)
+	cfg.PasswordCost = cmp.Or(cfg.PasswordCost, bcrypt.DefaultCost)
+	cfg.TokenTTL = cmp.Or(cfg.TokenTTL, auth.TokenTTL)
+	dummy, err := bcrypt.GenerateFromPassword([]byte("no such user"), cfg.PasswordCost)
+	if err != nil {
+		return nil, fmt.Errorf("bcrypt cost %d: %w", cfg.PasswordCost, err)
+	}
 	if cfg.NumShards < 1 || cfg.NumShards > controller.MaxShards {
 		return nil, fmt.Errorf("%w: %d", controllerpb.ErrInvalidShards, cfg.NumShards)
 	}
@@ -121,8 +150,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, store: store, engine: cfg.Engine, node: node, log: log, clock: session.NewClock(cfg.Time, log),
-		clusterID: cfg.ClusterID, skipCheck: cfg.UnsafeSkipJoinCheck, stop: make(chan struct{}), done: make(chan struct{})}
+		clusterID: cfg.ClusterID, skipCheck: cfg.UnsafeSkipJoinCheck, stop: make(chan struct{}), done: make(chan struct{}), dummyHash: dummy}
 	go s.initialize(cfg.NumShards)
+	go s.publishAuth()
 	return s, nil
 }
 
@@ -293,12 +323,33 @@ func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*co
 
 // Watch implements controllerpb.ControllerServer: a long poll answered
 // with the first configuration after req.After, or with the latest one
-// after WatchLimit. Only a replica that knows it is current answers "nothing
-// new": every watchConfirm it confirms a read index (through its leader
-// when a follower), and fails with an Unavailable error when it cannot, so
-// a watcher on a replica cut off from its quorum moves on to another one
-// within about a second instead of waiting out the long poll.
+// after WatchLimit (see longPoll).
 func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*controllerpb.QueryReply, error) {
+	return longPoll(s, ctx, func() (*controllerpb.QueryReply, bool) {
+		cfg, n, ok := s.store.Query(-1)
+		if !ok || cfg.Num <= req.GetAfter() {
+			return nil, false
+		}
+		// Committed, so true, even if this replica is behind.
+		return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, true
+	}, func() (*controllerpb.QueryReply, error) {
+		cfg, n, ok := s.store.Query(-1)
+		if !ok {
+			return nil, controllerpb.ErrNotInitialized
+		}
+		return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+	})
+}
+
+// longPoll answers with ready's reply as soon as it has one (checked again
+// whenever the store changes), or with atLimit's after WatchLimit. Only a
+// replica that knows it is current answers "nothing new": every
+// watchConfirm it confirms a read index (through its leader when a
+// follower), and fails with an Unavailable error when it cannot, so a
+// poller on a replica cut off from its quorum moves on to another one
+// within about a second instead of waiting out the long poll.
+func longPoll[R any](s *Server, ctx context.Context, ready func() (R, bool), atLimit func() (R, error)) (R, error) {
+	var none R
 	limit := time.NewTimer(WatchLimit)
 	defer limit.Stop()
 	confirm := time.NewTicker(watchConfirm)
@@ -310,29 +361,25 @@ func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*co
 	}
 	for {
 		changed := s.store.Changed()
-		cfg, n, ok := s.store.Query(-1)
-		if ok && cfg.Num > req.GetAfter() {
-			// Committed, so true, even if this replica is behind.
-			return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+		if r, ok := ready(); ok {
+			return r, nil
 		}
 		select {
 		case <-changed:
 		case <-confirm.C:
 			if err := current(); err != nil {
-				return nil, controllerpb.Errors.ToStatus(fmt.Errorf("%w (watch: this replica cannot confirm it is current)", rpcerr.ErrReadTimeout))
+				return none, controllerpb.Errors.ToStatus(fmt.Errorf("%w (long poll: this replica cannot confirm it is current)", rpcerr.ErrReadTimeout))
 			}
 		case <-limit.C:
 			if err := current(); err != nil {
-				return nil, controllerpb.Errors.ToStatus(rpcerr.ErrReadTimeout)
+				return none, controllerpb.Errors.ToStatus(rpcerr.ErrReadTimeout)
 			}
-			if !ok {
-				return nil, controllerpb.Errors.ToStatus(controllerpb.ErrNotInitialized)
-			}
-			return &controllerpb.QueryReply{Header: s.header(cfg.Num), Config: cfg.ToProto(), NumShards: uint32(n)}, nil
+			r, err := atLimit()
+			return r, controllerpb.Errors.ToStatus(err)
 		case <-ctx.Done():
-			return nil, controllerpb.Errors.ToStatus(ctx.Err())
+			return none, controllerpb.Errors.ToStatus(ctx.Err())
 		case <-s.node.Done():
-			return nil, controllerpb.Errors.ToStatus(rpcerr.ErrStopped)
+			return none, controllerpb.Errors.ToStatus(rpcerr.ErrStopped)
 		}
 	}
 }

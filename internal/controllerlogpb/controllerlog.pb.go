@@ -37,6 +37,7 @@ type Command struct {
 	//	*Command_Init
 	//	*Command_OpenSession
 	//	*Command_SetReplicas
+	//	*Command_Auth
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// stamp is replicated time (unix milliseconds) when the leader proposed
 	// the command (see session.Clock); replicas apply max(replicated time,
@@ -142,6 +143,15 @@ func (x *Command) GetSetReplicas() *controllerpb.SetReplicasRequest {
 	return nil
 }
 
+func (x *Command) GetAuth() *AuthCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Auth); ok {
+			return x.Auth
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetStamp() int64 {
 	if x != nil {
 		return x.Stamp
@@ -184,6 +194,10 @@ type Command_SetReplicas struct {
 	SetReplicas *controllerpb.SetReplicasRequest `protobuf:"bytes,6,opt,name=set_replicas,json=setReplicas,proto3,oneof"`
 }
 
+type Command_Auth struct {
+	Auth *AuthCommand `protobuf:"bytes,7,opt,name=auth,proto3,oneof"`
+}
+
 func (*Command_Join) isCommand_Op() {}
 
 func (*Command_Leave) isCommand_Op() {}
@@ -195,6 +209,8 @@ func (*Command_Init) isCommand_Op() {}
 func (*Command_OpenSession) isCommand_Op() {}
 
 func (*Command_SetReplicas) isCommand_Op() {}
+
+func (*Command_Auth) isCommand_Op() {}
 
 // CheckRefusal is a change refused by the leader's check (see
 // Command.refusal).
@@ -250,6 +266,200 @@ func (x *CheckRefusal) GetReason() string {
 	return ""
 }
 
+// AuthCommand is an auth change as logged: the proposer replaced the
+// request's password by its bcrypt hash, and generated the token-signing
+// key of an enable (randomness stays out of the state machine).
+type AuthCommand struct {
+	state         protoimpl.MessageState          `protogen:"open.v1"`
+	Change        *controllerpb.AuthChangeRequest `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`                                 // passwords cleared
+	PasswordHash  []byte                          `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"` // bcrypt, of user_add and user_passwd
+	SigningKey    []byte                          `protobuf:"bytes,3,opt,name=signing_key,json=signingKey,proto3" json:"signing_key,omitempty"`       // ed25519 seed (32 bytes), of enable
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthCommand) Reset() {
+	*x = AuthCommand{}
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthCommand) ProtoMessage() {}
+
+func (x *AuthCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthCommand.ProtoReflect.Descriptor instead.
+func (*AuthCommand) Descriptor() ([]byte, []int) {
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AuthCommand) GetChange() *controllerpb.AuthChangeRequest {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *AuthCommand) GetPasswordHash() []byte {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return nil
+}
+
+func (x *AuthCommand) GetSigningKey() []byte {
+	if x != nil {
+		return x.SigningKey
+	}
+	return nil
+}
+
+// AuthUserRecord is a user as the controller keeps it.
+type AuthUserRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *controllerpb.AuthUser `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	PasswordHash  []byte                 `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"` // bcrypt; empty: no password login
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserRecord) Reset() {
+	*x = AuthUserRecord{}
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserRecord) ProtoMessage() {}
+
+func (x *AuthUserRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserRecord.ProtoReflect.Descriptor instead.
+func (*AuthUserRecord) Descriptor() ([]byte, []int) {
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AuthUserRecord) GetUser() *controllerpb.AuthUser {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *AuthUserRecord) GetPasswordHash() []byte {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return nil
+}
+
+// AuthImage is the whole auth state, persisted under one key and in
+// snapshots.
+type AuthImage struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Enabled       bool                     `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Revision      uint64                   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Users         []*AuthUserRecord        `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`                             // sorted by name
+	Roles         []*controllerpb.AuthRole `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`                             // sorted by name
+	SigningKey    []byte                   `protobuf:"bytes,5,opt,name=signing_key,json=signingKey,proto3" json:"signing_key,omitempty"` // ed25519 seed; empty while never enabled
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthImage) Reset() {
+	*x = AuthImage{}
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthImage) ProtoMessage() {}
+
+func (x *AuthImage) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthImage.ProtoReflect.Descriptor instead.
+func (*AuthImage) Descriptor() ([]byte, []int) {
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuthImage) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *AuthImage) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AuthImage) GetUsers() []*AuthUserRecord {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *AuthImage) GetRoles() []*controllerpb.AuthRole {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AuthImage) GetSigningKey() []byte {
+	if x != nil {
+		return x.SigningKey
+	}
+	return nil
+}
+
 // InitRequest creates configuration 0 with num_shards shards. Only the
 // first one applied counts: the number of shards never changes.
 type InitRequest struct {
@@ -261,7 +471,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +483,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[2]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +496,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{2}
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InitRequest) GetNumShards() uint32 {
@@ -310,7 +520,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +532,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[3]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +545,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{3}
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SessionRecord) GetClientId() uint64 {
@@ -381,13 +591,14 @@ type Image struct {
 	Configs       []*controllerpb.Config `protobuf:"bytes,3,rep,name=configs,proto3" json:"configs,omitempty"`
 	Sessions      []*SessionRecord       `protobuf:"bytes,4,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	Now           int64                  `protobuf:"varint,5,opt,name=now,proto3" json:"now,omitempty"` // replicated time at applied, unix milliseconds
+	Auth          *AuthImage             `protobuf:"bytes,6,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[4]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +610,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[4]
+	mi := &file_internal_controllerlogpb_controllerlog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +623,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{4}
+	return file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Image) GetApplied() uint64 {
@@ -450,25 +661,48 @@ func (x *Image) GetNow() int64 {
 	return 0
 }
 
+func (x *Image) GetAuth() *AuthImage {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
 var File_internal_controllerlogpb_controllerlog_proto protoreflect.FileDescriptor
 
 const file_internal_controllerlogpb_controllerlog_proto_rawDesc = "" +
 	"\n" +
-	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\x81\x04\n" +
+	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\xc4\x04\n" +
 	"\aCommand\x128\n" +
 	"\x04join\x18\x01 \x01(\v2\".shardkv.controller.v1.JoinRequestH\x00R\x04join\x12;\n" +
 	"\x05leave\x18\x02 \x01(\v2#.shardkv.controller.v1.LeaveRequestH\x00R\x05leave\x128\n" +
 	"\x04move\x18\x03 \x01(\v2\".shardkv.controller.v1.MoveRequestH\x00R\x04move\x12A\n" +
 	"\x04init\x18\x04 \x01(\v2+.shardkv.internal.controller.v1.InitRequestH\x00R\x04init\x12N\n" +
 	"\fopen_session\x18\x05 \x01(\v2).shardkv.controller.v1.OpenSessionRequestH\x00R\vopenSession\x12N\n" +
-	"\fset_replicas\x18\x06 \x01(\v2).shardkv.controller.v1.SetReplicasRequestH\x00R\vsetReplicas\x12\x14\n" +
+	"\fset_replicas\x18\x06 \x01(\v2).shardkv.controller.v1.SetReplicasRequestH\x00R\vsetReplicas\x12A\n" +
+	"\x04auth\x18\a \x01(\v2+.shardkv.internal.controller.v1.AuthCommandH\x00R\x04auth\x12\x14\n" +
 	"\x05stamp\x18\n" +
 	" \x01(\x03R\x05stamp\x12F\n" +
 	"\arefusal\x18\v \x01(\v2,.shardkv.internal.controller.v1.CheckRefusalR\arefusalB\x04\n" +
 	"\x02op\":\n" +
 	"\fCheckRefusal\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x95\x01\n" +
+	"\vAuthCommand\x12@\n" +
+	"\x06change\x18\x01 \x01(\v2(.shardkv.controller.v1.AuthChangeRequestR\x06change\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\fR\fpasswordHash\x12\x1f\n" +
+	"\vsigning_key\x18\x03 \x01(\fR\n" +
+	"signingKey\"j\n" +
+	"\x0eAuthUserRecord\x123\n" +
+	"\x04user\x18\x01 \x01(\v2\x1f.shardkv.controller.v1.AuthUserR\x04user\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\fR\fpasswordHash\"\xdf\x01\n" +
+	"\tAuthImage\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
+	"\x05users\x18\x03 \x03(\v2..shardkv.internal.controller.v1.AuthUserRecordR\x05users\x125\n" +
+	"\x05roles\x18\x04 \x03(\v2\x1f.shardkv.controller.v1.AuthRoleR\x05roles\x12\x1f\n" +
+	"\vsigning_key\x18\x05 \x01(\fR\n" +
+	"signingKey\",\n" +
 	"\vInitRequest\x12\x1d\n" +
 	"\n" +
 	"num_shards\x18\x01 \x01(\rR\tnumShards\"\x99\x01\n" +
@@ -479,14 +713,15 @@ const file_internal_controllerlogpb_controllerlog_proto_rawDesc = "" +
 	"\n" +
 	"config_num\x18\x04 \x01(\x04R\tconfigNum\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x05 \x01(\rR\terrorCode\"\xd6\x01\n" +
+	"error_code\x18\x05 \x01(\rR\terrorCode\"\x95\x02\n" +
 	"\x05Image\x12\x18\n" +
 	"\aapplied\x18\x01 \x01(\x04R\aapplied\x12\x1d\n" +
 	"\n" +
 	"num_shards\x18\x02 \x01(\rR\tnumShards\x127\n" +
 	"\aconfigs\x18\x03 \x03(\v2\x1d.shardkv.controller.v1.ConfigR\aconfigs\x12I\n" +
 	"\bsessions\x18\x04 \x03(\v2-.shardkv.internal.controller.v1.SessionRecordR\bsessions\x12\x10\n" +
-	"\x03now\x18\x05 \x01(\x03R\x03nowB5Z3github.com/shardkv/shardkv/internal/controllerlogpbb\x06proto3"
+	"\x03now\x18\x05 \x01(\x03R\x03now\x12=\n" +
+	"\x04auth\x18\x06 \x01(\v2).shardkv.internal.controller.v1.AuthImageR\x04authB5Z3github.com/shardkv/shardkv/internal/controllerlogpbb\x06proto3"
 
 var (
 	file_internal_controllerlogpb_controllerlog_proto_rawDescOnce sync.Once
@@ -500,35 +735,47 @@ func file_internal_controllerlogpb_controllerlog_proto_rawDescGZIP() []byte {
 	return file_internal_controllerlogpb_controllerlog_proto_rawDescData
 }
 
-var file_internal_controllerlogpb_controllerlog_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_internal_controllerlogpb_controllerlog_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_internal_controllerlogpb_controllerlog_proto_goTypes = []any{
 	(*Command)(nil),                         // 0: shardkv.internal.controller.v1.Command
 	(*CheckRefusal)(nil),                    // 1: shardkv.internal.controller.v1.CheckRefusal
-	(*InitRequest)(nil),                     // 2: shardkv.internal.controller.v1.InitRequest
-	(*SessionRecord)(nil),                   // 3: shardkv.internal.controller.v1.SessionRecord
-	(*Image)(nil),                           // 4: shardkv.internal.controller.v1.Image
-	(*controllerpb.JoinRequest)(nil),        // 5: shardkv.controller.v1.JoinRequest
-	(*controllerpb.LeaveRequest)(nil),       // 6: shardkv.controller.v1.LeaveRequest
-	(*controllerpb.MoveRequest)(nil),        // 7: shardkv.controller.v1.MoveRequest
-	(*controllerpb.OpenSessionRequest)(nil), // 8: shardkv.controller.v1.OpenSessionRequest
-	(*controllerpb.SetReplicasRequest)(nil), // 9: shardkv.controller.v1.SetReplicasRequest
-	(*controllerpb.Config)(nil),             // 10: shardkv.controller.v1.Config
+	(*AuthCommand)(nil),                     // 2: shardkv.internal.controller.v1.AuthCommand
+	(*AuthUserRecord)(nil),                  // 3: shardkv.internal.controller.v1.AuthUserRecord
+	(*AuthImage)(nil),                       // 4: shardkv.internal.controller.v1.AuthImage
+	(*InitRequest)(nil),                     // 5: shardkv.internal.controller.v1.InitRequest
+	(*SessionRecord)(nil),                   // 6: shardkv.internal.controller.v1.SessionRecord
+	(*Image)(nil),                           // 7: shardkv.internal.controller.v1.Image
+	(*controllerpb.JoinRequest)(nil),        // 8: shardkv.controller.v1.JoinRequest
+	(*controllerpb.LeaveRequest)(nil),       // 9: shardkv.controller.v1.LeaveRequest
+	(*controllerpb.MoveRequest)(nil),        // 10: shardkv.controller.v1.MoveRequest
+	(*controllerpb.OpenSessionRequest)(nil), // 11: shardkv.controller.v1.OpenSessionRequest
+	(*controllerpb.SetReplicasRequest)(nil), // 12: shardkv.controller.v1.SetReplicasRequest
+	(*controllerpb.AuthChangeRequest)(nil),  // 13: shardkv.controller.v1.AuthChangeRequest
+	(*controllerpb.AuthUser)(nil),           // 14: shardkv.controller.v1.AuthUser
+	(*controllerpb.AuthRole)(nil),           // 15: shardkv.controller.v1.AuthRole
+	(*controllerpb.Config)(nil),             // 16: shardkv.controller.v1.Config
 }
 var file_internal_controllerlogpb_controllerlog_proto_depIdxs = []int32{
-	5,  // 0: shardkv.internal.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
-	6,  // 1: shardkv.internal.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
-	7,  // 2: shardkv.internal.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
-	2,  // 3: shardkv.internal.controller.v1.Command.init:type_name -> shardkv.internal.controller.v1.InitRequest
-	8,  // 4: shardkv.internal.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
-	9,  // 5: shardkv.internal.controller.v1.Command.set_replicas:type_name -> shardkv.controller.v1.SetReplicasRequest
-	1,  // 6: shardkv.internal.controller.v1.Command.refusal:type_name -> shardkv.internal.controller.v1.CheckRefusal
-	10, // 7: shardkv.internal.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
-	3,  // 8: shardkv.internal.controller.v1.Image.sessions:type_name -> shardkv.internal.controller.v1.SessionRecord
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	8,  // 0: shardkv.internal.controller.v1.Command.join:type_name -> shardkv.controller.v1.JoinRequest
+	9,  // 1: shardkv.internal.controller.v1.Command.leave:type_name -> shardkv.controller.v1.LeaveRequest
+	10, // 2: shardkv.internal.controller.v1.Command.move:type_name -> shardkv.controller.v1.MoveRequest
+	5,  // 3: shardkv.internal.controller.v1.Command.init:type_name -> shardkv.internal.controller.v1.InitRequest
+	11, // 4: shardkv.internal.controller.v1.Command.open_session:type_name -> shardkv.controller.v1.OpenSessionRequest
+	12, // 5: shardkv.internal.controller.v1.Command.set_replicas:type_name -> shardkv.controller.v1.SetReplicasRequest
+	2,  // 6: shardkv.internal.controller.v1.Command.auth:type_name -> shardkv.internal.controller.v1.AuthCommand
+	1,  // 7: shardkv.internal.controller.v1.Command.refusal:type_name -> shardkv.internal.controller.v1.CheckRefusal
+	13, // 8: shardkv.internal.controller.v1.AuthCommand.change:type_name -> shardkv.controller.v1.AuthChangeRequest
+	14, // 9: shardkv.internal.controller.v1.AuthUserRecord.user:type_name -> shardkv.controller.v1.AuthUser
+	3,  // 10: shardkv.internal.controller.v1.AuthImage.users:type_name -> shardkv.internal.controller.v1.AuthUserRecord
+	15, // 11: shardkv.internal.controller.v1.AuthImage.roles:type_name -> shardkv.controller.v1.AuthRole
+	16, // 12: shardkv.internal.controller.v1.Image.configs:type_name -> shardkv.controller.v1.Config
+	6,  // 13: shardkv.internal.controller.v1.Image.sessions:type_name -> shardkv.internal.controller.v1.SessionRecord
+	4,  // 14: shardkv.internal.controller.v1.Image.auth:type_name -> shardkv.internal.controller.v1.AuthImage
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_internal_controllerlogpb_controllerlog_proto_init() }
@@ -543,6 +790,7 @@ func file_internal_controllerlogpb_controllerlog_proto_init() {
 		(*Command_Init)(nil),
 		(*Command_OpenSession)(nil),
 		(*Command_SetReplicas)(nil),
+		(*Command_Auth)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -550,7 +798,7 @@ func file_internal_controllerlogpb_controllerlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_controllerlogpb_controllerlog_proto_rawDesc), len(file_internal_controllerlogpb_controllerlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

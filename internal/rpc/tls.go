@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -314,6 +315,38 @@ func (t *TLS) ServerOptions(clusterID uint64) []grpc.ServerOption {
 		return t.checkPeer(ctx, want)
 	}
 	return append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, checkCalls(check)...)
+}
+
+// IsPeer reports whether the caller of the request in ctx is a peer of
+// cluster clusterID: its certificate chains to the peer CAs and names
+// PeerURI(clusterID). Auth lets peers do everything (internal/auth).
+func (t *TLS) IsPeer(ctx context.Context, clusterID uint64) bool {
+	want := PeerURI(clusterID).String()
+	// A client's certificate names no peer URI: it is told apart without
+	// verifying its chain again.
+	cert, ok := CallerCertificate(ctx)
+	if !ok || !slices.ContainsFunc(cert.URIs, func(u *url.URL) bool { return u.String() == want }) {
+		return false
+	}
+	return t.checkPeer(ctx, want) == nil
+}
+
+// ClientCertAuth reports whether the server refuses clients without a
+// verified certificate (--client-cert-auth): enabling auth requires it.
+func (t *TLS) ClientCertAuth() bool { return t.files.ClientCertAuth }
+
+// TokenMetadata is the gRPC metadata key of an auth token (see
+// ctlclient.Credentials and internal/auth).
+const TokenMetadata = "token"
+
+// IsTLS reports whether the request in ctx came over TLS.
+func IsTLS(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	_, ok = p.AuthInfo.(credentials.TLSInfo)
+	return ok
 }
 
 // isPeerMethod reports whether a full method name (/service/method) is of

@@ -1,0 +1,89 @@
+package ctlclient
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/internal/rpc"
+)
+
+// Credentials authenticate every call of the connections they are given
+// to (grpc.WithPerRPCCredentials): a fixed token, or a user's password
+// traded at the controller for tokens, each renewed before it expires.
+// They require TLS: gRPC refuses to send them over plaintext.
+type Credentials struct {
+	ctl            *Client // nil with a fixed token
+	user, password string
+
+	mu      sync.Mutex
+	token   string
+	expires time.Time // zero with a fixed token
+	renew   time.Time // when to replace the token: a third of its life before it expires
+}
+
+var _ credentials.PerRPCCredentials = (*Credentials)(nil)
+
+// NewCredentials returns the credentials of user with password, which
+// authenticate at the controller replicas addrs (dialled with dial, the
+// TLS options: no credentials of their own) on first use and again before
+// each token expires. Close them when done.
+func NewCredentials(addrs []string, user, password string, dial ...grpc.DialOption) (*Credentials, error) {
+	ctl, err := New(addrs, dial...)
+	if err != nil {
+		return nil, err
+	}
+	return &Credentials{ctl: ctl, user: user, password: password}, nil
+}
+
+// TokenCredentials returns credentials that send token (from
+// Authenticate, or `shardkv admin auth token`) until it expires.
+func TokenCredentials(token string) *Credentials { return &Credentials{token: token} }
+
+// Token returns a token valid for a while yet, authenticating first when
+// needed, and its expiry (zero for a fixed token: the client does not
+// know it). Errors: those of Client.Authenticate.
+func (c *Credentials) Token(ctx context.Context) (string, time.Time, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctl == nil || c.token != "" && time.Now().Before(c.renew) {
+		return c.token, c.expires, nil
+	}
+	issued := time.Now()
+	token, expires, err := c.ctl.Authenticate(ctx, c.user, c.password)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("authenticate as %s: %w", c.user, err)
+	}
+	// Renewed early, so that a call never goes out with a token about to
+	// expire on its way (the controller's clock may also be ahead).
+	c.token, c.expires, c.renew = token, expires, issued.Add(expires.Sub(issued)*2/3)
+	return token, expires, nil
+}
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (c *Credentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	token, _, err := c.Token(ctx)
+	if err != nil {
+		// As a status of the auth domain, which every service's client
+		// decodes (gRPC would make any other error Unavailable, retried).
+		return nil, rpcerr.Auth.ToStatus(err)
+	}
+	return map[string]string{rpc.TokenMetadata: token}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials:
+// passwords and tokens never travel in plaintext.
+func (c *Credentials) RequireTransportSecurity() bool { return true }
+
+// Close closes the connections to the controller.
+func (c *Credentials) Close() error {
+	if c.ctl == nil {
+		return nil
+	}
+	return c.ctl.Close()
+}

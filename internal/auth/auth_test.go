@@ -1,0 +1,252 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"pgregory.net/rapid"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/kvpb"
+	_ "github.com/shardkv/shardkv/api/kvpb"
+	_ "github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	_ "github.com/shardkv/shardkv/api/transportpb"
+)
+
+func testView(t *testing.T) (*View, ed25519.PrivateKey) {
+	t.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewView(&controllerpb.AuthStateReply{Enabled: true, Revision: 9, PublicKey: pub,
+		Users: []*controllerpb.AuthUser{
+			{Name: "root", Roles: []string{AdminRole}, Epoch: 1},
+			{Name: "alice", Roles: []string{"a-rw"}, Epoch: 2},
+			{Name: "reader", Roles: []string{"all-r"}, Epoch: 3, CertCn: "reader-cert"},
+			{Name: "bob", Roles: []string{"b0-r", "b1-rw"}, Epoch: 4},
+		},
+		Roles: []*controllerpb.AuthRole{
+			{Name: "a-rw", Permissions: []*controllerpb.Permission{{Prefix: []byte("a/"), Access: controllerpb.Access_ACCESS_READWRITE}}},
+			{Name: "all-r", Permissions: []*controllerpb.Permission{{Prefix: nil, Access: controllerpb.Access_ACCESS_READ}}},
+			{Name: "b0-r", Permissions: []*controllerpb.Permission{{Prefix: []byte("b0"), Access: controllerpb.Access_ACCESS_READ}}},
+			{Name: "b1-rw", Permissions: []*controllerpb.Permission{{Prefix: []byte("b1"), Access: controllerpb.Access_ACCESS_READWRITE},
+				{Prefix: []byte("b3"), Access: controllerpb.Access_ACCESS_READWRITE}}},
+		}}), key
+}
+
+func TestTokens(t *testing.T) {
+	v, key := testView(t)
+	now := time.Now()
+	tok := Sign(key, Claims{User: "alice", Epoch: 2, Revision: 9, Expires: now.Add(TokenTTL).UnixMilli()})
+	if u, err := v.Authenticate(tok, nil, now); err != nil || u != "alice" {
+		t.Fatalf("valid token: %q %v", u, err)
+	}
+	// Verified once, the token still expires.
+	if _, err := v.Authenticate(tok, nil, now.Add(TokenTTL)); !errors.Is(err, rpcerr.ErrAuthFailed) {
+		t.Fatalf("a verified token past its expiry: %v", err)
+	}
+	for name, bad := range map[string]string{
+		"expired":      Sign(key, Claims{User: "alice", Epoch: 2, Expires: now.Add(-time.Second).UnixMilli()}),
+		"old epoch":    Sign(key, Claims{User: "alice", Epoch: 1, Expires: now.Add(TokenTTL).UnixMilli()}),
+		"deleted user": Sign(key, Claims{User: "bob", Epoch: 2, Expires: now.Add(TokenTTL).UnixMilli()}),
+		"tampered":     strings.Replace(tok, ".", ".x", 1),
+		"garbage":      "v1.....",
+		"other key":    Sign(ed25519.NewKeyFromSeed(make([]byte, 32)), Claims{User: "alice", Epoch: 2, Expires: now.Add(TokenTTL).UnixMilli()}),
+	} {
+		if _, err := v.Authenticate(bad, nil, now); !errors.Is(err, rpcerr.ErrAuthFailed) {
+			t.Errorf("%s token: %v", name, err)
+		}
+	}
+	if _, err := v.Authenticate("", nil, now); !errors.Is(err, rpcerr.ErrAuthFailed) {
+		t.Errorf("no credentials: %v", err)
+	}
+	cert := &x509.Certificate{Subject: pkix.Name{CommonName: "reader-cert"}}
+	if u, err := v.Authenticate("", cert, now); err != nil || u != "reader" {
+		t.Errorf("certificate: %q %v", u, err)
+	}
+	cert.Subject.CommonName = "stranger"
+	if _, err := v.Authenticate("", cert, now); !errors.Is(err, rpcerr.ErrAuthFailed) {
+		t.Errorf("certificate of no user: %v", err)
+	}
+}
+
+func TestPermissions(t *testing.T) {
+	v, _ := testView(t)
+	read, write := controllerpb.Access_ACCESS_READ, controllerpb.Access_ACCESS_WRITE
+	key := func(k string) need { return keyNeed([]byte(k), 0) }
+	cases := []struct {
+		user       string
+		start, end string
+		access     controllerpb.Access
+		want       bool
+	}{
+		{"alice", key("a/1").s(), key("a/1").e(), read, true},
+		{"alice", key("a/1").s(), key("a/1").e(), write, true},
+		{"alice", key("b/1").s(), key("b/1").e(), read, false}, // a user with a/ cannot read b/
+		{"alice", "a/", "a0", read, true},                      // the whole prefix
+		{"alice", "a/", "b", read, false},                      // beyond it
+		{"alice", "a/", "", read, false},                       // no end
+		{"alice", "", "", read, false},
+		{"reader", key("b/1").s(), key("b/1").e(), read, true},
+		{"reader", key("b/1").s(), key("b/1").e(), write, false}, // a read-only user cannot write
+		{"reader", "", "", read, true},
+		{"root", "", "", write, true},
+		{"nobody", key("a/1").s(), key("a/1").e(), read, false},
+		// Permissions of several roles cover a range together...
+		{"bob", "b0", "b2", read, true},
+		{"bob", "b05", "b15", read, true},
+		// ...but not across a gap, nor with the wrong access.
+		{"bob", "b0", "b4", read, false},
+		{"bob", "b0", "b2", write, false},
+		{"bob", "b1", "b2", write, true},
+		{"bob", "b1", "", read, false},
+	}
+	for _, c := range cases {
+		if got := v.CanRange(c.user, []byte(c.start), []byte(c.end), c.access); got != c.want {
+			t.Errorf("%s %s [%q, %q): %v, want %v", c.user, FormatAccess(c.access), c.start, c.end, got, c.want)
+		}
+	}
+	if !v.IsAdmin("root") || v.IsAdmin("alice") {
+		t.Error("admin role")
+	}
+}
+
+func (n need) s() string { return string(n.start) }
+func (n need) e() string { return string(n.end) }
+
+func TestRedactDropsPasswords(t *testing.T) {
+	for _, req := range []*controllerpb.AuthChangeRequest{
+		{Op: &controllerpb.AuthChangeRequest_UserAdd{UserAdd: &controllerpb.UserAdd{Name: "u", Password: "hunter2-secret"}}},
+		{Op: &controllerpb.AuthChangeRequest_UserPasswd{UserPasswd: &controllerpb.UserPassword{Name: "u", Password: "hunter2-secret"}}},
+	} {
+		if got := Redact(req); strings.Contains(got, "hunter2") || !strings.Contains(got, "u") {
+			t.Errorf("Redact: %s", got)
+		}
+		if req.String() == "" || !strings.Contains(req.String(), "hunter2") {
+			t.Fatal("Redact changed its argument")
+		}
+	}
+}
+
+// FuzzParsePermission: operator input either parses to a valid
+// permission that formats back to a name ParseAccess reads again, or is
+// refused as rpcerr.ErrInvalidAuth; never a panic.
+func FuzzParsePermission(f *testing.F) {
+	for _, s := range [][2]string{{"read", "a/"}, {"WRITE", ""}, {"rw", "\xff"}, {"readwrite", "x"}, {"", ""}, {"reed", "a"}, {"r", strings.Repeat("k", MaxPrefix+1)}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, access, prefix string) {
+		p, err := ParsePermission(access, prefix)
+		if err != nil {
+			if !errors.Is(err, rpcerr.ErrInvalidAuth) {
+				t.Fatalf("error %v is not ErrInvalidAuth", err)
+			}
+			return
+		}
+		if p.GetAccess() < controllerpb.Access_ACCESS_READ || p.GetAccess() > controllerpb.Access_ACCESS_READWRITE || string(p.GetPrefix()) != prefix {
+			t.Fatalf("parsed %q %q to %v", access, prefix, p)
+		}
+		if again, err := ParseAccess(FormatAccess(p.GetAccess())); err != nil || again != p.GetAccess() {
+			t.Fatalf("format/parse round trip of %v: %v %v", p.GetAccess(), again, err)
+		}
+	})
+}
+
+// TestRulesNameRealMethods: every method the rules and the audit name is
+// a method of a registered service (a typo would fall to the default,
+// admin only, or go unaudited).
+func TestRulesNameRealMethods(t *testing.T) {
+	names := slices.Collect(maps.Keys(rules))
+	names = append(names, slices.Collect(maps.Keys(audited))...)
+	for _, full := range names {
+		svc, method, ok := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+		if !ok {
+			t.Errorf("%q is not /service/method", full)
+			continue
+		}
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+		if err != nil {
+			t.Errorf("%s: no service %s", full, svc)
+			continue
+		}
+		if d.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(method)) == nil {
+			t.Errorf("%s: service %s has no method %s", full, svc, method)
+		}
+	}
+}
+
+// TestCanRangeMatchesKeys: CanRange agrees with checking the keys of the
+// range one by one: the short keys, the range's start and the prefixes'
+// ends, among which is the first key of every gap between permissions.
+func TestCanRangeMatchesKeys(t *testing.T) {
+	alphabet := []byte{0x00, 'a', 'b', 0xff}
+	var keys [][]byte
+	var gen func(prefix []byte)
+	gen = func(prefix []byte) {
+		keys = append(keys, prefix)
+		if len(prefix) < 3 {
+			for _, c := range alphabet {
+				gen(append(slices.Clip(prefix), c))
+			}
+		}
+	}
+	gen(nil)
+	shortKey := func(max int) *rapid.Generator[[]byte] {
+		return rapid.SliceOfN(rapid.SampledFrom(alphabet), 0, max)
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		var perms []*controllerpb.Permission
+		for range rapid.IntRange(0, 4).Draw(t, "perms") {
+			perms = append(perms, &controllerpb.Permission{Prefix: shortKey(2).Draw(t, "prefix"),
+				Access: controllerpb.Access(rapid.IntRange(1, 3).Draw(t, "access"))})
+		}
+		v := NewView(&controllerpb.AuthStateReply{Enabled: true,
+			Users: []*controllerpb.AuthUser{{Name: "u", Roles: []string{"r"}}},
+			Roles: []*controllerpb.AuthRole{{Name: "r", Permissions: perms}}})
+		start, end := shortKey(3).Draw(t, "start"), shortKey(3).Draw(t, "end")
+		need := controllerpb.Access(rapid.IntRange(1, 2).Draw(t, "need"))
+		if len(end) > 0 && bytes.Compare(end, start) <= 0 {
+			return // an empty range: nothing to compare key by key
+		}
+		// A gap begins at the start or at a prefix's end: those keys too.
+		candidates := append(slices.Clip(keys), start)
+		for _, p := range perms {
+			if pe := kvpb.PrefixEnd(p.GetPrefix()); pe != nil {
+				candidates = append(candidates, pe)
+			}
+		}
+		want := true
+		for _, k := range candidates {
+			if bytes.Compare(k, start) < 0 || len(end) > 0 && bytes.Compare(k, end) >= 0 {
+				continue
+			}
+			if !slices.ContainsFunc(perms, func(p *controllerpb.Permission) bool {
+				return p.GetAccess()&need == need && bytes.HasPrefix(k, p.GetPrefix())
+			}) {
+				want = false
+			}
+		}
+		if len(end) == 0 && want {
+			// No end: some permission must reach past every key (prefix "").
+			want = slices.ContainsFunc(perms, func(p *controllerpb.Permission) bool {
+				return p.GetAccess()&need == need && kvpb.PrefixEnd(p.GetPrefix()) == nil
+			})
+		}
+		if got := v.CanRange("u", start, end, need); got != want {
+			t.Fatalf("CanRange [%q, %q) %v with %v = %v, want %v", start, end, need, perms, got, want)
+		}
+	})
+}

@@ -1,0 +1,291 @@
+package auth
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/internal/rpc"
+)
+
+// GuardConfig configures a server's Guard.
+type GuardConfig struct {
+	// View returns the auth state to enforce; nil while a group process
+	// has not learned it yet (every call but a peer's is then refused as
+	// Unavailable, which clients retry).
+	View func() *View
+	// IsPeer reports whether a call comes from a process of this cluster
+	// (rpc.TLS.IsPeer); nil: no caller is a peer (plaintext).
+	IsPeer func(ctx context.Context) bool
+	// Logger receives the audit lines (info, "audit").
+	Logger *slog.Logger
+	// Now is the clock tokens expire by (time.Now by default).
+	Now func() time.Time
+}
+
+// Guard enforces auth on a gRPC server (see the package doc).
+type Guard struct {
+	cfg GuardConfig
+	log *slog.Logger
+}
+
+// NewGuard returns the guard of cfg.
+func NewGuard(cfg GuardConfig) *Guard {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.IsPeer == nil {
+		cfg.IsPeer = func(context.Context) bool { return false }
+	}
+	log := cmp.Or(cfg.Logger, slog.Default()).With("component", "audit")
+	return &Guard{cfg: cfg, log: log}
+}
+
+// userKey carries the authenticated user in a request's context.
+type userKey struct{}
+
+// User returns the user a request was authenticated as: "" when auth is
+// off or the caller is a peer.
+func User(ctx context.Context) string {
+	u, _ := ctx.Value(userKey{}).(string)
+	return u
+}
+
+// ServerOptions are the interceptors that enforce auth, for a server's
+// options (with rpc.ServerOptions).
+func (g *Guard) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			ctx, who, err := g.check(ctx, info.FullMethod, req)
+			if err != nil {
+				// A refused change is audited too: who tried.
+				g.audit(info.FullMethod, cmp.Or(who, "(unauthenticated)"), req, err)
+				return nil, err
+			}
+			reply, err := handler(ctx, req)
+			g.audit(info.FullMethod, who, req, err)
+			return reply, err
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			if _, ok := rules[info.FullMethod]; ok && info.IsServerStream && !info.IsClientStream {
+				// The rule reads the request: check once it is received.
+				return handler(srv, &checkedStream{ServerStream: ss, g: g, method: info.FullMethod})
+			}
+			ctx, _, err := g.check(ss.Context(), info.FullMethod, nil)
+			if err != nil {
+				return err
+			}
+			return handler(srv, &checkedStream{ServerStream: ss, g: g, method: info.FullMethod, ctx: ctx})
+		}),
+	}
+}
+
+// checkedStream checks its first received message (when ctx is nil), and
+// carries the authenticated user in its context.
+type checkedStream struct {
+	grpc.ServerStream
+	g      *Guard
+	method string
+	ctx    context.Context
+}
+
+func (s *checkedStream) Context() context.Context {
+	if s.ctx != nil {
+		return s.ctx
+	}
+	return s.ServerStream.Context()
+}
+
+func (s *checkedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil || s.ctx != nil {
+		return err
+	}
+	ctx, _, err := s.g.check(s.ServerStream.Context(), s.method, m)
+	if err != nil {
+		return err
+	}
+	s.ctx = ctx
+	return nil
+}
+
+// Who an audit line names when the caller is no user.
+const (
+	whoAuthOff = "(auth off)"
+	whoPeer    = "(peer)"
+	whoPublic  = "(anyone)"
+)
+
+// check authenticates and authorizes one call of method with request req
+// (nil for a stream's start), returning the context with its user, and
+// who called for the audit (the user, or whoPeer, whoAuthOff, whoPublic).
+func (g *Guard) check(ctx context.Context, method string, req any) (context.Context, string, error) {
+	rule := rules[method]
+	if rule == nil {
+		rule = needAdmin // default deny
+	}
+	n := rule(req)
+	v := g.cfg.View()
+	// Auth off costs nothing more: the peer check (a chain verification)
+	// runs only when auth is on or not known yet.
+	switch {
+	case n.kind == public:
+		return ctx, whoPublic, nil
+	case v != nil && !v.Enabled:
+		return ctx, whoAuthOff, nil
+	case g.cfg.IsPeer(ctx):
+		return ctx, whoPeer, nil
+	}
+	if v == nil {
+		return ctx, "", status.Error(codes.Unavailable, "auth: this server has not learned the cluster's auth state yet")
+	}
+	var token string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if t := md.Get(rpc.TokenMetadata); len(t) > 0 {
+			token = t[0]
+		}
+	}
+	if token != "" && !rpc.IsTLS(ctx) {
+		return ctx, "", rpcerr.Auth.ToStatus(fmt.Errorf("%w: a token came over a plaintext connection", rpcerr.ErrAuthNeedsTLS))
+	}
+	cert, _ := rpc.CallerCertificate(ctx)
+	user, err := v.Authenticate(token, cert, g.cfg.Now())
+	if err != nil {
+		return ctx, "", rpcerr.Auth.ToStatus(err)
+	}
+	if !n.allowed(v, user) {
+		return ctx, user, rpcerr.Auth.ToStatus(fmt.Errorf("%w: user %s may not call %s%s", rpcerr.ErrPermissionDenied, user, method, n.what()))
+	}
+	return context.WithValue(ctx, userKey{}, user), user, nil
+}
+
+// audited are the methods whose every call is logged, with its caller.
+var audited = map[string]bool{
+	"/shardkv.controller.v1.Controller/Join":        true,
+	"/shardkv.controller.v1.Controller/Leave":       true,
+	"/shardkv.controller.v1.Controller/Move":        true,
+	"/shardkv.controller.v1.Controller/SetReplicas": true,
+	"/shardkv.controller.v1.Controller/AuthChange":  true,
+	"/shardkv.member.v1.Membership/Change":          true,
+}
+
+// audit logs a call of an audited method: who (the user, or what check
+// said instead), what (the request, passwords removed), the outcome.
+func (g *Guard) audit(method, who string, req any, err error) {
+	if !audited[method] || status.Code(err) == codes.Unavailable {
+		return // not served here (a follower's redirect): where it is served, it is audited
+	}
+	outcome := "ok"
+	if err != nil {
+		outcome = err.Error()
+	}
+	g.log.Info("audit", "method", method, "user", who, "request", Redact(req), "outcome", outcome)
+}
+
+// Redact returns req for a log line: an auth change loses its password.
+func Redact(req any) string {
+	if ch, ok := req.(*controllerpb.AuthChangeRequest); ok {
+		ch = proto.Clone(ch).(*controllerpb.AuthChangeRequest)
+		if u := ch.GetUserAdd(); u != nil {
+			u.Password = ""
+		}
+		if u := ch.GetUserPasswd(); u != nil {
+			u.Password = ""
+		}
+		req = ch
+	}
+	if m, ok := req.(proto.Message); ok {
+		return fmt.Sprint(m)
+	}
+	return fmt.Sprintf("%T", req)
+}
+
+// need is what one call requires.
+type need struct {
+	kind       needKind
+	start, end []byte // keyRange: [start, end), end nil: no end
+	access     controllerpb.Access
+}
+
+type needKind int
+
+const (
+	admin needKind = iota
+	public
+	anyUser
+	keyRange
+)
+
+func (n need) allowed(v *View, user string) bool {
+	switch n.kind {
+	case anyUser:
+		return true
+	case keyRange:
+		return v.CanRange(user, n.start, n.end, n.access)
+	}
+	return v.IsAdmin(user)
+}
+
+func (n need) what() string {
+	switch n.kind {
+	case keyRange:
+		if bytes.Equal(n.end, append(slices.Clip(n.start), 0)) {
+			return fmt.Sprintf(" (needs %s on key %q)", FormatAccess(n.access), n.start)
+		}
+		return fmt.Sprintf(" (needs %s on [%q, %q))", FormatAccess(n.access), n.start, n.end)
+	case admin:
+		return " (needs the admin role)"
+	}
+	return ""
+}
+
+func needAdmin(any) need   { return need{kind: admin} }
+func needPublic(any) need  { return need{kind: public} }
+func needAnyUser(any) need { return need{kind: anyUser} }
+
+// rules map each method to what it needs; a method not here needs admin.
+var rules = map[string]func(req any) need{
+	"/shardkv.controller.v1.Controller/Authenticate": needPublic,
+	"/shardkv.controller.v1.Controller/OpenSession":  needAnyUser,
+	"/shardkv.controller.v1.Controller/Query":        needAnyUser,
+	"/shardkv.controller.v1.Controller/Watch":        needAnyUser,
+	"/shardkv.kv.v1.KV/Status":                       needAnyUser,
+	"/shardkv.member.v1.Membership/List":             needAnyUser,
+	"/shardkv.transport.v1.Replica/Identify":         needAnyUser,
+	"/shardkv.kv.v1.KV/Get": func(req any) need {
+		r, _ := req.(*kvpb.GetRequest)
+		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_READ)
+	},
+	"/shardkv.kv.v1.KV/Write": func(req any) need {
+		r, _ := req.(*kvpb.WriteRequest)
+		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_WRITE)
+	},
+	"/shardkv.kv.v1.KV/List": func(req any) need {
+		r, _ := req.(*kvpb.ListRequest)
+		return need{kind: keyRange, start: r.GetStart(), end: r.GetEnd(), access: controllerpb.Access_ACCESS_READ}
+	},
+	"/shardkv.kv.v1.KV/Watch": func(req any) need {
+		r, _ := req.(*kvpb.WatchRequest)
+		if r.GetPrefix() {
+			return need{kind: keyRange, start: r.GetKey(), end: kvpb.PrefixEnd(r.GetKey()), access: controllerpb.Access_ACCESS_READ}
+		}
+		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_READ)
+	},
+}
+
+// keyNeed is access to the one key k: the range [k, k+"\x00").
+func keyNeed(k []byte, access controllerpb.Access) need {
+	return need{kind: keyRange, start: k, end: append(append([]byte(nil), k...), 0), access: access}
+}
