@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,24 +101,17 @@ func TestGivenUpBatchLeavesNoWaiter(t *testing.T) {
 	if !leader.node.Status().IsLeader {
 		t.Skip("the leadership changed: the node failed the batch itself, the case is not tested")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for n := batchWaiterGoroutines(); n > 0; n = batchWaiterGoroutines() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines still wait for a batch whose writers gave up", n)
+	for start := time.Now(); batchWaited(); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("a goroutine still waits for a batch whose writers all gave up")
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// batchWaiterGoroutines counts the goroutines waiting for a proposed
-// batch's outcome.
-func batchWaiterGoroutines() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return strings.Count(string(buf[:n]), "groupserver.(*Server).proposeBatch.func")
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+// batchWaited reports whether a goroutine waits for a proposed batch's
+// outcome.
+func batchWaited() bool {
+	var stacks strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+	return strings.Contains(stacks.String(), "groupserver.(*Server).proposeBatch.func")
 }
