@@ -132,19 +132,20 @@ const (
 // (nil for a stream's start), returning the context with its user, and
 // who called for the audit (the user, or whoPeer, whoAuthOff, whoPublic).
 func (g *Guard) check(ctx context.Context, method string, req any) (context.Context, string, error) {
+	v := g.cfg.View()
+	// Auth off costs nothing more: neither the rule (which may copy the
+	// key) nor the peer check (a chain verification) runs.
+	if v != nil && !v.Enabled {
+		return ctx, whoAuthOff, nil
+	}
 	rule := rules[method]
 	if rule == nil {
 		rule = needAdmin // default deny
 	}
 	n := rule(req)
-	v := g.cfg.View()
-	// Auth off costs nothing more: the peer check (a chain verification)
-	// runs only when auth is on or not known yet.
 	switch {
 	case n.kind == public:
 		return ctx, whoPublic, nil
-	case v != nil && !v.Enabled:
-		return ctx, whoAuthOff, nil
 	case g.cfg.IsPeer(ctx):
 		return ctx, whoPeer, nil
 	}
