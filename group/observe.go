@@ -23,7 +23,9 @@ const (
 )
 
 // Change is one applied change, as an Observer sees it. Its slices are
-// its own (never aliased by the state machine afterwards).
+// never written afterwards, by the state machine or anyone else: a write's
+// are those of the command decoded from the log entry (which the write's
+// proposer may read too, as its outcome's value), not copies.
 type Change struct {
 	Kind  ChangeKind
 	Index uint64 // the log index of the entry that made it
@@ -104,7 +106,7 @@ func (a *apply) observeWrite(shard int, op kvpb.WriteOp, key, value []byte, vers
 		return
 	}
 	a.changes = append(a.changes, Change{Kind: ChangeWrite, Index: a.index, Shard: shard, Op: op,
-		Key: slices.Clone(key), Value: slices.Clone(value), Version: version})
+		Key: key, Value: value, Version: version})
 }
 
 // observeShards records the shards that arrived or left between before

@@ -22,8 +22,9 @@ type sessionKey struct {
 	client uint64
 }
 
-// sessionEntry is a record's fields (a copy: callers may change the
-// records they get).
+// sessionEntry is a record's fields (grouppb.SessionRecord's, but for
+// the client id), by value: the write path reads and writes records
+// without allocating a message for each.
 type sessionEntry struct {
 	seq             uint64
 	lastSeen        int64
@@ -32,40 +33,66 @@ type sessionEntry struct {
 	conditionFailed bool
 }
 
-func (sm *StateMachine) session(a *apply, shard int, client uint64) (*grouppb.SessionRecord, bool, error) {
+func entryOf(rec *grouppb.SessionRecord) sessionEntry {
+	return sessionEntry{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(), errorCode: rec.GetErrorCode(),
+		version: rec.GetVersion(), conditionFailed: rec.GetConditionFailed()}
+}
+
+// session returns client's record in shard, and whether there is one.
+func (sm *StateMachine) session(a *apply, shard int, client uint64) (sessionEntry, bool, error) {
 	if client == 0 {
-		return nil, false, nil
+		return sessionEntry{}, false, nil
 	}
 	if e, ok := sm.sessions[sessionKey{shard, client}]; ok {
-		return &grouppb.SessionRecord{ClientId: client, Seq: e.seq, LastSeen: e.lastSeen, ErrorCode: e.errorCode,
-			Version: e.version, ConditionFailed: e.conditionFailed}, true, nil
+		return e, true, nil
 	}
-	v, ok, err := storage.Get(a.b, sm.sessionKey(shard, client))
+	sm.sessionKeyBuf = sm.appendSessionKey(sm.sessionKeyBuf[:0], shard, client)
+	v, ok, err := storage.Get(a.b, sm.sessionKeyBuf)
 	if err != nil || !ok {
-		return nil, false, err
+		return sessionEntry{}, false, err
 	}
 	rec := &grouppb.SessionRecord{}
 	if err := proto.Unmarshal(v, rec); err != nil {
-		return nil, false, err
+		return sessionEntry{}, false, err
 	}
-	sm.cacheSession(shard, rec)
-	return rec, true, nil
+	sm.cacheSession(shard, rec.GetClientId(), entryOf(rec))
+	return entryOf(rec), true, nil
 }
 
+// putSession stores rec as it is (a record from another group or a
+// backup, unknown fields included).
 func (sm *StateMachine) putSession(a *apply, shard int, rec *grouppb.SessionRecord) error {
 	if err := storage.SetProto(a.b, sm.sessionKey(shard, rec.GetClientId()), rec); err != nil {
 		return err
 	}
-	sm.cacheSession(shard, rec)
+	sm.cacheSession(shard, rec.GetClientId(), entryOf(rec))
 	return nil
 }
 
-func (sm *StateMachine) cacheSession(shard int, rec *grouppb.SessionRecord) {
+// putSessionEntry stores client's record e in shard: the encoding of
+// the grouppb.SessionRecord with e's fields, built in reused buffers.
+func (sm *StateMachine) putSessionEntry(a *apply, shard int, client uint64, e sessionEntry) error {
+	rec := &sm.sessionBuf
+	rec.ClientId, rec.Seq, rec.LastSeen, rec.ErrorCode, rec.Version, rec.ConditionFailed =
+		client, e.seq, e.lastSeen, e.errorCode, e.version, e.conditionFailed
+	v, err := proto.MarshalOptions{}.MarshalAppend(sm.valueBuf[:0], rec)
+	if err != nil {
+		return err
+	}
+	sm.valueBuf = v
+	sm.sessionKeyBuf = sm.appendSessionKey(sm.sessionKeyBuf[:0], shard, client)
+	if err := a.b.Set(sm.sessionKeyBuf, v, nil); err != nil {
+		return err
+	}
+	sm.cacheSession(shard, client, e)
+	return nil
+}
+
+func (sm *StateMachine) cacheSession(shard int, client uint64, e sessionEntry) {
 	if sm.sessions == nil {
 		sm.sessions = sessionCache{}
 	}
-	sm.sessions[sessionKey{shard, rec.GetClientId()}] = sessionEntry{seq: rec.GetSeq(), lastSeen: rec.GetLastSeen(), errorCode: rec.GetErrorCode(),
-		version: rec.GetVersion(), conditionFailed: rec.GetConditionFailed()}
+	sm.sessions[sessionKey{shard, client}] = e
 }
 
 // forgetSessions empties the session cache (see sessionCache).
@@ -79,7 +106,7 @@ func (sm *StateMachine) mergeSession(a *apply, shard int, rec *grouppb.SessionRe
 	if err != nil {
 		return err
 	}
-	if ok && old.GetSeq() >= rec.GetSeq() {
+	if ok && old.seq >= rec.GetSeq() {
 		return nil
 	}
 	return sm.putSession(a, shard, rec)

@@ -87,6 +87,11 @@ type StateMachine struct {
 
 	sessions sessionCache // see sessionCache
 
+	// Buffers the write path reuses from one write to the next (Apply
+	// holds mu): Pebble's batch copies the keys and values it is given.
+	dataKeyBuf, sessionKeyBuf, valueBuf []byte
+	sessionBuf                          grouppb.SessionRecord // encodes a write's session record
+
 	observer Observer // see Observe; nil: changes are not collected
 }
 
@@ -274,13 +279,28 @@ func (sm *StateMachine) ownership(shard int) error {
 }
 
 func (sm *StateMachine) dataKey(shard int, key []byte) []byte {
-	k := binary.BigEndian.AppendUint32([]byte{keyData}, uint32(shard))
-	return sm.r.StateKey(append(k, key...)...)
+	return sm.appendDataKey(make([]byte, 0, stateKeyLen+5+len(key)), shard, key)
 }
 
 func (sm *StateMachine) sessionKey(shard int, client uint64) []byte {
-	k := binary.BigEndian.AppendUint32([]byte{keySession}, uint32(shard))
-	return sm.r.StateKey(binary.BigEndian.AppendUint64(k, client)...)
+	return sm.appendSessionKey(make([]byte, 0, stateKeyLen+13), shard, client)
+}
+
+// stateKeyLen is the length of a state machine key's prefix (see
+// storage.Replica.AppendStateKey).
+const stateKeyLen = 17
+
+// appendDataKey appends the key of key's data in shard to dst.
+func (sm *StateMachine) appendDataKey(dst []byte, shard int, key []byte) []byte {
+	dst = append(sm.r.AppendStateKey(dst), keyData)
+	return append(binary.BigEndian.AppendUint32(dst, uint32(shard)), key...)
+}
+
+// appendSessionKey appends the key of client's session record in shard
+// to dst.
+func (sm *StateMachine) appendSessionKey(dst []byte, shard int, client uint64) []byte {
+	dst = append(sm.r.AppendStateKey(dst), keySession)
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(dst, uint32(shard)), client)
 }
 
 // shardSpans returns the key spans of a shard's data and of its sessions.

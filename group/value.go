@@ -2,6 +2,7 @@ package group
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -25,8 +26,12 @@ import (
 
 // encodeValue returns the stored form of value at version.
 func encodeValue(version uint64, value []byte) []byte {
-	b := make([]byte, 0, binary.MaxVarintLen64+len(value))
-	return append(binary.AppendUvarint(b, version), value...)
+	return appendValue(make([]byte, 0, binary.MaxVarintLen64+len(value)), version, value)
+}
+
+// appendValue appends the stored form of value at version to dst.
+func appendValue(dst []byte, version uint64, value []byte) []byte {
+	return append(binary.AppendUvarint(dst, version), value...)
 }
 
 // decodeValue splits a stored value into its version and value (which
@@ -47,6 +52,21 @@ func getValue(r pebble.Reader, k []byte) (version uint64, value []byte, err erro
 		return 0, nil, err
 	}
 	return decodeValue(stored)
+}
+
+// getVersion reads key's version from r, without copying its value;
+// version 0 when the key does not exist.
+func getVersion(r pebble.Reader, k []byte) (version uint64, err error) {
+	stored, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	version, _, err = decodeValue(stored)
+	return version, err
 }
 
 // keyValue is the moved form (grouppb.KeyValue) of a stored entry whose

@@ -3,10 +3,10 @@ package group
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
-	"github.com/shardkv/shardkv/internal/grouppb"
 )
 
 // WriteResult is the answer to a write the state machine applied (Apply's
@@ -31,6 +31,9 @@ type WriteResult struct {
 // outcome, and a storage failure of any is fatal to the whole entry.
 func (sm *StateMachine) applyWrites(a *apply, ws []*kvpb.WriteRequest, now int64) (outcomes []any, err error) {
 	outcomes = make([]any, len(ws))
+	if a.observed { // room for each write's change at once, not by doubling
+		a.changes = slices.Grow(a.changes, len(ws))
+	}
 	for i, w := range ws {
 		if outcomes[i], err = sm.applyWrite(a, w, now); err != nil {
 			return nil, err
@@ -75,7 +78,7 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 		if found {
 			return nil, nil // a retry, or a session already in use
 		}
-		return nil, sm.putSession(a, shard, &grouppb.SessionRecord{ClientId: w.GetClientId(), LastSeen: now})
+		return nil, sm.putSessionEntry(a, shard, w.GetClientId(), sessionEntry{lastSeen: now})
 	}
 	if w.GetClientId() != 0 && w.GetSeq() == 0 {
 		return fmt.Errorf("%w: sequence 0 is the session's opening, not a write", rpcerr.ErrMalformed), nil
@@ -85,13 +88,13 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 	}
 	if found {
 		switch {
-		case w.GetSeq() == rec.GetSeq():
+		case w.GetSeq() == rec.seq:
 			// A retry: the same answer, applied once.
-			if err := codeError(rec.GetErrorCode()); err != nil {
+			if err := codeError(rec.errorCode); err != nil {
 				return err, nil
 			}
-			return &WriteResult{Succeeded: !rec.GetConditionFailed(), Version: rec.GetVersion()}, nil
-		case w.GetSeq() < rec.GetSeq():
+			return &WriteResult{Succeeded: !rec.conditionFailed, Version: rec.version}, nil
+		case w.GetSeq() < rec.seq:
 			return rpcerr.ErrStaleRequest, nil
 		}
 	}
@@ -100,11 +103,11 @@ func (sm *StateMachine) applyWrite(a *apply, w *kvpb.WriteRequest, now int64) (o
 		return nil, err
 	}
 	if w.GetClientId() != 0 {
-		rec := &grouppb.SessionRecord{ClientId: w.GetClientId(), Seq: w.GetSeq(), LastSeen: now, ErrorCode: errorCode(failed)}
+		rec := sessionEntry{seq: w.GetSeq(), lastSeen: now, errorCode: errorCode(failed)}
 		if res != nil {
-			rec.Version, rec.ConditionFailed = res.Version, !res.Succeeded
+			rec.version, rec.conditionFailed = res.Version, !res.Succeeded
 		}
-		if err := sm.putSession(a, shard, rec); err != nil {
+		if err := sm.putSessionEntry(a, shard, w.GetClientId(), rec); err != nil {
 			return nil, err
 		}
 	}
@@ -123,8 +126,15 @@ func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (re
 	if failed := sm.limits.Check(w.GetOp(), w.GetKey(), w.GetValue()); failed != nil {
 		return nil, failed, nil
 	}
-	k := sm.dataKey(shard, w.GetKey())
-	version, value, err := getValue(a.b, k)
+	sm.dataKeyBuf = sm.appendDataKey(sm.dataKeyBuf[:0], shard, w.GetKey())
+	k := sm.dataKeyBuf
+	var version uint64
+	var value []byte
+	if w.IfValue != nil || w.GetOp() == kvpb.WriteOp_WRITE_OP_APPEND || w.GetReturnValue() {
+		version, value, err = getValue(a.b, k)
+	} else {
+		version, err = getVersion(a.b, k) // the old value is not needed: not copied
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read key of shard %d: %w", shard, err)
 	}
@@ -154,7 +164,8 @@ func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (re
 		if version == 0 {
 			err = a.b.Delete(k, nil)
 		} else {
-			err = a.b.Set(k, encodeValue(version, value), nil)
+			sm.valueBuf = appendValue(sm.valueBuf[:0], version, value)
+			err = a.b.Set(k, sm.valueBuf, nil)
 		}
 		if err != nil {
 			return nil, nil, err

@@ -42,6 +42,24 @@ type Pending struct {
 // goroutine submits one after another are appended, and applied, in that
 // order. Errors are those of Propose.
 func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {
+	return n.submit(ctx, cmd, false)
+}
+
+// ProposalRoom is the room SubmitFramed needs before a command.
+const ProposalRoom = binary.MaxVarintLen64
+
+// SubmitFramed is Submit of the command buf[ProposalRoom:], encoded by
+// the caller after ProposalRoom bytes of room: the entry's header is
+// written into that room, so the command is not copied. buf is the
+// node's once passed.
+func (n *Node) SubmitFramed(ctx context.Context, buf []byte) (*Pending, error) {
+	if len(buf) < ProposalRoom {
+		return nil, fmt.Errorf("raftnode: a framed proposal of %d bytes has no room for its header", len(buf))
+	}
+	return n.submit(ctx, buf, true)
+}
+
+func (n *Node) submit(ctx context.Context, cmd []byte, framed bool) (*Pending, error) {
 	select {
 	case <-n.stopc:
 		return nil, rpcerr.ErrStopped
@@ -51,7 +69,11 @@ func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {
 		return nil, &rpcerr.NotLeaderError{}
 	}
 	id, ch := n.proposals.add()
-	if err := n.rn.Propose(ctx, encodeProposal(id, cmd)); err != nil {
+	data := encodeProposal
+	if framed {
+		data = frameProposal
+	}
+	if err := n.rn.Propose(ctx, data(id, cmd)); err != nil {
 		n.proposals.forget(id)
 		switch {
 		case errors.Is(err, raft.ErrProposalDropped):
@@ -89,6 +111,22 @@ func encodeProposal(id uint64, cmd []byte) []byte {
 	b := make([]byte, 0, binary.MaxVarintLen64+len(cmd))
 	b = binary.AppendUvarint(b, id)
 	return append(b, cmd...)
+}
+
+// frameProposal is encodeProposal of buf[ProposalRoom:], in place: the
+// id goes at the end of the room before the command.
+func frameProposal(id uint64, buf []byte) []byte {
+	start := ProposalRoom - uvarintLen(id)
+	binary.PutUvarint(buf[start:], id)
+	return buf[start:]
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
 }
 
 func decodeProposal(data []byte) (id uint64, cmd []byte, err error) {

@@ -34,24 +34,35 @@ const (
 )
 
 func (r Replica) prefix(kind byte) []byte {
-	k := make([]byte, 0, 1+16+16)
-	k = append(k, kind)
-	k = binary.BigEndian.AppendUint64(k, r.Group)
-	k = binary.BigEndian.AppendUint64(k, r.ID)
-	return k
+	return r.appendPrefix(make([]byte, 0, 1+16+16), kind)
+}
+
+func (r Replica) appendPrefix(dst []byte, kind byte) []byte {
+	dst = append(dst, kind)
+	dst = binary.BigEndian.AppendUint64(dst, r.Group)
+	return binary.BigEndian.AppendUint64(dst, r.ID)
 }
 
 func (r Replica) hardStateKey() []byte { return append(r.prefix(kindRaft), raftHardState) }
 func (r Replica) snapshotKey() []byte  { return append(r.prefix(kindRaft), raftSnapshot) }
 
 func (r Replica) logKey(index uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftLogEntry), index)
+	return r.appendLogKey(make([]byte, 0, 1+16+1+8), index)
+}
+
+func (r Replica) appendLogKey(dst []byte, index uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(r.appendPrefix(dst, kindRaft), raftLogEntry), index)
 }
 
 // StateKey is the key of suffix in the state machine space of r.
 func (r Replica) StateKey(suffix ...byte) []byte {
 	return append(r.prefix(kindState), suffix...)
 }
+
+// AppendStateKey appends to dst the prefix of r's state machine space:
+// StateKey(suffix...) is AppendStateKey(nil) followed by suffix. For a
+// caller that builds keys in a buffer it reuses.
+func (r Replica) AppendStateKey(dst []byte) []byte { return r.appendPrefix(dst, kindState) }
 
 // StateSpan returns the [start, end) bounds of every key of r's state
 // machine whose suffix starts with suffixPrefix.

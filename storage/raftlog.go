@@ -50,7 +50,15 @@ type RaftLog struct {
 	e    *Engine
 	r    Replica
 	last uint64 // last index on disk, 0 for an empty log
+
+	// Append's buffers, reused from one Ready to the next (Pebble's batch
+	// copies what it is given): an entry's record and its key.
+	buf, key []byte
 }
+
+// maxKeptBuf bounds the record buffer RaftLog keeps between appends: a
+// rare large entry does not stay allocated.
+const maxKeptBuf = 1 << 20
 
 // RaftLog returns the log of replica r. Call Load before writing.
 func (e *Engine) RaftLog(r Replica) *RaftLog { return &RaftLog{e: e, r: r} }
@@ -187,7 +195,12 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 		}
 		l.last = snap.GetIndex()
 	}
-	var buf []byte
+	buf := l.buf
+	defer func() {
+		if cap(buf) <= maxKeptBuf {
+			l.buf = buf[:0]
+		}
+	}()
 	for _, e := range ents {
 		buf = append(buf[:0], 0, 0, 0, 0) // checksum, filled in below
 		var err error
@@ -196,7 +209,8 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 			return err
 		}
 		binary.BigEndian.PutUint32(buf, crc32.Checksum(buf[4:], castagnoli))
-		if err := b.Set(l.r.logKey(e.GetIndex()), buf, nil); err != nil {
+		l.key = l.r.appendLogKey(l.key[:0], e.GetIndex())
+		if err := b.Set(l.key, buf, nil); err != nil {
 			return err
 		}
 	}
@@ -210,7 +224,12 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 		l.last = newLast
 	}
 	if hs != nil {
-		if err := SetProto(b, l.r.hardStateKey(), hs); err != nil {
+		var err error
+		if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], hs); err != nil {
+			return err
+		}
+		l.key = append(l.r.appendPrefix(l.key[:0], kindRaft), raftHardState)
+		if err := b.Set(l.key, buf, nil); err != nil {
 			return err
 		}
 	}

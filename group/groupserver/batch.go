@@ -3,6 +3,7 @@ package groupserver
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +27,7 @@ const (
 	// in one append message.
 	maxBatchBytes = 1 << 20
 	// maxProposalWait bounds the wait for raft to take a batch (its
-	// callers' own deadlines end it sooner: see whileAnyWaits).
+	// callers' own deadlines end it sooner: see batchWaiters).
 	maxProposalWait = 30 * time.Second
 )
 
@@ -35,6 +36,36 @@ type queuedWrite struct {
 	ctx context.Context // the caller's: once every caller of a batch gave up, nothing waits for it
 	req *kvpb.WriteRequest
 	out chan writeOutcome // buffered: the batch's waiter never blocks
+
+	// state tells the caller and the batcher which of them counts a
+	// caller that gives up (see batchWaiters): the first to move it from
+	// queued, to gaveUp (the caller) or to proposed (the batcher, which
+	// sets waiters first).
+	state   atomic.Int32
+	waiters *batchWaiters
+}
+
+// A queuedWrite's states.
+const (
+	queued   = iota // not in a batch yet
+	proposed        // in a batch: its caller leaves waiters if it gives up
+	gaveUp          // its caller gave up before the batcher took it: not proposed
+)
+
+// batchWaiters counts the callers of a proposed batch that still wait for
+// it: once none does, cancel ends the batch's wait (and the proposal, if
+// raft has not taken it yet). A caller that gives up counts itself out;
+// callers that receive their outcome never do, and the batch's waiter
+// cancels the wait then.
+type batchWaiters struct {
+	n      atomic.Int64
+	cancel context.CancelFunc
+}
+
+func (b *batchWaiters) leave(n int64) {
+	if b.n.Add(-n) == 0 {
+		b.cancel()
+	}
 }
 
 type writeOutcome struct {
@@ -46,22 +77,39 @@ func writeBytes(w *kvpb.WriteRequest) int {
 	return len(w.GetKey()) + len(w.GetValue()) + len(w.GetIfValue())
 }
 
+// queuedWrites recycles queuedWrite and its channel: a write goes back
+// once its caller received its outcome, the one send the batcher makes to
+// it (a write whose caller gave up first may still be sent to later, and
+// is left to the GC).
+var queuedWrites = sync.Pool{New: func() any { return &queuedWrite{out: make(chan writeOutcome, 1)} }}
+
 // proposeWrite queues req for the next batch and returns its outcome.
 // Errors are those of raftnode.Node.Propose (certainly not applied, or
 // outcome unknown) or the write's own refusal.
 func (s *Server) proposeWrite(ctx context.Context, req *kvpb.WriteRequest) (*group.WriteResult, error) {
-	w := &queuedWrite{ctx: ctx, req: req, out: make(chan writeOutcome, 1)}
+	w := queuedWrites.Get().(*queuedWrite)
+	w.ctx, w.req = ctx, req
 	select {
 	case s.writes <- w:
 	case <-ctx.Done():
+		w.ctx, w.req = nil, nil
+		queuedWrites.Put(w) // never queued
 		return nil, ctx.Err()
 	case <-s.ctx.Done():
+		w.ctx, w.req = nil, nil
+		queuedWrites.Put(w)
 		return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
 	}
 	var o writeOutcome
 	select {
 	case o = <-w.out:
+		w.ctx, w.req, w.waiters = nil, nil, nil
+		w.state.Store(queued)
+		queuedWrites.Put(w)
 	case <-ctx.Done():
+		if !w.state.CompareAndSwap(queued, gaveUp) { // proposed: count itself out of the batch
+			w.waiters.leave(1)
+		}
 		return nil, ctx.Err()
 	}
 	if o.err != nil {
@@ -105,12 +153,22 @@ func (s *Server) batchWrites() {
 // and hands the outcomes to them once it applies; it returns once raft has
 // taken the entry (or refused it).
 func (s *Server) proposeBatch(batch []*queuedWrite) {
+	// Raft is given the entry while any caller still waits (the batcher
+	// holds every later write meanwhile: raft blocks a proposal while no
+	// leader is known), for maxProposalWait at most, until the replica
+	// stops.
+	waitCtx, stopWaiting := context.WithCancel(context.Background())
+	waiters := &batchWaiters{cancel: stopWaiting}
+	waiters.n.Store(int64(len(batch))) // the callers not proposed are counted out below
 	live := batch[:0]
 	for _, w := range batch {
-		if w.ctx.Err() == nil { // a caller that gave up is not proposed
+		w.waiters = waiters
+		// A caller that gave up is not proposed.
+		if w.ctx.Err() == nil && w.state.CompareAndSwap(queued, proposed) {
 			live = append(live, w)
 		}
 	}
+	waiters.leave(int64(len(batch) - len(live)))
 	if len(live) == 0 {
 		return
 	}
@@ -123,11 +181,6 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 		cmd.Op = &grouppb.Command_Writes{Writes: &grouppb.WriteBatch{Writes: ws}}
 	}
 	s.cfg.Metrics.batched(len(live))
-	// Raft is given the entry while any caller still waits (the batcher
-	// holds every later write meanwhile: raft blocks a proposal while no
-	// leader is known), for maxProposalWait at most, until the replica
-	// stops.
-	waitCtx, stopWaiting := whileAnyWaits(live)
 	ctx, cancel := context.WithTimeout(waitCtx, maxProposalWait)
 	unlink := context.AfterFunc(s.ctx, cancel)
 	p, err := s.submit(ctx, cmd)
@@ -157,26 +210,4 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 			w.out <- o
 		}
 	}()
-}
-
-// whileAnyWaits returns a context that ends once every caller in ws has
-// given up (each one's context ended), and the function that releases it.
-func whileAnyWaits(ws []*queuedWrite) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var waiting atomic.Int64
-	waiting.Store(int64(len(ws)))
-	stops := make([]func() bool, len(ws))
-	for i, w := range ws {
-		stops[i] = context.AfterFunc(w.ctx, func() {
-			if waiting.Add(-1) == 0 {
-				cancel()
-			}
-		})
-	}
-	return ctx, func() {
-		for _, stop := range stops {
-			stop()
-		}
-		cancel()
-	}
 }

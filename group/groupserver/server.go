@@ -247,11 +247,13 @@ func (s *Server) propose(ctx context.Context, cmd *grouppb.Command) error {
 // waiting for it to apply.
 func (s *Server) submit(ctx context.Context, cmd *grouppb.Command) (*raftnode.Pending, error) {
 	cmd.Stamp = s.clock.Stamp(s.sm.Now())
-	data, err := proto.Marshal(cmd)
+	// Encoded once, after room for the entry's header (not copied again).
+	data := make([]byte, raftnode.ProposalRoom, raftnode.ProposalRoom+proto.Size(cmd))
+	data, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(data, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", rpcerr.ErrMalformed, err)
 	}
-	return s.node.Submit(ctx, data)
+	return s.node.SubmitFramed(ctx, data)
 }
 
 // outcome waits for a submitted command and returns its outcome.
