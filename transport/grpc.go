@@ -496,6 +496,13 @@ func (t *grpcTransport) SendSnapshot(ctx context.Context, m *raftpb.Message) err
 			first = false
 		}
 		if err := stream.Send(c); err != nil {
+			if errors.Is(err, io.EOF) {
+				// The server ended the stream (a refusal, such as another
+				// cluster's id): its status comes with the receive.
+				if _, rerr := stream.CloseAndRecv(); rerr != nil {
+					err = rerr
+				}
+			}
 			return fmt.Errorf("snapshot to %s: %w", p.addr, err)
 		}
 		data = data[n:]

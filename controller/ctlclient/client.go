@@ -36,6 +36,8 @@ var (
 	// attempt may have reached the log before the call failed). It will
 	// not be applied twice; query the configuration to learn its fate.
 	ErrUnknownOutcome = errors.New("ctlclient: change outcome unknown")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("ctlclient: client closed")
 )
 
 // Client talks to a controller cluster. It is safe for concurrent use;
@@ -120,9 +122,11 @@ func (c *Client) size() int {
 
 // next moves on from replica i after a failed attempt: to the leader err
 // names (added to the known replicas if it was not among them: the
-// controller's membership changed), else to the following replica.
+// controller's membership changed), else to the following replica, unless
+// that one is suspected (see rpc.Suspects) and the call has replicas left
+// to try (tried: the replicas the call's attempts went to, updated).
 // Another caller may have moved on already.
-func (c *Client) next(i int, err error) {
+func (c *Client) next(i int, err error, tried map[int]bool) {
 	c.mu.Lock()
 	to := (i + 1) % len(c.clients)
 	var nl *rpcerr.NotLeaderError
@@ -141,8 +145,19 @@ func (c *Client) next(i int, err error) {
 	}
 	// A replica that let an attempt time out (a stopped leader that a
 	// follower, not yet aware of the election, still names) goes after
-	// the others.
-	to = c.suspects.Pick(c.addrs, to, nil)
+	// the replicas this call has not tried. Once the call tried them all,
+	// it is tried again only if it is named still when its suspicion has
+	// settled (rpc.SettleAfter): a leader that was only slow once must
+	// not be shunned while it is the only one that can answer.
+	switch j := c.suspects.Pick(c.addrs, to, func(k int) bool { return tried[k] }); {
+	case j >= 0:
+		to = j
+	case c.suspects.Settled(c.addrs[to]):
+		clear(tried)
+	default:
+		to = c.suspects.Pick(c.addrs, to, nil) // round the others again
+	}
+	tried[to] = true
 	c.mu.Unlock()
 	c.leader.CompareAndSwap(int32(i), int32(to))
 }
@@ -151,8 +166,10 @@ func (c *Client) next(i int, err error) {
 // on a retryable failure, with backoff once every replica was tried.
 func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient) error) error {
 	b := rpc.NewBackoff(20*time.Millisecond, time.Second)
+	tried := map[int]bool{}
 	for attempt := 0; ; attempt++ {
 		i, cl := c.replica()
+		tried[i] = true
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := fn(actx, cl)
 		timedOut := rpc.AttemptTimedOut(ctx, actx, err)
@@ -172,7 +189,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 			}
 			return err
 		}
-		c.next(i, err)
+		c.next(i, err, tried)
 		if (attempt+1)%c.size() == 0 && rpc.Wait(ctx, b) != nil {
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
@@ -341,8 +358,10 @@ func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error)
 // replica whenever one fails.
 func (c *Client) longPoll(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient) error) error {
 	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
+	tried := map[int]bool{}
 	for {
 		i, cl := c.replica()
+		tried[i] = true
 		// The server answers within its long-poll limit, or fails at once
 		// when it cannot confirm it is current (the controller's Watch): a
 		// deadline a little above the limit catches a silent server.
@@ -357,7 +376,7 @@ func (c *Client) longPoll(ctx context.Context, fn func(context.Context, controll
 			return err // every replica would say the same
 		}
 		// Another replica next: this one is cut off, stopped or silent.
-		c.next(i, err)
+		c.next(i, err, tried)
 		if ctx.Err() != nil || rpc.Wait(ctx, b) != nil {
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}

@@ -2,8 +2,10 @@ package ctlclient_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // fakeController answers Query itself (leader) or with a NOT_LEADER naming
@@ -103,7 +106,9 @@ func TestStoppedLeaderCostsOneAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.AfterFunc(2500*time.Millisecond, func() { close(elected) })
+	// The election ends while the suspicion is fresh (rpc.SettleAfter
+	// after the first attempt's timeout).
+	time.AfterFunc(1600*time.Millisecond, func() { close(elected) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -129,4 +134,101 @@ func serveController(t *testing.T, s controllerpb.ControllerServer) string {
 	go func() { _ = g.Serve(l) }()
 	t.Cleanup(g.Stop)
 	return l.Addr().String()
+}
+
+// slowOnceLeader leads; its first Query takes 1.2 s (one slow answer: a GC
+// pause, an fsync stall), every later one is immediate.
+type slowOnceLeader struct {
+	controllerpb.UnimplementedControllerServer
+	n atomic.Int32
+}
+
+func (s *slowOnceLeader) Query(ctx context.Context, r *controllerpb.QueryRequest) (*controllerpb.QueryReply, error) {
+	if s.n.Add(1) == 1 {
+		time.Sleep(1200 * time.Millisecond)
+	}
+	return (&fakeController{}).Query(ctx, r)
+}
+
+// TestSlowOnceLeaderIsNotShunned: a live leader that was slow once (its
+// attempt timed out, so it is suspected) and that the followers keep
+// naming is asked again once the suspicion has settled (rpc.SettleAfter),
+// not only once it expires (rpc.SuspectFor): it is the only replica that
+// can answer. A review found it shunned for the whole 3 s.
+func TestSlowOnceLeaderIsNotShunned(t *testing.T) {
+	lead := &slowOnceLeader{}
+	la := serveController(t, lead)
+	c, err := ctlclient.New([]string{la, serve(t, &fakeController{leaderAddr: la}), serve(t, &fakeController{leaderAddr: la})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, _, err := c.Query(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("answered after %v; the leader got %d queries", took.Round(time.Millisecond), lead.n.Load())
+	// One timed-out attempt (1 s), then the settle time (1 s) and a
+	// backoff step, then an answer; shunned until the suspicion expired,
+	// it took over 4 s.
+	if took > rpc.SuspectFor+600*time.Millisecond {
+		t.Errorf("a slow-once leader was shunned for %v", took)
+	}
+}
+
+// neverWatches takes Watch calls and never answers (a stopped process, or
+// dropped packets).
+type neverWatches struct {
+	controllerpb.UnimplementedControllerServer
+}
+
+func (neverWatches) Watch(ctx context.Context, _ *controllerpb.WatchRequest) (*controllerpb.QueryReply, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestNewerLeavesASilentReplica: the shared long poll does not sit on a
+// silent controller replica for the whole long-poll limit (11 s, which a
+// review measured) while another replica has a newer configuration.
+func TestNewerLeavesASilentReplica(t *testing.T) {
+	w := &watchedController{num: 6, published: make(chan struct{})}
+	c, err := ctlclient.New([]string{serveController(t, neverWatches{}), serveController(t, w)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	for {
+		wctx, wcancel := context.WithTimeout(ctx, time.Second)
+		n, err := c.Newer(wctx, 5)
+		wcancel()
+		if err == nil && n == 6 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("never learned of configuration 6")
+		}
+	}
+	took := time.Since(start)
+	t.Logf("learned of configuration 6 after %v", took.Round(time.Millisecond))
+	if took > 2*time.Second+controllerpb.WatchLimit/2 {
+		t.Errorf("the feed sat on a silent replica for %v", took)
+	}
+}
+
+// TestNewerAfterClose fails at once.
+func TestNewerAfterClose(t *testing.T) {
+	c, err := ctlclient.New([]string{serveController(t, neverWatches{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := c.Newer(context.Background(), 0); !errors.Is(err, ctlclient.ErrClosed) {
+		t.Fatalf("Newer after Close: %v, want ErrClosed", err)
+	}
 }

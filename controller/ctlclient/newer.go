@@ -7,10 +7,14 @@ import (
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
+// pollAttempt bounds one long poll of Newer's feed: a replica that does
+// not answer within it is left for the next (see Watch).
+const pollAttempt = 3 * time.Second
+
 // feed is the one controller long poll a Client keeps for Newer, however
 // many callers wait on it: a node's replicas (every group leader it hosts
 // asks at every tick) share one, so an idle node costs the controller one
-// request per long-poll limit, not one per hosted leader per second.
+// request per pollAttempt, not one per hosted leader per second.
 type feed struct {
 	latest  uint64        // the highest configuration number seen
 	changed chan struct{} // closed, and replaced, when latest grows
@@ -24,6 +28,12 @@ type feed struct {
 // anyone waits. Like Watch it is not a linearizable read: fetch the
 // configuration itself with Query.
 func (c *Client) Newer(ctx context.Context, after uint64) (uint64, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	c.feedMu.Lock()
 	c.feed.waiters++
 	defer func() {
@@ -50,6 +60,8 @@ func (c *Client) Newer(ctx context.Context, after uint64) (uint64, error) {
 		case <-ch:
 		case <-ctx.Done():
 			return 0, ctx.Err()
+		case <-c.ctx.Done():
+			return 0, ErrClosed
 		}
 		c.feedMu.Lock()
 	}
@@ -63,7 +75,13 @@ func (c *Client) poll() {
 		c.feedMu.Lock()
 		after := c.feed.latest
 		c.feedMu.Unlock()
-		cfg, err := c.Watch(c.ctx, after)
+		// Each poll is bounded (the server answers "nothing new" before
+		// the deadline), so a silent controller replica (stopped, or its
+		// packets dropped) holds the feed up for pollAttempt, not for the
+		// whole long-poll limit.
+		pctx, cancel := context.WithTimeout(c.ctx, pollAttempt)
+		cfg, err := c.Watch(pctx, after)
+		cancel()
 		c.feedMu.Lock()
 		if err == nil && cfg.Num > c.feed.latest {
 			c.feed.latest = cfg.Num

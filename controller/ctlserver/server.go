@@ -350,7 +350,15 @@ func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*co
 // within about a second instead of waiting out the long poll.
 func longPoll[R any](s *Server, ctx context.Context, ready func() (R, bool), atLimit func() (R, error)) (R, error) {
 	var none R
-	limit := time.NewTimer(WatchLimit)
+	// A caller whose deadline comes before WatchLimit gets "nothing new"
+	// in time (the last confirmation included), not a deadline error that
+	// would make it look elsewhere: a poller can then bound its wait for
+	// a silent replica without mistaking a healthy idle one for it.
+	wait := WatchLimit
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, max(time.Until(dl)-watchConfirm-100*time.Millisecond, 0))
+	}
+	limit := time.NewTimer(wait)
 	defer limit.Stop()
 	confirm := time.NewTicker(watchConfirm)
 	defer confirm.Stop()

@@ -402,8 +402,12 @@ func (s *Server) confirmDelete(ctx context.Context, num uint64, shard int, src u
 		s.log.Debug("delete shard at old owner", "shard", shard, "config", num, "at", addr, "err", err)
 		var nl *rpcerr.NotLeaderError
 		if errors.As(err, &nl) {
-			if i := slices.Index(addrs, nl.Addr); i >= 0 {
-				next = i // the old owner named its leader: go there now
+			// The old owner named its leader: go there now, unless it let
+			// a call time out lately (the others may name it until they
+			// elect another): then on, with the backoff below, so that
+			// followers naming a suspect are not asked in a hot loop.
+			if i := slices.Index(addrs, nl.Addr); i >= 0 && !s.suspects.Suspected(addrs[i]) {
+				next = i
 				continue
 			}
 		}
