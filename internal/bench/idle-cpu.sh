@@ -16,12 +16,26 @@ fi
 "$BIN" dev --groups "$G" --data "$D/data" --base-port 23000 >"$D/log" 2>&1 &
 DEV=$!
 trap 'kill $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$D"' EXIT
+# Each group's leader logs its first configuration once.
+up=false
 for _ in $(seq 1 120); do
-	[ "$(grep -c "installed configuration" "$D/log" || true)" -ge $((G * 3)) ] && break
+	if [ "$(grep -c "installed configuration" "$D/log" || true)" -ge "$G" ]; then
+		up=true
+		break
+	fi
 	sleep 1
 done
+if ! $up; then
+	echo "idle-cpu: the cluster did not come up in 120 s; its log:" >&2
+	tail -20 "$D/log" >&2
+	exit 1
+fi
 sleep 10
-PIDS=$(pgrep -P $DEV | tr '\n' ' ')
+PIDS=$(pgrep -P $DEV | tr '\n' ' ' || true)
+if [ -z "$PIDS" ]; then
+	echo "idle-cpu: dev started no processes" >&2
+	exit 1
+fi
 cpu() { awk '{print $14+$15}' /proc/"$1"/stat; }
 declare -A before
 for p in $PIDS; do before[$p]=$(cpu "$p"); done
