@@ -52,12 +52,16 @@ func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
 func (e *LockedError) Unwrap() error { return e.Err }
 
-// OpenWith opens (creating if needed) the engine stored in dir. It fails
+// OpenWith opens (creating if needed) the engine stored in dir, which it
+// creates or narrows to DirMode first (SecureDir). It fails
 // with a *CorruptionError when the write-ahead log is damaged in a way that
 // would lose synced writes, and with a *LockedError when another process
 // has the directory open.
 func OpenWith(dir string, o Options) (*Engine, error) {
 	o = o.withDefaults()
+	if err := SecureDir(dir, o.Logger); err != nil {
+		return nil, err
+	}
 	h := &health{opts: o, dir: dir}
 	cache := pebble.NewCache(o.CacheBytes)
 	defer cache.Unref() // the database holds its own reference

@@ -96,7 +96,7 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(d.opts.Dir, 0o755); err != nil {
+	if err := storage.SecureDir(d.opts.Dir, log); err != nil {
 		return err
 	}
 	var ctls []string

@@ -65,10 +65,19 @@ func TestTokens(t *testing.T) {
 		"tampered":     strings.Replace(tok, ".", ".x", 1),
 		"garbage":      "v1.....",
 		"other key":    Sign(ed25519.NewKeyFromSeed(make([]byte, 32)), Claims{User: "alice", Epoch: 2, Expires: now.Add(TokenTTL).UnixMilli()}),
+		// Signed with the cluster's key, but no controller issues it.
+		"long-lived": Sign(key, Claims{User: "alice", Epoch: 2, Expires: now.Add(TokenTTL + MaxClockSkew + time.Second).UnixMilli()}),
+		"forever":    Sign(key, Claims{User: "alice", Epoch: 2, Expires: now.AddDate(100, 0, 0).UnixMilli()}),
 	} {
 		if _, err := v.Authenticate(bad, nil, now); !errors.Is(err, rpcerr.ErrAuthFailed) {
 			t.Errorf("%s token: %v", name, err)
 		}
+	}
+	// A controller whose clock is ahead by less than MaxClockSkew issues
+	// tokens that are valid.
+	skewed := Sign(key, Claims{User: "alice", Epoch: 2, Expires: now.Add(TokenTTL + MaxClockSkew - time.Second).UnixMilli()})
+	if _, err := v.Authenticate(skewed, nil, now); err != nil {
+		t.Errorf("a token of a controller ahead by less than MaxClockSkew: %v", err)
 	}
 	if _, err := v.Authenticate("", nil, now); !errors.Is(err, rpcerr.ErrAuthFailed) {
 		t.Errorf("no credentials: %v", err)

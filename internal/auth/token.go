@@ -15,6 +15,12 @@ import (
 // token TTL).
 const TokenTTL = 5 * time.Minute
 
+// MaxClockSkew is how far ahead of a server's clock the controller replica
+// that issued a token may be: a token expiring later than now + TokenTTL +
+// MaxClockSkew was not issued by this cluster's controller (a forged,
+// long-lived token is refused even when signed with the cluster's key).
+const MaxClockSkew = time.Minute
+
 // tokenVersion prefixes every token, so that another format can follow.
 const tokenVersion = "v1"
 
@@ -36,8 +42,9 @@ func Sign(key ed25519.PrivateKey, c Claims) string {
 		base64.RawURLEncoding.EncodeToString(ed25519.Sign(key, payload))
 }
 
-// Verify checks token's signature with pub and its expiry against now,
-// and returns its claims. Every failure is rpcerr.ErrAuthFailed, wrapped;
+// Verify checks token's signature with pub and its expiry against now (it
+// must lie after now and at most TokenTTL + MaxClockSkew ahead), and
+// returns its claims. Every failure is rpcerr.ErrAuthFailed, wrapped;
 // the message never repeats the token.
 func Verify(pub ed25519.PublicKey, token string, now time.Time) (Claims, error) {
 	version, rest, ok := strings.Cut(token, ".")
@@ -59,6 +66,9 @@ func Verify(pub ed25519.PublicKey, token string, now time.Time) (Claims, error) 
 	}
 	if now.UnixMilli() >= c.Expires {
 		return Claims{}, fmt.Errorf("%w: token of %s expired at %s", rpcerr.ErrAuthFailed, c.User, time.UnixMilli(c.Expires).UTC().Format(time.RFC3339))
+	}
+	if c.Expires > now.Add(TokenTTL+MaxClockSkew).UnixMilli() {
+		return Claims{}, fmt.Errorf("%w: token of %s expires at %s, later than a token this cluster issues", rpcerr.ErrAuthFailed, c.User, time.UnixMilli(c.Expires).UTC().Format(time.RFC3339))
 	}
 	return c, nil
 }
