@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -69,55 +70,106 @@ func User(ctx context.Context) string {
 func (g *Guard) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			ctx, who, err := g.check(ctx, info.FullMethod, req)
+			c, err := g.check(ctx, info.FullMethod, req)
 			if err != nil {
 				// A refused change is audited too: who tried.
-				g.audit(info.FullMethod, cmp.Or(who, "(unauthenticated)"), req, err)
+				g.audit(info.FullMethod, cmp.Or(c.who, "(unauthenticated)"), req, err)
 				return nil, err
 			}
-			reply, err := handler(ctx, req)
-			g.audit(info.FullMethod, who, req, err)
+			reply, err := handler(c.ctx, req)
+			g.audit(info.FullMethod, c.who, req, err)
 			return reply, err
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			s := &checkedStream{ServerStream: ss, g: g, method: info.FullMethod}
 			if _, ok := rules[info.FullMethod]; ok && info.IsServerStream && !info.IsClientStream {
 				// The rule reads the request: check once it is received.
-				return handler(srv, &checkedStream{ServerStream: ss, g: g, method: info.FullMethod})
+				return handler(srv, s)
 			}
-			ctx, _, err := g.check(ss.Context(), info.FullMethod, nil)
+			c, err := g.check(ss.Context(), info.FullMethod, nil)
 			if err != nil {
 				return err
 			}
-			return handler(srv, &checkedStream{ServerStream: ss, g: g, method: info.FullMethod, ctx: ctx})
+			s.c = &c
+			return handler(srv, s)
 		}),
 	}
 }
 
-// checkedStream checks its first received message (when ctx is nil), and
-// carries the authenticated user in its context.
+// checkedStream checks its first received message (when c is nil), and
+// carries the authenticated user in its context. It keeps what it checked
+// (the request; the token and certificate are the stream's) and against
+// what (the view, the token's expiry): every message it sends is preceded
+// by a check again when the view changed or the token expired since, and
+// a failed one ends the stream. A watch opened by a user whose permission
+// is then revoked (or who is deleted, changes password, or whose auth is
+// disabled and enabled again) therefore ends at its next message.
 type checkedStream struct {
 	grpc.ServerStream
 	g      *Guard
 	method string
-	ctx    context.Context
+
+	mu  sync.Mutex
+	req any      // the request checked (nil: the stream's start)
+	c   *checked // nil until checked
 }
 
 func (s *checkedStream) Context() context.Context {
-	if s.ctx != nil {
-		return s.ctx
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		return s.c.ctx
 	}
 	return s.ServerStream.Context()
 }
 
 func (s *checkedStream) RecvMsg(m any) error {
-	if err := s.ServerStream.RecvMsg(m); err != nil || s.ctx != nil {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	ctx, _, err := s.g.check(s.ServerStream.Context(), s.method, m)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		return nil
+	}
+	c, err := s.g.check(s.ServerStream.Context(), s.method, m)
 	if err != nil {
 		return err
 	}
-	s.ctx = ctx
+	s.req, s.c = m, &c
+	return nil
+}
+
+func (s *checkedStream) SendMsg(m any) error {
+	if err := s.recheck(); err != nil {
+		return err
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
+// recheck checks the stream's call again when the view changed or its
+// token expired since the last check.
+func (s *checkedStream) recheck() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil {
+		return nil // nothing received, nothing to send of it
+	}
+	expired := !s.c.expires.IsZero() && !s.g.cfg.Now().Before(s.c.expires)
+	if s.g.cfg.View() == s.c.view && !expired {
+		return nil
+	}
+	c, err := s.g.check(s.ServerStream.Context(), s.method, s.req)
+	if err != nil {
+		if expired && status.Code(err) == codes.Unauthenticated {
+			// Its client renews tokens before they expire: a stream it
+			// opens again carries the new one (a client with this token
+			// only is refused then, ErrAuthFailed).
+			return status.Error(codes.Unavailable, "auth: the stream's token expired: open it again with a current token")
+		}
+		return err
+	}
+	s.c = &c
 	return nil
 }
 
@@ -128,15 +180,27 @@ const (
 	whoPublic  = "(anyone)"
 )
 
+// checked is what check found of a call: the context carrying its user,
+// who called for the audit (the user, or whoPeer, whoAuthOff, whoPublic),
+// the view it was checked against and its token's expiry (zero: no token).
+type checked struct {
+	ctx     context.Context
+	who     string
+	view    *View
+	expires time.Time
+}
+
 // check authenticates and authorizes one call of method with request req
-// (nil for a stream's start), returning the context with its user, and
-// who called for the audit (the user, or whoPeer, whoAuthOff, whoPublic).
-func (g *Guard) check(ctx context.Context, method string, req any) (context.Context, string, error) {
+// (nil for a stream's start). On failure who is set when the caller was
+// authenticated.
+func (g *Guard) check(ctx context.Context, method string, req any) (checked, error) {
 	v := g.cfg.View()
+	c := checked{ctx: ctx, view: v}
 	// Auth off costs nothing more: neither the rule (which may copy the
 	// key) nor the peer check (a chain verification) runs.
 	if v != nil && !v.Enabled {
-		return ctx, whoAuthOff, nil
+		c.who = whoAuthOff
+		return c, nil
 	}
 	rule := rules[method]
 	if rule == nil {
@@ -145,12 +209,14 @@ func (g *Guard) check(ctx context.Context, method string, req any) (context.Cont
 	n := rule(req)
 	switch {
 	case n.kind == public:
-		return ctx, whoPublic, nil
+		c.who = whoPublic
+		return c, nil
 	case g.cfg.IsPeer(ctx):
-		return ctx, whoPeer, nil
+		c.who = whoPeer
+		return c, nil
 	}
 	if v == nil {
-		return ctx, "", status.Error(codes.Unavailable, "auth: this server has not learned the cluster's auth state yet")
+		return c, status.Error(codes.Unavailable, "auth: this server has not learned the cluster's auth state yet")
 	}
 	var token string
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
@@ -159,17 +225,19 @@ func (g *Guard) check(ctx context.Context, method string, req any) (context.Cont
 		}
 	}
 	if token != "" && !rpc.IsTLS(ctx) {
-		return ctx, "", rpcerr.Auth.ToStatus(fmt.Errorf("%w: a token came over a plaintext connection", rpcerr.ErrAuthNeedsTLS))
+		return c, rpcerr.Auth.ToStatus(fmt.Errorf("%w: a token came over a plaintext connection", rpcerr.ErrAuthNeedsTLS))
 	}
 	cert, _ := rpc.CallerCertificate(ctx)
-	user, err := v.Authenticate(token, cert, g.cfg.Now())
+	user, expires, err := v.authenticate(token, cert, g.cfg.Now())
 	if err != nil {
-		return ctx, "", rpcerr.Auth.ToStatus(err)
+		return c, rpcerr.Auth.ToStatus(err)
 	}
+	c.who = user
 	if !n.allowed(v, user) {
-		return ctx, user, rpcerr.Auth.ToStatus(fmt.Errorf("%w: user %s may not call %s%s", rpcerr.ErrPermissionDenied, user, method, n.what()))
+		return c, rpcerr.Auth.ToStatus(fmt.Errorf("%w: user %s may not call %s%s", rpcerr.ErrPermissionDenied, user, method, n.what()))
 	}
-	return context.WithValue(ctx, userKey{}, user), user, nil
+	c.ctx, c.expires = context.WithValue(ctx, userKey{}, user), expires
+	return c, nil
 }
 
 // audited are the methods whose every call is logged, with its caller.

@@ -63,24 +63,31 @@ func NewView(r *controllerpb.AuthStateReply) *View {
 // no credentials, a bad or expired token, or a token whose user was deleted
 // or changed password since (its epoch is not the user's).
 func (v *View) Authenticate(token string, cert *x509.Certificate, now time.Time) (string, error) {
+	user, _, err := v.authenticate(token, cert, now)
+	return user, err
+}
+
+// authenticate is Authenticate, also returning the token's expiry (zero
+// when a certificate authenticated).
+func (v *View) authenticate(token string, cert *x509.Certificate, now time.Time) (string, time.Time, error) {
 	if token != "" {
 		c, err := v.verify(token, now)
 		if err != nil {
-			return "", err
+			return "", time.Time{}, err
 		}
 		u, ok := v.users[c.User]
 		if !ok || u.GetEpoch() != c.Epoch {
-			return "", fmt.Errorf("%w: the token of %s was revoked (the user was deleted or changed password)", rpcerr.ErrAuthFailed, c.User)
+			return "", time.Time{}, fmt.Errorf("%w: the token of %s was revoked (the user was deleted or changed password)", rpcerr.ErrAuthFailed, c.User)
 		}
-		return c.User, nil
+		return c.User, time.UnixMilli(c.Expires), nil
 	}
 	if cert != nil {
 		if name, ok := v.byCN[cert.Subject.CommonName]; ok {
-			return name, nil
+			return name, time.Time{}, nil
 		}
-		return "", fmt.Errorf("%w: client certificate %q names no user", rpcerr.ErrAuthFailed, cert.Subject.CommonName)
+		return "", time.Time{}, fmt.Errorf("%w: client certificate %q names no user", rpcerr.ErrAuthFailed, cert.Subject.CommonName)
 	}
-	return "", fmt.Errorf("%w: no credentials (a token, or a client certificate of a user)", rpcerr.ErrAuthFailed)
+	return "", time.Time{}, fmt.Errorf("%w: no credentials (a token, or a client certificate of a user)", rpcerr.ErrAuthFailed)
 }
 
 // verify is Verify with the view's key, remembering the tokens whose
