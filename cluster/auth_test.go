@@ -70,7 +70,8 @@ func authChange(op any) *controllerpb.AuthChangeRequest {
 // TestAuthCluster runs a cluster with TLS, client certificates and auth
 // enabled: a caller without credentials is refused; a read-only user
 // cannot write; a user with a/ cannot read b/; a non-admin cannot join,
-// leave, move or change membership; a client certificate naming a user
+// leave, move or change membership; a write-only user learns no value
+// through a write; a client certificate naming a user
 // authenticates as it; a deleted user's token and a revoked
 // permission stop working within auth.RevocationBound; the passwords
 // appear in no log line and in no file of the replicas' data; changes are
@@ -179,6 +180,41 @@ func TestAuthCluster(t *testing.T) {
 		return err
 	})
 	h.check(alice, "a/1", "alice's") // across the migration
+
+	// A write-only user writes, but learns no value: not by a write that
+	// returns it, nor by a condition on the value or the version.
+	for _, ch := range []any{&controllerpb.UserAdd{Name: "writer", Password: alicePassword}, &controllerpb.RoleName{Name: "a-w"},
+		&controllerpb.RolePermission{Role: "a-w", Permission: &controllerpb.Permission{Prefix: []byte("a/"), Access: controllerpb.Access_ACCESS_WRITE}},
+		&controllerpb.UserRole{User: "writer", Role: "a-w"}} {
+		h.must("add writer", func(ctx context.Context) error { _, err := rootCtl.AuthChange(ctx, authChange(ch)); return err })
+	}
+	writer := h.client(client.WithTLS(clientTLS), client.WithCredentials("writer", alicePassword))
+	for at := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		err := op(func(ctx context.Context) error { _, err := writer.Put(ctx, []byte("a/w"), []byte("1")); return err })
+		if err == nil {
+			break
+		}
+		if time.Since(at) > auth.RevocationBound {
+			t.Fatalf("writer puts: %v", err)
+		}
+	}
+	denied("writer puts returning the value", op(func(ctx context.Context) error {
+		_, err := writer.Put(ctx, []byte("a/1"), []byte("x"), client.WithValue())
+		return err
+	}))
+	denied("writer appends returning the value", op(func(ctx context.Context) error {
+		_, err := writer.Append(ctx, []byte("a/1"), []byte("x"), client.WithValue())
+		return err
+	}))
+	denied("writer puts if the value is", op(func(ctx context.Context) error {
+		_, err := writer.Put(ctx, []byte("a/1"), []byte("x"), client.IfValue([]byte("alice's")))
+		return err
+	}))
+	denied("writer deletes if the version is", op(func(ctx context.Context) error {
+		_, err := writer.Delete(ctx, []byte("a/1"), client.IfVersion(1))
+		return err
+	}))
+	h.check(alice, "a/1", "alice's") // none of them wrote
 
 	// Revocation: deleting alice ends her token's use; revoking reader's
 	// permission ends her reads; each within the documented bound.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"pgregory.net/rapid"
@@ -130,6 +131,50 @@ func TestPermissions(t *testing.T) {
 	}
 	if !v.IsAdmin("root") || v.IsAdmin("alice") {
 		t.Error("admin role")
+	}
+}
+
+// TestWriteThatReadsNeedsRead: a write that learns the key's value (its
+// value returned, or a condition on its value or version) needs READ as
+// well as WRITE; a plain write needs WRITE only.
+func TestWriteThatReadsNeedsRead(t *testing.T) {
+	v := NewView(&controllerpb.AuthStateReply{Enabled: true, Revision: 1,
+		Users: []*controllerpb.AuthUser{{Name: "writer", Roles: []string{"w"}}, {Name: "rw", Roles: []string{"rw"}}},
+		Roles: []*controllerpb.AuthRole{
+			{Name: "w", Permissions: []*controllerpb.Permission{{Prefix: []byte("k"), Access: controllerpb.Access_ACCESS_WRITE}}},
+			{Name: "rw", Permissions: []*controllerpb.Permission{{Prefix: []byte("k"), Access: controllerpb.Access_ACCESS_READWRITE}}},
+		}})
+	version := uint64(3)
+	rule := rules["/shardkv.kv.v1.KV/Write"]
+	for _, c := range []struct {
+		what  string
+		req   *kvpb.WriteRequest
+		reads bool
+	}{
+		{"put", &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k1"), Value: []byte("v")}, false},
+		{"delete", &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_DELETE, Key: []byte("k1")}, false},
+		{"put returning the old value", &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k1"), ReturnValue: true}, true},
+		{"append returning the value", &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_APPEND, Key: []byte("k1"), ReturnValue: true}, true},
+		{"put if value", &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k1"), IfValue: []byte("guess")}, true},
+		{"put if the value is empty", &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte("k1"), IfValue: []byte{}}, true},
+		{"delete if version", &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_DELETE, Key: []byte("k1"), IfVersion: &version}, true},
+	} {
+		// Through the wire, as the guard sees it.
+		b, err := proto.Marshal(c.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &kvpb.WriteRequest{}
+		if err := proto.Unmarshal(b, req); err != nil {
+			t.Fatal(err)
+		}
+		n := rule(req)
+		if got := n.allowed(v, "writer"); got == c.reads {
+			t.Errorf("%s by a write-only user: allowed %v, want %v", c.what, got, !c.reads)
+		}
+		if !n.allowed(v, "rw") {
+			t.Errorf("%s by a read-write user: refused", c.what)
+		}
 	}
 }
 

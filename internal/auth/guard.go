@@ -339,7 +339,7 @@ var rules = map[string]func(req any) need{
 	},
 	"/shardkv.kv.v1.KV/Write": func(req any) need {
 		r, _ := req.(*kvpb.WriteRequest)
-		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_WRITE)
+		return keyNeed(r.GetKey(), writeAccess(r))
 	},
 	"/shardkv.kv.v1.KV/List": func(req any) need {
 		r, _ := req.(*kvpb.ListRequest)
@@ -352,6 +352,18 @@ var rules = map[string]func(req any) need{
 		}
 		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_READ)
 	},
+}
+
+// writeAccess is what a write needs: WRITE, and READ too when it learns
+// the key's value: return_value (the value before a write, or after an
+// APPEND) returns it, and a condition on the value or the version is an
+// equality test whose outcome tells it (etcd needs read for a Txn's
+// compares and prev_kv so too).
+func writeAccess(r *kvpb.WriteRequest) controllerpb.Access {
+	if r.GetReturnValue() || r.IfValue != nil || r.IfVersion != nil {
+		return controllerpb.Access_ACCESS_READWRITE
+	}
+	return controllerpb.Access_ACCESS_WRITE
 }
 
 // keyNeed is access to the one key k: the range [k, k+"\x00").
