@@ -2,14 +2,19 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/internal/auth"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // watchProgress is the idle watch's progress period of the groups these
@@ -50,8 +55,7 @@ func TestAuthWatchEndsOnRevocation(t *testing.T) {
 	}
 	ends := func(what string, ch client.WatchChan, change *controllerpb.AuthChangeRequest, want error) {
 		t.Helper()
-		rootCtl := h.controller() // a peer, allowed everything
-		defer rootCtl.Close()
+		rootCtl := h.ctlAs("root", "root-pw", clientTLS)
 		h.must(what, func(ctx context.Context) error { _, err := rootCtl.AuthChange(ctx, change); return err })
 		at := time.Now()
 		bound := auth.RevocationBound + watchProgress
@@ -121,4 +125,16 @@ func TestAuthWatchOutlivesItsToken(t *testing.T) {
 			t.Fatalf("%d of %d changes delivered", got, n)
 		}
 	}
+}
+
+// ctlAs is a controller client authenticated as user.
+func (h *harness) ctlAs(user, password string, cfg *tls.Config) *ctlclient.Client {
+	h.t.Helper()
+	cl, err := ctlclient.New(h.c.ControllerAddrs(), append(rpc.DialOptions(rpc.WithTLS(cfg)),
+		grpc.WithPerRPCCredentials(mustCreds(h.t, h, user, password, cfg)))...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { cl.Close() })
+	return cl
 }

@@ -171,6 +171,16 @@ func TestAuthCluster(t *testing.T) {
 			h.c.GroupAddrs(1), time.Second, func(uint64) string { return "" })
 		return err
 	}))
+	// A peer of the cluster (the cluster's own client) changes no auth:
+	// that takes a user with the admin role.
+	peer := h.controller()
+	defer peer.Close()
+	if err := op(func(ctx context.Context) error {
+		_, err := peer.AuthChange(ctx, authChange(&controllerpb.UserRole{User: "alice", Role: "admin"}))
+		return err
+	}); !errors.Is(err, rpcerr.ErrAuthFailed) {
+		t.Errorf("a peer changes auth: %v, want ErrAuthFailed", err)
+	}
 	// alice may still query the configuration; root may change it.
 	if err := op(func(ctx context.Context) error { _, _, err := aliceCtl.Query(ctx, -1); return err }); err != nil {
 		t.Errorf("alice queries: %v", err)

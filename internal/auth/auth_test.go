@@ -2,11 +2,13 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	_ "github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	_ "github.com/shardkv/shardkv/api/transportpb"
+	_ "github.com/shardkv/shardkv/internal/grouppb"
 )
 
 func testView(t *testing.T) (*View, ed25519.PrivateKey) {
@@ -178,6 +181,26 @@ func TestWriteThatReadsNeedsRead(t *testing.T) {
 	}
 }
 
+// TestPeersMayNotChangeAuthOrBackUp: a peer of the cluster is allowed what
+// processes of the cluster call, but not an auth change nor a backup's
+// read of every shard, which need a user with the admin role.
+func TestPeersMayNotChangeAuthOrBackUp(t *testing.T) {
+	v, _ := testView(t)
+	g := NewGuard(GuardConfig{View: func() *View { return v }, IsPeer: func(context.Context) bool { return true },
+		Logger: slog.New(slog.DiscardHandler)})
+	for _, method := range []string{"/shardkv.controller.v1.Controller/Join", "/shardkv.member.v1.Membership/Change",
+		"/shardkv.transport.v1.Raft/Stream", "/shardkv.internal.group.v1.Handoff/PullShard", "/shardkv.controller.v1.Controller/AuthState"} {
+		if _, err := g.check(context.Background(), method, nil); err != nil {
+			t.Errorf("a peer calls %s: %v", method, err)
+		}
+	}
+	for method := range userOnly {
+		if _, err := g.check(context.Background(), method, nil); !errors.Is(rpcerr.Auth.FromStatus(err), rpcerr.ErrAuthFailed) {
+			t.Errorf("a peer without a user's credentials calls %s: %v, want ErrAuthFailed", method, err)
+		}
+	}
+}
+
 func (n need) s() string { return string(n.start) }
 func (n need) e() string { return string(n.end) }
 
@@ -225,6 +248,7 @@ func FuzzParsePermission(f *testing.F) {
 func TestRulesNameRealMethods(t *testing.T) {
 	names := slices.Collect(maps.Keys(rules))
 	names = append(names, slices.Collect(maps.Keys(audited))...)
+	names = append(names, slices.Collect(maps.Keys(userOnly))...)
 	for _, full := range names {
 		svc, method, ok := strings.Cut(strings.TrimPrefix(full, "/"), "/")
 		if !ok {

@@ -211,7 +211,7 @@ func (g *Guard) check(ctx context.Context, method string, req any) (checked, err
 	case n.kind == public:
 		c.who = whoPublic
 		return c, nil
-	case g.cfg.IsPeer(ctx):
+	case !userOnly[method] && g.cfg.IsPeer(ctx):
 		c.who = whoPeer
 		return c, nil
 	}
@@ -238,6 +238,17 @@ func (g *Guard) check(ctx context.Context, method string, req any) (checked, err
 	}
 	c.ctx, c.expires = context.WithValue(ctx, userKey{}, user), expires
 	return c, nil
+}
+
+// userOnly are the methods no peer may call as such: only a user with the
+// admin role. No process of the cluster needs them, and a peer
+// certificate is a weaker secret than the admin's (every server has one,
+// and with --peer-trusted-ca left to default any client certificate of
+// the shared CA that carries the peer URI is one): changing auth, or
+// reading every shard for a backup, takes an administrator.
+var userOnly = map[string]bool{
+	"/shardkv.controller.v1.Controller/AuthChange": true,
+	"/shardkv.internal.group.v1.Backup/ReadShards": true,
 }
 
 // audited are the methods whose every call is logged, with its caller.
