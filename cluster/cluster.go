@@ -244,7 +244,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.clientCertAuth = creds.ClientCertAuth()
 		if opts.Auth {
 			c.authView = &auth.Holder{}
-			guard := auth.NewGuard(auth.GuardConfig{View: c.authView.View, Logger: opts.Logger,
+			// Followed from the controller (auth.Follow), by the
+			// controllers' servers too: in a cluster of one process they
+			// share the groups' guard.
+			c.authView.RequireConfirmation(auth.Lease)
+			guard := auth.NewGuard(auth.GuardConfig{View: c.authView.View, Logger: opts.Logger, Unconfirmed: c.authView.Unconfirmed,
 				IsPeer: func(ctx context.Context) bool { return creds.IsPeer(ctx, c.clusterID) }})
 			serve = append(serve, guard.ServerOptions()...)
 		}

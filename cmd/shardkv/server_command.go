@@ -278,10 +278,13 @@ func (s *serverFlags) clusterID(ctx context.Context, stored bool) (uint64, error
 const authNote = "auth-state"
 
 // followAuth keeps authView at the cluster's auth state (auth.Follow),
-// saving each new one in e: a restarted process enforces the state it
-// last learned at once, as a running one cut off from the controllers
-// does, instead of refusing its clients until a controller answers.
+// saving each new one in e: a restarted process holds the state it last
+// learned at once (a user it revoked stays refused), and serves by it once
+// a controller confirms it (auth.Holder.RequireConfirmation).
 func followAuth(ctx context.Context, e *storage.Engine, authView *auth.Holder, ctl *ctlclient.Client, log *slog.Logger) error {
+	// The saved state is unconfirmed until the first poll succeeds, and
+	// any state once the controllers were out of reach for a lease.
+	authView.RequireConfirmation(auth.Lease)
 	saved, ok, err := e.LoadNote(authNote)
 	if err != nil {
 		return err

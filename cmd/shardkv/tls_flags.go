@@ -89,7 +89,7 @@ func (s *serverTLSFlags) guard(clusterID uint64, view *auth.Holder, log *slog.Lo
 		off := auth.NewView(nil)
 		return auth.NewGuard(auth.GuardConfig{View: func() *auth.View { return off }, Logger: log})
 	}
-	return auth.NewGuard(auth.GuardConfig{View: view.View, Logger: log,
+	return auth.NewGuard(auth.GuardConfig{View: view.View, Logger: log, Unconfirmed: view.Unconfirmed,
 		IsPeer: func(ctx context.Context) bool { return s.creds.IsPeer(ctx, clusterID) }})
 }
 

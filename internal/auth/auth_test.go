@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -327,4 +329,84 @@ func TestCanRangeMatchesKeys(t *testing.T) {
 			t.Fatalf("CanRange [%q, %q) %v with %v = %v, want %v", start, end, need, perms, got, want)
 		}
 	})
+}
+
+// TestUnconfirmedViewRefuses: a group process enforces only a view the
+// controller confirmed within Lease: one loaded from disk (set without a
+// poll) or last confirmed longer ago refuses every call but a peer's as
+// Unavailable; each successful poll of Follow, changed or not, confirms.
+func TestUnconfirmedViewRefuses(t *testing.T) {
+	v, _ := testView(t)
+	state := &controllerpb.AuthStateReply{Enabled: true, Revision: v.Revision, PublicKey: v.pub,
+		Users: []*controllerpb.AuthUser{{Name: "reader", Roles: []string{AdminRole}, CertCn: "reader-cert"}}}
+	h := &Holder{}
+	h.RequireConfirmation(Lease)
+	h.Set(state) // as a restart loads it from disk
+	now := time.Now()
+	peer := false
+	g := NewGuard(GuardConfig{View: h.View, Unconfirmed: h.Unconfirmed, Now: func() time.Time { return now },
+		IsPeer: func(context.Context) bool { return peer }, Logger: slog.New(slog.DiscardHandler)})
+	const method = "/shardkv.controller.v1.Controller/Query"
+	code := func() codes.Code {
+		_, err := g.check(context.Background(), method, nil)
+		return status.Code(err)
+	}
+	if c := code(); c != codes.Unavailable {
+		t.Fatalf("a view loaded from disk, never confirmed: %v, want Unavailable", c)
+	}
+	// Follow confirms on every successful poll, the first one and the
+	// long polls that bring nothing new.
+	ctx, cancel := context.WithCancel(context.Background())
+	polls := make(chan bool)
+	go Follow(ctx, h, func(ctx context.Context, after uint64, wait bool) (*controllerpb.AuthStateReply, error) {
+		select {
+		case polls <- true:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return state, nil
+	}, nil, slog.New(slog.DiscardHandler))
+	<-polls
+	<-polls // the first poll's answer is held
+	cancel()
+	if h.Unconfirmed(time.Now()) {
+		t.Fatal("unconfirmed after a successful poll")
+	}
+	h.Confirm(now)
+	if c := code(); c != codes.Unauthenticated {
+		t.Errorf("a confirmed view, no credentials: %v, want Unauthenticated (checked, not refused as stale)", c)
+	}
+	now = now.Add(Lease + time.Second)
+	if c := code(); c != codes.Unavailable {
+		t.Errorf("a view confirmed longer than Lease ago: %v, want Unavailable", c)
+	}
+	peer = true
+	if c := code(); c != codes.OK {
+		t.Errorf("a peer, the view unconfirmed: %v, want OK", c)
+	}
+	// A holder without a lease (a controller's) never goes stale.
+	if (&Holder{}).Unconfirmed(now) {
+		t.Error("a holder that requires no confirmation is unconfirmed")
+	}
+}
+
+// TestTokenOfALaterRevision: a token issued at an auth revision above the
+// server's view is not judged by it (the server has not learned its user,
+// role or key yet): errBehind, which the guard answers Unavailable.
+func TestTokenOfALaterRevision(t *testing.T) {
+	v, key := testView(t)
+	now := time.Now()
+	for name, tok := range map[string]string{
+		"a new user":          Sign(key, Claims{User: "carol", Epoch: 10, Revision: v.Revision + 1, Expires: now.Add(TokenTTL).UnixMilli()}),
+		"a known user":        Sign(key, Claims{User: "alice", Epoch: 2, Revision: v.Revision + 1, Expires: now.Add(TokenTTL).UnixMilli()}),
+		"a key not known yet": Sign(ed25519.NewKeyFromSeed(make([]byte, 32)), Claims{User: "alice", Epoch: 12, Revision: v.Revision + 3, Expires: now.Add(TokenTTL).UnixMilli()}),
+	} {
+		if _, err := v.Authenticate(tok, nil, now); !errors.Is(err, errBehind) {
+			t.Errorf("%s at a later revision: %v, want errBehind", name, err)
+		}
+	}
+	// At the view's revision or before: judged as usual.
+	if _, err := v.Authenticate(Sign(key, Claims{User: "carol", Epoch: 10, Revision: v.Revision, Expires: now.Add(TokenTTL).UnixMilli()}), nil, now); !errors.Is(err, rpcerr.ErrAuthFailed) {
+		t.Errorf("an unknown user at the view's revision: %v, want ErrAuthFailed", err)
+	}
 }

@@ -15,6 +15,44 @@ import (
 // group process from the controller's, by Follow.
 type Holder struct {
 	v atomic.Pointer[View]
+	// lease, when not zero, is how long the view counts as current after
+	// the controller last confirmed it (RequireConfirmation); confirmed is
+	// when it last did (nil: never, as for a view loaded from disk).
+	lease     atomic.Int64
+	confirmed atomic.Pointer[time.Time]
+}
+
+// Lease is how long a group process enforces an auth state the controller
+// has not confirmed: with auth enabled, once its last confirmation is
+// older, it refuses every call but a peer's as Unavailable (retryable),
+// rather than enforcing a state that may have revoked a user since. A
+// follower confirms at least every controllerpb.WatchLimit (10 s; the long
+// poll answers before its caller's deadline), so only a group cut off from
+// every controller replica for longer reaches it.
+const Lease = 30 * time.Second
+
+// RequireConfirmation makes the view held count as current only within
+// lease of the controller's last confirmation (Confirm, which Follow calls
+// after every successful poll); a view set without one, such as a state
+// loaded from disk at a restart, is unconfirmed until the first poll
+// succeeds. A group process requires it; a controller replica, which
+// enforces its own applied state, does not.
+func (h *Holder) RequireConfirmation(lease time.Duration) { h.lease.Store(int64(lease)) }
+
+// Confirm records that the controller confirmed the view at now (the view
+// of its answer is held, or a later one).
+func (h *Holder) Confirm(now time.Time) { h.confirmed.Store(&now) }
+
+// Unconfirmed reports whether the view held is not current at now: a
+// confirmation is required (RequireConfirmation) and the last one is
+// older than its lease, or there was none.
+func (h *Holder) Unconfirmed(now time.Time) bool {
+	lease := time.Duration(h.lease.Load())
+	if lease == 0 {
+		return false
+	}
+	at := h.confirmed.Load()
+	return at == nil || now.Sub(*at) > lease
 }
 
 // View returns the view held (nil before the first Set).
@@ -45,8 +83,10 @@ type Poll func(ctx context.Context, after uint64, wait bool) (*controllerpb.Auth
 // controller replica applies a change. A revocation therefore takes effect
 // on the group within the controller's answer and one round trip of its
 // commit (RevocationBound, in practice milliseconds), while the group
-// reaches any controller replica; a group cut off from every controller
-// replica keeps enforcing the last state it learned.
+// reaches any controller replica. Every successful poll, changed or not,
+// confirms the view (Holder.Confirm): a group cut off from every
+// controller replica for longer than its Lease refuses its callers
+// (Unavailable) instead of enforcing a state it cannot confirm.
 //
 // learned, if not nil, is told of every new state (the process saves it,
 // to enforce it from the moment it restarts, without waiting for a
@@ -71,6 +111,7 @@ func Follow(ctx context.Context, h *Holder, poll Poll, learned func(*controllerp
 		if h.Set(r) && learned != nil {
 			learned(r)
 		}
+		h.Confirm(time.Now())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -35,6 +36,11 @@ type GuardConfig struct {
 	Logger *slog.Logger
 	// Now is the clock tokens expire by (time.Now by default).
 	Now func() time.Time
+	// Unconfirmed, if set, reports whether the view is not current at now
+	// (Holder.Unconfirmed: a group process cut off from the controllers
+	// for longer than Lease); with auth enabled every call but a peer's is
+	// then refused as Unavailable.
+	Unconfirmed func(now time.Time) bool
 }
 
 // Guard enforces auth on a gRPC server (see the package doc).
@@ -218,6 +224,10 @@ func (g *Guard) check(ctx context.Context, method string, req any) (checked, err
 	if v == nil {
 		return c, status.Error(codes.Unavailable, "auth: this server has not learned the cluster's auth state yet")
 	}
+	now := g.cfg.Now()
+	if g.cfg.Unconfirmed != nil && g.cfg.Unconfirmed(now) {
+		return c, status.Errorf(codes.Unavailable, "auth: the controller has not confirmed this server's auth state (revision %d) for more than %v", v.Revision, Lease)
+	}
 	var token string
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if t := md.Get(rpc.TokenMetadata); len(t) > 0 {
@@ -228,7 +238,10 @@ func (g *Guard) check(ctx context.Context, method string, req any) (checked, err
 		return c, rpcerr.Auth.ToStatus(fmt.Errorf("%w: a token came over a plaintext connection", rpcerr.ErrAuthNeedsTLS))
 	}
 	cert, _ := rpc.CallerCertificate(ctx)
-	user, expires, err := v.authenticate(token, cert, g.cfg.Now())
+	user, expires, err := v.authenticate(token, cert, now)
+	if errors.Is(err, errBehind) {
+		return c, status.Error(codes.Unavailable, err.Error())
+	}
 	if err != nil {
 		return c, rpcerr.Auth.ToStatus(err)
 	}

@@ -72,3 +72,20 @@ func Verify(pub ed25519.PublicKey, token string, now time.Time) (Claims, error) 
 	}
 	return c, nil
 }
+
+// unverifiedRevision is the revision token claims, unverified (0 when it
+// is malformed): only to tell a token of a state this server has not
+// learned yet from a bad one.
+func unverifiedRevision(token string) uint64 {
+	_, rest, _ := strings.Cut(token, ".")
+	enc, _, _ := strings.Cut(rest, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		return 0
+	}
+	var c Claims
+	if json.Unmarshal(payload, &c) != nil {
+		return 0
+	}
+	return c.Revision
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -73,7 +74,15 @@ func (v *View) authenticate(token string, cert *x509.Certificate, now time.Time)
 	if token != "" {
 		c, err := v.verify(token, now)
 		if err != nil {
+			if r := unverifiedRevision(token); r > v.Revision {
+				// Maybe signed by a key this view does not know yet (auth
+				// disabled and enabled again since).
+				return "", time.Time{}, fmt.Errorf("%w: the token was issued at auth revision %d, this server knows %d (%w)", errBehind, r, v.Revision, err)
+			}
 			return "", time.Time{}, err
+		}
+		if c.Revision > v.Revision {
+			return "", time.Time{}, fmt.Errorf("%w: the token was issued at auth revision %d, this server knows %d", errBehind, c.Revision, v.Revision)
 		}
 		u, ok := v.users[c.User]
 		if !ok || u.GetEpoch() != c.Epoch {
@@ -89,6 +98,11 @@ func (v *View) authenticate(token string, cert *x509.Certificate, now time.Time)
 	}
 	return "", time.Time{}, fmt.Errorf("%w: no credentials (a token, or a client certificate of a user)", rpcerr.ErrAuthFailed)
 }
+
+// errBehind: a token was issued at an auth revision above the view's:
+// the server has not learned its user, role or key yet (the guard answers
+// Unavailable, which clients retry, not ErrAuthFailed).
+var errBehind = errors.New("auth: this server has not learned the token's auth state yet")
 
 // verify is Verify with the view's key, remembering the tokens whose
 // signature checked.
