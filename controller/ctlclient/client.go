@@ -391,6 +391,10 @@ func (c *Client) AuthChange(ctx context.Context, req *controllerpb.AuthChangeReq
 	reply, err := inSession(c, ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.AuthChangeReply, error) {
 		req := proto.Clone(req).(*controllerpb.AuthChangeRequest)
 		req.Session = s
+		if req.GetUserAdd().GetPassword() != "" || req.GetUserPasswd().GetPassword() != "" {
+			reply, err := cl.AuthChange(ctx, req, secretCall)
+			return reply, secretRefused(err)
+		}
 		return cl.AuthChange(ctx, req)
 	})
 	return reply.GetRevision(), err
@@ -399,13 +403,13 @@ func (c *Client) AuthChange(ctx context.Context, req *controllerpb.AuthChangeReq
 // Authenticate checks user's password at the controller's leader and
 // returns a token (for the gRPC metadata rpc.TokenMetadata) and when it
 // expires. Errors: rpcerr.ErrAuthFailed, rpcerr.ErrAuthNeedsTLS over
-// plaintext.
+// plaintext (gRPC does not send the password then: secretCall).
 func (c *Client) Authenticate(ctx context.Context, user, password string) (token string, expires time.Time, err error) {
 	var reply *controllerpb.AuthenticateReply
 	err = c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
 		var err error
-		reply, err = cl.Authenticate(ctx, &controllerpb.AuthenticateRequest{Name: user, Password: password})
-		return err
+		reply, err = cl.Authenticate(ctx, &controllerpb.AuthenticateRequest{Name: user, Password: password}, secretCall)
+		return secretRefused(err)
 	})
 	if err != nil {
 		return "", time.Time{}, err

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -86,4 +88,35 @@ func (c *Credentials) Close() error {
 		return nil
 	}
 	return c.ctl.Close()
+}
+
+// secretOnly is a call's credentials that add nothing but the demand of
+// transport security: gRPC refuses to send a call carrying them over a
+// plaintext connection, before any byte of the request leaves. Calls
+// that carry a password (Authenticate, and a user add or password change)
+// carry them, so a password never crosses a plaintext connection only to
+// be refused by the server on arrival.
+type secretOnly struct{}
+
+// GetRequestMetadata implements credentials.PerRPCCredentials: no metadata.
+func (secretOnly) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return nil, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials.
+func (secretOnly) RequireTransportSecurity() bool { return true }
+
+// secretCall is the call option of a call that carries a password.
+var secretCall = grpc.PerRPCCredentials(secretOnly{})
+
+// secretRefused turns gRPC's refusal to send a call of secretCall over a
+// plaintext connection (Unauthenticated from the client's transport: no
+// details, where every server refusal names its domain and reason) into
+// rpcerr.ErrAuthNeedsTLS as the server would answer it; any other error
+// is returned as it is.
+func secretRefused(err error) error {
+	if st := status.Convert(err); err == nil || st.Code() != codes.Unauthenticated || len(st.Details()) > 0 {
+		return err
+	}
+	return rpcerr.Auth.ToStatus(fmt.Errorf("%w: a password is not sent over a plaintext connection (%s)", rpcerr.ErrAuthNeedsTLS, status.Convert(err).Message()))
 }
