@@ -18,6 +18,10 @@ var Raft = NewTable("shardkv.raft")
 // through one returns. They live here, with no server code, so that clients
 // branch on them without linking the servers; package raftnode returns
 // these same values.
+// NotLeaderReason is the reason of ErrNotLeader's status (a refusal
+// that proposed nothing, which the audit skips: the leader audits).
+const NotLeaderReason = "NOT_LEADER"
+
 var (
 	// ErrStopped is returned by every call made on a raft node that had already
 	// stopped: nothing was handed to Raft, so a proposal certainly was not
@@ -37,7 +41,7 @@ var (
 	// outcome is unknown.
 	ErrLeaderChanged = Raft.New(codes.Unavailable, "LEADER_CHANGED", "raftnode: leader changed, outcome unknown")
 	// ErrNotLeader is matched by every *NotLeaderError.
-	ErrNotLeader = Raft.add(Entry{Err: errors.New("raftnode: not the leader"), Code: codes.Unavailable, Reason: "NOT_LEADER", Decode: decodeNotLeader})
+	ErrNotLeader = Raft.add(Entry{Err: errors.New("raftnode: not the leader"), Code: codes.Unavailable, Reason: NotLeaderReason, Decode: decodeNotLeader})
 	// ErrReadTimeout means no read index could be confirmed in time (no
 	// leader, or no quorum).
 	ErrReadTimeout = Raft.New(codes.Unavailable, "READ_TIMEOUT", "raftnode: read index not confirmed")

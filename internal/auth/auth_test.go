@@ -220,6 +220,16 @@ func TestRedactDropsPasswords(t *testing.T) {
 	}
 }
 
+func TestRedactDropsAuthenticatePassword(t *testing.T) {
+	req := &controllerpb.AuthenticateRequest{Name: "u", Password: "hunter2-secret"}
+	if got := Redact(req); strings.Contains(got, "hunter2") || !strings.Contains(got, "u") {
+		t.Errorf("Redact: %s", got)
+	}
+	if !strings.Contains(req.String(), "hunter2") {
+		t.Fatal("Redact changed its argument")
+	}
+}
+
 // FuzzParsePermission: operator input either parses to a valid
 // permission that formats back to a name ParseAccess reads again, or is
 // refused as rpcerr.ErrInvalidAuth; never a panic.
@@ -408,5 +418,34 @@ func TestTokenOfALaterRevision(t *testing.T) {
 	// At the view's revision or before: judged as usual.
 	if _, err := v.Authenticate(Sign(key, Claims{User: "carol", Epoch: 10, Revision: v.Revision, Expires: now.Add(TokenTTL).UnixMilli()}), nil, now); !errors.Is(err, rpcerr.ErrAuthFailed) {
 		t.Errorf("an unknown user at the view's revision: %v, want ErrAuthFailed", err)
+	}
+}
+
+// TestAuditCoversOutcomesThatMayHaveCommitted: only a NOT_LEADER refusal
+// (proposed nothing; the leader audits the call) goes unaudited: a leader
+// change (Unavailable, outcome unknown) is logged, and so is a failed
+// Authenticate, with the user it claimed and never the password.
+func TestAuditCoversOutcomesThatMayHaveCommitted(t *testing.T) {
+	var out bytes.Buffer
+	g := NewGuard(GuardConfig{View: func() *View { return nil }, Logger: slog.New(slog.NewTextHandler(&out, nil))})
+	const join = "/shardkv.controller.v1.Controller/Join"
+	g.audit(join, "root", &controllerpb.JoinRequest{}, controllerpb.Errors.ToStatus(&rpcerr.NotLeaderError{Leader: 2, Addr: "x:1"}))
+	if out.Len() != 0 {
+		t.Errorf("a NOT_LEADER refusal was audited: %s", out.String())
+	}
+	g.audit(join, "root", &controllerpb.JoinRequest{}, controllerpb.Errors.ToStatus(rpcerr.ErrLeaderChanged))
+	if !strings.Contains(out.String(), "Controller/Join") || !strings.Contains(out.String(), "user=root") {
+		t.Errorf("a join whose leader changed (it may have committed) was not audited: %q", out.String())
+	}
+	out.Reset()
+	req := &controllerpb.AuthenticateRequest{Name: "mallory", Password: "hunter2-secret"}
+	g.audit(authenticateMethod, whoPublic, req, rpcerr.Auth.ToStatus(rpcerr.ErrAuthFailed))
+	if got := out.String(); !strings.Contains(got, "Authenticate") || !strings.Contains(got, "mallory") || strings.Contains(got, "hunter2") {
+		t.Errorf("a failed Authenticate: audit %q, want the user and no password", got)
+	}
+	out.Reset()
+	g.audit(authenticateMethod, whoPublic, req, nil)
+	if out.Len() != 0 {
+		t.Errorf("a successful Authenticate was audited: %s", out.String())
 	}
 }

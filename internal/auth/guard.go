@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -274,11 +275,25 @@ var audited = map[string]bool{
 	"/shardkv.member.v1.Membership/Change":          true,
 }
 
+// authenticateMethod is audited when it fails: who tried to log in as
+// whom (never the password).
+const authenticateMethod = "/shardkv.controller.v1.Controller/Authenticate"
+
 // audit logs a call of an audited method: who (the user, or what check
-// said instead), what (the request, passwords removed), the outcome.
+// said instead), what (the request, passwords removed), the outcome. A
+// failed Authenticate is logged with the user it claimed.
 func (g *Guard) audit(method, who string, req any, err error) {
-	if !audited[method] || status.Code(err) == codes.Unavailable {
-		return // not served here (a follower's redirect): where it is served, it is audited
+	if method == authenticateMethod && err != nil {
+		r, _ := req.(*controllerpb.AuthenticateRequest)
+		who = fmt.Sprintf("%s (claimed)", r.GetName())
+	} else if !audited[method] {
+		return
+	}
+	if notLeader(err) {
+		// Not served here (a follower's redirect): where it is served,
+		// it is audited. Any other Unavailable (a leader change) may
+		// still have committed.
+		return
 	}
 	outcome := "ok"
 	if err != nil {
@@ -287,8 +302,25 @@ func (g *Guard) audit(method, who string, req any, err error) {
 	g.log.Info("audit", "method", method, "user", who, "request", Redact(req), "outcome", outcome)
 }
 
-// Redact returns req for a log line: an auth change loses its password.
+// notLeader reports whether err is a NOT_LEADER refusal (rpcerr.ErrNotLeader,
+// under whichever service's domain): certainly not applied.
+func notLeader(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == rpcerr.NotLeaderReason {
+			return true
+		}
+	}
+	return false
+}
+
+// Redact returns req for a log line: an auth change or an Authenticate
+// loses its password.
 func Redact(req any) string {
+	if a, ok := req.(*controllerpb.AuthenticateRequest); ok {
+		a = proto.Clone(a).(*controllerpb.AuthenticateRequest)
+		a.Password = ""
+		req = a
+	}
 	if ch, ok := req.(*controllerpb.AuthChangeRequest); ok {
 		ch = proto.Clone(ch).(*controllerpb.AuthChangeRequest)
 		if u := ch.GetUserAdd(); u != nil {
