@@ -449,3 +449,19 @@ func TestAuditCoversOutcomesThatMayHaveCommitted(t *testing.T) {
 		t.Errorf("a successful Authenticate was audited: %s", out.String())
 	}
 }
+
+// TestStatusDigestsNeedAdmin: any user may ask a group's status, but its
+// digests (which read the replica's whole state) need the admin role.
+func TestStatusDigestsNeedAdmin(t *testing.T) {
+	v, _ := testView(t)
+	rule := rules["/shardkv.kv.v1.KV/Status"]
+	if !rule(&kvpb.StatusRequest{}).allowed(v, "alice") {
+		t.Error("alice may not ask a status")
+	}
+	if rule(&kvpb.StatusRequest{Digests: true}).allowed(v, "alice") {
+		t.Error("alice may ask for digests")
+	}
+	if !rule(&kvpb.StatusRequest{Digests: true}).allowed(v, "root") {
+		t.Error("root may not ask for digests")
+	}
+}

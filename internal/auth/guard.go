@@ -386,9 +386,15 @@ var rules = map[string]func(req any) need{
 	"/shardkv.controller.v1.Controller/OpenSession":  needAnyUser,
 	"/shardkv.controller.v1.Controller/Query":        needAnyUser,
 	"/shardkv.controller.v1.Controller/Watch":        needAnyUser,
-	"/shardkv.kv.v1.KV/Status":                       needAnyUser,
 	"/shardkv.member.v1.Membership/List":             needAnyUser,
 	"/shardkv.transport.v1.Replica/Identify":         needAnyUser,
+	"/shardkv.kv.v1.KV/Status": func(req any) need {
+		// Digests read the replica's whole state.
+		if r, _ := req.(*kvpb.StatusRequest); r.GetDigests() {
+			return need{kind: admin}
+		}
+		return need{kind: anyUser}
+	},
 	"/shardkv.kv.v1.KV/Get": func(req any) need {
 		r, _ := req.(*kvpb.GetRequest)
 		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_READ)
