@@ -155,6 +155,13 @@ func (s *State) applyAuth(cmd *controllerlogpb.AuthCommand) error {
 		if len(cmd.GetPasswordHash()) == 0 && op.UserAdd.GetCertCn() == "" {
 			return fmt.Errorf("%w: user %s needs a password or a certificate common name", rpcerr.ErrInvalidAuth, name)
 		}
+		if cn := op.UserAdd.GetCertCn(); cn != "" {
+			for _, u := range a.GetUsers() {
+				if u.GetUser().GetCertCn() == cn {
+					return fmt.Errorf("%w: %q names user %s", rpcerr.ErrCertCNTaken, cn, u.GetUser().GetName())
+				}
+			}
+		}
 		u := &controllerlogpb.AuthUserRecord{User: &controllerpb.AuthUser{Name: name, CertCn: op.UserAdd.GetCertCn(), Epoch: next},
 			PasswordHash: slices.Clone(cmd.GetPasswordHash())}
 		a.Users = append(a.Users, u)

@@ -28,6 +28,10 @@ func userAdd(name string) *controllerpb.AuthChangeRequest {
 	return &controllerpb.AuthChangeRequest{Op: &controllerpb.AuthChangeRequest_UserAdd{UserAdd: &controllerpb.UserAdd{Name: name}}}
 }
 
+func userAddCN(name, cn string) *controllerpb.AuthChangeRequest {
+	return &controllerpb.AuthChangeRequest{Op: &controllerpb.AuthChangeRequest_UserAdd{UserAdd: &controllerpb.UserAdd{Name: name, CertCn: cn}}}
+}
+
 func grantRole(user, role string) *controllerpb.AuthChangeRequest {
 	return &controllerpb.AuthChangeRequest{Op: &controllerpb.AuthChangeRequest_UserGrantRole{UserGrantRole: &controllerpb.UserRole{User: user, Role: role}}}
 }
@@ -122,6 +126,21 @@ func TestAuthCommands(t *testing.T) {
 	// With auth off, the last admin may go.
 	if r := s.Apply(authCmd(1, 20, userDelete("root"), "", nil)); r.Err != nil {
 		t.Fatal(r.Err)
+	}
+	// A certificate common name names one user at most.
+	for _, st := range []struct {
+		name    string
+		cmd     *controllerlogpb.Command
+		wantErr error
+	}{
+		{"add svc by certificate", authCmd(1, 21, userAddCN("svc", "svc-cert"), "", nil), nil},
+		{"a second user of the same certificate", authCmd(1, 22, userAddCN("svc2", "svc-cert"), "hash", nil), rpcerr.ErrCertCNTaken},
+		{"delete svc", authCmd(1, 23, userDelete("svc"), "", nil), nil},
+		{"the certificate is free again", authCmd(1, 24, userAddCN("svc2", "svc-cert"), "", nil), nil},
+	} {
+		if r := s.Apply(st.cmd); !errors.Is(r.Err, st.wantErr) || (st.wantErr == nil) != (r.Err == nil) {
+			t.Fatalf("%s: err %v, want %v", st.name, r.Err, st.wantErr)
+		}
 	}
 }
 

@@ -14,7 +14,7 @@ var codes = session.Outcomes{nil,
 	controllerpb.ErrInvalidShards, rpcerr.ErrStaleRequest, controllerpb.ErrBadReplica,
 	controllerpb.ErrReplicaUnreachable, rpcerr.ErrMalformed,
 	rpcerr.ErrUserNotFound, rpcerr.ErrUserExists, rpcerr.ErrRoleNotFound, rpcerr.ErrRoleExists,
-	rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth}
+	rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth, rpcerr.ErrCertCNTaken}
 
 // RefusalCode is the code a leader's verdict on a change carries in the log
 // (controllerpb.Refusal): err must be controllerpb.ErrBadReplica or

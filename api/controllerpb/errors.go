@@ -49,7 +49,7 @@ func Refusal(err error) bool {
 	for _, r := range []error{ErrNotInitialized, ErrInvalidGroup, ErrGroupExists, ErrUnknownGroup,
 		ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrBadReplica, ErrReplicaUnreachable,
 		rpcerr.ErrUserNotFound, rpcerr.ErrUserExists, rpcerr.ErrRoleNotFound, rpcerr.ErrRoleExists,
-		rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth} {
+		rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth, rpcerr.ErrCertCNTaken} {
 		if errors.Is(err, r) {
 			return true
 		}

@@ -26,6 +26,9 @@ var (
 	ErrUserNotFound = Auth.New(codes.NotFound, "USER_NOT_FOUND", "shardkv: user not found")
 	// ErrUserExists: user add of a name already taken.
 	ErrUserExists = Auth.New(codes.AlreadyExists, "USER_EXISTS", "shardkv: user already exists")
+	// ErrCertCNTaken: user add naming a certificate common name that
+	// another user has already (it would authenticate as either).
+	ErrCertCNTaken = Auth.New(codes.AlreadyExists, "CERT_CN_TAKEN", "shardkv: certificate common name already names a user")
 	// ErrRoleNotFound: the change names a role that does not exist.
 	ErrRoleNotFound = Auth.New(codes.NotFound, "ROLE_NOT_FOUND", "shardkv: role not found")
 	// ErrRoleExists: role add of a name already taken (admin included).
