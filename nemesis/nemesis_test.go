@@ -43,15 +43,23 @@ func seedFor(t *testing.T, i int) uint64 {
 }
 
 func runOne(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration) {
+	runOneTLS(t, bin, s, seed, d, os.Getenv("NEMESIS_TLS") != "")
+}
+
+func runOneTLS(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration, tls bool) {
 	dir, err := os.MkdirTemp("", "shardkv-nemesis-"+s.Name+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("seed %d (rerun with SHARDKV_SEED=%d NEMESIS_SCENARIO=%s)", seed, seed, s.Name)
+	env := ""
+	if tls {
+		env = " NEMESIS_TLS=1"
+	}
+	t.Logf("seed %d (rerun with SHARDKV_SEED=%d NEMESIS_SCENARIO=%s%s)", seed, seed, s.Name, env)
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
 	defer cancel()
 	summary, err := Run(ctx, RunOptions{Binary: bin, Dir: dir, Scenario: s, Seed: seed, Duration: d, Logf: t.Logf,
-		TLS: os.Getenv("NEMESIS_TLS") != ""})
+		TLS: tls})
 	if errors.Is(err, ErrNoNetfilter) {
 		os.RemoveAll(dir)
 		t.Skip(err)
@@ -79,6 +87,28 @@ func TestNemesis(t *testing.T) {
 		}
 		t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d) })
 	}
+}
+
+// TestNemesisTLS runs one scenario with TLS on every connection (mutual
+// TLS between replicas, the peer identity check on raft and shard
+// handoff): joins, leaves, moves and kills, so that raft, shard pulls and
+// deletes between groups, the admin path and the clients all run over TLS
+// under faults. NEMESIS_TLS=1 runs every scenario so.
+func TestNemesisTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes under faults")
+	}
+	if os.Getenv("NEMESIS_TLS") != "" || os.Getenv("NEMESIS_SCENARIO") != "" {
+		t.Skip("TestNemesis runs with TLS (NEMESIS_TLS) or one chosen scenario")
+	}
+	bin := buildBinary(t)
+	for i, s := range Scenarios {
+		if s.Name == "reconfigure-and-kill" {
+			runOneTLS(t, bin, s, seedFor(t, i), envDuration("NEMESIS_DURATION", 12*time.Second), true)
+			return
+		}
+	}
+	t.Fatal("no scenario reconfigure-and-kill")
 }
 
 // TestSoak repeats the scenarios with fresh seeds for SOAK (e.g. 30m).
