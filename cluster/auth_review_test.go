@@ -138,3 +138,23 @@ func (h *harness) ctlAs(user, password string, cfg *tls.Config) *ctlclient.Clien
 	h.t.Cleanup(func() { cl.Close() })
 	return cl
 }
+
+// TestAuthEnableNeedsAPeerCA: auth cannot be enabled while the servers
+// verify peers with the clients' CA (any client certificate of it that
+// carries the peer URI would be a peer): ErrSharedPeerCA, nothing changed.
+func TestAuthEnableNeedsAPeerCA(t *testing.T) {
+	h, _, _ := startAuthCA(t, 0, false)
+	peer := h.controller()
+	defer peer.Close()
+	for _, ch := range []any{&controllerpb.UserAdd{Name: "root", Password: "root-pw"}, &controllerpb.UserRole{User: "root", Role: "admin"}} {
+		h.must("auth change", func(ctx context.Context) error { _, err := peer.AuthChange(ctx, authChange(ch)); return err })
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := peer.AuthChange(ctx, authChange(&controllerpb.AuthEnable{})); !errors.Is(err, rpcerr.ErrSharedPeerCA) {
+		t.Fatalf("enable with one CA for clients and peers: %v, want ErrSharedPeerCA", err)
+	}
+	if st, err := peer.AuthState(ctx, 0, false); err != nil || st.GetEnabled() {
+		t.Fatalf("auth state after the refused enable: %v %v", st, err)
+	}
+}

@@ -333,10 +333,16 @@ func TestAuthNeedsTLS(t *testing.T) {
 // configuration of a client whose certificate names no user, and the
 // cluster's log.
 func startAuth(t *testing.T, tokenTTL time.Duration) (*harness, *tls.Config, *syncBuffer) {
+	return startAuthCA(t, tokenTTL, true)
+}
+
+// startAuthCA is startAuth; one CA signs every certificate, and
+// allowSharedPeerCA says whether auth may be enabled so.
+func startAuthCA(t *testing.T, tokenTTL time.Duration, allowSharedPeerCA bool) (*harness, *tls.Config, *syncBuffer) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	var local *devcert.Local
-	h := start(t, cluster.Options{Groups: 2, Auth: true, PasswordCost: bcrypt.MinCost, TokenTTL: tokenTTL,
+	h := start(t, cluster.Options{Groups: 2, Auth: true, PasswordCost: bcrypt.MinCost, TokenTTL: tokenTTL, AllowSharedPeerCA: allowSharedPeerCA,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		TLS: func(id uint64) (*rpc.TLS, error) {
 			var err error
@@ -419,7 +425,7 @@ func BenchmarkAuthCost(b *testing.B) {
 		start := func(b *testing.B) *client.Client {
 			dir := b.TempDir()
 			opts := cluster.Options{Dir: filepath.Join(dir, "data"), Groups: 1, EnginePerReplica: true, JoinAll: true,
-				Logger: slog.New(slog.DiscardHandler), Auth: mode == "tls+auth", PasswordCost: bcrypt.MinCost}
+				Logger: slog.New(slog.DiscardHandler), Auth: mode == "tls+auth", PasswordCost: bcrypt.MinCost, AllowSharedPeerCA: true}
 			var local *devcert.Local
 			if mode != "plaintext" {
 				opts.TLS = func(id uint64) (*rpc.TLS, error) {

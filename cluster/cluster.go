@@ -98,6 +98,9 @@ type Options struct {
 	// WatchProgress is how often idle watch streams hear progress.
 	Watch         watch.Config
 	WatchProgress time.Duration
+	// AllowSharedPeerCA lets auth be enabled while TLS verifies peers with
+	// the clients' CAs (ctlserver.Config.SharedPeerCA).
+	AllowSharedPeerCA bool
 	// TLS, if set, turns TLS on for every server and connection of the
 	// cluster: it is called once the cluster's id is known (peer
 	// certificates name it, see rpc.PeerURI) and returns the credentials
@@ -154,6 +157,7 @@ type Cluster struct {
 	authView       *auth.Holder       // with Options.Auth: what every server enforces
 	stopAuth       context.CancelFunc // ends the following of the auth state
 	clientCertAuth bool               // the servers require client certificates (auth may be enabled)
+	sharedPeerCA   bool               // TLS verifies peers with the clients' CAs and Options.AllowSharedPeerCA is false
 
 	mu      sync.Mutex
 	addrs   map[Replica]string
@@ -242,6 +246,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.peerDial = creds.PeerDial()
 		serve = append(serve, creds.ServerOptions(c.clusterID)...)
 		c.clientCertAuth = creds.ClientCertAuth()
+		c.sharedPeerCA = creds.SharedPeerCA() && !opts.AllowSharedPeerCA
 		if opts.Auth {
 			c.authView = &auth.Holder{}
 			// Followed from the controller (auth.Follow), by the
@@ -650,7 +655,7 @@ func (c *Cluster) startServer(m *member, r Replica, engine *storage.Engine, tune
 		m.ctl, err = ctlserver.Start(ctlserver.Config{ID: r.ID, ClusterID: c.clusterID, Peers: c.peers(r.Group), Engine: engine,
 			Network: network, NumShards: c.opts.Shards, Logger: c.opts.Logger, Tune: tune, Time: c.opts.Time,
 			UnsafeSkipJoinCheck: c.opts.UnsafeSkipJoinCheck, Dial: c.peerDial,
-			ClientCertAuth: c.clientCertAuth, PasswordCost: c.opts.PasswordCost, TokenTTL: c.opts.TokenTTL})
+			ClientCertAuth: c.clientCertAuth, SharedPeerCA: c.sharedPeerCA, PasswordCost: c.opts.PasswordCost, TokenTTL: c.opts.TokenTTL})
 		if err != nil {
 			return err
 		}

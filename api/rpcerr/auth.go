@@ -22,6 +22,11 @@ var (
 	// sent, over a plaintext connection, or without client-certificate
 	// authentication on the cluster.
 	ErrAuthNeedsTLS = Auth.New(codes.FailedPrecondition, "AUTH_NEEDS_TLS", "shardkv: auth needs TLS with client certificate authentication")
+	// ErrSharedPeerCA: auth cannot be enabled while the controller verifies
+	// peers with the clients' CAs (no --peer-trusted-ca of their own): any
+	// client certificate carrying the peer URI would be a peer, which auth
+	// does not restrict. --allow-shared-peer-ca accepts it (dev --tls).
+	ErrSharedPeerCA = Auth.New(codes.FailedPrecondition, "SHARED_PEER_CA", "shardkv: peers and clients share a CA")
 	// ErrUserNotFound: the change names a user that does not exist.
 	ErrUserNotFound = Auth.New(codes.NotFound, "USER_NOT_FOUND", "shardkv: user not found")
 	// ErrUserExists: user add of a name already taken.

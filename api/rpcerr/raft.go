@@ -112,13 +112,15 @@ func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 //	ErrStopped                      certainly not applied: the node had stopped before Submit
 //	ErrNoSpace, ErrStalled          certainly not applied: the replica refused before proposing
 //	ErrAuthFailed, ErrPermissionDenied, ErrAuthNeedsTLS  certainly not applied: refused before the service saw it
+//	ErrSharedPeerCA                 certainly not applied: the leader refused the enable before proposing
 //	ErrStoppedInFlight              unknown: appended, then the node stopped
 //	ErrLeaderChanged                unknown: appended, then leadership was lost
 //	context.Canceled/DeadlineExceeded unknown
 func CertainlyNotApplied(err error) bool {
 	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrProposalDropped) || errors.Is(err, ErrStopped) ||
 		errors.Is(err, ErrNoSpace) || errors.Is(err, ErrStalled) ||
-		errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrAuthNeedsTLS)
+		errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrAuthNeedsTLS) ||
+		errors.Is(err, ErrSharedPeerCA)
 }
 
 // Errors of a replica that cannot persist.

@@ -48,7 +48,8 @@ the same --peers; the cluster's id derives from them and --cluster-token.`,
 				_, ids, _ := parsePeers(r.peers)
 				log, _ := g.logger()
 				s, err := ctlserver.Start(ctlserver.Config{ID: r.id, ClusterID: cid, Peers: ids, Engine: e, Network: net, NumShards: shards, Logger: log, Tune: r.tune,
-					UnsafeSkipJoinCheck: skipCheck, Dial: r.tls.tlsDial(), Auth: authView, ClientCertAuth: r.tls.clientCertAuth()})
+					UnsafeSkipJoinCheck: skipCheck, Dial: r.tls.tlsDial(), Auth: authView, ClientCertAuth: r.tls.clientCertAuth(),
+					SharedPeerCA: r.tls.sharedPeerCA()})
 				if err != nil {
 					return nil, nil, nil, err
 				}

@@ -150,6 +150,7 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	d.opts.Metrics = func(gid, id uint64) *groupserver.Metrics { return groupserver.NewMetrics(reg, gid, id) }
 	if d.tls {
 		d.opts.TLS = func(clusterID uint64) (*rpc.TLS, error) { return d.makeCerts(ctx, clusterID, log) }
+		d.opts.AllowSharedPeerCA = true // one throwaway CA signs every certificate
 		// Auth stays off until `shardkv admin auth enable`; then it is
 		// enforced, as by the processes of --processes 3.
 		d.opts.Auth = true

@@ -120,7 +120,9 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 			return err
 		}
 		f := d.serverTLS()
-		common = append(common, "--cert", f.Cert, "--key", f.Key, "--trusted-ca", f.TrustedCA, "--client-cert-auth")
+		// One throwaway CA signs every certificate: auth may be enabled
+		// all the same (see --allow-shared-peer-ca).
+		common = append(common, "--cert", f.Cert, "--key", f.Key, "--trusted-ca", f.TrustedCA, "--client-cert-auth", "--allow-shared-peer-ca")
 		cfg, err := rpc.ClientTLS(d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
 		if err != nil {
 			return err

@@ -19,6 +19,9 @@ import (
 type serverTLSFlags struct {
 	files rpc.TLSFiles
 	creds *rpc.TLS // loaded by load; nil: plaintext
+	// allowSharedPeerCA lets a controller enable auth while peers are
+	// verified with the clients' CAs (dev --tls).
+	allowSharedPeerCA bool
 }
 
 func (s *serverTLSFlags) register(f *pflag.FlagSet) {
@@ -30,6 +33,8 @@ func (s *serverTLSFlags) register(f *pflag.FlagSet) {
 		"it must carry the URI shardkv://cluster/<cluster id in 16 hex digits> as a subject alternative name")
 	f.StringVar(&s.files.PeerKey, "peer-key", "", "TLS: the key of --peer-cert (PEM)")
 	f.StringVar(&s.files.PeerTrustedCA, "peer-trusted-ca", "", "TLS: CA certificates (PEM) that sign the peers' certificates (default --trusted-ca)")
+	f.BoolVar(&s.allowSharedPeerCA, "allow-shared-peer-ca", false, "auth: let a controller enable auth while peers are verified with --trusted-ca "+
+		"(no --peer-trusted-ca of their own): any client certificate of those CAs carrying the peer URI is then a peer; for throwaway clusters (dev --tls)")
 }
 
 // load reads the files, if TLS is on, and reloads them on SIGHUP until ctx
@@ -91,6 +96,13 @@ func (s *serverTLSFlags) guard(clusterID uint64, view *auth.Holder, log *slog.Lo
 	}
 	return auth.NewGuard(auth.GuardConfig{View: view.View, Logger: log, Unconfirmed: view.Unconfirmed,
 		IsPeer: func(ctx context.Context) bool { return s.creds.IsPeer(ctx, clusterID) }})
+}
+
+// sharedPeerCA reports whether the process verifies peers with the
+// clients' CAs without --allow-shared-peer-ca: the controller refuses to
+// enable auth then.
+func (s *serverTLSFlags) sharedPeerCA() bool {
+	return s.creds != nil && s.creds.SharedPeerCA() && !s.allowSharedPeerCA
 }
 
 // clientCertAuth reports whether the process serves TLS and requires

@@ -23,7 +23,8 @@ import (
 // no replica ever stores or logs it) and, for an enable, generates the
 // token-signing key (randomness stays out of the state machine). Enabling
 // is refused (ErrAuthNeedsTLS, nothing proposed) unless this replica
-// serves TLS with client-certificate authentication.
+// serves TLS with client-certificate authentication, and (ErrSharedPeerCA)
+// while it verifies peers with the clients' CAs, unless allowed.
 func (s *Server) AuthChange(ctx context.Context, req *controllerpb.AuthChangeRequest) (*controllerpb.AuthChangeReply, error) {
 	if !s.node.Status().IsLeader {
 		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
@@ -34,6 +35,10 @@ func (s *Server) AuthChange(ctx context.Context, req *controllerpb.AuthChangeReq
 	case *controllerpb.AuthChangeRequest_Enable:
 		if !s.cfg.ClientCertAuth {
 			return nil, controllerpb.Errors.ToStatus(fmt.Errorf("%w: start every replica with --cert, --key, --trusted-ca and --client-cert-auth", rpcerr.ErrAuthNeedsTLS))
+		}
+		if s.cfg.SharedPeerCA {
+			return nil, controllerpb.Errors.ToStatus(fmt.Errorf("%w: give the replicas a peer CA of their own (--peer-trusted-ca, --peer-cert, --peer-key), "+
+				"or start the controllers with --allow-shared-peer-ca", rpcerr.ErrSharedPeerCA))
 		}
 		_, key, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {

@@ -85,6 +85,10 @@ type Config struct {
 	// authentication (rpc.TLS.ClientCertAuth): auth cannot be enabled
 	// without it (ErrAuthNeedsTLS).
 	ClientCertAuth bool
+	// SharedPeerCA says the replica verifies peers with the clients' CAs
+	// (rpc.TLS.SharedPeerCA) and was not told to accept it: auth cannot be
+	// enabled (ErrSharedPeerCA).
+	SharedPeerCA bool
 	// Auth, if set, is kept at the replica's applied auth state, for the
 	// process's guard (auth.Guard).
 	Auth *auth.Holder

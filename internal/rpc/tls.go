@@ -331,6 +331,13 @@ func (t *TLS) IsPeer(ctx context.Context, clusterID uint64) bool {
 	return t.checkPeer(ctx, want) == nil
 }
 
+// SharedPeerCA reports whether peers are verified with the clients' CAs
+// (--peer-trusted-ca not given, or the same file as --trusted-ca): then a
+// client certificate of those CAs that carries the peer URI is a peer.
+func (t *TLS) SharedPeerCA() bool {
+	return t.files.PeerTrustedCA == "" || t.files.PeerTrustedCA == t.files.TrustedCA
+}
+
 // ClientCertAuth reports whether the server refuses clients without a
 // verified certificate (--client-cert-auth): enabling auth requires it.
 func (t *TLS) ClientCertAuth() bool { return t.files.ClientCertAuth }
