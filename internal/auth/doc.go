@@ -15,13 +15,19 @@
 //
 //   - a peer: a process of this cluster, by its verified peer certificate
 //     (rpc.TLS.IsPeer): raft, shard handoff, a group's config and auth
-//     long polls; allowed everything;
+//     long polls; allowed everything but an auth change and a backup's
+//     read of the shards (userOnly), which take an admin user;
 //   - a user, by a valid token in the metadata "token", or by a verified
 //     client certificate whose common name is a user's cert_cn;
 //
 // and the user's roles grant what the method needs (see rules): READ on
-// the key or range of Get, List and Watch, WRITE on the key of a write,
-// the admin role for configuration, membership, backup and auth changes,
-// any user for configuration queries and status. A method the rules do not
-// name needs the admin role (default deny).
+// the key or range of Get, List and Watch, WRITE on the key of a write
+// (and READ too when the write returns the value or is conditional), the
+// admin role for configuration, membership, backup, auth changes and
+// status digests, any user for configuration queries and status. A method
+// the rules do not name needs the admin role (default deny). A stream is
+// checked again before each message it sends once the view changed or its
+// token expired. A group process refuses every call but a peer's as
+// Unavailable while its view is unconfirmed (Holder.RequireConfirmation,
+// Lease), and a token of a later auth revision than its view.
 package auth
