@@ -230,19 +230,28 @@ func TestGRPCRefusesAnotherCluster(t *testing.T) {
 // the other's member of group 1: member 1 at the first, 2 at the second.
 func processPair(t *testing.T, ca, cb uint64) (*process, *process) {
 	t.Helper()
+	resolve, set := memberResolver(func(group uint64) bool { return group == 1 })
+	a, b := startClusterProcess(t, ca, resolve), startClusterProcess(t, cb, resolve)
+	set(a.addr, b.addr)
+	return a, b
+}
+
+// memberResolver resolves member 1 to the first address set gives it and
+// member 2 to the second, in the groups groupOK accepts.
+func memberResolver(groupOK func(group uint64) bool) (resolve transport.Resolver, set func(addr1, addr2 string)) {
 	addrs := map[uint64]string{}
 	var mu sync.Mutex
-	resolve := func(group, id uint64) (string, bool) {
+	resolve = func(group, id uint64) (string, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		a, ok := addrs[id]
-		return a, ok && group == 1
+		return a, ok && groupOK(group)
 	}
-	a, b := startClusterProcess(t, ca, resolve), startClusterProcess(t, cb, resolve)
-	mu.Lock()
-	addrs[1], addrs[2] = a.addr, b.addr
-	mu.Unlock()
-	return a, b
+	return resolve, func(addr1, addr2 string) {
+		mu.Lock()
+		addrs[1], addrs[2] = addr1, addr2
+		mu.Unlock()
+	}
 }
 
 // join hosts member id of group 1 on p; the recorder gets what it receives.
@@ -272,18 +281,9 @@ func memberPair(t *testing.T, ca, cb uint64) (transport.Transport, *recorder, *r
 // and every one arrives.
 func TestHeartbeatsOfManyGroupsShareBatches(t *testing.T) {
 	const groups = 100
-	addrs := map[uint64]string{}
-	var mu sync.Mutex
-	resolve := func(_, id uint64) (string, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		a, ok := addrs[id]
-		return a, ok
-	}
+	resolve, set := memberResolver(func(uint64) bool { return true })
 	a, b := startProcess(t, resolve), startProcess(t, resolve)
-	mu.Lock()
-	addrs[1], addrs[2] = a.addr, b.addr
-	mu.Unlock()
+	set(a.addr, b.addr)
 	var senders []transport.Transport
 	var receivers []*recorder
 	for g := uint64(1); g <= groups; g++ {
