@@ -145,6 +145,7 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 	start := func(name string, args ...string) (*child, error) {
 		c := &child{name: name, cmd: exec.Command(exe, append(args, common...)...), done: make(chan struct{})}
 		c.cmd.Stdout, c.cmd.Stderr = os.Stderr, os.Stderr
+		dieWithDev(c.cmd)
 		if err := c.cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
