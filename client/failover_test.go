@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/client"
+	"github.com/shardkv/shardkv/internal/grpctest"
 )
 
 // stoppedLeaderGroup is one group of three fake replicas whose leader,
@@ -68,19 +68,6 @@ func (f *fakeController) Query(context.Context, *controllerpb.QueryRequest) (*co
 	return &controllerpb.QueryReply{Config: f.cfg, NumShards: uint32(len(f.cfg.Shards))}, nil
 }
 
-func listen(t *testing.T, register func(*grpc.Server)) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	register(s)
-	go func() { _ = s.Serve(l) }()
-	t.Cleanup(s.Stop)
-	return l.Addr().String()
-}
-
 // TestStoppedLeaderCostsOneAttempt is the regression test of a
 // TestLeaderStopped failure: while an election outlasted the first round
 // of short attempts, the client's next round went back to the stopped
@@ -91,13 +78,13 @@ func listen(t *testing.T, register func(*grpc.Server)) string {
 func TestStoppedLeaderCostsOneAttempt(t *testing.T) {
 	g := &stoppedLeaderGroup{elected: make(chan struct{})}
 	for i := range 3 {
-		g.addrs = append(g.addrs, listen(t, func(s *grpc.Server) { kvpb.RegisterKVServer(s, &fakeReplica{g: g, i: i}) }))
+		g.addrs = append(g.addrs, grpctest.Serve(t, func(s *grpc.Server) { kvpb.RegisterKVServer(s, &fakeReplica{g: g, i: i}) }))
 	}
 	cfg := &controllerpb.Config{Num: 1, Shards: make([]uint64, 10), Groups: []*controllerpb.Group{{Id: 1, Addrs: g.addrs}}}
 	for i := range cfg.Shards {
 		cfg.Shards[i] = 1
 	}
-	ctl := listen(t, func(s *grpc.Server) { controllerpb.RegisterControllerServer(s, &fakeController{cfg: cfg}) })
+	ctl := grpctest.Serve(t, func(s *grpc.Server) { controllerpb.RegisterControllerServer(s, &fakeController{cfg: cfg}) })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

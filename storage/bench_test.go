@@ -13,10 +13,7 @@ import (
 // synced (the fsync is the disk's cost, not the CPU's this measures). The
 // log is compacted every 1,000 entries, as a replica's is by threshold.
 func BenchmarkRaftLogAppend(b *testing.B) {
-	e, err := OpenWith(b.TempDir(), Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := openEngine(b, b.TempDir(), Options{Logger: slog.New(slog.DiscardHandler)})
 	defer e.Close()
 	l := e.RaftLog(Replica{Group: 1, ID: 1})
 	if _, err := l.Load(); err != nil {

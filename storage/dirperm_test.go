@@ -24,10 +24,7 @@ func TestDataDirIsPrivate(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 
 	fresh := filepath.Join(t.TempDir(), "new", "data")
-	e, err := OpenWith(fresh, Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, fresh, Options{Logger: log})
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -45,10 +42,7 @@ func TestDataDirIsPrivate(t *testing.T) {
 	if err := os.Chmod(open, 0o755); err != nil { // whatever the umask
 		t.Fatal(err)
 	}
-	e, err = OpenWith(open, Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e = openEngine(t, open, Options{Logger: log})
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}

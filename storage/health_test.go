@@ -19,10 +19,7 @@ import (
 // engine refuse writes with rpcerr.ErrNoSpace until a flush succeeds; a write
 // stall longer than a second reports rpcerr.ErrStalled.
 func TestHealthFollowsPebbleEvents(t *testing.T) {
-	e, err := OpenWith(t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler)})
 	defer e.Close()
 	l := e.health.listener()
 	e.health.resumeBytes.Store(math.MaxInt64) // only the events decide here
@@ -57,11 +54,8 @@ func TestHealthFollowsPebbleEvents(t *testing.T) {
 // calls OnStuck once and makes the engine unhealthy.
 func TestStuckSyncedWriteIsReported(t *testing.T) {
 	stuck := make(chan error, 2)
-	e, err := OpenWith(t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler), StallLimit: 200 * time.Millisecond,
+	e := openEngine(t, t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler), StallLimit: 200 * time.Millisecond,
 		OnStuck: func(err error) { stuck <- err }})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer e.Close()
 	// A synced write that never returns, as on a hung disk.
 	e.health.syncMu.Lock()
@@ -87,10 +81,7 @@ func TestStuckSyncedWriteIsReported(t *testing.T) {
 // TestFullEngineResumesWhenSpaceIsFreed: with writes refused nothing may
 // flush, so free space on the disk is what lets a full engine resume.
 func TestFullEngineResumesWhenSpaceIsFreed(t *testing.T) {
-	e, err := OpenWith(t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler), StallLimit: 400 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, t.TempDir(), Options{Logger: slog.New(slog.DiscardHandler), StallLimit: 400 * time.Millisecond})
 	defer e.Close()
 	e.health.listener().BackgroundError(fmt.Errorf("compaction: %w", syscall.ENOSPC))
 	if err := e.Health(); !errors.Is(err, rpcerr.ErrNoSpace) {

@@ -11,10 +11,7 @@ import (
 
 func TestEnsureIdentity(t *testing.T) {
 	dir := t.TempDir()
-	e, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, dir, Options{})
 	defer e.Close()
 	r := Replica{Group: 0, ID: 1}
 	one := map[uint64]string{1: "a:1"}
@@ -93,10 +90,7 @@ func TestEnsureIdentity(t *testing.T) {
 // started with, less itself when it joined a running group; a restart with
 // the members in force as its peers does not change them.
 func TestIdentityFounders(t *testing.T) {
-	e, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, t.TempDir(), Options{})
 	defer e.Close()
 	three := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
 	replaced := map[uint64]string{1: "a:1", 2: "b:1", 4: "d:1"}
@@ -133,10 +127,7 @@ func TestIdentityFounders(t *testing.T) {
 // TestReplicasListsIdentities: a node lists the replicas it hosts from
 // their stored identities, whatever raft state lies around them.
 func TestReplicasListsIdentities(t *testing.T) {
-	e, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, t.TempDir(), Options{})
 	defer e.Close()
 	if got, err := e.Replicas(); err != nil || len(got) != 0 {
 		t.Fatalf("empty engine: %v %v", got, err)

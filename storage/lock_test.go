@@ -13,10 +13,7 @@ import (
 // process holds open: Open fails with a *LockedError naming the directory.
 func TestOpenLockedByAnotherProcess(t *testing.T) {
 	if dir := os.Getenv("STORAGE_TEST_HOLD_LOCK"); dir != "" {
-		e, err := Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		e := openEngine(t, dir, Options{})
 		defer e.Close()
 		os.Stdout.WriteString("open\n")
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until the parent closes stdin

@@ -10,10 +10,7 @@ import (
 // keys (a replica's state replaced leaves it).
 func TestNotes(t *testing.T) {
 	dir := t.TempDir()
-	e, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, dir, Options{})
 	if _, ok, err := e.LoadNote("auth-state"); ok || err != nil {
 		t.Fatalf("a note before any: %v %v", ok, err)
 	}
@@ -25,9 +22,7 @@ func TestNotes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Close()
-	if e, err = Open(dir); err != nil {
-		t.Fatal(err)
-	}
+	e = openEngine(t, dir, Options{})
 	defer e.Close()
 	if v, ok, err := e.LoadNote("auth-state"); !ok || err != nil || string(v) != "v1" {
 		t.Fatalf("after a reopen: %q %v %v", v, ok, err)

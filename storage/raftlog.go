@@ -76,25 +76,37 @@ func (s RaftState) Empty() bool {
 	return s.HardState == nil && s.Snapshot == nil && len(s.Entries) == 0
 }
 
+// loadRecord decodes the record at key into m and reports whether there is
+// one. what names the record in errors; one that does not decode is
+// corruption (l.corrupt).
+func (l *RaftLog) loadRecord(key []byte, m proto.Message, what string) (bool, error) {
+	v, ok, err := Get(l.e.db, key)
+	if err != nil {
+		return false, fmt.Errorf("load %s: %w", what, err)
+	}
+	if !ok {
+		return false, nil
+	}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return false, l.corrupt(0, what+": "+err.Error())
+	}
+	return true, nil
+}
+
 // Load reads the replica's Raft state, repairing a torn tail (see the
 // package documentation) and refusing corruption anywhere else.
 func (l *RaftLog) Load() (RaftState, error) {
 	var st RaftState
-	if v, ok, err := Get(l.e.db, l.r.hardStateKey()); err != nil {
-		return st, fmt.Errorf("load hard state: %w", err)
+	hs, snap := &raftpb.HardState{}, &raftpb.SnapshotMetadata{}
+	if ok, err := l.loadRecord(l.r.hardStateKey(), hs, "hard state"); err != nil {
+		return st, err
 	} else if ok {
-		st.HardState = &raftpb.HardState{}
-		if err := proto.Unmarshal(v, st.HardState); err != nil {
-			return st, l.corrupt(0, "hard state: "+err.Error())
-		}
+		st.HardState = hs
 	}
-	if v, ok, err := Get(l.e.db, l.r.snapshotKey()); err != nil {
-		return st, fmt.Errorf("load snapshot metadata: %w", err)
+	if ok, err := l.loadRecord(l.r.snapshotKey(), snap, "snapshot metadata"); err != nil {
+		return st, err
 	} else if ok {
-		st.Snapshot = &raftpb.SnapshotMetadata{}
-		if err := proto.Unmarshal(v, st.Snapshot); err != nil {
-			return st, l.corrupt(0, "snapshot metadata: "+err.Error())
-		}
+		st.Snapshot = snap
 	}
 
 	it, err := l.e.db.NewIter(&pebble.IterOptions{LowerBound: l.r.logKey(0), UpperBound: l.r.logKey(math.MaxUint64)})

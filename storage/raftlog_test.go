@@ -18,10 +18,7 @@ func entries(lo, hi uint64) []*raftpb.Entry {
 
 func openLog(t *testing.T, dir string) (*Engine, *RaftLog) {
 	t.Helper()
-	e, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, dir, Options{})
 	return e, e.RaftLog(Replica{Group: 3, ID: 2})
 }
 

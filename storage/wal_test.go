@@ -27,10 +27,7 @@ func newestWAL(t *testing.T, dir string) string {
 // are: each one acknowledged only once on disk.
 func writeSynced(t *testing.T, dir string, n int) {
 	t.Helper()
-	e, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := openEngine(t, dir, Options{})
 	for i := 1; i <= n; i++ {
 		if err := e.DB().Set([]byte(fmt.Sprintf("k%03d", i)), []byte(strings.Repeat("v", 1000)), pebble.Sync); err != nil {
 			t.Fatal(err)

@@ -196,6 +196,20 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, controllerpb
 	}
 }
 
+// ask makes the call fn with run (Client.call for the leader, or
+// Client.longPoll for any replica) and returns the reply of the attempt
+// that ended it.
+func ask[R any](ctx context.Context, run func(context.Context, func(context.Context, controllerpb.ControllerClient) error) error,
+	fn func(context.Context, controllerpb.ControllerClient) (R, error)) (R, error) {
+	var reply R
+	err := run(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
+		var err error
+		reply, err = fn(ctx, cl)
+		return err
+	})
+	return reply, err
+}
+
 func (c *Client) change(ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (*controllerpb.ChangeReply, error)) (config.Config, error) {
 	reply, err := inSession(c, ctx, fn)
 	if err != nil {
@@ -230,16 +244,14 @@ func inSession[R any](c *Client, ctx context.Context, fn func(context.Context, c
 		}
 		c.seq++
 		sess := &controllerpb.Session{ClientId: c.id, Seq: c.seq}
-		var reply R
-		err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
-			var err error
-			reply, err = fn(ctx, cl, sess)
+		reply, err := ask(ctx, c.call, func(ctx context.Context, cl controllerpb.ControllerClient) (R, error) {
+			reply, err := fn(ctx, cl, sess)
 			if err != nil {
 				if e := controllerpb.Errors.FromStatus(err); !rpcerr.CertainlyNotApplied(e) && !errors.Is(e, rpcerr.ErrSessionExpired) {
 					maybe = true
 				}
 			}
-			return err
+			return reply, err
 		})
 		switch {
 		case err == nil:
@@ -325,11 +337,8 @@ func (c *Client) ClusterID(ctx context.Context) (uint64, error) {
 // Query returns configuration n (the latest for n < 0) and the cluster's
 // shard count, linearizably.
 func (c *Client) Query(ctx context.Context, n int64) (config.Config, int, error) {
-	var reply *controllerpb.QueryReply
-	err := c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
-		var err error
-		reply, err = cl.Query(ctx, &controllerpb.QueryRequest{Num: n})
-		return err
+	reply, err := ask(ctx, c.call, func(ctx context.Context, cl controllerpb.ControllerClient) (*controllerpb.QueryReply, error) {
+		return cl.Query(ctx, &controllerpb.QueryRequest{Num: n})
 	})
 	if err != nil {
 		return config.Config{}, 0, err
@@ -342,11 +351,8 @@ func (c *Client) Query(ctx context.Context, n int64) (config.Config, int, error)
 // limit passes first. It is served by any replica, so it is not a
 // linearizable read: use Query for that.
 func (c *Client) Watch(ctx context.Context, after uint64) (config.Config, error) {
-	var reply *controllerpb.QueryReply
-	err := c.longPoll(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
-		var err error
-		reply, err = cl.Watch(ctx, &controllerpb.WatchRequest{After: after})
-		return err
+	reply, err := ask(ctx, c.longPoll, func(ctx context.Context, cl controllerpb.ControllerClient) (*controllerpb.QueryReply, error) {
+		return cl.Watch(ctx, &controllerpb.WatchRequest{After: after})
 	})
 	if err != nil {
 		return config.Config{}, err
@@ -405,11 +411,9 @@ func (c *Client) AuthChange(ctx context.Context, req *controllerpb.AuthChangeReq
 // expires. Errors: rpcerr.ErrAuthFailed, rpcerr.ErrAuthNeedsTLS over
 // plaintext (gRPC does not send the password then: secretCall).
 func (c *Client) Authenticate(ctx context.Context, user, password string) (token string, expires time.Time, err error) {
-	var reply *controllerpb.AuthenticateReply
-	err = c.call(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
-		var err error
-		reply, err = cl.Authenticate(ctx, &controllerpb.AuthenticateRequest{Name: user, Password: password}, secretCall)
-		return secretRefused(err)
+	reply, err := ask(ctx, c.call, func(ctx context.Context, cl controllerpb.ControllerClient) (*controllerpb.AuthenticateReply, error) {
+		reply, err := cl.Authenticate(ctx, &controllerpb.AuthenticateRequest{Name: user, Password: password}, secretCall)
+		return reply, secretRefused(err)
 	})
 	if err != nil {
 		return "", time.Time{}, err
@@ -420,11 +424,7 @@ func (c *Client) Authenticate(ctx context.Context, user, password string) (token
 // AuthState returns the controller's public auth state: at once, or with
 // wait once its revision is above after (or the long poll's limit passed).
 func (c *Client) AuthState(ctx context.Context, after uint64, wait bool) (*controllerpb.AuthStateReply, error) {
-	var reply *controllerpb.AuthStateReply
-	err := c.longPoll(ctx, func(ctx context.Context, cl controllerpb.ControllerClient) error {
-		var err error
-		reply, err = cl.AuthState(ctx, &controllerpb.AuthStateRequest{After: after, Wait: wait})
-		return err
+	return ask(ctx, c.longPoll, func(ctx context.Context, cl controllerpb.ControllerClient) (*controllerpb.AuthStateReply, error) {
+		return cl.AuthState(ctx, &controllerpb.AuthStateRequest{After: after, Wait: wait})
 	})
-	return reply, err
 }

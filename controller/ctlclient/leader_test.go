@@ -3,7 +3,6 @@ package ctlclient_test
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/grpctest"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -31,21 +31,32 @@ func (f *fakeController) Query(context.Context, *controllerpb.QueryRequest) (*co
 	return &controllerpb.QueryReply{Config: &controllerpb.Config{Num: 7, Shards: []uint64{0}}, NumShards: 1}, nil
 }
 
-func serve(t *testing.T, f *fakeController) string {
-	return serveController(t, f)
+// serveController serves s as a controller replica and returns its
+// address; it stops when the test ends.
+func serveController(t *testing.T, s controllerpb.ControllerServer) string {
+	t.Helper()
+	return grpctest.Serve(t, func(g *grpc.Server) { controllerpb.RegisterControllerServer(g, s) })
+}
+
+// dial returns a client of the controller replicas at addrs, closed when
+// the test ends.
+func dial(t *testing.T, addrs ...string) *ctlclient.Client {
+	t.Helper()
+	c, err := ctlclient.New(addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // TestFollowsLeaderOutsideItsList: a client given only a follower's address
 // (its list predates a controller replica's replacement) follows the
 // NOT_LEADER to a leader it was not given.
 func TestFollowsLeaderOutsideItsList(t *testing.T) {
-	leader := serve(t, &fakeController{})
-	follower := serve(t, &fakeController{leaderAddr: leader})
-	c, err := ctlclient.New([]string{follower})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	leader := serveController(t, &fakeController{})
+	follower := serveController(t, &fakeController{leaderAddr: leader})
+	c := dial(t, follower)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cfg, _, err := c.Query(ctx, -1)
@@ -101,11 +112,7 @@ func TestStoppedLeaderCostsOneAttempt(t *testing.T) {
 	f2 := &electingController{elected: elected, stale: stoppedAddr}
 	addr1, addr2 := serveController(t, f1), serveController(t, f2)
 	f1.leader = addr2 // after the election replica 2 leads
-	c, err := ctlclient.New([]string{stoppedAddr, addr1, addr2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, stoppedAddr, addr1, addr2)
 	// The election ends while the suspicion is fresh (rpc.SettleAfter
 	// after the first attempt's timeout).
 	time.AfterFunc(1600*time.Millisecond, func() { close(elected) })
@@ -121,19 +128,6 @@ func TestStoppedLeaderCostsOneAttempt(t *testing.T) {
 	if len(stopped.budgets) != 1 {
 		t.Errorf("the stopped leader got %d attempts, want 1", len(stopped.budgets))
 	}
-}
-
-func serveController(t *testing.T, s controllerpb.ControllerServer) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	controllerpb.RegisterControllerServer(g, s)
-	go func() { _ = g.Serve(l) }()
-	t.Cleanup(g.Stop)
-	return l.Addr().String()
 }
 
 // slowOnceLeader leads; its first Query takes 1.2 s (one slow answer: a GC
@@ -158,11 +152,7 @@ func (s *slowOnceLeader) Query(ctx context.Context, r *controllerpb.QueryRequest
 func TestSlowOnceLeaderIsNotShunned(t *testing.T) {
 	lead := &slowOnceLeader{}
 	la := serveController(t, lead)
-	c, err := ctlclient.New([]string{la, serve(t, &fakeController{leaderAddr: la}), serve(t, &fakeController{leaderAddr: la})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, la, serveController(t, &fakeController{leaderAddr: la}), serveController(t, &fakeController{leaderAddr: la}))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -195,11 +185,7 @@ func (neverWatches) Watch(ctx context.Context, _ *controllerpb.WatchRequest) (*c
 // review measured) while another replica has a newer configuration.
 func TestNewerLeavesASilentReplica(t *testing.T) {
 	w := &watchedController{num: 6, published: make(chan struct{})}
-	c, err := ctlclient.New([]string{serveController(t, neverWatches{}), serveController(t, w)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, serveController(t, neverWatches{}), serveController(t, w))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
-	"github.com/shardkv/shardkv/controller/ctlclient"
 )
 
 // watchedController answers Watch as the controller does: at once when a
@@ -62,11 +61,7 @@ func (w *watchedController) publish(num uint64) {
 // all learn of a new configuration from it.
 func TestNewerSharesOneLongPoll(t *testing.T) {
 	w := &watchedController{num: 5, published: make(chan struct{})}
-	c, err := ctlclient.New([]string{serveController(t, w)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, serveController(t, w))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

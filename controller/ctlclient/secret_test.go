@@ -9,7 +9,6 @@ import (
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
-	"github.com/shardkv/shardkv/controller/ctlclient"
 )
 
 // passwordSink records every password it receives (over plaintext, as a
@@ -49,11 +48,7 @@ func (p *passwordSink) AuthChange(_ context.Context, r *controllerpb.AuthChangeR
 // it; a change without a password still goes through.
 func TestPasswordsNeverSentInPlaintext(t *testing.T) {
 	sink := &passwordSink{}
-	cl, err := ctlclient.New([]string{serveController(t, sink)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dial(t, serveController(t, sink))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, _, err := cl.Authenticate(ctx, "root", "secret-1"); !errors.Is(err, rpcerr.ErrAuthNeedsTLS) {
