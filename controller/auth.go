@@ -98,6 +98,15 @@ func (s *State) findUser(name string) *controllerlogpb.AuthUserRecord {
 	return nil
 }
 
+// existingUser is findUser for a change that needs the user: its absence
+// is rpcerr.ErrUserNotFound, naming it.
+func (s *State) existingUser(name string) (*controllerlogpb.AuthUserRecord, error) {
+	if u := s.findUser(name); u != nil {
+		return u, nil
+	}
+	return nil, fmt.Errorf("%w: %s", rpcerr.ErrUserNotFound, name)
+}
+
 func (s *State) findRole(name string) *controllerpb.AuthRole {
 	for _, r := range s.auth.GetRoles() {
 		if r.GetName() == name {
@@ -170,17 +179,17 @@ func (s *State) applyAuth(cmd *controllerlogpb.AuthCommand) error {
 		})
 	case *controllerpb.AuthChangeRequest_UserDelete:
 		name := op.UserDelete.GetName()
-		if s.findUser(name) == nil {
-			return fmt.Errorf("%w: %s", rpcerr.ErrUserNotFound, name)
+		if _, err := s.existingUser(name); err != nil {
+			return err
 		}
 		if a.GetEnabled() && !s.hasAdmin(name) {
 			return fmt.Errorf("%w: %s is the last user with the %s role (disable auth first)", rpcerr.ErrNoAdmin, name, AdminRole)
 		}
 		a.Users = slices.DeleteFunc(a.Users, func(u *controllerlogpb.AuthUserRecord) bool { return u.GetUser().GetName() == name })
 	case *controllerpb.AuthChangeRequest_UserPasswd:
-		u := s.findUser(op.UserPasswd.GetName())
-		if u == nil {
-			return fmt.Errorf("%w: %s", rpcerr.ErrUserNotFound, op.UserPasswd.GetName())
+		u, err := s.existingUser(op.UserPasswd.GetName())
+		if err != nil {
+			return err
 		}
 		if len(cmd.GetPasswordHash()) == 0 {
 			return fmt.Errorf("%w: empty password", rpcerr.ErrInvalidAuth)
@@ -188,11 +197,11 @@ func (s *State) applyAuth(cmd *controllerlogpb.AuthCommand) error {
 		// A new epoch revokes the tokens issued under the old password.
 		u.PasswordHash, u.User.Epoch = slices.Clone(cmd.GetPasswordHash()), next
 	case *controllerpb.AuthChangeRequest_UserGrantRole:
-		u := s.findUser(op.UserGrantRole.GetUser())
+		u, err := s.existingUser(op.UserGrantRole.GetUser())
 		role := op.UserGrantRole.GetRole()
 		switch {
-		case u == nil:
-			return fmt.Errorf("%w: %s", rpcerr.ErrUserNotFound, op.UserGrantRole.GetUser())
+		case err != nil:
+			return err
 		case !s.roleExists(role):
 			return fmt.Errorf("%w: %s", rpcerr.ErrRoleNotFound, role)
 		}
@@ -201,11 +210,11 @@ func (s *State) applyAuth(cmd *controllerlogpb.AuthCommand) error {
 			slices.Sort(u.User.Roles)
 		}
 	case *controllerpb.AuthChangeRequest_UserRevokeRole:
-		u := s.findUser(op.UserRevokeRole.GetUser())
+		u, err := s.existingUser(op.UserRevokeRole.GetUser())
 		role := op.UserRevokeRole.GetRole()
 		switch {
-		case u == nil:
-			return fmt.Errorf("%w: %s", rpcerr.ErrUserNotFound, op.UserRevokeRole.GetUser())
+		case err != nil:
+			return err
 		case !slices.Contains(u.GetUser().GetRoles(), role):
 			return fmt.Errorf("%w: user %s does not have role %s", rpcerr.ErrRoleNotFound, u.GetUser().GetName(), role)
 		case role == AdminRole && a.GetEnabled() && !s.hasAdmin(u.GetUser().GetName()):
