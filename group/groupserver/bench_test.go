@@ -112,6 +112,14 @@ func closedLoop(b *testing.B, conc int, op func(c int, n uint64, i int64) error)
 	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/op")
 }
 
+// atClients runs bench at 1 and 64 concurrent clients, each run a
+// sub-benchmark against a new one-member group.
+func atClients(b *testing.B, bench func(b *testing.B, s *Server, conc int)) {
+	for _, conc := range []int{1, 64} {
+		b.Run(fmt.Sprintf("clients=%d", conc), func(b *testing.B) { bench(b, startAlone(b), conc) })
+	}
+}
+
 func benchKeys() [][]byte {
 	keys := make([][]byte, 1000)
 	for i := range keys {
@@ -126,33 +134,30 @@ func benchKeys() [][]byte {
 // raft on a one-member group (append and fsync), apply, and the reply's
 // encoding (as gRPC would send it). gRPC itself is not included.
 func BenchmarkServerWrite(b *testing.B) {
-	for _, conc := range []int{1, 64} {
-		b.Run(fmt.Sprintf("clients=%d", conc), func(b *testing.B) {
-			s := startAlone(b)
-			ctx := context.Background()
-			value := make([]byte, 100)
-			keys := benchKeys()
-			shardKey := map[int][]byte{} // a key of each shard: sessions are per shard
-			for _, k := range keys {
-				shardKey[controller.ShardOf(k, 8)] = k
-			}
-			for c := range conc {
-				for _, k := range shardKey {
-					if _, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: k, ClientId: uint64(c) + 1}); err != nil {
-						b.Fatal(err)
-					}
+	atClients(b, func(b *testing.B, s *Server, conc int) {
+		ctx := context.Background()
+		value := make([]byte, 100)
+		keys := benchKeys()
+		shardKey := map[int][]byte{} // a key of each shard: sessions are per shard
+		for _, k := range keys {
+			shardKey[controller.ShardOf(k, 8)] = k
+		}
+		for c := range conc {
+			for _, k := range shardKey {
+				if _, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: k, ClientId: uint64(c) + 1}); err != nil {
+					b.Fatal(err)
 				}
 			}
-			closedLoop(b, conc, func(c int, seq uint64, i int64) error {
-				reply, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: keys[i%int64(len(keys))], Value: value,
-					ClientId: uint64(c) + 1, Seq: seq})
-				if err == nil {
-					_, err = proto.Marshal(reply)
-				}
-				return err
-			})
+		}
+		closedLoop(b, conc, func(c int, seq uint64, i int64) error {
+			reply, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: keys[i%int64(len(keys))], Value: value,
+				ClientId: uint64(c) + 1, Seq: seq})
+			if err == nil {
+				_, err = proto.Marshal(reply)
+			}
+			return err
 		})
-	}
+	})
 }
 
 // BenchmarkServerGet: linearizable gets of 1,000 keys holding 100-byte
@@ -160,26 +165,23 @@ func BenchmarkServerWrite(b *testing.B) {
 // checks, the read index (shared by concurrent gets), the read, and the
 // reply's encoding.
 func BenchmarkServerGet(b *testing.B) {
-	for _, conc := range []int{1, 64} {
-		b.Run(fmt.Sprintf("clients=%d", conc), func(b *testing.B) {
-			s := startAlone(b)
-			ctx := context.Background()
-			keys := benchKeys()
-			for _, k := range keys {
-				if _, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: k, Value: make([]byte, 100)}); err != nil {
-					b.Fatal(err)
-				}
+	atClients(b, func(b *testing.B, s *Server, conc int) {
+		ctx := context.Background()
+		keys := benchKeys()
+		for _, k := range keys {
+			if _, err := s.Write(ctx, &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: k, Value: make([]byte, 100)}); err != nil {
+				b.Fatal(err)
 			}
-			closedLoop(b, conc, func(_ int, _ uint64, i int64) error {
-				reply, err := s.Get(ctx, &kvpb.GetRequest{Key: keys[i%int64(len(keys))]})
-				if err == nil && !reply.GetFound() {
-					err = fmt.Errorf("key %q not found", keys[i%int64(len(keys))])
-				}
-				if err == nil {
-					_, err = proto.Marshal(reply)
-				}
-				return err
-			})
+		}
+		closedLoop(b, conc, func(_ int, _ uint64, i int64) error {
+			reply, err := s.Get(ctx, &kvpb.GetRequest{Key: keys[i%int64(len(keys))]})
+			if err == nil && !reply.GetFound() {
+				err = fmt.Errorf("key %q not found", keys[i%int64(len(keys))])
+			}
+			if err == nil {
+				_, err = proto.Marshal(reply)
+			}
+			return err
 		})
-	}
+	})
 }
