@@ -24,9 +24,7 @@ import (
 type stoppedLeaderGroup struct {
 	addrs   []string
 	elected chan struct{}
-
-	mu       sync.Mutex
-	atLeader []time.Duration // the deadline budget of every request replica 0 got
+	leader  grpctest.Stopped // replica 0
 }
 
 type fakeReplica struct {
@@ -45,12 +43,7 @@ func (r *fakeReplica) Get(ctx context.Context, _ *kvpb.GetRequest) (*kvpb.GetRep
 	}
 	switch {
 	case r.i == 0:
-		d, _ := ctx.Deadline()
-		g.mu.Lock()
-		g.atLeader = append(g.atLeader, time.Until(d))
-		g.mu.Unlock()
-		<-ctx.Done()
-		return nil, ctx.Err()
+		return nil, g.leader.Hang(ctx)
 	case elected && r.i == 2:
 		return &kvpb.GetReply{Found: true, Value: []byte("v")}, nil
 	case elected:
@@ -113,18 +106,17 @@ func TestStoppedLeaderCostsOneAttempt(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	t.Logf("%d gets served; attempts at the stopped leader with budgets %v", served.Load(), g.atLeader)
-	if len(g.atLeader) == 0 {
+	atLeader := g.leader.Budgets()
+	t.Logf("%d gets served; attempts at the stopped leader with budgets %v", served.Load(), atLeader)
+	if len(atLeader) == 0 {
 		t.Fatal("the stopped leader, the replica the client starts with, got no attempt")
 	}
 	// Concurrent first requests may each try it once before the first
 	// timeout marks it; none may give it a full attempt.
-	if len(g.atLeader) > 4 {
-		t.Errorf("the stopped leader got %d attempts (at most one per concurrent request)", len(g.atLeader))
+	if len(atLeader) > 4 {
+		t.Errorf("the stopped leader got %d attempts (at most one per concurrent request)", len(atLeader))
 	}
-	for _, d := range g.atLeader {
+	for _, d := range atLeader {
 		if d > full/2 {
 			t.Errorf("an attempt at the stopped leader had a %v budget: a full attempt", d)
 		}

@@ -3,7 +3,6 @@ package ctlclient_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,17 +68,11 @@ func TestFollowsLeaderOutsideItsList(t *testing.T) {
 // leader); it records the deadline budget of each.
 type stoppedController struct {
 	controllerpb.UnimplementedControllerServer
-	mu      sync.Mutex
-	budgets []time.Duration
+	grpctest.Stopped
 }
 
 func (s *stoppedController) Query(ctx context.Context, _ *controllerpb.QueryRequest) (*controllerpb.QueryReply, error) {
-	d, _ := ctx.Deadline()
-	s.mu.Lock()
-	s.budgets = append(s.budgets, time.Until(d))
-	s.mu.Unlock()
-	<-ctx.Done()
-	return nil, ctx.Err()
+	return nil, s.Hang(ctx)
 }
 
 // electingController names stale as the leader until elected is closed,
@@ -122,11 +115,10 @@ func TestStoppedLeaderCostsOneAttempt(t *testing.T) {
 	if _, _, err := c.Query(ctx, -1); err != nil {
 		t.Fatal(err)
 	}
-	stopped.mu.Lock()
-	defer stopped.mu.Unlock()
-	t.Logf("answered after %v; attempts at the stopped leader: %v", time.Since(start).Round(time.Millisecond), stopped.budgets)
-	if len(stopped.budgets) != 1 {
-		t.Errorf("the stopped leader got %d attempts, want 1", len(stopped.budgets))
+	budgets := stopped.Budgets()
+	t.Logf("answered after %v; attempts at the stopped leader: %v", time.Since(start).Round(time.Millisecond), budgets)
+	if len(budgets) != 1 {
+		t.Errorf("the stopped leader got %d attempts, want 1", len(budgets))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/internal/grpctest"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -30,15 +31,9 @@ func fakeNode(t *testing.T, addr string, clusterID uint64, hosted map[uint64]uin
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(clusterID, testLogger())...)...)
-	transport.RegisterIdentity(g, func() map[uint64]uint64 { return hosted })
-	go func() { _ = g.Serve(l) }()
-	t.Cleanup(g.Stop)
-	return l.Addr().String()
+	return grpctest.ServeAt(t, addr, func(g *grpc.Server) {
+		transport.RegisterIdentity(g, func() map[uint64]uint64 { return hosted })
+	}, rpc.ServerOptions(rpc.CheckClusterID(clusterID, testLogger())...)...)
 }
 
 func freeAddr(t *testing.T) string {

@@ -4,8 +4,12 @@
 package grpctest
 
 import (
+	"context"
 	"net"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 )
@@ -31,4 +35,32 @@ func ServeAt(tb testing.TB, addr string, register func(*grpc.Server), opts ...gr
 	go func() { _ = s.Serve(l) }()
 	tb.Cleanup(s.Stop)
 	return l.Addr().String()
+}
+
+// Stopped plays a stopped server (a SIGSTOPped process, whose kernel
+// still accepts connections and requests): a fake's handler calls Hang,
+// which never answers. It records the deadline budget each call came
+// with, which tells a test how long the client was willing to wait.
+type Stopped struct {
+	mu      sync.Mutex
+	budgets []time.Duration
+}
+
+// Hang records the time left before ctx's deadline and blocks until ctx
+// ends, returning its error.
+func (s *Stopped) Hang(ctx context.Context) error {
+	d, _ := ctx.Deadline()
+	s.mu.Lock()
+	s.budgets = append(s.budgets, time.Until(d))
+	s.mu.Unlock()
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Budgets returns the deadline budget of every call Hang took so far, in
+// order of arrival.
+func (s *Stopped) Budgets() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.budgets)
 }

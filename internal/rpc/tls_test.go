@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"github.com/shardkv/shardkv/api/transportpb"
 	"github.com/shardkv/shardkv/internal/devcert"
 	"github.com/shardkv/shardkv/internal/grouppb"
+	"github.com/shardkv/shardkv/internal/grpctest"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -36,16 +36,11 @@ func tlsServer(t *testing.T, files rpc.TLSFiles) (addr string, creds *rpc.TLS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(rpc.ServerOptions(creds.ServerOptions(testCluster)...)...)
-	transportpb.RegisterRaftServer(gs, transportpb.UnimplementedRaftServer{})
-	transportpb.RegisterReplicaServer(gs, transportpb.UnimplementedReplicaServer{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	return lis.Addr().String(), creds
+	addr = grpctest.Serve(t, func(gs *grpc.Server) {
+		transportpb.RegisterRaftServer(gs, transportpb.UnimplementedRaftServer{})
+		transportpb.RegisterReplicaServer(gs, transportpb.UnimplementedReplicaServer{})
+	}, rpc.ServerOptions(creds.ServerOptions(testCluster)...)...)
+	return addr, creds
 }
 
 // call makes one call to the Replica service (public: true) or the Raft
