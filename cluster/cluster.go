@@ -126,6 +126,14 @@ var ErrGroupsMissing = errors.New("cluster: configuration has groups that are no
 // Replica identifies a replica: group 0 is the controller.
 type Replica = storage.Replica
 
+// NodeOf is the node (0 to nodes-1) that hosts replica id of group gid
+// when a cluster's groups run on nodes (Options.Nodes, `shardkv dev
+// --processes`, the nemesis suite's Options.Nodes): replica i of group g
+// on node (g+i-2) mod nodes, so a group's replicas are on distinct nodes
+// when it has no more replicas than there are nodes, and the groups'
+// first replicas (their likely leaders at start) spread over the nodes.
+func NodeOf(gid, id uint64, nodes int) int { return int(gid+id-2) % nodes }
+
 type member struct {
 	addr   string
 	engine *storage.Engine // own engine, when EnginePerReplica
@@ -231,7 +239,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	for _, r := range c.Replicas() {
 		if r.Group != ctlserver.Group && opts.Nodes > 0 {
-			n := int(r.Group+r.ID-2) % opts.Nodes
+			n := NodeOf(r.Group, r.ID, opts.Nodes)
 			c.addrs[r], c.nodeOf[r] = nodeAddrs[n], n
 		}
 	}

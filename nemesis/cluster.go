@@ -4,6 +4,14 @@
 // with porcupine, and scenarios that kill, freeze, partition, degrade and
 // reconfigure while the clients run.
 //
+// The groups' replicas run one process each, or on nodes (Options.Nodes,
+// TestNemesisNodes): three `shardkv server` processes, each hosting one
+// replica of every group, as `shardkv dev` places them. A fault then acts
+// on a process: killing, freezing, restarting, isolating or degrading the
+// node of a replica takes down or cuts off one replica of every group
+// (never two of one), and a link fault between two nodes cuts the raft
+// traffic of every group between them, which shares one stream.
+//
 // Run it with `go test ./nemesis` (CI-sized, part of `make test`) or
 // `make soak SOAK=30m` (scenarios repeated with fresh seeds). Every run
 // prints its seed and its schedule of faults; a failed run keeps its
@@ -57,10 +65,34 @@ type Options struct {
 	// --cert, --key, --trusted-ca and --client-cert-auth, and the test's
 	// clients with a client certificate (Dial).
 	TLS bool
+	// Nodes runs the groups' replicas on three nodes, `shardkv server
+	// --replica GROUP:ID=ADDR,... --replica ...` processes each hosting
+	// one replica of every group, replica i of group g on node (g+i-2)
+	// mod 3 (cluster.NodeOf, as `shardkv dev` places them), so a group's
+	// replicas are on distinct nodes; the controller stays three
+	// processes. Every method taking a Replica then acts on its process,
+	// its node: Kill, Pause, Restart, Isolate and Degrade act on one
+	// replica of every group. A node has one inbound proxy, and the raft
+	// traffic from one node to another runs through one link proxy (every
+	// pair of their replicas' Link is it, and the transport sends every
+	// group's messages to a peer address in one stream), so a link fault
+	// cuts every group's traffic between the two. Replicas are not added
+	// or lost (Lose, NewReplica): membership changes need a process of
+	// their own.
+	Nodes bool
 }
 
+// nodes is the number of nodes with Options.Nodes: one per replica of a
+// group.
+const nodes = 3
+
+// proc is a process: a controller replica, a group's replica, or a node
+// hosting one replica of every group (Options.Nodes).
 type proc struct {
-	r       Replica
+	name    string    // its log's and data directory's name
+	uid     uint32    // the user it runs as with Options.Netfilter
+	node    bool      // a node: started with --replica
+	hosts   []Replica // the replicas it hosts: one but for a node
 	listen  string
 	inbound *faultproxy.Proxy // clients and other groups reach the replica here
 	data    string
@@ -75,13 +107,13 @@ type proc struct {
 type Cluster struct {
 	opts  Options
 	mu    sync.Mutex
-	procs map[Replica]*proc
+	procs map[Replica]*proc // with Options.Nodes, the replicas a node hosts share its proc
 	// members are the ids of each group's replicas in service (sorted):
 	// 1, 2, 3 at start; a lost replica leaves at once, a replica added by
 	// a membership change joins when its process starts (see
 	// membership.go).
 	members   map[uint64][]uint64
-	links     map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1]
+	links     map[[2]Replica]*faultproxy.Proxy // raft traffic from [0] to [1] (from [0]'s process to [1]'s)
 	rules     [][]string                       // netfilter rules in force
 	pool      *rpc.Pool                        // to ask replicas directly
 	dial      []grpc.DialOption                // the clients' (Dial)
@@ -132,15 +164,38 @@ func (c *Cluster) start(ctx context.Context) error {
 		_ = c.pool.Close() // unused yet: the replicas now want the client certificate
 		c.pool = rpc.NewPool(c.dial...)
 	}
-	for _, r := range all {
-		if err := c.prepare(r); err != nil {
+	for _, p := range c.processes(all) {
+		if err := c.prepare(p); err != nil {
 			return err
 		}
-		if err := c.launch(c.procs[r]); err != nil {
+		if err := c.launch(p); err != nil {
 			return err
 		}
 	}
 	return c.joinGroups(ctx)
+}
+
+// processes are the processes hosting replicas rs, each once, in order.
+func (c *Cluster) processes(rs []Replica) []*proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*proc
+	for _, r := range rs {
+		if p := c.procs[r]; p != nil && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// newProc makes the process that hosts r, with no address yet: its
+// node's with Options.Nodes (but for a controller replica), else r's own.
+func (c *Cluster) newProc(r Replica) *proc {
+	if c.opts.Nodes && r.Group != 0 {
+		n := cluster.NodeOf(r.Group, r.ID, nodes)
+		return &proc{name: fmt.Sprintf("node%d", n+1), uid: nodeUID(n), node: true, hosts: []Replica{r}}
+	}
+	return &proc{name: strings.ReplaceAll(r.String(), "/", "-"), uid: uidOf(r), hosts: []Replica{r}}
 }
 
 // shareDir lets the processes, which run as other users, reach the binary
@@ -162,78 +217,103 @@ func (c *Cluster) shareDir() error {
 	return nil
 }
 
-// startProxies puts a fault proxy in front of every process (for clients)
-// and on every raft link between two replicas of a group. It returns the
-// last seed it gave a proxy.
+// startProxies makes the processes hosting the replicas all, puts a fault
+// proxy in front of every process (for clients) and one on every raft link
+// between two processes hosting replicas of a group (with Options.Nodes,
+// one per pair of nodes for every group). It returns the last seed it gave
+// a proxy.
 func (c *Cluster) startProxies(all []Replica) (seed uint64, err error) {
 	seed = c.opts.Seed
+	byName := map[string]*proc{}
 	for _, r := range all {
-		addr, err := cluster.FreeAddr()
-		if err != nil {
+		p := c.newProc(r)
+		if q := byName[p.name]; q != nil {
+			q.hosts = append(q.hosts, r)
+			c.procs[r] = q
+			continue
+		}
+		if p.listen, err = cluster.FreeAddr(); err != nil {
 			return 0, err
 		}
 		seed++
-		in, err := faultproxy.Listen("127.0.0.1:0", addr, seed)
-		if err != nil {
+		if p.inbound, err = faultproxy.Listen("127.0.0.1:0", p.listen, seed); err != nil {
 			return 0, err
 		}
-		c.procs[r] = &proc{r: r, listen: addr, inbound: in}
+		byName[p.name], c.procs[r] = p, p
 	}
+	shared := map[[2]*proc]*faultproxy.Proxy{}
 	for _, a := range all {
 		for _, b := range all {
 			if a.Group == b.Group && a.ID != b.ID {
-				seed++
-				p, err := faultproxy.Listen("127.0.0.1:0", c.procs[b].listen, seed)
-				if err != nil {
-					return 0, err
+				k := [2]*proc{c.procs[a], c.procs[b]}
+				if shared[k] == nil {
+					seed++
+					if shared[k], err = faultproxy.Listen("127.0.0.1:0", k[1].listen, seed); err != nil {
+						return 0, err
+					}
 				}
-				c.links[[2]Replica{a, b}] = p
+				c.links[[2]Replica{a, b}] = shared[k]
 			}
 		}
 	}
 	return seed, nil
 }
 
-// prepare sets a founding replica's command line and data directory.
-func (c *Cluster) prepare(r Replica) error {
-	p := c.procs[r]
-	var peers []string
-	for id := uint64(1); id <= 3; id++ {
-		addr := p.listen
-		if id != r.ID {
-			addr = c.links[[2]Replica{r, {Group: r.Group, ID: id}}].Addr()
+// prepare sets a founding process's command line and data directory: each
+// replica it hosts sees itself at the process's address and its peers at
+// the link proxies from this process to theirs.
+func (c *Cluster) prepare(p *proc) error {
+	var peers [][]string
+	for _, r := range p.hosts {
+		var list []string
+		for id := uint64(1); id <= 3; id++ {
+			addr := p.listen
+			if id != r.ID {
+				addr = c.links[[2]Replica{r, {Group: r.Group, ID: id}}].Addr()
+			}
+			list = append(list, fmt.Sprintf("%d=%s", id, addr))
 		}
-		peers = append(peers, fmt.Sprintf("%d=%s", id, addr))
+		peers = append(peers, list)
 	}
 	return c.setArgs(p, peers)
 }
 
-// setArgs makes p's data directory and sets its command line for peers
-// (id=address; see prepare and startAdded).
-func (c *Cluster) setArgs(p *proc, peers []string, extra ...string) error {
-	r := p.r
-	p.data = filepath.Join(c.opts.Dir, "data", strings.ReplaceAll(r.String(), "/", "-"))
+// setArgs makes p's data directory and sets its command line: peers[i]
+// are the members (id=address) of the group of the replica p.hosts[i]
+// (see prepare and StartAdded).
+func (c *Cluster) setArgs(p *proc, peers [][]string, extra ...string) error {
+	p.data = filepath.Join(c.opts.Dir, "data", p.name)
 	if c.opts.Netfilter {
 		if err := os.MkdirAll(p.data, 0o755); err != nil {
 			return err
 		}
-		if err := os.Chown(p.data, int(uidOf(r)), int(uidOf(r))); err != nil {
+		if err := os.Chown(p.data, int(p.uid), int(p.uid)); err != nil {
 			return err
 		}
 	}
-	common := append([]string{"--id", fmt.Sprint(r.ID), "--listen", p.listen, "--peers", strings.Join(peers, ","),
-		"--data", p.data, "--snapshot-entries", fmt.Sprint(c.opts.SnapshotEntries), "--log-level", logLevel()}, extra...)
+	common := append([]string{"--listen", p.listen, "--data", p.data, "--snapshot-entries", fmt.Sprint(c.opts.SnapshotEntries),
+		"--log-level", logLevel()}, extra...)
 	if c.certs != nil {
 		common = append(common, "--cert", c.certs.NodeCert, "--key", c.certs.NodeKey, "--trusted-ca", c.certs.CAFile, "--client-cert-auth")
 	}
-	if r.Group == 0 {
+	r := p.hosts[0]
+	switch {
+	case p.node:
+		p.args = []string{"server", "--controllers", strings.Join(c.Addrs(0), ",")}
+		for i, r := range p.hosts {
+			p.args = append(p.args, "--replica", fmt.Sprintf("%d:%s", r.Group, strings.Join(peers[i], ",")))
+		}
+	case r.Group == 0:
 		// Each replica sees its peers at its own proxies' addresses, so
 		// the id cannot be derived from --peers: state it.
-		p.args = append([]string{"controller", "--shards", fmt.Sprint(c.opts.Shards),
-			"--cluster-id", fmt.Sprintf("%x", c.clusterID)}, common...)
-	} else {
-		p.args = append([]string{"server", "--group", fmt.Sprint(r.Group), "--controllers", strings.Join(c.Addrs(0), ",")}, common...)
+		p.args = []string{"controller", "--shards", fmt.Sprint(c.opts.Shards), "--cluster-id", fmt.Sprintf("%x", c.clusterID)}
+	default:
+		p.args = []string{"server", "--group", fmt.Sprint(r.Group), "--controllers", strings.Join(c.Addrs(0), ",")}
 	}
+	if !p.node {
+		p.args = append(p.args, "--id", fmt.Sprint(r.ID), "--peers", strings.Join(peers[0], ","))
+	}
+	p.args = append(p.args, common...)
 	return nil
 }
 
@@ -295,12 +375,12 @@ func (c *Cluster) joinGroups(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cluster) logPath(r Replica) string {
-	return filepath.Join(c.opts.Dir, "logs", strings.ReplaceAll(r.String(), "/", "-")+".log")
+func (c *Cluster) logPath(p *proc) string {
+	return filepath.Join(c.opts.Dir, "logs", p.name+".log")
 }
 
 func (c *Cluster) launch(p *proc) error {
-	logPath := c.logPath(p.r)
+	logPath := c.logPath(p)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return err
 	}
@@ -312,10 +392,10 @@ func (c *Cluster) launch(p *proc) error {
 	cmd := exec.Command(c.opts.Binary, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if c.opts.Netfilter {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uidOf(p.r), Gid: uidOf(p.r)}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: p.uid, Gid: p.uid}}
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", p.r, err)
+		return fmt.Errorf("start %s: %w", p, err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
@@ -357,7 +437,46 @@ func (c *Cluster) Replicas() []Replica {
 // Groups is the number of replica groups.
 func (c *Cluster) Groups() int { return c.opts.Groups }
 
-// Kill sends SIGKILL to a replica and waits for it to die.
+// Nodes reports whether the groups' replicas run on nodes (Options.Nodes).
+func (c *Cluster) Nodes() bool { return c.opts.Nodes }
+
+// String names a process: its replica, or a node and the replicas it
+// hosts.
+func (p *proc) String() string {
+	if !p.node {
+		return p.hosts[0].String()
+	}
+	var rs []string
+	for _, r := range p.hosts {
+		rs = append(rs, r.String())
+	}
+	return fmt.Sprintf("%s (%s)", p.name, strings.Join(rs, " "))
+}
+
+// NodeNames names the nodes and the replicas each hosts (Options.Nodes).
+func (c *Cluster) NodeNames() []string {
+	var out []string
+	for _, p := range c.processes(c.Replicas()) {
+		if p.node {
+			out = append(out, p.String())
+		}
+	}
+	return out
+}
+
+// Process names the process hosting r: r itself, or with Options.Nodes its
+// node and every replica that node hosts (what a fault on r acts on).
+func (c *Cluster) Process(r Replica) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.procs[r]; p != nil {
+		return p.String()
+	}
+	return r.String()
+}
+
+// Kill sends SIGKILL to a replica's process (with Options.Nodes its node)
+// and waits for it to die.
 func (c *Cluster) Kill(r Replica) {
 	c.mu.Lock()
 	p := c.procs[r]
@@ -373,7 +492,8 @@ func (c *Cluster) Kill(r Replica) {
 	c.mu.Unlock()
 }
 
-// Restart starts a killed replica again on its data (not a lost one).
+// Restart starts a killed replica's process again on its data (not a lost
+// replica's).
 func (c *Cluster) Restart(r Replica) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -384,7 +504,7 @@ func (c *Cluster) Restart(r Replica) error {
 	return c.launch(p)
 }
 
-// Pause freezes a replica with SIGSTOP; Resume thaws it.
+// Pause freezes a replica's process with SIGSTOP; Resume thaws it.
 func (c *Cluster) Pause(r Replica) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -421,19 +541,25 @@ func (c *Cluster) Inbound(r Replica) *faultproxy.Proxy {
 }
 
 // proxies returns the link proxies whose key matches, and the inbound
-// proxies of the replicas that match (nil: none, every one: all).
+// proxies of the replicas that match (nil: none, every one: all), each
+// once (with Options.Nodes, replicas share their node's).
 func (c *Cluster) proxies(link func(k [2]Replica) bool, inbound func(r Replica) bool) []*faultproxy.Proxy {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []*faultproxy.Proxy
+	add := func(p *faultproxy.Proxy) {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
 	for k, p := range c.links {
 		if link(k) {
-			out = append(out, p)
+			add(p)
 		}
 	}
 	for r, p := range c.procs {
 		if inbound != nil && inbound(r) {
-			out = append(out, p.inbound)
+			add(p.inbound)
 		}
 	}
 	return out
@@ -441,14 +567,15 @@ func (c *Cluster) proxies(link func(k [2]Replica) bool, inbound func(r Replica) 
 
 // Degrade applies f to every link to and from r, its inbound proxy
 // included (which is also how its peers reach a replica added by a
-// membership change).
+// membership change). With Options.Nodes these are its node's: every
+// group's traffic to and from the node.
 func (c *Cluster) Degrade(r Replica, f faultproxy.Faults) {
 	for _, p := range c.proxies(func(k [2]Replica) bool { return k[0] == r || k[1] == r }, func(q Replica) bool { return q == r }) {
 		p.Set(f)
 	}
 }
 
-// Isolate cuts r off from everybody.
+// Isolate cuts r (with Options.Nodes, its node) off from everybody.
 func (c *Cluster) Isolate(r Replica) { c.Degrade(r, faultproxy.Faults{Blackhole: true}) }
 
 // Heal removes every network fault, thaws paused replicas and restarts
@@ -482,7 +609,7 @@ func (c *Cluster) Close() {
 	}
 	c.mu.Unlock()
 	for _, r := range rs {
-		c.Kill(r)
+		c.Kill(r) // a node's second replica: already dead
 	}
 	for _, p := range c.proxies(func([2]Replica) bool { return true }, func(Replica) bool { return true }) {
 		if p != nil {

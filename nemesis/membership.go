@@ -74,8 +74,12 @@ func (c *Cluster) serviceAddrs(g uint64) []string {
 
 // Lose kills r with SIGKILL and deletes its data for good: it leaves the
 // replicas in service and is never restarted (replace it; RetireReplica
-// once it is no longer a member).
+// once it is no longer a member). Not with Options.Nodes (ErrNodes), but
+// for a controller replica.
 func (c *Cluster) Lose(r Replica) error {
+	if c.opts.Nodes && r.Group != 0 {
+		return ErrNodes
+	}
 	c.Kill(r)
 	c.mu.Lock()
 	p := c.procs[r]
@@ -110,8 +114,12 @@ func (c *Cluster) RetireReplica(r Replica) {
 
 // NewReplica makes room for a new replica of group g (the next unused id)
 // on a new address behind a new inbound proxy, whose address it returns:
-// the address to add it with. StartAdded starts it once it was added.
+// the address to add it with. StartAdded starts it once it was added. Not
+// with Options.Nodes (ErrNodes), but for the controller.
 func (c *Cluster) NewReplica(g uint64) (Replica, string, error) {
+	if c.opts.Nodes && g != 0 {
+		return Replica{}, "", ErrNodes
+	}
 	listen, err := cluster.FreeAddr()
 	if err != nil {
 		return Replica{}, "", err
@@ -133,7 +141,9 @@ func (c *Cluster) NewReplica(g uint64) (Replica, string, error) {
 	if err != nil {
 		return Replica{}, "", err
 	}
-	c.procs[r] = &proc{r: r, listen: listen, inbound: in}
+	p := c.newProc(r)
+	p.listen, p.inbound = listen, in
+	c.procs[r] = p
 	return r, in.Addr(), nil
 }
 
@@ -177,7 +187,7 @@ func (c *Cluster) StartAdded(r Replica, members *memberpb.ListReply) error {
 	for _, id := range slices.Sorted(maps.Keys(peers)) {
 		list = append(list, fmt.Sprintf("%d=%s", id, peers[id]))
 	}
-	if err := c.setArgs(p, list, "--initial-cluster-state", "existing"); err != nil {
+	if err := c.setArgs(p, [][]string{list}, "--initial-cluster-state", "existing"); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -207,7 +217,9 @@ func (c *Cluster) Exited(r Replica) bool {
 
 // LogPath is where r's process logs.
 func (c *Cluster) LogPath(r Replica) string {
-	return c.logPath(r)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.logPath(c.procs[r])
 }
 
 // UseControllers gives every server the controllers in service as
@@ -230,12 +242,12 @@ func (c *Cluster) UseControllers() {
 func (c *Cluster) Describe(addr string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for r, p := range c.procs {
+	for _, p := range c.procs {
 		switch addr {
 		case p.listen:
-			return r.String() + " directly"
+			return p.String() + " directly"
 		case p.inbound.Addr():
-			return r.String() + "'s inbound proxy"
+			return p.String() + "'s inbound proxy"
 		}
 	}
 	for k, l := range c.links {

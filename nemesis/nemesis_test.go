@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,25 +43,33 @@ func seedFor(t *testing.T, i int) uint64 {
 	return uint64(time.Now().UnixNano()) + uint64(i)
 }
 
-func runOne(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration) {
-	runOneTLS(t, bin, s, seed, d, os.Getenv("NEMESIS_TLS") != "")
+// mode is how a scenario runs: with TLS (Options.TLS), on nodes
+// (Options.Nodes).
+type mode struct{ tls, nodes bool }
+
+// envMode is the mode NEMESIS_TLS and NEMESIS_NODES ask for.
+func envMode() mode {
+	return mode{tls: os.Getenv("NEMESIS_TLS") != "", nodes: os.Getenv("NEMESIS_NODES") != ""}
 }
 
-func runOneTLS(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration, tls bool) {
+func runOne(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration, m mode) {
 	dir, err := os.MkdirTemp("", "shardkv-nemesis-"+s.Name+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := ""
-	if tls {
-		env = " NEMESIS_TLS=1"
+	if m.tls {
+		env += " NEMESIS_TLS=1"
+	}
+	if m.nodes {
+		env += " NEMESIS_NODES=1"
 	}
 	t.Logf("seed %d (rerun with SHARDKV_SEED=%d NEMESIS_SCENARIO=%s%s)", seed, seed, s.Name, env)
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
 	defer cancel()
 	summary, err := Run(ctx, RunOptions{Binary: bin, Dir: dir, Scenario: s, Seed: seed, Duration: d, Logf: t.Logf,
-		TLS: tls})
-	if errors.Is(err, ErrNoNetfilter) {
+		TLS: m.tls, Nodes: m.nodes})
+	if errors.Is(err, ErrNoNetfilter) || errors.Is(err, ErrNodes) {
 		os.RemoveAll(dir)
 		t.Skip(err)
 	}
@@ -73,7 +82,8 @@ func runOneTLS(t *testing.T, bin string, s Scenario, seed uint64, d time.Duratio
 }
 
 // TestNemesis runs every scenario once, CI-sized (NEMESIS_DURATION per
-// scenario, default 12s; NEMESIS_SCENARIO to run one).
+// scenario, default 12s; NEMESIS_SCENARIO to run one; NEMESIS_TLS=1 with
+// TLS, NEMESIS_NODES=1 on nodes).
 func TestNemesis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real processes under faults")
@@ -85,7 +95,7 @@ func TestNemesis(t *testing.T) {
 		if only != "" && s.Name != only {
 			continue
 		}
-		t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d) })
+		t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d, envMode()) })
 	}
 }
 
@@ -104,11 +114,42 @@ func TestNemesisTLS(t *testing.T) {
 	bin := buildBinary(t)
 	for i, s := range Scenarios {
 		if s.Name == "reconfigure-and-kill" {
-			runOneTLS(t, bin, s, seedFor(t, i), envDuration("NEMESIS_DURATION", 12*time.Second), true)
+			runOne(t, bin, s, seedFor(t, i), envDuration("NEMESIS_DURATION", 12*time.Second), mode{tls: true})
 			return
 		}
 	}
 	t.Fatal("no scenario reconfigure-and-kill")
+}
+
+// nodeScenarios are the scenarios TestNemesisNodes runs on nodes.
+var nodeScenarios = []string{"reconfigure-and-kill", "partitions"}
+
+// TestNemesisNodes runs scenarios with the groups' replicas on three nodes
+// (Options.Nodes: three server processes, each hosting one replica of
+// every group): joins, leaves and moves while whole nodes are killed (one
+// replica of every group at once), and proxy partitions of nodes, where
+// cutting the link between two nodes cuts every group's raft traffic
+// between them. NEMESIS_NODES=1 runs every scenario on nodes (in
+// TestNemesis; replace-under-faults skips there).
+func TestNemesisNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes under faults")
+	}
+	if os.Getenv("NEMESIS_NODES") != "" || os.Getenv("NEMESIS_SCENARIO") != "" {
+		t.Skip("TestNemesis runs on nodes (NEMESIS_NODES) or one chosen scenario")
+	}
+	bin := buildBinary(t)
+	d := envDuration("NEMESIS_DURATION", 12*time.Second)
+	ran := 0
+	for i, s := range Scenarios {
+		if slices.Contains(nodeScenarios, s.Name) {
+			t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d, mode{nodes: true}) })
+			ran++
+		}
+	}
+	if ran != len(nodeScenarios) {
+		t.Fatalf("ran %d of the scenarios %v", ran, nodeScenarios)
+	}
 }
 
 // TestSoak repeats the scenarios with fresh seeds for SOAK (e.g. 30m).
@@ -124,7 +165,7 @@ func TestSoak(t *testing.T) {
 	for i := 0; time.Now().Before(deadline); i++ {
 		s := Scenarios[i%len(Scenarios)]
 		t.Run(strings.ReplaceAll(s.Name, "/", "_")+"#"+strconv.Itoa(i), func(t *testing.T) {
-			runOne(t, bin, s, uint64(time.Now().UnixNano()), d)
+			runOne(t, bin, s, uint64(time.Now().UnixNano()), d, envMode())
 		})
 		runs++
 	}

@@ -14,16 +14,18 @@ import (
 // the fault starts, and a closed connection is the easy case. Real
 // partitions close nothing: packets vanish and TCP sits in retransmission
 // backoff. When the runner is root and iptables is present, every replica
-// process runs as its own user and the scenarios below drop packets with
-// netfilter rules on loopback, matched by the sending socket's owner and
-// the destination port:
+// process (with Options.Nodes, every node) runs as its own user and the
+// scenarios below drop packets with netfilter rules on loopback, matched by
+// the sending socket's owner and the destination port:
 //
 //	a replica's raft traffic to a peer   owner uid(a), port of the link proxy a->b
 //	clients (this process) to a replica  owner root,   port of the replica's inbound proxy
 //	everything a replica sends           owner uid(a)
 //	everything sent to a replica         owner root,   the replica's listen port (only proxies dial it)
 //
-// Every rule is removed on heal and on Close.
+// where a replica is its process: with Options.Nodes a rule on a replica
+// acts on its node, every group's traffic. Every rule is removed on heal
+// and on Close.
 
 // NetfilterAvailable reports whether real partitions can be made here.
 func NetfilterAvailable() bool {
@@ -34,8 +36,17 @@ func NetfilterAvailable() bool {
 	return err == nil
 }
 
-// uidOf is the user a replica process runs as under netfilter faults.
+// uidOf is the user a replica's own process runs as under netfilter
+// faults, nodeUID a node's (node 0 to 2, Options.Nodes).
 func uidOf(r Replica) uint32 { return 20000 + uint32(r.Group)*10 + uint32(r.ID) }
+func nodeUID(n int) uint32   { return 21000 + uint32(n) + 1 }
+
+// uid is the user the process hosting r runs as.
+func (c *Cluster) uid(r Replica) uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[r].uid
+}
 
 func port(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
@@ -78,9 +89,9 @@ func (c *Cluster) clearRules() error {
 // (to a replica added by a membership change, at its inbound proxy).
 func (c *Cluster) DropLink(from, to Replica) error {
 	if l := c.Link(from, to); l != nil {
-		return c.drop(uidOf(from), port(l.Addr()))
+		return c.drop(c.uid(from), port(l.Addr()))
 	}
-	return c.drop(uidOf(from), port(c.Inbound(to).Addr()))
+	return c.drop(c.uid(from), port(c.Inbound(to).Addr()))
 }
 
 // DropClients silently drops the packets of every client of this process
@@ -92,7 +103,7 @@ func (c *Cluster) DropClients(r Replica) error {
 // Silence makes r unreachable both ways: nothing it sends arrives, nothing
 // sent to it arrives. The process runs on, unaware.
 func (c *Cluster) Silence(r Replica) error {
-	if err := c.drop(uidOf(r), ""); err != nil {
+	if err := c.drop(c.uid(r), ""); err != nil {
 		return err
 	}
 	return c.drop(0, port(c.listenAddr(r)))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,11 +25,16 @@ type RunOptions struct {
 	Clients  int           // default 12
 	Logf     func(format string, args ...any)
 	TLS      bool // mutual TLS on every connection (Options.TLS)
+	Nodes    bool // the groups' replicas on three nodes (Options.Nodes)
 }
 
 // ErrNoNetfilter: the scenario makes real partitions, which need root and
 // iptables.
 var ErrNoNetfilter = errors.New("nemesis: real partitions need root and iptables")
+
+// ErrNodes: the scenario replaces replicas (Scenario.PerReplica), which
+// needs a process per replica, not nodes (Options.Nodes).
+var ErrNodes = errors.New("nemesis: replacing a replica needs a process of its own, not a node")
 
 // healBudget is how soon after healing every key must be readable again.
 const healBudget = 10 * time.Second
@@ -44,15 +50,21 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	logf := func(format string, args ...any) {
 		o.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
-	logf("scenario %s, seed %d, TLS %v, dir %s", o.Scenario.Name, o.Seed, o.TLS, o.Dir)
+	logf("scenario %s, seed %d, TLS %v, nodes %v, dir %s", o.Scenario.Name, o.Seed, o.TLS, o.Nodes, o.Dir)
 	if o.Scenario.Netfilter && !NetfilterAvailable() {
 		return "", ErrNoNetfilter
 	}
-	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed, Netfilter: o.Scenario.Netfilter, TLS: o.TLS})
+	if o.Scenario.PerReplica && o.Nodes {
+		return "", ErrNodes
+	}
+	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed, Netfilter: o.Scenario.Netfilter, TLS: o.TLS, Nodes: o.Nodes})
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
+	if o.Nodes {
+		logf("nodes: %s", strings.Join(c.NodeNames(), ", "))
+	}
 	ctl, err := ctlclient.New(c.Addrs(0), c.Dial()...)
 	if err != nil {
 		return "", err

@@ -55,7 +55,13 @@ type Scenario struct {
 	// MinDuration, if set, lengthens a run so that every kind of fault
 	// of the scenario happens at least once.
 	MinDuration time.Duration
-	Run         func(ctx context.Context, e *Env)
+	// PerReplica scenarios add and lose replicas (membership changes),
+	// each a process of its own: they do not run on nodes (RunOptions.Nodes,
+	// ErrNodes), where a node's replicas are named when it starts. Every
+	// other scenario runs on nodes, a fault on a replica acting on its node
+	// (see Options.Nodes).
+	PerReplica bool
+	Run        func(ctx context.Context, e *Env)
 }
 
 // must logs a fault that could not be made.
@@ -84,10 +90,10 @@ func (e *Env) leaderOf(ctx context.Context, g uint64) Replica {
 }
 
 func (e *Env) killAndRestart(ctx context.Context, r Replica, down time.Duration) {
-	e.Logf("kill -9 %s", r)
+	e.Logf("kill -9 %s", e.C.Process(r))
 	e.C.Kill(r)
 	_ = rpc.Sleep(ctx, down)
-	e.Logf("restart %s", r)
+	e.Logf("restart %s", e.C.Process(r))
 	if err := e.C.Restart(r); err != nil {
 		e.Logf("restart %s: %v", r, err)
 	}
@@ -111,10 +117,10 @@ var Scenarios = []Scenario{
 				var rejoin Replica // a replica whose catching up is measured after the heal
 				switch step % 5 {
 				case 0:
-					e.Logf("drop every client's packets to leader %s (its group still reaches it)", lead)
+					e.Logf("drop every client's packets to leader %s (its group still reaches it)", e.C.Process(lead))
 					e.must(e.C.DropClients(lead))
 				case 1:
-					e.Logf("silence leader %s: nothing it sends or is sent arrives", lead)
+					e.Logf("silence leader %s: nothing it sends or is sent arrives", e.C.Process(lead))
 					e.must(e.C.Silence(lead))
 				case 2:
 					c := e.leaderOf(ctx, 0)
@@ -132,13 +138,13 @@ var Scenarios = []Scenario{
 					}
 					cancel()
 				case 3:
-					e.Logf("one way: leader %s's raft packets to its group dropped", lead)
+					e.Logf("one way: leader %s's raft packets to its group dropped", e.C.Process(lead))
 					for _, o := range others(lead) {
 						e.must(e.C.DropLink(lead, o))
 					}
 				case 4:
 					f := others(lead)[0]
-					e.Logf("silence follower %s (it must rejoin at once when healed)", f)
+					e.Logf("silence follower %s (it must rejoin at once when healed)", e.C.Process(f))
 					e.must(e.C.Silence(f))
 					rejoin = f
 				}
@@ -168,10 +174,10 @@ var Scenarios = []Scenario{
 	{Name: "pause-leader", Run: func(ctx context.Context, e *Env) {
 		for ctx.Err() == nil {
 			r := e.leaderOf(ctx, e.randomGroup())
-			e.Logf("SIGSTOP %s", r)
+			e.Logf("SIGSTOP %s", e.C.Process(r))
 			e.C.Pause(r)
 			_ = rpc.Sleep(ctx, time.Duration(3000+e.Rng.IntN(2000))*time.Millisecond)
-			e.Logf("SIGCONT %s", r)
+			e.Logf("SIGCONT %s", e.C.Process(r))
 			e.C.Resume(r)
 			_ = rpc.Sleep(ctx, time.Second)
 		}
@@ -182,19 +188,19 @@ var Scenarios = []Scenario{
 			lead := e.leaderOf(ctx, g)
 			switch step % 4 {
 			case 0:
-				e.Logf("isolate leader %s", lead)
+				e.Logf("isolate leader %s", e.C.Process(lead))
 				e.C.Isolate(lead)
 			case 1: // majority/minority: the leader alone with nobody is case 0; here a follower is cut
 				f := Replica{Group: g, ID: lead.ID%3 + 1}
-				e.Logf("isolate follower %s (minority of one)", f)
+				e.Logf("isolate follower %s (minority of one)", e.C.Process(f))
 				e.C.Isolate(f)
 			case 2: // a ring of overlapping majorities: the two followers cannot talk
 				a, b := Replica{Group: g, ID: lead.ID%3 + 1}, Replica{Group: g, ID: (lead.ID+1)%3 + 1}
-				e.Logf("ring in group %d: %s and %s cut from each other", g, a, b)
+				e.Logf("ring in group %d: %s and %s cut from each other", g, e.C.Process(a), e.C.Process(b))
 				e.C.Link(a, b).Set(faultproxy.Faults{Blackhole: true})
 				e.C.Link(b, a).Set(faultproxy.Faults{Blackhole: true})
 			case 3: // one way: the leader can hear but not speak
-				e.Logf("one-way: %s cannot send to its group", lead)
+				e.Logf("one-way: %s cannot send to its group", e.C.Process(lead))
 				for id := uint64(1); id <= 3; id++ {
 					if id != lead.ID {
 						e.C.Link(lead, Replica{Group: g, ID: id}).Set(faultproxy.Faults{Blackhole: true})
@@ -246,7 +252,7 @@ var Scenarios = []Scenario{
 			to := uint64(from%uint64(e.C.Groups()) + 1)
 			old := e.leaderOf(ctx, from)
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			e.Logf("move shard %d from group %d to %d, then isolate the old owner's leader %s", s, from, to, old)
+			e.Logf("move shard %d from group %d to %d, then isolate the old owner's leader %s", s, from, to, e.C.Process(old))
 			_, err = e.Ctl.Move(cctx, s, to)
 			cancel()
 			if err != nil {
@@ -266,7 +272,11 @@ var Scenarios = []Scenario{
 	{Name: "kill-whole-group", Run: func(ctx context.Context, e *Env) {
 		for ctx.Err() == nil {
 			g := e.randomGroup()
-			e.Logf("kill -9 every replica of group %d", g)
+			if e.C.Nodes() {
+				e.Logf("kill -9 every replica of group %d: every node", g)
+			} else {
+				e.Logf("kill -9 every replica of group %d", g)
+			}
 			for id := uint64(1); id <= 3; id++ {
 				e.C.Kill(Replica{Group: g, ID: id})
 			}
@@ -282,19 +292,21 @@ var Scenarios = []Scenario{
 	}},
 	// A dead machine replaced in a group, then in the controller, with
 	// kill -9 of the leader and a partition during the membership changes
-	// (see replace.go).
-	{Name: "replace-under-faults", MinDuration: 24 * time.Second, Run: replaceUnderFaults},
+	// (see replace.go). Not on nodes: a replacement there is a new node
+	// process hosting the new replica (of one group, or of every group
+	// whose replica the dead node hosted), which Cluster does not make.
+	{Name: "replace-under-faults", MinDuration: 24 * time.Second, PerReplica: true, Run: replaceUnderFaults},
 	{Name: "lossy-links-and-snapshot-catch-up", Run: func(ctx context.Context, e *Env) {
 		for step := 0; ctx.Err() == nil; step++ {
 			if step%2 == 0 {
 				r := e.randomReplica(false)
-				e.Logf("5%% chunk loss and 20ms delay on every link of %s", r)
+				e.Logf("5%% chunk loss and 20ms delay on every link of %s", e.C.Process(r))
 				e.C.Degrade(r, faultproxy.Faults{DropFraction: 0.05, Delay: 20 * time.Millisecond})
 			} else {
 				g := e.randomGroup()
 				lead := e.leaderOf(ctx, g)
 				f := Replica{Group: g, ID: lead.ID%3 + 1}
-				e.Logf("cut follower %s off long enough to need a snapshot", f)
+				e.Logf("cut follower %s off long enough to need a snapshot", e.C.Process(f))
 				e.C.Isolate(f)
 			}
 			_ = rpc.Sleep(ctx, 4*time.Second)

@@ -24,12 +24,6 @@ import (
 	"github.com/shardkv/shardkv/transport"
 )
 
-// devPlacement says which node hosts replica id of group gid: replica i
-// of group g on node (g+i-2) mod nodes, so a group's replicas are on
-// distinct nodes when replicas <= nodes (checked), and the groups' first
-// replicas (their likely leaders at start) spread over the nodes.
-func devPlacement(gid, id uint64, nodes int) int { return int(gid+id-2) % nodes }
-
 // nodeAddrs are the addresses of dev's nodes (--processes above 1): the
 // ports after the controller's.
 func (d *devFlags) nodeAddrs() []string {
@@ -46,7 +40,7 @@ func (d *devFlags) groupAddrs(gid uint64) []string {
 	nodes := d.nodeAddrs()
 	var out []string
 	for id := uint64(1); id <= uint64(d.opts.Replicas); id++ {
-		out = append(out, nodes[devPlacement(gid, id, d.processes)])
+		out = append(out, nodes[cluster.NodeOf(gid, id, d.processes)]) // distinct: replicas <= nodes is checked
 	}
 	return out
 }
