@@ -94,7 +94,7 @@ type proc struct {
 	node    bool      // a node: started with --replica
 	hosts   []Replica // the replicas it hosts: one but for a node
 	listen  string
-	inbound *faultproxy.Proxy // clients and other groups reach the replica here
+	inbound *faultproxy.Proxy // clients and other groups reach the process here
 	data    string
 	args    []string
 	cmd     *exec.Cmd

@@ -105,24 +105,8 @@ func TestNemesis(t *testing.T) {
 // deletes between groups, the admin path and the clients all run over TLS
 // under faults. NEMESIS_TLS=1 runs every scenario so.
 func TestNemesisTLS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs real processes under faults")
-	}
-	if os.Getenv("NEMESIS_TLS") != "" || os.Getenv("NEMESIS_SCENARIO") != "" {
-		t.Skip("TestNemesis runs with TLS (NEMESIS_TLS) or one chosen scenario")
-	}
-	bin := buildBinary(t)
-	for i, s := range Scenarios {
-		if s.Name == "reconfigure-and-kill" {
-			runOne(t, bin, s, seedFor(t, i), envDuration("NEMESIS_DURATION", 12*time.Second), mode{tls: true})
-			return
-		}
-	}
-	t.Fatal("no scenario reconfigure-and-kill")
+	runIn(t, mode{tls: true}, "NEMESIS_TLS", "reconfigure-and-kill")
 }
-
-// nodeScenarios are the scenarios TestNemesisNodes runs on nodes.
-var nodeScenarios = []string{"reconfigure-and-kill", "partitions"}
 
 // TestNemesisNodes runs scenarios with the groups' replicas on three nodes
 // (Options.Nodes: three server processes, each hosting one replica of
@@ -132,23 +116,30 @@ var nodeScenarios = []string{"reconfigure-and-kill", "partitions"}
 // between them. NEMESIS_NODES=1 runs every scenario on nodes (in
 // TestNemesis; replace-under-faults skips there).
 func TestNemesisNodes(t *testing.T) {
+	runIn(t, mode{nodes: true}, "NEMESIS_NODES", "reconfigure-and-kill", "partitions")
+}
+
+// runIn runs the named scenarios in mode m, CI-sized (NEMESIS_DURATION),
+// unless env (which makes TestNemesis run every scenario in m) or
+// NEMESIS_SCENARIO is set: TestNemesis runs them then.
+func runIn(t *testing.T, m mode, env string, names ...string) {
 	if testing.Short() {
 		t.Skip("runs real processes under faults")
 	}
-	if os.Getenv("NEMESIS_NODES") != "" || os.Getenv("NEMESIS_SCENARIO") != "" {
-		t.Skip("TestNemesis runs on nodes (NEMESIS_NODES) or one chosen scenario")
+	if os.Getenv(env) != "" || os.Getenv("NEMESIS_SCENARIO") != "" {
+		t.Skipf("TestNemesis runs every scenario so (%s) or one chosen scenario", env)
 	}
 	bin := buildBinary(t)
 	d := envDuration("NEMESIS_DURATION", 12*time.Second)
 	ran := 0
 	for i, s := range Scenarios {
-		if slices.Contains(nodeScenarios, s.Name) {
-			t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d, mode{nodes: true}) })
+		if slices.Contains(names, s.Name) {
+			t.Run(s.Name, func(t *testing.T) { runOne(t, bin, s, seedFor(t, i), d, m) })
 			ran++
 		}
 	}
-	if ran != len(nodeScenarios) {
-		t.Fatalf("ran %d of the scenarios %v", ran, nodeScenarios)
+	if ran != len(names) {
+		t.Fatalf("ran %d of the scenarios %v", ran, names)
 	}
 }
 
