@@ -76,9 +76,9 @@ type Options struct {
 	// traffic from one node to another runs through one link proxy (every
 	// pair of their replicas' Link is it, and the transport sends every
 	// group's messages to a peer address in one stream), so a link fault
-	// cuts every group's traffic between the two. Replicas are not added
-	// or lost (Lose, NewReplica): membership changes need a process of
-	// their own.
+	// cuts every group's traffic between the two. A group's replicas are
+	// not lost or added (Lose, NewReplica: ErrNodes): a replacement would
+	// be a new node process; the controller's are.
 	Nodes bool
 }
 

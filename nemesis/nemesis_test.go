@@ -69,7 +69,7 @@ func runOne(t *testing.T, bin string, s Scenario, seed uint64, d time.Duration, 
 	defer cancel()
 	summary, err := Run(ctx, RunOptions{Binary: bin, Dir: dir, Scenario: s, Seed: seed, Duration: d, Logf: t.Logf,
 		TLS: m.tls, Nodes: m.nodes})
-	if errors.Is(err, ErrNoNetfilter) || errors.Is(err, ErrNodes) {
+	if errors.Is(err, ErrNoNetfilter) {
 		os.RemoveAll(dir)
 		t.Skip(err)
 	}
@@ -114,7 +114,8 @@ func TestNemesisTLS(t *testing.T) {
 // replica of every group at once), and proxy partitions of nodes, where
 // cutting the link between two nodes cuts every group's raft traffic
 // between them. NEMESIS_NODES=1 runs every scenario on nodes (in
-// TestNemesis; replace-under-faults skips there).
+// TestNemesis; replace-under-faults replaces only the controller's replica
+// there).
 func TestNemesisNodes(t *testing.T) {
 	runIn(t, mode{nodes: true}, "NEMESIS_NODES", "reconfigure-and-kill", "partitions")
 }

@@ -65,9 +65,19 @@ import (
 // started is finished (without further faults) even after the run's
 // fault period ends, within a minute, so the run ends with a known
 // membership; the controller's phase starts only if time is left.
+//
+// On nodes (Options.Nodes) only the controller's replica is replaced (its
+// replicas are processes of their own, the groups' servers nodes): a
+// group's replica would be replaced by a new node process, which Cluster
+// does not make (ErrNodes). The seed draws the group's phase all the same,
+// so that the controller's is the one it draws without nodes.
 func replaceUnderFaults(ctx context.Context, e *Env) {
 	groupCutsLearner := e.Rng.IntN(2) == 0
 	phases := []*replacement{e.newReplacement(e.randomGroup(), groupCutsLearner), e.newReplacement(0, !groupCutsLearner)}
+	if e.C.Nodes() {
+		e.Logf("on nodes: the controller's replacement only (a group's would need a new node)")
+		phases = phases[1:]
+	}
 	for _, p := range phases {
 		if ctx.Err() != nil {
 			e.Logf("%s: no time left for its replacement", p.name)

@@ -32,9 +32,10 @@ type RunOptions struct {
 // iptables.
 var ErrNoNetfilter = errors.New("nemesis: real partitions need root and iptables")
 
-// ErrNodes: the scenario replaces replicas (Scenario.PerReplica), which
-// needs a process per replica, not nodes (Options.Nodes).
-var ErrNodes = errors.New("nemesis: replacing a replica needs a process of its own, not a node")
+// ErrNodes: a group's replica cannot be lost or added on nodes
+// (Options.Nodes): a node's replicas are named when it starts, and a
+// replacement would be a new node process, which Cluster does not make.
+var ErrNodes = errors.New("nemesis: replacing a group's replica needs a process of its own, not a node")
 
 // healBudget is how soon after healing every key must be readable again.
 const healBudget = 10 * time.Second
@@ -53,9 +54,6 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	logf("scenario %s, seed %d, TLS %v, nodes %v, dir %s", o.Scenario.Name, o.Seed, o.TLS, o.Nodes, o.Dir)
 	if o.Scenario.Netfilter && !NetfilterAvailable() {
 		return "", ErrNoNetfilter
-	}
-	if o.Scenario.PerReplica && o.Nodes {
-		return "", ErrNodes
 	}
 	c, err := Start(ctx, Options{Binary: o.Binary, Dir: o.Dir, Seed: o.Seed, Netfilter: o.Scenario.Netfilter, TLS: o.TLS, Nodes: o.Nodes})
 	if err != nil {

@@ -55,13 +55,7 @@ type Scenario struct {
 	// MinDuration, if set, lengthens a run so that every kind of fault
 	// of the scenario happens at least once.
 	MinDuration time.Duration
-	// PerReplica scenarios add and lose replicas (membership changes),
-	// each a process of its own: they do not run on nodes (RunOptions.Nodes,
-	// ErrNodes), where a node's replicas are named when it starts. Every
-	// other scenario runs on nodes, a fault on a replica acting on its node
-	// (see Options.Nodes).
-	PerReplica bool
-	Run        func(ctx context.Context, e *Env)
+	Run         func(ctx context.Context, e *Env)
 }
 
 // must logs a fault that could not be made.
@@ -292,10 +286,8 @@ var Scenarios = []Scenario{
 	}},
 	// A dead machine replaced in a group, then in the controller, with
 	// kill -9 of the leader and a partition during the membership changes
-	// (see replace.go). Not on nodes: a replacement there is a new node
-	// process hosting the new replica (of one group, or of every group
-	// whose replica the dead node hosted), which Cluster does not make.
-	{Name: "replace-under-faults", MinDuration: 24 * time.Second, PerReplica: true, Run: replaceUnderFaults},
+	// (see replace.go); on nodes, in the controller only.
+	{Name: "replace-under-faults", MinDuration: 24 * time.Second, Run: replaceUnderFaults},
 	{Name: "lossy-links-and-snapshot-catch-up", Run: func(ctx context.Context, e *Env) {
 		for step := 0; ctx.Err() == nil; step++ {
 			if step%2 == 0 {
