@@ -35,25 +35,29 @@ type batchKV struct {
 }
 
 func (k batchKV) Get(ctx context.Context, req *kvpb.GetRequest, opts ...grpc.CallOption) (*kvpb.GetReply, error) {
-	if len(opts) > 0 || k.b.unsupported() {
-		return k.KVClient.Get(ctx, req, opts...)
-	}
-	res, err := k.b.do(ctx, &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: req}})
-	if err != nil {
-		return nil, err
-	}
-	return res.GetGet(), nil
+	return batched(ctx, k, &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: req}}, (*kvpb.BatchResult).GetGet,
+		func() (*kvpb.GetReply, error) { return k.KVClient.Get(ctx, req, opts...) }, opts)
 }
 
 func (k batchKV) Write(ctx context.Context, req *kvpb.WriteRequest, opts ...grpc.CallOption) (*kvpb.WriteReply, error) {
+	return batched(ctx, k, &kvpb.BatchOp{Op: &kvpb.BatchOp_Write{Write: req}}, (*kvpb.BatchResult).GetWrite,
+		func() (*kvpb.WriteReply, error) { return k.KVClient.Write(ctx, req, opts...) }, opts)
+}
+
+// batched sends op through k's batcher and returns its reply (reply picks
+// it from the result), or calls alone instead when the call has options
+// (a batch carries none) or the server does not know KV.Batch.
+func batched[Rep any](ctx context.Context, k batchKV, op *kvpb.BatchOp, reply func(*kvpb.BatchResult) Rep,
+	alone func() (Rep, error), opts []grpc.CallOption) (Rep, error) {
 	if len(opts) > 0 || k.b.unsupported() {
-		return k.KVClient.Write(ctx, req, opts...)
+		return alone()
 	}
-	res, err := k.b.do(ctx, &kvpb.BatchOp{Op: &kvpb.BatchOp_Write{Write: req}})
+	res, err := k.b.do(ctx, op)
 	if err != nil {
-		return nil, err
+		var none Rep
+		return none, err
 	}
-	return res.GetWrite(), nil
+	return reply(res), nil
 }
 
 // batcher gathers the ops bound for one connection into KV.Batch calls.

@@ -223,7 +223,7 @@ func (WatchNoticeKind) EnumDescriptor() ([]byte, []int) {
 
 type BatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ops           []*BatchOp             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"` // at most rpc's batch limit (128); none is malformed
+	Ops           []*BatchOp             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"` // at most 128 (MaxBatchOps); a larger batch is refused whole, MALFORMED
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
