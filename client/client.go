@@ -51,6 +51,17 @@
 // key or when no replica of the group answers, and retries with backoff
 // until the context ends.
 //
+// # Batching
+//
+// A Client is safe for concurrent use, and meant to be shared: the Gets
+// and Writes its goroutines send to one replica while earlier ones are on
+// their way leave together, in one KV.Batch call (as TiKV's client batches
+// its commands to a store). Nothing waits on a timer: a lone request
+// leaves at once. The replica serves each op of a batch as if it had come
+// alone, so every caller gets its own answer, error and deadline; what
+// batching saves is the per-call cost of gRPC on both sides, and on the
+// leader, writes arriving together share raft entries.
+//
 // # Exactly once
 //
 // Every write carries a session (client id, sequence number), and servers
@@ -225,6 +236,9 @@ type Client struct {
 	latency latency
 
 	suspects rpc.Suspects // replicas that let an attempt time out, tried last
+
+	batchMu  sync.Mutex
+	batchers map[*grpc.ClientConn]*batcher // each replica's Gets and Writes, batched
 }
 
 // latency follows how long successful attempts take, to bound a first
@@ -375,7 +389,29 @@ func (c *Client) kv(addr string) (kvpb.KVClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return kvpb.NewKVClient(conn), nil
+	return c.batchKV(conn), nil
+}
+
+// batchKV returns the KV client of conn whose Gets and Writes are batched
+// (batch.go). A request handed to it must not change afterwards: a caller
+// that stopped waiting may leave it in a batch still being sent.
+func (c *Client) batchKV(conn *grpc.ClientConn) kvpb.KVClient {
+	c.batchMu.Lock()
+	defer c.batchMu.Unlock()
+	b, ok := c.batchers[conn]
+	if !ok {
+		if c.batchers == nil {
+			c.batchers = map[*grpc.ClientConn]*batcher{}
+		}
+		for old, ob := range c.batchers {
+			if ob.closed() {
+				delete(c.batchers, old) // a replica that left
+			}
+		}
+		b = newBatcher(conn)
+		c.batchers[conn] = b
+	}
+	return batchKV{KVClient: b.kv, b: b}
 }
 
 // leaderHint returns the index in addrs of the leader a NOT_LEADER refusal
@@ -677,9 +713,10 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 		if !s.open {
 			// Opening changes no data: whatever happens, the write itself
 			// certainly was not applied.
-			open := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: key, ClientId: s.id}
 			if _, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
-				open.Group = gid // attempts are sequential
+				// A request of its own per attempt: an abandoned attempt's
+				// may still be in a batch on its way (batch.go).
+				open := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: key, ClientId: s.id, Group: gid}
 				_, err := kv.Write(ctx, open)
 				return err
 			}); err != nil {
@@ -688,12 +725,12 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 			s.open = true
 		}
 		s.seq++
-		req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq,
-			IfVersion: cond.IfVersion, IfValue: cond.IfValue, ReturnValue: cond.ReturnValue}
 		var reply *kvpb.WriteReply
 		maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
 			var err error
-			req.Group = gid // attempts are sequential
+			// A request of its own per attempt (see OPEN_SESSION above).
+			req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq,
+				IfVersion: cond.IfVersion, IfValue: cond.IfValue, ReturnValue: cond.ReturnValue, Group: gid}
 			reply, err = kv.Write(ctx, req)
 			return err
 		})

@@ -221,6 +221,288 @@ func (WatchNoticeKind) EnumDescriptor() ([]byte, []int) {
 	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{2}
 }
 
+type BatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*BatchOp             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"` // at most 128 (MaxBatchOps); a larger batch is refused whole, MALFORMED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRequest) Reset() {
+	*x = BatchRequest{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRequest) ProtoMessage() {}
+
+func (x *BatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
+func (*BatchRequest) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BatchRequest) GetOps() []*BatchOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+type BatchOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*BatchOp_Get
+	//	*BatchOp_Write
+	Op isBatchOp_Op `protobuf_oneof:"op"`
+	// timeout_ms is how long the caller waits for this op from when the
+	// batch was sent (its own deadline; the batch's is the latest of its
+	// ops'). 0: the batch's deadline.
+	TimeoutMs     uint32 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchOp) Reset() {
+	*x = BatchOp{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchOp) ProtoMessage() {}
+
+func (x *BatchOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
+func (*BatchOp) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BatchOp) GetOp() isBatchOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *BatchOp) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetWrite() *WriteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type isBatchOp_Op interface {
+	isBatchOp_Op()
+}
+
+type BatchOp_Get struct {
+	Get *GetRequest `protobuf:"bytes,1,opt,name=get,proto3,oneof"`
+}
+
+type BatchOp_Write struct {
+	Write *WriteRequest `protobuf:"bytes,2,opt,name=write,proto3,oneof"`
+}
+
+func (*BatchOp_Get) isBatchOp_Op() {}
+
+func (*BatchOp_Write) isBatchOp_Op() {}
+
+type BatchReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // one per op, in the request's order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchReply) Reset() {
+	*x = BatchReply{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchReply) ProtoMessage() {}
+
+func (x *BatchReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchReply.ProtoReflect.Descriptor instead.
+func (*BatchReply) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BatchReply) GetResults() []*BatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type BatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*BatchResult_Get
+	//	*BatchResult_Write
+	//	*BatchResult_Error
+	Result        isBatchResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResult) Reset() {
+	*x = BatchResult{}
+	mi := &file_api_kvpb_kv_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResult) ProtoMessage() {}
+
+func (x *BatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_api_kvpb_kv_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
+func (*BatchResult) Descriptor() ([]byte, []int) {
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchResult) GetResult() isBatchResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *BatchResult) GetGet() *GetReply {
+	if x != nil {
+		if x, ok := x.Result.(*BatchResult_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *BatchResult) GetWrite() *WriteReply {
+	if x != nil {
+		if x, ok := x.Result.(*BatchResult_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+func (x *BatchResult) GetError() []byte {
+	if x != nil {
+		if x, ok := x.Result.(*BatchResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isBatchResult_Result interface {
+	isBatchResult_Result()
+}
+
+type BatchResult_Get struct {
+	Get *GetReply `protobuf:"bytes,1,opt,name=get,proto3,oneof"`
+}
+
+type BatchResult_Write struct {
+	Write *WriteReply `protobuf:"bytes,2,opt,name=write,proto3,oneof"`
+}
+
+type BatchResult_Error struct {
+	// error is the op's failure: a google.rpc.Status, serialized (the
+	// status its own Get or Write call would have ended with, details
+	// included).
+	Error []byte `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*BatchResult_Get) isBatchResult_Result() {}
+
+func (*BatchResult_Write) isBatchResult_Result() {}
+
+func (*BatchResult_Error) isBatchResult_Result() {}
+
 type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // the key to read: 1 byte up to the servers' limit (4 KiB by default)
@@ -236,7 +518,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[0]
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -248,7 +530,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[0]
+	mi := &file_api_kvpb_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -261,7 +543,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{0}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetRequest) GetKey() []byte {
@@ -292,7 +574,7 @@ type GetReply struct {
 
 func (x *GetReply) Reset() {
 	*x = GetReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[1]
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +586,7 @@ func (x *GetReply) String() string {
 func (*GetReply) ProtoMessage() {}
 
 func (x *GetReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[1]
+	mi := &file_api_kvpb_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +599,7 @@ func (x *GetReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReply.ProtoReflect.Descriptor instead.
 func (*GetReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{1}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetReply) GetHeader() *headerpb.ResponseHeader {
@@ -377,7 +659,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[2]
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +671,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[2]
+	mi := &file_api_kvpb_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +684,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{2}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WriteRequest) GetOp() WriteOp {
@@ -492,7 +774,7 @@ type WriteReply struct {
 
 func (x *WriteReply) Reset() {
 	*x = WriteReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[3]
+	mi := &file_api_kvpb_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +786,7 @@ func (x *WriteReply) String() string {
 func (*WriteReply) ProtoMessage() {}
 
 func (x *WriteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[3]
+	mi := &file_api_kvpb_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +799,7 @@ func (x *WriteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteReply.ProtoReflect.Descriptor instead.
 func (*WriteReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{3}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WriteReply) GetHeader() *headerpb.ResponseHeader {
@@ -582,7 +864,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	mi := &file_api_kvpb_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +876,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[4]
+	mi := &file_api_kvpb_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +889,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{4}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListRequest) GetShards() []uint32 {
@@ -678,7 +960,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +972,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[5]
+	mi := &file_api_kvpb_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +985,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{5}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -741,7 +1023,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	mi := &file_api_kvpb_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1035,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[6]
+	mi := &file_api_kvpb_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1048,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{6}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListReply) GetHeader() *headerpb.ResponseHeader {
@@ -802,7 +1084,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[7]
+	mi := &file_api_kvpb_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1096,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[7]
+	mi := &file_api_kvpb_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1109,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{7}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusRequest) GetDigests() bool {
@@ -865,7 +1147,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[8]
+	mi := &file_api_kvpb_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1159,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[8]
+	mi := &file_api_kvpb_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1172,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{8}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ShardStatus) GetShard() uint32 {
@@ -943,7 +1225,7 @@ type Latency struct {
 
 func (x *Latency) Reset() {
 	*x = Latency{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	mi := &file_api_kvpb_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1237,7 @@ func (x *Latency) String() string {
 func (*Latency) ProtoMessage() {}
 
 func (x *Latency) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[9]
+	mi := &file_api_kvpb_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1250,7 @@ func (x *Latency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Latency.ProtoReflect.Descriptor instead.
 func (*Latency) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{9}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Latency) GetUpperMs() []float64 {
@@ -1012,7 +1294,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[10]
+	mi := &file_api_kvpb_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1306,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[10]
+	mi := &file_api_kvpb_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1319,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{10}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatusReply) GetHeader() *headerpb.ResponseHeader {
@@ -1140,7 +1422,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	mi := &file_api_kvpb_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1434,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[11]
+	mi := &file_api_kvpb_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1447,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{11}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchRequest) GetKey() []byte {
@@ -1223,7 +1505,7 @@ type WatchShard struct {
 
 func (x *WatchShard) Reset() {
 	*x = WatchShard{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[12]
+	mi := &file_api_kvpb_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1517,7 @@ func (x *WatchShard) String() string {
 func (*WatchShard) ProtoMessage() {}
 
 func (x *WatchShard) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[12]
+	mi := &file_api_kvpb_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1530,7 @@ func (x *WatchShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchShard.ProtoReflect.Descriptor instead.
 func (*WatchShard) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{12}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchShard) GetShard() uint32 {
@@ -1297,7 +1579,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[13]
+	mi := &file_api_kvpb_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1591,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[13]
+	mi := &file_api_kvpb_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1604,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{13}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchEvent) GetOp() WriteOp {
@@ -1380,7 +1662,7 @@ type WatchNotice struct {
 
 func (x *WatchNotice) Reset() {
 	*x = WatchNotice{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[14]
+	mi := &file_api_kvpb_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1674,7 @@ func (x *WatchNotice) String() string {
 func (*WatchNotice) ProtoMessage() {}
 
 func (x *WatchNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[14]
+	mi := &file_api_kvpb_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1687,7 @@ func (x *WatchNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNotice.ProtoReflect.Descriptor instead.
 func (*WatchNotice) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{14}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchNotice) GetShard() uint32 {
@@ -1452,7 +1734,7 @@ type WatchReply struct {
 
 func (x *WatchReply) Reset() {
 	*x = WatchReply{}
-	mi := &file_api_kvpb_kv_proto_msgTypes[15]
+	mi := &file_api_kvpb_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1746,7 @@ func (x *WatchReply) String() string {
 func (*WatchReply) ProtoMessage() {}
 
 func (x *WatchReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_kvpb_kv_proto_msgTypes[15]
+	mi := &file_api_kvpb_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1759,7 @@ func (x *WatchReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchReply.ProtoReflect.Descriptor instead.
 func (*WatchReply) Descriptor() ([]byte, []int) {
-	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{15}
+	return file_api_kvpb_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchReply) GetHeader() *headerpb.ResponseHeader {
@@ -1512,7 +1794,23 @@ var File_api_kvpb_kv_proto protoreflect.FileDescriptor
 
 const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"4\n" +
+	"\x11api/kvpb/kv.proto\x12\rshardkv.kv.v1\x1a\x19api/headerpb/header.proto\"8\n" +
+	"\fBatchRequest\x12(\n" +
+	"\x03ops\x18\x01 \x03(\v2\x16.shardkv.kv.v1.BatchOpR\x03ops\"\x92\x01\n" +
+	"\aBatchOp\x12-\n" +
+	"\x03get\x18\x01 \x01(\v2\x19.shardkv.kv.v1.GetRequestH\x00R\x03get\x123\n" +
+	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\rR\ttimeoutMsB\x04\n" +
+	"\x02op\"B\n" +
+	"\n" +
+	"BatchReply\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.shardkv.kv.v1.BatchResultR\aresults\"\x8f\x01\n" +
+	"\vBatchResult\x12+\n" +
+	"\x03get\x18\x01 \x01(\v2\x17.shardkv.kv.v1.GetReplyH\x00R\x03get\x121\n" +
+	"\x05write\x18\x02 \x01(\v2\x19.shardkv.kv.v1.WriteReplyH\x00R\x05write\x12\x16\n" +
+	"\x05error\x18\x03 \x01(\fH\x00R\x05errorB\b\n" +
+	"\x06result\"4\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
@@ -1645,13 +1943,14 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x19WATCH_NOTICE_KIND_STARTED\x10\x01\x12\x1a\n" +
 	"\x16WATCH_NOTICE_KIND_LEFT\x10\x02\x12 \n" +
 	"\x1cWATCH_NOTICE_KIND_NOT_SERVED\x10\x03\x12\x1f\n" +
-	"\x1bWATCH_NOTICE_KIND_COMPACTED\x10\x042\xc5\x02\n" +
+	"\x1bWATCH_NOTICE_KIND_COMPACTED\x10\x042\x86\x03\n" +
 	"\x02KV\x129\n" +
 	"\x03Get\x12\x19.shardkv.kv.v1.GetRequest\x1a\x17.shardkv.kv.v1.GetReply\x12?\n" +
 	"\x05Write\x12\x1b.shardkv.kv.v1.WriteRequest\x1a\x19.shardkv.kv.v1.WriteReply\x12<\n" +
 	"\x04List\x12\x1a.shardkv.kv.v1.ListRequest\x1a\x18.shardkv.kv.v1.ListReply\x12B\n" +
 	"\x06Status\x12\x1c.shardkv.kv.v1.StatusRequest\x1a\x1a.shardkv.kv.v1.StatusReply\x12A\n" +
-	"\x05Watch\x12\x1b.shardkv.kv.v1.WatchRequest\x1a\x19.shardkv.kv.v1.WatchReply0\x01B%Z#github.com/shardkv/shardkv/api/kvpbb\x06proto3"
+	"\x05Watch\x12\x1b.shardkv.kv.v1.WatchRequest\x1a\x19.shardkv.kv.v1.WatchReply0\x01\x12?\n" +
+	"\x05Batch\x12\x1b.shardkv.kv.v1.BatchRequest\x1a\x19.shardkv.kv.v1.BatchReplyB%Z#github.com/shardkv/shardkv/api/kvpbb\x06proto3"
 
 var (
 	file_api_kvpb_kv_proto_rawDescOnce sync.Once
@@ -1666,60 +1965,72 @@ func file_api_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_api_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_api_kvpb_kv_proto_goTypes = []any{
 	(WriteOp)(0),                    // 0: shardkv.kv.v1.WriteOp
 	(ShardState)(0),                 // 1: shardkv.kv.v1.ShardState
 	(WatchNoticeKind)(0),            // 2: shardkv.kv.v1.WatchNoticeKind
-	(*GetRequest)(nil),              // 3: shardkv.kv.v1.GetRequest
-	(*GetReply)(nil),                // 4: shardkv.kv.v1.GetReply
-	(*WriteRequest)(nil),            // 5: shardkv.kv.v1.WriteRequest
-	(*WriteReply)(nil),              // 6: shardkv.kv.v1.WriteReply
-	(*ListRequest)(nil),             // 7: shardkv.kv.v1.ListRequest
-	(*KeyValue)(nil),                // 8: shardkv.kv.v1.KeyValue
-	(*ListReply)(nil),               // 9: shardkv.kv.v1.ListReply
-	(*StatusRequest)(nil),           // 10: shardkv.kv.v1.StatusRequest
-	(*ShardStatus)(nil),             // 11: shardkv.kv.v1.ShardStatus
-	(*Latency)(nil),                 // 12: shardkv.kv.v1.Latency
-	(*StatusReply)(nil),             // 13: shardkv.kv.v1.StatusReply
-	(*WatchRequest)(nil),            // 14: shardkv.kv.v1.WatchRequest
-	(*WatchShard)(nil),              // 15: shardkv.kv.v1.WatchShard
-	(*WatchEvent)(nil),              // 16: shardkv.kv.v1.WatchEvent
-	(*WatchNotice)(nil),             // 17: shardkv.kv.v1.WatchNotice
-	(*WatchReply)(nil),              // 18: shardkv.kv.v1.WatchReply
-	(*headerpb.ResponseHeader)(nil), // 19: shardkv.header.v1.ResponseHeader
+	(*BatchRequest)(nil),            // 3: shardkv.kv.v1.BatchRequest
+	(*BatchOp)(nil),                 // 4: shardkv.kv.v1.BatchOp
+	(*BatchReply)(nil),              // 5: shardkv.kv.v1.BatchReply
+	(*BatchResult)(nil),             // 6: shardkv.kv.v1.BatchResult
+	(*GetRequest)(nil),              // 7: shardkv.kv.v1.GetRequest
+	(*GetReply)(nil),                // 8: shardkv.kv.v1.GetReply
+	(*WriteRequest)(nil),            // 9: shardkv.kv.v1.WriteRequest
+	(*WriteReply)(nil),              // 10: shardkv.kv.v1.WriteReply
+	(*ListRequest)(nil),             // 11: shardkv.kv.v1.ListRequest
+	(*KeyValue)(nil),                // 12: shardkv.kv.v1.KeyValue
+	(*ListReply)(nil),               // 13: shardkv.kv.v1.ListReply
+	(*StatusRequest)(nil),           // 14: shardkv.kv.v1.StatusRequest
+	(*ShardStatus)(nil),             // 15: shardkv.kv.v1.ShardStatus
+	(*Latency)(nil),                 // 16: shardkv.kv.v1.Latency
+	(*StatusReply)(nil),             // 17: shardkv.kv.v1.StatusReply
+	(*WatchRequest)(nil),            // 18: shardkv.kv.v1.WatchRequest
+	(*WatchShard)(nil),              // 19: shardkv.kv.v1.WatchShard
+	(*WatchEvent)(nil),              // 20: shardkv.kv.v1.WatchEvent
+	(*WatchNotice)(nil),             // 21: shardkv.kv.v1.WatchNotice
+	(*WatchReply)(nil),              // 22: shardkv.kv.v1.WatchReply
+	(*headerpb.ResponseHeader)(nil), // 23: shardkv.header.v1.ResponseHeader
 }
 var file_api_kvpb_kv_proto_depIdxs = []int32{
-	19, // 0: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	0,  // 1: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
-	19, // 2: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	19, // 3: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	8,  // 4: shardkv.kv.v1.ListReply.kvs:type_name -> shardkv.kv.v1.KeyValue
-	1,  // 5: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
-	19, // 6: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	11, // 7: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
-	12, // 8: shardkv.kv.v1.StatusReply.requests:type_name -> shardkv.kv.v1.Latency
-	15, // 9: shardkv.kv.v1.WatchRequest.shards:type_name -> shardkv.kv.v1.WatchShard
-	0,  // 10: shardkv.kv.v1.WatchEvent.op:type_name -> shardkv.kv.v1.WriteOp
-	2,  // 11: shardkv.kv.v1.WatchNotice.kind:type_name -> shardkv.kv.v1.WatchNoticeKind
-	19, // 12: shardkv.kv.v1.WatchReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	16, // 13: shardkv.kv.v1.WatchReply.events:type_name -> shardkv.kv.v1.WatchEvent
-	17, // 14: shardkv.kv.v1.WatchReply.notices:type_name -> shardkv.kv.v1.WatchNotice
-	3,  // 15: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
-	5,  // 16: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
-	7,  // 17: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
-	10, // 18: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
-	14, // 19: shardkv.kv.v1.KV.Watch:input_type -> shardkv.kv.v1.WatchRequest
-	4,  // 20: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
-	6,  // 21: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
-	9,  // 22: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
-	13, // 23: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
-	18, // 24: shardkv.kv.v1.KV.Watch:output_type -> shardkv.kv.v1.WatchReply
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 0: shardkv.kv.v1.BatchRequest.ops:type_name -> shardkv.kv.v1.BatchOp
+	7,  // 1: shardkv.kv.v1.BatchOp.get:type_name -> shardkv.kv.v1.GetRequest
+	9,  // 2: shardkv.kv.v1.BatchOp.write:type_name -> shardkv.kv.v1.WriteRequest
+	6,  // 3: shardkv.kv.v1.BatchReply.results:type_name -> shardkv.kv.v1.BatchResult
+	8,  // 4: shardkv.kv.v1.BatchResult.get:type_name -> shardkv.kv.v1.GetReply
+	10, // 5: shardkv.kv.v1.BatchResult.write:type_name -> shardkv.kv.v1.WriteReply
+	23, // 6: shardkv.kv.v1.GetReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	0,  // 7: shardkv.kv.v1.WriteRequest.op:type_name -> shardkv.kv.v1.WriteOp
+	23, // 8: shardkv.kv.v1.WriteReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	23, // 9: shardkv.kv.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	12, // 10: shardkv.kv.v1.ListReply.kvs:type_name -> shardkv.kv.v1.KeyValue
+	1,  // 11: shardkv.kv.v1.ShardStatus.state:type_name -> shardkv.kv.v1.ShardState
+	23, // 12: shardkv.kv.v1.StatusReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	15, // 13: shardkv.kv.v1.StatusReply.shards:type_name -> shardkv.kv.v1.ShardStatus
+	16, // 14: shardkv.kv.v1.StatusReply.requests:type_name -> shardkv.kv.v1.Latency
+	19, // 15: shardkv.kv.v1.WatchRequest.shards:type_name -> shardkv.kv.v1.WatchShard
+	0,  // 16: shardkv.kv.v1.WatchEvent.op:type_name -> shardkv.kv.v1.WriteOp
+	2,  // 17: shardkv.kv.v1.WatchNotice.kind:type_name -> shardkv.kv.v1.WatchNoticeKind
+	23, // 18: shardkv.kv.v1.WatchReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	20, // 19: shardkv.kv.v1.WatchReply.events:type_name -> shardkv.kv.v1.WatchEvent
+	21, // 20: shardkv.kv.v1.WatchReply.notices:type_name -> shardkv.kv.v1.WatchNotice
+	7,  // 21: shardkv.kv.v1.KV.Get:input_type -> shardkv.kv.v1.GetRequest
+	9,  // 22: shardkv.kv.v1.KV.Write:input_type -> shardkv.kv.v1.WriteRequest
+	11, // 23: shardkv.kv.v1.KV.List:input_type -> shardkv.kv.v1.ListRequest
+	14, // 24: shardkv.kv.v1.KV.Status:input_type -> shardkv.kv.v1.StatusRequest
+	18, // 25: shardkv.kv.v1.KV.Watch:input_type -> shardkv.kv.v1.WatchRequest
+	3,  // 26: shardkv.kv.v1.KV.Batch:input_type -> shardkv.kv.v1.BatchRequest
+	8,  // 27: shardkv.kv.v1.KV.Get:output_type -> shardkv.kv.v1.GetReply
+	10, // 28: shardkv.kv.v1.KV.Write:output_type -> shardkv.kv.v1.WriteReply
+	13, // 29: shardkv.kv.v1.KV.List:output_type -> shardkv.kv.v1.ListReply
+	17, // 30: shardkv.kv.v1.KV.Status:output_type -> shardkv.kv.v1.StatusReply
+	22, // 31: shardkv.kv.v1.KV.Watch:output_type -> shardkv.kv.v1.WatchReply
+	5,  // 32: shardkv.kv.v1.KV.Batch:output_type -> shardkv.kv.v1.BatchReply
+	27, // [27:33] is the sub-list for method output_type
+	21, // [21:27] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_api_kvpb_kv_proto_init() }
@@ -1727,14 +2038,23 @@ func file_api_kvpb_kv_proto_init() {
 	if File_api_kvpb_kv_proto != nil {
 		return
 	}
-	file_api_kvpb_kv_proto_msgTypes[2].OneofWrappers = []any{}
+	file_api_kvpb_kv_proto_msgTypes[1].OneofWrappers = []any{
+		(*BatchOp_Get)(nil),
+		(*BatchOp_Write)(nil),
+	}
+	file_api_kvpb_kv_proto_msgTypes[3].OneofWrappers = []any{
+		(*BatchResult_Get)(nil),
+		(*BatchResult_Write)(nil),
+		(*BatchResult_Error)(nil),
+	}
+	file_api_kvpb_kv_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_kvpb_kv_proto_rawDesc), len(file_api_kvpb_kv_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   16,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	KV_List_FullMethodName   = "/shardkv.kv.v1.KV/List"
 	KV_Status_FullMethodName = "/shardkv.kv.v1.KV/Status"
 	KV_Watch_FullMethodName  = "/shardkv.kv.v1.KV/Watch"
+	KV_Batch_FullMethodName  = "/shardkv.kv.v1.KV/Batch"
 )
 
 // KVClient is the client API for KV service.
@@ -51,6 +52,15 @@ type KVClient interface {
 	// the named shards (see package group/watch). Any replica serves it; a
 	// change reaches the stream when this replica applies it.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchReply], error)
+	// Batch serves several Gets and Writes in one call (TiKV's batch
+	// commands): a client with many operations in flight to one replica
+	// sends them together, and the replica serves each exactly as if it had
+	// come alone (its own group, permission check, deadline and outcome),
+	// concurrently, so that its writes share raft entries. The reply holds
+	// one result per op, in order. A failed call (a transport error, the
+	// batch's deadline) leaves every op's outcome as unknown as a failed
+	// Get or Write call would.
+	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchReply, error)
 }
 
 type kVClient struct {
@@ -120,6 +130,16 @@ func (c *kVClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_WatchClient = grpc.ServerStreamingClient[WatchReply]
 
+func (c *kVClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchReply)
+	err := c.cc.Invoke(ctx, KV_Batch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -140,6 +160,15 @@ type KVServer interface {
 	// the named shards (see package group/watch). Any replica serves it; a
 	// change reaches the stream when this replica applies it.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchReply]) error
+	// Batch serves several Gets and Writes in one call (TiKV's batch
+	// commands): a client with many operations in flight to one replica
+	// sends them together, and the replica serves each exactly as if it had
+	// come alone (its own group, permission check, deadline and outcome),
+	// concurrently, so that its writes share raft entries. The reply holds
+	// one result per op, in order. A failed call (a transport error, the
+	// batch's deadline) leaves every op's outcome as unknown as a failed
+	// Get or Write call would.
+	Batch(context.Context, *BatchRequest) (*BatchReply, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -164,6 +193,9 @@ func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusRep
 }
 func (UnimplementedKVServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchReply]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -269,6 +301,24 @@ func _KV_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_WatchServer = grpc.ServerStreamingServer[WatchReply]
 
+func _KV_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Batch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Batch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Batch(ctx, req.(*BatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -291,6 +341,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _KV_Status_Handler,
+		},
+		{
+			MethodName: "Batch",
+			Handler:    _KV_Batch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

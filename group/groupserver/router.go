@@ -6,11 +6,13 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -147,6 +149,59 @@ func (k kvRoutes) List(ctx context.Context, req *kvpb.ListRequest) (*kvpb.ListRe
 // Status implements kvpb.KVServer.
 func (k kvRoutes) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.StatusReply, error) {
 	return unary(k.r, ctx, req, (*Server).Status)
+}
+
+// Batch implements kvpb.KVServer: every op is served as its own Get or
+// Write would be (routed by its group, with its own deadline),
+// concurrently, so that the batch's writes share raft entries; an op's
+// failure is its result, never the batch's. Permissions are checked op by
+// op before the batch gets here (auth.Guard).
+func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.BatchReply, error) {
+	ops := req.GetOps()
+	if len(ops) > kvpb.MaxBatchOps {
+		return nil, kvpb.Errors.ToStatus(fmt.Errorf("%w: a batch of %d ops (at most %d)", rpcerr.ErrMalformed, len(ops), kvpb.MaxBatchOps))
+	}
+	results := make([]*kvpb.BatchResult, len(ops))
+	var wg sync.WaitGroup
+	for i, op := range ops {
+		serve := func() { results[i] = k.batchOp(ctx, op) }
+		if i == len(ops)-1 {
+			serve() // the last on this goroutine
+			continue
+		}
+		wg.Go(serve)
+	}
+	wg.Wait()
+	return &kvpb.BatchReply{Results: results}, nil
+}
+
+// batchOp serves one op of a batch.
+func (k kvRoutes) batchOp(ctx context.Context, op *kvpb.BatchOp) *kvpb.BatchResult {
+	if ms := op.GetTimeoutMs(); ms > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		defer cancel()
+	}
+	var (
+		res = &kvpb.BatchResult{}
+		err error
+	)
+	switch op := op.GetOp().(type) {
+	case *kvpb.BatchOp_Get:
+		var reply *kvpb.GetReply
+		reply, err = k.Get(ctx, op.Get)
+		res.Result = &kvpb.BatchResult_Get{Get: reply}
+	case *kvpb.BatchOp_Write:
+		var reply *kvpb.WriteReply
+		reply, err = k.Write(ctx, op.Write)
+		res.Result = &kvpb.BatchResult_Write{Write: reply}
+	default:
+		err = kvpb.Errors.ToStatus(fmt.Errorf("%w: a batched op that is neither a get nor a write", rpcerr.ErrMalformed))
+	}
+	if err != nil {
+		return kvpb.ErrorResult(err)
+	}
+	return res
 }
 
 // Watch implements kvpb.KVServer.

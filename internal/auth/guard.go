@@ -76,17 +76,7 @@ func User(ctx context.Context) string {
 // options (with rpc.ServerOptions).
 func (g *Guard) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			c, err := g.check(ctx, info.FullMethod, req)
-			if err != nil {
-				// A refused change is audited too: who tried.
-				g.audit(info.FullMethod, cmp.Or(c.who, "(unauthenticated)"), req, err)
-				return nil, err
-			}
-			reply, err := handler(c.ctx, req)
-			g.audit(info.FullMethod, c.who, req, err)
-			return reply, err
-		}),
+		grpc.ChainUnaryInterceptor(g.unaryInterceptor()),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			s := &checkedStream{ServerStream: ss, g: g, method: info.FullMethod}
 			if _, ok := rules[info.FullMethod]; ok && info.IsServerStream && !info.IsClientStream {
@@ -100,6 +90,82 @@ func (g *Guard) ServerOptions() []grpc.ServerOption {
 			s.c = &c
 			return handler(srv, s)
 		}),
+	}
+}
+
+// batchMethod is KV.Batch, whose ops are checked one by one, each as the
+// call it stands for (KV.Get, KV.Write).
+const batchMethod = "/shardkv.kv.v1.KV/Batch"
+
+// batch checks every op of a KV.Batch as its own Get or Write call would
+// be checked, passes the handler only the ops allowed, and answers each
+// refused op with its refusal: one op's missing permission never fails
+// the others. The handler runs as the caller (every op carries the same
+// credentials: the call's).
+func (g *Guard) batch(ctx context.Context, req *kvpb.BatchRequest, handler grpc.UnaryHandler) (any, error) {
+	ops := req.GetOps()
+	refused := make([]error, len(ops))
+	allowed := &kvpb.BatchRequest{Ops: make([]*kvpb.BatchOp, 0, len(ops))}
+	hctx := ctx
+	for i, op := range ops {
+		var c checked
+		var err error
+		switch o := op.GetOp().(type) {
+		case *kvpb.BatchOp_Get:
+			c, err = g.check(ctx, "/shardkv.kv.v1.KV/Get", o.Get)
+		case *kvpb.BatchOp_Write:
+			c, err = g.check(ctx, "/shardkv.kv.v1.KV/Write", o.Write)
+		default: // malformed: the handler says so, to a caller who may call
+			c, err = g.check(ctx, batchMethod, nil)
+		}
+		if err != nil {
+			refused[i] = err
+			continue
+		}
+		hctx = c.ctx
+		allowed.Ops = append(allowed.Ops, op)
+	}
+	reply := &kvpb.BatchReply{Results: make([]*kvpb.BatchResult, len(ops))}
+	if len(allowed.Ops) > 0 {
+		r, err := handler(hctx, allowed)
+		if err != nil {
+			return nil, err
+		}
+		results := r.(*kvpb.BatchReply).GetResults()
+		if len(results) != len(allowed.Ops) {
+			return nil, status.Errorf(codes.Internal, "auth: a batch of %d ops answered with %d results", len(allowed.Ops), len(results))
+		}
+		next := 0
+		for i := range ops {
+			if refused[i] == nil {
+				reply.Results[i] = results[next]
+				next++
+			}
+		}
+	}
+	for i, err := range refused {
+		if err != nil {
+			reply.Results[i] = kvpb.ErrorResult(err)
+		}
+	}
+	return reply, nil
+}
+
+// unaryInterceptor checks every unary call (a batch's ops one by one).
+func (g *Guard) unaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if b, ok := req.(*kvpb.BatchRequest); ok && info.FullMethod == batchMethod {
+			return g.batch(ctx, b, handler)
+		}
+		c, err := g.check(ctx, info.FullMethod, req)
+		if err != nil {
+			// A refused change is audited too: who tried.
+			g.audit(info.FullMethod, cmp.Or(c.who, "(unauthenticated)"), req, err)
+			return nil, err
+		}
+		reply, err := handler(c.ctx, req)
+		g.audit(info.FullMethod, c.who, req, err)
+		return reply, err
 	}
 }
 
@@ -395,6 +461,9 @@ var rules = map[string]func(req any) need{
 		}
 		return need{kind: anyUser}
 	},
+	// KV.Batch: its ops are checked one by one (Guard.batch); a malformed
+	// op is refused as such to any user.
+	batchMethod: needAnyUser,
 	"/shardkv.kv.v1.KV/Get": func(req any) need {
 		r, _ := req.(*kvpb.GetRequest)
 		return keyNeed(r.GetKey(), controllerpb.Access_ACCESS_READ)

@@ -1,0 +1,69 @@
+package cluster_test
+
+import (
+	"errors"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/cluster"
+	"github.com/shardkv/shardkv/internal/rpc"
+)
+
+// TestBatchServesEachOpAsItsOwnCall: a KV.Batch to a node serves each op
+// as the Get or Write it stands for, routed by its own group: one op's
+// failure (a group the node does not host, a malformed op) is that op's
+// result alone.
+func TestBatchServesEachOpAsItsOwnCall(t *testing.T) {
+	h := start(t, cluster.Options{Groups: 2, Nodes: 3})
+	h.join(1, 2)
+	h.waitSettled()
+	cl := h.client() // batched too
+	h.put(cl, "k", "v")
+	gid := h.ownerOf(cl, "k")
+	addr, _ := h.c.Node(0)
+	conn, err := grpc.NewClient(addr, rpc.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	get := func(gid uint64) *kvpb.BatchOp {
+		return &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: []byte("k"), Group: gid}}}
+	}
+	open := &kvpb.BatchOp{Op: &kvpb.BatchOp_Write{Write: &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION,
+		Key: []byte("k"), ClientId: 77, Group: gid}}}
+	reply, err := kvpb.NewKVClient(conn).Batch(h.ctx, &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{
+		get(gid), get(99), {}, open, {Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: []byte("k"), Group: gid}}, TimeoutMs: 10_000},
+	}}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := reply.GetResults()
+	if len(res) != 5 {
+		t.Fatalf("%d results for 5 ops", len(res))
+	}
+	for _, i := range []int{0, 4} {
+		if g := res[i].GetGet(); res[i].Err() != nil || string(g.GetValue()) != "v" || g.GetVersion() != 1 {
+			t.Errorf("op %d, a get: %v %v, want v at version 1", i, g, res[i].Err())
+		}
+	}
+	if err := res[1].Err(); !errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrWrongGroup) {
+		t.Errorf("a get for a group the node does not host: %v, want WRONG_GROUP", err)
+	}
+	if err := res[2].Err(); !errors.Is(kvpb.Errors.FromStatus(err), rpcerr.ErrMalformed) {
+		t.Errorf("an op that is neither a get nor a write: %v, want MALFORMED", err)
+	}
+	if res[3].Err() != nil || res[3].GetWrite() == nil {
+		t.Errorf("opening a session: %v", res[3].Err())
+	}
+	// A batch larger than the limit is refused whole.
+	big := &kvpb.BatchRequest{}
+	for range kvpb.MaxBatchOps + 1 {
+		big.Ops = append(big.Ops, get(gid))
+	}
+	if _, err := kvpb.NewKVClient(conn).Batch(h.ctx, big); !errors.Is(kvpb.Errors.FromStatus(err), rpcerr.ErrMalformed) {
+		t.Errorf("a batch of %d ops: %v, want MALFORMED", len(big.Ops), err)
+	}
+}
