@@ -33,10 +33,11 @@ import (
 type Router struct {
 	mu       sync.RWMutex
 	replicas map[uint64]*Server // by group id
+	ops      *opPool            // KV.Batch's ops
 }
 
 // NewRouter returns a router hosting no replica.
-func NewRouter() *Router { return &Router{replicas: map[uint64]*Server{}} }
+func NewRouter() *Router { return &Router{replicas: map[uint64]*Server{}, ops: newOpPool()} }
 
 // Register adds the group services to g; replicas added later are served
 // at once.
@@ -164,12 +165,15 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 	results := make([]*kvpb.BatchResult, len(ops))
 	var wg sync.WaitGroup
 	for i, op := range ops {
-		serve := func() { results[i] = k.batchOp(ctx, op) }
 		if i == len(ops)-1 {
-			serve() // the last on this goroutine
+			results[i] = k.batchOp(ctx, op) // the last on this goroutine
 			continue
 		}
-		wg.Go(serve)
+		wg.Add(1)
+		k.r.ops.run(func() {
+			defer wg.Done()
+			results[i] = k.batchOp(ctx, op)
+		})
 	}
 	wg.Wait()
 	return &kvpb.BatchReply{Results: results}, nil
