@@ -79,6 +79,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 	sm.meta = metaFromProto(img.GetMeta())
 	sm.configNum.Store(sm.meta.config.Num)
 	sm.forgetSessions()
+	sm.forgetVersions()
 	if sm.observer != nil {
 		sm.observer.Restored(sm.applied, sm.shardStates())
 	}

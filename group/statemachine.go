@@ -86,6 +86,7 @@ type StateMachine struct {
 	configNum atomic.Uint64
 
 	sessions sessionCache // see sessionCache
+	versions versionCache // see versionCache
 
 	// Buffers the write path reuses from one write to the next (Apply
 	// holds mu): Pebble's batch copies the keys and values it is given.
@@ -171,6 +172,13 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	defer sm.mu.Unlock()
 	a := &apply{b: sm.db.NewIndexedBatch(), observed: sm.observer != nil}
 	defer a.b.Close()
+	committed := false
+	defer func() {
+		if !committed { // the caches may hold what the batch did not commit
+			sm.forgetSessions()
+			sm.forgetVersions()
+		}
+	}()
 	results := make([]any, len(ents))
 	last, err := raftnode.Commands(ents, sm.applied, func(i int, e raftnode.Entry) error {
 		var cmd grouppb.Command
@@ -202,6 +210,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	if err := a.b.Commit(pebble.NoSync); err != nil {
 		return nil, err
 	}
+	committed = true
 	sm.applied = last
 	sm.configNum.Store(sm.meta.config.Num)
 	if sm.observer != nil {
@@ -226,6 +235,8 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 		// the cache does not follow (shards arrive, leave, are cleared).
 		sm.forgetSessions()
 		defer sm.forgetSessions()
+		sm.forgetVersions() // they may change data keys too
+		defer sm.forgetVersions()
 		if a.observed {
 			defer sm.observeShards(a, sm.shardStates())
 		}

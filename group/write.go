@@ -133,7 +133,7 @@ func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (re
 	if w.IfValue != nil || w.GetOp() == kvpb.WriteOp_WRITE_OP_APPEND || w.GetReturnValue() {
 		version, value, err = getValue(a.b, k)
 	} else {
-		version, err = getVersion(a.b, k) // the old value is not needed: not copied
+		version, err = sm.keyVersion(a, k) // the old value is not needed: not copied
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read key of shard %d: %w", shard, err)
@@ -174,6 +174,7 @@ func (sm *StateMachine) writeData(a *apply, shard int, w *kvpb.WriteRequest) (re
 			a.observeWrite(shard, w.GetOp(), w.GetKey(), value, version)
 		}
 	}
+	sm.cacheVersion(k, version)
 	res = &WriteResult{Succeeded: held, Version: version}
 	if w.GetReturnValue() {
 		res.Value, res.ValueReturned = value, true
