@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -9,73 +10,107 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 )
 
 // Batching. Every Get and Write an attempt sends to a replica goes through
-// that replica's batcher: while maxBatchesInFlight batches are on their
-// way to it, further ops wait, and leave together in the next batch (one
-// KV.Batch call, up to maxBatchOps ops) as soon as one returns. Nothing
-// waits on a timer: a lone op leaves at once, and ops batch only when the
-// replica is busy, which is when sharing a call saves most (TiKV's client
-// batches its commands to a store the same way). The replica serves each
-// op as if it had come alone; each caller gets its own reply or error, as
-// from its own call, and stops waiting at its own deadline.
-const (
-	maxBatchesInFlight = 4
-	maxBatchOps        = kvpb.MaxBatchOps
-)
+// the batcher of that replica's connection and the request's group: while
+// maxBatchesInFlight batches are on their way, further ops wait, and leave
+// together in the next batch (one KV.Batch call, up to kvpb.MaxBatchOps
+// ops and kvpb.MaxBatchRequestBytes of requests) as soon as one returns.
+// Nothing waits on a timer: a lone op leaves at once, and ops batch only
+// when the replica is busy, which is when sharing a call saves most
+// (TiKV's client batches its commands to a store the same way). A node
+// hosting several groups gets one batcher per group, so that a group that
+// cannot answer holds up no other group's ops. The replica serves each op
+// as if it had come alone; each caller gets its own reply or error, as
+// from its own call, and stops waiting at its own deadline. A batcher
+// sends a copy of each request: a caller that stopped waiting may reuse
+// its key and value at once, as after a call of its own.
+const maxBatchesInFlight = 4
 
-// batchKV is a kvpb.KVClient whose Get and Write go through a batcher;
-// the other methods are the connection's own.
+// batchAgain is how long a batcher sends every op alone after its server
+// answered that it does not know KV.Batch (a server from before it), before
+// trying a batch again (the server may have been upgraded).
+const batchAgain = time.Minute
+
+// batchKV is a kvpb.KVClient whose Get and Write go through the batcher
+// of their group; the other methods are the connection's own.
 type batchKV struct {
 	kvpb.KVClient
-	b *batcher
+	batcher func(gid uint64) *batcher
 }
 
 func (k batchKV) Get(ctx context.Context, req *kvpb.GetRequest, opts ...grpc.CallOption) (*kvpb.GetReply, error) {
-	return batched(ctx, k, &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: req}}, (*kvpb.BatchResult).GetGet,
+	op := func() *kvpb.BatchOp {
+		return &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: proto.CloneOf(req)}}
+	}
+	return batched(ctx, k.batcher(req.GetGroup()), op, (*kvpb.BatchResult).GetGet,
 		func() (*kvpb.GetReply, error) { return k.KVClient.Get(ctx, req, opts...) }, opts)
 }
 
 func (k batchKV) Write(ctx context.Context, req *kvpb.WriteRequest, opts ...grpc.CallOption) (*kvpb.WriteReply, error) {
-	return batched(ctx, k, &kvpb.BatchOp{Op: &kvpb.BatchOp_Write{Write: req}}, (*kvpb.BatchResult).GetWrite,
+	op := func() *kvpb.BatchOp {
+		return &kvpb.BatchOp{Op: &kvpb.BatchOp_Write{Write: proto.CloneOf(req)}}
+	}
+	return batched(ctx, k.batcher(req.GetGroup()), op, (*kvpb.BatchResult).GetWrite,
 		func() (*kvpb.WriteReply, error) { return k.KVClient.Write(ctx, req, opts...) }, opts)
 }
 
-// batched sends op through k's batcher and returns its reply (reply picks
-// it from the result), or calls alone instead when the call has options
-// (a batch carries none) or the server does not know KV.Batch.
-func batched[Rep any](ctx context.Context, k batchKV, op *kvpb.BatchOp, reply func(*kvpb.BatchResult) Rep,
+// batched sends the op op makes through b and returns its reply (reply
+// picks it from the result), or calls alone instead: when the call has
+// options (a batch carries none), when the server does not know KV.Batch,
+// and for a Get whose value had no room in its batch's reply (nothing
+// changed: it is read again).
+func batched[Rep proto.Message](ctx context.Context, b *batcher, op func() *kvpb.BatchOp, reply func(*kvpb.BatchResult) Rep,
 	alone func() (Rep, error), opts []grpc.CallOption) (Rep, error) {
-	if len(opts) > 0 || k.b.unsupported() {
+	var none Rep
+	if len(opts) > 0 || b.unsupported() {
 		return alone()
 	}
-	res, err := k.b.do(ctx, op)
-	if err != nil {
-		var none Rep
+	res, err := b.do(ctx, op())
+	switch {
+	case errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrBatchFull):
+		return alone()
+	case errors.Is(err, errNoBatch):
+		return alone()
+	case err != nil:
 		return none, err
 	}
-	return reply(res), nil
+	r := reply(res)
+	if !r.ProtoReflect().IsValid() {
+		// Not the kind of answer the op asked for: the op may have been
+		// served, so this is no "certainly not applied".
+		return none, status.Error(codes.Internal, "client: a batched op was answered with another kind of result")
+	}
+	return r, nil
 }
 
-// batcher gathers the ops bound for one connection into KV.Batch calls.
+// errNoBatch is the result of an op whose server does not know KV.Batch:
+// it was not sent, and goes alone.
+var errNoBatch = errors.New("client: the server does not know KV.Batch")
+
+// batcher gathers the ops of one group bound for one connection into
+// KV.Batch calls.
 type batcher struct {
 	kv   kvpb.KVClient
 	conn *grpc.ClientConn
 
-	mu       sync.Mutex
-	queue    []*batchCall
-	inFlight int  // batches sent and not yet answered (senders running)
-	noBatch  bool // the server does not know KV.Batch: every op alone
+	mu           sync.Mutex
+	queue        []*batchCall
+	inFlight     int       // batches sent and not yet answered (senders running)
+	noBatchUntil time.Time // the server does not know KV.Batch: every op alone until then
 }
 
-// batchCall is one op waiting in a batcher.
+// batchCall is one op waiting in a batcher. Its sender sets res or err,
+// then closes done.
 type batchCall struct {
 	ctx  context.Context
 	op   *kvpb.BatchOp
-	done chan struct{} // closed when res or err is set
+	size int // the op's encoded size
+	done chan struct{}
 	res  *kvpb.BatchResult
 	err  error
 }
@@ -91,14 +126,14 @@ func (b *batcher) closed() bool { return b.conn.GetState() == connectivity.Shutd
 func (b *batcher) unsupported() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.noBatch
+	return time.Now().Before(b.noBatchUntil)
 }
 
 // do queues op, starts a sender if fewer than maxBatchesInFlight run, and
 // waits for op's result or for ctx to end. A result holding an error is
 // returned as that error.
 func (b *batcher) do(ctx context.Context, op *kvpb.BatchOp) (*kvpb.BatchResult, error) {
-	c := &batchCall{ctx: ctx, op: op, done: make(chan struct{})}
+	c := &batchCall{ctx: ctx, op: op, size: proto.Size(op), done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
 	if b.inFlight < maxBatchesInFlight {
@@ -112,8 +147,11 @@ func (b *batcher) do(ctx context.Context, op *kvpb.BatchOp) (*kvpb.BatchResult, 
 		// As a call of its own would end: the op may still be served.
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	if c.err != nil {
+	switch {
+	case c.err != nil:
 		return nil, c.err
+	case c.res == nil:
+		return nil, status.Error(codes.Internal, "client: a batched op ended without a result")
 	}
 	if err := c.res.Err(); err != nil {
 		return nil, err
@@ -125,7 +163,11 @@ func (b *batcher) do(ctx context.Context, op *kvpb.BatchOp) (*kvpb.BatchResult, 
 func (b *batcher) send() {
 	for {
 		b.mu.Lock()
-		n := min(len(b.queue), maxBatchOps)
+		n, bytes := 0, 0
+		for n < len(b.queue) && n < kvpb.MaxBatchOps && (n == 0 || bytes+b.queue[n].size <= kvpb.MaxBatchRequestBytes) {
+			bytes += b.queue[n].size
+			n++
+		}
 		if n == 0 {
 			b.inFlight--
 			b.mu.Unlock()
@@ -145,8 +187,9 @@ func (b *batcher) call(calls []*batchCall) {
 	var deadline time.Time
 	bounded := true
 	for _, c := range calls {
-		if c.ctx.Err() != nil {
-			close(c.done) // its caller returned already
+		if err := c.ctx.Err(); err != nil {
+			c.err = status.FromContextError(err).Err() // its caller has returned, or is about to
+			close(c.done)
 			continue
 		}
 		live = append(live, c)
@@ -169,22 +212,25 @@ func (b *batcher) call(calls []*batchCall) {
 	for i, c := range live {
 		req.Ops[i] = c.op
 		if d, ok := c.ctx.Deadline(); ok {
-			c.op.TimeoutMs = uint32(max(1, (d.Sub(now)+time.Millisecond-1)/time.Millisecond))
+			c.op.TimeoutMs = uint32(min(max(1, (d.Sub(now)+time.Millisecond-1)/time.Millisecond), 1<<31))
 		}
 	}
 	reply, err := b.kv.Batch(ctx, req)
-	if status.Code(err) == codes.Unimplemented {
-		// A server from before KV.Batch: every op goes alone from now on.
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		// A server from before KV.Batch (gRPC refuses an unknown method
+		// before any handler): nothing was sent; every op goes alone.
 		b.mu.Lock()
-		b.noBatch = true
+		b.noBatchUntil = time.Now().Add(batchAgain)
 		b.mu.Unlock()
-		for _, c := range live {
-			c.op.TimeoutMs = 0
-			go b.alone(c)
-		}
-		return
-	}
-	if err == nil && len(reply.GetResults()) != len(live) {
+		err = errNoBatch
+	case status.Code(err) == codes.ResourceExhausted:
+		// The batch as a whole was too large for a message (its ops are
+		// bounded so that it is not): not one op's size, which a client
+		// would take for a deterministic refusal. Its ops may have been
+		// served.
+		err = status.Errorf(codes.Unavailable, "client: a batch of %d ops: %v", len(live), err)
+	case err == nil && len(reply.GetResults()) != len(live):
 		err = status.Errorf(codes.Internal, "client: a batch of %d ops answered with %d results", len(live), len(reply.GetResults()))
 	}
 	for i, c := range live {
@@ -195,19 +241,4 @@ func (b *batcher) call(calls []*batchCall) {
 		}
 		close(c.done)
 	}
-}
-
-// alone sends c's op in a call of its own.
-func (b *batcher) alone(c *batchCall) {
-	res := &kvpb.BatchResult{}
-	switch op := c.op.GetOp().(type) {
-	case *kvpb.BatchOp_Get:
-		reply, err := b.kv.Get(c.ctx, op.Get)
-		res.Result, c.err = &kvpb.BatchResult_Get{Get: reply}, err
-	case *kvpb.BatchOp_Write:
-		reply, err := b.kv.Write(c.ctx, op.Write)
-		res.Result, c.err = &kvpb.BatchResult_Write{Write: reply}, err
-	}
-	c.res = res
-	close(c.done)
 }

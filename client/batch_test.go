@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/internal/grpctest"
@@ -27,6 +28,9 @@ type batchReplica struct {
 	hold    chan struct{}
 	batches atomic.Int64
 	alone   atomic.Int64
+
+	mu       sync.Mutex
+	maxBatch int // the largest batch request received, encoded
 }
 
 func (r *batchReplica) get(req *kvpb.GetRequest) (*kvpb.GetReply, error) {
@@ -46,11 +50,22 @@ func (r *batchReplica) Batch(_ context.Context, req *kvpb.BatchRequest) (*kvpb.B
 		return nil, status.Error(codes.Unimplemented, "unknown method Batch")
 	}
 	r.batches.Add(1)
+	r.mu.Lock()
+	r.maxBatch = max(r.maxBatch, proto.Size(req))
+	r.mu.Unlock()
 	time.Sleep(20 * time.Millisecond)
 	reply := &kvpb.BatchReply{}
 	for _, op := range req.GetOps() {
-		if string(op.GetGet().GetKey()) == "held" {
+		if string(op.GetGet().GetKey()) == "held" || op.GetGet().GetGroup() == 1 {
 			<-r.hold
+		}
+		if string(op.GetGet().GetKey()) == "big" {
+			reply.Results = append(reply.Results, kvpb.ErrorResult(kvpb.Errors.ToStatus(kvpb.ErrBatchFull)))
+			continue
+		}
+		if w := op.GetWrite(); w != nil {
+			reply.Results = append(reply.Results, &kvpb.BatchResult{Result: &kvpb.BatchResult_Write{Write: &kvpb.WriteReply{Succeeded: true}}})
+			continue
 		}
 		g, err := r.get(op.GetGet())
 		if err != nil {
@@ -129,5 +144,69 @@ func TestBatchFallsBackToCallsOfTheirOwn(t *testing.T) {
 	}
 	if a := r.alone.Load(); a != 3 {
 		t.Errorf("%d gets served alone, want 3", a)
+	}
+}
+
+// TestBatchedOpsFailAlone: a caller whose context ended before its batch
+// left gets its context's error, never an empty answer; a Get whose value
+// had no room in its batch's reply is read again alone; a group that
+// cannot answer holds up no other group's ops on the same node; batches
+// of large writes stay below the request budget.
+func TestBatchedOpsFailAlone(t *testing.T) {
+	r := &batchReplica{hold: make(chan struct{})}
+	kv := batchKVTo(t, r)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 500 {
+				done, stop := context.WithCancel(ctx)
+				stop()
+				if reply, err := kv.Get(done, &kvpb.GetRequest{Key: []byte("k")}); err == nil {
+					t.Errorf("a get whose context had ended: %v and no error", reply)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	if reply, err := kv.Get(ctx, &kvpb.GetRequest{Key: []byte("big")}); err != nil || string(reply.GetValue()) != "big" {
+		t.Errorf("a get answered BATCH_FULL: %q %v, want it read alone", reply.GetValue(), err)
+	}
+
+	held := make(chan error, 1)
+	go func() {
+		_, err := kv.Get(ctx, &kvpb.GetRequest{Key: []byte("g1"), Group: 1})
+		held <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the group 1 batch is held
+	if reply, err := kv.Get(ctx, &kvpb.GetRequest{Key: []byte("g2"), Group: 2}); err != nil || string(reply.GetValue()) != "g2" {
+		t.Errorf("group 2's get while group 1's batch is held: %q %v", reply.GetValue(), err)
+	}
+	select {
+	case err := <-held:
+		t.Fatalf("group 1's get returned while its batch was held: %v", err)
+	default:
+	}
+	close(r.hold)
+	if err := <-held; err != nil {
+		t.Errorf("group 1's get once released: %v", err)
+	}
+
+	value := make([]byte, kvpb.DefaultMaxValueSize)
+	for i := range 12 {
+		wg.Go(func() {
+			req := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT, Key: []byte(fmt.Sprint("w", i)), Value: value, ClientId: 1, Seq: uint64(i + 1)}
+			if _, err := kv.Write(ctx, req); err != nil {
+				t.Errorf("a 1 MiB put among 12: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if r.maxBatch > kvpb.MaxBatchRequestBytes+kvpb.DefaultMaxValueSize {
+		t.Errorf("a batch of %d bytes (budget %d)", r.maxBatch, kvpb.MaxBatchRequestBytes)
 	}
 }

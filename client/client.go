@@ -54,13 +54,15 @@
 // # Batching
 //
 // A Client is safe for concurrent use, and meant to be shared: the Gets
-// and Writes its goroutines send to one replica while earlier ones are on
-// their way leave together, in one KV.Batch call (as TiKV's client batches
-// its commands to a store). Nothing waits on a timer: a lone request
-// leaves at once. The replica serves each op of a batch as if it had come
-// alone, so every caller gets its own answer, error and deadline; what
-// batching saves is the per-call cost of gRPC on both sides, and on the
-// leader, writes arriving together share raft entries.
+// and Writes its goroutines send to one replica of a group while earlier
+// ones are on their way leave together, in one KV.Batch call (as TiKV's
+// client batches its commands to a store). Nothing waits on a timer: a
+// lone request leaves at once. The replica serves each op of a batch as
+// if it had come alone, so every caller gets its own answer, error and
+// deadline; what batching saves is the per-call cost of gRPC on both
+// sides, and on the leader, writes arriving together share raft entries.
+// A batch carries copies of its requests: a caller that stopped waiting
+// may reuse its key and value at once.
 //
 // # Exactly once
 //
@@ -238,7 +240,7 @@ type Client struct {
 	suspects rpc.Suspects // replicas that let an attempt time out, tried last
 
 	batchMu  sync.Mutex
-	batchers map[*grpc.ClientConn]*batcher // each replica's Gets and Writes, batched
+	batchers map[batchKey]*batcher // each replica's Gets and Writes, batched per group
 }
 
 // latency follows how long successful attempts take, to bound a first
@@ -393,25 +395,33 @@ func (c *Client) kv(addr string) (kvpb.KVClient, error) {
 }
 
 // batchKV returns the KV client of conn whose Gets and Writes are batched
-// (batch.go). A request handed to it must not change afterwards: a caller
-// that stopped waiting may leave it in a batch still being sent.
+// per group (batch.go).
 func (c *Client) batchKV(conn *grpc.ClientConn) kvpb.KVClient {
-	c.batchMu.Lock()
-	defer c.batchMu.Unlock()
-	b, ok := c.batchers[conn]
-	if !ok {
-		if c.batchers == nil {
-			c.batchers = map[*grpc.ClientConn]*batcher{}
-		}
-		for old, ob := range c.batchers {
-			if ob.closed() {
-				delete(c.batchers, old) // a replica that left
+	return batchKV{KVClient: kvpb.NewKVClient(conn), batcher: func(gid uint64) *batcher {
+		c.batchMu.Lock()
+		defer c.batchMu.Unlock()
+		key := batchKey{conn, gid}
+		b, ok := c.batchers[key]
+		if !ok {
+			if c.batchers == nil {
+				c.batchers = map[batchKey]*batcher{}
 			}
+			for old, ob := range c.batchers {
+				if ob.closed() {
+					delete(c.batchers, old) // a replica that left
+				}
+			}
+			b = newBatcher(conn)
+			c.batchers[key] = b
 		}
-		b = newBatcher(conn)
-		c.batchers[conn] = b
-	}
-	return batchKV{KVClient: b.kv, b: b}
+		return b
+	}}
+}
+
+// batchKey names a batcher: a connection and a group.
+type batchKey struct {
+	conn *grpc.ClientConn
+	gid  uint64
 }
 
 // leaderHint returns the index in addrs of the leader a NOT_LEADER refusal
@@ -714,8 +724,8 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 			// Opening changes no data: whatever happens, the write itself
 			// certainly was not applied.
 			if _, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
-				// A request of its own per attempt: an abandoned attempt's
-				// may still be in a batch on its way (batch.go).
+				// A request of its own per attempt: nothing an attempt sent
+				// changes under a later one.
 				open := &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_OPEN_SESSION, Key: key, ClientId: s.id, Group: gid}
 				_, err := kv.Write(ctx, open)
 				return err
@@ -728,7 +738,7 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 		var reply *kvpb.WriteReply
 		maybe, err := c.do(ctx, key, func(ctx context.Context, kv kvpb.KVClient, gid uint64) error {
 			var err error
-			// A request of its own per attempt (see OPEN_SESSION above).
+			// A request of its own per attempt (as OPEN_SESSION above).
 			req := &kvpb.WriteRequest{Op: op, Key: key, Value: value, ClientId: s.id, Seq: s.seq,
 				IfVersion: cond.IfVersion, IfValue: cond.IfValue, ReturnValue: cond.ReturnValue, Group: gid}
 			reply, err = kv.Write(ctx, req)

@@ -85,10 +85,24 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 	}
 	var held atomic.Bool
 	expired := make(chan error, 8)
+	released := make(chan struct{}) // closed when the lost reply's hold ends
 	hold := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if held.Load() {
+			// The network is down while the reply is held: a retry (the
+			// client's attempts give up on their own deadlines, and batched
+			// calls leave on other goroutines) gets through only after.
+			<-released
+		}
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		w, _ := req.(*kvpb.WriteRequest)
-		if w.GetOp() == kvpb.WriteOp_WRITE_OP_APPEND && err == nil && held.CompareAndSwap(false, true) {
+		ws, errs := writesOf(req, reply, err)
+		appended := false
+		for i, w := range ws {
+			appended = appended || w.GetOp() == kvpb.WriteOp_WRITE_OP_APPEND && errs[i] == nil
+			if errors.Is(kvpb.Errors.FromStatus(errs[i]), rpcerr.ErrSessionExpired) {
+				expired <- errs[i]
+			}
+		}
+		if appended && held.CompareAndSwap(false, true) {
 			// The append is applied; its reply is "lost" until others
 			// have written for three TTLs.
 			deadline := time.Now().Add(3 * ttl)
@@ -96,10 +110,8 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 				h.put(other, neighbour, "other")
 				time.Sleep(20 * time.Millisecond)
 			}
+			close(released)
 			return status.Error(codes.Unavailable, "injected reply loss")
-		}
-		if errors.Is(kvpb.Errors.FromStatus(err), rpcerr.ErrSessionExpired) {
-			expired <- err
 		}
 		return err
 	})
@@ -128,6 +140,31 @@ func TestRetryAfterSessionExpiry(t *testing.T) {
 	if got, _ := cl.Get(h.ctx, []byte("k")); !strings.HasSuffix(string(got.Value), "xy") {
 		t.Fatalf("value %q", v)
 	}
+}
+
+// writesOf returns the writes a KV call carried (a Write, or the writes
+// of a Batch) and each one's outcome, as a client interceptor sees them.
+func writesOf(req, reply any, err error) ([]*kvpb.WriteRequest, []error) {
+	switch r := req.(type) {
+	case *kvpb.WriteRequest:
+		return []*kvpb.WriteRequest{r}, []error{err}
+	case *kvpb.BatchRequest:
+		var ws []*kvpb.WriteRequest
+		var errs []error
+		results := reply.(*kvpb.BatchReply).GetResults()
+		for i, op := range r.GetOps() {
+			if w := op.GetWrite(); w != nil {
+				ws = append(ws, w)
+				if err == nil && i < len(results) {
+					errs = append(errs, results[i].Err())
+				} else {
+					errs = append(errs, err)
+				}
+			}
+		}
+		return ws, errs
+	}
+	return nil, nil
 }
 
 // TestOversizedRequestsFailFast: a value over the limit is refused by the

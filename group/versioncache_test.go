@@ -22,7 +22,7 @@ func TestVersionCacheNeverOutlivesOtherChanges(t *testing.T) {
 	for seq := uint64(1); seq <= 5; seq++ {
 		b.answer(put(key, "b", 7, seq))
 	}
-	if len(a.sm.versions) == 0 {
+	if len(a.sm.versions.versions) == 0 {
 		t.Fatal("writes cached no version")
 	}
 	img, err := b.sm.Snapshot()
@@ -40,8 +40,8 @@ func TestVersionCacheNeverOutlivesOtherChanges(t *testing.T) {
 	if err := a.apply(config(2, all(1)...)); err != nil {
 		t.Fatal(err)
 	}
-	if a.sm.versions != nil {
-		t.Fatalf("versions cached across a configuration: %v", a.sm.versions)
+	if a.sm.versions.versions != nil {
+		t.Fatalf("versions cached across a configuration: %v", a.sm.versions.versions)
 	}
 	if res := a.answer(put(key, "d", 8, 2)); res.Version != 7 {
 		t.Fatalf("a put after a configuration: version %d, want 7", res.Version)

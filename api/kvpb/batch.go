@@ -11,6 +11,16 @@ import (
 // is refused whole, as malformed.
 const MaxBatchOps = 128
 
+// Batches stay well below gRPC's message limit (16 MiB) both ways, with
+// values of up to 1 MiB: a client cuts a batch before its ops' requests
+// pass MaxBatchRequestBytes, and a replica answers the Gets whose values
+// would take a reply past MaxBatchReplyBytes with ErrBatchFull (a write
+// returning its value gets its answer without it: ValueReturned false).
+const (
+	MaxBatchRequestBytes = 4 << 20
+	MaxBatchReplyBytes   = 8 << 20
+)
+
 // ErrorResult is the result of a batched op that failed with err: the
 // gRPC status its own call would have ended with, details included.
 func ErrorResult(err error) *BatchResult {

@@ -36,6 +36,10 @@ var (
 	// as the replica applied them, and was cancelled rather than hold up
 	// the replica. Resume it from the last index received.
 	ErrWatchFellBehind = Errors.New(codes.Aborted, "WATCH_FELL_BEHIND", "group: watcher fell behind")
+	// ErrBatchFull: a batched Get was read, but its value did not fit in
+	// the batch's reply (MaxBatchReplyBytes). Nothing changed: send it in a
+	// call of its own (the Go client does so by itself).
+	ErrBatchFull = Errors.New(codes.ResourceExhausted, "BATCH_FULL", "kv: no room for this reply in the batch")
 )
 
 // Default size limits of keys and values, which clients also check before

@@ -59,7 +59,9 @@ type KVClient interface {
 	// concurrently, so that its writes share raft entries. The reply holds
 	// one result per op, in order. A failed call (a transport error, the
 	// batch's deadline) leaves every op's outcome as unknown as a failed
-	// Get or Write call would.
+	// Get or Write call would. Replies stay within 8 MiB
+	// (MaxBatchReplyBytes): past it a Get is answered BATCH_FULL (send it
+	// alone) and a write's value is left out (value_returned false).
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchReply, error)
 }
 
@@ -167,7 +169,9 @@ type KVServer interface {
 	// concurrently, so that its writes share raft entries. The reply holds
 	// one result per op, in order. A failed call (a transport error, the
 	// batch's deadline) leaves every op's outcome as unknown as a failed
-	// Get or Write call would.
+	// Get or Write call would. Replies stay within 8 MiB
+	// (MaxBatchReplyBytes): past it a Get is answered BATCH_FULL (send it
+	// alone) and a write's value is left out (value_returned false).
 	Batch(context.Context, *BatchRequest) (*BatchReply, error)
 	mustEmbedUnimplementedKVServer()
 }

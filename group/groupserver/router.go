@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/memberpb"
@@ -176,7 +177,29 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 		})
 	}
 	wg.Wait()
+	fitReply(results)
 	return &kvpb.BatchReply{Results: results}, nil
+}
+
+// fitReply keeps a batch's reply within kvpb.MaxBatchReplyBytes: past it,
+// a write's value is left out (its answer says so) and a Get is answered
+// ErrBatchFull, to be sent alone; both changed nothing more than their
+// own call would have.
+func fitReply(results []*kvpb.BatchResult) {
+	size := 0
+	for i, r := range results {
+		n := proto.Size(r)
+		if size+n > kvpb.MaxBatchReplyBytes {
+			switch res := r.GetResult().(type) {
+			case *kvpb.BatchResult_Write:
+				res.Write.Value, res.Write.ValueReturned = nil, false
+			case *kvpb.BatchResult_Get:
+				results[i] = kvpb.ErrorResult(kvpb.Errors.ToStatus(fmt.Errorf("%w: a value of %d bytes after %d bytes of replies", kvpb.ErrBatchFull, len(res.Get.GetValue()), size)))
+			}
+			n = proto.Size(results[i])
+		}
+		size += n
+	}
 }
 
 // batchOp serves one op of a batch.

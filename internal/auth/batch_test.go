@@ -85,3 +85,22 @@ func TestBatchChecksEveryOp(t *testing.T) {
 		}
 	}
 }
+
+// TestOversizedBatchRefusedBeforeChecks: a batch over kvpb.MaxBatchOps is
+// refused whole, as malformed, before any of its ops is checked: each
+// check costs, and a request of empty ops would otherwise buy a refusal
+// each (millions of them in one message).
+func TestOversizedBatchRefusedBeforeChecks(t *testing.T) {
+	v, _ := testView(t)
+	g := NewGuard(GuardConfig{View: func() *View { return v }, Logger: slog.New(slog.DiscardHandler)})
+	req := &kvpb.BatchRequest{Ops: make([]*kvpb.BatchOp, kvpb.MaxBatchOps+1)}
+	for i := range req.Ops {
+		req.Ops[i] = &kvpb.BatchOp{}
+	}
+	called := false
+	_, err := g.unaryInterceptor()(context.Background(), req, &grpc.UnaryServerInfo{FullMethod: batchMethod},
+		func(context.Context, any) (any, error) { called = true; return &kvpb.BatchReply{}, nil })
+	if !errors.Is(kvpb.Errors.FromStatus(err), rpcerr.ErrMalformed) || called {
+		t.Fatalf("a batch of %d ops: %v (handler called: %v), want MALFORMED before any check", len(req.Ops), err, called)
+	}
+}

@@ -104,6 +104,10 @@ const batchMethod = "/shardkv.kv.v1.KV/Batch"
 // credentials: the call's).
 func (g *Guard) batch(ctx context.Context, req *kvpb.BatchRequest, handler grpc.UnaryHandler) (any, error) {
 	ops := req.GetOps()
+	if len(ops) > kvpb.MaxBatchOps {
+		// Before any check: each costs, and the checks must stay bounded.
+		return nil, kvpb.Errors.ToStatus(fmt.Errorf("%w: a batch of %d ops (at most %d)", rpcerr.ErrMalformed, len(ops), kvpb.MaxBatchOps))
+	}
 	refused := make([]error, len(ops))
 	allowed := &kvpb.BatchRequest{Ops: make([]*kvpb.BatchOp, 0, len(ops))}
 	hctx := ctx
