@@ -224,11 +224,12 @@ func (b *batcher) call(calls []*batchCall) {
 		b.noBatchUntil = time.Now().Add(batchAgain)
 		b.mu.Unlock()
 		err = errNoBatch
-	case status.Code(err) == codes.ResourceExhausted:
-		// The batch as a whole was too large for a message (its ops are
-		// bounded so that it is not): not one op's size, which a client
-		// would take for a deterministic refusal. Its ops may have been
-		// served.
+	case status.Code(err) == codes.ResourceExhausted && len(live) > 1:
+		// A batch of several ops too large for a message (batches are cut
+		// and replies bounded so that none is): not one op's size, which
+		// a client takes for a deterministic refusal. Its ops may have
+		// been served. (A batch of one op, a request over gRPC's limit,
+		// fails as that op's own call would: never decoded.)
 		err = status.Errorf(codes.Unavailable, "client: a batch of %d ops: %v", len(live), err)
 	case err == nil && len(reply.GetResults()) != len(live):
 		err = status.Errorf(codes.Internal, "client: a batch of %d ops answered with %d results", len(live), len(reply.GetResults()))
