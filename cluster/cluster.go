@@ -132,7 +132,14 @@ type Replica = storage.Replica
 // on node (g+i-2) mod nodes, so a group's replicas are on distinct nodes
 // when it has no more replicas than there are nodes, and the groups'
 // first replicas (their likely leaders at start) spread over the nodes.
-func NodeOf(gid, id uint64, nodes int) int { return int(gid+id-2) % nodes }
+// Groups and replica ids start at 1 (the controller, group 0, runs on no
+// node).
+func NodeOf(gid, id uint64, nodes int) int {
+	if gid == 0 || id == 0 {
+		panic(fmt.Sprintf("cluster.NodeOf(%d, %d): groups and replica ids start at 1", gid, id))
+	}
+	return int(gid+id-2) % nodes
+}
 
 type member struct {
 	addr   string

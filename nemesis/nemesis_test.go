@@ -111,13 +111,14 @@ func TestNemesisTLS(t *testing.T) {
 // TestNemesisNodes runs scenarios with the groups' replicas on three nodes
 // (Options.Nodes: three server processes, each hosting one replica of
 // every group): joins, leaves and moves while whole nodes are killed (one
-// replica of every group at once), and proxy partitions of nodes, where
-// cutting the link between two nodes cuts every group's raft traffic
-// between them. NEMESIS_NODES=1 runs every scenario on nodes (in
+// replica of every group at once), a node hosting a leader stopped
+// (SIGSTOP: every group it hosts must go on without its replica), and
+// proxy partitions of nodes, where cutting the link between two nodes
+// cuts every group's raft traffic between them. NEMESIS_NODES=1 runs every scenario on nodes (in
 // TestNemesis; replace-under-faults replaces only the controller's replica
 // there).
 func TestNemesisNodes(t *testing.T) {
-	runIn(t, mode{nodes: true}, "NEMESIS_NODES", "reconfigure-and-kill", "partitions")
+	runIn(t, mode{nodes: true}, "NEMESIS_NODES", "reconfigure-and-kill", "pause-leader", "partitions")
 }
 
 // runIn runs the named scenarios in mode m, CI-sized (NEMESIS_DURATION),
