@@ -72,9 +72,7 @@ func batched[Rep proto.Message](ctx context.Context, b *batcher, op func() *kvpb
 	}
 	res, err := b.do(ctx, op())
 	switch {
-	case errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrBatchFull):
-		return alone()
-	case errors.Is(err, errNoBatch):
+	case errors.Is(err, errNoBatch), errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrBatchFull):
 		return alone()
 	case err != nil:
 		return none, err

@@ -210,3 +210,18 @@ func TestBatchedOpsFailAlone(t *testing.T) {
 		t.Errorf("a batch of %d bytes (budget %d)", r.maxBatch, kvpb.MaxBatchRequestBytes)
 	}
 }
+
+// TestDroppedOpGetsItsContextsError: an op whose caller's context ended
+// before its batch left is left out of the batch with its context's
+// error, so a caller that sees it done (racing its own context) never
+// takes an empty result for an answer.
+func TestDroppedOpGetsItsContextsError(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c := &batchCall{ctx: ctx, op: &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: []byte("k")}}}, done: make(chan struct{})}
+	(&batcher{}).call([]*batchCall{c}) // nothing live: no call is made
+	<-c.done
+	if status.Code(c.err) != codes.Canceled || c.res != nil {
+		t.Fatalf("a dropped op: result %v, error %v; want Canceled", c.res, c.err)
+	}
+}
