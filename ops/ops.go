@@ -41,16 +41,17 @@ func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftno
 			return get(n.Status())
 		})
 	}
+	one := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
 	reg.MustRegister(
 		gauge("shardkv_raft_term", "Current raft term.", func(s raftnode.Status) float64 { return float64(s.Term) }),
 		gauge("shardkv_raft_commit_index", "Raft commit index.", func(s raftnode.Status) float64 { return float64(s.Commit) }),
 		gauge("shardkv_raft_applied_index", "Applied index.", func(s raftnode.Status) float64 { return float64(s.Applied) }),
-		gauge("shardkv_raft_is_leader", "1 when this replica leads its group.", func(s raftnode.Status) float64 {
-			if s.IsLeader {
-				return 1
-			}
-			return 0
-		}),
+		gauge("shardkv_raft_is_leader", "1 when this replica leads its group.", func(s raftnode.Status) float64 { return one(s.IsLeader) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shardkv_raft_proposals_dropped_total",
 			Help: "Proposals that certainly failed (dropped by raft or overwritten).", ConstLabels: labels}, func() float64 {
 			if n := node(); n != nil {
@@ -58,12 +59,9 @@ func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftno
 			}
 			return 0
 		}),
-		gauge("shardkv_raft_has_leader", "1 when this replica knows a leader.", func(s raftnode.Status) float64 {
-			if s.Leader != 0 {
-				return 1
-			}
-			return 0
-		}),
+		gauge("shardkv_raft_has_leader", "1 when this replica knows a leader.", func(s raftnode.Status) float64 { return one(s.Leader != 0) }),
+		gauge("shardkv_raft_quiesced", "1 while this replica's group is idle and it neither ticks nor heartbeats.",
+			func(s raftnode.Status) float64 { return one(s.Quiesced) }),
 	)
 }
 

@@ -20,6 +20,14 @@ import (
 // grpcGroup starts a group of size members, each as if in its own process:
 // its own Pebble engine (real fsync), gRPC server and network on loopback.
 func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
+	nodes, _ := grpcProcesses(tb, size)
+	return nodes
+}
+
+// grpcProcesses is grpcGroup that also returns, for each member, what
+// kills its process: the member stops and its gRPC server and network
+// close, as when the process dies.
+func grpcProcesses(tb testing.TB, size int) ([]*raftnode.Node, []func()) {
 	tb.Helper()
 	addrs := map[uint64]string{}
 	var lis []net.Listener
@@ -34,14 +42,21 @@ func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
 		peers = append(peers, uint64(i))
 	}
 	resolve := func(_, id uint64) (string, bool) { a, ok := addrs[id]; return a, ok }
-	return startMembers(tb, peers, func(i int) (transport.Network, func()) {
+	closers := make([]func(), size)
+	nodes := startMembers(tb, peers, func(i int) (transport.Network, func()) {
 		g := grpc.NewServer(rpc.ServerOptions()...)
 		srv := transport.NewServer()
 		srv.Register(g)
 		go func() { _ = g.Serve(lis[i]) }()
 		network := transport.NewGRPCNetwork(srv, resolve)
-		return network, func() { network.Close(); g.Stop() }
+		closers[i] = func() { network.Close(); g.Stop() }
+		return network, closers[i]
 	})
+	kills := make([]func(), size)
+	for i, n := range nodes {
+		kills[i] = func() { n.Stop(); closers[i]() }
+	}
+	return nodes, kills
 }
 
 // startMembers starts a member of each of peers on its own Pebble engine

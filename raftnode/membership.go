@@ -109,6 +109,10 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 	if !n.isLeader.Load() {
 		return Membership{}, n.NotLeader()
 	}
+	// A quiesced leader ticks again: the change is checked against peers
+	// heard from, and raft's configuration-change machinery needs its
+	// heartbeats.
+	n.unquiesce()
 	// One change at a time from this member: raft silently drops a second
 	// one proposed before the first applies (our check could not see it).
 	n.changeMu.Lock()

@@ -40,6 +40,7 @@ type Node struct {
 	proposals proposals
 	reads     reads
 	waiters   appliedWaiterSet
+	qz        quiescence
 
 	applyc chan applyTask
 
@@ -76,6 +77,9 @@ type Status struct {
 	// ProposalsDropped counts proposals made on this member that certainly
 	// failed (rpcerr.ErrProposalDropped) since it started.
 	ProposalsDropped uint64
+	// Quiesced: the member's group is idle and it neither ticks nor
+	// heartbeats (see quiesce.go).
+	Quiesced bool
 }
 
 // Start opens the member described by cfg: it loads the Raft state from the
@@ -94,6 +98,7 @@ func Start(c Config) (*Node, error) {
 		sm:     cfg.StateMachine,
 		applyc: make(chan applyTask, 64),
 		stopc:  make(chan struct{}),
+		qz:     quiescence{wake: make(chan struct{}, 1)},
 
 		heardTick: map[uint64]uint64{},
 	}
@@ -122,6 +127,7 @@ func Start(c Config) (*Node, error) {
 		return nil, fmt.Errorf("join network: %w", err)
 	}
 	n.tr = tr
+	n.qz.init(tr)
 
 	n.wg.Add(3)
 	go n.run()
@@ -252,6 +258,7 @@ func (n *Node) Status() Status {
 		IsLeader: n.isLeader.Load(),
 
 		ProposalsDropped: n.proposals.dropped.Load(),
+		Quiesced:         n.quiesced(),
 	}
 }
 
@@ -290,7 +297,9 @@ func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 		ctx, cancel = context.WithTimeout(ctx, forwardedPropWait)
 		defer cancel()
 	}
-	return n.rn.Step(ctx, m)
+	err := n.rn.Step(ctx, m)
+	n.stepQuiesce(m, err == nil)
+	return err
 }
 
 // heard records that a message from peer id arrived (Step).
@@ -302,7 +311,8 @@ func (n *Node) heard(id uint64) {
 }
 
 // heardRecently reports whether this member heard from member id within
-// the last election timeout (Config.ElectionTicks ticks); a member always
+// the last election timeout (Config.ElectionTicks ticks), or whose process
+// named it quiesced within that time (see quiesce.go); a member always
 // hears from itself. It is what "reachable" means to the membership
 // checks and the member list. Raft's own Progress.RecentActive cannot say
 // it: raft clears it for every peer at each quorum check (every election
@@ -312,6 +322,12 @@ func (n *Node) heard(id uint64) {
 func (n *Node) heardRecently(id uint64) bool {
 	if id == n.cfg.ID {
 		return true
+	}
+	if n.announcedRecently(id) {
+		return true
+	}
+	if n.quiesced() {
+		return false // its ticks stand still: only the names count
 	}
 	n.heardMu.Lock()
 	at, ok := n.heardTick[id]
@@ -334,7 +350,11 @@ func (n *Node) MemberProgress(id uint64) transport.MemberInfo {
 
 // ReportUnreachable tells Raft a message to peer id was lost
 // (transport.Handler).
-func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
+// A quiesced member wakes: its quiescing heartbeat may be what was lost.
+func (n *Node) ReportUnreachable(id uint64) {
+	n.unquiesce()
+	n.rn.ReportUnreachable(id)
+}
 
 // Done is closed when the node stops, by Stop or by a fatal error (see Err).
 func (n *Node) Done() <-chan struct{} { return n.stopc }
@@ -377,11 +397,50 @@ func (n *Node) run() {
 		defer ticker.Stop()
 		ticks = ticker.C
 	}
+	heartbeat := time.Duration(n.cfg.HeartbeatTicks) * n.cfg.TickInterval
+	var watch *time.Ticker // a quiesced follower's look at its leader's presence
+	defer func() {
+		if watch != nil {
+			watch.Stop()
+		}
+	}()
 	for {
+		tickc, watchc := ticks, (<-chan time.Time)(nil)
+		if q := n.qz.quiesced.Load(); q != n.qz.was {
+			n.qz.was = q
+			if q {
+				n.qz.since = time.Now()
+				if !n.isLeader.Load() {
+					watch = time.NewTicker(heartbeat)
+				}
+			} else {
+				// The ticks not taken while quiesced still pass, so a
+				// peer silent all along is not heard recently.
+				n.ticks.Add(uint64(time.Since(n.qz.since) / n.cfg.TickInterval))
+				if watch != nil {
+					watch.Stop()
+					watch = nil
+				}
+			}
+		}
+		if n.qz.was {
+			tickc = nil
+			if watch != nil {
+				watchc = watch.C
+			}
+		}
 		select {
-		case <-ticks:
-			n.ticks.Add(1)
+		case <-tickc:
+			if n.ticks.Add(1)%uint64(n.cfg.HeartbeatTicks) == 0 && n.maybeQuiesce() {
+				continue // quiesced: this tick would heartbeat
+			}
 			n.rn.Tick()
+		case <-watchc:
+			if n.leaderGone() {
+				n.unquiesce()
+			}
+		case <-n.qz.wake:
+			// Quiescence changed: the loop's top takes it into account.
 		case rd := <-n.rn.Ready():
 			if err := n.handleReady(rd); err != nil {
 				if !errors.Is(err, rpcerr.ErrStopped) {
@@ -396,6 +455,7 @@ func (n *Node) run() {
 }
 
 func (n *Node) handleReady(rd raft.Ready) error {
+	n.readyQuiesce(&rd)
 	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
 		n.term.Store(hs.GetTerm())
 		n.commit.Store(hs.GetCommit())

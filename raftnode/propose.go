@@ -68,6 +68,7 @@ func (n *Node) submit(ctx context.Context, cmd []byte, framed bool) (*Pending, e
 	if !n.isLeader.Load() && n.leader.Load() == 0 {
 		return nil, &rpcerr.NotLeaderError{}
 	}
+	n.unquiesce()
 	id, ch := n.proposals.add()
 	data := encodeProposal
 	if framed {
@@ -154,6 +155,13 @@ type proposals struct {
 func (ps *proposals) init() {
 	ps.waiting = make(map[uint64]chan proposalResult)
 	ps.byIndex = make(map[uint64]uint64)
+}
+
+// pending reports whether a proposal waits for its outcome.
+func (ps *proposals) pending() bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return len(ps.waiting) > 0
 }
 
 func (ps *proposals) add() (uint64, chan proposalResult) {

@@ -51,6 +51,10 @@ type Server struct {
 	handlers map[member]Handler
 
 	batches, messages atomic.Uint64 // received (Received)
+
+	// When a peer process last named each of its replicas quiesced.
+	quiescedMu sync.Mutex
+	quiesced   map[member]time.Time
 }
 
 // Received returns how many batches, and messages in them, the Server has
@@ -60,7 +64,35 @@ func (s *Server) Received() (batches, messages uint64) {
 }
 
 // NewServer returns a Server with no replicas.
-func NewServer() *Server { return &Server{handlers: make(map[member]Handler)} }
+func NewServer() *Server {
+	return &Server{handlers: make(map[member]Handler), quiesced: make(map[member]time.Time)}
+}
+
+// heardQuiesced records a peer process's list of its quiesced replicas.
+func (s *Server) heardQuiesced(ms []*transportpb.Member) {
+	now := time.Now()
+	s.quiescedMu.Lock()
+	defer s.quiescedMu.Unlock()
+	for _, m := range ms {
+		s.quiesced[member{m.GetGroup(), m.GetId()}] = now
+	}
+	// Forget members not named for a while (groups that left), so the
+	// map stays as large as what is quiesced now.
+	if len(s.quiesced) > 2*len(ms)+64 {
+		for m, at := range s.quiesced {
+			if now.Sub(at) > time.Minute {
+				delete(s.quiesced, m)
+			}
+		}
+	}
+}
+
+// quiescedAt implements Quiescence.QuiescedAt for every local replica.
+func (s *Server) quiescedAt(m member) time.Time {
+	s.quiescedMu.Lock()
+	defer s.quiescedMu.Unlock()
+	return s.quiesced[m]
+}
 
 // Register adds the Raft service to g.
 func (s *Server) Register(g *grpc.Server) { transportpb.RegisterRaftServer(g, s) }
@@ -84,6 +116,9 @@ func (s *Server) Stream(stream grpc.ClientStreamingServer[transportpb.Batch, tra
 		}
 		s.batches.Add(1)
 		s.messages.Add(uint64(len(b.GetEnvelopes())))
+		if q := b.GetQuiesced(); len(q) > 0 {
+			s.heardQuiesced(q)
+		}
 		for _, env := range b.GetEnvelopes() {
 			m := &raftpb.Message{}
 			if err := proto.Unmarshal(env.GetMessage(), m); err != nil {
@@ -189,10 +224,11 @@ type GRPCNetwork struct {
 	resolve Resolver
 	dial    []grpc.DialOption
 
-	mu     sync.Mutex
-	peers  map[string]*peer
-	closed bool
-	set    map[[2]uint64]string // addresses set by SetAddr: [group, id] -> addr
+	mu       sync.Mutex
+	peers    map[string]*peer
+	closed   bool
+	set      map[[2]uint64]string // addresses set by SetAddr: [group, id] -> addr
+	quiesced map[member]bool      // local replicas that are quiesced (Quiescence)
 }
 
 // NewGRPCNetwork returns a network that receives through server and sends
@@ -202,7 +238,8 @@ func NewGRPCNetwork(server *Server, resolve Resolver, dial ...grpc.DialOption) *
 	if len(dial) == 0 {
 		dial = rpc.DialOptions()
 	}
-	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer), set: map[[2]uint64]string{}}
+	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer),
+		set: map[[2]uint64]string{}, quiesced: map[member]bool{}}
 }
 
 // Join implements Network.
@@ -236,6 +273,31 @@ func (n *GRPCNetwork) SetAddr(group, id uint64, addr string) {
 	n.mu.Unlock()
 }
 
+// quiescedList is what this process names to its peers: every local
+// replica that is quiesced (nil if none).
+func (n *GRPCNetwork) quiescedList() []*transportpb.Member {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.quiesced) == 0 {
+		return nil
+	}
+	out := make([]*transportpb.Member, 0, len(n.quiesced))
+	for m := range n.quiesced {
+		out = append(out, &transportpb.Member{Group: m.group, Id: m.id})
+	}
+	return out
+}
+
+func (n *GRPCNetwork) setQuiesced(m member, q bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if q {
+		n.quiesced[m] = true
+	} else {
+		delete(n.quiesced, m)
+	}
+}
+
 // Close closes every outgoing connection.
 func (n *GRPCNetwork) Close() error {
 	n.mu.Lock()
@@ -267,11 +329,12 @@ func (n *GRPCNetwork) peer(group, id uint64) (*peer, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	p := &peer{
-		addr:   addr,
-		conn:   conn,
-		client: transportpb.NewRaftClient(conn),
-		queue:  make(chan outgoing, queueLen),
-		stop:   make(chan struct{}),
+		addr:     addr,
+		conn:     conn,
+		client:   transportpb.NewRaftClient(conn),
+		queue:    make(chan outgoing, queueLen),
+		stop:     make(chan struct{}),
+		quiesced: n.quiescedList,
 	}
 	n.peers[addr] = p
 	go p.run()
@@ -307,6 +370,9 @@ type peer struct {
 	queue  chan outgoing
 	stop   chan struct{}
 	once   sync.Once
+	// quiesced lists the process's quiesced replicas, named to the peer
+	// every QuiescedInterval.
+	quiesced func() []*transportpb.Member
 }
 
 func (p *peer) close() {
@@ -331,8 +397,11 @@ func (p *peer) run() {
 	)
 	flush.Stop()
 	defer flush.Stop()
+	keepalive := time.NewTicker(QuiescedInterval)
+	defer keepalive.Stop()
 	for {
 		batch = batch[:0]
+		var quiesced []*transportpb.Member
 		if next != nil {
 			batch, next = append(batch, *next), nil
 		} else {
@@ -347,6 +416,8 @@ func (p *peer) run() {
 				}
 				batch = append(batch, o)
 			case <-flush.C:
+			case <-keepalive.C:
+				quiesced = p.quiesced()
 			case <-p.stop:
 				return
 			}
@@ -357,7 +428,7 @@ func (p *peer) run() {
 			batch = append(batch, held...)
 			held = held[:0]
 		}
-		if len(batch) == 0 {
+		if len(batch) == 0 && len(quiesced) == 0 {
 			continue
 		}
 		// A batch holds at most maxBatchBytes of messages, or one larger
@@ -407,7 +478,7 @@ func (p *peer) run() {
 		for i, o := range batch {
 			envs[i] = o.env
 		}
-		if err := stream.Send(&transportpb.Batch{Envelopes: envs}); err != nil {
+		if err := stream.Send(&transportpb.Batch{Envelopes: envs, Quiesced: quiesced}); err != nil {
 			cancel()
 			stream = nil
 			unreachable(batch)
@@ -513,8 +584,18 @@ func (t *grpcTransport) SendSnapshot(ctx context.Context, m *raftpb.Message) err
 	return nil
 }
 
-// Close implements Transport: the member stops receiving.
+// SetQuiesced implements Quiescence.
+func (t *grpcTransport) SetQuiesced(q bool) { t.net.setQuiesced(t.self, q) }
+
+// QuiescedAt implements Quiescence.
+func (t *grpcTransport) QuiescedAt(id uint64) time.Time {
+	return t.net.server.quiescedAt(member{t.self.group, id})
+}
+
+// Close implements Transport: the member stops receiving, and its process
+// stops naming it quiesced.
 func (t *grpcTransport) Close() error {
+	t.net.setQuiesced(t.self, false)
 	t.net.server.mu.Lock()
 	delete(t.net.server.handlers, t.self)
 	t.net.server.mu.Unlock()

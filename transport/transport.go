@@ -19,6 +19,7 @@ package transport
 
 import (
 	"context"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 )
@@ -59,6 +60,25 @@ type Transport interface {
 	SendSnapshot(ctx context.Context, m *raftpb.Message) error
 	// Close stops delivery in both directions.
 	Close() error
+}
+
+// QuiescedInterval is how often a process names its quiesced replicas to
+// each peer process (Quiescence): a fifth of an election timeout at
+// raftnode's defaults; raftnode's doc says how the names are read.
+const QuiescedInterval = 50 * time.Millisecond
+
+// Quiescence is implemented by transports that carry the presence of
+// quiesced replicas (the gRPC transport; memnet does not, so replicas on
+// it never quiesce). A quiesced replica neither ticks nor heartbeats: what
+// tells its fellow members it still lives is its process naming it to
+// theirs every QuiescedInterval.
+type Quiescence interface {
+	// SetQuiesced says whether this replica is quiesced; while it is, its
+	// process names it to every peer process every QuiescedInterval.
+	SetQuiesced(quiesced bool)
+	// QuiescedAt returns when the process hosting member id of this
+	// replica's group last named it quiesced (the zero time: never).
+	QuiescedAt(id uint64) time.Time
 }
 
 // Network attaches a replica (a member id of a group) to the network: from

@@ -80,8 +80,16 @@ func (x *Envelope) GetMessage() []byte {
 
 // Batch is every message queued for one peer process since the last send.
 type Batch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Envelopes     []*Envelope            `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Envelopes []*Envelope            `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	// quiesced names every replica of the sending process that is quiesced
+	// (an idle group that stopped ticking and heartbeating, see raftnode's
+	// doc). A process sends it to each peer process every keepalive
+	// interval while it has any: a quiesced follower takes its leader's
+	// presence in it as the sign that the leader lives, and a leader its
+	// followers'. It replaces one heartbeat per group per period with one
+	// short list per process pair.
+	Quiesced      []*Member `protobuf:"bytes,2,rep,name=quiesced,proto3" json:"quiesced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -123,6 +131,66 @@ func (x *Batch) GetEnvelopes() []*Envelope {
 	return nil
 }
 
+func (x *Batch) GetQuiesced() []*Member {
+	if x != nil {
+		return x.Quiesced
+	}
+	return nil
+}
+
+// Member names one replica: a group and the replica's raft id in it.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_api_transportpb_transport_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_api_transportpb_transport_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Member) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
 // SnapshotChunk is one piece of a MsgSnap. The first chunk carries the
 // message with empty snapshot data; every chunk carries a slice of the data.
 type SnapshotChunk struct {
@@ -136,7 +204,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_api_transportpb_transport_proto_msgTypes[2]
+	mi := &file_api_transportpb_transport_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -148,7 +216,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_transportpb_transport_proto_msgTypes[2]
+	mi := &file_api_transportpb_transport_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -161,7 +229,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{2}
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SnapshotChunk) GetGroup() uint64 {
@@ -193,7 +261,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_transportpb_transport_proto_msgTypes[3]
+	mi := &file_api_transportpb_transport_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +273,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_transportpb_transport_proto_msgTypes[3]
+	mi := &file_api_transportpb_transport_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +286,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{3}
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{4}
 }
 
 // MemberRequest asks a process what its replica of group knows of member
@@ -233,7 +301,7 @@ type MemberRequest struct {
 
 func (x *MemberRequest) Reset() {
 	*x = MemberRequest{}
-	mi := &file_api_transportpb_transport_proto_msgTypes[4]
+	mi := &file_api_transportpb_transport_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +313,7 @@ func (x *MemberRequest) String() string {
 func (*MemberRequest) ProtoMessage() {}
 
 func (x *MemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_transportpb_transport_proto_msgTypes[4]
+	mi := &file_api_transportpb_transport_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +326,7 @@ func (x *MemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRequest.ProtoReflect.Descriptor instead.
 func (*MemberRequest) Descriptor() ([]byte, []int) {
-	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{4}
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MemberRequest) GetGroup() uint64 {
@@ -288,7 +356,7 @@ type MemberReply struct {
 
 func (x *MemberReply) Reset() {
 	*x = MemberReply{}
-	mi := &file_api_transportpb_transport_proto_msgTypes[5]
+	mi := &file_api_transportpb_transport_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +368,7 @@ func (x *MemberReply) String() string {
 func (*MemberReply) ProtoMessage() {}
 
 func (x *MemberReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_transportpb_transport_proto_msgTypes[5]
+	mi := &file_api_transportpb_transport_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +381,7 @@ func (x *MemberReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberReply.ProtoReflect.Descriptor instead.
 func (*MemberReply) Descriptor() ([]byte, []int) {
-	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{5}
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MemberReply) GetHosted() bool {
@@ -365,7 +433,7 @@ type IdentifyRequest struct {
 
 func (x *IdentifyRequest) Reset() {
 	*x = IdentifyRequest{}
-	mi := &file_api_transportpb_transport_proto_msgTypes[6]
+	mi := &file_api_transportpb_transport_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +445,7 @@ func (x *IdentifyRequest) String() string {
 func (*IdentifyRequest) ProtoMessage() {}
 
 func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_transportpb_transport_proto_msgTypes[6]
+	mi := &file_api_transportpb_transport_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +458,7 @@ func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
 func (*IdentifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{6}
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *IdentifyRequest) GetGroup() uint64 {
@@ -410,7 +478,7 @@ type IdentifyReply struct {
 
 func (x *IdentifyReply) Reset() {
 	*x = IdentifyReply{}
-	mi := &file_api_transportpb_transport_proto_msgTypes[7]
+	mi := &file_api_transportpb_transport_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +490,7 @@ func (x *IdentifyReply) String() string {
 func (*IdentifyReply) ProtoMessage() {}
 
 func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_transportpb_transport_proto_msgTypes[7]
+	mi := &file_api_transportpb_transport_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +503,7 @@ func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyReply.ProtoReflect.Descriptor instead.
 func (*IdentifyReply) Descriptor() ([]byte, []int) {
-	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{7}
+	return file_api_transportpb_transport_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *IdentifyReply) GetGroup() uint64 {
@@ -459,9 +527,13 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x1fapi/transportpb/transport.proto\x12\x14shardkv.transport.v1\":\n" +
 	"\bEnvelope\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\fR\amessage\"E\n" +
+	"\amessage\x18\x02 \x01(\fR\amessage\"\x7f\n" +
 	"\x05Batch\x12<\n" +
-	"\tenvelopes\x18\x01 \x03(\v2\x1e.shardkv.transport.v1.EnvelopeR\tenvelopes\"S\n" +
+	"\tenvelopes\x18\x01 \x03(\v2\x1e.shardkv.transport.v1.EnvelopeR\tenvelopes\x128\n" +
+	"\bquiesced\x18\x02 \x03(\v2\x1c.shardkv.transport.v1.MemberR\bquiesced\".\n" +
+	"\x06Member\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"S\n" +
 	"\rSnapshotChunk\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12\x12\n" +
@@ -500,32 +572,34 @@ func file_api_transportpb_transport_proto_rawDescGZIP() []byte {
 	return file_api_transportpb_transport_proto_rawDescData
 }
 
-var file_api_transportpb_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_api_transportpb_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_api_transportpb_transport_proto_goTypes = []any{
 	(*Envelope)(nil),        // 0: shardkv.transport.v1.Envelope
 	(*Batch)(nil),           // 1: shardkv.transport.v1.Batch
-	(*SnapshotChunk)(nil),   // 2: shardkv.transport.v1.SnapshotChunk
-	(*Ack)(nil),             // 3: shardkv.transport.v1.Ack
-	(*MemberRequest)(nil),   // 4: shardkv.transport.v1.MemberRequest
-	(*MemberReply)(nil),     // 5: shardkv.transport.v1.MemberReply
-	(*IdentifyRequest)(nil), // 6: shardkv.transport.v1.IdentifyRequest
-	(*IdentifyReply)(nil),   // 7: shardkv.transport.v1.IdentifyReply
+	(*Member)(nil),          // 2: shardkv.transport.v1.Member
+	(*SnapshotChunk)(nil),   // 3: shardkv.transport.v1.SnapshotChunk
+	(*Ack)(nil),             // 4: shardkv.transport.v1.Ack
+	(*MemberRequest)(nil),   // 5: shardkv.transport.v1.MemberRequest
+	(*MemberReply)(nil),     // 6: shardkv.transport.v1.MemberReply
+	(*IdentifyRequest)(nil), // 7: shardkv.transport.v1.IdentifyRequest
+	(*IdentifyReply)(nil),   // 8: shardkv.transport.v1.IdentifyReply
 }
 var file_api_transportpb_transport_proto_depIdxs = []int32{
 	0, // 0: shardkv.transport.v1.Batch.envelopes:type_name -> shardkv.transport.v1.Envelope
-	1, // 1: shardkv.transport.v1.Raft.Stream:input_type -> shardkv.transport.v1.Batch
-	2, // 2: shardkv.transport.v1.Raft.Snapshot:input_type -> shardkv.transport.v1.SnapshotChunk
-	4, // 3: shardkv.transport.v1.Raft.Member:input_type -> shardkv.transport.v1.MemberRequest
-	6, // 4: shardkv.transport.v1.Replica.Identify:input_type -> shardkv.transport.v1.IdentifyRequest
-	3, // 5: shardkv.transport.v1.Raft.Stream:output_type -> shardkv.transport.v1.Ack
-	3, // 6: shardkv.transport.v1.Raft.Snapshot:output_type -> shardkv.transport.v1.Ack
-	5, // 7: shardkv.transport.v1.Raft.Member:output_type -> shardkv.transport.v1.MemberReply
-	7, // 8: shardkv.transport.v1.Replica.Identify:output_type -> shardkv.transport.v1.IdentifyReply
-	5, // [5:9] is the sub-list for method output_type
-	1, // [1:5] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 1: shardkv.transport.v1.Batch.quiesced:type_name -> shardkv.transport.v1.Member
+	1, // 2: shardkv.transport.v1.Raft.Stream:input_type -> shardkv.transport.v1.Batch
+	3, // 3: shardkv.transport.v1.Raft.Snapshot:input_type -> shardkv.transport.v1.SnapshotChunk
+	5, // 4: shardkv.transport.v1.Raft.Member:input_type -> shardkv.transport.v1.MemberRequest
+	7, // 5: shardkv.transport.v1.Replica.Identify:input_type -> shardkv.transport.v1.IdentifyRequest
+	4, // 6: shardkv.transport.v1.Raft.Stream:output_type -> shardkv.transport.v1.Ack
+	4, // 7: shardkv.transport.v1.Raft.Snapshot:output_type -> shardkv.transport.v1.Ack
+	6, // 8: shardkv.transport.v1.Raft.Member:output_type -> shardkv.transport.v1.MemberReply
+	8, // 9: shardkv.transport.v1.Replica.Identify:output_type -> shardkv.transport.v1.IdentifyReply
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_api_transportpb_transport_proto_init() }
@@ -539,7 +613,7 @@ func file_api_transportpb_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_transportpb_transport_proto_rawDesc), len(file_api_transportpb_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,128 @@
+package raftnode_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/raftnode"
+)
+
+// The defaults' election timeout (25 ticks of 10 ms): a quiesced member
+// must tell a dead leader within about one of it.
+const electionTimeout = 250 * time.Millisecond
+
+// awaitQuiesced waits until every member of nodes is quiesced.
+func awaitQuiesced(t *testing.T, nodes []*raftnode.Node, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !allQuiesced(nodes) {
+		if time.Now().After(deadline) {
+			for _, n := range nodes {
+				t.Logf("member %d: %+v", n.Status().ID, n.Status())
+			}
+			t.Fatalf("the idle group did not quiesce within %v", within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func allQuiesced(nodes []*raftnode.Node) bool {
+	return !slices.ContainsFunc(nodes, func(n *raftnode.Node) bool { return !n.Status().Quiesced })
+}
+
+// TestIdleGroupQuiesces: an idle group over gRPC stops ticking and
+// heartbeating, stays so while idle, wakes for a proposal and a read,
+// serves them, and quiesces again; its quiesced members count as heard
+// from as long as their processes name them (and no longer once one
+// dies), so the membership checks see what is really reachable.
+func TestIdleGroupQuiesces(t *testing.T) {
+	nodes, kills := grpcProcesses(t, 3)
+	lead := waitLeader(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := lead.Propose(ctx, encodeCmd('a', "x", "1")); err != nil {
+		t.Fatal(err)
+	}
+	awaitQuiesced(t, nodes, 5*time.Second)
+
+	// Quiet: nothing moves for several election timeouts, nobody wakes.
+	before := lead.Status()
+	time.Sleep(4 * electionTimeout)
+	for _, n := range nodes {
+		st := n.Status()
+		if !st.Quiesced || st.Term != before.Term || st.Leader != before.ID {
+			t.Fatalf("member %d woke or changed while idle: %+v (leader before: %+v)", st.ID, st, before)
+		}
+	}
+	for _, n := range nodes[1:] {
+		if id := n.Status().ID; !lead.HeardRecently(id) && id != lead.Status().ID {
+			t.Fatalf("quiesced member %d not counted as heard from", id)
+		}
+	}
+
+	// A proposal wakes the group and is served; a read too.
+	start := time.Now()
+	if _, err := lead.Propose(ctx, encodeCmd('a', "x", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if lead.Status().Quiesced {
+		t.Fatal("the leader is still quiesced after a proposal")
+	}
+	if err := lead.ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("proposal and read on a quiesced group: %v", time.Since(start))
+	awaitQuiesced(t, nodes, 5*time.Second)
+
+	// A dead follower's process stops naming it: after an election
+	// timeout it is no longer heard from.
+	var dead *raftnode.Node
+	for i, n := range nodes {
+		if n != lead {
+			dead = n
+			kills[i]()
+			break
+		}
+	}
+	id := dead.Status().ID
+	time.Sleep(2 * electionTimeout)
+	if lead.HeardRecently(id) {
+		t.Fatalf("member %d, dead for two election timeouts, still counts as heard from", id)
+	}
+}
+
+// TestQuiescedGroupReplacesDeadLeader: when the leader of a quiesced group
+// dies, its followers stop seeing it named, wake, and elect one of
+// themselves, which serves.
+func TestQuiescedGroupReplacesDeadLeader(t *testing.T) {
+	nodes, kills := grpcProcesses(t, 3)
+	lead := waitLeader(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := lead.Propose(ctx, encodeCmd('a', "x", "1")); err != nil {
+		t.Fatal(err)
+	}
+	awaitQuiesced(t, nodes, 5*time.Second)
+	var rest []*raftnode.Node
+	for i, n := range nodes {
+		if n == lead {
+			kills[i]()
+		} else {
+			rest = append(rest, n)
+		}
+	}
+	start := time.Now()
+	next := waitLeader(t, rest)
+	took := time.Since(start)
+	t.Logf("new leader %d after %v", next.Status().ID, took)
+	// Busy, a group elects within one to two election timeouts; quiesced,
+	// the followers first need an election timeout to miss the leader.
+	if took > 8*electionTimeout {
+		t.Fatalf("the quiesced group took %v to replace its dead leader", took)
+	}
+	if _, err := next.Propose(ctx, encodeCmd('a', "x", "2")); err != nil {
+		t.Fatal(err)
+	}
+}
