@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -664,45 +665,12 @@ func TestE2EMemberReplace(t *testing.T) {
 	if st := c.ok("admin", "status"); !strings.Contains(st, "learner") {
 		t.Fatalf("admin status does not show the learner:\n%s", st)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, errOut, code := c.run("", "admin", "member", "replace", "1", "3", "4")
-		if code == 0 {
-			break
-		}
-		if !strings.Contains(errOut, "not caught up") || time.Now().After(deadline) {
-			t.Fatalf("member replace: exit %d: %s", code, errOut)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	list := c.ok("admin", "member", "list", "1", "-o", "json")
-	var members struct {
-		Members []struct {
-			ID   uint64 `json:"id"`
-			Addr string `json:"addr"`
-			Role string `json:"role"`
-		} `json:"members"`
-	}
-	if err := json.Unmarshal([]byte(list), &members); err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, m := range members.Members {
-		ids = append(ids, fmt.Sprintf("%d:%s", m.ID, m.Role))
-	}
-	if got := strings.Join(ids, " "); got != "1:voter 2:voter 4:voter" {
+	replaceMember(t, c, "1", "3", "4")
+	if got := memberList(t, c, "1", "%[1]d:%[3]s", " "); got != "1:voter 2:voter 4:voter" {
 		t.Fatalf("members after the replacement: %s, want 1:voter 2:voter 4:voter", got)
 	}
 	// The group's leader tells the controller; clients follow.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if strings.Contains(c.ok("admin", "config"), newAddr) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the configuration never listed the new replica:\n%s\nmembers:\n%s", c.ok("admin", "config"), list)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitConfigNames(t, c, "1", newAddr)
 	for i := 0; i < 20; i++ {
 		if got := strings.TrimSpace(c.ok("get", fmt.Sprintf("k%d", i))); got != fmt.Sprintf("v%d", i) {
 			t.Fatalf("k%d = %q after the replacement", i, got)
@@ -711,6 +679,101 @@ func TestE2EMemberReplace(t *testing.T) {
 	c.ok("put", "after", "replace")
 	srv.stop(t)
 	p.stop(t)
+}
+
+// replaceMember runs `admin member replace GROUP OLD NEW` until the
+// learner NEW has caught up (at most a minute).
+func replaceMember(t *testing.T, c *cli, gid, old, id string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, errOut, code := c.run("", "admin", "member", "replace", gid, old, id)
+		if code == 0 {
+			return
+		}
+		if !strings.Contains(errOut, "not caught up") || time.Now().After(deadline) {
+			t.Fatalf("member replace %s %s %s: exit %d: %s", gid, old, id, code, errOut)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// memberList is a group's members (voters and learners) as `admin
+// member list -o json` gives them, in id order, each written by format
+// (%[1]d the id, %[2]s the address, %[3]s the role), joined by sep.
+func memberList(t *testing.T, c *cli, gid, format, sep string) string {
+	t.Helper()
+	var list struct {
+		Members []struct {
+			ID   uint64 `json:"id"`
+			Addr string `json:"addr"`
+			Role string `json:"role"`
+		} `json:"members"`
+	}
+	out := c.ok("admin", "member", "list", gid, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("admin member list %s: %v\n%s", gid, err, out)
+	}
+	var ms []string
+	for _, m := range list.Members {
+		ms = append(ms, fmt.Sprintf(format, m.ID, m.Addr, m.Role))
+	}
+	return strings.Join(ms, sep)
+}
+
+// processTest is the start of a test of processes: the binary, a
+// directory for their data and logs, and n consecutive free ports, the
+// i-th at addr(i).
+func processTest(t *testing.T, n int) (bin, dir string, addr func(i int) string) {
+	t.Helper()
+	bin, dir = binary(t), t.TempDir()
+	base := freePorts(t, n)
+	return bin, dir, func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
+}
+
+// runControllers starts three controller processes at addr(0),
+// addr(1) and addr(2), their data and logs in dir, and returns their
+// addresses (as --controllers takes them) and a CLI that uses them.
+func runControllers(t *testing.T, bin, dir string, addr func(int) string) (string, *cli) {
+	t.Helper()
+	ctls := strings.Join([]string{addr(0), addr(1), addr(2)}, ",")
+	for id := 1; id <= 3; id++ {
+		startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), "controller", "--id", fmt.Sprint(id),
+			"--listen", addr(id-1), "--peers", fmt.Sprintf("1=%s,2=%s,3=%s", addr(0), addr(1), addr(2)),
+			"--data", filepath.Join(dir, fmt.Sprintf("c%d", id)))
+	}
+	return ctls, &cli{t: t, bin: bin, controllers: ctls}
+}
+
+// configReplicas is each group's replicas in the latest configuration,
+// as `admin config -o json` gives them.
+func configReplicas(t *testing.T, c *cli) map[string][]string {
+	t.Helper()
+	var cfg struct {
+		Groups map[string][]string `json:"groups"`
+	}
+	out := c.ok("admin", "config", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+		t.Fatalf("admin config -o json: %v\n%s", err, out)
+	}
+	return cfg.Groups
+}
+
+// waitConfigNames waits (at most 30s) until the latest configuration
+// names every addr among group gid's replicas: a group's leader tells the
+// controller its members.
+func waitConfigNames(t *testing.T, c *cli, gid string, addrs ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		has := configReplicas(t, c)[gid]
+		missing := slices.IndexFunc(addrs, func(a string) bool { return !slices.Contains(has, a) })
+		if missing < 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the configuration never named %s among group %s's replicas: %v", addrs[missing], gid, has)
+		}
+	}
 }
 
 // TestE2EBackupRestore: `admin backup` of a dev cluster that has moved

@@ -18,17 +18,8 @@ import (
 // --controllers brings back every replica it hosts, which catch up. A node
 // named two replicas of one group is refused before it starts.
 func TestMultiProcessNodes(t *testing.T) {
-	bin := binary(t)
-	dir := t.TempDir()
-	base := freePorts(t, 6)
-	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", base+i) }
-	ctls := strings.Join([]string{addr(0), addr(1), addr(2)}, ",")
-	c := &cli{t: t, bin: bin, controllers: ctls}
-	for id := 1; id <= 3; id++ {
-		startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), "controller", "--id", fmt.Sprint(id),
-			"--listen", addr(id-1), "--peers", fmt.Sprintf("1=%s,2=%s,3=%s", addr(0), addr(1), addr(2)),
-			"--data", filepath.Join(dir, fmt.Sprintf("c%d", id)))
-	}
+	bin, dir, addr := processTest(t, 6)
+	ctls, c := runControllers(t, bin, dir, addr)
 	t.Setenv("SHARDKV_CONTROLLERS", ctls)
 	// Replica i of group g on node (g+i-2) mod 3, as dev places them.
 	nodeAddr := func(n int) string { return addr(3 + n) }
