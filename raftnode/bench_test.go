@@ -20,14 +20,21 @@ import (
 // grpcGroup starts a group of size members, each as if in its own process:
 // its own Pebble engine (real fsync), gRPC server and network on loopback.
 func grpcGroup(tb testing.TB, size int) []*raftnode.Node {
-	nodes, _ := grpcProcesses(tb, size)
-	return nodes
+	return grpcProcesses(tb, size).nodes
 }
 
-// grpcProcesses is grpcGroup that also returns, for each member, what
-// kills its process: the member stops and its gRPC server and network
-// close, as when the process dies.
-func grpcProcesses(tb testing.TB, size int) ([]*raftnode.Node, []func()) {
+// processes are the members of a group each in a process of its own.
+type processes struct {
+	nodes []*raftnode.Node
+	sms   []*registers
+	// kill[i] kills member i's process: the member stops and its gRPC
+	// server and network close, as when the process dies.
+	kill []func()
+}
+
+// grpcProcesses is grpcGroup with each member's state machine and what
+// kills its process.
+func grpcProcesses(tb testing.TB, size int) processes {
 	tb.Helper()
 	addrs := map[uint64]string{}
 	var lis []net.Listener
@@ -43,7 +50,7 @@ func grpcProcesses(tb testing.TB, size int) ([]*raftnode.Node, []func()) {
 	}
 	resolve := func(_, id uint64) (string, bool) { a, ok := addrs[id]; return a, ok }
 	closers := make([]func(), size)
-	nodes := startMembers(tb, peers, func(i int) (transport.Network, func()) {
+	nodes, sms := startMembers(tb, peers, func(i int) (transport.Network, func()) {
 		g := grpc.NewServer(rpc.ServerOptions()...)
 		srv := transport.NewServer()
 		srv.Register(g)
@@ -52,20 +59,21 @@ func grpcProcesses(tb testing.TB, size int) ([]*raftnode.Node, []func()) {
 		closers[i] = func() { network.Close(); g.Stop() }
 		return network, closers[i]
 	})
-	kills := make([]func(), size)
+	p := processes{nodes: nodes, sms: sms, kill: make([]func(), size)}
 	for i, n := range nodes {
-		kills[i] = func() { n.Stop(); closers[i]() }
+		p.kill[i] = func() { n.Stop(); closers[i]() }
 	}
-	return nodes, kills
+	return p
 }
 
 // startMembers starts a member of each of peers on its own Pebble engine
 // (real fsync), member i on the network network(i) returns, which its
 // closer closes once the member stopped.
-func startMembers(tb testing.TB, peers []uint64, network func(i int) (transport.Network, func())) []*raftnode.Node {
+func startMembers(tb testing.TB, peers []uint64, network func(i int) (transport.Network, func())) ([]*raftnode.Node, []*registers) {
 	tb.Helper()
 	dir := tb.TempDir()
 	var nodes []*raftnode.Node
+	var sms []*registers
 	for i, id := range peers {
 		e, sm := openMember(tb, dir, id)
 		nw, closeNet := network(i)
@@ -76,10 +84,10 @@ func startMembers(tb testing.TB, peers []uint64, network func(i int) (transport.
 		if err != nil {
 			tb.Fatal(err)
 		}
-		nodes = append(nodes, n)
+		nodes, sms = append(nodes, n), append(sms, sm)
 		tb.Cleanup(func() { n.Stop(); closeNet(); e.Close() })
 	}
-	return nodes
+	return nodes, sms
 }
 
 func waitLeader(tb testing.TB, nodes []*raftnode.Node) *raftnode.Node {
@@ -143,7 +151,8 @@ func memGroup(tb testing.TB, size int) []*raftnode.Node {
 	for i := 1; i <= size; i++ {
 		peers = append(peers, uint64(i))
 	}
-	return startMembers(tb, peers, func(int) (transport.Network, func()) { return nw, func() {} })
+	nodes, _ := startMembers(tb, peers, func(int) (transport.Network, func()) { return nw, func() {} })
+	return nodes
 }
 
 // BenchmarkProposeMemnet: proposals of 100-byte values through a

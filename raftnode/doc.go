@@ -80,6 +80,19 @@
 // 10 ms heartbeats). Config.Ticks replaces the ticker with a clock the
 // caller drives.
 //
+// # Quiescence
+//
+// An idle group quiesces: its leader, finding nothing to replicate, apply
+// or confirm at two heartbeat checks in a row, sends every member a
+// heartbeat marked quiesce, and from then on no member ticks or heartbeats
+// until a message, proposal, read or membership change wakes it. The
+// transport stands in for the heartbeats: each process names its quiesced
+// replicas to its peer processes every transport.QuiescedInterval, and a
+// quiesced follower that stops seeing its leader named for an election
+// timeout wakes and campaigns. Only transports implementing
+// transport.Quiescence (the gRPC one) quiesce; quiesce.go has the details
+// and the argument that it touches liveness only.
+//
 // # Tests
 //
 // The transcripts in testdata/*.txt (TestInteraction, modelled on etcd
