@@ -397,7 +397,10 @@ func (n *Node) run() {
 		defer ticker.Stop()
 		ticks = ticker.C
 	}
-	heartbeat := time.Duration(n.cfg.HeartbeatTicks) * n.cfg.TickInterval
+	// A quiesced follower looks for its leader's name twice an election
+	// timeout: it wakes between one and one and a half timeouts after the
+	// leader's process last named it.
+	look := n.electionTimeout() / 2
 	var watch *time.Ticker // a quiesced follower's look at its leader's presence
 	defer func() {
 		if watch != nil {
@@ -411,7 +414,7 @@ func (n *Node) run() {
 			if q {
 				n.qz.since = time.Now()
 				if !n.isLeader.Load() {
-					watch = time.NewTicker(heartbeat)
+					watch = time.NewTicker(look)
 				}
 			} else {
 				// The ticks not taken while quiesced still pass, so a

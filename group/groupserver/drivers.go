@@ -18,6 +18,11 @@ import (
 	"github.com/shardkv/shardkv/transport"
 )
 
+// followerLooks is how many driver ticks a follower lets pass between
+// looks at whether it leads: a node hosts followers of many groups, and
+// a new leader's drivers starting a few ticks late cost nothing.
+const followerLooks = 4
+
 // drive runs the leader's drivers until Stop.
 func (s *Server) drive() {
 	defer s.wg.Done()
@@ -30,8 +35,10 @@ func (s *Server) drive() {
 		case <-t.C:
 		}
 		if !s.node.Status().IsLeader {
+			t.Reset(followerLooks * s.cfg.TickInterval)
 			continue
 		}
+		t.Reset(s.cfg.TickInterval)
 		v := s.sm.View()
 		s.cfg.Metrics.shardStates(v)
 		moving := false
