@@ -87,6 +87,9 @@ func (n *Node) applySnapshot(snap *raftpb.Snapshot) error {
 	if err != nil {
 		return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
 	}
+	if err := n.learnFounders(env.Founders); err != nil {
+		return fmt.Errorf("restore snapshot at %d: record the founders: %w", snap.GetMetadata().GetIndex(), err)
+	}
 	if err := n.sm.Restore(image); err != nil {
 		return fmt.Errorf("restore snapshot at %d: %w", snap.GetMetadata().GetIndex(), err)
 	}

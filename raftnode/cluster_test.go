@@ -103,7 +103,11 @@ func (c *cluster) start(id uint64) {
 	for _, p := range c.peers {
 		peers[p] = fmt.Sprintf("127.0.0.1:%d", 9000+p)
 	}
-	if _, err := e.EnsureIdentity(storage.Replica{Group: testGroup, ID: id}, storage.Identity{ClusterID: 1, Peers: peers}, storage.ClusterNew); err != nil {
+	state := storage.ClusterNew
+	if c.joining[id] {
+		state = storage.ClusterJoin
+	}
+	if _, err := e.EnsureIdentity(storage.Replica{Group: testGroup, ID: id}, storage.Identity{ClusterID: 1, Peers: peers}, state); err != nil {
 		c.t.Fatal(err)
 	}
 	cfg := raftnode.Config{

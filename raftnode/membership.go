@@ -34,6 +34,13 @@ type Membership struct {
 	// Addrs are the members' addresses this member knows: those added by a
 	// change, and the founding members' (from the network).
 	Addrs map[uint64]string
+	// Founders are the voters the group was founded with (the
+	// configuration of its bootstrap snapshot), sorted: known to a member
+	// that founded the group, and learned by one added later from the
+	// first snapshot its leader sends. A member that does not know them
+	// (it joined, on data written before they were recorded) has
+	// storage.Identity.Founders' guess.
+	Founders []uint64
 }
 
 // IsVoter reports whether id votes.
@@ -315,13 +322,14 @@ func (n *Node) confChangePending() bool {
 // Members returns the membership as this member has applied it.
 func (n *Node) Members() Membership {
 	n.memberMu.RLock()
-	cs, book := n.confState, n.addrs
+	cs, book, founders := n.confState, n.addrs, n.founders
 	n.memberMu.RUnlock()
 	m := Membership{
 		Voters:   slices.Sorted(slices.Values(cs.GetVoters())),
 		Learners: slices.Sorted(slices.Values(cs.GetLearners())),
 		Joint:    len(cs.GetVotersOutgoing()) > 0,
 		Addrs:    map[uint64]string{},
+		Founders: slices.Clone(founders),
 	}
 	a, _ := n.cfg.Network.(transport.Addresser)
 	for _, id := range slices.Concat(m.Voters, m.Learners, cs.GetVotersOutgoing()) {
@@ -382,18 +390,69 @@ func (n *Node) loadAddrs(replayed map[uint64]string) map[uint64]string {
 	return book
 }
 
+// loadFounders sets the founders of a member that did not bootstrap the
+// group at this start: those its stored identity records
+// (storage.Identity.KnownFounders). Without them (a member that joined,
+// on data written before founders were recorded or before it learned
+// them) it takes storage.Identity.Founders' guess, today's rule before
+// founders were recorded: its first --peers less itself, which counts
+// members added before it joined as founders. A member without a stored
+// identity (tests) takes its Peers, as a guess too.
+func (n *Node) loadFounders() {
+	id, ok, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID})
+	switch {
+	case err != nil || !ok:
+		n.founders = slices.Sorted(slices.Values(n.cfg.Peers))
+	default:
+		if n.founders, n.foundersKnown = id.KnownFounders(); !n.foundersKnown {
+			n.founders = id.Founders(n.cfg.ID)
+		}
+	}
+}
+
+// learnFounders takes the founders a leader's snapshot names (apply
+// goroutine) when this member does not know them, and records them in its
+// identity before the snapshot is recorded: the image the envelope came
+// in is not kept.
+func (n *Node) learnFounders(founders []uint64) error {
+	n.memberMu.RLock()
+	known := n.foundersKnown
+	n.memberMu.RUnlock()
+	if known || len(founders) == 0 {
+		return nil
+	}
+	founders = slices.Sorted(slices.Values(founders))
+	if err := n.cfg.Engine.SetFounders(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, founders); err != nil {
+		return err
+	}
+	n.memberMu.Lock()
+	n.founders, n.foundersKnown = founders, true
+	n.memberMu.Unlock()
+	n.log.Info("learned the group's founding voters from the leader's snapshot", "founders", founders)
+	return nil
+}
+
 // snapshotMagic starts a raft snapshot's data: the address book travels
 // with the state machine's image, so a member that catches up by snapshot
-// learns the addresses of members added in the entries it skipped.
+// learns the addresses of members added in the entries it skipped, and so
+// do the group's founding voters, which a member added later cannot tell
+// from its peers (Membership.Founders). A snapshot without Founders (from
+// a leader that does not know them, or of an older version) leaves the
+// receiver's as they are.
 const snapshotMagic = "SKVS1"
 
 type snapshotEnvelope struct {
-	Addrs map[uint64]string `json:"addrs"`
+	Addrs    map[uint64]string `json:"addrs"`
+	Founders []uint64          `json:"founders,omitempty"`
 }
 
 func (n *Node) wrapSnapshot(image []byte) ([]byte, error) {
 	n.memberMu.RLock()
-	head, err := json.Marshal(snapshotEnvelope{Addrs: n.addrs})
+	env := snapshotEnvelope{Addrs: n.addrs}
+	if n.foundersKnown {
+		env.Founders = n.founders
+	}
+	head, err := json.Marshal(env)
 	n.memberMu.RUnlock()
 	if err != nil {
 		return nil, err

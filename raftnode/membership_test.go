@@ -286,3 +286,41 @@ func TestForceNewClusterAboveCommit(t *testing.T) {
 	want["after"] = "forced"
 	c.waitConverged(want)
 }
+
+// TestJoinedMembersLearnFounders: a group founded as 1, 2, 3 moves, one
+// member at a time, to 4, 5, 6, each added member started with the
+// members of its day as peers (5 with 2, 3, 4, 5). Every member knows the
+// founders are 1, 2, 3 (Membership.Founders): the added ones learn them
+// from the snapshot they catch up by and record them in their identity,
+// so a restart keeps them. Before, member 5 took 4 for a founder.
+func TestJoinedMembersLearnFounders(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	founders := []uint64{1, 2, 3}
+	for _, step := range [][2]uint64{{1, 4}, {2, 5}, {3, 6}} {
+		old, id := step[0], step[1]
+		c.addMember(ctx, id)
+		c.change(ctx, raftnode.MemberChange{Kind: raftnode.Replace, ID: id, Old: old})
+		c.peers = slices.DeleteFunc(c.peers, func(p uint64) bool { return p == old })
+		c.crash(old)
+		mustAppendAll(t, c, 1, 3)
+		for _, p := range c.peers {
+			if got := c.node(p).Members().Founders; !slices.Equal(got, founders) {
+				t.Fatalf("after %d replaced %d: member %d's founders %v, want %v", id, old, p, got, founders)
+			}
+		}
+	}
+	for _, id := range []uint64{4, 5, 6} {
+		ident, ok, err := c.engines[id].LoadIdentity(storage.Replica{Group: testGroup, ID: id})
+		if err != nil || !ok || !ident.Joined || !slices.Equal(ident.FoundingVoters, founders) {
+			t.Fatalf("member %d's identity: %+v, %v, %v; want joined, founders %v", id, ident, ok, err, founders)
+		}
+		c.crash(id)
+		c.start(id)
+		if got := c.node(id).Members().Founders; !slices.Equal(got, founders) {
+			t.Fatalf("member %d restarted: founders %v, want %v", id, got, founders)
+		}
+	}
+	mustAppendAll(t, c, 1, 3)
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,12 @@ type Node struct {
 	memberMu  sync.RWMutex
 	confState *raftpb.ConfState
 	addrs     map[uint64]string // members added by a change: id -> address
+	// founders are the voters the group was founded with, sorted (see
+	// Membership.Founders); foundersKnown is false while they are only
+	// storage.Identity.Founders' guess (a member that joined the group
+	// and has not learned them from a leader's snapshot).
+	founders      []uint64
+	foundersKnown bool
 
 	// Owned by the apply goroutine.
 	membersChanged bool   // a change was applied since the last saveMembers
@@ -161,6 +168,7 @@ func (n *Node) load() (storage.RaftState, error) {
 		st.Snapshot = &raftpb.SnapshotMetadata{Index: new(uint64(0)), Term: new(uint64(0)), ConfState: &raftpb.ConfState{}}
 	case st.Empty():
 		st.Snapshot = bootstrapSnapshot(n.cfg.Peers)
+		n.founders, n.foundersKnown = slices.Sorted(slices.Values(n.cfg.Peers)), true
 		if err := n.disk.Append(nil, nil, st.Snapshot, true); err != nil {
 			return st, fmt.Errorf("bootstrap: %w", err)
 		}
@@ -204,6 +212,9 @@ func (n *Node) raftConfig(st storage.RaftState) (*raft.Config, error) {
 		return nil, err
 	}
 	n.confState, n.addrs = cs, n.loadAddrs(added)
+	if !n.foundersKnown {
+		n.loadFounders()
+	}
 	n.publishAddrs(n.addrs)
 	rcfg := &raft.Config{
 		ID:                        n.cfg.ID,

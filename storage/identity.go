@@ -35,13 +35,39 @@ type Identity struct {
 	// (ClusterJoin), so Peers names the members when it joined, itself
 	// included, not the members the group was founded with.
 	Joined bool `json:"joined,omitempty"`
+	// FoundingVoters are the voters the group was founded with (the
+	// configuration of its bootstrap snapshot), sorted: Peers' ids on a
+	// replica that founded the group, learned from the leader's snapshot
+	// (raftnode) on one that joined later. Empty in data written before
+	// it was recorded, and on a joined replica until it learns them.
+	FoundingVoters []uint64 `json:"founders,omitempty"`
+}
+
+// KnownFounders returns the voters the group was founded with when this
+// replica knows them for certain: FoundingVoters, or, in data written
+// before they were recorded, Peers' ids on a replica that founded the
+// group (it was started with them). ok is false for a replica that joined
+// later and has not learned them.
+func (id Identity) KnownFounders() (founders []uint64, ok bool) {
+	switch {
+	case len(id.FoundingVoters) > 0:
+		return slices.Clone(id.FoundingVoters), true
+	case !id.Joined && len(id.Peers) > 0:
+		return slices.Sorted(maps.Keys(id.Peers)), true
+	}
+	return nil, false
 }
 
 // Founders returns the ids of the members the group was founded with as
-// far as this replica knows: Peers, less the replica itself when it
-// joined later (Joined). Members added before it joined are among them:
+// far as this replica knows: KnownFounders when it knows them; otherwise
+// (a replica that joined later, in data written before FoundingVoters
+// was recorded, or before it learned them) Peers less the replica itself,
+// a guess that takes the members added before it joined for founders:
 // Peers cannot tell them apart.
 func (id Identity) Founders(self uint64) []uint64 {
+	if f, ok := id.KnownFounders(); ok {
+		return f
+	}
 	var out []uint64
 	for _, p := range slices.Sorted(maps.Keys(id.Peers)) {
 		if !(id.Joined && p == self) {
@@ -65,16 +91,31 @@ func (id Identity) Current() map[uint64]string {
 // holds the change, and the member replays it on restart. A replica with
 // no identity (started without one, as in tests) records nothing.
 func (e *Engine) SetMembers(r Replica, members map[uint64]string) error {
+	return e.updateIdentity(r, func(id *Identity) { id.Members = maps.Clone(members) }, pebble.NoSync)
+}
+
+// SetFounders records the voters the group was founded with (see
+// Identity.FoundingVoters), as a replica that joined later learns them.
+// The write is synced: nothing else on disk holds them (they travel only
+// in the snapshot a leader sends, whose image is not kept). A replica with
+// no identity records nothing.
+func (e *Engine) SetFounders(r Replica, founders []uint64) error {
+	return e.updateIdentity(r, func(id *Identity) { id.FoundingVoters = slices.Sorted(slices.Values(founders)) }, pebble.Sync)
+}
+
+// updateIdentity rewrites r's stored identity with change applied, if one
+// is stored.
+func (e *Engine) updateIdentity(r Replica, change func(*Identity), opts *pebble.WriteOptions) error {
 	id, ok, err := e.LoadIdentity(r)
 	if err != nil || !ok {
 		return err
 	}
-	id.Members = maps.Clone(members)
+	change(&id)
 	v, err := json.Marshal(id)
 	if err != nil {
 		return err
 	}
-	return e.db.Set(r.identityKey(), v, pebble.NoSync)
+	return e.db.Set(r.identityKey(), v, opts)
 }
 
 // DataFormat is the version of what replicas write: their log commands and
@@ -223,6 +264,10 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	}
 	// A first start.
 	want.Format, want.Joined = DataFormat, state == ClusterJoin
+	if !want.Joined {
+		// A founding member: the group is bootstrapped with Peers.
+		want.FoundingVoters = slices.Sorted(maps.Keys(want.Peers))
+	}
 	v, err := json.Marshal(want)
 	if err != nil {
 		return Identity{}, err

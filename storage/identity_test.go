@@ -86,9 +86,12 @@ func TestEnsureIdentity(t *testing.T) {
 	}
 }
 
-// TestIdentityFounders: the founders are the peers a replica was first
-// started with, less itself when it joined a running group; a restart with
-// the members in force as its peers does not change them.
+// TestIdentityFounders: a founding replica records its first peers as
+// the founders; one that joined a running group records them when it
+// learns them (SetFounders), and until then guesses its first peers less
+// itself; a restart with the members in force as its peers does not
+// change them, and data written before founders were recorded falls back
+// to the peers.
 func TestIdentityFounders(t *testing.T) {
 	e := openEngine(t, t.TempDir(), Options{})
 	defer e.Close()
@@ -100,8 +103,8 @@ func TestIdentityFounders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := id.Founders(founder.ID); !slices.Equal(got, []uint64{1, 2, 3}) || id.Joined {
-		t.Fatalf("founding replica: founders %v, joined %v", got, id.Joined)
+	if got := id.Founders(founder.ID); !slices.Equal(got, []uint64{1, 2, 3}) || id.Joined || !slices.Equal(id.FoundingVoters, got) {
+		t.Fatalf("founding replica: founders %v, recorded %v, joined %v", got, id.FoundingVoters, id.Joined)
 	}
 	id, err = e.EnsureIdentity(joiner, Identity{ClusterID: cid, Peers: replaced}, ClusterJoin)
 	if err != nil {
@@ -109,6 +112,46 @@ func TestIdentityFounders(t *testing.T) {
 	}
 	if got := id.Founders(joiner.ID); !slices.Equal(got, []uint64{1, 2}) || !id.Joined {
 		t.Fatalf("joined replica: founders %v, joined %v", got, id.Joined)
+	}
+	if f, ok := id.KnownFounders(); ok {
+		t.Fatalf("a joined replica knows founders %v before it learned them", f)
+	}
+	// It learns them (raftnode: from its leader's snapshot); they survive
+	// a reload and a change of members.
+	if err := e.SetFounders(joiner, []uint64{3, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetMembers(joiner, replaced); err != nil {
+		t.Fatal(err)
+	}
+	id, err = e.EnsureIdentity(joiner, Identity{ClusterID: cid, Peers: replaced}, ClusterExisting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := id.KnownFounders(); !ok || !slices.Equal(f, []uint64{1, 2, 3}) || !slices.Equal(id.Founders(joiner.ID), f) {
+		t.Fatalf("joined replica after learning the founders: %v %v, Founders %v", f, ok, id.Founders(joiner.ID))
+	}
+	// Identities written before founders were recorded: a founding
+	// replica's are its peers; a joined one's, its peers less itself.
+	for _, tc := range []struct {
+		json  string
+		known bool
+		want  []uint64
+	}{
+		{`{"cluster_id":1,"peers":{"1":"a:1","2":"b:1","3":"c:1"},"format":3}`, true, []uint64{1, 2, 3}},
+		{`{"cluster_id":1,"peers":{"2":"b:1","3":"c:1","4":"d:1","5":"e:1"},"format":3,"joined":true}`, false, []uint64{2, 3, 4}},
+	} {
+		old := Replica{Group: 9, ID: 5}
+		if err := e.DB().Set(old.identityKey(), []byte(tc.json), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		id, _, err := e.LoadIdentity(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := id.KnownFounders(); ok != tc.known || !slices.Equal(id.Founders(old.ID), tc.want) {
+			t.Fatalf("%s: known %v, founders %v; want %v, %v", tc.json, ok, id.Founders(old.ID), tc.known, tc.want)
+		}
 	}
 	// The founder, after the replacement, restarted with the members in
 	// force.

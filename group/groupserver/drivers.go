@@ -77,7 +77,9 @@ const resyncEvery = 30 * time.Second
 
 // replicasToSync returns the group's membership when the controller may
 // not know it: a membership change made the voters differ from the
-// founding members (see founders), and they differ from the voters last
+// founding voters (raftnode.Membership.Founders: the voters whose
+// addresses the controller got when the group joined, at addresses their
+// peers may not know), and they differ from the voters last
 // synced, or the last sync is older than resyncEvery. Groups whose
 // membership never changed never write their addresses: the controller
 // has what they joined with.
@@ -86,7 +88,7 @@ func (s *Server) replicasToSync() (raftnode.Membership, bool) {
 		return raftnode.Membership{}, false
 	}
 	m := s.node.Members()
-	if m.Joint || slices.Equal(m.Voters, s.founders) {
+	if m.Joint || slices.Equal(m.Voters, m.Founders) {
 		return m, false
 	}
 	s.syncMu.Lock()
@@ -137,7 +139,7 @@ func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Me
 		if covered[v] {
 			continue
 		}
-		if slices.Contains(s.founders, v) {
+		if slices.Contains(m.Founders, v) {
 			foundingUncovered, done = true, false
 		} else if a, ok := m.Addrs[v]; ok {
 			addrs = append(addrs, a)

@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -107,8 +106,6 @@ type Server struct {
 
 	next controller.Config // the configuration after the applied one, once fetched (drive's own)
 
-	founders []uint64 // the group's founding members, sorted (see founders)
-
 	syncMu   sync.Mutex
 	synced   []uint64  // the voters the controller was last told of (see syncReplicas)
 	syncedAt time.Time // when
@@ -167,34 +164,12 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, sm: sm, node: node, log: log, clock: session.NewClock(cfg.Time, log), watch: hub,
 		busy: map[task]bool{}, ownPool: ownPool, writes: make(chan *queuedWrite, 4*maxBatchWrites), latency: newRequestLatency()}
-	if s.founders, err = founders(cfg); err != nil {
-		node.Stop()
-		return nil, err
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.identifyDial = rpc.DialOptions(append(rpc.WithClusterID(cfg.ClusterID), cfg.Dial...)...)
 	s.wg.Add(2)
 	go s.drive()
 	go s.batchWrites()
 	return s, nil
-}
-
-// founders returns the members group cfg.GID was founded with, sorted:
-// the voters whose addresses the controller got when the group joined, at
-// addresses their peers may not know (see syncReplicas). They come from
-// the replica's stored identity (storage.Identity.Founders), not from
-// cfg.Peers: a replica added later, or restarted with the members in
-// force, is given those as its peers. A replica without a stored identity
-// (tests) takes cfg.Peers.
-func founders(cfg Config) ([]uint64, error) {
-	id, ok, err := cfg.Engine.LoadIdentity(storage.Replica{Group: cfg.GID, ID: cfg.ID})
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return slices.Sorted(slices.Values(cfg.Peers)), nil
-	}
-	return id.Founders(cfg.ID), nil
 }
 
 // header is the header of a reply: the replica and its state now.
