@@ -119,7 +119,7 @@ func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membe
 	// A quiesced leader ticks again: the change is checked against peers
 	// heard from, and raft's configuration-change machinery needs its
 	// heartbeats.
-	n.unquiesce()
+	n.active()
 	// One change at a time from this member: raft silently drops a second
 	// one proposed before the first applies (our check could not see it).
 	n.changeMu.Lock()

@@ -422,19 +422,12 @@ func (n *Node) run() {
 		tickc, watchc := ticks, (<-chan time.Time)(nil)
 		if q := n.qz.quiesced.Load(); q != n.qz.was {
 			n.qz.was = q
-			if q {
-				n.qz.since = time.Now()
-				if !n.isLeader.Load() {
-					watch = time.NewTicker(look)
-				}
-			} else {
-				// The ticks not taken while quiesced still pass, so a
-				// peer silent all along is not heard recently.
-				n.ticks.Add(uint64(time.Since(n.qz.since) / n.cfg.TickInterval))
-				if watch != nil {
-					watch.Stop()
-					watch = nil
-				}
+			n.qz.candidate = [3]uint64{} // awake, the leader looks twice again
+			if q && !n.isLeader.Load() {
+				watch = time.NewTicker(look)
+			} else if !q && watch != nil {
+				watch.Stop()
+				watch = nil
 			}
 		}
 		if n.qz.was {
@@ -452,6 +445,13 @@ func (n *Node) run() {
 		case <-watchc:
 			if n.leaderGone() {
 				n.unquiesce()
+				// Raft's election clock stood still since the quiescing
+				// heartbeat: let an election timeout pass on it, so this
+				// member grants pre-votes at once (it is out of the
+				// leader's lease) and campaigns within its random part.
+				for range n.cfg.ElectionTicks {
+					n.rn.Tick()
+				}
 			}
 		case <-n.qz.wake:
 			// Quiescence changed: the loop's top takes it into account.

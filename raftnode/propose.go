@@ -68,7 +68,7 @@ func (n *Node) submit(ctx context.Context, cmd []byte, framed bool) (*Pending, e
 	if !n.isLeader.Load() && n.leader.Load() == 0 {
 		return nil, &rpcerr.NotLeaderError{}
 	}
-	n.unquiesce()
+	n.active()
 	id, ch := n.proposals.add()
 	data := encodeProposal
 	if framed {

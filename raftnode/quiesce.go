@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"bytes"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,10 +62,18 @@ type quiescence struct {
 	quiesced atomic.Bool
 	leader   atomic.Uint64 // a quiesced follower's leader, whose presence it watches
 	wake     chan struct{} // tells the run goroutine quiesced changed
+	// activity counts proposals, reads and membership changes made on
+	// this member: the leader quiesces only if none came between its two
+	// checks (a read round in flight needs the heartbeats).
+	activity atomic.Uint64
+
+	// mu orders the transitions, so that whoever sees the member awake
+	// also sees its clock caught up (heardRecently).
+	mu    sync.Mutex
+	since time.Time // when this quiescence began (mu)
 
 	// Run goroutine only.
-	candidate [2]uint64 // term and last index at the previous leader check
-	since     time.Time // when the run goroutine saw this quiescence start
+	candidate [3]uint64 // term, last index and activity at the previous leader check
 	was       bool      // quiesced as the run goroutine last saw it
 }
 
@@ -83,35 +92,67 @@ func (q *quiescence) poke() {
 }
 
 // unquiesce wakes the member if it is quiesced. Safe from any goroutine.
+// The ticks not taken while quiesced are counted before the member shows
+// awake, so a peer silent all along is not heard recently: a membership
+// check right after waking must see who really answered.
 func (n *Node) unquiesce() {
-	if n.qz.quiesced.CompareAndSwap(true, false) {
-		n.qz.tr.SetQuiesced(false)
-		n.qz.poke()
+	if !n.qz.quiesced.Load() {
+		return
 	}
+	n.qz.mu.Lock()
+	defer n.qz.mu.Unlock()
+	if !n.qz.quiesced.Load() {
+		return
+	}
+	n.ticks.Add(uint64(time.Since(n.qz.since) / n.cfg.TickInterval))
+	n.qz.quiesced.Store(false)
+	n.qz.tr.SetQuiesced(false)
+	n.qz.poke()
+}
+
+// quiesce marks the member quiesced (leader: its check found the group
+// idle; follower: it stepped a quiescing heartbeat from leader).
+func (n *Node) quiesce(leader uint64) {
+	n.qz.mu.Lock()
+	defer n.qz.mu.Unlock()
+	if n.qz.quiesced.Load() {
+		return
+	}
+	n.qz.leader.Store(leader)
+	n.qz.since = time.Now()
+	n.qz.quiesced.Store(true)
+	n.qz.tr.SetQuiesced(true)
+	n.qz.poke()
+}
+
+// active records a proposal, read or membership change on this member and
+// wakes it.
+func (n *Node) active() {
+	n.qz.activity.Add(1)
+	n.unquiesce()
 }
 
 // quiesced reports whether the member is quiesced (see Status).
 func (n *Node) quiesced() bool { return n.qz.quiesced.Load() }
 
-// stepQuiesce is Step's part: every message but the quiescing heartbeat
-// and its response wakes the member; the quiescing heartbeat, once raft
-// took it, quiesces a follower.
+// stepQuiesce is Step's part: every message but heartbeat responses
+// (ours, and plain ones a follower sent before it quiesced) and the
+// quiescing heartbeat wakes the member; the quiescing heartbeat, once raft
+// took it, quiesces a follower. A response that needs an append from the
+// leader wakes it through its Ready (readyQuiesce).
 func (n *Node) stepQuiesce(m *raftpb.Message, stepped bool) {
 	if !n.qz.on.Load() {
 		return
 	}
-	if !isQuiesceMessage(m) {
+	resp := m.GetType() == raftpb.MessageType_MsgHeartbeatResp
+	if !isQuiesceMessage(m) && !(resp && len(m.GetContext()) == 0) {
 		n.unquiesce()
 		return
 	}
 	if !stepped || m.GetType() != raftpb.MessageType_MsgHeartbeat || n.isLeader.Load() || m.GetTerm() < n.term.Load() {
 		return
 	}
-	n.qz.leader.Store(m.GetFrom())
-	if !n.qz.quiesced.Swap(true) {
-		n.qz.tr.SetQuiesced(true)
-		n.qz.poke()
-	}
+	n.quiesce(m.GetFrom())
 }
 
 // readyQuiesce wakes a member whose Ready shows activity: new entries, read
@@ -160,13 +201,14 @@ func isHeartbeat(m *raftpb.Message) bool {
 // previous check (see the comment at the top of this file), and reports
 // whether it did.
 func (n *Node) maybeQuiesce() bool {
-	if !n.qz.on.Load() || !n.isLeader.Load() {
-		return false
+	if !n.qz.on.Load() || !n.isLeader.Load() || n.proposals.pending() {
+		n.qz.candidate = [3]uint64{}
+		return false // busy leaders do not pay for Status
 	}
 	st := n.rn.Status()
 	self, ok := st.Progress[n.cfg.ID]
 	if !ok || st.RaftState != raft.StateLeader || st.LeadTransferee != 0 {
-		n.qz.candidate = [2]uint64{}
+		n.qz.candidate = [3]uint64{}
 		return false
 	}
 	last := self.Match
@@ -177,12 +219,12 @@ func (n *Node) maybeQuiesce() bool {
 			idle = false
 		}
 	}
-	now := [2]uint64{st.HardState.GetTerm(), last}
+	now := [3]uint64{st.HardState.GetTerm(), last, n.qz.activity.Load()}
 	if !idle || n.qz.candidate != now {
 		// Not idle, or idle only since this check: look again at the next.
 		n.qz.candidate = now
 		if !idle {
-			n.qz.candidate = [2]uint64{}
+			n.qz.candidate = [3]uint64{}
 		}
 		return false
 	}
@@ -196,8 +238,7 @@ func (n *Node) maybeQuiesce() bool {
 			Term: new(st.HardState.GetTerm()), Commit: new(st.HardState.GetCommit()), Context: quiesceContext,
 		})
 	}
-	n.qz.quiesced.Store(true)
-	n.qz.tr.SetQuiesced(true)
+	n.quiesce(n.cfg.ID)
 	n.tr.Send(msgs)
 	return true
 }
@@ -208,10 +249,17 @@ func (n *Node) maybeQuiesce() bool {
 // was lost. The follower then wakes and, if nothing else comes, campaigns.
 func (n *Node) leaderGone() bool {
 	at := n.qz.tr.QuiescedAt(n.qz.leader.Load())
-	if at.Before(n.qz.since) {
-		at = n.qz.since
-	}
+	n.qz.mu.Lock()
+	at = later(at, n.qz.since)
+	n.qz.mu.Unlock()
 	return time.Since(at) > n.electionTimeout()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // electionTimeout is the election timeout's wall-clock length.

@@ -126,7 +126,7 @@ func (n *Node) confirmReadIndex() (uint64, error) {
 		if n.leader.Load() == 0 {
 			return 0, rpcerr.ErrReadTimeout // raft would drop the request: fail now
 		}
-		n.unquiesce() // the read round needs heartbeats, and a leader that ticks
+		n.active() // the read round needs heartbeats, and a leader that ticks
 		ctx, cancel := context.WithTimeout(context.Background(), retry)
 		err := n.rn.ReadIndex(ctx, rctx)
 		cancel()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,7 @@ type Server struct {
 	// When a peer process last named each of its replicas quiesced.
 	quiescedMu sync.Mutex
 	quiesced   map[member]time.Time
+	swept      time.Time // when names not heard for a minute were last dropped
 }
 
 // Received returns how many batches, and messages in them, the Server has
@@ -76,9 +78,10 @@ func (s *Server) heardQuiesced(ms []*transportpb.Member) {
 	for _, m := range ms {
 		s.quiesced[member{m.GetGroup(), m.GetId()}] = now
 	}
-	// Forget members not named for a while (groups that left), so the
-	// map stays as large as what is quiesced now.
-	if len(s.quiesced) > 2*len(ms)+64 {
+	// Forget members not named for a minute (groups that left, replicas
+	// awake), so the map stays as large as what is quiesced.
+	if now.Sub(s.swept) > time.Minute {
+		s.swept = now
 		for m, at := range s.quiesced {
 			if now.Sub(at) > time.Minute {
 				delete(s.quiesced, m)
@@ -288,12 +291,15 @@ func (n *GRPCNetwork) quiescedList() []*transportpb.Member {
 	return out
 }
 
-func (n *GRPCNetwork) setQuiesced(m member, q bool) {
+// setQuiesced names, or stops naming, member m (whose handler is h)
+// quiesced. A member whose transport closed is never named again, even by
+// a late call: its process would vouch for a stopped replica.
+func (n *GRPCNetwork) setQuiesced(m member, h Handler, q bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if q {
+	if q && n.server.handler(m.group, m.id) == h {
 		n.quiesced[m] = true
-	} else {
+	} else if !q {
 		delete(n.quiesced, m)
 	}
 }
@@ -422,10 +428,13 @@ func (p *peer) run() {
 				return
 			}
 		}
-		// Whatever is held goes now (heartbeats are tens of bytes).
+		// Whatever is held goes now (heartbeats are tens of bytes), and
+		// first: it was queued before the rest, and a heartbeat sent after
+		// a newer message would undo what that one said (a quiescing
+		// heartbeat, say).
 		if len(held) > 0 {
 			flush.Stop()
-			batch = append(batch, held...)
+			batch = append(slices.Clone(held), batch...)
 			held = held[:0]
 		}
 		if len(batch) == 0 && len(quiesced) == 0 {
@@ -585,7 +594,7 @@ func (t *grpcTransport) SendSnapshot(ctx context.Context, m *raftpb.Message) err
 }
 
 // SetQuiesced implements Quiescence.
-func (t *grpcTransport) SetQuiesced(q bool) { t.net.setQuiesced(t.self, q) }
+func (t *grpcTransport) SetQuiesced(q bool) { t.net.setQuiesced(t.self, t.h, q) }
 
 // QuiescedAt implements Quiescence.
 func (t *grpcTransport) QuiescedAt(id uint64) time.Time {
@@ -595,9 +604,9 @@ func (t *grpcTransport) QuiescedAt(id uint64) time.Time {
 // Close implements Transport: the member stops receiving, and its process
 // stops naming it quiesced.
 func (t *grpcTransport) Close() error {
-	t.net.setQuiesced(t.self, false)
 	t.net.server.mu.Lock()
 	delete(t.net.server.handlers, t.self)
 	t.net.server.mu.Unlock()
+	t.net.setQuiesced(t.self, t.h, false)
 	return nil
 }

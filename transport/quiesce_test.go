@@ -1,0 +1,63 @@
+package transport_test
+
+import (
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/shardkv/shardkv/transport"
+)
+
+// TestQuiescedNamesReachPeers: a process names its quiesced replicas to
+// its peers every QuiescedInterval, stops when they wake, and never names
+// a replica whose transport closed, even when told to after the close.
+func TestQuiescedNamesReachPeers(t *testing.T) {
+	a, b := processPair(t, 7, 7)
+	ta, _ := a.join(t, 1)
+	tb, _ := b.join(t, 2)
+	q1, q2 := ta.(transport.Quiescence), tb.(transport.Quiescence)
+	named := func() bool { return time.Since(q2.QuiescedAt(1)) < 2*transport.QuiescedInterval }
+	// The stream to b opens with a first message.
+	ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
+	if named() {
+		t.Fatal("member 1 named quiesced before it was")
+	}
+	q1.SetQuiesced(true)
+	waitFor(t, named)
+	q1.SetQuiesced(false)
+	time.Sleep(3 * transport.QuiescedInterval)
+	if named() {
+		t.Fatal("member 1 still named quiesced after it woke")
+	}
+	if err := ta.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q1.SetQuiesced(true) // late: the member stopped
+	time.Sleep(3 * transport.QuiescedInterval)
+	if named() {
+		t.Fatal("a closed member is named quiesced: its process vouches for a stopped replica")
+	}
+}
+
+// TestHeldHeartbeatsGoFirst: a plain heartbeat held for company goes
+// before a message queued after it, never after (a quiescing heartbeat
+// followed by an older plain one would wake the follower at once).
+func TestHeldHeartbeatsGoFirst(t *testing.T) {
+	ta, _, rb := memberPair(t, 7, 7)
+	for range 20 {
+		ta.Send([]*raftpb.Message{
+			{Type: raftpb.MessageType_MsgHeartbeat.Enum(), To: new(uint64(2)), From: new(uint64(1))},
+			{Type: raftpb.MessageType_MsgHeartbeat.Enum(), To: new(uint64(2)), From: new(uint64(1)), Context: []byte("12345678")},
+		})
+		time.Sleep(time.Millisecond)
+	}
+	waitFor(t, func() bool { n, _ := rb.count(); return n == 40 })
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	for i, m := range rb.got {
+		if plain := len(m.GetContext()) == 0; plain != (i%2 == 0) {
+			t.Fatalf("message %d arrived out of order (plain heartbeat: %v)", i, plain)
+		}
+	}
+}
