@@ -20,6 +20,21 @@ import (
 // must tell a dead leader within about one of it.
 const electionTimeout = 250 * time.Millisecond
 
+// quiescedGroup starts a group of three processes, writes once and waits
+// until the group quiesces; ctx bounds the test's calls.
+func quiescedGroup(t *testing.T) (processes, *raftnode.Node, context.Context) {
+	t.Helper()
+	p := grpcProcesses(t, 3)
+	lead := waitLeader(t, p.nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	if _, err := lead.Propose(ctx, encodeCmd('a', "x", "1")); err != nil {
+		t.Fatal(err)
+	}
+	awaitQuiesced(t, p.nodes, 5*time.Second)
+	return p, lead, ctx
+}
+
 // awaitQuiesced waits until every member of nodes is quiesced.
 func awaitQuiesced(t *testing.T, nodes []*raftnode.Node, within time.Duration) {
 	t.Helper()
@@ -45,15 +60,8 @@ func allQuiesced(nodes []*raftnode.Node) bool {
 // from as long as their processes name them (and no longer once one
 // dies), so the membership checks see what is really reachable.
 func TestIdleGroupQuiesces(t *testing.T) {
-	p := grpcProcesses(t, 3)
+	p, lead, ctx := quiescedGroup(t)
 	nodes, kills := p.nodes, p.kill
-	lead := waitLeader(t, nodes)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := lead.Propose(ctx, encodeCmd('a', "x", "1")); err != nil {
-		t.Fatal(err)
-	}
-	awaitQuiesced(t, nodes, 5*time.Second)
 
 	// Quiet: nothing moves for several election timeouts, nobody wakes.
 	before := lead.Status()
@@ -105,15 +113,8 @@ func TestIdleGroupQuiesces(t *testing.T) {
 // dies, its followers stop seeing it named, wake, and elect one of
 // themselves, which serves.
 func TestQuiescedGroupReplacesDeadLeader(t *testing.T) {
-	p := grpcProcesses(t, 3)
+	p, lead, ctx := quiescedGroup(t)
 	nodes, kills := p.nodes, p.kill
-	lead := waitLeader(t, nodes)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := lead.Propose(ctx, encodeCmd('a', "x", "1")); err != nil {
-		t.Fatal(err)
-	}
-	awaitQuiesced(t, nodes, 5*time.Second)
 	var rest []*raftnode.Node
 	for i, n := range nodes {
 		if n == lead {
@@ -229,14 +230,7 @@ func stopped(n *raftnode.Node) bool {
 // must see that and refuse (a review found the check counting the dead
 // member as heard, from the clock that stood still while quiesced).
 func TestQuiescedLeaderChecksMembershipAgainstWhoAnswers(t *testing.T) {
-	p := grpcProcesses(t, 3)
-	lead := waitLeader(t, p.nodes)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := lead.Propose(ctx, encodeCmd('a', "x", "1")); err != nil {
-		t.Fatal(err)
-	}
-	awaitQuiesced(t, p.nodes, 5*time.Second)
+	p, lead, ctx := quiescedGroup(t)
 	var dead, other *raftnode.Node
 	for i, n := range p.nodes {
 		switch {
