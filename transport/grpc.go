@@ -90,11 +90,12 @@ func (s *Server) heardQuiesced(ms []*transportpb.Member) {
 	}
 }
 
-// quiescedAt implements Quiescence.QuiescedAt for every local replica.
-func (s *Server) quiescedAt(m member) time.Time {
+// QuiescedAt returns when a peer process last named member id of group
+// quiesced (the zero time: never, or not for a minute).
+func (s *Server) QuiescedAt(group, id uint64) time.Time {
 	s.quiescedMu.Lock()
 	defer s.quiescedMu.Unlock()
-	return s.quiesced[m]
+	return s.quiesced[member{group, id}]
 }
 
 // Register adds the Raft service to g.
@@ -276,17 +277,18 @@ func (n *GRPCNetwork) SetAddr(group, id uint64, addr string) {
 	n.mu.Unlock()
 }
 
-// quiescedList is what this process names to its peers: every local
-// replica that is quiesced (nil if none).
-func (n *GRPCNetwork) quiescedList() []*transportpb.Member {
+// quiescedList is what this process names to peer p: every local replica
+// that is quiesced, of the groups it sent p messages for (nil if none).
+// A process hosting replicas of a hundred groups so tells each peer of
+// the groups they share, not of every group it hosts.
+func (n *GRPCNetwork) quiescedList(p *peer) []*transportpb.Member {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if len(n.quiesced) == 0 {
-		return nil
-	}
-	out := make([]*transportpb.Member, 0, len(n.quiesced))
+	var out []*transportpb.Member
 	for m := range n.quiesced {
-		out = append(out, &transportpb.Member{Group: m.group, Id: m.id})
+		if p.groups[m.group] {
+			out = append(out, &transportpb.Member{Group: m.group, Id: m.id})
+		}
 	}
 	return out
 }
@@ -328,6 +330,9 @@ func (n *GRPCNetwork) peer(group, id uint64) (*peer, error) {
 		return nil, errors.New("transport: network closed")
 	}
 	if p, ok := n.peers[addr]; ok {
+		if !p.groups[group] {
+			p.groups[group] = true
+		}
 		return p, nil
 	}
 	conn, err := grpc.NewClient(addr, n.dial...)
@@ -335,13 +340,14 @@ func (n *GRPCNetwork) peer(group, id uint64) (*peer, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	p := &peer{
-		addr:     addr,
-		conn:     conn,
-		client:   transportpb.NewRaftClient(conn),
-		queue:    make(chan outgoing, queueLen),
-		stop:     make(chan struct{}),
-		quiesced: n.quiescedList,
+		addr:   addr,
+		conn:   conn,
+		client: transportpb.NewRaftClient(conn),
+		queue:  make(chan outgoing, queueLen),
+		stop:   make(chan struct{}),
+		groups: map[uint64]bool{group: true},
 	}
+	p.quiesced = func() []*transportpb.Member { return n.quiescedList(p) }
 	n.peers[addr] = p
 	go p.run()
 	return p, nil
@@ -376,9 +382,10 @@ type peer struct {
 	queue  chan outgoing
 	stop   chan struct{}
 	once   sync.Once
-	// quiesced lists the process's quiesced replicas, named to the peer
+	// quiesced lists the process's quiesced replicas the peer is told of
 	// every QuiescedInterval.
 	quiesced func() []*transportpb.Member
+	groups   map[uint64]bool // groups messages went to the peer for (GRPCNetwork.mu)
 }
 
 func (p *peer) close() {
@@ -598,7 +605,7 @@ func (t *grpcTransport) SetQuiesced(q bool) { t.net.setQuiesced(t.self, t.h, q) 
 
 // QuiescedAt implements Quiescence.
 func (t *grpcTransport) QuiescedAt(id uint64) time.Time {
-	return t.net.server.quiescedAt(member{t.self.group, id})
+	return t.net.server.QuiescedAt(t.self.group, id)
 }
 
 // Close implements Transport: the member stops receiving, and its process

@@ -10,8 +10,9 @@ import (
 )
 
 // TestQuiescedNamesReachPeers: a process names its quiesced replicas to
-// its peers every QuiescedInterval, stops when they wake, and never names
-// a replica whose transport closed, even when told to after the close.
+// the peers it sent their groups' messages to, every QuiescedInterval,
+// stops when they wake, and never names a replica whose transport
+// closed, even when told to after the close.
 func TestQuiescedNamesReachPeers(t *testing.T) {
 	a, b := processPair(t, 7, 7)
 	ta, _ := a.join(t, 1)
@@ -23,8 +24,18 @@ func TestQuiescedNamesReachPeers(t *testing.T) {
 	if named() {
 		t.Fatal("member 1 named quiesced before it was")
 	}
+	// A member of a group that sent b nothing is not named to b.
+	t9, err := a.net.Join(9, 1, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t9.(transport.Quiescence).SetQuiesced(true)
 	q1.SetQuiesced(true)
 	waitFor(t, named)
+	time.Sleep(2 * transport.QuiescedInterval)
+	if at := b.raft.QuiescedAt(9, 1); !at.IsZero() {
+		t.Fatal("a group b shares nothing with was named to it")
+	}
 	q1.SetQuiesced(false)
 	time.Sleep(3 * transport.QuiescedInterval)
 	if named() {
