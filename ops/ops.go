@@ -62,6 +62,13 @@ func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftno
 		gauge("shardkv_raft_has_leader", "1 when this replica knows a leader.", func(s raftnode.Status) float64 { return one(s.Leader != 0) }),
 		gauge("shardkv_raft_quiesced", "1 while this replica's group is idle and it neither ticks nor heartbeats.",
 			func(s raftnode.Status) float64 { return one(s.Quiesced) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shardkv_raft_quiescences_total",
+			Help: "Times this replica quiesced (a fast rise means a group that wakes and sleeps again and again).", ConstLabels: labels}, func() float64 {
+			if n := node(); n != nil {
+				return float64(n.Status().Quiescences)
+			}
+			return 0
+		}),
 	)
 }
 

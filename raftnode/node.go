@@ -85,8 +85,10 @@ type Status struct {
 	// failed (rpcerr.ErrProposalDropped) since it started.
 	ProposalsDropped uint64
 	// Quiesced: the member's group is idle and it neither ticks nor
-	// heartbeats (see quiesce.go).
-	Quiesced bool
+	// heartbeats (see quiesce.go). Quiescences counts the times it
+	// quiesced since it started.
+	Quiesced    bool
+	Quiescences uint64
 }
 
 // Start opens the member described by cfg: it loads the Raft state from the
@@ -270,6 +272,7 @@ func (n *Node) Status() Status {
 
 		ProposalsDropped: n.proposals.dropped.Load(),
 		Quiesced:         n.quiesced(),
+		Quiescences:      n.qz.count.Load(),
 	}
 }
 

@@ -66,6 +66,7 @@ type quiescence struct {
 	// this member: the leader quiesces only if none came between its two
 	// checks (a read round in flight needs the heartbeats).
 	activity atomic.Uint64
+	count    atomic.Uint64 // times this member quiesced (Status.Quiescences)
 
 	// mu orders the transitions, so that whoever sees the member awake
 	// also sees its clock caught up (heardRecently).
@@ -120,6 +121,7 @@ func (n *Node) quiesce(leader uint64) {
 	}
 	n.qz.leader.Store(leader)
 	n.qz.since = time.Now()
+	n.qz.count.Add(1)
 	n.qz.quiesced.Store(true)
 	n.qz.tr.SetQuiesced(true)
 	n.qz.poke()

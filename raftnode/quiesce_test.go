@@ -63,12 +63,17 @@ func TestIdleGroupQuiesces(t *testing.T) {
 	p, lead, ctx := quiescedGroup(t)
 	nodes, kills := p.nodes, p.kill
 
-	// Quiet: nothing moves for several election timeouts, nobody wakes.
+	// Quiet: nothing moves for several election timeouts, nobody wakes
+	// (not even to quiesce again at once).
 	before := lead.Status()
-	time.Sleep(4 * electionTimeout)
+	var times []uint64
 	for _, n := range nodes {
+		times = append(times, n.Status().Quiescences)
+	}
+	time.Sleep(4 * electionTimeout)
+	for i, n := range nodes {
 		st := n.Status()
-		if !st.Quiesced || st.Term != before.Term || st.Leader != before.ID {
+		if !st.Quiesced || st.Quiescences != times[i] || st.Term != before.Term || st.Leader != before.ID {
 			t.Fatalf("member %d woke or changed while idle: %+v (leader before: %+v)", st.ID, st, before)
 		}
 	}
