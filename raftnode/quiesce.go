@@ -28,7 +28,10 @@ import (
 // a woken leader heartbeats, which wakes its followers.
 //
 // Quiescence touches liveness only, never safety: raft decides nothing
-// from ticks but when to campaign and when to heartbeat. What replaces the
+// from ticks but when to campaign and when to heartbeat. That holds
+// because reads are ReadOnlySafe (raftConfig always sets it): a quiesced
+// leader's election clock stands still, so it holds no lease a
+// lease-based read could trust. What replaces the
 // heartbeats is the transport's presence list (transport.Quiescence):
 // every QuiescedInterval a process names its quiesced replicas to each
 // peer process. A quiesced follower that has not seen its leader named for
