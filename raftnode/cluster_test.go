@@ -107,12 +107,18 @@ func (c *cluster) start(id uint64) {
 	if c.joining[id] {
 		state = storage.ClusterJoin
 	}
+	// As `shardkv server` does: Join only at the first start, before the
+	// identity is stored; later starts learn it from the identity.
+	_, stored, err := e.LoadIdentity(storage.Replica{Group: testGroup, ID: id})
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	if _, err := e.EnsureIdentity(storage.Replica{Group: testGroup, ID: id}, storage.Identity{ClusterID: 1, Peers: peers}, state); err != nil {
 		c.t.Fatal(err)
 	}
 	cfg := raftnode.Config{
 		Group: testGroup, ID: id, Peers: c.peers,
-		Engine: e, Network: c.net, StateMachine: sm, Logger: c.logger(), Join: c.joining[id], ForceNewCluster: c.forced[id],
+		Engine: e, Network: c.net, StateMachine: sm, Logger: c.logger(), Join: c.joining[id] && !stored, ForceNewCluster: c.forced[id],
 	}
 	if c.tune != nil {
 		c.tune(&cfg)

@@ -324,3 +324,38 @@ func TestJoinedMembersLearnFounders(t *testing.T) {
 	}
 	mustAppendAll(t, c, 1, 3)
 }
+
+// TestJoinedMemberRestartedBeforeItsFirstSnapshot: a member added to a
+// running group whose process stops before the leader reached it, and
+// restarts (without Join: `shardkv server` passes it only at a first
+// start), still starts as a joiner: it learns the group's membership and
+// founders from the leader, and never bootstraps a configuration of its
+// start-up peers (a review found it did, naming itself a voter and its
+// peers the founders, which its later snapshots passed on).
+func TestJoinedMemberRestartedBeforeItsFirstSnapshot(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mustAppendAll(t, c, 1, 3)
+	c.joining[4] = true
+	c.peers = append(c.peers, 4)
+	c.start(4)
+	c.crash(4)
+	c.start(4)
+	if m := c.node(4).Members(); len(m.Voters) > 0 {
+		t.Fatalf("member 4, restarted before the leader reached it, bootstrapped voters %v", m.Voters)
+	}
+	c.change(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 4, Addr: "127.0.0.1:9004"})
+	mustAppendAll(t, c, 1, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.node(4).Status().Applied < c.node(c.leader()).Status().Applied {
+		if time.Now().After(deadline) {
+			t.Fatal("member 4 did not catch up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := c.node(4).Members()
+	if !slices.Equal(m.Voters, []uint64{1, 2, 3}) || !slices.Equal(m.Learners, []uint64{4}) || !slices.Equal(m.Founders, []uint64{1, 2, 3}) {
+		t.Fatalf("member 4 sees voters %v, learners %v, founders %v; want 1 2 3, 4, 1 2 3", m.Voters, m.Learners, m.Founders)
+	}
+}

@@ -163,8 +163,18 @@ func (n *Node) load() (storage.RaftState, error) {
 		n.log.Warn("forced a new cluster: this replica is its group's only voter; writes only the lost replicas had are lost",
 			"commit", st.HardState.GetCommit())
 	}
+	// A member that joined a running group says so in its identity: a
+	// restart before raft wrote anything (its process stopped before the
+	// leader reached it) must not bootstrap a group of its start-up peers,
+	// which would make it a voter of a configuration that never was and
+	// take its peers for the group's founders.
+	ident, stored, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID})
+	if err != nil {
+		return st, err
+	}
+	joined := n.cfg.Join || stored && ident.Joined
 	switch {
-	case st.Empty() && n.cfg.Join:
+	case st.Empty() && joined:
 		// A new member of an existing group: it starts knowing nothing and
 		// learns the log (by snapshot) from the leader that added it.
 		st.Snapshot = &raftpb.SnapshotMetadata{Index: new(uint64(0)), Term: new(uint64(0)), ConfState: &raftpb.ConfState{}}
