@@ -390,23 +390,22 @@ func (n *Node) loadAddrs(replayed map[uint64]string) map[uint64]string {
 	return book
 }
 
-// loadFounders sets the founders of a member that did not bootstrap the
-// group at this start: those its stored identity records
+// loadFounders sets, from its stored identity id (load reads it), the
+// founders of a member that did not bootstrap the group at this start:
+// those the identity records
 // (storage.Identity.KnownFounders). Without them (a member that joined,
 // on data written before founders were recorded or before it learned
 // them) it takes storage.Identity.Founders' guess, today's rule before
 // founders were recorded: its first --peers less itself, which counts
 // members added before it joined as founders. A member without a stored
 // identity (tests) takes its Peers, as a guess too.
-func (n *Node) loadFounders() {
-	id, ok, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID})
-	switch {
-	case err != nil || !ok:
+func (n *Node) loadFounders(id storage.Identity, stored bool) {
+	if !stored {
 		n.founders = slices.Sorted(slices.Values(n.cfg.Peers))
-	default:
-		if n.founders, n.foundersKnown = id.KnownFounders(); !n.foundersKnown {
-			n.founders = id.Founders(n.cfg.ID)
-		}
+		return
+	}
+	if n.founders, n.foundersKnown = id.KnownFounders(); !n.foundersKnown {
+		n.founders = id.Founders(n.cfg.ID)
 	}
 }
 

@@ -185,6 +185,9 @@ func (n *Node) load() (storage.RaftState, error) {
 			return st, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
+	if !n.foundersKnown {
+		n.loadFounders(ident, stored)
+	}
 	if st.Snapshot.GetIndex() > 0 {
 		if err := n.mem.ApplySnapshot(&raftpb.Snapshot{Metadata: st.Snapshot}); err != nil {
 			return st, err
@@ -224,9 +227,6 @@ func (n *Node) raftConfig(st storage.RaftState) (*raft.Config, error) {
 		return nil, err
 	}
 	n.confState, n.addrs = cs, n.loadAddrs(added)
-	if !n.foundersKnown {
-		n.loadFounders()
-	}
 	n.publishAddrs(n.addrs)
 	rcfg := &raft.Config{
 		ID:                        n.cfg.ID,

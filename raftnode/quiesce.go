@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"bytes"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,8 +150,7 @@ func (n *Node) stepQuiesce(m *raftpb.Message, stepped bool) {
 	if !n.qz.on.Load() {
 		return
 	}
-	resp := m.GetType() == raftpb.MessageType_MsgHeartbeatResp
-	if !isQuiesceMessage(m) && !(resp && len(m.GetContext()) == 0) {
+	if !isQuiesceMessage(m) && !(isPlainHeartbeat(m) && m.GetType() == raftpb.MessageType_MsgHeartbeatResp) {
 		n.unquiesce()
 		return
 	}
@@ -170,28 +170,16 @@ func (n *Node) readyQuiesce(rd *raft.Ready) {
 	if !n.qz.quiesced.Load() {
 		return
 	}
-	active := len(rd.Entries) > 0 || len(rd.ReadStates) > 0 || !raft.IsEmptySnap(rd.Snapshot)
-	plain := 0
-	for _, m := range rd.Messages {
-		switch {
-		case !isHeartbeat(m) || !isQuiesceMessage(m) && len(m.GetContext()) > 0:
-			active = true
-		case m.GetType() == raftpb.MessageType_MsgHeartbeat && len(m.GetContext()) == 0:
-			plain++
-		}
-	}
+	active := len(rd.Entries) > 0 || len(rd.ReadStates) > 0 || !raft.IsEmptySnap(rd.Snapshot) ||
+		slices.ContainsFunc(rd.Messages, func(m *raftpb.Message) bool { return !isPlainHeartbeat(m) && !isQuiesceMessage(m) })
 	if active {
 		n.unquiesce()
 		return
 	}
-	if plain > 0 && n.isLeader.Load() {
-		kept := rd.Messages[:0]
-		for _, m := range rd.Messages {
-			if m.GetType() != raftpb.MessageType_MsgHeartbeat || len(m.GetContext()) > 0 {
-				kept = append(kept, m)
-			}
-		}
-		rd.Messages = kept
+	if n.isLeader.Load() {
+		rd.Messages = slices.DeleteFunc(rd.Messages, func(m *raftpb.Message) bool {
+			return isPlainHeartbeat(m) && m.GetType() == raftpb.MessageType_MsgHeartbeat
+		})
 	}
 }
 
@@ -200,6 +188,10 @@ func isHeartbeat(m *raftpb.Message) bool {
 	t := m.GetType()
 	return t == raftpb.MessageType_MsgHeartbeat || t == raftpb.MessageType_MsgHeartbeatResp
 }
+
+// isPlainHeartbeat reports whether m is a heartbeat or a heartbeat
+// response that confirms no read (no context).
+func isPlainHeartbeat(m *raftpb.Message) bool { return isHeartbeat(m) && len(m.GetContext()) == 0 }
 
 // maybeQuiesce is the leader's check, made every heartbeat period by the
 // run goroutine: it quiesces the group when nothing moved since the
@@ -218,19 +210,18 @@ func (n *Node) maybeQuiesce() bool {
 	}
 	last := self.Match
 	idle := st.HardState.GetCommit() == last && st.Applied >= last && n.applied.Load() >= last &&
-		!n.proposals.pending() && len(st.Config.Voters[1]) == 0
+		len(st.Config.Voters[1]) == 0
 	for id, pr := range st.Progress {
 		if id != n.cfg.ID && (pr.Match != last || pr.State != tracker.StateReplicate || !n.heardRecently(id)) {
 			idle = false
 		}
 	}
-	now := [3]uint64{st.HardState.GetTerm(), last, n.qz.activity.Load()}
-	if !idle || n.qz.candidate != now {
-		// Not idle, or idle only since this check: look again at the next.
-		n.qz.candidate = now
-		if !idle {
-			n.qz.candidate = [3]uint64{}
-		}
+	if !idle {
+		n.qz.candidate = [3]uint64{}
+		return false
+	}
+	if now := [3]uint64{st.HardState.GetTerm(), last, n.qz.activity.Load()}; n.qz.candidate != now {
+		n.qz.candidate = now // idle only since this check: look again at the next
 		return false
 	}
 	msgs := make([]*raftpb.Message, 0, len(st.Progress)-1)

@@ -330,9 +330,7 @@ func (n *GRPCNetwork) peer(group, id uint64) (*peer, error) {
 		return nil, errors.New("transport: network closed")
 	}
 	if p, ok := n.peers[addr]; ok {
-		if !p.groups[group] {
-			p.groups[group] = true
-		}
+		p.groups[group] = true
 		return p, nil
 	}
 	conn, err := grpc.NewClient(addr, n.dial...)
@@ -410,8 +408,10 @@ func (p *peer) run() {
 	)
 	flush.Stop()
 	defer flush.Stop()
-	keepalive := time.NewTicker(QuiescedInterval)
-	defer keepalive.Stop()
+	// names: every QuiescedInterval the process's quiesced replicas are
+	// named to the peer (with the next batch, or alone).
+	names := time.NewTicker(QuiescedInterval)
+	defer names.Stop()
 	for {
 		batch = batch[:0]
 		var quiesced []*transportpb.Member
@@ -429,7 +429,7 @@ func (p *peer) run() {
 				}
 				batch = append(batch, o)
 			case <-flush.C:
-			case <-keepalive.C:
+			case <-names.C:
 				quiesced = p.quiesced()
 			case <-p.stop:
 				return
