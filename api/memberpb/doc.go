@@ -2,5 +2,6 @@
 // shardkv.member.v1.Membership: List, Change): a group's voters and
 // learners and the changes an operator makes to them (add a learner,
 // promote, remove, replace through joint consensus), with its wire error
-// table (Errors).
+// table (Errors); and the Node service every node serves (Host: host one
+// more replica, added to its group as a learner, without a restart).
 package memberpb

@@ -14,3 +14,17 @@ var Errors = rpcerr.NewTable("shardkv.member.v1", rpcerr.Raft, rpcerr.Auth)
 // ErrWrongGroup: the replica asked is not a member of the group the
 // request names.
 var ErrWrongGroup = Errors.New(codes.InvalidArgument, "WRONG_GROUP", "member: the replica is not in that group")
+
+// The refusals of Node.Host. Each changes nothing.
+var (
+	// ErrNotAdded: the group's leader does not have the replica as a
+	// learner that has yet to acknowledge anything: add it first (`admin
+	// member add`), or it is a member that already ran elsewhere.
+	ErrNotAdded = Errors.New(codes.FailedPrecondition, "NOT_ADDED", "member: the replica is not a new learner of its group (add it first)")
+	// ErrHostsOtherReplica: the node hosts another replica of the group; a
+	// node hosts one replica of a group (two would fail together).
+	ErrHostsOtherReplica = Errors.New(codes.AlreadyExists, "HOSTS_OTHER_REPLICA", "member: the node hosts another replica of the group")
+	// ErrNotThisNode: the members given put the replica at an address
+	// that is not the node's.
+	ErrNotThisNode = Errors.New(codes.InvalidArgument, "NOT_THIS_NODE", "member: the replica's address is not this node's")
+)

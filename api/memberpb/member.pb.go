@@ -144,6 +144,164 @@ func (ChangeKind) EnumDescriptor() ([]byte, []int) {
 	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
 }
 
+type HostRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"` // a replica group (not 0: the controller runs apart)
+	Id    uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`       // the replica's raft id
+	// The group's members, raft id -> host:port, the replica's own included
+	// (its address is the node's): as Membership.List answers them.
+	Members       map[uint64]string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostRequest) Reset() {
+	*x = HostRequest{}
+	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostRequest) ProtoMessage() {}
+
+func (x *HostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostRequest.ProtoReflect.Descriptor instead.
+func (*HostRequest) Descriptor() ([]byte, []int) {
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *HostRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *HostRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *HostRequest) GetMembers() map[uint64]string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type HostedReplica struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostedReplica) Reset() {
+	*x = HostedReplica{}
+	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostedReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostedReplica) ProtoMessage() {}
+
+func (x *HostedReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostedReplica.ProtoReflect.Descriptor instead.
+func (*HostedReplica) Descriptor() ([]byte, []int) {
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HostedReplica) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *HostedReplica) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type HostReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hosted        []*HostedReplica       `protobuf:"bytes,1,rep,name=hosted,proto3" json:"hosted,omitempty"` // every replica the node hosts, by group
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostReply) Reset() {
+	*x = HostReply{}
+	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostReply) ProtoMessage() {}
+
+func (x *HostReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostReply.ProtoReflect.Descriptor instead.
+func (*HostReply) Descriptor() ([]byte, []int) {
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HostReply) GetHosted() []*HostedReplica {
+	if x != nil {
+		return x.Hosted
+	}
+	return nil
+}
+
 type ListRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"` // the group the caller means (checked)
@@ -153,7 +311,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	mi := &file_api_memberpb_member_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +323,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	mi := &file_api_memberpb_member_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +336,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{0}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListRequest) GetGroup() uint64 {
@@ -204,7 +362,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	mi := &file_api_memberpb_member_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +374,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	mi := &file_api_memberpb_member_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +387,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Member) GetId() uint64 {
@@ -280,7 +438,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	mi := &file_api_memberpb_member_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +450,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	mi := &file_api_memberpb_member_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +463,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{2}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListReply) GetHeader() *headerpb.ResponseHeader {
@@ -356,7 +514,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[3]
+	mi := &file_api_memberpb_member_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +526,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[3]
+	mi := &file_api_memberpb_member_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +539,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{3}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ChangeRequest) GetGroup() uint64 {
@@ -423,7 +581,19 @@ var File_api_memberpb_member_proto protoreflect.FileDescriptor
 
 const file_api_memberpb_member_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"#\n" +
+	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"\xb6\x01\n" +
+	"\vHostRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12E\n" +
+	"\amembers\x18\x03 \x03(\v2+.shardkv.member.v1.HostRequest.MembersEntryR\amembers\x1a:\n" +
+	"\fMembersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
+	"\rHostedReplica\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"E\n" +
+	"\tHostReply\x128\n" +
+	"\x06hosted\x18\x01 \x03(\v2 .shardkv.member.v1.HostedReplicaR\x06hosted\"#\n" +
 	"\vListRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\"\x87\x01\n" +
 	"\x06Member\x12\x0e\n" +
@@ -461,7 +631,9 @@ const file_api_memberpb_member_proto_rawDesc = "" +
 	"\n" +
 	"Membership\x12D\n" +
 	"\x04List\x12\x1e.shardkv.member.v1.ListRequest\x1a\x1c.shardkv.member.v1.ListReply\x12H\n" +
-	"\x06Change\x12 .shardkv.member.v1.ChangeRequest\x1a\x1c.shardkv.member.v1.ListReplyB)Z'github.com/shardkv/shardkv/api/memberpbb\x06proto3"
+	"\x06Change\x12 .shardkv.member.v1.ChangeRequest\x1a\x1c.shardkv.member.v1.ListReply2L\n" +
+	"\x04Node\x12D\n" +
+	"\x04Host\x12\x1e.shardkv.member.v1.HostRequest\x1a\x1c.shardkv.member.v1.HostReplyB)Z'github.com/shardkv/shardkv/api/memberpbb\x06proto3"
 
 var (
 	file_api_memberpb_member_proto_rawDescOnce sync.Once
@@ -476,30 +648,38 @@ func file_api_memberpb_member_proto_rawDescGZIP() []byte {
 }
 
 var file_api_memberpb_member_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_memberpb_member_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_api_memberpb_member_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_api_memberpb_member_proto_goTypes = []any{
 	(Role)(0),                       // 0: shardkv.member.v1.Role
 	(ChangeKind)(0),                 // 1: shardkv.member.v1.ChangeKind
-	(*ListRequest)(nil),             // 2: shardkv.member.v1.ListRequest
-	(*Member)(nil),                  // 3: shardkv.member.v1.Member
-	(*ListReply)(nil),               // 4: shardkv.member.v1.ListReply
-	(*ChangeRequest)(nil),           // 5: shardkv.member.v1.ChangeRequest
-	(*headerpb.ResponseHeader)(nil), // 6: shardkv.header.v1.ResponseHeader
+	(*HostRequest)(nil),             // 2: shardkv.member.v1.HostRequest
+	(*HostedReplica)(nil),           // 3: shardkv.member.v1.HostedReplica
+	(*HostReply)(nil),               // 4: shardkv.member.v1.HostReply
+	(*ListRequest)(nil),             // 5: shardkv.member.v1.ListRequest
+	(*Member)(nil),                  // 6: shardkv.member.v1.Member
+	(*ListReply)(nil),               // 7: shardkv.member.v1.ListReply
+	(*ChangeRequest)(nil),           // 8: shardkv.member.v1.ChangeRequest
+	nil,                             // 9: shardkv.member.v1.HostRequest.MembersEntry
+	(*headerpb.ResponseHeader)(nil), // 10: shardkv.header.v1.ResponseHeader
 }
 var file_api_memberpb_member_proto_depIdxs = []int32{
-	0, // 0: shardkv.member.v1.Member.role:type_name -> shardkv.member.v1.Role
-	6, // 1: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	3, // 2: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
-	1, // 3: shardkv.member.v1.ChangeRequest.kind:type_name -> shardkv.member.v1.ChangeKind
-	2, // 4: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
-	5, // 5: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
-	4, // 6: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
-	4, // 7: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	9,  // 0: shardkv.member.v1.HostRequest.members:type_name -> shardkv.member.v1.HostRequest.MembersEntry
+	3,  // 1: shardkv.member.v1.HostReply.hosted:type_name -> shardkv.member.v1.HostedReplica
+	0,  // 2: shardkv.member.v1.Member.role:type_name -> shardkv.member.v1.Role
+	10, // 3: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	6,  // 4: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
+	1,  // 5: shardkv.member.v1.ChangeRequest.kind:type_name -> shardkv.member.v1.ChangeKind
+	5,  // 6: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
+	8,  // 7: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
+	2,  // 8: shardkv.member.v1.Node.Host:input_type -> shardkv.member.v1.HostRequest
+	7,  // 9: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
+	7,  // 10: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
+	4,  // 11: shardkv.member.v1.Node.Host:output_type -> shardkv.member.v1.HostReply
+	9,  // [9:12] is the sub-list for method output_type
+	6,  // [6:9] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_api_memberpb_member_proto_init() }
@@ -513,9 +693,9 @@ func file_api_memberpb_member_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_memberpb_member_proto_rawDesc), len(file_api_memberpb_member_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   4,
+			NumMessages:   8,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_api_memberpb_member_proto_goTypes,
 		DependencyIndexes: file_api_memberpb_member_proto_depIdxs,

@@ -171,3 +171,131 @@ var Membership_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/memberpb/member.proto",
 }
+
+const (
+	Node_Host_FullMethodName = "/shardkv.member.v1.Node/Host"
+)
+
+// NodeClient is the client API for Node service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Node is served by every node (a `shardkv server` process, which hosts
+// replicas of any number of groups). Host makes the node host one more
+// replica at once, with no restart of the replicas it already hosts.
+type NodeClient interface {
+	// Host starts replica id of group on the answering node and records it
+	// in the node's data directory (every start hosts it again). The replica
+	// must already be a learner of its group (Membership.Change
+	// ADD_LEARNER naming this node's address): it starts empty and catches
+	// up from the leader. Errors, each changing nothing: NOT_ADDED (the
+	// group's leader does not have it as a new learner), HOSTS_OTHER_REPLICA
+	// (the node hosts another replica of the group), NOT_THIS_NODE (members
+	// put the replica at another address), BAD_MEMBER_CHANGE (a malformed
+	// request). Hosting a replica the node already hosts answers its list.
+	Host(ctx context.Context, in *HostRequest, opts ...grpc.CallOption) (*HostReply, error)
+}
+
+type nodeClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewNodeClient(cc grpc.ClientConnInterface) NodeClient {
+	return &nodeClient{cc}
+}
+
+func (c *nodeClient) Host(ctx context.Context, in *HostRequest, opts ...grpc.CallOption) (*HostReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HostReply)
+	err := c.cc.Invoke(ctx, Node_Host_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NodeServer is the server API for Node service.
+// All implementations must embed UnimplementedNodeServer
+// for forward compatibility.
+//
+// Node is served by every node (a `shardkv server` process, which hosts
+// replicas of any number of groups). Host makes the node host one more
+// replica at once, with no restart of the replicas it already hosts.
+type NodeServer interface {
+	// Host starts replica id of group on the answering node and records it
+	// in the node's data directory (every start hosts it again). The replica
+	// must already be a learner of its group (Membership.Change
+	// ADD_LEARNER naming this node's address): it starts empty and catches
+	// up from the leader. Errors, each changing nothing: NOT_ADDED (the
+	// group's leader does not have it as a new learner), HOSTS_OTHER_REPLICA
+	// (the node hosts another replica of the group), NOT_THIS_NODE (members
+	// put the replica at another address), BAD_MEMBER_CHANGE (a malformed
+	// request). Hosting a replica the node already hosts answers its list.
+	Host(context.Context, *HostRequest) (*HostReply, error)
+	mustEmbedUnimplementedNodeServer()
+}
+
+// UnimplementedNodeServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedNodeServer struct{}
+
+func (UnimplementedNodeServer) Host(context.Context, *HostRequest) (*HostReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Host not implemented")
+}
+func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
+func (UnimplementedNodeServer) testEmbeddedByValue()              {}
+
+// UnsafeNodeServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to NodeServer will
+// result in compilation errors.
+type UnsafeNodeServer interface {
+	mustEmbedUnimplementedNodeServer()
+}
+
+func RegisterNodeServer(s grpc.ServiceRegistrar, srv NodeServer) {
+	// If the following call panics, it indicates UnimplementedNodeServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Node_ServiceDesc, srv)
+}
+
+func _Node_Host_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Host(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Host_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Host(ctx, req.(*HostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Node_ServiceDesc is the grpc.ServiceDesc for Node service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Node_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "shardkv.member.v1.Node",
+	HandlerType: (*NodeServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Host",
+			Handler:    _Node_Host_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/memberpb/member.proto",
+}

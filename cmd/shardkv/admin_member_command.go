@@ -30,9 +30,12 @@ by its id, or the controller as 0 (or "controller").
 
 Replacing a dead machine, as etcd's member add/promote/remove:
   1. shardkv admin member add GROUP ID ADDR      (a new id, a new address)
-  2. start it with the command printed (--initial-cluster-state existing,
-     empty data): it catches up from the leader, by snapshot when far behind
-  3. shardkv admin member replace GROUP OLD ID   (promote ID and remove OLD
+     A node already running at ADDR (a 'shardkv server', even one hosting
+     nothing yet) hosts the new replica at once, empty; otherwise start it
+     with the command printed (--initial-cluster-state existing, empty
+     data), or start an empty node there and run 'admin member host'.
+     It catches up from the leader, by snapshot when far behind.
+  2. shardkv admin member replace GROUP OLD ID   (promote ID and remove OLD
      at once, joint consensus), or promote then remove
 Each change is refused, changing nothing, while another is in progress,
 when a learner has not caught up, or when the voters left could not form a
@@ -48,7 +51,7 @@ for the controller, update --controllers wherever it is given.`,
 	change := func(use, short, example string, nargs int, kind memberpb.ChangeKind) *cobra.Command {
 		return newMemberChangeCmd(a, use, short, example, nargs, kind)
 	}
-	cmd.AddCommand(newMemberListCmd(a),
+	cmd.AddCommand(newMemberListCmd(a), newMemberHostCmd(a),
 		change("add GROUP ID ADDR", "Add replica ID at ADDR to a group as a learner (it votes once promoted)",
 			"  shardkv admin member add 1 4 10.0.0.14:7113", 3, memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER),
 		change("promote GROUP ID", "Make learner ID a voter once it has caught up",
@@ -89,7 +92,7 @@ func newMemberChangeCmd(a *adminFlags, use, short, example string, nargs int, ki
 				}
 				v := membersView{group: gid, reply: reply}
 				if kind == memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER {
-					v.next = startCommand(gid, req.GetId(), req.GetAddr(), reply, m.controllers)
+					v.host(ctx, m, req.GetId(), req.GetAddr())
 				}
 				return v, nil
 			})
@@ -119,6 +122,56 @@ func newMemberListCmd(a *adminFlags) *cobra.Command {
 	}
 	return setExitCodes(list, clientExitCodes)
 }
+
+// newMemberHostCmd is `admin member host`: the node at a learner's address
+// hosts it (what `member add` does when a node runs there already).
+func newMemberHostCmd(a *adminFlags) *cobra.Command {
+	host := &cobra.Command{
+		Use:   "host GROUP ID",
+		Short: "Make the node at learner ID's address host it, without a restart",
+		Long: `Ask the node (a running 'shardkv server') at the address of learner ID of a
+group to host it: the node records the replica in its data directory and
+starts it, empty, and it catches up from the leader. 'member add' does this
+by itself when a node already runs at the address; this is for a node
+started after the add, or to learn whether a node hosts it (hosting a
+replica already hosted changes nothing).`,
+		Example: `  shardkv server --listen 10.0.0.14:7113 --data /var/lib/shardkv/n4 --controllers $C   # an empty node
+  shardkv admin member host 1 4`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gid, err := parseGroupID(args[0])
+			if err != nil {
+				return err
+			}
+			id, err := parseMemberID(args[1])
+			if err != nil {
+				return err
+			}
+			return a.runMembers(cmd, gid, func(ctx context.Context, m *members) (view, error) {
+				reply, err := m.list(ctx)
+				if err != nil {
+					return nil, err
+				}
+				i := slices.IndexFunc(reply.GetMembers(), func(mb *memberpb.Member) bool { return mb.GetId() == id })
+				if i < 0 {
+					return nil, fmt.Errorf("%w: %d (of group %d; add it first: shardkv admin member add %d %d ADDR)",
+						rpcerr.ErrUnknownMember, id, gid, gid, id)
+				}
+				addr := reply.GetMembers()[i].GetAddr()
+				hosted, err := memberclient.Host(ctx, m.pool, addr, gid, id, groupMembers(reply, id, addr), hostTimeout)
+				if err != nil {
+					return nil, fmt.Errorf("the node at %s: %w", addr, err)
+				}
+				return membersView{group: gid, reply: reply, hostedBy: addr, hosted: hosted}, nil
+			})
+		},
+	}
+	return setExitCodes(host, clientExitCodes)
+}
+
+// hostTimeout bounds a node's Host: it asks the group's leader first, for
+// up to ten seconds while the group elects one.
+const hostTimeout = 30 * time.Second
 
 // parseMemberGroup reads a group argument: a group id, or 0 or
 // "controller" for the controller.
@@ -198,9 +251,29 @@ func (m *members) change(ctx context.Context, req *memberpb.ChangeRequest) (*mem
 
 // membersView prints a group's members.
 type membersView struct {
-	group uint64
-	reply *memberpb.ListReply
-	next  string // for an added member: how to start it
+	group    uint64
+	reply    *memberpb.ListReply
+	added    uint64              // the member added, if any
+	next     string              // for an added member no node hosted: how to start it
+	hostErr  error               // why the node at its address did not host it
+	hostedBy string              // the node that hosts the added member
+	hosted   *memberpb.HostReply // what that node hosts now
+}
+
+// host asks the node at addr to host the learner id just added
+// (memberpb.Node's Host); if none does, v says how to start it.
+func (v *membersView) host(ctx context.Context, m *members, id uint64, addr string) {
+	v.added = id
+	if v.group == 0 {
+		v.next = startCommand(v.group, id, addr, v.reply, m.controllers)
+		return
+	}
+	hosted, err := memberclient.Host(ctx, m.pool, addr, v.group, id, groupMembers(v.reply, id, addr), hostTimeout)
+	if err != nil {
+		v.hostErr, v.next = err, startCommand(v.group, id, addr, v.reply, m.controllers)
+		return
+	}
+	v.hostedBy, v.hosted = addr, hosted
 }
 
 type memberOut struct {
@@ -221,8 +294,12 @@ func (v membersView) out() []memberOut {
 }
 
 func (v membersView) jsonValue() any {
+	hostErr := ""
+	if v.hostErr != nil {
+		hostErr = describe(v.hostErr)
+	}
 	return map[string]any{"group": v.group, "leader": v.reply.GetLeader(), "joint": v.reply.GetJoint(),
-		"progress": v.reply.GetFromLeader(), "members": v.out(), "start": v.next}
+		"progress": v.reply.GetFromLeader(), "members": v.out(), "start": v.next, "hosted_by": v.hostedBy, "host_error": hostErr}
 }
 
 func (v membersView) writeTable(w io.Writer) error {
@@ -246,15 +323,34 @@ func (v membersView) writeTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if v.hostedBy != "" {
+		fmt.Fprintf(w, "the node at %s hosts it now (it hosts %s); it catches up from the leader\n", v.hostedBy, formatHosted(v.hosted))
+	}
+	if v.hostErr != nil {
+		fmt.Fprintf(w, "no node at its address hosted it: %s\n", describe(v.hostErr))
+	}
 	if v.next != "" {
 		fmt.Fprintf(w, "start the new replica on empty data with:\n  %s\n", v.next)
+		if v.group != 0 {
+			fmt.Fprintf(w, "or start an empty node at its address and run:\n  shardkv admin member host %d %d\n", v.group, v.added)
+		}
 	}
 	return nil
 }
 
-// startCommand is the command line that starts member id at addr, added
-// to group gid, as the reply's membership says.
-func startCommand(gid, id uint64, addr string, reply *memberpb.ListReply, controllers []string) string {
+// formatHosted is a node's replicas as "GROUP/ID, ...".
+func formatHosted(r *memberpb.HostReply) string {
+	var list []string
+	for _, h := range r.GetHosted() {
+		list = append(list, fmt.Sprintf("%d/%d", h.GetGroup(), h.GetId()))
+	}
+	return strings.Join(list, ", ")
+}
+
+// groupMembers is the group's membership the reply says, member id at
+// addr included, as raft id -> address: the outgoing voters of a joint
+// change are left out.
+func groupMembers(reply *memberpb.ListReply, id uint64, addr string) map[uint64]string {
 	peers := map[uint64]string{}
 	for _, m := range reply.GetMembers() {
 		if m.GetRole() != memberpb.Role_ROLE_OUTGOING {
@@ -262,6 +358,13 @@ func startCommand(gid, id uint64, addr string, reply *memberpb.ListReply, contro
 		}
 	}
 	peers[id] = addr
+	return peers
+}
+
+// startCommand is the command line that starts member id at addr, added
+// to group gid, as the reply's membership says.
+func startCommand(gid, id uint64, addr string, reply *memberpb.ListReply, controllers []string) string {
+	peers := groupMembers(reply, id, addr)
 	var list []string
 	for _, pid := range slices.Sorted(maps.Keys(peers)) {
 		list = append(list, fmt.Sprintf("%d=%s", pid, peers[pid]))

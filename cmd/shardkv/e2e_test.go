@@ -646,7 +646,8 @@ func TestE2EMemberReplace(t *testing.T) {
 	if i < 0 {
 		t.Fatalf("member add printed no start command:\n%s", out)
 	}
-	args := strings.Fields(strings.TrimSpace(out[i:]))[1:]
+	line, _, _ := strings.Cut(out[i:], "\n")
+	args := strings.Fields(line)[1:]
 	args[len(args)-1] = filepath.Join(dir, "r4") // --data DIR
 	t.Logf("starting shardkv %s", strings.Join(args, " "))
 	srv := startProcess(t, bin, filepath.Join(dir, "r4.log"), args...)

@@ -21,22 +21,8 @@ func TestMultiProcessNodes(t *testing.T) {
 	bin, dir, addr := processTest(t, 6)
 	ctls, c := runControllers(t, bin, dir, addr)
 	t.Setenv("SHARDKV_CONTROLLERS", ctls)
-	// Replica i of group g on node (g+i-2) mod 3, as dev places them.
 	nodeAddr := func(n int) string { return addr(3 + n) }
-	members := func(gid int) string {
-		var m []string
-		for id := 1; id <= 3; id++ {
-			m = append(m, fmt.Sprintf("%d=%s", id, nodeAddr((gid+id-2)%3)))
-		}
-		return strings.Join(m, ",")
-	}
-	join := func(gid int) string {
-		var a []string
-		for id := 1; id <= 3; id++ {
-			a = append(a, nodeAddr((gid+id-2)%3))
-		}
-		return fmt.Sprintf("%d=%s", gid, strings.Join(a, ","))
-	}
+	members, join := spread(nodeAddr)
 
 	// Placement is checked: two replicas of a group on one node.
 	bad := fmt.Sprintf("1:1=%s,2=%s,3=%s", nodeAddr(0), nodeAddr(0), nodeAddr(1))
@@ -93,6 +79,28 @@ func TestMultiProcessNodes(t *testing.T) {
 	if got := c.ok("get", "during", "--timeout", "30s"); got != "node 1 down\n" {
 		t.Fatalf("during = %q", got)
 	}
+}
+
+// spread places replica i of group g on node (g+i-2) mod 3, as dev does,
+// the node n being at nodeAddr(n): members(g) is group g's --replica
+// members (ID=ADDR,...), join(g) its `admin join` argument.
+func spread(nodeAddr func(n int) string) (members, join func(gid int) string) {
+	at := func(gid, id int) string { return nodeAddr((gid + id - 2) % 3) }
+	members = func(gid int) string {
+		var m []string
+		for id := 1; id <= 3; id++ {
+			m = append(m, fmt.Sprintf("%d=%s", id, at(gid, id)))
+		}
+		return strings.Join(m, ",")
+	}
+	join = func(gid int) string {
+		var a []string
+		for id := 1; id <= 3; id++ {
+			a = append(a, at(gid, id))
+		}
+		return fmt.Sprintf("%d=%s", gid, strings.Join(a, ","))
+	}
+	return members, join
 }
 
 // waitAllReplicasCurrent waits until every replica admin status lists

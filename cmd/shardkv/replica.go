@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -276,14 +277,55 @@ func ensureIdentity(ctx context.Context, e *storage.Engine, rep storage.Replica,
 }
 
 // replicaServer is one process's gRPC server and raft network, shared by
-// the replicas it hosts.
+// the replicas it hosts. A node adds replicas while it serves (node.Host):
+// mu guards what that changes.
 type replicaServer struct {
 	r         *replicaFlags
-	hosted    []storage.Replica
-	peers     map[uint64]map[uint64]string // each hosted group's members: raft id -> address
 	e         *storage.Engine
 	clusterID uint64
 	log       *slog.Logger
+
+	// Set by serve before any replica starts.
+	ctx  context.Context
+	reg  *prometheus.Registry
+	done chan *raftnode.Node // a replica that stopped on its own
+
+	mu     sync.Mutex
+	hosted []storage.Replica
+	peers  map[uint64]map[uint64]string // each hosted group's members: raft id -> address
+	nodes  []*raftnode.Node
+}
+
+// addPeers records the members of a group a replica of which is about to
+// start here.
+func (s *replicaServer) addPeers(group uint64, peers map[uint64]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.peers[group] = peers
+}
+
+// serving adds a started replica to the process's metrics, readiness and
+// watch: the process ends when any replica stops on its own (its storage
+// failed), and the others' clients move on to their groups' other
+// replicas.
+func (s *replicaServer) serving(rep storage.Replica, n *raftnode.Node) {
+	s.mu.Lock()
+	if !slices.Contains(s.hosted, rep) {
+		s.hosted = append(s.hosted, rep)
+	}
+	s.nodes = append(s.nodes, n)
+	s.mu.Unlock()
+	ops.RegisterRaft(s.reg, rep.Group, rep.ID, func() *raftnode.Node { return n })
+	go func() {
+		select {
+		case <-n.Done():
+			select {
+			case s.done <- n:
+			case <-s.ctx.Done():
+			}
+		case <-s.ctx.Done():
+		}
+	}()
 }
 
 // serve starts the replicas on lis and serves until ctx ends or a replica
@@ -291,6 +333,8 @@ type replicaServer struct {
 func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start replicaStart) error {
 	raftSrv := transport.NewServer()
 	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		a, ok := s.peers[group][id]
 		return a, ok
 	}, s.r.tls.peerDial(s.clusterID)...)
@@ -298,22 +342,25 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 	authView := &auth.Holder{}
 	gs := grpc.NewServer(append(s.r.tls.serverOptions(s.clusterID, s.log), s.r.tls.guard(s.clusterID, authView, s.log).ServerOptions()...)...)
 	raftSrv.Register(gs)
-	reg := ops.NewRegistry()
-	stop, nodes, ready, err := start(s.e, network, s.clusterID, gs, reg, authView)
+	s.ctx, s.reg, s.done = ctx, ops.NewRegistry(), make(chan *raftnode.Node, 1)
+	stop, nodes, ready, err := start(s.e, network, s.clusterID, gs, s.reg, authView)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	for i, n := range nodes {
-		ops.RegisterRaft(reg, s.hosted[i].Group, s.hosted[i].ID, func() *raftnode.Node { return n })
+		s.serving(s.hosted[i], n)
 	}
-	ops.RegisterStorage(reg, s.e)
+	ops.RegisterStorage(s.reg, s.e)
 	go func() { _ = gs.Serve(lis) }()
 	defer gs.Stop()
 	if s.r.http != "" {
 		// Ready: every replica knows a leader, the disk accepts writes,
 		// and the replicas' own condition holds.
 		isReady := func() bool {
+			s.mu.Lock()
+			nodes := slices.Clone(s.nodes)
+			s.mu.Unlock()
 			for _, n := range nodes {
 				if n.Status().Leader == 0 {
 					return false
@@ -321,33 +368,25 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 			}
 			return s.e.Health() == nil && (ready == nil || ready() == nil)
 		}
-		if _, err := ops.Serve(ctx, s.r.http, reg, isReady, s.log, s.console(ctx)); err != nil {
+		if _, err := ops.Serve(ctx, s.r.http, s.reg, isReady, s.log, s.console(ctx)); err != nil {
 			return err
 		}
 	}
 	log := s.log.With("component", "process")
+	s.mu.Lock()
 	log.Info("replica serving", "replicas", s.hosted, "listen", s.r.listen, "data", s.r.data,
 		"cluster", fmt.Sprintf("%016x", s.clusterID))
-	// The process ends when any replica stops on its own (its storage
-	// failed): the others' clients move on to their groups' other replicas.
-	done := make(chan *raftnode.Node, len(nodes))
-	for _, n := range nodes {
-		go func() {
-			select {
-			case <-n.Done():
-				done <- n
-			case <-ctx.Done():
-			}
-		}()
-	}
+	s.mu.Unlock()
 	select {
 	case <-ctx.Done():
-	case n := <-done:
+	case n := <-s.done:
 		if err := n.Err(); err != nil {
 			return fmt.Errorf("replica stopped: %w", err)
 		}
 	}
+	s.mu.Lock()
 	log.Info("replica stopping", "replicas", s.hosted)
+	s.mu.Unlock()
 	return nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
+	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/internal/auth"
@@ -197,7 +197,12 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	srv := &replicaServer{r: &s.r, peers: map[uint64]map[uint64]string{}, e: e, log: log, clusterID: idents[0].ClusterID}
+	srv := &replicaServer{r: &s.r, peers: map[uint64]map[uint64]string{}, e: e, log: log, clusterID: cid}
+	if len(hosted) > 0 {
+		srv.clusterID = idents[0].ClusterID
+	} else {
+		log.Info("this node hosts no replica yet: `shardkv admin member add GROUP ID ADDR` with its address makes it host one")
+	}
 	for i, h := range hosted {
 		if idents[i].ClusterID != srv.clusterID {
 			return fmt.Errorf("storage %s: %s belongs to cluster %016x, %s to cluster %016x: a node serves one cluster",
@@ -208,7 +213,7 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 	}
 	return srv.serve(ctx, lis, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
 		authView *auth.Holder) (func(), []*raftnode.Node, func() error, error) {
-		return s.start(e, net, cid, gs, reg, authView, hosted)
+		return s.start(srv, e, net, cid, gs, reg, authView, hosted)
 	})
 }
 
@@ -237,9 +242,6 @@ func (s *serverFlags) hosted(e *storage.Engine, named []hostedReplica) ([]hosted
 			return nil, err
 		}
 		out = append(out, hostedReplica{rep: rep, peers: ident.Current()})
-	}
-	if len(out) == 0 {
-		return nil, usagef("this node hosts no replica yet: name one with --replica GROUP:ID=ADDR,... (or --group, --id and --peers)")
 	}
 	slices.SortFunc(out, func(a, b hostedReplica) int { return cmp.Compare(a.rep.Group, b.rep.Group) })
 	return out, nil
@@ -313,9 +315,10 @@ func followAuth(ctx context.Context, e *storage.Engine, authView *auth.Holder, c
 
 // start starts the node's group replicas (a replicaStart): one controller
 // client and one connection pool for all of them, one Router serving
-// their services on gs, and the following of the auth state (auth.Follow)
-// into authView.
-func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
+// their services on gs, the node's own service (memberpb.Node: Host adds
+// replicas later), and the following of the auth state (auth.Follow) into
+// authView.
+func (s *serverFlags) start(srv *replicaServer, e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, reg prometheus.Registerer,
 	authView *auth.Holder, hosted []hostedReplica) (func(), []*raftnode.Node, func() error, error) {
 	log, _ := s.g.logger()
 	dial := s.r.tls.peerDial(cid)
@@ -323,53 +326,33 @@ func (s *serverFlags) start(e *storage.Engine, net transport.Network, cid uint64
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	pool := rpc.NewPool(dial...)
-	router := groupserver.NewRouter()
-	var servers []*groupserver.Server
+	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...),
+		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}}
 	follow, stopFollow := context.WithCancel(context.Background())
 	if s.r.tls.creds != nil { // a plaintext process enforces nothing (serverTLSFlags.guard)
 		if err := followAuth(follow, e, authView, ctl, log); err != nil {
 			stopFollow()
 			ctl.Close()
+			n.pool.Close()
 			return nil, nil, nil, err
 		}
 	}
 	stop := func() {
 		stopFollow()
-		for _, srv := range servers {
-			router.Remove(srv)
-			srv.Stop()
-		}
+		n.stop()
 		ctl.Close()
-		pool.Close()
+		n.pool.Close()
 	}
 	var nodes []*raftnode.Node
 	for _, h := range hosted {
-		tune := func(c *raftnode.Config) {
-			s.r.tune(c)
-			c.Join = h.join
-		}
-		srv, err := groupserver.Start(groupserver.Config{GID: h.rep.Group, ID: h.rep.ID, ClusterID: cid, Peers: slices.Sorted(maps.Keys(h.peers)),
-			Engine: e, Network: net, Controller: ctl, Logger: log, Metrics: groupserver.NewMetrics(reg, h.rep.Group, h.rep.ID),
-			Tune: tune, Pool: pool, Dial: s.r.tls.tlsDial()})
-		if err == nil {
-			servers = append(servers, srv)
-			err = router.Add(srv)
-		}
+		srv, err := n.start(h)
 		if err != nil {
 			stop()
-			return nil, nil, nil, fmt.Errorf("start %s: %w", h.rep, err)
+			return nil, nil, nil, err
 		}
 		nodes = append(nodes, srv.Node())
 	}
-	router.Register(gs)
-	ready := func() error {
-		for _, srv := range servers {
-			if err := srv.Ready(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return stop, nodes, ready, nil
+	n.router.Register(gs)
+	memberpb.RegisterNodeServer(gs, n)
+	return stop, nodes, n.ready, nil
 }

@@ -1,0 +1,119 @@
+package main_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/internal/memberclient"
+	"github.com/shardkv/shardkv/internal/rpc"
+)
+
+// TestReplaceDeadNodeWithoutRestarts: two groups of three on three nodes;
+// one node dies for good. An empty fourth node is started, and for each
+// group `admin member add` names it: the running node hosts the new
+// replica at once (memberpb.Node's Host), and `admin member replace`
+// swaps it in. No process is restarted: every key reads back, and with a
+// second old node killed the groups still have a quorum (the survivor and
+// the new node). The new node restarted from its data directory alone
+// hosts both replicas again. The node refuses, changing nothing, a
+// replica its group never added, one whose address is not its own, and
+// `admin member host` of a member that does not exist.
+func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
+	bin, dir, addr := processTest(t, 7)
+	ctls, c := runControllers(t, bin, dir, addr)
+	nodeAddr := func(n int) string { return addr(3 + n) }
+	members, join := spread(nodeAddr)
+	nodes := make([]*process, 4)
+	startNode := func(n int, args ...string) {
+		args = append([]string{"server", "--listen", nodeAddr(n), "--data", filepath.Join(dir, fmt.Sprintf("n%d", n+1)), "--controllers", ctls}, args...)
+		nodes[n] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("n%d-%d.log", n+1, time.Now().UnixNano())), args...)
+		nodes[n].waitOutput(t, "replica serving")
+	}
+	for n := range 3 {
+		startNode(n, "--replica", "1:"+members(1), "--replica", "2:"+members(2))
+	}
+	c.ok("admin", "join", join(1), join(2), "--timeout", "30s")
+	const keys = 16
+	for i := range keys {
+		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
+	}
+	startNode(3) // the new machine: a node hosting nothing yet
+	nodes[3].waitOutput(t, "hosts no replica yet")
+
+	// Refusals, each changing nothing.
+	if _, errOut, code := c.run("", "admin", "member", "host", "1", "4"); code == 0 || !strings.Contains(errOut, "no member 4") {
+		t.Fatalf("member host of a member never added: exit %d: %s", code, errOut)
+	}
+	pool := rpc.NewPool()
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	group1 := func(id uint64, at string) map[uint64]string {
+		m := map[uint64]string{id: at}
+		for rid := 1; rid <= 3; rid++ {
+			m[uint64(rid)] = nodeAddr(rid - 1) // spread's group 1
+		}
+		return m
+	}
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(3), 1, 7, group1(7, nodeAddr(3)), 30*time.Second); !errors.Is(err, memberpb.ErrNotAdded) {
+		t.Fatalf("host a replica group 1 never added: %v, want ErrNotAdded", err)
+	}
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(3), 1, 7, group1(7, nodeAddr(2)), 30*time.Second); !errors.Is(err, memberpb.ErrNotThisNode) {
+		t.Fatalf("host a replica at another address: %v, want ErrNotThisNode", err)
+	}
+
+	// Node 1 dies for good; node 4 takes its replicas, no restart.
+	nodes[0].kill()
+	c.ok("put", "during", "node 1 dead", "--timeout", "30s")
+	for gid := 1; gid <= 2; gid++ {
+		g := fmt.Sprint(gid)
+		out := c.ok("admin", "member", "add", g, "4", nodeAddr(3), "--timeout", "30s")
+		if !strings.Contains(out, "hosts it now") {
+			t.Fatalf("member add %s 4 %s: the running node did not host it:\n%s", g, nodeAddr(3), out)
+		}
+		dead := strings.Split(memberList(t, c, g, "%[1]d@%[2]s", " "), " ")
+		i := slices.IndexFunc(dead, func(m string) bool { return strings.HasSuffix(m, "@"+nodeAddr(0)) })
+		replaceMember(t, c, g, strings.Split(dead[i], "@")[0], "4")
+		waitConfigNames(t, c, g, nodeAddr(3))
+	}
+	if out := c.ok("admin", "member", "host", "2", "4"); !strings.Contains(out, "it hosts 1/4, 2/4") {
+		t.Fatalf("member host of a hosted replica: %s", out)
+	}
+	readAll := func() {
+		t.Helper()
+		for i := range keys {
+			if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("value%d\n", i) {
+				t.Fatalf("key%d = %q", i, got)
+			}
+		}
+		if got := c.ok("get", "during", "--timeout", "30s"); got != "node 1 dead\n" {
+			t.Fatalf("during = %q", got)
+		}
+	}
+	for n := 1; n <= 3; n++ {
+		if nodes[n].exited() {
+			t.Fatalf("node %d exited: %v", n+1, nodes[n].err)
+		}
+	}
+	// Node 2 dies too: each group's quorum is node 3 and the new node, a
+	// voter now (raft keeps every committed entry on a quorum of it).
+	nodes[1].kill()
+	readAll()
+	c.ok("put", "after", "two deaths", "--timeout", "30s")
+
+	// The new node restarted from its data directory alone.
+	nodes[3].stop(t)
+	startNode(3)
+	nodes[3].waitOutput(t, "group1/4 group2/4")
+	readAll()
+	if got := c.ok("get", "after", "--timeout", "30s"); got != "two deaths\n" {
+		t.Fatalf("after = %q", got)
+	}
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/raftnode"
+	"github.com/shardkv/shardkv/storage"
+	"github.com/shardkv/shardkv/transport"
+)
+
+// node is a running node's group replicas and what they share: the
+// engine, the raft network, one controller client, one connection pool
+// and one Router. It serves memberpb.Node: Host starts one more replica
+// while the others serve on.
+type node struct {
+	memberpb.UnimplementedNodeServer
+	s      *serverFlags
+	srv    *replicaServer // the process: peers' addresses, metrics, readiness
+	e      *storage.Engine
+	net    transport.Network
+	cid    uint64
+	reg    prometheus.Registerer
+	ctl    *ctlclient.Client
+	pool   *rpc.Pool
+	router *groupserver.Router
+	log    *slog.Logger
+
+	hostMu sync.Mutex // one Host at a time: each asks its group's leader first
+
+	mu      sync.Mutex
+	servers []*groupserver.Server
+	metrics map[storage.Replica]*groupserver.Metrics // registered once, kept across a failed start
+	stopped bool
+}
+
+// start starts replica h and serves its group through the router.
+func (n *node) start(h hostedReplica) (*groupserver.Server, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		return nil, rpcerr.ErrStopped
+	}
+	m, ok := n.metrics[h.rep]
+	if !ok {
+		m = groupserver.NewMetrics(n.reg, h.rep.Group, h.rep.ID)
+		n.metrics[h.rep] = m
+	}
+	tune := func(c *raftnode.Config) {
+		n.s.r.tune(c)
+		c.Join = h.join
+	}
+	srv, err := groupserver.Start(groupserver.Config{GID: h.rep.Group, ID: h.rep.ID, ClusterID: n.cid, Peers: slices.Sorted(maps.Keys(h.peers)),
+		Engine: n.e, Network: n.net, Controller: n.ctl, Logger: n.log, Metrics: m,
+		Tune: tune, Pool: n.pool, Dial: n.s.r.tls.tlsDial()})
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", h.rep, err)
+	}
+	if err := n.router.Add(srv); err != nil {
+		srv.Stop()
+		return nil, fmt.Errorf("start %s: %w", h.rep, err)
+	}
+	n.servers = append(n.servers, srv)
+	return srv, nil
+}
+
+// stop stops every replica; Host refuses from then on.
+func (n *node) stop() {
+	n.mu.Lock()
+	n.stopped = true
+	servers := n.servers
+	n.mu.Unlock()
+	for _, srv := range servers {
+		n.router.Remove(srv)
+		srv.Stop()
+	}
+}
+
+// ready reports the replicas' own condition (groupserver.Server.Ready).
+func (n *node) ready() error {
+	n.mu.Lock()
+	servers := slices.Clone(n.servers)
+	n.mu.Unlock()
+	for _, srv := range servers {
+		if err := srv.Ready(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Host implements memberpb.NodeServer: it checks the request against the
+// node (the replica's address is the node's, no other replica of its group
+// here) and against the group's leader (the replica is its learner that
+// has acknowledged nothing: `admin member add` made it), records the
+// replica's identity as a joiner and starts it, empty; it catches up from
+// the leader. Each refusal changes nothing.
+func (n *node) Host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.HostReply, error) {
+	reply, err := n.host(ctx, req)
+	if err != nil {
+		n.log.Warn("refused to host a replica", "group", req.GetGroup(), "id", req.GetId(), "err", err)
+	}
+	return reply, memberpb.Errors.ToStatus(err)
+}
+
+func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.HostReply, error) {
+	gid, id, members := req.GetGroup(), req.GetId(), req.GetMembers()
+	self := n.s.r.listen
+	switch {
+	case gid == 0:
+		return nil, fmt.Errorf("%w: group 0 is the controller, which runs apart from nodes", rpcerr.ErrBadMemberChange)
+	case id == 0 || members[id] == "":
+		return nil, fmt.Errorf("%w: the members must list replica %d with its address", rpcerr.ErrBadMemberChange, id)
+	case members[id] != self:
+		return nil, fmt.Errorf("%w: the members put replica %d of group %d at %s, this node is %s", memberpb.ErrNotThisNode, id, gid, members[id], self)
+	}
+	for pid, addr := range members {
+		if pid != id && addr == self {
+			return nil, fmt.Errorf("%w: the members put replicas %d and %d of group %d on this node (%s); a node hosts one replica of a group",
+				memberpb.ErrHostsOtherReplica, min(id, pid), max(id, pid), gid, self)
+		}
+	}
+	n.hostMu.Lock()
+	defer n.hostMu.Unlock()
+	switch hosted, ok := n.router.Hosted()[gid]; {
+	case ok && hosted == id:
+		return n.hostedReply(), nil
+	case ok:
+		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d", memberpb.ErrHostsOtherReplica, hosted, gid)
+	}
+	rep := storage.Replica{Group: gid, ID: id}
+	ident, stored, err := n.e.LoadIdentity(rep)
+	if err != nil {
+		return nil, err
+	}
+	h := hostedReplica{rep: rep, peers: members}
+	if stored {
+		// An earlier Host recorded it and then failed to start it: it
+		// starts as its identity says (a joiner until its first snapshot).
+		h.peers = ident.Current()
+	} else {
+		if !addedAsLearner(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid)) {
+			return nil, fmt.Errorf("%w: no leader of group %d among %v has replica %d as a learner that has acknowledged nothing yet",
+				memberpb.ErrNotAdded, gid, slices.Sorted(maps.Values(members)), id)
+		}
+		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, storage.ClusterJoin); err != nil {
+			return nil, err
+		}
+		h.join = true
+	}
+	n.srv.addPeers(gid, h.peers)
+	srv, err := n.start(h)
+	if err != nil {
+		return nil, err
+	}
+	n.srv.serving(rep, srv.Node())
+	n.log.Info("hosting a new replica", "group", gid, "id", id, "members", members)
+	return n.hostedReply(), nil
+}
+
+// hostedReply lists the replicas the node hosts, by group.
+func (n *node) hostedReply() *memberpb.HostReply {
+	hosted := n.router.Hosted()
+	reply := &memberpb.HostReply{}
+	for _, gid := range slices.Sorted(maps.Keys(hosted)) {
+		reply.Hosted = append(reply.Hosted, &memberpb.HostedReplica{Group: gid, Id: hosted[gid]})
+	}
+	return reply
+}
