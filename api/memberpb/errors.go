@@ -28,3 +28,8 @@ var (
 	// that is not the node's.
 	ErrNotThisNode = Errors.New(codes.InvalidArgument, "NOT_THIS_NODE", "member: the replica's address is not this node's")
 )
+
+// ErrGroupExists: Node.Host was asked to create a group that exists (the
+// controller's configuration has it, or a member already holds the
+// replica's acknowledgements): add replicas to it with `admin member add`.
+var ErrGroupExists = Errors.New(codes.AlreadyExists, "GROUP_EXISTS", "member: the group exists already (add replicas to it with member add)")

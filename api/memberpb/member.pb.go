@@ -150,7 +150,9 @@ type HostRequest struct {
 	Id    uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`       // the replica's raft id
 	// The group's members, raft id -> host:port, the replica's own included
 	// (its address is the node's): as Membership.List answers them.
-	Members       map[uint64]string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Members map[uint64]string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// create: a new group whose founding voters are members (see Host).
+	Create        bool `protobuf:"varint,4,opt,name=create,proto3" json:"create,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +206,13 @@ func (x *HostRequest) GetMembers() map[uint64]string {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *HostRequest) GetCreate() bool {
+	if x != nil {
+		return x.Create
+	}
+	return false
 }
 
 type HostedReplica struct {
@@ -581,11 +590,12 @@ var File_api_memberpb_member_proto protoreflect.FileDescriptor
 
 const file_api_memberpb_member_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"\xb6\x01\n" +
+	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"\xce\x01\n" +
 	"\vHostRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12E\n" +
-	"\amembers\x18\x03 \x03(\v2+.shardkv.member.v1.HostRequest.MembersEntryR\amembers\x1a:\n" +
+	"\amembers\x18\x03 \x03(\v2+.shardkv.member.v1.HostRequest.MembersEntryR\amembers\x12\x16\n" +
+	"\x06create\x18\x04 \x01(\bR\x06create\x1a:\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +

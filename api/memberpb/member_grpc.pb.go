@@ -185,14 +185,19 @@ const (
 // replica at once, with no restart of the replicas it already hosts.
 type NodeClient interface {
 	// Host starts replica id of group on the answering node and records it
-	// in the node's data directory (every start hosts it again). The replica
-	// must already be a learner of its group (Membership.Change
+	// in the node's data directory (every start hosts it again). Either the
+	// replica is already a learner of its running group (Membership.Change
 	// ADD_LEARNER naming this node's address): it starts empty and catches
-	// up from the leader. Errors, each changing nothing: NOT_ADDED (the
-	// group's leader does not have it as a new learner), HOSTS_OTHER_REPLICA
-	// (the node hosts another replica of the group), NOT_THIS_NODE (members
-	// put the replica at another address), BAD_MEMBER_CHANGE (a malformed
-	// request). Hosting a replica the node already hosts answers its list.
+	// up from the leader; or create is set and the group is new: the
+	// members are its founding voters, each hosted by its node (every one
+	// is asked), and it elects a leader once a majority of them run. Errors,
+	// each changing nothing: NOT_ADDED (the group's leader does not have it
+	// as a new learner), GROUP_EXISTS (create, and the controller's
+	// configuration has the group, or a member of it already holds this
+	// replica's acknowledgements), HOSTS_OTHER_REPLICA (the node hosts
+	// another replica of the group), NOT_THIS_NODE (members put the
+	// replica at another address), BAD_MEMBER_CHANGE (a malformed request).
+	// Hosting a replica the node already hosts answers its list.
 	Host(ctx context.Context, in *HostRequest, opts ...grpc.CallOption) (*HostReply, error)
 }
 
@@ -223,14 +228,19 @@ func (c *nodeClient) Host(ctx context.Context, in *HostRequest, opts ...grpc.Cal
 // replica at once, with no restart of the replicas it already hosts.
 type NodeServer interface {
 	// Host starts replica id of group on the answering node and records it
-	// in the node's data directory (every start hosts it again). The replica
-	// must already be a learner of its group (Membership.Change
+	// in the node's data directory (every start hosts it again). Either the
+	// replica is already a learner of its running group (Membership.Change
 	// ADD_LEARNER naming this node's address): it starts empty and catches
-	// up from the leader. Errors, each changing nothing: NOT_ADDED (the
-	// group's leader does not have it as a new learner), HOSTS_OTHER_REPLICA
-	// (the node hosts another replica of the group), NOT_THIS_NODE (members
-	// put the replica at another address), BAD_MEMBER_CHANGE (a malformed
-	// request). Hosting a replica the node already hosts answers its list.
+	// up from the leader; or create is set and the group is new: the
+	// members are its founding voters, each hosted by its node (every one
+	// is asked), and it elects a leader once a majority of them run. Errors,
+	// each changing nothing: NOT_ADDED (the group's leader does not have it
+	// as a new learner), GROUP_EXISTS (create, and the controller's
+	// configuration has the group, or a member of it already holds this
+	// replica's acknowledgements), HOSTS_OTHER_REPLICA (the node hosts
+	// another replica of the group), NOT_THIS_NODE (members put the
+	// replica at another address), BAD_MEMBER_CHANGE (a malformed request).
+	// Hosting a replica the node already hosts answers its list.
 	Host(context.Context, *HostRequest) (*HostReply, error)
 	mustEmbedUnimplementedNodeServer()
 }

@@ -4,13 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shardkv/shardkv/api/config"
+	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/memberclient"
+	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // The commands that change the configuration (join, leave, move) and show
@@ -69,14 +74,22 @@ func shardsOf(cfg config.Config, gid uint64) []int {
 }
 
 func newAdminJoinCmd(a *adminFlags) *cobra.Command {
-	return a.command(&cobra.Command{
+	var create bool
+	cmd := a.command(&cobra.Command{
 		Use:   "join GID=ADDR,ADDR,ADDR...",
 		Short: "Add replica groups and rebalance",
 		Long: `Add replica groups to the configuration, each as its id and its replicas'
 addresses, and rebalance: shards move to the new groups. Prints the new
-configuration.`,
+configuration.
+
+The replicas must be running. With --create, the addresses are nodes
+('shardkv server' processes) and the group is new: each node is first asked
+to host its replica (the i-th address replica i), with no restart; the
+nodes refuse, changing nothing, a group the configuration has, and a
+second replica of a group on one node.`,
 		Example: `  shardkv admin join 4=127.0.0.1:7200,127.0.0.1:7201,127.0.0.1:7202
-  shardkv admin join 4=10.0.0.4:7100,10.0.0.5:7100 5=10.0.0.6:7100,10.0.0.7:7100 -o json`,
+  shardkv admin join 4=10.0.0.4:7100,10.0.0.5:7100 5=10.0.0.6:7100,10.0.0.7:7100 -o json
+  shardkv admin join --create 4=10.0.0.1:7111,10.0.0.2:7111,10.0.0.3:7111   # a new group on running nodes`,
 		Args: cobra.MinimumNArgs(1),
 	}, clientExitCodes, func(_ *cobra.Command, args []string) (controllerCall, error) {
 		groups := map[uint64][]string{}
@@ -87,12 +100,45 @@ configuration.`,
 				return nil, usagef("%q is not GID=ADDR,ADDR,... with GID > 0", arg)
 			}
 			groups[id] = splitList(addrs)
+			if create && len(slices.Compact(slices.Sorted(slices.Values(groups[id])))) != len(groups[id]) {
+				return nil, usagef("%q: an address is named twice; a node hosts one replica of a group (two would fail together)", arg)
+			}
 		}
 		return func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
+			if create {
+				if err := a.createGroups(ctx, groups); err != nil {
+					return nil, err
+				}
+			}
 			cfg, err := ctl.Join(ctx, groups)
 			return configView{cfg}, err
 		}, nil
 	})
+	cmd.Flags().BoolVar(&create, "create", false, "create the groups on running nodes first (replica i at the i-th address)")
+	return cmd
+}
+
+// createGroups asks every node of each new group to host its replica
+// (memberpb.Node's Host with Create): replica i at the i-th address.
+// Nodes asked before a refusal keep their replica; asking again is
+// harmless (a node answers a replica it hosts as done).
+func (a *adminFlags) createGroups(ctx context.Context, groups map[uint64][]string) error {
+	pool := rpc.NewPool(a.cf.dial()...)
+	defer pool.Close()
+	for _, gid := range slices.Sorted(maps.Keys(groups)) {
+		members := map[uint64]string{}
+		for i, addr := range groups[gid] {
+			members[uint64(i+1)] = addr
+		}
+		for i, addr := range groups[gid] {
+			req := &memberpb.HostRequest{Group: gid, Id: uint64(i + 1), Members: members, Create: true}
+			if _, err := memberclient.Host(ctx, pool, addr, req, hostTimeout); err != nil {
+				return fmt.Errorf("create group %d: the node at %s (replica %d): %w; nothing joined (replicas hosted before it stay: run the same command again once fixed)",
+					gid, addr, i+1, err)
+			}
+		}
+	}
+	return nil
 }
 
 func newAdminLeaveCmd(a *adminFlags) *cobra.Command {

@@ -158,7 +158,7 @@ replica already hosted changes nothing).`,
 						rpcerr.ErrUnknownMember, id, gid, gid, id)
 				}
 				addr := reply.GetMembers()[i].GetAddr()
-				hosted, err := memberclient.Host(ctx, m.pool, addr, gid, id, groupMembers(reply, id, addr), hostTimeout)
+				hosted, err := memberclient.Host(ctx, m.pool, addr, &memberpb.HostRequest{Group: gid, Id: id, Members: groupMembers(reply, id, addr)}, hostTimeout)
 				if err != nil {
 					return nil, fmt.Errorf("the node at %s: %w", addr, err)
 				}
@@ -268,7 +268,7 @@ func (v *membersView) host(ctx context.Context, m *members, id uint64, addr stri
 		v.next = startCommand(v.group, id, addr, v.reply, m.controllers)
 		return
 	}
-	hosted, err := memberclient.Host(ctx, m.pool, addr, v.group, id, groupMembers(v.reply, id, addr), hostTimeout)
+	hosted, err := memberclient.Host(ctx, m.pool, addr, &memberpb.HostRequest{Group: v.group, Id: id, Members: groupMembers(v.reply, id, addr)}, hostTimeout)
 	if err != nil {
 		v.hostErr, v.next = err, startCommand(v.group, id, addr, v.reply, m.controllers)
 		return

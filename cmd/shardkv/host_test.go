@@ -23,8 +23,9 @@ import (
 // second old node killed the groups still have a quorum (the survivor and
 // the new node). The new node restarted from its data directory alone
 // hosts both replicas again. The node refuses, changing nothing, a
-// replica its group never added, one whose address is not its own, and
-// `admin member host` of a member that does not exist.
+// replica its group never added, one whose address is not its own, the
+// creation of a group that exists, and `admin member host` of a member
+// that does not exist.
 func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 	bin, dir, addr := processTest(t, 7)
 	ctls, c := runControllers(t, bin, dir, addr)
@@ -62,11 +63,15 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 		}
 		return m
 	}
-	if _, err := memberclient.Host(ctx, pool, nodeAddr(3), 1, 7, group1(7, nodeAddr(3)), 30*time.Second); !errors.Is(err, memberpb.ErrNotAdded) {
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(3), &memberpb.HostRequest{Group: 1, Id: 7, Members: group1(7, nodeAddr(3))}, 30*time.Second); !errors.Is(err, memberpb.ErrNotAdded) {
 		t.Fatalf("host a replica group 1 never added: %v, want ErrNotAdded", err)
 	}
-	if _, err := memberclient.Host(ctx, pool, nodeAddr(3), 1, 7, group1(7, nodeAddr(2)), 30*time.Second); !errors.Is(err, memberpb.ErrNotThisNode) {
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(3), &memberpb.HostRequest{Group: 1, Id: 7, Members: group1(7, nodeAddr(2))}, 30*time.Second); !errors.Is(err, memberpb.ErrNotThisNode) {
 		t.Fatalf("host a replica at another address: %v, want ErrNotThisNode", err)
+	}
+	create := &memberpb.HostRequest{Group: 1, Id: 7, Members: group1(7, nodeAddr(3)), Create: true}
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(3), create, 30*time.Second); !errors.Is(err, memberpb.ErrGroupExists) {
+		t.Fatalf("create group 1 again: %v, want ErrGroupExists", err)
 	}
 
 	// Node 1 dies for good; node 4 takes its replicas, no restart.
@@ -116,4 +121,62 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 	if got := c.ok("get", "after", "--timeout", "30s"); got != "two deaths\n" {
 		t.Fatalf("after = %q", got)
 	}
+}
+
+// TestCreateGroupOnRunningNodes: three nodes host group 1; `admin join
+// --create` makes each host a replica of a new group 2 (Node.Host with
+// Create) and joins it, with no restart: shards move to it, every key
+// reads back, and a node restarted from its data directory alone hosts
+// both groups. A group naming one node twice is refused before anything.
+func TestCreateGroupOnRunningNodes(t *testing.T) {
+	bin, dir, addr := processTest(t, 6)
+	ctls, c := runControllers(t, bin, dir, addr)
+	nodeAddr := func(n int) string { return addr(3 + n) }
+	members, join := spread(nodeAddr)
+	nodes := make([]*process, 3)
+	startNode := func(n int, args ...string) {
+		args = append([]string{"server", "--listen", nodeAddr(n), "--data", filepath.Join(dir, fmt.Sprintf("n%d", n+1)), "--controllers", ctls}, args...)
+		nodes[n] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("n%d-%d.log", n+1, time.Now().UnixNano())), args...)
+		nodes[n].waitOutput(t, "replica serving")
+	}
+	for n := range 3 {
+		startNode(n, "--replica", "1:"+members(1))
+	}
+	c.ok("admin", "join", join(1), "--timeout", "30s")
+	const keys = 16
+	for i := range keys {
+		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
+	}
+	twice := fmt.Sprintf("2=%s,%s,%s", nodeAddr(0), nodeAddr(0), nodeAddr(1))
+	if _, errOut, code := c.run("", "admin", "join", "--create", twice); code != 2 || !strings.Contains(errOut, "named twice") {
+		t.Fatalf("join --create %s: exit %d: %s", twice, code, errOut)
+	}
+	c.ok("admin", "join", "--create", join(2), "--timeout", "30s")
+	for n := range 3 {
+		nodes[n].waitOutput(t, "hosting a new replica")
+	}
+	waitSettled(t, c)
+	if got := len(configReplicas(t, c)["2"]); got != 3 {
+		t.Fatalf("group 2 in the configuration: %d replicas", got)
+	}
+	readAll := func() {
+		t.Helper()
+		for i := range keys {
+			if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("value%d\n", i) {
+				t.Fatalf("key%d = %q", i, got)
+			}
+		}
+	}
+	readAll()
+	for n := range 3 {
+		if nodes[n].exited() {
+			t.Fatalf("node %d exited: %v", n+1, nodes[n].err)
+		}
+	}
+	nodes[0].stop(t)
+	startNode(0)
+	nodes[0].waitOutput(t, "group1/1 group2/3")
+	nodes[1].kill() // each group: nodes 1 and 3 are a quorum
+	readAll()
+	c.ok("put", "after", "create", "--timeout", "30s")
 }

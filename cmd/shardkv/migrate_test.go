@@ -12,10 +12,9 @@ import (
 // TestMigrateProcessesToNodes follows README's "Moving one-replica
 // processes onto nodes" step by step: two groups whose replicas run one
 // per process (`server --group --id --peers`) move, one replica of each
-// group at a time, onto three nodes (`server --replica`): member add in
-// each group, start the node once with a --replica per group and
-// --initial-cluster-state existing, member replace in each group, stop
-// the old processes. Every key written before and during the move reads
+// group at a time, onto three nodes: start the node empty, member add in
+// each group (the running node hosts the new replica), member replace in
+// each group, stop the old processes. Every key written before and during the move reads
 // back, the configuration names only the nodes, and the nodes restarted
 // with only --listen, --data and --controllers still serve.
 func TestMigrateProcessesToNodes(t *testing.T) {
@@ -160,13 +159,12 @@ func migrateProcessesToNodes(t *testing.T, groups int, waitEachStep bool) migrat
 	}
 	for i := 1; i <= 3; i++ {
 		newID := fmt.Sprint(3 + i)
-		args := []string{"--initial-cluster-state", "existing"}
+		startNode(i) // empty: member add makes it host each group's new replica
 		for g := 1; g <= groups; g++ {
-			c.ok("admin", "member", "add", fmt.Sprint(g), newID, nodeAddr(i), "--timeout", "30s")
-			args = append(args, "--replica", fmt.Sprintf("%d:%s", g, memberList(t, c, fmt.Sprint(g), "%[1]d=%[2]s", ",")))
+			if out := c.ok("admin", "member", "add", fmt.Sprint(g), newID, nodeAddr(i), "--timeout", "30s"); !strings.Contains(out, "hosts it now") {
+				t.Fatalf("member add %d %s %s: the node did not host it:\n%s", g, newID, nodeAddr(i), out)
+			}
 		}
-		t.Logf("node %d: shardkv server --listen %s ... %s", i, nodeAddr(i), strings.Join(args, " "))
-		startNode(i, args...)
 		c.ok("put", fmt.Sprintf("learner%d", i), fmt.Sprintf("added %d", i), "--timeout", "30s")
 		for g := 1; g <= groups; g++ {
 			replaceMember(t, c, fmt.Sprint(g), fmt.Sprint(i), newID)

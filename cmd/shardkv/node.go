@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -145,11 +146,19 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		return nil, err
 	}
 	h := hostedReplica{rep: rep, peers: members}
-	if stored {
+	switch {
+	case stored:
 		// An earlier Host recorded it and then failed to start it: it
-		// starts as its identity says (a joiner until its first snapshot).
+		// starts as its identity says.
 		h.peers = ident.Current()
-	} else {
+	case req.GetCreate():
+		if err := n.creatable(ctx, gid, id, members); err != nil {
+			return nil, err
+		}
+		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, storage.ClusterNew); err != nil {
+			return nil, err
+		}
+	default:
 		if !addedAsLearner(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid)) {
 			return nil, fmt.Errorf("%w: no leader of group %d among %v has replica %d as a learner that has acknowledged nothing yet",
 				memberpb.ErrNotAdded, gid, slices.Sorted(maps.Values(members)), id)
@@ -167,6 +176,27 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	n.srv.serving(rep, srv.Node())
 	n.log.Info("hosting a new replica", "group", gid, "id", id, "members", members)
 	return n.hostedReply(), nil
+}
+
+// creatable checks that group gid is new before replica id founds it with
+// members: the controller's latest configuration does not have it (a
+// group that exists takes replicas by member add), and no member leads it
+// with this replica's acknowledgements (notBootstrapped: this replica ran
+// before and lost its data).
+func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64]string) error {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cfg, _, err := n.ctl.Query(qctx, -1)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read the configuration before creating group %d: %w", gid, err)
+	}
+	if addrs, ok := cfg.Groups[gid]; ok {
+		return fmt.Errorf("%w: configuration %d has group %d at %v", memberpb.ErrGroupExists, cfg.Num, gid, addrs)
+	}
+	if err := notBootstrapped(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid), n.s.r.data); err != nil {
+		return fmt.Errorf("%w: %w", memberpb.ErrGroupExists, err)
+	}
+	return nil
 }
 
 // hostedReply lists the replicas the node hosts, by group.

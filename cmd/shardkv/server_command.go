@@ -50,8 +50,11 @@ for a group the node does not host is refused as WRONG_GROUP.
 A replica is named once, when its group is created or it is added to one:
 --replica GROUP:ID=ADDR,ID=ADDR,... lists the group's members, and the node
 hosts the one at its own --listen address. The old form, --group, --id and
---peers, names one replica. The node records every replica it hosts in its
-data directory and starts them all again at every start, named or not.
+--peers, names one replica. A running node (even one started hosting
+nothing) takes more replicas without a restart: 'shardkv admin join
+--create' for a new group, 'shardkv admin member add' for a new replica of
+a running group. The node records every replica it hosts in its data
+directory and starts them all again at every start, named or not.
 On its first start a replica learns the cluster's id from the controllers
 (waiting for them); a group serves shards once 'shardkv admin join' added it
 to the configuration.`,
@@ -60,6 +63,8 @@ to the configuration.`,
     --replica 2:1=127.0.0.1:7112,2=127.0.0.1:7113,3=127.0.0.1:7111 \
     --replica 3:1=127.0.0.1:7113,2=127.0.0.1:7111,3=127.0.0.1:7112   # node 1 of 3: three groups, each spread over the nodes
   shardkv server --listen 127.0.0.1:7111 --data /var/lib/shardkv/n1 --controllers $C   # its restart: it hosts what it recorded
+  shardkv server --listen 127.0.0.1:7114 --data /var/lib/shardkv/n4 --controllers $C   # a new node hosting nothing yet
+  shardkv admin member add 1 4 127.0.0.1:7114   # ... hosts a new replica of group 1 at once
   shardkv admin join 1=127.0.0.1:7111,127.0.0.1:7112,127.0.0.1:7113 2=127.0.0.1:7112,127.0.0.1:7113,127.0.0.1:7111 \
     3=127.0.0.1:7113,127.0.0.1:7111,127.0.0.1:7112
   shardkv server --group 4 --id 1 --listen 127.0.0.1:7120 --data /var/lib/shardkv/g4r1 \

@@ -107,20 +107,21 @@ func Change(ctx context.Context, pool *rpc.Pool, req *memberpb.ChangeRequest, ad
 	return nil, last
 }
 
-// Host asks the node at addr to host replica id of group (memberpb.Node's
-// Host), members being the group's members as its leader lists them, this
-// replica at addr included. The node first asks the group's leader whether
-// the replica is its new learner, which may take seconds: timeout bounds
-// the whole call. Refusals are memberpb's sentinels; a call cut by the
-// timeout may have started the replica (host it again to learn: hosting
-// a replica already hosted answers the node's list).
-func Host(ctx context.Context, pool *rpc.Pool, addr string, group, id uint64, members map[uint64]string, timeout time.Duration) (*memberpb.HostReply, error) {
+// Host asks the node at addr to host the replica req names
+// (memberpb.Node's Host): req.Members are the group's members as its
+// leader lists them (or, with req.Create, the new group's founders), this
+// replica at addr included. The node first asks the group's members,
+// which may take seconds: timeout bounds the whole call. Refusals are
+// memberpb's sentinels; a call cut by the timeout may have started the
+// replica (host it again to learn: hosting a replica already hosted
+// answers the node's list).
+func Host(ctx context.Context, pool *rpc.Pool, addr string, req *memberpb.HostRequest, timeout time.Duration) (*memberpb.HostReply, error) {
 	conn, err := pool.Get(addr)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	reply, err := memberpb.NewNodeClient(conn).Host(ctx, &memberpb.HostRequest{Group: group, Id: id, Members: members})
+	reply, err := memberpb.NewNodeClient(conn).Host(ctx, req)
 	return reply, memberpb.Errors.FromStatus(err)
 }
