@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -27,24 +26,14 @@ import (
 // creation of a group that exists, and `admin member host` of a member
 // that does not exist.
 func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
-	bin, dir, addr := processTest(t, 7)
-	ctls, c := runControllers(t, bin, dir, addr)
-	nodeAddr := func(n int) string { return addr(3 + n) }
-	members, join := spread(nodeAddr)
-	nodes := make([]*process, 4)
-	startNode := func(n int, args ...string) {
-		args = append([]string{"server", "--listen", nodeAddr(n), "--data", filepath.Join(dir, fmt.Sprintf("n%d", n+1)), "--controllers", ctls}, args...)
-		nodes[n] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("n%d-%d.log", n+1, time.Now().UnixNano())), args...)
-		nodes[n].waitOutput(t, "replica serving")
-	}
+	p := startNodeTest(t, 4)
+	c, nodes, nodeAddr, members, join, startNode := p.c, p.nodes, p.addr, p.members, p.join, p.start
 	for n := range 3 {
 		startNode(n, "--replica", "1:"+members(1), "--replica", "2:"+members(2))
 	}
 	c.ok("admin", "join", join(1), join(2), "--timeout", "30s")
 	const keys = 16
-	for i := range keys {
-		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
-	}
+	writeKeys(c, keys)
 	startNode(3) // the new machine: a node hosting nothing yet
 	nodes[3].waitOutput(t, "hosts no replica yet")
 
@@ -93,11 +82,7 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 	}
 	readAll := func() {
 		t.Helper()
-		for i := range keys {
-			if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("value%d\n", i) {
-				t.Fatalf("key%d = %q", i, got)
-			}
-		}
+		readKeys(t, c, keys)
 		if got := c.ok("get", "during", "--timeout", "30s"); got != "node 1 dead\n" {
 			t.Fatalf("during = %q", got)
 		}
@@ -129,24 +114,14 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 // reads back, and a node restarted from its data directory alone hosts
 // both groups. A group naming one node twice is refused before anything.
 func TestCreateGroupOnRunningNodes(t *testing.T) {
-	bin, dir, addr := processTest(t, 6)
-	ctls, c := runControllers(t, bin, dir, addr)
-	nodeAddr := func(n int) string { return addr(3 + n) }
-	members, join := spread(nodeAddr)
-	nodes := make([]*process, 3)
-	startNode := func(n int, args ...string) {
-		args = append([]string{"server", "--listen", nodeAddr(n), "--data", filepath.Join(dir, fmt.Sprintf("n%d", n+1)), "--controllers", ctls}, args...)
-		nodes[n] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("n%d-%d.log", n+1, time.Now().UnixNano())), args...)
-		nodes[n].waitOutput(t, "replica serving")
-	}
+	p := startNodeTest(t, 3)
+	c, nodes, nodeAddr, members, join, startNode := p.c, p.nodes, p.addr, p.members, p.join, p.start
 	for n := range 3 {
 		startNode(n, "--replica", "1:"+members(1))
 	}
 	c.ok("admin", "join", join(1), "--timeout", "30s")
 	const keys = 16
-	for i := range keys {
-		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
-	}
+	writeKeys(c, keys)
 	twice := fmt.Sprintf("2=%s,%s,%s", nodeAddr(0), nodeAddr(0), nodeAddr(1))
 	if _, errOut, code := c.run("", "admin", "join", "--create", twice); code != 2 || !strings.Contains(errOut, "named twice") {
 		t.Fatalf("join --create %s: exit %d: %s", twice, code, errOut)
@@ -159,15 +134,7 @@ func TestCreateGroupOnRunningNodes(t *testing.T) {
 	if got := len(configReplicas(t, c)["2"]); got != 3 {
 		t.Fatalf("group 2 in the configuration: %d replicas", got)
 	}
-	readAll := func() {
-		t.Helper()
-		for i := range keys {
-			if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("value%d\n", i) {
-				t.Fatalf("key%d = %q", i, got)
-			}
-		}
-	}
-	readAll()
+	readKeys(t, c, keys)
 	for n := range 3 {
 		if nodes[n].exited() {
 			t.Fatalf("node %d exited: %v", n+1, nodes[n].err)
@@ -177,6 +144,6 @@ func TestCreateGroupOnRunningNodes(t *testing.T) {
 	startNode(0)
 	nodes[0].waitOutput(t, "group1/1 group2/3")
 	nodes[1].kill() // each group: nodes 1 and 3 are a quorum
-	readAll()
+	readKeys(t, c, keys)
 	c.ok("put", "after", "create", "--timeout", "30s")
 }

@@ -18,59 +18,38 @@ import (
 // --controllers brings back every replica it hosts, which catch up. A node
 // named two replicas of one group is refused before it starts.
 func TestMultiProcessNodes(t *testing.T) {
-	bin, dir, addr := processTest(t, 6)
-	ctls, c := runControllers(t, bin, dir, addr)
-	t.Setenv("SHARDKV_CONTROLLERS", ctls)
-	nodeAddr := func(n int) string { return addr(3 + n) }
-	members, join := spread(nodeAddr)
+	p := startNodeTest(t, 3)
+	c, nodes, nodeAddr, members, join := p.c, p.nodes, p.addr, p.members, p.join
 
 	// Placement is checked: two replicas of a group on one node.
 	bad := fmt.Sprintf("1:1=%s,2=%s,3=%s", nodeAddr(0), nodeAddr(0), nodeAddr(1))
-	out, err := exec.Command(bin, "server", "--listen", nodeAddr(0), "--data", filepath.Join(dir, "bad"), "--replica", bad).CombinedOutput()
+	out, err := exec.Command(p.bin, "server", "--listen", nodeAddr(0), "--data", filepath.Join(p.dir, "bad"), "--replica", bad).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "are both on this node") {
 		t.Fatalf("two replicas of group 1 on one node: %v, %s", err, out)
 	}
 
-	nodes := make([]*process, 3)
-	startNode := func(n int, args ...string) {
-		args = append([]string{"server", "--listen", nodeAddr(n), "--data", filepath.Join(dir, fmt.Sprintf("n%d", n+1))}, args...)
-		nodes[n] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("n%d-%d.log", n+1, time.Now().UnixNano())), args...)
-	}
 	for n := range 3 {
 		var args []string
 		for gid := 1; gid <= 3; gid++ {
 			args = append(args, "--replica", fmt.Sprintf("%d:%s", gid, members(gid)))
 		}
-		startNode(n, args...)
-	}
-	for n := range 3 {
-		nodes[n].waitOutput(t, "replica serving")
+		p.start(n, args...)
 	}
 	c.ok("admin", "join", join(1), join(2), "--timeout", "30s")
-	keys := 12
-	for i := range keys {
-		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
-	}
+	const keys = 12
+	writeKeys(c, keys)
 	c.ok("admin", "join", join(3), "--timeout", "30s")
 	c.ok("admin", "move", "0", "3", "--timeout", "30s")
 	waitSettled(t, c)
 
-	readAll := func() {
-		t.Helper()
-		for i := range keys {
-			if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("value%d\n", i) {
-				t.Fatalf("key%d = %q", i, got)
-			}
-		}
-	}
+	readAll := func() { t.Helper(); readKeys(t, c, keys) }
 	nodes[0].kill()
 	readAll()
 	c.ok("put", "during", "node 1 down", "--timeout", "30s")
 	c.ok("admin", "leave", "1", "--timeout", "30s")
 	// Restarted with no --replica: the node hosts what its data holds.
-	startNode(0)
-	nodes[0].waitOutput(t, "replica serving")
+	p.start(0)
 	nodes[0].waitOutput(t, "group1/1 group2/3 group3/2")
 	waitSettled(t, c)
 	waitAllReplicasCurrent(t, c)
@@ -78,6 +57,55 @@ func TestMultiProcessNodes(t *testing.T) {
 	readAll()
 	if got := c.ok("get", "during", "--timeout", "30s"); got != "node 1 down\n" {
 		t.Fatalf("during = %q", got)
+	}
+}
+
+// nodeTest is a test of nodes: three controller processes, a CLI that
+// uses them, and room for nodes (`shardkv server` processes), node n at
+// addr(n), its data in dir/n<n+1>.
+type nodeTest struct {
+	t             *testing.T
+	bin, dir      string
+	ctls          string
+	c             *cli
+	addr          func(n int) string
+	members, join func(gid int) string // spread over nodes 0, 1 and 2
+	nodes         []*process           // node n's latest process
+}
+
+// startNodeTest starts the controllers of a test of n nodes.
+func startNodeTest(t *testing.T, n int) *nodeTest {
+	bin, dir, addr := processTest(t, 3+n)
+	ctls, c := runControllers(t, bin, dir, addr)
+	p := &nodeTest{t: t, bin: bin, dir: dir, ctls: ctls, c: c, addr: func(n int) string { return addr(3 + n) }, nodes: make([]*process, n)}
+	p.members, p.join = spread(p.addr)
+	return p
+}
+
+// start starts node n with args after its --listen, --data and
+// --controllers, and waits until it serves.
+func (p *nodeTest) start(n int, args ...string) {
+	p.t.Helper()
+	args = append([]string{"server", "--listen", p.addr(n), "--data", filepath.Join(p.dir, fmt.Sprintf("n%d", n+1)), "--controllers", p.ctls}, args...)
+	p.nodes[n] = startProcess(p.t, p.bin, filepath.Join(p.dir, fmt.Sprintf("n%d-%d.log", n+1, time.Now().UnixNano())), args...)
+	p.nodes[n].waitOutput(p.t, "replica serving")
+}
+
+// writeKeys puts key0=value0 ... key<n-1>.
+func writeKeys(c *cli, n int) {
+	c.t.Helper()
+	for i := range n {
+		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
+	}
+}
+
+// readKeys checks that key0 ... key<n-1> read back as writeKeys put them.
+func readKeys(t *testing.T, c *cli, n int) {
+	t.Helper()
+	for i := range n {
+		if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("value%d\n", i) {
+			t.Fatalf("key%d = %q", i, got)
+		}
 	}
 }
 
