@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,10 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shardkv/shardkv/api/config"
-	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/controller/ctlclient"
-	"github.com/shardkv/shardkv/internal/memberclient"
-	"github.com/shardkv/shardkv/internal/rpc"
 )
 
 // The commands that change the configuration (join, leave, move) and show
@@ -116,29 +112,6 @@ second replica of a group on one node.`,
 	})
 	cmd.Flags().BoolVar(&create, "create", false, "create the groups on running nodes first (replica i at the i-th address)")
 	return cmd
-}
-
-// createGroups asks every node of each new group to host its replica
-// (memberpb.Node's Host with Create): replica i at the i-th address.
-// Nodes asked before a refusal keep their replica; asking again is
-// harmless (a node answers a replica it hosts as done).
-func (a *adminFlags) createGroups(ctx context.Context, groups map[uint64][]string) error {
-	pool := rpc.NewPool(a.cf.dial()...)
-	defer pool.Close()
-	for _, gid := range slices.Sorted(maps.Keys(groups)) {
-		members := map[uint64]string{}
-		for i, addr := range groups[gid] {
-			members[uint64(i+1)] = addr
-		}
-		for i, addr := range groups[gid] {
-			req := &memberpb.HostRequest{Group: gid, Id: uint64(i + 1), Members: members, Create: true}
-			if _, err := memberclient.Host(ctx, pool, addr, req, hostTimeout); err != nil {
-				return fmt.Errorf("create group %d: the node at %s (replica %d): %w; nothing joined (replicas hosted before it stay: run the same command again once fixed)",
-					gid, addr, i+1, err)
-			}
-		}
-	}
-	return nil
 }
 
 func newAdminLeaveCmd(a *adminFlags) *cobra.Command {

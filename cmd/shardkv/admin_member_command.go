@@ -169,6 +169,29 @@ replica already hosted changes nothing).`,
 	return setExitCodes(host, clientExitCodes)
 }
 
+// createGroups asks every node of each new group to host its replica
+// (memberpb.Node's Host with Create): replica i at the i-th address.
+// Nodes asked before a refusal keep their replica; asking again is
+// harmless (a node answers a replica it hosts as done).
+func (a *adminFlags) createGroups(ctx context.Context, groups map[uint64][]string) error {
+	pool := rpc.NewPool(a.cf.dial()...)
+	defer pool.Close()
+	for _, gid := range slices.Sorted(maps.Keys(groups)) {
+		members := map[uint64]string{}
+		for i, addr := range groups[gid] {
+			members[uint64(i+1)] = addr
+		}
+		for i, addr := range groups[gid] {
+			req := &memberpb.HostRequest{Group: gid, Id: uint64(i + 1), Members: members, Create: true}
+			if _, err := memberclient.Host(ctx, pool, addr, req, hostTimeout); err != nil {
+				return fmt.Errorf("create group %d: the node at %s (replica %d): %w; nothing joined (replicas hosted before it stay: run the same command again once fixed)",
+					gid, addr, i+1, err)
+			}
+		}
+	}
+	return nil
+}
+
 // hostTimeout bounds a node's Host: it asks the group's leader first, for
 // up to ten seconds while the group elects one.
 const hostTimeout = 30 * time.Second
