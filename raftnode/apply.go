@@ -105,6 +105,9 @@ func (n *Node) applySnapshot(snap *raftpb.Snapshot) error {
 		}
 	}
 	n.addrs = book
+	// The ids the group removed in the entries the snapshot skips (saved
+	// below with the membership, before the snapshot is recorded, synced).
+	n.removed = unionSorted(n.removed, env.Removed)
 	n.memberMu.Unlock()
 	n.publishAddrs(book)
 	n.logApplied = snap.GetMetadata().GetIndex()

@@ -50,7 +50,7 @@ func forceNewCluster(st storage.RaftState, disk *storage.RaftLog, self, applied 
 		i := idx
 		filler = append(filler, &raftpb.Entry{Type: raftpb.EntryType_EntryNormal.Enum(), Index: &i, Term: &term})
 	}
-	cs, _, err := replayConfChanges(st.Snapshot.GetConfState(), kept, commit)
+	cs, _, _, err := replayConfChanges(st.Snapshot.GetConfState(), kept, commit)
 	if err != nil {
 		return st, fmt.Errorf("force new cluster: %w", err)
 	}

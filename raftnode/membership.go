@@ -41,6 +41,12 @@ type Membership struct {
 	// (it joined, on data written before they were recorded) has
 	// storage.Identity.Founders' guess.
 	Founders []uint64
+	// Removed are the ids of the members the group removed, as far as
+	// this member applied or learned from its leader's snapshot, sorted.
+	// An id is never a member twice (AddLearner refuses it): a new replica
+	// under a removed id would not know the old one's votes, and could
+	// vote twice in a term.
+	Removed []uint64
 }
 
 // IsVoter reports whether id votes.
@@ -102,10 +108,12 @@ const learnerReady = 0.9
 //	rpcerr.ErrMembershipChangeInProgress  another change is not applied yet, or the group is in joint consensus
 //	rpcerr.ErrUnknownMember               the member to promote, remove or replace is not in the group
 //	rpcerr.ErrMemberExists                the member to add is already in the group
+//	rpcerr.ErrMemberRemoved               the member to add was removed from the group once
 //	rpcerr.ErrNotLearner                  Promote or Replace names a member that is not a learner
 //	rpcerr.ErrLearnerBehind               the learner has less than 90% of the leader's log
 //	rpcerr.ErrWouldLoseQuorum             Promote, Replace or Remove: after the change, fewer voters than a quorum would be reachable (heard from within an election timeout)
 //	rpcerr.ErrBadMemberAddr               AddLearner without a host:port address
+//	rpcerr.ErrMemberAddrInUse             AddLearner at the address of a member
 //
 // and with *rpcerr.NotLeaderError on a follower. It first waits, for at
 // most a few ticks, until raft would take a change (see
@@ -249,8 +257,21 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 		if member(change.ID) || change.ID == 0 {
 			return nil, fmt.Errorf("%w: %d", rpcerr.ErrMemberExists, change.ID)
 		}
+		if slices.Contains(m.Removed, change.ID) {
+			// etcd never reuses a member id either (it draws them at random).
+			return nil, fmt.Errorf("%w: %d (a new replica under it would not know the old one's votes, and could vote twice in a term); take a new id",
+				rpcerr.ErrMemberRemoved, change.ID)
+		}
 		if _, _, err := net.SplitHostPort(change.Addr); err != nil || change.Addr == "" {
 			return nil, fmt.Errorf("%w: %q", rpcerr.ErrBadMemberAddr, change.Addr)
+		}
+		// One process (node) per member: two members at one address would
+		// fail together, and a node refuses to host the second (etcd
+		// refuses a peer URL already in use).
+		for id, addr := range m.Addrs {
+			if addr == change.Addr {
+				return nil, fmt.Errorf("%w: %s is member %d's (a node hosts one replica of a group)", rpcerr.ErrMemberAddrInUse, addr, id)
+			}
 		}
 		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddLearnerNode, change.ID)}
 	case Promote, Replace:
@@ -322,7 +343,7 @@ func (n *Node) confChangePending() bool {
 // Members returns the membership as this member has applied it.
 func (n *Node) Members() Membership {
 	n.memberMu.RLock()
-	cs, book, founders := n.confState, n.addrs, n.founders
+	cs, book, founders, removed := n.confState, n.addrs, n.founders, n.removed
 	n.memberMu.RUnlock()
 	m := Membership{
 		Voters:   slices.Sorted(slices.Values(cs.GetVoters())),
@@ -330,6 +351,7 @@ func (n *Node) Members() Membership {
 		Joint:    len(cs.GetVotersOutgoing()) > 0,
 		Addrs:    map[uint64]string{},
 		Founders: slices.Clone(founders),
+		Removed:  slices.Clone(removed),
 	}
 	a, _ := n.cfg.Network.(transport.Addresser)
 	for _, id := range slices.Concat(m.Voters, m.Learners, cs.GetVotersOutgoing()) {
@@ -367,6 +389,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) (proposal uint64, err error) {
 			}
 		case raftpb.ConfChangeType_ConfChangeRemoveNode:
 			delete(book, c.GetNodeId())
+			n.removed = unionSorted(n.removed, []uint64{c.GetNodeId()})
 		}
 	}
 	n.addrs = book
@@ -443,11 +466,12 @@ const snapshotMagic = "SKVS1"
 type snapshotEnvelope struct {
 	Addrs    map[uint64]string `json:"addrs"`
 	Founders []uint64          `json:"founders,omitempty"`
+	Removed  []uint64          `json:"removed,omitempty"` // Membership.Removed
 }
 
 func (n *Node) wrapSnapshot(image []byte) ([]byte, error) {
 	n.memberMu.RLock()
-	env := snapshotEnvelope{Addrs: n.addrs}
+	env := snapshotEnvelope{Addrs: n.addrs, Removed: n.removed}
 	if n.foundersKnown {
 		env.Founders = n.founders
 	}
@@ -502,7 +526,12 @@ func (n *Node) saveMembers() error {
 	for _, id := range slices.Concat(m.Voters, m.Learners) {
 		members[id] = m.Addrs[id]
 	}
-	return n.cfg.Engine.SetMembers(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, members)
+	return n.cfg.Engine.SetMembers(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, members, m.Removed)
+}
+
+// unionSorted returns the sorted union of two sorted id lists.
+func unionSorted(a, b []uint64) []uint64 {
+	return slices.Compact(slices.Sorted(slices.Values(slices.Concat(a, b))))
 }
 
 func decodeConfChange(e *raftpb.Entry) (*raftpb.ConfChangeV2, error) {
@@ -524,18 +553,19 @@ func decodeConfChange(e *raftpb.Entry) (*raftpb.ConfChangeV2, error) {
 
 // replayConfChanges returns the configuration after applying, to cs, every
 // configuration change among ents up to index upTo, as raft applied them
-// before a restart. raft restarts from the snapshot's configuration and
+// before a restart, with the addresses of the members they added and the
+// ids of those they removed. raft restarts from the snapshot's configuration and
 // hands back only entries above the applied index: the changes between the
 // two are replayed here, or a restarted member would run with a stale
 // membership.
-func replayConfChanges(cs *raftpb.ConfState, ents []*raftpb.Entry, upTo uint64) (*raftpb.ConfState, map[uint64]string, error) {
+func replayConfChanges(cs *raftpb.ConfState, ents []*raftpb.Entry, upTo uint64) (_ *raftpb.ConfState, addrs map[uint64]string, removed []uint64, err error) {
 	chg := confchange.Changer{Tracker: tracker.MakeProgressTracker(1, 0), LastIndex: upTo}
 	cfg, prs, err := confchange.Restore(chg, cs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	chg.Tracker.Config, chg.Tracker.Progress = cfg, prs
-	addrs := map[uint64]string{}
+	addrs = map[uint64]string{}
 	for _, e := range ents {
 		if e.GetIndex() > upTo {
 			break
@@ -545,7 +575,7 @@ func replayConfChanges(cs *raftpb.ConfState, ents []*raftpb.Entry, upTo uint64) 
 		}
 		cc, err := decodeConfChange(e)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if autoLeave, ok := cc.EnterJoint(); ok {
 			cfg, prs, err = chg.EnterJoint(autoLeave, cc.GetChanges()...)
@@ -555,18 +585,21 @@ func replayConfChanges(cs *raftpb.ConfState, ents []*raftpb.Entry, upTo uint64) 
 			cfg, prs, err = chg.Simple(cc.GetChanges()...)
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("replay configuration change at %d: %w", e.GetIndex(), err)
+			return nil, nil, nil, fmt.Errorf("replay configuration change at %d: %w", e.GetIndex(), err)
 		}
 		chg.Tracker.Config, chg.Tracker.Progress = cfg, prs
 		var ctx changeContext
 		_ = json.Unmarshal(cc.GetContext(), &ctx)
 		for _, c := range cc.GetChanges() {
-			if ctx.Addr != "" && c.GetType() != raftpb.ConfChangeType_ConfChangeRemoveNode {
+			switch {
+			case c.GetType() == raftpb.ConfChangeType_ConfChangeRemoveNode:
+				removed = append(removed, c.GetNodeId())
+			case ctx.Addr != "":
 				addrs[c.GetNodeId()] = ctx.Addr
 			}
 		}
 	}
-	return chg.Tracker.ConfState(), addrs, nil
+	return chg.Tracker.ConfState(), addrs, slices.Sorted(slices.Values(removed)), nil
 }
 
 // bootStorage is the node's MemoryStorage with the configuration raft

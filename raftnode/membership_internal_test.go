@@ -16,7 +16,7 @@ func TestSnapshotEnvelopeFounders(t *testing.T) {
 	image := []byte("image")
 	addrs := map[uint64]string{4: "127.0.0.1:9004"}
 	for _, known := range []bool{true, false} {
-		n := &Node{addrs: addrs, founders: []uint64{1, 2, 3}, foundersKnown: known}
+		n := &Node{addrs: addrs, founders: []uint64{1, 2, 3}, foundersKnown: known, removed: []uint64{2}}
 		data, err := n.wrapSnapshot(image)
 		if err != nil {
 			t.Fatal(err)
@@ -26,7 +26,7 @@ func TestSnapshotEnvelopeFounders(t *testing.T) {
 		if known {
 			want = n.founders
 		}
-		if err != nil || !bytes.Equal(got, image) || !maps.Equal(env.Addrs, addrs) || !slices.Equal(env.Founders, want) {
+		if err != nil || !bytes.Equal(got, image) || !maps.Equal(env.Addrs, addrs) || !slices.Equal(env.Founders, want) || !slices.Equal(env.Removed, n.removed) {
 			t.Fatalf("known %v: %+v %q %v; want founders %v", known, env, got, err, want)
 		}
 	}

@@ -169,6 +169,9 @@ func TestMembershipRefusals(t *testing.T) {
 	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.Promote, ID: 5}); !errors.Is(err, rpcerr.ErrLearnerBehind) {
 		t.Errorf("promote of a learner that never started: %v", err)
 	}
+	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 6, Addr: "127.0.0.1:5"}); !errors.Is(err, rpcerr.ErrMemberAddrInUse) {
+		t.Errorf("a learner at member 5's address: %v", err)
+	}
 	// One voter down of three: removing another live one would leave one
 	// reachable voter of two.
 	leadID := lead.Status().ID
@@ -309,7 +312,16 @@ func TestJoinedMembersLearnFounders(t *testing.T) {
 			if got := c.node(p).Members().Founders; !slices.Equal(got, founders) {
 				t.Fatalf("after %d replaced %d: member %d's founders %v, want %v", id, old, p, got, founders)
 			}
+			// Removed ids too: applied, or learned from the snapshot a
+			// member joined by (6 joined after 1 and 2 were removed).
+			if got, want := c.node(p).Members().Removed, founders[:old]; !slices.Equal(got, want) {
+				t.Fatalf("after %d replaced %d: member %d's removed ids %v, want %v", id, old, p, got, want)
+			}
 		}
+	}
+	// A removed id is never a member again.
+	if _, err := c.node(c.leader()).ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 2, Addr: "127.0.0.1:9102"}); !errors.Is(err, rpcerr.ErrMemberRemoved) {
+		t.Fatalf("re-adding removed member 2: %v, want ErrMemberRemoved", err)
 	}
 	for _, id := range []uint64{4, 5, 6} {
 		ident, ok, err := c.engines[id].LoadIdentity(storage.Replica{Group: testGroup, ID: id})
@@ -320,6 +332,9 @@ func TestJoinedMembersLearnFounders(t *testing.T) {
 		c.start(id)
 		if got := c.node(id).Members().Founders; !slices.Equal(got, founders) {
 			t.Fatalf("member %d restarted: founders %v, want %v", id, got, founders)
+		}
+		if got := c.node(id).Members().Removed; !slices.Equal(got, founders) {
+			t.Fatalf("member %d restarted: removed ids %v, want %v", id, got, founders)
 		}
 	}
 	mustAppendAll(t, c, 1, 3)
@@ -357,5 +372,23 @@ func TestJoinedMemberRestartedBeforeItsFirstSnapshot(t *testing.T) {
 	m := c.node(4).Members()
 	if !slices.Equal(m.Voters, []uint64{1, 2, 3}) || !slices.Equal(m.Learners, []uint64{4}) || !slices.Equal(m.Founders, []uint64{1, 2, 3}) {
 		t.Fatalf("member 4 sees voters %v, learners %v, founders %v; want 1 2 3, 4, 1 2 3", m.Voters, m.Learners, m.Founders)
+	}
+}
+
+// TestStatusAfterRestartHasStoredTerm: a member restarted alone (its
+// peers down, so no Ready brings a new hard state) reports the term and
+// commit index it stored, not zero: a quiesced group's restarted
+// follower may hear nothing that changes them for a long time.
+func TestStatusAfterRestartHasStoredTerm(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	mustAppendAll(t, c, 1, 3)
+	id := c.leader()
+	before := c.node(id).Status()
+	for _, p := range c.peers {
+		c.crash(p)
+	}
+	c.start(id)
+	if st := c.node(id).Status(); st.Term < before.Term || st.Commit < before.Commit {
+		t.Fatalf("restarted alone: term %d, commit %d; stored term %d, commit %d", st.Term, st.Commit, before.Term, before.Commit)
 	}
 }

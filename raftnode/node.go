@@ -63,6 +63,9 @@ type Node struct {
 	// and has not learned them from a leader's snapshot).
 	founders      []uint64
 	foundersKnown bool
+	// removed are the ids of members the group removed, sorted (see
+	// Membership.Removed): never added again.
+	removed []uint64
 
 	// Owned by the apply goroutine.
 	membersChanged bool   // a change was applied since the last saveMembers
@@ -188,6 +191,7 @@ func (n *Node) load() (storage.RaftState, error) {
 	if !n.foundersKnown {
 		n.loadFounders(ident, stored)
 	}
+	n.removed = slices.Clone(ident.Removed)
 	if st.Snapshot.GetIndex() > 0 {
 		if err := n.mem.ApplySnapshot(&raftpb.Snapshot{Metadata: st.Snapshot}); err != nil {
 			return st, err
@@ -218,15 +222,18 @@ func (n *Node) raftConfig(st storage.RaftState) (*raft.Config, error) {
 			Reason: fmt.Sprintf("the state machine has applied index %d, below its raft snapshot at %d", applied, snap)}
 	}
 	n.applied.Store(applied)
+	// Status reports the term and commit index stored until a Ready says
+	// otherwise: a follower quiesced since its start has none to say.
+	n.term.Store(st.HardState.GetTerm())
 	n.commit.Store(st.HardState.GetCommit())
 	known := max(st.HardState.GetCommit(), st.Snapshot.GetIndex())
 	// raft hands back only entries above the applied index it is given:
 	// the configuration changes at or below it are replayed here.
-	cs, added, err := replayConfChanges(st.Snapshot.GetConfState(), st.Entries, min(applied, known))
+	cs, added, removed, err := replayConfChanges(st.Snapshot.GetConfState(), st.Entries, min(applied, known))
 	if err != nil {
 		return nil, err
 	}
-	n.confState, n.addrs = cs, n.loadAddrs(added)
+	n.confState, n.addrs, n.removed = cs, n.loadAddrs(added), unionSorted(n.removed, removed)
 	n.publishAddrs(n.addrs)
 	rcfg := &raft.Config{
 		ID:                        n.cfg.ID,

@@ -41,6 +41,11 @@ type Identity struct {
 	// (raftnode) on one that joined later. Empty in data written before
 	// it was recorded, and on a joined replica until it learns them.
 	FoundingVoters []uint64 `json:"founders,omitempty"`
+	// Removed are the ids of the members the group removed, as far as the
+	// replica has applied (or learned from its leader's snapshot), sorted:
+	// an id is never a member twice (a new replica under a removed id
+	// could vote twice in a term, not knowing the old one's vote).
+	Removed []uint64 `json:"removed,omitempty"`
 }
 
 // KnownFounders returns the voters the group was founded with when this
@@ -87,11 +92,14 @@ func (id Identity) Current() map[uint64]string {
 }
 
 // SetMembers records the group's membership after a configuration change
-// (see Identity.Members). The write is not synced: the raft log, which is,
+// (see Identity.Members), and the ids it has removed (Identity.Removed). The write is not synced: the raft log, which is,
 // holds the change, and the member replays it on restart. A replica with
 // no identity (started without one, as in tests) records nothing.
-func (e *Engine) SetMembers(r Replica, members map[uint64]string) error {
-	return e.updateIdentity(r, func(id *Identity) { id.Members = maps.Clone(members) }, pebble.NoSync)
+func (e *Engine) SetMembers(r Replica, members map[uint64]string, removed []uint64) error {
+	return e.updateIdentity(r, func(id *Identity) {
+		id.Members = maps.Clone(members)
+		id.Removed = slices.Sorted(slices.Values(removed))
+	}, pebble.NoSync)
 }
 
 // SetFounders records the voters the group was founded with (see

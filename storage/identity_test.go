@@ -121,7 +121,7 @@ func TestIdentityFounders(t *testing.T) {
 	if err := e.SetFounders(joiner, []uint64{3, 1, 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.SetMembers(joiner, replaced); err != nil {
+	if err := e.SetMembers(joiner, replaced, nil); err != nil {
 		t.Fatal(err)
 	}
 	id, err = e.EnsureIdentity(joiner, Identity{ClusterID: cid, Peers: replaced}, ClusterExisting)
@@ -155,7 +155,7 @@ func TestIdentityFounders(t *testing.T) {
 	}
 	// The founder, after the replacement, restarted with the members in
 	// force.
-	if err := e.SetMembers(founder, replaced); err != nil {
+	if err := e.SetMembers(founder, replaced, nil); err != nil {
 		t.Fatal(err)
 	}
 	id, err = e.EnsureIdentity(founder, Identity{ClusterID: cid, Peers: replaced}, ClusterExisting)

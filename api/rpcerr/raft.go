@@ -57,6 +57,8 @@ var (
 	ErrLearnerBehind              = Raft.New(codes.FailedPrecondition, "LEARNER_BEHIND", "raftnode: learner has not caught up with the leader")
 	ErrWouldLoseQuorum            = Raft.New(codes.FailedPrecondition, "WOULD_LOSE_QUORUM", "raftnode: the change would leave fewer reachable voters than a quorum")
 	ErrBadMemberAddr              = Raft.New(codes.InvalidArgument, "BAD_MEMBER_ADDR", "raftnode: a new member needs a host:port address")
+	ErrMemberAddrInUse            = Raft.New(codes.AlreadyExists, "MEMBER_ADDR_IN_USE", "raftnode: another member of the group has that address")
+	ErrMemberRemoved              = Raft.New(codes.AlreadyExists, "MEMBER_REMOVED", "raftnode: the id was a member of the group once (ids are never reused)")
 	ErrBadMemberChange            = Raft.New(codes.InvalidArgument, "BAD_MEMBER_CHANGE", "raftnode: malformed membership change")
 )
 

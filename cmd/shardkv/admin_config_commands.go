@@ -81,8 +81,9 @@ configuration.
 The replicas must be running. With --create, the addresses are nodes
 ('shardkv server' processes) and the group is new: each node is first asked
 to host its replica (the i-th address replica i), with no restart; the
-nodes refuse, changing nothing, a group the configuration has, and a
-second replica of a group on one node.`,
+command refuses, changing nothing, a group the configuration has, and the
+nodes a second replica of a group on one node. A group naming one address
+twice is refused in any case.`,
 		Example: `  shardkv admin join 4=127.0.0.1:7200,127.0.0.1:7201,127.0.0.1:7202
   shardkv admin join 4=10.0.0.4:7100,10.0.0.5:7100 5=10.0.0.6:7100,10.0.0.7:7100 -o json
   shardkv admin join --create 4=10.0.0.1:7111,10.0.0.2:7111,10.0.0.3:7111   # a new group on running nodes`,
@@ -96,13 +97,13 @@ second replica of a group on one node.`,
 				return nil, usagef("%q is not GID=ADDR,ADDR,... with GID > 0", arg)
 			}
 			groups[id] = splitList(addrs)
-			if create && len(slices.Compact(slices.Sorted(slices.Values(groups[id])))) != len(groups[id]) {
+			if len(slices.Compact(slices.Sorted(slices.Values(groups[id])))) != len(groups[id]) {
 				return nil, usagef("%q: an address is named twice; a node hosts one replica of a group (two would fail together)", arg)
 			}
 		}
 		return func(ctx context.Context, ctl *ctlclient.Client) (view, error) {
 			if create {
-				if err := a.createGroups(ctx, groups); err != nil {
+				if err := a.createGroups(ctx, ctl, groups); err != nil {
 					return nil, err
 				}
 			}

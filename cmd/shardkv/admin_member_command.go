@@ -154,7 +154,7 @@ replica already hosted changes nothing).`,
 				}
 				i := slices.IndexFunc(reply.GetMembers(), func(mb *memberpb.Member) bool { return mb.GetId() == id })
 				if i < 0 {
-					return nil, fmt.Errorf("%w: %d (of group %d; add it first: shardkv admin member add %d %d ADDR)",
+					return nil, fmt.Errorf("%w: %d (add it to group %d first: shardkv admin member add %d %d ADDR)",
 						rpcerr.ErrUnknownMember, id, gid, gid, id)
 				}
 				addr := reply.GetMembers()[i].GetAddr()
@@ -170,10 +170,21 @@ replica already hosted changes nothing).`,
 }
 
 // createGroups asks every node of each new group to host its replica
-// (memberpb.Node's Host with Create): replica i at the i-th address.
+// (memberpb.Node's Host with Create): replica i at the i-th address. A
+// group the latest configuration has is refused before any node is asked.
 // Nodes asked before a refusal keep their replica; asking again is
 // harmless (a node answers a replica it hosts as done).
-func (a *adminFlags) createGroups(ctx context.Context, groups map[uint64][]string) error {
+func (a *adminFlags) createGroups(ctx context.Context, ctl *ctlclient.Client, groups map[uint64][]string) error {
+	cfg, _, err := ctl.Query(ctx, -1)
+	if err != nil {
+		return err
+	}
+	for _, gid := range slices.Sorted(maps.Keys(groups)) {
+		if addrs, ok := cfg.Groups[gid]; ok {
+			return fmt.Errorf("%w: configuration %d has group %d at %s (add replicas to it with member add); nothing changed",
+				memberpb.ErrGroupExists, cfg.Num, gid, strings.Join(addrs, ","))
+		}
+	}
 	pool := rpc.NewPool(a.cf.dial()...)
 	defer pool.Close()
 	for _, gid := range slices.Sorted(maps.Keys(groups)) {
@@ -347,7 +358,7 @@ func (v membersView) writeTable(w io.Writer) error {
 		return err
 	}
 	if v.hostedBy != "" {
-		fmt.Fprintf(w, "the node at %s hosts it now (it hosts %s); it catches up from the leader\n", v.hostedBy, formatHosted(v.hosted))
+		fmt.Fprintf(w, "the node at %s hosts it now (it hosts %s)\n", v.hostedBy, formatHosted(v.hosted))
 	}
 	if v.hostErr != nil {
 		fmt.Fprintf(w, "no node at its address hosted it: %s\n", describe(v.hostErr))

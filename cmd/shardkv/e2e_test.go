@@ -626,7 +626,8 @@ func TestDevStopsPromptly(t *testing.T) {
 // `shardkv server` process, through the CLI as an operator would: member
 // add (which prints how to start the new replica), start it, member
 // replace; the controller then routes to the new replica, and the data
-// written before is all there. Refusals come back as sentences.
+// written before is all there. Refusals come back as sentences: among
+// them a removed id or a member's address added again.
 func TestE2EMemberReplace(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
@@ -678,6 +679,12 @@ func TestE2EMemberReplace(t *testing.T) {
 		}
 	}
 	c.ok("put", "after", "replace")
+	// Neither a removed id nor a member's address is taken again.
+	c.expect(4, "", []string{"id 3 was a member of the group once"}, "admin", "member", "add", "1", "3", "127.0.0.1:2")
+	c.expect(4, "", []string{"another member of the group has that address"}, "admin", "member", "add", "1", "5", newAddr)
+	if got := memberList(t, c, "1", "%[1]d:%[3]s", " "); got != "1:voter 2:voter 4:voter" {
+		t.Fatalf("members after the refusals: %s, want 1:voter 2:voter 4:voter", got)
+	}
 	srv.stop(t)
 	p.stop(t)
 }

@@ -59,6 +59,8 @@ var phrases = []phrase{
 	{rpcerr.ErrMembershipChangeInProgress, "another membership change of the group is in progress; try again when it is done"},
 	{rpcerr.ErrUnknownMember, "there is no member %s in the group"},
 	{rpcerr.ErrMemberExists, "member %s is already in the group"},
+	{rpcerr.ErrMemberRemoved, "id %s was a member of the group once, and ids are never reused"},
+	{rpcerr.ErrMemberAddrInUse, "another member of the group has that address"},
 	{rpcerr.ErrNotLearner, "member %s is not a learner (add it with `admin member add` first)"},
 	{rpcerr.ErrLearnerBehind, "the learner has not caught up with the leader yet; try again shortly"},
 	{rpcerr.ErrWouldLoseQuorum, "refused: after the change fewer voters than a quorum would be reachable"},
