@@ -99,8 +99,12 @@ func (c *Cluster) AddReplica(ctx context.Context, gid uint64) (Replica, error) {
 	if err != nil {
 		return Replica{}, err
 	}
-	ids := c.peers(gid)
-	r := Replica{Group: gid, ID: slices.Max(ids) + 1}
+	// The next id above every member's and every removed one's: a group
+	// never takes a removed id again (raftnode's ErrMemberRemoved).
+	r := Replica{Group: gid, ID: slices.Max(c.peers(gid)) + 1}
+	if m, ok := c.Members(gid); ok && len(m.Removed) > 0 {
+		r.ID = max(r.ID, slices.Max(m.Removed)+1)
+	}
 	c.mu.Lock()
 	c.addrs[r], c.joining[r] = addr, true
 	c.ids[gid] = append(c.ids[gid], r.ID)
