@@ -33,3 +33,8 @@ var (
 // controller's configuration has it, or a member already holds the
 // replica's acknowledgements): add replicas to it with `admin member add`.
 var ErrGroupExists = Errors.New(codes.AlreadyExists, "GROUP_EXISTS", "member: the group exists already (add replicas to it with member add)")
+
+// ErrGroupUnreachable: Node.Host could not ask what it must before hosting
+// a replica (no leader of the group answered, or a founder's node did
+// not); nothing was recorded. Retry once they answer.
+var ErrGroupUnreachable = Errors.New(codes.Unavailable, "GROUP_UNREACHABLE", "member: the group's leader or a founder's node did not answer (try again)")

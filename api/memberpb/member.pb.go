@@ -144,6 +144,111 @@ func (ChangeKind) EnumDescriptor() ([]byte, []int) {
 	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
 }
 
+type HostingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostingRequest) Reset() {
+	*x = HostingRequest{}
+	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostingRequest) ProtoMessage() {}
+
+func (x *HostingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostingRequest.ProtoReflect.Descriptor instead.
+func (*HostingRequest) Descriptor() ([]byte, []int) {
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *HostingRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+type HostingReply struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`         // the node's replica of the group, 0: none
+	Joined bool                   `protobuf:"varint,2,opt,name=joined,proto3" json:"joined,omitempty"` // it was added to the running group, not a founder
+	// A founder's first members, raft id -> address (empty when joined).
+	Founders      map[uint64]string `protobuf:"bytes,3,rep,name=founders,proto3" json:"founders,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostingReply) Reset() {
+	*x = HostingReply{}
+	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostingReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostingReply) ProtoMessage() {}
+
+func (x *HostingReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostingReply.ProtoReflect.Descriptor instead.
+func (*HostingReply) Descriptor() ([]byte, []int) {
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HostingReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *HostingReply) GetJoined() bool {
+	if x != nil {
+		return x.Joined
+	}
+	return false
+}
+
+func (x *HostingReply) GetFounders() map[uint64]string {
+	if x != nil {
+		return x.Founders
+	}
+	return nil
+}
+
 type HostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Group uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"` // a replica group (not 0: the controller runs apart)
@@ -159,7 +264,7 @@ type HostRequest struct {
 
 func (x *HostRequest) Reset() {
 	*x = HostRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	mi := &file_api_memberpb_member_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +276,7 @@ func (x *HostRequest) String() string {
 func (*HostRequest) ProtoMessage() {}
 
 func (x *HostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	mi := &file_api_memberpb_member_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +289,7 @@ func (x *HostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostRequest.ProtoReflect.Descriptor instead.
 func (*HostRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{0}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HostRequest) GetGroup() uint64 {
@@ -225,7 +330,7 @@ type HostedReplica struct {
 
 func (x *HostedReplica) Reset() {
 	*x = HostedReplica{}
-	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	mi := &file_api_memberpb_member_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +342,7 @@ func (x *HostedReplica) String() string {
 func (*HostedReplica) ProtoMessage() {}
 
 func (x *HostedReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	mi := &file_api_memberpb_member_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +355,7 @@ func (x *HostedReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostedReplica.ProtoReflect.Descriptor instead.
 func (*HostedReplica) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HostedReplica) GetGroup() uint64 {
@@ -276,7 +381,7 @@ type HostReply struct {
 
 func (x *HostReply) Reset() {
 	*x = HostReply{}
-	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	mi := &file_api_memberpb_member_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +393,7 @@ func (x *HostReply) String() string {
 func (*HostReply) ProtoMessage() {}
 
 func (x *HostReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	mi := &file_api_memberpb_member_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +406,7 @@ func (x *HostReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostReply.ProtoReflect.Descriptor instead.
 func (*HostReply) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{2}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HostReply) GetHosted() []*HostedReplica {
@@ -320,7 +425,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[3]
+	mi := &file_api_memberpb_member_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +437,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[3]
+	mi := &file_api_memberpb_member_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +450,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{3}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListRequest) GetGroup() uint64 {
@@ -371,7 +476,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_memberpb_member_proto_msgTypes[4]
+	mi := &file_api_memberpb_member_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +488,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[4]
+	mi := &file_api_memberpb_member_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +501,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{4}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Member) GetId() uint64 {
@@ -447,7 +552,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_api_memberpb_member_proto_msgTypes[5]
+	mi := &file_api_memberpb_member_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +564,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[5]
+	mi := &file_api_memberpb_member_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +577,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{5}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListReply) GetHeader() *headerpb.ResponseHeader {
@@ -523,7 +628,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[6]
+	mi := &file_api_memberpb_member_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +640,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[6]
+	mi := &file_api_memberpb_member_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +653,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{6}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChangeRequest) GetGroup() uint64 {
@@ -590,7 +695,16 @@ var File_api_memberpb_member_proto protoreflect.FileDescriptor
 
 const file_api_memberpb_member_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"\xce\x01\n" +
+	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"&\n" +
+	"\x0eHostingRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\"\xbe\x01\n" +
+	"\fHostingReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06joined\x18\x02 \x01(\bR\x06joined\x12I\n" +
+	"\bfounders\x18\x03 \x03(\v2-.shardkv.member.v1.HostingReply.FoundersEntryR\bfounders\x1a;\n" +
+	"\rFoundersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
 	"\vHostRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12E\n" +
@@ -641,9 +755,10 @@ const file_api_memberpb_member_proto_rawDesc = "" +
 	"\n" +
 	"Membership\x12D\n" +
 	"\x04List\x12\x1e.shardkv.member.v1.ListRequest\x1a\x1c.shardkv.member.v1.ListReply\x12H\n" +
-	"\x06Change\x12 .shardkv.member.v1.ChangeRequest\x1a\x1c.shardkv.member.v1.ListReply2L\n" +
+	"\x06Change\x12 .shardkv.member.v1.ChangeRequest\x1a\x1c.shardkv.member.v1.ListReply2\x9b\x01\n" +
 	"\x04Node\x12D\n" +
-	"\x04Host\x12\x1e.shardkv.member.v1.HostRequest\x1a\x1c.shardkv.member.v1.HostReplyB)Z'github.com/shardkv/shardkv/api/memberpbb\x06proto3"
+	"\x04Host\x12\x1e.shardkv.member.v1.HostRequest\x1a\x1c.shardkv.member.v1.HostReply\x12M\n" +
+	"\aHosting\x12!.shardkv.member.v1.HostingRequest\x1a\x1f.shardkv.member.v1.HostingReplyB)Z'github.com/shardkv/shardkv/api/memberpbb\x06proto3"
 
 var (
 	file_api_memberpb_member_proto_rawDescOnce sync.Once
@@ -658,38 +773,44 @@ func file_api_memberpb_member_proto_rawDescGZIP() []byte {
 }
 
 var file_api_memberpb_member_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_memberpb_member_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_api_memberpb_member_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_api_memberpb_member_proto_goTypes = []any{
 	(Role)(0),                       // 0: shardkv.member.v1.Role
 	(ChangeKind)(0),                 // 1: shardkv.member.v1.ChangeKind
-	(*HostRequest)(nil),             // 2: shardkv.member.v1.HostRequest
-	(*HostedReplica)(nil),           // 3: shardkv.member.v1.HostedReplica
-	(*HostReply)(nil),               // 4: shardkv.member.v1.HostReply
-	(*ListRequest)(nil),             // 5: shardkv.member.v1.ListRequest
-	(*Member)(nil),                  // 6: shardkv.member.v1.Member
-	(*ListReply)(nil),               // 7: shardkv.member.v1.ListReply
-	(*ChangeRequest)(nil),           // 8: shardkv.member.v1.ChangeRequest
-	nil,                             // 9: shardkv.member.v1.HostRequest.MembersEntry
-	(*headerpb.ResponseHeader)(nil), // 10: shardkv.header.v1.ResponseHeader
+	(*HostingRequest)(nil),          // 2: shardkv.member.v1.HostingRequest
+	(*HostingReply)(nil),            // 3: shardkv.member.v1.HostingReply
+	(*HostRequest)(nil),             // 4: shardkv.member.v1.HostRequest
+	(*HostedReplica)(nil),           // 5: shardkv.member.v1.HostedReplica
+	(*HostReply)(nil),               // 6: shardkv.member.v1.HostReply
+	(*ListRequest)(nil),             // 7: shardkv.member.v1.ListRequest
+	(*Member)(nil),                  // 8: shardkv.member.v1.Member
+	(*ListReply)(nil),               // 9: shardkv.member.v1.ListReply
+	(*ChangeRequest)(nil),           // 10: shardkv.member.v1.ChangeRequest
+	nil,                             // 11: shardkv.member.v1.HostingReply.FoundersEntry
+	nil,                             // 12: shardkv.member.v1.HostRequest.MembersEntry
+	(*headerpb.ResponseHeader)(nil), // 13: shardkv.header.v1.ResponseHeader
 }
 var file_api_memberpb_member_proto_depIdxs = []int32{
-	9,  // 0: shardkv.member.v1.HostRequest.members:type_name -> shardkv.member.v1.HostRequest.MembersEntry
-	3,  // 1: shardkv.member.v1.HostReply.hosted:type_name -> shardkv.member.v1.HostedReplica
-	0,  // 2: shardkv.member.v1.Member.role:type_name -> shardkv.member.v1.Role
-	10, // 3: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	6,  // 4: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
-	1,  // 5: shardkv.member.v1.ChangeRequest.kind:type_name -> shardkv.member.v1.ChangeKind
-	5,  // 6: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
-	8,  // 7: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
-	2,  // 8: shardkv.member.v1.Node.Host:input_type -> shardkv.member.v1.HostRequest
-	7,  // 9: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
-	7,  // 10: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
-	4,  // 11: shardkv.member.v1.Node.Host:output_type -> shardkv.member.v1.HostReply
-	9,  // [9:12] is the sub-list for method output_type
-	6,  // [6:9] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	11, // 0: shardkv.member.v1.HostingReply.founders:type_name -> shardkv.member.v1.HostingReply.FoundersEntry
+	12, // 1: shardkv.member.v1.HostRequest.members:type_name -> shardkv.member.v1.HostRequest.MembersEntry
+	5,  // 2: shardkv.member.v1.HostReply.hosted:type_name -> shardkv.member.v1.HostedReplica
+	0,  // 3: shardkv.member.v1.Member.role:type_name -> shardkv.member.v1.Role
+	13, // 4: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	8,  // 5: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
+	1,  // 6: shardkv.member.v1.ChangeRequest.kind:type_name -> shardkv.member.v1.ChangeKind
+	7,  // 7: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
+	10, // 8: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
+	4,  // 9: shardkv.member.v1.Node.Host:input_type -> shardkv.member.v1.HostRequest
+	2,  // 10: shardkv.member.v1.Node.Hosting:input_type -> shardkv.member.v1.HostingRequest
+	9,  // 11: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
+	9,  // 12: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
+	6,  // 13: shardkv.member.v1.Node.Host:output_type -> shardkv.member.v1.HostReply
+	3,  // 14: shardkv.member.v1.Node.Hosting:output_type -> shardkv.member.v1.HostingReply
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_api_memberpb_member_proto_init() }
@@ -703,7 +824,7 @@ func file_api_memberpb_member_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_memberpb_member_proto_rawDesc), len(file_api_memberpb_member_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

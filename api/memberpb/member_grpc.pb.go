@@ -173,7 +173,8 @@ var Membership_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Node_Host_FullMethodName = "/shardkv.member.v1.Node/Host"
+	Node_Host_FullMethodName    = "/shardkv.member.v1.Node/Host"
+	Node_Hosting_FullMethodName = "/shardkv.member.v1.Node/Hosting"
 )
 
 // NodeClient is the client API for Node service.
@@ -190,15 +191,27 @@ type NodeClient interface {
 	// ADD_LEARNER naming this node's address): it starts empty and catches
 	// up from the leader; or create is set and the group is new: the
 	// members are its founding voters, each hosted by its node (every one
-	// is asked), and it elects a leader once a majority of them run. Errors,
-	// each changing nothing: NOT_ADDED (the group's leader does not have it
-	// as a new learner), GROUP_EXISTS (create, and the controller's
-	// configuration has the group, or a member of it already holds this
-	// replica's acknowledgements), HOSTS_OTHER_REPLICA (the node hosts
-	// another replica of the group), NOT_THIS_NODE (members put the
-	// replica at another address), BAD_MEMBER_CHANGE (a malformed request).
-	// Hosting a replica the node already hosts answers its list.
+	// is asked), and it elects a leader once a majority of them run; every
+	// other founder's node must answer Hosting first, hosting nothing of
+	// the group or the same group. Errors, each changing nothing: NOT_ADDED
+	// (the group's leader does not have it as a new learner), GROUP_EXISTS
+	// (create, and the controller's configuration has the group, a node
+	// hosts a replica of it founded otherwise or added later, or a member
+	// already holds this replica's acknowledgements), GROUP_UNREACHABLE (no
+	// leader of the group answered, or a founder's node did not: try
+	// again), HOSTS_OTHER_REPLICA (the node hosts another replica of the
+	// group), NOT_THIS_NODE (members put the replica at another address),
+	// BAD_MEMBER_CHANGE (a malformed request). Hosting a replica the node
+	// already hosts answers its list (for create, only with the same
+	// founders). A replica recorded whose start then failed stays recorded
+	// and starts at the next Host or node start.
 	Host(ctx context.Context, in *HostRequest, opts ...grpc.CallOption) (*HostReply, error)
+	// Hosting tells whether the node hosts (or has recorded) a replica of a
+	// group, and which members the group was founded with as that replica
+	// knows them: a node asked to create a group asks every other founder's
+	// node first, and refuses unless each hosts nothing of the group or the
+	// same group (the same replica, founded with the same members).
+	Hosting(ctx context.Context, in *HostingRequest, opts ...grpc.CallOption) (*HostingReply, error)
 }
 
 type nodeClient struct {
@@ -219,6 +232,16 @@ func (c *nodeClient) Host(ctx context.Context, in *HostRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *nodeClient) Hosting(ctx context.Context, in *HostingRequest, opts ...grpc.CallOption) (*HostingReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HostingReply)
+	err := c.cc.Invoke(ctx, Node_Hosting_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -233,15 +256,27 @@ type NodeServer interface {
 	// ADD_LEARNER naming this node's address): it starts empty and catches
 	// up from the leader; or create is set and the group is new: the
 	// members are its founding voters, each hosted by its node (every one
-	// is asked), and it elects a leader once a majority of them run. Errors,
-	// each changing nothing: NOT_ADDED (the group's leader does not have it
-	// as a new learner), GROUP_EXISTS (create, and the controller's
-	// configuration has the group, or a member of it already holds this
-	// replica's acknowledgements), HOSTS_OTHER_REPLICA (the node hosts
-	// another replica of the group), NOT_THIS_NODE (members put the
-	// replica at another address), BAD_MEMBER_CHANGE (a malformed request).
-	// Hosting a replica the node already hosts answers its list.
+	// is asked), and it elects a leader once a majority of them run; every
+	// other founder's node must answer Hosting first, hosting nothing of
+	// the group or the same group. Errors, each changing nothing: NOT_ADDED
+	// (the group's leader does not have it as a new learner), GROUP_EXISTS
+	// (create, and the controller's configuration has the group, a node
+	// hosts a replica of it founded otherwise or added later, or a member
+	// already holds this replica's acknowledgements), GROUP_UNREACHABLE (no
+	// leader of the group answered, or a founder's node did not: try
+	// again), HOSTS_OTHER_REPLICA (the node hosts another replica of the
+	// group), NOT_THIS_NODE (members put the replica at another address),
+	// BAD_MEMBER_CHANGE (a malformed request). Hosting a replica the node
+	// already hosts answers its list (for create, only with the same
+	// founders). A replica recorded whose start then failed stays recorded
+	// and starts at the next Host or node start.
 	Host(context.Context, *HostRequest) (*HostReply, error)
+	// Hosting tells whether the node hosts (or has recorded) a replica of a
+	// group, and which members the group was founded with as that replica
+	// knows them: a node asked to create a group asks every other founder's
+	// node first, and refuses unless each hosts nothing of the group or the
+	// same group (the same replica, founded with the same members).
+	Hosting(context.Context, *HostingRequest) (*HostingReply, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -254,6 +289,9 @@ type UnimplementedNodeServer struct{}
 
 func (UnimplementedNodeServer) Host(context.Context, *HostRequest) (*HostReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Host not implemented")
+}
+func (UnimplementedNodeServer) Hosting(context.Context, *HostingRequest) (*HostingReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Hosting not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -294,6 +332,24 @@ func _Node_Host_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Hosting_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HostingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Hosting(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Hosting_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Hosting(ctx, req.(*HostingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -304,6 +360,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Host",
 			Handler:    _Node_Host_Handler,
+		},
+		{
+			MethodName: "Hosting",
+			Handler:    _Node_Hosting_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

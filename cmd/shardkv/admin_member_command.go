@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/memberpb"
@@ -92,7 +94,9 @@ func newMemberChangeCmd(a *adminFlags, use, short, example string, nargs int, ki
 				}
 				v := membersView{group: gid, reply: reply}
 				if kind == memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER {
-					v.host(ctx, m, req.GetId(), req.GetAddr())
+					if err := v.host(ctx, m, req.GetId(), req.GetAddr()); err != nil {
+						return nil, err
+					}
 				}
 				return v, nil
 			})
@@ -295,19 +299,27 @@ type membersView struct {
 }
 
 // host asks the node at addr to host the learner id just added
-// (memberpb.Node's Host); if none does, v says how to start it.
-func (v *membersView) host(ctx context.Context, m *members, id uint64, addr string) {
+// (memberpb.Node's Host). Where nothing, or no node, listens yet, v says
+// how to start it (etcd's add, then start); any other failure is the
+// command's, saying that the learner was added.
+func (v *membersView) host(ctx context.Context, m *members, id uint64, addr string) error {
 	v.added = id
 	if v.group == 0 {
 		v.next = startCommand(v.group, id, addr, v.reply, m.controllers)
-		return
+		return nil
 	}
 	hosted, err := memberclient.Host(ctx, m.pool, addr, &memberpb.HostRequest{Group: v.group, Id: id, Members: groupMembers(v.reply, id, addr)}, hostTimeout)
-	if err != nil {
+	switch {
+	case err == nil:
+		v.hostedBy, v.hosted = addr, hosted
+		return nil
+	case rpc.Refused(err) || status.Code(err) == codes.Unimplemented:
 		v.hostErr, v.next = err, startCommand(v.group, id, addr, v.reply, m.controllers)
-		return
+		return nil
 	}
-	v.hostedBy, v.hosted = addr, hosted
+	return fmt.Errorf("learner %d was added to group %d, but the node at %s did not host it: %w "+
+		"(retry with: shardkv admin member host %d %d; or undo with: shardkv admin member remove %d %d)",
+		id, v.group, addr, err, v.group, id, v.group, id)
 }
 
 type memberOut struct {
@@ -361,7 +373,7 @@ func (v membersView) writeTable(w io.Writer) error {
 		fmt.Fprintf(w, "the node at %s hosts it now (it hosts %s)\n", v.hostedBy, formatHosted(v.hosted))
 	}
 	if v.hostErr != nil {
-		fmt.Fprintf(w, "no node at its address hosted it: %s\n", describe(v.hostErr))
+		fmt.Fprintf(w, "no node runs at its address yet: %s\n", describe(v.hostErr))
 	}
 	if v.next != "" {
 		fmt.Fprintf(w, "start the new replica on empty data with:\n  %s\n", v.next)

@@ -112,7 +112,9 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 // --create` makes each host a replica of a new group 2 (Node.Host with
 // Create) and joins it, with no restart: shards move to it, every key
 // reads back, and a node restarted from its data directory alone hosts
-// both groups. A group naming one node twice is refused before anything.
+// both groups. Refused before anything is recorded: a group naming one
+// node twice, a create while a founder's node is down, and a create of a
+// group some node hosts founded with other members.
 func TestCreateGroupOnRunningNodes(t *testing.T) {
 	p := startNodeTest(t, 3)
 	c, nodes, nodeAddr, members, join, startNode := p.c, p.nodes, p.addr, p.members, p.join, p.start
@@ -126,6 +128,22 @@ func TestCreateGroupOnRunningNodes(t *testing.T) {
 	if _, errOut, code := c.run("", "admin", "join", "--create", twice); code != 2 || !strings.Contains(errOut, "named twice") {
 		t.Fatalf("join --create %s: exit %d: %s", twice, code, errOut)
 	}
+	// A founder's node down: refused before anything is recorded (a node
+	// out of reach may host the group already).
+	nodes[2].kill()
+	if _, errOut, code := c.run("", "admin", "join", "--create", join(2), "--timeout", "30s"); code == 0 || !strings.Contains(errOut, "did not answer") {
+		t.Fatalf("join --create with node 3 down: exit %d: %s", code, errOut)
+	}
+	pool := rpc.NewPool()
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for n := range 2 {
+		if r, err := memberclient.Hosting(ctx, pool, nodeAddr(n), 2, 10*time.Second); err != nil || r.GetId() != 0 {
+			t.Fatalf("node %d after the refused create: hosts %v, %v", n+1, r, err)
+		}
+	}
+	startNode(2)
 	c.ok("admin", "join", "--create", join(2), "--timeout", "30s")
 	for n := range 3 {
 		nodes[n].waitOutput(t, "hosting a new replica")
@@ -146,4 +164,28 @@ func TestCreateGroupOnRunningNodes(t *testing.T) {
 	nodes[1].kill() // each group: nodes 1 and 3 are a quorum
 	readKeys(t, c, keys)
 	c.ok("put", "after", "create", "--timeout", "30s")
+
+	// A create that reached one node, retried with other founders (a
+	// review's finding: the retry made a second copy of the group, which
+	// lost acknowledged writes): refused by the node that hosts it and by
+	// every other node, which asks it first.
+	startNode(1)
+	founders := map[uint64]string{1: nodeAddr(0), 2: nodeAddr(1), 3: nodeAddr(2)}
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(0), &memberpb.HostRequest{Group: 3, Id: 1, Members: founders, Create: true}, 30*time.Second); err != nil {
+		t.Fatalf("create group 3 on node 1: %v", err)
+	}
+	other := map[uint64]string{1: nodeAddr(0), 2: nodeAddr(1), 3: nodeAddr(9)} // no node there
+	for _, at := range []struct {
+		id   uint64
+		node int
+	}{{1, 0}, {2, 1}} {
+		req := &memberpb.HostRequest{Group: 3, Id: at.id, Members: other, Create: true}
+		if _, err := memberclient.Host(ctx, pool, nodeAddr(at.node), req, 30*time.Second); !errors.Is(err, memberpb.ErrGroupExists) {
+			t.Fatalf("create group 3 with other founders on node %d: %v, want ErrGroupExists", at.node+1, err)
+		}
+	}
+	// The same create again is answered as done, and another node joins it.
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(1), &memberpb.HostRequest{Group: 3, Id: 2, Members: founders, Create: true}, 30*time.Second); err != nil {
+		t.Fatalf("the same create of group 3 on node 2: %v", err)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group/groupserver"
+	"github.com/shardkv/shardkv/internal/memberclient"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 	"github.com/shardkv/shardkv/storage"
@@ -40,17 +41,25 @@ type node struct {
 
 	hostMu sync.Mutex // one Host at a time: each asks its group's leader first
 
+	// stopping ends when the node stops: Host calls in flight give up
+	// (inflight counts them; stop waits for them before the engine closes).
+	stopping context.Context
+	halt     context.CancelFunc
+	inflight sync.WaitGroup
+
 	mu      sync.Mutex
 	servers []*groupserver.Server
 	metrics map[storage.Replica]*groupserver.Metrics // registered once, kept across a failed start
 	stopped bool
 }
 
-// start starts replica h and serves its group through the router.
+// start starts replica h and serves its group through the router. The
+// node's lock is not held while the replica starts: readiness and stop
+// are not held up by it.
 func (n *node) start(h hostedReplica) (*groupserver.Server, error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.stopped {
+		n.mu.Unlock()
 		return nil, rpcerr.ErrStopped
 	}
 	m, ok := n.metrics[h.rep]
@@ -58,6 +67,7 @@ func (n *node) start(h hostedReplica) (*groupserver.Server, error) {
 		m = groupserver.NewMetrics(n.reg, h.rep.Group, h.rep.ID)
 		n.metrics[h.rep] = m
 	}
+	n.mu.Unlock()
 	tune := func(c *raftnode.Config) {
 		n.s.r.tune(c)
 		c.Join = h.join
@@ -68,6 +78,12 @@ func (n *node) start(h hostedReplica) (*groupserver.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", h.rep, err)
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		srv.Stop()
+		return nil, rpcerr.ErrStopped
+	}
 	if err := n.router.Add(srv); err != nil {
 		srv.Stop()
 		return nil, fmt.Errorf("start %s: %w", h.rep, err)
@@ -76,10 +92,15 @@ func (n *node) start(h hostedReplica) (*groupserver.Server, error) {
 	return srv, nil
 }
 
-// stop stops every replica; Host refuses from then on.
+// stop stops every replica, once the Host calls in flight have given up;
+// Host refuses from then on.
 func (n *node) stop() {
 	n.mu.Lock()
 	n.stopped = true
+	n.mu.Unlock()
+	n.halt()
+	n.inflight.Wait()
+	n.mu.Lock()
 	servers := n.servers
 	n.mu.Unlock()
 	for _, srv := range servers {
@@ -103,14 +124,27 @@ func (n *node) ready() error {
 
 // Host implements memberpb.NodeServer: it checks the request against the
 // node (the replica's address is the node's, no other replica of its group
-// here) and against the group's leader (the replica is its learner that
-// has acknowledged nothing: `admin member add` made it), records the
-// replica's identity as a joiner and starts it, empty; it catches up from
-// the leader. Each refusal changes nothing.
+// recorded here), then either against the group's leader (the replica is
+// its learner that has acknowledged nothing: `admin member add` made it),
+// recording the replica's identity as a joiner, or, to create a group,
+// against the controller's configuration and every other founder's node
+// (creatable), recording it as a founder; and starts it. Each refusal
+// changes nothing.
 func (n *node) Host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.HostReply, error) {
+	n.mu.Lock()
+	if n.stopped {
+		n.mu.Unlock()
+		return nil, memberpb.Errors.ToStatus(rpcerr.ErrStopped)
+	}
+	n.inflight.Add(1)
+	n.mu.Unlock()
+	defer n.inflight.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(n.stopping, cancel)()
 	reply, err := n.host(ctx, req)
 	if err != nil {
-		n.log.Warn("refused to host a replica", "group", req.GetGroup(), "id", req.GetId(), "err", err)
+		n.log.Warn("refused to host a replica", "group", req.GetGroup(), "id", req.GetId(), "create", req.GetCreate(), "err", err)
 	}
 	return reply, memberpb.Errors.ToStatus(err)
 }
@@ -134,20 +168,23 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	}
 	n.hostMu.Lock()
 	defer n.hostMu.Unlock()
-	switch hosted, ok := n.router.Hosted()[gid]; {
-	case ok && hosted == id:
-		return n.hostedReply(), nil
-	case ok:
-		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d", memberpb.ErrHostsOtherReplica, hosted, gid)
-	}
 	rep := storage.Replica{Group: gid, ID: id}
-	ident, stored, err := n.e.LoadIdentity(rep)
+	recorded, ident, err := n.recorded(gid)
 	if err != nil {
 		return nil, err
 	}
+	if recorded != 0 && recorded != id {
+		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d", memberpb.ErrHostsOtherReplica, recorded, gid)
+	}
+	if recorded == id && req.GetCreate() && !sameFounding(ident, members) {
+		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d, %s", memberpb.ErrGroupExists, id, gid, founding(ident))
+	}
+	if _, running := n.router.Hosted()[gid]; running {
+		return n.hostedReply(), nil
+	}
 	h := hostedReplica{rep: rep, peers: members}
 	switch {
-	case stored:
+	case recorded == id:
 		// An earlier Host recorded it and then failed to start it: it
 		// starts as its identity says.
 		h.peers = ident.Current()
@@ -159,9 +196,13 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 			return nil, err
 		}
 	default:
-		if !addedAsLearner(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid)) {
-			return nil, fmt.Errorf("%w: no leader of group %d among %v has replica %d as a learner that has acknowledged nothing yet",
-				memberpb.ErrNotAdded, gid, slices.Sorted(maps.Values(members)), id)
+		learner, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
+		if !answered {
+			return nil, fmt.Errorf("%w: no leader of group %d among %v answered", memberpb.ErrGroupUnreachable, gid, slices.Sorted(maps.Values(members)))
+		}
+		if !learner {
+			return nil, fmt.Errorf("%w: group %d's leader does not have replica %d as a learner that has acknowledged nothing yet",
+				memberpb.ErrNotAdded, gid, id)
 		}
 		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, storage.ClusterJoin); err != nil {
 			return nil, err
@@ -174,13 +215,60 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		return nil, err
 	}
 	n.srv.serving(rep, srv.Node())
-	n.log.Info("hosting a new replica", "group", gid, "id", id, "members", members)
+	n.log.Info("hosting a new replica", "group", gid, "id", id, "create", req.GetCreate(), "members", members)
 	return n.hostedReply(), nil
+}
+
+// recorded returns the replica of group gid this node has recorded (its
+// identity stored: running, or recorded by a Host whose start failed), or
+// 0.
+func (n *node) recorded(gid uint64) (uint64, storage.Identity, error) {
+	reps, err := n.e.Replicas()
+	if err != nil {
+		return 0, storage.Identity{}, err
+	}
+	for _, r := range reps {
+		if r.Group == gid {
+			ident, _, err := n.e.LoadIdentity(r)
+			return r.ID, ident, err
+		}
+	}
+	return 0, storage.Identity{}, nil
+}
+
+// sameFounding reports whether ident is a founder's of a group founded
+// with members.
+func sameFounding(ident storage.Identity, members map[uint64]string) bool {
+	return !ident.Joined && maps.Equal(ident.Peers, members)
+}
+
+// founding says how a recorded replica came to its group.
+func founding(ident storage.Identity) string {
+	if ident.Joined {
+		return "added to the running group"
+	}
+	return fmt.Sprintf("founded with %v", ident.Peers)
+}
+
+// Hosting implements memberpb.NodeServer.
+func (n *node) Hosting(_ context.Context, req *memberpb.HostingRequest) (*memberpb.HostingReply, error) {
+	id, ident, err := n.recorded(req.GetGroup())
+	if err != nil || id == 0 {
+		return &memberpb.HostingReply{}, memberpb.Errors.ToStatus(err)
+	}
+	reply := &memberpb.HostingReply{Id: id, Joined: ident.Joined}
+	if !ident.Joined {
+		reply.Founders = ident.Peers
+	}
+	return reply, nil
 }
 
 // creatable checks that group gid is new before replica id founds it with
 // members: the controller's latest configuration does not have it (a
-// group that exists takes replicas by member add), and no member leads it
+// group that exists takes replicas by member add); every other founder's
+// node answers (fail closed: a node out of reach may host the group) and
+// hosts nothing of the group, or the same replica of the same founding (a
+// create retried after it reached some nodes); and no member leads it
 // with this replica's acknowledgements (notBootstrapped: this replica ran
 // before and lost its data).
 func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64]string) error {
@@ -192,6 +280,25 @@ func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64
 	}
 	if addrs, ok := cfg.Groups[gid]; ok {
 		return fmt.Errorf("%w: configuration %d has group %d at %v", memberpb.ErrGroupExists, cfg.Num, gid, addrs)
+	}
+	for _, pid := range slices.Sorted(maps.Keys(members)) {
+		if pid == id {
+			continue
+		}
+		addr := members[pid]
+		reply, err := memberclient.Hosting(ctx, n.pool, addr, gid, 5*time.Second)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%w: every founder's node must answer before a group is created: the node at %s (replica %d): %w",
+				memberpb.ErrGroupUnreachable, addr, pid, err)
+		case reply.GetId() == 0:
+		case reply.GetId() != pid || reply.GetJoined() || !maps.Equal(reply.GetFounders(), members):
+			what := fmt.Sprintf("founded with %v", reply.GetFounders())
+			if reply.GetJoined() {
+				what = "added to the running group"
+			}
+			return fmt.Errorf("%w: the node at %s hosts replica %d of group %d, %s", memberpb.ErrGroupExists, addr, reply.GetId(), gid, what)
+		}
 	}
 	if err := notBootstrapped(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid), n.s.r.data); err != nil {
 		return fmt.Errorf("%w: %w", memberpb.ErrGroupExists, err)

@@ -141,6 +141,14 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 // member add` and may start empty (etcd's --initial-cluster-state existing
 // for a new member).
 func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) bool {
+	learner, _ := learnerOf(ctx, gid, id, peers, dial)
+	return learner
+}
+
+// learnerOf asks the group's leader, found among peers within ten
+// seconds, whether it has replica id as a learner that has acknowledged
+// nothing; answered is false when no leader answered in that time.
+func learnerOf(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) (learner, answered bool) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Every peer is asked, and the leader of the highest term decides: a
@@ -160,17 +168,17 @@ func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string
 				continue
 			}
 			if reply.GetMatch() > 0 {
-				return false
+				return false, true
 			}
 			if best == nil || reply.GetTerm() > best.GetTerm() {
 				best = reply
 			}
 		}
 		if best != nil {
-			return best.GetLearner()
+			return best.GetLearner(), true
 		}
 		if rpc.Wait(ctx, b) != nil {
-			return false
+			return false, false
 		}
 	}
 }
@@ -393,11 +401,15 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 // console starts the web console in a controller process (nil in a group
 // replica): it reads the cluster through this controller and its peers.
 func (s *replicaServer) console(ctx context.Context) http.Handler {
-	if len(s.hosted) != 1 || s.hosted[0].Group != ctlserver.Group {
+	s.mu.Lock()
+	controller := len(s.hosted) == 1 && s.hosted[0].Group == ctlserver.Group
+	peers := slices.Sorted(maps.Values(s.peers[ctlserver.Group]))
+	s.mu.Unlock()
+	if !controller {
 		return nil
 	}
 	dial := s.r.tls.peerDial(s.clusterID)
-	ctl, err := ctlclient.New(slices.Sorted(maps.Values(s.peers[ctlserver.Group])), dial...)
+	ctl, err := ctlclient.New(peers, dial...)
 	if err != nil {
 		s.log.Error("web console disabled", "err", err)
 		return nil

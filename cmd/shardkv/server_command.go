@@ -333,10 +333,12 @@ func (s *serverFlags) start(srv *replicaServer, e *storage.Engine, net transport
 	}
 	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...),
 		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}}
+	n.stopping, n.halt = context.WithCancel(context.Background())
 	follow, stopFollow := context.WithCancel(context.Background())
 	if s.r.tls.creds != nil { // a plaintext process enforces nothing (serverTLSFlags.guard)
 		if err := followAuth(follow, e, authView, ctl, log); err != nil {
 			stopFollow()
+			n.halt()
 			ctl.Close()
 			n.pool.Close()
 			return nil, nil, nil, err

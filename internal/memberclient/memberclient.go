@@ -125,3 +125,17 @@ func Host(ctx context.Context, pool *rpc.Pool, addr string, req *memberpb.HostRe
 	reply, err := memberpb.NewNodeClient(conn).Host(ctx, req)
 	return reply, memberpb.Errors.FromStatus(err)
 }
+
+// Hosting asks the node at addr which replica of group it hosts (or has
+// recorded) and how the group was founded as that replica knows it
+// (memberpb.Node's Hosting), within timeout.
+func Hosting(ctx context.Context, pool *rpc.Pool, addr string, group uint64, timeout time.Duration) (*memberpb.HostingReply, error) {
+	conn, err := pool.Get(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, err := memberpb.NewNodeClient(conn).Hosting(ctx, &memberpb.HostingRequest{Group: group})
+	return reply, memberpb.Errors.FromStatus(err)
+}
