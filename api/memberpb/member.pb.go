@@ -257,7 +257,10 @@ type HostRequest struct {
 	// (its address is the node's): as Membership.List answers them.
 	Members map[uint64]string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// create: a new group whose founding voters are members (see Host).
-	Create        bool `protobuf:"varint,4,opt,name=create,proto3" json:"create,omitempty"`
+	Create bool `protobuf:"varint,4,opt,name=create,proto3" json:"create,omitempty"`
+	// check: make every check and refusal of Host, and record and start
+	// nothing (a create asks every node so first: see admin join --create).
+	Check         bool `protobuf:"varint,5,opt,name=check,proto3" json:"check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -316,6 +319,13 @@ func (x *HostRequest) GetMembers() map[uint64]string {
 func (x *HostRequest) GetCreate() bool {
 	if x != nil {
 		return x.Create
+	}
+	return false
+}
+
+func (x *HostRequest) GetCheck() bool {
+	if x != nil {
+		return x.Check
 	}
 	return false
 }
@@ -704,12 +714,13 @@ const file_api_memberpb_member_proto_rawDesc = "" +
 	"\bfounders\x18\x03 \x03(\v2-.shardkv.member.v1.HostingReply.FoundersEntryR\bfounders\x1a;\n" +
 	"\rFoundersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x01\n" +
 	"\vHostRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12E\n" +
 	"\amembers\x18\x03 \x03(\v2+.shardkv.member.v1.HostRequest.MembersEntryR\amembers\x12\x16\n" +
-	"\x06create\x18\x04 \x01(\bR\x06create\x1a:\n" +
+	"\x06create\x18\x04 \x01(\bR\x06create\x12\x14\n" +
+	"\x05check\x18\x05 \x01(\bR\x05check\x1a:\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +

@@ -122,7 +122,10 @@ func newAdminLeaveCmd(a *adminFlags) *cobra.Command {
 		Short: "Remove replica groups and rebalance (their shards move away first)",
 		Long: `Remove replica groups from the configuration and rebalance: their shards
 move to the remaining groups. Prints the new configuration. shardkv dev
-keeps a group that left out when it restarts.`,
+keeps a group that left out when it restarts. A group that left keeps
+running on its replicas until they are stopped: join it again with them,
+and never give its id to other replicas (two copies of one group id lose
+writes; docs/design.md, "Open hazard").`,
 		Example: `  shardkv admin leave 4
   shardkv admin leave 4 5 -o json`,
 		Args: cobra.MinimumNArgs(1),

@@ -175,9 +175,13 @@ replica already hosted changes nothing).`,
 
 // createGroups asks every node of each new group to host its replica
 // (memberpb.Node's Host with Create): replica i at the i-th address. A
-// group the latest configuration has is refused before any node is asked.
-// Nodes asked before a refusal keep their replica; asking again is
-// harmless (a node answers a replica it hosts as done).
+// group the latest configuration has is refused before any node is asked;
+// then every node is asked to check (Host with Check), so that an address
+// a node does not answer to, a node down or a group some node hosts is
+// refused with nothing recorded anywhere; only then is each asked to host.
+// A failure in that last pass leaves the replicas recorded so far: the same
+// command, retried, completes the group; another list for the group would
+// make its recorded replicas a second copy of it, and the error says so.
 func (a *adminFlags) createGroups(ctx context.Context, ctl *ctlclient.Client, groups map[uint64][]string) error {
 	cfg, _, err := ctl.Query(ctx, -1)
 	if err != nil {
@@ -191,17 +195,35 @@ func (a *adminFlags) createGroups(ctx context.Context, ctl *ctlclient.Client, gr
 	}
 	pool := rpc.NewPool(a.cf.dial()...)
 	defer pool.Close()
-	for _, gid := range slices.Sorted(maps.Keys(groups)) {
+	requests := func(gid uint64, check bool) []*memberpb.HostRequest {
 		members := map[uint64]string{}
 		for i, addr := range groups[gid] {
 			members[uint64(i+1)] = addr
 		}
-		for i, addr := range groups[gid] {
-			req := &memberpb.HostRequest{Group: gid, Id: uint64(i + 1), Members: members, Create: true}
+		var reqs []*memberpb.HostRequest
+		for i := range groups[gid] {
+			reqs = append(reqs, &memberpb.HostRequest{Group: gid, Id: uint64(i + 1), Members: members, Create: true, Check: check})
+		}
+		return reqs
+	}
+	for _, gid := range slices.Sorted(maps.Keys(groups)) {
+		for _, req := range requests(gid, true) {
+			addr := req.GetMembers()[req.GetId()]
 			if _, err := memberclient.Host(ctx, pool, addr, req, hostTimeout); err != nil {
-				return fmt.Errorf("create group %d: the node at %s (replica %d): %w; nothing joined (replicas hosted before it stay: run the same command again once fixed)",
-					gid, addr, i+1, err)
+				return fmt.Errorf("create group %d: the node at %s (replica %d): %w; nothing recorded, nothing joined", gid, addr, req.GetId(), err)
 			}
+		}
+	}
+	for _, gid := range slices.Sorted(maps.Keys(groups)) {
+		var done []string
+		for _, req := range requests(gid, false) {
+			addr := req.GetMembers()[req.GetId()]
+			if _, err := memberclient.Host(ctx, pool, addr, req, hostTimeout); err != nil {
+				return fmt.Errorf("create group %d: the node at %s (replica %d): %w; nothing joined; recorded so far: group %d's replicas on %v. "+
+					"Run this same command again once fixed: never another list for group %d, which would make those replicas a second copy of it",
+					gid, addr, req.GetId(), err, gid, done, gid)
+			}
+			done = append(done, addr)
 		}
 	}
 	return nil

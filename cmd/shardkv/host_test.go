@@ -144,6 +144,19 @@ func TestCreateGroupOnRunningNodes(t *testing.T) {
 		}
 	}
 	startNode(2)
+	// A node named by an address it does not listen at (a review's
+	// trigger of a partial create): every node checks first, so the nodes
+	// named before it record nothing either.
+	alias := "localhost:" + strings.Split(nodeAddr(2), ":")[1]
+	if _, errOut, code := c.run("", "admin", "join", "--create", fmt.Sprintf("2=%s,%s,%s", nodeAddr(1), nodeAddr(0), alias), "--timeout", "30s"); code == 0 ||
+		!strings.Contains(errOut, "nothing recorded") {
+		t.Fatalf("join --create naming node 3 as %s: exit %d: %s", alias, code, errOut)
+	}
+	for n := range 3 {
+		if r, err := memberclient.Hosting(ctx, pool, nodeAddr(n), 2, 10*time.Second); err != nil || r.GetId() != 0 {
+			t.Fatalf("node %d after the refused create: hosts %v, %v", n+1, r, err)
+		}
+	}
 	c.ok("admin", "join", "--create", join(2), "--timeout", "30s")
 	for n := range 3 {
 		nodes[n].waitOutput(t, "hosting a new replica")

@@ -182,6 +182,9 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	if _, running := n.router.Hosted()[gid]; running {
 		return n.hostedReply(), nil
 	}
+	if req.GetCheck() && recorded == id {
+		return n.hostedReply(), nil
+	}
 	h := hostedReplica{rep: rep, peers: members}
 	switch {
 	case recorded == id:
@@ -191,6 +194,9 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	case req.GetCreate():
 		if err := n.creatable(ctx, gid, id, members); err != nil {
 			return nil, err
+		}
+		if req.GetCheck() {
+			return n.hostedReply(), nil
 		}
 		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, storage.ClusterNew); err != nil {
 			return nil, err
@@ -203,6 +209,9 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		if !learner {
 			return nil, fmt.Errorf("%w: group %d's leader does not have replica %d as a learner that has acknowledged nothing yet",
 				memberpb.ErrNotAdded, gid, id)
+		}
+		if req.GetCheck() {
+			return n.hostedReply(), nil
 		}
 		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, storage.ClusterJoin); err != nil {
 			return nil, err
