@@ -11,6 +11,7 @@ import (
 	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/rpc"
+	"google.golang.org/grpc"
 )
 
 // ErrOutcomeUnknown: an attempt of a change was cut (its replica died, or
@@ -21,13 +22,22 @@ var ErrOutcomeUnknown = errors.New("membership change outcome unknown")
 // At asks the replica at addr for group's membership as it applied it,
 // within timeout.
 func At(ctx context.Context, pool *rpc.Pool, addr string, group uint64, timeout time.Duration) (*memberpb.ListReply, error) {
+	return call(ctx, pool, addr, timeout, func(ctx context.Context, conn *grpc.ClientConn) (*memberpb.ListReply, error) {
+		return memberpb.NewMembershipClient(conn).List(ctx, &memberpb.ListRequest{Group: group})
+	})
+}
+
+// call makes one call (fn) to the server at addr within timeout, its error
+// decoded by memberpb's table.
+func call[T any](ctx context.Context, pool *rpc.Pool, addr string, timeout time.Duration, fn func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
 	conn, err := pool.Get(addr)
 	if err != nil {
-		return nil, err
+		var none T
+		return none, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	reply, err := memberpb.NewMembershipClient(conn).List(ctx, &memberpb.ListRequest{Group: group})
+	reply, err := fn(ctx, conn)
 	return reply, memberpb.Errors.FromStatus(err)
 }
 
@@ -116,26 +126,16 @@ func Change(ctx context.Context, pool *rpc.Pool, req *memberpb.ChangeRequest, ad
 // replica (host it again to learn: hosting a replica already hosted
 // answers the node's list).
 func Host(ctx context.Context, pool *rpc.Pool, addr string, req *memberpb.HostRequest, timeout time.Duration) (*memberpb.HostReply, error) {
-	conn, err := pool.Get(addr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	reply, err := memberpb.NewNodeClient(conn).Host(ctx, req)
-	return reply, memberpb.Errors.FromStatus(err)
+	return call(ctx, pool, addr, timeout, func(ctx context.Context, conn *grpc.ClientConn) (*memberpb.HostReply, error) {
+		return memberpb.NewNodeClient(conn).Host(ctx, req)
+	})
 }
 
 // Hosting asks the node at addr which replica of group it hosts (or has
 // recorded) and how the group was founded as that replica knows it
 // (memberpb.Node's Hosting), within timeout.
 func Hosting(ctx context.Context, pool *rpc.Pool, addr string, group uint64, timeout time.Duration) (*memberpb.HostingReply, error) {
-	conn, err := pool.Get(addr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	reply, err := memberpb.NewNodeClient(conn).Hosting(ctx, &memberpb.HostingRequest{Group: group})
-	return reply, memberpb.Errors.FromStatus(err)
+	return call(ctx, pool, addr, timeout, func(ctx context.Context, conn *grpc.ClientConn) (*memberpb.HostingReply, error) {
+		return memberpb.NewNodeClient(conn).Hosting(ctx, &memberpb.HostingRequest{Group: group})
+	})
 }
