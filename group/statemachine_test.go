@@ -824,3 +824,49 @@ func TestRefusedChunkChangesNothing(t *testing.T) {
 		t.Fatalf("the next chunk after a refused one: %v", err)
 	}
 }
+
+// TestIncarnationFirstWins: the group's incarnation is the first one
+// applied (later ones change nothing), and it is kept in the replica's
+// state (reopened) and in its snapshot image (restored elsewhere).
+func TestIncarnationFirstWins(t *testing.T) {
+	e, err := storage.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	rep := storage.Replica{Group: 1, ID: 1}
+	sm, err := Open(e, rep, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{t: t, sm: sm, stamp: 1}
+	if got := r.sm.Incarnation(); got != 0 {
+		t.Fatalf("a new group's incarnation: %d", got)
+	}
+	for _, inc := range []uint64{7, 9} {
+		if err := r.applyEntry(SetIncarnation(inc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.sm.Incarnation(); got != 7 {
+		t.Fatalf("incarnation after 7 then 9: %d, want 7", got)
+	}
+	reopened, err := Open(e, rep, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reopened.Incarnation(); got != 7 {
+		t.Fatalf("reopened: incarnation %d, want 7", got)
+	}
+	img, err := r.sm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newReplica(t, 1, Limits{})
+	if err := other.sm.Restore(img); err != nil {
+		t.Fatal(err)
+	}
+	if got := other.sm.Incarnation(); got != 7 {
+		t.Fatalf("restored from the image: incarnation %d, want 7", got)
+	}
+}
