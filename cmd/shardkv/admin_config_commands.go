@@ -124,9 +124,8 @@ func newAdminLeaveCmd(a *adminFlags) *cobra.Command {
 move to the remaining groups. Prints the new configuration. shardkv dev
 keeps a group that left out when it restarts. A group that left keeps
 running on its replicas until they are stopped: join it again with them,
-or stop them; its id given to other replicas makes a second copy of the
-group, which a configuration naming the new one leaves idle (groups have
-incarnations), but better take a new id.`,
+and never give its id to other replicas (two copies of one group id lose
+writes; docs/design.md, "Open hazard").`,
 		Example: `  shardkv admin leave 4
   shardkv admin leave 4 5 -o json`,
 		Args: cobra.MinimumNArgs(1),
