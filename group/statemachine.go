@@ -66,7 +66,6 @@ type meta struct {
 	config, prev controller.Config
 	shards       []shardMeta // one per shard; empty before the first configuration
 	nextExpiry   int64
-	incarnation  uint64 // which copy of the group id this is (SetIncarnation); 0: none yet
 }
 
 // StateMachine is a replica group's state. Apply and Restore run on the
@@ -122,7 +121,7 @@ func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, e
 
 func metaFromProto(pm *grouppb.Meta) meta {
 	m := meta{config: controller.ConfigFromProto(pm.GetConfig()), prev: controller.ConfigFromProto(pm.GetPrev()),
-		nextExpiry: pm.GetNextExpiry(), incarnation: pm.GetIncarnation()}
+		nextExpiry: pm.GetNextExpiry()}
 	for _, s := range pm.GetShards() {
 		m.shards = append(m.shards, shardMeta{state: ShardState(s.GetState()), nextChunk: s.GetNextChunk()})
 	}
@@ -130,7 +129,7 @@ func metaFromProto(pm *grouppb.Meta) meta {
 }
 
 func (m *meta) toProto() *grouppb.Meta {
-	pm := &grouppb.Meta{Config: m.config.ToProto(), Prev: m.prev.ToProto(), NextExpiry: m.nextExpiry, Incarnation: m.incarnation}
+	pm := &grouppb.Meta{Config: m.config.ToProto(), Prev: m.prev.ToProto(), NextExpiry: m.nextExpiry}
 	for _, s := range m.shards {
 		pm.Shards = append(pm.Shards, &grouppb.ShardMeta{State: uint32(s.state), NextChunk: s.nextChunk})
 	}
@@ -261,30 +260,8 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 		return nil, sm.abandonPull(a, op.AbandonPull.GetConfigNum(), int(op.AbandonPull.GetShard()))
 	case *grouppb.Command_Restore:
 		return sm.restoreShard(a, op.Restore, sm.now)
-	case *grouppb.Command_Incarnation:
-		if sm.meta.incarnation == 0 && op.Incarnation != 0 {
-			sm.meta.incarnation, a.metaChanged = op.Incarnation, true
-		}
-		return nil, nil
 	}
 	return rpcerr.ErrMalformed, nil
-}
-
-// Incarnation returns the group's incarnation (see SetIncarnation), 0
-// before its first leader set it.
-func (sm *StateMachine) Incarnation() uint64 {
-	sm.mu.RLock()
-	defer sm.mu.RUnlock()
-	return sm.meta.incarnation
-}
-
-// SetIncarnation is the command that gives the group its incarnation, a
-// random number that tells this copy of the group id from any other (a
-// group that left and was started again on other replicas, or a create
-// retried with other founders): applied only while the group has none, so
-// the first one committed wins. A group's leader proposes it once.
-func SetIncarnation(incarnation uint64) *grouppb.Command {
-	return &grouppb.Command{Op: &grouppb.Command_Incarnation{Incarnation: incarnation}}
 }
 
 // shardOf returns the key's shard, or -1 before the first configuration.

@@ -20,15 +20,11 @@ type ReplicaIdentity struct {
 	ClusterID uint64
 	// Group and Replica are the replica's group and its raft id there.
 	Group, Replica uint64
-	// Incarnation is the group's incarnation as the replica applied it
-	// (which copy of the group id it belongs to); 0: not known.
-	Incarnation uint64
 }
 
 type identityServer struct {
 	transportpb.UnimplementedReplicaServer
-	hosted      func() map[uint64]uint64
-	incarnation func(group uint64) uint64
+	hosted func() map[uint64]uint64
 }
 
 // Identify implements transportpb.ReplicaServer: the replica of the group
@@ -36,19 +32,12 @@ type identityServer struct {
 // process's only replica; group 0 when neither exists.
 func (s *identityServer) Identify(_ context.Context, req *transportpb.IdentifyRequest) (*transportpb.IdentifyReply, error) {
 	hosted := s.hosted()
-	reply := func(g, id uint64) *transportpb.IdentifyReply {
-		r := &transportpb.IdentifyReply{Group: g, Replica: id}
-		if s.incarnation != nil {
-			r.Incarnation = s.incarnation(g)
-		}
-		return r
-	}
 	if id, ok := hosted[req.GetGroup()]; ok {
-		return reply(req.GetGroup(), id), nil
+		return &transportpb.IdentifyReply{Group: req.GetGroup(), Replica: id}, nil
 	}
 	if len(hosted) == 1 {
 		for g, id := range hosted {
-			return reply(g, id), nil
+			return &transportpb.IdentifyReply{Group: g, Replica: id}, nil
 		}
 	}
 	return &transportpb.IdentifyReply{}, nil
@@ -57,10 +46,9 @@ func (s *identityServer) Identify(_ context.Context, req *transportpb.IdentifyRe
 // RegisterIdentity makes g answer Identify with the replicas hosted
 // reports (group -> raft id), read at every call: a process (a node) may
 // host replicas of several groups, and the answer tells which replica of
-// the asked group an address reaches, and with incarnation (if not nil)
-// which copy of the group id.
-func RegisterIdentity(g grpc.ServiceRegistrar, hosted func() map[uint64]uint64, incarnation func(group uint64) uint64) {
-	transportpb.RegisterReplicaServer(g, &identityServer{hosted: hosted, incarnation: incarnation})
+// the asked group an address reaches.
+func RegisterIdentity(g grpc.ServiceRegistrar, hosted func() map[uint64]uint64) {
+	transportpb.RegisterReplicaServer(g, &identityServer{hosted: hosted})
 }
 
 // Identify asks the server at addr which replica of group it runs (0: its
@@ -87,7 +75,7 @@ func Identify(ctx context.Context, addr string, group uint64, dial ...grpc.DialO
 		reply, err := cl.Identify(ctx, &transportpb.IdentifyRequest{Group: group}, grpc.Header(&header))
 		if err == nil {
 			id, _ := rpc.ReadClusterID(header)
-			return ReplicaIdentity{ClusterID: id, Group: reply.GetGroup(), Replica: reply.GetReplica(), Incarnation: reply.GetIncarnation()}, nil
+			return ReplicaIdentity{ClusterID: id, Group: reply.GetGroup(), Replica: reply.GetReplica()}, nil
 		}
 		if status.Code(err) == codes.Unavailable {
 			unreachable = err

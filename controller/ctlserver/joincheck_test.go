@@ -32,7 +32,7 @@ func fakeNode(t *testing.T, addr string, clusterID uint64, hosted map[uint64]uin
 		addr = "127.0.0.1:0"
 	}
 	return grpctest.ServeAt(t, addr, func(g *grpc.Server) {
-		transport.RegisterIdentity(g, func() map[uint64]uint64 { return hosted }, nil)
+		transport.RegisterIdentity(g, func() map[uint64]uint64 { return hosted })
 	}, rpc.ServerOptions(rpc.CheckClusterID(clusterID, testLogger())...)...)
 }
 

@@ -6,13 +6,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
-	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/grouppb"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -57,9 +55,6 @@ func (s *Server) drive() {
 			case group.Offering:
 				moving = true // waits for the new owner's pull and delete
 			}
-		}
-		if s.sm.Incarnation() == 0 {
-			s.spawn(task{'i', 0, 0}, s.setIncarnation)
 		}
 		if known, in := v.Config.Groups[s.cfg.GID]; in {
 			if m, ok := s.replicasToSync(); ok {
@@ -227,27 +222,6 @@ func (s *Server) nextConfig(cur uint64) {
 	if !s.sm.CanInstall(next) {
 		return // a Held shard that next does not give back
 	}
-	if _, named := next.Groups[s.cfg.GID]; named {
-		// A configuration names one copy of this group id: another copy
-		// (the group left and was started again on other replicas, or a
-		// create was retried with other founders) must not take the
-		// shards it gives the id. This copy installs one that names
-		// another copy as if the id were not in it.
-		mine := s.sm.Incarnation()
-		if mine == 0 {
-			return // the leader sets it first (drive)
-		}
-		switch other, ours, undecided := s.whoseConfig(next, mine); {
-		case undecided:
-			return // a replica named does not know its group's incarnation yet: ask again
-		case other != "" && ours:
-			s.logCopy(next, "configuration names replicas of two copies of this group id: not installed", other, mine)
-			return
-		case other != "":
-			s.logCopy(next, "configuration names another copy of this group id: installed without it (this copy owns nothing by it)", other, mine)
-			next = withoutGroup(next, s.cfg.GID)
-		}
-	}
 	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -267,88 +241,6 @@ func (s *Server) nextConfig(cur uint64) {
 		}
 	}
 	s.log.Info("installed configuration", "num", next.Num, "pulling", gained, "offering", lost, "took", time.Since(start))
-}
-
-// setIncarnation proposes the group's incarnation, a random number, once
-// it has none (group.SetIncarnation: the first committed wins).
-func (s *Server) setIncarnation(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := s.propose(ctx, group.SetIncarnation(rand.Uint64()|1)); err != nil {
-		s.log.Debug("propose the group's incarnation", "err", err)
-	}
-}
-
-// whoseConfig asks the addresses configuration next names for this group
-// which copy of the group id they serve: other is one that answers with an
-// incarnation other than mine, ours whether one answers with mine.
-// undecided: one answers as a replica of the group id without an
-// incarnation (its copy has not set one yet, or it runs an older
-// version): ask again later. Addresses that do not answer within half a
-// second are left out (none answering: the configuration is taken as
-// this copy's). A configuration found to be this copy's is not asked
-// about again.
-func (s *Server) whoseConfig(next controller.Config, mine uint64) (other string, ours, undecided bool) {
-	if s.copyChecked == next.Num {
-		return "", true, false
-	}
-	addrs := next.Groups[s.cfg.GID]
-	ctx, cancel := context.WithTimeout(s.ctx, 500*time.Millisecond)
-	defer cancel()
-	incarnations := make([]uint64, len(addrs))
-	named := make([]bool, len(addrs))
-	var wg sync.WaitGroup
-	for i, addr := range addrs {
-		wg.Go(func() {
-			who, err := transport.Identify(ctx, addr, s.cfg.GID, s.identifyDial...)
-			if err == nil && who.Group == s.cfg.GID {
-				named[i], incarnations[i] = true, who.Incarnation
-			}
-		})
-	}
-	wg.Wait()
-	for i, addr := range addrs {
-		switch {
-		case !named[i]:
-		case incarnations[i] == 0:
-			undecided = true
-		case incarnations[i] == mine:
-			ours = true
-		default:
-			other = addr
-		}
-	}
-	if undecided {
-		return "", false, true
-	}
-	if other == "" {
-		s.copyChecked = next.Num
-	}
-	return other, ours, false
-}
-
-// logCopy logs, once per configuration, why this copy of the group does
-// not install next as it is.
-func (s *Server) logCopy(next controller.Config, msg, other string, mine uint64) {
-	if s.copyLogged == next.Num {
-		return
-	}
-	s.copyLogged = next.Num
-	s.log.Warn(msg, "num", next.Num, "answered", other, "replicas", next.Groups[s.cfg.GID], "incarnation", mine)
-}
-
-// withoutGroup is cfg as a copy of group gid that cfg does not name sees
-// it: gid in no group list, its shards owned by no group it could pull
-// them from or give them to.
-func withoutGroup(cfg controller.Config, gid uint64) controller.Config {
-	out := cfg.Clone()
-	delete(out.Groups, gid)
-	for shard, g := range out.Shards {
-		if g == gid {
-			out.Shards[shard] = 0
-		}
-	}
-	return out
 }
 
 // stillLeading reports whether the driver should go on: the node leads and

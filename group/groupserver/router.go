@@ -47,7 +47,7 @@ func (r *Router) Register(g *grpc.Server) {
 	grouppb.RegisterHandoffServer(g, internalRoutes{r: r})
 	grouppb.RegisterBackupServer(g, internalRoutes{r: r})
 	memberpb.RegisterMembershipServer(g, memberRoutes{r: r})
-	transport.RegisterIdentity(g, r.Hosted, r.incarnation)
+	transport.RegisterIdentity(g, r.Hosted)
 }
 
 // Add serves s's group through r. A process hosts at most one replica of a
@@ -82,18 +82,6 @@ func (r *Router) Hosted() map[uint64]uint64 {
 		out[gid] = s.cfg.ID
 	}
 	return out
-}
-
-// incarnation is the incarnation of hosted group gid (0: not hosted, or
-// none yet).
-func (r *Router) incarnation(gid uint64) uint64 {
-	r.mu.RLock()
-	s, ok := r.replicas[gid]
-	r.mu.RUnlock()
-	if !ok {
-		return 0
-	}
-	return s.sm.Incarnation()
 }
 
 // replica returns the replica of group gid (0: the only one), or

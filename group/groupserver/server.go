@@ -105,10 +105,6 @@ type Server struct {
 	busy   map[task]bool // driver tasks in flight
 
 	next controller.Config // the configuration after the applied one, once fetched (drive's own)
-	// copyChecked is the configuration last found to name no other copy of
-	// the group (namesOtherCopy; drive's own), copyLogged the last one
-	// refused so, logged once.
-	copyChecked, copyLogged uint64
 
 	syncMu   sync.Mutex
 	synced   []uint64  // the voters the controller was last told of (see syncReplicas)

@@ -566,7 +566,6 @@ type Command struct {
 	//	*Command_AbandonPull
 	//	*Command_Restore
 	//	*Command_Writes
-	//	*Command_Incarnation
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -697,15 +696,6 @@ func (x *Command) GetWrites() *WriteBatch {
 	return nil
 }
 
-func (x *Command) GetIncarnation() uint64 {
-	if x != nil {
-		if x, ok := x.Op.(*Command_Incarnation); ok {
-			return x.Incarnation
-		}
-	}
-	return 0
-}
-
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -762,14 +752,6 @@ type Command_Writes struct {
 	Writes *WriteBatch `protobuf:"bytes,10,opt,name=writes,proto3,oneof"`
 }
 
-type Command_Incarnation struct {
-	// The group's incarnation: a random number the first leader draws,
-	// telling this copy of the group id from any other (a group that left
-	// and was created again elsewhere, or a create retried with other
-	// founders). Applied only while the group has none: the first wins.
-	Incarnation uint64 `protobuf:"varint,11,opt,name=incarnation,proto3,oneof"`
-}
-
 func (*Command_Write) isCommand_Op() {}
 
 func (*Command_Install) isCommand_Op() {}
@@ -787,8 +769,6 @@ func (*Command_AbandonPull) isCommand_Op() {}
 func (*Command_Restore) isCommand_Op() {}
 
 func (*Command_Writes) isCommand_Op() {}
-
-func (*Command_Incarnation) isCommand_Op() {}
 
 type WriteBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1022,7 +1002,6 @@ type Meta struct {
 	Prev          *controllerpb.Config   `protobuf:"bytes,2,opt,name=prev,proto3" json:"prev,omitempty"`                                // the one before it, where shards come from
 	Shards        []*ShardMeta           `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`                            // indexed by shard; empty before the first configuration
 	NextExpiry    int64                  `protobuf:"varint,4,opt,name=next_expiry,json=nextExpiry,proto3" json:"next_expiry,omitempty"` // replicated time (unix ms) of the next sweep of expired sessions
-	Incarnation   uint64                 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                 // see Command.incarnation; 0: none yet
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1081,13 +1060,6 @@ func (x *Meta) GetShards() []*ShardMeta {
 func (x *Meta) GetNextExpiry() int64 {
 	if x != nil {
 		return x.NextExpiry
-	}
-	return 0
-}
-
-func (x *Meta) GetIncarnation() uint64 {
-	if x != nil {
-		return x.Incarnation
 	}
 	return 0
 }
@@ -1317,7 +1289,7 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\x04R\x05group\"\x12\n" +
-	"\x10DeleteShardReply\"\xd0\x05\n" +
+	"\x10DeleteShardReply\"\xac\x05\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
 	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x12D\n" +
@@ -1329,8 +1301,7 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\fabandon_pull\x18\b \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\vabandonPull\x12B\n" +
 	"\arestore\x18\t \x01(\v2&.shardkv.internal.group.v1.InsertShardH\x00R\arestore\x12?\n" +
 	"\x06writes\x18\n" +
-	" \x01(\v2%.shardkv.internal.group.v1.WriteBatchH\x00R\x06writes\x12\"\n" +
-	"\vincarnation\x18\v \x01(\x04H\x00R\vincarnationB\x04\n" +
+	" \x01(\v2%.shardkv.internal.group.v1.WriteBatchH\x00R\x06writesB\x04\n" +
 	"\x02op\"A\n" +
 	"\n" +
 	"WriteBatch\x123\n" +
@@ -1348,14 +1319,13 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\rConfirmDelete\x12\x1d\n" +
 	"\n" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"\xf1\x01\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\"\xcf\x01\n" +
 	"\x04Meta\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\x121\n" +
 	"\x04prev\x18\x02 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x04prev\x12<\n" +
 	"\x06shards\x18\x03 \x03(\v2$.shardkv.internal.group.v1.ShardMetaR\x06shards\x12\x1f\n" +
 	"\vnext_expiry\x18\x04 \x01(\x03R\n" +
-	"nextExpiry\x12 \n" +
-	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"@\n" +
+	"nextExpiry\"@\n" +
 	"\tShardMeta\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\rR\x05state\x12\x1d\n" +
 	"\n" +
@@ -1464,7 +1434,6 @@ func file_internal_grouppb_group_proto_init() {
 		(*Command_AbandonPull)(nil),
 		(*Command_Restore)(nil),
 		(*Command_Writes)(nil),
-		(*Command_Incarnation)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
