@@ -189,7 +189,7 @@ func (a *adminFlags) createGroups(ctx context.Context, ctl *ctlclient.Client, gr
 	}
 	for _, gid := range slices.Sorted(maps.Keys(groups)) {
 		if addrs, ok := cfg.Groups[gid]; ok {
-			return fmt.Errorf("%w: configuration %d has group %d at %s (add replicas to it with member add); nothing changed",
+			return fmt.Errorf("%w: configuration %d has group %d at %s; nothing changed",
 				memberpb.ErrGroupExists, cfg.Num, gid, strings.Join(addrs, ","))
 		}
 	}

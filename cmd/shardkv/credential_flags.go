@@ -22,7 +22,7 @@ type credentialFlags struct {
 func (c *credentialFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&c.user, "user", "", "auth: authenticate as this user (its password from --password, SHARDKV_PASSWORD, or a prompt); needs TLS")
 	f.StringVar(&c.password, "password", "", "auth: the password of --user (prefer SHARDKV_PASSWORD or the prompt: a flag shows in the process list)")
-	f.StringVar(&c.token, "token", "", "auth: a token from `shardkv admin auth token`, instead of --user; needs TLS")
+	f.StringVar(&c.token, "token", "", "auth: a token from 'shardkv admin auth token', instead of --user; needs TLS")
 }
 
 // credentials returns the per-call credentials the flags ask for (nil:

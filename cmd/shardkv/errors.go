@@ -80,7 +80,7 @@ var (
 	// A word after a sentinel's text, for a phrase's %s.
 	detailWord = regexp.MustCompile(`^: ([^\s:,;()]+)`)
 	// Go package prefixes left in a message: "group: ", "shardkv: ", ...
-	pkgPrefix = regexp.MustCompile(`(^|: |\(|; )(shardkv|group|controller|ctlclient|raftnode|storage|cluster|client|transport|rpcerr): `)
+	pkgPrefix = regexp.MustCompile(`(^|: |\(|; )(shardkv|group|controller|ctlclient|raftnode|storage|cluster|client|transport|rpcerr|member): `)
 	// gRPC's wrapping of a status and of a dial failure.
 	grpcStatus = regexp.MustCompile(`rpc error: code = \w+ desc = `)
 	grpcDial   = regexp.MustCompile(`connection error: desc = "transport: (?:Error while dialing: )?([^"]*)"`)

@@ -66,10 +66,10 @@ func (r *replicaFlags) register(cmd *cobra.Command) {
 	f.Uint64Var(&r.snapshotEntries, "snapshot-entries", 0, "applied entries between log compactions (default 10000)")
 	f.BoolVar(&r.forceNew, "force-new-cluster", false,
 		"UNSAFE recovery of a group that lost its quorum for good (etcd's flag): start this replica as its group's only voter, "+
-			"keeping what it has committed; writes only the lost replicas had are lost. Start once so, then without it, and add replicas back with `shardkv admin member`")
+			"keeping what it has committed; writes only the lost replicas had are lost. Start once so, then without it, and add replicas back with 'shardkv admin member'")
 	f.StringVar(&r.state, "initial-cluster-state", string(storage.ClusterNew),
 		"new: with empty data, found a new group; existing: the data must already hold this replica, or the replica was added "+
-			"to its running group with `shardkv admin member add` and starts empty (any other empty data is refused)")
+			"to its running group with 'shardkv admin member add' (or hosted so by a node) and starts empty (any other empty data is refused)")
 	r.tls.register(f)
 }
 
