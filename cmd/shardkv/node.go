@@ -176,16 +176,14 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	if recorded != 0 && recorded != id {
 		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d", memberpb.ErrHostsOtherReplica, recorded, gid)
 	}
-	if recorded == id && req.GetCreate() && !sameFounding(ident, members) {
-		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d, %s", memberpb.ErrGroupExists, id, gid, founding(ident))
+	if here := hostingReply(recorded, ident); recorded == id && req.GetCreate() && !foundedWith(here, id, members) {
+		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d, %s", memberpb.ErrGroupExists, id, gid, howFounded(here))
 	}
 	if _, running := n.router.Hosted()[gid]; running {
 		return n.hostedReply(), nil
 	}
-	if req.GetCheck() && recorded == id {
-		return n.hostedReply(), nil
-	}
 	h := hostedReplica{rep: rep, peers: members}
+	var record storage.ClusterState // the identity to record; none for a replica recorded already
 	switch {
 	case recorded == id:
 		// An earlier Host recorded it and then failed to start it: it
@@ -195,12 +193,7 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		if err := n.creatable(ctx, gid, id, members); err != nil {
 			return nil, err
 		}
-		if req.GetCheck() {
-			return n.hostedReply(), nil
-		}
-		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, storage.ClusterNew); err != nil {
-			return nil, err
-		}
+		record = storage.ClusterNew
 	default:
 		learner, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
 		if !answered {
@@ -210,13 +203,15 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 			return nil, fmt.Errorf("%w: group %d's leader does not have replica %d as a learner that has acknowledged nothing yet",
 				memberpb.ErrNotAdded, gid, id)
 		}
-		if req.GetCheck() {
-			return n.hostedReply(), nil
-		}
-		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, storage.ClusterJoin); err != nil {
+		record, h.join = storage.ClusterJoin, true
+	}
+	if req.GetCheck() {
+		return n.hostedReply(), nil
+	}
+	if record != "" {
+		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, record); err != nil {
 			return nil, err
 		}
-		h.join = true
 	}
 	n.srv.addPeers(gid, h.peers)
 	srv, err := n.start(h)
@@ -245,31 +240,40 @@ func (n *node) recorded(gid uint64) (uint64, storage.Identity, error) {
 	return 0, storage.Identity{}, nil
 }
 
-// sameFounding reports whether ident is a founder's of a group founded
-// with members.
-func sameFounding(ident storage.Identity, members map[uint64]string) bool {
-	return !ident.Joined && maps.Equal(ident.Peers, members)
-}
-
-// founding says how a recorded replica came to its group.
-func founding(ident storage.Identity) string {
-	if ident.Joined {
-		return "added to the running group"
-	}
-	return fmt.Sprintf("founded with %v", ident.Peers)
-}
-
-// Hosting implements memberpb.NodeServer.
-func (n *node) Hosting(_ context.Context, req *memberpb.HostingRequest) (*memberpb.HostingReply, error) {
-	id, ident, err := n.recorded(req.GetGroup())
-	if err != nil || id == 0 {
-		return &memberpb.HostingReply{}, memberpb.Errors.ToStatus(err)
+// hostingReply is what Hosting answers for recorded replica id (0: none)
+// with identity ident.
+func hostingReply(id uint64, ident storage.Identity) *memberpb.HostingReply {
+	if id == 0 {
+		return &memberpb.HostingReply{}
 	}
 	reply := &memberpb.HostingReply{Id: id, Joined: ident.Joined}
 	if !ident.Joined {
 		reply.Founders = ident.Peers
 	}
-	return reply, nil
+	return reply
+}
+
+// foundedWith reports whether a node's replica (as Hosting answers it) is
+// replica id of a group founded with members.
+func foundedWith(r *memberpb.HostingReply, id uint64, members map[uint64]string) bool {
+	return r.GetId() == id && !r.GetJoined() && maps.Equal(r.GetFounders(), members)
+}
+
+// howFounded says how a node's replica came to its group.
+func howFounded(r *memberpb.HostingReply) string {
+	if r.GetJoined() {
+		return "added to the running group"
+	}
+	return fmt.Sprintf("founded with %v", r.GetFounders())
+}
+
+// Hosting implements memberpb.NodeServer.
+func (n *node) Hosting(_ context.Context, req *memberpb.HostingRequest) (*memberpb.HostingReply, error) {
+	id, ident, err := n.recorded(req.GetGroup())
+	if err != nil {
+		return nil, memberpb.Errors.ToStatus(err)
+	}
+	return hostingReply(id, ident), nil
 }
 
 // creatable checks that group gid is new before replica id founds it with
@@ -301,12 +305,8 @@ func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64
 			return fmt.Errorf("%w: every founder's node must answer before a group is created: the node at %s (replica %d): %w",
 				memberpb.ErrGroupUnreachable, addr, pid, err)
 		case reply.GetId() == 0:
-		case reply.GetId() != pid || reply.GetJoined() || !maps.Equal(reply.GetFounders(), members):
-			what := fmt.Sprintf("founded with %v", reply.GetFounders())
-			if reply.GetJoined() {
-				what = "added to the running group"
-			}
-			return fmt.Errorf("%w: the node at %s hosts replica %d of group %d, %s", memberpb.ErrGroupExists, addr, reply.GetId(), gid, what)
+		case !foundedWith(reply, pid, members):
+			return fmt.Errorf("%w: the node at %s hosts replica %d of group %d, %s", memberpb.ErrGroupExists, addr, reply.GetId(), gid, howFounded(reply))
 		}
 	}
 	if err := notBootstrapped(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid), n.s.r.data); err != nil {

@@ -136,18 +136,11 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 	return nil
 }
 
-// addedAsLearner reports whether the group's leader, found among peers
-// within seconds, has this replica as a learner: it was added with `admin
-// member add` and may start empty (etcd's --initial-cluster-state existing
-// for a new member).
-func addedAsLearner(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) bool {
-	learner, _ := learnerOf(ctx, gid, id, peers, dial)
-	return learner
-}
-
 // learnerOf asks the group's leader, found among peers within ten
 // seconds, whether it has replica id as a learner that has acknowledged
-// nothing; answered is false when no leader answered in that time.
+// nothing: it was added with `admin member add` and may start empty
+// (etcd's --initial-cluster-state existing for a new member). answered is
+// false when no leader answered in that time.
 func learnerOf(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) (learner, answered bool) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -277,8 +270,10 @@ func ensureIdentity(ctx context.Context, e *storage.Engine, rep storage.Replica,
 			return storage.Identity{}, false, err
 		}
 	}
-	if !stored && state == storage.ClusterExisting && addedAsLearner(ctx, rep.Group, rep.ID, peers, dial) {
-		state, join = storage.ClusterJoin, true
+	if !stored && state == storage.ClusterExisting {
+		if learner, _ := learnerOf(ctx, rep.Group, rep.ID, peers, dial); learner {
+			state, join = storage.ClusterJoin, true
+		}
 	}
 	ident, err = e.EnsureIdentity(rep, storage.Identity{ClusterID: clusterID, Peers: peers}, state)
 	return ident, join, err
