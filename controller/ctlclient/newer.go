@@ -16,10 +16,22 @@ const pollAttempt = 3 * time.Second
 // asks at every tick) share one, so an idle node costs the controller one
 // request per pollAttempt, not one per hosted leader per second.
 type feed struct {
-	latest  uint64        // the highest configuration number seen
-	changed chan struct{} // closed, and replaced, when latest grows
-	waiters int           // callers of Newer waiting now
-	polling bool          // the long poll runs
+	latest  uint64         // the highest configuration number seen
+	changed chan struct{}  // closed, and replaced, when latest grows
+	waiting map[uint64]int // callers of Newer waiting now, by the number they wait to pass
+	polling bool           // the long poll runs
+}
+
+// unanswered reports whether a caller waits for a configuration above
+// latest: the poll goes on only for them (callers that latest answers may
+// not have left yet).
+func (f *feed) unanswered() bool {
+	for after, n := range f.waiting {
+		if n > 0 && after >= f.latest {
+			return true
+		}
+	}
+	return false
 }
 
 // Newer returns the number of the newest configuration as soon as one
@@ -35,10 +47,15 @@ func (c *Client) Newer(ctx context.Context, after uint64) (uint64, error) {
 		return 0, err
 	}
 	c.feedMu.Lock()
-	c.feed.waiters++
+	if c.feed.waiting == nil {
+		c.feed.waiting = map[uint64]int{}
+	}
+	c.feed.waiting[after]++
 	defer func() {
 		c.feedMu.Lock()
-		c.feed.waiters--
+		if c.feed.waiting[after]--; c.feed.waiting[after] == 0 {
+			delete(c.feed.waiting, after)
+		}
 		c.feedMu.Unlock()
 	}()
 	for {
@@ -68,7 +85,8 @@ func (c *Client) Newer(ctx context.Context, after uint64) (uint64, error) {
 }
 
 // poll long-polls the controller for configurations above the latest seen
-// until nobody waits (checked after each answer) or the Client closes.
+// until no caller waits for one above it (checked after each answer) or
+// the Client closes.
 func (c *Client) poll() {
 	b := rpc.NewBackoff(50*time.Millisecond, time.Second)
 	for {
@@ -90,7 +108,7 @@ func (c *Client) poll() {
 				c.feed.changed = nil
 			}
 		}
-		if c.feed.waiters == 0 || c.ctx.Err() != nil {
+		if !c.feed.unanswered() || c.ctx.Err() != nil {
 			c.feed.polling = false
 			c.feedMu.Unlock()
 			return

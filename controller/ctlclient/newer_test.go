@@ -97,7 +97,10 @@ func TestNewerSharesOneLongPoll(t *testing.T) {
 		t.Errorf("%d controller long polls at once for %d waiting leaders, want 1", m, leaders)
 	}
 	t.Logf("%d Watch calls in all for %d leaders", w.calls.Load(), leaders)
-	// A configuration already known is answered without asking.
+	// Every waiter was answered by configuration 6: the feed asks no more
+	// (it used to poll once more while the answered waiters left, which
+	// also made this count race), and a configuration already known is
+	// answered without asking.
 	before := w.calls.Load()
 	if n, err := c.Newer(ctx, 5); err != nil || n != 6 {
 		t.Fatalf("Newer(5) after 6 was seen = %d, %v", n, err)

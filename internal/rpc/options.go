@@ -61,8 +61,8 @@ func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
 
 // ServerOptions are the options of every shardkv gRPC server: message
 // limits of MaxMessageBytes, keepalive pings of idle clients and the
-// matching enforcement policy (see DeadPeerTimeout). extra options come
-// last.
+// matching enforcement policy (see DeadPeerTimeout), and a Stop that
+// waits for the handlers running. extra options come last.
 func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
 	return append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingEvery, Timeout: DeadPeerTimeout}),
@@ -75,6 +75,11 @@ func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
 		// group leader's CPU under a get load. Requests beyond the workers
 		// still get their own goroutine.
 		grpc.NumStreamWorkers(streamWorkers),
+		// Stop returns once every handler has returned (Stop cancels
+		// their contexts): what a process closes after its server stops,
+		// its engine first, is never used by a request still running (a
+		// List in flight read a closed Pebble and panicked).
+		grpc.WaitForHandlers(true),
 	}, extra...)
 }
 
