@@ -14,11 +14,12 @@ var codes = session.Outcomes{nil,
 	controllerpb.ErrInvalidShards, rpcerr.ErrStaleRequest, controllerpb.ErrBadReplica,
 	controllerpb.ErrReplicaUnreachable, rpcerr.ErrMalformed,
 	rpcerr.ErrUserNotFound, rpcerr.ErrUserExists, rpcerr.ErrRoleNotFound, rpcerr.ErrRoleExists,
-	rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth, rpcerr.ErrCertCNTaken}
+	rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth, rpcerr.ErrCertCNTaken, controllerpb.ErrGroupNotReady}
 
 // RefusalCode is the code a leader's verdict on a change carries in the log
-// (controllerpb.Refusal): err must be controllerpb.ErrBadReplica or
-// controllerpb.ErrReplicaUnreachable, possibly wrapped.
+// (controllerpb.Refusal): err must be controllerpb.ErrBadReplica,
+// controllerpb.ErrReplicaUnreachable or controllerpb.ErrGroupNotReady,
+// possibly wrapped.
 func RefusalCode(err error) uint32 { return codes.Code(err) }
 
 func errorCode(err error) uint32 { return codes.Code(err) }

@@ -162,7 +162,7 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 // Command.refusal).
 func refusalError(r *controllerlogpb.CheckRefusal) error {
 	switch e := codeError(r.GetCode()); e {
-	case controllerpb.ErrBadReplica, controllerpb.ErrReplicaUnreachable:
+	case controllerpb.ErrBadReplica, controllerpb.ErrReplicaUnreachable, controllerpb.ErrGroupNotReady:
 		return fmt.Errorf("%w: %s", e, r.GetReason())
 	}
 	return fmt.Errorf("%w: refusal code %d", rpcerr.ErrMalformed, r.GetCode())
@@ -279,10 +279,23 @@ func (s *State) join(groups []*controllerpb.Group) (Config, error) {
 			}
 		}
 		seen[id] = true
-		if old, ok := next.Groups[id]; ok && !slices.Equal(old, addrs) {
+		old, ok := next.Groups[id]
+		switch {
+		case ok && !slices.Equal(old, addrs):
 			return Config{}, fmt.Errorf("%w: group %d is %v, not %v", controllerpb.ErrGroupExists, id, old, addrs)
+		case ok && g.GetIncarnation() != 0 && next.Foreign(id, g.GetIncarnation()):
+			return Config{}, fmt.Errorf("%w: group %d is incarnation %016x, not %016x", controllerpb.ErrGroupExists,
+				id, next.Incarnations[id], g.GetIncarnation())
+		case ok:
+			continue // joined already: its incarnation stays
 		}
 		next.Groups[id] = slices.Clone(addrs)
+		if inc := g.GetIncarnation(); inc != 0 {
+			if next.Incarnations == nil {
+				next.Incarnations = map[uint64]uint64{}
+			}
+			next.Incarnations[id] = inc
+		}
 	}
 	next.Shards = Rebalance(next.Shards, next.GroupIDs())
 	return next, nil
@@ -303,6 +316,7 @@ func (s *State) leave(gids []uint64, force bool) (Config, error) {
 			return Config{}, fmt.Errorf("%w: %d", controllerpb.ErrUnknownGroup, g)
 		}
 		delete(next.Groups, g)
+		delete(next.Incarnations, g)
 		leaving[g] = true
 	}
 	if len(next.Groups) == 0 && len(gids) > 0 && !force {

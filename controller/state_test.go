@@ -177,3 +177,38 @@ func TestSessionsMustBeOpened(t *testing.T) {
 		t.Fatal("a session without a client id was opened")
 	}
 }
+
+// TestIncarnationKeptWithTheGroup: the incarnation a join records stays
+// with the group through address changes and moves, goes with it when it
+// leaves, and a join repeating a group with another incarnation is
+// refused (two copies of one id).
+func TestIncarnationKeptWithTheGroup(t *testing.T) {
+	var s State
+	s.Apply(initCmd(4))
+	j := join(1, 1, map[uint64][]string{1: {"a"}, 2: {"b"}})
+	j.GetJoin().Groups[0].Incarnation = 0xa
+	if r := applyOpen(&s, j); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	again := join(1, 2, map[uint64][]string{1: {"a"}})
+	again.GetJoin().Groups[0].Incarnation = 0xb
+	if r := s.Apply(again); !errors.Is(r.Err, controllerpb.ErrGroupExists) {
+		t.Fatalf("join of group 1 as another incarnation: %v", r.Err)
+	}
+	set := &controllerlogpb.Command{Op: &controllerlogpb.Command_SetReplicas{SetReplicas: &controllerpb.SetReplicasRequest{
+		Gid: 1, Addrs: []string{"a", "c"}, Session: &controllerpb.Session{ClientId: 1, Seq: 3}}}}
+	for _, cmd := range []*controllerlogpb.Command{set, move(1, 4, 0, 2)} {
+		if r := s.Apply(cmd); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		if c, _ := s.Latest(); c.Incarnation(1) != 0xa || c.Incarnation(2) != 0 {
+			t.Fatalf("configuration %d records %v", c.Num, c.Incarnations)
+		}
+	}
+	if r := s.Apply(leave(1, 5, false, 1)); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if c, _ := s.Latest(); len(c.Incarnations) != 0 {
+		t.Fatalf("after the leave: %v", c.Incarnations)
+	}
+}

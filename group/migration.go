@@ -30,18 +30,27 @@ func (sm *StateMachine) blocked(next controller.Config) bool {
 // CanInstall reports whether next would be installed now: it follows the
 // current configuration, and every migration is finished or is a Held
 // shard next gives back.
+//
+// A configuration that installConfig would refuse as another incarnation's
+// (ownConfig) counts as installable: its proposal's outcome says why the
+// group stops there.
 func (sm *StateMachine) CanInstall(next controller.Config) bool {
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
-	return next.Num == sm.meta.config.Num+1 && !sm.blocked(next)
+	own, err := sm.ownConfig(next)
+	return next.Num == sm.meta.config.Num+1 && (err != nil || !sm.blocked(own))
 }
 
 // installConfig moves the group from configuration N to next (N+1): only
 // in order, and only once every migration of N is finished (or is a Held
-// shard that next gives back).
+// shard that next gives back). A configuration recording another
+// incarnation of the group's id is installed without the id (ownConfig).
 func (sm *StateMachine) installConfig(a *apply, next controller.Config) (outcome, err error) {
 	cur := sm.meta.config
+	next, outcome = sm.ownConfig(next)
 	switch {
+	case outcome != nil:
+		return outcome, nil
 	case next.Num != cur.Num+1:
 		return fmt.Errorf("%w: have %d, offered %d", kvpb.ErrStaleConfig, cur.Num, next.Num), nil
 	case sm.blocked(next):

@@ -66,6 +66,7 @@ type meta struct {
 	config, prev controller.Config
 	shards       []shardMeta // one per shard; empty before the first configuration
 	nextExpiry   int64
+	incarnation  uint64 // see SetIncarnation; 0 until the first is applied
 }
 
 // StateMachine is a replica group's state. Apply and Restore run on the
@@ -121,7 +122,7 @@ func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, e
 
 func metaFromProto(pm *grouppb.Meta) meta {
 	m := meta{config: controller.ConfigFromProto(pm.GetConfig()), prev: controller.ConfigFromProto(pm.GetPrev()),
-		nextExpiry: pm.GetNextExpiry()}
+		nextExpiry: pm.GetNextExpiry(), incarnation: pm.GetIncarnation()}
 	for _, s := range pm.GetShards() {
 		m.shards = append(m.shards, shardMeta{state: ShardState(s.GetState()), nextChunk: s.GetNextChunk()})
 	}
@@ -129,7 +130,7 @@ func metaFromProto(pm *grouppb.Meta) meta {
 }
 
 func (m *meta) toProto() *grouppb.Meta {
-	pm := &grouppb.Meta{Config: m.config.ToProto(), Prev: m.prev.ToProto(), NextExpiry: m.nextExpiry}
+	pm := &grouppb.Meta{Config: m.config.ToProto(), Prev: m.prev.ToProto(), NextExpiry: m.nextExpiry, Incarnation: m.incarnation}
 	for _, s := range m.shards {
 		pm.Shards = append(pm.Shards, &grouppb.ShardMeta{State: uint32(s.state), NextChunk: s.nextChunk})
 	}
@@ -260,6 +261,8 @@ func (sm *StateMachine) applyCommand(a *apply, cmd *grouppb.Command) (outcome an
 		return nil, sm.abandonPull(a, op.AbandonPull.GetConfigNum(), int(op.AbandonPull.GetShard()))
 	case *grouppb.Command_Restore:
 		return sm.restoreShard(a, op.Restore, sm.now)
+	case *grouppb.Command_SetIncarnation:
+		return sm.setIncarnation(a, op.SetIncarnation.GetIncarnation()), nil
 	}
 	return rpcerr.ErrMalformed, nil
 }

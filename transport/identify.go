@@ -20,11 +20,20 @@ type ReplicaIdentity struct {
 	ClusterID uint64
 	// Group and Replica are the replica's group and its raft id there.
 	Group, Replica uint64
+	// Incarnation is the group's incarnation as the replica applied it
+	// (controllerpb.Group.incarnation); 0 while it has applied none.
+	Incarnation uint64
+}
+
+// Hosted is a replica a process hosts, as Identify states it.
+type Hosted struct {
+	Replica     uint64 // its raft id
+	Incarnation uint64 // its group's incarnation as applied, 0 for none yet
 }
 
 type identityServer struct {
 	transportpb.UnimplementedReplicaServer
-	hosted func() map[uint64]uint64
+	hosted func() map[uint64]Hosted
 }
 
 // Identify implements transportpb.ReplicaServer: the replica of the group
@@ -32,22 +41,22 @@ type identityServer struct {
 // process's only replica; group 0 when neither exists.
 func (s *identityServer) Identify(_ context.Context, req *transportpb.IdentifyRequest) (*transportpb.IdentifyReply, error) {
 	hosted := s.hosted()
-	if id, ok := hosted[req.GetGroup()]; ok {
-		return &transportpb.IdentifyReply{Group: req.GetGroup(), Replica: id}, nil
+	if h, ok := hosted[req.GetGroup()]; ok {
+		return &transportpb.IdentifyReply{Group: req.GetGroup(), Replica: h.Replica, Incarnation: h.Incarnation}, nil
 	}
 	if len(hosted) == 1 {
-		for g, id := range hosted {
-			return &transportpb.IdentifyReply{Group: g, Replica: id}, nil
+		for g, h := range hosted {
+			return &transportpb.IdentifyReply{Group: g, Replica: h.Replica, Incarnation: h.Incarnation}, nil
 		}
 	}
 	return &transportpb.IdentifyReply{}, nil
 }
 
 // RegisterIdentity makes g answer Identify with the replicas hosted
-// reports (group -> raft id), read at every call: a process (a node) may
+// reports (by group id), read at every call: a process (a node) may
 // host replicas of several groups, and the answer tells which replica of
 // the asked group an address reaches.
-func RegisterIdentity(g grpc.ServiceRegistrar, hosted func() map[uint64]uint64) {
+func RegisterIdentity(g grpc.ServiceRegistrar, hosted func() map[uint64]Hosted) {
 	transportpb.RegisterReplicaServer(g, &identityServer{hosted: hosted})
 }
 
@@ -75,7 +84,7 @@ func Identify(ctx context.Context, addr string, group uint64, dial ...grpc.DialO
 		reply, err := cl.Identify(ctx, &transportpb.IdentifyRequest{Group: group}, grpc.Header(&header))
 		if err == nil {
 			id, _ := rpc.ReadClusterID(header)
-			return ReplicaIdentity{ClusterID: id, Group: reply.GetGroup(), Replica: reply.GetReplica()}, nil
+			return ReplicaIdentity{ClusterID: id, Group: reply.GetGroup(), Replica: reply.GetReplica(), Incarnation: reply.GetIncarnation()}, nil
 		}
 		if status.Code(err) == codes.Unavailable {
 			unreachable = err

@@ -34,7 +34,7 @@ func TestIdentify(t *testing.T) {
 
 	log := slog.New(slog.DiscardHandler)
 	g := grpc.NewServer(rpc.ServerOptions(rpc.CheckClusterID(0xc1, log)...)...)
-	transport.RegisterIdentity(g, func() map[uint64]uint64 { return map[uint64]uint64{7: 2} })
+	transport.RegisterIdentity(g, func() map[uint64]transport.Hosted { return map[uint64]transport.Hosted{7: {Replica: 2}} })
 	defer g.Stop()
 	go func() {
 		time.Sleep(200 * time.Millisecond) // the server starts while Identify waits

@@ -20,6 +20,37 @@ type Config struct {
 	Num    uint64
 	Shards []uint64            // Shards[i] is the group owning shard i; 0 is none
 	Groups map[uint64][]string // group id -> replica addresses, as given
+	// Incarnations maps a group id to the incarnation the controller
+	// recorded when it joined (controllerpb.Group.incarnation); a group
+	// missing here (or 0) was recorded without one. Only ids of Groups.
+	Incarnations map[uint64]uint64
+}
+
+// Incarnation is the incarnation recorded for group gid, 0 for none.
+func (c *Config) Incarnation(gid uint64) uint64 { return c.Incarnations[gid] }
+
+// Foreign reports whether c records for group gid another incarnation
+// than incarnation: c is then not the configuration of the copy of gid
+// whose incarnation that is, and that copy must take it as if gid were
+// not in it. A configuration without an incarnation for gid is every
+// copy's.
+func (c *Config) Foreign(gid, incarnation uint64) bool {
+	rec := c.Incarnations[gid]
+	return rec != 0 && rec != incarnation
+}
+
+// Without returns a copy of c without group gid: its shards show no
+// owner.
+func (c *Config) Without(gid uint64) Config {
+	out := c.Clone()
+	delete(out.Groups, gid)
+	delete(out.Incarnations, gid)
+	for s, g := range out.Shards {
+		if g == gid {
+			out.Shards[s] = 0
+		}
+	}
+	return out
 }
 
 // GroupIDs returns the ids of the configuration's groups, ascending.
@@ -33,6 +64,9 @@ func (c *Config) Clone() Config {
 	for g, a := range c.Groups {
 		out.Groups[g] = slices.Clone(a)
 	}
+	if len(c.Incarnations) > 0 {
+		out.Incarnations = maps.Clone(c.Incarnations)
+	}
 	return out
 }
 
@@ -40,7 +74,7 @@ func (c *Config) Clone() Config {
 func (c *Config) ToProto() *controllerpb.Config {
 	p := &controllerpb.Config{Num: c.Num, Shards: slices.Clone(c.Shards)}
 	for _, g := range c.GroupIDs() {
-		p.Groups = append(p.Groups, &controllerpb.Group{Id: g, Addrs: slices.Clone(c.Groups[g])})
+		p.Groups = append(p.Groups, &controllerpb.Group{Id: g, Addrs: slices.Clone(c.Groups[g]), Incarnation: c.Incarnations[g]})
 	}
 	return p
 }
@@ -50,6 +84,12 @@ func FromProto(p *controllerpb.Config) Config {
 	c := Config{Num: p.GetNum(), Shards: slices.Clone(p.GetShards()), Groups: make(map[uint64][]string)}
 	for _, g := range p.GetGroups() {
 		c.Groups[g.GetId()] = slices.Clone(g.GetAddrs())
+		if inc := g.GetIncarnation(); inc != 0 {
+			if c.Incarnations == nil {
+				c.Incarnations = map[uint64]uint64{}
+			}
+			c.Incarnations[g.GetId()] = inc
+		}
 	}
 	return c
 }

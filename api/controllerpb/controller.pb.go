@@ -81,9 +81,18 @@ func (Access) EnumDescriptor() ([]byte, []int) {
 // Group is a replica group: its id and its replicas' addresses, in the
 // order given when it joined.
 type Group struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`      // the group id, above 0
-	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"` // host:port of each replica
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`      // the group id, above 0
+	Addrs []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"` // host:port of each replica
+	// incarnation tells this group apart from any other copy of its id (a
+	// group that left and was created again elsewhere, a partly created
+	// group): a random number the group's first leader drew, which the
+	// controller reads from the replicas when the group joins (its join
+	// check) and keeps with the group until it leaves. A copy of the id with
+	// another incarnation installs the configuration as if the id were not
+	// in it. 0: recorded before incarnations existed, or joined without the
+	// check; every copy takes the configuration as its own.
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -130,6 +139,13 @@ func (x *Group) GetAddrs() []string {
 		return x.Addrs
 	}
 	return nil
+}
+
+func (x *Group) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // Config is one numbered configuration. shards[i] is the group that owns
@@ -1843,10 +1859,11 @@ var File_api_controllerpb_controller_proto protoreflect.FileDescriptor
 
 const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\n" +
-	"!api/controllerpb/controller.proto\x12\x15shardkv.controller.v1\x1a\x19api/headerpb/header.proto\"-\n" +
+	"!api/controllerpb/controller.proto\x12\x15shardkv.controller.v1\x1a\x19api/headerpb/header.proto\"O\n" +
 	"\x05Group\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
-	"\x05addrs\x18\x02 \x03(\tR\x05addrs\"h\n" +
+	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"h\n" +
 	"\x06Config\x12\x10\n" +
 	"\x03num\x18\x01 \x01(\x04R\x03num\x12\x16\n" +
 	"\x06shards\x18\x02 \x03(\x04R\x06shards\x124\n" +

@@ -39,6 +39,11 @@ var (
 	// the controller's check in time. Nothing changed; join the group once
 	// every replica listed runs.
 	ErrReplicaUnreachable = Errors.New(codes.FailedPrecondition, "REPLICA_UNREACHABLE", "controller: replica unreachable")
+	// ErrGroupNotReady: no replica of a joining group states the group's
+	// incarnation yet (Group.incarnation): a group just founded has one
+	// once its first leader is elected, within seconds. Nothing changed;
+	// the controller client's Join tries again until its context ends.
+	ErrGroupNotReady = Errors.New(codes.FailedPrecondition, "GROUP_NOT_READY", "controller: group not ready (no leader elected yet)")
 )
 
 // Refusal reports whether err is a deterministic refusal of a change by
@@ -47,7 +52,7 @@ var (
 // verdict goes through the log and the request's session remembers it.)
 func Refusal(err error) bool {
 	for _, r := range []error{ErrNotInitialized, ErrInvalidGroup, ErrGroupExists, ErrUnknownGroup,
-		ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrBadReplica, ErrReplicaUnreachable,
+		ErrUnknownShard, ErrWouldOrphan, ErrInvalidShards, ErrBadReplica, ErrReplicaUnreachable, ErrGroupNotReady,
 		rpcerr.ErrUserNotFound, rpcerr.ErrUserExists, rpcerr.ErrRoleNotFound, rpcerr.ErrRoleExists,
 		rpcerr.ErrNoAdmin, rpcerr.ErrInvalidAuth, rpcerr.ErrCertCNTaken} {
 		if errors.Is(err, r) {

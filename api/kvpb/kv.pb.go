@@ -1288,6 +1288,9 @@ type StatusReply struct {
 	DigestApplied uint64                   `protobuf:"varint,9,opt,name=digest_applied,json=digestApplied,proto3" json:"digest_applied,omitempty"` // the applied index of the digests, when asked for; 0 otherwise
 	Requests      *Latency                 `protobuf:"bytes,11,opt,name=requests,proto3" json:"requests,omitempty"`                                // the client requests this replica answered, with their latencies
 	DataBytes     uint64                   `protobuf:"varint,12,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`            // Pebble's estimate of the disk the replica's state takes, in bytes
+	// incarnation is the group's incarnation as the replica applied it (see
+	// shardkv.controller.v1.Group.incarnation), 0 while it has none.
+	Incarnation   uint64 `protobuf:"varint,13,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1402,6 +1405,13 @@ func (x *StatusReply) GetRequests() *Latency {
 func (x *StatusReply) GetDataBytes() uint64 {
 	if x != nil {
 		return x.DataBytes
+	}
+	return 0
+}
+
+func (x *StatusReply) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
 	}
 	return 0
 }
@@ -1873,7 +1883,7 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"cumulative\x18\x02 \x03(\x04R\n" +
 	"cumulative\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xa3\x03\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xc5\x03\n" +
 	"\vStatusReply\x129\n" +
 	"\x06header\x18\n" +
 	" \x01(\v2!.shardkv.header.v1.ResponseHeaderR\x06header\x12\x14\n" +
@@ -1889,7 +1899,8 @@ const file_api_kvpb_kv_proto_rawDesc = "" +
 	"\x0edigest_applied\x18\t \x01(\x04R\rdigestApplied\x122\n" +
 	"\brequests\x18\v \x01(\v2\x16.shardkv.kv.v1.LatencyR\brequests\x12\x1d\n" +
 	"\n" +
-	"data_bytes\x18\f \x01(\x04R\tdataBytes\"\x81\x01\n" +
+	"data_bytes\x18\f \x01(\x04R\tdataBytes\x12 \n" +
+	"\vincarnation\x18\r \x01(\x04R\vincarnation\"\x81\x01\n" +
 	"\fWatchRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x121\n" +

@@ -469,9 +469,13 @@ func (x *IdentifyRequest) GetGroup() uint64 {
 }
 
 type IdentifyReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`     // the replica group it belongs to
-	Replica       uint64                 `protobuf:"varint,2,opt,name=replica,proto3" json:"replica,omitempty"` // its raft id within that group
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`     // the replica group it belongs to
+	Replica uint64                 `protobuf:"varint,2,opt,name=replica,proto3" json:"replica,omitempty"` // its raft id within that group
+	// incarnation is the group's incarnation as the replica has applied it
+	// (see controllerpb.Group.incarnation); 0 while it has applied none (a
+	// new group before its first leader's, a joining replica catching up).
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -520,6 +524,13 @@ func (x *IdentifyReply) GetReplica() uint64 {
 	return 0
 }
 
+func (x *IdentifyReply) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 var File_api_transportpb_transport_proto protoreflect.FileDescriptor
 
 const file_api_transportpb_transport_proto_rawDesc = "" +
@@ -549,10 +560,11 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x05match\x18\x04 \x01(\x04R\x05match\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\"'\n" +
 	"\x0fIdentifyRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\x04R\x05group\"?\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\"a\n" +
 	"\rIdentifyReply\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
-	"\areplica\x18\x02 \x01(\x04R\areplica2\xea\x01\n" +
+	"\areplica\x18\x02 \x01(\x04R\areplica\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation2\xea\x01\n" +
 	"\x04Raft\x12B\n" +
 	"\x06Stream\x12\x1b.shardkv.transport.v1.Batch\x1a\x19.shardkv.transport.v1.Ack(\x01\x12L\n" +
 	"\bSnapshot\x12#.shardkv.transport.v1.SnapshotChunk\x1a\x19.shardkv.transport.v1.Ack(\x01\x12P\n" +

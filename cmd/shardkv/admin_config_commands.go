@@ -124,8 +124,8 @@ func newAdminLeaveCmd(a *adminFlags) *cobra.Command {
 move to the remaining groups. Prints the new configuration. shardkv dev
 keeps a group that left out when it restarts. A group that left keeps
 running on its replicas until they are stopped: join it again with them,
-and never give its id to other replicas (two copies of one group id lose
-writes; docs/design.md, "Open hazard").`,
+or give its id to a new group (the old copy, another incarnation of the
+id, then takes none of its shards).`,
 		Example: `  shardkv admin leave 4
   shardkv admin leave 4 5 -o json`,
 		Args: cobra.MinimumNArgs(1),

@@ -181,7 +181,9 @@ replica already hosted changes nothing).`,
 // refused with nothing recorded anywhere; only then is each asked to host.
 // A failure in that last pass leaves the replicas recorded so far: the same
 // command, retried, completes the group; another list for the group would
-// make its recorded replicas a second copy of it, and the error says so.
+// leave its recorded replicas a second copy of it, which takes none of its
+// shards (it has another incarnation) but runs until unhosted, and the
+// error says so.
 func (a *adminFlags) createGroups(ctx context.Context, ctl *ctlclient.Client, groups map[uint64][]string) error {
 	cfg, _, err := ctl.Query(ctx, -1)
 	if err != nil {
@@ -220,7 +222,7 @@ func (a *adminFlags) createGroups(ctx context.Context, ctl *ctlclient.Client, gr
 			addr := req.GetMembers()[req.GetId()]
 			if _, err := memberclient.Host(ctx, pool, addr, req, hostTimeout); err != nil {
 				return fmt.Errorf("create group %d: the node at %s (replica %d): %w; nothing joined; recorded so far: group %d's replicas on %v. "+
-					"Run this same command again once fixed: never another list for group %d, which would make those replicas a second copy of it",
+					"Run this same command again once fixed: another list for group %d leaves those replicas a second copy of it, which serves nothing but runs",
 					gid, addr, req.GetId(), err, gid, done, gid)
 			}
 			done = append(done, addr)

@@ -271,7 +271,10 @@ func inSession[R any](c *Client, ctx context.Context, fn func(context.Context, c
 }
 
 // Join adds groups (id -> replica addresses) and rebalances. It returns the
-// configuration after the change.
+// configuration after the change. The controller checks every replica
+// first and records each group's incarnation (controllerpb.Group); a group
+// none of whose replicas states one yet (controllerpb.ErrGroupNotReady: just
+// founded, no leader elected) is asked again until ctx ends.
 func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (config.Config, error) {
 	req := &controllerpb.JoinRequest{}
 	ids := make([]uint64, 0, len(groups))
@@ -282,10 +285,22 @@ func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (config.C
 	for _, id := range ids {
 		req.Groups = append(req.Groups, &controllerpb.Group{Id: id, Addrs: groups[id]})
 	}
-	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
-		req.Session = s
-		return cl.Join(ctx, req)
-	})
+	b := rpc.NewBackoff(100*time.Millisecond, time.Second)
+	for {
+		cfg, err := c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
+			req.Session = s
+			return cl.Join(ctx, req)
+		})
+		// A group just founded has no incarnation until its first
+		// leader's is applied: the refusal changed nothing, and a new
+		// request (a new sequence number) is checked again.
+		if !errors.Is(err, controllerpb.ErrGroupNotReady) {
+			return cfg, err
+		}
+		if rpc.Wait(ctx, b) != nil {
+			return cfg, err
+		}
+	}
 }
 
 // Leave removes groups and rebalances. Removing every group needs force.

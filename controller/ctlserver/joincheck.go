@@ -24,8 +24,9 @@ import (
 // of the request's deadline, and never more than this.
 const JoinCheckLimit = time.Second
 
-// joinRefusal is a failed check: kind is controllerpb.ErrBadReplica or
-// controllerpb.ErrReplicaUnreachable; reason names every bad replica and why.
+// joinRefusal is a failed check: kind is controllerpb.ErrBadReplica,
+// controllerpb.ErrReplicaUnreachable or controllerpb.ErrGroupNotReady;
+// reason names every bad replica and why.
 type joinRefusal struct {
 	kind   error
 	reason string
@@ -41,8 +42,23 @@ func (r *joinRefusal) Unwrap() error { return r.kind }
 // group that is not running, a typo in an address, or another group's or
 // cluster's replica would otherwise own shards nobody can hand it, and the
 // groups that must hand them over would wait for it forever.
-func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *joinRefusal {
-	var bad, unreachable []string
+//
+// It also learns each group's incarnation (controllerpb.Group.incarnation),
+// which the join records: the replicas that have applied one must all
+// state the same, and at least one must have (a group just founded has
+// none until its first leader's is applied: ErrGroupNotReady). Two incarnations
+// among one group's addresses are two copies of the group id, refused.
+// A group given with an incarnation must have that one. It returns the
+// incarnation of each group, by id.
+func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) (map[uint64]uint64, *joinRefusal) {
+	return s.checkReplicas(ctx, groups, true)
+}
+
+// checkReplicas is checkJoin; needIncarnation says a group whose replicas
+// state none is refused as not ready (a join), rather than accepted (new
+// addresses of a group that joined: replicas still catching up).
+func (s *Server) checkReplicas(ctx context.Context, groups []*controllerpb.Group, needIncarnation bool) (map[uint64]uint64, *joinRefusal) {
+	var bad, unreachable, notReady []string
 	for _, g := range groups {
 		for _, addr := range g.GetAddrs() {
 			if err := checkAddr(addr); err != nil {
@@ -51,7 +67,7 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 		}
 	}
 	if len(bad) > 0 {
-		return &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(bad, "; ")}
+		return nil, &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(bad, "; ")}
 	}
 
 	limit := JoinCheckLimit
@@ -83,9 +99,11 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 	}
 	wg.Wait()
 
+	incarnations := map[uint64]uint64{}
 	for i, g := range groups {
 		gid := g.GetId()
 		seen := map[uint64]string{} // replica id -> its address
+		inc, incAt := g.GetIncarnation(), "the request"
 		for j, addr := range g.GetAddrs() {
 			a := answers[i][j]
 			switch {
@@ -106,18 +124,33 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) *j
 				bad = append(bad, fmt.Sprintf("group %d: %s is replica %d of group %d, not of group %d", gid, addr, a.id.Replica, a.id.Group, gid))
 			case seen[a.id.Replica] != "":
 				bad = append(bad, fmt.Sprintf("group %d: %s and %s are the same replica (replica %d)", gid, seen[a.id.Replica], addr, a.id.Replica))
+			case a.id.Incarnation != 0 && inc != 0 && a.id.Incarnation != inc:
+				bad = append(bad, fmt.Sprintf("group %d: %s is another copy of the group id (incarnation %016x; %s has %016x): "+
+					"a group id that left or was partly created given to other replicas", gid, addr, a.id.Incarnation, incAt, inc))
 			default:
 				seen[a.id.Replica] = addr
+				if inc == 0 && a.id.Incarnation != 0 {
+					inc, incAt = a.id.Incarnation, addr
+				}
 			}
+		}
+		switch {
+		case inc != 0:
+			incarnations[gid] = inc
+		case needIncarnation && len(seen) > 0:
+			notReady = append(notReady, fmt.Sprintf("group %d: no replica states the group's incarnation yet "+
+				"(a new group has one once its first leader is elected)", gid))
 		}
 	}
 	switch {
 	case len(bad) > 0:
-		return &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(append(bad, unreachable...), "; ")}
+		return nil, &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(append(bad, unreachable...), "; ")}
 	case len(unreachable) > 0:
-		return &joinRefusal{kind: controllerpb.ErrReplicaUnreachable, reason: strings.Join(unreachable, "; ")}
+		return nil, &joinRefusal{kind: controllerpb.ErrReplicaUnreachable, reason: strings.Join(append(unreachable, notReady...), "; ")}
+	case len(notReady) > 0:
+		return nil, &joinRefusal{kind: controllerpb.ErrGroupNotReady, reason: strings.Join(notReady, "; ")}
 	}
-	return nil
+	return incarnations, nil
 }
 
 // checkAddr accepts host:port with a port from 1 to 65535.

@@ -19,20 +19,24 @@ import (
 
 // fakeReplica serves Identify as replica id of group gid of cluster
 // clusterID, as a replica group server does, on addr ("" for a new port).
+// Every fake replica of one group id states the same incarnation,
+// incarnationOf(gid).
 func fakeReplica(t *testing.T, addr string, clusterID, gid, id uint64) string {
 	t.Helper()
-	return fakeNode(t, addr, clusterID, map[uint64]uint64{gid: id})
+	return fakeNode(t, addr, clusterID, map[uint64]transport.Hosted{gid: {Replica: id, Incarnation: incarnationOf(gid)}})
 }
 
-// fakeNode serves Identify as a node hosting the replicas hosted (group ->
-// raft id) of cluster clusterID, on addr ("" for a new port).
-func fakeNode(t *testing.T, addr string, clusterID uint64, hosted map[uint64]uint64) string {
+func incarnationOf(gid uint64) uint64 { return 0x1c0000 + gid }
+
+// fakeNode serves Identify as a node hosting the replicas hosted (by group)
+// of cluster clusterID, on addr ("" for a new port).
+func fakeNode(t *testing.T, addr string, clusterID uint64, hosted map[uint64]transport.Hosted) string {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
 	return grpctest.ServeAt(t, addr, func(g *grpc.Server) {
-		transport.RegisterIdentity(g, func() map[uint64]uint64 { return hosted })
+		transport.RegisterIdentity(g, func() map[uint64]transport.Hosted { return hosted })
 	}, rpc.ServerOptions(rpc.CheckClusterID(clusterID, testLogger())...)...)
 }
 
@@ -62,7 +66,7 @@ func TestJoinIsChecked(t *testing.T) {
 	g4 := []string{fakeReplica(t, "", cid, 4, 1), fakeReplica(t, "", cid, 4, 2), fakeReplica(t, "", cid, 4, 3)}
 	other := fakeReplica(t, "", cid+1, 4, 1)
 	dead := freeAddr(t)
-	node := fakeNode(t, "", cid, map[uint64]uint64{1: 2, 2: 1})
+	node := fakeNode(t, "", cid, map[uint64]transport.Hosted{1: {Replica: 2}, 2: {Replica: 1}})
 	before, _, err := cl.Query(cx, -1)
 	if err != nil {
 		t.Fatal(err)
@@ -166,5 +170,67 @@ func TestJoinVerdictIsInTheLog(t *testing.T) {
 	r, err := join(leader, 2)
 	if err != nil || len(r.GetConfig().GetGroups()) != 1 {
 		t.Fatalf("a new request once the replica runs: %v, %v", r, err)
+	}
+}
+
+// TestJoinRecordsIncarnation: a join records each new group's incarnation
+// as its replicas state it, and refuses two copies of one group id (a
+// group that left, created again elsewhere, and joined with replicas of
+// both copies), and a group none of whose replicas states one yet (no
+// leader elected since it was founded: retry). New addresses of a joined
+// group must not be another copy's. docs/design.md, Nodes: "Two copies of
+// one group id".
+func TestJoinRecordsIncarnation(t *testing.T) {
+	const cid = 0x5eed
+	c := newClusterWith(t, 8, cid)
+	cl := c.client()
+	cx := ctx(t)
+	g1 := []string{fakeReplica(t, "", cid, 1, 1), fakeReplica(t, "", cid, 1, 2)}
+	copy1 := fakeNode(t, "", cid, map[uint64]transport.Hosted{1: {Replica: 3, Incarnation: 0xbad}})
+	fresh := fakeNode(t, "", cid, map[uint64]transport.Hosted{2: {Replica: 1}})
+	before, _, err := cl.Query(cx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Join(cx, map[uint64][]string{1: append(g1, copy1)}); !errors.Is(err, controllerpb.ErrBadReplica) ||
+		!strings.Contains(err.Error(), copy1+" is another copy of the group id") {
+		t.Fatalf("join naming replicas of two copies: %v", err)
+	}
+	short, cancel := context.WithTimeout(cx, 3*time.Second)
+	defer cancel()
+	if _, err := cl.Join(short, map[uint64][]string{2: {fresh}}); !errors.Is(err, controllerpb.ErrGroupNotReady) ||
+		!strings.Contains(err.Error(), "no replica states the group's incarnation yet") {
+		t.Fatalf("join of a group without an incarnation: %v", err)
+	}
+	if after, _, err := cl.Query(cx, -1); err != nil || after.Num != before.Num {
+		t.Fatalf("a refused join made configuration %d (%v)", after.Num, err)
+	}
+
+	cfg, err := cl.Join(cx, map[uint64][]string{1: g1})
+	if err != nil || cfg.Incarnations[1] != incarnationOf(1) {
+		t.Fatalf("join: %+v, %v; want incarnation %x recorded", cfg, err, incarnationOf(1))
+	}
+	// Replica addresses change; the incarnation stays, and a new
+	// address must not be another copy's (one catching up states none).
+	if _, err := cl.SetReplicas(cx, 1, []string{g1[0], copy1}); !errors.Is(err, controllerpb.ErrBadReplica) {
+		t.Fatalf("set replicas to another copy: %v", err)
+	}
+	catchingUp := fakeNode(t, "", cid, map[uint64]transport.Hosted{1: {Replica: 4}})
+	cfg, err = cl.SetReplicas(cx, 1, []string{g1[0], g1[1], catchingUp})
+	if err != nil || cfg.Incarnations[1] != incarnationOf(1) || len(cfg.Groups[1]) != 3 {
+		t.Fatalf("set replicas: %+v, %v", cfg, err)
+	}
+
+	// The id leaves; joined again with another copy, the new
+	// incarnation is recorded.
+	g2 := fakeReplica(t, "", cid, 2, 1)
+	if _, err := cl.Join(cx, map[uint64][]string{2: {g2}}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = cl.Leave(cx, []uint64{1}, false); err != nil || cfg.Incarnations[1] != 0 {
+		t.Fatalf("leave: %+v, %v", cfg, err)
+	}
+	if cfg, err = cl.Join(cx, map[uint64][]string{1: {copy1}}); err != nil || cfg.Incarnations[1] != 0xbad {
+		t.Fatalf("join of the other copy after the leave: %+v, %v", cfg, err)
 	}
 }

@@ -225,12 +225,23 @@ func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*cont
 	}
 	cmd := &controllerlogpb.Command{Op: &controllerlogpb.Command_Join{Join: req}}
 	if groups := s.store.JoinToCheck(req); len(groups) > 0 && !s.skipCheck {
-		if r := s.checkJoin(ctx, groups); r != nil {
-			if ctx.Err() != nil {
-				return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
-			}
+		incarnations, r := s.checkJoin(ctx, groups)
+		switch {
+		case r != nil && ctx.Err() != nil:
+			return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
+		case r != nil:
 			s.log.Warn("join refused", "err", r)
 			cmd.Refusal = &controllerlogpb.CheckRefusal{Code: controller.RefusalCode(r.kind), Reason: r.reason}
+		default:
+			// The join records each new group's incarnation as its
+			// replicas stated it (the request is the caller's: a copy).
+			join := proto.CloneOf(req)
+			for _, g := range join.GetGroups() {
+				if inc, ok := incarnations[g.GetId()]; ok {
+					g.Incarnation = inc
+				}
+			}
+			cmd.Op = &controllerlogpb.Command_Join{Join: join}
 		}
 	}
 	return s.change(ctx, cmd)
@@ -247,7 +258,8 @@ func (s *Server) SetReplicas(ctx context.Context, req *controllerpb.SetReplicasR
 	// Only the new addresses are checked: a replica the configuration
 	// already has may be down for a while (it stays a member).
 	var fresh []string
-	if cfg, _, ok := s.store.Query(-1); ok {
+	cfg, _, ok := s.store.Query(-1)
+	if ok {
 		for _, a := range req.GetAddrs() {
 			if !slices.Contains(cfg.Groups[req.GetGid()], a) {
 				fresh = append(fresh, a)
@@ -255,8 +267,11 @@ func (s *Server) SetReplicas(ctx context.Context, req *controllerpb.SetReplicasR
 		}
 	}
 	if !s.skipCheck && len(fresh) > 0 {
-		group := &controllerpb.Group{Id: req.GetGid(), Addrs: fresh}
-		if r := s.checkJoin(ctx, []*controllerpb.Group{group}); r != nil {
+		// A new address must not be another copy of the group id: its
+		// replica states the incarnation the group joined with, or none
+		// yet (a new member catching up).
+		group := &controllerpb.Group{Id: req.GetGid(), Addrs: fresh, Incarnation: cfg.Incarnation(req.GetGid())}
+		if _, r := s.checkReplicas(ctx, []*controllerpb.Group{group}, false); r != nil {
 			if ctx.Err() != nil {
 				return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
 			}

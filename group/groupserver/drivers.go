@@ -3,6 +3,7 @@ package groupserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"slices"
@@ -39,6 +40,9 @@ func (s *Server) drive() {
 			continue
 		}
 		t.Reset(s.cfg.TickInterval)
+		if s.sm.Incarnation() == 0 {
+			s.spawn(task{'i', 0, 0}, s.drawIncarnation)
+		}
 		v := s.sm.View()
 		s.cfg.Metrics.shardStates(v)
 		moving := false
@@ -116,10 +120,10 @@ func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Me
 		icancel()
 		var id uint64
 		switch {
-		case err == nil && who.Group == s.cfg.GID:
+		case err == nil && who.Group == s.cfg.GID && (who.Incarnation == 0 || who.Incarnation == s.sm.Incarnation()):
 			id = who.Replica
 		case err == nil:
-			continue // another group's replica answers there now
+			continue // another group's replica answers there now, or another copy of this group's id
 		default:
 			for _, v := range m.Voters {
 				if m.Addrs[v] == addr {
@@ -226,7 +230,11 @@ func (s *Server) nextConfig(cur uint64) {
 	defer cancel()
 	start := time.Now()
 	err := s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_Install{Install: &grouppb.InstallConfig{Config: next.ToProto()}}})
-	if err != nil {
+	switch {
+	case errors.Is(err, rpcerr.ErrMalformed):
+		s.log.Warn("configuration refused", "num", next.Num, "err", err)
+		return
+	case err != nil:
 		s.log.Debug("propose configuration", "num", next.Num, "err", err)
 		return
 	}
@@ -241,6 +249,25 @@ func (s *Server) nextConfig(cur uint64) {
 		}
 	}
 	s.log.Info("installed configuration", "num", next.Num, "pulling", gained, "offering", lost, "took", time.Since(start))
+}
+
+// drawIncarnation proposes a random incarnation for a group that has
+// applied none (see group.StateMachine.Incarnation): its first leader's
+// is kept, so that every replica and the controller tell this copy of the
+// group id from any other.
+func (s *Server) drawIncarnation(ctx context.Context) {
+	var inc uint64
+	for inc == 0 {
+		inc = rand.Uint64()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := s.propose(ctx, &grouppb.Command{Op: &grouppb.Command_SetIncarnation{SetIncarnation: &grouppb.SetIncarnation{Incarnation: inc}}})
+	if err != nil {
+		s.log.Debug("propose incarnation", "err", err)
+		return
+	}
+	s.log.Info("group incarnation", "incarnation", fmt.Sprintf("%016x", s.sm.Incarnation()))
 }
 
 // stillLeading reports whether the driver should go on: the node leads and

@@ -47,7 +47,7 @@ func (r *Router) Register(g *grpc.Server) {
 	grouppb.RegisterHandoffServer(g, internalRoutes{r: r})
 	grouppb.RegisterBackupServer(g, internalRoutes{r: r})
 	memberpb.RegisterMembershipServer(g, memberRoutes{r: r})
-	transport.RegisterIdentity(g, r.Hosted)
+	transport.RegisterIdentity(g, r.identities)
 }
 
 // Add serves s's group through r. A process hosts at most one replica of a
@@ -80,6 +80,17 @@ func (r *Router) Hosted() map[uint64]uint64 {
 	out := make(map[uint64]uint64, len(r.replicas))
 	for gid, s := range r.replicas {
 		out[gid] = s.cfg.ID
+	}
+	return out
+}
+
+// identities is what Identify states of every replica hosted.
+func (r *Router) identities() map[uint64]transport.Hosted {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[uint64]transport.Hosted, len(r.replicas))
+	for gid, s := range r.replicas {
+		out[gid] = transport.Hosted{Replica: s.cfg.ID, Incarnation: s.sm.Incarnation()}
 	}
 	return out
 }

@@ -415,7 +415,7 @@ func (s *Server) Status(_ context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 	st := s.node.Status()
 	v := s.sm.View()
 	reply := &kvpb.StatusReply{Header: s.header(), Group: s.cfg.GID, Replica: s.cfg.ID, Leader: st.Leader, Term: st.Term,
-		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num, Requests: s.latencyStatus()}
+		Commit: st.Commit, Applied: st.Applied, ConfigNum: v.Config.Num, Requests: s.latencyStatus(), Incarnation: s.sm.Incarnation()}
 	if n, err := s.cfg.Engine.DiskUsage(storage.Replica{Group: s.cfg.GID, ID: s.cfg.ID}); err == nil {
 		reply.DataBytes = n
 	}

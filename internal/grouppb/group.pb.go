@@ -566,6 +566,7 @@ type Command struct {
 	//	*Command_AbandonPull
 	//	*Command_Restore
 	//	*Command_Writes
+	//	*Command_SetIncarnation
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -696,6 +697,15 @@ func (x *Command) GetWrites() *WriteBatch {
 	return nil
 }
 
+func (x *Command) GetSetIncarnation() *SetIncarnation {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetIncarnation); ok {
+			return x.SetIncarnation
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -752,6 +762,13 @@ type Command_Writes struct {
 	Writes *WriteBatch `protobuf:"bytes,10,opt,name=writes,proto3,oneof"`
 }
 
+type Command_SetIncarnation struct {
+	// The group's incarnation (see controllerpb.Group.incarnation), drawn
+	// by a leader that found none applied. The first one applied is kept
+	// for good; later ones change nothing.
+	SetIncarnation *SetIncarnation `protobuf:"bytes,11,opt,name=set_incarnation,json=setIncarnation,proto3,oneof"`
+}
+
 func (*Command_Write) isCommand_Op() {}
 
 func (*Command_Install) isCommand_Op() {}
@@ -770,6 +787,52 @@ func (*Command_Restore) isCommand_Op() {}
 
 func (*Command_Writes) isCommand_Op() {}
 
+func (*Command_SetIncarnation) isCommand_Op() {}
+
+type SetIncarnation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Incarnation   uint64                 `protobuf:"varint,1,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // random, not 0
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetIncarnation) Reset() {
+	*x = SetIncarnation{}
+	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetIncarnation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetIncarnation) ProtoMessage() {}
+
+func (x *SetIncarnation) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetIncarnation.ProtoReflect.Descriptor instead.
+func (*SetIncarnation) Descriptor() ([]byte, []int) {
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SetIncarnation) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 type WriteBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Writes        []*kvpb.WriteRequest   `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
@@ -779,7 +842,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	mi := &file_internal_grouppb_group_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +854,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[9]
+	mi := &file_internal_grouppb_group_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +867,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{9}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WriteBatch) GetWrites() []*kvpb.WriteRequest {
@@ -823,7 +886,7 @@ type InstallConfig struct {
 
 func (x *InstallConfig) Reset() {
 	*x = InstallConfig{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[10]
+	mi := &file_internal_grouppb_group_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +898,7 @@ func (x *InstallConfig) String() string {
 func (*InstallConfig) ProtoMessage() {}
 
 func (x *InstallConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[10]
+	mi := &file_internal_grouppb_group_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +911,7 @@ func (x *InstallConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallConfig.ProtoReflect.Descriptor instead.
 func (*InstallConfig) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{10}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InstallConfig) GetConfig() *controllerpb.Config {
@@ -872,7 +935,7 @@ type InsertShard struct {
 
 func (x *InsertShard) Reset() {
 	*x = InsertShard{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[11]
+	mi := &file_internal_grouppb_group_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +947,7 @@ func (x *InsertShard) String() string {
 func (*InsertShard) ProtoMessage() {}
 
 func (x *InsertShard) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[11]
+	mi := &file_internal_grouppb_group_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +960,7 @@ func (x *InsertShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertShard.ProtoReflect.Descriptor instead.
 func (*InsertShard) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{11}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InsertShard) GetConfigNum() uint64 {
@@ -952,7 +1015,7 @@ type ConfirmDelete struct {
 
 func (x *ConfirmDelete) Reset() {
 	*x = ConfirmDelete{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[12]
+	mi := &file_internal_grouppb_group_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1027,7 @@ func (x *ConfirmDelete) String() string {
 func (*ConfirmDelete) ProtoMessage() {}
 
 func (x *ConfirmDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[12]
+	mi := &file_internal_grouppb_group_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1040,7 @@ func (x *ConfirmDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDelete.ProtoReflect.Descriptor instead.
 func (*ConfirmDelete) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{12}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConfirmDelete) GetConfigNum() uint64 {
@@ -1002,13 +1065,14 @@ type Meta struct {
 	Prev          *controllerpb.Config   `protobuf:"bytes,2,opt,name=prev,proto3" json:"prev,omitempty"`                                // the one before it, where shards come from
 	Shards        []*ShardMeta           `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`                            // indexed by shard; empty before the first configuration
 	NextExpiry    int64                  `protobuf:"varint,4,opt,name=next_expiry,json=nextExpiry,proto3" json:"next_expiry,omitempty"` // replicated time (unix ms) of the next sweep of expired sessions
+	Incarnation   uint64                 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                 // the group's incarnation (SetIncarnation); 0 until its first leader's is applied
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Meta) Reset() {
 	*x = Meta{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[13]
+	mi := &file_internal_grouppb_group_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1084,7 @@ func (x *Meta) String() string {
 func (*Meta) ProtoMessage() {}
 
 func (x *Meta) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[13]
+	mi := &file_internal_grouppb_group_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1097,7 @@ func (x *Meta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Meta.ProtoReflect.Descriptor instead.
 func (*Meta) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{13}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Meta) GetConfig() *controllerpb.Config {
@@ -1064,6 +1128,13 @@ func (x *Meta) GetNextExpiry() int64 {
 	return 0
 }
 
+func (x *Meta) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 type ShardMeta struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`                          // a group.ShardState
@@ -1074,7 +1145,7 @@ type ShardMeta struct {
 
 func (x *ShardMeta) Reset() {
 	*x = ShardMeta{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[14]
+	mi := &file_internal_grouppb_group_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1157,7 @@ func (x *ShardMeta) String() string {
 func (*ShardMeta) ProtoMessage() {}
 
 func (x *ShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[14]
+	mi := &file_internal_grouppb_group_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1170,7 @@ func (x *ShardMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMeta.ProtoReflect.Descriptor instead.
 func (*ShardMeta) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{14}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ShardMeta) GetState() uint32 {
@@ -1129,7 +1200,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[15]
+	mi := &file_internal_grouppb_group_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1212,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[15]
+	mi := &file_internal_grouppb_group_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1225,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{15}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Image) GetApplied() uint64 {
@@ -1196,7 +1267,7 @@ type ImageShard struct {
 
 func (x *ImageShard) Reset() {
 	*x = ImageShard{}
-	mi := &file_internal_grouppb_group_proto_msgTypes[16]
+	mi := &file_internal_grouppb_group_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1279,7 @@ func (x *ImageShard) String() string {
 func (*ImageShard) ProtoMessage() {}
 
 func (x *ImageShard) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_grouppb_group_proto_msgTypes[16]
+	mi := &file_internal_grouppb_group_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1292,7 @@ func (x *ImageShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageShard.ProtoReflect.Descriptor instead.
 func (*ImageShard) Descriptor() ([]byte, []int) {
-	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{16}
+	return file_internal_grouppb_group_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ImageShard) GetShard() uint32 {
@@ -1289,7 +1360,7 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\x04R\x05group\"\x12\n" +
-	"\x10DeleteShardReply\"\xac\x05\n" +
+	"\x10DeleteShardReply\"\x82\x06\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05stamp\x18\x01 \x01(\x03R\x05stamp\x123\n" +
 	"\x05write\x18\x02 \x01(\v2\x1b.shardkv.kv.v1.WriteRequestH\x00R\x05write\x12D\n" +
@@ -1301,8 +1372,11 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\fabandon_pull\x18\b \x01(\v2+.shardkv.internal.group.v1.PullShardRequestH\x00R\vabandonPull\x12B\n" +
 	"\arestore\x18\t \x01(\v2&.shardkv.internal.group.v1.InsertShardH\x00R\arestore\x12?\n" +
 	"\x06writes\x18\n" +
-	" \x01(\v2%.shardkv.internal.group.v1.WriteBatchH\x00R\x06writesB\x04\n" +
-	"\x02op\"A\n" +
+	" \x01(\v2%.shardkv.internal.group.v1.WriteBatchH\x00R\x06writes\x12T\n" +
+	"\x0fset_incarnation\x18\v \x01(\v2).shardkv.internal.group.v1.SetIncarnationH\x00R\x0esetIncarnationB\x04\n" +
+	"\x02op\"2\n" +
+	"\x0eSetIncarnation\x12 \n" +
+	"\vincarnation\x18\x01 \x01(\x04R\vincarnation\"A\n" +
 	"\n" +
 	"WriteBatch\x123\n" +
 	"\x06writes\x18\x01 \x03(\v2\x1b.shardkv.kv.v1.WriteRequestR\x06writes\"F\n" +
@@ -1319,13 +1393,14 @@ const file_internal_grouppb_group_proto_rawDesc = "" +
 	"\rConfirmDelete\x12\x1d\n" +
 	"\n" +
 	"config_num\x18\x01 \x01(\x04R\tconfigNum\x12\x14\n" +
-	"\x05shard\x18\x02 \x01(\rR\x05shard\"\xcf\x01\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\"\xf1\x01\n" +
 	"\x04Meta\x125\n" +
 	"\x06config\x18\x01 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x06config\x121\n" +
 	"\x04prev\x18\x02 \x01(\v2\x1d.shardkv.controller.v1.ConfigR\x04prev\x12<\n" +
 	"\x06shards\x18\x03 \x03(\v2$.shardkv.internal.group.v1.ShardMetaR\x06shards\x12\x1f\n" +
 	"\vnext_expiry\x18\x04 \x01(\x03R\n" +
-	"nextExpiry\"@\n" +
+	"nextExpiry\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"@\n" +
 	"\tShardMeta\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\rR\x05state\x12\x1d\n" +
 	"\n" +
@@ -1359,7 +1434,7 @@ func file_internal_grouppb_group_proto_rawDescGZIP() []byte {
 	return file_internal_grouppb_group_proto_rawDescData
 }
 
-var file_internal_grouppb_group_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_internal_grouppb_group_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_internal_grouppb_group_proto_goTypes = []any{
 	(*ReadShardsRequest)(nil),   // 0: shardkv.internal.group.v1.ReadShardsRequest
 	(*BackupChunk)(nil),         // 1: shardkv.internal.group.v1.BackupChunk
@@ -1370,53 +1445,55 @@ var file_internal_grouppb_group_proto_goTypes = []any{
 	(*DeleteShardRequest)(nil),  // 6: shardkv.internal.group.v1.DeleteShardRequest
 	(*DeleteShardReply)(nil),    // 7: shardkv.internal.group.v1.DeleteShardReply
 	(*Command)(nil),             // 8: shardkv.internal.group.v1.Command
-	(*WriteBatch)(nil),          // 9: shardkv.internal.group.v1.WriteBatch
-	(*InstallConfig)(nil),       // 10: shardkv.internal.group.v1.InstallConfig
-	(*InsertShard)(nil),         // 11: shardkv.internal.group.v1.InsertShard
-	(*ConfirmDelete)(nil),       // 12: shardkv.internal.group.v1.ConfirmDelete
-	(*Meta)(nil),                // 13: shardkv.internal.group.v1.Meta
-	(*ShardMeta)(nil),           // 14: shardkv.internal.group.v1.ShardMeta
-	(*Image)(nil),               // 15: shardkv.internal.group.v1.Image
-	(*ImageShard)(nil),          // 16: shardkv.internal.group.v1.ImageShard
-	(*kvpb.WriteRequest)(nil),   // 17: shardkv.kv.v1.WriteRequest
-	(*controllerpb.Config)(nil), // 18: shardkv.controller.v1.Config
+	(*SetIncarnation)(nil),      // 9: shardkv.internal.group.v1.SetIncarnation
+	(*WriteBatch)(nil),          // 10: shardkv.internal.group.v1.WriteBatch
+	(*InstallConfig)(nil),       // 11: shardkv.internal.group.v1.InstallConfig
+	(*InsertShard)(nil),         // 12: shardkv.internal.group.v1.InsertShard
+	(*ConfirmDelete)(nil),       // 13: shardkv.internal.group.v1.ConfirmDelete
+	(*Meta)(nil),                // 14: shardkv.internal.group.v1.Meta
+	(*ShardMeta)(nil),           // 15: shardkv.internal.group.v1.ShardMeta
+	(*Image)(nil),               // 16: shardkv.internal.group.v1.Image
+	(*ImageShard)(nil),          // 17: shardkv.internal.group.v1.ImageShard
+	(*kvpb.WriteRequest)(nil),   // 18: shardkv.kv.v1.WriteRequest
+	(*controllerpb.Config)(nil), // 19: shardkv.controller.v1.Config
 }
 var file_internal_grouppb_group_proto_depIdxs = []int32{
 	2,  // 0: shardkv.internal.group.v1.BackupChunk.kvs:type_name -> shardkv.internal.group.v1.KeyValue
 	3,  // 1: shardkv.internal.group.v1.BackupChunk.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
 	2,  // 2: shardkv.internal.group.v1.ShardChunk.kvs:type_name -> shardkv.internal.group.v1.KeyValue
 	3,  // 3: shardkv.internal.group.v1.ShardChunk.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	17, // 4: shardkv.internal.group.v1.Command.write:type_name -> shardkv.kv.v1.WriteRequest
-	10, // 5: shardkv.internal.group.v1.Command.install:type_name -> shardkv.internal.group.v1.InstallConfig
-	11, // 6: shardkv.internal.group.v1.Command.insert:type_name -> shardkv.internal.group.v1.InsertShard
+	18, // 4: shardkv.internal.group.v1.Command.write:type_name -> shardkv.kv.v1.WriteRequest
+	11, // 5: shardkv.internal.group.v1.Command.install:type_name -> shardkv.internal.group.v1.InstallConfig
+	12, // 6: shardkv.internal.group.v1.Command.insert:type_name -> shardkv.internal.group.v1.InsertShard
 	6,  // 7: shardkv.internal.group.v1.Command.delete_shard:type_name -> shardkv.internal.group.v1.DeleteShardRequest
-	12, // 8: shardkv.internal.group.v1.Command.confirm_delete:type_name -> shardkv.internal.group.v1.ConfirmDelete
+	13, // 8: shardkv.internal.group.v1.Command.confirm_delete:type_name -> shardkv.internal.group.v1.ConfirmDelete
 	4,  // 9: shardkv.internal.group.v1.Command.hand_over:type_name -> shardkv.internal.group.v1.PullShardRequest
 	4,  // 10: shardkv.internal.group.v1.Command.abandon_pull:type_name -> shardkv.internal.group.v1.PullShardRequest
-	11, // 11: shardkv.internal.group.v1.Command.restore:type_name -> shardkv.internal.group.v1.InsertShard
-	9,  // 12: shardkv.internal.group.v1.Command.writes:type_name -> shardkv.internal.group.v1.WriteBatch
-	17, // 13: shardkv.internal.group.v1.WriteBatch.writes:type_name -> shardkv.kv.v1.WriteRequest
-	18, // 14: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
-	2,  // 15: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	3,  // 16: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	18, // 17: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
-	18, // 18: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
-	14, // 19: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
-	13, // 20: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
-	16, // 21: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
-	2,  // 22: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
-	3,  // 23: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
-	4,  // 24: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
-	6,  // 25: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
-	0,  // 26: shardkv.internal.group.v1.Backup.ReadShards:input_type -> shardkv.internal.group.v1.ReadShardsRequest
-	5,  // 27: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
-	7,  // 28: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
-	1,  // 29: shardkv.internal.group.v1.Backup.ReadShards:output_type -> shardkv.internal.group.v1.BackupChunk
-	27, // [27:30] is the sub-list for method output_type
-	24, // [24:27] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	12, // 11: shardkv.internal.group.v1.Command.restore:type_name -> shardkv.internal.group.v1.InsertShard
+	10, // 12: shardkv.internal.group.v1.Command.writes:type_name -> shardkv.internal.group.v1.WriteBatch
+	9,  // 13: shardkv.internal.group.v1.Command.set_incarnation:type_name -> shardkv.internal.group.v1.SetIncarnation
+	18, // 14: shardkv.internal.group.v1.WriteBatch.writes:type_name -> shardkv.kv.v1.WriteRequest
+	19, // 15: shardkv.internal.group.v1.InstallConfig.config:type_name -> shardkv.controller.v1.Config
+	2,  // 16: shardkv.internal.group.v1.InsertShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 17: shardkv.internal.group.v1.InsertShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	19, // 18: shardkv.internal.group.v1.Meta.config:type_name -> shardkv.controller.v1.Config
+	19, // 19: shardkv.internal.group.v1.Meta.prev:type_name -> shardkv.controller.v1.Config
+	15, // 20: shardkv.internal.group.v1.Meta.shards:type_name -> shardkv.internal.group.v1.ShardMeta
+	14, // 21: shardkv.internal.group.v1.Image.meta:type_name -> shardkv.internal.group.v1.Meta
+	17, // 22: shardkv.internal.group.v1.Image.shards:type_name -> shardkv.internal.group.v1.ImageShard
+	2,  // 23: shardkv.internal.group.v1.ImageShard.kvs:type_name -> shardkv.internal.group.v1.KeyValue
+	3,  // 24: shardkv.internal.group.v1.ImageShard.sessions:type_name -> shardkv.internal.group.v1.SessionRecord
+	4,  // 25: shardkv.internal.group.v1.Handoff.PullShard:input_type -> shardkv.internal.group.v1.PullShardRequest
+	6,  // 26: shardkv.internal.group.v1.Handoff.DeleteShard:input_type -> shardkv.internal.group.v1.DeleteShardRequest
+	0,  // 27: shardkv.internal.group.v1.Backup.ReadShards:input_type -> shardkv.internal.group.v1.ReadShardsRequest
+	5,  // 28: shardkv.internal.group.v1.Handoff.PullShard:output_type -> shardkv.internal.group.v1.ShardChunk
+	7,  // 29: shardkv.internal.group.v1.Handoff.DeleteShard:output_type -> shardkv.internal.group.v1.DeleteShardReply
+	1,  // 30: shardkv.internal.group.v1.Backup.ReadShards:output_type -> shardkv.internal.group.v1.BackupChunk
+	28, // [28:31] is the sub-list for method output_type
+	25, // [25:28] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_internal_grouppb_group_proto_init() }
@@ -1434,6 +1511,7 @@ func file_internal_grouppb_group_proto_init() {
 		(*Command_AbandonPull)(nil),
 		(*Command_Restore)(nil),
 		(*Command_Writes)(nil),
+		(*Command_SetIncarnation)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1441,7 +1519,7 @@ func file_internal_grouppb_group_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_grouppb_group_proto_rawDesc), len(file_internal_grouppb_group_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
