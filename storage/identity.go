@@ -329,3 +329,22 @@ func (e *Engine) Replicas() ([]Replica, error) {
 	}
 	return out, it.Error()
 }
+
+// DropReplica deletes everything stored for replica r (its identity, raft
+// log, hard state, snapshot and state machine) in one synced batch: the
+// engine no longer lists it (Replicas), and a crash leaves all of it or
+// none. The replica must not be running.
+func (e *Engine) DropReplica(r Replica) error {
+	b := e.db.NewBatch()
+	defer b.Close()
+	for _, kind := range []byte{kindRaft, kindState} {
+		lo := r.prefix(kind)
+		if err := b.DeleteRange(lo, kvpb.PrefixEnd(lo), nil); err != nil {
+			return err
+		}
+	}
+	if err := e.syncWrite(b); err != nil {
+		return fmt.Errorf("drop %s: %w", r, err)
+	}
+	return nil
+}

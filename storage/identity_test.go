@@ -200,3 +200,42 @@ func TestReplicasListsIdentities(t *testing.T) {
 		}
 	}
 }
+
+// TestDropReplica: a dropped replica's identity, raft state and state
+// machine are gone, the engine no longer lists it, and its neighbours
+// (the same group's other ids, other groups) keep everything.
+func TestDropReplica(t *testing.T) {
+	e := openEngine(t, t.TempDir(), Options{})
+	defer e.Close()
+	peers := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
+	drop, keep := Replica{Group: 2, ID: 2}, []Replica{{Group: 1, ID: 2}, {Group: 2, ID: 3}, {Group: 3, ID: 1}}
+	for _, r := range append([]Replica{drop}, keep...) {
+		if _, err := e.EnsureIdentity(r, Identity{ClusterID: 7, Peers: peers}, ClusterNew); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range [][]byte{r.logKey(5), r.hardStateKey(), r.StateKey('x')} {
+			if err := e.db.Set(k, []byte("x"), pebble.NoSync); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := e.DropReplica(drop); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Replicas()
+	if err != nil || len(got) != len(keep) {
+		t.Fatalf("replicas after the drop: %v %v, want %v", got, err, keep)
+	}
+	for _, k := range [][]byte{drop.logKey(5), drop.hardStateKey(), drop.StateKey('x'), drop.identityKey()} {
+		if _, ok, err := Get(e.db, k); err != nil || ok {
+			t.Fatalf("%q after the drop: present %v, %v", k, ok, err)
+		}
+	}
+	for _, r := range keep {
+		for _, k := range [][]byte{r.logKey(5), r.hardStateKey(), r.StateKey('x'), r.identityKey()} {
+			if _, ok, err := Get(e.db, k); err != nil || !ok {
+				t.Fatalf("%s lost %q: %v", r, k, err)
+			}
+		}
+	}
+}

@@ -194,6 +194,7 @@ func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*tra
 		if r, ok := h.(MemberReporter); ok {
 			info := r.MemberProgress(req.GetId())
 			reply.Leader, reply.Term, reply.Match, reply.Learner = info.Leader, info.Term, info.Match, info.Learner
+			reply.Removed = reply.Removed || info.Removed
 			if info.Leader {
 				break
 			}

@@ -34,7 +34,14 @@ var (
 // replica's acknowledgements): add replicas to it with `admin member add`.
 var ErrGroupExists = Errors.New(codes.AlreadyExists, "GROUP_EXISTS", "member: the group exists already (add replicas to it with member add)")
 
+// ErrStillMember: Node.Unhost was asked to drop a replica its group may
+// still need: a member of a group the controller's configuration has, or
+// one that still holds shards. Remove it from its group first (`admin
+// member remove`), or let the group leave and hand its shards over.
+var ErrStillMember = Errors.New(codes.FailedPrecondition, "STILL_MEMBER", "member: the replica is still a member of a group in the configuration")
+
 // ErrGroupUnreachable: Node.Host could not ask what it must before hosting
 // a replica (no leader of the group answered, or a founder's node did
-// not); nothing was recorded. Retry once they answer.
+// not), or Node.Unhost could not read the controller's configuration;
+// nothing was recorded. Retry once they answer.
 var ErrGroupUnreachable = Errors.New(codes.Unavailable, "GROUP_UNREACHABLE", "member: the group's leader or a founder's node did not answer (try again)")

@@ -144,6 +144,50 @@ func (ChangeKind) EnumDescriptor() ([]byte, []int) {
 	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
 }
 
+type UnhostRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"` // the group whose replica the node drops
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnhostRequest) Reset() {
+	*x = UnhostRequest{}
+	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnhostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnhostRequest) ProtoMessage() {}
+
+func (x *UnhostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnhostRequest.ProtoReflect.Descriptor instead.
+func (*UnhostRequest) Descriptor() ([]byte, []int) {
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *UnhostRequest) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
 type HostingRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
@@ -153,7 +197,7 @@ type HostingRequest struct {
 
 func (x *HostingRequest) Reset() {
 	*x = HostingRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	mi := &file_api_memberpb_member_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +209,7 @@ func (x *HostingRequest) String() string {
 func (*HostingRequest) ProtoMessage() {}
 
 func (x *HostingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[0]
+	mi := &file_api_memberpb_member_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +222,7 @@ func (x *HostingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostingRequest.ProtoReflect.Descriptor instead.
 func (*HostingRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{0}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *HostingRequest) GetGroup() uint64 {
@@ -200,7 +244,7 @@ type HostingReply struct {
 
 func (x *HostingReply) Reset() {
 	*x = HostingReply{}
-	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	mi := &file_api_memberpb_member_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +256,7 @@ func (x *HostingReply) String() string {
 func (*HostingReply) ProtoMessage() {}
 
 func (x *HostingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[1]
+	mi := &file_api_memberpb_member_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +269,7 @@ func (x *HostingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostingReply.ProtoReflect.Descriptor instead.
 func (*HostingReply) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{1}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HostingReply) GetId() uint64 {
@@ -267,7 +311,7 @@ type HostRequest struct {
 
 func (x *HostRequest) Reset() {
 	*x = HostRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	mi := &file_api_memberpb_member_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +323,7 @@ func (x *HostRequest) String() string {
 func (*HostRequest) ProtoMessage() {}
 
 func (x *HostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[2]
+	mi := &file_api_memberpb_member_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +336,7 @@ func (x *HostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostRequest.ProtoReflect.Descriptor instead.
 func (*HostRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{2}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HostRequest) GetGroup() uint64 {
@@ -340,7 +384,7 @@ type HostedReplica struct {
 
 func (x *HostedReplica) Reset() {
 	*x = HostedReplica{}
-	mi := &file_api_memberpb_member_proto_msgTypes[3]
+	mi := &file_api_memberpb_member_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +396,7 @@ func (x *HostedReplica) String() string {
 func (*HostedReplica) ProtoMessage() {}
 
 func (x *HostedReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[3]
+	mi := &file_api_memberpb_member_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +409,7 @@ func (x *HostedReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostedReplica.ProtoReflect.Descriptor instead.
 func (*HostedReplica) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{3}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HostedReplica) GetGroup() uint64 {
@@ -391,7 +435,7 @@ type HostReply struct {
 
 func (x *HostReply) Reset() {
 	*x = HostReply{}
-	mi := &file_api_memberpb_member_proto_msgTypes[4]
+	mi := &file_api_memberpb_member_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +447,7 @@ func (x *HostReply) String() string {
 func (*HostReply) ProtoMessage() {}
 
 func (x *HostReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[4]
+	mi := &file_api_memberpb_member_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +460,7 @@ func (x *HostReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostReply.ProtoReflect.Descriptor instead.
 func (*HostReply) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{4}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HostReply) GetHosted() []*HostedReplica {
@@ -435,7 +479,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[5]
+	mi := &file_api_memberpb_member_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +491,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[5]
+	mi := &file_api_memberpb_member_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +504,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{5}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListRequest) GetGroup() uint64 {
@@ -486,7 +530,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_memberpb_member_proto_msgTypes[6]
+	mi := &file_api_memberpb_member_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +542,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[6]
+	mi := &file_api_memberpb_member_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +555,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{6}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Member) GetId() uint64 {
@@ -562,7 +606,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_api_memberpb_member_proto_msgTypes[7]
+	mi := &file_api_memberpb_member_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +618,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[7]
+	mi := &file_api_memberpb_member_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +631,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{7}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListReply) GetHeader() *headerpb.ResponseHeader {
@@ -638,7 +682,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_api_memberpb_member_proto_msgTypes[8]
+	mi := &file_api_memberpb_member_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +694,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_memberpb_member_proto_msgTypes[8]
+	mi := &file_api_memberpb_member_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +707,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_api_memberpb_member_proto_rawDescGZIP(), []int{8}
+	return file_api_memberpb_member_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ChangeRequest) GetGroup() uint64 {
@@ -705,7 +749,9 @@ var File_api_memberpb_member_proto protoreflect.FileDescriptor
 
 const file_api_memberpb_member_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"&\n" +
+	"\x19api/memberpb/member.proto\x12\x11shardkv.member.v1\x1a\x19api/headerpb/header.proto\"%\n" +
+	"\rUnhostRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\"&\n" +
 	"\x0eHostingRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\"\xbe\x01\n" +
 	"\fHostingReply\x12\x0e\n" +
@@ -766,10 +812,11 @@ const file_api_memberpb_member_proto_rawDesc = "" +
 	"\n" +
 	"Membership\x12D\n" +
 	"\x04List\x12\x1e.shardkv.member.v1.ListRequest\x1a\x1c.shardkv.member.v1.ListReply\x12H\n" +
-	"\x06Change\x12 .shardkv.member.v1.ChangeRequest\x1a\x1c.shardkv.member.v1.ListReply2\x9b\x01\n" +
+	"\x06Change\x12 .shardkv.member.v1.ChangeRequest\x1a\x1c.shardkv.member.v1.ListReply2\xe5\x01\n" +
 	"\x04Node\x12D\n" +
 	"\x04Host\x12\x1e.shardkv.member.v1.HostRequest\x1a\x1c.shardkv.member.v1.HostReply\x12M\n" +
-	"\aHosting\x12!.shardkv.member.v1.HostingRequest\x1a\x1f.shardkv.member.v1.HostingReplyB)Z'github.com/shardkv/shardkv/api/memberpbb\x06proto3"
+	"\aHosting\x12!.shardkv.member.v1.HostingRequest\x1a\x1f.shardkv.member.v1.HostingReply\x12H\n" +
+	"\x06Unhost\x12 .shardkv.member.v1.UnhostRequest\x1a\x1c.shardkv.member.v1.HostReplyB)Z'github.com/shardkv/shardkv/api/memberpbb\x06proto3"
 
 var (
 	file_api_memberpb_member_proto_rawDescOnce sync.Once
@@ -784,41 +831,44 @@ func file_api_memberpb_member_proto_rawDescGZIP() []byte {
 }
 
 var file_api_memberpb_member_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_memberpb_member_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_api_memberpb_member_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_api_memberpb_member_proto_goTypes = []any{
 	(Role)(0),                       // 0: shardkv.member.v1.Role
 	(ChangeKind)(0),                 // 1: shardkv.member.v1.ChangeKind
-	(*HostingRequest)(nil),          // 2: shardkv.member.v1.HostingRequest
-	(*HostingReply)(nil),            // 3: shardkv.member.v1.HostingReply
-	(*HostRequest)(nil),             // 4: shardkv.member.v1.HostRequest
-	(*HostedReplica)(nil),           // 5: shardkv.member.v1.HostedReplica
-	(*HostReply)(nil),               // 6: shardkv.member.v1.HostReply
-	(*ListRequest)(nil),             // 7: shardkv.member.v1.ListRequest
-	(*Member)(nil),                  // 8: shardkv.member.v1.Member
-	(*ListReply)(nil),               // 9: shardkv.member.v1.ListReply
-	(*ChangeRequest)(nil),           // 10: shardkv.member.v1.ChangeRequest
-	nil,                             // 11: shardkv.member.v1.HostingReply.FoundersEntry
-	nil,                             // 12: shardkv.member.v1.HostRequest.MembersEntry
-	(*headerpb.ResponseHeader)(nil), // 13: shardkv.header.v1.ResponseHeader
+	(*UnhostRequest)(nil),           // 2: shardkv.member.v1.UnhostRequest
+	(*HostingRequest)(nil),          // 3: shardkv.member.v1.HostingRequest
+	(*HostingReply)(nil),            // 4: shardkv.member.v1.HostingReply
+	(*HostRequest)(nil),             // 5: shardkv.member.v1.HostRequest
+	(*HostedReplica)(nil),           // 6: shardkv.member.v1.HostedReplica
+	(*HostReply)(nil),               // 7: shardkv.member.v1.HostReply
+	(*ListRequest)(nil),             // 8: shardkv.member.v1.ListRequest
+	(*Member)(nil),                  // 9: shardkv.member.v1.Member
+	(*ListReply)(nil),               // 10: shardkv.member.v1.ListReply
+	(*ChangeRequest)(nil),           // 11: shardkv.member.v1.ChangeRequest
+	nil,                             // 12: shardkv.member.v1.HostingReply.FoundersEntry
+	nil,                             // 13: shardkv.member.v1.HostRequest.MembersEntry
+	(*headerpb.ResponseHeader)(nil), // 14: shardkv.header.v1.ResponseHeader
 }
 var file_api_memberpb_member_proto_depIdxs = []int32{
-	11, // 0: shardkv.member.v1.HostingReply.founders:type_name -> shardkv.member.v1.HostingReply.FoundersEntry
-	12, // 1: shardkv.member.v1.HostRequest.members:type_name -> shardkv.member.v1.HostRequest.MembersEntry
-	5,  // 2: shardkv.member.v1.HostReply.hosted:type_name -> shardkv.member.v1.HostedReplica
+	12, // 0: shardkv.member.v1.HostingReply.founders:type_name -> shardkv.member.v1.HostingReply.FoundersEntry
+	13, // 1: shardkv.member.v1.HostRequest.members:type_name -> shardkv.member.v1.HostRequest.MembersEntry
+	6,  // 2: shardkv.member.v1.HostReply.hosted:type_name -> shardkv.member.v1.HostedReplica
 	0,  // 3: shardkv.member.v1.Member.role:type_name -> shardkv.member.v1.Role
-	13, // 4: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	8,  // 5: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
+	14, // 4: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	9,  // 5: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
 	1,  // 6: shardkv.member.v1.ChangeRequest.kind:type_name -> shardkv.member.v1.ChangeKind
-	7,  // 7: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
-	10, // 8: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
-	4,  // 9: shardkv.member.v1.Node.Host:input_type -> shardkv.member.v1.HostRequest
-	2,  // 10: shardkv.member.v1.Node.Hosting:input_type -> shardkv.member.v1.HostingRequest
-	9,  // 11: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
-	9,  // 12: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
-	6,  // 13: shardkv.member.v1.Node.Host:output_type -> shardkv.member.v1.HostReply
-	3,  // 14: shardkv.member.v1.Node.Hosting:output_type -> shardkv.member.v1.HostingReply
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
+	8,  // 7: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
+	11, // 8: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
+	5,  // 9: shardkv.member.v1.Node.Host:input_type -> shardkv.member.v1.HostRequest
+	3,  // 10: shardkv.member.v1.Node.Hosting:input_type -> shardkv.member.v1.HostingRequest
+	2,  // 11: shardkv.member.v1.Node.Unhost:input_type -> shardkv.member.v1.UnhostRequest
+	10, // 12: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
+	10, // 13: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
+	7,  // 14: shardkv.member.v1.Node.Host:output_type -> shardkv.member.v1.HostReply
+	4,  // 15: shardkv.member.v1.Node.Hosting:output_type -> shardkv.member.v1.HostingReply
+	7,  // 16: shardkv.member.v1.Node.Unhost:output_type -> shardkv.member.v1.HostReply
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -835,7 +885,7 @@ func file_api_memberpb_member_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_memberpb_member_proto_rawDesc), len(file_api_memberpb_member_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

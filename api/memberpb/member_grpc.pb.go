@@ -175,6 +175,7 @@ var Membership_ServiceDesc = grpc.ServiceDesc{
 const (
 	Node_Host_FullMethodName    = "/shardkv.member.v1.Node/Host"
 	Node_Hosting_FullMethodName = "/shardkv.member.v1.Node/Hosting"
+	Node_Unhost_FullMethodName  = "/shardkv.member.v1.Node/Unhost"
 )
 
 // NodeClient is the client API for Node service.
@@ -212,6 +213,18 @@ type NodeClient interface {
 	// node first, and refuses unless each hosts nothing of the group or the
 	// same group (the same replica, founded with the same members).
 	Hosting(ctx context.Context, in *HostingRequest, opts ...grpc.CallOption) (*HostingReply, error)
+	// Unhost stops the node's replica of group and deletes it (its raft log,
+	// state and identity): the node no longer hosts it, now or at its next
+	// start. Only a replica that no longer matters to a group in the
+	// configuration: one removed from its group (as it or any member that
+	// applied the removal says), or one of a group that the controller's
+	// latest configuration does not have (it left, or was never joined) or
+	// records with another incarnation (another copy of the id), once it
+	// holds no shard. Errors, each changing nothing: STILL_MEMBER (the
+	// replica is a member of a group the configuration has, or still holds
+	// shards), GROUP_UNREACHABLE (the configuration could not be read).
+	// Unhosting a group the node hosts nothing of answers its list.
+	Unhost(ctx context.Context, in *UnhostRequest, opts ...grpc.CallOption) (*HostReply, error)
 }
 
 type nodeClient struct {
@@ -236,6 +249,16 @@ func (c *nodeClient) Hosting(ctx context.Context, in *HostingRequest, opts ...gr
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HostingReply)
 	err := c.cc.Invoke(ctx, Node_Hosting_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) Unhost(ctx context.Context, in *UnhostRequest, opts ...grpc.CallOption) (*HostReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HostReply)
+	err := c.cc.Invoke(ctx, Node_Unhost_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +300,18 @@ type NodeServer interface {
 	// node first, and refuses unless each hosts nothing of the group or the
 	// same group (the same replica, founded with the same members).
 	Hosting(context.Context, *HostingRequest) (*HostingReply, error)
+	// Unhost stops the node's replica of group and deletes it (its raft log,
+	// state and identity): the node no longer hosts it, now or at its next
+	// start. Only a replica that no longer matters to a group in the
+	// configuration: one removed from its group (as it or any member that
+	// applied the removal says), or one of a group that the controller's
+	// latest configuration does not have (it left, or was never joined) or
+	// records with another incarnation (another copy of the id), once it
+	// holds no shard. Errors, each changing nothing: STILL_MEMBER (the
+	// replica is a member of a group the configuration has, or still holds
+	// shards), GROUP_UNREACHABLE (the configuration could not be read).
+	// Unhosting a group the node hosts nothing of answers its list.
+	Unhost(context.Context, *UnhostRequest) (*HostReply, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -292,6 +327,9 @@ func (UnimplementedNodeServer) Host(context.Context, *HostRequest) (*HostReply, 
 }
 func (UnimplementedNodeServer) Hosting(context.Context, *HostingRequest) (*HostingReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Hosting not implemented")
+}
+func (UnimplementedNodeServer) Unhost(context.Context, *UnhostRequest) (*HostReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Unhost not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -350,6 +388,24 @@ func _Node_Hosting_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Unhost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnhostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Unhost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Unhost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Unhost(ctx, req.(*UnhostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -364,6 +420,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Hosting",
 			Handler:    _Node_Hosting_Handler,
+		},
+		{
+			MethodName: "Unhost",
+			Handler:    _Node_Unhost_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -350,6 +350,7 @@ type MemberReply struct {
 	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
 	Match         uint64                 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"`     // as leader: the highest log index member id acknowledged
 	Learner       bool                   `protobuf:"varint,5,opt,name=learner,proto3" json:"learner,omitempty"` // as leader: member id is a learner (added, not yet promoted)
+	Removed       bool                   `protobuf:"varint,6,opt,name=removed,proto3" json:"removed,omitempty"` // the replica applied the removal of member id (leader or not: ids are never reused)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +416,13 @@ func (x *MemberReply) GetMatch() uint64 {
 func (x *MemberReply) GetLearner() bool {
 	if x != nil {
 		return x.Learner
+	}
+	return false
+}
+
+func (x *MemberReply) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
 	}
 	return false
 }
@@ -552,13 +560,14 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x03Ack\"5\n" +
 	"\rMemberRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"\x81\x01\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\x9b\x01\n" +
 	"\vMemberReply\x12\x16\n" +
 	"\x06hosted\x18\x01 \x01(\bR\x06hosted\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x14\n" +
 	"\x05match\x18\x04 \x01(\x04R\x05match\x12\x18\n" +
-	"\alearner\x18\x05 \x01(\bR\alearner\"'\n" +
+	"\alearner\x18\x05 \x01(\bR\alearner\x12\x18\n" +
+	"\aremoved\x18\x06 \x01(\bR\aremoved\"'\n" +
 	"\x0fIdentifyRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\"a\n" +
 	"\rIdentifyReply\x12\x14\n" +

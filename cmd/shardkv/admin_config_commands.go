@@ -123,9 +123,10 @@ func newAdminLeaveCmd(a *adminFlags) *cobra.Command {
 		Long: `Remove replica groups from the configuration and rebalance: their shards
 move to the remaining groups. Prints the new configuration. shardkv dev
 keeps a group that left out when it restarts. A group that left keeps
-running on its replicas until they are stopped: join it again with them,
-or give its id to a new group (the old copy, another incarnation of the
-id, then takes none of its shards).`,
+running on its replicas until each node drops it ('admin member unhost GID
+ADDR', once its shards are handed over): join it again with them, or give
+its id to a new group (the old copy, another incarnation of the id, then
+takes none of its shards).`,
 		Example: `  shardkv admin leave 4
   shardkv admin leave 4 5 -o json`,
 		Args: cobra.MinimumNArgs(1),

@@ -39,6 +39,8 @@ Replacing a dead machine, as etcd's member add/promote/remove:
      It catches up from the leader, by snapshot when far behind.
   2. shardkv admin member replace GROUP OLD ID   (promote ID and remove OLD
      at once, joint consensus), or promote then remove
+  3. shardkv admin member unhost GROUP OLDADDR   (if the old node still
+     runs: it drops the removed replica and its data)
 Each change is refused, changing nothing, while another is in progress,
 when a learner has not caught up, or when the voters left could not form a
 reachable quorum. A group's leader tells the controller its new replicas;
@@ -53,7 +55,7 @@ for the controller, update --controllers wherever it is given.`,
 	change := func(use, short, example string, nargs int, kind memberpb.ChangeKind) *cobra.Command {
 		return newMemberChangeCmd(a, use, short, example, nargs, kind)
 	}
-	cmd.AddCommand(newMemberListCmd(a), newMemberHostCmd(a),
+	cmd.AddCommand(newMemberListCmd(a), newMemberHostCmd(a), newMemberUnhostCmd(a),
 		change("add GROUP ID ADDR", "Add replica ID at ADDR to a group as a learner (it votes once promoted)",
 			"  shardkv admin member add 1 4 10.0.0.14:7113", 3, memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER),
 		change("promote GROUP ID", "Make learner ID a voter once it has caught up",
@@ -406,6 +408,71 @@ func (v membersView) writeTable(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// newMemberUnhostCmd is `admin member unhost`: the node at ADDR stops and
+// deletes its replica of a group that no longer needs it.
+func newMemberUnhostCmd(a *adminFlags) *cobra.Command {
+	unhost := &cobra.Command{
+		Use:   "unhost GROUP ADDR",
+		Short: "Make the node at ADDR stop and delete its replica of a group that no longer needs it",
+		Long: `Ask the node (a running 'shardkv server') at ADDR to stop its replica of a
+group and delete it from its data directory (its next start does not host
+it). Only a replica no longer needed: one removed from its group ('member
+remove' or 'member replace'), or one of a group the configuration does not
+have (it left, or was created and never joined) or has as another copy of
+its id, once its shards are handed over. Anything else is refused
+(STILL_MEMBER), changing nothing. A node hosting nothing of the group
+answers with what it hosts.`,
+		Example: `  shardkv admin member remove 1 3
+  shardkv admin member unhost 1 10.0.0.13:7113`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gid, err := parseGroupID(args[0])
+			if err != nil {
+				return err
+			}
+			addr := args[1]
+			return a.run(cmd, func(ctx context.Context, _ *ctlclient.Client) (view, error) {
+				pool := rpc.NewPool(a.cf.dial()...)
+				defer pool.Close()
+				hosted, err := memberclient.Unhost(ctx, pool, addr, gid, hostTimeout)
+				if err != nil {
+					return nil, fmt.Errorf("the node at %s: %w", addr, err)
+				}
+				return unhostView{group: gid, addr: addr, hosted: hosted}, nil
+			})
+		},
+	}
+	return setExitCodes(unhost, clientExitCodes)
+}
+
+// unhostView is a node's replicas after it dropped its replica of group.
+type unhostView struct {
+	group  uint64
+	addr   string
+	hosted *memberpb.HostReply
+}
+
+func (v unhostView) writeTable(w io.Writer) error {
+	_, err := fmt.Fprintf(w, "the node at %s hosts no replica of group %d (it hosts %s)\n", v.addr, v.group, orNone(formatHosted(v.hosted)))
+	return err
+}
+
+func (v unhostView) jsonValue() any {
+	hosted := []map[string]uint64{}
+	for _, h := range v.hosted.GetHosted() {
+		hosted = append(hosted, map[string]uint64{"group": h.GetGroup(), "id": h.GetId()})
+	}
+	return map[string]any{"node": v.addr, "unhosted_group": v.group, "hosted": hosted}
+}
+
+// orNone is s, or "nothing" when s is empty.
+func orNone(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return s
 }
 
 // formatHosted is a node's replicas as "GROUP/ID, ...".

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/internal/memberclient"
 	"github.com/shardkv/shardkv/internal/rpc"
 )
 
@@ -103,6 +105,64 @@ func TestSecondCopyOfAGroupID(t *testing.T) {
 		}
 	}
 	for i := range keys {
+		if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("again%d\n", i) {
+			t.Fatalf("key%d = %q", i, got)
+		}
+	}
+	unhostOldCopy(t, p)
+}
+
+// unhostOldCopy goes on from TestSecondCopyOfAGroupID: the old copy of
+// group 2 is unhosted from its three nodes (memberpb.Node's Unhost), which
+// keep group 1 and forget group 2 across a restart; a member of group 1 is
+// refused until it is removed from its group. Every key still reads back.
+func unhostOldCopy(t *testing.T, p *nodeTest) {
+	c, nodeAddr := p.c, p.addr
+	if _, errOut, code := c.run("", "admin", "member", "unhost", "1", nodeAddr(0), "--timeout", "30s"); code == 0 ||
+		!strings.Contains(errOut, "is a member of group 1") {
+		t.Fatalf("unhost of a member of group 1: exit %d: %s", code, errOut)
+	}
+	for n := range 3 {
+		if out := c.ok("admin", "member", "unhost", "2", nodeAddr(n), "--timeout", "30s"); !strings.Contains(out, "hosts no replica of group 2") {
+			t.Fatalf("unhost of the old copy on node %d: %s", n+1, out)
+		}
+	}
+	c.ok("admin", "member", "unhost", "2", nodeAddr(0), "--timeout", "30s") // again: nothing to do
+	pool := rpc.NewPool()
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hosting := func(n int, gid uint64) uint64 {
+		r, err := memberclient.Hosting(ctx, pool, nodeAddr(n), gid, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetId()
+	}
+	p.nodes[0].stop(t)
+	p.start(0)
+	p.nodes[0].waitOutput(t, "group1/1")
+	for n := range 3 {
+		if hosting(n, 2) != 0 || hosting(n, 1) == 0 {
+			t.Fatalf("node %d hosts group 1's %d and group 2's %d", n+1, hosting(n, 1), hosting(n, 2))
+		}
+	}
+
+	// A member of a group in the configuration: refused until removed.
+	c.ok("admin", "member", "add", "1", "4", nodeAddr(3), "--timeout", "30s")
+	if _, errOut, code := c.run("", "admin", "member", "unhost", "1", nodeAddr(3), "--timeout", "30s"); code == 0 ||
+		!strings.Contains(errOut, "still a member") {
+		t.Fatalf("unhost of learner 4 of group 1: exit %d: %s", code, errOut)
+	}
+	c.ok("admin", "member", "remove", "1", "4", "--timeout", "30s")
+	c.ok("admin", "member", "unhost", "1", nodeAddr(3), "--timeout", "30s")
+	if hosting(3, 1) != 0 || hosting(3, 2) == 0 {
+		t.Fatalf("node 4 hosts group 1's %d and group 2's %d", hosting(3, 1), hosting(3, 2))
+	}
+	if p.nodes[3].exited() {
+		t.Fatalf("node 4 exited: %v", p.nodes[3].err)
+	}
+	for i := range 16 {
 		if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("again%d\n", i) {
 			t.Fatalf("key%d = %q", i, got)
 		}

@@ -297,6 +297,10 @@ type replicaServer struct {
 	hosted []storage.Replica
 	peers  map[uint64]map[uint64]string // each hosted group's members: raft id -> address
 	nodes  []*raftnode.Node
+	// raft is each replica's running raft node for its metrics, which are
+	// registered once per replica (a replica unhosted and hosted again
+	// keeps them); nil while it does not run.
+	raft map[storage.Replica]*raftnode.Node
 }
 
 // addPeers records the members of a group a replica of which is about to
@@ -317,11 +321,28 @@ func (s *replicaServer) serving(rep storage.Replica, n *raftnode.Node) {
 		s.hosted = append(s.hosted, rep)
 	}
 	s.nodes = append(s.nodes, n)
+	if s.raft == nil {
+		s.raft = map[storage.Replica]*raftnode.Node{}
+	}
+	_, registered := s.raft[rep]
+	s.raft[rep] = n
 	s.mu.Unlock()
-	ops.RegisterRaft(s.reg, rep.Group, rep.ID, func() *raftnode.Node { return n })
+	if !registered {
+		ops.RegisterRaft(s.reg, rep.Group, rep.ID, func() *raftnode.Node {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.raft[rep]
+		})
+	}
 	go func() {
 		select {
 		case <-n.Done():
+			s.mu.Lock()
+			dropped := !slices.Contains(s.nodes, n)
+			s.mu.Unlock()
+			if dropped {
+				return // unhosted: stopped on purpose
+			}
 			select {
 			case s.done <- n:
 			case <-s.ctx.Done():
@@ -329,6 +350,18 @@ func (s *replicaServer) serving(rep storage.Replica, n *raftnode.Node) {
 		case <-s.ctx.Done():
 		}
 	}()
+}
+
+// unserving takes replica rep, whose raft node is n, out of the process's
+// metrics, readiness, watch and address book, before it is stopped on
+// purpose (node.Unhost): its stop does not end the process.
+func (s *replicaServer) unserving(rep storage.Replica, n *raftnode.Node) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hosted = slices.DeleteFunc(s.hosted, func(r storage.Replica) bool { return r == rep })
+	s.nodes = slices.DeleteFunc(s.nodes, func(m *raftnode.Node) bool { return m == n })
+	s.raft[rep] = nil
+	delete(s.peers, rep.Group)
 }
 
 // serve starts the replicas on lis and serves until ctx ends or a replica

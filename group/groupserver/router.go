@@ -84,6 +84,14 @@ func (r *Router) Hosted() map[uint64]uint64 {
 	return out
 }
 
+// ReplicaOf returns the replica of group gid the router serves, if any.
+func (r *Router) ReplicaOf(gid uint64) (*Server, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s, ok := r.replicas[gid]
+	return s, ok
+}
+
 // identities is what Identify states of every replica hosted.
 func (r *Router) identities() map[uint64]transport.Hosted {
 	r.mu.RLock()

@@ -344,6 +344,7 @@ var audited = map[string]bool{
 	"/shardkv.controller.v1.Controller/AuthChange":  true,
 	"/shardkv.member.v1.Membership/Change":          true,
 	"/shardkv.member.v1.Node/Host":                  true,
+	"/shardkv.member.v1.Node/Unhost":                true,
 }
 
 // authenticateMethod is audited when it fails: who tried to log in as

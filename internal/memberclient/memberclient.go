@@ -131,6 +131,19 @@ func Host(ctx context.Context, pool *rpc.Pool, addr string, req *memberpb.HostRe
 	})
 }
 
+// Unhost asks the node at addr to stop and delete its replica of group
+// (memberpb.Node's Unhost), within timeout; the node first checks that the
+// replica is no longer needed, which may ask the group's members and the
+// controller. It returns the node's replicas after. Refusals are
+// memberpb's sentinels (ErrStillMember); a call cut by the timeout may
+// have dropped it (unhost again to learn: a node hosting nothing of the
+// group answers its list).
+func Unhost(ctx context.Context, pool *rpc.Pool, addr string, group uint64, timeout time.Duration) (*memberpb.HostReply, error) {
+	return call(ctx, pool, addr, timeout, func(ctx context.Context, conn *grpc.ClientConn) (*memberpb.HostReply, error) {
+		return memberpb.NewNodeClient(conn).Unhost(ctx, &memberpb.UnhostRequest{Group: group})
+	})
+}
+
 // Hosting asks the node at addr which replica of group it hosts (or has
 // recorded) and how the group was founded as that replica knows it
 // (memberpb.Node's Hosting), within timeout.
