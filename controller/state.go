@@ -135,7 +135,7 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 			err = refusalError(r)
 			break
 		}
-		next, err = s.join(op.Join.GetGroups())
+		next, err = s.join(op.Join.GetGroups(), cmd.GetChecked())
 	case *controllerlogpb.Command_Leave:
 		next, err = s.leave(op.Leave.GetGids(), op.Leave.GetForce())
 	case *controllerlogpb.Command_Move:
@@ -145,7 +145,7 @@ func (s *State) Apply(cmd *controllerlogpb.Command) Result {
 			err = refusalError(r)
 			break
 		}
-		next, err = s.setReplicas(op.SetReplicas.GetGid(), op.SetReplicas.GetAddrs())
+		next, err = s.setReplicas(op.SetReplicas.GetGid(), op.SetReplicas.GetAddrs(), op.SetReplicas.GetIncarnation())
 	case *controllerlogpb.Command_Auth:
 		// The configuration stays; commit appends nothing.
 		next, err = s.configs[len(s.configs)-1], s.applyAuth(op.Auth)
@@ -185,7 +185,7 @@ func (s *State) JoinToCheck(join *controllerpb.JoinRequest) []*controllerpb.Grou
 			return nil
 		}
 	}
-	if _, err := s.join(join.GetGroups()); err != nil {
+	if _, err := s.join(join.GetGroups(), false); err != nil {
 		return nil
 	}
 	latest := s.configs[len(s.configs)-1]
@@ -260,7 +260,9 @@ func (s *State) init(numShards int) Result {
 	return Result{}
 }
 
-func (s *State) join(groups []*controllerpb.Group) (Config, error) {
+// join adds groups. checked says the leader checked every group it adds
+// and gave each the incarnation its replicas state (Command.checked).
+func (s *State) join(groups []*controllerpb.Group, checked bool) (Config, error) {
 	next := s.configs[len(s.configs)-1].Clone()
 	seen := map[uint64]bool{}
 	for _, g := range groups {
@@ -288,6 +290,12 @@ func (s *State) join(groups []*controllerpb.Group) (Config, error) {
 				id, next.Incarnations[id], g.GetIncarnation())
 		case ok:
 			continue // joined already: its incarnation stays
+		case checked && g.GetIncarnation() == 0:
+			return Config{}, fmt.Errorf("%w: group %d was not in the configuration when its join was proposed, and was not checked; join it again",
+				controllerpb.ErrGroupNotReady, id)
+		case g.GetIncarnation() != 0 && s.usedWithoutIncarnation(id):
+			return Config{}, fmt.Errorf("%w: group id %d was used without an incarnation (before incarnations existed, or joined unchecked): "+
+				"another copy of it could not be told apart; give the new group another id", controllerpb.ErrGroupExists, id)
 		}
 		next.Groups[id] = slices.Clone(addrs)
 		if inc := g.GetIncarnation(); inc != 0 {
@@ -299,6 +307,19 @@ func (s *State) join(groups []*controllerpb.Group) (Config, error) {
 	}
 	next.Shards = Rebalance(next.Shards, next.GroupIDs())
 	return next, nil
+}
+
+// usedWithoutIncarnation reports whether a configuration has group id
+// without an incarnation: a copy of the id from then installs every such
+// configuration as its own (config.Config.Foreign), so a copy with an
+// incarnation could not be told from it.
+func (s *State) usedWithoutIncarnation(id uint64) bool {
+	for _, c := range s.configs {
+		if _, ok := c.Groups[id]; ok && c.Incarnations[id] == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // leave removes groups gids. A leaving group's shards that it gained in the
@@ -351,12 +372,17 @@ func (s *State) move(shard int, gid uint64) (Config, error) {
 
 // setReplicas gives group gid the replica addresses addrs (its membership
 // changed); the shards stay. Setting the addresses it has changes nothing.
-func (s *State) setReplicas(gid uint64, addrs []string) (Config, error) {
+// A group naming its incarnation is refused by a configuration recording
+// another one for gid.
+func (s *State) setReplicas(gid uint64, addrs []string, incarnation uint64) (Config, error) {
 	latest := s.configs[len(s.configs)-1]
 	old, ok := latest.Groups[gid]
 	switch {
 	case !ok:
 		return Config{}, fmt.Errorf("%w: %d", controllerpb.ErrUnknownGroup, gid)
+	case incarnation != 0 && latest.Foreign(gid, incarnation):
+		return Config{}, fmt.Errorf("%w: group %d of the configuration is incarnation %016x, not %016x (another copy of the id)",
+			controllerpb.ErrUnknownGroup, gid, latest.Incarnations[gid], incarnation)
 	case len(addrs) == 0 || slices.Contains(addrs, ""):
 		return Config{}, fmt.Errorf("%w: group %d needs its replicas' addresses", controllerpb.ErrInvalidGroup, gid)
 	case slices.Equal(old, addrs):

@@ -212,3 +212,56 @@ func TestIncarnationKeptWithTheGroup(t *testing.T) {
 		t.Fatalf("after the leave: %v", c.Incarnations)
 	}
 }
+
+// TestJoinRaces: a join the leader checked that adds a group it did not
+// check (the group left between the check and the apply) is refused as
+// GROUP_NOT_READY, changing nothing; a group id that a configuration has
+// without an incarnation is never given one (its old copy could not be
+// told apart); a replica sync from another copy of an id is refused.
+func TestJoinRaces(t *testing.T) {
+	var s State
+	s.Apply(initCmd(4))
+	legacy := join(1, 1, map[uint64][]string{1: {"a"}, 2: {"b"}}) // before incarnations: none recorded
+	legacy.GetJoin().Groups[1].Incarnation = 0x2
+	if r := applyOpen(&s, legacy); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r := s.Apply(leave(1, 2, false, 1, 2)); r.Err != nil && !errors.Is(r.Err, controllerpb.ErrWouldOrphan) {
+		t.Fatal(r.Err)
+	}
+	if r := s.Apply(leave(1, 3, false, 1)); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	before, _ := s.Latest()
+
+	unchecked := join(1, 4, map[uint64][]string{1: {"a"}})
+	unchecked.Checked = true
+	if r := s.Apply(unchecked); !errors.Is(r.Err, controllerpb.ErrGroupNotReady) {
+		t.Fatalf("checked join adding an unchecked group: %v", r.Err)
+	}
+	again := join(1, 5, map[uint64][]string{1: {"c"}})
+	again.Checked = true
+	again.GetJoin().Groups[0].Incarnation = 0xc
+	if r := s.Apply(again); !errors.Is(r.Err, controllerpb.ErrGroupExists) {
+		t.Fatalf("incarnation for an id used without one: %v", r.Err)
+	}
+	if after, _ := s.Latest(); after.Num != before.Num {
+		t.Fatalf("refused joins made configuration %d", after.Num)
+	}
+	fresh := join(1, 6, map[uint64][]string{3: {"d"}})
+	fresh.Checked = true
+	fresh.GetJoin().Groups[0].Incarnation = 0xd
+	if r := s.Apply(fresh); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	set := func(seq, inc uint64) Result {
+		return s.Apply(&controllerlogpb.Command{Op: &controllerlogpb.Command_SetReplicas{SetReplicas: &controllerpb.SetReplicasRequest{
+			Gid: 3, Addrs: []string{"e"}, Incarnation: inc, Session: &controllerpb.Session{ClientId: 1, Seq: seq}}}})
+	}
+	if r := set(7, 0xe); !errors.Is(r.Err, controllerpb.ErrUnknownGroup) {
+		t.Fatalf("replica sync of another copy: %v", r.Err)
+	}
+	if r := set(8, 0xd); r.Err != nil {
+		t.Fatalf("replica sync of the group: %v", r.Err)
+	}
+}

@@ -46,17 +46,19 @@ func (sm *StateMachine) setIncarnation(a *apply, inc uint64) (outcome error) {
 
 // ownConfig is next as this copy of the group installs it: next itself,
 // or, when next records another incarnation of the group's id, next
-// without the id. A copy that serves a shard never gets such a
-// configuration from a controller (the id would have had to leave first);
-// it refuses one (the outcome), rather than drop or abandon the shard.
+// without the id. A copy that owns a shard at its configuration (serving,
+// pulling, confirming, restoring it) never gets such a configuration from
+// a controller (the id would have had to leave first); it refuses one
+// (the outcome), rather than drop or abandon the shard. Shards it lost
+// and still hands over (held, offering) block the install as usual.
 func (sm *StateMachine) ownConfig(next controller.Config) (controller.Config, error) {
 	if !next.Foreign(sm.gid, sm.meta.incarnation) {
 		return next, nil
 	}
 	for s, m := range sm.meta.shards {
-		if m.state != Absent {
+		if m.state != Absent && m.state != Held && m.state != Offering {
 			return controller.Config{}, fmt.Errorf("%w: configuration %d records group %d as incarnation %016x, "+
-				"this copy is %016x and holds shard %d", rpcerr.ErrMalformed, next.Num, sm.gid, next.Incarnation(sm.gid), sm.meta.incarnation, s)
+				"this copy is %016x and owns shard %d (%v)", rpcerr.ErrMalformed, next.Num, sm.gid, next.Incarnation(sm.gid), sm.meta.incarnation, s, m.state)
 		}
 	}
 	return next.Without(sm.gid), nil

@@ -143,3 +143,27 @@ func TestAnotherIncarnationsConfiguration(t *testing.T) {
 		t.Fatalf("configuration without incarnations: %v", err)
 	}
 }
+
+// TestAnotherIncarnationAfterLeaving: a copy that left (configuration 2
+// gives its shards away) and still holds them for their new owner is
+// given a configuration recording another copy of its id: the install
+// waits for the handoff like any other, and is not refused.
+func TestAnotherIncarnationAfterLeaving(t *testing.T) {
+	a := newReplica(t, 1, Limits{})
+	if err := a.apply(setIncarnation(0xa)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.apply(configWith(1, map[uint64]uint64{1: 0xa}, all(1)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.apply(configWith(2, map[uint64]uint64{2: 0x2}, all(2)...)); err != nil {
+		t.Fatal(err)
+	}
+	c3 := controller.ConfigFromProto(configWith(3, map[uint64]uint64{1: 0xb, 2: 0x2}, with(all(2), 0, 1)...).GetInstall().GetConfig())
+	if a.sm.CanInstall(c3) {
+		t.Fatal("configuration 3 installable while every shard is held for group 2")
+	}
+	if err := a.apply(configWith(3, map[uint64]uint64{1: 0xb, 2: 0x2}, with(all(2), 0, 1)...)); !errors.Is(err, kvpb.ErrNotReady) {
+		t.Fatalf("configuration 3 while handing over: %v, want NOT_READY", err)
+	}
+}

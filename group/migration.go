@@ -32,8 +32,9 @@ func (sm *StateMachine) blocked(next controller.Config) bool {
 // shard next gives back.
 //
 // A configuration that installConfig would refuse as another incarnation's
-// (ownConfig) counts as installable: its proposal's outcome says why the
-// group stops there.
+// (ownConfig: the group owns shards that it records another copy of the
+// id for, which a controller never does) counts as installable: its
+// proposal's outcome says why the group stops there.
 func (sm *StateMachine) CanInstall(next controller.Config) bool {
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()

@@ -428,10 +428,14 @@ func (x *LeaveRequest) GetSession() *Session {
 // membership changed (see shardkv.member.v1): clients and other groups
 // route to the new replicas. Shards stay where they are.
 type SetReplicasRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Gid           uint64                 `protobuf:"varint,1,opt,name=gid,proto3" json:"gid,omitempty"`        // a group of the latest configuration
-	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`     // host:port of each replica, replacing the old list
-	Session       *Session               `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"` // makes a retry apply once
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Gid     uint64                 `protobuf:"varint,1,opt,name=gid,proto3" json:"gid,omitempty"`        // a group of the latest configuration
+	Addrs   []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`     // host:port of each replica, replacing the old list
+	Session *Session               `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"` // makes a retry apply once
+	// incarnation is the group's as its leader applied it (0: unknown): the
+	// change is refused (UNKNOWN_GROUP) when the configuration records
+	// another incarnation for gid, another copy of the group id.
+	Incarnation   uint64 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -485,6 +489,13 @@ func (x *SetReplicasRequest) GetSession() *Session {
 		return x.Session
 	}
 	return nil
+}
+
+func (x *SetReplicasRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 type MoveRequest struct {
@@ -1879,11 +1890,12 @@ const file_api_controllerpb_controller_proto_rawDesc = "" +
 	"\fLeaveRequest\x12\x12\n" +
 	"\x04gids\x18\x01 \x03(\x04R\x04gids\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x128\n" +
-	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"v\n" +
+	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"\x98\x01\n" +
 	"\x12SetReplicasRequest\x12\x10\n" +
 	"\x03gid\x18\x01 \x01(\x04R\x03gid\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x128\n" +
-	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\"o\n" +
+	"\asession\x18\x03 \x01(\v2\x1e.shardkv.controller.v1.SessionR\asession\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\"o\n" +
 	"\vMoveRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\x04R\x03gid\x128\n" +

@@ -312,10 +312,12 @@ func (c *Client) Leave(ctx context.Context, gids []uint64, force bool) (config.C
 
 // SetReplicas sets the replica addresses of group gid after its membership
 // changed; its shards stay. The controller checks that every address
-// answers as a replica of the group.
-func (c *Client) SetReplicas(ctx context.Context, gid uint64, addrs []string) (config.Config, error) {
+// answers as a replica of the group. incarnation is the group's (0:
+// unknown): a configuration recording another one for gid refuses the
+// change (controllerpb.ErrUnknownGroup).
+func (c *Client) SetReplicas(ctx context.Context, gid uint64, addrs []string, incarnation uint64) (config.Config, error) {
 	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
-		return cl.SetReplicas(ctx, &controllerpb.SetReplicasRequest{Gid: gid, Addrs: addrs, Session: s})
+		return cl.SetReplicas(ctx, &controllerpb.SetReplicasRequest{Gid: gid, Addrs: addrs, Session: s, Incarnation: incarnation})
 	})
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,12 +46,13 @@ func (r *joinRefusal) Unwrap() error { return r.kind }
 // groups that must hand them over would wait for it forever.
 //
 // It also learns each group's incarnation (controllerpb.Group.incarnation),
-// which the join records: the replicas that have applied one must all
-// state the same, and at least one must have (a group just founded has
-// none until its first leader's is applied: ErrGroupNotReady). Two incarnations
-// among one group's addresses are two copies of the group id, refused.
-// A group given with an incarnation must have that one. It returns the
-// incarnation of each group, by id.
+// which the join records: every replica must state the same one (a group
+// just founded has none until its first leader's is applied and its
+// replicas apply it: ErrGroupNotReady). Two incarnations among one
+// group's addresses are two copies of the group id, refused. An
+// incarnation the request names is never recorded on its own: the
+// replicas must state it. It returns the incarnation of each group, by
+// id.
 func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) (map[uint64]uint64, *joinRefusal) {
 	return s.checkReplicas(ctx, groups, true)
 }
@@ -102,8 +105,9 @@ func (s *Server) checkReplicas(ctx context.Context, groups []*controllerpb.Group
 	incarnations := map[uint64]uint64{}
 	for i, g := range groups {
 		gid := g.GetId()
-		seen := map[uint64]string{} // replica id -> its address
-		inc, incAt := g.GetIncarnation(), "the request"
+		seen := map[uint64]string{}     // replica id -> its address
+		stated := map[uint64][]string{} // incarnation -> the addresses that state it
+		var silent []string             // replicas that state none yet
 		for j, addr := range g.GetAddrs() {
 			a := answers[i][j]
 			switch {
@@ -124,22 +128,37 @@ func (s *Server) checkReplicas(ctx context.Context, groups []*controllerpb.Group
 				bad = append(bad, fmt.Sprintf("group %d: %s is replica %d of group %d, not of group %d", gid, addr, a.id.Replica, a.id.Group, gid))
 			case seen[a.id.Replica] != "":
 				bad = append(bad, fmt.Sprintf("group %d: %s and %s are the same replica (replica %d)", gid, seen[a.id.Replica], addr, a.id.Replica))
-			case a.id.Incarnation != 0 && inc != 0 && a.id.Incarnation != inc:
-				bad = append(bad, fmt.Sprintf("group %d: %s is another copy of the group id (incarnation %016x; %s has %016x): "+
-					"a group id that left or was partly created given to other replicas", gid, addr, a.id.Incarnation, incAt, inc))
 			default:
 				seen[a.id.Replica] = addr
-				if inc == 0 && a.id.Incarnation != 0 {
-					inc, incAt = a.id.Incarnation, addr
+				if a.id.Incarnation == 0 {
+					silent = append(silent, addr)
+				} else {
+					stated[a.id.Incarnation] = append(stated[a.id.Incarnation], addr)
 				}
 			}
 		}
+		// Only what replicas state is recorded; an incarnation the
+		// request names (the group's, from an earlier configuration)
+		// must be the one they state.
+		want := g.GetIncarnation()
 		switch {
-		case inc != 0:
-			incarnations[gid] = inc
-		case needIncarnation && len(seen) > 0:
-			notReady = append(notReady, fmt.Sprintf("group %d: no replica states the group's incarnation yet "+
-				"(a new group has one once its first leader is elected)", gid))
+		case len(stated) > 1 || (len(stated) == 1 && want != 0 && len(stated[want]) == 0):
+			var copies []string
+			for _, inc := range slices.Sorted(maps.Keys(stated)) {
+				copies = append(copies, fmt.Sprintf("%s state incarnation %016x", strings.Join(stated[inc], ", "), inc))
+			}
+			if want != 0 {
+				copies = append(copies, fmt.Sprintf("the request names %016x", want))
+			}
+			bad = append(bad, fmt.Sprintf("group %d: two copies of the group id (%s): "+
+				"a group id that left or was partly created given to other replicas", gid, strings.Join(copies, "; ")))
+		case needIncarnation && len(seen) > 0 && len(silent) > 0:
+			notReady = append(notReady, fmt.Sprintf("group %d: %s state no incarnation yet "+
+				"(a new group has one once its first leader is elected and its replicas apply it)", gid, strings.Join(silent, ", ")))
+		case len(stated) == 1:
+			for inc := range stated {
+				incarnations[gid] = inc
+			}
 		}
 	}
 	switch {

@@ -193,13 +193,13 @@ func TestJoinRecordsIncarnation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := cl.Join(cx, map[uint64][]string{1: append(g1, copy1)}); !errors.Is(err, controllerpb.ErrBadReplica) ||
-		!strings.Contains(err.Error(), copy1+" is another copy of the group id") {
+		!strings.Contains(err.Error(), "two copies of the group id") || !strings.Contains(err.Error(), copy1+" state incarnation 0000000000000bad") {
 		t.Fatalf("join naming replicas of two copies: %v", err)
 	}
 	short, cancel := context.WithTimeout(cx, 3*time.Second)
 	defer cancel()
 	if _, err := cl.Join(short, map[uint64][]string{2: {fresh}}); !errors.Is(err, controllerpb.ErrGroupNotReady) ||
-		!strings.Contains(err.Error(), "no replica states the group's incarnation yet") {
+		!strings.Contains(err.Error(), fresh+" state no incarnation yet") {
 		t.Fatalf("join of a group without an incarnation: %v", err)
 	}
 	if after, _, err := cl.Query(cx, -1); err != nil || after.Num != before.Num {
@@ -212,11 +212,11 @@ func TestJoinRecordsIncarnation(t *testing.T) {
 	}
 	// Replica addresses change; the incarnation stays, and a new
 	// address must not be another copy's (one catching up states none).
-	if _, err := cl.SetReplicas(cx, 1, []string{g1[0], copy1}); !errors.Is(err, controllerpb.ErrBadReplica) {
+	if _, err := cl.SetReplicas(cx, 1, []string{g1[0], copy1}, 0); !errors.Is(err, controllerpb.ErrBadReplica) {
 		t.Fatalf("set replicas to another copy: %v", err)
 	}
 	catchingUp := fakeNode(t, "", cid, map[uint64]transport.Hosted{1: {Replica: 4}})
-	cfg, err = cl.SetReplicas(cx, 1, []string{g1[0], g1[1], catchingUp})
+	cfg, err = cl.SetReplicas(cx, 1, []string{g1[0], g1[1], catchingUp}, incarnationOf(1))
 	if err != nil || cfg.Incarnations[1] != incarnationOf(1) || len(cfg.Groups[1]) != 3 {
 		t.Fatalf("set replicas: %+v, %v", cfg, err)
 	}

@@ -237,13 +237,14 @@ func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*cont
 			// replicas stated it (the request is the caller's: a copy).
 			join := proto.CloneOf(req)
 			for _, g := range join.GetGroups() {
-				if inc, ok := incarnations[g.GetId()]; ok {
-					g.Incarnation = inc
+				if slices.ContainsFunc(groups, func(c *controllerpb.Group) bool { return c.GetId() == g.GetId() }) {
+					g.Incarnation = incarnations[g.GetId()]
 				}
 			}
 			cmd.Op = &controllerlogpb.Command_Join{Join: join}
 		}
 	}
+	cmd.Checked = !s.skipCheck
 	return s.change(ctx, cmd)
 }
 

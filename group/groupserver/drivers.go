@@ -160,7 +160,7 @@ func (s *Server) syncReplicas(ctx context.Context, known []string, m raftnode.Me
 		return
 	}
 	if !slices.Equal(addrs, known) && len(addrs) > 0 {
-		if _, err := s.cfg.Controller.SetReplicas(ctx, s.cfg.GID, addrs); err != nil {
+		if _, err := s.cfg.Controller.SetReplicas(ctx, s.cfg.GID, addrs, s.sm.Incarnation()); err != nil {
 			s.log.Warn("tell the controller the group's replicas", "addrs", addrs, "err", err)
 			_ = rpc.Sleep(ctx, time.Second) // the next attempt waits; the task stays busy meanwhile
 			return

@@ -47,7 +47,14 @@ type Command struct {
 	// decided before it proposed: its check of a joining group's replicas
 	// failed. The change is refused with it unless its session already has an
 	// outcome, and the session remembers the refusal like any other.
-	Refusal       *CheckRefusal `protobuf:"bytes,11,opt,name=refusal,proto3" json:"refusal,omitempty"`
+	Refusal *CheckRefusal `protobuf:"bytes,11,opt,name=refusal,proto3" json:"refusal,omitempty"`
+	// checked, on a join, says the proposing leader checked every group the
+	// join adds to its latest configuration and set the incarnation its
+	// replicas state: a group the join adds without one was not checked (it
+	// left between the check and the apply) and is refused
+	// (GROUP_NOT_READY: join it again). False for a leader that skips the
+	// check, and in entries written before incarnations.
+	Checked       bool `protobuf:"varint,12,opt,name=checked,proto3" json:"checked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +171,13 @@ func (x *Command) GetRefusal() *CheckRefusal {
 		return x.Refusal
 	}
 	return nil
+}
+
+func (x *Command) GetChecked() bool {
+	if x != nil {
+		return x.Checked
+	}
+	return false
 }
 
 type isCommand_Op interface {
@@ -672,7 +686,7 @@ var File_internal_controllerlogpb_controllerlog_proto protoreflect.FileDescripto
 
 const file_internal_controllerlogpb_controllerlog_proto_rawDesc = "" +
 	"\n" +
-	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\xc4\x04\n" +
+	",internal/controllerlogpb/controllerlog.proto\x12\x1eshardkv.internal.controller.v1\x1a!api/controllerpb/controller.proto\"\xde\x04\n" +
 	"\aCommand\x128\n" +
 	"\x04join\x18\x01 \x01(\v2\".shardkv.controller.v1.JoinRequestH\x00R\x04join\x12;\n" +
 	"\x05leave\x18\x02 \x01(\v2#.shardkv.controller.v1.LeaveRequestH\x00R\x05leave\x128\n" +
@@ -683,7 +697,8 @@ const file_internal_controllerlogpb_controllerlog_proto_rawDesc = "" +
 	"\x04auth\x18\a \x01(\v2+.shardkv.internal.controller.v1.AuthCommandH\x00R\x04auth\x12\x14\n" +
 	"\x05stamp\x18\n" +
 	" \x01(\x03R\x05stamp\x12F\n" +
-	"\arefusal\x18\v \x01(\v2,.shardkv.internal.controller.v1.CheckRefusalR\arefusalB\x04\n" +
+	"\arefusal\x18\v \x01(\v2,.shardkv.internal.controller.v1.CheckRefusalR\arefusal\x12\x18\n" +
+	"\achecked\x18\f \x01(\bR\acheckedB\x04\n" +
 	"\x02op\":\n" +
 	"\fCheckRefusal\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
