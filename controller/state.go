@@ -291,9 +291,9 @@ func (s *State) join(groups []*controllerpb.Group, checked bool) (Config, error)
 		case ok:
 			continue // joined already: its incarnation stays
 		case checked && g.GetIncarnation() == 0:
-			return Config{}, fmt.Errorf("%w: group %d was not in the configuration when its join was proposed, and was not checked; join it again",
+			return Config{}, fmt.Errorf("%w: group %d was in the configuration when the join was checked (so it was not checked), and has left since; join it again",
 				controllerpb.ErrGroupNotReady, id)
-		case g.GetIncarnation() != 0 && s.usedWithoutIncarnation(id):
+		case checked && g.GetIncarnation() != 0 && s.usedWithoutIncarnation(id):
 			return Config{}, fmt.Errorf("%w: group id %d was used without an incarnation (before incarnations existed, or joined unchecked): "+
 				"another copy of it could not be told apart; give the new group another id", controllerpb.ErrGroupExists, id)
 		}

@@ -29,8 +29,9 @@ func NewRegistry() *prometheus.Registry {
 }
 
 // RegisterRaft exports a raft node's term, commit and applied indexes and
-// leadership, labelled with its group and replica id.
-func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftnode.Node) {
+// leadership, labelled with its group and replica id. unregister removes
+// them (the replica no longer runs in the process).
+func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftnode.Node) (unregister func()) {
 	labels := prometheus.Labels{"group": strconv.FormatUint(gid, 10), "replica": strconv.FormatUint(id, 10)}
 	gauge := func(name, help string, get func(raftnode.Status) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
@@ -47,7 +48,7 @@ func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftno
 		}
 		return 0
 	}
-	reg.MustRegister(
+	cs := []prometheus.Collector{
 		gauge("shardkv_raft_term", "Current raft term.", func(s raftnode.Status) float64 { return float64(s.Term) }),
 		gauge("shardkv_raft_commit_index", "Raft commit index.", func(s raftnode.Status) float64 { return float64(s.Commit) }),
 		gauge("shardkv_raft_applied_index", "Applied index.", func(s raftnode.Status) float64 { return float64(s.Applied) }),
@@ -69,7 +70,13 @@ func RegisterRaft(reg prometheus.Registerer, gid, id uint64, node func() *raftno
 			}
 			return 0
 		}),
-	)
+	}
+	reg.MustRegister(cs...)
+	return func() {
+		for _, c := range cs {
+			reg.Unregister(c)
+		}
+	}
 }
 
 // RegisterStorage exports an engine's health: whether it accepts writes,

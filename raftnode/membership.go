@@ -55,6 +55,15 @@ func (m Membership) IsVoter(id uint64) bool { return slices.Contains(m.Voters, i
 // IsLearner reports whether id is a learner.
 func (m Membership) IsLearner(id uint64) bool { return slices.Contains(m.Learners, id) }
 
+// WasRemoved reports whether member id was removed from the group and is
+// in no configuration of it now: a voter of a joint configuration's
+// outgoing half still counts as a member (every change here leaves the
+// joint configuration before the next), and --force-new-cluster makes a
+// removed id the only voter again.
+func (m Membership) WasRemoved(id uint64) bool {
+	return slices.Contains(m.Removed, id) && !m.Joint && !m.IsVoter(id) && !m.IsLearner(id)
+}
+
 // ChangeKind is what a MemberChange does.
 type ChangeKind int
 

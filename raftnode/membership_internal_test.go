@@ -39,3 +39,23 @@ func TestSnapshotEnvelopeFounders(t *testing.T) {
 		t.Fatalf("an envelope without founders: %+v %q %v", env, got, err)
 	}
 }
+// TestWasRemoved: an id counts as removed only while it is in no
+// configuration of the group: not in a joint configuration (an outgoing
+// voter still votes), and not a voter again (--force-new-cluster).
+func TestWasRemoved(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		m    Membership
+		want bool
+	}{
+		{"removed", Membership{Voters: []uint64{1, 2, 4}, Removed: []uint64{3}}, true},
+		{"never removed", Membership{Voters: []uint64{1, 2, 3}}, false},
+		{"an outgoing voter of a joint configuration", Membership{Voters: []uint64{1, 2, 4}, Joint: true, Removed: []uint64{3}}, false},
+		{"forced back as the only voter", Membership{Voters: []uint64{3}, Removed: []uint64{3}}, false},
+		{"a learner again", Membership{Voters: []uint64{1}, Learners: []uint64{3}, Removed: []uint64{3}}, false},
+	} {
+		if got := tc.m.WasRemoved(3); got != tc.want {
+			t.Errorf("%s: WasRemoved(3) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -369,8 +369,7 @@ func (n *Node) heardRecently(id uint64) bool {
 // MemberProgress implements transport.MemberReporter.
 func (n *Node) MemberProgress(id uint64) transport.MemberInfo {
 	st := n.rn.Status()
-	info := transport.MemberInfo{Leader: st.RaftState == raft.StateLeader, Term: n.term.Load(),
-		Removed: slices.Contains(n.Members().Removed, id)}
+	info := transport.MemberInfo{Leader: st.RaftState == raft.StateLeader, Term: n.term.Load(), Removed: n.Members().WasRemoved(id)}
 	if !info.Leader {
 		return info
 	}

@@ -280,7 +280,15 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	if err != nil {
 		return Identity{}, err
 	}
-	if err := e.db.Set(r.identityKey(), v, pebble.Sync); err != nil {
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(r.identityKey(), v, nil); err != nil {
+		return Identity{}, err
+	}
+	if err := b.Delete(r.unhostedKey(), nil); err != nil { // hosted again
+		return Identity{}, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
 		return Identity{}, fmt.Errorf("storage %s: store identity: %w", e.dir, err)
 	}
 	return want, nil
@@ -333,7 +341,8 @@ func (e *Engine) Replicas() ([]Replica, error) {
 // DropReplica deletes everything stored for replica r (its identity, raft
 // log, hard state, snapshot and state machine) in one synced batch: the
 // engine no longer lists it (Replicas), and a crash leaves all of it or
-// none. The replica must not be running.
+// none. The same batch records that r was dropped (Unhosted), until an
+// identity is stored for it again. The replica must not be running.
 func (e *Engine) DropReplica(r Replica) error {
 	b := e.db.NewBatch()
 	defer b.Close()
@@ -343,8 +352,19 @@ func (e *Engine) DropReplica(r Replica) error {
 			return err
 		}
 	}
+	if err := b.Set(r.unhostedKey(), nil, nil); err != nil {
+		return err
+	}
 	if err := e.syncWrite(b); err != nil {
 		return fmt.Errorf("drop %s: %w", r, err)
 	}
 	return nil
+}
+
+// Unhosted reports whether replica r was dropped (DropReplica) and not
+// hosted again since: a process started with flags that still name it
+// must not found it again as a new, empty member.
+func (e *Engine) Unhosted(r Replica) (bool, error) {
+	_, ok, err := Get(e.db, r.unhostedKey())
+	return ok, err
 }

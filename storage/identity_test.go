@@ -237,5 +237,18 @@ func TestDropReplica(t *testing.T) {
 				t.Fatalf("%s lost %q: %v", r, k, err)
 			}
 		}
+		if gone, err := e.Unhosted(r); err != nil || gone {
+			t.Fatalf("%s unhosted: %v, %v", r, gone, err)
+		}
+	}
+	// The drop is remembered until the replica is hosted again.
+	if gone, err := e.Unhosted(drop); err != nil || !gone {
+		t.Fatalf("dropped replica not recorded as unhosted: %v, %v", gone, err)
+	}
+	if _, err := e.EnsureIdentity(drop, Identity{ClusterID: 7, Peers: peers}, ClusterJoin); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := e.Unhosted(drop); err != nil || gone {
+		t.Fatalf("hosted again, still recorded as unhosted: %v, %v", gone, err)
 	}
 }

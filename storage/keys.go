@@ -24,8 +24,9 @@ func (r Replica) String() string {
 }
 
 const (
-	kindRaft  = 'r'
-	kindState = 'm'
+	kindRaft     = 'r'
+	kindState    = 'm'
+	kindUnhosted = 'u' // a replica dropped from this engine (DropReplica), by group and id
 
 	raftHardState = 'h'
 	raftSnapshot  = 's'
@@ -44,6 +45,7 @@ func (r Replica) appendPrefix(dst []byte, kind byte) []byte {
 }
 
 func (r Replica) hardStateKey() []byte { return append(r.prefix(kindRaft), raftHardState) }
+func (r Replica) unhostedKey() []byte  { return r.prefix(kindUnhosted) }
 func (r Replica) snapshotKey() []byte  { return append(r.prefix(kindRaft), raftSnapshot) }
 
 func (r Replica) logKey(index uint64) []byte {

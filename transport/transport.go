@@ -48,8 +48,9 @@ type MemberInfo struct {
 	// whether id is a learner (added to the group, not yet promoted).
 	Match   uint64
 	Learner bool
-	// Removed: the replica applied the removal of member id (as leader
-	// or not; a removed id never rejoins).
+	// Removed: the replica applied the removal of member id, which is in
+	// no configuration of the group now (raftnode.Membership.WasRemoved;
+	// as leader or not: a removed id never rejoins).
 	Removed bool
 }
 

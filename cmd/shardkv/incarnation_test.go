@@ -114,8 +114,10 @@ func TestSecondCopyOfAGroupID(t *testing.T) {
 
 // unhostOldCopy goes on from TestSecondCopyOfAGroupID: the old copy of
 // group 2 is unhosted from its three nodes (memberpb.Node's Unhost), which
-// keep group 1 and forget group 2 across a restart; a member of group 1 is
-// refused until it is removed from its group. Every key still reads back.
+// keep group 1 and forget group 2 across a restart, even one with the
+// --replica flags that first named it; a member of group 1 is refused
+// until it is removed from its group, and then dropped. Every key still
+// reads back.
 func unhostOldCopy(t *testing.T, p *nodeTest) {
 	c, nodeAddr := p.c, p.addr
 	if _, errOut, code := c.run("", "admin", "member", "unhost", "1", nodeAddr(0), "--timeout", "30s"); code == 0 ||
@@ -139,9 +141,11 @@ func unhostOldCopy(t *testing.T, p *nodeTest) {
 		}
 		return r.GetId()
 	}
+	// Restarted with the flags it was first started with, which still
+	// name group 2's replica: it is not founded again.
 	p.nodes[0].stop(t)
-	p.start(0)
-	p.nodes[0].waitOutput(t, "group1/1")
+	p.start(0, "--replica", "1:"+p.members(1), "--replica", "2:"+p.members(2))
+	p.nodes[0].waitOutput(t, "it was unhosted from this node")
 	for n := range 3 {
 		if hosting(n, 2) != 0 || hosting(n, 1) == 0 {
 			t.Fatalf("node %d hosts group 1's %d and group 2's %d", n+1, hosting(n, 1), hosting(n, 2))

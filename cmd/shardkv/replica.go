@@ -297,10 +297,8 @@ type replicaServer struct {
 	hosted []storage.Replica
 	peers  map[uint64]map[uint64]string // each hosted group's members: raft id -> address
 	nodes  []*raftnode.Node
-	// raft is each replica's running raft node for its metrics, which are
-	// registered once per replica (a replica unhosted and hosted again
-	// keeps them); nil while it does not run.
-	raft map[storage.Replica]*raftnode.Node
+	// unregister removes each serving replica's raft metrics (unserving).
+	unregister map[storage.Replica]func()
 }
 
 // addPeers records the members of a group a replica of which is about to
@@ -321,19 +319,11 @@ func (s *replicaServer) serving(rep storage.Replica, n *raftnode.Node) {
 		s.hosted = append(s.hosted, rep)
 	}
 	s.nodes = append(s.nodes, n)
-	if s.raft == nil {
-		s.raft = map[storage.Replica]*raftnode.Node{}
+	if s.unregister == nil {
+		s.unregister = map[storage.Replica]func(){}
 	}
-	_, registered := s.raft[rep]
-	s.raft[rep] = n
+	s.unregister[rep] = ops.RegisterRaft(s.reg, rep.Group, rep.ID, func() *raftnode.Node { return n })
 	s.mu.Unlock()
-	if !registered {
-		ops.RegisterRaft(s.reg, rep.Group, rep.ID, func() *raftnode.Node {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.raft[rep]
-		})
-	}
 	go func() {
 		select {
 		case <-n.Done():
@@ -354,13 +344,17 @@ func (s *replicaServer) serving(rep storage.Replica, n *raftnode.Node) {
 
 // unserving takes replica rep, whose raft node is n, out of the process's
 // metrics, readiness, watch and address book, before it is stopped on
-// purpose (node.Unhost): its stop does not end the process.
+// purpose (node.Unhost): its stop does not end the process, and its
+// metrics no longer report it.
 func (s *replicaServer) unserving(rep storage.Replica, n *raftnode.Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hosted = slices.DeleteFunc(s.hosted, func(r storage.Replica) bool { return r == rep })
 	s.nodes = slices.DeleteFunc(s.nodes, func(m *raftnode.Node) bool { return m == n })
-	s.raft[rep] = nil
+	if unregister, ok := s.unregister[rep]; ok {
+		unregister()
+		delete(s.unregister, rep)
+	}
 	delete(s.peers, rep.Group)
 }
 

@@ -176,11 +176,11 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 	}
 	defer lis.Close()
 	defer e.Close()
-	hosted, err := s.hosted(e, named)
+	hosted, err := s.hosted(e, named, log)
 	if err != nil {
 		return err
 	}
-	anyStored := len(hosted) > len(named) || slices.ContainsFunc(named, func(h hostedReplica) bool {
+	anyStored := slices.ContainsFunc(hosted, func(h hostedReplica) bool {
 		_, ok, _ := e.LoadIdentity(h.rep)
 		return ok
 	})
@@ -224,13 +224,29 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 
 // hosted adds to the replicas named those the engine holds (restarted
 // with the membership they last applied), in (group, id) order. A group's
-// stored replica and a named one must be the same.
-func (s *serverFlags) hosted(e *storage.Engine, named []hostedReplica) ([]hostedReplica, error) {
+// stored replica and a named one must be the same. A replica named that
+// was unhosted from this node (and not hosted again) is left out, with a
+// log line: founding it again would start an empty member beside the
+// group (`shardkv dev` and service files name the first replicas at
+// every start).
+func (s *serverFlags) hosted(e *storage.Engine, named []hostedReplica, log *slog.Logger) ([]hostedReplica, error) {
 	stored, err := e.Replicas()
 	if err != nil {
 		return nil, err
 	}
-	out := named
+	var out []hostedReplica
+	for _, h := range named {
+		gone, err := e.Unhosted(h.rep)
+		if err != nil {
+			return nil, err
+		}
+		if gone {
+			log.Warn("not hosting a replica named by --replica: it was unhosted from this node (admin member unhost); drop the flag", "replica", h.rep)
+			continue
+		}
+		out = append(out, h)
+	}
+	named = out
 	for _, rep := range stored {
 		if rep.Group == 0 {
 			continue // a controller's data: refused by its identity below if named
@@ -332,7 +348,7 @@ func (s *serverFlags) start(srv *replicaServer, e *storage.Engine, net transport
 		return nil, nil, nil, err
 	}
 	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...),
-		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}}
+		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}, retired: map[storage.Replica]bool{}}
 	n.stopping, n.halt = context.WithCancel(context.Background())
 	follow, stopFollow := context.WithCancel(context.Background())
 	if s.r.tls.creds != nil { // a plaintext process enforces nothing (serverTLSFlags.guard)

@@ -51,24 +51,50 @@ func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, err
 	if id == 0 {
 		return n.hostedReply(), nil // nothing of the group here (a retried call)
 	}
-	srv, running := n.router.ReplicaOf(gid)
-	if !running {
-		return nil, fmt.Errorf("%w: replica %d of group %d is recorded here but does not run (its start failed): "+
-			"restart the node, then unhost it", memberpb.ErrStillMember, id, gid)
-	}
-	if err := n.unhostable(ctx, gid, id, srv); err != nil {
-		return nil, err
-	}
 	rep := storage.Replica{Group: gid, ID: id}
-	n.srv.unserving(rep, srv.Node())
-	n.router.Remove(srv)
-	srv.Stop()
-	n.mu.Lock()
-	n.servers = slices.DeleteFunc(n.servers, func(s *groupserver.Server) bool { return s == srv })
-	n.mu.Unlock()
-	if err := n.e.DropReplica(rep); err != nil {
-		return nil, err
+	if !n.retired[rep] {
+		srv, running := n.router.ReplicaOf(gid)
+		if !running {
+			return nil, fmt.Errorf("%w: replica %d of group %d is recorded here but does not run (its start failed): "+
+				"restart the node, then unhost it", memberpb.ErrStillMember, id, gid)
+		}
+		if err := n.unhostable(ctx, gid, id, srv); err != nil {
+			return nil, err
+		}
+		// Out of the router first (it no longer answers Identify as a
+		// replica of the group, so no join check counts it), then checked
+		// again: a join of the group may have been checked meanwhile.
+		n.router.Remove(srv)
+		if err := n.unhostable(ctx, gid, id, srv); err != nil {
+			if aerr := n.router.Add(srv); aerr != nil {
+				return nil, fmt.Errorf("%w (and serving it again failed: %w)", err, aerr)
+			}
+			return nil, err
+		}
+		n.srv.unserving(rep, srv.Node())
+		srv.Stop()
+		n.mu.Lock()
+		n.servers = slices.DeleteFunc(n.servers, func(s *groupserver.Server) bool { return s == srv })
+		n.retired[rep] = true
+		if m, ok := n.metrics[rep]; ok {
+			m.Unregister(n.reg)
+			delete(n.metrics, rep)
+		}
+		n.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := srv.Retire(rctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("replica %d of group %d is stopped, but calls it was serving did not end (%w); "+
+				"its data is kept: unhost it again", id, gid, err)
+		}
 	}
+	if err := n.e.DropReplica(rep); err != nil {
+		return nil, fmt.Errorf("replica %d of group %d is stopped, but deleting it failed: %w; unhost it again", id, gid, err)
+	}
+	n.mu.Lock()
+	delete(n.retired, rep)
+	n.mu.Unlock()
 	n.log.Info("unhosted a replica", "group", gid, "id", id)
 	return n.hostedReply(), nil
 }
@@ -83,7 +109,7 @@ func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, err
 // memberpb.ErrStillMember.
 func (n *node) unhostable(ctx context.Context, gid, id uint64, srv *groupserver.Server) error {
 	m := srv.Node().Members()
-	if slices.Contains(m.Removed, id) {
+	if m.WasRemoved(id) {
 		return nil
 	}
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -94,13 +120,16 @@ func (n *node) unhostable(ctx context.Context, gid, id uint64, srv *groupserver.
 	}
 	sm := srv.StateMachine()
 	// A member's word counts only from this replica's copy of the group
-	// (a node at a member's address may host another copy of the id).
-	// A replica that has not learned its incarnation (a learner catching
-	// up) takes the configuration's copy's: if it is of another copy, it
-	// is not the configuration's, and may go anyway.
+	// (a node at a member's address may host another copy of the id). A
+	// replica that has not learned its incarnation (a learner that has
+	// applied nothing yet, a founder that missed its group's first
+	// entries) takes the word of the configuration's copy: either it is of
+	// that copy, or of another copy, which no group of the configuration
+	// needs. Without an incarnation on either side, only its own applied
+	// removal counts.
 	copyOf := sm.Incarnation()
 	if copyOf == 0 {
-		copyOf = cfg.Incarnations[gid] // 0: recorded before incarnations; the id alone
+		copyOf = cfg.Incarnations[gid]
 	}
 	// The members it applied, and those it was given when recorded (a
 	// learner that has applied nothing yet knows only those).
@@ -115,13 +144,13 @@ func (n *node) unhostable(ctx context.Context, gid, id uint64, srv *groupserver.
 	}
 	dial := n.s.r.tls.peerDial(n.cid)
 	for pid, addr := range peers {
-		if pid == id {
+		if pid == id || copyOf == 0 {
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		who, err := transport.Identify(actx, addr, gid, dial...)
 		var removed bool
-		if err == nil && who.Group == gid && (copyOf == 0 || who.Incarnation == copyOf) {
+		if err == nil && who.Group == gid && who.Incarnation == copyOf {
 			reply, err := transport.AskMember(actx, addr, gid, id, dial...)
 			removed = err == nil && reply.GetRemoved()
 		}
@@ -141,7 +170,26 @@ func (n *node) unhostable(ctx context.Context, gid, id uint64, srv *groupserver.
 		return fmt.Errorf("%w: replica %d is a member of group %d, which configuration %d has: remove it from the group first (admin member remove %d %d)",
 			memberpb.ErrStillMember, id, gid, cfg.Num, gid, id)
 	}
-	for s, sh := range sm.View().Shards {
+	// What it holds at the latest configuration, which gives its copy
+	// nothing: once installed, a shard it shows absent stays so (only a
+	// later configuration could give it one). A lagging replica's view may
+	// be from before its group owned anything: it catches up first (a read
+	// index through its group's leader), or is refused.
+	v := sm.View()
+	if v.Config.Num < cfg.Num {
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := srv.Node().ReadIndex(bctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: replica %d of group %d is at configuration %d, not %d, and its group's leader did not answer: %w",
+				memberpb.ErrGroupUnreachable, id, gid, v.Config.Num, cfg.Num, err)
+		}
+		if v = sm.View(); v.Config.Num < cfg.Num {
+			return fmt.Errorf("%w: group %d has not installed configuration %d yet (replica %d is at %d): wait until it hands its shards over",
+				memberpb.ErrStillMember, gid, cfg.Num, id, v.Config.Num)
+		}
+	}
+	for s, sh := range v.Shards {
 		if sh.State != group.Absent {
 			return fmt.Errorf("%w: group %d is not in configuration %d as this copy, but its replica %d still holds shard %d (%v): "+
 				"wait until its shards are handed over", memberpb.ErrStillMember, gid, cfg.Num, id, s, sh.State)

@@ -272,9 +272,10 @@ func inSession[R any](c *Client, ctx context.Context, fn func(context.Context, c
 
 // Join adds groups (id -> replica addresses) and rebalances. It returns the
 // configuration after the change. The controller checks every replica
-// first and records each group's incarnation (controllerpb.Group); a group
-// none of whose replicas states one yet (controllerpb.ErrGroupNotReady: just
-// founded, no leader elected) is asked again until ctx ends.
+// first and records each group's incarnation (controllerpb.Group); a join
+// refused because a replica states none yet (controllerpb.ErrGroupNotReady:
+// just founded, no leader elected, or not applied yet) is sent again until
+// ctx ends.
 func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (config.Config, error) {
 	req := &controllerpb.JoinRequest{}
 	ids := make([]uint64, 0, len(groups))

@@ -51,7 +51,8 @@ func (r *joinRefusal) Unwrap() error { return r.kind }
 // replicas apply it: ErrGroupNotReady). Two incarnations among one
 // group's addresses are two copies of the group id, refused. An
 // incarnation the request names is never recorded on its own: the
-// replicas must state it. It returns the incarnation of each group, by
+// replicas must state it (only a controller that skips the check records
+// the request's value as given). It returns the incarnation of each group, by
 // id.
 func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) (map[uint64]uint64, *joinRefusal) {
 	return s.checkReplicas(ctx, groups, true)

@@ -49,8 +49,20 @@ func NewMetrics(reg prometheus.Registerer, gid, id uint64) *Metrics {
 		Name: "shardkv_proposed_writes", Help: "Client writes per proposed log entry (see groupserver's batching).",
 		ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 	})
-	reg.MustRegister(m.requests, m.shards, m.migBytes, m.migSeconds, m.batches)
+	reg.MustRegister(m.collectors()...)
 	return m
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.shards, m.migBytes, m.migSeconds, m.batches}
+}
+
+// Unregister removes the metrics from reg: the replica no longer runs in
+// the process (a node's Unhost), and they would report it as if it did.
+func (m *Metrics) Unregister(reg prometheus.Registerer) {
+	for _, c := range m.collectors() {
+		reg.Unregister(c)
+	}
 }
 
 func outcomeLabel(err error) string {

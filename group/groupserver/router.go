@@ -129,10 +129,14 @@ type grouped interface{ GetGroup() uint64 }
 // unary serves a unary request through its group's replica's method f.
 func unary[Req grouped, Rep any](r *Router, ctx context.Context, req Req, f func(*Server, context.Context, Req) (Rep, error)) (Rep, error) {
 	s, err := r.replica(req.GetGroup())
+	if err == nil && !s.gate.enter() {
+		err = fmt.Errorf("%w: this process no longer hosts group %d", kvpb.ErrWrongGroup, s.cfg.GID)
+	}
 	if err != nil {
 		var none Rep
 		return none, kvpb.Errors.ToStatus(err)
 	}
+	defer s.gate.exit()
 	return f(s, ctx, req)
 }
 
@@ -140,9 +144,13 @@ func unary[Req grouped, Rep any](r *Router, ctx context.Context, req Req, f func
 // method f.
 func streamed[Req grouped, Stream any](r *Router, req Req, stream Stream, f func(*Server, Req, Stream) error) error {
 	s, err := r.replica(req.GetGroup())
+	if err == nil && !s.gate.enter() {
+		err = fmt.Errorf("%w: this process no longer hosts group %d", kvpb.ErrWrongGroup, s.cfg.GID)
+	}
 	if err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
+	defer s.gate.exit()
 	return f(s, req, stream)
 }
 

@@ -98,6 +98,7 @@ type Server struct {
 	log   *slog.Logger
 	clock *session.Clock
 	watch *watch.Hub // the replica's feed of changes (watch.go)
+	gate  callGate   // the calls the Router serves through it (Retire)
 
 	ownPool bool // cfg.Pool is this server's to close
 
@@ -207,6 +208,13 @@ func (s *Server) Stop() {
 		_ = s.cfg.Pool.Close()
 	}
 }
+
+// Retire refuses the calls a Router routes to the replica from now on
+// (WRONG_GROUP) and waits until those in flight end, or ctx does: after
+// it, nothing reads the replica's state through the Router, and a node
+// may delete it (cmd/shardkv's Unhost). Call it after Stop, which ends
+// the replica's streams.
+func (s *Server) Retire(ctx context.Context) error { return s.gate.close(ctx) }
 
 // propose stamps cmd with replicated time, replicates it and returns the
 // state machine's outcome.
