@@ -8,7 +8,6 @@ import (
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/internal/grouppb"
-	"github.com/shardkv/shardkv/storage"
 )
 
 func setIncarnation(inc uint64) *grouppb.Command {
@@ -28,45 +27,23 @@ func configWith(num uint64, incarnations map[uint64]uint64, owners ...uint64) *g
 // TestFirstIncarnationIsKept: the first incarnation applied is the
 // group's for good, across a restart and a snapshot; 0 is malformed.
 func TestFirstIncarnationIsKept(t *testing.T) {
-	dir := t.TempDir()
-	e, err := storage.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sm, err := Open(e, storage.Replica{Group: 1, ID: 1}, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{t: t, sm: sm, stamp: 1}
-	if err := r.apply(setIncarnation(0)); !errors.Is(err, rpcerr.ErrMalformed) || r.sm.Incarnation() != 0 {
-		t.Fatalf("incarnation 0: %v, now %x", err, r.sm.Incarnation())
-	}
-	for _, inc := range []uint64{0xaa, 0xbb} { // two leaders drew one each
-		if err := r.apply(setIncarnation(inc)); err != nil {
-			t.Fatal(err)
+	afterRestartAndSnapshot(t, 1, func(r *replica) {
+		if err := r.apply(setIncarnation(0)); !errors.Is(err, rpcerr.ErrMalformed) || r.sm.Incarnation() != 0 {
+			t.Fatalf("incarnation 0: %v, now %x", err, r.sm.Incarnation())
 		}
-	}
-	if got := r.sm.Incarnation(); got != 0xaa {
-		t.Fatalf("incarnation %x, want the first applied, aa", got)
-	}
-	img, err := r.sm.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if e, err = storage.Open(dir); err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if reopened, err := Open(e, storage.Replica{Group: 1, ID: 1}, Limits{}); err != nil || reopened.Incarnation() != 0xaa {
-		t.Fatalf("reopened: %v, incarnation %x", err, reopened.Incarnation())
-	}
-	other := newReplica(t, 1, Limits{})
-	if err := other.sm.Restore(img); err != nil || other.sm.Incarnation() != 0xaa {
-		t.Fatalf("restored: %v, incarnation %x", err, other.sm.Incarnation())
-	}
+		for _, inc := range []uint64{0xaa, 0xbb} { // two leaders drew one each
+			if err := r.apply(setIncarnation(inc)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := r.sm.Incarnation(); got != 0xaa {
+			t.Fatalf("incarnation %x, want the first applied, aa", got)
+		}
+	}, func(sm *StateMachine, what string) {
+		if got := sm.Incarnation(); got != 0xaa {
+			t.Fatalf("%s replica's incarnation %x, want aa", what, got)
+		}
+	})
 }
 
 // TestAnotherIncarnationsConfiguration: two copies of group 1 apply the

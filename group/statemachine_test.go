@@ -691,6 +691,26 @@ func TestClockJumpDoesNotApplyRetryTwice(t *testing.T) {
 // TestReplicatedTimeSurvivesRestartAndSnapshot: a replica reopened, or
 // restored from a snapshot, continues from the replicated time it had.
 func TestReplicatedTimeSurvivesRestartAndSnapshot(t *testing.T) {
+	afterRestartAndSnapshot(t, 123_456, func(r *replica) {
+		if err := r.apply(config(1, all(1)...)); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.apply(put("k", "v", 1, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}, func(sm *StateMachine, what string) {
+		if sm.Now() != 123_456 {
+			t.Fatalf("%s replica's time %d", what, sm.Now())
+		}
+	})
+}
+
+// afterRestartAndSnapshot runs fill on a replica of group 1 whose
+// commands are stamped stamp, then check on the replica reopened from its
+// engine ("reopened") and on another restored from its snapshot
+// ("restored").
+func afterRestartAndSnapshot(t *testing.T, stamp int64, fill func(*replica), check func(sm *StateMachine, what string)) {
+	t.Helper()
 	dir := t.TempDir()
 	e, err := storage.Open(dir)
 	if err != nil {
@@ -700,22 +720,15 @@ func TestReplicatedTimeSurvivesRestartAndSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{t: t, sm: sm, stamp: 123_456}
-	if err := r.apply(config(1, all(1)...)); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.apply(put("k", "v", 1, 1)); err != nil {
-		t.Fatal(err)
-	}
-	img, err := r.sm.Snapshot()
+	fill(&replica{t: t, sm: sm, stamp: stamp})
+	img, err := sm.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	e, err = storage.Open(dir)
-	if err != nil {
+	if e, err = storage.Open(dir); err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
@@ -723,16 +736,12 @@ func TestReplicatedTimeSurvivesRestartAndSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reopened.Now() != 123_456 {
-		t.Fatalf("reopened replica's time %d", reopened.Now())
-	}
+	check(reopened, "reopened")
 	other := newReplica(t, 1, Limits{})
 	if err := other.sm.Restore(img); err != nil {
 		t.Fatal(err)
 	}
-	if other.sm.Now() != 123_456 {
-		t.Fatalf("restored replica's time %d", other.sm.Now())
-	}
+	check(other.sm, "restored")
 }
 
 // TestSessionsMustBeOpened: a write in a session the shard does not know is

@@ -39,6 +39,7 @@ func TestSnapshotEnvelopeFounders(t *testing.T) {
 		t.Fatalf("an envelope without founders: %+v %q %v", env, got, err)
 	}
 }
+
 // TestWasRemoved: an id counts as removed only while it is in no
 // configuration of the group: not in a joint configuration (an outgoing
 // voter still votes), and not a voter again (--force-new-cluster).

@@ -132,10 +132,21 @@ func (n *node) ready() error {
 // (creatable), recording it as a founder; and starts it. Each refusal
 // changes nothing.
 func (n *node) Host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.HostReply, error) {
+	reply, err := n.guarded(ctx, func(ctx context.Context) (*memberpb.HostReply, error) { return n.host(ctx, req) })
+	if err != nil {
+		n.log.Warn("refused to host a replica", "group", req.GetGroup(), "id", req.GetId(), "create", req.GetCreate(), "err", err)
+	}
+	return reply, memberpb.Errors.ToStatus(err)
+}
+
+// guarded runs f as one of the node's Host or Unhost calls: refused once
+// the node stops, and given up when it stops (which waits for it before
+// the engine closes).
+func (n *node) guarded(ctx context.Context, f func(context.Context) (*memberpb.HostReply, error)) (*memberpb.HostReply, error) {
 	n.mu.Lock()
 	if n.stopped {
 		n.mu.Unlock()
-		return nil, memberpb.Errors.ToStatus(rpcerr.ErrStopped)
+		return nil, rpcerr.ErrStopped
 	}
 	n.inflight.Add(1)
 	n.mu.Unlock()
@@ -143,11 +154,7 @@ func (n *node) Host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(n.stopping, cancel)()
-	reply, err := n.host(ctx, req)
-	if err != nil {
-		n.log.Warn("refused to host a replica", "group", req.GetGroup(), "id", req.GetId(), "create", req.GetCreate(), "err", err)
-	}
-	return reply, memberpb.Errors.ToStatus(err)
+	return f(ctx)
 }
 
 func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.HostReply, error) {

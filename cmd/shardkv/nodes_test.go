@@ -91,6 +91,19 @@ func (p *nodeTest) start(n int, args ...string) {
 	p.nodes[n].waitOutput(p.t, "replica serving")
 }
 
+// startTwoGroups starts a test of n nodes where nodes 0, 1 and 2 host
+// groups 1 and 2 (named by --replica, spread), joined, with keys written
+// (writeKeys).
+func startTwoGroups(t *testing.T, n, keys int) *nodeTest {
+	p := startNodeTest(t, n)
+	for i := range 3 {
+		p.start(i, "--replica", "1:"+p.members(1), "--replica", "2:"+p.members(2))
+	}
+	p.c.ok("admin", "join", p.join(1), p.join(2), "--timeout", "30s")
+	writeKeys(p.c, keys)
+	return p
+}
+
 // writeKeys puts key0=value0 ... key<n-1>.
 func writeKeys(c *cli, n int) {
 	c.t.Helper()

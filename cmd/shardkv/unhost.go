@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/shardkv/shardkv/api/memberpb"
-	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/group/groupserver"
 	"github.com/shardkv/shardkv/storage"
@@ -23,18 +22,7 @@ import (
 // (storage.Engine.DropReplica): a crash before the delete leaves it
 // recorded, and the node's next start hosts it again (unhost it again).
 func (n *node) Unhost(ctx context.Context, req *memberpb.UnhostRequest) (*memberpb.HostReply, error) {
-	n.mu.Lock()
-	if n.stopped {
-		n.mu.Unlock()
-		return nil, memberpb.Errors.ToStatus(rpcerr.ErrStopped)
-	}
-	n.inflight.Add(1)
-	n.mu.Unlock()
-	defer n.inflight.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(n.stopping, cancel)()
-	reply, err := n.unhost(ctx, req.GetGroup())
+	reply, err := n.guarded(ctx, func(ctx context.Context) (*memberpb.HostReply, error) { return n.unhost(ctx, req.GetGroup()) })
 	if err != nil {
 		n.log.Warn("refused to unhost a replica", "group", req.GetGroup(), "err", err)
 	}
