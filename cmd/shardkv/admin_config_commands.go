@@ -34,23 +34,41 @@ type configOut struct {
 	Num    uint64              `json:"num"`
 	Shards []uint64            `json:"shards"`
 	Groups map[string][]string `json:"groups"`
+	// Incarnations are the groups' recorded incarnations, 16 hex digits
+	// (groups recorded without one are left out).
+	Incarnations map[string]string `json:"incarnations,omitempty"`
 }
 
 func configJSON(cfg config.Config) configOut {
 	out := configOut{Num: cfg.Num, Shards: cfg.Shards, Groups: map[string][]string{}}
 	for g, a := range cfg.Groups {
 		out.Groups[strconv.FormatUint(g, 10)] = a
+		if inc := cfg.Incarnation(g); inc != 0 {
+			if out.Incarnations == nil {
+				out.Incarnations = map[string]string{}
+			}
+			out.Incarnations[strconv.FormatUint(g, 10)] = formatIncarnation(inc)
+		}
 	}
 	return out
+}
+
+// formatIncarnation is a group's incarnation as logs and tools show it:
+// 16 hex digits, "-" for none.
+func formatIncarnation(inc uint64) string {
+	if inc == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%016x", inc)
 }
 
 func (v configView) jsonValue() any { return configJSON(v.cfg) }
 
 func (v configView) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "configuration %d\n", v.cfg.Num)
-	tw := newTable(w, "GROUP", "SHARDS", "REPLICAS")
+	tw := newTable(w, "GROUP", "SHARDS", "REPLICAS", "INCARNATION")
 	for _, g := range v.cfg.GroupIDs() {
-		fmt.Fprintf(tw, "%d\t%s\t%s\n", g, shardRanges(shardsOf(v.cfg, g)), strings.Join(v.cfg.Groups[g], ","))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", g, shardRanges(shardsOf(v.cfg, g)), strings.Join(v.cfg.Groups[g], ","), formatIncarnation(v.cfg.Incarnation(g)))
 	}
 	if s := shardsOf(v.cfg, 0); len(s) > 0 {
 		fmt.Fprintf(tw, "none\t%s\t\n", shardRanges(s))

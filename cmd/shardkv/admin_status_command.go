@@ -49,6 +49,10 @@ type replicaOut struct {
 	Term      uint64 `json:"term"`
 	Applied   uint64 `json:"applied"`
 	ConfigNum uint64 `json:"config"`
+	// Incarnation is the group's incarnation as the replica applied it
+	// (16 hex digits; "-" for none yet): a replica stating another one
+	// than the configuration records is another copy of the group id.
+	Incarnation string `json:"incarnation,omitempty"`
 	// Member is the replica's raft role as the group's leader has it
 	// (voter, learner, outgoing), and Match how much of the leader's log
 	// it has acknowledged.
@@ -104,6 +108,7 @@ func collectGroup(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []strin
 			r.Error = describe(err)
 		} else {
 			r.ID, r.Term, r.Applied, r.ConfigNum = reply.GetReplica(), reply.GetTerm(), reply.GetApplied(), reply.GetConfigNum()
+			r.Incarnation = formatIncarnation(reply.GetIncarnation())
 			r.Leader = reply.GetLeader() == reply.GetReplica()
 			if r.Leader {
 				lead = reply

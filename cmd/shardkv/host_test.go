@@ -225,9 +225,10 @@ func TestSecondCopyOfAGroupID(t *testing.T) {
 	c.ok("admin", "join", "--create", "2="+nodeAddr(3), "--timeout", "30s")
 	waitSettled(t, c)
 	var cfg struct {
-		Num    uint64              `json:"num"`
-		Shards []uint64            `json:"shards"`
-		Groups map[string][]string `json:"groups"`
+		Num          uint64              `json:"num"`
+		Shards       []uint64            `json:"shards"`
+		Groups       map[string][]string `json:"groups"`
+		Incarnations map[string]string   `json:"incarnations"`
 	}
 	if err := json.Unmarshal([]byte(c.ok("admin", "config", "-o", "json")), &cfg); err != nil {
 		t.Fatal(err)
@@ -257,6 +258,9 @@ func TestSecondCopyOfAGroupID(t *testing.T) {
 		return st
 	}
 	newCopy := status(3)
+	if want := fmt.Sprintf("%016x", newCopy.GetIncarnation()); cfg.Incarnations["2"] != want {
+		t.Fatalf("configuration %d records group 2 as incarnation %q, the new copy states %s", cfg.Num, cfg.Incarnations["2"], want)
+	}
 	for {
 		st := status(0)
 		if st.GetIncarnation() == 0 || st.GetIncarnation() == newCopy.GetIncarnation() {
