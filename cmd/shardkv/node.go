@@ -90,6 +90,7 @@ func (n *node) start(h hostedReplica) (*groupserver.Server, error) {
 		return nil, fmt.Errorf("start %s: %w", h.rep, err)
 	}
 	n.servers = append(n.servers, srv)
+	delete(n.retired, h.rep) // hosted again before an Unhost deleted it: a later Unhost checks it anew
 	return srv, nil
 }
 
