@@ -427,8 +427,11 @@ func (x *HostedReplica) GetId() uint64 {
 }
 
 type HostReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hosted        []*HostedReplica       `protobuf:"bytes,1,rep,name=hosted,proto3" json:"hosted,omitempty"` // every replica the node hosts, by group
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Hosted []*HostedReplica       `protobuf:"bytes,1,rep,name=hosted,proto3" json:"hosted,omitempty"` // every replica the node hosts, by group
+	// dropped, answering Unhost, is the replica this call stopped and
+	// deleted; unset when the node hosted nothing of the group.
+	Dropped       *HostedReplica `protobuf:"bytes,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -466,6 +469,13 @@ func (*HostReply) Descriptor() ([]byte, []int) {
 func (x *HostReply) GetHosted() []*HostedReplica {
 	if x != nil {
 		return x.Hosted
+	}
+	return nil
+}
+
+func (x *HostReply) GetDropped() *HostedReplica {
+	if x != nil {
+		return x.Dropped
 	}
 	return nil
 }
@@ -772,9 +782,10 @@ const file_api_memberpb_member_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\rHostedReplica\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"E\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\x81\x01\n" +
 	"\tHostReply\x128\n" +
-	"\x06hosted\x18\x01 \x03(\v2 .shardkv.member.v1.HostedReplicaR\x06hosted\"#\n" +
+	"\x06hosted\x18\x01 \x03(\v2 .shardkv.member.v1.HostedReplicaR\x06hosted\x12:\n" +
+	"\adropped\x18\x02 \x01(\v2 .shardkv.member.v1.HostedReplicaR\adropped\"#\n" +
 	"\vListRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\"\x87\x01\n" +
 	"\x06Member\x12\x0e\n" +
@@ -853,25 +864,26 @@ var file_api_memberpb_member_proto_depIdxs = []int32{
 	12, // 0: shardkv.member.v1.HostingReply.founders:type_name -> shardkv.member.v1.HostingReply.FoundersEntry
 	13, // 1: shardkv.member.v1.HostRequest.members:type_name -> shardkv.member.v1.HostRequest.MembersEntry
 	6,  // 2: shardkv.member.v1.HostReply.hosted:type_name -> shardkv.member.v1.HostedReplica
-	0,  // 3: shardkv.member.v1.Member.role:type_name -> shardkv.member.v1.Role
-	14, // 4: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
-	9,  // 5: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
-	1,  // 6: shardkv.member.v1.ChangeRequest.kind:type_name -> shardkv.member.v1.ChangeKind
-	8,  // 7: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
-	11, // 8: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
-	5,  // 9: shardkv.member.v1.Node.Host:input_type -> shardkv.member.v1.HostRequest
-	3,  // 10: shardkv.member.v1.Node.Hosting:input_type -> shardkv.member.v1.HostingRequest
-	2,  // 11: shardkv.member.v1.Node.Unhost:input_type -> shardkv.member.v1.UnhostRequest
-	10, // 12: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
-	10, // 13: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
-	7,  // 14: shardkv.member.v1.Node.Host:output_type -> shardkv.member.v1.HostReply
-	4,  // 15: shardkv.member.v1.Node.Hosting:output_type -> shardkv.member.v1.HostingReply
-	7,  // 16: shardkv.member.v1.Node.Unhost:output_type -> shardkv.member.v1.HostReply
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	6,  // 3: shardkv.member.v1.HostReply.dropped:type_name -> shardkv.member.v1.HostedReplica
+	0,  // 4: shardkv.member.v1.Member.role:type_name -> shardkv.member.v1.Role
+	14, // 5: shardkv.member.v1.ListReply.header:type_name -> shardkv.header.v1.ResponseHeader
+	9,  // 6: shardkv.member.v1.ListReply.members:type_name -> shardkv.member.v1.Member
+	1,  // 7: shardkv.member.v1.ChangeRequest.kind:type_name -> shardkv.member.v1.ChangeKind
+	8,  // 8: shardkv.member.v1.Membership.List:input_type -> shardkv.member.v1.ListRequest
+	11, // 9: shardkv.member.v1.Membership.Change:input_type -> shardkv.member.v1.ChangeRequest
+	5,  // 10: shardkv.member.v1.Node.Host:input_type -> shardkv.member.v1.HostRequest
+	3,  // 11: shardkv.member.v1.Node.Hosting:input_type -> shardkv.member.v1.HostingRequest
+	2,  // 12: shardkv.member.v1.Node.Unhost:input_type -> shardkv.member.v1.UnhostRequest
+	10, // 13: shardkv.member.v1.Membership.List:output_type -> shardkv.member.v1.ListReply
+	10, // 14: shardkv.member.v1.Membership.Change:output_type -> shardkv.member.v1.ListReply
+	7,  // 15: shardkv.member.v1.Node.Host:output_type -> shardkv.member.v1.HostReply
+	4,  // 16: shardkv.member.v1.Node.Hosting:output_type -> shardkv.member.v1.HostingReply
+	7,  // 17: shardkv.member.v1.Node.Unhost:output_type -> shardkv.member.v1.HostReply
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_memberpb_member_proto_init() }

@@ -433,6 +433,9 @@ answers with what it hosts.`,
 				return err
 			}
 			addr := args[1]
+			if err := checkHostPort("ADDR", addr); err != nil {
+				return err
+			}
 			return a.run(cmd, func(ctx context.Context, _ *ctlclient.Client) (view, error) {
 				pool := rpc.NewPool(a.cf.dial()...)
 				defer pool.Close()
@@ -455,7 +458,14 @@ type unhostView struct {
 }
 
 func (v unhostView) writeTable(w io.Writer) error {
-	_, err := fmt.Fprintf(w, "the node at %s hosts no replica of group %d (it hosts %s)\n", v.addr, v.group, orNone(formatHosted(v.hosted)))
+	var err error
+	if d := v.hosted.GetDropped(); d != nil {
+		_, err = fmt.Fprintf(w, "the node at %s dropped replica %d of group %d and deleted its data (it hosts %s)\n",
+			v.addr, d.GetId(), d.GetGroup(), orNone(formatHosted(v.hosted)))
+	} else {
+		_, err = fmt.Fprintf(w, "the node at %s hosts no replica of group %d: nothing dropped (it hosts %s)\n",
+			v.addr, v.group, orNone(formatHosted(v.hosted)))
+	}
 	return err
 }
 
@@ -464,7 +474,11 @@ func (v unhostView) jsonValue() any {
 	for _, h := range v.hosted.GetHosted() {
 		hosted = append(hosted, map[string]uint64{"group": h.GetGroup(), "id": h.GetId()})
 	}
-	return map[string]any{"node": v.addr, "unhosted_group": v.group, "hosted": hosted}
+	out := map[string]any{"node": v.addr, "group": v.group, "hosted": hosted, "dropped": nil}
+	if d := v.hosted.GetDropped(); d != nil {
+		out["dropped"] = map[string]uint64{"group": d.GetGroup(), "id": d.GetId()}
+	}
+	return out
 }
 
 // orNone is s, or "nothing" when s is empty.

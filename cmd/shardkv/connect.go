@@ -62,11 +62,20 @@ func (c *clusterFlags) addrs() ([]string, error) {
 		return nil, usagef("--controllers is empty: give the controller replicas' addresses")
 	}
 	for _, a := range addrs {
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			return nil, usagef("--controllers: %q is not host:port", a)
+		if err := checkHostPort("--controllers", a); err != nil {
+			return nil, err
 		}
 	}
 	return addrs, nil
+}
+
+// checkHostPort refuses, as a usage error, an address (of what, a flag
+// or an argument) that is not host:port.
+func checkHostPort(what, addr string) error {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return usagef("%s: %q is not host:port", what, addr)
+	}
+	return nil
 }
 
 // run calls fn with a context bounded by --timeout, once a controller

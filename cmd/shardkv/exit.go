@@ -12,6 +12,7 @@ import (
 
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/controller/ctlclient"
+	"github.com/shardkv/shardkv/internal/memberclient"
 )
 
 // Exit codes, the same for every command (grep's convention for 0, 1 and
@@ -110,7 +111,7 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &notCtl):
+	case errors.As(err, &notCtl), errors.Is(err, memberclient.ErrNotANode):
 		return exitUsage
 	case errors.As(err, &unreachable), errors.As(err, &timeout),
 		errors.Is(err, context.DeadlineExceeded),

@@ -310,11 +310,18 @@ func unhostOldCopy(t *testing.T, p *nodeTest) {
 		t.Fatalf("unhost of a member of group 1: exit %d: %s", code, errOut)
 	}
 	for n := range 3 {
-		if out := c.ok("admin", "member", "unhost", "2", nodeAddr(n), "--timeout", "30s"); !strings.Contains(out, "hosts no replica of group 2") {
+		if out := c.ok("admin", "member", "unhost", "2", nodeAddr(n), "--timeout", "30s"); !strings.Contains(out, "dropped replica") {
 			t.Fatalf("unhost of the old copy on node %d: %s", n+1, out)
 		}
 	}
-	c.ok("admin", "member", "unhost", "2", nodeAddr(0), "--timeout", "30s") // again: nothing to do
+	if out := c.ok("admin", "member", "unhost", "2", nodeAddr(0), "--timeout", "30s"); !strings.Contains(out, "nothing dropped") { // again
+		t.Fatalf("unhost again: %s", out)
+	}
+	for _, bad := range []string{"31111", p.ctls} { // not host:port; not a node
+		if _, errOut, code := c.run("", "admin", "member", "unhost", "2", strings.Split(bad, ",")[0], "--timeout", "30s"); code != 2 {
+			t.Fatalf("unhost at %s: exit %d (want 2, a usage error): %s", bad, code, errOut)
+		}
+	}
 	pool := rpc.NewPool()
 	defer pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

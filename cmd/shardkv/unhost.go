@@ -84,7 +84,9 @@ func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, err
 	delete(n.retired, rep)
 	n.mu.Unlock()
 	n.log.Info("unhosted a replica", "group", gid, "id", id)
-	return n.hostedReply(), nil
+	reply := n.hostedReply()
+	reply.Dropped = &memberpb.HostedReplica{Group: gid, Id: id}
+	return reply, nil
 }
 
 // unhostable returns nil when replica id of group gid, running as srv, no

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/internal/rpc"
-	"google.golang.org/grpc"
 )
 
 // ErrOutcomeUnknown: an attempt of a change was cut (its replica died, or
@@ -27,6 +30,11 @@ func At(ctx context.Context, pool *rpc.Pool, addr string, group uint64, timeout 
 	})
 }
 
+// ErrNotANode: the server asked answered that it serves no such API
+// (gRPC Unimplemented): a controller, or another program, where a node (or
+// a group's replica) was expected.
+var ErrNotANode = errors.New("memberclient: not a shardkv node")
+
 // call makes one call (fn) to the server at addr within timeout, its error
 // decoded by memberpb's table.
 func call[T any](ctx context.Context, pool *rpc.Pool, addr string, timeout time.Duration, fn func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
@@ -38,6 +46,9 @@ func call[T any](ctx context.Context, pool *rpc.Pool, addr string, timeout time.
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	reply, err := fn(ctx, conn)
+	if status.Code(err) == codes.Unimplemented {
+		return reply, fmt.Errorf("%w: %s does not serve it (a controller, or another program?)", ErrNotANode, addr)
+	}
 	return reply, memberpb.Errors.FromStatus(err)
 }
 
