@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/memberpb"
@@ -339,7 +337,7 @@ func (v *membersView) host(ctx context.Context, m *members, id uint64, addr stri
 	case err == nil:
 		v.hostedBy, v.hosted = addr, hosted
 		return nil
-	case rpc.Refused(err) || status.Code(err) == codes.Unimplemented:
+	case rpc.Refused(err) || errors.Is(err, memberclient.ErrNotANode):
 		v.hostErr, v.next = err, startCommand(v.group, id, addr, v.reply, m.controllers)
 		return nil
 	}

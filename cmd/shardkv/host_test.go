@@ -358,6 +358,16 @@ func unhostOldCopy(t *testing.T, p *nodeTest) {
 	if p.nodes[3].exited() {
 		t.Fatalf("node 4 exited: %v", p.nodes[3].err)
 	}
+
+	// An orphan founder: a create that reached one node of three and was
+	// abandoned. Its group has no leader and never joined; it goes.
+	orphan := map[uint64]string{1: nodeAddr(1), 2: nodeAddr(2), 3: nodeAddr(0)}
+	if _, err := memberclient.Host(ctx, pool, nodeAddr(1), &memberpb.HostRequest{Group: 7, Id: 1, Members: orphan, Create: true}, 30*time.Second); err != nil {
+		t.Fatalf("create group 7 on node 2 only: %v", err)
+	}
+	if out := c.ok("admin", "member", "unhost", "7", nodeAddr(1), "--timeout", "30s"); !strings.Contains(out, "dropped replica 1 of group 7") {
+		t.Fatalf("unhost of an orphan founder: %s", out)
+	}
 	for i := range 16 {
 		if got := c.ok("get", fmt.Sprintf("key%d", i), "--timeout", "30s"); got != fmt.Sprintf("again%d\n", i) {
 			t.Fatalf("key%d = %q", i, got)

@@ -50,7 +50,7 @@ type node struct {
 	mu      sync.Mutex
 	servers []*groupserver.Server
 	metrics map[storage.Replica]*groupserver.Metrics // registered once, kept across a failed start
-	retired map[storage.Replica]bool                 // stopped by an Unhost that has not deleted them yet
+	retired map[storage.Replica]*groupserver.Server  // stopped by an Unhost that has not deleted them yet
 	stopped bool
 }
 

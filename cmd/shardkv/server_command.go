@@ -348,7 +348,7 @@ func (s *serverFlags) start(srv *replicaServer, e *storage.Engine, net transport
 		return nil, nil, nil, err
 	}
 	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...),
-		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}, retired: map[storage.Replica]bool{}}
+		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}, retired: map[storage.Replica]*groupserver.Server{}}
 	n.stopping, n.halt = context.WithCancel(context.Background())
 	follow, stopFollow := context.WithCancel(context.Background())
 	if s.r.tls.creds != nil { // a plaintext process enforces nothing (serverTLSFlags.guard)

@@ -29,6 +29,11 @@ func (s *Server) Watch(req *kvpb.WatchRequest, stream grpc.ServerStreamingServer
 		if err != nil {
 			return kvpb.Errors.ToStatus(err)
 		}
+		if s.ctx.Err() != nil {
+			// Stopped (a node dropping the replica waits for its streams:
+			// Retire); the client moves to another replica.
+			return kvpb.Errors.ToStatus(fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady))
+		}
 		if reply.ProgressIndex != 0 && s.node.Status().Leader == 0 {
 			return kvpb.Errors.ToStatus(s.node.NotLeader())
 		}
