@@ -21,7 +21,7 @@ import (
 // moves a shard's data (handoff chunks, snapshot images, backups) moves
 // the versions with it. The version is etcd's per-key version: 1 when the
 // key is created, +1 at every put or append; a delete removes the key, so
-// a later put starts again at 1. (This is storage.DataFormat 3; format 2
+// a later put starts again at 1. (Since storage.DataFormat 3; format 2
 // stored the bare value.)
 
 // encodeValue returns the stored form of value at version.

@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/shardkv/shardkv/api/kvpb"
+	"github.com/shardkv/shardkv/internal/dataformat"
 )
 
 // Identity is who a replica is, persisted when it is first started and
@@ -127,14 +128,10 @@ func (e *Engine) updateIdentity(r Replica, change func(*Identity), opts *pebble.
 }
 
 // DataFormat is the version of what replicas write: their log commands and
-// state. A replica refuses to start on data of another format rather than
-// misread it (a log replayed under other rules could drop acknowledged
-// writes). Format 2: write operations numbered from 1 (0 is
-// UNSPECIFIED); log, snapshot and handoff messages in internal/grouppb and
-// internal/controllerlogpb. Format 3: a key's stored value carries its
-// version (package group, value.go). Data from before identities recorded
-// a format is format 1.
-const DataFormat = 3
+// state (see package internal/dataformat, which lists the formats). A
+// replica refuses to start on data of another format rather than misread
+// it (a log replayed under other rules could drop acknowledged writes).
+const DataFormat = dataformat.Version
 
 // ClusterIDFor derives a new cluster's id from a token and the initial
 // membership of its controller group, as etcd derives its cluster id from

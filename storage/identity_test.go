@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -71,15 +72,19 @@ func TestEnsureIdentity(t *testing.T) {
 	if _, err := e.EnsureIdentity(old, Identity{ClusterID: 1, Peers: one}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) {
 		t.Fatalf("identity of format 1: %v", err)
 	}
-	// And format 2, whose stored values had no versions: read as format
-	// 3, every value would lose its first bytes to a version.
-	two := Replica{Group: 6, ID: 1}
-	if err := e.DB().Set(two.identityKey(), []byte(`{"cluster_id":1,"peers":{"1":"a:1"},"format":2}`), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.EnsureIdentity(two, Identity{ClusterID: 1, Peers: one}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) ||
-		!strings.Contains(err.Error(), "data format 2; this version reads format 3") {
-		t.Fatalf("identity of format 2: %v", err)
+	// And format 2, whose stored values had no versions: read as a later
+	// format, every value would lose its first bytes to a version. And
+	// format 3, whose replicas ignore group incarnations: one beside
+	// replicas that apply them would diverge from them.
+	for format, gid := range map[int]uint64{2: 6, 3: 7} {
+		r := Replica{Group: gid, ID: 1}
+		if err := e.DB().Set(r.identityKey(), fmt.Appendf(nil, `{"cluster_id":1,"peers":{"1":"a:1"},"format":%d}`, format), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.EnsureIdentity(r, Identity{ClusterID: 1, Peers: one}, ClusterExisting); !errors.Is(err, ErrIdentityMismatch) ||
+			!strings.Contains(err.Error(), fmt.Sprintf("data format %d; this version reads format 4", format)) {
+			t.Fatalf("identity of format %d: %v", format, err)
+		}
 	}
 	if id, _, _ := e.LoadIdentity(r); id.Format != DataFormat {
 		t.Fatalf("a new identity records format %d, want %d", id.Format, DataFormat)

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/transport"
@@ -55,5 +58,20 @@ func TestIdentify(t *testing.T) {
 	_, err = transport.Identify(ctx, addr, 7, rpc.DialOptions(rpc.WithClusterID(0xc2)...)...)
 	if !rpc.IsClusterMismatch(err) {
 		t.Fatalf("another cluster's caller: %v", err)
+	}
+	// A peer of this cluster is served; one that states the cluster's id
+	// but no data format (a version of format 3 or earlier), or another
+	// format, is refused: its replicas would apply logs under other rules.
+	if _, err := transport.Identify(ctx, addr, 7, rpc.DialOptions(rpc.WithClusterID(0xc1)...)...); err != nil {
+		t.Fatalf("a peer of the same format: %v", err)
+	}
+	for _, md := range [][]string{{"shardkv-cluster-id", "c1"}, {"shardkv-cluster-id", "c1", "shardkv-data-format", "3"}} {
+		old := grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(metadata.AppendToOutgoingContext(ctx, md...), method, req, reply, cc, opts...)
+		})
+		_, err := transport.Identify(ctx, addr, 7, rpc.DialOptions(old)...)
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "data format mismatch") {
+			t.Fatalf("a peer stating %v: %v", md, err)
+		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/shardkv/shardkv/internal/dataformat"
 )
 
 // MaxMessageBytes is the largest gRPC message any shardkv server receives
@@ -90,40 +92,62 @@ const streamWorkers = 64
 // requests (the sender's) and in response headers (the server's).
 const clusterIDKey = "shardkv-cluster-id"
 
+// dataFormatKey is the gRPC metadata key that carries the data format
+// (internal/dataformat) of a process that states its cluster id: a peer.
+const dataFormatKey = "shardkv-data-format"
+
 // ErrClusterMismatch is the error (as a FailedPrecondition status) of a
 // request from a process of another cluster.
 var ErrClusterMismatch = errors.New("cluster id mismatch")
 
+// ErrDataFormatMismatch is the error (as a FailedPrecondition status) of a
+// request from a peer (a process stating its cluster id) of another data
+// format: its replicas would apply their groups' logs under other rules.
+var ErrDataFormatMismatch = errors.New("data format mismatch")
+
 // WithClusterID makes every call on a connection carry the cluster id of
-// the calling process. Servers of another cluster refuse such calls (see
-// CheckClusterID): a replica pointed at the wrong peers cannot join their
-// group, and a group cannot pull another cluster's shards.
+// the calling process, and its data format. Servers of another cluster,
+// or of another data format, refuse such calls (see CheckClusterID): a
+// replica pointed at the wrong peers cannot join their group, a group
+// cannot pull another cluster's shards, and replicas of two data formats
+// never form a group.
 func WithClusterID(id uint64) []grpc.DialOption {
-	v := strconv.FormatUint(id, 16)
+	v, f := strconv.FormatUint(id, 16), strconv.Itoa(dataformat.Version)
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			return invoker(metadata.AppendToOutgoingContext(ctx, clusterIDKey, v), method, req, reply, cc, opts...)
+			return invoker(metadata.AppendToOutgoingContext(ctx, clusterIDKey, v, dataFormatKey, f), method, req, reply, cc, opts...)
 		}),
 		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-			return streamer(metadata.AppendToOutgoingContext(ctx, clusterIDKey, v), desc, cc, method, opts...)
+			return streamer(metadata.AppendToOutgoingContext(ctx, clusterIDKey, v, dataFormatKey, f), desc, cc, method, opts...)
 		}),
 	}
 }
 
 // CheckClusterID makes a server refuse every call that carries another
-// cluster's id, with FailedPrecondition, logging both ids, and tell every
-// caller its own id in the response header (ReadClusterID). Calls without
-// an id (clients, the CLI) are served.
+// cluster's id, or that carries a cluster id and another data format (or
+// none: a peer of format 3 or earlier), with FailedPrecondition, logging
+// both, and tell every caller its own id in the response header
+// (ReadClusterID). Calls without an id (clients, the CLI) are served.
 func CheckClusterID(id uint64, log *slog.Logger) []grpc.ServerOption {
-	own := strconv.FormatUint(id, 16)
+	own, format := strconv.FormatUint(id, 16), strconv.Itoa(dataformat.Version)
 	check := func(ctx context.Context, method string) error {
 		_ = grpc.SetHeader(ctx, metadata.Pairs(clusterIDKey, own))
 		md, _ := metadata.FromIncomingContext(ctx)
-		for _, v := range md.Get(clusterIDKey) {
+		ids := md.Get(clusterIDKey)
+		for _, v := range ids {
 			if v != own {
 				log.Error("refused a call from another cluster", "method", method, "cluster", own, "caller_cluster", v)
 				return status.Error(codes.FailedPrecondition, fmt.Sprintf("%v: this replica belongs to cluster %s, the caller to cluster %s", ErrClusterMismatch, own, v))
 			}
+		}
+		if formats := md.Get(dataFormatKey); len(ids) > 0 && (len(formats) == 0 || formats[0] != format) {
+			theirs := "3 or earlier"
+			if len(formats) > 0 {
+				theirs = formats[0]
+			}
+			log.Error("refused a call from a peer of another data format", "method", method, "format", format, "caller_format", theirs)
+			return status.Error(codes.FailedPrecondition, fmt.Sprintf("%v: this process writes data format %s, the caller format %s: "+
+				"one cluster runs one data format (move a cluster to a new one by backup and restore)", ErrDataFormatMismatch, format, theirs))
 		}
 		return nil
 	}
