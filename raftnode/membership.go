@@ -326,7 +326,10 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 			active++
 		}
 	}
-	if len(voters) == 0 || active < len(voters)/2+1 {
+	switch {
+	case len(voters) == 0:
+		return nil, fmt.Errorf("%w: member %d is the group's only voter; a group keeps at least one", rpcerr.ErrWouldLoseQuorum, change.ID)
+	case active < len(voters)/2+1:
 		return nil, fmt.Errorf("%w: %d of the %d voters left would be reachable", rpcerr.ErrWouldLoseQuorum, active, len(voters))
 	}
 	return cc, nil
