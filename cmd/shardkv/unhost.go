@@ -42,7 +42,7 @@ func (n *node) Unhost(ctx context.Context, req *memberpb.UnhostRequest) (*member
 func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, error) {
 	n.hostMu.Lock()
 	defer n.hostMu.Unlock()
-	id, _, err := n.recorded(gid)
+	id, ident, err := n.recorded(gid)
 	if err != nil {
 		return nil, err
 	}
@@ -59,14 +59,14 @@ func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, err
 			return nil, fmt.Errorf("%w: replica %d of group %d is recorded here but does not run (its start failed): "+
 				"restart the node, then unhost it", memberpb.ErrStillMember, id, gid)
 		}
-		if err := n.unhostable(ctx, gid, id, srv); err != nil {
+		if err := n.unhostable(ctx, gid, id, ident.Current(), srv); err != nil {
 			return nil, err
 		}
 		// Out of the router first (it no longer answers Identify as a
 		// replica of the group, so no later join check counts it), then
 		// checked again: a join of the group may have been applied since.
 		n.router.Remove(srv)
-		if err := n.unhostable(ctx, gid, id, srv); err != nil {
+		if err := n.unhostable(ctx, gid, id, ident.Current(), srv); err != nil {
 			if aerr := n.router.Add(srv); aerr != nil {
 				return nil, fmt.Errorf("%w (and serving it again failed: %w)", err, aerr)
 			}
@@ -102,15 +102,15 @@ func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, err
 	return reply, nil
 }
 
-// unhostable returns nil when replica id of group gid, running as srv, no
-// longer matters to a group of the configuration: it was removed from its
+// unhostable returns nil when replica id of group gid, running as srv and
+// recorded with the members given, no longer matters to a group of the configuration: it was removed from its
 // group (it applied its removal, or a member of its copy of the group
 // that did says so: a removed id never rejoins, so the answer never
 // changes), or the controller's latest configuration does not have its
 // group or records another incarnation of the id, and it holds no shard
 // (a group that left hands its shards over first). Otherwise
 // memberpb.ErrStillMember.
-func (n *node) unhostable(ctx context.Context, gid, id uint64, srv *groupserver.Server) error {
+func (n *node) unhostable(ctx context.Context, gid, id uint64, given map[uint64]string, srv *groupserver.Server) error {
 	m := srv.Node().Members()
 	if m.WasRemoved(id) {
 		return nil
@@ -137,17 +137,13 @@ func (n *node) unhostable(ctx context.Context, gid, id uint64, srv *groupserver.
 	// The members it applied, and those it was given when recorded (a
 	// learner that has applied nothing yet knows only those).
 	peers := map[uint64]string{}
-	maps.Copy(peers, m.Addrs)
-	if _, ident, err := n.recorded(gid); err == nil {
-		for pid, addr := range ident.Current() {
-			if _, ok := peers[pid]; !ok {
-				peers[pid] = addr
-			}
-		}
+	if copyOf != 0 {
+		maps.Copy(peers, given)
+		maps.Copy(peers, m.Addrs)
 	}
 	dial := n.s.r.tls.peerDial(n.cid)
 	for pid, addr := range peers {
-		if pid == id || copyOf == 0 {
+		if pid == id {
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)

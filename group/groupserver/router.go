@@ -123,15 +123,26 @@ func (r *Router) replica(gid uint64) (*Server, error) {
 	return nil, fmt.Errorf("%w: this process hosts no replica of group %d (it hosts groups %v)", kvpb.ErrWrongGroup, gid, hosted)
 }
 
+// enter returns the replica of group gid (0: the only one) with the call
+// counted in its gate (the caller exits it), or kvpb.ErrWrongGroup, also
+// for a replica being retired (Server.Retire).
+func (r *Router) enter(gid uint64) (*Server, error) {
+	s, err := r.replica(gid)
+	if err != nil {
+		return nil, err
+	}
+	if !s.gate.enter() {
+		return nil, fmt.Errorf("%w: this process no longer hosts group %d", kvpb.ErrWrongGroup, s.cfg.GID)
+	}
+	return s, nil
+}
+
 // grouped is a request that names its group.
 type grouped interface{ GetGroup() uint64 }
 
 // unary serves a unary request through its group's replica's method f.
 func unary[Req grouped, Rep any](r *Router, ctx context.Context, req Req, f func(*Server, context.Context, Req) (Rep, error)) (Rep, error) {
-	s, err := r.replica(req.GetGroup())
-	if err == nil && !s.gate.enter() {
-		err = fmt.Errorf("%w: this process no longer hosts group %d", kvpb.ErrWrongGroup, s.cfg.GID)
-	}
+	s, err := r.enter(req.GetGroup())
 	if err != nil {
 		var none Rep
 		return none, kvpb.Errors.ToStatus(err)
@@ -143,10 +154,7 @@ func unary[Req grouped, Rep any](r *Router, ctx context.Context, req Req, f func
 // streamed serves a streaming request through its group's replica's
 // method f.
 func streamed[Req grouped, Stream any](r *Router, req Req, stream Stream, f func(*Server, Req, Stream) error) error {
-	s, err := r.replica(req.GetGroup())
-	if err == nil && !s.gate.enter() {
-		err = fmt.Errorf("%w: this process no longer hosts group %d", kvpb.ErrWrongGroup, s.cfg.GID)
-	}
+	s, err := r.enter(req.GetGroup())
 	if err != nil {
 		return kvpb.Errors.ToStatus(err)
 	}
