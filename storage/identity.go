@@ -285,7 +285,7 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	if err := b.Delete(r.unhostedKey(), nil); err != nil { // hosted again
 		return Identity{}, err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := e.syncWrite(b); err != nil {
 		return Identity{}, fmt.Errorf("storage %s: store identity: %w", e.dir, err)
 	}
 	return want, nil
