@@ -31,7 +31,10 @@ func TestDataDirIsPrivate(t *testing.T) {
 	if m := mode(fresh); m != DirMode {
 		t.Errorf("a new data directory has mode %#o, want %#o", m, DirMode)
 	}
-	if logged.Len() != 0 {
+	// Only the narrowing warning is asserted on: the engine may warn about
+	// other things on this machine (a disk below its free-space threshold).
+	const narrowed = "data directory was accessible to other users"
+	if strings.Contains(logged.String(), narrowed) {
 		t.Errorf("a new directory was warned about: %s", logged.String())
 	}
 
@@ -49,7 +52,7 @@ func TestDataDirIsPrivate(t *testing.T) {
 	if m := mode(open); m != DirMode {
 		t.Errorf("an existing data directory of mode 0755 has mode %#o after Open, want %#o", m, DirMode)
 	}
-	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), open) {
+	if !strings.Contains(logged.String(), narrowed) || !strings.Contains(logged.String(), open) {
 		t.Errorf("narrowing %s was not warned about: %q", open, logged.String())
 	}
 }
