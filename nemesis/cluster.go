@@ -76,9 +76,10 @@ type Options struct {
 	// traffic from one node to another runs through one link proxy (every
 	// pair of their replicas' Link is it, and the transport sends every
 	// group's messages to a peer address in one stream), so a link fault
-	// cuts every group's traffic between the two. A group's replicas are
-	// not lost or added (Lose, NewReplica: ErrNodes): a replacement would
-	// be a new node process; the controller's are.
+	// cuts every group's traffic between the two. A group's replica is
+	// not lost or added alone (Lose, NewReplica: ErrNodes): a whole node
+	// is (LoseNode), and replaced by a new node (NewNode, HostAdded); the
+	// controller's replicas are lost and added as without nodes.
 	Nodes bool
 }
 
@@ -101,6 +102,9 @@ type proc struct {
 	exited  chan struct{}
 	paused  bool
 	lost    bool // killed and its data deleted for good: never restarted
+	// direct: a new node (NewNode), which its peers and clients reach at
+	// its own address, not its inbound proxy.
+	direct bool
 }
 
 // Cluster is a running cluster of shardkv processes behind proxies.
@@ -120,6 +124,10 @@ type Cluster struct {
 	certs     *devcert.Local                   // with Options.TLS
 	clusterID uint64
 	seed      uint64 // the last seed given to a proxy
+	// newNodes are the nodes NewNode started, hosting what HostAdded put
+	// on them; reserved, the replica ids ReserveOnNode gave out for them.
+	newNodes []*proc
+	reserved map[Replica]bool
 }
 
 // Start launches the cluster and joins every group.
@@ -127,7 +135,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	opts.Groups = cmp.Or(opts.Groups, 3)
 	opts.Shards = cmp.Or(opts.Shards, 12)
 	opts.SnapshotEntries = cmp.Or(opts.SnapshotEntries, 200)
-	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, members: map[uint64][]uint64{},
+	c := &Cluster{opts: opts, procs: map[Replica]*proc{}, members: map[uint64][]uint64{}, reserved: map[Replica]bool{},
 		links: map[[2]Replica]*faultproxy.Proxy{}, pool: rpc.NewPool(), dial: rpc.DialOptions()}
 	if err := c.start(ctx); err != nil {
 		c.Close()
@@ -296,22 +304,21 @@ func (c *Cluster) setArgs(p *proc, peers [][]string, extra ...string) error {
 	if c.certs != nil {
 		common = append(common, "--cert", c.certs.NodeCert, "--key", c.certs.NodeKey, "--trusted-ca", c.certs.CAFile, "--client-cert-auth")
 	}
-	r := p.hosts[0]
 	switch {
 	case p.node:
 		p.args = []string{"server", "--controllers", strings.Join(c.Addrs(0), ",")}
 		for i, r := range p.hosts {
 			p.args = append(p.args, "--replica", fmt.Sprintf("%d:%s", r.Group, strings.Join(peers[i], ",")))
 		}
-	case r.Group == 0:
+	case p.hosts[0].Group == 0:
 		// Each replica sees its peers at its own proxies' addresses, so
 		// the id cannot be derived from --peers: state it.
 		p.args = []string{"controller", "--shards", fmt.Sprint(c.opts.Shards), "--cluster-id", fmt.Sprintf("%x", c.clusterID)}
 	default:
-		p.args = []string{"server", "--group", fmt.Sprint(r.Group), "--controllers", strings.Join(c.Addrs(0), ",")}
+		p.args = []string{"server", "--group", fmt.Sprint(p.hosts[0].Group), "--controllers", strings.Join(c.Addrs(0), ",")}
 	}
 	if !p.node {
-		p.args = append(p.args, "--id", fmt.Sprint(r.ID), "--peers", strings.Join(peers[0], ","))
+		p.args = append(p.args, "--id", fmt.Sprint(p.hosts[0].ID), "--peers", strings.Join(peers[0], ","))
 	}
 	p.args = append(p.args, common...)
 	return nil
@@ -410,7 +417,12 @@ func (c *Cluster) Addrs(g uint64) []string {
 	defer c.mu.Unlock()
 	var out []string
 	for _, id := range c.members[g] {
-		out = append(out, c.procs[Replica{Group: g, ID: id}].inbound.Addr())
+		p := c.procs[Replica{Group: g, ID: id}]
+		if p.direct {
+			out = append(out, p.listen)
+			continue
+		}
+		out = append(out, p.inbound.Addr())
 	}
 	return out
 }
@@ -481,7 +493,14 @@ func (c *Cluster) Kill(r Replica) {
 	c.mu.Lock()
 	p := c.procs[r]
 	c.mu.Unlock()
-	if p == nil || p.cmd == nil {
+	c.kill(p)
+}
+
+func (c *Cluster) kill(p *proc) {
+	c.mu.Lock()
+	running := p != nil && p.cmd != nil
+	c.mu.Unlock()
+	if !running {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a frozen process must be able to die
@@ -607,14 +626,21 @@ func (c *Cluster) Close() {
 	for r := range c.procs {
 		rs = append(rs, r)
 	}
+	newNodes := slices.Clone(c.newNodes)
 	c.mu.Unlock()
 	for _, r := range rs {
 		c.Kill(r) // a node's second replica: already dead
+	}
+	for _, p := range newNodes {
+		c.kill(p) // hosting nothing yet: in no c.procs entry
 	}
 	for _, p := range c.proxies(func([2]Replica) bool { return true }, func(Replica) bool { return true }) {
 		if p != nil {
 			p.Close()
 		}
+	}
+	for _, p := range newNodes {
+		p.inbound.Close()
 	}
 	_ = c.clearRules()
 	_ = c.pool.Close()

@@ -126,16 +126,7 @@ func (c *Cluster) NewReplica(g uint64) (Replica, string, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := Replica{Group: g}
-	for q := range c.procs {
-		if q.Group == g {
-			r.ID = max(r.ID, q.ID)
-		}
-	}
-	for _, id := range c.members[g] {
-		r.ID = max(r.ID, id)
-	}
-	r.ID++
+	r := c.nextReplica(g)
 	c.seed++
 	in, err := faultproxy.Listen("127.0.0.1:0", listen, c.seed)
 	if err != nil {
@@ -145,6 +136,133 @@ func (c *Cluster) NewReplica(g uint64) (Replica, string, error) {
 	p.listen, p.inbound = listen, in
 	c.procs[r] = p
 	return r, in.Addr(), nil
+}
+
+// nextReplica is group g's next unused replica id (c.mu held): no replica
+// in service, lost or reserved has it.
+func (c *Cluster) nextReplica(g uint64) Replica {
+	r := Replica{Group: g}
+	for q := range c.procs {
+		if q.Group == g {
+			r.ID = max(r.ID, q.ID)
+		}
+	}
+	for _, id := range c.members[g] {
+		r.ID = max(r.ID, id)
+	}
+	for q := range c.reserved {
+		if q.Group == g {
+			r.ID = max(r.ID, q.ID)
+		}
+	}
+	r.ID++
+	return r
+}
+
+// LoseNode kills the node hosting r with SIGKILL and deletes its data for
+// good (Options.Nodes): every replica it hosts, one of each group, leaves
+// the replicas in service and is never restarted (replace each by a
+// replica on a new node, HostAdded; RetireReplica once it is no longer a
+// member). It returns them, by group.
+func (c *Cluster) LoseNode(r Replica) (map[uint64]Replica, error) {
+	if !c.opts.Nodes || r.Group == 0 {
+		return nil, fmt.Errorf("nemesis: %s is not on a node", r)
+	}
+	c.Kill(r)
+	c.mu.Lock()
+	p := c.procs[r]
+	p.lost = true
+	lost := map[uint64]Replica{}
+	for _, h := range p.hosts {
+		lost[h.Group] = h
+		c.members[h.Group] = slices.DeleteFunc(c.members[h.Group], func(id uint64) bool { return id == h.ID })
+	}
+	c.mu.Unlock()
+	return lost, os.RemoveAll(p.data)
+}
+
+// NewNode starts a node process hosting nothing yet on empty data
+// (Options.Nodes), as an operator starts the machine that replaces a dead
+// one, and returns its address: the one its replicas are added at
+// (`shardkv admin member add G ID ADDR` names the node's own address, and
+// the node checks it). Its peers and clients reach it there, not through
+// a proxy: a proxy fault on the new node's traffic (Degrade, Isolate)
+// cuts nothing, while netfilter faults, kills and pauses act on it as on
+// any node.
+func (c *Cluster) NewNode() (string, error) {
+	listen, err := cluster.FreeAddr()
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	n := len(c.newNodes)
+	seen := map[*proc]bool{}
+	for _, p := range c.procs {
+		if p.node && !p.direct && !seen[p] {
+			seen[p] = true
+			n++
+		}
+	}
+	c.seed++
+	seed := c.seed
+	c.mu.Unlock()
+	in, err := faultproxy.Listen("127.0.0.1:0", listen, seed)
+	if err != nil {
+		return "", err
+	}
+	p := &proc{name: fmt.Sprintf("node%d", n+1), uid: nodeUID(n), node: true, direct: true, listen: listen, inbound: in}
+	if err := c.setArgs(p, nil); err != nil { // reads c.Addrs: not under c.mu
+		in.Close()
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.newNodes = append(c.newNodes, p) // Close stops it
+	return listen, c.launch(p)
+}
+
+// ReserveOnNode reserves the next replica id of group g for the new node
+// at addr (NewNode): the id to add it as a learner with.
+func (c *Cluster) ReserveOnNode(g uint64) Replica {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.nextReplica(g)
+	c.reserved[r] = true
+	return r
+}
+
+// HostAdded asks the new node at addr (NewNode) to host r, added to its
+// group as the learner members shows, with the group's members as its
+// leader listed them (memberpb.Node.Host, as `shardkv admin member add`
+// does), and puts r in service on that node once it does.
+func (c *Cluster) HostAdded(ctx context.Context, r Replica, addr string, members *memberpb.ListReply) error {
+	c.mu.Lock()
+	var p *proc
+	for _, q := range c.newNodes {
+		if q.listen == addr {
+			p = q
+		}
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("nemesis: no new node at %s", addr)
+	}
+	peers := map[uint64]string{r.ID: addr}
+	for _, m := range members.GetMembers() {
+		if m.GetRole() != memberpb.Role_ROLE_OUTGOING && m.GetId() != r.ID {
+			peers[m.GetId()] = m.GetAddr() // a lost replica: where the group knew it
+		}
+	}
+	if _, err := memberclient.Host(ctx, c.pool, addr, &memberpb.HostRequest{Group: r.Group, Id: r.ID, Members: peers}, memberAttempt); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.reserved, r)
+	p.hosts = append(p.hosts, r)
+	c.procs[r] = p
+	c.members[r.Group] = slices.Sorted(slices.Values(append(c.members[r.Group], r.ID)))
+	return nil
 }
 
 // StartAdded starts r, added to its group as the learner the change's

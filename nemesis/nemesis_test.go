@@ -114,11 +114,13 @@ func TestNemesisTLS(t *testing.T) {
 // replica of every group at once), a node hosting a leader stopped
 // (SIGSTOP: every group it hosts must go on without its replica), and
 // proxy partitions of nodes, where cutting the link between two nodes
-// cuts every group's raft traffic between them. NEMESIS_NODES=1 runs every scenario on nodes (in
-// TestNemesis; replace-under-faults replaces only the controller's replica
-// there).
+// cuts every group's raft traffic between them, and a dead node replaced by
+// a new one while clients run (replace-under-faults: a replica of every
+// group added to the new node and hosted there without a restart, with a
+// node killed and another cut off during the changes). NEMESIS_NODES=1
+// runs every scenario on nodes (in TestNemesis).
 func TestNemesisNodes(t *testing.T) {
-	runIn(t, mode{nodes: true}, "NEMESIS_NODES", "reconfigure-and-kill", "pause-leader", "partitions")
+	runIn(t, mode{nodes: true}, "NEMESIS_NODES", "reconfigure-and-kill", "pause-leader", "partitions", "replace-under-faults")
 }
 
 // runIn runs the named scenarios in mode m, CI-sized (NEMESIS_DURATION),

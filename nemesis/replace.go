@@ -66,17 +66,19 @@ import (
 // fault period ends, within a minute, so the run ends with a known
 // membership; the controller's phase starts only if time is left.
 //
-// On nodes (Options.Nodes) only the controller's replica is replaced (its
-// replicas are processes of their own, the groups' servers nodes): a
-// group's replica would be replaced by a new node process, which Cluster
-// does not make (ErrNodes). The seed draws the group's phase all the same,
-// so that the controller's is the one it draws without nodes.
+// On nodes (Options.Nodes) the group's phase replaces a whole node
+// instead (replaceNode): the machine that died hosted one replica of every
+// group. The seed draws the group's phase all the same, so that the
+// controller's is the one it draws without nodes.
 func replaceUnderFaults(ctx context.Context, e *Env) {
 	groupCutsLearner := e.Rng.IntN(2) == 0
 	phases := []*replacement{e.newReplacement(e.randomGroup(), groupCutsLearner), e.newReplacement(0, !groupCutsLearner)}
 	if e.C.Nodes() {
-		e.Logf("on nodes: the controller's replacement only (a group's would need a new node)")
+		if !e.replaceNode(ctx) {
+			return
+		}
 		phases = phases[1:]
+		_ = rpc.Sleep(ctx, time.Second)
 	}
 	for _, p := range phases {
 		if ctx.Err() != nil {
@@ -210,6 +212,147 @@ func (p *replacement) run(ctx context.Context) bool {
 	return p.waitConfig(mctx, addr)
 }
 
+// replaceNode replaces a dead node as the README says ("Replacing a dead
+// machine", on nodes), while clients run:
+//
+//  1. kill -9 a node (the seed draws it) and delete its data for good:
+//     every group loses one of its three replicas;
+//  2. start a new node on empty data, hosting nothing;
+//  3. for every group in turn: ADD_LEARNER a new replica (the next id) at
+//     the new node's address, ask the node to host it (memberpb.Node.Host,
+//     what `shardkv admin member add` does), REPLACE the dead replica by
+//     it once it caught up, and wait for the controller's configuration
+//     to list it;
+//  4. kill -9 the new node and restart it with the flags it started with
+//     (naming no replica): it serves every replica it was given, from
+//     what it recorded.
+//
+// Faults during the changes, one group each (the seed draws which): the
+// leader's node is killed with kill -9 a few milliseconds after the
+// ADD_LEARNER is sent (down to one live node, no group has a quorum
+// until it restarts); and as a REPLACE is sent, the other founding node
+// is cut off (Isolate: every group's traffic to and from it) and the
+// leader's node killed, so the joint configuration cannot commit until
+// the partition heals. As for a replica, what is started is finished
+// without faults after the run's fault period ends, within two minutes.
+func (e *Env) replaceNode(ctx context.Context) bool {
+	c := e.C
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	victim := Replica{Group: 1, ID: c.ids(1)[e.Rng.IntN(len(c.ids(1)))]}
+	addFault, repFault := e.randomGroup(), e.randomGroup()
+	phases := map[uint64]*replacement{}
+	for g := uint64(1); g <= uint64(c.Groups()); g++ {
+		phases[g] = e.newReplacement(g, false)
+	}
+	e.Logf("node: kill -9 %s and delete its data for good", c.Process(victim))
+	lost, err := c.LoseNode(victim)
+	if err != nil {
+		e.Logf("node: delete its data: %v", err)
+	}
+	_ = rpc.Sleep(ctx, time.Second)
+	addr, err := c.NewNode()
+	if err != nil {
+		e.Logf("node: start a new node: %v", err)
+		return false
+	}
+	e.Logf("node: a new node at %s, hosting nothing yet", addr)
+	var hosted []Replica
+	for g := uint64(1); g <= uint64(c.Groups()); g++ {
+		p := phases[g]
+		p.dead = lost[g]
+		n := c.ReserveOnNode(g)
+		var fault func(Replica) func()
+		if g == addFault {
+			p.logf("add %s at the new node (%s) as a learner; kill -9 the leader's node %v after sending the change, down %v",
+				n, addr, p.addKill, p.addDown)
+			fault = func(lead Replica) func() { return p.killLeader(ctx, lead, p.addKill, p.addDown) }
+		} else {
+			p.logf("add %s at the new node (%s) as a learner", n, addr)
+		}
+		added, ok := p.change(ctx, mctx, &memberpb.ChangeRequest{Group: g, Kind: memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER, Id: n.ID, Addr: addr},
+			func(l *memberpb.ListReply) bool { return role(l, n.ID) != memberpb.Role_ROLE_UNSPECIFIED },
+			func(*memberpb.ListReply) bool { return true }, fault)
+		if !ok || !p.host(mctx, n, addr, added) {
+			return false
+		}
+		fault = nil
+		if g == repFault {
+			p.logf("replace %s by %s once it caught up; as the change is sent, cut the other founding node off for %v and kill -9 the leader's node %v after sending it, down %v",
+				p.dead, n, p.cut, p.repKill, p.repDown)
+			fault = func(lead Replica) func() { return p.cutVoterAndKill(ctx, lead, n) }
+		} else {
+			p.logf("replace %s by %s once it caught up", p.dead, n)
+		}
+		replaced, ok := p.change(ctx, mctx, &memberpb.ChangeRequest{Group: g, Kind: memberpb.ChangeKind_CHANGE_KIND_REPLACE, Id: n.ID, Old: p.dead.ID},
+			func(l *memberpb.ListReply) bool {
+				return !l.GetJoint() && role(l, n.ID) == memberpb.Role_ROLE_VOTER && role(l, p.dead.ID) == memberpb.Role_ROLE_UNSPECIFIED
+			},
+			func(l *memberpb.ListReply) bool { return caughtUp(l, n.ID) }, fault)
+		if !ok {
+			return false
+		}
+		c.RetireReplica(p.dead)
+		p.logf("voters now %v", voters(replaced))
+		if !p.waitConfig(mctx, addr) {
+			return false
+		}
+		hosted = append(hosted, n)
+	}
+	if ctx.Err() != nil {
+		return true
+	}
+	// Its flags name nothing: what it hosts after a restart is what Host
+	// recorded in its data.
+	e.Logf("node: the new node restarts with the flags it started with (hosting nothing named)")
+	e.killAndRestart(ctx, hosted[0], 500*time.Millisecond)
+	for _, r := range hosted {
+		for {
+			if _, err := c.status(mctx, r); err == nil {
+				break
+			} else if mctx.Err() != nil {
+				e.Logf("node: %s does not serve after the restart: %v", r, err)
+				return false
+			}
+			_ = rpc.Sleep(mctx, 100*time.Millisecond)
+		}
+	}
+	e.Logf("node: the new node serves %v again", hosted)
+	return true
+}
+
+// host asks the new node at addr to host learner n (HostAdded) until it
+// does, retrying refusals that pass (no leader reachable to confirm the
+// learner, a node still starting).
+func (p *replacement) host(ctx context.Context, n Replica, addr string, added *memberpb.ListReply) bool {
+	start := time.Now()
+	seen := map[string]int{}
+	for {
+		err := p.e.C.HostAdded(ctx, n, addr, added)
+		if err == nil {
+			p.logf("the new node hosts %s (%v%s)", n, time.Since(start).Round(time.Millisecond), tally(seen))
+			return true
+		}
+		kind := "refused"
+		switch {
+		case errors.Is(err, memberpb.ErrGroupUnreachable):
+			kind = "no leader reachable"
+		case rpc.Refused(err):
+			kind = "node down"
+		case rpcerr.Retryable(err) || errors.Is(err, context.DeadlineExceeded):
+			kind = "unknown outcome"
+		}
+		if seen[kind] == 0 {
+			p.logf("host %s: %s: %v", n, kind, err)
+		}
+		seen[kind]++
+		if rpc.Sleep(ctx, 200*time.Millisecond) != nil {
+			p.logf("the new node did not host %s within two minutes (last error: %v)", n, err)
+			return false
+		}
+	}
+}
+
 // change makes req: it lists the members at the leader and sends req until
 // done holds (an unknown outcome is learnt by listing again), retrying
 // refusals that pass (a learner behind, a change in progress, no leader,
@@ -277,7 +420,7 @@ func (p *replacement) killLeader(ctx context.Context, lead Replica, after, down 
 		if rpc.Sleep(ctx, after) != nil {
 			return
 		}
-		p.logf("kill -9 leader %s", lead)
+		p.logf("kill -9 leader %s", p.e.C.Process(lead))
 		p.e.C.Kill(lead)
 		_ = rpc.Sleep(ctx, down)
 		p.logf("restart %s", lead)
@@ -301,7 +444,7 @@ func (p *replacement) cutVoterAndKill(ctx context.Context, lead, n Replica) func
 	if f == (Replica{}) {
 		return p.killLeader(ctx, lead, p.repKill, p.repDown)
 	}
-	p.logf("isolate voter %s (the change cannot commit without it)", f)
+	p.logf("isolate voter %s (the change cannot commit without it)", p.e.C.Process(f))
 	p.e.C.Isolate(f)
 	kill := p.killLeader(ctx, lead, p.repKill, p.repDown)
 	done := make(chan struct{})

@@ -32,10 +32,10 @@ type RunOptions struct {
 // iptables.
 var ErrNoNetfilter = errors.New("nemesis: real partitions need root and iptables")
 
-// ErrNodes: a group's replica cannot be lost or added on nodes
-// (Options.Nodes): a node's replicas are named when it starts, and a
-// replacement would be a new node process, which Cluster does not make.
-var ErrNodes = errors.New("nemesis: replacing a group's replica needs a process of its own, not a node")
+// ErrNodes: a group's replica is not lost or added alone on nodes
+// (Options.Nodes): a whole node is lost (Cluster.LoseNode) and its
+// replicas replaced on a new node (Cluster.NewNode, Cluster.HostAdded).
+var ErrNodes = errors.New("nemesis: on nodes a whole node is lost and replaced, not one replica")
 
 // healBudget is how soon after healing every key must be readable again.
 const healBudget = 10 * time.Second
