@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/internal/auth"
 	"github.com/shardkv/shardkv/raftnode"
@@ -27,13 +29,15 @@ func newControllerCmd(g *globals) *cobra.Command {
 		Use:   "controller",
 		Short: "Run one replica of the shard controller",
 		Long: `Run one replica of the shard controller, the Raft group that keeps the
-configurations (which group serves which shard). Start every replica with
-the same --peers; the cluster's id derives from them and --cluster-token.`,
+configurations (which group serves which shard). Start every founding
+replica with the same --peers; the cluster's id derives from them and
+--cluster-token. A replica added later (--initial-cluster-state existing,
+after 'shardkv admin member add controller') learns the id from its peers.`,
 		Example: `  shardkv controller --id 1 --listen 127.0.0.1:7100 --data /var/lib/shardkv/c1 \
     --peers 1=127.0.0.1:7100,2=127.0.0.1:7101,3=127.0.0.1:7102 --http 127.0.0.1:8081`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			clusterID := func(context.Context, bool) (uint64, error) {
+			clusterID := func(ctx context.Context, stored bool) (uint64, error) {
 				if explicitID != "" {
 					id, err := strconv.ParseUint(explicitID, 16, 64)
 					if err != nil || id == 0 {
@@ -42,7 +46,22 @@ the same --peers; the cluster's id derives from them and --cluster-token.`,
 					return id, nil
 				}
 				peers, _, err := parsePeers(r.peers)
-				return storage.ClusterIDFor(token, peers), err
+				switch {
+				case err != nil:
+					return 0, err
+				case stored:
+					// Whatever is stored: --peers and the token named the
+					// cluster when it was created, and a replica added
+					// since has other --peers (etcd, too, reads
+					// --initial-cluster-token only for a new cluster).
+					return 0, nil
+				case r.state == string(storage.ClusterExisting):
+					// A replica added to the running controllers: its
+					// --peers are not the founders', so it learns the id
+					// from them.
+					return peersClusterID(ctx, r.id, peers, r.tls.peerDial(0)), nil
+				}
+				return storage.ClusterIDFor(token, peers), nil
 			}
 			return runReplica(cmd, g, &r, ctlserver.Group, clusterID, func(e *storage.Engine, net transport.Network, cid uint64, gs *grpc.Server, _ prometheus.Registerer, authView *auth.Holder) (func(), []*raftnode.Node, func() error, error) {
 				_, ids, _ := parsePeers(r.peers)
@@ -68,4 +87,26 @@ the same --peers; the cluster's id derives from them and --cluster-token.`,
 		"accept joins without checking that every replica answers as a replica of its group (for tests whose groups do not run: a typo then strands shards)")
 	_ = cmd.Flags().MarkHidden("unsafe-skip-join-check")
 	return setExitCodes(cmd, processExitCodes)
+}
+
+// peersClusterID is the cluster id the controllers at peers (but id's own
+// address) state, asked for a few seconds; 0 if none answers, which the
+// identity check then refuses with its own words (no replica to join, or no
+// cluster id known).
+func peersClusterID(ctx context.Context, id uint64, peers map[uint64]string, dial []grpc.DialOption) uint64 {
+	var addrs []string
+	for pid, addr := range peers {
+		if pid != id {
+			addrs = append(addrs, addr)
+		}
+	}
+	ctl, err := ctlclient.New(addrs, dial...)
+	if err != nil {
+		return 0
+	}
+	defer ctl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cid, _ := ctl.ClusterID(ctx)
+	return cid
 }

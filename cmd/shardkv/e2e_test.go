@@ -689,6 +689,57 @@ func TestE2EMemberReplace(t *testing.T) {
 	p.stop(t)
 }
 
+// TestE2EControllerReplace replaces a dead controller replica as the
+// README says: member add controller prints the start command, which is
+// run as printed, member replace; the new replica then restarts with the
+// same command and counts towards the quorum. A replica added to the
+// controllers has other --peers than the founders, from which the founders
+// derived the cluster id: it used to derive another id, and its peers
+// refused it (a new user's run).
+func TestE2EControllerReplace(t *testing.T) {
+	t.Setenv("SHARDKV_UNSAFE_SKIP_JOIN_CHECK", "1") // group 1 does not run
+	bin, dir, addr := processTest(t, 4)
+	peers := fmt.Sprintf("1=%s,2=%s,3=%s", addr(0), addr(1), addr(2))
+	var ctls []*process
+	for id := 1; id <= 3; id++ {
+		ctls = append(ctls, startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("c%d.log", id)), "controller", "--id", fmt.Sprint(id),
+			"--listen", addr(id-1), "--peers", peers, "--data", filepath.Join(dir, fmt.Sprintf("c%d", id))))
+	}
+	c := &cli{t: t, bin: bin, controllers: strings.Join([]string{addr(0), addr(1), addr(2)}, ",")}
+	c.ok("admin", "config", "--timeout", "30s")
+	ctls[2].kill()
+	if err := os.RemoveAll(filepath.Join(dir, "c3")); err != nil {
+		t.Fatal(err)
+	}
+
+	out := c.ok("admin", "member", "add", "controller", "4", addr(3))
+	i := strings.Index(out, "shardkv controller ")
+	if i < 0 {
+		t.Fatalf("member add controller printed no start command:\n%s", out)
+	}
+	line, _, _ := strings.Cut(out[i:], "\n")
+	args := strings.Fields(line)[1:]
+	args[len(args)-1] = filepath.Join(dir, "c4") // --data DIR
+	t.Logf("starting shardkv %s", strings.Join(args, " "))
+	c4 := startProcess(t, bin, filepath.Join(dir, "c4.log"), args...)
+	c4.waitOutput(t, "replica serving")
+	replaceMember(t, c, "controller", "3", "4")
+
+	// Restarted with the same command, the new replica serves on the id
+	// it learnt; with controller 1 down, a quorum needs it.
+	c4.stop(t)
+	c4 = startProcess(t, bin, filepath.Join(dir, "c4-again.log"), args...)
+	c4.waitOutput(t, "replica serving")
+	ctls[0].stop(t)
+	c.controllers = strings.Join([]string{addr(1), addr(3)}, ",")
+	c.ok("admin", "join", "1=127.0.0.1:1", "--timeout", "30s") // a write: committed by 2 and 4
+	if got := memberList(t, c, "controller", "%[1]d:%[3]s", " "); got != "1:voter 2:voter 4:voter" {
+		t.Fatalf("controller members: %s, want 1:voter 2:voter 4:voter", got)
+	}
+	c4.stop(t)
+	ctls[1].stop(t)
+}
+
 // replaceMember runs `admin member replace GROUP OLD NEW` until the
 // learner NEW has caught up (at most a minute).
 func replaceMember(t *testing.T, c *cli, gid, old, id string) {
