@@ -27,6 +27,12 @@ var (
 	// ErrNotThisNode: the members given put the replica at an address
 	// that is not the node's.
 	ErrNotThisNode = Errors.New(codes.InvalidArgument, "NOT_THIS_NODE", "member: the replica's address is not this node's")
+	// ErrDroppedHere: the node dropped this very replica (group and id)
+	// once (Node.Unhost). The copy of the group it belonged to may still
+	// run elsewhere and address the id at this node: a new replica under
+	// it would receive that copy's raft messages. Host it under another
+	// id, or on another node.
+	ErrDroppedHere = Errors.New(codes.FailedPrecondition, "DROPPED_HERE", "member: this node dropped that replica once (host it under another id)")
 )
 
 // ErrGroupExists: Node.Host was asked to create a group that exists (the

@@ -188,6 +188,21 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	if here := hostingReply(recorded, ident); recorded == id && req.GetCreate() && !foundedWith(here, id, members) {
 		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d, %s", memberpb.ErrGroupExists, id, gid, howFounded(here))
 	}
+	if recorded == 0 {
+		// Raft messages are addressed by group and id: a copy of the group
+		// that still lists the dropped replica here (a left copy whose
+		// other nodes still run it, say) would reach the new one, which
+		// would take its terms, votes and entries as its own.
+		gone, err := n.e.Unhosted(rep)
+		if err != nil {
+			return nil, err
+		}
+		if gone {
+			return nil, fmt.Errorf("%w: this node dropped replica %d of group %d (admin member unhost), and a copy of the group that still lists it at %s "+
+				"would reach a new one: host it under another id (another position in join --create, another id in member add) or on another node",
+				memberpb.ErrDroppedHere, id, gid, self)
+		}
+	}
 	if _, running := n.router.Hosted()[gid]; running {
 		return n.hostedReply(), nil
 	}

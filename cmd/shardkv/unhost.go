@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shardkv/shardkv/api/config"
@@ -163,8 +164,13 @@ func (n *node) unhostable(ctx context.Context, gid, id uint64, given map[uint64]
 	case in && sm.Incarnation() == 0:
 		// Not caught up (a new learner), or a founder that never saw
 		// a leader: it may be the configuration's copy.
-		return fmt.Errorf("%w: replica %d of group %d has not learned its group's incarnation yet, and configuration %d has group %d: "+
-			"remove it from the group first (admin member remove %d %d)", memberpb.ErrStillMember, id, gid, cfg.Num, gid, gid, id)
+		// Not "remove it first": if it is an orphan of another copy,
+		// the configuration's member with its id is a healthy replica
+		// elsewhere.
+		return fmt.Errorf("%w: replica %d of group %d has not learned its group's incarnation yet, and configuration %d has group %d (at %s): "+
+			"if it is a new learner of that group, let it catch up, or remove it from the group (admin member remove %d %d) and unhost it then; "+
+			"if no member of that group is at this node's address, it is an orphan of an unfinished create: it stays until this node's data is wiped",
+			memberpb.ErrStillMember, id, gid, cfg.Num, gid, strings.Join(cfg.Groups[gid], ","), gid, id)
 	case in && !cfg.Foreign(gid, sm.Incarnation()):
 		return fmt.Errorf("%w: replica %d is a member of group %d, which configuration %d has: remove it from the group first (admin member remove %d %d)",
 			memberpb.ErrStillMember, id, gid, cfg.Num, gid, id)
