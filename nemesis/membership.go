@@ -195,14 +195,7 @@ func (c *Cluster) NewNode() (string, error) {
 		return "", err
 	}
 	c.mu.Lock()
-	n := len(c.newNodes)
-	seen := map[*proc]bool{}
-	for _, p := range c.procs {
-		if p.node && !p.direct && !seen[p] {
-			seen[p] = true
-			n++
-		}
-	}
+	n := nodes + len(c.newNodes) // node4 the first, never a lost node's name
 	c.seed++
 	seed := c.seed
 	c.mu.Unlock()

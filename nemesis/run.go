@@ -89,6 +89,9 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	if werr != nil {
 		return "", fmt.Errorf("clients: %w", werr)
 	}
+	if err := env.Failed(); err != nil {
+		return "", fmt.Errorf("scenario %s: %w", o.Scenario.Name, err)
+	}
 	// A scenario may outlive the clients (finishing a membership change it
 	// started): windows end with the clients.
 	avail := w.Availability(faultsFrom, wend, env.Heals())

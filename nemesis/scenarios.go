@@ -2,6 +2,7 @@ package nemesis
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -18,8 +19,25 @@ type Env struct {
 	Ctl  *ctlclient.Client
 	Logf func(format string, args ...any) // the printed schedule
 
-	mu    sync.Mutex
-	heals []time.Time // when the scenario healed the network
+	mu       sync.Mutex
+	heals    []time.Time // when the scenario healed the network
+	failures []error     // what the scenario found wrong (Fail)
+}
+
+// Fail records that the scenario found the cluster misbehaving (a step it
+// checks did not happen): the run fails with it.
+func (e *Env) Fail(err error) {
+	e.Logf("FAIL: %v", err)
+	e.mu.Lock()
+	e.failures = append(e.failures, err)
+	e.mu.Unlock()
+}
+
+// Failed is what Fail recorded, joined (nil: nothing).
+func (e *Env) Failed() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return errors.Join(e.failures...)
 }
 
 // healNetwork removes every network fault and records when, so the runner
