@@ -12,6 +12,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/internal/grpctest"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/transport"
@@ -232,5 +233,24 @@ func TestJoinRecordsIncarnation(t *testing.T) {
 	}
 	if cfg, err = cl.Join(cx, map[uint64][]string{1: {copy1}}); err != nil || cfg.Incarnations[1] != 0xbad {
 		t.Fatalf("join of the other copy after the leave: %+v, %v", cfg, err)
+	}
+}
+
+// TestCheckedJoinRecordsOnlyStatedIncarnations: the join a leader proposes
+// carries, for each group, the incarnation its replicas stated at the
+// check and nothing else. A request naming one for a group the check did
+// not see (in the configuration then: it may leave before the join
+// applies, which then refuses it as unchecked) must not have it recorded.
+func TestCheckedJoinRecordsOnlyStatedIncarnations(t *testing.T) {
+	req := &controllerpb.JoinRequest{Groups: []*controllerpb.Group{
+		{Id: 1, Addrs: []string{"a:1"}, Incarnation: 0x11},
+		{Id: 2, Addrs: []string{"b:1"}, Incarnation: 0x22},
+	}}
+	join := ctlserver.CheckedJoin(req, map[uint64]uint64{1: 0x1})
+	if got := []uint64{join.GetGroups()[0].GetIncarnation(), join.GetGroups()[1].GetIncarnation()}; got[0] != 0x1 || got[1] != 0 {
+		t.Fatalf("proposed incarnations %x, want [1 0]: the stated one for the checked group, none for the other", got)
+	}
+	if req.GetGroups()[0].GetIncarnation() != 0x11 {
+		t.Fatal("the caller's request was changed")
 	}
 }

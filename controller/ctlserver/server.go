@@ -224,28 +224,39 @@ func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*cont
 		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
 	}
 	cmd := &controllerlogpb.Command{Op: &controllerlogpb.Command_Join{Join: req}}
-	if groups := s.store.JoinToCheck(req); len(groups) > 0 && !s.skipCheck {
-		incarnations, r := s.checkJoin(ctx, groups)
+	if s.skipCheck {
+		return s.change(ctx, cmd)
+	}
+	var incarnations map[uint64]uint64
+	if groups := s.store.JoinToCheck(req); len(groups) > 0 {
+		var r *joinRefusal
+		incarnations, r = s.checkJoin(ctx, groups)
 		switch {
 		case r != nil && ctx.Err() != nil:
 			return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
 		case r != nil:
 			s.log.Warn("join refused", "err", r)
 			cmd.Refusal = &controllerlogpb.CheckRefusal{Code: controller.RefusalCode(r.kind), Reason: r.reason}
-		default:
-			// The join records each new group's incarnation as its
-			// replicas stated it (the request is the caller's: a copy).
-			join := proto.CloneOf(req)
-			for _, g := range join.GetGroups() {
-				if slices.ContainsFunc(groups, func(c *controllerpb.Group) bool { return c.GetId() == g.GetId() }) {
-					g.Incarnation = incarnations[g.GetId()]
-				}
-			}
-			cmd.Op = &controllerlogpb.Command_Join{Join: join}
 		}
 	}
-	cmd.Checked = !s.skipCheck
+	cmd.Op = &controllerlogpb.Command_Join{Join: checkedJoin(req, incarnations)}
+	cmd.Checked = true
 	return s.change(ctx, cmd)
+}
+
+// checkedJoin is the join a leader proposes for req once it checked the
+// groups of incarnations (by id, as their replicas stated them): each such
+// group with its stated incarnation, every other with none. An
+// incarnation the request names is the caller's word, never recorded: a
+// group the check did not see (in the configuration then, and left before
+// the join applies) is so refused at apply as unchecked. req is the
+// caller's: the result is a copy.
+func checkedJoin(req *controllerpb.JoinRequest, incarnations map[uint64]uint64) *controllerpb.JoinRequest {
+	join := proto.CloneOf(req)
+	for _, g := range join.GetGroups() {
+		g.Incarnation = incarnations[g.GetId()]
+	}
+	return join
 }
 
 // SetReplicas implements controllerpb.ControllerServer. Like a join, it

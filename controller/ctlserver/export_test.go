@@ -1,0 +1,4 @@
+package ctlserver
+
+// CheckedJoin is checkedJoin, for the external tests.
+var CheckedJoin = checkedJoin
