@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/storage"
 	"github.com/shardkv/shardkv/transport"
 )
@@ -271,8 +271,8 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 			return nil, fmt.Errorf("%w: %d (a new replica under it would not know the old one's votes, and could vote twice in a term); take a new id",
 				rpcerr.ErrMemberRemoved, change.ID)
 		}
-		if _, _, err := net.SplitHostPort(change.Addr); err != nil || change.Addr == "" {
-			return nil, fmt.Errorf("%w: %q", rpcerr.ErrBadMemberAddr, change.Addr)
+		if err := rpc.CheckAddr(change.Addr); err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", rpcerr.ErrBadMemberAddr, change.Addr, err)
 		}
 		// One process (node) per member: two members at one address would
 		// fail together, and a node refuses to host the second (etcd
@@ -284,6 +284,10 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 		}
 		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddLearnerNode, change.ID)}
 	case Promote, Replace:
+		if change.Kind == Replace && !m.IsVoter(change.Old) {
+			// Checked first: a mistyped OLD is the likelier mistake.
+			return nil, fmt.Errorf("%w: %d is not a voter", rpcerr.ErrUnknownMember, change.Old)
+		}
 		if !member(change.ID) {
 			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.ID)
 		}
@@ -296,9 +300,6 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddNode, change.ID)}
 		voters = append(voters, change.ID)
 		if change.Kind == Replace {
-			if !m.IsVoter(change.Old) {
-				return nil, fmt.Errorf("%w: %d is not a voter", rpcerr.ErrUnknownMember, change.Old)
-			}
 			cc.Changes = append(cc.Changes, single(raftpb.ConfChangeType_ConfChangeRemoveNode, change.Old))
 			cc.Transition = raftpb.ConfChangeTransition_ConfChangeTransitionJointImplicit.Enum()
 			voters = slices.DeleteFunc(voters, func(v uint64) bool { return v == change.Old })

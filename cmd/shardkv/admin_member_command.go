@@ -80,6 +80,11 @@ func newMemberChangeCmd(a *adminFlags, use, short, example string, nargs int, ki
 			}
 			switch kind {
 			case memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER:
+				// Checked before anything changes: a typo would add a
+				// learner nobody can reach.
+				if err := checkHostPort("ADDR", args[2]); err != nil {
+					return err
+				}
 				req.Addr = args[2]
 			case memberpb.ChangeKind_CHANGE_KIND_REPLACE:
 				req.Old = req.Id
@@ -341,9 +346,21 @@ func (v *membersView) host(ctx context.Context, m *members, id uint64, addr stri
 		v.hostErr, v.next = err, startCommand(v.group, id, addr, v.reply, m.controllers)
 		return nil
 	}
-	return fmt.Errorf("learner %d was added to group %d, but the node at %s did not host it: %w "+
+	// The change is made whatever the node said: exit 4 (failed), never
+	// 3 (outcome unknown), even when the node could not be reached.
+	failed := func(err error) error { return &exitError{code: exitFailed, err: err} }
+	if errors.Is(err, memberpb.ErrHostsOtherReplica) {
+		// Most likely a replica removed from the group (a wrong remove
+		// being undone, or a node reused): it stays on its node until
+		// dropped.
+		return failed(fmt.Errorf("learner %d was added to group %d, but the node at %s did not host it: %w "+
+			"(if that replica was removed from the group, drop it first: shardkv admin member unhost %d %s; then: shardkv admin member host %d %d; "+
+			"or undo with: shardkv admin member remove %d %d)",
+			id, v.group, addr, err, v.group, addr, v.group, id, v.group, id))
+	}
+	return failed(fmt.Errorf("learner %d was added to group %d, but the node at %s did not host it: %w "+
 		"(retry with: shardkv admin member host %d %d; or undo with: shardkv admin member remove %d %d)",
-		id, v.group, addr, err, v.group, id, v.group, id)
+		id, v.group, addr, err, v.group, id, v.group, id))
 }
 
 type memberOut struct {

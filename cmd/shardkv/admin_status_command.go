@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -117,6 +118,7 @@ func collectGroup(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []strin
 		g.Replicas = append(g.Replicas, r)
 	}
 	addMembership(ctx, pool, gid, addrs, &g)
+	slices.SortStableFunc(g.Replicas, func(a, b replicaOut) int { return cmp.Compare(a.ID, b.ID) })
 	if lead != nil {
 		for _, s := range lead.GetShards() {
 			so := shardOut{Shard: s.GetShard(), State: shardStateName(s.GetState()), Peer: s.GetPeerGroup()}
@@ -140,6 +142,14 @@ func addMembership(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []stri
 	for _, m := range reply.GetMembers() {
 		role := m.GetRole().Name()
 		i := slices.IndexFunc(g.Replicas, func(r replicaOut) bool { return r.ID == m.GetId() })
+		if i < 0 {
+			// An unreachable replica did not say its id: the leader's
+			// member at its address is it (one row, not two).
+			i = slices.IndexFunc(g.Replicas, func(r replicaOut) bool { return r.ID == 0 && r.Error != "" && r.Addr == m.GetAddr() })
+			if i >= 0 {
+				g.Replicas[i].ID = m.GetId()
+			}
+		}
 		if i < 0 {
 			g.Replicas = append(g.Replicas, replicaOut{ID: m.GetId(), Addr: m.GetAddr(), Error: "not in the configuration"})
 			i = len(g.Replicas) - 1
@@ -167,11 +177,22 @@ func shardStateName(s kvpb.ShardState) string {
 
 func (st statusView) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "configuration %d", st.Config.Num)
+	state := "migrating"
 	if st.Settled {
-		fmt.Fprintln(w, " (settled)")
-	} else {
-		fmt.Fprintln(w, " (migrating)")
+		state = "settled"
 	}
+	unreachable := 0
+	for _, g := range st.Groups {
+		for _, r := range g.Replicas {
+			if r.Error != "" && r.Error != "not in the configuration" {
+				unreachable++
+			}
+		}
+	}
+	if unreachable > 0 {
+		state += fmt.Sprintf("; %d replicas unreachable", unreachable)
+	}
+	fmt.Fprintf(w, " (%s)\n", state)
 	tw := newTable(w, "GROUP", "REPLICA", "ADDRESS", "ROLE", "MEMBER", "MATCH", "TERM", "APPLIED", "CONFIG", "SHARDS")
 	for _, g := range st.Groups {
 		for _, r := range g.Replicas {

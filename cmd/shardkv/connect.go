@@ -70,10 +70,10 @@ func (c *clusterFlags) addrs() ([]string, error) {
 }
 
 // checkHostPort refuses, as a usage error, an address (of what, a flag
-// or an argument) that is not host:port.
+// or an argument) that is not host:port (rpc.CheckAddr).
 func checkHostPort(what, addr string) error {
-	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-		return usagef("%s: %q is not host:port", what, addr)
+	if err := rpc.CheckAddr(addr); err != nil {
+		return usagef("%s: %q is not host:port: %v", what, addr, err)
 	}
 	return nil
 }

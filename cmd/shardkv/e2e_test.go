@@ -640,6 +640,12 @@ func TestE2EMemberReplace(t *testing.T) {
 	c.expect(4, "", []string{"member 2 is already in the group"}, "admin", "member", "add", "1", "2", "127.0.0.1:1")
 	c.expect(4, "", []string{"is not a learner"}, "admin", "member", "promote", "1", "2")
 	c.expect(2, "", []string{"is not a replica id"}, "admin", "member", "remove", "1", "x")
+	// Typos in the new member's address (a new user's): usage errors,
+	// nothing added (the member list is checked after the replacement).
+	for _, bad := range []string{":17415", "127.0.0.1:0", "127.0.0.1: 17415", "127.0.0.1:174155"} {
+		c.expect(2, "", []string{"is not host:port"}, "admin", "member", "add", "1", "5", bad)
+	}
+	c.expect(4, "", []string{"there is no member 9"}, "admin", "member", "replace", "1", "9", "2")
 
 	newAddr := fmt.Sprintf("127.0.0.1:%d", base+35)
 	out := c.ok("admin", "member", "add", "1", "4", newAddr)
@@ -1052,6 +1058,9 @@ func TestE2EList(t *testing.T) {
 	out, errOut := c.expect(0, "", []string{"more keys follow: the next page is --after 'fruit/fig'"}, "list", "fruit/", "--limit", "2")
 	if out != "fruit/apple\nfruit/fig\n" {
 		t.Fatalf("list table: %q (stderr %q)", out, errOut)
+	}
+	if out := c.ok("list"); out != "fruit/apple\nfruit/fig\nfruit/kiwi\nfruit/pear\nveg/leek\n" { // no START: every key
+		t.Fatalf("list: %q", out)
 	}
 	if out := c.ok("get", "--prefix", "fruit/f"); !strings.Contains(out, "fruit/fig  2        FIG!") {
 		t.Fatalf("get --prefix: %q", out)

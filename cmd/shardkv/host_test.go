@@ -66,6 +66,26 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 	// Node 1 dies for good; node 4 takes its replicas, no restart.
 	nodes[0].kill()
 	c.ok("put", "during", "node 1 dead", "--timeout", "30s")
+	// admin status shows each dead replica once, with its id (once each
+	// group has a leader to tell it).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		st := c.ok("admin", "status", "--timeout", "30s")
+		var bad []string
+		if !strings.Contains(st, "; 2 replicas unreachable)") {
+			bad = append(bad, "not two replicas unreachable")
+		}
+		for _, line := range strings.Split(st, "\n") {
+			if f := strings.Fields(line); len(f) > 4 && f[2] == nodeAddr(0) && (f[1] == "0" || f[3] != "unreachable" || f[4] == "-") {
+				bad = append(bad, line)
+			}
+		}
+		if len(bad) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin status with node 1 dead: %q\n%s", bad, st)
+		}
+	}
 	for gid := 1; gid <= 2; gid++ {
 		g := fmt.Sprint(gid)
 		out := c.ok("admin", "member", "add", g, "4", nodeAddr(3), "--timeout", "30s")

@@ -19,10 +19,10 @@ import (
 func newListCmd() *cobra.Command {
 	lf := &listFlags{}
 	cmd := &cobra.Command{
-		Use:   "list START [END]",
+		Use:   "list [START [END]]",
 		Short: "List the keys in [START, END), in byte order",
-		Long: `List the keys from START (inclusive) up to END (exclusive; no END: to
-the last key), in byte order, from every shard. Each group's keys are read
+		Long: `List the keys from START (inclusive; none: from the first key) up to END
+(exclusive; no END: to the last key), in byte order, from every shard. Each group's keys are read
 at one linearizable point; the listing is not one snapshot of the whole
 store (see the README's Guarantees).
 
@@ -41,15 +41,18 @@ Output (-o):
 		Example: `  shardkv list a b                  # the keys from a up to b, excluded
   shardkv list user/ --limit 100    # 100 keys from user/ on
   shardkv list user/ user0 --limit 100 --after user/0412   # the page after user/0412
-  shardkv list "" --values          # every key, with its value and version
+  shardkv list --values             # every key, with its value and version
   next=$(shardkv list a b --limit 100 -o json | jq -r '.next // empty' | base64 -d)`,
-		Args: cobra.RangeArgs(1, 2),
+		Args: cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var end []byte
+			var start, end []byte
+			if len(args) > 0 {
+				start = []byte(args[0])
+			}
 			if len(args) == 2 {
 				end = []byte(args[1])
 			}
-			return lf.run(cmd, client.WithRange([]byte(args[0]), end))
+			return lf.run(cmd, client.WithRange(start, end))
 		},
 	}
 	lf.register(cmd.Flags(), 1000, formatTable, formatJSON)

@@ -2,12 +2,9 @@ package ctlserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +62,7 @@ func (s *Server) checkReplicas(ctx context.Context, groups []*controllerpb.Group
 	var bad, unreachable, notReady []string
 	for _, g := range groups {
 		for _, addr := range g.GetAddrs() {
-			if err := checkAddr(addr); err != nil {
+			if err := rpc.CheckAddr(addr); err != nil {
 				bad = append(bad, fmt.Sprintf("group %d: %q is not host:port (%v)", g.GetId(), addr, err))
 			}
 		}
@@ -171,25 +168,6 @@ func (s *Server) checkReplicas(ctx context.Context, groups []*controllerpb.Group
 		return nil, &joinRefusal{kind: controllerpb.ErrGroupNotReady, reason: strings.Join(notReady, "; ")}
 	}
 	return incarnations, nil
-}
-
-// checkAddr accepts host:port with a port from 1 to 65535.
-func checkAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	switch {
-	case err != nil:
-		var ae *net.AddrError
-		if errors.As(err, &ae) {
-			return errors.New(ae.Err)
-		}
-		return err
-	case host == "":
-		return errors.New("no host")
-	}
-	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
-	}
-	return nil
 }
 
 // cause is the gRPC message of err, without its code.

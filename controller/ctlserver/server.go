@@ -235,7 +235,13 @@ func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*cont
 		case r != nil && ctx.Err() != nil:
 			return nil, controllerpb.Errors.ToStatus(ctx.Err()) // nothing proposed
 		case r != nil:
-			s.log.Warn("join refused", "err", r)
+			level := slog.LevelWarn
+			if r.kind == controllerpb.ErrGroupNotReady || r.kind == controllerpb.ErrReplicaUnreachable {
+				// Replicas still starting: what every "start the nodes,
+				// then join" sees (shardkv dev too) before it succeeds.
+				level = slog.LevelInfo
+			}
+			s.log.Log(ctx, level, "join refused", "err", r)
 			cmd.Refusal = &controllerlogpb.CheckRefusal{Code: controller.RefusalCode(r.kind), Reason: r.reason}
 		}
 	}
