@@ -224,7 +224,9 @@ func (p *replacement) run(ctx context.Context) bool {
 //     the new node's address, ask the node to host it (memberpb.Node.Host,
 //     what `shardkv admin member add` does), REPLACE the dead replica by
 //     it once it caught up, and wait for the controller's configuration
-//     to list it;
+//     to list it; for one group (the seed draws it) the new node is
+//     killed with kill -9 and restarted right after it hosts the learner,
+//     while the learner catches up;
 //  4. kill -9 the new node and restart it with the flags it started with
 //     (naming no replica): it serves every replica it was given, from
 //     what it recorded.
@@ -243,7 +245,7 @@ func (e *Env) replaceNode(ctx context.Context) bool {
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	victim := Replica{Group: 1, ID: c.ids(1)[e.Rng.IntN(len(c.ids(1)))]}
-	addFault, repFault := e.randomGroup(), e.randomGroup()
+	addFault, repFault, crashGroup := e.randomGroup(), e.randomGroup(), e.randomGroup()
 	phases := map[uint64]*replacement{}
 	for g := uint64(1); g <= uint64(c.Groups()); g++ {
 		phases[g] = e.newReplacement(g, false)
@@ -278,6 +280,13 @@ func (e *Env) replaceNode(ctx context.Context) bool {
 			func(*memberpb.ListReply) bool { return true }, fault)
 		if !ok || !p.host(mctx, n, addr, added) {
 			return false
+		}
+		if g == crashGroup && ctx.Err() == nil {
+			// A joiner that crashes while it catches up (acknowledging
+			// entries, or installing a snapshot) restarts on what it
+			// recorded: the node starts it again as the learner it is.
+			p.logf("kill -9 the new node while %s catches up, down %v", n, p.addDown)
+			e.killAndRestart(ctx, n, p.addDown)
 		}
 		fault = nil
 		if g == repFault {

@@ -278,6 +278,20 @@ func (n *GRPCNetwork) SetAddr(group, id uint64, addr string) {
 	n.mu.Unlock()
 }
 
+// Forget drops the addresses SetAddr recorded for group's members: the
+// process no longer hosts a replica of the group (node.Unhost). A replica
+// of the group it hosts later (another copy of the id, say) must address
+// its own members, not the old copy's at the ids they share.
+func (n *GRPCNetwork) Forget(group uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k := range n.set {
+		if k[0] == group {
+			delete(n.set, k)
+		}
+	}
+}
+
 // quiescedList is what this process names to peer p: every local replica
 // that is quiesced, of the groups it sent p messages for (nil if none).
 // A process hosting replicas of a hundred groups so tells each peer of

@@ -329,3 +329,25 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestForgetDropsAGroupsAddresses: addresses recorded by SetAddr win over
+// the resolver's until the process forgets the group (it dropped its
+// replica): a replica of the group hosted later, of another copy of the
+// id, must not reach the old copy's members at the ids they share.
+func TestForgetDropsAGroupsAddresses(t *testing.T) {
+	resolve := func(group, id uint64) (string, bool) { return fmt.Sprintf("resolved-%d-%d:1", group, id), true }
+	n := transport.NewGRPCNetwork(transport.NewServer(), resolve)
+	defer n.Close()
+	n.SetAddr(2, 1, "old-copy:1")
+	n.SetAddr(3, 1, "other-group:1")
+	if a, _ := n.Addr(2, 1); a != "old-copy:1" {
+		t.Fatalf("before Forget: %s", a)
+	}
+	n.Forget(2)
+	if a, _ := n.Addr(2, 1); a != "resolved-2-1:1" {
+		t.Fatalf("after Forget(2): group 2's member 1 at %s, want the resolver's", a)
+	}
+	if a, _ := n.Addr(3, 1); a != "other-group:1" {
+		t.Fatalf("after Forget(2): group 3's member 1 at %s", a)
+	}
+}

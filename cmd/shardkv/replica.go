@@ -289,9 +289,10 @@ type replicaServer struct {
 	log       *slog.Logger
 
 	// Set by serve before any replica starts.
-	ctx  context.Context
-	reg  *prometheus.Registry
-	done chan *raftnode.Node // a replica that stopped on its own
+	ctx     context.Context
+	reg     *prometheus.Registry
+	done    chan *raftnode.Node // a replica that stopped on its own
+	network *transport.GRPCNetwork
 
 	mu     sync.Mutex
 	hosted []storage.Replica
@@ -372,7 +373,7 @@ func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start repli
 	authView := &auth.Holder{}
 	gs := grpc.NewServer(append(s.r.tls.serverOptions(s.clusterID, s.log), s.r.tls.guard(s.clusterID, authView, s.log).ServerOptions()...)...)
 	raftSrv.Register(gs)
-	s.ctx, s.reg, s.done = ctx, ops.NewRegistry(), make(chan *raftnode.Node, 1)
+	s.ctx, s.reg, s.done, s.network = ctx, ops.NewRegistry(), make(chan *raftnode.Node, 1), network
 	stop, nodes, ready, err := start(s.e, network, s.clusterID, gs, s.reg, authView)
 	if err != nil {
 		return err

@@ -75,6 +75,8 @@ func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, err
 		}
 		n.srv.unserving(rep, srv.Node())
 		srv.Stop()
+		// Stopped: its raft node records no address any more.
+		n.srv.network.Forget(gid)
 		n.mu.Lock()
 		n.servers = slices.DeleteFunc(n.servers, func(s *groupserver.Server) bool { return s == srv })
 		n.retired[rep] = srv
