@@ -398,9 +398,11 @@ func (c *Cluster) launch(p *proc) error {
 	defer f.Close()
 	cmd := exec.Command(c.opts.Binary, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if c.opts.Netfilter {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: p.uid, Gid: p.uid}}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: p.uid, Gid: p.uid}
 	}
+	dieWithTest(cmd.SysProcAttr)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p, err)
 	}
