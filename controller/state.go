@@ -264,6 +264,9 @@ func (s *State) init(numShards int) Result {
 // and gave each the incarnation its replicas state (Command.checked).
 func (s *State) join(groups []*controllerpb.Group, checked bool) (Config, error) {
 	next := s.configs[len(s.configs)-1].Clone()
+	// The request's shape first, for every group: a join refused for it
+	// (GROUP_EXISTS, say) says so, not that another group was unchecked
+	// (the leader checks nothing of a join it finds malformed).
 	seen := map[uint64]bool{}
 	for _, g := range groups {
 		id, addrs := g.GetId(), g.GetAddrs()
@@ -288,6 +291,12 @@ func (s *State) join(groups []*controllerpb.Group, checked bool) (Config, error)
 		case ok && g.GetIncarnation() != 0 && next.Foreign(id, g.GetIncarnation()):
 			return Config{}, fmt.Errorf("%w: group %d is incarnation %016x, not %016x", controllerpb.ErrGroupExists,
 				id, next.Incarnations[id], g.GetIncarnation())
+		}
+	}
+	for _, g := range groups {
+		id, addrs := g.GetId(), g.GetAddrs()
+		_, ok := next.Groups[id]
+		switch {
 		case ok:
 			continue // joined already: its incarnation stays
 		case checked && g.GetIncarnation() == 0:

@@ -264,4 +264,11 @@ func TestJoinRaces(t *testing.T) {
 	if r := set(8, 0xd); r.Err != nil {
 		t.Fatalf("replica sync of the group: %v", r.Err)
 	}
+	// A join the leader did not check because it names a joined group at
+	// other addresses: refused for that, not as unchecked.
+	malformed := join(1, 9, map[uint64][]string{1: {"x"}, 3: {"other"}})
+	malformed.Checked = true
+	if r := s.Apply(malformed); !errors.Is(r.Err, controllerpb.ErrGroupExists) {
+		t.Fatalf("a checked join naming group 3 at other addresses: %v, want ErrGroupExists", r.Err)
+	}
 }

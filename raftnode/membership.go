@@ -284,9 +284,12 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 		}
 		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddLearnerNode, change.ID)}
 	case Promote, Replace:
-		if change.Kind == Replace && !m.IsVoter(change.Old) {
-			// Checked first: a mistyped OLD is the likelier mistake.
-			return nil, fmt.Errorf("%w: %d is not a voter", rpcerr.ErrUnknownMember, change.Old)
+		// OLD first: a mistyped OLD is the likelier mistake.
+		switch {
+		case change.Kind == Replace && !member(change.Old):
+			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.Old)
+		case change.Kind == Replace && !m.IsVoter(change.Old):
+			return nil, fmt.Errorf("%w: member %d is a learner, not a voter: remove it instead", rpcerr.ErrBadMemberChange, change.Old)
 		}
 		if !member(change.ID) {
 			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.ID)

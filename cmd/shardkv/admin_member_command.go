@@ -358,6 +358,11 @@ func (v *membersView) host(ctx context.Context, m *members, id uint64, addr stri
 			"or undo with: shardkv admin member remove %d %d)",
 			id, v.group, addr, err, v.group, addr, v.group, id, v.group, id))
 	}
+	if rpcerr.Retryable(err) || errors.Is(err, context.DeadlineExceeded) {
+		// The node may be starting it still: asking again is safe.
+		return failed(fmt.Errorf("learner %d was added to group %d; whether the node at %s hosts it is unknown: %w "+
+			"(ask again, which is safe: shardkv admin member host %d %d)", id, v.group, addr, err, v.group, id))
+	}
 	return failed(fmt.Errorf("learner %d was added to group %d, but the node at %s did not host it: %w "+
 		"(retry with: shardkv admin member host %d %d; or undo with: shardkv admin member remove %d %d)",
 		id, v.group, addr, err, v.group, id, v.group, id))

@@ -59,7 +59,14 @@ after 'shardkv admin member add controller') learns the id from its peers.`,
 					// A replica added to the running controllers: its
 					// --peers are not the founders', so it learns the id
 					// from them.
-					return peersClusterID(ctx, r.id, peers, r.tls.peerDial(0)), nil
+					cid, err := peersClusterID(ctx, r.id, peers, r.tls.peerDial(0))
+					if err != nil {
+						// The identity check refuses it then, in its own
+						// words; this says why the id is unknown.
+						log, _ := g.logger()
+						log.Warn("could not learn the cluster id from the other controllers", "peers", peers, "err", err)
+					}
+					return cid, nil
 				}
 				return storage.ClusterIDFor(token, peers), nil
 			}
@@ -90,10 +97,10 @@ after 'shardkv admin member add controller') learns the id from its peers.`,
 }
 
 // peersClusterID is the cluster id the controllers at peers (but id's own
-// address) state, asked for a few seconds; 0 if none answers, which the
-// identity check then refuses with its own words (no replica to join, or no
-// cluster id known).
-func peersClusterID(ctx context.Context, id uint64, peers map[uint64]string, dial []grpc.DialOption) uint64 {
+// address) state, asked for a few seconds; 0 and why if none answers (the
+// identity check then refuses the start in its own words: no replica to
+// join, or no cluster id known).
+func peersClusterID(ctx context.Context, id uint64, peers map[uint64]string, dial []grpc.DialOption) (uint64, error) {
 	var addrs []string
 	for pid, addr := range peers {
 		if pid != id {
@@ -102,11 +109,10 @@ func peersClusterID(ctx context.Context, id uint64, peers map[uint64]string, dia
 	}
 	ctl, err := ctlclient.New(addrs, dial...)
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	defer ctl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cid, _ := ctl.ClusterID(ctx)
-	return cid
+	return ctl.ClusterID(ctx)
 }

@@ -646,7 +646,7 @@ func TestE2EMemberReplace(t *testing.T) {
 	for _, bad := range []string{":17415", "127.0.0.1:0", "127.0.0.1: 17415", "127.0.0.1:174155"} {
 		c.expect(2, "", []string{"is not host:port"}, "admin", "member", "add", "1", "5", bad)
 	}
-	c.expect(4, "", []string{"there is no member 9"}, "admin", "member", "replace", "1", "9", "2")
+	c.expect(4, "", []string{"there is no member 9 in the group"}, "admin", "member", "replace", "1", "9", "2")
 
 	newAddr := fmt.Sprintf("127.0.0.1:%d", base+35)
 	out := c.ok("admin", "member", "add", "1", "4", newAddr)

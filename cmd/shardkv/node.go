@@ -199,7 +199,7 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		}
 		if gone {
 			return nil, fmt.Errorf("%w: this node dropped replica %d of group %d (admin member unhost), and a copy of the group that still lists it at %s "+
-				"would reach a new one: host it under another id (another position in join --create, another id in member add) or on another node",
+				"would reach a new one: host it under another id (another position in join --create, another id in member add), on another node, or give the new group another id",
 				memberpb.ErrDroppedHere, id, gid, self)
 		}
 	}
