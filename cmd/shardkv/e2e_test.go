@@ -649,15 +649,7 @@ func TestE2EMemberReplace(t *testing.T) {
 	c.expect(4, "", []string{"there is no member 9 in the group"}, "admin", "member", "replace", "1", "9", "2")
 
 	newAddr := fmt.Sprintf("127.0.0.1:%d", base+35)
-	out := c.ok("admin", "member", "add", "1", "4", newAddr)
-	i := strings.Index(out, "shardkv server ")
-	if i < 0 {
-		t.Fatalf("member add printed no start command:\n%s", out)
-	}
-	line, _, _ := strings.Cut(out[i:], "\n")
-	args := strings.Fields(line)[1:]
-	args[len(args)-1] = filepath.Join(dir, "r4") // --data DIR
-	t.Logf("starting shardkv %s", strings.Join(args, " "))
+	args := printedStart(t, c.ok("admin", "member", "add", "1", "4", newAddr), "server", filepath.Join(dir, "r4"))
 	srv := startProcess(t, bin, filepath.Join(dir, "r4.log"), args...)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		b, _ := os.ReadFile(srv.log)
@@ -719,15 +711,7 @@ func TestE2EControllerReplace(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out := c.ok("admin", "member", "add", "controller", "4", addr(3))
-	i := strings.Index(out, "shardkv controller ")
-	if i < 0 {
-		t.Fatalf("member add controller printed no start command:\n%s", out)
-	}
-	line, _, _ := strings.Cut(out[i:], "\n")
-	args := strings.Fields(line)[1:]
-	args[len(args)-1] = filepath.Join(dir, "c4") // --data DIR
-	t.Logf("starting shardkv %s", strings.Join(args, " "))
+	args := printedStart(t, c.ok("admin", "member", "add", "controller", "4", addr(3)), "controller", filepath.Join(dir, "c4"))
 	c4 := startProcess(t, bin, filepath.Join(dir, "c4.log"), args...)
 	c4.waitOutput(t, "replica serving")
 	replaceMember(t, c, "controller", "3", "4")
@@ -745,6 +729,21 @@ func TestE2EControllerReplace(t *testing.T) {
 	}
 	c4.stop(t)
 	ctls[1].stop(t)
+}
+
+// printedStart is the start command `admin member add` printed in out
+// (`shardkv SUBCOMMAND ... --data DIR`), as arguments, with data for DIR.
+func printedStart(t *testing.T, out, subcommand, data string) []string {
+	t.Helper()
+	i := strings.Index(out, "shardkv "+subcommand+" ")
+	if i < 0 {
+		t.Fatalf("member add printed no 'shardkv %s' command:\n%s", subcommand, out)
+	}
+	line, _, _ := strings.Cut(out[i:], "\n")
+	args := strings.Fields(line)[1:]
+	args[len(args)-1] = data // --data DIR
+	t.Logf("starting shardkv %s", strings.Join(args, " "))
+	return args
 }
 
 // replaceMember runs `admin member replace GROUP OLD NEW` until the
