@@ -80,13 +80,25 @@ func (c *Cluster) Lose(r Replica) error {
 	if c.opts.Nodes && r.Group != 0 {
 		return ErrNodes
 	}
+	_, err := c.lose(r)
+	return err
+}
+
+// lose kills r's process with SIGKILL, takes every replica it hosts out
+// of service for good and deletes its data; it returns those replicas, by
+// group.
+func (c *Cluster) lose(r Replica) (map[uint64]Replica, error) {
 	c.Kill(r)
 	c.mu.Lock()
 	p := c.procs[r]
 	p.lost = true
-	c.members[r.Group] = slices.DeleteFunc(c.members[r.Group], func(id uint64) bool { return id == r.ID })
+	lost := map[uint64]Replica{}
+	for _, h := range p.hosts {
+		lost[h.Group] = h
+		c.members[h.Group] = slices.DeleteFunc(c.members[h.Group], func(id uint64) bool { return id == h.ID })
+	}
 	c.mu.Unlock()
-	return os.RemoveAll(p.data)
+	return lost, os.RemoveAll(p.data)
 }
 
 // RetireReplica forgets a lost replica that is no longer a member of its
@@ -168,17 +180,7 @@ func (c *Cluster) LoseNode(r Replica) (map[uint64]Replica, error) {
 	if !c.opts.Nodes || r.Group == 0 {
 		return nil, fmt.Errorf("nemesis: %s is not on a node", r)
 	}
-	c.Kill(r)
-	c.mu.Lock()
-	p := c.procs[r]
-	p.lost = true
-	lost := map[uint64]Replica{}
-	for _, h := range p.hosts {
-		lost[h.Group] = h
-		c.members[h.Group] = slices.DeleteFunc(c.members[h.Group], func(id uint64) bool { return id == h.ID })
-	}
-	c.mu.Unlock()
-	return lost, os.RemoveAll(p.data)
+	return c.lose(r)
 }
 
 // NewNode starts a node process hosting nothing yet on empty data

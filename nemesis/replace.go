@@ -332,8 +332,8 @@ func (e *Env) replaceNode(ctx context.Context) bool {
 }
 
 // host asks the new node at addr to host learner n (HostAdded) until it
-// does, retrying refusals that pass (no leader reachable to confirm the
-// learner, a node still starting).
+// does (within ctx), retrying whatever it answers: no leader reachable to
+// confirm the learner, a node still starting.
 func (p *replacement) host(ctx context.Context, n Replica, addr string, added *memberpb.ListReply) bool {
 	start := time.Now()
 	seen := map[string]int{}
@@ -343,15 +343,7 @@ func (p *replacement) host(ctx context.Context, n Replica, addr string, added *m
 			p.logf("the new node hosts %s (%v%s)", n, time.Since(start).Round(time.Millisecond), tally(seen))
 			return true
 		}
-		kind := "refused"
-		switch {
-		case errors.Is(err, memberpb.ErrGroupUnreachable):
-			kind = "no leader reachable"
-		case rpc.Refused(err):
-			kind = "node down"
-		case rpcerr.Retryable(err) || errors.Is(err, context.DeadlineExceeded):
-			kind = "unknown outcome"
-		}
+		kind := outcome(err)
 		if seen[kind] == 0 {
 			p.logf("host %s: %s: %v", n, kind, err)
 		}
@@ -598,6 +590,7 @@ func outcome(err error) string {
 		{rpcerr.ErrMemberExists, "refused, member exists"},
 		{rpcerr.ErrNotLearner, "refused, not a learner"},
 		{rpcerr.ErrUnknownMember, "refused, unknown member"},
+		{memberpb.ErrGroupUnreachable, "no leader reachable"}, // the node's Host could not ask the leader
 	} {
 		if errors.Is(err, k.err) {
 			return k.name

@@ -172,6 +172,13 @@ func TestMembershipRefusals(t *testing.T) {
 	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 6, Addr: "127.0.0.1:5"}); !errors.Is(err, rpcerr.ErrMemberAddrInUse) {
 		t.Errorf("a learner at member 5's address: %v", err)
 	}
+	// A replace names its OLD's mistake first (NEW, a voter, is wrong too).
+	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.Replace, ID: 2, Old: 9}); !errors.Is(err, rpcerr.ErrUnknownMember) {
+		t.Errorf("replace of unknown member 9: %v", err)
+	}
+	if _, err := lead.ChangeMembership(ctx, raftnode.MemberChange{Kind: raftnode.Replace, ID: 2, Old: 5}); !errors.Is(err, rpcerr.ErrBadMemberChange) {
+		t.Errorf("replace of learner 5: %v", err)
+	}
 	// One voter down of three: removing another live one would leave one
 	// reachable voter of two.
 	leadID := lead.Status().ID

@@ -43,6 +43,10 @@ latest configuration and no shard is moving.`,
 	})
 }
 
+// notInConfig is a replicaOut's Error for a member the group's leader
+// lists that the configuration does not (a learner catching up, say).
+const notInConfig = "not in the configuration"
+
 type replicaOut struct {
 	ID        uint64 `json:"id"`
 	Addr      string `json:"addr"`
@@ -145,13 +149,13 @@ func addMembership(ctx context.Context, pool *rpc.Pool, gid uint64, addrs []stri
 		if i < 0 {
 			// An unreachable replica did not say its id: the leader's
 			// member at its address is it (one row, not two).
-			i = slices.IndexFunc(g.Replicas, func(r replicaOut) bool { return r.ID == 0 && r.Error != "" && r.Addr == m.GetAddr() })
+			i = slices.IndexFunc(g.Replicas, func(r replicaOut) bool { return r.ID == 0 && r.unreachable() && r.Addr == m.GetAddr() })
 			if i >= 0 {
 				g.Replicas[i].ID = m.GetId()
 			}
 		}
 		if i < 0 {
-			g.Replicas = append(g.Replicas, replicaOut{ID: m.GetId(), Addr: m.GetAddr(), Error: "not in the configuration"})
+			g.Replicas = append(g.Replicas, replicaOut{ID: m.GetId(), Addr: m.GetAddr(), Error: notInConfig})
 			i = len(g.Replicas) - 1
 		}
 		g.Replicas[i].Member, g.Replicas[i].Match = role, m.GetMatch()
@@ -175,6 +179,10 @@ func shardStateName(s kvpb.ShardState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "SHARD_STATE_"))
 }
 
+// unreachable reports whether r is a replica of the configuration that did
+// not answer.
+func (r replicaOut) unreachable() bool { return r.Error != "" && r.Error != notInConfig }
+
 func (st statusView) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "configuration %d", st.Config.Num)
 	state := "migrating"
@@ -184,7 +192,7 @@ func (st statusView) writeTable(w io.Writer) error {
 	unreachable := 0
 	for _, g := range st.Groups {
 		for _, r := range g.Replicas {
-			if r.Error != "" && r.Error != "not in the configuration" {
+			if r.unreachable() {
 				unreachable++
 			}
 		}
@@ -198,9 +206,9 @@ func (st statusView) writeTable(w io.Writer) error {
 		for _, r := range g.Replicas {
 			role := "follower"
 			switch {
-			case r.Error == "not in the configuration":
+			case r.Error == notInConfig:
 				role = "-"
-			case r.Error != "":
+			case r.unreachable():
 				role = "unreachable"
 			case r.Leader:
 				role = "leader"

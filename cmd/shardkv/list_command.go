@@ -21,10 +21,10 @@ func newListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list [START [END]]",
 		Short: "List the keys in [START, END), in byte order",
-		Long: `List the keys from START (inclusive; none: from the first key) up to END
-(exclusive; no END: to the last key), in byte order, from every shard. Each group's keys are read
-at one linearizable point; the listing is not one snapshot of the whole
-store (see the README's Guarantees).
+		Long: `List the keys from START (inclusive; none: from the first key) up to
+END (exclusive; no END: to the last key), in byte order, from every shard.
+Each group's keys are read at one linearizable point; the listing is not
+one snapshot of the whole store (see the README's Guarantees).
 
 At most --limit keys are listed (0: all of them). When keys remain, the
 table ends with the cursor on stderr and -o json gives it as "next": list
