@@ -279,6 +279,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	c.pool = rpc.NewPool(opts.DialOptions...)
 	if opts.RaftNetwork == nil {
 		c.raftSrv = transport.NewServer()
+		c.raftSrv.SetLogger(opts.Logger)
 		c.raftNet = transport.NewGRPCNetwork(c.raftSrv, c.addrOf, opts.DialOptions...)
 	}
 	if !opts.EnginePerReplica {

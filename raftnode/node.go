@@ -37,6 +37,10 @@ type Node struct {
 	applied    atomic.Uint64
 	isLeader   atomic.Bool
 	leaderTerm uint64 // term in which this node became leader; run goroutine only
+	// token is the founding token of the member's copy of the group, from
+	// its identity (0: none stored, or a member that joined before tokens
+	// were kept); see transport.Founded.
+	token uint64
 
 	proposals proposals
 	reads     reads
@@ -174,6 +178,9 @@ func (n *Node) load() (storage.RaftState, error) {
 	ident, stored, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID})
 	if err != nil {
 		return st, err
+	}
+	if stored {
+		n.token = ident.FoundingToken(n.cfg.Group)
 	}
 	joined := n.cfg.Join || stored && ident.Joined
 	switch {
@@ -369,7 +376,7 @@ func (n *Node) heardRecently(id uint64) bool {
 // MemberProgress implements transport.MemberReporter.
 func (n *Node) MemberProgress(id uint64) transport.MemberInfo {
 	st := n.rn.Status()
-	info := transport.MemberInfo{Leader: st.RaftState == raft.StateLeader, Term: n.term.Load(), Removed: n.Members().WasRemoved(id)}
+	info := transport.MemberInfo{Leader: st.RaftState == raft.StateLeader, Term: n.term.Load(), Removed: n.Members().WasRemoved(id), FoundingToken: n.token}
 	if !info.Leader {
 		return info
 	}
@@ -389,6 +396,11 @@ func (n *Node) ReportUnreachable(id uint64) {
 
 // Done is closed when the node stops, by Stop or by a fatal error (see Err).
 func (n *Node) Done() <-chan struct{} { return n.stopc }
+
+// FoundingToken implements transport.Founded: the founding token of the
+// member's copy of its group (storage.Identity.FoundingToken), 0 if not
+// known.
+func (n *Node) FoundingToken() uint64 { return n.token }
 
 // Err returns the fatal error that stopped the node, if any.
 func (n *Node) Err() error {

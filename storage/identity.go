@@ -47,6 +47,51 @@ type Identity struct {
 	// an id is never a member twice (a new replica under a removed id
 	// could vote twice in a term, not knowing the old one's vote).
 	Removed []uint64 `json:"removed,omitempty"`
+	// JoinedToken is the founding token of the copy of the group a
+	// replica that joined later was added to (FoundingToken), as its
+	// leader stated it when the replica was added; 0 on a founder (which
+	// derives it from Peers) and in data written before it was kept.
+	JoinedToken uint64 `json:"founding_token,omitempty"`
+}
+
+// FoundingToken names the copy of group the replica belongs to, for the
+// raft messages it sends and accepts (see FoundingTokenFor): derived from
+// Peers on a replica that founded the group, JoinedToken on one that
+// joined later. 0 when not known (a replica that joined before tokens
+// were kept): such a replica sends messages every copy accepts, and
+// accepts every copy's.
+func (id Identity) FoundingToken(group uint64) uint64 {
+	if !id.Joined && len(id.Peers) > 0 {
+		return FoundingTokenFor(id.ClusterID, group, id.Peers)
+	}
+	return id.JoinedToken
+}
+
+// FoundingTokenFor names one copy of a group: a hash of the cluster, the
+// group id and the members it was founded with (raft id -> address), the
+// same on every founder without their talking (as ClusterIDFor), never 0.
+//
+// Raft messages are addressed by group and raft id alone, and two copies
+// of one group id can run (a group that left keeps running; its id may be
+// created again), so a replica of one copy could take another copy's
+// terms, votes, entries or snapshots sent to an id they share, and lose
+// what its own copy acknowledged: a node whose data was wiped and that
+// hosts the new copy at the address the old copy still lists, say. Every
+// raft message carries its sender's token and a replica drops those of
+// another copy. Two copies founded with the same members at the same
+// addresses get the same token; the nodes refuse to found such a second
+// copy while any founder holds the first (or has dropped it), so that
+// takes every founder's data wiped.
+func FoundingTokenFor(clusterID, group uint64, founders map[uint64]string) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d\x00%d", clusterID, group)
+	for _, id := range slices.Sorted(maps.Keys(founders)) {
+		fmt.Fprintf(h, "\x00%d=%s", id, founders[id])
+	}
+	if v := h.Sum64(); v != 0 {
+		return v
+	}
+	return 1
 }
 
 // KnownFounders returns the voters the group was founded with when this
@@ -270,8 +315,10 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	// A first start.
 	want.Format, want.Joined = DataFormat, state == ClusterJoin
 	if !want.Joined {
-		// A founding member: the group is bootstrapped with Peers.
+		// A founding member: the group is bootstrapped with Peers, which
+		// also give its founding token.
 		want.FoundingVoters = slices.Sorted(maps.Keys(want.Peers))
+		want.JoinedToken = 0
 	}
 	v, err := json.Marshal(want)
 	if err != nil {

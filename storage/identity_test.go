@@ -257,3 +257,54 @@ func TestDropReplica(t *testing.T) {
 		t.Fatalf("hosted again, still recorded as unhosted: %v, %v", gone, err)
 	}
 }
+
+// TestFoundingToken: every founder of a copy of a group derives the same
+// token from what it was founded with, and a copy founded otherwise (other
+// addresses, another group id or cluster) gets another; a replica that
+// joined keeps the token it was given (its leader's), through reloads and
+// membership changes; a founder records none, whatever it is given.
+func TestFoundingToken(t *testing.T) {
+	e := openEngine(t, t.TempDir(), Options{})
+	defer e.Close()
+	three := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
+	cid := ClusterIDFor("shardkv", three)
+	token := FoundingTokenFor(cid, 2, three)
+	for name, other := range map[string]uint64{
+		"another address": FoundingTokenFor(cid, 2, map[uint64]string{1: "a:1", 2: "d:1", 3: "e:1"}),
+		"another id":      FoundingTokenFor(cid, 2, map[uint64]string{1: "a:1", 2: "b:1", 4: "c:1"}),
+		"another group":   FoundingTokenFor(cid, 3, three),
+		"another cluster": FoundingTokenFor(cid+1, 2, three),
+	} {
+		if other == token || other == 0 {
+			t.Errorf("a copy founded with %s has token %x, the first %x", name, other, token)
+		}
+	}
+	for id := uint64(1); id <= 3; id++ {
+		ident, err := e.EnsureIdentity(Replica{Group: 2, ID: id}, Identity{ClusterID: cid, Peers: three, JoinedToken: 99}, ClusterNew)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ident.FoundingToken(2); got != token || ident.JoinedToken != 0 {
+			t.Fatalf("founder %d: token %x (recorded %x), want %x", id, got, ident.JoinedToken, token)
+		}
+	}
+	joiner := Replica{Group: 2, ID: 4}
+	withJoiner := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1", 4: "d:1"}
+	if _, err := e.EnsureIdentity(joiner, Identity{ClusterID: cid, Peers: withJoiner, JoinedToken: token}, ClusterJoin); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetMembers(joiner, map[uint64]string{1: "a:1", 2: "b:1", 4: "d:1"}, []uint64{3}); err != nil {
+		t.Fatal(err)
+	}
+	ident, _, err := e.LoadIdentity(joiner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ident.FoundingToken(2); got != token {
+		t.Fatalf("joined replica: token %x, want its leader's %x", got, token)
+	}
+	// Joined before tokens were kept: none known, which every copy accepts.
+	if got := (Identity{ClusterID: cid, Peers: withJoiner, Joined: true}).FoundingToken(2); got != 0 {
+		t.Fatalf("joined replica without a recorded token: %x, want 0", got)
+	}
+}

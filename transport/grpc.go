@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ const (
 // ErrUnknownPeer is returned when no address is known for a member.
 var ErrUnknownPeer = errors.New("transport: no address for member")
 
+// ErrOtherCopy refuses a snapshot that another copy of the receiver's
+// group sent (another founding token; see Founded).
+var ErrOtherCopy = errors.New("transport: sent by another copy of the group (another founding token)")
+
 type member struct{ group, id uint64 }
 
 // Server receives raft messages for every replica of this process. Register
@@ -52,11 +57,51 @@ type Server struct {
 	handlers map[member]Handler
 
 	batches, messages atomic.Uint64 // received (Received)
+	otherCopy         atomic.Uint64 // dropped: sent by another copy of the group (OtherCopy)
+
+	log        atomic.Pointer[slog.Logger] // SetLogger
+	warnedMu   sync.Mutex
+	warnedCopy map[member]time.Time // when another copy's messages to a member were last logged
 
 	// When a peer process last named each of its replicas quiesced.
 	quiescedMu sync.Mutex
-	quiesced   map[member]time.Time
+	quiesced   map[member]quiescedName
 	swept      time.Time // when names not heard for a minute were last dropped
+}
+
+// OtherCopy returns how many raft messages the Server dropped because
+// another copy of their group sent them (another founding token).
+func (s *Server) OtherCopy() uint64 { return s.otherCopy.Load() }
+
+// SetLogger makes the Server log what an operator must act on: another
+// copy's raft messages reaching a replica here (at most once a minute per
+// replica). Without it nothing is logged.
+func (s *Server) SetLogger(l *slog.Logger) { s.log.Store(l) }
+
+// droppedOtherCopy counts a message that another copy of group sent to
+// member to, and says so: that copy (a group that left, say) still lists
+// this process for the member, and keeps running until its nodes drop it.
+func (s *Server) droppedOtherCopy(group, to, token uint64) {
+	s.otherCopy.Add(1)
+	l := s.log.Load()
+	if l == nil {
+		return
+	}
+	now, m := time.Now(), member{group, to}
+	s.warnedMu.Lock()
+	if s.warnedCopy == nil {
+		s.warnedCopy = map[member]time.Time{}
+	}
+	last, ok := s.warnedCopy[m]
+	if ok && now.Sub(last) < time.Minute {
+		s.warnedMu.Unlock()
+		return
+	}
+	s.warnedCopy[m] = now
+	s.warnedMu.Unlock()
+	l.Warn("dropped raft messages from another copy of a group: a copy founded otherwise (a group that left, say) still lists this node "+
+		"for the replica; drop that copy's replicas (admin member unhost) on its other nodes",
+		"group", group, "replica", to, "their_founding_token", fmt.Sprintf("%016x", token))
 }
 
 // Received returns how many batches, and messages in them, the Server has
@@ -67,7 +112,23 @@ func (s *Server) Received() (batches, messages uint64) {
 
 // NewServer returns a Server with no replicas.
 func NewServer() *Server {
-	return &Server{handlers: make(map[member]Handler), quiesced: make(map[member]time.Time)}
+	return &Server{handlers: make(map[member]Handler), quiesced: make(map[member]quiescedName)}
+}
+
+// quiescedName is when a peer process last named a replica quiesced, and
+// the founding token it named it with.
+type quiescedName struct {
+	at    time.Time
+	token uint64
+}
+
+// sameCopy reports whether a message stamped with token may reach h: a
+// replica drops what another copy of its group sends (see
+// storage.FoundingTokenFor); 0 on either side is no token known, which
+// every copy accepts.
+func sameCopy(token uint64, h Handler) bool {
+	mine := foundingToken(h)
+	return token == 0 || mine == 0 || token == mine
 }
 
 // heardQuiesced records a peer process's list of its quiesced replicas.
@@ -76,14 +137,14 @@ func (s *Server) heardQuiesced(ms []*transportpb.Member) {
 	s.quiescedMu.Lock()
 	defer s.quiescedMu.Unlock()
 	for _, m := range ms {
-		s.quiesced[member{m.GetGroup(), m.GetId()}] = now
+		s.quiesced[member{m.GetGroup(), m.GetId()}] = quiescedName{at: now, token: m.GetFoundingToken()}
 	}
 	// Forget members not named for a minute (groups that left, replicas
 	// awake), so the map stays as large as what is quiesced.
 	if now.Sub(s.swept) > time.Minute {
 		s.swept = now
-		for m, at := range s.quiesced {
-			if now.Sub(at) > time.Minute {
+		for m, q := range s.quiesced {
+			if now.Sub(q.at) > time.Minute {
 				delete(s.quiesced, m)
 			}
 		}
@@ -91,11 +152,16 @@ func (s *Server) heardQuiesced(ms []*transportpb.Member) {
 }
 
 // QuiescedAt returns when a peer process last named member id of group
-// quiesced (the zero time: never, or not for a minute).
-func (s *Server) QuiescedAt(group, id uint64) time.Time {
+// quiesced (the zero time: never, or not for a minute), as the copy of
+// the group whose founding token is token (0: any copy's name).
+func (s *Server) QuiescedAt(group, id, token uint64) time.Time {
 	s.quiescedMu.Lock()
 	defer s.quiescedMu.Unlock()
-	return s.quiesced[member{group, id}]
+	q := s.quiesced[member{group, id}]
+	if token != 0 && q.token != 0 && q.token != token {
+		return time.Time{}
+	}
+	return q.at
 }
 
 // Register adds the Raft service to g.
@@ -128,8 +194,13 @@ func (s *Server) Stream(stream grpc.ClientStreamingServer[transportpb.Batch, tra
 			if err := proto.Unmarshal(env.GetMessage(), m); err != nil {
 				return fmt.Errorf("decode raft message for group %d: %w", env.GetGroup(), err)
 			}
-			if h := s.handler(env.GetGroup(), m.GetTo()); h != nil {
-				_ = h.Step(ctx, m) // a stopped member just misses messages
+			h := s.handler(env.GetGroup(), m.GetTo())
+			switch {
+			case h == nil: // a stopped member just misses messages
+			case !sameCopy(env.GetFoundingToken(), h):
+				s.droppedOtherCopy(env.GetGroup(), m.GetTo(), env.GetFoundingToken())
+			default:
+				_ = h.Step(ctx, m)
 			}
 		}
 	}
@@ -138,9 +209,9 @@ func (s *Server) Stream(stream grpc.ClientStreamingServer[transportpb.Batch, tra
 // Snapshot implements transportpb.RaftServer.
 func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.SnapshotChunk, transportpb.Ack]) error {
 	var (
-		group uint64
-		m     *raftpb.Message
-		data  []byte
+		group, token uint64
+		m            *raftpb.Message
+		data         []byte
 	)
 	for {
 		c, err := stream.Recv()
@@ -151,7 +222,7 @@ func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.Snapshot
 			return err
 		}
 		if m == nil {
-			group = c.GetGroup()
+			group, token = c.GetGroup(), c.GetFoundingToken()
 			m = &raftpb.Message{}
 			if err := proto.Unmarshal(c.GetMessage(), m); err != nil {
 				return fmt.Errorf("decode snapshot message: %w", err)
@@ -165,6 +236,10 @@ func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.Snapshot
 	h := s.handler(group, m.GetTo())
 	if h == nil {
 		return fmt.Errorf("group %d member %d: %w", group, m.GetTo(), ErrUnknownPeer)
+	}
+	if !sameCopy(token, h) {
+		s.droppedOtherCopy(group, m.GetTo(), token)
+		return fmt.Errorf("group %d member %d: %w", group, m.GetTo(), ErrOtherCopy)
 	}
 	m.Snapshot.Data = data
 	if err := h.Step(stream.Context(), m); err != nil {
@@ -195,6 +270,7 @@ func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*tra
 			info := r.MemberProgress(req.GetId())
 			reply.Leader, reply.Term, reply.Match, reply.Learner = info.Leader, info.Term, info.Match, info.Learner
 			reply.Removed = reply.Removed || info.Removed
+			reply.FoundingToken = info.FoundingToken
 			if info.Leader {
 				break
 			}
@@ -233,7 +309,7 @@ type GRPCNetwork struct {
 	peers    map[string]*peer
 	closed   bool
 	set      map[[2]uint64]string // addresses set by SetAddr: [group, id] -> addr
-	quiesced map[member]bool      // local replicas that are quiesced (Quiescence)
+	quiesced map[member]uint64    // local replicas that are quiesced (Quiescence): their founding tokens
 }
 
 // NewGRPCNetwork returns a network that receives through server and sends
@@ -244,7 +320,7 @@ func NewGRPCNetwork(server *Server, resolve Resolver, dial ...grpc.DialOption) *
 		dial = rpc.DialOptions()
 	}
 	return &GRPCNetwork{server: server, resolve: resolve, dial: dial, peers: make(map[string]*peer),
-		set: map[[2]uint64]string{}, quiesced: map[member]bool{}}
+		set: map[[2]uint64]string{}, quiesced: map[member]uint64{}}
 }
 
 // Join implements Network.
@@ -256,7 +332,7 @@ func (n *GRPCNetwork) Join(group, id uint64, h Handler) (Transport, error) {
 		return nil, fmt.Errorf("transport: group %d member %d already joined", group, id)
 	}
 	n.server.handlers[m] = h
-	return &grpcTransport{net: n, self: m, h: h}, nil
+	return &grpcTransport{net: n, self: m, h: h, token: foundingToken(h)}, nil
 }
 
 // Addr implements Addresser.
@@ -300,9 +376,9 @@ func (n *GRPCNetwork) quiescedList(p *peer) []*transportpb.Member {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var out []*transportpb.Member
-	for m := range n.quiesced {
+	for m, token := range n.quiesced {
 		if p.groups[m.group] {
-			out = append(out, &transportpb.Member{Group: m.group, Id: m.id})
+			out = append(out, &transportpb.Member{Group: m.group, Id: m.id, FoundingToken: token})
 		}
 	}
 	return out
@@ -315,7 +391,7 @@ func (n *GRPCNetwork) setQuiesced(m member, h Handler, q bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if q && n.server.handler(m.group, m.id) == h {
-		n.quiesced[m] = true
+		n.quiesced[m] = foundingToken(h)
 	} else if !q {
 		delete(n.quiesced, m)
 	}
@@ -546,9 +622,10 @@ func unreachable(batch []outgoing) {
 }
 
 type grpcTransport struct {
-	net  *GRPCNetwork
-	self member
-	h    Handler
+	net   *GRPCNetwork
+	self  member
+	h     Handler
+	token uint64 // the member's founding token, stamped on what it sends
 }
 
 // Send implements Transport.
@@ -564,7 +641,7 @@ func (t *grpcTransport) Send(msgs []*raftpb.Message) {
 			continue
 		}
 		select {
-		case p.queue <- outgoing{env: &transportpb.Envelope{Group: t.self.group, Message: b}, to: m.GetTo(), from: t.h, lazy: lazy(m)}:
+		case p.queue <- outgoing{env: &transportpb.Envelope{Group: t.self.group, Message: b, FoundingToken: t.token}, to: m.GetTo(), from: t.h, lazy: lazy(m)}:
 		default:
 			t.h.ReportUnreachable(m.GetTo())
 		}
@@ -594,7 +671,7 @@ func (t *grpcTransport) SendSnapshot(ctx context.Context, m *raftpb.Message) err
 		n := min(len(data), snapshotChunkSize)
 		c := &transportpb.SnapshotChunk{Data: data[:n]}
 		if first {
-			c.Group, c.Message = t.self.group, hb
+			c.Group, c.Message, c.FoundingToken = t.self.group, hb, t.token
 			first = false
 		}
 		if err := stream.Send(c); err != nil {
@@ -620,7 +697,7 @@ func (t *grpcTransport) SetQuiesced(q bool) { t.net.setQuiesced(t.self, t.h, q) 
 
 // QuiescedAt implements Quiescence.
 func (t *grpcTransport) QuiescedAt(id uint64) time.Time {
-	return t.net.server.QuiescedAt(t.self.group, id)
+	return t.net.server.QuiescedAt(t.self.group, id, t.token)
 }
 
 // Close implements Transport: the member stops receiving, and its process

@@ -33,7 +33,7 @@ func TestQuiescedNamesReachPeers(t *testing.T) {
 	q1.SetQuiesced(true)
 	waitFor(t, named)
 	time.Sleep(2 * transport.QuiescedInterval)
-	if at := b.raft.QuiescedAt(9, 1); !at.IsZero() {
+	if at := b.raft.QuiescedAt(9, 1, 0); !at.IsZero() {
 		t.Fatal("a group b shares nothing with was named to it")
 	}
 	q1.SetQuiesced(false)

@@ -32,6 +32,27 @@ type Handler interface {
 	ReportUnreachable(id uint64)
 }
 
+// Founded is implemented by a Handler that knows which copy of its group
+// it belongs to: FoundingToken returns the copy's founding token
+// (storage.FoundingTokenFor), or 0 if the replica does not know it. Two
+// copies of one group id can run (a group that left keeps running; its id
+// may be created again) and raft messages are addressed by group and id
+// alone, so a Network stamps every message with its sender's token and
+// drops one whose token is not the receiver's; 0 on either side matches
+// every token (a replica that joined before tokens were kept). A Handler
+// that does not implement Founded has no token.
+type Founded interface {
+	FoundingToken() uint64
+}
+
+// foundingToken is h's founding token, 0 if it has none.
+func foundingToken(h Handler) uint64 {
+	if f, ok := h.(Founded); ok {
+		return f.FoundingToken()
+	}
+	return 0
+}
+
 // MemberReporter is implemented by handlers that can tell what they know of
 // a fellow member (the raft node does); the gRPC server answers Member
 // requests with it.
@@ -52,6 +73,8 @@ type MemberInfo struct {
 	// no configuration of the group now (raftnode.Membership.WasRemoved;
 	// as leader or not: a removed id never rejoins).
 	Removed bool
+	// FoundingToken: the answering replica's (Founded), 0 if it has none.
+	FoundingToken uint64
 }
 
 // Transport is the sending side of one replica.

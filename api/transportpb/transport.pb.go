@@ -27,9 +27,14 @@ const (
 
 // Envelope is one raft message for one member of one group.
 type Envelope struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
-	Message       []byte                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	Message []byte                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// founding_token names the copy of the group the sender belongs to (see
+	// storage.FoundingTokenFor): a receiver whose copy has another token
+	// drops the message. 0: the sender does not know its token (data
+	// written before tokens were kept), accepted by every copy.
+	FoundingToken uint64 `protobuf:"fixed64,3,opt,name=founding_token,json=foundingToken,proto3" json:"founding_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -76,6 +81,13 @@ func (x *Envelope) GetMessage() []byte {
 		return x.Message
 	}
 	return nil
+}
+
+func (x *Envelope) GetFoundingToken() uint64 {
+	if x != nil {
+		return x.FoundingToken
+	}
+	return 0
 }
 
 // Batch is every message queued for one peer process since the last send.
@@ -143,6 +155,7 @@ type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
 	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	FoundingToken uint64                 `protobuf:"fixed64,3,opt,name=founding_token,json=foundingToken,proto3" json:"founding_token,omitempty"` // in the quiesced list: as Envelope.founding_token
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -191,6 +204,13 @@ func (x *Member) GetId() uint64 {
 	return 0
 }
 
+func (x *Member) GetFoundingToken() uint64 {
+	if x != nil {
+		return x.FoundingToken
+	}
+	return 0
+}
+
 // SnapshotChunk is one piece of a MsgSnap. The first chunk carries the
 // message with empty snapshot data; every chunk carries a slice of the data.
 type SnapshotChunk struct {
@@ -198,6 +218,7 @@ type SnapshotChunk struct {
 	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
 	Message       []byte                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	FoundingToken uint64                 `protobuf:"fixed64,4,opt,name=founding_token,json=foundingToken,proto3" json:"founding_token,omitempty"` // as Envelope.founding_token
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -251,6 +272,13 @@ func (x *SnapshotChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *SnapshotChunk) GetFoundingToken() uint64 {
+	if x != nil {
+		return x.FoundingToken
+	}
+	return 0
 }
 
 type Ack struct {
@@ -344,13 +372,16 @@ func (x *MemberRequest) GetId() uint64 {
 }
 
 type MemberReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hosted        bool                   `protobuf:"varint,1,opt,name=hosted,proto3" json:"hosted,omitempty"` // the process hosts a replica of the group
-	Leader        bool                   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"` // that replica leads the group
-	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
-	Match         uint64                 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"`     // as leader: the highest log index member id acknowledged
-	Learner       bool                   `protobuf:"varint,5,opt,name=learner,proto3" json:"learner,omitempty"` // as leader: member id is a learner (added, not yet promoted)
-	Removed       bool                   `protobuf:"varint,6,opt,name=removed,proto3" json:"removed,omitempty"` // the replica applied the removal of member id (leader or not: ids are never reused)
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Hosted  bool                   `protobuf:"varint,1,opt,name=hosted,proto3" json:"hosted,omitempty"` // the process hosts a replica of the group
+	Leader  bool                   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"` // that replica leads the group
+	Term    uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	Match   uint64                 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"`     // as leader: the highest log index member id acknowledged
+	Learner bool                   `protobuf:"varint,5,opt,name=learner,proto3" json:"learner,omitempty"` // as leader: member id is a learner (added, not yet promoted)
+	Removed bool                   `protobuf:"varint,6,opt,name=removed,proto3" json:"removed,omitempty"` // the replica applied the removal of member id (leader or not: ids are never reused)
+	// the founding token of the answering replica's copy of the group (0:
+	// not known to it): a learner added to the group takes its leader's
+	FoundingToken uint64 `protobuf:"fixed64,7,opt,name=founding_token,json=foundingToken,proto3" json:"founding_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -425,6 +456,13 @@ func (x *MemberReply) GetRemoved() bool {
 		return x.Removed
 	}
 	return false
+}
+
+func (x *MemberReply) GetFoundingToken() uint64 {
+	if x != nil {
+		return x.FoundingToken
+	}
+	return 0
 }
 
 // IdentifyRequest asks a server which replica of group it runs.
@@ -543,31 +581,35 @@ var File_api_transportpb_transport_proto protoreflect.FileDescriptor
 
 const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1fapi/transportpb/transport.proto\x12\x14shardkv.transport.v1\":\n" +
+	"\x1fapi/transportpb/transport.proto\x12\x14shardkv.transport.v1\"a\n" +
 	"\bEnvelope\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\fR\amessage\"\x7f\n" +
+	"\amessage\x18\x02 \x01(\fR\amessage\x12%\n" +
+	"\x0efounding_token\x18\x03 \x01(\x06R\rfoundingToken\"\x7f\n" +
 	"\x05Batch\x12<\n" +
 	"\tenvelopes\x18\x01 \x03(\v2\x1e.shardkv.transport.v1.EnvelopeR\tenvelopes\x128\n" +
-	"\bquiesced\x18\x02 \x03(\v2\x1c.shardkv.transport.v1.MemberR\bquiesced\".\n" +
+	"\bquiesced\x18\x02 \x03(\v2\x1c.shardkv.transport.v1.MemberR\bquiesced\"U\n" +
 	"\x06Member\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"S\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12%\n" +
+	"\x0efounding_token\x18\x03 \x01(\x06R\rfoundingToken\"z\n" +
 	"\rSnapshotChunk\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\x05\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12%\n" +
+	"\x0efounding_token\x18\x04 \x01(\x06R\rfoundingToken\"\x05\n" +
 	"\x03Ack\"5\n" +
 	"\rMemberRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"\x9b\x01\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\xc2\x01\n" +
 	"\vMemberReply\x12\x16\n" +
 	"\x06hosted\x18\x01 \x01(\bR\x06hosted\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x14\n" +
 	"\x05match\x18\x04 \x01(\x04R\x05match\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x18\n" +
-	"\aremoved\x18\x06 \x01(\bR\aremoved\"'\n" +
+	"\aremoved\x18\x06 \x01(\bR\aremoved\x12%\n" +
+	"\x0efounding_token\x18\a \x01(\x06R\rfoundingToken\"'\n" +
 	"\x0fIdentifyRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\"a\n" +
 	"\rIdentifyReply\x12\x14\n" +

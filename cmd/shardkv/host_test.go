@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/internal/memberclient"
 	"github.com/shardkv/shardkv/internal/rpc"
+	"github.com/shardkv/shardkv/transport"
 )
 
 // TestReplaceDeadNodeWithoutRestarts: two groups of three on three nodes;
@@ -99,6 +102,22 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 	}
 	if out := c.ok("admin", "member", "host", "2", "4"); !strings.Contains(out, "it hosts 1/4, 2/4") {
 		t.Fatalf("member host of a hosted replica: %s", out)
+	}
+	// The added replicas took their groups' founding tokens (what their
+	// raft messages carry, see transport.Founded): a founder's node and the
+	// new node each answer with its own replica's.
+	for g := uint64(1); g <= 2; g++ {
+		founder, err := transport.AskMember(ctx, nodeAddr(2), g, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		added, err := transport.AskMember(ctx, nodeAddr(3), g, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if founder.GetFoundingToken() == 0 || added.GetFoundingToken() != founder.GetFoundingToken() {
+			t.Fatalf("group %d: the added replica's founding token is %x, a founder's %x", g, added.GetFoundingToken(), founder.GetFoundingToken())
+		}
 	}
 	readAll := func() {
 		t.Helper()
@@ -404,4 +423,78 @@ func unhostOldCopy(t *testing.T, p *nodeTest) {
 			t.Fatalf("key%d = %q", i, got)
 		}
 	}
+}
+
+// TestWipedNodeTakesNoMessagesOfAnOldCopy: group 2 founded on nodes 1, 2
+// and 3 leaves and keeps running there (the old copy); node 1's data is
+// wiped, so no tombstone says it dropped replica 1 of group 2, and a new
+// group 2 is created with replica 1 on node 1 again. The old copy still
+// lists member 1 at node 1 and heartbeats it: raft messages are addressed
+// by group and id alone, so before founding tokens the new copy's replica
+// would take the old copy's terms and entries for its own. Now node 1
+// drops them, says so, and its replica stays the new copy's: its
+// incarnation and term are the new copy's, and every key reads back.
+func TestWipedNodeTakesNoMessagesOfAnOldCopy(t *testing.T) {
+	const keys = 16
+	p := startNodeTest(t, 5)
+	c, nodes, nodeAddr := p.c, p.nodes, p.addr
+	for n := range 5 {
+		p.start(n)
+	}
+	c.ok("admin", "join", "--create", "1="+nodeAddr(4), "--timeout", "30s")
+	c.ok("admin", "join", "--create", fmt.Sprintf("2=%s,%s,%s", nodeAddr(0), nodeAddr(1), nodeAddr(2)), "--timeout", "30s")
+	writeKeys(c, keys)
+	c.ok("admin", "leave", "2", "--timeout", "30s")
+	waitSettled(t, c)
+
+	nodes[0].kill()
+	if err := os.RemoveAll(filepath.Join(p.dir, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	p.start(0)
+	// The old copy is idle and quiesced: restarted, its replicas elect a
+	// leader, which heartbeats every member, node 1's included.
+	for n := 1; n <= 2; n++ {
+		nodes[n].kill()
+		p.start(n)
+	}
+	c.ok("admin", "join", "--create", fmt.Sprintf("2=%s,%s,%s", nodeAddr(0), nodeAddr(3), nodeAddr(4)), "--timeout", "30s")
+	waitSettled(t, c)
+	nodes[0].waitOutput(t, "dropped raft messages from another copy")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	status := func(n int) *kvpb.StatusReply {
+		conn, err := grpc.NewClient(nodeAddr(n), rpc.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		st, err := kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	oldCopy := status(1)
+	for i := 0; ; i++ {
+		wiped, newCopy := status(0), status(3)
+		if wiped.GetIncarnation() == oldCopy.GetIncarnation() || newCopy.GetIncarnation() == oldCopy.GetIncarnation() {
+			t.Fatalf("a replica of the new copy states the old copy's incarnation %x", oldCopy.GetIncarnation())
+		}
+		if wiped.GetIncarnation() == newCopy.GetIncarnation() && wiped.GetTerm() == newCopy.GetTerm() && wiped.GetLeader() == newCopy.GetLeader() {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("node 1's replica of group 2: incarnation %x, term %d, leader %d; the new copy's on node 4: %x, %d, %d (the old copy: %x, %d)",
+				wiped.GetIncarnation(), wiped.GetTerm(), wiped.GetLeader(), newCopy.GetIncarnation(), newCopy.GetTerm(), newCopy.GetLeader(),
+				oldCopy.GetIncarnation(), oldCopy.GetTerm())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	readKeys(t, c, keys)
+	for i := range keys {
+		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
+	}
+	readKeys(t, c, keys)
 }

@@ -208,6 +208,7 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	}
 	h := hostedReplica{rep: rep, peers: members}
 	var record storage.ClusterState // the identity to record; none for a replica recorded already
+	var token uint64                // a learner's: its leader's founding token
 	switch {
 	case recorded == id:
 		// An earlier Host recorded it and then failed to start it: it
@@ -219,7 +220,7 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		}
 		record = storage.ClusterNew
 	default:
-		learner, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
+		learner, leaderToken, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
 		if !answered {
 			return nil, fmt.Errorf("%w: no leader of group %d among %v answered", memberpb.ErrGroupUnreachable, gid, slices.Sorted(maps.Values(members)))
 		}
@@ -227,13 +228,13 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 			return nil, fmt.Errorf("%w: group %d's leader does not have replica %d as a learner that has acknowledged nothing yet",
 				memberpb.ErrNotAdded, gid, id)
 		}
-		record, h.join = storage.ClusterJoin, true
+		record, h.join, token = storage.ClusterJoin, true, leaderToken
 	}
 	if req.GetCheck() {
 		return n.hostedReply(), nil
 	}
 	if record != "" {
-		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members}, record); err != nil {
+		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members, JoinedToken: token}, record); err != nil {
 			return nil, err
 		}
 	}

@@ -140,8 +140,10 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 // seconds, whether it has replica id as a learner that has acknowledged
 // nothing: it was added with `admin member add` and may start empty
 // (etcd's --initial-cluster-state existing for a new member). answered is
-// false when no leader answered in that time.
-func learnerOf(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) (learner, answered bool) {
+// false when no leader answered in that time. token is the founding token
+// of the leader's copy of the group, which the learner takes as its own
+// (storage.Identity.JoinedToken).
+func learnerOf(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) (learner bool, token uint64, answered bool) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Every peer is asked, and the leader of the highest term decides: a
@@ -161,17 +163,17 @@ func learnerOf(ctx context.Context, gid, id uint64, peers map[uint64]string, dia
 				continue
 			}
 			if reply.GetMatch() > 0 {
-				return false, true
+				return false, 0, true
 			}
 			if best == nil || reply.GetTerm() > best.GetTerm() {
 				best = reply
 			}
 		}
 		if best != nil {
-			return best.GetLearner(), true
+			return best.GetLearner(), best.GetFoundingToken(), true
 		}
 		if rpc.Wait(ctx, b) != nil {
-			return false, false
+			return false, 0, false
 		}
 	}
 }
@@ -270,12 +272,14 @@ func ensureIdentity(ctx context.Context, e *storage.Engine, rep storage.Replica,
 			return storage.Identity{}, false, err
 		}
 	}
+	var token uint64
 	if !stored && state == storage.ClusterExisting {
-		if learner, _ := learnerOf(ctx, rep.Group, rep.ID, peers, dial); learner {
+		var learner bool
+		if learner, token, _ = learnerOf(ctx, rep.Group, rep.ID, peers, dial); learner {
 			state, join = storage.ClusterJoin, true
 		}
 	}
-	ident, err = e.EnsureIdentity(rep, storage.Identity{ClusterID: clusterID, Peers: peers}, state)
+	ident, err = e.EnsureIdentity(rep, storage.Identity{ClusterID: clusterID, Peers: peers, JoinedToken: token}, state)
 	return ident, join, err
 }
 
@@ -363,6 +367,7 @@ func (s *replicaServer) unserving(rep storage.Replica, n *raftnode.Node) {
 // stops.
 func (s *replicaServer) serve(ctx context.Context, lis net.Listener, start replicaStart) error {
 	raftSrv := transport.NewServer()
+	raftSrv.SetLogger(s.log)
 	network := transport.NewGRPCNetwork(raftSrv, func(group, id uint64) (string, bool) {
 		s.mu.Lock()
 		defer s.mu.Unlock()

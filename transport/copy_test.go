@@ -1,0 +1,86 @@
+package transport_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/shardkv/shardkv/transport"
+)
+
+// copyMember is a recorder that belongs to the copy of its group whose
+// founding token is token.
+type copyMember struct {
+	recorder
+	token uint64
+}
+
+func (c *copyMember) FoundingToken() uint64 { return c.token }
+
+// TestAnotherCopysMessagesAreDropped: two copies of group 1 share member
+// ids (a group created again under a left group's id, hosted at an
+// address the old copy still lists). Member 2 of the new copy receives
+// what its own copy and a sender without a token send, and nothing the
+// old copy sends: no message, no snapshot, no quiesced name.
+func TestAnotherCopysMessagesAreDropped(t *testing.T) {
+	const oldCopy, newCopy = 0x0dd, 0x2e3
+	a, b := processPair(t, 7, 7)
+	rb := &copyMember{token: newCopy}
+	if _, err := b.net.Join(1, 2, rb); err != nil {
+		t.Fatal(err)
+	}
+	old, err := a.net.Join(1, 1, &copyMember{token: oldCopy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	heartbeat := func(term uint64) []*raftpb.Message {
+		return []*raftpb.Message{{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(term)}}
+	}
+	old.Send(heartbeat(9))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	snap := &raftpb.Message{Type: raftpb.MessageType_MsgSnap.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(9)),
+		Snapshot: &raftpb.Snapshot{Data: []byte("old copy"), Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(9)), Term: new(uint64(9))}}}
+	// The refusal crosses gRPC as its text.
+	if err := old.SendSnapshot(ctx, snap); err == nil || !strings.Contains(err.Error(), transport.ErrOtherCopy.Error()) {
+		t.Fatalf("snapshot from another copy: %v, want ErrOtherCopy", err)
+	}
+	old.(transport.Quiescence).SetQuiesced(true)
+	waitFor(t, func() bool { return b.raft.OtherCopy() >= 2 })
+	time.Sleep(3 * transport.QuiescedInterval)
+	if n, _ := rb.count(); n != 0 {
+		t.Fatalf("the new copy's member took %d messages of the old copy", n)
+	}
+	if at := b.raft.QuiescedAt(1, 1, newCopy); !at.IsZero() {
+		t.Fatal("the old copy's member 1 counts as the new copy's quiesced member 1")
+	}
+	if at := b.raft.QuiescedAt(1, 1, 0); at.IsZero() {
+		t.Fatal("the old copy's quiesced name did not arrive at all: the test proves nothing")
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The new copy's own member 1, and one that knows no token (data
+	// written before tokens were kept), reach it.
+	for _, token := range []uint64{newCopy, 0} {
+		tr, err := a.net.Join(1, 1, &copyMember{token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Send(heartbeat(3))
+		if err := tr.SendSnapshot(ctx, snap); err != nil {
+			t.Fatalf("snapshot from token %x: %v", token, err)
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { n, _ := rb.count(); return n == 4 })
+	if got := b.raft.OtherCopy(); got != 2 {
+		t.Fatalf("%d messages dropped as another copy's, want the old copy's 2", got)
+	}
+}
