@@ -284,18 +284,7 @@ func TestSecondCopyOfAGroupID(t *testing.T) {
 	// another incarnation than the new copy's.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	status := func(n int) *kvpb.StatusReply {
-		conn, err := grpc.NewClient(nodeAddr(n), rpc.DialOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		st, err := kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	status := func(n int) *kvpb.StatusReply { return groupStatus(ctx, t, nodeAddr(n), 2) }
 	newCopy := status(3)
 	if want := fmt.Sprintf("%016x", newCopy.GetIncarnation()); cfg.Incarnations["2"] != want {
 		t.Fatalf("configuration %d records group 2 as incarnation %q, the new copy states %s", cfg.Num, cfg.Incarnations["2"], want)
@@ -464,18 +453,7 @@ func TestWipedNodeTakesNoMessagesOfAnOldCopy(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	status := func(n int) *kvpb.StatusReply {
-		conn, err := grpc.NewClient(nodeAddr(n), rpc.DialOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		st, err := kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	status := func(n int) *kvpb.StatusReply { return groupStatus(ctx, t, nodeAddr(n), 2) }
 	oldCopy := status(1)
 	for i := 0; ; i++ {
 		wiped, newCopy := status(0), status(3)
@@ -497,4 +475,20 @@ func TestWipedNodeTakesNoMessagesOfAnOldCopy(t *testing.T) {
 		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
 	}
 	readKeys(t, c, keys)
+}
+
+// groupStatus is the Status of the replica of group gid the node at addr
+// hosts.
+func groupStatus(ctx context.Context, t *testing.T, addr string, gid uint64) *kvpb.StatusReply {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, rpc.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := kvpb.NewKVClient(conn).Status(ctx, &kvpb.StatusRequest{Group: gid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
