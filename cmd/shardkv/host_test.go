@@ -17,6 +17,7 @@ import (
 	"github.com/shardkv/shardkv/api/config"
 	"github.com/shardkv/shardkv/api/kvpb"
 	"github.com/shardkv/shardkv/api/memberpb"
+	"github.com/shardkv/shardkv/internal/faultproxy"
 	"github.com/shardkv/shardkv/internal/memberclient"
 	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/transport"
@@ -32,13 +33,23 @@ import (
 // hosts both replicas again. The node refuses, changing nothing, a
 // replica its group never added, one whose address is not its own, the
 // creation of a group that exists, and `admin member host` of a member
-// that does not exist.
+// that does not exist. The new node is reached through a proxy: it
+// listens elsewhere and names the proxy's address as its own
+// (--advertise-addr), which is what the members list.
 func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 	const keys = 16
 	p := startTwoGroups(t, 4, keys)
-	c, nodes, nodeAddr, startNode := p.c, p.nodes, p.addr, p.start
-	startNode(3) // the new machine: a node hosting nothing yet
+	c, nodes, nodeAddr := p.c, p.nodes, p.addr
+	hidden := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1))
+	proxy, err := faultproxy.Listen(nodeAddr(3), hidden, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	startNew := func() { p.start(3, "--listen", hidden, "--advertise-addr", nodeAddr(3)) }
+	startNew() // the new machine: a node hosting nothing yet
 	nodes[3].waitOutput(t, "hosts no replica yet")
+	nodes[3].waitOutput(t, "address="+nodeAddr(3))
 
 	// Refusals, each changing nothing.
 	if _, errOut, code := c.run("", "admin", "member", "host", "1", "4"); code == 0 || !strings.Contains(errOut, "no member 4") {
@@ -139,7 +150,7 @@ func TestReplaceDeadNodeWithoutRestarts(t *testing.T) {
 
 	// The new node restarted from its data directory alone.
 	nodes[3].stop(t)
-	startNode(3)
+	startNew()
 	nodes[3].waitOutput(t, "group1/4 group2/4")
 	readAll()
 	if got := c.ok("get", "after", "--timeout", "30s"); got != "two deaths\n" {

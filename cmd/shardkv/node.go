@@ -160,7 +160,7 @@ func (n *node) guarded(ctx context.Context, f func(context.Context) (*memberpb.H
 
 func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.HostReply, error) {
 	gid, id, members := req.GetGroup(), req.GetId(), req.GetMembers()
-	self := n.s.r.listen
+	self := n.s.self()
 	switch {
 	case gid == 0:
 		return nil, fmt.Errorf("%w: group 0 is the controller, which runs apart from nodes", rpcerr.ErrBadMemberChange)

@@ -34,8 +34,13 @@ type serverFlags struct {
 	gid         uint64
 	replicas    []string // --replica: GROUP:ID=ADDR,...
 	controllers string
+	advertise   string // --advertise-addr; see self
 	g           *globals
 }
+
+// self is the address the members name this node at: --advertise-addr,
+// or --listen when it is not given.
+func (s *serverFlags) self() string { return cmp.Or(s.advertise, s.r.listen) }
 
 func newServerCmd(g *globals) *cobra.Command {
 	s := &serverFlags{g: g}
@@ -49,7 +54,7 @@ for a group the node does not host is refused as WRONG_GROUP.
 
 A replica is named once, when its group is created or it is added to one:
 --replica GROUP:ID=ADDR,ID=ADDR,... lists the group's members, and the node
-hosts the one at its own --listen address. The old form, --group, --id and
+hosts the one at its own address (--advertise-addr, or --listen). The old form, --group, --id and
 --peers, names one replica. A running node (even one started hosting
 nothing) takes more replicas without a restart: 'shardkv admin join
 --create' for a new group, 'shardkv admin member add' for a new replica of
@@ -75,7 +80,9 @@ to the configuration.`,
 	s.r.register(cmd)
 	cmd.Flags().Uint64Var(&s.gid, "group", 0, "the group of the replica --id and --peers name")
 	cmd.Flags().StringArrayVar(&s.replicas, "replica", nil,
-		"a replica this node hosts, as GROUP:ID=ADDR,ID=ADDR,... (every member of the group; this node's is the one at --listen); repeatable")
+		"a replica this node hosts, as GROUP:ID=ADDR,ID=ADDR,... (every member of the group; this node's is the one at its own address, --advertise-addr or --listen); repeatable")
+	cmd.Flags().StringVar(&s.advertise, "advertise-addr", "",
+		"the address other processes reach this node at, when it is not --listen (a proxy's, a NAT's or a name's); groups' members name the node by it. Default: --listen")
 	cmd.Flags().StringVar(&s.controllers, "controllers", defaultControllers, "controller addresses, comma separated")
 	return setExitCodes(cmd, processExitCodes)
 }
@@ -102,7 +109,7 @@ func (s *serverFlags) named() ([]hostedReplica, error) {
 		out = append(out, hostedReplica{rep: storage.Replica{Group: s.gid, ID: s.r.id}, peers: peers, named: true})
 	}
 	for _, spec := range s.replicas {
-		h, err := parseHosted(spec, s.r.listen)
+		h, err := parseHosted(spec, s.self())
 		if err != nil {
 			return nil, err
 		}
@@ -146,7 +153,7 @@ func parseHosted(spec, self string) (hostedReplica, error) {
 		id = pid
 	}
 	if id == 0 {
-		return hostedReplica{}, usagef("--replica %s: no member of group %d is at this node's --listen %s", spec, gid, self)
+		return hostedReplica{}, usagef("--replica %s: no member of group %d is at this node's address %s (--advertise-addr, or --listen)", spec, gid, self)
 	}
 	return hostedReplica{rep: storage.Replica{Group: gid, ID: id}, peers: peers, named: true}, nil
 }
@@ -160,6 +167,11 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 	}
 	if s.r.listen == "" || s.r.data == "" {
 		return usagef("--listen and --data are required")
+	}
+	if s.advertise != "" {
+		if err := rpc.CheckAddr(s.advertise); err != nil {
+			return usagef("--advertise-addr: %v", err)
+		}
 	}
 	if s.r.state != string(storage.ClusterNew) && s.r.state != string(storage.ClusterExisting) {
 		return usagef("--initial-cluster-state must be new or existing, not %q", s.r.state)
@@ -206,7 +218,7 @@ func (s *serverFlags) run(cmd *cobra.Command) error {
 	if len(hosted) > 0 {
 		srv.clusterID = idents[0].ClusterID
 	} else {
-		log.Info("this node hosts no replica yet: `shardkv admin member add GROUP ID ADDR` with its address makes it host one")
+		log.Info("this node hosts no replica yet: `shardkv admin member add GROUP ID ADDR` with its address makes it host one", "address", s.self())
 	}
 	for i, h := range hosted {
 		if idents[i].ClusterID != srv.clusterID {
