@@ -47,29 +47,42 @@ type Identity struct {
 	// an id is never a member twice (a new replica under a removed id
 	// could vote twice in a term, not knowing the old one's vote).
 	Removed []uint64 `json:"removed,omitempty"`
-	// JoinedToken is the founding token of the copy of the group a
-	// replica that joined later was added to (FoundingToken), as its
-	// leader stated it when the replica was added; 0 on a founder (which
-	// derives it from Peers) and in data written before it was kept.
-	JoinedToken uint64 `json:"founding_token,omitempty"`
+	// Token is the founding token of the replica's copy of its group
+	// (FoundingToken), when one was given: by `admin join --create` to
+	// the founders (FoundingTokenFor of the members it names every
+	// founder with), or by its leader to a replica added later. 0 on a
+	// founder started by flags (FoundingToken derives one) and in data
+	// written before tokens were kept.
+	Token uint64 `json:"founding_token,omitempty"`
 }
 
 // FoundingToken names the copy of group the replica belongs to, for the
-// raft messages it sends and accepts (see FoundingTokenFor): derived from
-// Peers on a replica that founded the group, JoinedToken on one that
-// joined later. 0 when not known (a replica that joined before tokens
-// were kept): such a replica sends messages every copy accepts, and
-// accepts every copy's.
+// raft messages it sends and accepts (see FoundingTokenFor): Token when
+// one was given, or, on a founder started by flags (or one whose data
+// was written before tokens were kept), FoundingTokenFor of its founders'
+// ids alone: founders started by flags may see each other at different
+// addresses (proxies, NAT; see --cluster-id), so only the ids are sure to
+// be alike. 0 when not known (a replica that joined before tokens were
+// kept, or under a leader that knew none): such a replica sends messages
+// every copy accepts, and accepts every copy's.
 func (id Identity) FoundingToken(group uint64) uint64 {
-	if !id.Joined && len(id.Peers) > 0 {
-		return FoundingTokenFor(id.ClusterID, group, id.Peers)
+	switch {
+	case id.Token != 0:
+		return id.Token
+	case !id.Joined && len(id.Peers) > 0:
+		ids := map[uint64]string{}
+		for pid := range id.Peers {
+			ids[pid] = ""
+		}
+		return FoundingTokenFor(id.ClusterID, group, ids)
 	}
-	return id.JoinedToken
+	return 0
 }
 
 // FoundingTokenFor names one copy of a group: a hash of the cluster, the
-// group id and the members it was founded with (raft id -> address), the
-// same on every founder without their talking (as ClusterIDFor), never 0.
+// group id and the members it was founded with (raft id -> address, or
+// ids alone with empty addresses), the same on every founder given the
+// same members, never 0.
 //
 // Raft messages are addressed by group and raft id alone, and two copies
 // of one group id can run (a group that left keeps running; its id may be
@@ -78,10 +91,13 @@ func (id Identity) FoundingToken(group uint64) uint64 {
 // what its own copy acknowledged: a node whose data was wiped and that
 // hosts the new copy at the address the old copy still lists, say. Every
 // raft message carries its sender's token and a replica drops those of
-// another copy. Two copies founded with the same members at the same
-// addresses get the same token; the nodes refuse to found such a second
-// copy while any founder holds the first (or has dropped it), so that
-// takes every founder's data wiped.
+// another copy. `admin join --create` founds a copy with a token of its
+// members' addresses, which differs from any other copy's unless both
+// were founded with the same members at the same addresses (the nodes
+// refuse to found such a second copy while any founder holds the first or
+// has dropped it, so that takes every founder's data wiped). Copies
+// founded by flags are told apart by their founders' ids alone: two such
+// copies with the same ids share a token.
 func FoundingTokenFor(clusterID, group uint64, founders map[uint64]string) uint64 {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%d\x00%d", clusterID, group)
@@ -315,10 +331,8 @@ func (e *Engine) EnsureIdentity(r Replica, want Identity, state ClusterState) (I
 	// A first start.
 	want.Format, want.Joined = DataFormat, state == ClusterJoin
 	if !want.Joined {
-		// A founding member: the group is bootstrapped with Peers, which
-		// also give its founding token.
+		// A founding member: the group is bootstrapped with Peers.
 		want.FoundingVoters = slices.Sorted(maps.Keys(want.Peers))
-		want.JoinedToken = 0
 	}
 	v, err := json.Marshal(want)
 	if err != nil {

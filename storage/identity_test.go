@@ -258,11 +258,13 @@ func TestDropReplica(t *testing.T) {
 	}
 }
 
-// TestFoundingToken: every founder of a copy of a group derives the same
-// token from what it was founded with, and a copy founded otherwise (other
-// addresses, another group id or cluster) gets another; a replica that
-// joined keeps the token it was given (its leader's), through reloads and
-// membership changes; a founder records none, whatever it is given.
+// TestFoundingToken: the founders of a copy created by `admin join
+// --create` record the token of the members it gave them, which a copy
+// founded otherwise (other addresses, another group id or cluster) does
+// not share; founders started by flags, who may see each other at other
+// addresses, derive one from their ids alone, the same whatever addresses
+// each was given; a replica that joined keeps the token it was given (its
+// leader's) through reloads and membership changes.
 func TestFoundingToken(t *testing.T) {
 	e := openEngine(t, t.TempDir(), Options{})
 	defer e.Close()
@@ -274,23 +276,35 @@ func TestFoundingToken(t *testing.T) {
 		"another id":      FoundingTokenFor(cid, 2, map[uint64]string{1: "a:1", 2: "b:1", 4: "c:1"}),
 		"another group":   FoundingTokenFor(cid, 3, three),
 		"another cluster": FoundingTokenFor(cid+1, 2, three),
+		"flags":           (Identity{ClusterID: cid, Peers: three}).FoundingToken(2),
 	} {
 		if other == token || other == 0 {
 			t.Errorf("a copy founded with %s has token %x, the first %x", name, other, token)
 		}
 	}
 	for id := uint64(1); id <= 3; id++ {
-		ident, err := e.EnsureIdentity(Replica{Group: 2, ID: id}, Identity{ClusterID: cid, Peers: three, JoinedToken: 99}, ClusterNew)
+		ident, err := e.EnsureIdentity(Replica{Group: 2, ID: id}, Identity{ClusterID: cid, Peers: three, Token: token}, ClusterNew)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := ident.FoundingToken(2); got != token || ident.JoinedToken != 0 {
-			t.Fatalf("founder %d: token %x (recorded %x), want %x", id, got, ident.JoinedToken, token)
+		if got := ident.FoundingToken(2); got != token {
+			t.Fatalf("founder %d: token %x, want %x", id, got, token)
+		}
+	}
+	// Founders by flags: each sees the others behind its own proxies.
+	viaProxies := map[uint64]string{1: "a:1", 2: "p:2", 3: "p:3"}
+	for id := uint64(1); id <= 3; id++ {
+		ident, err := e.EnsureIdentity(Replica{Group: 3, ID: id}, Identity{ClusterID: cid, Peers: map[uint64]string{1: "q:1", 2: "b:1", 3: "q:3"}}, ClusterNew)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ident.FoundingToken(3), (Identity{ClusterID: cid, Peers: viaProxies}).FoundingToken(3); got != want || got == 0 {
+			t.Fatalf("founder %d by flags: token %x, another founder's %x", id, got, want)
 		}
 	}
 	joiner := Replica{Group: 2, ID: 4}
 	withJoiner := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1", 4: "d:1"}
-	if _, err := e.EnsureIdentity(joiner, Identity{ClusterID: cid, Peers: withJoiner, JoinedToken: token}, ClusterJoin); err != nil {
+	if _, err := e.EnsureIdentity(joiner, Identity{ClusterID: cid, Peers: withJoiner, Token: token}, ClusterJoin); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.SetMembers(joiner, map[uint64]string{1: "a:1", 2: "b:1", 4: "d:1"}, []uint64{3}); err != nil {

@@ -84,3 +84,45 @@ func TestAnotherCopysMessagesAreDropped(t *testing.T) {
 		t.Fatalf("%d messages dropped as another copy's, want the old copy's 2", got)
 	}
 }
+
+// TestBothCopiesNamedQuiesced: members 1 of two copies of group 1, on two
+// processes, both name themselves quiesced to a third, which hosts the
+// new copy's member 2: its member 1 counts as present whatever the old
+// copy's names say, and stops counting when only the old copy names one.
+func TestBothCopiesNamedQuiesced(t *testing.T) {
+	const oldCopy, newCopy = 0x0dd, 0x2e3
+	a, b := processPair(t, 7, 7) // a: the old copy's member 1; b: the new copy's member 2
+	resolve, set := memberResolver(func(group uint64) bool { return group == 1 })
+	c := startClusterProcess(t, 7, resolve) // the new copy's member 1
+	set(c.addr, b.addr)
+	if _, err := b.net.Join(1, 2, &copyMember{token: newCopy}); err != nil {
+		t.Fatal(err)
+	}
+	hello := []*raftpb.Message{{Type: raftpb.MessageType_MsgApp.Enum(), From: new(uint64(1)), To: new(uint64(2))}}
+	var members []transport.Transport
+	for _, at := range []struct {
+		p     *process
+		token uint64
+	}{{a, oldCopy}, {c, newCopy}} {
+		tr, err := at.p.net.Join(1, 1, &copyMember{token: at.token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Send(hello) // opens the stream the names travel in
+		tr.(transport.Quiescence).SetQuiesced(true)
+		members = append(members, tr)
+	}
+	present := func() bool { return time.Since(b.raft.QuiescedAt(1, 1, newCopy)) < 2*transport.QuiescedInterval }
+	waitFor(t, present)
+	for range 20 {
+		if !present() {
+			t.Fatal("the new copy's member 1 went missing while both copies named it")
+		}
+		time.Sleep(transport.QuiescedInterval / 4)
+	}
+	members[1].(transport.Quiescence).SetQuiesced(false)
+	time.Sleep(3 * transport.QuiescedInterval)
+	if present() {
+		t.Fatal("the old copy's names count as the new copy's member 1")
+	}
+}

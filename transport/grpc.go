@@ -65,7 +65,7 @@ type Server struct {
 
 	// When a peer process last named each of its replicas quiesced.
 	quiescedMu sync.Mutex
-	quiesced   map[member]quiescedName
+	quiesced   map[quiescedName]time.Time
 	swept      time.Time // when names not heard for a minute were last dropped
 }
 
@@ -112,13 +112,14 @@ func (s *Server) Received() (batches, messages uint64) {
 
 // NewServer returns a Server with no replicas.
 func NewServer() *Server {
-	return &Server{handlers: make(map[member]Handler), quiesced: make(map[member]quiescedName)}
+	return &Server{handlers: make(map[member]Handler), quiesced: make(map[quiescedName]time.Time)}
 }
 
-// quiescedName is when a peer process last named a replica quiesced, and
-// the founding token it named it with.
+// quiescedName is a replica a peer process names quiesced, with the
+// founding token of its copy: two copies' members of one id are two
+// names (each copy's presence is its own).
 type quiescedName struct {
-	at    time.Time
+	member
 	token uint64
 }
 
@@ -137,14 +138,14 @@ func (s *Server) heardQuiesced(ms []*transportpb.Member) {
 	s.quiescedMu.Lock()
 	defer s.quiescedMu.Unlock()
 	for _, m := range ms {
-		s.quiesced[member{m.GetGroup(), m.GetId()}] = quiescedName{at: now, token: m.GetFoundingToken()}
+		s.quiesced[quiescedName{member{m.GetGroup(), m.GetId()}, m.GetFoundingToken()}] = now
 	}
 	// Forget members not named for a minute (groups that left, replicas
 	// awake), so the map stays as large as what is quiesced.
 	if now.Sub(s.swept) > time.Minute {
 		s.swept = now
-		for m, q := range s.quiesced {
-			if now.Sub(q.at) > time.Minute {
+		for m, at := range s.quiesced {
+			if now.Sub(at) > time.Minute {
 				delete(s.quiesced, m)
 			}
 		}
@@ -152,16 +153,27 @@ func (s *Server) heardQuiesced(ms []*transportpb.Member) {
 }
 
 // QuiescedAt returns when a peer process last named member id of group
-// quiesced (the zero time: never, or not for a minute), as the copy of
-// the group whose founding token is token (0: any copy's name).
+// quiesced (the zero time: never, or not for a minute), as a member of the
+// copy of the group whose founding token is token, or as one stating no
+// token; token 0 takes any copy's name.
 func (s *Server) QuiescedAt(group, id, token uint64) time.Time {
 	s.quiescedMu.Lock()
 	defer s.quiescedMu.Unlock()
-	q := s.quiesced[member{group, id}]
-	if token != 0 && q.token != 0 && q.token != token {
-		return time.Time{}
+	m := member{group, id}
+	if token != 0 {
+		mine, unstated := s.quiesced[quiescedName{m, token}], s.quiesced[quiescedName{m, 0}]
+		if unstated.After(mine) {
+			return unstated
+		}
+		return mine
 	}
-	return q.at
+	var last time.Time
+	for q, at := range s.quiesced {
+		if q.member == m && at.After(last) {
+			last = at
+		}
+	}
+	return last
 }
 
 // Register adds the Raft service to g.
@@ -226,6 +238,12 @@ func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.Snapshot
 			m = &raftpb.Message{}
 			if err := proto.Unmarshal(c.GetMessage(), m); err != nil {
 				return fmt.Errorf("decode snapshot message: %w", err)
+			}
+			// Refused before the data: the other copy would send its
+			// snapshot again and again.
+			if h := s.handler(group, m.GetTo()); h != nil && !sameCopy(token, h) {
+				s.droppedOtherCopy(group, m.GetTo(), token)
+				return fmt.Errorf("group %d member %d: %w", group, m.GetTo(), ErrOtherCopy)
 			}
 		}
 		data = append(data, c.GetData()...)

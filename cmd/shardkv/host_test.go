@@ -431,9 +431,11 @@ func unhostOldCopy(t *testing.T, p *nodeTest) {
 // group 2 is created with replica 1 on node 1 again. The old copy still
 // lists member 1 at node 1 and heartbeats it: raft messages are addressed
 // by group and id alone, so before founding tokens the new copy's replica
-// would take the old copy's terms and entries for its own. Now node 1
-// drops them, says so, and its replica stays the new copy's: its
-// incarnation and term are the new copy's, and every key reads back.
+// would take the old copy's terms and entries for its own (a run without
+// the fix: it followed the old copy's leader, in the new copy's term).
+// Now node 1 drops them, says so, and its replica stays the new copy's:
+// its incarnation, term and leader are the new copy's, and with another
+// of the new copy's nodes dead every key is written and reads back.
 func TestWipedNodeTakesNoMessagesOfAnOldCopy(t *testing.T) {
 	const keys = 16
 	p := startNodeTest(t, 5)
@@ -482,6 +484,9 @@ func TestWipedNodeTakesNoMessagesOfAnOldCopy(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	readKeys(t, c, keys)
+	// The new copy's quorum now needs the wiped node's replica: node 4
+	// dies, and group 2's writes commit on nodes 1 and 5.
+	nodes[3].kill()
 	for i := range keys {
 		c.ok("put", fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i), "--timeout", "30s")
 	}

@@ -208,7 +208,7 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	}
 	h := hostedReplica{rep: rep, peers: members}
 	var record storage.ClusterState // the identity to record; none for a replica recorded already
-	var token uint64                // a learner's: its leader's founding token
+	var token uint64                // the founding token to record: see storage.Identity.Token
 	switch {
 	case recorded == id:
 		// An earlier Host recorded it and then failed to start it: it
@@ -218,7 +218,9 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		if err := n.creatable(ctx, gid, id, members); err != nil {
 			return nil, err
 		}
-		record = storage.ClusterNew
+		// Every founder is given the same members (admin join --create
+		// sends one list), so their addresses tell this copy apart.
+		record, token = storage.ClusterNew, storage.FoundingTokenFor(n.cid, gid, members)
 	default:
 		learner, leaderToken, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
 		if !answered {
@@ -234,7 +236,7 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		return n.hostedReply(), nil
 	}
 	if record != "" {
-		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members, JoinedToken: token}, record); err != nil {
+		if _, err := n.e.EnsureIdentity(rep, storage.Identity{ClusterID: n.cid, Peers: members, Token: token}, record); err != nil {
 			return nil, err
 		}
 	}

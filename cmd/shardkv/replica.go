@@ -142,7 +142,7 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 // (etcd's --initial-cluster-state existing for a new member). answered is
 // false when no leader answered in that time. token is the founding token
 // of the leader's copy of the group, which the learner takes as its own
-// (storage.Identity.JoinedToken).
+// (storage.Identity.Token).
 func learnerOf(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption) (learner bool, token uint64, answered bool) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -279,7 +279,7 @@ func ensureIdentity(ctx context.Context, e *storage.Engine, rep storage.Replica,
 			state, join = storage.ClusterJoin, true
 		}
 	}
-	ident, err = e.EnsureIdentity(rep, storage.Identity{ClusterID: clusterID, Peers: peers, JoinedToken: token}, state)
+	ident, err = e.EnsureIdentity(rep, storage.Identity{ClusterID: clusterID, Peers: peers, Token: token}, state)
 	return ident, join, err
 }
 
