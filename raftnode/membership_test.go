@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/raftnode"
@@ -379,6 +380,45 @@ func TestJoinedMemberRestartedBeforeItsFirstSnapshot(t *testing.T) {
 	m := c.node(4).Members()
 	if !slices.Equal(m.Voters, []uint64{1, 2, 3}) || !slices.Equal(m.Learners, []uint64{4}) || !slices.Equal(m.Founders, []uint64{1, 2, 3}) {
 		t.Fatalf("member 4 sees voters %v, learners %v, founders %v; want 1 2 3, 4, 1 2 3", m.Voters, m.Learners, m.Founders)
+	}
+}
+
+// TestJoinedMemberRestartedBeforeItsSnapshotCame: a member added to a
+// running group that heard its leader (a heartbeat: its hard state has
+// the leader's term) and stopped before the leader's snapshot came
+// restarts as a member that knows nothing, and catches up. The nemesis
+// found it crashing at that restart (a nil configuration: only a hard
+// state was stored, and the start took it for a member with a log).
+func TestJoinedMemberRestartedBeforeItsSnapshotCame(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mustAppendAll(t, c, 1, 3)
+	term := c.node(c.leader()).Status().Term
+	c.joining[4] = true
+	c.peers = append(c.peers, 4)
+	c.start(4)
+	c.crash(4)
+	e, _ := openMember(t, c.dir, 4)
+	hs := &raftpb.HardState{Term: new(term), Vote: new(uint64(0)), Commit: new(uint64(0))}
+	if err := e.RaftLog(storage.Replica{Group: testGroup, ID: 4}).Append(hs, nil, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.start(4)
+	c.change(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 4, Addr: "127.0.0.1:9004"})
+	mustAppendAll(t, c, 1, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.node(4).Status().Applied < c.node(c.leader()).Status().Applied {
+		if time.Now().After(deadline) {
+			t.Fatal("member 4 did not catch up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if m := c.node(4).Members(); !slices.Equal(m.Voters, []uint64{1, 2, 3}) || !slices.Equal(m.Learners, []uint64{4}) {
+		t.Fatalf("member 4 sees voters %v, learners %v; want 1 2 3, 4", m.Voters, m.Learners)
 	}
 }
 

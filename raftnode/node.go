@@ -184,9 +184,12 @@ func (n *Node) load() (storage.RaftState, error) {
 	}
 	joined := n.cfg.Join || stored && ident.Joined
 	switch {
-	case st.Empty() && joined:
+	case st.Snapshot == nil && joined:
 		// A new member of an existing group: it starts knowing nothing and
-		// learns the log (by snapshot) from the leader that added it.
+		// learns the log (by snapshot) from the leader that added it. A
+		// restart before that snapshot came may find a hard state (the
+		// leader's term, heard in a heartbeat) and nothing else: it is
+		// still a member that knows nothing.
 		st.Snapshot = &raftpb.SnapshotMetadata{Index: new(uint64(0)), Term: new(uint64(0)), ConfState: &raftpb.ConfState{}}
 	case st.Empty():
 		st.Snapshot = bootstrapSnapshot(n.cfg.Peers)
@@ -194,6 +197,11 @@ func (n *Node) load() (storage.RaftState, error) {
 		if err := n.disk.Append(nil, nil, st.Snapshot, true); err != nil {
 			return st, fmt.Errorf("bootstrap: %w", err)
 		}
+	case st.Snapshot == nil:
+		// A founder writes its bootstrap snapshot before anything else:
+		// raft state without one is not what it wrote.
+		return st, fmt.Errorf("%w: group %d replica %d founded the group but stores raft state and no snapshot (not even the bootstrap one)",
+			storage.ErrCorrupted, n.cfg.Group, n.cfg.ID)
 	}
 	if !n.foundersKnown {
 		n.loadFounders(ident, stored)
