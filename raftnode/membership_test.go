@@ -29,6 +29,21 @@ func (c *cluster) addMember(ctx context.Context, id uint64) {
 	}
 }
 
+// addCaughtUp adds started member id as a learner, writes, and waits until
+// it has applied what its leader has.
+func (c *cluster) addCaughtUp(ctx context.Context, id uint64) {
+	c.t.Helper()
+	c.change(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: id, Addr: fmt.Sprintf("127.0.0.1:%d", 9000+id)})
+	mustAppendAll(c.t, c, 1, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.node(id).Status().Applied < c.node(c.leader()).Status().Applied {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("member %d did not catch up", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // change retries a membership change on whoever leads until it is not
 // refused because the learner is still behind.
 func (c *cluster) change(ctx context.Context, ch raftnode.MemberChange) raftnode.Membership {
@@ -368,15 +383,7 @@ func TestJoinedMemberRestartedBeforeItsFirstSnapshot(t *testing.T) {
 	if m := c.node(4).Members(); len(m.Voters) > 0 {
 		t.Fatalf("member 4, restarted before the leader reached it, bootstrapped voters %v", m.Voters)
 	}
-	c.change(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 4, Addr: "127.0.0.1:9004"})
-	mustAppendAll(t, c, 1, 3)
-	deadline := time.Now().Add(10 * time.Second)
-	for c.node(4).Status().Applied < c.node(c.leader()).Status().Applied {
-		if time.Now().After(deadline) {
-			t.Fatal("member 4 did not catch up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c.addCaughtUp(ctx, 4)
 	m := c.node(4).Members()
 	if !slices.Equal(m.Voters, []uint64{1, 2, 3}) || !slices.Equal(m.Learners, []uint64{4}) || !slices.Equal(m.Founders, []uint64{1, 2, 3}) {
 		t.Fatalf("member 4 sees voters %v, learners %v, founders %v; want 1 2 3, 4, 1 2 3", m.Voters, m.Learners, m.Founders)
@@ -408,15 +415,7 @@ func TestJoinedMemberRestartedBeforeItsSnapshotCame(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.start(4)
-	c.change(ctx, raftnode.MemberChange{Kind: raftnode.AddLearner, ID: 4, Addr: "127.0.0.1:9004"})
-	mustAppendAll(t, c, 1, 3)
-	deadline := time.Now().Add(10 * time.Second)
-	for c.node(4).Status().Applied < c.node(c.leader()).Status().Applied {
-		if time.Now().After(deadline) {
-			t.Fatal("member 4 did not catch up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c.addCaughtUp(ctx, 4)
 	if m := c.node(4).Members(); !slices.Equal(m.Voters, []uint64{1, 2, 3}) || !slices.Equal(m.Learners, []uint64{4}) {
 		t.Fatalf("member 4 sees voters %v, learners %v; want 1 2 3, 4", m.Voters, m.Learners)
 	}

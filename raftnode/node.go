@@ -547,7 +547,11 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if !raft.IsEmptyHardState(rd.HardState) {
 		hs = rd.HardState
 	}
-	if err := n.disk.Append(hs, rd.Entries, snap, rd.MustSync); err != nil {
+	// A snapshot is synced whatever raft says (a Ready holding only a
+	// snapshot need not be, by its rules): the member acknowledges it, and
+	// one that lost it in a crash would come back knowing nothing while its
+	// leader counts it as holding the snapshot's index.
+	if err := n.disk.Append(hs, rd.Entries, snap, rd.MustSync || snap != nil); err != nil {
 		return err
 	}
 	if snap != nil {

@@ -100,7 +100,8 @@ func (s *Server) droppedOtherCopy(group, to, token uint64) {
 	s.warnedCopy[m] = now
 	s.warnedMu.Unlock()
 	l.Warn("dropped raft messages from another copy of a group: a copy founded otherwise (a group that left, say) still lists this node "+
-		"for the replica; drop that copy's replicas (admin member unhost) on its other nodes",
+		"for the replica. Check which copy the configuration has (admin config and admin status -o json show incarnations) "+
+		"before dropping the other copy's replicas (admin member unhost) on its nodes",
 		"group", group, "replica", to, "their_founding_token", fmt.Sprintf("%016x", token))
 }
 

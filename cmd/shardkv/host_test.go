@@ -508,3 +508,46 @@ func groupStatus(ctx context.Context, t *testing.T, addr string, gid uint64) *kv
 	}
 	return st
 }
+
+// TestCreateFinishedByFlags: `admin join --create` recorded group 1's
+// founders on two nodes, and the third, down before its turn, is started
+// with --replica flags naming the same members (a create finished by
+// hand). Its founders hold one founding token however each was started
+// (a review found the flag-started one derived another and the group
+// split), and the group serves with its first node dead.
+func TestCreateFinishedByFlags(t *testing.T) {
+	p := startNodeTest(t, 3)
+	c, nodes, nodeAddr := p.c, p.nodes, p.addr
+	for n := range 3 {
+		p.start(n)
+	}
+	members := map[uint64]string{1: nodeAddr(0), 2: nodeAddr(1), 3: nodeAddr(2)}
+	pool := rpc.NewPool()
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for n := range 2 {
+		req := &memberpb.HostRequest{Group: 1, Id: uint64(n + 1), Members: members, Create: true}
+		if _, err := memberclient.Host(ctx, pool, nodeAddr(n), req, 30*time.Second); err != nil {
+			t.Fatalf("host replica %d: %v", n+1, err)
+		}
+	}
+	nodes[2].kill()
+	p.start(2, "--replica", fmt.Sprintf("1:1=%s,2=%s,3=%s", nodeAddr(0), nodeAddr(1), nodeAddr(2)))
+	var tokens []uint64
+	for n, other := range []uint64{2, 3, 1} {
+		reply, err := transport.AskMember(ctx, nodeAddr(n), 1, other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, reply.GetFoundingToken())
+	}
+	if tokens[0] == 0 || tokens[1] != tokens[0] || tokens[2] != tokens[0] {
+		t.Fatalf("founding tokens of group 1's replicas 1, 2, 3: %x", tokens)
+	}
+	c.ok("admin", "join", "1="+strings.Join([]string{nodeAddr(0), nodeAddr(1), nodeAddr(2)}, ","), "--timeout", "30s")
+	nodes[0].kill()
+	const keys = 8
+	writeKeys(c, keys)
+	readKeys(t, c, keys)
+}

@@ -215,12 +215,17 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		// starts as its identity says.
 		h.peers = ident.Current()
 	case req.GetCreate():
-		if err := n.creatable(ctx, gid, id, members); err != nil {
+		founderToken, founderRuns, err := n.creatable(ctx, gid, id, members)
+		if err != nil {
 			return nil, err
 		}
 		// Every founder is given the same members (admin join --create
-		// sends one list), so their addresses tell this copy apart.
+		// sends one list), so their addresses tell this copy apart; a
+		// founder already running (an earlier create, or flags) decides.
 		record, token = storage.ClusterNew, storage.FoundingTokenFor(n.cid, gid, members)
+		if founderRuns {
+			token = founderToken
+		}
 	default:
 		learner, leaderToken, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
 		if !answered {
@@ -311,15 +316,15 @@ func (n *node) Hosting(_ context.Context, req *memberpb.HostingRequest) (*member
 // create retried after it reached some nodes); and no member leads it
 // with this replica's acknowledgements (notBootstrapped: this replica ran
 // before and lost its data).
-func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64]string) error {
+func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64]string) (token uint64, founderRuns bool, err error) {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	cfg, _, err := n.ctl.Query(qctx, -1)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("read the configuration before creating group %d: %w", gid, err)
+		return 0, false, fmt.Errorf("read the configuration before creating group %d: %w", gid, err)
 	}
 	if addrs, ok := cfg.Groups[gid]; ok {
-		return fmt.Errorf("%w: configuration %d has group %d at %v", memberpb.ErrGroupExists, cfg.Num, gid, addrs)
+		return 0, false, fmt.Errorf("%w: configuration %d has group %d at %v", memberpb.ErrGroupExists, cfg.Num, gid, addrs)
 	}
 	for _, pid := range slices.Sorted(maps.Keys(members)) {
 		if pid == id {
@@ -329,17 +334,18 @@ func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64
 		reply, err := memberclient.Hosting(ctx, n.pool, addr, gid, 5*time.Second)
 		switch {
 		case err != nil:
-			return fmt.Errorf("%w: every founder's node must answer before a group is created: the node at %s (replica %d): %w",
+			return 0, false, fmt.Errorf("%w: every founder's node must answer before a group is created: the node at %s (replica %d): %w",
 				memberpb.ErrGroupUnreachable, addr, pid, err)
 		case reply.GetId() == 0:
 		case !foundedWith(reply, pid, members):
-			return fmt.Errorf("%w: the node at %s hosts replica %d of group %d, %s", memberpb.ErrGroupExists, addr, reply.GetId(), gid, howFounded(reply))
+			return 0, false, fmt.Errorf("%w: the node at %s hosts replica %d of group %d, %s", memberpb.ErrGroupExists, addr, reply.GetId(), gid, howFounded(reply))
 		}
 	}
-	if err := notBootstrapped(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid), n.s.r.data); err != nil {
-		return fmt.Errorf("%w: %w", memberpb.ErrGroupExists, err)
+	token, founderRuns, err = notBootstrapped(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid), n.s.r.data)
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: %w", memberpb.ErrGroupExists, err)
 	}
-	return nil
+	return token, founderRuns, nil
 }
 
 // hostedReply lists the replicas the node hosts, by group.

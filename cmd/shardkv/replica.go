@@ -115,25 +115,41 @@ func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
 // entries it acknowledged (etcd refuses an already bootstrapped member for
 // the same reason). Peers that do not answer within seconds are not waited
 // for: a new group's replicas start together.
-func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption, dir string) error {
+//
+// It also returns the founding token the founder must record, so that
+// every founder of one copy holds the same whichever way each was started
+// (admin join --create, flags, a create finished by flags): the token a
+// fellow founder that already runs the group states (joined is true), 0 if
+// that founder states none (it derives one from the founders' ids, see
+// storage.Identity.FoundingToken, as this one then will). Founders
+// stating two different tokens are refused: they are two copies.
+func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption, dir string) (token uint64, joined bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	for pid, addr := range peers {
+	from := uint64(0) // the founder whose token was taken
+	for _, pid := range slices.Sorted(maps.Keys(peers)) {
 		if pid == id {
 			continue
 		}
-		reply, err := transport.AskMember(ctx, addr, gid, id, dial...)
-		if err != nil {
+		reply, err := transport.AskMember(ctx, peers[pid], gid, id, dial...)
+		if err != nil || !reply.GetHosted() {
 			continue
 		}
 		if reply.GetLeader() && reply.GetMatch() > 0 {
-			return fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but the group's leader (replica %d, term %d) "+
+			return 0, false, fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but the group's leader (replica %d, term %d) "+
 				"has this replica's acknowledgement of its log up to index %d: the replica lost its data. Restore its data directory "+
 				"from a backup, or replace the replica; starting it empty could lose acknowledged writes",
 				dir, gid, id, pid, reply.GetTerm(), reply.GetMatch())
 		}
+		switch t := reply.GetFoundingToken(); {
+		case !joined:
+			token, joined, from = t, true, pid
+		case t != token:
+			return 0, false, fmt.Errorf("group %d's replicas %d (at %s) and %d (at %s) belong to different copies of the group (founding tokens %016x and %016x): "+
+				"found the group on nodes that host no other copy of it", gid, from, peers[from], pid, peers[pid], token, t)
+		}
 	}
-	return nil
+	return token, joined, nil
 }
 
 // learnerOf asks the group's leader, found among peers within ten
@@ -267,12 +283,12 @@ func ensureIdentity(ctx context.Context, e *storage.Engine, rep storage.Replica,
 	if err != nil {
 		return storage.Identity{}, false, err
 	}
+	var token uint64 // see storage.Identity.Token: 0 derives one from the founders' ids
 	if !stored && state == storage.ClusterNew {
-		if err := notBootstrapped(ctx, rep.Group, rep.ID, peers, dial, dir); err != nil {
+		if token, _, err = notBootstrapped(ctx, rep.Group, rep.ID, peers, dial, dir); err != nil {
 			return storage.Identity{}, false, err
 		}
 	}
-	var token uint64
 	if !stored && state == storage.ClusterExisting {
 		var learner bool
 		if learner, token, _ = learnerOf(ctx, rep.Group, rep.ID, peers, dial); learner {
