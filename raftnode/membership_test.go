@@ -438,3 +438,30 @@ func TestStatusAfterRestartHasStoredTerm(t *testing.T) {
 		t.Fatalf("restarted alone: term %d, commit %d; stored term %d, commit %d", st.Term, st.Commit, before.Term, before.Commit)
 	}
 }
+
+// TestHeardPeersSurviveRestarts: a member says it heard from a peer once a
+// raft message from it arrived (a leader hears from every follower), and
+// still says so after a restart while the peer is down (what a founder
+// starting on empty data is checked against: a peer that heard from it
+// knows it ran); of a member it never heard from, it says not.
+func TestHeardPeersSurviveRestarts(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	mustAppendAll(t, c, 1, 3)
+	leader := c.leader()
+	follower := c.peers[0]
+	if follower == leader {
+		follower = c.peers[1]
+	}
+	if !c.node(leader).MemberProgress(follower).Heard {
+		t.Fatalf("leader %d has not heard from follower %d", leader, follower)
+	}
+	if c.node(leader).MemberProgress(9).Heard {
+		t.Fatal("the leader heard from member 9, which never ran")
+	}
+	c.crash(follower)
+	c.crash(leader)
+	c.start(leader)
+	if !c.node(leader).MemberProgress(follower).Heard {
+		t.Fatalf("member %d, restarted with member %d down, forgot it heard from it", leader, follower)
+	}
+}

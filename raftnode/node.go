@@ -56,6 +56,11 @@ type Node struct {
 	ticks     atomic.Uint64 // ticks since start; the run goroutine counts them
 	heardMu   sync.Mutex
 	heardTick map[uint64]uint64 // peer id -> ticks when a message from it last arrived
+	// heardEver are the peers this member ever heard from, as recorded in
+	// its engine (storage.Engine.RecordHeard): a founder starting on empty
+	// data that a peer heard from ran before and lost its data
+	// (MemberProgress, cmd/shardkv's notBootstrapped).
+	heardEver map[uint64]bool
 
 	// The membership: written by the apply goroutine, read by anyone.
 	memberMu  sync.RWMutex
@@ -117,6 +122,7 @@ func Start(c Config) (*Node, error) {
 		qz:     quiescence{wake: make(chan struct{}, 1)},
 
 		heardTick: map[uint64]uint64{},
+		heardEver: map[uint64]bool{},
 	}
 	n.proposals.init()
 	n.reads.init()
@@ -127,6 +133,13 @@ func Start(c Config) (*Node, error) {
 	st, err := n.load()
 	if err != nil {
 		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+	}
+	heard, err := cfg.Engine.Heard(storage.Replica{Group: cfg.Group, ID: cfg.ID})
+	if err != nil {
+		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
+	}
+	for _, id := range heard {
+		n.heardEver[id] = true
 	}
 	rcfg, err := n.raftConfig(st)
 	if err != nil {
@@ -353,7 +366,18 @@ func (n *Node) heard(id uint64) {
 	now := n.ticks.Load()
 	n.heardMu.Lock()
 	n.heardTick[id] = now
+	first := !n.heardEver[id] && id != n.cfg.ID
+	n.heardEver[id] = true
 	n.heardMu.Unlock()
+	if !first {
+		return
+	}
+	if err := n.cfg.Engine.RecordHeard(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, id); err != nil {
+		n.log.Warn("cannot record a peer heard from", "peer", id, "err", err)
+		n.heardMu.Lock()
+		delete(n.heardEver, id) // the next message tries again
+		n.heardMu.Unlock()
+	}
 }
 
 // heardRecently reports whether this member heard from member id within
@@ -384,7 +408,11 @@ func (n *Node) heardRecently(id uint64) bool {
 // MemberProgress implements transport.MemberReporter.
 func (n *Node) MemberProgress(id uint64) transport.MemberInfo {
 	st := n.rn.Status()
-	info := transport.MemberInfo{Leader: st.RaftState == raft.StateLeader, Term: n.term.Load(), Removed: n.Members().WasRemoved(id), FoundingToken: n.token}
+	n.heardMu.Lock()
+	heard := n.heardEver[id]
+	n.heardMu.Unlock()
+	info := transport.MemberInfo{Leader: st.RaftState == raft.StateLeader, Term: n.term.Load(), Removed: n.Members().WasRemoved(id), FoundingToken: n.token,
+		Heard: heard}
 	if !info.Leader {
 		return info
 	}

@@ -362,11 +362,39 @@ func (e *Engine) hasRaftState(r Replica) (bool, error) {
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		if string(it.Key()) != string(r.identityKey()) {
+		if k := it.Key(); k[len(lo)] != raftIdentity && k[len(lo)] != raftHeard {
 			return true, nil
 		}
 	}
 	return false, it.Error()
+}
+
+// RecordHeard records that replica r heard from peer, a member of its
+// group (a raft message arrived from it). Peers ask it of a founder that
+// starts on empty data (raftnode's MemberProgress): one that was heard
+// from ran before and lost its data, and must not start over (it could
+// vote twice in a term or lose what it acknowledged), whatever the
+// group's current leader knows of it (a leader elected since knows
+// nothing). Not synced: the next raft write, which is, carries it.
+func (e *Engine) RecordHeard(r Replica, peer uint64) error {
+	return e.db.Set(binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftHeard), peer), nil, pebble.NoSync)
+}
+
+// Heard returns the peers RecordHeard recorded for r.
+func (e *Engine) Heard(r Replica) ([]uint64, error) {
+	lo := append(r.prefix(kindRaft), raftHeard)
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: kvpb.PrefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []uint64
+	for it.First(); it.Valid(); it.Next() {
+		if k := it.Key(); len(k) == len(lo)+8 {
+			out = append(out, binary.BigEndian.Uint64(k[len(lo):]))
+		}
+	}
+	return out, it.Error()
 }
 
 // Replicas lists every replica whose identity is stored in the engine, in

@@ -322,3 +322,32 @@ func TestFoundingToken(t *testing.T) {
 		t.Fatalf("joined replica without a recorded token: %x, want 0", got)
 	}
 }
+
+// TestRecordHeard: the peers a replica heard from are kept apart from its
+// raft state (a replica with only them stored has none) and dropped with
+// the replica.
+func TestRecordHeard(t *testing.T) {
+	e := openEngine(t, t.TempDir(), Options{})
+	defer e.Close()
+	r := Replica{Group: 3, ID: 1}
+	for _, peer := range []uint64{3, 2, 3} {
+		if err := e.RecordHeard(r, peer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := e.Heard(r); err != nil || !slices.Equal(got, []uint64{2, 3}) {
+		t.Fatalf("heard %v (%v), want 2 3", got, err)
+	}
+	if got, err := e.Heard(Replica{Group: 3, ID: 2}); err != nil || len(got) != 0 {
+		t.Fatalf("another replica heard %v (%v)", got, err)
+	}
+	if has, err := e.hasRaftState(r); err != nil || has {
+		t.Fatalf("peers heard count as raft state: %v %v", has, err)
+	}
+	if err := e.DropReplica(r); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.Heard(r); err != nil || len(got) != 0 {
+		t.Fatalf("a dropped replica still heard %v (%v)", got, err)
+	}
+}

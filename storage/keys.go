@@ -32,6 +32,7 @@ const (
 	raftSnapshot  = 's'
 	raftLogEntry  = 'l'
 	raftIdentity  = 'i'
+	raftHeard     = 'p' // + a peer's raft id: the replica heard from that peer (RecordHeard)
 )
 
 func (r Replica) prefix(kind byte) []byte {

@@ -290,6 +290,7 @@ func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*tra
 			reply.Leader, reply.Term, reply.Match, reply.Learner = info.Leader, info.Term, info.Match, info.Learner
 			reply.Removed = reply.Removed || info.Removed
 			reply.FoundingToken = info.FoundingToken
+			reply.Heard = reply.Heard || info.Heard
 			if info.Leader {
 				break
 			}

@@ -75,6 +75,9 @@ type MemberInfo struct {
 	Removed bool
 	// FoundingToken: the answering replica's (Founded), 0 if it has none.
 	FoundingToken uint64
+	// Heard: the replica has heard from member id (a raft message) since
+	// it was founded or joined, as it recorded on disk.
+	Heard bool
 }
 
 // Transport is the sending side of one replica.

@@ -382,6 +382,10 @@ type MemberReply struct {
 	// the founding token of the answering replica's copy of the group (0:
 	// not known to it): a learner added to the group takes its leader's
 	FoundingToken uint64 `protobuf:"fixed64,7,opt,name=founding_token,json=foundingToken,proto3" json:"founding_token,omitempty"`
+	// the answering replica has heard from member id (a raft message) since
+	// it started, recorded on disk: a founder that finds its data empty and
+	// this true ran before and lost its data
+	Heard         bool `protobuf:"varint,8,opt,name=heard,proto3" json:"heard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -463,6 +467,13 @@ func (x *MemberReply) GetFoundingToken() uint64 {
 		return x.FoundingToken
 	}
 	return 0
+}
+
+func (x *MemberReply) GetHeard() bool {
+	if x != nil {
+		return x.Heard
+	}
+	return false
 }
 
 // IdentifyRequest asks a server which replica of group it runs.
@@ -601,7 +612,7 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x03Ack\"5\n" +
 	"\rMemberRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"\xc2\x01\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\xd8\x01\n" +
 	"\vMemberReply\x12\x16\n" +
 	"\x06hosted\x18\x01 \x01(\bR\x06hosted\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\x12\n" +
@@ -609,7 +620,8 @@ const file_api_transportpb_transport_proto_rawDesc = "" +
 	"\x05match\x18\x04 \x01(\x04R\x05match\x12\x18\n" +
 	"\alearner\x18\x05 \x01(\bR\alearner\x12\x18\n" +
 	"\aremoved\x18\x06 \x01(\bR\aremoved\x12%\n" +
-	"\x0efounding_token\x18\a \x01(\x06R\rfoundingToken\"'\n" +
+	"\x0efounding_token\x18\a \x01(\x06R\rfoundingToken\x12\x14\n" +
+	"\x05heard\x18\b \x01(\bR\x05heard\"'\n" +
 	"\x0fIdentifyRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\"a\n" +
 	"\rIdentifyReply\x12\x14\n" +

@@ -512,9 +512,12 @@ func groupStatus(ctx context.Context, t *testing.T, addr string, gid uint64) *kv
 // TestCreateFinishedByFlags: `admin join --create` recorded group 1's
 // founders on two nodes, and the third, down before its turn, is started
 // with --replica flags naming the same members (a create finished by
-// hand). Its founders hold one founding token however each was started
-// (a review found the flag-started one derived another and the group
-// split), and the group serves with its first node dead.
+// hand). Founders started one way hold another founding token than
+// founders started the other way (a review found the group split so:
+// each side dropped the other's messages), so the flag start is refused,
+// recording nothing and saying to run the create again; the create
+// retried hosts it, every founder states one token, and the group serves
+// with its first node dead.
 func TestCreateFinishedByFlags(t *testing.T) {
 	p := startNodeTest(t, 3)
 	c, nodes, nodeAddr := p.c, p.nodes, p.addr
@@ -526,14 +529,26 @@ func TestCreateFinishedByFlags(t *testing.T) {
 	defer pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for n := range 2 {
+	create := func(n int) {
+		t.Helper()
 		req := &memberpb.HostRequest{Group: 1, Id: uint64(n + 1), Members: members, Create: true}
 		if _, err := memberclient.Host(ctx, pool, nodeAddr(n), req, 30*time.Second); err != nil {
 			t.Fatalf("host replica %d: %v", n+1, err)
 		}
 	}
+	create(0)
+	create(1)
 	nodes[2].kill()
-	p.start(2, "--replica", fmt.Sprintf("1:1=%s,2=%s,3=%s", nodeAddr(0), nodeAddr(1), nodeAddr(2)))
+	flags := startProcess(t, p.bin, filepath.Join(p.dir, "n3-flags.log"), "server", "--listen", nodeAddr(2),
+		"--data", filepath.Join(p.dir, "n3"), "--controllers", p.ctls,
+		"--replica", fmt.Sprintf("1:1=%s,2=%s,3=%s", nodeAddr(0), nodeAddr(1), nodeAddr(2)))
+	flags.waitOutput(t, "run the same admin join --create again")
+	for !flags.exited() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.start(2)
+	nodes[2].waitOutput(t, "hosts no replica yet") // the refused start recorded nothing
+	create(2)
 	var tokens []uint64
 	for n, other := range []uint64{2, 3, 1} {
 		reply, err := transport.AskMember(ctx, nodeAddr(n), 1, other)
@@ -550,4 +565,43 @@ func TestCreateFinishedByFlags(t *testing.T) {
 	const keys = 8
 	writeKeys(c, keys)
 	readKeys(t, c, keys)
+}
+
+// TestLostFounderIsNotFoundedAgain: a founder of group 1 (founded by
+// --replica flags) loses its data, its node wiped, and the group elects a
+// new leader, which knows nothing of the lost replica's acknowledgements.
+// Starting it again with the same flags is refused, recording nothing:
+// its peers heard from it before, so it ran (on empty data it could vote
+// twice in a term or complete a quorum without the entries it
+// acknowledged). Replacing it is the way back.
+func TestLostFounderIsNotFoundedAgain(t *testing.T) {
+	p := startNodeTest(t, 3)
+	c, nodes := p.c, p.nodes
+	flags := []string{"--replica", "1:" + p.members(1)}
+	for n := range 3 {
+		p.start(n, flags...)
+	}
+	c.ok("admin", "join", p.join(1), "--timeout", "30s")
+	const keys = 8
+	writeKeys(c, keys)
+	nodes[2].kill()
+	if err := os.RemoveAll(filepath.Join(p.dir, "n3")); err != nil {
+		t.Fatal(err)
+	}
+	// A new leader: the survivors restart and elect one.
+	for n := range 2 {
+		nodes[n].kill()
+	}
+	for n := range 2 {
+		p.start(n, flags...)
+	}
+	readKeys(t, c, keys)
+	again := startProcess(t, p.bin, filepath.Join(p.dir, "n3-again.log"), append([]string{"server", "--listen", p.addr(2),
+		"--data", filepath.Join(p.dir, "n3"), "--controllers", p.ctls}, flags...)...)
+	again.waitOutput(t, "heard from this replica before")
+	for !again.exited() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.start(2)
+	nodes[2].waitOutput(t, "hosts no replica yet") // the refused start recorded nothing
 }

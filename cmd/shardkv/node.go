@@ -215,17 +215,13 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 		// starts as its identity says.
 		h.peers = ident.Current()
 	case req.GetCreate():
-		founderToken, founderRuns, err := n.creatable(ctx, gid, id, members)
-		if err != nil {
+		// Every founder is given the same members (admin join --create
+		// sends one list), so their addresses tell this copy apart.
+		token = storage.FoundingTokenFor(n.cid, gid, members)
+		if err := n.creatable(ctx, gid, id, members, token); err != nil {
 			return nil, err
 		}
-		// Every founder is given the same members (admin join --create
-		// sends one list), so their addresses tell this copy apart; a
-		// founder already running (an earlier create, or flags) decides.
-		record, token = storage.ClusterNew, storage.FoundingTokenFor(n.cid, gid, members)
-		if founderRuns {
-			token = founderToken
-		}
+		record = storage.ClusterNew
 	default:
 		learner, leaderToken, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
 		if !answered {
@@ -315,16 +311,17 @@ func (n *node) Hosting(_ context.Context, req *memberpb.HostingRequest) (*member
 // hosts nothing of the group, or the same replica of the same founding (a
 // create retried after it reached some nodes); and no member leads it
 // with this replica's acknowledgements (notBootstrapped: this replica ran
-// before and lost its data).
-func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64]string) (token uint64, founderRuns bool, err error) {
+// before and lost its data) or runs it with another founding token than
+// token, the one this founder would hold (notBootstrapped).
+func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64]string, token uint64) error {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	cfg, _, err := n.ctl.Query(qctx, -1)
 	cancel()
 	if err != nil {
-		return 0, false, fmt.Errorf("read the configuration before creating group %d: %w", gid, err)
+		return fmt.Errorf("read the configuration before creating group %d: %w", gid, err)
 	}
 	if addrs, ok := cfg.Groups[gid]; ok {
-		return 0, false, fmt.Errorf("%w: configuration %d has group %d at %v", memberpb.ErrGroupExists, cfg.Num, gid, addrs)
+		return fmt.Errorf("%w: configuration %d has group %d at %v", memberpb.ErrGroupExists, cfg.Num, gid, addrs)
 	}
 	for _, pid := range slices.Sorted(maps.Keys(members)) {
 		if pid == id {
@@ -334,18 +331,17 @@ func (n *node) creatable(ctx context.Context, gid, id uint64, members map[uint64
 		reply, err := memberclient.Hosting(ctx, n.pool, addr, gid, 5*time.Second)
 		switch {
 		case err != nil:
-			return 0, false, fmt.Errorf("%w: every founder's node must answer before a group is created: the node at %s (replica %d): %w",
+			return fmt.Errorf("%w: every founder's node must answer before a group is created: the node at %s (replica %d): %w",
 				memberpb.ErrGroupUnreachable, addr, pid, err)
 		case reply.GetId() == 0:
 		case !foundedWith(reply, pid, members):
-			return 0, false, fmt.Errorf("%w: the node at %s hosts replica %d of group %d, %s", memberpb.ErrGroupExists, addr, reply.GetId(), gid, howFounded(reply))
+			return fmt.Errorf("%w: the node at %s hosts replica %d of group %d, %s", memberpb.ErrGroupExists, addr, reply.GetId(), gid, howFounded(reply))
 		}
 	}
-	token, founderRuns, err = notBootstrapped(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid), n.s.r.data)
-	if err != nil {
-		return 0, false, fmt.Errorf("%w: %w", memberpb.ErrGroupExists, err)
+	if err := notBootstrapped(ctx, gid, id, members, token, n.s.r.tls.peerDial(n.cid), n.s.r.data); err != nil {
+		return fmt.Errorf("%w: %w", memberpb.ErrGroupExists, err)
 	}
-	return token, founderRuns, nil
+	return nil
 }
 
 // hostedReply lists the replicas the node hosts, by group.

@@ -110,46 +110,54 @@ func (r *replicaFlags) check() (map[uint64]string, []uint64, error) {
 }
 
 // notBootstrapped refuses a first start on empty data when the group's
-// leader says this member already acknowledged entries: its data was lost,
-// and starting over as a new member could vote twice in a term or drop
-// entries it acknowledged (etcd refuses an already bootstrapped member for
-// the same reason). Peers that do not answer within seconds are not waited
-// for: a new group's replicas start together.
+// leader says this member already acknowledged entries, or any peer heard
+// from it before (recorded on disk: a leader elected since the member last
+// ran knows nothing of it): its data was lost, and starting over as a new
+// member could vote twice in a term or drop entries it acknowledged (etcd
+// refuses an already bootstrapped member for the same reason). Peers that
+// do not answer within seconds are not waited for: a new group's replicas
+// start together.
 //
-// It also returns the founding token the founder must record, so that
-// every founder of one copy holds the same whichever way each was started
-// (admin join --create, flags, a create finished by flags): the token a
-// fellow founder that already runs the group states (joined is true), 0 if
-// that founder states none (it derives one from the founders' ids, see
-// storage.Identity.FoundingToken, as this one then will). Founders
-// stating two different tokens are refused: they are two copies.
-func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, dial []grpc.DialOption, dir string) (token uint64, joined bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	from := uint64(0) // the founder whose token was taken
+// It also refuses a founder whose token (storage.Identity.FoundingToken,
+// the one it would record) is not the one a fellow founder already
+// running states: a create by `admin join --create` finished by flags, or
+// the reverse, would split the group (each side dropping the other's
+// messages), and one that took a running peer's token could take an old
+// copy's. Peers stating no token (0) do not count.
+func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]string, token uint64, dial []grpc.DialOption, dir string) error {
 	for _, pid := range slices.Sorted(maps.Keys(peers)) {
 		if pid == id {
 			continue
 		}
-		reply, err := transport.AskMember(ctx, peers[pid], gid, id, dial...)
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second) // a peer cut off does not hide the next
+		reply, err := transport.AskMember(actx, peers[pid], gid, id, dial...)
+		cancel()
 		if err != nil || !reply.GetHosted() {
 			continue
 		}
 		if reply.GetLeader() && reply.GetMatch() > 0 {
-			return 0, false, fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but the group's leader (replica %d, term %d) "+
+			return fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but the group's leader (replica %d, term %d) "+
 				"has this replica's acknowledgement of its log up to index %d: the replica lost its data. Restore its data directory "+
 				"from a backup, or replace the replica; starting it empty could lose acknowledged writes",
 				dir, gid, id, pid, reply.GetTerm(), reply.GetMatch())
 		}
-		switch t := reply.GetFoundingToken(); {
-		case !joined:
-			token, joined, from = t, true, pid
-		case t != token:
-			return 0, false, fmt.Errorf("group %d's replicas %d (at %s) and %d (at %s) belong to different copies of the group (founding tokens %016x and %016x): "+
-				"found the group on nodes that host no other copy of it", gid, from, peers[from], pid, peers[pid], token, t)
+		if reply.GetHeard() {
+			// A leader elected since the replica last ran knows nothing of
+			// its acknowledgements; a peer that ever heard from it knows it ran.
+			return fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but replica %d (at %s) heard from this replica before: "+
+				"it ran and lost its data. Restore its data directory from a backup, or replace the replica "+
+				"(shardkv admin member add a new id, then member replace); starting it empty could vote twice or lose acknowledged writes",
+				dir, gid, id, pid, peers[pid])
+		}
+		if t := reply.GetFoundingToken(); t != 0 && t != token {
+			return fmt.Errorf("group %d replica %d: replica %d (at %s) runs the group with founding token %016x, and this founder would hold %016x: "+
+				"founders started one way (shardkv admin join --create, or --replica flags) cannot be joined by one started the other way, "+
+				"whose raft messages they would drop. Start this replica the way the others were: for a create, run the same admin join --create again; "+
+				"if the running replicas belong to another copy of the group (one that left), found the new group on other nodes",
+				gid, id, pid, peers[pid], t, token)
 		}
 	}
-	return token, joined, nil
+	return nil
 }
 
 // learnerOf asks the group's leader, found among peers within ten
@@ -283,9 +291,10 @@ func ensureIdentity(ctx context.Context, e *storage.Engine, rep storage.Replica,
 	if err != nil {
 		return storage.Identity{}, false, err
 	}
-	var token uint64 // see storage.Identity.Token: 0 derives one from the founders' ids
+	var token uint64 // see storage.Identity.Token: a learner's, its leader's
 	if !stored && state == storage.ClusterNew {
-		if token, _, err = notBootstrapped(ctx, rep.Group, rep.ID, peers, dial, dir); err != nil {
+		mine := storage.Identity{ClusterID: clusterID, Peers: peers}.FoundingToken(rep.Group)
+		if err := notBootstrapped(ctx, rep.Group, rep.ID, peers, mine, dial, dir); err != nil {
 			return storage.Identity{}, false, err
 		}
 	}

@@ -9,6 +9,11 @@
 #
 #   internal/bench/nodes.sh                                  # 1 and 3 groups, W and C, 64 clients
 #   GROUPS_LIST=1,3,9 CLIENTS=256 ROUNDS=2 internal/bench/nodes.sh
+#   SYSCALLS=1 WARMUP=0s ROUNDS=1 WORKLOADS=W internal/bench/nodes.sh  # also count system calls
+#
+# SYSCALLS=1 runs each bench under `perf stat` of the six server processes
+# (fdatasync, write, read, futex, context switches; needs perf, Debian's
+# linux-perf, and root) and prints the counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 GROUPS_LIST=${GROUPS_LIST:-1,3}
@@ -18,6 +23,9 @@ OPS=${OPS:-20000}
 KEYS=${KEYS:-10000}
 ROUNDS=${ROUNDS:-2}
 OUT=${OUT:-$(mktemp -d)}
+SYSCALLS=${SYSCALLS:-}
+WARMUP=${WARMUP:-2s}
+EVENTS=syscalls:sys_enter_fdatasync,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_futex,context-switches
 PORT=24000
 CTLS=127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))
 W=$(mktemp -d)
@@ -44,8 +52,13 @@ for round in $(seq 1 "$ROUNDS"); do
     for w in ${WORKLOADS//,/ }; do
       for c in ${CLIENTS//,/ }; do
         f="$OUT/g$g-$w-$c-r$round.json"
+        PERF=
+        if [ -n "$SYSCALLS" ]; then
+          perf stat -e "$EVENTS" -p "$pids" -o "$f.perf" &
+          PERF=$!
+        fi
         "$BIN" bench --controllers "$CTLS" --workload "$w" --clients "$c" --ops "$OPS" --duration 120s \
-          --warmup 2s --keys "$KEYS" --server-pids "$pids" -o json >"$f" 2>>"$W/bench.log"
+          --warmup "$WARMUP" --keys "$KEYS" --server-pids "$pids" -o json >"$f" 2>>"$W/bench.log"
         python3 - "$f" "$g" "$w" "$c" "$round" <<'PY'
 import json, sys
 f, g, w, c, r = sys.argv[1:]
@@ -56,6 +69,10 @@ for run in runs:
     print(f"round {r} groups {g} workload {w} clients {c}: {run['ops_per_second']:.0f} ops/s, "
           f"server CPU {run['server_cpu_us_per_op']:.1f} us/op, p99 {p99:.1f} ms")
 PY
+        if [ -n "$PERF" ]; then
+          kill -INT "$PERF"; wait "$PERF" || true
+          grep -E "syscalls|context" "$f.perf"
+        fi
       done
     done
     kill "$DEV"; wait "$DEV" 2>/dev/null || true; DEV=
