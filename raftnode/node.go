@@ -367,16 +367,17 @@ func (n *Node) heard(id uint64) {
 	n.heardMu.Lock()
 	n.heardTick[id] = now
 	first := !n.heardEver[id] && id != n.cfg.ID
-	n.heardEver[id] = true
+	if first {
+		n.heardEver[id] = true
+	}
 	n.heardMu.Unlock()
 	if !first {
 		return
 	}
+	// Once per peer and process: a failing engine fails the raft writes
+	// too, which stop the member.
 	if err := n.cfg.Engine.RecordHeard(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, id); err != nil {
 		n.log.Warn("cannot record a peer heard from", "peer", id, "err", err)
-		n.heardMu.Lock()
-		delete(n.heardEver, id) // the next message tries again
-		n.heardMu.Unlock()
 	}
 }
 

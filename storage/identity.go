@@ -362,7 +362,7 @@ func (e *Engine) hasRaftState(r Replica) (bool, error) {
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		if k := it.Key(); k[len(lo)] != raftIdentity && k[len(lo)] != raftHeard {
+		if k := it.Key(); len(k) == len(lo) || k[len(lo)] != raftIdentity && k[len(lo)] != raftHeard {
 			return true, nil
 		}
 	}

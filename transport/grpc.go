@@ -285,15 +285,18 @@ func (s *Server) Member(_ context.Context, req *transportpb.MemberRequest) (*tra
 	}
 	reply := &transportpb.MemberReply{Hosted: true}
 	for _, h := range hs {
-		if r, ok := h.(MemberReporter); ok {
-			info := r.MemberProgress(req.GetId())
+		r, ok := h.(MemberReporter)
+		if !ok {
+			continue
+		}
+		info := r.MemberProgress(req.GetId())
+		// What any replica here knows of the member counts; the leader's
+		// view, if one is here, wins for the rest.
+		reply.Removed = reply.Removed || info.Removed
+		reply.Heard = reply.Heard || info.Heard
+		if !reply.Leader {
 			reply.Leader, reply.Term, reply.Match, reply.Learner = info.Leader, info.Term, info.Match, info.Learner
-			reply.Removed = reply.Removed || info.Removed
 			reply.FoundingToken = info.FoundingToken
-			reply.Heard = reply.Heard || info.Heard
-			if info.Leader {
-				break
-			}
 		}
 	}
 	return reply, nil

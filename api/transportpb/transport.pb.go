@@ -382,9 +382,9 @@ type MemberReply struct {
 	// the founding token of the answering replica's copy of the group (0:
 	// not known to it): a learner added to the group takes its leader's
 	FoundingToken uint64 `protobuf:"fixed64,7,opt,name=founding_token,json=foundingToken,proto3" json:"founding_token,omitempty"`
-	// the answering replica has heard from member id (a raft message) since
-	// it started, recorded on disk: a founder that finds its data empty and
-	// this true ran before and lost its data
+	// the answering replica has ever heard from member id (a raft message),
+	// as it recorded on disk: a founder that finds its data empty and this
+	// true ran before and lost its data
 	Heard         bool `protobuf:"varint,8,opt,name=heard,proto3" json:"heard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -135,6 +135,14 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 		if err != nil || !reply.GetHosted() {
 			continue
 		}
+		if t := reply.GetFoundingToken(); t != 0 && t != token {
+			return fmt.Errorf("group %d replica %d: replica %d (at %s) runs the group with founding token %016x, and this founder would hold %016x: "+
+				"founders started one way (shardkv admin join --create, or --replica flags) cannot be joined by one started the other way, "+
+				"whose raft messages they would drop. Start this replica the way the others were: for a create, run the same admin join --create again; "+
+				"for founders started by --replica flags, or founded before founding tokens were kept, start it with --replica flags; "+
+				"if the running replicas belong to another copy of the group (one that left), found the new group on other nodes",
+				gid, id, pid, peers[pid], t, token)
+		}
 		if reply.GetLeader() && reply.GetMatch() > 0 {
 			return fmt.Errorf("storage %s: group %d replica %d: the data directory is empty, but the group's leader (replica %d, term %d) "+
 				"has this replica's acknowledgement of its log up to index %d: the replica lost its data. Restore its data directory "+
@@ -148,13 +156,6 @@ func notBootstrapped(ctx context.Context, gid, id uint64, peers map[uint64]strin
 				"it ran and lost its data. Restore its data directory from a backup, or replace the replica "+
 				"(shardkv admin member add a new id, then member replace); starting it empty could vote twice or lose acknowledged writes",
 				dir, gid, id, pid, peers[pid])
-		}
-		if t := reply.GetFoundingToken(); t != 0 && t != token {
-			return fmt.Errorf("group %d replica %d: replica %d (at %s) runs the group with founding token %016x, and this founder would hold %016x: "+
-				"founders started one way (shardkv admin join --create, or --replica flags) cannot be joined by one started the other way, "+
-				"whose raft messages they would drop. Start this replica the way the others were: for a create, run the same admin join --create again; "+
-				"if the running replicas belong to another copy of the group (one that left), found the new group on other nodes",
-				gid, id, pid, peers[pid], t, token)
 		}
 	}
 	return nil
