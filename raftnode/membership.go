@@ -422,7 +422,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) (proposal uint64, err error) {
 // change) and the members the replayed changes added.
 func (n *Node) loadAddrs(replayed map[uint64]string) map[uint64]string {
 	book := map[uint64]string{}
-	if id, ok, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}); err == nil && ok {
+	if id, ok, err := n.cfg.Engine.LoadIdentity(n.rep); err == nil && ok {
 		maps.Copy(book, id.Current())
 	}
 	maps.Copy(book, replayed)
@@ -460,7 +460,7 @@ func (n *Node) learnFounders(founders []uint64) error {
 		return nil
 	}
 	founders = slices.Sorted(slices.Values(founders))
-	if err := n.cfg.Engine.SetFounders(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, founders); err != nil {
+	if err := n.cfg.Engine.SetFounders(n.rep, founders); err != nil {
 		return err
 	}
 	n.memberMu.Lock()
@@ -542,7 +542,7 @@ func (n *Node) saveMembers() error {
 	for _, id := range slices.Concat(m.Voters, m.Learners) {
 		members[id] = m.Addrs[id]
 	}
-	return n.cfg.Engine.SetMembers(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, members, m.Removed)
+	return n.cfg.Engine.SetMembers(n.rep, members, m.Removed)
 }
 
 // unionSorted returns the sorted union of two sorted id lists.

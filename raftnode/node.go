@@ -24,6 +24,7 @@ import (
 // concurrent use.
 type Node struct {
 	cfg  Config
+	rep  storage.Replica // the member in its engine
 	log  *slog.Logger
 	rn   raft.Node
 	mem  *raft.MemoryStorage
@@ -115,7 +116,7 @@ func Start(c Config) (*Node, error) {
 		cfg:    cfg,
 		log:    cfg.Logger.With("group", cfg.Group, "replica", cfg.ID),
 		mem:    raft.NewMemoryStorage(),
-		disk:   cfg.Engine.RaftLog(storage.Replica{Group: cfg.Group, ID: cfg.ID}),
+		rep:    storage.Replica{Group: cfg.Group, ID: cfg.ID},
 		sm:     cfg.StateMachine,
 		applyc: make(chan applyTask, 64),
 		stopc:  make(chan struct{}),
@@ -124,6 +125,7 @@ func Start(c Config) (*Node, error) {
 		heardTick: map[uint64]uint64{},
 		heardEver: map[uint64]bool{},
 	}
+	n.disk = cfg.Engine.RaftLog(n.rep)
 	n.proposals.init()
 	n.reads.init()
 	var idBase [8]byte
@@ -133,13 +135,6 @@ func Start(c Config) (*Node, error) {
 	st, err := n.load()
 	if err != nil {
 		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
-	}
-	heard, err := cfg.Engine.Heard(storage.Replica{Group: cfg.Group, ID: cfg.ID})
-	if err != nil {
-		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
-	}
-	for _, id := range heard {
-		n.heardEver[id] = true
 	}
 	rcfg, err := n.raftConfig(st)
 	if err != nil {
@@ -188,9 +183,16 @@ func (n *Node) load() (storage.RaftState, error) {
 	// leader reached it) must not bootstrap a group of its start-up peers,
 	// which would make it a voter of a configuration that never was and
 	// take its peers for the group's founders.
-	ident, stored, err := n.cfg.Engine.LoadIdentity(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID})
+	ident, stored, err := n.cfg.Engine.LoadIdentity(n.rep)
 	if err != nil {
 		return st, err
+	}
+	heard, err := n.cfg.Engine.Heard(n.rep)
+	if err != nil {
+		return st, err
+	}
+	for _, id := range heard {
+		n.heardEver[id] = true
 	}
 	if stored {
 		n.token = ident.FoundingToken(n.cfg.Group)
@@ -246,7 +248,7 @@ func (n *Node) raftConfig(st storage.RaftState) (*raft.Config, error) {
 		// Snapshots are taken at or below the applied index, and a
 		// received one is restored before it is recorded: a state machine
 		// behind its snapshot lost the entries between the two.
-		return nil, &storage.CorruptionError{Replica: storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID},
+		return nil, &storage.CorruptionError{Replica: n.rep,
 			Reason: fmt.Sprintf("the state machine has applied index %d, below its raft snapshot at %d", applied, snap)}
 	}
 	n.applied.Store(applied)
@@ -376,7 +378,7 @@ func (n *Node) heard(id uint64) {
 	}
 	// Once per peer and process: a failing engine fails the raft writes
 	// too, which stop the member.
-	if err := n.cfg.Engine.RecordHeard(storage.Replica{Group: n.cfg.Group, ID: n.cfg.ID}, id); err != nil {
+	if err := n.cfg.Engine.RecordHeard(n.rep, id); err != nil {
 		n.log.Warn("cannot record a peer heard from", "peer", id, "err", err)
 	}
 }

@@ -78,6 +78,16 @@ func (s *Server) OtherCopy() uint64 { return s.otherCopy.Load() }
 // replica). Without it nothing is logged.
 func (s *Server) SetLogger(l *slog.Logger) { s.log.Store(l) }
 
+// checkCopy refuses (ErrOtherCopy) a snapshot for member to of group,
+// stamped with token, that handler h must not take (sameCopy).
+func (s *Server) checkCopy(group, to, token uint64, h Handler) error {
+	if sameCopy(token, h) {
+		return nil
+	}
+	s.droppedOtherCopy(group, to, token)
+	return fmt.Errorf("group %d member %d: %w", group, to, ErrOtherCopy)
+}
+
 // droppedOtherCopy counts a message that another copy of group sent to
 // member to, and says so: that copy (a group that left, say) still lists
 // this process for the member, and keeps running until its nodes drop it.
@@ -89,9 +99,6 @@ func (s *Server) droppedOtherCopy(group, to, token uint64) {
 	}
 	now, m := time.Now(), member{group, to}
 	s.warnedMu.Lock()
-	if s.warnedCopy == nil {
-		s.warnedCopy = map[member]time.Time{}
-	}
 	last, ok := s.warnedCopy[m]
 	if ok && now.Sub(last) < time.Minute {
 		s.warnedMu.Unlock()
@@ -113,7 +120,7 @@ func (s *Server) Received() (batches, messages uint64) {
 
 // NewServer returns a Server with no replicas.
 func NewServer() *Server {
-	return &Server{handlers: make(map[member]Handler), quiesced: make(map[quiescedName]time.Time)}
+	return &Server{handlers: make(map[member]Handler), quiesced: make(map[quiescedName]time.Time), warnedCopy: map[member]time.Time{}}
 }
 
 // quiescedName is a replica a peer process names quiesced, with the
@@ -242,9 +249,10 @@ func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.Snapshot
 			}
 			// Refused before the data: the other copy would send its
 			// snapshot again and again.
-			if h := s.handler(group, m.GetTo()); h != nil && !sameCopy(token, h) {
-				s.droppedOtherCopy(group, m.GetTo(), token)
-				return fmt.Errorf("group %d member %d: %w", group, m.GetTo(), ErrOtherCopy)
+			if h := s.handler(group, m.GetTo()); h != nil {
+				if err := s.checkCopy(group, m.GetTo(), token, h); err != nil {
+					return err
+				}
 			}
 		}
 		data = append(data, c.GetData()...)
@@ -256,9 +264,8 @@ func (s *Server) Snapshot(stream grpc.ClientStreamingServer[transportpb.Snapshot
 	if h == nil {
 		return fmt.Errorf("group %d member %d: %w", group, m.GetTo(), ErrUnknownPeer)
 	}
-	if !sameCopy(token, h) {
-		s.droppedOtherCopy(group, m.GetTo(), token)
-		return fmt.Errorf("group %d member %d: %w", group, m.GetTo(), ErrOtherCopy)
+	if err := s.checkCopy(group, m.GetTo(), token, h); err != nil { // h may have joined since the first chunk
+		return err
 	}
 	m.Snapshot.Data = data
 	if err := h.Step(stream.Context(), m); err != nil {
