@@ -75,6 +75,7 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 		// (corruption: Open fails). Older formats treat any bad record of
 		// the newest WAL as its end, silently dropping acknowledged writes.
 		FormatMajorVersion: pebble.FormatNewest,
+		FS:                 o.FS,
 	}
 	// Bloom filters (10 bits a key, ~1% false positives) let a point read
 	// skip every table that does not hold its key: every write reads its

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
@@ -36,6 +37,10 @@ type Options struct {
 	// CacheBytes is the size of Pebble's block cache (default
 	// DefaultCacheBytes; Pebble's own is 8 MiB).
 	CacheBytes int64
+	// FS is the filesystem Pebble writes through (default the
+	// operating system's). Tests give it vfs.NewCrashableMem to keep only
+	// what was synced, as a power loss would (vfs.MemFS.CrashClone).
+	FS vfs.FS
 }
 
 func (o Options) withDefaults() Options {

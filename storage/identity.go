@@ -375,9 +375,20 @@ func (e *Engine) hasRaftState(r Replica) (bool, error) {
 // from ran before and lost its data, and must not start over (it could
 // vote twice in a term or lose what it acknowledged), whatever the
 // group's current leader knows of it (a leader elected since knows
-// nothing). Not synced: the next raft write, which is, carries it.
+// nothing). Synced: a leader that heard a follower may write nothing
+// synced for a while after (a commit index alone is not synced), and a
+// power loss then must not forget the follower. It is written once per
+// peer and process start (raftnode keeps the rest in memory).
 func (e *Engine) RecordHeard(r Replica, peer uint64) error {
-	return e.db.Set(binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftHeard), peer), nil, pebble.NoSync)
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftHeard), peer), nil, nil); err != nil {
+		return err
+	}
+	if err := e.syncWrite(b); err != nil {
+		return fmt.Errorf("record %s heard peer %d: %w", r, peer, err)
+	}
+	return nil
 }
 
 // Heard returns the peers RecordHeard recorded for r.
