@@ -188,23 +188,9 @@ type Cluster struct {
 
 // Start starts every replica of the cluster described by opts.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	if opts.Dir == "" {
-		return nil, errors.New("cluster: Options.Dir is required")
-	}
-	opts.Groups = cmp.Or(opts.Groups, 3)
-	opts.Replicas = cmp.Or(opts.Replicas, 3)
-	if opts.Restore != nil {
-		if err := checkRestorable(&opts); err != nil {
-			return nil, err
-		}
-	}
-	opts.Shards = cmp.Or(opts.Shards, ctlserver.DefaultShards)
-	opts.Controller = cmp.Or(opts.Controller, 3)
-	opts.Logger = cmp.Or(opts.Logger, slog.Default())
-	opts.Storage.Logger = cmp.Or(opts.Storage.Logger, opts.Logger)
-	opts.ClusterToken = cmp.Or(opts.ClusterToken, "shardkv")
-	if opts.Nodes > 0 && opts.Replicas > opts.Nodes {
-		return nil, fmt.Errorf("cluster: %d replicas per group on %d nodes would put two replicas of a group on one node", opts.Replicas, opts.Nodes)
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	c := &Cluster{opts: opts, addrs: map[Replica]string{}, members: map[Replica]*member{},
 		ids: map[uint64][]uint64{}, joining: map[Replica]bool{}, forced: map[Replica]bool{},
@@ -218,60 +204,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			c.ids[uint64(g)] = append(c.ids[uint64(g)], uint64(id))
 		}
 	}
-	port := opts.BasePort
-	nextAddr := func() (string, error) {
-		if opts.BasePort != 0 {
-			port++
-			return fmt.Sprintf("127.0.0.1:%d", port-1), nil
-		}
-		return FreeAddr()
-	}
-	var nodeAddrs []string
-	for _, r := range c.Replicas() {
-		if r.Group != ctlserver.Group && opts.Nodes > 0 {
-			continue
-		}
-		addr, err := nextAddr()
-		if err != nil {
-			return nil, err
-		}
-		c.addrs[r] = addr
-	}
-	for range opts.Nodes {
-		addr, err := nextAddr()
-		if err != nil {
-			return nil, err
-		}
-		nodeAddrs = append(nodeAddrs, addr)
-	}
-	for _, r := range c.Replicas() {
-		if r.Group != ctlserver.Group && opts.Nodes > 0 {
-			n := NodeOf(r.Group, r.ID, opts.Nodes)
-			c.addrs[r], c.nodeOf[r] = nodeAddrs[n], n
-		}
+	if err := c.place(); err != nil {
+		return nil, err
 	}
 	c.clusterID = storage.ClusterIDFor(opts.ClusterToken, c.membership(ctlserver.Group))
-	// Every connection states the cluster id and every server checks it.
-	serve := rpc.CheckClusterID(c.clusterID, opts.Logger)
-	if opts.TLS != nil {
-		creds, err := opts.TLS(c.clusterID)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: TLS: %w", err)
-		}
-		c.peerDial = creds.PeerDial()
-		serve = append(serve, creds.ServerOptions(c.clusterID)...)
-		c.clientCertAuth = creds.ClientCertAuth()
-		c.sharedPeerCA = creds.SharedPeerCA() && !opts.AllowSharedPeerCA
-		if opts.Auth {
-			c.authView = &auth.Holder{}
-			// Followed from the controller (auth.Follow), by the
-			// controllers' servers too: in a cluster of one process they
-			// share the groups' guard.
-			c.authView.RequireConfirmation(auth.Lease)
-			guard := auth.NewGuard(auth.GuardConfig{View: c.authView.View, Logger: opts.Logger, Unconfirmed: c.authView.Unconfirmed,
-				IsPeer: func(ctx context.Context) bool { return creds.IsPeer(ctx, c.clusterID) }})
-			serve = append(serve, guard.ServerOptions()...)
-		}
+	serve, err := c.serverOptions()
+	if err != nil {
+		return nil, err
 	}
 	c.opts.DialOptions = append(rpc.DialOptions(append(rpc.WithClusterID(c.clusterID), c.peerDial...)...), opts.DialOptions...)
 	c.opts.ServerOptions = rpc.ServerOptions(append(serve, opts.ServerOptions...)...)
@@ -289,37 +228,139 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		c.shared = e
 	}
+	if err := c.startAll(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// withDefaults fills in o's defaults and checks what cannot work.
+func (o Options) withDefaults() (Options, error) {
+	if o.Dir == "" {
+		return o, errors.New("cluster: Options.Dir is required")
+	}
+	o.Groups = cmp.Or(o.Groups, 3)
+	o.Replicas = cmp.Or(o.Replicas, 3)
+	if o.Restore != nil {
+		if err := checkRestorable(&o); err != nil {
+			return o, err
+		}
+	}
+	o.Shards = cmp.Or(o.Shards, ctlserver.DefaultShards)
+	o.Controller = cmp.Or(o.Controller, 3)
+	o.Logger = cmp.Or(o.Logger, slog.Default())
+	o.Storage.Logger = cmp.Or(o.Storage.Logger, o.Logger)
+	o.ClusterToken = cmp.Or(o.ClusterToken, "shardkv")
+	if o.Nodes > 0 && o.Replicas > o.Nodes {
+		return o, fmt.Errorf("cluster: %d replicas per group on %d nodes would put two replicas of a group on one node", o.Replicas, o.Nodes)
+	}
+	return o, nil
+}
+
+// place gives every replica its address: its own, or with Options.Nodes
+// a group's replica that of the node NodeOf puts it on (the controller's
+// replicas always have their own).
+func (c *Cluster) place() error {
+	opts := c.opts
+	port := opts.BasePort
+	nextAddr := func() (string, error) {
+		if opts.BasePort != 0 {
+			port++
+			return fmt.Sprintf("127.0.0.1:%d", port-1), nil
+		}
+		return FreeAddr()
+	}
+	var nodeAddrs []string
+	for _, r := range c.Replicas() {
+		if r.Group != ctlserver.Group && opts.Nodes > 0 {
+			continue
+		}
+		addr, err := nextAddr()
+		if err != nil {
+			return err
+		}
+		c.addrs[r] = addr
+	}
+	for range opts.Nodes {
+		addr, err := nextAddr()
+		if err != nil {
+			return err
+		}
+		nodeAddrs = append(nodeAddrs, addr)
+	}
+	for _, r := range c.Replicas() {
+		if r.Group != ctlserver.Group && opts.Nodes > 0 {
+			n := NodeOf(r.Group, r.ID, opts.Nodes)
+			c.addrs[r], c.nodeOf[r] = nodeAddrs[n], n
+		}
+	}
+	return nil
+}
+
+// serverOptions are the options every server of the cluster checks its
+// callers with: the cluster id, and with Options.TLS certificates and,
+// with Options.Auth, users and roles. It sets the peers' dial options to
+// go with them.
+func (c *Cluster) serverOptions() ([]grpc.ServerOption, error) {
+	opts := c.opts
+	// Every connection states the cluster id and every server checks it.
+	serve := rpc.CheckClusterID(c.clusterID, opts.Logger)
+	if opts.TLS == nil {
+		return serve, nil
+	}
+	creds, err := opts.TLS(c.clusterID)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: TLS: %w", err)
+	}
+	c.peerDial = creds.PeerDial()
+	serve = append(serve, creds.ServerOptions(c.clusterID)...)
+	c.clientCertAuth = creds.ClientCertAuth()
+	c.sharedPeerCA = creds.SharedPeerCA() && !opts.AllowSharedPeerCA
+	if opts.Auth {
+		c.authView = &auth.Holder{}
+		// Followed from the controller (auth.Follow), by the controllers'
+		// servers too: in a cluster of one process they share the groups'
+		// guard.
+		c.authView.RequireConfirmation(auth.Lease)
+		guard := auth.NewGuard(auth.GuardConfig{View: c.authView.View, Logger: opts.Logger, Unconfirmed: c.authView.Unconfirmed,
+			IsPeer: func(ctx context.Context) bool { return creds.IsPeer(ctx, c.clusterID) }})
+		serve = append(serve, guard.ServerOptions()...)
+	}
+	return serve, nil
+}
+
+// startAll starts every replica, follows the controller's users and roles
+// (Options.Auth), joins the groups (Options.JoinAll) and restores a backup
+// (Options.Restore). The caller closes the cluster on an error.
+func (c *Cluster) startAll(ctx context.Context) error {
 	for _, r := range c.Replicas() {
 		if err := c.StartReplica(r); err != nil {
-			c.Close()
-			return nil, err
+			return err
 		}
 	}
 	if c.authView != nil {
 		ctl, err := c.ControllerClient()
 		if err != nil {
-			c.Close()
-			return nil, err
+			return err
 		}
 		actx, cancel := context.WithCancel(context.Background())
 		c.stopAuth = func() { cancel(); ctl.Close() }
-		go auth.Follow(actx, c.authView, ctl.AuthState, nil, opts.Logger)
+		go auth.Follow(actx, c.authView, ctl.AuthState, nil, c.opts.Logger)
 	}
-	if opts.JoinAll {
+	if c.opts.JoinAll {
 		if err := c.joinAll(ctx); err != nil {
-			c.Close()
-			return nil, err
+			return err
 		}
 	}
-	if opts.Restore != nil {
-		st, err := c.Restore(ctx, opts.Restore)
+	if c.opts.Restore != nil {
+		st, err := c.Restore(ctx, c.opts.Restore)
 		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("restore from %s: %w", opts.Restore.Dir, err)
+			return fmt.Errorf("restore from %s: %w", c.opts.Restore.Dir, err)
 		}
 		c.restored = st
 	}
-	return c, nil
+	return nil
 }
 
 // joinAll joins groups 1 to Options.Groups to a new cluster: one whose

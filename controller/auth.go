@@ -136,6 +136,17 @@ func (s *State) hasAdmin(except string) bool {
 func (s *State) applyAuth(cmd *controllerlogpb.AuthCommand) error {
 	a := s.authImage()
 	next := a.GetRevision() + 1
+	if err := s.applyAuthChange(a, cmd, next); err != nil {
+		return err
+	}
+	a.Revision = next
+	s.authChanged = true
+	return nil
+}
+
+// applyAuthChange makes cmd's change to a, the auth image at revision
+// next-1, or refuses it changing nothing.
+func (s *State) applyAuthChange(a *controllerlogpb.AuthImage, cmd *controllerlogpb.AuthCommand, next uint64) error {
 	ch := cmd.GetChange()
 	switch op := ch.GetOp().(type) {
 	case *controllerpb.AuthChangeRequest_Enable:
@@ -149,139 +160,175 @@ func (s *State) applyAuth(cmd *controllerlogpb.AuthCommand) error {
 			a.SigningKey = slices.Clone(cmd.GetSigningKey())
 		}
 		a.Enabled = true
+		return nil
 	case *controllerpb.AuthChangeRequest_Disable:
 		// The key goes: tokens signed before stop working for good, even
 		// if auth is enabled again (with a new key).
 		a.Enabled, a.SigningKey = false, nil
+		return nil
 	case *controllerpb.AuthChangeRequest_UserAdd:
-		name := op.UserAdd.GetName()
-		if err := ValidAuthName("user", name); err != nil {
-			return err
-		}
-		if s.findUser(name) != nil {
-			return fmt.Errorf("%w: %s", rpcerr.ErrUserExists, name)
-		}
-		if len(cmd.GetPasswordHash()) == 0 && op.UserAdd.GetCertCn() == "" {
-			return fmt.Errorf("%w: user %s needs a password or a certificate common name", rpcerr.ErrInvalidAuth, name)
-		}
-		if cn := op.UserAdd.GetCertCn(); cn != "" {
-			for _, u := range a.GetUsers() {
-				if u.GetUser().GetCertCn() == cn {
-					return fmt.Errorf("%w: %q names user %s", rpcerr.ErrCertCNTaken, cn, u.GetUser().GetName())
-				}
-			}
-		}
-		u := &controllerlogpb.AuthUserRecord{User: &controllerpb.AuthUser{Name: name, CertCn: op.UserAdd.GetCertCn(), Epoch: next},
-			PasswordHash: slices.Clone(cmd.GetPasswordHash())}
-		a.Users = append(a.Users, u)
-		slices.SortFunc(a.Users, func(x, y *controllerlogpb.AuthUserRecord) int {
-			return strings.Compare(x.GetUser().GetName(), y.GetUser().GetName())
-		})
+		return s.userAdd(a, op.UserAdd, cmd.GetPasswordHash(), next)
 	case *controllerpb.AuthChangeRequest_UserDelete:
-		name := op.UserDelete.GetName()
-		if _, err := s.existingUser(name); err != nil {
-			return err
-		}
-		if a.GetEnabled() && !s.hasAdmin(name) {
-			return fmt.Errorf("%w: %s is the last user with the %s role (disable auth first)", rpcerr.ErrNoAdmin, name, AdminRole)
-		}
-		a.Users = slices.DeleteFunc(a.Users, func(u *controllerlogpb.AuthUserRecord) bool { return u.GetUser().GetName() == name })
+		return s.userDelete(a, op.UserDelete.GetName())
 	case *controllerpb.AuthChangeRequest_UserPasswd:
-		u, err := s.existingUser(op.UserPasswd.GetName())
-		if err != nil {
-			return err
-		}
-		if len(cmd.GetPasswordHash()) == 0 {
-			return fmt.Errorf("%w: empty password", rpcerr.ErrInvalidAuth)
-		}
-		// A new epoch revokes the tokens issued under the old password.
-		u.PasswordHash, u.User.Epoch = slices.Clone(cmd.GetPasswordHash()), next
+		return s.userPasswd(op.UserPasswd.GetName(), cmd.GetPasswordHash(), next)
 	case *controllerpb.AuthChangeRequest_UserGrantRole:
-		u, err := s.existingUser(op.UserGrantRole.GetUser())
-		role := op.UserGrantRole.GetRole()
-		switch {
-		case err != nil:
-			return err
-		case !s.roleExists(role):
-			return fmt.Errorf("%w: %s", rpcerr.ErrRoleNotFound, role)
-		}
-		if !slices.Contains(u.User.Roles, role) {
-			u.User.Roles = append(u.User.Roles, role)
-			slices.Sort(u.User.Roles)
-		}
+		return s.userGrantRole(op.UserGrantRole)
 	case *controllerpb.AuthChangeRequest_UserRevokeRole:
-		u, err := s.existingUser(op.UserRevokeRole.GetUser())
-		role := op.UserRevokeRole.GetRole()
-		switch {
-		case err != nil:
-			return err
-		case !slices.Contains(u.GetUser().GetRoles(), role):
-			return fmt.Errorf("%w: user %s does not have role %s", rpcerr.ErrRoleNotFound, u.GetUser().GetName(), role)
-		case role == AdminRole && a.GetEnabled() && !s.hasAdmin(u.GetUser().GetName()):
-			return fmt.Errorf("%w: %s is the last user with the %s role (disable auth first)", rpcerr.ErrNoAdmin, u.GetUser().GetName(), AdminRole)
-		}
-		u.User.Roles = slices.DeleteFunc(u.User.Roles, func(r string) bool { return r == role })
+		return s.userRevokeRole(a, op.UserRevokeRole)
 	case *controllerpb.AuthChangeRequest_RoleAdd:
-		name := op.RoleAdd.GetName()
-		if err := ValidAuthName("role", name); err != nil {
-			return err
-		}
-		if s.roleExists(name) {
-			return fmt.Errorf("%w: %s", rpcerr.ErrRoleExists, name)
-		}
-		a.Roles = append(a.Roles, &controllerpb.AuthRole{Name: name})
-		slices.SortFunc(a.Roles, func(x, y *controllerpb.AuthRole) int { return strings.Compare(x.GetName(), y.GetName()) })
+		return s.roleAdd(a, op.RoleAdd.GetName())
 	case *controllerpb.AuthChangeRequest_RoleDelete:
-		name := op.RoleDelete.GetName()
-		if name == AdminRole {
-			return fmt.Errorf("%w: the %s role is built in", rpcerr.ErrInvalidAuth, AdminRole)
-		}
-		if s.findRole(name) == nil {
-			return fmt.Errorf("%w: %s", rpcerr.ErrRoleNotFound, name)
-		}
-		a.Roles = slices.DeleteFunc(a.Roles, func(r *controllerpb.AuthRole) bool { return r.GetName() == name })
-		for _, u := range a.Users {
-			u.User.Roles = slices.DeleteFunc(u.User.Roles, func(r string) bool { return r == name })
-		}
-	case *controllerpb.AuthChangeRequest_RoleGrant, *controllerpb.AuthChangeRequest_RoleRevoke:
-		rp := ch.GetRoleGrant()
-		if rp == nil {
-			rp = ch.GetRoleRevoke()
-		}
-		if rp.GetRole() == AdminRole {
-			return fmt.Errorf("%w: the %s role is built in: it allows everything", rpcerr.ErrInvalidAuth, AdminRole)
-		}
-		r := s.findRole(rp.GetRole())
-		if r == nil {
-			return fmt.Errorf("%w: %s", rpcerr.ErrRoleNotFound, rp.GetRole())
-		}
-		p := rp.GetPermission()
-		i := slices.IndexFunc(r.Permissions, func(q *controllerpb.Permission) bool { return bytes.Equal(q.GetPrefix(), p.GetPrefix()) })
-		if ch.GetRoleRevoke() != nil {
-			if i < 0 {
-				return fmt.Errorf("%w: role %s has no permission on prefix %q", rpcerr.ErrInvalidAuth, r.GetName(), p.GetPrefix())
-			}
-			r.Permissions = slices.Delete(r.Permissions, i, i+1)
-			break
-		}
-		if p.GetAccess() < controllerpb.Access_ACCESS_READ || p.GetAccess() > controllerpb.Access_ACCESS_READWRITE {
-			return fmt.Errorf("%w: access %v", rpcerr.ErrInvalidAuth, p.GetAccess())
-		}
-		if len(p.GetPrefix()) > auth.MaxPrefix {
-			return fmt.Errorf("%w: a prefix has at most %d bytes", rpcerr.ErrInvalidAuth, auth.MaxPrefix)
-		}
-		// One permission per prefix: granting again replaces it (etcd's
-		// rule), so a grant of READ after READWRITE narrows it.
-		if i >= 0 {
-			r.Permissions[i] = proto.Clone(p).(*controllerpb.Permission)
-		} else {
-			r.Permissions = append(r.Permissions, proto.Clone(p).(*controllerpb.Permission))
-			slices.SortFunc(r.Permissions, func(x, y *controllerpb.Permission) int { return bytes.Compare(x.GetPrefix(), y.GetPrefix()) })
-		}
+		return s.roleDelete(a, op.RoleDelete.GetName())
+	case *controllerpb.AuthChangeRequest_RoleGrant:
+		return s.rolePermission(op.RoleGrant, false)
+	case *controllerpb.AuthChangeRequest_RoleRevoke:
+		return s.rolePermission(op.RoleRevoke, true)
 	default:
 		return fmt.Errorf("%w: empty auth change", rpcerr.ErrMalformed)
 	}
-	a.Revision = next
-	s.authChanged = true
+}
+
+func (s *State) userAdd(a *controllerlogpb.AuthImage, add *controllerpb.UserAdd, passwordHash []byte, next uint64) error {
+	name := add.GetName()
+	if err := ValidAuthName("user", name); err != nil {
+		return err
+	}
+	if s.findUser(name) != nil {
+		return fmt.Errorf("%w: %s", rpcerr.ErrUserExists, name)
+	}
+	if len(passwordHash) == 0 && add.GetCertCn() == "" {
+		return fmt.Errorf("%w: user %s needs a password or a certificate common name", rpcerr.ErrInvalidAuth, name)
+	}
+	if cn := add.GetCertCn(); cn != "" {
+		for _, u := range a.GetUsers() {
+			if u.GetUser().GetCertCn() == cn {
+				return fmt.Errorf("%w: %q names user %s", rpcerr.ErrCertCNTaken, cn, u.GetUser().GetName())
+			}
+		}
+	}
+	u := &controllerlogpb.AuthUserRecord{User: &controllerpb.AuthUser{Name: name, CertCn: add.GetCertCn(), Epoch: next},
+		PasswordHash: slices.Clone(passwordHash)}
+	a.Users = append(a.Users, u)
+	slices.SortFunc(a.Users, func(x, y *controllerlogpb.AuthUserRecord) int {
+		return strings.Compare(x.GetUser().GetName(), y.GetUser().GetName())
+	})
+	return nil
+}
+
+func (s *State) userDelete(a *controllerlogpb.AuthImage, name string) error {
+	if _, err := s.existingUser(name); err != nil {
+		return err
+	}
+	if a.GetEnabled() && !s.hasAdmin(name) {
+		return fmt.Errorf("%w: %s is the last user with the %s role (disable auth first)", rpcerr.ErrNoAdmin, name, AdminRole)
+	}
+	a.Users = slices.DeleteFunc(a.Users, func(u *controllerlogpb.AuthUserRecord) bool { return u.GetUser().GetName() == name })
+	return nil
+}
+
+func (s *State) userPasswd(name string, passwordHash []byte, next uint64) error {
+	u, err := s.existingUser(name)
+	if err != nil {
+		return err
+	}
+	if len(passwordHash) == 0 {
+		return fmt.Errorf("%w: empty password", rpcerr.ErrInvalidAuth)
+	}
+	// A new epoch revokes the tokens issued under the old password.
+	u.PasswordHash, u.User.Epoch = slices.Clone(passwordHash), next
+	return nil
+}
+
+func (s *State) userGrantRole(ur *controllerpb.UserRole) error {
+	u, err := s.existingUser(ur.GetUser())
+	role := ur.GetRole()
+	switch {
+	case err != nil:
+		return err
+	case !s.roleExists(role):
+		return fmt.Errorf("%w: %s", rpcerr.ErrRoleNotFound, role)
+	}
+	if !slices.Contains(u.User.Roles, role) {
+		u.User.Roles = append(u.User.Roles, role)
+		slices.Sort(u.User.Roles)
+	}
+	return nil
+}
+
+func (s *State) userRevokeRole(a *controllerlogpb.AuthImage, ur *controllerpb.UserRole) error {
+	u, err := s.existingUser(ur.GetUser())
+	role := ur.GetRole()
+	switch {
+	case err != nil:
+		return err
+	case !slices.Contains(u.GetUser().GetRoles(), role):
+		return fmt.Errorf("%w: user %s does not have role %s", rpcerr.ErrRoleNotFound, u.GetUser().GetName(), role)
+	case role == AdminRole && a.GetEnabled() && !s.hasAdmin(u.GetUser().GetName()):
+		return fmt.Errorf("%w: %s is the last user with the %s role (disable auth first)", rpcerr.ErrNoAdmin, u.GetUser().GetName(), AdminRole)
+	}
+	u.User.Roles = slices.DeleteFunc(u.User.Roles, func(r string) bool { return r == role })
+	return nil
+}
+
+func (s *State) roleAdd(a *controllerlogpb.AuthImage, name string) error {
+	if err := ValidAuthName("role", name); err != nil {
+		return err
+	}
+	if s.roleExists(name) {
+		return fmt.Errorf("%w: %s", rpcerr.ErrRoleExists, name)
+	}
+	a.Roles = append(a.Roles, &controllerpb.AuthRole{Name: name})
+	slices.SortFunc(a.Roles, func(x, y *controllerpb.AuthRole) int { return strings.Compare(x.GetName(), y.GetName()) })
+	return nil
+}
+
+func (s *State) roleDelete(a *controllerlogpb.AuthImage, name string) error {
+	if name == AdminRole {
+		return fmt.Errorf("%w: the %s role is built in", rpcerr.ErrInvalidAuth, AdminRole)
+	}
+	if s.findRole(name) == nil {
+		return fmt.Errorf("%w: %s", rpcerr.ErrRoleNotFound, name)
+	}
+	a.Roles = slices.DeleteFunc(a.Roles, func(r *controllerpb.AuthRole) bool { return r.GetName() == name })
+	for _, u := range a.Users {
+		u.User.Roles = slices.DeleteFunc(u.User.Roles, func(r string) bool { return r == name })
+	}
+	return nil
+}
+
+// rolePermission grants rp's permission to its role, or revokes the
+// role's permission on rp's prefix. A role holds one permission per
+// prefix: granting again replaces it (etcd's rule), so a grant of READ
+// after READWRITE narrows it.
+func (s *State) rolePermission(rp *controllerpb.RolePermission, revoke bool) error {
+	if rp.GetRole() == AdminRole {
+		return fmt.Errorf("%w: the %s role is built in: it allows everything", rpcerr.ErrInvalidAuth, AdminRole)
+	}
+	r := s.findRole(rp.GetRole())
+	if r == nil {
+		return fmt.Errorf("%w: %s", rpcerr.ErrRoleNotFound, rp.GetRole())
+	}
+	p := rp.GetPermission()
+	i := slices.IndexFunc(r.Permissions, func(q *controllerpb.Permission) bool { return bytes.Equal(q.GetPrefix(), p.GetPrefix()) })
+	if revoke {
+		if i < 0 {
+			return fmt.Errorf("%w: role %s has no permission on prefix %q", rpcerr.ErrInvalidAuth, r.GetName(), p.GetPrefix())
+		}
+		r.Permissions = slices.Delete(r.Permissions, i, i+1)
+		return nil
+	}
+	if p.GetAccess() < controllerpb.Access_ACCESS_READ || p.GetAccess() > controllerpb.Access_ACCESS_READWRITE {
+		return fmt.Errorf("%w: access %v", rpcerr.ErrInvalidAuth, p.GetAccess())
+	}
+	if len(p.GetPrefix()) > auth.MaxPrefix {
+		return fmt.Errorf("%w: a prefix has at most %d bytes", rpcerr.ErrInvalidAuth, auth.MaxPrefix)
+	}
+	if i >= 0 {
+		r.Permissions[i] = proto.Clone(p).(*controllerpb.Permission)
+	} else {
+		r.Permissions = append(r.Permissions, proto.Clone(p).(*controllerpb.Permission))
+		slices.SortFunc(r.Permissions, func(x, y *controllerpb.Permission) int { return bytes.Compare(x.GetPrefix(), y.GetPrefix()) })
+	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -97,93 +98,17 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 	for i := range devControllers {
 		ctls = append(ctls, fmt.Sprintf("127.0.0.1:%d", d.opts.BasePort+i))
 	}
-	var peers []string
-	for i, a := range ctls {
-		peers = append(peers, fmt.Sprintf("%d=%s", i+1, a))
+	common, dial, err := d.childFlags(g, ctls)
+	if err != nil {
+		return err
 	}
-	common := []string{"--log-format", g.logFormat, "--log-level", g.logLevel}
-	var dial []grpc.DialOption // dev's own connections (the join), as a client
-	if d.tls {
-		peerMap := map[uint64]string{}
-		for i, a := range ctls {
-			peerMap[uint64(i+1)] = a
-		}
-		// The controllers derive the cluster id so (no --cluster-token):
-		// the certificates must name it.
-		if err := d.writeCerts(storage.ClusterIDFor(defaultClusterToken, peerMap)); err != nil {
-			return err
-		}
-		f := d.serverTLS()
-		// One throwaway CA signs every certificate: auth may be enabled
-		// all the same (see --allow-shared-peer-ca).
-		common = append(common, "--cert", f.Cert, "--key", f.Key, "--trusted-ca", f.TrustedCA, "--client-cert-auth", "--allow-shared-peer-ca")
-		cfg, err := rpc.ClientTLS(d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
-		if err != nil {
-			return err
-		}
-		dial = []grpc.DialOption{rpc.WithTLS(cfg)}
-	}
-	var controllers, nodes []*child
-	stopAll := func() {
-		for _, set := range [][]*child{nodes, controllers} { // groups first, as in one process
-			for _, c := range set {
-				_ = c.cmd.Process.Signal(syscall.SIGTERM)
-			}
-			for _, c := range set {
-				<-c.done
-			}
-		}
-	}
-	defer stopAll()
-	exited := make(chan *child, devControllers+d.processes)
-	start := func(name string, args ...string) (*child, error) {
-		c := &child{name: name, cmd: exec.Command(exe, append(args, common...)...), done: make(chan struct{})}
-		c.cmd.Stdout, c.cmd.Stderr = os.Stderr, os.Stderr
-		dieWithDev(c.cmd)
-		if err := c.cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start %s: %w", name, err)
-		}
-		go func() {
-			c.err = c.cmd.Wait()
-			close(c.done)
-			exited <- c
-		}()
-		return c, nil
-	}
-	for i, a := range ctls {
-		args := []string{"controller", "--id", fmt.Sprint(i + 1), "--listen", a,
-			"--peers", strings.Join(peers, ","), "--shards", fmt.Sprint(d.opts.Shards), "--data", filepath.Join(d.opts.Dir, fmt.Sprintf("c%d", i+1))}
-		if i == 0 {
-			args = append(args, "--http", d.http) // the web console, where dev serves it in one process
-		}
-		c, err := start(fmt.Sprintf("controller %d", i+1), args...)
-		if err != nil {
-			return err
-		}
-		controllers = append(controllers, c)
-	}
-	for n, a := range d.nodeAddrs() {
-		args := []string{"server", "--listen", a, "--controllers", strings.Join(ctls, ","),
-			"--data", filepath.Join(d.opts.Dir, fmt.Sprintf("node%d", n+1)), "--http", d.nodeHTTP(n)}
-		for gid := uint64(1); gid <= uint64(d.opts.Groups); gid++ {
-			var members []string
-			host := false
-			for id, addr := range d.groupAddrs(gid) {
-				members = append(members, fmt.Sprintf("%d=%s", id+1, addr))
-				host = host || addr == a
-			}
-			if host {
-				args = append(args, "--replica", fmt.Sprintf("%d:%s", gid, strings.Join(members, ",")))
-			}
-		}
-		c, err := start(fmt.Sprintf("node %d", n+1), args...)
-		if err != nil {
-			return err
-		}
-		nodes = append(nodes, c)
+	kids := &children{exe: exe, common: common, exited: make(chan *child, devControllers+d.processes)}
+	defer kids.stopAll()
+	if err := kids.startAll(d.controllerArgs(ctls), d.nodeArgs(ctls)); err != nil {
+		return err
 	}
 	if d.tls {
-		forwardHangup(ctx, append(slices.Clone(controllers), nodes...))
+		forwardHangup(ctx, append(slices.Clone(kids.controllers), kids.nodes...))
 	}
 	began := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -204,11 +129,93 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 			return j.err
 		}
 		cfg = j.cfg
-	case c := <-exited:
+	case c := <-kids.exited:
 		return fmt.Errorf("%s exited while the cluster started: %v", c.name, c.err)
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "shardkv dev cluster up in %v, data in %s, %d nodes\n", time.Since(began).Round(time.Millisecond), d.opts.Dir, d.processes)
+	d.printNodes(out, cfg, ctls, kids.nodes)
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "shutting down")
+		return nil
+	case c := <-kids.exited:
+		return fmt.Errorf("%s exited: %v", c.name, c.err)
+	}
+}
+
+// childFlags are the flags every process dev starts takes (logging, and
+// with --tls its certificates, written first), and the dial options of
+// dev's own connections as a client (the join).
+func (d *devFlags) childFlags(g *globals, ctls []string) (common []string, dial []grpc.DialOption, err error) {
+	common = []string{"--log-format", g.logFormat, "--log-level", g.logLevel}
+	if !d.tls {
+		return common, nil, nil
+	}
+	peerMap := map[uint64]string{}
+	for i, a := range ctls {
+		peerMap[uint64(i+1)] = a
+	}
+	// The controllers derive the cluster id so (no --cluster-token): the
+	// certificates must name it.
+	if err := d.writeCerts(storage.ClusterIDFor(defaultClusterToken, peerMap)); err != nil {
+		return nil, nil, err
+	}
+	f := d.serverTLS()
+	// One throwaway CA signs every certificate: auth may be enabled all
+	// the same (see --allow-shared-peer-ca).
+	common = append(common, "--cert", f.Cert, "--key", f.Key, "--trusted-ca", f.TrustedCA, "--client-cert-auth", "--allow-shared-peer-ca")
+	cfg, err := rpc.ClientTLS(d.certs.CAFile, d.certs.ClientCert, d.certs.ClientKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return common, []grpc.DialOption{rpc.WithTLS(cfg)}, nil
+}
+
+// controllerArgs are the command lines of the controller replicas, at ctls.
+func (d *devFlags) controllerArgs(ctls []string) [][]string {
+	var peers []string
+	for i, a := range ctls {
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, a))
+	}
+	var out [][]string
+	for i, a := range ctls {
+		args := []string{"controller", "--id", fmt.Sprint(i + 1), "--listen", a,
+			"--peers", strings.Join(peers, ","), "--shards", fmt.Sprint(d.opts.Shards), "--data", filepath.Join(d.opts.Dir, fmt.Sprintf("c%d", i+1))}
+		if i == 0 {
+			args = append(args, "--http", d.http) // the web console, where dev serves it in one process
+		}
+		out = append(out, args)
+	}
+	return out
+}
+
+// nodeArgs are the command lines of the nodes: each names, with
+// --replica, every group it hosts a replica of and that group's members.
+func (d *devFlags) nodeArgs(ctls []string) [][]string {
+	var out [][]string
+	for n, a := range d.nodeAddrs() {
+		args := []string{"server", "--listen", a, "--controllers", strings.Join(ctls, ","),
+			"--data", filepath.Join(d.opts.Dir, fmt.Sprintf("node%d", n+1)), "--http", d.nodeHTTP(n)}
+		for gid := uint64(1); gid <= uint64(d.opts.Groups); gid++ {
+			var members []string
+			host := false
+			for id, addr := range d.groupAddrs(gid) {
+				members = append(members, fmt.Sprintf("%d=%s", id+1, addr))
+				host = host || addr == a
+			}
+			if host {
+				args = append(args, "--replica", fmt.Sprintf("%d:%s", gid, strings.Join(members, ",")))
+			}
+		}
+		out = append(out, args)
+	}
+	return out
+}
+
+// printNodes announces the cluster dev started: its controllers, groups
+// and nodes, and a first command to try.
+func (d *devFlags) printNodes(out io.Writer, cfg config.Config, ctls []string, nodes []*child) {
 	fmt.Fprintf(out, "  controller  %s\n", strings.Join(ctls, ","))
 	fmt.Fprintf(out, "  console     http://%s/  (and the first controller's metrics)\n", d.http)
 	for gid := uint64(1); gid <= uint64(d.opts.Groups); gid++ {
@@ -228,12 +235,63 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 	}
 	flag += d.printTLS(out)
 	fmt.Fprintf(out, "try: shardkv put hello world%s && shardkv get hello%s\n", flag, flag)
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(out, "shutting down")
-		return nil
-	case c := <-exited:
-		return fmt.Errorf("%s exited: %v", c.name, c.err)
+}
+
+// children are the processes dev started: controllers first, then nodes.
+// exited receives each as it exits.
+type children struct {
+	exe         string
+	common      []string // flags every child takes
+	controllers []*child
+	nodes       []*child
+	exited      chan *child
+}
+
+// startAll starts the controllers, then the nodes, with the command lines
+// given; on an error, those started are left for stopAll.
+func (k *children) startAll(controllers, nodes [][]string) error {
+	for i, args := range controllers {
+		c, err := k.start(fmt.Sprintf("controller %d", i+1), args)
+		if err != nil {
+			return err
+		}
+		k.controllers = append(k.controllers, c)
+	}
+	for n, args := range nodes {
+		c, err := k.start(fmt.Sprintf("node %d", n+1), args)
+		if err != nil {
+			return err
+		}
+		k.nodes = append(k.nodes, c)
+	}
+	return nil
+}
+
+func (k *children) start(name string, args []string) (*child, error) {
+	c := &child{name: name, cmd: exec.Command(k.exe, append(slices.Clone(args), k.common...)...), done: make(chan struct{})}
+	c.cmd.Stdout, c.cmd.Stderr = os.Stderr, os.Stderr
+	dieWithDev(c.cmd)
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.done)
+		k.exited <- c
+	}()
+	return c, nil
+}
+
+// stopAll stops the nodes, then the controllers (SIGTERM), and waits for
+// each to exit: groups first, as in one process.
+func (k *children) stopAll() {
+	for _, set := range [][]*child{k.nodes, k.controllers} {
+		for _, c := range set {
+			_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range set {
+			<-c.done
+		}
 	}
 }
 
