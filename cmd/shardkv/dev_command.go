@@ -126,6 +126,12 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 		defer stop()
 		return d.runNodes(ctx, cmd, g, log)
 	}
+	return d.runOneProcess(cmd, log)
+}
+
+// runOneProcess runs the whole cluster in this process (--processes 1):
+// every replica on one engine, the web console and /metrics on --http.
+func (d *devFlags) runOneProcess(cmd *cobra.Command, log *slog.Logger) error {
 	if err := checkPorts(append(d.replicaAddrs(), d.http)); err != nil {
 		return err
 	}
@@ -144,17 +150,7 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	ctx, stop := stopOnSignal(cmd.Context(), log)
 	defer stop()
 	reg := ops.NewRegistry()
-	d.opts.JoinAll = true
-	d.opts.Logger = log
-	d.opts.Storage = storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck}
-	d.opts.Metrics = func(gid, id uint64) *groupserver.Metrics { return groupserver.NewMetrics(reg, gid, id) }
-	if d.tls {
-		d.opts.TLS = func(clusterID uint64) (*rpc.TLS, error) { return d.makeCerts(ctx, clusterID, log) }
-		d.opts.AllowSharedPeerCA = true // one throwaway CA signs every certificate
-		// Auth stays off until `shardkv admin auth enable`; then it is
-		// enforced, as by the processes of --processes 3.
-		d.opts.Auth = true
-	}
+	d.setClusterOptions(ctx, reg, log)
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	start := time.Now()
@@ -181,7 +177,33 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "shardkv dev cluster up in %v, data in %s\n", time.Since(start).Round(time.Millisecond), d.opts.Dir)
-	d.printCluster(startCtx, out, c)
+	d.announceOneProcess(startCtx, out, c, httpAddr)
+	<-ctx.Done()
+	fmt.Fprintln(out, "shutting down")
+	return nil
+}
+
+// setClusterOptions sets what the one-process cluster runs with besides
+// the flags: joined at start, logging, storage health, metrics in reg,
+// and with --tls certificates made for its cluster id and auth ready.
+func (d *devFlags) setClusterOptions(ctx context.Context, reg *prometheus.Registry, log *slog.Logger) {
+	d.opts.JoinAll = true
+	d.opts.Logger = log
+	d.opts.Storage = storage.Options{Logger: log, OnStuck: exitStuck, OnFatal: exitStuck}
+	d.opts.Metrics = func(gid, id uint64) *groupserver.Metrics { return groupserver.NewMetrics(reg, gid, id) }
+	if d.tls {
+		d.opts.TLS = func(clusterID uint64) (*rpc.TLS, error) { return d.makeCerts(ctx, clusterID, log) }
+		d.opts.AllowSharedPeerCA = true // one throwaway CA signs every certificate
+		// Auth stays off until `shardkv admin auth enable`; then it is
+		// enforced, as by the processes of --processes 3.
+		d.opts.Auth = true
+	}
+}
+
+// announceOneProcess prints the one-process cluster's addresses, what a
+// restore brought, and a first command to try.
+func (d *devFlags) announceOneProcess(ctx context.Context, out io.Writer, c *cluster.Cluster, httpAddr net.Addr) {
+	d.printCluster(ctx, out, c)
 	fmt.Fprintf(out, "  console     http://%s/\n", httpAddr)
 	fmt.Fprintf(out, "  metrics     http://%s/metrics\n", httpAddr)
 	if d.restore != "" {
@@ -196,9 +218,6 @@ func (d *devFlags) run(cmd *cobra.Command, g *globals) error {
 	}
 	flag += d.printTLS(out)
 	fmt.Fprintf(out, "try: shardkv put hello world%s && shardkv get hello%s\n", flag, flag)
-	<-ctx.Done()
-	fmt.Fprintln(out, "shutting down")
-	return nil
 }
 
 // writeCerts makes a new CA and the cluster's certificates under

@@ -160,20 +160,8 @@ func (n *node) guarded(ctx context.Context, f func(context.Context) (*memberpb.H
 
 func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.HostReply, error) {
 	gid, id, members := req.GetGroup(), req.GetId(), req.GetMembers()
-	self := n.s.self()
-	switch {
-	case gid == 0:
-		return nil, fmt.Errorf("%w: group 0 is the controller, which runs apart from nodes", rpcerr.ErrBadMemberChange)
-	case id == 0 || members[id] == "":
-		return nil, fmt.Errorf("%w: the members must list replica %d with its address", rpcerr.ErrBadMemberChange, id)
-	case members[id] != self:
-		return nil, fmt.Errorf("%w: the members put replica %d of group %d at %s, this node is %s", memberpb.ErrNotThisNode, id, gid, members[id], self)
-	}
-	for pid, addr := range members {
-		if pid != id && addr == self {
-			return nil, fmt.Errorf("%w: the members put replicas %d and %d of group %d on this node (%s); a node hosts one replica of a group",
-				memberpb.ErrHostsOtherReplica, min(id, pid), max(id, pid), gid, self)
-		}
+	if err := checkHostRequest(gid, id, members, n.s.self()); err != nil {
+		return nil, err
 	}
 	n.hostMu.Lock()
 	defer n.hostMu.Unlock()
@@ -182,56 +170,16 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	if err != nil {
 		return nil, err
 	}
-	if recorded != 0 && recorded != id {
-		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d", memberpb.ErrHostsOtherReplica, recorded, gid)
-	}
-	if here := hostingReply(recorded, ident); recorded == id && req.GetCreate() && !foundedWith(here, id, members) {
-		return nil, fmt.Errorf("%w: this node hosts replica %d of group %d, %s", memberpb.ErrGroupExists, id, gid, howFounded(here))
-	}
-	if recorded == 0 {
-		// Raft messages are addressed by group and id: a copy of the group
-		// that still lists the dropped replica here (a left copy whose
-		// other nodes still run it, say) would reach the new one, which
-		// would take its terms, votes and entries as its own.
-		gone, err := n.e.Unhosted(rep)
-		if err != nil {
-			return nil, err
-		}
-		if gone {
-			return nil, fmt.Errorf("%w: this node dropped replica %d of group %d (admin member unhost), and a copy of the group that still lists it at %s "+
-				"would reach a new one: host it under another id (another position in join --create, another id in member add), on another node, or give the new group another id",
-				memberpb.ErrDroppedHere, id, gid, self)
-		}
+	if err := n.hostable(rep, req, recorded, ident); err != nil {
+		return nil, err
 	}
 	if _, running := n.router.Hosted()[gid]; running {
 		return n.hostedReply(), nil
 	}
 	h := hostedReplica{rep: rep, peers: members}
-	var record storage.ClusterState // the identity to record; none for a replica recorded already
-	var token uint64                // the founding token to record: see storage.Identity.Token
-	switch {
-	case recorded == id:
-		// An earlier Host recorded it and then failed to start it: it
-		// starts as its identity says.
-		h.peers = ident.Current()
-	case req.GetCreate():
-		// Every founder is given the same members (admin join --create
-		// sends one list), so their addresses tell this copy apart.
-		token = storage.FoundingTokenFor(n.cid, gid, members)
-		if err := n.creatable(ctx, gid, id, members, token); err != nil {
-			return nil, err
-		}
-		record = storage.ClusterNew
-	default:
-		learner, leaderToken, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
-		if !answered {
-			return nil, fmt.Errorf("%w: no leader of group %d among %v answered", memberpb.ErrGroupUnreachable, gid, slices.Sorted(maps.Values(members)))
-		}
-		if !learner {
-			return nil, fmt.Errorf("%w: group %d's leader does not have replica %d as a learner that has acknowledged nothing yet",
-				memberpb.ErrNotAdded, gid, id)
-		}
-		record, h.join, token = storage.ClusterJoin, true, leaderToken
+	record, token, err := n.identityToRecord(ctx, req, &h, recorded, ident)
+	if err != nil {
+		return nil, err
 	}
 	if req.GetCheck() {
 		return n.hostedReply(), nil
@@ -249,6 +197,93 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	n.srv.serving(rep, srv.Node())
 	n.log.Info("hosting a new replica", "group", gid, "id", id, "create", req.GetCreate(), "members", members)
 	return n.hostedReply(), nil
+}
+
+// checkHostRequest refuses a Host request that cannot be right whatever
+// the node holds: the controller's group, a replica the members do not
+// list, or list at another node than self, or two replicas of the group
+// on self.
+func checkHostRequest(gid, id uint64, members map[uint64]string, self string) error {
+	switch {
+	case gid == 0:
+		return fmt.Errorf("%w: group 0 is the controller, which runs apart from nodes", rpcerr.ErrBadMemberChange)
+	case id == 0 || members[id] == "":
+		return fmt.Errorf("%w: the members must list replica %d with its address", rpcerr.ErrBadMemberChange, id)
+	case members[id] != self:
+		return fmt.Errorf("%w: the members put replica %d of group %d at %s, this node is %s", memberpb.ErrNotThisNode, id, gid, members[id], self)
+	}
+	for pid, addr := range members {
+		if pid != id && addr == self {
+			return fmt.Errorf("%w: the members put replicas %d and %d of group %d on this node (%s); a node hosts one replica of a group",
+				memberpb.ErrHostsOtherReplica, min(id, pid), max(id, pid), gid, self)
+		}
+	}
+	return nil
+}
+
+// hostable refuses replica rep where this node records another replica
+// of its group (recorded, with identity ident), hosts it from another
+// founding than a create names, or dropped it (a copy of the group that
+// still lists it here would reach a new one).
+func (n *node) hostable(rep storage.Replica, req *memberpb.HostRequest, recorded uint64, ident storage.Identity) error {
+	gid, id := rep.Group, rep.ID
+	if recorded != 0 && recorded != id {
+		return fmt.Errorf("%w: this node hosts replica %d of group %d", memberpb.ErrHostsOtherReplica, recorded, gid)
+	}
+	if here := hostingReply(recorded, ident); recorded == id && req.GetCreate() && !foundedWith(here, id, req.GetMembers()) {
+		return fmt.Errorf("%w: this node hosts replica %d of group %d, %s", memberpb.ErrGroupExists, id, gid, howFounded(here))
+	}
+	if recorded != 0 {
+		return nil
+	}
+	// Raft messages are addressed by group and id: a copy of the group
+	// that still lists the dropped replica here (a left copy whose other
+	// nodes still run it, say) would reach the new one, which would take
+	// its terms, votes and entries as its own.
+	gone, err := n.e.Unhosted(rep)
+	if err != nil {
+		return err
+	}
+	if gone {
+		return fmt.Errorf("%w: this node dropped replica %d of group %d (admin member unhost), and a copy of the group that still lists it at %s "+
+			"would reach a new one: host it under another id (another position in join --create, another id in member add), on another node, or give the new group another id",
+			memberpb.ErrDroppedHere, id, gid, n.s.self())
+	}
+	return nil
+}
+
+// identityToRecord decides how h starts, and what identity and founding
+// token (see storage.Identity.Token) to record for it first: none for a
+// replica an earlier Host recorded and failed to start (it starts as its
+// identity says); a new founder's, once creatable; or a joiner's, once
+// the group's leader confirms h is a learner it added that has
+// acknowledged nothing.
+func (n *node) identityToRecord(ctx context.Context, req *memberpb.HostRequest, h *hostedReplica, recorded uint64, ident storage.Identity) (storage.ClusterState, uint64, error) {
+	gid, id, members := req.GetGroup(), req.GetId(), req.GetMembers()
+	switch {
+	case recorded == id:
+		h.peers = ident.Current()
+		return "", 0, nil
+	case req.GetCreate():
+		// Every founder is given the same members (admin join --create
+		// sends one list), so their addresses tell this copy apart.
+		token := storage.FoundingTokenFor(n.cid, gid, members)
+		if err := n.creatable(ctx, gid, id, members, token); err != nil {
+			return "", 0, err
+		}
+		return storage.ClusterNew, token, nil
+	default:
+		learner, leaderToken, answered := learnerOf(ctx, gid, id, members, n.s.r.tls.peerDial(n.cid))
+		if !answered {
+			return "", 0, fmt.Errorf("%w: no leader of group %d among %v answered", memberpb.ErrGroupUnreachable, gid, slices.Sorted(maps.Values(members)))
+		}
+		if !learner {
+			return "", 0, fmt.Errorf("%w: group %d's leader does not have replica %d as a learner that has acknowledged nothing yet",
+				memberpb.ErrNotAdded, gid, id)
+		}
+		h.join = true
+		return storage.ClusterJoin, leaderToken, nil
+	}
 }
 
 // recorded returns the replica of group gid this node has recorded (its

@@ -144,22 +144,8 @@ func (n *node) unhostable(ctx context.Context, gid, id uint64, given map[uint64]
 		maps.Copy(peers, given)
 		maps.Copy(peers, m.Addrs)
 	}
-	dial := n.s.r.tls.peerDial(n.cid)
-	for pid, addr := range peers {
-		if pid == id {
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		who, err := transport.Identify(actx, addr, gid, dial...)
-		var removed bool
-		if err == nil && who.Group == gid && who.Incarnation == copyOf {
-			reply, err := transport.AskMember(actx, addr, gid, id, dial...)
-			removed = err == nil && reply.GetRemoved()
-		}
-		cancel()
-		if removed {
-			return nil
-		}
+	if n.removedByAPeer(ctx, gid, id, copyOf, peers) {
+		return nil
 	}
 	_, in := cfg.Groups[gid]
 	switch {
@@ -177,6 +163,37 @@ func (n *node) unhostable(ctx context.Context, gid, id uint64, given map[uint64]
 		return fmt.Errorf("%w: replica %d is a member of group %d, which configuration %d has: remove it from the group first (admin member remove %d %d)",
 			memberpb.ErrStillMember, id, gid, cfg.Num, gid, id)
 	}
+	return n.holdsNothing(ctx, gid, id, srv, cfg)
+}
+
+// removedByAPeer reports whether a member of replica id's copy of group
+// gid (copyOf; peers by id) says it applied id's removal.
+func (n *node) removedByAPeer(ctx context.Context, gid, id, copyOf uint64, peers map[uint64]string) bool {
+	dial := n.s.r.tls.peerDial(n.cid)
+	for pid, addr := range peers {
+		if pid == id {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		who, err := transport.Identify(actx, addr, gid, dial...)
+		var removed bool
+		if err == nil && who.Group == gid && who.Incarnation == copyOf {
+			reply, err := transport.AskMember(actx, addr, gid, id, dial...)
+			removed = err == nil && reply.GetRemoved()
+		}
+		cancel()
+		if removed {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsNothing refuses to drop replica id of group gid (srv) while it
+// holds a shard, or may come to: cfg is the latest configuration, which
+// does not have its copy.
+func (n *node) holdsNothing(ctx context.Context, gid, id uint64, srv *groupserver.Server, cfg config.Config) error {
+	sm := srv.StateMachine()
 	// What it holds. At the latest configuration, which gives its copy
 	// nothing, a shard it shows absent stays so (only a later
 	// configuration could give it one). A lagging replica's view may be

@@ -59,19 +59,41 @@ func (s *Server) checkJoin(ctx context.Context, groups []*controllerpb.Group) (m
 // state none is refused as not ready (a join), rather than accepted (new
 // addresses of a group that joined: replicas still catching up).
 func (s *Server) checkReplicas(ctx context.Context, groups []*controllerpb.Group, needIncarnation bool) (map[uint64]uint64, *joinRefusal) {
-	var bad, unreachable, notReady []string
+	var f joinFindings
 	for _, g := range groups {
 		for _, addr := range g.GetAddrs() {
 			if err := rpc.CheckAddr(addr); err != nil {
-				bad = append(bad, fmt.Sprintf("group %d: %q is not host:port (%v)", g.GetId(), addr, err))
+				f.bad = append(f.bad, fmt.Sprintf("group %d: %q is not host:port (%v)", g.GetId(), addr, err))
 			}
 		}
 	}
-	if len(bad) > 0 {
-		return nil, &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(bad, "; ")}
+	if r := f.refusal(); r != nil {
+		return nil, r
 	}
+	answers, limit := s.identifyAll(ctx, groups)
+	incarnations := map[uint64]uint64{}
+	for i, g := range groups {
+		if inc := f.judge(g, answers[i], limit, s.clusterID, needIncarnation); inc != 0 {
+			incarnations[g.GetId()] = inc
+		}
+	}
+	if r := f.refusal(); r != nil {
+		return nil, r
+	}
+	return incarnations, nil
+}
 
-	limit := JoinCheckLimit
+// identity is one replica's answer to Identify.
+type identity struct {
+	id  transport.ReplicaIdentity
+	err error
+}
+
+// identifyAll asks every listed address at once which replica it hosts
+// (transport.Identify), within JoinCheckLimit or half of ctx's time left:
+// answers[i][j] is groups[i]'s j-th address's.
+func (s *Server) identifyAll(ctx context.Context, groups []*controllerpb.Group) (answers [][]identity, limit time.Duration) {
+	limit = JoinCheckLimit
 	if dl, ok := ctx.Deadline(); ok {
 		limit = min(limit, time.Until(dl)/2)
 	}
@@ -81,93 +103,105 @@ func (s *Server) checkReplicas(ctx context.Context, groups []*controllerpb.Group
 	if s.clusterID != 0 {
 		dial = rpc.DialOptions(append(rpc.WithClusterID(s.clusterID), s.cfg.Dial...)...)
 	}
-	type answer struct {
-		id  transport.ReplicaIdentity
-		err error
-	}
-	answers := make([][]answer, len(groups))
+	answers = make([][]identity, len(groups))
 	var wg sync.WaitGroup
 	for i, g := range groups {
-		answers[i] = make([]answer, len(g.GetAddrs()))
+		answers[i] = make([]identity, len(g.GetAddrs()))
 		for j, addr := range g.GetAddrs() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				id, err := transport.Identify(cctx, addr, g.GetId(), dial...)
-				answers[i][j] = answer{id, err}
+				answers[i][j] = identity{id, err}
 			}()
 		}
 	}
 	wg.Wait()
+	return answers, limit
+}
 
-	incarnations := map[uint64]uint64{}
-	for i, g := range groups {
-		gid := g.GetId()
-		seen := map[uint64]string{}     // replica id -> its address
-		stated := map[uint64][]string{} // incarnation -> the addresses that state it
-		var silent []string             // replicas that state none yet
-		for j, addr := range g.GetAddrs() {
-			a := answers[i][j]
-			switch {
-			case a.err != nil && rpc.IsClusterMismatch(a.err):
-				bad = append(bad, fmt.Sprintf("group %d: %s belongs to another cluster (%s)", gid, addr, status.Convert(a.err).Message()))
-			case status.Code(a.err) == codes.Unimplemented:
-				bad = append(bad, fmt.Sprintf("group %d: %s serves no replica group (a controller, or another program?)", gid, addr))
-			case a.err != nil:
-				unreachable = append(unreachable, fmt.Sprintf("group %d: replica %s did not answer within %v (%s)",
-					gid, addr, limit.Round(time.Millisecond), cause(a.err)))
-			case a.id.ClusterID == 0:
-				bad = append(bad, fmt.Sprintf("group %d: %s states no cluster id", gid, addr))
-			case a.id.ClusterID != s.clusterID:
-				bad = append(bad, fmt.Sprintf("group %d: %s states cluster %016x, this cluster is %016x", gid, addr, a.id.ClusterID, s.clusterID))
-			case a.id.Group == 0:
-				bad = append(bad, fmt.Sprintf("group %d: %s hosts no replica of group %d", gid, addr, gid))
-			case a.id.Group != gid:
-				bad = append(bad, fmt.Sprintf("group %d: %s is replica %d of group %d, not of group %d", gid, addr, a.id.Replica, a.id.Group, gid))
-			case seen[a.id.Replica] != "":
-				bad = append(bad, fmt.Sprintf("group %d: %s and %s are the same replica (replica %d)", gid, seen[a.id.Replica], addr, a.id.Replica))
-			default:
-				seen[a.id.Replica] = addr
-				if a.id.Incarnation == 0 {
-					silent = append(silent, addr)
-				} else {
-					stated[a.id.Incarnation] = append(stated[a.id.Incarnation], addr)
-				}
-			}
-		}
-		// Only what replicas state is recorded; an incarnation the
-		// request names (the group's, from an earlier configuration)
-		// must be the one they state.
-		want := g.GetIncarnation()
-		switch {
-		case len(stated) > 1 || (len(stated) == 1 && want != 0 && len(stated[want]) == 0):
-			var copies []string
-			for _, inc := range slices.Sorted(maps.Keys(stated)) {
-				copies = append(copies, fmt.Sprintf("%s state incarnation %016x", strings.Join(stated[inc], ", "), inc))
-			}
-			if want != 0 {
-				copies = append(copies, fmt.Sprintf("the request names %016x", want))
-			}
-			bad = append(bad, fmt.Sprintf("group %d: two copies of the group id (%s): "+
-				"a group id that left or was partly created given to other replicas", gid, strings.Join(copies, "; ")))
-		case needIncarnation && len(seen) > 0 && len(silent) > 0:
-			notReady = append(notReady, fmt.Sprintf("group %d: %s state no incarnation yet "+
-				"(a new group has one once its first leader is elected and its replicas apply it)", gid, strings.Join(silent, ", ")))
-		case len(stated) == 1:
-			for inc := range stated {
-				incarnations[gid] = inc
-			}
-		}
-	}
+// joinFindings are what the checks of a join found wrong, by the refusal
+// each calls for.
+type joinFindings struct {
+	bad, unreachable, notReady []string
+}
+
+// refusal is the join's refusal, if anything was found: a bad replica
+// first (the unreachable ones named too), then an unreachable one, then a
+// group not ready.
+func (f *joinFindings) refusal() *joinRefusal {
 	switch {
-	case len(bad) > 0:
-		return nil, &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(append(bad, unreachable...), "; ")}
-	case len(unreachable) > 0:
-		return nil, &joinRefusal{kind: controllerpb.ErrReplicaUnreachable, reason: strings.Join(append(unreachable, notReady...), "; ")}
-	case len(notReady) > 0:
-		return nil, &joinRefusal{kind: controllerpb.ErrGroupNotReady, reason: strings.Join(notReady, "; ")}
+	case len(f.bad) > 0:
+		return &joinRefusal{kind: controllerpb.ErrBadReplica, reason: strings.Join(append(f.bad, f.unreachable...), "; ")}
+	case len(f.unreachable) > 0:
+		return &joinRefusal{kind: controllerpb.ErrReplicaUnreachable, reason: strings.Join(append(f.unreachable, f.notReady...), "; ")}
+	case len(f.notReady) > 0:
+		return &joinRefusal{kind: controllerpb.ErrGroupNotReady, reason: strings.Join(f.notReady, "; ")}
 	}
-	return incarnations, nil
+	return nil
+}
+
+// judge checks group g's answers (one per address, in order) against
+// this cluster (clusterID), records what is wrong, and returns the
+// incarnation its replicas state (0: none, or not one).
+func (f *joinFindings) judge(g *controllerpb.Group, answers []identity, limit time.Duration, clusterID uint64, needIncarnation bool) uint64 {
+	gid := g.GetId()
+	seen := map[uint64]string{}     // replica id -> its address
+	stated := map[uint64][]string{} // incarnation -> the addresses that state it
+	var silent []string             // replicas that state none yet
+	for j, addr := range g.GetAddrs() {
+		a := answers[j]
+		switch {
+		case a.err != nil && rpc.IsClusterMismatch(a.err):
+			f.bad = append(f.bad, fmt.Sprintf("group %d: %s belongs to another cluster (%s)", gid, addr, status.Convert(a.err).Message()))
+		case status.Code(a.err) == codes.Unimplemented:
+			f.bad = append(f.bad, fmt.Sprintf("group %d: %s serves no replica group (a controller, or another program?)", gid, addr))
+		case a.err != nil:
+			f.unreachable = append(f.unreachable, fmt.Sprintf("group %d: replica %s did not answer within %v (%s)",
+				gid, addr, limit.Round(time.Millisecond), cause(a.err)))
+		case a.id.ClusterID == 0:
+			f.bad = append(f.bad, fmt.Sprintf("group %d: %s states no cluster id", gid, addr))
+		case a.id.ClusterID != clusterID:
+			f.bad = append(f.bad, fmt.Sprintf("group %d: %s states cluster %016x, this cluster is %016x", gid, addr, a.id.ClusterID, clusterID))
+		case a.id.Group == 0:
+			f.bad = append(f.bad, fmt.Sprintf("group %d: %s hosts no replica of group %d", gid, addr, gid))
+		case a.id.Group != gid:
+			f.bad = append(f.bad, fmt.Sprintf("group %d: %s is replica %d of group %d, not of group %d", gid, addr, a.id.Replica, a.id.Group, gid))
+		case seen[a.id.Replica] != "":
+			f.bad = append(f.bad, fmt.Sprintf("group %d: %s and %s are the same replica (replica %d)", gid, seen[a.id.Replica], addr, a.id.Replica))
+		default:
+			seen[a.id.Replica] = addr
+			if a.id.Incarnation == 0 {
+				silent = append(silent, addr)
+			} else {
+				stated[a.id.Incarnation] = append(stated[a.id.Incarnation], addr)
+			}
+		}
+	}
+	// Only what replicas state is recorded; an incarnation the request
+	// names (the group's, from an earlier configuration) must be the one
+	// they state.
+	want := g.GetIncarnation()
+	switch {
+	case len(stated) > 1 || (len(stated) == 1 && want != 0 && len(stated[want]) == 0):
+		var copies []string
+		for _, inc := range slices.Sorted(maps.Keys(stated)) {
+			copies = append(copies, fmt.Sprintf("%s state incarnation %016x", strings.Join(stated[inc], ", "), inc))
+		}
+		if want != 0 {
+			copies = append(copies, fmt.Sprintf("the request names %016x", want))
+		}
+		f.bad = append(f.bad, fmt.Sprintf("group %d: two copies of the group id (%s): "+
+			"a group id that left or was partly created given to other replicas", gid, strings.Join(copies, "; ")))
+	case needIncarnation && len(seen) > 0 && len(silent) > 0:
+		f.notReady = append(f.notReady, fmt.Sprintf("group %d: %s state no incarnation yet "+
+			"(a new group has one once its first leader is elected and its replicas apply it)", gid, strings.Join(silent, ", ")))
+	case len(stated) == 1:
+		for inc := range stated {
+			return inc
+		}
+	}
+	return 0
 }
 
 // cause is the gRPC message of err, without its code.
