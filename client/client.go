@@ -172,8 +172,9 @@ func (l limits) check(op kvpb.WriteOp, key, value []byte) error {
 // Option configures a Client.
 type Option func(*options)
 
-// WithDialOptions sets the gRPC dial options for every connection
-// (plaintext by default; pass TLS credentials to secure them).
+// WithDialOptions adds gRPC dial options for every connection, after the
+// client's own (plaintext, keepalive, message limits, fixed flow-control
+// windows), which they override: pass TLS credentials to secure them.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dial = opts }
 }
@@ -283,9 +284,7 @@ func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client
 	for _, fn := range opts {
 		fn(&o)
 	}
-	if len(o.dial) == 0 {
-		o.dial = rpc.DialOptions()
-	}
+	o.dial = rpc.DialOptions(o.dial...)
 	if o.tls != nil {
 		o.dial = append(slices.Clip(o.dial), rpc.WithTLS(o.tls))
 	}

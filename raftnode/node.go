@@ -60,8 +60,13 @@ type Node struct {
 	// heardEver are the peers this member ever heard from, as recorded in
 	// its engine (storage.Engine.RecordHeard): a founder starting on empty
 	// data that a peer heard from ran before and lost its data
-	// (MemberProgress, cmd/shardkv's notBootstrapped).
+	// (MemberProgress, cmd/shardkv's notBootstrapped). heardNew are those
+	// heard first since the last record, which heardLoop writes (synced)
+	// when woken by heardWake: not Step, whose caller delivers every
+	// group's messages from a peer process in turn.
 	heardEver map[uint64]bool
+	heardNew  []uint64
+	heardWake chan struct{}
 
 	// The membership: written by the apply goroutine, read by anyone.
 	memberMu  sync.RWMutex
@@ -124,6 +129,7 @@ func Start(c Config) (*Node, error) {
 
 		heardTick: map[uint64]uint64{},
 		heardEver: map[uint64]bool{},
+		heardWake: make(chan struct{}, 1),
 	}
 	n.disk = cfg.Engine.RaftLog(n.rep)
 	n.proposals.init()
@@ -153,10 +159,11 @@ func Start(c Config) (*Node, error) {
 	n.tr = tr
 	n.qz.init(tr)
 
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.run()
 	go n.applyLoop()
 	go n.readLoop()
+	go n.heardLoop()
 	return n, nil
 }
 
@@ -371,15 +378,44 @@ func (n *Node) heard(id uint64) {
 	first := !n.heardEver[id] && id != n.cfg.ID
 	if first {
 		n.heardEver[id] = true
+		n.heardNew = append(n.heardNew, id)
 	}
 	n.heardMu.Unlock()
-	if !first {
-		return
+	if first {
+		select {
+		case n.heardWake <- struct{}{}:
+		default:
+		}
 	}
-	// Once per peer and process: a failing engine fails the raft writes
-	// too, which stop the member.
-	if err := n.cfg.Engine.RecordHeard(n.rep, id); err != nil {
-		n.log.Warn("cannot record a peer heard from", "peer", id, "err", err)
+}
+
+// heardLoop records the peers heard from for the first time (heardNew),
+// each once for the stored replica, in one synced write per wake-up; at
+// stop, what is left. A synced write in Step would hold back, for an
+// fsync, the messages of every group from the same peer process (a node
+// forming a hundred groups heard from each peer a hundred times at once).
+// A failing engine fails the raft writes too, which stop the member.
+func (n *Node) heardLoop() {
+	defer n.wg.Done()
+	for {
+		stopping := false
+		select {
+		case <-n.heardWake:
+		case <-n.stopc:
+			stopping = true
+		}
+		n.heardMu.Lock()
+		peers := n.heardNew
+		n.heardNew = nil
+		n.heardMu.Unlock()
+		if len(peers) > 0 {
+			if err := n.cfg.Engine.RecordHeard(n.rep, peers...); err != nil {
+				n.log.Warn("cannot record peers heard from", "peers", peers, "err", err)
+			}
+		}
+		if stopping {
+			return
+		}
 	}
 }
 

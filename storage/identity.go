@@ -369,24 +369,26 @@ func (e *Engine) hasRaftState(r Replica) (bool, error) {
 	return false, it.Error()
 }
 
-// RecordHeard records that replica r heard from peer, a member of its
-// group (a raft message arrived from it). Peers ask it of a founder that
+// RecordHeard records that replica r heard from peers, members of its
+// group (a raft message arrived from each). Peers ask it of a founder that
 // starts on empty data (raftnode's MemberProgress): one that was heard
 // from ran before and lost its data, and must not start over (it could
 // vote twice in a term or lose what it acknowledged), whatever the
 // group's current leader knows of it (a leader elected since knows
 // nothing). Synced: a leader that heard a follower may write nothing
 // synced for a while after (a commit index alone is not synced), and a
-// power loss then must not forget the follower. It is written once per
-// peer and process start (raftnode keeps the rest in memory).
-func (e *Engine) RecordHeard(r Replica, peer uint64) error {
+// power loss then must not forget the follower. raftnode writes each peer
+// once for the stored replica (it loads them at start: Heard).
+func (e *Engine) RecordHeard(r Replica, peers ...uint64) error {
 	b := e.db.NewBatch()
 	defer b.Close()
-	if err := b.Set(binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftHeard), peer), nil, nil); err != nil {
-		return err
+	for _, peer := range peers {
+		if err := b.Set(binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftHeard), peer), nil, nil); err != nil {
+			return err
+		}
 	}
 	if err := e.syncWrite(b); err != nil {
-		return fmt.Errorf("record %s heard peer %d: %w", r, peer, err)
+		return fmt.Errorf("record %s heard peers %v: %w", r, peers, err)
 	}
 	return nil
 }

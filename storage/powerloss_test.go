@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -14,8 +15,9 @@ import (
 // engine promises to sync (what a member acknowledges, and what the safety
 // checks at start read) as the last write before a simulated power loss:
 // a clone of the in-memory filesystem that holds only what was synced.
-// The write must be there after it. The last case is an unsynced write,
-// which must not be, or the simulation would prove nothing.
+// The write must be there after it, and must not be before it (or the
+// case would pass whatever the write did). The last case is an unsynced
+// write, which must not survive, or the simulation would prove nothing.
 func TestPowerLossKeepsSyncedWrites(t *testing.T) {
 	r := Replica{Group: 2, ID: 1}
 	three := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
@@ -26,6 +28,7 @@ func TestPowerLossKeepsSyncedWrites(t *testing.T) {
 		{Term: proto.Uint64(3), Index: proto.Uint64(2), Data: []byte("acknowledged too")},
 	}
 	dropped := Replica{Group: 5, ID: 2}
+	snap := &raftpb.SnapshotMetadata{Index: proto.Uint64(10), Term: proto.Uint64(3), ConfState: &raftpb.ConfState{Voters: []uint64{1, 2, 3}}}
 	for _, tc := range []struct {
 		name  string
 		write func(*Engine) error
@@ -39,11 +42,44 @@ func TestPowerLossKeepsSyncedWrites(t *testing.T) {
 				proto.Equal(st.Entries[0], ents[0]) && proto.Equal(st.Entries[1], ents[1]), st
 		},
 	}, {
+		name:  "a received snapshot",
+		write: func(e *Engine) error { return e.RaftLog(r).Append(nil, nil, snap, true) },
+		check: func(e *Engine) (bool, any) {
+			st, err := e.RaftLog(r).Load()
+			return err == nil && proto.Equal(st.Snapshot, snap), st
+		},
+	}, {
+		name: "a log truncated after an index",
+		write: func(e *Engine) error {
+			if err := e.RaftLog(r).Append(hs, ents, nil, true); err != nil {
+				return err
+			}
+			return e.RaftLog(r).TruncateAfter(1)
+		},
+		check: func(e *Engine) (bool, any) {
+			st, err := e.RaftLog(r).Load()
+			return err == nil && len(st.Entries) == 1 && proto.Equal(st.Entries[0], ents[0]), st
+		},
+	}, {
+		name: "a state machine image",
+		write: func(e *Engine) error {
+			return r.ReplaceState(e.DB(), Progress{Applied: 10, Now: 5}, func(b *pebble.Batch) error {
+				return b.Set(r.StateKey('k'), []byte("image"), nil)
+			})
+		},
+		check: func(e *Engine) (bool, any) {
+			p, err := r.ReadProgress(e.DB())
+			v, found, gerr := Get(e.DB(), r.StateKey('k'))
+			return err == nil && gerr == nil && p == (Progress{Applied: 10, Now: 5}) && found && string(v) == "image", p
+		},
+	}, {
+		// The founders a joined replica learns (a founder's identity
+		// holds them from its first start).
 		name:  "founders",
-		write: func(e *Engine) error { return e.SetFounders(r, []uint64{1, 2, 3}) },
+		write: func(e *Engine) error { return e.SetFounders(r, []uint64{1, 2}) },
 		check: func(e *Engine) (bool, any) {
 			id, ok, err := e.LoadIdentity(r)
-			return err == nil && ok && slices.Equal(id.FoundingVoters, []uint64{1, 2, 3}), id
+			return err == nil && ok && slices.Equal(id.FoundingVoters, []uint64{1, 2}), id
 		},
 	}, {
 		name:  "a peer heard from",
@@ -60,15 +96,25 @@ func TestPowerLossKeepsSyncedWrites(t *testing.T) {
 			return err == nil && ok && string(v) == "kept", string(v)
 		},
 	}, {
-		name:  "a dropped replica's tombstone",
-		write: func(e *Engine) error { return e.DropReplica(dropped) },
+		name: "a dropped replica",
+		write: func(e *Engine) error {
+			if _, err := e.EnsureIdentity(dropped, Identity{ClusterID: cid, Peers: three}, ClusterNew); err != nil {
+				return err
+			}
+			if err := e.RaftLog(dropped).Append(hs, ents, nil, true); err != nil {
+				return err
+			}
+			return e.DropReplica(dropped)
+		},
 		check: func(e *Engine) (bool, any) {
 			gone, err := e.Unhosted(dropped)
-			return err == nil && gone, gone
+			st, lerr := e.RaftLog(dropped).Load()
+			_, stored, ierr := e.LoadIdentity(dropped)
+			return err == nil && lerr == nil && ierr == nil && gone && st.Empty() && !stored, st
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := powerLoss(t, r, Identity{ClusterID: cid, Peers: three}, tc.write)
+			e := powerLoss(t, r, Identity{ClusterID: cid, Peers: three}, tc.check, tc.write)
 			defer e.Close()
 			if ok, got := tc.check(e); !ok {
 				t.Fatalf("after the power loss: %v", got)
@@ -79,7 +125,7 @@ func TestPowerLossKeepsSyncedWrites(t *testing.T) {
 		})
 	}
 	t.Run("an unsynced append is lost", func(t *testing.T) {
-		e := powerLoss(t, r, Identity{ClusterID: cid, Peers: three}, func(e *Engine) error {
+		e := powerLoss(t, r, Identity{ClusterID: cid, Peers: three}, nil, func(e *Engine) error {
 			return e.RaftLog(r).Append(hs, ents, nil, false)
 		})
 		defer e.Close()
@@ -90,9 +136,10 @@ func TestPowerLossKeepsSyncedWrites(t *testing.T) {
 }
 
 // powerLoss opens an engine on a crashable in-memory filesystem, stores
-// r's identity (synced), makes write, and returns the engine reopened on
-// what a power loss right after would leave.
-func powerLoss(t *testing.T, r Replica, id Identity, write func(*Engine) error) *Engine {
+// r's identity (synced), checks that check (if any) does not hold yet,
+// makes write, and returns the engine reopened on what a power loss right
+// after would leave.
+func powerLoss(t *testing.T, r Replica, id Identity, check func(*Engine) (bool, any), write func(*Engine) error) *Engine {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.Chmod(dir, DirMode); err != nil { // as a data directory is kept: no warning
@@ -102,6 +149,11 @@ func powerLoss(t *testing.T, r Replica, id Identity, write func(*Engine) error) 
 	e := openEngine(t, dir, Options{FS: fs})
 	if _, err := e.EnsureIdentity(r, id, ClusterNew); err != nil {
 		t.Fatal(err)
+	}
+	if check != nil {
+		if ok, got := check(e); ok {
+			t.Fatalf("holds before the write: %v", got)
+		}
 	}
 	if err := write(e); err != nil {
 		t.Fatal(err)

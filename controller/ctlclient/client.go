@@ -69,13 +69,15 @@ type Client struct {
 	opened   bool // the session is open at the controller (OpenSession applied)
 }
 
-// New connects (lazily) to the controller replicas at addrs. Without dial
-// options, connections are plaintext.
+// New connects (lazily) to the controller replicas at addrs. dial comes
+// after the shared options (rpc.DialOptions: plaintext, keepalive, limits,
+// fixed flow-control windows), which it overrides: pass TLS credentials
+// to secure the connections.
 func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, ErrNoAddresses
 	}
-	c := &Client{addrs: slices.Clone(addrs), given: len(addrs), pool: rpc.NewPool(dial...), id: session.NewID()}
+	c := &Client{addrs: slices.Clone(addrs), given: len(addrs), pool: rpc.NewPool(rpc.DialOptions(dial...)...), id: session.NewID()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	for _, a := range addrs {
 		conn, err := c.pool.Get(a)
