@@ -55,12 +55,38 @@ func rebalance(shards []uint64, groups []uint64, pinned []bool) []uint64 {
 			free = append(free, s)
 		}
 	}
+	target := targets(out, gids, owned, pinned)
 
-	// Targets: the groups holding most get the larger share (those with
-	// more than the smaller share pinned first).
-	n, g := len(out), len(gids)
+	// Release each group's excess, highest shard numbers first (pinned
+	// shards stay).
+	for _, gid := range gids {
+		excess := len(owned[gid]) - target[gid]
+		if excess <= 0 {
+			continue
+		}
+		var keep []int
+		for i := len(owned[gid]) - 1; i >= 0; i-- {
+			if s := owned[gid][i]; excess > 0 && (pinned == nil || !pinned[s]) {
+				free = append(free, s)
+				excess--
+			} else {
+				keep = append(keep, s)
+			}
+		}
+		owned[gid] = keep
+	}
+	slices.Sort(free)
+	fill(out, free, gids, owned, target)
+	return out
+}
+
+// targets gives each group (gids, sorted) its share of the len(shards)
+// shards: the groups holding most (owned) get the larger share, those
+// with more than the smaller share pinned first, ties to the smaller id.
+func targets(shards []uint64, gids []uint64, owned map[uint64][]int, pinned []bool) map[uint64]int {
+	n, g := len(shards), len(gids)
 	pins := map[uint64]int{}
-	for s, gid := range out {
+	for s, gid := range shards {
 		if pinned != nil && pinned[s] {
 			pins[gid]++
 		}
@@ -86,30 +112,14 @@ func rebalance(shards []uint64, groups []uint64, pinned []bool) []uint64 {
 			target[gid]++
 		}
 	}
+	return target
+}
 
-	// Release each group's excess, highest shard numbers first (pinned
-	// shards stay).
-	for _, gid := range gids {
-		excess := len(owned[gid]) - target[gid]
-		if excess <= 0 {
-			continue
-		}
-		var keep []int
-		for i := len(owned[gid]) - 1; i >= 0; i-- {
-			if s := owned[gid][i]; excess > 0 && (pinned == nil || !pinned[s]) {
-				free = append(free, s)
-				excess--
-			} else {
-				keep = append(keep, s)
-			}
-		}
-		owned[gid] = keep
-	}
-	slices.Sort(free)
-
-	// Fill groups below target: fewest shards first, then smallest id.
-	// While a shard is free some group is below target: the targets add
-	// up to the shard count.
+// fill hands the free shards (ascending) to the groups below target,
+// fewest shards first, then smallest id, recording each in out. While a
+// shard is free some group is below target: the targets add up to the
+// shard count.
+func fill(out []uint64, free []int, gids []uint64, owned map[uint64][]int, target map[uint64]int) {
 	for len(free) > 0 {
 		var best uint64
 		bestHas := -1
@@ -124,5 +134,4 @@ func rebalance(shards []uint64, groups []uint64, pinned []bool) []uint64 {
 		owned[best] = append(owned[best], s)
 		out[s] = best
 	}
-	return out
 }
