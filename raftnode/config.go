@@ -66,6 +66,11 @@ type Config struct {
 	// MaxInflightMsgs bounds the append messages in flight to one follower
 	// (default 256).
 	MaxInflightMsgs int
+	// MaxInflightBytes bounds the entry bytes in flight to one follower
+	// (default 16 MiB): a group catching up a follower that lagged puts no
+	// more than that in the transport's queue to the follower's process,
+	// which every group hosted there shares with its heartbeats and votes.
+	MaxInflightBytes uint64
 
 	// newRaft, if set (by tests only, see export_test.go), builds the
 	// raft.Node in place of raft.RestartNode.
@@ -92,5 +97,6 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	cc.MaxSizePerMsg = cmp.Or(cc.MaxSizePerMsg, 1<<20)
 	cc.MaxInflightMsgs = cmp.Or(cc.MaxInflightMsgs, 256)
+	cc.MaxInflightBytes = cmp.Or(cc.MaxInflightBytes, 16<<20)
 	return cc, nil
 }

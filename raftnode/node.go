@@ -280,6 +280,7 @@ func (n *Node) raftConfig(st storage.RaftState) (*raft.Config, error) {
 		Applied:                   min(applied, known),
 		MaxSizePerMsg:             n.cfg.MaxSizePerMsg,
 		MaxInflightMsgs:           n.cfg.MaxInflightMsgs,
+		MaxInflightBytes:          n.cfg.MaxInflightBytes,
 		MaxUncommittedEntriesSize: 64 << 20,
 		CheckQuorum:               true,
 		PreVote:                   true,
@@ -361,6 +362,14 @@ func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
 		// without one would leave a forwarded proposal waiting forever.
 		// Drop it instead, as raft drops proposals: its proposer learns
 		// the outcome is unknown when leadership changes, or gives up.
+		// Known leaderless: at once, for a wait here holds back every
+		// group's messages from the sender's process (forwarded
+		// proposals keep coming while a removed or partitioned leader is
+		// replaced); otherwise (raft may know less than the last Ready
+		// said) at most forwardedPropWait.
+		if n.leader.Load() == 0 {
+			return raft.ErrProposalDropped
+		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, forwardedPropWait)
 		defer cancel()
