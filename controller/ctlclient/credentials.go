@@ -22,12 +22,28 @@ import (
 type Credentials struct {
 	ctl            *Client // nil with a fixed token
 	user, password string
+	// authenticate trades the password for a token (ctl.Authenticate;
+	// tests replace it).
+	authenticate func(ctx context.Context) (token string, expires time.Time, err error)
 
 	mu      sync.Mutex
 	token   string
 	expires time.Time // zero with a fixed token
 	renew   time.Time // when to replace the token: a third of its life before it expires
+	pending *renewal  // the renewal under way, if any
 }
+
+// renewal is one Authenticate in flight, which every caller that needs
+// its token waits for: done is closed once token (or err) is set.
+type renewal struct {
+	done chan struct{}
+	err  error
+}
+
+// authenticateTimeout bounds one renewal: it runs on its own, not under
+// the deadline of the call that started it, which other calls may wait
+// for.
+const authenticateTimeout = 30 * time.Second
 
 var _ credentials.PerRPCCredentials = (*Credentials)(nil)
 
@@ -40,31 +56,68 @@ func NewCredentials(addrs []string, user, password string, dial ...grpc.DialOpti
 	if err != nil {
 		return nil, err
 	}
-	return &Credentials{ctl: ctl, user: user, password: password}, nil
+	c := &Credentials{ctl: ctl, user: user, password: password}
+	c.authenticate = func(ctx context.Context) (string, time.Time, error) { return ctl.Authenticate(ctx, user, password) }
+	return c, nil
 }
 
 // TokenCredentials returns credentials that send token (from
 // Authenticate, or `shardkv admin auth token`) until it expires.
 func TokenCredentials(token string) *Credentials { return &Credentials{token: token} }
 
-// Token returns a token valid for a while yet, authenticating first when
-// needed, and its expiry (zero for a fixed token: the client does not
-// know it). Errors: those of Client.Authenticate.
+// Token returns a token valid for a while yet, and its expiry (zero for a
+// fixed token: the client does not know it). A token is renewed a third
+// of its life before it expires, in the background: calls go on with the
+// current one meanwhile, and only a caller with no valid token waits for
+// the renewal, as long as its ctx allows. One renewal runs at a time,
+// whoever needs it. Errors: those of Client.Authenticate, and ctx's.
 func (c *Credentials) Token(ctx context.Context) (string, time.Time, error) {
+	for {
+		c.mu.Lock()
+		if c.authenticate == nil || c.token != "" && time.Now().Before(c.renew) {
+			token, expires := c.token, c.expires
+			c.mu.Unlock()
+			return token, expires, nil
+		}
+		r := c.pending
+		if r == nil {
+			r = &renewal{done: make(chan struct{})}
+			c.pending = r
+			go c.renewToken(r)
+		}
+		if token, expires := c.token, c.expires; token != "" && time.Now().Before(expires) {
+			c.mu.Unlock()
+			return token, expires, nil // still valid: renewed meanwhile
+		}
+		c.mu.Unlock()
+		select {
+		case <-r.done:
+			if r.err != nil {
+				return "", time.Time{}, r.err
+			}
+		case <-ctx.Done():
+			return "", time.Time{}, ctx.Err()
+		}
+	}
+}
+
+// renewToken runs renewal r: it authenticates and installs the token.
+func (c *Credentials) renewToken(r *renewal) {
+	ctx, cancel := context.WithTimeout(context.Background(), authenticateTimeout)
+	defer cancel()
+	issued := time.Now()
+	token, expires, err := c.authenticate(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ctl == nil || c.token != "" && time.Now().Before(c.renew) {
-		return c.token, c.expires, nil
-	}
-	issued := time.Now()
-	token, expires, err := c.ctl.Authenticate(ctx, c.user, c.password)
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("authenticate as %s: %w", c.user, err)
+		r.err = fmt.Errorf("authenticate as %s: %w", c.user, err)
+	} else {
+		// Renewed early, so that a call never goes out with a token about
+		// to expire on its way (the controller's clock may also be ahead).
+		c.token, c.expires, c.renew = token, expires, issued.Add(expires.Sub(issued)*2/3)
 	}
-	// Renewed early, so that a call never goes out with a token about to
-	// expire on its way (the controller's clock may also be ahead).
-	c.token, c.expires, c.renew = token, expires, issued.Add(expires.Sub(issued)*2/3)
-	return token, expires, nil
+	c.pending = nil
+	close(r.done)
 }
 
 // GetRequestMetadata implements credentials.PerRPCCredentials.
