@@ -67,7 +67,7 @@ type Config struct {
 	// (default 256).
 	MaxInflightMsgs int
 	// MaxInflightBytes bounds the entry bytes in flight to one follower
-	// (default 16 MiB): a group catching up a follower that lagged puts no
+	// (default 16 MiB; never below MaxSizePerMsg): a group catching up a follower that lagged puts no
 	// more than that in the transport's queue to the follower's process,
 	// which every group hosted there shares with its heartbeats and votes.
 	MaxInflightBytes uint64
@@ -97,6 +97,7 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	cc.MaxSizePerMsg = cmp.Or(cc.MaxSizePerMsg, 1<<20)
 	cc.MaxInflightMsgs = cmp.Or(cc.MaxInflightMsgs, 256)
-	cc.MaxInflightBytes = cmp.Or(cc.MaxInflightBytes, 16<<20)
+	// raft refuses a window smaller than one message.
+	cc.MaxInflightBytes = max(cmp.Or(cc.MaxInflightBytes, 16<<20), cc.MaxSizePerMsg)
 	return cc, nil
 }

@@ -61,12 +61,12 @@ type Node struct {
 	// its engine (storage.Engine.RecordHeard): a founder starting on empty
 	// data that a peer heard from ran before and lost its data
 	// (MemberProgress, cmd/shardkv's notBootstrapped). heardNew are those
-	// heard first since the last record, which heardLoop writes (synced)
-	// when woken by heardWake: not Step, whose caller delivers every
+	// heard first since the last record, which the next Ready writes
+	// (synced) before it sends or persists anything that may rest on
+	// their messages (recordHeard): not Step, whose caller delivers every
 	// group's messages from a peer process in turn.
 	heardEver map[uint64]bool
 	heardNew  []uint64
-	heardWake chan struct{}
 
 	// The membership: written by the apply goroutine, read by anyone.
 	memberMu  sync.RWMutex
@@ -129,7 +129,6 @@ func Start(c Config) (*Node, error) {
 
 		heardTick: map[uint64]uint64{},
 		heardEver: map[uint64]bool{},
-		heardWake: make(chan struct{}, 1),
 	}
 	n.disk = cfg.Engine.RaftLog(n.rep)
 	n.proposals.init()
@@ -159,11 +158,10 @@ func Start(c Config) (*Node, error) {
 	n.tr = tr
 	n.qz.init(tr)
 
-	n.wg.Add(4)
+	n.wg.Add(3)
 	go n.run()
 	go n.applyLoop()
 	go n.readLoop()
-	go n.heardLoop()
 	return n, nil
 }
 
@@ -390,42 +388,27 @@ func (n *Node) heard(id uint64) {
 		n.heardNew = append(n.heardNew, id)
 	}
 	n.heardMu.Unlock()
-	if first {
-		select {
-		case n.heardWake <- struct{}{}:
-		default:
-		}
-	}
 }
 
-// heardLoop records the peers heard from for the first time (heardNew),
-// each once for the stored replica, in one synced write per wake-up; at
-// stop, what is left. A synced write in Step would hold back, for an
-// fsync, the messages of every group from the same peer process (a node
-// forming a hundred groups heard from each peer a hundred times at once).
-// A failing engine fails the raft writes too, which stop the member.
-func (n *Node) heardLoop() {
-	defer n.wg.Done()
-	for {
-		stopping := false
-		select {
-		case <-n.heardWake:
-		case <-n.stopc:
-			stopping = true
-		}
-		n.heardMu.Lock()
-		peers := n.heardNew
-		n.heardNew = nil
-		n.heardMu.Unlock()
-		if len(peers) > 0 {
-			if err := n.cfg.Engine.RecordHeard(n.rep, peers...); err != nil {
-				n.log.Warn("cannot record peers heard from", "peers", peers, "err", err)
-			}
-		}
-		if stopping {
-			return
-		}
+// recordHeard writes, synced, the peers heard from for the first time
+// since the last call (heardNew), each once for the stored replica. The
+// run loop calls it at the top of every Ready: Step queued them before
+// raft took their messages, so nothing those messages led to (a vote
+// counted, an entry committed on an acknowledgement) is sent or
+// persisted before the record is durable, and a power loss cannot leave
+// a peer acted on but not recorded. It is written here, by the group's
+// own goroutine, not in Step: a synced write there would hold back, for
+// an fsync, every group's messages from the same peer process (a node
+// forming a hundred groups hears from each peer a hundred times at once).
+func (n *Node) recordHeard() error {
+	n.heardMu.Lock()
+	peers := n.heardNew
+	n.heardNew = nil
+	n.heardMu.Unlock()
+	if len(peers) == 0 {
+		return nil
 	}
+	return n.cfg.Engine.RecordHeard(n.rep, peers...)
 }
 
 // heardRecently reports whether this member heard from member id within
@@ -585,6 +568,9 @@ func (n *Node) run() {
 }
 
 func (n *Node) handleReady(rd raft.Ready) error {
+	if err := n.recordHeard(); err != nil {
+		return err
+	}
 	n.readyQuiesce(&rd)
 	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
 		n.term.Store(hs.GetTerm())

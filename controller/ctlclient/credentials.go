@@ -30,14 +30,22 @@ type Credentials struct {
 	token   string
 	expires time.Time // zero with a fixed token
 	renew   time.Time // when to replace the token: a third of its life before it expires
+	usable  time.Time // when to stop sending it: a tenth of its life (at most 10 s) before it expires
 	pending *renewal  // the renewal under way, if any
+	// After a renewal failed: its error, and no new one before retryAt
+	// (doubling from 1 s up to 30 s, reset by a success).
+	failed  error
+	retryAt time.Time
+	backoff time.Duration
 }
 
 // renewal is one Authenticate in flight, which every caller that needs
 // its token waits for: done is closed once token (or err) is set.
 type renewal struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	token   string
+	expires time.Time
+	err     error
 }
 
 // authenticateTimeout bounds one renewal: it runs on its own, not under
@@ -68,36 +76,45 @@ func TokenCredentials(token string) *Credentials { return &Credentials{token: to
 // Token returns a token valid for a while yet, and its expiry (zero for a
 // fixed token: the client does not know it). A token is renewed a third
 // of its life before it expires, in the background: calls go on with the
-// current one meanwhile, and only a caller with no valid token waits for
-// the renewal, as long as its ctx allows. One renewal runs at a time,
-// whoever needs it. Errors: those of Client.Authenticate, and ctx's.
+// current one meanwhile (until a tenth of its life, at most 10 s, before
+// it expires), and only a caller with no usable token waits for the
+// renewal, as long as its ctx allows. One renewal runs at a time, whoever
+// needs it; after one fails, none starts for a while (1 s, doubling to
+// 30 s) and a caller with no usable token gets its error at once.
+// Errors: those of Client.Authenticate, and ctx's.
 func (c *Credentials) Token(ctx context.Context) (string, time.Time, error) {
-	for {
-		c.mu.Lock()
-		if c.authenticate == nil || c.token != "" && time.Now().Before(c.renew) {
-			token, expires := c.token, c.expires
-			c.mu.Unlock()
+	c.mu.Lock()
+	now := time.Now()
+	if c.authenticate == nil || c.token != "" && now.Before(c.renew) {
+		token, expires := c.token, c.expires
+		c.mu.Unlock()
+		return token, expires, nil
+	}
+	r := c.pending
+	if r == nil && now.Before(c.retryAt) {
+		token, expires, failed := c.token, c.expires, c.failed
+		c.mu.Unlock()
+		if token != "" && now.Before(c.usable) {
 			return token, expires, nil
 		}
-		r := c.pending
-		if r == nil {
-			r = &renewal{done: make(chan struct{})}
-			c.pending = r
-			go c.renewToken(r)
-		}
-		if token, expires := c.token, c.expires; token != "" && time.Now().Before(expires) {
-			c.mu.Unlock()
-			return token, expires, nil // still valid: renewed meanwhile
-		}
+		return "", time.Time{}, failed
+	}
+	if r == nil {
+		r = &renewal{done: make(chan struct{})}
+		c.pending = r
+		go c.renewToken(r)
+	}
+	if token, expires := c.token, c.expires; token != "" && now.Before(c.usable) {
 		c.mu.Unlock()
-		select {
-		case <-r.done:
-			if r.err != nil {
-				return "", time.Time{}, r.err
-			}
-		case <-ctx.Done():
-			return "", time.Time{}, ctx.Err()
-		}
+		return token, expires, nil // still usable: renewed meanwhile
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.done:
+		// The renewal's own answer, whatever the clocks say of it.
+		return r.token, r.expires, r.err
+	case <-ctx.Done():
+		return "", time.Time{}, ctx.Err()
 	}
 }
 
@@ -111,10 +128,18 @@ func (c *Credentials) renewToken(r *renewal) {
 	defer c.mu.Unlock()
 	if err != nil {
 		r.err = fmt.Errorf("authenticate as %s: %w", c.user, err)
+		c.failed = r.err
+		c.backoff = min(max(2*c.backoff, time.Second), 30*time.Second)
+		c.retryAt = time.Now().Add(c.backoff)
 	} else {
 		// Renewed early, so that a call never goes out with a token about
 		// to expire on its way (the controller's clock may also be ahead).
-		c.token, c.expires, c.renew = token, expires, issued.Add(expires.Sub(issued)*2/3)
+		life := expires.Sub(issued)
+		r.token, r.expires = token, expires
+		c.token, c.expires = token, expires
+		c.renew = issued.Add(life * 2 / 3)
+		c.usable = expires.Add(-min(life/10, 10*time.Second))
+		c.failed, c.backoff, c.retryAt = nil, 0, time.Time{}
 	}
 	c.pending = nil
 	close(r.done)

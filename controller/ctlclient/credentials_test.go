@@ -76,7 +76,9 @@ func TestCredentialsRenewInTheBackground(t *testing.T) {
 	c.mu.Unlock()
 	for range 3 {
 		start := time.Now()
-		tok, _, err := c.Token(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		tok, _, err := c.Token(ctx)
+		cancel()
 		if err != nil || tok != "first-1" {
 			t.Fatalf("during a renewal: %q %v, want the current first-1", tok, err)
 		}
@@ -118,5 +120,28 @@ func TestCredentialsRenewInTheBackground(t *testing.T) {
 	c3 := &Credentials{user: "bob", authenticate: f3.authenticate}
 	if _, _, err := c3.Token(context.Background()); err == nil || !errors.Is(err, f3.err) {
 		t.Fatalf("a failed authentication: %v, want it wrapped", err)
+	}
+	// Right after, no new renewal: the same error at once.
+	if _, _, err := c3.Token(context.Background()); !errors.Is(err, f3.err) {
+		t.Fatalf("right after a failed authentication: %v, want its error again", err)
+	}
+	if n := f3.calls.Load(); n != 1 {
+		t.Fatalf("%d authentications right after a failure, want 1 (a backoff)", n)
+	}
+}
+
+// TestCredentialsWaiterTakesItsRenewal: a caller that waited for a renewal
+// gets the token it brought, even when the local clock says it has
+// expired already (a client clock ahead of the controller's by more than
+// a token's life): it does not start another and wait again.
+func TestCredentialsWaiterTakesItsRenewal(t *testing.T) {
+	f := &fakeAuth{name: "skewed", release: make(chan struct{}), life: -time.Minute}
+	close(f.release)
+	c := &Credentials{user: "carol", authenticate: f.authenticate}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tok, _, err := c.Token(ctx)
+	if err != nil || tok != "skewed-1" {
+		t.Fatalf("a token that looks expired on arrival: %q %v, want skewed-1 at once", tok, err)
 	}
 }
