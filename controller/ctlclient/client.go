@@ -64,7 +64,10 @@ type Client struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	changeMu sync.Mutex // one change in flight, so sequence numbers only grow
+	// changing holds a token while a change is in flight (one at a time,
+	// so sequence numbers only grow); a caller waits for it only as long
+	// as its ctx allows.
+	changing chan struct{}
 	seq      uint64
 	opened   bool // the session is open at the controller (OpenSession applied)
 }
@@ -77,7 +80,8 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, ErrNoAddresses
 	}
-	c := &Client{addrs: slices.Clone(addrs), given: len(addrs), pool: rpc.NewPool(rpc.DialOptions(dial...)...), id: session.NewID()}
+	c := &Client{addrs: slices.Clone(addrs), given: len(addrs), pool: rpc.NewPool(rpc.DialOptions(dial...)...), id: session.NewID(),
+		changing: make(chan struct{}, 1)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	for _, a := range addrs {
 		conn, err := c.pool.Get(a)
@@ -225,8 +229,13 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 // change, so a retried change is applied once.
 func inSession[R any](c *Client, ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (R, error)) (R, error) {
 	var none R
-	c.changeMu.Lock()
-	defer c.changeMu.Unlock()
+	select {
+	case c.changing <- struct{}{}:
+	case <-ctx.Done():
+		// Nothing sent: certainly not applied.
+		return none, fmt.Errorf("ctlclient: waiting for this client's change in flight: %w", ctx.Err())
+	}
+	defer func() { <-c.changing }()
 	maybe := false // an attempt may have reached the log
 	for {
 		if !c.opened {

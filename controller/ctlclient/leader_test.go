@@ -210,3 +210,60 @@ func TestNewerAfterClose(t *testing.T) {
 		t.Fatalf("Newer after Close: %v, want ErrClosed", err)
 	}
 }
+
+// stuckController opens sessions and never answers a Leave until release
+// is closed.
+type stuckController struct {
+	controllerpb.UnimplementedControllerServer
+	release chan struct{}
+	leaves  atomic.Int32
+}
+
+func (s *stuckController) OpenSession(context.Context, *controllerpb.OpenSessionRequest) (*controllerpb.ChangeReply, error) {
+	return &controllerpb.ChangeReply{}, nil
+}
+
+func (s *stuckController) Leave(ctx context.Context, _ *controllerpb.LeaveRequest) (*controllerpb.ChangeReply, error) {
+	s.leaves.Add(1)
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+	}
+	return nil, controllerpb.Errors.ToStatus(rpcerr.ErrReadTimeout)
+}
+
+// TestChangeWaitsForTheOneInFlightOnlyWithinItsDeadline: a client sends
+// one change at a time (its sequence numbers only grow); a second change
+// waits for the first only as long as its own context allows, and fails
+// then without sending anything.
+func TestChangeWaitsForTheOneInFlightOnlyWithinItsDeadline(t *testing.T) {
+	s := &stuckController{release: make(chan struct{})}
+	defer close(s.release)
+	c := dial(t, serveController(t, s))
+	first, cancelFirst := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancelFirst()
+	go func() { _, _ = c.Leave(first, []uint64{1}, false) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.leaves.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first change never reached the controller")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	second, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Leave(second, []uint64{2}, false)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a change behind one in flight, past its deadline: %v, want DeadlineExceeded", err)
+	}
+	if errors.Is(err, ctlclient.ErrUnknownOutcome) {
+		t.Fatalf("a change never sent reported an unknown outcome: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the second change returned after %v: it waited past its deadline", d)
+	}
+	if n := s.leaves.Load(); n != 1 {
+		t.Fatalf("the controller got %d leaves, want only the first", n)
+	}
+}
