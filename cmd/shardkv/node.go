@@ -39,7 +39,11 @@ type node struct {
 	router *groupserver.Router
 	log    *slog.Logger
 
-	hostMu sync.Mutex // one Host at a time: each asks its group's leader first
+	// hosting holds a token while a Host or Unhost runs (one at a time:
+	// each asks its group's leader or the controller first, and records
+	// nothing until its checks pass); a call waits for it only as long as
+	// its ctx allows.
+	hosting chan struct{}
 
 	// stopping ends when the node stops: Host calls in flight give up
 	// (inflight counts them; stop waits for them before the engine closes).
@@ -163,8 +167,11 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	if err := checkHostRequest(gid, id, members, n.s.self()); err != nil {
 		return nil, err
 	}
-	n.hostMu.Lock()
-	defer n.hostMu.Unlock()
+	unlock, err := n.lockHosting(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	rep := storage.Replica{Group: gid, ID: id}
 	recorded, ident, err := n.recorded(gid)
 	if err != nil {
@@ -197,6 +204,17 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 	n.srv.serving(rep, srv.Node())
 	n.log.Info("hosting a new replica", "group", gid, "id", id, "create", req.GetCreate(), "members", members)
 	return n.hostedReply(), nil
+}
+
+// lockHosting waits, as long as ctx allows, until no other Host or
+// Unhost runs on the node, and returns what ends its own turn.
+func (n *node) lockHosting(ctx context.Context) (unlock func(), err error) {
+	select {
+	case n.hosting <- struct{}{}:
+		return func() { <-n.hosting }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for another host or unhost on this node: %w", ctx.Err())
+	}
 }
 
 // checkHostRequest refuses a Host request that cannot be right whatever

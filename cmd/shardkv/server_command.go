@@ -359,7 +359,7 @@ func (s *serverFlags) start(srv *replicaServer, e *storage.Engine, net transport
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...),
+	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...), hosting: make(chan struct{}, 1),
 		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}, retired: map[storage.Replica]*groupserver.Server{}}
 	n.stopping, n.halt = context.WithCancel(context.Background())
 	follow, stopFollow := context.WithCancel(context.Background())

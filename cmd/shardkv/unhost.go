@@ -41,8 +41,11 @@ func (n *node) Unhost(ctx context.Context, req *memberpb.UnhostRequest) (*member
 }
 
 func (n *node) unhost(ctx context.Context, gid uint64) (*memberpb.HostReply, error) {
-	n.hostMu.Lock()
-	defer n.hostMu.Unlock()
+	unlock, err := n.lockHosting(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	id, ident, err := n.recorded(gid)
 	if err != nil {
 		return nil, err
