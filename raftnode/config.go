@@ -67,9 +67,10 @@ type Config struct {
 	// (default 256).
 	MaxInflightMsgs int
 	// MaxInflightBytes bounds the entry bytes in flight to one follower
-	// (default 16 MiB; never below MaxSizePerMsg): a group catching up a follower that lagged puts no
-	// more than that in the transport's queue to the follower's process,
-	// which every group hosted there shares with its heartbeats and votes.
+	// (default 16 MiB; never below MaxSizePerMsg): a group catching up a
+	// follower that lagged puts no more than that in the transport's
+	// queue to the follower's process, which every group hosted there
+	// shares with its heartbeats and votes.
 	MaxInflightBytes uint64
 
 	// newRaft, if set (by tests only, see export_test.go), builds the

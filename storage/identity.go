@@ -383,7 +383,7 @@ func (e *Engine) RecordHeard(r Replica, peers ...uint64) error {
 	b := e.db.NewBatch()
 	defer b.Close()
 	for _, peer := range peers {
-		if err := b.Set(binary.BigEndian.AppendUint64(append(r.prefix(kindRaft), raftHeard), peer), nil, nil); err != nil {
+		if err := b.Set(binary.BigEndian.AppendUint64(r.heardPrefix(), peer), nil, nil); err != nil {
 			return err
 		}
 	}
@@ -395,7 +395,7 @@ func (e *Engine) RecordHeard(r Replica, peers ...uint64) error {
 
 // Heard returns the peers RecordHeard recorded for r.
 func (e *Engine) Heard(r Replica) ([]uint64, error) {
-	lo := append(r.prefix(kindRaft), raftHeard)
+	lo := r.heardPrefix()
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: kvpb.PrefixEnd(lo)})
 	if err != nil {
 		return nil, err

@@ -48,6 +48,7 @@ func (r Replica) appendPrefix(dst []byte, kind byte) []byte {
 func (r Replica) hardStateKey() []byte { return append(r.prefix(kindRaft), raftHardState) }
 func (r Replica) unhostedKey() []byte  { return r.prefix(kindUnhosted) }
 func (r Replica) snapshotKey() []byte  { return append(r.prefix(kindRaft), raftSnapshot) }
+func (r Replica) heardPrefix() []byte  { return append(r.prefix(kindRaft), raftHeard) }
 
 func (r Replica) logKey(index uint64) []byte {
 	return r.appendLogKey(make([]byte, 0, 1+16+1+8), index)

@@ -20,10 +20,10 @@ import (
 // traded at the controller for tokens, each renewed before it expires.
 // They require TLS: gRPC refuses to send them over plaintext.
 type Credentials struct {
-	ctl            *Client // nil with a fixed token
-	user, password string
-	// authenticate trades the password for a token (ctl.Authenticate;
-	// tests replace it).
+	ctl  *Client // nil with a fixed token
+	user string
+	// authenticate trades the user's password for a token
+	// (ctl.Authenticate; tests replace it). nil with a fixed token.
 	authenticate func(ctx context.Context) (token string, expires time.Time, err error)
 
 	mu      sync.Mutex
@@ -64,7 +64,7 @@ func NewCredentials(addrs []string, user, password string, dial ...grpc.DialOpti
 	if err != nil {
 		return nil, err
 	}
-	c := &Credentials{ctl: ctl, user: user, password: password}
+	c := &Credentials{ctl: ctl, user: user}
 	c.authenticate = func(ctx context.Context) (string, time.Time, error) { return ctl.Authenticate(ctx, user, password) }
 	return c, nil
 }
