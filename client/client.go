@@ -537,90 +537,26 @@ func (c *Client) doRouted(ctx context.Context, route func() (target, error), hed
 	ctx, cancel := context.WithTimeout(ctx, c.opts.maxRetry)
 	defer cancel()
 	b := rpc.NewBackoff(10*time.Millisecond, 250*time.Millisecond)
-	var last error
+	op := &routedOp{c: c, hedged: hedged, attempt: attempt}
 	for round := 0; ; round++ {
 		t, err := route()
 		if err != nil {
-			return maybeApplied, err
+			return op.maybeApplied, err
 		}
-		gid, addrs, next := t.gid, t.addrs, t.first
-		if gid == 0 || len(addrs) == 0 {
-			last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
+		if t.gid == 0 || len(t.addrs) == 0 {
+			op.last = fmt.Errorf("no group serves the key's shard in configuration %d", c.Config().Num)
 		}
-		reread := false
-		tried := make([]bool, len(addrs))
-	replicas:
-		for i := 0; i < len(addrs); i++ {
-			// A replica that let an attempt time out (a stopped leader)
-			// goes after those not yet tried that did not.
-			// If only suspects are left untried, the round ends.
-			idx := c.suspects.Pick(addrs, next%len(addrs), func(i int) bool { return tried[i] })
-			if idx < 0 {
-				break
-			}
-			tried[idx] = true
-			next = idx + 1
-			kv, err := c.kv(addrs[idx])
-			if err != nil {
-				last = err
-				continue
-			}
-			// The first round gives each replica a short attempt (a
-			// stopped or cut-off replica costs little; any replica serves);
-			// each later round twice the last, up to the full one (a
-			// loaded cluster may be slow), so that an election that
-			// outlasts the first round does not make the next attempt at
-			// the stopped leader a full one.
-			timeout := c.opts.attemptTimeout
-			if hedged {
-				timeout = min(timeout, c.latency.hedge(timeout)<<min(round, 8))
-			}
-			actx, acancel := context.WithTimeout(ctx, timeout)
-			start := time.Now()
-			err = attempt(actx, kv, gid)
-			timedOut := rpc.AttemptTimedOut(ctx, actx, err)
-			acancel()
-			if err == nil {
-				if hedged {
-					c.latency.observe(time.Since(start))
-				}
-				c.suspects.Answered(addrs[idx])
-				c.sawLeader(gid, idx)
-				return maybeApplied, nil
-			}
-			if timedOut {
-				c.suspects.TimedOut(addrs[idx])
-			}
-			err = tooLarge(kvpb.Errors.FromStatus(err))
-			last = err
-			if !definitelyNotApplied(err) {
-				maybeApplied = true
-			}
-			if hint := leaderHint(err, addrs); hint >= 0 {
-				next = hint // the replica named the leader: no need to probe
-			}
-			switch classify(err) {
-			case final:
-				c.sawLeader(gid, idx)
-				return maybeApplied, err
-			case rereadConfig:
-				reread = true
-				break replicas
-			case waitAndRetry:
-				c.sawLeader(gid, idx)
-				break replicas
-			}
-			if ctx.Err() != nil {
-				break
-			}
+		done, reread, err := op.round(ctx, t, round)
+		if done {
+			return op.maybeApplied, err
 		}
 		if rpc.Wait(ctx, b) != nil {
-			return maybeApplied, gaveUp(ctx, last)
+			return op.maybeApplied, gaveUp(ctx, op.last)
 		}
 		// The configuration is re-read when a group said it does not own
 		// the key, and after a few rounds without an answer (the group may
 		// have moved or changed replicas).
-		if reread || len(addrs) == 0 || round >= 3 {
+		if reread || len(t.addrs) == 0 || round >= 3 {
 			before := c.Config().Num
 			rctx, rcancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
 			if err := c.refresh(rctx); err == nil && c.Config().Num != before {
@@ -629,6 +565,100 @@ func (c *Client) doRouted(ctx context.Context, route func() (target, error), hed
 			rcancel()
 		}
 	}
+}
+
+// routedOp is one operation of doRouted: what it runs, and what its
+// attempts so far left.
+type routedOp struct {
+	c       *Client
+	hedged  bool
+	attempt func(ctx context.Context, kv kvpb.KVClient, gid uint64) error
+	// maybeApplied is set once an attempt of a write may have reached a
+	// log without a definitive answer.
+	maybeApplied bool
+	last         error // the last attempt's
+}
+
+// round tries the replicas of t, each at most once, until one answers, or
+// the group is to be tried again later. done is set when the operation is
+// over, with its error; reread when the group said it does not own the
+// key.
+func (op *routedOp) round(ctx context.Context, t target, round int) (done, reread bool, err error) {
+	c := op.c
+	gid, addrs, next := t.gid, t.addrs, t.first
+	tried := make([]bool, len(addrs))
+	for i := 0; i < len(addrs); i++ {
+		// A replica that let an attempt time out (a stopped leader)
+		// goes after those not yet tried that did not.
+		// If only suspects are left untried, the round ends.
+		idx := c.suspects.Pick(addrs, next%len(addrs), func(i int) bool { return tried[i] })
+		if idx < 0 {
+			break
+		}
+		tried[idx] = true
+		next = idx + 1
+		kv, err := c.kv(addrs[idx])
+		if err != nil {
+			op.last = err
+			continue
+		}
+		err = op.try(ctx, kv, gid, addrs[idx], round)
+		if err == nil {
+			c.suspects.Answered(addrs[idx])
+			c.sawLeader(gid, idx)
+			return true, false, nil
+		}
+		op.last = err
+		if !definitelyNotApplied(err) {
+			op.maybeApplied = true
+		}
+		if hint := leaderHint(err, addrs); hint >= 0 {
+			next = hint // the replica named the leader: no need to probe
+		}
+		switch classify(err) {
+		case final:
+			c.sawLeader(gid, idx)
+			return true, false, err
+		case rereadConfig:
+			return false, true, nil
+		case waitAndRetry:
+			c.sawLeader(gid, idx)
+			return false, false, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return false, false, nil
+}
+
+// try runs one attempt against the replica at addr (kv) of group gid, in
+// the given round, and returns its error as the service's.
+func (op *routedOp) try(ctx context.Context, kv kvpb.KVClient, gid uint64, addr string, round int) error {
+	// The first round gives each replica a short attempt (a stopped or
+	// cut-off replica costs little; any replica serves); each later round
+	// twice the last, up to the full one (a loaded cluster may be slow),
+	// so that an election that outlasts the first round does not make the
+	// next attempt at the stopped leader a full one.
+	timeout := op.c.opts.attemptTimeout
+	if op.hedged {
+		timeout = min(timeout, op.c.latency.hedge(timeout)<<min(round, 8))
+	}
+	actx, acancel := context.WithTimeout(ctx, timeout)
+	start := time.Now()
+	err := op.attempt(actx, kv, gid)
+	timedOut := rpc.AttemptTimedOut(ctx, actx, err)
+	acancel()
+	if err == nil {
+		if op.hedged {
+			op.c.latency.observe(time.Since(start))
+		}
+		return nil
+	}
+	if timedOut {
+		op.c.suspects.TimedOut(addr)
+	}
+	return tooLarge(kvpb.Errors.FromStatus(err))
 }
 
 // GetResult is a key as Get read it.

@@ -266,19 +266,8 @@ func (e *Env) replaceNode(ctx context.Context) bool {
 	for g := uint64(1); g <= uint64(c.Groups()); g++ {
 		p := phases[g]
 		p.dead = lost[g]
-		n := c.ReserveOnNode(g)
-		var fault func(Replica) func()
-		if g == addFault {
-			p.logf("add %s at the new node (%s) as a learner; kill -9 the leader's node %v after sending the change, down %v",
-				n, addr, p.addKill, p.addDown)
-			fault = func(lead Replica) func() { return p.killLeader(ctx, lead, p.addKill, p.addDown) }
-		} else {
-			p.logf("add %s at the new node (%s) as a learner", n, addr)
-		}
-		added, ok := p.change(ctx, mctx, &memberpb.ChangeRequest{Group: g, Kind: memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER, Id: n.ID, Addr: addr},
-			func(l *memberpb.ListReply) bool { return role(l, n.ID) != memberpb.Role_ROLE_UNSPECIFIED },
-			func(*memberpb.ListReply) bool { return true }, fault)
-		if !ok || !p.host(mctx, n, addr, added) {
+		n, ok := p.addOnNode(ctx, mctx, addr, g == addFault)
+		if !ok {
 			return false
 		}
 		if g == crashGroup && ctx.Err() == nil {
@@ -288,25 +277,7 @@ func (e *Env) replaceNode(ctx context.Context) bool {
 			p.logf("kill -9 the new node while %s catches up, down %v", n, p.addDown)
 			e.killAndRestart(ctx, n, p.addDown)
 		}
-		fault = nil
-		if g == repFault {
-			p.logf("replace %s by %s once it caught up; as the change is sent, cut the other founding node off for %v and kill -9 the leader's node %v after sending it, down %v",
-				p.dead, n, p.cut, p.repKill, p.repDown)
-			fault = func(lead Replica) func() { return p.cutVoterAndKill(ctx, lead, n) }
-		} else {
-			p.logf("replace %s by %s once it caught up", p.dead, n)
-		}
-		replaced, ok := p.change(ctx, mctx, &memberpb.ChangeRequest{Group: g, Kind: memberpb.ChangeKind_CHANGE_KIND_REPLACE, Id: n.ID, Old: p.dead.ID},
-			func(l *memberpb.ListReply) bool {
-				return !l.GetJoint() && role(l, n.ID) == memberpb.Role_ROLE_VOTER && role(l, p.dead.ID) == memberpb.Role_ROLE_UNSPECIFIED
-			},
-			func(l *memberpb.ListReply) bool { return caughtUp(l, n.ID) }, fault)
-		if !ok {
-			return false
-		}
-		c.RetireReplica(p.dead)
-		p.logf("voters now %v", voters(replaced))
-		if !p.waitConfig(mctx, addr) {
+		if !p.replaceOnNode(ctx, mctx, n, addr, g == repFault) {
 			return false
 		}
 		hosted = append(hosted, n)
@@ -316,19 +287,74 @@ func (e *Env) replaceNode(ctx context.Context) bool {
 	// fault period.
 	e.Logf("node: the new node restarts with the flags it started with (hosting nothing named)")
 	e.killAndRestart(mctx, hosted[0], 500*time.Millisecond)
+	e.checkServing(mctx, hosted)
+	return true
+}
+
+// addOnNode adds the group's next replica at the new node (addr) as a
+// learner, and asks the node to host it; with fault, the leader's node is
+// killed after the change is sent. It returns the replica, or false if it
+// could not be added.
+func (p *replacement) addOnNode(ctx, mctx context.Context, addr string, fault bool) (Replica, bool) {
+	n := p.e.C.ReserveOnNode(p.g)
+	var kill func(Replica) func()
+	if fault {
+		p.logf("add %s at the new node (%s) as a learner; kill -9 the leader's node %v after sending the change, down %v",
+			n, addr, p.addKill, p.addDown)
+		kill = func(lead Replica) func() { return p.killLeader(ctx, lead, p.addKill, p.addDown) }
+	} else {
+		p.logf("add %s at the new node (%s) as a learner", n, addr)
+	}
+	added, ok := p.change(ctx, mctx, &memberpb.ChangeRequest{Group: p.g, Kind: memberpb.ChangeKind_CHANGE_KIND_ADD_LEARNER, Id: n.ID, Addr: addr},
+		func(l *memberpb.ListReply) bool { return role(l, n.ID) != memberpb.Role_ROLE_UNSPECIFIED },
+		func(*memberpb.ListReply) bool { return true }, kill)
+	if !ok || !p.host(mctx, n, addr, added) {
+		return n, false
+	}
+	return n, true
+}
+
+// replaceOnNode replaces the dead replica by n, at the new node (addr),
+// once n caught up, and waits for the controller's configuration to list
+// it; with fault, the other founding node is cut off and the leader's node
+// killed as the change is sent. False if it could not be finished.
+func (p *replacement) replaceOnNode(ctx, mctx context.Context, n Replica, addr string, fault bool) bool {
+	var cut func(Replica) func()
+	if fault {
+		p.logf("replace %s by %s once it caught up; as the change is sent, cut the other founding node off for %v and kill -9 the leader's node %v after sending it, down %v",
+			p.dead, n, p.cut, p.repKill, p.repDown)
+		cut = func(lead Replica) func() { return p.cutVoterAndKill(ctx, lead, n) }
+	} else {
+		p.logf("replace %s by %s once it caught up", p.dead, n)
+	}
+	replaced, ok := p.change(ctx, mctx, &memberpb.ChangeRequest{Group: p.g, Kind: memberpb.ChangeKind_CHANGE_KIND_REPLACE, Id: n.ID, Old: p.dead.ID},
+		func(l *memberpb.ListReply) bool {
+			return !l.GetJoint() && role(l, n.ID) == memberpb.Role_ROLE_VOTER && role(l, p.dead.ID) == memberpb.Role_ROLE_UNSPECIFIED
+		},
+		func(l *memberpb.ListReply) bool { return caughtUp(l, n.ID) }, cut)
+	if !ok {
+		return false
+	}
+	p.e.C.RetireReplica(p.dead)
+	p.logf("voters now %v", voters(replaced))
+	return p.waitConfig(mctx, addr)
+}
+
+// checkServing checks that every replica of hosted serves again after its
+// node's restart (within ctx), and fails the run if one does not.
+func (e *Env) checkServing(ctx context.Context, hosted []Replica) {
 	for _, r := range hosted {
 		for {
-			if _, err := c.status(mctx, r); err == nil {
+			if _, err := e.C.status(ctx, r); err == nil {
 				break
-			} else if mctx.Err() != nil {
+			} else if ctx.Err() != nil {
 				e.Fail(fmt.Errorf("%s does not serve after its node's restart: %w", r, err))
-				return true // reported
+				return // reported
 			}
-			_ = rpc.Sleep(mctx, 100*time.Millisecond)
+			_ = rpc.Sleep(ctx, 100*time.Millisecond)
 		}
 	}
 	e.Logf("node: the new node serves %v again", hosted)
-	return true
 }
 
 // host asks the new node at addr to host learner n (HostAdded) until it

@@ -55,6 +55,9 @@ func (m Membership) IsVoter(id uint64) bool { return slices.Contains(m.Voters, i
 // IsLearner reports whether id is a learner.
 func (m Membership) IsLearner(id uint64) bool { return slices.Contains(m.Learners, id) }
 
+// isMember reports whether id is a voter or a learner.
+func (m Membership) isMember(id uint64) bool { return m.IsVoter(id) || m.IsLearner(id) }
+
 // WasRemoved reports whether member id was removed from the group and is
 // in no configuration of it now: a voter of a joint configuration's
 // outgoing half still counts as a member (every change here leaves the
@@ -248,56 +251,19 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 	if m.Joint || n.confChangePending() {
 		return nil, rpcerr.ErrMembershipChangeInProgress
 	}
-	member := func(id uint64) bool { return m.IsVoter(id) || m.IsLearner(id) }
 	single := func(t raftpb.ConfChangeType, id uint64) *raftpb.ConfChangeSingle {
 		return &raftpb.ConfChangeSingle{Type: t.Enum(), NodeId: &id}
-	}
-	caughtUp := func(id uint64) error {
-		lead, pr := st.Progress[n.cfg.ID].Match, st.Progress[id].Match
-		if float64(pr) < float64(lead)*learnerReady {
-			return fmt.Errorf("%w: member %d has index %d of the leader's %d", rpcerr.ErrLearnerBehind, id, pr, lead)
-		}
-		return nil
 	}
 	voters := slices.Clone(m.Voters)
 	cc := &raftpb.ConfChangeV2{}
 	switch change.Kind {
 	case AddLearner:
-		if member(change.ID) || change.ID == 0 {
-			return nil, fmt.Errorf("%w: %d", rpcerr.ErrMemberExists, change.ID)
-		}
-		if slices.Contains(m.Removed, change.ID) {
-			// etcd never reuses a member id either (it draws them at random).
-			return nil, fmt.Errorf("%w: %d (a new replica under it would not know the old one's votes, and could vote twice in a term); take a new id",
-				rpcerr.ErrMemberRemoved, change.ID)
-		}
-		if err := rpc.CheckAddr(change.Addr); err != nil {
-			return nil, fmt.Errorf("%w: %q: %v", rpcerr.ErrBadMemberAddr, change.Addr, err)
-		}
-		// One process (node) per member: two members at one address would
-		// fail together, and a node refuses to host the second (etcd
-		// refuses a peer URL already in use).
-		for id, addr := range m.Addrs {
-			if addr == change.Addr {
-				return nil, fmt.Errorf("%w: %s is member %d's (a node hosts one replica of a group)", rpcerr.ErrMemberAddrInUse, addr, id)
-			}
+		if err := checkAddLearner(m, change); err != nil {
+			return nil, err
 		}
 		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddLearnerNode, change.ID)}
 	case Promote, Replace:
-		// OLD first: a mistyped OLD is the likelier mistake.
-		switch {
-		case change.Kind == Replace && !member(change.Old):
-			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.Old)
-		case change.Kind == Replace && !m.IsVoter(change.Old):
-			return nil, fmt.Errorf("%w: member %d is a learner, not a voter: remove it instead", rpcerr.ErrBadMemberChange, change.Old)
-		}
-		if !member(change.ID) {
-			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.ID)
-		}
-		if !m.IsLearner(change.ID) {
-			return nil, fmt.Errorf("%w: %d", rpcerr.ErrNotLearner, change.ID)
-		}
-		if err := caughtUp(change.ID); err != nil {
+		if err := n.checkPromote(st, m, change); err != nil {
 			return nil, err
 		}
 		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeAddNode, change.ID)}
@@ -308,7 +274,7 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 			voters = slices.DeleteFunc(voters, func(v uint64) bool { return v == change.Old })
 		}
 	case Remove:
-		if !member(change.ID) {
+		if !m.isMember(change.ID) {
 			return nil, fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.ID)
 		}
 		cc.Changes = []*raftpb.ConfChangeSingle{single(raftpb.ConfChangeType_ConfChangeRemoveNode, change.ID)}
@@ -324,6 +290,64 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 	if change.Kind == AddLearner {
 		return cc, nil
 	}
+	if err := n.checkQuorum(voters, change.ID); err != nil {
+		return nil, err
+	}
+	return cc, nil
+}
+
+// checkAddLearner validates adding change.ID at change.Addr as a learner
+// to m.
+func checkAddLearner(m Membership, change MemberChange) error {
+	if m.isMember(change.ID) || change.ID == 0 {
+		return fmt.Errorf("%w: %d", rpcerr.ErrMemberExists, change.ID)
+	}
+	if slices.Contains(m.Removed, change.ID) {
+		// etcd never reuses a member id either (it draws them at random).
+		return fmt.Errorf("%w: %d (a new replica under it would not know the old one's votes, and could vote twice in a term); take a new id",
+			rpcerr.ErrMemberRemoved, change.ID)
+	}
+	if err := rpc.CheckAddr(change.Addr); err != nil {
+		return fmt.Errorf("%w: %q: %v", rpcerr.ErrBadMemberAddr, change.Addr, err)
+	}
+	// One process (node) per member: two members at one address would
+	// fail together, and a node refuses to host the second (etcd
+	// refuses a peer URL already in use).
+	for id, addr := range m.Addrs {
+		if addr == change.Addr {
+			return fmt.Errorf("%w: %s is member %d's (a node hosts one replica of a group)", rpcerr.ErrMemberAddrInUse, addr, id)
+		}
+	}
+	return nil
+}
+
+// checkPromote validates a Promote or Replace against m: change.ID must
+// be a learner within learnerReady of the leader's log (as st tracks
+// it), and a Replace's Old a voter.
+func (n *Node) checkPromote(st raft.Status, m Membership, change MemberChange) error {
+	// OLD first: a mistyped OLD is the likelier mistake.
+	switch {
+	case change.Kind == Replace && !m.isMember(change.Old):
+		return fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.Old)
+	case change.Kind == Replace && !m.IsVoter(change.Old):
+		return fmt.Errorf("%w: member %d is a learner, not a voter: remove it instead", rpcerr.ErrBadMemberChange, change.Old)
+	}
+	if !m.isMember(change.ID) {
+		return fmt.Errorf("%w: %d", rpcerr.ErrUnknownMember, change.ID)
+	}
+	if !m.IsLearner(change.ID) {
+		return fmt.Errorf("%w: %d", rpcerr.ErrNotLearner, change.ID)
+	}
+	lead, pr := st.Progress[n.cfg.ID].Match, st.Progress[change.ID].Match
+	if float64(pr) < float64(lead)*learnerReady {
+		return fmt.Errorf("%w: member %d has index %d of the leader's %d", rpcerr.ErrLearnerBehind, change.ID, pr, lead)
+	}
+	return nil
+}
+
+// checkQuorum refuses a change (of member id) that leaves voters unless a
+// quorum of them was heard from recently, and one that leaves none.
+func (n *Node) checkQuorum(voters []uint64, id uint64) error {
 	active := 0
 	for _, v := range voters {
 		if n.heardRecently(v) {
@@ -332,11 +356,11 @@ func (n *Node) checkChange(change MemberChange) (*raftpb.ConfChangeV2, error) {
 	}
 	switch {
 	case len(voters) == 0:
-		return nil, fmt.Errorf("%w: member %d is the group's only voter; a group keeps at least one", rpcerr.ErrWouldLoseQuorum, change.ID)
+		return fmt.Errorf("%w: member %d is the group's only voter; a group keeps at least one", rpcerr.ErrWouldLoseQuorum, id)
 	case active < len(voters)/2+1:
-		return nil, fmt.Errorf("%w: %d of the %d voters left would be reachable", rpcerr.ErrWouldLoseQuorum, active, len(voters))
+		return fmt.Errorf("%w: %d of the %d voters left would be reachable", rpcerr.ErrWouldLoseQuorum, active, len(voters))
 	}
-	return cc, nil
+	return nil
 }
 
 // confChangePending reports whether a configuration change is in the log

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -512,116 +513,148 @@ func (p *peer) close() {
 	_ = p.conn.Close()
 }
 
+// run drains the queue into the peer's stream until the peer is closed.
 func (p *peer) run() {
-	var (
-		stream grpc.ClientStreamingClient[transportpb.Batch, transportpb.Ack]
-		cancel context.CancelFunc = func() {}
-		batch  []outgoing
-		next   *outgoing // taken from the queue, did not fit the last batch
-	)
-	defer func() { cancel() }()
-	b := rpc.NewBackoff(10*time.Millisecond, time.Second)
-	// held are lazy messages waiting (at most coalesceWindow, armed by
-	// flush) to go with the next batch.
-	var (
-		held  []outgoing
-		flush = time.NewTimer(time.Hour)
-	)
-	flush.Stop()
-	defer flush.Stop()
+	l := &sendLoop{p: p, cancel: func() {}}
+	defer func() { l.cancel() }()
+	l.b = rpc.NewBackoff(10*time.Millisecond, time.Second)
+	l.flush = time.NewTimer(time.Hour)
+	l.flush.Stop()
+	defer l.flush.Stop()
 	// names: every QuiescedInterval the process's quiesced replicas are
 	// named to the peer (with the next batch, or alone).
 	names := time.NewTicker(QuiescedInterval)
 	defer names.Stop()
 	for {
-		batch = batch[:0]
-		var quiesced []*transportpb.Member
-		if next != nil {
-			batch, next = append(batch, *next), nil
-		} else {
-			select {
-			case o := <-p.queue:
-				if o.lazy {
-					if len(held) == 0 {
-						flush.Reset(coalesceWindow)
-					}
-					held = append(held, o)
-					continue
-				}
-				batch = append(batch, o)
-			case <-flush.C:
-			case <-names.C:
-				quiesced = p.quiesced()
-			case <-p.stop:
-				return
-			}
+		l.batch = l.batch[:0]
+		quiesced, ok := l.take(names.C)
+		if !ok {
+			return
 		}
 		// Whatever is held goes now (heartbeats are tens of bytes), and
 		// first: it was queued before the rest, and a heartbeat sent after
 		// a newer message would undo what that one said (a quiescing
 		// heartbeat, say).
-		if len(held) > 0 {
-			flush.Stop()
-			batch = append(slices.Clone(held), batch...)
-			held = held[:0]
+		if len(l.held) > 0 {
+			l.flush.Stop()
+			l.batch = append(slices.Clone(l.held), l.batch...)
+			l.held = l.held[:0]
 		}
-		if len(batch) == 0 && len(quiesced) == 0 {
+		if len(l.batch) == 0 && len(quiesced) == 0 {
 			continue
 		}
-		// A batch holds at most maxBatchBytes of messages, or one larger
-		// message alone, so it always stays below the receiver's limit
-		// (raft bounds one append message by MaxSizePerMsg plus one entry).
-		size := 0
-		for _, o := range batch {
-			size += envelopeSize(o)
-		}
-	drain:
-		for {
-			select {
-			case o := <-p.queue:
-				if size+envelopeSize(o) > maxBatchBytes {
-					next = &o
-					break drain
-				}
-				batch = append(batch, o)
-				size += envelopeSize(o)
-			default:
-				break drain
-			}
-		}
-		if size > rpc.MaxMessageBytes {
+		if l.fill() > rpc.MaxMessageBytes {
 			// Cannot be sent at all: tell raft, which will retry or
 			// snapshot, rather than break the stream for everyone.
-			unreachable(batch)
+			unreachable(l.batch)
 			continue
 		}
-		if stream == nil {
-			s, c, err := p.open()
-			if err != nil {
-				unreachable(batch)
-				t := time.NewTimer(b.NextBackOff())
-				select {
-				case <-t.C:
-				case <-p.stop:
-					t.Stop()
-					return
-				}
-				continue
-			}
-			stream, cancel = s, c
-			b.Reset()
-		}
-		envs := make([]*transportpb.Envelope, len(batch))
-		for i, o := range batch {
-			envs[i] = o.env
-		}
-		if err := stream.Send(&transportpb.Batch{Envelopes: envs, Quiesced: quiesced}); err != nil {
-			cancel()
-			stream = nil
-			unreachable(batch)
-			continue
+		if !l.send(quiesced) {
+			return
 		}
 	}
+}
+
+// sendLoop is the state of a peer's run loop: its stream, and the
+// messages taken from the queue and not yet sent.
+type sendLoop struct {
+	p      *peer
+	stream grpc.ClientStreamingClient[transportpb.Batch, transportpb.Ack]
+	cancel context.CancelFunc
+	b      *backoff.ExponentialBackOff
+	batch  []outgoing
+	next   *outgoing // taken from the queue, did not fit the last batch
+	// held are lazy messages waiting (at most coalesceWindow, armed by
+	// flush) to go with the next batch.
+	held  []outgoing
+	flush *time.Timer
+}
+
+// take starts the next batch: with the message left over from the last,
+// else with the next one queued that is not lazy (a lazy one is held), or
+// with none when flush fires or names ticks (then with the quiesced
+// replicas to name). ok is false once the peer is closed.
+func (l *sendLoop) take(names <-chan time.Time) (quiesced []*transportpb.Member, ok bool) {
+	if l.next != nil {
+		l.batch, l.next = append(l.batch, *l.next), nil
+		return nil, true
+	}
+	for {
+		select {
+		case o := <-l.p.queue:
+			if !o.lazy {
+				l.batch = append(l.batch, o)
+				return nil, true
+			}
+			if len(l.held) == 0 {
+				l.flush.Reset(coalesceWindow)
+			}
+			l.held = append(l.held, o)
+		case <-l.flush.C:
+			return nil, true
+		case <-names:
+			return l.p.quiesced(), true
+		case <-l.p.stop:
+			return nil, false
+		}
+	}
+}
+
+// fill adds what is queued to the batch, keeping the first message that
+// does not fit for the next one, and returns the batch's size. A batch
+// holds at most maxBatchBytes of messages, or one larger message alone,
+// so it always stays below the receiver's limit (raft bounds one append
+// message by MaxSizePerMsg plus one entry).
+func (l *sendLoop) fill() (size int) {
+	for _, o := range l.batch {
+		size += envelopeSize(o)
+	}
+	for {
+		select {
+		case o := <-l.p.queue:
+			if size+envelopeSize(o) > maxBatchBytes {
+				l.next = &o
+				return size
+			}
+			l.batch = append(l.batch, o)
+			size += envelopeSize(o)
+		default:
+			return size
+		}
+	}
+}
+
+// send sends the batch, and names quiesced, on the stream, opening one if
+// there is none. The batch's messages are reported unreachable if they
+// could not go; after a failed open it waits out a backoff, and returns
+// false if the peer is closed meanwhile.
+func (l *sendLoop) send(quiesced []*transportpb.Member) bool {
+	if l.stream == nil {
+		s, c, err := l.p.open()
+		if err != nil {
+			unreachable(l.batch)
+			t := time.NewTimer(l.b.NextBackOff())
+			select {
+			case <-t.C:
+			case <-l.p.stop:
+				t.Stop()
+				return false
+			}
+			return true
+		}
+		l.stream, l.cancel = s, c
+		l.b.Reset()
+	}
+	envs := make([]*transportpb.Envelope, len(l.batch))
+	for i, o := range l.batch {
+		envs[i] = o.env
+	}
+	if err := l.stream.Send(&transportpb.Batch{Envelopes: envs, Quiesced: quiesced}); err != nil {
+		l.cancel()
+		l.stream = nil
+		unreachable(l.batch)
+	}
+	return true
 }
 
 // open starts a message stream; cancel ends it.

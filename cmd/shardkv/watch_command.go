@@ -12,18 +12,8 @@ import (
 	"github.com/shardkv/shardkv/client"
 )
 
-func newWatchCmd() *cobra.Command {
-	var (
-		cf          clusterFlags
-		prefix      bool
-		fromVersion uint64
-		count       int
-		out         *printer
-	)
-	cmd := &cobra.Command{
-		Use:   "watch KEY [--from-version N] | watch --prefix PREFIX",
-		Short: "Print every change to a key, or to the keys under a prefix, as it happens",
-		Long: `Print every change (put, append, delete) to a key, or with --prefix to
+// watchLong is the watch command's long help.
+const watchLong = `Print every change (put, append, delete) to a key, or with --prefix to
 every key that starts with PREFIX (an empty one: every key), from now on,
 with the value and version after it: each key's changes once and in
 version order, across leader changes and shard moves. Changes to different
@@ -47,7 +37,20 @@ Output (-o):
   table  one line per change: PUT|APPEND|DELETE, the key, the version
          after it, the value after it
   json   one object per change: {"type", "key", "value" (both base64),
-         "version"}`,
+         "version"}`
+
+func newWatchCmd() *cobra.Command {
+	var (
+		cf          clusterFlags
+		prefix      bool
+		fromVersion uint64
+		count       int
+		out         *printer
+	)
+	cmd := &cobra.Command{
+		Use:   "watch KEY [--from-version N] | watch --prefix PREFIX",
+		Short: "Print every change to a key, or to the keys under a prefix, as it happens",
+		Long:  watchLong,
 		Example: `  shardkv watch greeting
   shardkv watch --prefix config/
   shardkv watch --prefix config/ --count 1 -o json   # wait for one change

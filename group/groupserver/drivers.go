@@ -345,37 +345,12 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 	// Raft keeps them in order, and the state machine refuses a chunk out
 	// of order anyway.
 	var inflight []*raftnode.Pending
-	settle := func(keep int) (done bool, err error) {
-		for len(inflight) > keep {
-			wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-			err := outcome(wctx, inflight[0])
-			wcancel()
-			inflight = inflight[1:]
-			switch {
-			case errors.Is(err, kvpb.ErrStaleConfig):
-				return true, err // the shard is in, or the configuration passed
-			case err != nil:
-				return !s.node.Status().IsLeader, err
-			}
-		}
-		return false, nil
-	}
 	for chunk := uint64(0); ; chunk++ {
 		silent.Reset(chunkTimeout)
 		c, err := stream.Recv()
 		silent.Stop() // not while the chunk replicates
-		if err == io.EOF {
-			return false, bytes, errors.New("stream ended before the last chunk")
-		}
 		if err != nil {
-			err = kvpb.Errors.FromStatus(err)
-			if errors.Is(err, kvpb.ErrStaleConfig) {
-				// The old owner is past num while the shard is still
-				// pulled here: a configuration gave it back before any
-				// data left (see group.Held). Give the pull up.
-				return s.abandon(ctx, num, shard, err)
-			}
-			return false, bytes, err
+			return s.recvFailed(ctx, num, shard, bytes, err)
 		}
 		if chunk == 0 {
 			s.suspects.Answered(addr)
@@ -394,13 +369,50 @@ func (s *Server) pullFrom(ctx context.Context, num uint64, shard int, src uint64
 		if c.GetLast() {
 			keep = 0
 		}
-		if done, err := settle(keep); done || err != nil {
+		inflight, done, err = s.settle(ctx, inflight, keep)
+		if done || err != nil {
 			return done, bytes, err
 		}
 		if c.GetLast() {
 			return true, bytes, nil
 		}
 	}
+}
+
+// settle waits for the outcome of the oldest chunks of a pull in
+// inflight until at most keep are left, and returns those. done is set,
+// with the error, when nothing more is to be done: the shard is in, or
+// the group moved on, or this node cannot propose.
+func (s *Server) settle(ctx context.Context, inflight []*raftnode.Pending, keep int) (rest []*raftnode.Pending, done bool, err error) {
+	for len(inflight) > keep {
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		err := outcome(wctx, inflight[0])
+		wcancel()
+		inflight = inflight[1:]
+		switch {
+		case errors.Is(err, kvpb.ErrStaleConfig):
+			return inflight, true, err // the shard is in, or the configuration passed
+		case err != nil:
+			return inflight, !s.node.Status().IsLeader, err
+		}
+	}
+	return inflight, false, nil
+}
+
+// recvFailed is pullFrom's outcome when its stream failed with err, after
+// bytes of the shard arrived.
+func (s *Server) recvFailed(ctx context.Context, num uint64, shard, bytes int, err error) (bool, int, error) {
+	if err == io.EOF {
+		return false, bytes, errors.New("stream ended before the last chunk")
+	}
+	err = kvpb.Errors.FromStatus(err)
+	if errors.Is(err, kvpb.ErrStaleConfig) {
+		// The old owner is past num while the shard is still pulled
+		// here: a configuration gave it back before any data left (see
+		// group.Held). Give the pull up.
+		return s.abandon(ctx, num, shard, err)
+	}
+	return false, bytes, err
 }
 
 // abandon proposes giving up the pull of shard at num, which the old owner
