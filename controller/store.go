@@ -29,6 +29,7 @@ const (
 // (Query, Latest) may run concurrently with Apply.
 type Store struct {
 	db *pebble.DB
+	e  *storage.Engine // the engine of db: Restore ingests into it
 	r  storage.Replica
 
 	mu      sync.RWMutex
@@ -41,7 +42,7 @@ var _ raftnode.StateMachine = (*Store)(nil)
 
 // OpenStore loads the controller state of replica r from e.
 func OpenStore(e *storage.Engine, r storage.Replica) (*Store, error) {
-	s := &Store{db: e.DB(), r: r, changed: make(chan struct{})}
+	s := &Store{db: e.DB(), e: e, r: r, changed: make(chan struct{})}
 	if err := s.load(s.db); err != nil {
 		return nil, fmt.Errorf("load controller state of replica %d: %w", r.ID, err)
 	}
@@ -224,7 +225,7 @@ func (s *Store) Restore(image []byte) error {
 			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
 		st.touchedSessions[rec.GetClientId()] = true
 	}
-	if err := s.r.ReplaceState(s.db, storage.Progress{Applied: img.GetApplied(), Now: st.now}, func(b *pebble.Batch) error {
+	if err := s.r.ReplaceState(s.e, storage.Progress{Applied: img.GetApplied(), Now: st.now}, func(b *pebble.Batch) error {
 		s.state = st
 		return s.writeChanges(b)
 	}); err != nil {

@@ -56,7 +56,7 @@ func (sm *StateMachine) Restore(image []byte) error {
 	}
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
-	if err := sm.r.ReplaceState(sm.db, storage.Progress{Applied: img.GetApplied(), Now: img.GetNow()}, func(b *pebble.Batch) error {
+	if err := sm.r.ReplaceState(sm.e, storage.Progress{Applied: img.GetApplied(), Now: img.GetNow()}, func(b *pebble.Batch) error {
 		for _, is := range img.GetShards() {
 			shard := int(is.GetShard())
 			for _, kv := range is.GetKvs() {

@@ -73,6 +73,7 @@ type meta struct {
 // raft node's apply goroutine; the read methods may run concurrently.
 type StateMachine struct {
 	db     *pebble.DB
+	e      *storage.Engine // the engine of db: Restore ingests into it
 	r      storage.Replica
 	gid    uint64
 	limits Limits
@@ -101,7 +102,7 @@ var _ raftnode.StateMachine = (*StateMachine)(nil)
 
 // Open loads the state of replica r of group gid.
 func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, error) {
-	sm := &StateMachine{db: e.DB(), r: r, gid: r.Group, limits: limits.withDefaults()}
+	sm := &StateMachine{db: e.DB(), e: e, r: r, gid: r.Group, limits: limits.withDefaults()}
 	progress, err := r.ReadProgress(sm.db)
 	if err != nil {
 		return nil, err

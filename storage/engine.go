@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
@@ -18,6 +20,9 @@ import (
 // use; every replica of the process writes to it under its own key prefix.
 type Engine struct {
 	db     *pebble.DB
+	opts   *pebble.Options // as Open completed them: how ReplaceState writes tables
+	fs     vfs.FS
+	images atomic.Uint64 // numbers ReplaceState's tables
 	dir    string
 	health *health
 	done   chan struct{} // closed by Close: stops the stall watchdog
@@ -83,6 +88,7 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 	// churning through the same LSM keeps many tables in every level.
 	// Levels below L0 inherit L0's policy.
 	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	opts.EnsureDefaults()
 	db, err := pebble.Open(dir, opts)
 	if pebble.IsCorruptionError(err) {
 		return nil, &CorruptionError{Dir: dir, Reason: err.Error()}
@@ -101,7 +107,11 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open engine %s: flush: %w", dir, err)
 	}
-	e := &Engine{db: db, dir: dir, health: h, done: make(chan struct{})}
+	if err := removeImages(opts.FS, dir); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open engine %s: remove tables of unfinished restores: %w", dir, err)
+	}
+	e := &Engine{db: db, opts: opts, fs: opts.FS, dir: dir, health: h, done: make(chan struct{})}
 	go h.watch(e.done)
 	return e, nil
 }

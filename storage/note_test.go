@@ -18,7 +18,7 @@ func TestNotes(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := Replica{Group: 1, ID: 1}
-	if err := r.ReplaceState(e.db, Progress{Applied: 5}, func(*pebble.Batch) error { return nil }); err != nil {
+	if err := r.ReplaceState(e, Progress{Applied: 5}, func(*pebble.Batch) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	e.Close()

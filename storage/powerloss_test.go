@@ -63,7 +63,7 @@ func TestPowerLossKeepsSyncedWrites(t *testing.T) {
 	}, {
 		name: "a state machine image",
 		write: func(e *Engine) error {
-			return r.ReplaceState(e.DB(), Progress{Applied: 10, Now: 5}, func(b *pebble.Batch) error {
+			return r.ReplaceState(e, Progress{Applied: 10, Now: 5}, func(b *pebble.Batch) error {
 				return b.Set(r.StateKey('k'), []byte("image"), nil)
 			})
 		},

@@ -47,23 +47,3 @@ func (r Replica) WriteProgress(b *pebble.Batch, p Progress) error {
 	}
 	return b.Set(r.StateKey(SuffixNow), binary.BigEndian.AppendUint64(nil, uint64(p.Now)), nil)
 }
-
-// ReplaceState replaces r's whole state machine space in db with an
-// image's, in one synced batch: fill writes the image's keys, and p is the
-// progress the image is at. Nothing of the old state remains, and after a
-// crash either all of it or all of the image is there.
-func (r Replica) ReplaceState(db *pebble.DB, p Progress, fill func(b *pebble.Batch) error) error {
-	b := db.NewBatch()
-	defer b.Close()
-	lo, hi := r.StateSpan()
-	if err := b.DeleteRange(lo, hi, nil); err != nil {
-		return err
-	}
-	if err := fill(b); err != nil {
-		return err
-	}
-	if err := r.WriteProgress(b, p); err != nil {
-		return err
-	}
-	return b.Commit(pebble.Sync)
-}
