@@ -225,10 +225,15 @@ func (s *Store) Restore(image []byte) error {
 			configNum: rec.GetConfigNum(), err: codeError(rec.GetErrorCode())}
 		st.touchedSessions[rec.GetClientId()] = true
 	}
+	// writeChanges writes s.state; the old one stays if the image is not
+	// stored (the member stops then, but its state must say what is on
+	// disk).
+	old := s.state
 	if err := s.r.ReplaceState(s.e, storage.Progress{Applied: img.GetApplied(), Now: st.now}, func(b *pebble.Batch) error {
 		s.state = st
 		return s.writeChanges(b)
 	}); err != nil {
+		s.state = old
 		return err
 	}
 	s.applied = img.GetApplied()

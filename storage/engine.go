@@ -20,7 +20,7 @@ import (
 // use; every replica of the process writes to it under its own key prefix.
 type Engine struct {
 	db     *pebble.DB
-	opts   *pebble.Options // as Open completed them: how ReplaceState writes tables
+	opts   *pebble.Options // as Open completed them (EnsureDefaults): how ReplaceState writes its tables
 	fs     vfs.FS
 	images atomic.Uint64 // numbers ReplaceState's tables
 	dir    string
@@ -88,6 +88,9 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 	// churning through the same LSM keeps many tables in every level.
 	// Levels below L0 inherit L0's policy.
 	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	if o.disableFlushableIngest {
+		opts.Experimental.DisableIngestAsFlushable = func() bool { return true }
+	}
 	opts.EnsureDefaults()
 	db, err := pebble.Open(dir, opts)
 	if pebble.IsCorruptionError(err) {

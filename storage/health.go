@@ -41,6 +41,11 @@ type Options struct {
 	// operating system's). Tests give it vfs.NewCrashableMem to keep only
 	// what was synced, as a power loss would (vfs.MemFS.CrashClone).
 	FS vfs.FS
+
+	// disableFlushableIngest makes Pebble flush the memtables an
+	// ingestion overlaps before it, rather than queue the table behind
+	// them: tests take both of its paths.
+	disableFlushableIngest bool
 }
 
 func (o Options) withDefaults() Options {
@@ -257,6 +262,12 @@ func (h *health) oldestSync() time.Duration {
 
 // syncWrite commits b synced, under the stall watchdog.
 func (e *Engine) syncWrite(b *pebble.Batch) error {
+	return e.watchSync(func() error { return b.Commit(pebble.Sync) })
+}
+
+// watchSync runs write, a write that syncs, under the stall watchdog, and
+// reports a full disk as rpcerr.ErrNoSpace.
+func (e *Engine) watchSync(write func() error) error {
 	h := e.health
 	h.syncMu.Lock()
 	h.syncNext++
@@ -271,7 +282,7 @@ func (e *Engine) syncWrite(b *pebble.Batch) error {
 		delete(h.inFlight, ticket)
 		h.syncMu.Unlock()
 	}()
-	err := b.Commit(pebble.Sync)
+	err := write()
 	if err != nil && isNoSpace(err) {
 		return fmt.Errorf("storage %s: %w (%v)", e.dir, rpcerr.ErrNoSpace, err)
 	}

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,18 +22,24 @@ import (
 // The image is ingested, not committed: its keys, sorted, go into one
 // sstable together with a range deletion of r's state space, and Pebble
 // links that table into the LSM atomically (DB.Ingest). A range deletion
-// does not delete keys of its own table (they share one sequence number),
-// and it hides the old state from new reads while snapshots opened before
-// still see it. This is how CockroachDB applies a range snapshot. A batch
-// would do the same in one commit, but every byte of it would pass through
-// the write-ahead log that the process's other replicas share, ahead of
-// their writes: an image of a few gigabytes held every group on the node
-// for seconds (elections, and past Options.StallLimit the process exits).
-// The table is written and synced on the caller's goroutine instead; the
-// commit pipeline only records that it was linked.
+// hides only keys of lower sequence numbers, so it clears the old state
+// but not its own table's keys (they share one), while snapshots opened
+// before still read the old state. CockroachDB applied range snapshots
+// this way before it had excises. A batch would do the same in one commit,
+// but every byte of it would pass through the write-ahead log the
+// process's other replicas share, ahead of their writes: an image of a few
+// gigabytes held every group on the node for seconds (elections, and past
+// Options.StallLimit the process exits). The table is written on the
+// caller's goroutine instead, synced as it grows (BytesPerSync, as Pebble
+// writes its own tables), so no single large sync queues the others'. The
+// commit pipeline then writes one small record, unless the replica's old
+// state is in the memtables and two are already waiting to be flushed:
+// then writes wait for that flush (a memtable, 4 MiB, not the image).
 //
-// fill may Set and Delete; a Delete inside r's state space is implied by
-// the range deletion, one outside it is kept. Other kinds are refused.
+// fill may Set and Delete keys of r's state space only (a Delete is
+// implied by the range deletion); anything else is refused, and changes
+// nothing. A full disk fails with an error matching rpcerr.ErrNoSpace. The
+// restore runs under the stall watchdog, as synced writes do.
 func (r Replica) ReplaceState(e *Engine, p Progress, fill func(b *pebble.Batch) error) error {
 	b := e.db.NewBatch()
 	defer b.Close()
@@ -44,14 +49,20 @@ func (r Replica) ReplaceState(e *Engine, p Progress, fill func(b *pebble.Batch) 
 	if err := r.WriteProgress(b, p); err != nil {
 		return err
 	}
-	path, err := e.writeImage(r, b)
+	err := e.watchSync(func() error {
+		path, err := e.writeImage(r, b)
+		if err != nil {
+			return err
+		}
+		// Ingest removes the table once it is linked; on failure it is ours.
+		if err := e.db.Ingest(context.Background(), []string{path}); err != nil {
+			_ = e.fs.Remove(path)
+			return fmt.Errorf("ingest: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("replace state of replica %d of group %d: %w", r.ID, r.Group, err)
-	}
-	// Ingest removes the table once it is linked; on failure it is ours.
-	if err := e.db.Ingest(context.Background(), []string{path}); err != nil {
-		_ = e.fs.Remove(path)
-		return fmt.Errorf("replace state of replica %d of group %d: ingest: %w", r.ID, r.Group, err)
 	}
 	return nil
 }
@@ -69,6 +80,7 @@ func (e *Engine) writeImage(r Replica, b *pebble.Batch) (path string, err error)
 		kind       pebble.InternalKeyKind
 		key, value []byte
 	}
+	cmp := e.opts.Comparer.Compare
 	lo, hi := r.StateSpan()
 	var writes []write
 	br := b.Reader()
@@ -85,9 +97,11 @@ func (e *Engine) writeImage(r Replica, b *pebble.Batch) (path string, err error)
 		default:
 			return "", fmt.Errorf("an image holds sets and deletes only, not %s", kind)
 		}
+		if cmp(key, lo) < 0 || cmp(key, hi) >= 0 {
+			return "", fmt.Errorf("an image holds keys of its replica's state space only, not %x", key)
+		}
 		writes = append(writes, write{kind, key, value})
 	}
-	cmp := e.opts.Comparer.Compare
 	// Stable: of two writes of one key, the later stays later.
 	slices.SortStableFunc(writes, func(a, b write) int { return cmp(a.key, b.key) })
 
@@ -96,20 +110,20 @@ func (e *Engine) writeImage(r Replica, b *pebble.Batch) (path string, err error)
 	if err != nil {
 		return "", err
 	}
-	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), e.opts.MakeWriterOptions(0, e.db.FormatMajorVersion().MaxTableFormat()))
+	f = vfs.NewSyncingFile(f, vfs.SyncingFileOptions{BytesPerSync: e.opts.BytesPerSync})
+	// Level 0: a table for the lowest level would need every key it
+	// shadows marked (sstable's strict obsolete mode).
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), e.opts.MakeWriterOptions(0, e.db.TableFormat()))
 	err = w.DeleteRange(lo, hi)
 	for i, wr := range writes {
 		if err != nil {
 			break
 		}
-		if i+1 < len(writes) && bytes.Equal(writes[i+1].key, wr.key) {
+		if i+1 < len(writes) && cmp(writes[i+1].key, wr.key) == 0 {
 			continue // a later write of the key wins
 		}
-		switch {
-		case wr.kind == pebble.InternalKeyKindSet:
+		if wr.kind == pebble.InternalKeyKindSet {
 			err = w.Set(wr.key, wr.value)
-		case cmp(wr.key, lo) < 0 || cmp(wr.key, hi) >= 0:
-			err = w.Delete(wr.key)
 		}
 	}
 	// Close finishes the table: it syncs and closes the file.

@@ -2,13 +2,18 @@ package storage
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // stateOf returns r's state machine space in db as key suffix → value.
@@ -124,22 +129,129 @@ func TestReplaceStateBypassesTheLog(t *testing.T) {
 	}
 }
 
-// TestReplaceStateRefusesOtherWrites: an image holds sets and deletes; a
-// range deletion (or anything else) is refused and changes nothing.
+// TestReplaceStateRefusesOtherWrites: an image holds sets and deletes of
+// its replica's state space; a range deletion, or a key of another
+// replica, is refused and changes nothing.
 func TestReplaceStateRefusesOtherWrites(t *testing.T) {
 	e := openEngine(t, t.TempDir(), Options{})
 	defer e.Close()
-	r := Replica{Group: 4, ID: 1}
+	r, other := Replica{Group: 4, ID: 1}, Replica{Group: 4, ID: 2}
 	setState(t, e.DB(), r, map[string]string{"k": "old"})
-	err := r.ReplaceState(e, Progress{Applied: 3}, func(b *pebble.Batch) error {
-		return b.DeleteRange(r.StateKey('a'), r.StateKey('z'), nil)
+	setState(t, e.DB(), other, map[string]string{"k": "theirs"})
+	for name, fill := range map[string]func(b *pebble.Batch) error{
+		"a range deletion": func(b *pebble.Batch) error {
+			return b.DeleteRange(r.StateKey('a'), r.StateKey('z'), nil)
+		},
+		"a set of another replica's key": func(b *pebble.Batch) error {
+			return b.Set(other.StateKey('k'), []byte("mine"), nil)
+		},
+		"a delete of another replica's key": func(b *pebble.Batch) error {
+			return b.Delete(other.StateKey('k'), nil)
+		},
+	} {
+		if err := r.ReplaceState(e, Progress{Applied: 3}, fill); err == nil {
+			t.Fatalf("%s in an image was accepted", name)
+		}
+		if got := stateOf(t, e.DB(), r); fmt.Sprint(got) != fmt.Sprint(map[string]string{"k": "old"}) {
+			t.Fatalf("%s: a refused image changed the state: %q", name, got)
+		}
+		if got := stateOf(t, e.DB(), other); fmt.Sprint(got) != fmt.Sprint(map[string]string{"k": "theirs"}) {
+			t.Fatalf("%s: a refused image changed another replica's state: %q", name, got)
+		}
+	}
+}
+
+// TestReplaceStateSurvivesPowerLoss: once ReplaceState returns, the image
+// is there after a power loss (a clone of the in-memory filesystem that
+// holds only what was synced), on both of Pebble's ingestion paths: the
+// table queued behind the memtables holding the old state (recorded in
+// the WAL), and those memtables flushed first (recorded in the manifest).
+// The other replica's state is untouched, and no table is left behind.
+func TestReplaceStateSurvivesPowerLoss(t *testing.T) {
+	for _, flushFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("memtables flushed first=%v", flushFirst), func(t *testing.T) {
+			dir := t.TempDir()
+			fs := vfs.NewCrashableMem()
+			e := openEngine(t, dir, Options{FS: fs, disableFlushableIngest: flushFirst})
+			r, other := Replica{Group: 1, ID: 2}, Replica{Group: 1, ID: 3}
+			// In the memtable: the ingestion overlaps it.
+			setState(t, e.DB(), r, map[string]string{"k1": "old1", "k2": "old2", "a": progressValue(7)})
+			setState(t, e.DB(), other, map[string]string{"k1": "theirs"})
+			asFlushable := e.DB().Metrics().Flush.AsIngestCount
+			if err := r.ReplaceState(e, Progress{Applied: 10, Now: 5}, func(b *pebble.Batch) error {
+				return errors.Join(b.Set(r.StateKey('k', '3'), []byte("new3"), nil),
+					b.Set(r.StateKey('k', '2'), []byte("new2"), nil))
+			}); err != nil {
+				t.Fatal(err)
+			}
+			crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+			// A table queued behind memtables counts once flushed.
+			if err := e.DB().Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if queued := e.DB().Metrics().Flush.AsIngestCount > asFlushable; queued == flushFirst {
+				t.Fatalf("the table was queued behind the memtables: %v, want %v", queued, !flushFirst)
+			}
+			e.Close()
+			e = openEngine(t, dir, Options{FS: crashed})
+			defer e.Close()
+			want := map[string]string{"k2": "new2", "k3": "new3", "a": progressValue(10), "t": progressValue(5)}
+			if got := stateOf(t, e.DB(), r); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("after a power loss: %q, want %q", got, want)
+			}
+			if got := stateOf(t, e.DB(), other); fmt.Sprint(got) != fmt.Sprint(map[string]string{"k1": "theirs"}) {
+				t.Fatalf("the other replica's state after a power loss: %q", got)
+			}
+			names, _ := crashed.List(dir)
+			for _, n := range names {
+				if strings.HasPrefix(n, imagePrefix) {
+					t.Fatalf("%s left after a power loss", n)
+				}
+			}
+		})
+	}
+}
+
+// noSpaceFS fails every write to an image's table with ENOSPC.
+type noSpaceFS struct{ vfs.FS }
+
+func (f noSpaceFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	file, err := f.FS.Create(name, c)
+	if err != nil || !strings.HasPrefix(filepath.Base(name), imagePrefix) {
+		return file, err
+	}
+	return noSpaceFile{file}, nil
+}
+
+type noSpaceFile struct{ vfs.File }
+
+func (noSpaceFile) Write([]byte) (int, error) { return 0, syscall.ENOSPC }
+
+// TestReplaceStateOnAFullDisk: a restore the disk has no room for fails
+// with rpcerr.ErrNoSpace, changes nothing, leaves no table, and the engine
+// still takes writes.
+func TestReplaceStateOnAFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	e := openEngine(t, dir, Options{FS: noSpaceFS{vfs.Default}})
+	defer e.Close()
+	r := Replica{Group: 1, ID: 2}
+	setState(t, e.DB(), r, map[string]string{"k1": "old1"})
+	err := r.ReplaceState(e, Progress{Applied: 10}, func(b *pebble.Batch) error {
+		return b.Set(r.StateKey('k', '2'), make([]byte, 1<<20), nil)
 	})
-	if err == nil {
-		t.Fatal("a range deletion in an image was accepted")
+	if !errors.Is(err, rpcerr.ErrNoSpace) {
+		t.Fatalf("a restore on a full disk: %v, want ErrNoSpace", err)
 	}
-	if got := stateOf(t, e.DB(), r); fmt.Sprint(got) != fmt.Sprint(map[string]string{"k": "old"}) {
-		t.Fatalf("a refused image changed the state: %q", got)
+	if got := stateOf(t, e.DB(), r); fmt.Sprint(got) != fmt.Sprint(map[string]string{"k1": "old1"}) {
+		t.Fatalf("a failed restore changed the state: %q", got)
 	}
+	names, _ := os.ReadDir(dir)
+	for _, n := range names {
+		if strings.HasPrefix(n.Name(), imagePrefix) {
+			t.Fatalf("%s left by a failed restore", n.Name())
+		}
+	}
+	setState(t, e.DB(), r, map[string]string{"k9": "still writable"})
 }
 
 // TestOpenRemovesUnfinishedImages: a table a crash kept ReplaceState from
