@@ -205,6 +205,30 @@ func (c *cluster) leader() uint64 {
 	return 0
 }
 
+// followedLeader is leader, once every member also knows it as its leader:
+// a member elected has not yet told the others (they learn it from its
+// first append or heartbeat), and until then a member refuses proposals
+// at once (no leader known).
+func (c *cluster) followedLeader() uint64 {
+	c.t.Helper()
+	lead := c.leader()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		followed := true
+		c.mu.Lock()
+		for _, n := range c.nodes {
+			followed = followed && n.Status().Leader == lead
+		}
+		c.mu.Unlock()
+		if followed {
+			return lead
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.t.Fatalf("not every member follows leader %d within 10s", lead)
+	return 0
+}
+
 // propose sends cmd to whoever leads among members (all running members if
 // nil), retrying definite failures until the deadline. It returns the result,
 // or an error if the outcome stayed unknown or the deadline passed.

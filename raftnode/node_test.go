@@ -348,7 +348,7 @@ func (c *cluster) read(key string) (value string, found, ok bool) {
 // callers move on instead of waiting.
 func TestProposeOnFollowerIsForwarded(t *testing.T) {
 	c := newCluster(t, 3, nil)
-	lead := c.leader()
+	lead := c.followedLeader()
 	for _, id := range c.peers {
 		if id == lead {
 			continue
