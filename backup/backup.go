@@ -7,7 +7,7 @@
 //
 // Take reads the controller's latest configuration N (linearizably), then
 // asks each group that owns shards at N for all of them at once
-// (grouppb.Backup.ReadShards). The replica asked confirms a read index
+// (the groups' Backup.ReadShards RPC). The replica asked confirms a read index
 // with its leader, waits until it has applied it, and then, under the lock
 // its state machine applies entries with, checks that the group is at N
 // and serves every shard asked for, and takes one Pebble snapshot. So each
@@ -115,7 +115,8 @@ type Controller struct {
 	Groups    map[string][]string `json:"groups"` // group -> replica addresses at ConfigNum
 }
 
-// Keys is the number of keys in the backup.
+// Keys returns the number of keys and of session records in the backup,
+// summed over its shards.
 func (m *Manifest) Keys() (keys, sessions int) {
 	for _, s := range m.Shards {
 		keys += s.Keys

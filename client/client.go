@@ -117,15 +117,24 @@ import (
 	"github.com/shardkv/shardkv/session"
 )
 
-// Errors returned by the client. Limits errors come from the servers'
-// checks and change nothing.
+// Errors returned by the client. ErrKeyTooLarge, ErrValueTooLarge and
+// ErrEmptyKey come from the client's own check before sending (limits:
+// WithLimits), or from the servers' check when their limits are lower (or,
+// for Append, when the value it would make is too large); either way
+// nothing changed.
 var (
 	// ErrUnknownOutcome: the context ended while a write may have been
 	// applied. It will not be applied twice.
 	ErrUnknownOutcome = errors.New("shardkv: write outcome unknown")
-	ErrKeyTooLarge    = kvpb.ErrKeyTooLarge
-	ErrValueTooLarge  = kvpb.ErrValueTooLarge
-	ErrEmptyKey       = kvpb.ErrEmptyKey
+	// ErrKeyTooLarge: the key is above the key limit (WithLimits; default
+	// 4 KiB); nothing changed.
+	ErrKeyTooLarge = kvpb.ErrKeyTooLarge
+	// ErrValueTooLarge: the value, or an IfValue condition, is above the
+	// value limit (WithLimits; default 1 MiB); nothing changed.
+	ErrValueTooLarge = kvpb.ErrValueTooLarge
+	// ErrEmptyKey: the key is empty (keys have at least one byte); nothing
+	// changed.
+	ErrEmptyKey = kvpb.ErrEmptyKey
 	// ErrNoSpace: the group's leader cannot persist (its disk is full);
 	// the write was not applied. Reads still work.
 	ErrNoSpace = rpcerr.ErrNoSpace
@@ -221,7 +230,11 @@ func WithMaxRetry(d time.Duration) Option {
 	return func(o *options) { o.maxRetry = d }
 }
 
-// Client is a shardkv client.
+// Client is a connection to one shardkv cluster: it routes every request
+// to the leader of the group owning the key's shard and retries across
+// leader changes and shard moves. Make one with New, share it between
+// goroutines (it is safe for concurrent use and batches their requests),
+// and Close it when done.
 type Client struct {
 	opts  options
 	ctl   *ctlclient.Client
@@ -278,7 +291,15 @@ type pooledSession struct {
 }
 
 // New connects to the cluster whose controller replicas are at
-// controllerAddrs and reads the current configuration.
+// controllerAddrs and reads the current configuration. ctx bounds only
+// this first read; while the controller is not initialized yet (a cluster
+// starting) New waits, until ctx ends. It fails with
+// ctlclient.ErrNoAddresses without addresses, and with the configuration
+// read's error wrapped as "read configuration: %w" (for instance
+// controllerpb.ErrNotInitialized once ctx ends, rpcerr.ErrAuthFailed with
+// bad credentials). Options default to: attempt timeout 2 s, retries for 5
+// minutes, limits kvpb.DefaultMaxKeySize and kvpb.DefaultMaxValueSize,
+// plaintext.
 func New(ctx context.Context, controllerAddrs []string, opts ...Option) (*Client, error) {
 	o := options{attemptTimeout: 2 * time.Second, maxRetry: 5 * time.Minute}
 	for _, fn := range opts {
@@ -663,15 +684,21 @@ func (op *routedOp) try(ctx context.Context, kv kvpb.KVClient, gid uint64, addr 
 
 // GetResult is a key as Get read it.
 type GetResult struct {
+	// Value is the key's value: nil when Found is false (an empty value
+	// may be nil too: test Found).
 	Value []byte
 	// Version is the key's version (1 at creation, +1 per put or append),
 	// 0 when it does not exist.
 	Version uint64
-	Found   bool
+	// Found is whether the key exists.
+	Found bool
 }
 
 // Get returns key's value and version, linearizably; Found is false (and
-// Version 0) when the key does not exist.
+// Version 0) when the key does not exist. It fails with ErrEmptyKey or
+// ErrKeyTooLarge before sending, and otherwise, once ctx ends or
+// WithMaxRetry passes, with the last error (rpcerr.ErrPermissionDenied and
+// rpcerr.ErrAuthFailed are not retried).
 func (c *Client) Get(ctx context.Context, key []byte) (GetResult, error) {
 	if err := c.opts.limits.check(kvpb.WriteOp_WRITE_OP_DELETE, key, nil); err != nil {
 		return GetResult{}, err
@@ -703,7 +730,8 @@ type WriteResult struct {
 	// answered a retry of it from its session record, which keeps
 	// Succeeded and Version but not the value: read the key if you need it
 	// (it may have changed since).
-	Value         []byte
+	Value []byte
+	// ValueReturned says that Value holds the key's value (see Value).
 	ValueReturned bool
 }
 
@@ -807,8 +835,12 @@ func (c *Client) write(ctx context.Context, op kvpb.WriteOp, key, value []byte, 
 	}
 }
 
-// Put sets key to value (if its condition holds, with IfVersion or
-// IfValue).
+// Put sets key to value and returns the key's version after it. With
+// IfVersion or IfValue it is conditional: a condition that does not hold
+// is WriteResult.Succeeded false, not an error. It fails with ErrEmptyKey,
+// ErrKeyTooLarge or ErrValueTooLarge before sending; ErrMalformed for both
+// conditions; ErrNoSpace; and ErrUnknownOutcome when ctx ends while the
+// write may have been applied (it is never applied twice).
 func (c *Client) Put(ctx context.Context, key, value []byte, opts ...WriteOption) (WriteResult, error) {
 	return c.write(ctx, kvpb.WriteOp_WRITE_OP_PUT, key, value, opts)
 }
@@ -816,12 +848,13 @@ func (c *Client) Put(ctx context.Context, key, value []byte, opts ...WriteOption
 // Append appends value to key's value (creating it if absent), if its
 // condition holds. An append that would make the value exceed the
 // servers' limit fails with ErrValueTooLarge and changes nothing.
+// Errors: as Put's.
 func (c *Client) Append(ctx context.Context, key, value []byte, opts ...WriteOption) (WriteResult, error) {
 	return c.write(ctx, kvpb.WriteOp_WRITE_OP_APPEND, key, value, opts)
 }
 
 // Delete removes key, if its condition holds; deleting a missing key
-// succeeds.
+// succeeds. Errors: as Put's.
 func (c *Client) Delete(ctx context.Context, key []byte, opts ...WriteOption) (WriteResult, error) {
 	return c.write(ctx, kvpb.WriteOp_WRITE_OP_DELETE, key, nil, opts)
 }

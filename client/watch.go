@@ -24,8 +24,11 @@ type EventType int
 
 // The kinds of change.
 const (
+	// EventPut: a put set the key's value.
 	EventPut EventType = iota + 1
+	// EventAppend: an append added to the key's value (or created it).
 	EventAppend
+	// EventDelete: a delete removed the key.
 	EventDelete
 )
 
@@ -43,8 +46,10 @@ func (t EventType) String() string {
 
 // Event is one change to a watched key.
 type Event struct {
+	// Type is what the change did to the key.
 	Type EventType
-	Key  []byte
+	// Key is the changed key.
+	Key []byte
 	// Value is the key's value after the change (after an append, the
 	// whole value; nil after a delete).
 	Value []byte
@@ -61,7 +66,9 @@ type WatchResponse struct {
 	Created bool
 	// Gap, when set (it wraps ErrWatchGap), says that changes to the keys
 	// of shard GapShard were missed; the watch goes on.
-	Gap      error
+	Gap error
+	// GapShard is the shard whose keys missed changes; meaningful only
+	// with Gap.
 	GapShard int
 	// Canceled: the watch ended (its context ended, or a request was
 	// refused as malformed, or by auth: Err says why); the channel closes

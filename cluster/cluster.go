@@ -104,7 +104,9 @@ type Options struct {
 	// TLS, if set, turns TLS on for every server and connection of the
 	// cluster: it is called once the cluster's id is known (peer
 	// certificates name it, see rpc.PeerURI) and returns the credentials
-	// every replica serves and calls its peers with.
+	// every replica serves and calls its peers with. rpc.TLS and
+	// rpc.PeerURI are of package internal/rpc: only this module (its
+	// tests and `shardkv dev`) sets TLS.
 	TLS func(clusterID uint64) (*rpc.TLS, error)
 	// Auth makes every server enforce the cluster's auth state (see
 	// package auth) once it is enabled, which needs TLS with client

@@ -37,7 +37,8 @@ type Config struct {
 	// does not close it.
 	Controller *ctlclient.Client
 	// Dial are the options of the connections to replicas (the cluster
-	// id, at least: see rpc.WithClusterID).
+	// id, at least: rpc.WithClusterID of package internal/rpc, as
+	// cmd/shardkv dials).
 	Dial []grpc.DialOption
 	// Interval is how often the state is rebuilt (default 1 s).
 	Interval time.Duration

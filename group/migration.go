@@ -31,9 +31,9 @@ func (sm *StateMachine) blocked(next controller.Config) bool {
 // current configuration, and every migration is finished or is a Held
 // shard next gives back.
 //
-// A configuration that installConfig would refuse as another incarnation's
-// (ownConfig: the group owns shards that it records another copy of the
-// id for, which a controller never does) counts as installable: its
+// A configuration the state machine would refuse at apply time as another
+// incarnation's (it records another copy of this group's id for shards the
+// group owns, which a controller never does) counts as installable: its
 // proposal's outcome says why the group stops there.
 func (sm *StateMachine) CanInstall(next controller.Config) bool {
 	sm.mu.RLock()

@@ -100,7 +100,9 @@ type StateMachine struct {
 
 var _ raftnode.StateMachine = (*StateMachine)(nil)
 
-// Open loads the state of replica r of group gid.
+// Open loads the state machine of replica r (group r.Group) from e, with
+// limits (zero fields take the defaults; every replica of a group must use
+// the same limits).
 func Open(e *storage.Engine, r storage.Replica, limits Limits) (*StateMachine, error) {
 	sm := &StateMachine{db: e.DB(), e: e, r: r, gid: r.Group, limits: limits.withDefaults()}
 	progress, err := r.ReadProgress(sm.db)

@@ -1,5 +1,13 @@
 // Package ops serves a process's operational HTTP endpoints: Prometheus
 // metrics, health and readiness checks, and pprof.
+//
+// A process starts it with
+//
+//	reg := ops.NewRegistry()
+//	ops.RegisterStorage(reg, engine)
+//	addr, err := ops.Serve(ctx, ":8080", reg, ready, slog.Default(), nil)
+//
+// and registers each raft node it runs with RegisterRaft.
 package ops
 
 import (
@@ -112,7 +120,8 @@ func RegisterStorage(reg prometheus.Registerer, e *storage.Engine) {
 // Serve listens on addr and serves /metrics, /healthz (the process is up),
 // /readyz (ready reports true) and /debug/pprof until ctx ends, and every
 // other path from ui when it is not nil (the web console, see package
-// console).
+// console). It returns the address it listens on (useful with port 0)
+// once listening; serving continues in the background.
 func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool, log *slog.Logger, ui http.Handler) (net.Addr, error) {
 	mux := http.NewServeMux()
 	if ui != nil {

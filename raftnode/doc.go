@@ -43,9 +43,10 @@
 //
 // # Proposals
 //
-// Propose is accepted only on the leader (followers answer
-// *rpcerr.NotLeaderError, naming the leader they know) and returns once the
-// entry is applied, with the value StateMachine.Apply produced for it.
+// Propose may be called on any member: a follower forwards the proposal to
+// the leader it knows (Raft's proposal forwarding); a member that knows no
+// leader answers *rpcerr.NotLeaderError. It returns once the entry is
+// applied here, with the value StateMachine.Apply produced for it.
 // Every proposal carries a unique id, so the proposer recognises its own
 // entry and also recognises when a different entry took its index
 // (rpcerr.ErrProposalDropped: definitely not applied). When the node loses

@@ -126,11 +126,12 @@ const learnerReady = 0.9
 //	rpcerr.ErrWouldLoseQuorum             Promote, Replace or Remove: after the change, fewer voters than a quorum would be reachable (heard from within an election timeout)
 //	rpcerr.ErrBadMemberAddr               AddLearner without a host:port address
 //	rpcerr.ErrMemberAddrInUse             AddLearner at the address of a member
+//	rpcerr.ErrBadMemberChange             an unknown Kind, or Replace whose Old is a learner (remove it instead)
 //
 // and with *rpcerr.NotLeaderError on a follower. It first waits, for at
-// most a few ticks, until raft would take a change (see
-// awaitConfChangeAccepted); a context error then means nothing was
-// proposed. Errors from the wait for the outcome (context,
+// most a few ticks, until raft would take a change (until raft has applied
+// the previous configuration change and an entry of the leader's term); a
+// context error then means nothing was proposed. Errors from the wait for the outcome (context,
 // rpcerr.ErrLeaderChanged) leave it unknown: read Members.
 func (n *Node) ChangeMembership(ctx context.Context, change MemberChange) (Membership, error) {
 	if !n.isLeader.Load() {

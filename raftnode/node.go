@@ -109,9 +109,11 @@ type Status struct {
 	Quiescences uint64
 }
 
-// Start opens the member described by cfg: it loads the Raft state from the
+// Start opens the member described by c: it loads the Raft state from the
 // engine (creating the group on first start), joins the network and starts
-// the Ready, apply and read goroutines.
+// the Ready, apply and read goroutines. It fails when c.ID is 0 or Engine,
+// Network or StateMachine is nil, with a *storage.CorruptionError for a
+// damaged log or identity record, and with the network's Join error.
 func Start(c Config) (*Node, error) {
 	cfg, err := c.withDefaults()
 	if err != nil {

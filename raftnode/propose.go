@@ -29,16 +29,16 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	return p.Wait(ctx)
 }
 
-// Pending is a proposal appended to the leader's log and not yet known to
-// be applied.
+// Pending is a submitted proposal not yet known to be applied.
 type Pending struct {
 	n  *Node
 	id uint64
 	ch chan proposalResult
 }
 
-// Submit proposes cmd and returns as soon as the leader has appended it to
-// its log, so a caller can keep several proposals in flight. Proposals one
+// Submit proposes cmd and returns once it is appended to this member's log
+// (on the leader) or forwarded to the leader (on a follower), so a caller
+// can keep several proposals in flight. Proposals one
 // goroutine submits one after another are appended, and applied, in that
 // order. Errors are those of Propose.
 func (n *Node) Submit(ctx context.Context, cmd []byte) (*Pending, error) {

@@ -8,22 +8,30 @@
 //
 // # Key layout
 //
-// Every key starts with the identity of the replica that owns it, so replicas
-// never see each other's keys:
+// Every key but a process note (SaveNote) starts with the identity of the
+// replica that owns it, so replicas never see each other's keys:
 //
 //	<kind:1> <group id:8, big endian> <replica id:8, big endian> <suffix>
 //
-// Two kinds exist:
+// Four kinds exist:
 //
-//	'r'  Raft's own state, written only by RaftLog:
+//	'r'  Raft's own state and the replica's identity: 'h', 's' and 'l'
+//	     written by RaftLog; 'i' by EnsureIdentity, SetMembers and
+//	     SetFounders; 'p' by RecordHeard:
 //	       'h'                hard state (term, vote, commit)
 //	       's'                metadata of the latest snapshot (index, term, conf state)
 //	       'l' <index:8 BE>   one log entry, framed with a CRC-32C checksum
 //	       'i'                the replica's identity: cluster id and its
 //	                          group's membership (JSON; see EnsureIdentity)
+//	       'p' <peer id:8 BE> the replica heard from that peer (RecordHeard,
+//	                          Heard)
 //	'm'  the replica's state machine: its Progress under 'a' (applied index)
 //	     and 't' (replicated time); every other suffix is the state
 //	     machine's own business (see StateKey and StateSpan).
+//	'u'  no suffix: the replica was dropped from this engine and not hosted
+//	     again since (DropReplica, Unhosted)
+//	'n'  followed by a name, with no replica identity: a note the process
+//	     keeps for itself, outside every replica's keys (SaveNote, LoadNote)
 //
 // Big-endian indexes make the log sort in index order, so truncating the log
 // is one DeleteRange and loading it is one forward scan.

@@ -344,8 +344,11 @@ type GRPCNetwork struct {
 }
 
 // NewGRPCNetwork returns a network that receives through server and sends
-// to the addresses resolve gives. Without dial options, connections are
-// plaintext (pass TLS credentials to secure them).
+// to the addresses resolve gives. Without dial options, connections use
+// shardkv's defaults: plaintext, keepalive, message limits, reconnection
+// backoff capped at one second and fixed flow-control windows. Any dial
+// option replaces those defaults whole (unlike client.WithDialOptions,
+// which adds to them): pass every option wanted, TLS credentials included.
 func NewGRPCNetwork(server *Server, resolve Resolver, dial ...grpc.DialOption) *GRPCNetwork {
 	if len(dial) == 0 {
 		dial = rpc.DialOptions()
@@ -386,9 +389,9 @@ func (n *GRPCNetwork) SetAddr(group, id uint64, addr string) {
 }
 
 // Forget drops the addresses SetAddr recorded for group's members: the
-// process no longer hosts a replica of the group (node.Unhost). A replica
-// of the group it hosts later (another copy of the id, say) must address
-// its own members, not the old copy's at the ids they share.
+// process no longer hosts a replica of the group (the node unhosted it). A
+// replica of the group it hosts later (another copy of the id, say) must
+// address its own members, not the old copy's at the ids they share.
 func (n *GRPCNetwork) Forget(group uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

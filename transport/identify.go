@@ -15,8 +15,8 @@ import (
 
 // ReplicaIdentity is what a replica group server says of itself (Identify).
 type ReplicaIdentity struct {
-	// ClusterID is the id the server stated in its response header (see
-	// CheckClusterID); 0 when it stated none.
+	// ClusterID is the id the server stated in its response header; 0
+	// when it stated none.
 	ClusterID uint64
 	// Group and Replica are the replica's group and its raft id there.
 	Group, Replica uint64
@@ -65,9 +65,10 @@ func RegisterIdentity(g grpc.ServiceRegistrar, hosted func() map[uint64]Hosted) 
 // if it has exactly one, and group 0 otherwise. While the server
 // cannot be reached it tries again every 50 ms until ctx ends, and then
 // returns the last failure to reach it (not just the context's error). A
-// server of another cluster refuses a caller that states its cluster id
-// (see WithClusterID and IsClusterMismatch); one that serves no replica
-// group answers with codes.Unimplemented.
+// server of another cluster refuses a caller dialled with the cluster id
+// option of internal/rpc (as this module's binaries dial) with a
+// cluster-mismatch error; one that serves no replica group answers with
+// codes.Unimplemented.
 func Identify(ctx context.Context, addr string, group uint64, dial ...grpc.DialOption) (ReplicaIdentity, error) {
 	if len(dial) == 0 {
 		dial = rpc.DialOptions()

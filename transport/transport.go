@@ -1,7 +1,11 @@
 // Package transport carries Raft messages between the replicas of a group.
 //
-// The raft node only sees the two small interfaces below. Production uses the
-// gRPC implementation in this package: every process runs one Server, and for
+// The raft node sees Handler (its receiving side, which it implements) and
+// Transport (its sending side), which a Network returns when the replica
+// joins it. Optional interfaces add the rest: a Handler may implement
+// Founded and MemberReporter, a Transport Quiescence, a Network Addresser
+// and AddrSetter; the gRPC implementation supports them all. Production
+// uses that gRPC implementation: every process runs one Server, and for
 // each peer process a replica talks to, one long-lived client stream carries
 // batches of messages (whatever queued up while the previous batch was in
 // flight), so a busy leader pays one RPC frame per batch, not per message.

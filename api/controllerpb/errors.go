@@ -22,13 +22,29 @@ var Errors = rpcerr.NewTable("shardkv.controller", rpcerr.Raft, rpcerr.Commands,
 // refusal: the command changes nothing, and a retry of it gets the same
 // error.
 var (
+	// ErrNotInitialized: the controller has no shard count yet (the
+	// cluster was never initialized); client.New waits for it.
 	ErrNotInitialized = Errors.New(codes.Unavailable, "NOT_INITIALIZED", "controller: not initialized (no shard count yet)")
-	ErrInvalidGroup   = Errors.New(codes.InvalidArgument, "INVALID_GROUP", "controller: invalid group")
-	ErrGroupExists    = Errors.New(codes.AlreadyExists, "GROUP_EXISTS", "controller: group already joined with other addresses")
-	ErrUnknownGroup   = Errors.New(codes.NotFound, "UNKNOWN_GROUP", "controller: unknown group")
-	ErrUnknownShard   = Errors.New(codes.OutOfRange, "UNKNOWN_SHARD", "controller: unknown shard")
-	ErrWouldOrphan    = Errors.New(codes.FailedPrecondition, "WOULD_ORPHAN", "controller: leaving every group would orphan their data (use force)")
-	ErrInvalidShards  = Errors.New(codes.InvalidArgument, "INVALID_SHARDS", "controller: shard count must be between 1 and 4096")
+	// ErrInvalidGroup: a Join names group id 0 or a group twice, or a
+	// Join or SetReplicas gives a group no addresses or an empty one; also
+	// (despite the name) an OpenSession without a client id.
+	ErrInvalidGroup = Errors.New(codes.InvalidArgument, "INVALID_GROUP", "controller: invalid group")
+	// ErrGroupExists: a Join names a group already in the configuration
+	// with other addresses or another incarnation (another copy of its
+	// id).
+	ErrGroupExists = Errors.New(codes.AlreadyExists, "GROUP_EXISTS", "controller: group already joined with other addresses")
+	// ErrUnknownGroup: a Leave, Move or SetReplicas names a group that is
+	// not in the configuration (or another copy of its id).
+	ErrUnknownGroup = Errors.New(codes.NotFound, "UNKNOWN_GROUP", "controller: unknown group")
+	// ErrUnknownShard: a Move names a shard outside 0 to the shard count
+	// minus 1.
+	ErrUnknownShard = Errors.New(codes.OutOfRange, "UNKNOWN_SHARD", "controller: unknown shard")
+	// ErrWouldOrphan: a Leave without force would remove every group,
+	// leaving the data with no owner.
+	ErrWouldOrphan = Errors.New(codes.FailedPrecondition, "WOULD_ORPHAN", "controller: leaving every group would orphan their data (use force)")
+	// ErrInvalidShards: the cluster is created with a shard count outside
+	// 1 to 4096 (MaxShards of package api/config).
+	ErrInvalidShards = Errors.New(codes.InvalidArgument, "INVALID_SHARDS", "controller: shard count must be between 1 and 4096")
 	// ErrBadReplica: the controller's check of a joining group refused
 	// one of its replicas: an address that is not host:port, a server of
 	// another cluster or group, one that serves no replica group, or the

@@ -14,14 +14,13 @@ import (
 // service's own domain.
 var Raft = NewTable("shardkv.raft")
 
+// NotLeaderReason is the ErrorInfo reason of ErrNotLeader's status.
+const NotLeaderReason = "NOT_LEADER"
+
 // The errors of a raft replica, which every service that proposes or reads
 // through one returns. They live here, with no server code, so that clients
 // branch on them without linking the servers; package raftnode returns
 // these same values.
-// NotLeaderReason is the reason of ErrNotLeader's status (a refusal
-// that proposed nothing, which the audit skips: the leader audits).
-const NotLeaderReason = "NOT_LEADER"
-
 var (
 	// ErrStopped is returned by every call made on a raft node that had already
 	// stopped: nothing was handed to Raft, so a proposal certainly was not
@@ -50,16 +49,36 @@ var (
 // The refusals of a membership change (raftnode's ChangeMembership), as
 // etcd's strict reconfiguration check: each changes nothing.
 var (
+	// ErrMembershipChangeInProgress: another change is not applied yet, or
+	// the group is in joint consensus.
 	ErrMembershipChangeInProgress = Raft.New(codes.FailedPrecondition, "MEMBERSHIP_CHANGE_IN_PROGRESS", "raftnode: a membership change is in progress")
-	ErrUnknownMember              = Raft.New(codes.NotFound, "UNKNOWN_MEMBER", "raftnode: no such member")
-	ErrMemberExists               = Raft.New(codes.AlreadyExists, "MEMBER_EXISTS", "raftnode: member already exists")
-	ErrNotLearner                 = Raft.New(codes.FailedPrecondition, "NOT_LEARNER", "raftnode: member is not a learner")
-	ErrLearnerBehind              = Raft.New(codes.FailedPrecondition, "LEARNER_BEHIND", "raftnode: learner has not caught up with the leader")
-	ErrWouldLoseQuorum            = Raft.New(codes.FailedPrecondition, "WOULD_LOSE_QUORUM", "raftnode: the change would leave fewer reachable voters than a quorum")
-	ErrBadMemberAddr              = Raft.New(codes.InvalidArgument, "BAD_MEMBER_ADDR", "raftnode: a new member needs a host:port address")
-	ErrMemberAddrInUse            = Raft.New(codes.AlreadyExists, "MEMBER_ADDR_IN_USE", "raftnode: another member of the group has that address")
-	ErrMemberRemoved              = Raft.New(codes.AlreadyExists, "MEMBER_REMOVED", "raftnode: the id was a member of the group once (ids are never reused)")
-	ErrBadMemberChange            = Raft.New(codes.InvalidArgument, "BAD_MEMBER_CHANGE", "raftnode: malformed membership change")
+	// ErrUnknownMember: the member to promote, remove or replace is not in
+	// the group.
+	ErrUnknownMember = Raft.New(codes.NotFound, "UNKNOWN_MEMBER", "raftnode: no such member")
+	// ErrMemberExists: the member to add is already in the group (or its
+	// id is 0).
+	ErrMemberExists = Raft.New(codes.AlreadyExists, "MEMBER_EXISTS", "raftnode: member already exists")
+	// ErrNotLearner: a promotion or replacement names a member that is not
+	// a learner.
+	ErrNotLearner = Raft.New(codes.FailedPrecondition, "NOT_LEARNER", "raftnode: member is not a learner")
+	// ErrLearnerBehind: the learner to promote has less than 90% of the
+	// leader's log; try again once it caught up.
+	ErrLearnerBehind = Raft.New(codes.FailedPrecondition, "LEARNER_BEHIND", "raftnode: learner has not caught up with the leader")
+	// ErrWouldLoseQuorum: after a promotion, replacement or removal, fewer
+	// voters than a quorum would be reachable (heard from within an
+	// election timeout), or no voter would be left.
+	ErrWouldLoseQuorum = Raft.New(codes.FailedPrecondition, "WOULD_LOSE_QUORUM", "raftnode: the change would leave fewer reachable voters than a quorum")
+	// ErrBadMemberAddr: a new member's address is not host:port.
+	ErrBadMemberAddr = Raft.New(codes.InvalidArgument, "BAD_MEMBER_ADDR", "raftnode: a new member needs a host:port address")
+	// ErrMemberAddrInUse: a new member's address is another member's (a
+	// node hosts one replica of a group).
+	ErrMemberAddrInUse = Raft.New(codes.AlreadyExists, "MEMBER_ADDR_IN_USE", "raftnode: another member of the group has that address")
+	// ErrMemberRemoved: the member to add was removed from the group once;
+	// ids are never reused.
+	ErrMemberRemoved = Raft.New(codes.AlreadyExists, "MEMBER_REMOVED", "raftnode: the id was a member of the group once (ids are never reused)")
+	// ErrBadMemberChange: a malformed change, such as an unknown change
+	// kind or the replacement of a learner (remove it instead).
+	ErrBadMemberChange = Raft.New(codes.InvalidArgument, "BAD_MEMBER_CHANGE", "raftnode: malformed membership change")
 )
 
 // NotLeaderError is the refusal of a replica that is not its group's

@@ -2,6 +2,10 @@
 // leader among the controller replicas, retries with backoff within the
 // caller's deadline, and tags every change with its session (client id,
 // sequence number) so a retried change is applied once.
+//
+// The usual calls: New, then Join, Leave and Move to change the
+// configuration, Query for a linearizable read, Newer or Watch to follow
+// changes. See ExampleClient.
 package ctlclient
 
 import (
@@ -316,6 +320,8 @@ func (c *Client) Join(ctx context.Context, groups map[uint64][]string) (config.C
 }
 
 // Leave removes groups and rebalances. Removing every group needs force.
+// Errors: controllerpb.ErrUnknownGroup, controllerpb.ErrWouldOrphan (every
+// group would leave without force), ErrUnknownOutcome.
 func (c *Client) Leave(ctx context.Context, gids []uint64, force bool) (config.Config, error) {
 	return c.change(ctx, func(ctx context.Context, cl controllerpb.ControllerClient, s *controllerpb.Session) (*controllerpb.ChangeReply, error) {
 		return cl.Leave(ctx, &controllerpb.LeaveRequest{Gids: gids, Force: force, Session: s})
@@ -333,7 +339,9 @@ func (c *Client) SetReplicas(ctx context.Context, gid uint64, addrs []string, in
 	})
 }
 
-// Move assigns one shard to one group, without rebalancing.
+// Move assigns one shard to one group, without rebalancing. Errors:
+// controllerpb.ErrUnknownShard, controllerpb.ErrUnknownGroup,
+// ErrUnknownOutcome.
 func (c *Client) Move(ctx context.Context, shard int, gid uint64) (config.Config, error) {
 	if shard < 0 || shard > config.MaxShards {
 		return config.Config{}, fmt.Errorf("%w: %d", controllerpb.ErrUnknownShard, shard)
@@ -436,9 +444,10 @@ func (c *Client) AuthChange(ctx context.Context, req *controllerpb.AuthChangeReq
 }
 
 // Authenticate checks user's password at the controller's leader and
-// returns a token (for the gRPC metadata rpc.TokenMetadata) and when it
+// returns a token (sent as the gRPC metadata "token") and when it
 // expires. Errors: rpcerr.ErrAuthFailed, rpcerr.ErrAuthNeedsTLS over
-// plaintext (gRPC does not send the password then: secretCall).
+// plaintext (the call requires transport security, so gRPC refuses to
+// send the password over plaintext).
 func (c *Client) Authenticate(ctx context.Context, user, password string) (token string, expires time.Time, err error) {
 	reply, err := ask(ctx, c.call, func(ctx context.Context, cl controllerpb.ControllerClient) (*controllerpb.AuthenticateReply, error) {
 		reply, err := cl.Authenticate(ctx, &controllerpb.AuthenticateRequest{Name: user, Password: password}, secretCall)

@@ -13,6 +13,10 @@
 // public auth state, which group processes follow. The leader refuses to
 // enable auth unless the replica serves TLS with client-certificate
 // authentication (Config.ClientCertAuth).
+//
+// Package ctlserver is used by cmd/shardkv and package cluster; its
+// Config names options of this module's internal/rpc package, which other
+// modules cannot import.
 package ctlserver
 
 import (
@@ -47,10 +51,13 @@ const Group = 0
 // DefaultShards is the shard count of a new cluster unless told otherwise.
 const DefaultShards = 64
 
-// WatchLimit bounds one Watch long poll; watchConfirm is how often a
-// waiting Watch confirms its replica is current.
 const (
-	WatchLimit   = controllerpb.WatchLimit
+	// WatchLimit is the longest one Watch call lasts
+	// (controllerpb.WatchLimit): the replica then answers with the latest
+	// configuration.
+	WatchLimit = controllerpb.WatchLimit
+	// watchConfirm is how often a waiting Watch confirms its replica is
+	// current.
 	watchConfirm = 500 * time.Millisecond
 )
 
@@ -69,9 +76,10 @@ type Config struct {
 	// default). See session.Clock.
 	Time session.TimeSource
 	// ClusterID is the cluster's id, stated in every reply's header and
-	// which every replica of a joining group must state (see checkJoin); 0
-	// means the one stored in the replica's
-	// identity (storage.EnsureIdentity).
+	// which every replica of a joining group must state (the leader asks
+	// each replica's Identify and requires this cluster id and the group's
+	// id); 0 means the one stored in the replica's identity
+	// (storage.Engine.EnsureIdentity).
 	ClusterID uint64
 	// UnsafeSkipJoinCheck accepts joins without checking the groups'
 	// replicas, as before the check existed: only for tests whose groups do
@@ -79,7 +87,7 @@ type Config struct {
 	UnsafeSkipJoinCheck bool
 	// Dial are extra options of the connections the replica dials itself
 	// (the join check asks the joining replicas who they are): the TLS
-	// credentials, rpc.TLS.PeerDial.
+	// credentials, rpc.TLS.PeerDial (package internal/rpc).
 	Dial []grpc.DialOption
 	// ClientCertAuth says the replica serves TLS with client-certificate
 	// authentication (rpc.TLS.ClientCertAuth): auth cannot be enabled
@@ -216,9 +224,10 @@ func (s *Server) Stop() {
 }
 
 // Join implements controllerpb.ControllerServer. Only the leader answers:
-// it checks the replicas of every group new to the configuration (see
-// checkJoin) before it proposes, and a failed check is proposed as the
-// join's refusal, so that the request's session remembers the verdict.
+// it checks the replicas of every group new to the configuration (it asks
+// each replica's Identify and requires this cluster id and the group's id)
+// before it proposes, and a failed check is proposed as the join's
+// refusal, so that the request's session remembers the verdict.
 func (s *Server) Join(ctx context.Context, req *controllerpb.JoinRequest) (*controllerpb.ChangeReply, error) {
 	if !s.node.Status().IsLeader {
 		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
@@ -267,7 +276,8 @@ func checkedJoin(req *controllerpb.JoinRequest, incarnations map[uint64]uint64) 
 
 // SetReplicas implements controllerpb.ControllerServer. Like a join, it
 // is checked first: every address the group did not have must answer as a
-// replica of the group (see checkJoin).
+// replica of the group (to Identify, with this cluster id and the group's
+// id).
 func (s *Server) SetReplicas(ctx context.Context, req *controllerpb.SetReplicasRequest) (*controllerpb.ChangeReply, error) {
 	if !s.node.Status().IsLeader {
 		return nil, controllerpb.Errors.ToStatus(s.node.NotLeader())
@@ -360,7 +370,9 @@ func (s *Server) Query(ctx context.Context, req *controllerpb.QueryRequest) (*co
 
 // Watch implements controllerpb.ControllerServer: a long poll answered
 // with the first configuration after req.After, or with the latest one
-// after WatchLimit (see longPoll).
+// after WatchLimit. Any replica answers, from its applied state; one that
+// cannot confirm it is current fails with an Unavailable error within
+// about a second, so the caller moves on to another.
 func (s *Server) Watch(ctx context.Context, req *controllerpb.WatchRequest) (*controllerpb.QueryReply, error) {
 	return longPoll(s, ctx, func() (*controllerpb.QueryReply, bool) {
 		cfg, n, ok := s.store.Query(-1)

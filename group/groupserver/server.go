@@ -19,6 +19,10 @@
 //
 // The drivers never touch the state directly and never hold a lock across
 // an RPC or a proposal.
+//
+// Package groupserver is used by cmd/shardkv and package cluster; its
+// Config names types of this module's internal/rpc package, which other
+// modules cannot import.
 package groupserver
 
 import (
@@ -62,12 +66,12 @@ type Config struct {
 	Limits     group.Limits
 	Logger     *slog.Logger
 	// Pool holds the connections to other groups' replicas (shard pulls
-	// and deletes). A process shares one among its replicas; its owner
+	// and deletes); rpc.Pool is of package internal/rpc. A process shares one among its replicas; its owner
 	// closes it. Nil: the replica keeps its own, dialled with Dial.
 	Pool *rpc.Pool
 	// Dial are extra options of the connections the replica dials itself
 	// (its own Pool, the identity checks of other replicas): the
-	// TLS credentials, rpc.TLS.PeerDial.
+	// TLS credentials, rpc.TLS.PeerDial (package internal/rpc).
 	Dial []grpc.DialOption
 	// TickInterval is how often the leader's drivers look for work
 	// (default 50ms).

@@ -180,9 +180,10 @@ type item struct {
 	notice *kvpb.WatchNotice
 }
 
-// Watcher is one watch stream's registration. Its fields are the hub's
-// (under h.mu).
+// Watcher is one watch stream's registration with a Hub (Hub.Watch): read
+// it with Next and Close it when the stream ends.
 type Watcher struct {
+	// Every field is the hub's, under h.mu.
 	h      *Hub
 	key    []byte
 	prefix bool
@@ -434,7 +435,7 @@ func (w *Watcher) Close() {
 }
 
 // Next returns the next reply of w's stream: what is queued (at most
-// about maxReplyBytes of events), waiting for something if nothing is.
+// about 4 MiB of events), waiting for something if nothing is.
 // When progress fires, the reply is sent even if empty, with
 // ProgressIndex set: every change up to it that w watches is in this
 // reply or an earlier one. It fails with kvpb.ErrWatchFellBehind once w
