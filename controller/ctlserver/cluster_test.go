@@ -159,6 +159,18 @@ func (c *cluster) client() *ctlclient.Client {
 	return cl
 }
 
+// conn is a raw gRPC client of replica id (no leader following, no
+// retries), for tests of what one replica answers.
+func (c *cluster) conn(id uint64) controllerpb.ControllerClient {
+	c.t.Helper()
+	cc, err := grpc.NewClient(c.addrs[id-1], rpc.DialOptions()...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cc.Close() })
+	return controllerpb.NewControllerClient(cc)
+}
+
 func ctx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)

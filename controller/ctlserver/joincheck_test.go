@@ -12,6 +12,7 @@ import (
 
 	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
+	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/controller/ctlserver"
 	"github.com/shardkv/shardkv/internal/grpctest"
 	"github.com/shardkv/shardkv/internal/rpc"
@@ -134,14 +135,7 @@ func TestJoinVerdictIsInTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	lead := c.leader()
-	conn := func(id uint64) controllerpb.ControllerClient {
-		cc, err := grpc.NewClient(c.addrs[id-1], rpc.DialOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return controllerpb.NewControllerClient(cc)
-	}
+	conn := c.conn
 	leader := conn(lead)
 	if _, err := leader.OpenSession(cx, &controllerpb.OpenSessionRequest{ClientId: 77}); err != nil {
 		t.Fatal(err)
@@ -197,11 +191,29 @@ func TestJoinRecordsIncarnation(t *testing.T) {
 		!strings.Contains(err.Error(), "two copies of the group id") || !strings.Contains(err.Error(), copy1+" state incarnation 0000000000000bad") {
 		t.Fatalf("join naming replicas of two copies: %v", err)
 	}
-	short, cancel := context.WithTimeout(cx, 3*time.Second)
-	defer cancel()
-	if _, err := cl.Join(short, map[uint64][]string{2: {fresh}}); !errors.Is(err, controllerpb.ErrGroupNotReady) ||
+	// The leader's refusal itself, asked once: the client sends such a
+	// join again until its deadline, and then answers the refusal, or an
+	// unknown outcome if the deadline fell during an attempt (on a loaded
+	// machine, an attempt's check of the replicas takes seconds).
+	for client := uint64(78); ; client++ { // a new session at each leader tried
+		lead := c.conn(c.leader())
+		if _, err = lead.OpenSession(cx, &controllerpb.OpenSessionRequest{ClientId: client}); err == nil {
+			_, err = lead.Join(cx, &controllerpb.JoinRequest{Groups: []*controllerpb.Group{{Id: 2, Addrs: []string{fresh}}},
+				Session: &controllerpb.Session{ClientId: client, Seq: 1}})
+		}
+		if err = controllerpb.Errors.FromStatus(err); !errors.Is(err, rpcerr.ErrNotLeader) || cx.Err() != nil {
+			break
+		}
+	}
+	if !errors.Is(err, controllerpb.ErrGroupNotReady) ||
 		!strings.Contains(err.Error(), fresh+" state no incarnation yet") {
 		t.Fatalf("join of a group without an incarnation: %v", err)
+	}
+	short, cancel := context.WithTimeout(cx, 3*time.Second)
+	defer cancel()
+	if _, err := cl.Join(short, map[uint64][]string{2: {fresh}}); !errors.Is(err, controllerpb.ErrGroupNotReady) &&
+		!errors.Is(err, ctlclient.ErrUnknownOutcome) {
+		t.Fatalf("the client's join of a group without an incarnation, until its deadline: %v", err)
 	}
 	if after, _, err := cl.Query(cx, -1); err != nil || after.Num != before.Num {
 		t.Fatalf("a refused join made configuration %d (%v)", after.Num, err)
