@@ -42,6 +42,10 @@
 // batch (RaftLog.Append). A state machine writes the effects of the entries it
 // applies together with its applied index in one batch of its own, so after a
 // crash the state is exactly the state after some prefix of the log.
+// An image restored from a snapshot replaces the replica's state machine
+// space at once (ReplaceState): written to one sstable beside the engine
+// and ingested, so that it does not pass through the WAL every replica of
+// the process shares.
 //
 // # Corruption
 //
