@@ -454,3 +454,29 @@ func TestWatchReturnsNewConfigurations(t *testing.T) {
 		t.Fatal("watch did not return after a join")
 	}
 }
+
+// TestWatchWithAShortDeadlineWaits: a long poll whose caller's deadline is
+// shorter than the last confirmation's usual budget still waits for about
+// half of it before answering "nothing new" (the latest configuration),
+// rather than at once: a caller polling with such deadlines in a loop
+// would otherwise send the group a read index as fast as it can.
+func TestWatchWithAShortDeadlineWaits(t *testing.T) {
+	c := newCluster(t, 8)
+	cl := c.client()
+	cx := ctx(t)
+	mustJoin(t, cl, 4)
+	latest := latest(t, cl)
+	for range 3 {
+		short, cancel := context.WithTimeout(cx, 600*time.Millisecond)
+		start := time.Now()
+		cfg, err := cl.Watch(short, latest.Num)
+		took := time.Since(start)
+		cancel()
+		if err != nil || cfg.Num != latest.Num {
+			t.Fatalf("watch with a 600 ms deadline: %v, %v; want nothing new (configuration %d)", cfg.Num, err, latest.Num)
+		}
+		if took < 100*time.Millisecond {
+			t.Fatalf("watch with a 600 ms deadline answered after %v", took)
+		}
+	}
+}

@@ -402,10 +402,15 @@ func longPoll[R any](s *Server, ctx context.Context, ready func() (R, bool), atL
 	// A caller whose deadline comes before WatchLimit gets "nothing new"
 	// in time (the last confirmation included), not a deadline error that
 	// would make it look elsewhere: a poller can then bound its wait for
-	// a silent replica without mistaking a healthy idle one for it.
+	// a silent replica without mistaking a healthy idle one for it. The
+	// last confirmation gets watchConfirm, or half the time left when
+	// that is shorter: a caller with a short deadline still waits half
+	// of it, rather than being answered at once, which would make a
+	// caller that polls with such deadlines spin.
 	wait := WatchLimit
 	if dl, ok := ctx.Deadline(); ok {
-		wait = min(wait, max(time.Until(dl)-watchConfirm-100*time.Millisecond, 0))
+		left := time.Until(dl)
+		wait = min(wait, max(left-min(watchConfirm, left/2)-100*time.Millisecond, 0))
 	}
 	limit := time.NewTimer(wait)
 	defer limit.Stop()
