@@ -52,7 +52,10 @@ const Format = "shardkv-backup/1"
 
 // The fixed file names of a backup.
 const (
-	ManifestFile   = "manifest.json"
+	// ManifestFile holds the Manifest, as JSON; it is written last.
+	ManifestFile = "manifest.json"
+	// ControllerFile holds the Controller record, as JSON: the
+	// configuration the backup is at and the shard count.
 	ControllerFile = "controller.json"
 )
 
@@ -135,6 +138,8 @@ type DamagedError struct {
 	Reason    string
 }
 
+// Error names the backup's directory, the damaged file (if one is to
+// blame) and the reason.
 func (e *DamagedError) Error() string {
 	if e.File == "" {
 		return fmt.Sprintf("the backup in %s is damaged: %s", e.Dir, e.Reason)

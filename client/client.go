@@ -124,7 +124,8 @@ import (
 // nothing changed.
 var (
 	// ErrUnknownOutcome: the context ended while a write may have been
-	// applied. It will not be applied twice.
+	// applied. It will not be applied twice. ctlclient.ErrUnknownOutcome
+	// is its counterpart for the controller's changes.
 	ErrUnknownOutcome = errors.New("shardkv: write outcome unknown")
 	// ErrKeyTooLarge: the key is above the key limit (WithLimits; default
 	// 4 KiB); nothing changed.

@@ -32,6 +32,8 @@ const (
 	EventDelete
 )
 
+// String returns "PUT", "APPEND" or "DELETE", or "UNKNOWN" for any other
+// value.
 func (t EventType) String() string {
 	switch t {
 	case EventPut:

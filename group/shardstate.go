@@ -6,12 +6,19 @@ type ShardState uint8
 
 // Shard states. Their numbers are stored: only append.
 const (
+	// Absent: not the group's at this configuration, and no copy of it is
+	// kept (kvpb.ErrWrongGroup).
 	Absent ShardState = iota
+	// Serving: owned at this configuration, data here; served.
 	Serving
+	// Pulling: owned at this configuration; the data is still at the owner
+	// at the previous one (kvpb.ErrNotReady).
 	Pulling
 	// Offering: lost at this configuration, frozen, and handed over: the
 	// new owner may hold some of its data.
 	Offering
+	// Confirming: owned at this configuration, data here and served; the
+	// old owner is not yet told it may delete its copy.
 	Confirming
 	// Held: lost at this configuration, frozen for the new owner, and no
 	// data has left yet. A configuration that gives it back makes it
@@ -22,6 +29,8 @@ const (
 	Restoring
 )
 
+// String returns the state's name in lower case, such as "serving", or
+// "unknown".
 func (s ShardState) String() string {
 	switch s {
 	case Absent:

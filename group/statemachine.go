@@ -30,7 +30,9 @@ type Limits struct {
 
 // Default limits (see kvpb), which clients also check before sending.
 const (
-	DefaultMaxKeySize   = kvpb.DefaultMaxKeySize
+	// DefaultMaxKeySize is the default key limit: 4 KiB.
+	DefaultMaxKeySize = kvpb.DefaultMaxKeySize
+	// DefaultMaxValueSize is the default value limit: 1 MiB.
 	DefaultMaxValueSize = kvpb.DefaultMaxValueSize
 )
 

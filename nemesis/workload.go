@@ -216,6 +216,9 @@ func (w *Workload) Availability(from, to time.Time, heals []time.Time) Availabil
 	return a
 }
 
+// String summarizes a on one line: each group's longest window without a
+// success, the worst client's, and the time to serve every group after
+// each heal, rounded to 10ms.
 func (a Availability) String() string {
 	var b strings.Builder
 	b.WriteString("longest window without a success: groups")

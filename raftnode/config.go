@@ -32,10 +32,14 @@ type Config struct {
 	// once so, then normally; add replicas back with ChangeMembership.
 	ForceNewCluster bool
 
-	Engine       *storage.Engine
-	Network      transport.Network
+	// Engine stores the member's Raft log and state. Required.
+	Engine *storage.Engine
+	// Network connects the member to the others. Required.
+	Network transport.Network
+	// StateMachine applies the committed entries. Required.
 	StateMachine StateMachine
-	Logger       *slog.Logger
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
 
 	// TickInterval is the length of one Raft tick (default 10ms). It also
 	// sets how long a read-index request waits before it is asked again

@@ -86,6 +86,8 @@ const (
 	Replace
 )
 
+// String returns "add-learner", "promote", "remove" or "replace", or
+// "ChangeKind(N)" for an unknown kind N.
 func (k ChangeKind) String() string {
 	switch k {
 	case AddLearner:

@@ -97,8 +97,12 @@ type Node struct {
 
 // Status is a point-in-time view of a member.
 type Status struct {
+	// ID is the member's Raft id; Leader the id of the leader it knows of
+	// (0: none) and Term its current term; Commit the highest log index it
+	// knows is committed, and Applied the last one it applied.
 	ID, Leader, Term, Commit, Applied uint64
-	IsLeader                          bool
+	// IsLeader reports whether the member leads its group.
+	IsLeader bool
 	// ProposalsDropped counts proposals made on this member that certainly
 	// failed (rpcerr.ErrProposalDropped) since it started.
 	ProposalsDropped uint64

@@ -32,6 +32,9 @@ func Advance(now, stamp int64) int64 { return max(now, stamp) }
 // disagrees, and a monotonic clock that time advances by. Tests inject one
 // whose wall clock they step.
 type TimeSource interface {
+	// Wall is the wall-clock time. A new state machine's replicated time
+	// starts from it; after that it is only compared with replicated
+	// time, to warn of skew.
 	Wall() time.Time
 	// Monotonic is the time elapsed since some fixed instant; it never
 	// goes backwards and is not affected by wall-clock steps.

@@ -11,7 +11,9 @@ package session
 import "errors"
 
 // ErrUnknownOutcome is returned for a code no table entry has: data
-// written by a newer version.
+// written by a newer version. It is not client.ErrUnknownOutcome or
+// ctlclient.ErrUnknownOutcome, which say that a write's or a change's
+// fate is unknown.
 var ErrUnknownOutcome = errors.New("session: unknown outcome code")
 
 // Outcomes numbers the outcomes a state machine may remember: code 0 is
@@ -19,6 +21,8 @@ var ErrUnknownOutcome = errors.New("session: unknown outcome code")
 type Outcomes []error
 
 // Code returns the code of err: 0 for nil or an error not in the list.
+// So an error not in the list is recorded as success: list every outcome
+// a state machine may return.
 func (o Outcomes) Code(err error) uint32 {
 	for i, e := range o {
 		if i > 0 && errors.Is(err, e) {
@@ -28,7 +32,8 @@ func (o Outcomes) Code(err error) uint32 {
 	return 0
 }
 
-// Err returns the outcome of code.
+// Err returns the outcome of code, Outcomes[code]. A code past the end of
+// the list (data written by a newer version) gives ErrUnknownOutcome.
 func (o Outcomes) Err(code uint32) error {
 	if int(code) < len(o) {
 		return o[code]

@@ -48,6 +48,7 @@ type LockedError struct {
 	Err error // the locking call's error
 }
 
+// Error names the directory and the locking call's error.
 func (e *LockedError) Error() string {
 	return fmt.Sprintf("storage %s: the data directory is locked by another process (%v)", e.Dir, e.Err)
 }
@@ -55,6 +56,7 @@ func (e *LockedError) Error() string {
 // Is lets errors.Is(err, ErrLocked) find a LockedError.
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
+// Unwrap returns the locking call's error.
 func (e *LockedError) Unwrap() error { return e.Err }
 
 // OpenWith opens (creating if needed) the engine stored in dir, which it

@@ -226,6 +226,8 @@ type IdentityError struct {
 	Recovery string
 }
 
+// Error names the directory, the replica and the problem, gives the stored
+// and the given identities, and ends with the way to recover.
 func (e *IdentityError) Error() string {
 	return fmt.Sprintf("storage %s: group %d replica %d: %s (stored: cluster %016x, peers %s; given: cluster %016x, peers %s). %s",
 		e.Dir, e.Replica.Group, e.Replica.ID, e.Problem, e.Stored.ClusterID, formatPeers(e.Stored.Peers),

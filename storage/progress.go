@@ -9,8 +9,12 @@ import (
 // The suffixes of a replica's state machine space that hold its Progress
 // (8 bytes each, big endian); the state machine keys the rest.
 const (
+	// SuffixApplied holds Progress.Applied: the index of the last log
+	// entry applied.
 	SuffixApplied = 'a'
-	SuffixNow     = 't'
+	// SuffixNow holds Progress.Now: the replicated time at that entry, in
+	// unix milliseconds.
+	SuffixNow = 't'
 )
 
 // Progress is how far a replica's state machine has come: Applied is the

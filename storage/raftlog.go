@@ -22,6 +22,8 @@ type CorruptionError struct {
 	Reason  string
 }
 
+// Error names the directory, what is damaged (the engine's write-ahead
+// log, or a replica's log entry or raft metadata) and the reason.
 func (e *CorruptionError) Error() string {
 	if e.Replica == (Replica{}) {
 		return fmt.Sprintf("storage %s: write-ahead log is corrupted (a damaged record is followed by synced data, "+

@@ -46,6 +46,8 @@ type Handler interface {
 // every token (a replica that joined before tokens were kept). A Handler
 // that does not implement Founded has no token.
 type Founded interface {
+	// FoundingToken returns the founding token of the handler's copy of
+	// its group, or 0 if it does not know it.
 	FoundingToken() uint64
 }
 
@@ -118,6 +120,10 @@ type Quiescence interface {
 // Network attaches a replica (a member id of a group) to the network: from
 // then on messages for it go to h, and the returned Transport sends its own.
 type Network interface {
+	// Join attaches member id of group, whose messages go to h from then
+	// on. It fails if that member is attached already: one handler per
+	// member. The caller closes the returned Transport when done, which
+	// detaches the member.
 	Join(group, id uint64, h Handler) (Transport, error)
 }
 
@@ -125,6 +131,7 @@ type Network interface {
 // change at run time (GRPCNetwork): raft membership changes tell it the
 // address of every member they add.
 type AddrSetter interface {
+	// SetAddr records that member id of group is reached at addr.
 	SetAddr(group, id uint64, addr string)
 }
 
@@ -132,5 +139,7 @@ type AddrSetter interface {
 // processes reach a member at (GRPCNetwork does). A replica that is not
 // the leader tells clients the leader's address with it.
 type Addresser interface {
+	// Addr returns the address member id of group is reached at; ok is
+	// false when it is not known.
 	Addr(group, id uint64) (addr string, ok bool)
 }

@@ -17,6 +17,9 @@ const MaxShards = 4096
 
 // Config is one numbered configuration.
 type Config struct {
+	// Num is the configuration's number: 0 for the initial one, which has
+	// no groups, and one more for each change that alters the shards or
+	// the groups.
 	Num    uint64
 	Shards []uint64            // Shards[i] is the group owning shard i; 0 is none
 	Groups map[uint64][]string // group id -> replica addresses, as given

@@ -17,8 +17,12 @@ const MaxBatchOps = 128
 // would take a reply past MaxBatchReplyBytes with ErrBatchFull (a write
 // returning its value gets its answer without it: ValueReturned false).
 const (
+	// MaxBatchRequestBytes is the most bytes of encoded requests a client
+	// puts in one batch: 4 MiB. A larger op goes in a batch of its own.
 	MaxBatchRequestBytes = 4 << 20
-	MaxBatchReplyBytes   = 8 << 20
+	// MaxBatchReplyBytes is the most bytes of encoded results a replica
+	// puts in one batch's reply: 8 MiB.
+	MaxBatchReplyBytes = 8 << 20
 )
 
 // ErrorResult is the result of a batched op that failed with err: the

@@ -26,9 +26,11 @@ var (
 	// ErrStaleConfig: the request names a configuration this group has
 	// already passed.
 	ErrStaleConfig = Errors.New(codes.FailedPrecondition, "STALE_CONFIG", "group: configuration already passed")
-	// ErrKeyTooLarge and ErrValueTooLarge: the request exceeds the limits;
-	// nothing changed.
-	ErrKeyTooLarge   = Errors.New(codes.InvalidArgument, "KEY_TOO_LARGE", "group: key too large")
+	// ErrKeyTooLarge: a key or a listing bound is above the group's key
+	// limit; nothing changed.
+	ErrKeyTooLarge = Errors.New(codes.InvalidArgument, "KEY_TOO_LARGE", "group: key too large")
+	// ErrValueTooLarge: a value, an if_value, or the value an append would
+	// make is above the group's value limit; nothing changed.
 	ErrValueTooLarge = Errors.New(codes.InvalidArgument, "VALUE_TOO_LARGE", "group: value too large")
 	// ErrEmptyKey: keys must have at least one byte.
 	ErrEmptyKey = Errors.New(codes.InvalidArgument, "EMPTY_KEY", "group: empty key")

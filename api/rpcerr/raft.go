@@ -92,6 +92,7 @@ type NotLeaderError struct {
 	Addr   string
 }
 
+// Error names the leader, and its address, when they are known.
 func (e *NotLeaderError) Error() string {
 	switch {
 	case e.Leader == 0:

@@ -34,6 +34,8 @@ type Entry struct {
 // Decode.
 type MetadataError interface {
 	error
+	// ErrorMetadata returns the data to send, as the ErrorInfo's
+	// metadata; nil sends none.
 	ErrorMetadata() map[string]string
 }
 

@@ -39,6 +39,7 @@ var (
 	// ErrUnknownOutcome: a change may or may not have been applied (an
 	// attempt may have reached the log before the call failed). It will
 	// not be applied twice; query the configuration to learn its fate.
+	// client.ErrUnknownOutcome is its counterpart for writes.
 	ErrUnknownOutcome = errors.New("ctlclient: change outcome unknown")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("ctlclient: client closed")

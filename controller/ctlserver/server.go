@@ -63,12 +63,18 @@ const (
 
 // Config describes one controller replica.
 type Config struct {
-	ID        uint64
-	Peers     []uint64 // Raft ids of every controller replica
-	Engine    *storage.Engine
+	// ID is this replica's Raft id in the controller group; not 0.
+	ID    uint64
+	Peers []uint64 // Raft ids of every controller replica
+	// Engine stores the replica's Raft log and the controller's state.
+	// Required.
+	Engine *storage.Engine
+	// Network connects the replica to the other controller replicas.
+	// Required.
 	Network   transport.Network
 	NumShards int // used only when the cluster is created; default DefaultShards
-	Logger    *slog.Logger
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
 	// Tune, if set, adjusts the raft node's configuration (tests shorten
 	// snapshot thresholds with it).
 	Tune func(*raftnode.Config)

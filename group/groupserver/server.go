@@ -55,16 +55,22 @@ import (
 
 // Config describes one group replica.
 type Config struct {
+	// GID is the replica's group id and ID its Raft id in the group;
+	// neither may be 0.
 	GID, ID uint64
 	// ClusterID is stated in every reply's header.
 	ClusterID uint64
 	Peers     []uint64 // Raft ids of every replica of the group
-	Engine    *storage.Engine
-	Network   transport.Network
+	// Engine stores the replica's Raft log and the group's data.
+	// Required.
+	Engine *storage.Engine
+	// Network connects the replica to the rest of its group. Required.
+	Network transport.Network
 	// Controller is the client the drivers read configurations with.
 	Controller *ctlclient.Client
 	Limits     group.Limits
-	Logger     *slog.Logger
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
 	// Pool holds the connections to other groups' replicas (shard pulls
 	// and deletes); rpc.Pool is of package internal/rpc. A process shares one among its replicas; its owner
 	// closes it. Nil: the replica keeps its own, dialled with Dial.
