@@ -195,15 +195,18 @@ func TestJoinRecordsIncarnation(t *testing.T) {
 	// join again until its deadline, and then answers the refusal, or an
 	// unknown outcome if the deadline fell during an attempt (on a loaded
 	// machine, an attempt's check of the replicas takes seconds).
-	for client := uint64(78); ; client++ { // a new session at each leader tried
+	for client := uint64(78); ; client++ { // a new session at each try
 		lead := c.conn(c.leader())
 		if _, err = lead.OpenSession(cx, &controllerpb.OpenSessionRequest{ClientId: client}); err == nil {
 			_, err = lead.Join(cx, &controllerpb.JoinRequest{Groups: []*controllerpb.Group{{Id: 2, Addrs: []string{fresh}}},
 				Session: &controllerpb.Session{ClientId: client, Seq: 1}})
 		}
-		if err = controllerpb.Errors.FromStatus(err); !errors.Is(err, rpcerr.ErrNotLeader) || cx.Err() != nil {
+		// A leader change shows as NOT_LEADER, or as a proposal (the
+		// session, the refusal) dropped or of unknown outcome: ask again.
+		if err = controllerpb.Errors.FromStatus(err); errors.Is(err, controllerpb.ErrGroupNotReady) || cx.Err() != nil {
 			break
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if !errors.Is(err, controllerpb.ErrGroupNotReady) ||
 		!strings.Contains(err.Error(), fresh+" state no incarnation yet") {

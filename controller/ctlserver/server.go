@@ -413,17 +413,18 @@ func longPoll[R any](s *Server, ctx context.Context, ready func() (R, bool), atL
 	// that is shorter: a caller with a short deadline still waits half
 	// of it, rather than being answered at once, which would make a
 	// caller that polls with such deadlines spin.
-	wait := WatchLimit
+	wait, last := WatchLimit, watchConfirm
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
-		wait = min(wait, max(left-min(watchConfirm, left/2)-100*time.Millisecond, 0))
+		last = max(min(watchConfirm, left/2), 0)
+		wait = min(wait, max(left-last-100*time.Millisecond, 0))
 	}
 	limit := time.NewTimer(wait)
 	defer limit.Stop()
 	confirm := time.NewTicker(watchConfirm)
 	defer confirm.Stop()
-	current := func() error {
-		rctx, cancel := context.WithTimeout(ctx, watchConfirm)
+	current := func(timeout time.Duration) error {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		return s.node.ReadIndex(rctx)
 	}
@@ -435,11 +436,11 @@ func longPoll[R any](s *Server, ctx context.Context, ready func() (R, bool), atL
 		select {
 		case <-changed:
 		case <-confirm.C:
-			if err := current(); err != nil {
+			if err := current(watchConfirm); err != nil {
 				return none, controllerpb.Errors.ToStatus(fmt.Errorf("%w (long poll: this replica cannot confirm it is current)", rpcerr.ErrReadTimeout))
 			}
 		case <-limit.C:
-			if err := current(); err != nil {
+			if err := current(last); err != nil {
 				return none, controllerpb.Errors.ToStatus(rpcerr.ErrReadTimeout)
 			}
 			r, err := atLimit()
