@@ -10,7 +10,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardkv/shardkv/api/kvpb"
@@ -21,8 +20,7 @@ import (
 type Engine struct {
 	db     *pebble.DB
 	opts   *pebble.Options // as Open completed them (EnsureDefaults): how ReplaceState writes its tables
-	fs     vfs.FS
-	images atomic.Uint64 // numbers ReplaceState's tables
+	images atomic.Uint64   // numbers ReplaceState's tables
 	dir    string
 	health *health
 	done   chan struct{} // closed by Close: stops the stall watchdog
@@ -116,7 +114,7 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open engine %s: remove tables of unfinished restores: %w", dir, err)
 	}
-	e := &Engine{db: db, opts: opts, fs: opts.FS, dir: dir, health: h, done: make(chan struct{})}
+	e := &Engine{db: db, opts: opts, dir: dir, health: h, done: make(chan struct{})}
 	go h.watch(e.done)
 	return e, nil
 }

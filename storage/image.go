@@ -56,7 +56,7 @@ func (r Replica) ReplaceState(e *Engine, p Progress, fill func(b *pebble.Batch) 
 		}
 		// Ingest removes the table once it is linked; on failure it is ours.
 		if err := e.db.Ingest(context.Background(), []string{path}); err != nil {
-			_ = e.fs.Remove(path)
+			_ = e.opts.FS.Remove(path)
 			return fmt.Errorf("ingest: %w", err)
 		}
 		return nil
@@ -105,8 +105,8 @@ func (e *Engine) writeImage(r Replica, b *pebble.Batch) (path string, err error)
 	// Stable: of two writes of one key, the later stays later.
 	slices.SortStableFunc(writes, func(a, b write) int { return cmp(a.key, b.key) })
 
-	path = e.fs.PathJoin(e.dir, fmt.Sprintf("%s%d-%d-%d.sst", imagePrefix, r.Group, r.ID, e.images.Add(1)))
-	f, err := e.fs.Create(path, vfs.WriteCategoryUnspecified)
+	path = e.opts.FS.PathJoin(e.dir, fmt.Sprintf("%s%d-%d-%d.sst", imagePrefix, r.Group, r.ID, e.images.Add(1)))
+	f, err := e.opts.FS.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return "", err
 	}
@@ -129,7 +129,7 @@ func (e *Engine) writeImage(r Replica, b *pebble.Batch) (path string, err error)
 	// Close finishes the table: it syncs and closes the file.
 	err = errors.Join(err, w.Close())
 	if err != nil {
-		_ = e.fs.Remove(path)
+		_ = e.opts.FS.Remove(path)
 		return "", err
 	}
 	return path, nil

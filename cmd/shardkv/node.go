@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/shardkv/shardkv/api/memberpb"
 	"github.com/shardkv/shardkv/api/rpcerr"
@@ -39,11 +40,11 @@ type node struct {
 	router *groupserver.Router
 	log    *slog.Logger
 
-	// hosting holds a token while a Host or Unhost runs (one at a time:
-	// each asks its group's leader or the controller first, and records
+	// hosting is held while a Host or Unhost runs (one at a time: each
+	// asks its group's leader or the controller first, and records
 	// nothing until its checks pass); a call waits for it only as long as
 	// its ctx allows.
-	hosting chan struct{}
+	hosting *semaphore.Weighted
 
 	// stopping ends when the node stops: Host calls in flight give up
 	// (inflight counts them; stop waits for them before the engine closes).
@@ -209,12 +210,10 @@ func (n *node) host(ctx context.Context, req *memberpb.HostRequest) (*memberpb.H
 // lockHosting waits, as long as ctx allows, until no other Host or
 // Unhost runs on the node, and returns what ends its own turn.
 func (n *node) lockHosting(ctx context.Context) (unlock func(), err error) {
-	select {
-	case n.hosting <- struct{}{}:
-		return func() { <-n.hosting }, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for another host or unhost on this node: %w", ctx.Err())
+	if err := n.hosting.Acquire(ctx, 1); err != nil {
+		return nil, fmt.Errorf("waiting for another host or unhost on this node: %w", err)
 	}
+	return func() { n.hosting.Release(1) }, nil
 }
 
 // checkHostRequest refuses a Host request that cannot be right whatever

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -359,7 +360,7 @@ func (s *serverFlags) start(srv *replicaServer, e *storage.Engine, net transport
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...), hosting: make(chan struct{}, 1),
+	n := &node{s: s, srv: srv, e: e, net: net, cid: cid, reg: reg, ctl: ctl, pool: rpc.NewPool(dial...), hosting: semaphore.NewWeighted(1),
 		router: groupserver.NewRouter(), log: log, metrics: map[storage.Replica]*groupserver.Metrics{}, retired: map[storage.Replica]*groupserver.Server{}}
 	n.stopping, n.halt = context.WithCancel(context.Background())
 	follow, stopFollow := context.WithCancel(context.Background())

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -69,10 +70,10 @@ type Client struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// changing holds a token while a change is in flight (one at a time,
-	// so sequence numbers only grow); a caller waits for it only as long
-	// as its ctx allows.
-	changing chan struct{}
+	// changing is held while a change is in flight (one at a time, so
+	// sequence numbers only grow); a caller waits for it only as long as
+	// its ctx allows.
+	changing *semaphore.Weighted
 	seq      uint64
 	opened   bool // the session is open at the controller (OpenSession applied)
 }
@@ -86,7 +87,7 @@ func New(addrs []string, dial ...grpc.DialOption) (*Client, error) {
 		return nil, ErrNoAddresses
 	}
 	c := &Client{addrs: slices.Clone(addrs), given: len(addrs), pool: rpc.NewPool(rpc.DialOptions(dial...)...), id: session.NewID(),
-		changing: make(chan struct{}, 1)}
+		changing: semaphore.NewWeighted(1)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	for _, a := range addrs {
 		conn, err := c.pool.Get(a)
@@ -234,13 +235,11 @@ func (c *Client) change(ctx context.Context, fn func(context.Context, controller
 // change, so a retried change is applied once.
 func inSession[R any](c *Client, ctx context.Context, fn func(context.Context, controllerpb.ControllerClient, *controllerpb.Session) (R, error)) (R, error) {
 	var none R
-	select {
-	case c.changing <- struct{}{}:
-	case <-ctx.Done():
+	if err := c.changing.Acquire(ctx, 1); err != nil {
 		// Nothing sent: certainly not applied.
-		return none, fmt.Errorf("ctlclient: waiting for this client's change in flight: %w", ctx.Err())
+		return none, fmt.Errorf("ctlclient: waiting for this client's change in flight: %w", err)
 	}
-	defer func() { <-c.changing }()
+	defer c.changing.Release(1)
 	maybe := false // an attempt may have reached the log
 	for {
 		if !c.opened {
