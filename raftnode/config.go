@@ -78,7 +78,7 @@ type Config struct {
 	MaxInflightBytes uint64
 
 	// newRaft, if set (by tests only, see export_test.go), builds the
-	// raft.Node in place of raft.RestartNode.
+	// raft.Node in place of startInline.
 	newRaft func(*raft.Config) raft.Node
 }
 

@@ -9,8 +9,11 @@
 //
 // # The Ready loop
 //
-// etcd raft is a pure state machine; this package is its driver. One
-// goroutine (run) owns the raft.Node and handles each Ready in this order:
+// etcd raft is a pure state machine; this package is its driver. Raft's
+// RawNode sits behind a mutex (inline.go): whoever brings it an input (the
+// transport stepping a message, a proposer, the ticker) does raft's work in
+// its own goroutine, with no goroutine of raft's own to hand inputs to. One
+// goroutine (run) takes each Ready and handles it in this order:
 //
 //  1. A leader sends its messages first. Its own disk write then proceeds in
 //     parallel with its followers' (Raft §10.2.1): the leader counts itself
@@ -101,6 +104,6 @@
 // forwarding, leader changes with proposals in flight, reads and stops
 // message by message: real members, their clocks injected through
 // Config.Ticks, their messages held until the transcript delivers them,
-// and etcd raft's RawNode stepped synchronously in place of the
-// raft.Node goroutine, so every run is the same.
+// and etcd raft's RawNode stepped synchronously by the transcript itself,
+// so every run is the same.
 package raftnode

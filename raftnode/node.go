@@ -154,7 +154,7 @@ func Start(c Config) (*Node, error) {
 	if cfg.newRaft != nil {
 		n.rn = cfg.newRaft(rcfg)
 	} else {
-		n.rn = raft.RestartNode(rcfg)
+		n.rn = startInline(rcfg)
 	}
 	tr, err := cfg.Network.Join(cfg.Group, cfg.ID, n)
 	if err != nil {

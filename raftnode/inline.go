@@ -1,0 +1,251 @@
+package raftnode
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// inlineNode is the raft.Node a member runs on: etcd raft's RawNode behind
+// a mutex, doing raft's work in the goroutine that brings it (the
+// transport's receive loop stepping a message, a proposer, the Ready loop
+// ticking or advancing) rather than in a goroutine of its own.
+//
+// raft.RestartNode's node runs one more goroutine per member, and every
+// input reaches it over a channel: a message stepped, a proposal, a read
+// request, a tick, the Ready handed out and the Advance handed back each
+// wake it and then wake the caller again. On a follower serving a
+// read-index round that was four of the round's six goroutine hand-offs,
+// each a futex wake-up and a context switch when the machine is busy (CPU
+// per round, not latency, is what those cost). CockroachDB and TiKV drive
+// RawNode under their replica's mutex in the same way.
+//
+// It keeps raft.Node's observable behaviour where raftnode depends on it:
+//   - A proposal waits until a leader is known and returns raft's verdict;
+//     one forwarded from a peer (Step of a MsgProp) does not wait for the
+//     verdict. A member that a configuration change removed takes no more
+//     proposals.
+//   - A message that raft.Node drops (a local message type from the
+//     network, a response from an unknown peer) or whose step fails is
+//     dropped and its error ignored.
+//   - One Ready at a time: the next is not taken until the last one is
+//     advanced. A Ready is taken (RawNode.Ready, which accepts it) by the
+//     input that produced it and waits in a one-slot channel for the Ready
+//     loop, so the Ready loop is the only goroutine that wakes for it.
+type inlineNode struct {
+	id uint64
+
+	mu       sync.Mutex
+	raw      *raft.RawNode
+	inFlight bool          // a Ready was taken and not advanced yet
+	removed  bool          // a configuration change removed this member
+	leaderc  chan struct{} // closed when a leader is known; nil: nobody waits
+
+	readyc  chan raft.Ready // holds at most the one Ready in flight
+	stopped atomic.Bool
+	done    chan struct{}
+	stop    sync.Once
+}
+
+var _ raft.Node = (*inlineNode)(nil)
+
+// startInline is raft.RestartNode without the goroutine: c must describe
+// a member whose Storage holds its state (raft.NewRawNode's error,
+// impossible for a configuration withDefaults accepted, panics as
+// RestartNode's does).
+func startInline(c *raft.Config) raft.Node {
+	raw, err := raft.NewRawNode(c)
+	if err != nil {
+		panic(err)
+	}
+	return &inlineNode{id: c.ID, raw: raw, readyc: make(chan raft.Ready, 1), done: make(chan struct{})}
+}
+
+// do runs fn on the RawNode, then hands out a Ready if fn made one.
+func (s *inlineNode) do(fn func(*raft.RawNode)) {
+	s.mu.Lock()
+	fn(s.raw)
+	s.afterLocked()
+	s.mu.Unlock()
+}
+
+// afterLocked runs after every input, with mu held: it wakes proposers
+// waiting for a leader, and takes a Ready for the Ready loop when there is
+// one and none is in flight (so the send never blocks).
+func (s *inlineNode) afterLocked() {
+	if s.leaderc != nil && s.raw.BasicStatus().Lead != raft.None {
+		close(s.leaderc)
+		s.leaderc = nil
+	}
+	if s.inFlight || s.stopped.Load() || !s.raw.HasReady() {
+		return
+	}
+	s.inFlight = true
+	s.readyc <- s.raw.Ready()
+}
+
+func (s *inlineNode) Tick() { s.do(func(r *raft.RawNode) { r.Tick() }) }
+
+func (s *inlineNode) Campaign(context.Context) error {
+	var err error
+	s.do(func(r *raft.RawNode) { err = r.Campaign() })
+	return err
+}
+
+func (s *inlineNode) Propose(ctx context.Context, data []byte) error {
+	return s.propose(ctx, &raftpb.Message{Type: raftpb.MessageType_MsgProp.Enum(),
+		Entries: []*raftpb.Entry{{Data: data}}}, true)
+}
+
+// propose steps a proposal once a leader is known, as raft.Node does; with
+// wait it returns raft's verdict, else nil. A removed member's proposal
+// waits until ctx ends, as raft.Node's does.
+func (s *inlineNode) propose(ctx context.Context, msg *raftpb.Message, wait bool) error {
+	for {
+		if s.stopped.Load() {
+			return raft.ErrStopped
+		}
+		s.mu.Lock()
+		if !s.removed && s.raw.BasicStatus().Lead != raft.None {
+			msg.From = &s.id
+			err := s.raw.Step(msg)
+			s.afterLocked()
+			s.mu.Unlock()
+			if !wait {
+				return nil
+			}
+			return err
+		}
+		var ch chan struct{} // nil for a removed member: only ctx or Stop ends its wait
+		if !s.removed {
+			if s.leaderc == nil {
+				s.leaderc = make(chan struct{})
+			}
+			ch = s.leaderc
+		}
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return raft.ErrStopped
+		}
+	}
+}
+
+func (s *inlineNode) ProposeConfChange(ctx context.Context, cc raftpb.ConfChangeI) error {
+	m, err := confChangeMessage(cc)
+	if err != nil {
+		return err
+	}
+	return s.propose(ctx, m, true)
+}
+
+// confChangeMessage is the proposal of cc, as raft's confChangeToMsg
+// builds it (unexported there).
+func confChangeMessage(cc raftpb.ConfChangeI) (*raftpb.Message, error) {
+	typ, data, err := raftpb.MarshalConfChange(cc)
+	if err != nil {
+		return nil, err
+	}
+	return &raftpb.Message{Type: raftpb.MessageType_MsgProp.Enum(),
+		Entries: []*raftpb.Entry{{Type: typ.Enum(), Data: data}}}, nil
+}
+
+func (s *inlineNode) Step(ctx context.Context, msg *raftpb.Message) error {
+	if s.stopped.Load() {
+		return raft.ErrStopped
+	}
+	if raft.IsLocalMsg(msg.GetType()) && !raft.IsLocalMsgTarget(msg.GetFrom()) {
+		return nil
+	}
+	if msg.GetType() == raftpb.MessageType_MsgProp {
+		return s.propose(ctx, msg, false)
+	}
+	s.do(func(r *raft.RawNode) { _ = r.Step(msg) })
+	return nil
+}
+
+func (s *inlineNode) Ready() <-chan raft.Ready { return s.readyc }
+
+func (s *inlineNode) Advance() {
+	s.mu.Lock()
+	s.raw.Advance(raft.Ready{})
+	s.inFlight = false
+	s.afterLocked()
+	s.mu.Unlock()
+}
+
+// ApplyConfChange applies cc. A member that cc removes (it was in the
+// configuration and is in none of its voter sets now) takes no more
+// proposals, as raft.Node's run loop decides.
+func (s *inlineNode) ApplyConfChange(cc raftpb.ConfChangeI) *raftpb.ConfState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	before := s.tracked()
+	cs := s.raw.ApplyConfChange(cc)
+	if before && !s.tracked() &&
+		!slices.Contains(cs.GetVoters(), s.id) && !slices.Contains(cs.GetVotersOutgoing(), s.id) {
+		s.removed = true
+	}
+	s.afterLocked()
+	return cs
+}
+
+// tracked reports whether raft's configuration holds this member; mu held.
+func (s *inlineNode) tracked() bool {
+	found := false
+	s.raw.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+		if id == s.id {
+			found = true
+		}
+	})
+	return found
+}
+
+func (s *inlineNode) TransferLeadership(_ context.Context, _, transferee uint64) {
+	s.do(func(r *raft.RawNode) { r.TransferLeader(transferee) })
+}
+
+func (s *inlineNode) ForgetLeader(context.Context) error {
+	var err error
+	s.do(func(r *raft.RawNode) { err = r.ForgetLeader() })
+	return err
+}
+
+func (s *inlineNode) ReadIndex(_ context.Context, rctx []byte) error {
+	if s.stopped.Load() {
+		return raft.ErrStopped
+	}
+	s.do(func(r *raft.RawNode) { r.ReadIndex(rctx) })
+	return nil
+}
+
+func (s *inlineNode) Status() raft.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.raw.Status()
+}
+
+func (s *inlineNode) ReportUnreachable(id uint64) {
+	s.do(func(r *raft.RawNode) { r.ReportUnreachable(id) })
+}
+
+func (s *inlineNode) ReportSnapshot(id uint64, st raft.SnapshotStatus) {
+	s.do(func(r *raft.RawNode) { r.ReportSnapshot(id, st) })
+}
+
+// Stop makes every later input fail or do nothing; a Ready in flight is
+// dropped with the Ready loop that stops too.
+func (s *inlineNode) Stop() {
+	s.stop.Do(func() {
+		s.stopped.Store(true)
+		close(s.done)
+	})
+}
