@@ -282,16 +282,25 @@ func (n *Node) sendSnapshot(m *raftpb.Message) {
 }
 
 // appliedWaiter returns a channel closed once the applied index reaches
-// index, or nil if it already has.
+// index (already closed if it has). It never returns nil: a caller that
+// read the applied index before asking must still be woken if the index
+// moved in between.
 func (n *Node) appliedWaiter(index uint64) chan struct{} {
+	ch := make(chan struct{})
+	n.closeWhenApplied(index, ch)
+	return ch
+}
+
+// closeWhenApplied closes ch once the applied index reaches index: at once
+// if it has, else from setApplied, so no goroutine waits for it.
+func (n *Node) closeWhenApplied(index uint64, ch chan struct{}) {
 	n.waiters.mu.Lock()
 	defer n.waiters.mu.Unlock()
 	if n.applied.Load() >= index {
-		return nil
+		close(ch)
+		return
 	}
-	ch := make(chan struct{})
 	n.waiters.waiters = append(n.waiters.waiters, appliedWait{index: index, ch: ch})
-	return ch
 }
 
 func (n *Node) setApplied(index uint64) {

@@ -3,19 +3,14 @@ package raftnode
 import "go.etcd.io/raft/v3"
 
 // SetRaftNode makes Start build the member's raft.Node with newRaft instead
-// of raft.RestartNode, so a test can run etcd raft's RawNode synchronously
+// of startInline, so a test can run etcd raft's RawNode synchronously
 // under the real Ready, apply and read loops.
 func SetRaftNode(c *Config, newRaft func(*raft.Config) raft.Node) { c.newRaft = newRaft }
 
 // AppliedReaches returns a channel closed once the member's applied index
 // reaches index.
 func (n *Node) AppliedReaches(index uint64) <-chan struct{} {
-	if ch := n.appliedWaiter(index); ch != nil {
-		return ch
-	}
-	ch := make(chan struct{})
-	close(ch)
-	return ch
+	return n.appliedWaiter(index)
 }
 
 // HeardRecently reports whether the member heard from member id within

@@ -63,15 +63,25 @@ func startInline(c *raft.Config) raft.Node {
 	if err != nil {
 		panic(err)
 	}
-	return &inlineNode{id: c.ID, raw: raw, readyc: make(chan raft.Ready, 1), done: make(chan struct{})}
-}
-
-// do runs fn on the RawNode, then hands out a Ready if fn made one.
-func (s *inlineNode) do(fn func(*raft.RawNode)) {
+	s := &inlineNode{id: c.ID, raw: raw, readyc: make(chan raft.Ready, 1), done: make(chan struct{})}
+	// A restarted member may have committed entries to apply before any
+	// input arrives: hand out its first Ready now, as raft.Node's loop does.
 	s.mu.Lock()
-	fn(s.raw)
 	s.afterLocked()
 	s.mu.Unlock()
+	return s
+}
+
+// do runs fn on the RawNode, then hands out a Ready if fn made one; after
+// Stop it does nothing.
+func (s *inlineNode) do(fn func(*raft.RawNode)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped.Load() {
+		return
+	}
+	fn(s.raw)
+	s.afterLocked()
 }
 
 // afterLocked runs after every input, with mu held: it wakes proposers
@@ -107,10 +117,11 @@ func (s *inlineNode) Propose(ctx context.Context, data []byte) error {
 // waits until ctx ends, as raft.Node's does.
 func (s *inlineNode) propose(ctx context.Context, msg *raftpb.Message, wait bool) error {
 	for {
+		s.mu.Lock()
 		if s.stopped.Load() {
+			s.mu.Unlock()
 			return raft.ErrStopped
 		}
-		s.mu.Lock()
 		if !s.removed && s.raw.BasicStatus().Lead != raft.None {
 			msg.From = &s.id
 			err := s.raw.Step(msg)
@@ -175,11 +186,10 @@ func (s *inlineNode) Step(ctx context.Context, msg *raftpb.Message) error {
 func (s *inlineNode) Ready() <-chan raft.Ready { return s.readyc }
 
 func (s *inlineNode) Advance() {
-	s.mu.Lock()
-	s.raw.Advance(raft.Ready{})
-	s.inFlight = false
-	s.afterLocked()
-	s.mu.Unlock()
+	s.do(func(r *raft.RawNode) {
+		r.Advance(raft.Ready{})
+		s.inFlight = false
+	})
 }
 
 // ApplyConfChange applies cc. A member that cc removes (it was in the
@@ -241,11 +251,14 @@ func (s *inlineNode) ReportSnapshot(id uint64, st raft.SnapshotStatus) {
 	s.do(func(r *raft.RawNode) { r.ReportSnapshot(id, st) })
 }
 
-// Stop makes every later input fail or do nothing; a Ready in flight is
-// dropped with the Ready loop that stops too.
+// Stop makes every later input fail or do nothing; it waits for an input
+// in progress (it takes mu). A Ready in flight is dropped with the Ready
+// loop that stops too.
 func (s *inlineNode) Stop() {
 	s.stop.Do(func() {
+		s.mu.Lock()
 		s.stopped.Store(true)
+		s.mu.Unlock()
 		close(s.done)
 	})
 }

@@ -101,10 +101,9 @@ func (n *Node) readLoop() {
 			close(b.done)
 			continue
 		}
-		go func() {
-			b.err = n.waitApplied(index)
-			close(b.done)
-		}()
+		// setApplied closes done once the state machine reflects index:
+		// no goroutine per round waits for it.
+		n.closeWhenApplied(index, b.done)
 	}
 }
 
@@ -159,18 +158,4 @@ func (n *Node) confirmReadIndex() (uint64, error) {
 		}
 	}
 	return 0, rpcerr.ErrReadTimeout
-}
-
-// waitApplied blocks until the applied index reaches index.
-func (n *Node) waitApplied(index uint64) error {
-	ch := n.appliedWaiter(index)
-	if ch == nil {
-		return nil
-	}
-	select {
-	case <-ch:
-		return nil
-	case <-n.stopc:
-		return rpcerr.ErrStopped
-	}
 }
