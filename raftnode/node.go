@@ -164,10 +164,9 @@ func Start(c Config) (*Node, error) {
 	n.tr = tr
 	n.qz.init(tr)
 
-	n.wg.Add(3)
+	n.wg.Add(2)
 	go n.run()
 	go n.applyLoop()
-	go n.readLoop()
 	return n, nil
 }
 
@@ -590,7 +589,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			if !n.isLeader.Load() {
 				n.proposals.failAll(rpcerr.ErrLeaderChanged)
 			}
-			n.reads.leaderChanged()
+			n.readLeaderChanged()
 		}
 		n.setLeader(rd.SoftState.RaftState == raft.StateLeader)
 	}
@@ -641,7 +640,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.send(rd.Messages)
 	}
 	for _, rs := range rd.ReadStates {
-		n.reads.deliver(rs)
+		n.readState(rs.RequestCtx, rs.Index)
 	}
 	if err := n.queueApply(rd.CommittedEntries); err != nil {
 		return err

@@ -6,19 +6,24 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/raft/v3"
-
 	"github.com/shardkv/shardkv/api/rpcerr"
 )
 
 // ReadIndex returns once this member's state machine reflects every write
 // that completed before the call: reads made after it are linearizable.
 // Concurrent callers share one read-index round.
+//
+// Rounds run one at a time, driven by whoever has an event for them: the
+// first caller of an idle member asks raft itself; the Ready loop, which
+// receives raft's answer (a ReadState) or notices a leader change, finishes
+// the round or asks again and starts the next round for the callers that
+// joined meanwhile; a timer asks again when no answer came. No goroutine
+// waits on a round's behalf, so a round costs no hand-offs beyond raft's
+// own.
 func (n *Node) ReadIndex(ctx context.Context) error {
-	b := n.reads.join()
-	select {
-	case n.reads.wake <- struct{}{}:
-	default:
+	b, start := n.reads.join()
+	if start != nil {
+		n.askRead(start)
 	}
 	select {
 	case <-b.done:
@@ -30,132 +35,172 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	}
 }
 
-type readBatch struct {
-	done chan struct{}
-	err  error
+// retryRead is how long a read-index round waits for raft's answer before
+// asking again: two election timeouts (the request or the answer was lost,
+// or leadership moved).
+func (c *Config) retryRead() time.Duration {
+	return 2 * time.Duration(c.ElectionTicks) * c.TickInterval
 }
 
-// reads batches ReadIndex callers into rounds.
+// readAttempts is how many times a round asks raft before it fails with
+// rpcerr.ErrReadTimeout.
+const readAttempts = 5
+
+// readBatch is the callers of one round: done closes once the applied index
+// reaches the round's read index, or with err set when the round failed.
+type readBatch struct {
+	done    chan struct{}
+	err     error
+	waiters int // callers that joined; reads.mu
+}
+
+// readRound is the round in flight.
+type readRound struct {
+	batch    *readBatch
+	rctx     []byte      // raft's request context: the round's number, 8 bytes big-endian
+	attempts int         // requests sent to raft so far
+	timer    *time.Timer // asks again when the last request went unanswered
+}
+
+// reads batches ReadIndex callers into rounds, one round in flight at a
+// time.
 type reads struct {
-	wake   chan struct{}
-	states chan raft.ReadState
-	lead   chan struct{} // a token when the known leader changed
-	mu     sync.Mutex
-	next   *readBatch
-	seq    uint64 // read loop only
+	mu       sync.Mutex
+	next     *readBatch // callers waiting for the next round
+	inFlight *readRound // nil: no round in flight
+	seq      uint64     // the last round's number
 }
 
 func (r *reads) init() {
-	r.wake = make(chan struct{}, 1)
-	r.states = make(chan raft.ReadState, 16)
-	r.lead = make(chan struct{}, 1)
 	r.next = &readBatch{done: make(chan struct{})}
 }
 
-func (r *reads) join() *readBatch {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.next
-}
-
-func (r *reads) take() *readBatch {
+// join adds a caller to the next round and returns its batch; if no round
+// is in flight it also starts that round, which the caller must ask for.
+func (r *reads) join() (*readBatch, *readRound) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := r.next
+	b.waiters++
+	if r.inFlight != nil {
+		return b, nil
+	}
+	return b, r.startLocked()
+}
+
+// startLocked makes the next batch the round in flight; mu held.
+func (r *reads) startLocked() *readRound {
+	r.seq++
+	rd := &readRound{batch: r.next, rctx: binary.BigEndian.AppendUint64(nil, r.seq)}
 	r.next = &readBatch{done: make(chan struct{})}
-	return b
+	r.inFlight = rd
+	return rd
 }
 
-// leaderChanged tells a read-index round in progress to ask again: its
-// request may have died with the old leader.
-func (r *reads) leaderChanged() {
-	select {
-	case r.lead <- struct{}{}:
-	default:
-	}
-}
-
-// deliver passes a read state from the Ready loop to the read loop; a state
-// nobody waits for any more is dropped.
-func (r *reads) deliver(rs raft.ReadState) {
-	select {
-	case r.states <- rs:
-	default:
-	}
-}
-
-// readLoop runs one read-index round at a time for whoever joined the
-// current batch.
-func (n *Node) readLoop() {
-	defer n.wg.Done()
-	for {
-		select {
-		case <-n.reads.wake:
-		case <-n.stopc:
+// askRead sends round rd's request to raft (again), unless rd is over, and
+// arms a timer that asks again if no answer comes. A request that cannot
+// be sent fails the round; the next round, if callers wait for one, is
+// then asked for in turn.
+func (n *Node) askRead(rd *readRound) {
+	for rd != nil {
+		n.reads.mu.Lock()
+		if n.reads.inFlight != rd {
+			n.reads.mu.Unlock()
 			return
 		}
-		b := n.reads.take()
-		index, err := n.confirmReadIndex()
+		var err error
+		select {
+		case <-n.stopc:
+			err = rpcerr.ErrStopped
+		default:
+			if rd.attempts == readAttempts {
+				err = rpcerr.ErrReadTimeout
+			} else if n.leader.Load() == 0 {
+				err = rpcerr.ErrReadTimeout // raft would drop the request: fail now
+			}
+		}
 		if err != nil {
-			b.err = err
-			close(b.done)
+			rd = n.finishReadLocked(rd, 0, err)
+			n.reads.mu.Unlock()
 			continue
 		}
-		// setApplied closes done once the state machine reflects index:
-		// no goroutine per round waits for it.
-		n.closeWhenApplied(index, b.done)
+		rd.attempts++
+		if rd.timer != nil {
+			rd.timer.Stop()
+		}
+		attempt := rd.attempts
+		rd.timer = time.AfterFunc(n.cfg.retryRead(), func() { n.retryRead(rd, attempt) })
+		n.reads.mu.Unlock()
+
+		n.active() // the read round needs heartbeats, and a leader that ticks
+		// The caller may be the Ready loop, which raft's answer needs: the
+		// request is made outside mu.
+		if err := n.rn.ReadIndex(context.Background(), rd.rctx); err != nil {
+			n.reads.mu.Lock()
+			rd = n.finishReadLocked(rd, 0, rpcerr.ErrStopped)
+			n.reads.mu.Unlock()
+			continue
+		}
+		return
 	}
 }
 
-// confirmReadIndex asks Raft for a read index, asking again when an answer
-// does not come within two election timeouts (the request or the answer was
-// lost, or leadership moved), and giving up after five tries.
-func (n *Node) confirmReadIndex() (uint64, error) {
-	n.reads.seq++
-	rctx := binary.BigEndian.AppendUint64(nil, n.reads.seq)
-	retry := 2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
-	for attempt := 0; attempt < 5; attempt++ {
-		// A leader change noticed before this request is sent cannot
-		// concern it: drop the notice, or the wait below would ask again
-		// at once, doubling the heartbeat round.
-		select {
-		case <-n.reads.lead:
-		default:
-		}
-		if n.leader.Load() == 0 {
-			return 0, rpcerr.ErrReadTimeout // raft would drop the request: fail now
-		}
-		n.active() // the read round needs heartbeats, and a leader that ticks
-		ctx, cancel := context.WithTimeout(context.Background(), retry)
-		err := n.rn.ReadIndex(ctx, rctx)
-		cancel()
-		if err != nil && err != context.DeadlineExceeded {
-			return 0, rpcerr.ErrStopped
-		}
-		timer := time.NewTimer(retry)
-	wait:
-		for {
-			select {
-			case rs := <-n.reads.states:
-				if string(rs.RequestCtx) == string(rctx) {
-					timer.Stop()
-					return rs.Index, nil
-				}
-			case <-timer.C:
-				break wait
-			case <-n.reads.lead:
-				// Ask the new leader at once; with none known, fail now
-				// so the caller can try another replica.
-				timer.Stop()
-				if n.leader.Load() == 0 {
-					return 0, rpcerr.ErrReadTimeout
-				}
-				break wait
-			case <-n.stopc:
-				timer.Stop()
-				return 0, rpcerr.ErrStopped
-			}
-		}
+// retryRead asks again for round rd if its request number attempt is
+// still its last and went unanswered (from rd's timer).
+func (n *Node) retryRead(rd *readRound, attempt int) {
+	n.reads.mu.Lock()
+	current := n.reads.inFlight == rd && rd.attempts == attempt
+	n.reads.mu.Unlock()
+	if current {
+		n.askRead(rd)
 	}
-	return 0, rpcerr.ErrReadTimeout
+}
+
+// finishReadLocked ends round rd (if it is still in flight) at read index
+// index, or with err, and returns the next round when callers wait for
+// one, which the caller must ask for; reads.mu held.
+func (n *Node) finishReadLocked(rd *readRound, index uint64, err error) *readRound {
+	r := &n.reads
+	if r.inFlight != rd {
+		return nil
+	}
+	r.inFlight = nil
+	if rd.timer != nil {
+		rd.timer.Stop()
+	}
+	if err != nil {
+		rd.batch.err = err
+		close(rd.batch.done)
+	} else {
+		// setApplied closes done once the state machine reflects index.
+		n.closeWhenApplied(index, rd.batch.done)
+	}
+	if r.next.waiters == 0 {
+		return nil
+	}
+	return r.startLocked()
+}
+
+// readState takes raft's answer to a read-index request (from the Ready
+// loop); an answer to a round that is over is dropped.
+func (n *Node) readState(rctx []byte, index uint64) {
+	n.reads.mu.Lock()
+	rd := n.reads.inFlight
+	var next *readRound
+	if rd != nil && string(rd.rctx) == string(rctx) {
+		next = n.finishReadLocked(rd, index, nil)
+	}
+	n.reads.mu.Unlock()
+	n.askRead(next)
+}
+
+// readLeaderChanged asks again at once for the round in flight (from the
+// Ready loop, when the known leader changed): its request may have died
+// with the old leader. With no leader known it fails, so that callers can
+// try another replica.
+func (n *Node) readLeaderChanged() {
+	n.reads.mu.Lock()
+	rd := n.reads.inFlight
+	n.reads.mu.Unlock()
+	n.askRead(rd)
 }
