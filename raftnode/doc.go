@@ -71,6 +71,12 @@
 // applied index reaches the commit index of that moment. Concurrent readers
 // are batched: every reader that arrives while a round is in flight joins the
 // next round, so a thousand readers cost one heartbeat round, not a thousand.
+// No goroutine waits on a round's behalf (read.go): the first reader of an
+// idle member asks raft itself; the Ready loop, which receives raft's
+// answer, finishes the round (its readers wake once the applied index
+// reaches the round's index) and asks for the next; a leader change asks
+// again at once, and a timer after two election timeouts, five times at
+// most before rpcerr.ErrReadTimeout.
 //
 // # Configuration
 //
