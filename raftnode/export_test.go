@@ -4,7 +4,7 @@ import "go.etcd.io/raft/v3"
 
 // SetRaftNode makes Start build the member's raft.Node with newRaft instead
 // of startInline, so a test can run etcd raft's RawNode synchronously
-// under the real Ready, apply and read loops.
+// under the real Ready and apply loops and read rounds.
 func SetRaftNode(c *Config, newRaft func(*raft.Config) raft.Node) { c.newRaft = newRaft }
 
 // AppliedReaches returns a channel closed once the member's applied index

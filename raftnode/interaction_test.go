@@ -23,8 +23,8 @@ import (
 )
 
 // TestInteraction runs the transcripts in testdata/*.txt, in the manner of
-// etcd raft's interaction tests: real raftnode members (Ready, apply and
-// read loops, Pebble storage, the registers state machine) whose clock and
+// etcd raft's interaction tests: real raftnode members (Ready and apply
+// loops, read rounds, Pebble storage, the registers state machine) whose clock and
 // network belong to the test. Nothing happens unless a command makes it
 // happen, so each transcript is the exact, repeatable story of one
 // scenario. Rewrite the expected output after a deliberate change with
@@ -415,7 +415,7 @@ func (e *env) propose(d *datadriven.TestData) {
 	e.settle(m)
 }
 
-// readIndex starts a ReadIndex on m and waits until its read loop has put
+// readIndex starts a ReadIndex on m and waits until its round has put
 // the request to raft (or the read already failed).
 func (e *env) readIndex(m *member) {
 	e.nReads++
@@ -665,11 +665,11 @@ func formatEntry(data []byte) string {
 	return fmt.Sprintf("%s %s=%s", name, key, value)
 }
 
-// formatReadCtx shows a read-index request context (the read loop's round
-// number).
+// formatReadCtx shows a read-index request context by its round number
+// (the last 8 of its 16 bytes; the first are random for each Start).
 func formatReadCtx(data []byte) string {
-	if len(data) != 8 {
+	if len(data) != 16 {
 		return fmt.Sprintf("%q", data)
 	}
-	return fmt.Sprintf("read#%d", binary.BigEndian.Uint64(data))
+	return fmt.Sprintf("read#%d", binary.BigEndian.Uint64(data[8:]))
 }

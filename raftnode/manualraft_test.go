@@ -13,7 +13,7 @@ import (
 // the call that makes it, and a Ready reaches the member's Ready loop only
 // when the test hands it over (handOut). With it the test, not the
 // scheduler, decides the order of everything raft does, while raftnode's
-// own Ready, apply and read goroutines run unchanged.
+// own Ready and apply goroutines and its read rounds run unchanged.
 //
 // It mirrors raft.Node's observable behaviour where raftnode depends on it:
 // a proposal waits until a leader is known (raft.Node only reads its

@@ -115,7 +115,7 @@ type Status struct {
 
 // Start opens the member described by c: it loads the Raft state from the
 // engine (creating the group on first start), joins the network and starts
-// the Ready, apply and read goroutines. It fails when c.ID is 0 or Engine,
+// the Ready and apply goroutines. It fails when c.ID is 0 or Engine,
 // Network or StateMachine is nil, with a *storage.CorruptionError for a
 // damaged log or identity record, and with the network's Join error.
 func Start(c Config) (*Node, error) {
@@ -487,6 +487,7 @@ func (n *Node) Err() error {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	n.wg.Wait()
+	n.stopReads()
 	n.rn.Stop()
 	_ = n.tr.Close()
 }
@@ -577,8 +578,11 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		return err
 	}
 	n.readyQuiesce(&rd)
+	readsAsk := false // the round in flight must ask again (readLeaderChanged)
 	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
-		n.term.Store(hs.GetTerm())
+		if n.term.Swap(hs.GetTerm()) != hs.GetTerm() {
+			readsAsk = true
+		}
 		n.commit.Store(hs.GetCommit())
 	}
 	if rd.SoftState != nil {
@@ -589,7 +593,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			if !n.isLeader.Load() {
 				n.proposals.failAll(rpcerr.ErrLeaderChanged)
 			}
-			n.readLeaderChanged()
+			readsAsk = true
 		}
 		n.setLeader(rd.SoftState.RaftState == raft.StateLeader)
 	}
@@ -639,8 +643,13 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	} else {
 		n.send(rd.Messages)
 	}
+	// Answers first: one that came in the Ready that changed the leader
+	// is still good (raft confirmed it in its term).
 	for _, rs := range rd.ReadStates {
 		n.readState(rs.RequestCtx, rs.Index)
+	}
+	if readsAsk {
+		n.readLeaderChanged()
 	}
 	if err := n.queueApply(rd.CommittedEntries); err != nil {
 		return err

@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"sync"
 	"time"
@@ -23,7 +24,7 @@ import (
 func (n *Node) ReadIndex(ctx context.Context) error {
 	b, start := n.reads.join()
 	if start != nil {
-		n.askRead(start)
+		n.askRead(start, 0)
 	}
 	select {
 	case <-b.done:
@@ -56,10 +57,12 @@ type readBatch struct {
 
 // readRound is the round in flight.
 type readRound struct {
-	batch    *readBatch
-	rctx     []byte      // raft's request context: the round's number, 8 bytes big-endian
-	attempts int         // requests sent to raft so far
-	timer    *time.Timer // asks again when the last request went unanswered
+	batch     *readBatch
+	rctx      []byte      // raft's request context: reads.base, then the round's number (8 bytes big-endian each)
+	attempts  int         // requests sent to raft so far
+	askedLead uint64      // the leader known when the last request was sent
+	askedTerm uint64      // and the term
+	timer     *time.Timer // asks again when the last request went unanswered
 }
 
 // reads batches ReadIndex callers into rounds, one round in flight at a
@@ -69,10 +72,16 @@ type reads struct {
 	next     *readBatch // callers waiting for the next round
 	inFlight *readRound // nil: no round in flight
 	seq      uint64     // the last round's number
+	// base starts every request context: random for each Start, so that
+	// an answer to a request from an earlier run of this member (still on
+	// its way when the member restarted in-process) matches no round of
+	// this run, whose numbers start again at 1.
+	base [8]byte
 }
 
 func (r *reads) init() {
 	r.next = &readBatch{done: make(chan struct{})}
+	_, _ = rand.Read(r.base[:])
 }
 
 // join adds a caller to the next round and returns its batch; if no round
@@ -91,20 +100,21 @@ func (r *reads) join() (*readBatch, *readRound) {
 // startLocked makes the next batch the round in flight; mu held.
 func (r *reads) startLocked() *readRound {
 	r.seq++
-	rd := &readRound{batch: r.next, rctx: binary.BigEndian.AppendUint64(nil, r.seq)}
+	rd := &readRound{batch: r.next, rctx: binary.BigEndian.AppendUint64(r.base[:len(r.base):len(r.base)], r.seq)}
 	r.next = &readBatch{done: make(chan struct{})}
 	r.inFlight = rd
 	return rd
 }
 
-// askRead sends round rd's request to raft (again), unless rd is over, and
-// arms a timer that asks again if no answer comes. A request that cannot
-// be sent fails the round; the next round, if callers wait for one, is
-// then asked for in turn.
-func (n *Node) askRead(rd *readRound) {
-	for rd != nil {
+// askRead sends round rd's request to raft (again), unless rd is over or
+// has sent other than sent requests already (another event asked for it
+// meanwhile), and arms a timer that asks again if no answer comes. A
+// request that cannot be sent fails the round; the next round, if callers
+// wait for one, is then asked for in turn.
+func (n *Node) askRead(rd *readRound, sent int) {
+	for ; rd != nil; sent = 0 {
 		n.reads.mu.Lock()
-		if n.reads.inFlight != rd {
+		if n.reads.inFlight != rd || rd.attempts != sent {
 			n.reads.mu.Unlock()
 			return
 		}
@@ -125,16 +135,17 @@ func (n *Node) askRead(rd *readRound) {
 			continue
 		}
 		rd.attempts++
+		rd.askedLead, rd.askedTerm = n.leader.Load(), n.term.Load()
 		if rd.timer != nil {
 			rd.timer.Stop()
 		}
 		attempt := rd.attempts
-		rd.timer = time.AfterFunc(n.cfg.retryRead(), func() { n.retryRead(rd, attempt) })
+		rd.timer = time.AfterFunc(n.cfg.retryRead(), func() { n.askRead(rd, attempt) })
 		n.reads.mu.Unlock()
 
 		n.active() // the read round needs heartbeats, and a leader that ticks
-		// The caller may be the Ready loop, which raft's answer needs: the
-		// request is made outside mu.
+		// Outside mu, so that joiners and the Ready loop's readState never
+		// wait behind raft's work.
 		if err := n.rn.ReadIndex(context.Background(), rd.rctx); err != nil {
 			n.reads.mu.Lock()
 			rd = n.finishReadLocked(rd, 0, rpcerr.ErrStopped)
@@ -142,17 +153,6 @@ func (n *Node) askRead(rd *readRound) {
 			continue
 		}
 		return
-	}
-}
-
-// retryRead asks again for round rd if its request number attempt is
-// still its last and went unanswered (from rd's timer).
-func (n *Node) retryRead(rd *readRound, attempt int) {
-	n.reads.mu.Lock()
-	current := n.reads.inFlight == rd && rd.attempts == attempt
-	n.reads.mu.Unlock()
-	if current {
-		n.askRead(rd)
 	}
 }
 
@@ -191,16 +191,33 @@ func (n *Node) readState(rctx []byte, index uint64) {
 		next = n.finishReadLocked(rd, index, nil)
 	}
 	n.reads.mu.Unlock()
-	n.askRead(next)
+	n.askRead(next, 0)
 }
 
 // readLeaderChanged asks again at once for the round in flight (from the
-// Ready loop, when the known leader changed): its request may have died
-// with the old leader. With no leader known it fails, so that callers can
-// try another replica.
+// Ready loop, when the known leader or the term changed): its request may
+// have died with the old leader, or with the leader's pending reads, which
+// raft drops when it becomes leader again. A round whose last request
+// already went to this leader in this term is left alone. With no leader
+// known the round fails, so that callers can try another replica.
 func (n *Node) readLeaderChanged() {
 	n.reads.mu.Lock()
 	rd := n.reads.inFlight
+	if rd == nil || rd.attempts == 0 || rd.askedLead == n.leader.Load() && rd.askedTerm == n.term.Load() {
+		n.reads.mu.Unlock()
+		return
+	}
+	sent := rd.attempts
 	n.reads.mu.Unlock()
-	n.askRead(rd)
+	n.askRead(rd, sent)
+}
+
+// stopReads fails the round in flight with rpcerr.ErrStopped and stops its
+// timer, so that nothing asks raft once Stop returned.
+func (n *Node) stopReads() {
+	n.reads.mu.Lock()
+	defer n.reads.mu.Unlock()
+	for rd := n.reads.inFlight; rd != nil; {
+		rd = n.finishReadLocked(rd, 0, rpcerr.ErrStopped)
+	}
 }
