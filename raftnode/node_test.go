@@ -323,10 +323,11 @@ func TestLinearizable(t *testing.T) {
 func (c *cluster) read(key string) (value string, found, ok bool) {
 	var n *raftnode.Node
 	var sm *registers
+	var id uint64
 	c.mu.Lock()
-	for id, node := range c.nodes {
+	for i, node := range c.nodes {
 		if node.Status().IsLeader {
-			n, sm = node, c.sms[id]
+			n, sm, id = node, c.sms[i], i
 		}
 	}
 	c.mu.Unlock()
@@ -336,6 +337,14 @@ func (c *cluster) read(key string) (value string, found, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := n.ReadIndex(ctx); err != nil {
+		return "", false, false
+	}
+	// A crash (c.crash) may have stopped the member and be closing its
+	// engine since the read index was reached: read only from a member
+	// still running, under c.mu, which crash takes before it closes.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nodes[id] != n {
 		return "", false, false
 	}
 	value, found = sm.get(key)
