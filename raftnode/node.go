@@ -578,7 +578,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		return err
 	}
 	n.readyQuiesce(&rd)
-	readsAsk := false // the round in flight must ask again (readLeaderChanged)
+	readsAsk := false // the round in flight must ask again (askReadAgain)
 	if hs := rd.HardState; !raft.IsEmptyHardState(hs) {
 		if n.term.Swap(hs.GetTerm()) != hs.GetTerm() {
 			readsAsk = true
@@ -649,7 +649,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.readState(rs.RequestCtx, rs.Index)
 	}
 	if readsAsk {
-		n.readLeaderChanged()
+		n.askReadAgain()
 	}
 	if err := n.queueApply(rd.CommittedEntries); err != nil {
 		return err

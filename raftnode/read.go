@@ -100,7 +100,8 @@ func (r *reads) join() (*readBatch, *readRound) {
 // startLocked makes the next batch the round in flight; mu held.
 func (r *reads) startLocked() *readRound {
 	r.seq++
-	rd := &readRound{batch: r.next, rctx: binary.BigEndian.AppendUint64(r.base[:len(r.base):len(r.base)], r.seq)}
+	// base is full (len = cap): appending copies it.
+	rd := &readRound{batch: r.next, rctx: binary.BigEndian.AppendUint64(r.base[:], r.seq)}
 	r.next = &readBatch{done: make(chan struct{})}
 	r.inFlight = rd
 	return rd
@@ -194,13 +195,13 @@ func (n *Node) readState(rctx []byte, index uint64) {
 	n.askRead(next, 0)
 }
 
-// readLeaderChanged asks again at once for the round in flight (from the
+// askReadAgain asks again at once for the round in flight (from the
 // Ready loop, when the known leader or the term changed): its request may
 // have died with the old leader, or with the leader's pending reads, which
 // raft drops when it becomes leader again. A round whose last request
 // already went to this leader in this term is left alone. With no leader
 // known the round fails, so that callers can try another replica.
-func (n *Node) readLeaderChanged() {
+func (n *Node) askReadAgain() {
 	n.reads.mu.Lock()
 	rd := n.reads.inFlight
 	if rd == nil || rd.attempts == 0 || rd.askedLead == n.leader.Load() && rd.askedTerm == n.term.Load() {
