@@ -39,7 +39,9 @@ import (
 //	tick-election ID            tick ID until it campaigns
 //	tick-heartbeat ID           tick ID one heartbeat interval
 //	tick ID n=K                 tick ID K times
-//	deliver-msgs [ID...]        deliver the queued messages to each ID
+//	deliver-msgs [ID...] [type=T]  deliver the queued messages to each ID
+//	                            (only those of raft type T, such as
+//	                            MsgApp; the others stay queued, in order)
 //	drop-msgs [ID...]           lose the queued messages to each ID
 //	stabilize                   deliver until no message is queued
 //	isolate ID / heal           cut / restore every link of ID
@@ -48,8 +50,12 @@ import (
 //	change-membership ID KIND MEMBER [addr=HOST:PORT]
 //	                            ChangeMembership on ID (KIND add-learner,
 //	                            promote or remove): names it cN
-//	outcome NAME                wait for the outcome of pN or rN
+//	outcome NAME [wait=D]       wait for the outcome of pN or rN (at most
+//	                            D, then print it pending)
 //	stop ID                     Node.Stop
+//	restart ID                  start a stopped ID again from its storage
+//	                            (a process restart); messages queued for
+//	                            it reach the new run
 //	status                      every member's Status
 //	kv                          every member's applied index and registers
 //
@@ -128,8 +134,18 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 		d.ScanArgs(t, "n", &n)
 		e.tick(e.member(d, 0), n)
 	case "deliver-msgs":
+		match := everyMessage
+		if d.HasArg("type") {
+			var name string
+			d.ScanArgs(t, "type", &name)
+			typ, ok := raftpb.MessageType_value[name]
+			if !ok {
+				t.Fatalf("%s: no raft message type %q", d.Pos, name)
+			}
+			match = func(m *raftpb.Message) bool { return m.GetType() == raftpb.MessageType(typ) }
+		}
 		for _, id := range e.ids(d) {
-			e.deliver(id)
+			e.deliver(id, match)
 		}
 	case "drop-msgs":
 		for _, id := range e.ids(d) {
@@ -150,7 +166,16 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 	case "change-membership":
 		e.changeMembership(d)
 	case "outcome":
-		e.outcome(d.CmdArgs[0].Key)
+		wait := failsafe
+		if d.HasArg("wait") {
+			var v string
+			d.ScanArgs(t, "wait", &v)
+			var err error
+			if wait, err = time.ParseDuration(v); err != nil {
+				t.Fatalf("%s: %v", d.Pos, err)
+			}
+		}
+		e.outcome(d.CmdArgs[0].Key, wait)
 	case "stop":
 		m := e.member(d, 0)
 		m.node.Stop()
@@ -158,6 +183,13 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 			t.Fatal(err)
 		}
 		m.stopped = true
+	case "restart":
+		m := e.member(d, 0)
+		if !m.stopped {
+			t.Fatalf("%s: member %d is running", d.Pos, m.id)
+		}
+		e.start(m.id)
+		e.settle(e.members[m.id])
 	case "status":
 		e.status()
 	case "kv":
@@ -342,10 +374,11 @@ func (e *env) tickElection(m *member) {
 	}
 }
 
-// deliver steps every queued message for id into it (those on a cut link,
-// or to a stopped member, are lost), then lets it handle its Readys.
-func (e *env) deliver(id uint64) bool {
-	msgs := e.router.take(id)
+// deliver steps every queued message for id that match accepts into it
+// (those on a cut link, or to a stopped member, are lost), then lets it
+// handle its Readys.
+func (e *env) deliver(id uint64, match func(*raftpb.Message) bool) bool {
+	msgs := e.router.takeIf(id, match)
 	if len(msgs) == 0 {
 		return false
 	}
@@ -371,7 +404,7 @@ func (e *env) stabilize() {
 	for {
 		any := false
 		for _, id := range e.peers {
-			if e.deliver(id) {
+			if e.deliver(id, everyMessage) {
 				any = true
 			}
 		}
@@ -484,7 +517,12 @@ func (e *env) launch(m *member, o *op, count func() int, fn func(ctx context.Con
 	}
 }
 
-func (e *env) outcome(name string) {
+// outcome prints the outcome of operation name, waiting for it at most
+// wait: a wait shorter than failsafe prints the operation pending when it
+// has none by then (an operation that ended has its outcome on o.done
+// within microseconds, so a short wait can only miss an outcome on a
+// machine stalled that long, never invent one).
+func (e *env) outcome(name string, wait time.Duration) {
 	o := e.ops[name]
 	if o == nil {
 		e.t.Fatalf("no operation %s", name)
@@ -493,7 +531,11 @@ func (e *env) outcome(name string) {
 		select {
 		case r := <-o.done:
 			o.res = &r
-		case <-time.After(failsafe):
+		case <-time.After(wait):
+			if wait < failsafe {
+				e.printf("%s: pending\n", name)
+				return
+			}
 			e.t.Fatalf("%s: no outcome within %v", name, failsafe)
 		}
 	}

@@ -37,13 +37,19 @@ func (r *router) Join(_, id uint64, h transport.Handler) (transport.Transport, e
 }
 
 // take removes and returns the queued messages addressed to id.
-func (r *router) take(id uint64) []*raftpb.Message {
+func (r *router) take(id uint64) []*raftpb.Message { return r.takeIf(id, everyMessage) }
+
+func everyMessage(*raftpb.Message) bool { return true }
+
+// takeIf removes and returns the queued messages addressed to id for which
+// match holds; the others stay queued, in order.
+func (r *router) takeIf(id uint64, match func(*raftpb.Message) bool) []*raftpb.Message {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var mine []*raftpb.Message
 	kept := r.queue[:0]
 	for _, m := range r.queue {
-		if m.GetTo() == id {
+		if m.GetTo() == id && match(m) {
 			mine = append(mine, m)
 		} else {
 			kept = append(kept, m)
