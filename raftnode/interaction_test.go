@@ -41,7 +41,8 @@ import (
 //	tick ID n=K                 tick ID K times
 //	deliver-msgs [ID...] [type=T]  deliver the queued messages to each ID
 //	                            (only those of raft type T, such as
-//	                            MsgApp; the others stay queued, in order)
+//	                            MsgApp, ahead of earlier ones: a reordering
+//	                            network; the others stay queued, in order)
 //	drop-msgs [ID...]           lose the queued messages to each ID
 //	stabilize                   deliver until no message is queued
 //	isolate ID / heal           cut / restore every link of ID
@@ -50,12 +51,13 @@ import (
 //	change-membership ID KIND MEMBER [addr=HOST:PORT]
 //	                            ChangeMembership on ID (KIND add-learner,
 //	                            promote or remove): names it cN
-//	outcome NAME [wait=D]       wait for the outcome of pN or rN (at most
-//	                            D, then print it pending)
+//	outcome NAME [wait=D]       wait for the outcome of pN, rN or cN (with
+//	                            wait, at most D, then print it pending)
 //	stop ID                     Node.Stop
 //	restart ID                  start a stopped ID again from its storage
-//	                            (a process restart); messages queued for
-//	                            it reach the new run
+//	                            (an in-process restart of the Node: the
+//	                            network and its queue survive); messages
+//	                            queued for it reach the new run
 //	status                      every member's Status
 //	kv                          every member's applied index and registers
 //
@@ -166,8 +168,8 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 	case "change-membership":
 		e.changeMembership(d)
 	case "outcome":
-		wait := failsafe
-		if d.HasArg("wait") {
+		wait, pending := failsafe, d.HasArg("wait")
+		if pending {
 			var v string
 			d.ScanArgs(t, "wait", &v)
 			var err error
@@ -175,7 +177,7 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 				t.Fatalf("%s: %v", d.Pos, err)
 			}
 		}
-		e.outcome(d.CmdArgs[0].Key, wait)
+		e.outcome(d.CmdArgs[0].Key, wait, pending)
 	case "stop":
 		m := e.member(d, 0)
 		m.node.Stop()
@@ -518,11 +520,11 @@ func (e *env) launch(m *member, o *op, count func() int, fn func(ctx context.Con
 }
 
 // outcome prints the outcome of operation name, waiting for it at most
-// wait: a wait shorter than failsafe prints the operation pending when it
-// has none by then (an operation that ended has its outcome on o.done
-// within microseconds, so a short wait can only miss an outcome on a
-// machine stalled that long, never invent one).
-func (e *env) outcome(name string, wait time.Duration) {
+// wait. With pending it prints the operation pending when it has none by
+// then (an operation that ended has its outcome on o.done within
+// microseconds, so a short wait can only miss an outcome on a machine
+// stalled that long, never invent one); without, it fails the test.
+func (e *env) outcome(name string, wait time.Duration, pending bool) {
 	o := e.ops[name]
 	if o == nil {
 		e.t.Fatalf("no operation %s", name)
@@ -532,11 +534,11 @@ func (e *env) outcome(name string, wait time.Duration) {
 		case r := <-o.done:
 			o.res = &r
 		case <-time.After(wait):
-			if wait < failsafe {
+			if pending {
 				e.printf("%s: pending\n", name)
 				return
 			}
-			e.t.Fatalf("%s: no outcome within %v", name, failsafe)
+			e.t.Fatalf("%s: no outcome within %v", name, wait)
 		}
 	}
 	switch {

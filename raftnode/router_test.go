@@ -33,7 +33,7 @@ func (r *router) Join(_, id uint64, h transport.Handler) (transport.Transport, e
 		return nil, errors.New("router: member already joined")
 	}
 	r.handlers[id] = h
-	return &routerEnd{r: r, id: id}, nil
+	return &routerEnd{r: r, id: id, h: h}, nil
 }
 
 // take removes and returns the queued messages addressed to id.
@@ -92,6 +92,7 @@ func (r *router) heal() {
 type routerEnd struct {
 	r  *router
 	id uint64
+	h  transport.Handler // the run that joined: an earlier run's Close must not unregister a later one
 }
 
 func (e *routerEnd) Send(msgs []*raftpb.Message) {
@@ -114,6 +115,8 @@ func (e *routerEnd) SendSnapshot(context.Context, *raftpb.Message) error {
 func (e *routerEnd) Close() error {
 	e.r.mu.Lock()
 	defer e.r.mu.Unlock()
-	delete(e.r.handlers, e.id)
+	if e.r.handlers[e.id] == e.h {
+		delete(e.r.handlers, e.id)
+	}
 	return nil
 }
