@@ -107,8 +107,9 @@
 //
 // The transcripts in testdata/*.txt (TestInteraction, modelled on etcd
 // raft's datadriven interaction tests) tell elections, proposal
-// forwarding, leader changes with proposals in flight, reads and stops
-// message by message: real members, their clocks injected through
+// forwarding, leader changes with proposals in flight, reads (also
+// across a member's restart and its leader's re-election), restarts and
+// stops message by message: real members, their clocks injected through
 // Config.Ticks, their messages held until the transcript delivers them,
 // and etcd raft's RawNode stepped synchronously by the transcript itself,
 // so every run is the same.

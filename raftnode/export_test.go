@@ -17,3 +17,11 @@ func (n *Node) AppliedReaches(index uint64) <-chan struct{} {
 // an election timeout of its own ticks: what the membership checks call
 // reachable.
 func (n *Node) HeardRecently(id uint64) bool { return n.heardRecently(id) }
+
+// ReadRoundInFlight reports whether a read-index round was asked of raft
+// and is not over.
+func (n *Node) ReadRoundInFlight() bool {
+	n.reads.mu.Lock()
+	defer n.reads.mu.Unlock()
+	return n.reads.inFlight != nil
+}

@@ -51,8 +51,9 @@ import (
 //	change-membership ID KIND MEMBER [addr=HOST:PORT]
 //	                            ChangeMembership on ID (KIND add-learner,
 //	                            promote or remove): names it cN
-//	outcome NAME [wait=D]       wait for the outcome of pN, rN or cN (with
-//	                            wait, at most D, then print it pending)
+//	outcome NAME                wait for the outcome of pN, rN or cN
+//	reads                       whether each member has a read round in
+//	                            flight (asked of raft, not over)
 //	stop ID                     Node.Stop
 //	restart ID                  start a stopped ID again from its storage
 //	                            (an in-process restart of the Node: the
@@ -168,16 +169,14 @@ func (e *env) handle(t *testing.T, d *datadriven.TestData) string {
 	case "change-membership":
 		e.changeMembership(d)
 	case "outcome":
-		wait, pending := failsafe, d.HasArg("wait")
-		if pending {
-			var v string
-			d.ScanArgs(t, "wait", &v)
-			var err error
-			if wait, err = time.ParseDuration(v); err != nil {
-				t.Fatalf("%s: %v", d.Pos, err)
+		e.outcome(d.CmdArgs[0].Key)
+	case "reads":
+		e.eachMember(func(m *member) string {
+			if m.node.ReadRoundInFlight() {
+				return "read round in flight"
 			}
-		}
-		e.outcome(d.CmdArgs[0].Key, wait, pending)
+			return "no read round"
+		})
 	case "stop":
 		m := e.member(d, 0)
 		m.node.Stop()
@@ -519,12 +518,7 @@ func (e *env) launch(m *member, o *op, count func() int, fn func(ctx context.Con
 	}
 }
 
-// outcome prints the outcome of operation name, waiting for it at most
-// wait. With pending it prints the operation pending when it has none by
-// then (an operation that ended has its outcome on o.done within
-// microseconds, so a short wait can only miss an outcome on a machine
-// stalled that long, never invent one); without, it fails the test.
-func (e *env) outcome(name string, wait time.Duration, pending bool) {
+func (e *env) outcome(name string) {
 	o := e.ops[name]
 	if o == nil {
 		e.t.Fatalf("no operation %s", name)
@@ -533,12 +527,8 @@ func (e *env) outcome(name string, wait time.Duration, pending bool) {
 		select {
 		case r := <-o.done:
 			o.res = &r
-		case <-time.After(wait):
-			if pending {
-				e.printf("%s: pending\n", name)
-				return
-			}
-			e.t.Fatalf("%s: no outcome within %v", name, wait)
+		case <-time.After(failsafe):
+			e.t.Fatalf("%s: no outcome within %v", name, failsafe)
 		}
 	}
 	switch {
