@@ -14,16 +14,9 @@ build:
 # clients go unserved while a leader is stopped or cut off; the nemesis
 # suite) run one at a time after the rest, which runs in parallel: on a
 # two-core machine two such suites side by side make timings lie.
-# The serial packages' test binaries are compiled during the first pass
-# (whose last minutes run one package on a two-core machine), so that the
-# second pass starts testing at once; a compile error shows in either.
 SERIAL_PKGS := ./cmd/shardkv ./nemesis
 test:
-	@bins=$$(mktemp -d); trap 'rm -rf "$$bins"' EXIT; \
-	$(GO) test -race -c -o "$$bins/" $(SERIAL_PKGS) >/dev/null 2>&1 & \
-	echo "$(GO) test -race -count=1 -timeout 30m <all but $(SERIAL_PKGS)>"; \
-	$(GO) test -race -count=1 -timeout 30m $$($(GO) list $(PKGS) | grep -v -e '/cmd/shardkv$$' -e '/nemesis$$'); \
-	status=$$?; wait; exit $$status
+	$(GO) test -race -count=1 -timeout 30m $$($(GO) list $(PKGS) | grep -v -e '/cmd/shardkv$$' -e '/nemesis$$')
 	$(GO) test -race -count=1 -p 1 -timeout 30m $(SERIAL_PKGS)
 
 test-short:
