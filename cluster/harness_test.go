@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -18,12 +19,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shardkv/shardkv/api/controllerpb"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/cluster"
 	"github.com/shardkv/shardkv/controller"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/group"
 	"github.com/shardkv/shardkv/internal/memnet"
+	"github.com/shardkv/shardkv/internal/rpc"
 	"github.com/shardkv/shardkv/raftnode"
 )
 
@@ -165,8 +168,21 @@ func (h *harness) join(gids ...uint64) {
 	for _, g := range gids {
 		groups[g] = h.c.GroupAddrs(g)
 	}
-	if _, err := cl.Join(h.ctx, groups); err != nil {
-		h.t.Fatal(err)
+	// The controller's leader asks every replica to identify itself
+	// within ctlserver.JoinCheckLimit (a second); a loaded machine can
+	// miss that on a first dial. Its refusal changes nothing, so try again
+	// (as nemesis's cluster does), for at most 30 s.
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := cl.Join(ctx, groups)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, controllerpb.ErrReplicaUnreachable) || rpc.Sleep(ctx, 200*time.Millisecond) != nil {
+			h.t.Fatal(err)
+		}
+		h.t.Logf("join %v: %v; trying again", gids, err)
 	}
 }
 

@@ -16,11 +16,18 @@ import (
 func TestQuiescedNamesReachPeers(t *testing.T) {
 	a, b := processPair(t, 7, 7)
 	ta, _ := a.join(t, 1)
-	tb, _ := b.join(t, 2)
+	tb, rb := b.join(t, 2)
 	q1, q2 := ta.(transport.Quiescence), tb.(transport.Quiescence)
-	named := func() bool { return time.Since(q2.QuiescedAt(1)) < 2*transport.QuiescedInterval }
-	// The stream to b opens with a first message.
-	ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
+	named := func() bool { return !q2.QuiescedAt(1).IsZero() }
+	// hello sends member 2 a message from member 1 and waits for it: one
+	// ordered stream carries a's messages and names to b, so every name
+	// sent before has arrived too. The first opens the stream.
+	hello := func() {
+		n, _ := rb.count()
+		ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
+		waitFor(t, func() bool { m, _ := rb.count(); return m > n })
+	}
+	hello()
 	if named() {
 		t.Fatal("member 1 named quiesced before it was")
 	}
@@ -36,9 +43,14 @@ func TestQuiescedNamesReachPeers(t *testing.T) {
 	if at := b.raft.QuiescedAt(9, 1, 0); !at.IsZero() {
 		t.Fatal("a group b shares nothing with was named to it")
 	}
+	// Once awake, member 1 is named no more: no name arrives after those
+	// sent before the wake (checked by order, not by the names' age,
+	// which a loaded machine stretches).
 	q1.SetQuiesced(false)
+	hello()
+	woke := q2.QuiescedAt(1)
 	time.Sleep(3 * transport.QuiescedInterval)
-	if named() {
+	if !q2.QuiescedAt(1).Equal(woke) {
 		t.Fatal("member 1 still named quiesced after it woke")
 	}
 	if err := ta.Close(); err != nil {
@@ -46,7 +58,7 @@ func TestQuiescedNamesReachPeers(t *testing.T) {
 	}
 	q1.SetQuiesced(true) // late: the member stopped
 	time.Sleep(3 * transport.QuiescedInterval)
-	if named() {
+	if !q2.QuiescedAt(1).Equal(woke) {
 		t.Fatal("a closed member is named quiesced: its process vouches for a stopped replica")
 	}
 }
