@@ -35,12 +35,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runProbeClient writes a key of one shard in a loop for
-// SHARDKV_PROBE_SECONDS and prints the unix nanoseconds of every success.
+// runProbeClient writes a key of one shard in a loop until its standard
+// input closes (or SHARDKV_PROBE_SECONDS pass) and prints the unix
+// nanoseconds of every success.
 func runProbeClient() int {
 	secs, _ := strconv.Atoi(os.Getenv("SHARDKV_PROBE_SECONDS"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
 	defer cancel()
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
 	cl, err := client.New(ctx, strings.Split(os.Getenv("SHARDKV_CONTROLLERS"), ","))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -131,9 +136,12 @@ func startFaultCluster(t *testing.T) *faultCluster {
 }
 
 // probeWindows runs the probing client (this test binary, as another user)
-// for total, calls fault at cutAt and heal at healAt, and returns the
-// longest window without a success from the fault on, and the time from
-// the heal to the first success.
+// for total from its first success, calls fault at cutAt and heal at
+// healAt (also from its first success), and returns the longest window
+// without a success from the fault on, and the time from the heal to the
+// first success. The clock starts at the first success, not at the
+// probe's start: on a slow machine, starting a copy of this race-built
+// binary must not eat into the time before the fault.
 func (fc *faultCluster) probeWindows(t *testing.T, cutAt, healAt, total time.Duration, fault, heal func()) (longest, afterHeal time.Duration) {
 	t.Helper()
 	self, err := os.Executable()
@@ -149,9 +157,13 @@ func (fc *faultCluster) probeWindows(t *testing.T, cutAt, healAt, total time.Dur
 	}
 	probe := exec.Command(exe)
 	probe.Env = append(os.Environ(), "SHARDKV_PROBE_CLIENT=1", "SHARDKV_CONTROLLERS="+fc.ctls,
-		fmt.Sprintf("SHARDKV_PROBE_SECONDS=%d", int(total.Seconds())))
+		fmt.Sprintf("SHARDKV_PROBE_SECONDS=%d", int(total.Seconds())+60)) // a bound: closing stdin ends it
 	probe.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: clientUID, Gid: clientUID}}
 	stdout, err := probe.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := probe.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,23 +172,37 @@ func (fc *faultCluster) probeWindows(t *testing.T, cutAt, healAt, total time.Dur
 	if err := probe.Start(); err != nil {
 		t.Fatal(err)
 	}
-	successes := make(chan []time.Time, 1)
+	successes, first := make(chan []time.Time, 1), make(chan struct{})
 	go func() {
 		var ts []time.Time
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if n, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
+				if ts == nil {
+					close(first)
+				}
 				ts = append(ts, time.Unix(0, n))
 			}
 		}
 		successes <- ts
 	}()
+	select {
+	case <-first:
+	case <-successes:
+		err := probe.Wait()
+		t.Fatalf("probe client ended without a success: %v: %s", err, stderr.String())
+	case <-time.After(30 * time.Second):
+		stdin.Close()
+		t.Fatalf("probe client: no success within 30 s: %s", stderr.String())
+	}
 	time.Sleep(cutAt)
 	fault()
 	cut := time.Now()
 	time.Sleep(healAt - cutAt)
 	heal()
 	healTime := time.Now()
+	time.Sleep(total - healAt)
+	stdin.Close()
 	ts := <-successes
 	if err := probe.Wait(); err != nil {
 		t.Fatalf("probe client: %v: %s", err, stderr.String())
