@@ -168,18 +168,21 @@ func (h *harness) join(gids ...uint64) {
 	for _, g := range gids {
 		groups[g] = h.c.GroupAddrs(g)
 	}
-	// The controller's leader asks every replica to identify itself
-	// within ctlserver.JoinCheckLimit (a second); a loaded machine can
-	// miss that on a first dial. Its refusal changes nothing, so try again
-	// (as nemesis's cluster does), for at most 30 s.
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
+	// The controller's leader asks every replica to identify itself within
+	// a second at most (ctlserver.JoinCheckLimit, or half of the request's
+	// time left); a loaded machine can miss that on a first dial. Its
+	// refusal changes nothing, so try again (as nemesis's cluster does),
+	// for 30 s after the first refusal.
+	var deadline time.Time
 	for {
-		_, err := cl.Join(ctx, groups)
+		_, err := cl.Join(h.ctx, groups)
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, controllerpb.ErrReplicaUnreachable) || rpc.Sleep(ctx, 200*time.Millisecond) != nil {
+		if deadline.IsZero() {
+			deadline = time.Now().Add(30 * time.Second)
+		}
+		if !errors.Is(err, controllerpb.ErrReplicaUnreachable) || time.Now().After(deadline) || rpc.Sleep(h.ctx, 200*time.Millisecond) != nil {
 			h.t.Fatal(err)
 		}
 		h.t.Logf("join %v: %v; trying again", gids, err)
