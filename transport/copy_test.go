@@ -129,12 +129,9 @@ func TestBothCopiesNamedQuiesced(t *testing.T) {
 		})
 	}
 	// Once only the old copy names member 1, its names change nothing.
-	// The message sent after the wake arrives after every name sent
-	// before it (one ordered stream from c to b).
+	// The barrier after the wake orders every name c sent before it.
 	members[1].(transport.Quiescence).SetQuiesced(false)
-	n, _ := rb.count()
-	members[1].Send(hello)
-	waitFor(t, func() bool { m, _ := rb.count(); return m > n })
+	barrier(t, members[1], &rb.recorder, hello)
 	woke := named()
 	time.Sleep(3 * transport.QuiescedInterval)
 	if !named().Equal(woke) {

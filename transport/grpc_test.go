@@ -321,6 +321,16 @@ func TestHeartbeatsOfManyGroupsShareBatches(t *testing.T) {
 	}
 }
 
+// barrier sends msgs from tr and waits until r has them all: a process
+// sends to a peer process on one ordered stream, so whatever tr's process
+// sent that peer before (messages and quiesced names) has arrived too.
+func barrier(t *testing.T, tr transport.Transport, r *recorder, msgs []*raftpb.Message) {
+	t.Helper()
+	n, _ := r.count()
+	tr.Send(msgs)
+	waitFor(t, func() bool { m, _ := r.count(); return m >= n+len(msgs) })
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {

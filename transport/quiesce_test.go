@@ -19,13 +19,9 @@ func TestQuiescedNamesReachPeers(t *testing.T) {
 	tb, rb := b.join(t, 2)
 	q1, q2 := ta.(transport.Quiescence), tb.(transport.Quiescence)
 	named := func() bool { return !q2.QuiescedAt(1).IsZero() }
-	// hello sends member 2 a message from member 1 and waits for it: one
-	// ordered stream carries a's messages and names to b, so every name
-	// sent before has arrived too. The first opens the stream.
+	// hello is a barrier on a's stream to b; the first opens the stream.
 	hello := func() {
-		n, _ := rb.count()
-		ta.Send([]*raftpb.Message{{Type: raftpb.MessageType_MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
-		waitFor(t, func() bool { m, _ := rb.count(); return m > n })
+		barrier(t, ta, rb, []*raftpb.Message{{Type: raftpb.MessageType_MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
 	}
 	hello()
 	if named() {
