@@ -270,18 +270,24 @@ func keys(n int) []string {
 }
 
 // waitSettled waits until every running group has installed the
-// controller's latest configuration and finished its migrations.
+// controller's latest configuration and finished its migrations. Only a
+// leader's view counts (a follower may lag), so every group of the latest
+// configuration must show a leader: one that has none cannot prove it
+// finished, and is not settled. A group outside it is checked when it
+// shows a leader (it may still hold shards to hand over).
 func (h *harness) waitSettled() {
 	h.t.Helper()
 	latest := h.latest()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		settled, why := true, ""
+		led := map[uint64]bool{}
 		for _, r := range h.c.Replicas() {
 			s := h.c.Group(r)
 			if s == nil || !s.Node().Status().IsLeader {
 				continue
 			}
+			led[r.Group] = true
 			v := s.StateMachine().View()
 			if v.Config.Num != latest.Num {
 				settled, why = false, fmt.Sprintf("group %d at configuration %d, latest %d", r.Group, v.Config.Num, latest.Num)
@@ -290,6 +296,11 @@ func (h *harness) waitSettled() {
 				if sh.State != group.Serving && sh.State != group.Absent {
 					settled, why = false, fmt.Sprintf("group %d shard %d %v", r.Group, shard, sh.State)
 				}
+			}
+		}
+		for gid := range latest.Groups {
+			if !led[gid] {
+				settled, why = false, fmt.Sprintf("group %d (in configuration %d) shows no leader", gid, latest.Num)
 			}
 		}
 		if settled {
