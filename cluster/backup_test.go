@@ -436,12 +436,12 @@ func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
 	// The follower the restore goes through is chosen once the leader is
 	// known, as late as can be: the restore is proposed through it from
 	// then on, so it cannot change. Leadership may still move before
-	// chunk 3; if it moves to the follower, no replica can be stopped that
-	// both leads and leaves the restore running (raftnode.Node offers no
-	// way to move leadership off a replica), and the test fails saying so
-	// rather than stop a follower and test less. In a healthy in-memory
-	// group leadership moves only after a stall longer than an election
-	// timeout.
+	// chunk 3 (in a healthy in-memory group only after a stall longer
+	// than an election timeout). If it moves to the follower, no replica
+	// can be stopped that both leads and leaves the restore running
+	// (raftnode.Node offers no way to move leadership off a replica): the
+	// test skips, saying so, rather than stop a follower and pass having
+	// tested less, or fail on the machine's timing.
 	var follower *groupserver.Server
 	first := h.leaderOf(1)
 	for _, id := range []uint64{1, 2, 3} {
@@ -459,18 +459,15 @@ func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			leader = h.leaderOf(1)
 			if leader.ID == followerID {
-				t.Fatalf("leadership moved to replica %d, the follower the restore goes through, before chunk 3: "+
+				t.Skipf("leadership moved to replica %d, the follower the restore goes through, before chunk 3: "+
 					"stopping the leader would stop the restore, so no leader loss can be tested", followerID)
 			}
-			if follower.Node().Status().Leader == leader.ID {
+			if s := h.c.Group(leader); s != nil && s.Node().Status().IsLeader && follower.Node().Status().Leader == leader.ID {
 				break
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("replica %d leads, but the follower (replica %d) follows replica %d", leader.ID, followerID, follower.Node().Status().Leader)
 			}
-		}
-		if s := h.c.Group(leader); s == nil || !s.Node().Status().IsLeader {
-			t.Fatalf("replica %d, about to be stopped as group 1's leader, no longer leads", leader.ID)
 		}
 		h.c.StopReplica(leader)
 		t.Logf("stopped replica %d, the leader, at chunk 3", leader.ID)
