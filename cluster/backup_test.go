@@ -415,29 +415,62 @@ func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
 			keys = append(keys, k)
 		}
 	}
-	var follower *groupserver.Server
-	var leaderID uint64
-	for deadline := time.Now().Add(10 * time.Second); leaderID == 0 || follower == nil; time.Sleep(20 * time.Millisecond) {
-		leaderID, follower = 0, nil
-		for _, id := range []uint64{1, 2, 3} {
-			s := h.c.Group(cluster.Replica{Group: 1, ID: id})
-			if s.Node().Status().IsLeader {
-				leaderID = id
-			} else if follower == nil {
-				follower = s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-	}
 	// A restore is at a configuration the group has installed (as
 	// Cluster.Restore waits for it): right after the join, the group may
-	// not have yet.
-	for deadline := time.Now().Add(10 * time.Second); follower.StateMachine().View().Config.Num < cfg.Num; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the follower did not install configuration %d", cfg.Num)
+	// not have yet. Every replica is waited for, so that the follower can
+	// be chosen after, right before the restore.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		installed := 0
+		for _, id := range []uint64{1, 2, 3} {
+			if s := h.c.Group(cluster.Replica{Group: 1, ID: id}); s != nil && s.StateMachine().View().Config.Num >= cfg.Num {
+				installed++
+			}
 		}
+		if installed == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of group 1's 3 replicas installed configuration %d", installed, cfg.Num)
+		}
+	}
+	// The follower the restore goes through is chosen once the leader is
+	// known, as late as can be: the restore is proposed through it from
+	// then on, so it cannot change. Leadership may still move before
+	// chunk 3 (in a healthy in-memory group only after a stall longer
+	// than an election timeout). If it moves to the follower, no replica
+	// can be stopped that both leads and leaves the restore running
+	// (raftnode.Node offers no way to move leadership off a replica): the
+	// test skips, saying so, rather than stop a follower and pass having
+	// tested less, or fail on the machine's timing.
+	var follower *groupserver.Server
+	first := h.leaderOf(1)
+	for _, id := range []uint64{1, 2, 3} {
+		if id != first.ID {
+			follower = h.c.Group(cluster.Replica{Group: 1, ID: id})
+			break
+		}
+	}
+	followerID := follower.Node().Status().ID
+	// stopLeader stops the replica of group 1 that leads now, and the
+	// follower follows (its proposals go there): the leader found at the
+	// start may have lost leadership since.
+	stopLeader := func() {
+		var leader cluster.Replica
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			leader = h.leaderOf(1)
+			if leader.ID == followerID {
+				t.Skipf("leadership moved to replica %d, the follower the restore goes through, before chunk 3: "+
+					"stopping the leader would stop the restore, so no leader loss can be tested", followerID)
+			}
+			if s := h.c.Group(leader); s != nil && s.Node().Status().IsLeader && follower.Node().Status().Leader == leader.ID {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %d leads, but the follower (replica %d) follows replica %d", leader.ID, followerID, follower.Node().Status().Leader)
+			}
+		}
+		h.c.StopReplica(leader)
+		t.Logf("stopped replica %d, the leader, at chunk 3", leader.ID)
 	}
 	stopped := false
 	calls := 0
@@ -446,7 +479,7 @@ func TestRestoreResumesAfterLeaderLoss(t *testing.T) {
 		for n := from; n <= chunks; n++ {
 			if n == 3 && !stopped {
 				stopped = true
-				h.c.StopReplica(cluster.Replica{Group: 1, ID: leaderID})
+				stopLeader() // read runs on the test's goroutine: it may fail the test
 			}
 			c := &grouppb.ShardChunk{Last: n == chunks}
 			for _, k := range keys[(n-1)*2 : n*2] {

@@ -113,6 +113,14 @@ func TestBothCopiesNamedQuiesced(t *testing.T) {
 		tr.(transport.Quiescence).SetQuiesced(true)
 		members = append(members, tr)
 	}
+	// The control on c: the new copy's member 3, quiesced throughout, is
+	// named on c's stream to b (which carries group 1's names since the
+	// hello).
+	control, err := c.net.Join(1, 3, &copyMember{token: newCopy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	control.(transport.Quiescence).SetQuiesced(true)
 	// While both copies name member 1, the new copy's member 1 is named
 	// at every look and each of its names counts. Checked by the names'
 	// order, not by their age, which a loaded machine stretches.
@@ -130,10 +138,17 @@ func TestBothCopiesNamedQuiesced(t *testing.T) {
 	}
 	// Once only the old copy names member 1, its names change nothing.
 	// The barrier after the wake orders every name c sent before it.
+	// Then two rounds of each stream are waited for: a's, by the old
+	// copy's member 1, which stays quiesced (its names are those under
+	// test), and c's, by a control member of the new copy on c that
+	// stays quiesced (a name of member 1 c made after the wake would
+	// come with it).
 	members[1].(transport.Quiescence).SetQuiesced(false)
 	barrier(t, members[1], &rb.recorder, hello)
 	woke := named()
-	time.Sleep(3 * transport.QuiescedInterval)
+	namedTwiceMore(t, "the new copy's member 1 woke",
+		func() time.Time { return b.raft.QuiescedAt(1, 1, oldCopy) },
+		func() time.Time { return b.raft.QuiescedAt(1, 3, newCopy) })
 	if !named().Equal(woke) {
 		t.Fatal("the old copy's names count as the new copy's member 1")
 	}

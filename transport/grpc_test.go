@@ -331,6 +331,36 @@ func barrier(t *testing.T, tr transport.Transport, r *recorder, msgs []*raftpb.M
 	waitFor(t, func() bool { m, _ := r.count(); return m >= n+len(msgs) })
 }
 
+// namedTwiceMore waits until each control (the QuiescedAt of a member
+// that stays quiesced, one per stream under watch) has been named anew
+// twice since the call: two naming rounds of each stream were sent and
+// heard since then. A check that some member was not named since only
+// proves something once they were: on a stalled machine the naming loop
+// may not run at all during a sleep of a few QuiescedIntervals, and then
+// "nothing changed" holds whether the product is right or not. Call it
+// after what the check is about happened (a wake, a close), and after a
+// barrier where names sent before that must be ordered first.
+func namedTwiceMore(t *testing.T, what string, controls ...func() time.Time) {
+	t.Helper()
+	last := make([]time.Time, len(controls))
+	for i, at := range controls {
+		last[i] = at()
+	}
+	end := time.Now().Add(10 * time.Second)
+	for i, at := range controls {
+		for rounds := 0; rounds < 2; {
+			if now := at(); now.After(last[i]) {
+				last[i], rounds = now, rounds+1
+				continue
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: control %d named anew %d times of 2 in 10 s, so the check would prove nothing", what, i, rounds)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
