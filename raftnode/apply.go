@@ -35,9 +35,9 @@ type appliedWait struct {
 	ch    chan struct{}
 }
 
-// restore hands a snapshot from the leader to the apply goroutine (so the
-// state machine only ever runs on that goroutine, after every entry queued
-// before it) and waits for the state machine to reflect it.
+// restore hands a snapshot from the leader to the apply goroutine (so it
+// runs after every entry queued before it) and waits for the state machine
+// to reflect it.
 func (n *Node) restore(snap *raftpb.Snapshot) error {
 	done := make(chan error, 1)
 	select {
@@ -59,6 +59,7 @@ func (n *Node) applyLoop() {
 		select {
 		case t := <-n.applyc:
 			var err error
+			n.smMu.Lock()
 			switch {
 			case t.snapshot != nil:
 				err = n.applySnapshot(t.snapshot)
@@ -67,10 +68,12 @@ func (n *Node) applyLoop() {
 				t.done <- n.compact(0)
 			default:
 				err = n.applyEntries(t.entries)
+				n.applyQueued.Add(-1)
 				if t.done != nil {
 					t.done <- err
 				}
 			}
+			n.smMu.Unlock()
 			if err != nil {
 				n.fatal(err)
 				return

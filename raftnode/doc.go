@@ -26,11 +26,15 @@
 //  4. A follower sends its messages only now, after its entries are durable:
 //     an append acknowledgement must never precede the append.
 //  5. Committed entries are queued to the apply goroutine, and Advance lets
-//     Raft prepare the next Ready while they apply.
+//     Raft prepare the next Ready while they apply. A small batch (a few
+//     kilobytes) finding the apply goroutine idle is applied by the Ready
+//     loop itself: handing it over would cost a goroutine, and usually a
+//     thread, a wake-up per round on every member.
 //
 // # Applying, snapshots and compaction
 //
-// The apply goroutine hands committed entries to StateMachine.Apply, which
+// The apply goroutine (or the Ready loop, for a small batch) hands
+// committed entries to StateMachine.Apply, one batch at a time, which
 // writes their effects and the applied index in one Pebble batch. Once the
 // log has grown by Config.SnapshotEntries entries or Config.SnapshotBytes
 // bytes since the last snapshot,

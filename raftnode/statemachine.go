@@ -38,8 +38,10 @@ func Commands(entries []Entry, applied uint64, fn func(i int, e Entry) error) (l
 // implementations are deterministic and hold no goroutines, clocks or
 // network.
 //
-// Apply and Restore are called from one goroutine; Snapshot and Applied may
-// be called concurrently with them.
+// Apply and Restore are never called concurrently, and always in log order
+// (by the node's apply goroutine, or by its Ready loop for a small batch,
+// each under the same lock); Snapshot and Applied may be called
+// concurrently with them.
 type StateMachine interface {
 	// Applied is the index of the last entry reflected in the durable state
 	// (0 for a new state machine).
