@@ -75,8 +75,9 @@
 // # Observing changes
 //
 // Watches need the applied changes without making the state machine
-// impure: an Observer (Observe; package group/watch's hub) is called on the
-// apply goroutine once each Apply committed, with that batch's changes in
+// impure: an Observer (Observe; package group/watch's hub) is called by
+// whoever applies (raftnode's apply goroutine or Ready loop) once each
+// Apply committed, with that batch's changes in
 // log order — a write that changed a key (its value and version after),
 // a shard that became servable (arrived) or stopped being owned (left,
 // with the configuration whose owner has it next) — and once per snapshot

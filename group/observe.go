@@ -62,9 +62,11 @@ func (s Shards) Servable(shard int) bool {
 	return shard >= 0 && shard < len(s.States) && s.States[shard].servable()
 }
 
-// Observer is told what the state machine applied, on the apply goroutine
+// Observer is told what the state machine applied, by whoever applied the
+// batch (raftnode's apply goroutine, or its Ready loop for a small batch)
 // after the batch committed, under the state machine's lock: it must not
-// block, and must not call the state machine.
+// block (it would stall the group's raft rounds), and must not call the
+// state machine.
 type Observer interface {
 	// Applied: the changes of the entries up to index, in log order, and
 	// the shard states after them when they changed (nil otherwise).

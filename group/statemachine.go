@@ -71,8 +71,9 @@ type meta struct {
 	incarnation  uint64 // see SetIncarnation; 0 until the first is applied
 }
 
-// StateMachine is a replica group's state. Apply and Restore run on the
-// raft node's apply goroutine; the read methods may run concurrently.
+// StateMachine is a replica group's state. Apply and Restore are called by
+// the raft node one at a time, in log order (its apply goroutine, or its
+// Ready loop for a small batch); the read methods may run concurrently.
 type StateMachine struct {
 	db     *pebble.DB
 	e      *storage.Engine // the engine of db: Restore ingests into it

@@ -68,16 +68,21 @@ func (n *Node) applyLoop() {
 				t.done <- n.compact(0)
 			default:
 				err = n.applyEntries(t.entries)
-				n.applyQueued.Add(-1)
+				if err == nil {
+					// A failed batch stays counted: the Ready loop
+					// never applies past it (queueApply).
+					n.applyQueued.Add(-1)
+				}
 				if t.done != nil {
 					t.done <- err
 				}
 			}
-			n.smMu.Unlock()
 			if err != nil {
-				n.fatal(err)
+				n.fatal(err) // before the Ready loop can take smMu
+				n.smMu.Unlock()
 				return
 			}
+			n.smMu.Unlock()
 		case <-n.stopc:
 			return
 		}

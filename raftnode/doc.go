@@ -26,9 +26,9 @@
 //  4. A follower sends its messages only now, after its entries are durable:
 //     an append acknowledgement must never precede the append.
 //  5. Committed entries are queued to the apply goroutine, and Advance lets
-//     Raft prepare the next Ready while they apply. A small batch (a few
-//     kilobytes) finding the apply goroutine idle is applied by the Ready
-//     loop itself: handing it over would cost a goroutine, and usually a
+//     Raft prepare the next Ready while they apply. A small batch (at most
+//     64 entries and 16 KiB) with no batch queued before it is applied by
+//     the Ready loop itself: handing it over would cost a goroutine, and usually a
 //     thread, a wake-up per round on every member.
 //
 // # Applying, snapshots and compaction

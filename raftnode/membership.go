@@ -409,8 +409,9 @@ func (n *Node) Members() Membership {
 	return m
 }
 
-// applyConfChange applies a committed configuration change entry (apply
-// goroutine): to raft, to the address book and to the network.
+// applyConfChange applies a committed configuration change entry (under
+// smMu, by the apply goroutine or the Ready loop): to raft, to the address
+// book and to the network.
 func (n *Node) applyConfChange(e *raftpb.Entry) (proposal uint64, err error) {
 	cc, err := decodeConfChange(e)
 	if err != nil {

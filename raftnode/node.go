@@ -75,7 +75,7 @@ type Node struct {
 	heardEver map[uint64]bool
 	heardNew  []uint64
 
-	// The membership: written by the apply goroutine, read by anyone.
+	// The membership: written under smMu (by whoever applies), read by anyone.
 	memberMu  sync.RWMutex
 	confState *raftpb.ConfState
 	addrs     map[uint64]string // members added by a change: id -> address
@@ -666,8 +666,8 @@ func (n *Node) handleReady(rd raft.Ready) error {
 }
 
 // queueApply hands committed entries to the apply goroutine, or applies
-// them itself when they are few (at most inlineApplyBytes of data) and the
-// apply goroutine has nothing left to apply: handing a small batch over
+// them itself when they are few (inlineApplyEntries, inlineApplyBytes) and
+// no batch handed over earlier is left to apply: handing a small batch over
 // costs the process a goroutine wake-up, and usually a thread's, per raft
 // round on every member, more than applying it. Large batches still apply
 // beside the next Ready. raft counts the entries applied at the next
@@ -679,13 +679,20 @@ func (n *Node) queueApply(ents []*raftpb.Entry) error {
 	if len(ents) == 0 {
 		return nil
 	}
-	if n.applyQueued.Load() == 0 && entriesBytes(ents) <= inlineApplyBytes {
-		// Only this goroutine queues entries: with none queued, every
-		// committed entry before these is applied (or being applied by
-		// nothing else), and smMu waits out a snapshot or compaction
-		// task of the apply goroutine.
+	if n.applyQueued.Load() == 0 && len(ents) <= inlineApplyEntries && entriesBytes(ents) <= inlineApplyBytes {
+		// Only this goroutine queues entries, and the apply goroutine
+		// counts a batch off only once it applied it: with none counted,
+		// every committed entry before these is applied. smMu waits out
+		// the apply goroutine's last moments on its batch, or a
+		// Node.Compact task.
 		n.smMu.Lock()
 		defer n.smMu.Unlock()
+		select {
+		case <-n.stopc:
+			// Stopped, perhaps by a failed apply: nothing may apply after it.
+			return rpcerr.ErrStopped
+		default:
+		}
 		return n.applyEntries(ents)
 	}
 	var done chan error
@@ -709,9 +716,13 @@ func (n *Node) queueApply(ents []*raftpb.Entry) error {
 	}
 }
 
-// inlineApplyBytes bounds the entry data the Ready loop applies itself
-// (queueApply): a put's or a few puts' batches, not a busy leader's.
-const inlineApplyBytes = 16 << 10
+// inlineApplyBytes and inlineApplyEntries bound what the Ready loop applies
+// itself (queueApply): a few client batches, not a busy leader's rounds,
+// whose apply would delay the next Ready's appends and heartbeats.
+const (
+	inlineApplyBytes   = 16 << 10
+	inlineApplyEntries = 64
+)
 
 // entriesBytes is the data size of ents.
 func entriesBytes(ents []*raftpb.Entry) int {

@@ -46,8 +46,11 @@ func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupted 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // RaftLog is the durable Raft state of one replica: its log, hard state and
-// the metadata of its latest snapshot. Only the replica's Ready loop writes
-// to it, so it needs no locking of its own.
+// the metadata of its latest snapshot. Load, Append and TruncateAfter,
+// which keep its fields, are called from one goroutine at a time (raftnode's
+// Ready loop); Compact touches none of them and may run beside them
+// (raftnode compacts from whichever goroutine applies). So it needs no
+// locking of its own.
 type RaftLog struct {
 	e    *Engine
 	r    Replica

@@ -75,7 +75,8 @@
 // once (ErrFellBehind) rather than ever blocking apply; its client resumes
 // from the last index it got, from the history if it still covers it,
 // otherwise with a COMPACTED gap. Each watcher's stream goroutine drains
-// its queue and sends; the apply goroutine never waits on a network.
+// its queue and sends; the goroutine applying (raftnode's apply goroutine
+// or Ready loop) never waits on a network.
 //
 // A registration (and a resume) replays the history under the hub's lock,
 // so no change is missed or sent twice between the replay and the live
