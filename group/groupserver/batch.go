@@ -83,14 +83,17 @@ func writeBytes(w *kvpb.WriteRequest) int {
 // is left to the GC).
 var queuedWrites = sync.Pool{New: func() any { return &queuedWrite{out: make(chan writeOutcome, 1)} }}
 
-// proposeWrite queues req for the next batch and returns its outcome.
-// Errors are those of raftnode.Node.Propose (certainly not applied, or
-// outcome unknown) or the write's own refusal.
-func (s *Server) proposeWrite(ctx context.Context, req *kvpb.WriteRequest) (*group.WriteResult, error) {
+// queueWrite queues req for the next batch, waiting (until ctx ends) for
+// room in the queue; awaitWrite, with the same ctx, then returns its
+// outcome. Apart, they let one goroutine queue several writes (a KV.Batch)
+// before it waits for any. An error means req was not queued: certainly
+// not applied.
+func (s *Server) queueWrite(ctx context.Context, req *kvpb.WriteRequest) (*queuedWrite, error) {
 	w := queuedWrites.Get().(*queuedWrite)
 	w.ctx, w.req = ctx, req
 	select {
 	case s.writes <- w:
+		return w, nil
 	case <-ctx.Done():
 		w.ctx, w.req = nil, nil
 		queuedWrites.Put(w) // never queued
@@ -100,6 +103,12 @@ func (s *Server) proposeWrite(ctx context.Context, req *kvpb.WriteRequest) (*gro
 		queuedWrites.Put(w)
 		return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
 	}
+}
+
+// awaitWrite returns the outcome of w, queued by queueWrite with ctx, and
+// recycles w. Errors are those of raftnode.Node.Propose (certainly not
+// applied, or outcome unknown) or the write's own refusal.
+func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteResult, error) {
 	var o writeOutcome
 	select {
 	case o = <-w.out:

@@ -189,20 +189,33 @@ func (k kvRoutes) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.St
 }
 
 // Batch implements kvpb.KVServer: every op is served as its own Get or
-// Write would be (routed by its group, with its own deadline),
-// concurrently, so that the batch's writes share raft entries; an op's
-// failure is its result, never the batch's. Permissions are checked op by
-// op before the batch gets here (auth.Guard).
+// Write would be (routed by its group, with its own deadline), and none
+// waits for another; an op's failure is its result, never the batch's.
+// Permissions are checked op by op before the batch gets here
+// (auth.Guard). The writes are queued one after another by this
+// goroutine, so that they share raft entries, and then waited for: a
+// goroutine per write would cost a hand-off each and only wait. The gets
+// run concurrently, each waiting for its group's read round.
 func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.BatchReply, error) {
 	ops := req.GetOps()
 	if len(ops) > kvpb.MaxBatchOps {
 		return nil, kvpb.Errors.ToStatus(fmt.Errorf("%w: a batch of %d ops (at most %d)", rpcerr.ErrMalformed, len(ops), kvpb.MaxBatchOps))
 	}
 	results := make([]*kvpb.BatchResult, len(ops))
-	var wg sync.WaitGroup
+	var (
+		wg     sync.WaitGroup
+		writes []batchWrite
+		last   = -1 // the last op that is not a write: run on this goroutine
+	)
 	for i, op := range ops {
-		if i == len(ops)-1 {
-			results[i] = k.batchOp(ctx, op) // the last on this goroutine
+		if _, ok := op.GetOp().(*kvpb.BatchOp_Write); !ok {
+			last = i
+		}
+	}
+	// The gets first: a write waiting for room in its group's queue
+	// (queueWrite) holds up the writes after it, never a get.
+	for i, op := range ops {
+		if _, ok := op.GetOp().(*kvpb.BatchOp_Write); ok || i == last {
 			continue
 		}
 		wg.Add(1)
@@ -211,9 +224,74 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 			results[i] = k.batchOp(ctx, op)
 		})
 	}
+	for i, op := range ops {
+		if w, ok := op.GetOp().(*kvpb.BatchOp_Write); ok {
+			writes = append(writes, k.startBatchWrite(ctx, i, op, w.Write))
+		}
+	}
+	if last >= 0 {
+		results[last] = k.batchOp(ctx, ops[last])
+	}
+	for _, w := range writes {
+		results[w.i] = w.finish()
+	}
 	wg.Wait()
 	fitReply(results)
 	return &kvpb.BatchReply{Results: results}, nil
+}
+
+// batchWrite is a write of a KV.Batch, queued (or refused) by
+// startBatchWrite and answered by finish.
+type batchWrite struct {
+	i      int // its op's place in the batch
+	s      *Server
+	ctx    context.Context
+	cancel context.CancelFunc
+	w      *queuedWrite
+	op     string // for the metrics
+	start  time.Time
+	res    *kvpb.BatchResult // the answer of a write refused before it was queued
+}
+
+// startBatchWrite routes and queues the write req, op i of a batch, as
+// Write would, with the op's own deadline.
+func (k kvRoutes) startBatchWrite(ctx context.Context, i int, op *kvpb.BatchOp, req *kvpb.WriteRequest) batchWrite {
+	b := batchWrite{i: i, ctx: ctx, cancel: func() {}, op: opName(req.GetOp())}
+	if ms := op.GetTimeoutMs(); ms > 0 {
+		b.ctx, b.cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+	}
+	s, err := k.r.enter(req.GetGroup())
+	if err != nil {
+		b.cancel()
+		b.res = kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
+		return b
+	}
+	b.start = time.Now()
+	w, err := s.startWrite(b.ctx, req)
+	if err != nil {
+		s.observe(b.op, err, b.start)
+		s.gate.exit()
+		b.cancel()
+		b.res = kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
+		return b
+	}
+	b.s, b.w = s, w
+	return b
+}
+
+// finish waits for a queued write's outcome and returns its result.
+func (b batchWrite) finish() *kvpb.BatchResult {
+	if b.res != nil {
+		return b.res
+	}
+	defer b.cancel()
+	defer b.s.gate.exit()
+	res, err := b.s.awaitWrite(b.ctx, b.w)
+	b.s.observe(b.op, err, b.start)
+	if err != nil {
+		return kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
+	}
+	return &kvpb.BatchResult{Result: &kvpb.BatchResult_Write{Write: b.s.writeReply(res)}}
 }
 
 // fitReply keeps a batch's reply within kvpb.MaxBatchReplyBytes: past it,

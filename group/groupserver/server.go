@@ -343,8 +343,13 @@ func (s *Server) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.Write
 	if err != nil {
 		return nil, kvpb.Errors.ToStatus(err)
 	}
+	return s.writeReply(res), nil
+}
+
+// writeReply is a write's answer.
+func (s *Server) writeReply(res *group.WriteResult) *kvpb.WriteReply {
 	return &kvpb.WriteReply{Header: s.header(), Succeeded: res.Succeeded, Version: res.Version,
-		Value: res.Value, ValueReturned: res.ValueReturned}, nil
+		Value: res.Value, ValueReturned: res.ValueReturned}
 }
 
 func opName(op kvpb.WriteOp) string {
@@ -364,6 +369,16 @@ func opName(op kvpb.WriteOp) string {
 // write proposes a client write and returns its answer (an opening's is
 // an empty success).
 func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.WriteResult, error) {
+	w, err := s.startWrite(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return s.awaitWrite(ctx, w)
+}
+
+// startWrite checks a client write and queues it (queueWrite); an error
+// means it was refused, certainly not applied.
+func (s *Server) startWrite(ctx context.Context, req *kvpb.WriteRequest) (*queuedWrite, error) {
 	if err := s.precheck(req.GetOp(), req.GetKey(), req.GetValue()); err != nil {
 		return nil, err
 	}
@@ -375,7 +390,7 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.Writ
 	if err := s.cfg.Engine.Health(); err != nil {
 		return nil, err
 	}
-	return s.proposeWrite(ctx, req)
+	return s.queueWrite(ctx, req)
 }
 
 // internalAPI serves grouppb's services for one replica: the handoff
