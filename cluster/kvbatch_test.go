@@ -2,6 +2,8 @@ package cluster_test
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -58,6 +60,43 @@ func TestBatchServesEachOpAsItsOwnCall(t *testing.T) {
 	if res[3].Err() != nil || res[3].GetWrite() == nil {
 		t.Errorf("opening a session: %v", res[3].Err())
 	}
+	// Writes of both groups, a write for a group the node does not host
+	// and one with a key too large, in one batch: the writes are queued
+	// by the handler itself, each still answered as its own call.
+	k2 := ""
+	for i := 0; k2 == ""; i++ {
+		if c := fmt.Sprintf("o%d", i); h.ownerOf(cl, c) != gid {
+			k2 = c
+		}
+	}
+	put := func(key string, g uint64, value string) *kvpb.BatchOp {
+		return &kvpb.BatchOp{Op: &kvpb.BatchOp_Write{Write: &kvpb.WriteRequest{Op: kvpb.WriteOp_WRITE_OP_PUT,
+			Key: []byte(key), Value: []byte(value), Group: g}}}
+	}
+	reply, err = kvpb.NewKVClient(conn).Batch(h.ctx, &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{
+		put("k", gid, "v2"), get(gid), put(k2, h.ownerOf(cl, k2), "v3"), put("k", 99, "x"),
+		put(strings.Repeat("k", kvpb.DefaultMaxKeySize+1), gid, "x"),
+	}}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = reply.GetResults()
+	for _, i := range []int{0, 2} {
+		if w := res[i].GetWrite(); res[i].Err() != nil || !w.GetSucceeded() {
+			t.Errorf("op %d, a put: %v %v", i, w, res[i].Err())
+		}
+	}
+	if res[1].Err() != nil {
+		t.Errorf("op 1, a get among writes: %v", res[1].Err())
+	}
+	if err := res[3].Err(); !errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrWrongGroup) {
+		t.Errorf("a write for a group the node does not host: %v, want WRONG_GROUP", err)
+	}
+	if res[4].Err() == nil {
+		t.Errorf("a write with a key of %d bytes succeeded", kvpb.DefaultMaxKeySize+1)
+	}
+	h.check(cl, "k", "v2")
+	h.check(cl, k2, "v3")
 	// A batch larger than the limit is refused whole.
 	big := &kvpb.BatchRequest{}
 	for range kvpb.MaxBatchOps + 1 {

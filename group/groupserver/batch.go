@@ -2,6 +2,7 @@ package groupserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -83,14 +84,29 @@ func writeBytes(w *kvpb.WriteRequest) int {
 // is left to the GC).
 var queuedWrites = sync.Pool{New: func() any { return &queuedWrite{out: make(chan writeOutcome, 1)} }}
 
+// errQueueFull is queueWrite's answer, not waiting, when the queue has no
+// room: req was not queued.
+var errQueueFull = errors.New("the write queue is full")
+
 // queueWrite queues req for the next batch, waiting (until ctx ends) for
-// room in the queue; awaitWrite, with the same ctx, then returns its
-// outcome. Apart, they let one goroutine queue several writes (a KV.Batch)
-// before it waits for any. An error means req was not queued: certainly
-// not applied.
-func (s *Server) queueWrite(ctx context.Context, req *kvpb.WriteRequest) (*queuedWrite, error) {
+// room in the queue, or, with wait false, failing at once with
+// errQueueFull; awaitWrite, with the same ctx, then returns its outcome.
+// Apart, they let one goroutine queue several writes (a KV.Batch) before
+// it waits for any. An error means req was not queued: certainly not
+// applied.
+func (s *Server) queueWrite(ctx context.Context, req *kvpb.WriteRequest, wait bool) (*queuedWrite, error) {
 	w := queuedWrites.Get().(*queuedWrite)
 	w.ctx, w.req = ctx, req
+	if !wait {
+		select {
+		case s.writes <- w:
+			return w, nil
+		default:
+			w.ctx, w.req = nil, nil
+			queuedWrites.Put(w)
+			return nil, errQueueFull
+		}
+	}
 	select {
 	case s.writes <- w:
 		return w, nil
@@ -111,16 +127,20 @@ func (s *Server) queueWrite(ctx context.Context, req *kvpb.WriteRequest) (*queue
 func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteResult, error) {
 	var o writeOutcome
 	select {
-	case o = <-w.out:
-		w.ctx, w.req, w.waiters = nil, nil, nil
-		w.state.Store(queued)
-		queuedWrites.Put(w)
-	case <-ctx.Done():
-		if !w.state.CompareAndSwap(queued, gaveUp) { // proposed: count itself out of the batch
-			w.waiters.leave(1)
+	case o = <-w.out: // an outcome already there wins over a deadline passed since
+	default:
+		select {
+		case o = <-w.out:
+		case <-ctx.Done():
+			if !w.state.CompareAndSwap(queued, gaveUp) { // proposed: count itself out of the batch
+				w.waiters.leave(1)
+			}
+			return nil, ctx.Err()
 		}
-		return nil, ctx.Err()
 	}
+	w.ctx, w.req, w.waiters = nil, nil, nil
+	w.state.Store(queued)
+	queuedWrites.Put(w)
 	if o.err != nil {
 		return nil, o.err
 	}

@@ -2,6 +2,7 @@ package groupserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -189,14 +190,18 @@ func (k kvRoutes) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.St
 }
 
 // Batch implements kvpb.KVServer: every op is served as its own Get or
-// Write would be (routed by its group, with its own deadline), and none
-// waits for another; an op's failure is its result, never the batch's.
-// Permissions are checked op by op before the batch gets here
-// (auth.Guard). The writes are queued one after another by this
-// goroutine, so that they share raft entries, and then waited for: a
-// goroutine per write would cost a hand-off each and only wait. The gets
-// run concurrently, each waiting for its group's read round.
+// Write would be (routed by its group, with its own deadline from the
+// batch's arrival), and none waits for another; an op's failure is its
+// result, never the batch's. Permissions are checked op by op before the
+// batch gets here (auth.Guard). The handler's goroutine queues the
+// writes, one after another, so that they share raft entries, and then
+// waits for their outcomes: a goroutine per write would cost a hand-off
+// each only to wait. A write finding its group's queue full goes to a
+// goroutine of its own instead, to wait for room there without holding up
+// the others. The gets run concurrently, each waiting for its group's read
+// round.
 func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.BatchReply, error) {
+	arrived := time.Now()
 	ops := req.GetOps()
 	if len(ops) > kvpb.MaxBatchOps {
 		return nil, kvpb.Errors.ToStatus(fmt.Errorf("%w: a batch of %d ops (at most %d)", rpcerr.ErrMalformed, len(ops), kvpb.MaxBatchOps))
@@ -205,32 +210,35 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 	var (
 		wg     sync.WaitGroup
 		writes []batchWrite
-		last   = -1 // the last op that is not a write: run on this goroutine
 	)
-	for i, op := range ops {
-		if _, ok := op.GetOp().(*kvpb.BatchOp_Write); !ok {
-			last = i
-		}
-	}
-	// The gets first: a write waiting for room in its group's queue
-	// (queueWrite) holds up the writes after it, never a get.
-	for i, op := range ops {
-		if _, ok := op.GetOp().(*kvpb.BatchOp_Write); ok || i == last {
-			continue
-		}
+	pooled := func(i int) {
 		wg.Add(1)
 		k.r.ops.run(func() {
 			defer wg.Done()
-			results[i] = k.batchOp(ctx, op)
+			results[i] = k.batchOp(ctx, ops[i], arrived)
 		})
 	}
+	last := -1 // the last get, served on this goroutine
 	for i, op := range ops {
-		if w, ok := op.GetOp().(*kvpb.BatchOp_Write); ok {
-			writes = append(writes, k.startBatchWrite(ctx, i, op, w.Write))
+		w, ok := op.GetOp().(*kvpb.BatchOp_Write)
+		switch {
+		case !ok:
+			if last >= 0 {
+				pooled(last)
+			}
+			last = i
+		default:
+			if b, queued := k.startBatchWrite(ctx, i, op, w.Write, arrived); queued {
+				writes = append(writes, b)
+			} else if b.res != nil {
+				results[i] = b.res
+			} else {
+				pooled(i) // its group's queue is full
+			}
 		}
 	}
 	if last >= 0 {
-		results[last] = k.batchOp(ctx, ops[last])
+		results[last] = k.batchOp(ctx, ops[last], arrived)
 	}
 	for _, w := range writes {
 		results[w.i] = w.finish()
@@ -240,8 +248,17 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 	return &kvpb.BatchReply{Results: results}, nil
 }
 
-// batchWrite is a write of a KV.Batch, queued (or refused) by
-// startBatchWrite and answered by finish.
+// opContext is ctx bounded by op's own deadline, which runs from the
+// batch's arrival.
+func opContext(ctx context.Context, op *kvpb.BatchOp, arrived time.Time) (context.Context, context.CancelFunc) {
+	if ms := op.GetTimeoutMs(); ms > 0 {
+		return context.WithDeadline(ctx, arrived.Add(time.Duration(ms)*time.Millisecond))
+	}
+	return ctx, func() {}
+}
+
+// batchWrite is a write of a KV.Batch queued by startBatchWrite and
+// answered by finish.
 type batchWrite struct {
 	i      int // its op's place in the batch
 	s      *Server
@@ -254,36 +271,38 @@ type batchWrite struct {
 }
 
 // startBatchWrite routes and queues the write req, op i of a batch, as
-// Write would, with the op's own deadline.
-func (k kvRoutes) startBatchWrite(ctx context.Context, i int, op *kvpb.BatchOp, req *kvpb.WriteRequest) batchWrite {
-	b := batchWrite{i: i, ctx: ctx, cancel: func() {}, op: opName(req.GetOp())}
-	if ms := op.GetTimeoutMs(); ms > 0 {
-		b.ctx, b.cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
-	}
+// Write would, without waiting for room in its group's queue. It reports
+// whether the write was queued; if not, either b.res is its answer (it was
+// refused) or the queue was full and nothing was done.
+func (k kvRoutes) startBatchWrite(ctx context.Context, i int, op *kvpb.BatchOp, req *kvpb.WriteRequest, arrived time.Time) (b batchWrite, queued bool) {
+	b = batchWrite{i: i, op: opName(req.GetOp())}
+	b.ctx, b.cancel = opContext(ctx, op, arrived)
 	s, err := k.r.enter(req.GetGroup())
 	if err != nil {
 		b.cancel()
 		b.res = kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
-		return b
+		return b, false
 	}
 	b.start = time.Now()
-	w, err := s.startWrite(b.ctx, req)
+	w, err := s.startWrite(b.ctx, req, false)
 	if err != nil {
-		s.observe(b.op, err, b.start)
 		s.gate.exit()
 		b.cancel()
+		if errors.Is(err, errQueueFull) {
+			return b, false
+		}
+		s.observe(b.op, err, b.start)
 		b.res = kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
-		return b
+		return b, false
 	}
 	b.s, b.w = s, w
-	return b
+	return b, true
 }
 
-// finish waits for a queued write's outcome and returns its result.
+// finish waits for a queued write's outcome and returns its result. The
+// latency observed runs until the handler took the outcome, which may be
+// after an earlier op of the batch (the batch's reply waits for all).
 func (b batchWrite) finish() *kvpb.BatchResult {
-	if b.res != nil {
-		return b.res
-	}
 	defer b.cancel()
 	defer b.s.gate.exit()
 	res, err := b.s.awaitWrite(b.ctx, b.w)
@@ -316,12 +335,9 @@ func fitReply(results []*kvpb.BatchResult) {
 }
 
 // batchOp serves one op of a batch.
-func (k kvRoutes) batchOp(ctx context.Context, op *kvpb.BatchOp) *kvpb.BatchResult {
-	if ms := op.GetTimeoutMs(); ms > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
-		defer cancel()
-	}
+func (k kvRoutes) batchOp(ctx context.Context, op *kvpb.BatchOp, arrived time.Time) *kvpb.BatchResult {
+	ctx, cancel := opContext(ctx, op, arrived)
+	defer cancel()
 	var (
 		res = &kvpb.BatchResult{}
 		err error

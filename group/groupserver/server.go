@@ -369,16 +369,16 @@ func opName(op kvpb.WriteOp) string {
 // write proposes a client write and returns its answer (an opening's is
 // an empty success).
 func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.WriteResult, error) {
-	w, err := s.startWrite(ctx, req)
+	w, err := s.startWrite(ctx, req, true)
 	if err != nil {
 		return nil, err
 	}
 	return s.awaitWrite(ctx, w)
 }
 
-// startWrite checks a client write and queues it (queueWrite); an error
-// means it was refused, certainly not applied.
-func (s *Server) startWrite(ctx context.Context, req *kvpb.WriteRequest) (*queuedWrite, error) {
+// startWrite checks a client write and queues it (queueWrite, waiting
+// for room or not); an error means it was refused, certainly not applied.
+func (s *Server) startWrite(ctx context.Context, req *kvpb.WriteRequest, wait bool) (*queuedWrite, error) {
 	if err := s.precheck(req.GetOp(), req.GetKey(), req.GetValue()); err != nil {
 		return nil, err
 	}
@@ -390,7 +390,7 @@ func (s *Server) startWrite(ctx context.Context, req *kvpb.WriteRequest) (*queue
 	if err := s.cfg.Engine.Health(); err != nil {
 		return nil, err
 	}
-	return s.queueWrite(ctx, req)
+	return s.queueWrite(ctx, req, wait)
 }
 
 // internalAPI serves grouppb's services for one replica: the handoff
