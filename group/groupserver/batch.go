@@ -98,6 +98,16 @@ func (s *Server) queueWrite(ctx context.Context, req *kvpb.WriteRequest, wait bo
 	w := queuedWrites.Get().(*queuedWrite)
 	w.ctx, w.req = ctx, req
 	if !wait {
+		switch {
+		case ctx.Err() != nil:
+			w.ctx, w.req = nil, nil
+			queuedWrites.Put(w)
+			return nil, ctx.Err()
+		case s.ctx.Err() != nil:
+			w.ctx, w.req = nil, nil
+			queuedWrites.Put(w)
+			return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
+		}
 		select {
 		case s.writes <- w:
 			return w, nil
@@ -136,6 +146,20 @@ func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteRe
 				w.waiters.leave(1)
 			}
 			return nil, ctx.Err()
+		case <-s.ctx.Done():
+			// The batcher has stopped: a write it never took will never
+			// be proposed (it skips one given up), and is certainly not
+			// applied; a proposed one gets its outcome (the node fails
+			// its proposals when it stops).
+			if w.state.CompareAndSwap(queued, gaveUp) {
+				return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
+			}
+			select {
+			case o = <-w.out:
+			case <-ctx.Done():
+				w.waiters.leave(1)
+				return nil, ctx.Err()
+			}
 		}
 	}
 	w.ctx, w.req, w.waiters = nil, nil, nil

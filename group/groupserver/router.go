@@ -218,15 +218,19 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 			results[i] = k.batchOp(ctx, ops[i], arrived)
 		})
 	}
-	last := -1 // the last get, served on this goroutine
+	last := -1 // the last op that is not a write (a get), served on this goroutine
+	for i, op := range ops {
+		if _, ok := op.GetOp().(*kvpb.BatchOp_Write); !ok {
+			last = i
+		}
+	}
 	for i, op := range ops {
 		w, ok := op.GetOp().(*kvpb.BatchOp_Write)
 		switch {
 		case !ok:
-			if last >= 0 {
-				pooled(last)
+			if i != last {
+				pooled(i) // at once: no write of the batch holds it up
 			}
-			last = i
 		default:
 			if b, queued := k.startBatchWrite(ctx, i, op, w.Write, arrived); queued {
 				writes = append(writes, b)
