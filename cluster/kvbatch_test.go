@@ -75,7 +75,8 @@ func TestBatchServesEachOpAsItsOwnCall(t *testing.T) {
 	}
 	reply, err = kvpb.NewKVClient(conn).Batch(h.ctx, &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{
 		put("k", gid, "v2"), get(gid), put(k2, h.ownerOf(cl, k2), "v3"), put("k", 99, "x"),
-		put(strings.Repeat("k", kvpb.DefaultMaxKeySize+1), gid, "x"),
+		put(strings.Repeat("k", kvpb.DefaultMaxKeySize+1), gid, "x"), {Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: []byte(k2), Group: h.ownerOf(cl, k2)}}},
+		{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: []byte("k"), Group: gid}}, TimeoutMs: 10_000},
 	}}, grpc.WaitForReady(true))
 	if err != nil {
 		t.Fatal(err)
@@ -86,8 +87,10 @@ func TestBatchServesEachOpAsItsOwnCall(t *testing.T) {
 			t.Errorf("op %d, a put: %v %v", i, w, res[i].Err())
 		}
 	}
-	if res[1].Err() != nil {
-		t.Errorf("op 1, a get among writes: %v", res[1].Err())
+	for _, i := range []int{1, 5, 6} { // gets of both groups, among writes, with and without deadlines
+		if res[i].Err() != nil {
+			t.Errorf("op %d, a get among writes: %v", i, res[i].Err())
+		}
 	}
 	if err := res[3].Err(); !errors.Is(kvpb.Errors.FromStatus(err), kvpb.ErrWrongGroup) {
 		t.Errorf("a write for a group the node does not host: %v, want WRONG_GROUP", err)

@@ -191,15 +191,18 @@ func (k kvRoutes) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.St
 
 // Batch implements kvpb.KVServer: every op is served as its own Get or
 // Write would be (routed by its group, with its own deadline from the
-// batch's arrival), and none waits for another; an op's failure is its
-// result, never the batch's. Permissions are checked op by op before the
-// batch gets here (auth.Guard). The handler's goroutine queues the
-// writes, one after another, so that they share raft entries, and then
-// waits for their outcomes: a goroutine per write would cost a hand-off
-// each only to wait. A write finding its group's queue full goes to a
-// goroutine of its own instead, to wait for room there without holding up
-// the others. The gets run concurrently, each waiting for its group's read
-// round.
+// batch's arrival), and none waits for another's outcome; an op's failure
+// is its result, never the batch's. Permissions are checked op by op
+// before the batch gets here (auth.Guard).
+//
+// The handler's goroutine queues the writes, one after another, so that
+// they share raft entries, and then waits for their outcomes: a goroutine
+// per write would cost a hand-off each only to wait. A write finding its
+// group's queue full goes to a worker instead, to wait for room there
+// without holding up the others. The gets of one group share one read
+// index (batchGets), asked once all of them have arrived; the gets of
+// every group but one are served on workers, so that no group's read
+// round waits for another's.
 func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.BatchReply, error) {
 	arrived := time.Now()
 	ops := req.GetOps()
@@ -208,41 +211,52 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 	}
 	results := make([]*kvpb.BatchResult, len(ops))
 	var (
-		wg     sync.WaitGroup
-		writes []batchWrite
+		wg       sync.WaitGroup
+		writes   []batchWrite
+		gets     = map[uint64][]int{} // group -> its gets' places in the batch
+		getOrder []uint64             // the groups of gets, in order of first get
 	)
-	pooled := func(i int) {
+	onWorker := func(f func()) {
 		wg.Add(1)
 		k.r.ops.run(func() {
 			defer wg.Done()
-			results[i] = k.batchOp(ctx, ops[i], arrived)
+			f()
 		})
 	}
-	last := -1 // the last op that is not a write (a get), served on this goroutine
 	for i, op := range ops {
-		if _, ok := op.GetOp().(*kvpb.BatchOp_Write); !ok {
-			last = i
+		switch o := op.GetOp().(type) {
+		case *kvpb.BatchOp_Get:
+			g := o.Get.GetGroup()
+			if _, ok := gets[g]; !ok {
+				getOrder = append(getOrder, g)
+			}
+			gets[g] = append(gets[g], i)
+		case *kvpb.BatchOp_Write:
+		default:
+			results[i] = k.batchOp(ctx, op, arrived) // malformed: answered at once
+		}
+	}
+	for n, g := range getOrder {
+		if n < len(getOrder)-1 {
+			idx := gets[g]
+			onWorker(func() { k.batchGets(ctx, ops, idx, arrived, results) })
 		}
 	}
 	for i, op := range ops {
 		w, ok := op.GetOp().(*kvpb.BatchOp_Write)
-		switch {
-		case !ok:
-			if i != last {
-				pooled(i) // at once: no write of the batch holds it up
-			}
-		default:
-			if b, queued := k.startBatchWrite(ctx, i, op, w.Write, arrived); queued {
-				writes = append(writes, b)
-			} else if b.res != nil {
-				results[i] = b.res
-			} else {
-				pooled(i) // its group's queue is full
-			}
+		if !ok {
+			continue
+		}
+		if b, queued := k.startBatchWrite(ctx, i, op, w.Write, arrived); queued {
+			writes = append(writes, b)
+		} else if b.res != nil {
+			results[i] = b.res
+		} else {
+			onWorker(func() { results[i] = k.batchOp(ctx, op, arrived) }) // its group's queue is full
 		}
 	}
-	if last >= 0 {
-		results[last] = k.batchOp(ctx, ops[last], arrived)
+	if n := len(getOrder); n > 0 {
+		k.batchGets(ctx, ops, gets[getOrder[n-1]], arrived, results)
 	}
 	for _, w := range writes {
 		results[w.i] = w.finish()
@@ -252,11 +266,89 @@ func (k kvRoutes) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Batc
 	return &kvpb.BatchReply{Results: results}, nil
 }
 
+// batchGets serves the gets ops[idx] of one group, filling results[idx],
+// each answered as its own Get would be: one read index serves them all,
+// since every one of them arrived before it was asked (Raft §6.4: a read
+// is linearizable once the applied index reaches a read index confirmed
+// after the read began). A get whose own deadline passes before the read
+// index is confirmed fails with it, as its own call would have.
+func (k kvRoutes) batchGets(ctx context.Context, ops []*kvpb.BatchOp, idx []int, arrived time.Time, results []*kvpb.BatchResult) {
+	s, err := k.r.enter(ops[idx[0]].GetGet().GetGroup())
+	if err != nil {
+		for _, i := range idx {
+			results[i] = kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
+		}
+		return
+	}
+	defer s.gate.exit()
+	start := time.Now()
+	fail := func(i int, err error) {
+		s.observe("get", err, start)
+		results[i] = kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
+	}
+	// The read index is waited for until the last of the gets' deadlines
+	// (the batch's own, if one of them has none).
+	live := make([]int, 0, len(idx))
+	var last time.Time
+	bounded := true
+	for _, i := range idx {
+		req := ops[i].GetGet()
+		if err := s.precheck(kvpb.WriteOp_WRITE_OP_DELETE, req.GetKey(), nil); err != nil {
+			fail(i, err) // fail fast; checked again after the read index
+			continue
+		}
+		live = append(live, i)
+		if d, ok := opDeadline(ops[i], arrived); ok {
+			if d.After(last) {
+				last = d
+			}
+		} else {
+			bounded = false
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	rctx, cancel := ctx, context.CancelFunc(func() {})
+	if bounded {
+		rctx, cancel = context.WithDeadline(ctx, last)
+	}
+	err = s.node.ReadIndex(rctx)
+	cancel()
+	confirmed := time.Now()
+	for _, i := range live {
+		if d, ok := opDeadline(ops[i], arrived); ok && confirmed.After(d) {
+			fail(i, context.DeadlineExceeded)
+			continue
+		}
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		reply, err := s.readLocal(ops[i].GetGet().GetKey())
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		s.observe("get", nil, start)
+		results[i] = &kvpb.BatchResult{Result: &kvpb.BatchResult_Get{Get: reply}}
+	}
+}
+
+// opDeadline is op's own deadline, which runs from the batch's arrival,
+// and whether it has one.
+func opDeadline(op *kvpb.BatchOp, arrived time.Time) (time.Time, bool) {
+	if ms := op.GetTimeoutMs(); ms > 0 {
+		return arrived.Add(time.Duration(ms) * time.Millisecond), true
+	}
+	return time.Time{}, false
+}
+
 // opContext is ctx bounded by op's own deadline, which runs from the
 // batch's arrival.
 func opContext(ctx context.Context, op *kvpb.BatchOp, arrived time.Time) (context.Context, context.CancelFunc) {
-	if ms := op.GetTimeoutMs(); ms > 0 {
-		return context.WithDeadline(ctx, arrived.Add(time.Duration(ms)*time.Millisecond))
+	if d, ok := opDeadline(op, arrived); ok {
+		return context.WithDeadline(ctx, d)
 	}
 	return ctx, func() {}
 }

@@ -302,7 +302,13 @@ func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 	if err := s.node.ReadIndex(ctx); err != nil {
 		return nil, err
 	}
-	v, version, err := s.sm.Get(req.GetKey())
+	return s.readLocal(req.GetKey())
+}
+
+// readLocal answers a get of key from this replica's state, once a read
+// index confirmed after the get arrived is applied.
+func (s *Server) readLocal(key []byte) (*kvpb.GetReply, error) {
+	v, version, err := s.sm.Get(key)
 	if err != nil {
 		return nil, err
 	}
