@@ -100,6 +100,26 @@ func TestBatchServesEachOpAsItsOwnCall(t *testing.T) {
 	}
 	h.check(cl, "k", "v2")
 	h.check(cl, k2, "v3")
+	// Gets of one group sharing a read index, every one with a deadline:
+	// one with a key too large fails alone.
+	bounded := func(key string) *kvpb.BatchOp {
+		return &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: []byte(key), Group: gid}}, TimeoutMs: 10_000}
+	}
+	reply, err = kvpb.NewKVClient(conn).Batch(h.ctx, &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{
+		bounded("k"), bounded(strings.Repeat("k", kvpb.DefaultMaxKeySize+1)), bounded("k"),
+	}}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = reply.GetResults()
+	for _, i := range []int{0, 2} {
+		if g := res[i].GetGet(); res[i].Err() != nil || string(g.GetValue()) != "v2" {
+			t.Errorf("op %d, a get beside a refused one: %v %v, want v2", i, g, res[i].Err())
+		}
+	}
+	if res[1].Err() == nil {
+		t.Errorf("a get with a key of %d bytes succeeded", kvpb.DefaultMaxKeySize+1)
+	}
 	// A batch larger than the limit is refused whole.
 	big := &kvpb.BatchRequest{}
 	for range kvpb.MaxBatchOps + 1 {

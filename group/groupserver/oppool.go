@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// opPool runs the gets of KV.Batch calls (and a write whose group's
-// queue is full) on goroutines that outlive one op: a fresh goroutine
+// opPool runs the gets of KV.Batch calls, a group's at a time (and a
+// write whose group's queue is full), on goroutines that outlive one op: a fresh goroutine
 // grows (and copies) its stack on every op that reaches Pebble, which cost
 // 18% of a leader's CPU under batched gets; a worker keeps the stack it
 // grew. Workers start on demand, up to

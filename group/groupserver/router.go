@@ -313,7 +313,10 @@ func (k kvRoutes) batchGets(ctx context.Context, ops []*kvpb.BatchOp, idx []int,
 	if bounded {
 		rctx, cancel = context.WithDeadline(ctx, last)
 	}
-	err = s.node.ReadIndex(rctx)
+	err = rctx.Err() // every deadline passed already: no round to ask
+	if err == nil {
+		err = s.node.ReadIndex(rctx)
+	}
 	cancel()
 	confirmed := time.Now()
 	for _, i := range live {
@@ -325,9 +328,9 @@ func (k kvRoutes) batchGets(ctx context.Context, ops []*kvpb.BatchOp, idx []int,
 			fail(i, err)
 			continue
 		}
-		reply, err := s.readLocal(ops[i].GetGet().GetKey())
-		if err != nil {
-			fail(i, err)
+		reply, rerr := s.readLocal(ops[i].GetGet().GetKey())
+		if rerr != nil {
+			fail(i, rerr)
 			continue
 		}
 		s.observe("get", nil, start)
