@@ -88,6 +88,10 @@ var queuedWrites = sync.Pool{New: func() any { return &queuedWrite{out: make(cha
 // room: req was not queued.
 var errQueueFull = errors.New("the write queue is full")
 
+// errStopping answers a write the replica will never propose: it is
+// stopping (certainly not applied).
+var errStopping = fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
+
 // queueWrite queues req for the next batch, waiting (until ctx ends) for
 // room in the queue, or, with wait false, failing at once with
 // errQueueFull; awaitWrite, with the same ctx, then returns its outcome.
@@ -95,40 +99,39 @@ var errQueueFull = errors.New("the write queue is full")
 // it waits for any. An error means req was not queued: certainly not
 // applied.
 func (s *Server) queueWrite(ctx context.Context, req *kvpb.WriteRequest, wait bool) (*queuedWrite, error) {
+	if !wait {
+		// A send that need not wait may win over an ended deadline or a
+		// stop: look at them first.
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if s.ctx.Err() != nil {
+			return nil, errStopping
+		}
+	}
 	w := queuedWrites.Get().(*queuedWrite)
 	w.ctx, w.req = ctx, req
-	if !wait {
-		switch {
-		case ctx.Err() != nil:
-			w.ctx, w.req = nil, nil
-			queuedWrites.Put(w)
-			return nil, ctx.Err()
-		case s.ctx.Err() != nil:
-			w.ctx, w.req = nil, nil
-			queuedWrites.Put(w)
-			return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
+	var err error
+	if wait {
+		select {
+		case s.writes <- w:
+			return w, nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-s.ctx.Done():
+			err = errStopping
 		}
+	} else {
 		select {
 		case s.writes <- w:
 			return w, nil
 		default:
-			w.ctx, w.req = nil, nil
-			queuedWrites.Put(w)
-			return nil, errQueueFull
+			err = errQueueFull
 		}
 	}
-	select {
-	case s.writes <- w:
-		return w, nil
-	case <-ctx.Done():
-		w.ctx, w.req = nil, nil
-		queuedWrites.Put(w) // never queued
-		return nil, ctx.Err()
-	case <-s.ctx.Done():
-		w.ctx, w.req = nil, nil
-		queuedWrites.Put(w)
-		return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
-	}
+	w.ctx, w.req = nil, nil
+	queuedWrites.Put(w) // never queued
+	return nil, err
 }
 
 // awaitWrite returns the outcome of w, queued by queueWrite with ctx, and
@@ -139,26 +142,26 @@ func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteRe
 	select {
 	case o = <-w.out: // an outcome already there wins over a deadline passed since
 	default:
-		select {
-		case o = <-w.out:
-		case <-ctx.Done():
-			if !w.state.CompareAndSwap(queued, gaveUp) { // proposed: count itself out of the batch
-				w.waiters.leave(1)
-			}
-			return nil, ctx.Err()
-		case <-s.ctx.Done():
-			// The batcher has stopped: a write it never took will never
-			// be proposed (it skips one given up), and is certainly not
-			// applied; a proposed one gets its outcome (the node fails
-			// its proposals when it stops).
-			if w.state.CompareAndSwap(queued, gaveUp) {
-				return nil, fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady)
-			}
+		stopping := s.ctx.Done()
+	wait:
+		for {
 			select {
 			case o = <-w.out:
+				break wait
 			case <-ctx.Done():
-				w.waiters.leave(1)
+				if !w.state.CompareAndSwap(queued, gaveUp) { // proposed: count itself out of the batch
+					w.waiters.leave(1)
+				}
 				return nil, ctx.Err()
+			case <-stopping:
+				// The batcher has stopped: a write it never took will
+				// never be proposed (it skips one given up), and is
+				// certainly not applied; a proposed one gets its outcome
+				// (the node fails its proposals when it stops).
+				if w.state.CompareAndSwap(queued, gaveUp) {
+					return nil, errStopping
+				}
+				stopping = nil
 			}
 		}
 	}

@@ -6,13 +6,12 @@ import (
 )
 
 // opPool runs the gets of KV.Batch calls, a group's at a time (and a
-// write whose group's queue is full), on goroutines that outlive one op: a fresh goroutine
-// grows (and copies) its stack on every op that reaches Pebble, which cost
-// 18% of a leader's CPU under batched gets; a worker keeps the stack it
-// grew. Workers start on demand, up to
-// maxOpWorkers, and end after opWorkerIdle without work; an op no worker
-// is free for gets a goroutine of its own, as gRPC does beyond its stream
-// workers.
+// write whose group's queue is full), on goroutines that outlive one op:
+// a fresh goroutine grows (and copies) its stack on every op that reaches
+// Pebble, which cost 18% of a leader's CPU under batched gets; a worker
+// keeps the stack it grew. Workers start on demand, up to maxOpWorkers,
+// and end after opWorkerIdle without work; an op no worker is free for
+// gets a goroutine of its own, as gRPC does beyond its stream workers.
 type opPool struct {
 	work    chan func() // unbuffered: a send succeeds only to an idle worker
 	workers atomic.Int32

@@ -293,7 +293,7 @@ func (k kvRoutes) batchGets(ctx context.Context, ops []*kvpb.BatchOp, idx []int,
 	bounded := true
 	for _, i := range idx {
 		req := ops[i].GetGet()
-		if err := s.precheck(kvpb.WriteOp_WRITE_OP_DELETE, req.GetKey(), nil); err != nil {
+		if err := s.precheckRead(req.GetKey()); err != nil {
 			fail(i, err) // fail fast; checked again after the read index
 			continue
 		}

@@ -288,6 +288,12 @@ func (s *Server) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply,
 // to it, so a client cut off from the leader is served by any replica that
 // reaches it. Only the leader answers ownership before the log: a follower
 // may lag, and the state after the read index (or at apply) decides.
+// precheckRead is precheck for a read of key: a delete's check is the
+// check of a key alone.
+func (s *Server) precheckRead(key []byte) error {
+	return s.precheck(kvpb.WriteOp_WRITE_OP_DELETE, key, nil)
+}
+
 func (s *Server) precheck(op kvpb.WriteOp, key, value []byte) error {
 	if s.node.Status().IsLeader {
 		return s.sm.CheckWrite(op, key, value)
@@ -296,7 +302,7 @@ func (s *Server) precheck(op kvpb.WriteOp, key, value []byte) error {
 }
 
 func (s *Server) get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetReply, error) {
-	if err := s.precheck(kvpb.WriteOp_WRITE_OP_DELETE, req.GetKey(), nil); err != nil {
+	if err := s.precheckRead(req.GetKey()); err != nil {
 		return nil, err // fail fast; checked again after the read index
 	}
 	if err := s.node.ReadIndex(ctx); err != nil {

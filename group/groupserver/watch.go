@@ -32,7 +32,7 @@ func (s *Server) Watch(req *kvpb.WatchRequest, stream grpc.ServerStreamingServer
 		if s.ctx.Err() != nil {
 			// Stopped (a node dropping the replica waits for its streams:
 			// Retire); the client moves to another replica.
-			return kvpb.Errors.ToStatus(fmt.Errorf("%w: the replica is stopping", kvpb.ErrNotReady))
+			return kvpb.Errors.ToStatus(errStopping)
 		}
 		if reply.ProgressIndex != 0 && s.node.Status().Leader == 0 {
 			return kvpb.Errors.ToStatus(s.node.NotLeader())
