@@ -134,7 +134,7 @@ func (s *Store) Apply(ents []raftnode.Entry) ([]any, error) {
 	// Not synced: the raft log holds these entries durably, and Pebble's
 	// single WAL makes this batch durable no later than any later synced
 	// write.
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := s.e.Commit(b, false); err != nil {
 		return nil, err
 	}
 	s.applied = last

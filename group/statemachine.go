@@ -214,7 +214,7 @@ func (sm *StateMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	}
 	// Not synced: the log holds these entries durably, and Pebble's single
 	// WAL makes this batch durable no later than any later synced write.
-	if err := a.b.Commit(pebble.NoSync); err != nil {
+	if err := sm.e.Commit(a.b, false); err != nil {
 		return nil, err
 	}
 	committed = true

@@ -199,7 +199,7 @@ type quietLogger struct {
 func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
 func (l quietLogger) Fatalf(format string, args ...any) {
-	err := fmt.Errorf("storage %s: fatal: %s", l.dir, fmt.Sprintf(format, args...))
+	err := fmt.Errorf("storage %s: %w: %s", l.dir, ErrCannotPersist, fmt.Sprintf(format, args...))
 	if l.onFatal != nil {
 		l.onFatal(err)
 	}

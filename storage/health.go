@@ -265,8 +265,8 @@ func (e *Engine) syncWrite(b *pebble.Batch) error {
 	return e.watchSync(func() error { return b.Commit(pebble.Sync) })
 }
 
-// watchSync runs write, a write that syncs, under the stall watchdog, and
-// reports a full disk as rpcerr.ErrNoSpace.
+// watchSync runs write, a write that syncs, under the stall watchdog and
+// guardWrite, and reports a full disk as rpcerr.ErrNoSpace.
 func (e *Engine) watchSync(write func() error) error {
 	h := e.health
 	h.syncMu.Lock()
@@ -282,7 +282,7 @@ func (e *Engine) watchSync(write func() error) error {
 		delete(h.inFlight, ticket)
 		h.syncMu.Unlock()
 	}()
-	err := write()
+	err := e.guardWrite(write)
 	if err != nil && isNoSpace(err) {
 		return fmt.Errorf("storage %s: %w (%v)", e.dir, rpcerr.ErrNoSpace, err)
 	}

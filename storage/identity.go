@@ -161,7 +161,7 @@ func (e *Engine) SetMembers(r Replica, members map[uint64]string, removed []uint
 	return e.updateIdentity(r, func(id *Identity) {
 		id.Members = maps.Clone(members)
 		id.Removed = slices.Sorted(slices.Values(removed))
-	}, pebble.NoSync)
+	}, false)
 }
 
 // SetFounders records the voters the group was founded with (see
@@ -170,12 +170,12 @@ func (e *Engine) SetMembers(r Replica, members map[uint64]string, removed []uint
 // in the snapshot a leader sends, whose image is not kept). A replica with
 // no identity records nothing.
 func (e *Engine) SetFounders(r Replica, founders []uint64) error {
-	return e.updateIdentity(r, func(id *Identity) { id.FoundingVoters = slices.Sorted(slices.Values(founders)) }, pebble.Sync)
+	return e.updateIdentity(r, func(id *Identity) { id.FoundingVoters = slices.Sorted(slices.Values(founders)) }, true)
 }
 
 // updateIdentity rewrites r's stored identity with change applied, if one
 // is stored.
-func (e *Engine) updateIdentity(r Replica, change func(*Identity), opts *pebble.WriteOptions) error {
+func (e *Engine) updateIdentity(r Replica, change func(*Identity), sync bool) error {
 	id, ok, err := e.LoadIdentity(r)
 	if err != nil || !ok {
 		return err
@@ -185,7 +185,12 @@ func (e *Engine) updateIdentity(r Replica, change func(*Identity), opts *pebble.
 	if err != nil {
 		return err
 	}
-	return e.db.Set(r.identityKey(), v, opts)
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(r.identityKey(), v, nil); err != nil {
+		return err
+	}
+	return e.Commit(b, sync)
 }
 
 // DataFormat is the version of what replicas write: their log commands and

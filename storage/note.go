@@ -1,7 +1,5 @@
 package storage
 
-import "github.com/cockroachdb/pebble/v2"
-
 // kindNote holds what a process keeps for itself beside its replicas: a
 // note by name (see SaveNote), outside every replica's keys.
 const kindNote = 'n'
@@ -13,7 +11,12 @@ func noteKey(name string) []byte { return append([]byte{kindNote}, name...) }
 // process keeps the cluster's auth state so, to enforce it from the
 // moment it restarts.
 func (e *Engine) SaveNote(name string, value []byte) error {
-	return e.db.Set(noteKey(name), value, pebble.Sync)
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(noteKey(name), value, nil); err != nil {
+		return err
+	}
+	return e.syncWrite(b)
 }
 
 // LoadNote returns the value SaveNote stored under name; ok is false when

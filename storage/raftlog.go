@@ -156,7 +156,7 @@ func (l *RaftLog) Load() (RaftState, error) {
 		if err := b.DeleteRange(l.r.logKey(firstBad), l.r.logKey(math.MaxUint64), nil); err != nil {
 			return st, err
 		}
-		if err := b.Commit(pebble.Sync); err != nil {
+		if err := l.e.syncWrite(b); err != nil {
 			return st, fmt.Errorf("repair torn tail at %d: %w", firstBad, err)
 		}
 		st.TornTail = int(l.last - firstBad + 1)
@@ -253,11 +253,7 @@ func (l *RaftLog) Append(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftp
 	if b.Empty() {
 		return nil
 	}
-	commit := func() error { return b.Commit(pebble.NoSync) }
-	if sync {
-		commit = func() error { return l.e.syncWrite(b) }
-	}
-	if err := commit(); err != nil {
+	if err := l.e.Commit(b, sync); err != nil {
 		return fmt.Errorf("append raft log of group %d replica %d: %w", l.r.Group, l.r.ID, err)
 	}
 	return nil
@@ -291,5 +287,5 @@ func (l *RaftLog) Compact(snap *raftpb.SnapshotMetadata, compactIndex uint64) er
 		return err
 	}
 	// Not synced: losing it in a crash only means compacting again later.
-	return b.Commit(pebble.NoSync)
+	return l.e.Commit(b, false)
 }

@@ -106,7 +106,7 @@ func TestDiskFull(t *testing.T) {
 		if p.exited() {
 			b, _ := os.ReadFile(p.log)
 			if !bytes.Contains(b, []byte("no space left")) && !bytes.Contains(b, []byte("cannot persist")) && !bytes.Contains(b, []byte("synced write")) {
-				t.Fatalf("replica %d exited without saying why:\n%s", id, tail(b, 1500))
+				t.Fatalf("replica %d exited without saying why:\n%s", id, crashHead(b, 4000))
 			}
 			t.Logf("replica %d exited: %s", id, bytes.TrimSpace(tail(b, 300)))
 			continue
@@ -161,6 +161,19 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("acknowledged %s lost after the disk filled: found %v, %d bytes, %v", k, found, len(v), err)
 		}
 	}
+}
+
+// crashHead returns up to n bytes of a process's log from the start of its
+// crash (a Go panic or fatal error, whose first lines say why), or the
+// log's tail when it holds no crash.
+func crashHead(b []byte, n int) []byte {
+	for _, mark := range []string{"panic: ", "fatal error: "} {
+		if i := bytes.Index(b, []byte(mark)); i >= 0 {
+			b = b[i:]
+			return b[:min(len(b), n)]
+		}
+	}
+	return tail(b, n)
 }
 
 func tail(b []byte, n int) []byte {
