@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -26,25 +27,40 @@ func (e *Engine) Commit(b *pebble.Batch, sync bool) error {
 	if sync {
 		return e.syncWrite(b)
 	}
-	return e.guardWrite(func() error { return b.Commit(pebble.NoSync) })
+	return e.noSpace(e.guardWrite(func() error { return b.Commit(pebble.NoSync) }))
 }
 
-// guardWrite runs write, a call into Pebble that writes, and turns a panic
-// in it into a fatal storage error: Options.OnFatal gets an error matching
-// ErrCannotPersist (and rpcerr.ErrNoSpace when the disk is full), as
-// Pebble's own Fatalf does (quietLogger). If OnFatal returns, guardWrite
-// panics with that error: Pebble must not go on, and its commit pipeline
-// may still hold the lock it panicked under.
+// noSpace reports a full disk as rpcerr.ErrNoSpace.
+func (e *Engine) noSpace(err error) error {
+	if err != nil && isNoSpace(err) {
+		return fmt.Errorf("storage %s: %w (%v)", e.dir, rpcerr.ErrNoSpace, err)
+	}
+	return err
+}
+
+// guardWrite runs write, a call into Pebble that writes, and turns an
+// error Pebble panics with in it into a fatal storage error:
+// Options.OnFatal gets an error matching ErrCannotPersist (and
+// rpcerr.ErrNoSpace when the disk is full), as Pebble's own Fatalf does
+// (quietLogger). guardWrite then panics with that error (OnFatal, in a
+// process, exits first): Pebble must not go on, and its commit pipeline
+// may still hold the lock it panicked under. Other panics are bugs, not
+// disk failures, and go on unchanged: a runtime error, a value that is
+// not an error (Pebble's invariant checks panic with strings), a write
+// to a closed engine (pebble.ErrClosed), and Fatalf's own (reported
+// already). OnFatal must not call into the engine.
 func (e *Engine) guardWrite(write func() error) error {
 	defer func() {
 		r := recover()
 		if r == nil {
 			return
 		}
-		if err, ok := r.(error); ok && errors.Is(err, ErrCannotPersist) {
-			panic(err) // Pebble's Fatalf, reported already (quietLogger)
+		cause, ok := r.(error)
+		var runtimeErr runtime.Error
+		if !ok || errors.As(cause, &runtimeErr) || errors.Is(cause, pebble.ErrClosed) || errors.Is(cause, ErrCannotPersist) {
+			panic(r)
 		}
-		err := e.cannotPersist(r)
+		err := e.cannotPersist(cause)
 		if onFatal := e.health.opts.OnFatal; onFatal != nil {
 			onFatal(err)
 		}
@@ -53,21 +69,14 @@ func (e *Engine) guardWrite(write func() error) error {
 	return write()
 }
 
-// cannotPersist describes a panic r raised by Pebble in a write.
-func (e *Engine) cannotPersist(r any) error {
-	cause, _ := r.(error)
-	if cause == nil {
-		cause = fmt.Errorf("%v", r)
-	}
+// cannotPersist describes the error cause Pebble panicked with in a write.
+func (e *Engine) cannotPersist(cause error) error {
 	h := e.health
 	h.mu.Lock()
 	full := h.noSpace
 	h.mu.Unlock()
-	switch {
-	case isNoSpace(cause):
-		return fmt.Errorf("storage %s: %w: a write failed in Pebble: %w", e.dir, ErrCannotPersist, rpcerr.ErrNoSpace)
-	case full != nil:
-		return fmt.Errorf("storage %s: %w: a write failed in Pebble (%v) after the disk filled: %w", e.dir, ErrCannotPersist, cause, rpcerr.ErrNoSpace)
+	if isNoSpace(cause) || full != nil {
+		return fmt.Errorf("storage %s: %w: a write failed in Pebble (%v): %w", e.dir, ErrCannotPersist, cause, rpcerr.ErrNoSpace)
 	}
 	return fmt.Errorf("storage %s: %w: a write failed in Pebble: %w", e.dir, ErrCannotPersist, cause)
 }

@@ -106,16 +106,19 @@ func OpenWith(dir string, o Options) (*Engine, error) {
 	// after opening its first WAL, which therefore lacks sync chunks. A
 	// flush retires that WAL (and any replayed one) into tables and starts
 	// one written in the current format.
-	if err := db.Flush(); err != nil {
-		_ = db.Close()
+	// The flush rotates the WAL (Pebble panics if it cannot) and waits for
+	// a flush Pebble retries for as long as the disk is full: it runs
+	// under guardWrite and the stall watchdog, as every write.
+	e := &Engine{db: db, opts: opts, dir: dir, health: h, done: make(chan struct{})}
+	go h.watch(e.done)
+	if err := e.watchSync(db.Flush); err != nil {
+		_ = e.Close()
 		return nil, fmt.Errorf("open engine %s: flush: %w", dir, err)
 	}
 	if err := removeImages(opts.FS, dir); err != nil {
-		_ = db.Close()
+		_ = e.Close()
 		return nil, fmt.Errorf("open engine %s: remove tables of unfinished restores: %w", dir, err)
 	}
-	e := &Engine{db: db, opts: opts, dir: dir, health: h, done: make(chan struct{})}
-	go h.watch(e.done)
 	return e, nil
 }
 

@@ -282,9 +282,5 @@ func (e *Engine) watchSync(write func() error) error {
 		delete(h.inFlight, ticket)
 		h.syncMu.Unlock()
 	}()
-	err := e.guardWrite(write)
-	if err != nil && isNoSpace(err) {
-		return fmt.Errorf("storage %s: %w (%v)", e.dir, rpcerr.ErrNoSpace, err)
-	}
-	return err
+	return e.noSpace(e.guardWrite(write))
 }

@@ -104,10 +104,7 @@ func TestDiskFull(t *testing.T) {
 	// or is alive and says it is not ready.
 	for id, p := range servers {
 		if p.exited() {
-			b, _ := os.ReadFile(p.log)
-			if !bytes.Contains(b, []byte("no space left")) && !bytes.Contains(b, []byte("cannot persist")) && !bytes.Contains(b, []byte("synced write")) {
-				t.Fatalf("replica %d exited without saying why:\n%s", id, crashHead(b, 4000))
-			}
+			b := storageExit(t, fmt.Sprintf("replica %d", id), p)
 			t.Logf("replica %d exited: %s", id, bytes.TrimSpace(tail(b, 300)))
 			continue
 		}
@@ -161,6 +158,25 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("acknowledged %s lost after the disk filled: found %v, %d bytes, %v", k, found, len(v), err)
 		}
 	}
+}
+
+// storageExit checks how p, a process that exited while its disk was
+// full, ended: with the storage exit code (5) and a line that says the
+// disk cannot persist, not with a Go panic or fatal error. It returns
+// p's log.
+func storageExit(t *testing.T, what string, p *process) []byte {
+	t.Helper()
+	b, _ := os.ReadFile(p.log)
+	if bytes.Contains(b, []byte("panic: ")) || bytes.Contains(b, []byte("fatal error: ")) {
+		t.Fatalf("%s crashed on the full disk instead of exiting with one line:\n%s", what, crashHead(b, 4000))
+	}
+	if !bytes.Contains(b, []byte("no space left")) && !bytes.Contains(b, []byte("cannot persist")) && !bytes.Contains(b, []byte("synced write")) {
+		t.Fatalf("%s exited without saying why:\n%s", what, tail(b, 2000))
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 5 {
+		t.Fatalf("%s exited with code %d, want 5 (storage):\n%s", what, code, tail(b, 2000))
+	}
+	return b
 }
 
 // crashHead returns up to n bytes of a process's log from the start of its
@@ -235,9 +251,7 @@ func TestDevDiskFull(t *testing.T) {
 	}
 	b, _ := os.ReadFile(dev.log)
 	if dev.exited() {
-		if !bytes.Contains(b, []byte("no space left")) && !bytes.Contains(b, []byte("cannot persist")) {
-			t.Fatalf("dev exited without saying why:\n%s", tail(b, 2000))
-		}
+		storageExit(t, "dev", dev)
 		t.Logf("dev exited: %s", bytes.TrimSpace(tail(b, 400)))
 		return
 	}

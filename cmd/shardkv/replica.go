@@ -213,10 +213,17 @@ type replicaStart func(e *storage.Engine, net transport.Network, clusterID uint6
 
 // exitStuck ends a process whose storage cannot persist, with one clear
 // line and its own exit code (see storage.Options.OnStuck and OnFatal).
+// A failed disk fails every writer at once: the first one says why and
+// exits, the others wait for the exit, so the line stays the only one.
 func exitStuck(err error) {
-	fmt.Fprintf(os.Stderr, "shardkv: %s; exiting (nothing acknowledged is lost; restart once the disk is fixed)\n", describe(err))
-	os.Exit(exitStorage)
+	exitStuckOnce.Do(func() {
+		fmt.Fprintf(os.Stderr, "shardkv: %s; exiting (nothing acknowledged is lost; restart once the disk is fixed)\n", describe(err))
+		os.Exit(exitStorage)
+	})
+	select {}
 }
+
+var exitStuckOnce sync.Once
 
 // openProcess sets the server GC target (tuneServerGC), reads the TLS
 // files (reloaded on SIGHUP until ctx ends), takes the process's address
