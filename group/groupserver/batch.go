@@ -72,6 +72,7 @@ func (b *batchWaiters) leave(n int64) {
 type writeOutcome struct {
 	v   any // the state machine's outcome: nil, an error or a *group.WriteResult
 	err error
+	at  time.Time // when it was known: a batched write's latency ends there
 }
 
 func writeBytes(w *kvpb.WriteRequest) int {
@@ -135,9 +136,10 @@ func (s *Server) queueWrite(ctx context.Context, req *kvpb.WriteRequest, wait bo
 }
 
 // awaitWrite returns the outcome of w, queued by queueWrite with ctx, and
-// recycles w. Errors are those of raftnode.Node.Propose (certainly not
-// applied, or outcome unknown) or the write's own refusal.
-func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteResult, error) {
+// when it was known, and recycles w. Errors are those of
+// raftnode.Node.Propose (certainly not applied, or outcome unknown) or the
+// write's own refusal.
+func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteResult, time.Time, error) {
 	var o writeOutcome
 	select {
 	case o = <-w.out: // an outcome already there wins over a deadline passed since
@@ -152,14 +154,14 @@ func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteRe
 				if !w.state.CompareAndSwap(queued, gaveUp) { // proposed: count itself out of the batch
 					w.waiters.leave(1)
 				}
-				return nil, ctx.Err()
+				return nil, time.Now(), ctx.Err()
 			case <-stopping:
 				// The batcher has stopped: a write it never took will
 				// never be proposed (it skips one given up), and is
 				// certainly not applied; a proposed one gets its outcome
 				// (the node fails its proposals when it stops).
 				if w.state.CompareAndSwap(queued, gaveUp) {
-					return nil, errStopping
+					return nil, time.Now(), errStopping
 				}
 				stopping = nil
 			}
@@ -168,16 +170,19 @@ func (s *Server) awaitWrite(ctx context.Context, w *queuedWrite) (*group.WriteRe
 	w.ctx, w.req, w.waiters = nil, nil, nil
 	w.state.Store(queued)
 	queuedWrites.Put(w)
+	if o.at.IsZero() {
+		o.at = time.Now()
+	}
 	if o.err != nil {
-		return nil, o.err
+		return nil, o.at, o.err
 	}
 	switch v := o.v.(type) {
 	case error:
-		return nil, v
+		return nil, o.at, v
 	case *group.WriteResult:
-		return v, nil
+		return v, o.at, nil
 	}
-	return &group.WriteResult{Succeeded: true}, nil
+	return &group.WriteResult{Succeeded: true}, o.at, nil
 }
 
 // batchWrites is the batcher: it runs until the server stops.
@@ -244,8 +249,9 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 	cancel()
 	if err != nil {
 		stopWaiting()
+		now := time.Now()
 		for _, w := range live {
-			w.out <- writeOutcome{err: err}
+			w.out <- writeOutcome{err: err, at: now}
 		}
 		return
 	}
@@ -257,9 +263,10 @@ func (s *Server) proposeBatch(batch []*queuedWrite) {
 		// lasts.
 		defer stopWaiting()
 		v, err := p.Wait(waitCtx)
+		now := time.Now()
 		outcomes, isBatch := v.([]any)
 		for i, w := range live {
-			o := writeOutcome{v: v, err: err}
+			o := writeOutcome{v: v, err: err, at: now}
 			if isBatch && len(outcomes) == len(live) {
 				o.v = outcomes[i]
 			}

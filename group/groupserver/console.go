@@ -24,9 +24,15 @@ func newRequestLatency() prometheus.Histogram {
 	})
 }
 
-// observe records a client request's outcome and latency.
+// observe records a client request's outcome and latency, until now.
 func (s *Server) observe(op string, err error, start time.Time) {
-	took := time.Since(start).Seconds()
+	s.observeUntil(op, err, start, time.Now())
+}
+
+// observeUntil records a client request's outcome and latency, from start
+// to end.
+func (s *Server) observeUntil(op string, err error, start, end time.Time) {
+	took := end.Sub(start).Seconds()
 	s.latency.Observe(took)
 	s.cfg.Metrics.observe(op, err, took)
 }

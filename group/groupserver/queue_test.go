@@ -50,7 +50,7 @@ func TestQueueWriteWithoutWaiting(t *testing.T) {
 }
 
 // TestAwaitWriteOutcomes: an outcome already delivered wins over a
-// deadline passed since; a write the batcher never took is answered
+// deadline passed since, and is reported as known when it was sent; a write the batcher never took is answered
 // ErrNotReady once the replica stops (certainly not applied), and a
 // proposed one waits on for its outcome.
 func TestAwaitWriteOutcomes(t *testing.T) {
@@ -61,9 +61,14 @@ func TestAwaitWriteOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.out <- writeOutcome{v: &group.WriteResult{Succeeded: true, Version: 7}}
-	if res, err := s.awaitWrite(ended, w); err != nil || res.Version != 7 {
+	known := time.Now().Add(-time.Second)
+	w.out <- writeOutcome{v: &group.WriteResult{Succeeded: true, Version: 7}, at: known}
+	res, at, err := s.awaitWrite(ended, w)
+	if err != nil || res.Version != 7 {
 		t.Fatalf("an outcome there before the deadline was looked at: %v %v, want version 7", res, err)
+	}
+	if !at.Equal(known) { // a batched write's latency ends there, not when it is taken
+		t.Fatalf("outcome known at %v, awaitWrite says %v", known, at)
 	}
 
 	never, err := s.queueWrite(context.Background(), aPut, true)
@@ -76,14 +81,14 @@ func TestAwaitWriteOutcomes(t *testing.T) {
 	}
 	taken.state.Store(proposed) // as the batcher marks the writes it proposes
 	stop()
-	if _, err := s.awaitWrite(context.Background(), never); !errors.Is(err, kvpb.ErrNotReady) {
+	if _, _, err := s.awaitWrite(context.Background(), never); !errors.Is(err, kvpb.ErrNotReady) {
 		t.Fatalf("a write never taken, the replica stopping: %v, want ErrNotReady", err)
 	}
 	go func() {
 		time.Sleep(20 * time.Millisecond)
 		taken.out <- writeOutcome{v: &group.WriteResult{Succeeded: true, Version: 9}}
 	}()
-	if res, err := s.awaitWrite(context.Background(), taken); err != nil || res.Version != 9 {
+	if res, _, err := s.awaitWrite(context.Background(), taken); err != nil || res.Version != 9 {
 		t.Fatalf("a proposed write, the replica stopping: %v %v, want its outcome (version 9)", res, err)
 	}
 }

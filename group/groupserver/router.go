@@ -318,9 +318,10 @@ func (k kvRoutes) batchGets(ctx context.Context, ops []*kvpb.BatchOp, idx []int,
 		err = s.node.ReadIndex(rctx)
 	}
 	cancel()
-	confirmed := time.Now()
 	for _, i := range live {
-		if d, ok := opDeadline(ops[i], arrived); ok && confirmed.After(d) {
+		// Read one after another: a get whose deadline passed while the
+		// round or the reads before it ran fails as its own call would.
+		if d, ok := opDeadline(ops[i], arrived); ok && time.Now().After(d) {
 			fail(i, context.DeadlineExceeded)
 			continue
 		}
@@ -399,13 +400,13 @@ func (k kvRoutes) startBatchWrite(ctx context.Context, i int, op *kvpb.BatchOp, 
 }
 
 // finish waits for a queued write's outcome and returns its result. The
-// latency observed runs until the handler took the outcome, which may be
-// after an earlier op of the batch (the batch's reply waits for all).
+// latency observed ends when the outcome was known, not when the handler,
+// busy with earlier ops of the batch, took it.
 func (b batchWrite) finish() *kvpb.BatchResult {
 	defer b.cancel()
 	defer b.s.gate.exit()
-	res, err := b.s.awaitWrite(b.ctx, b.w)
-	b.s.observe(b.op, err, b.start)
+	res, at, err := b.s.awaitWrite(b.ctx, b.w)
+	b.s.observeUntil(b.op, err, b.start, at)
 	if err != nil {
 		return kvpb.ErrorResult(kvpb.Errors.ToStatus(err))
 	}

@@ -385,7 +385,8 @@ func (s *Server) write(ctx context.Context, req *kvpb.WriteRequest) (*group.Writ
 	if err != nil {
 		return nil, err
 	}
-	return s.awaitWrite(ctx, w)
+	res, _, err := s.awaitWrite(ctx, w)
+	return res, err
 }
 
 // startWrite checks a client write and queues it (queueWrite, waiting
