@@ -93,7 +93,7 @@ after 'shardkv admin member add controller') learns the id from its peers.`,
 	cmd.Flags().BoolVar(&skipCheck, "unsafe-skip-join-check", false,
 		"accept joins without checking that every replica answers as a replica of its group (for tests whose groups do not run: a typo then strands shards)")
 	_ = cmd.Flags().MarkHidden("unsafe-skip-join-check")
-	return setExitCodes(cmd, processExitCodes)
+	return processCommand(cmd)
 }
 
 // peersClusterID is the cluster id the controllers at peers (but id's own

@@ -103,7 +103,7 @@ change.`,
 	f.StringVar(&d.restore, "restore", "", "make a new cluster from the backup in this directory (shardkv admin backup)")
 	f.BoolVar(&d.tls, "tls", false, "TLS on every connection, with a throwaway CA and certificates under --data/tls; client certificates required")
 	f.StringVar(&d.http, "http", "", "address of the web console, /metrics, /healthz, /readyz and /debug/pprof (default 127.0.0.1:<base-port minus 10>)")
-	return setExitCodes(cmd, processExitCodes)
+	return processCommand(cmd)
 }
 
 func (d *devFlags) run(cmd *cobra.Command, g *globals) error {

@@ -126,6 +126,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	for id, p := range servers {
 		if p.exited() {
+			storageExit(t, fmt.Sprintf("replica %d", id), p) // maybe after the check above
 			p.kill()
 			servers[id] = startProcess(t, bin, filepath.Join(dir, fmt.Sprintf("g1-%d-restarted.log", id)), serverArgs(id)...)
 			t.Logf("replica %d had stopped on the disk error; restarted", id)
@@ -167,7 +168,7 @@ func TestDiskFull(t *testing.T) {
 func storageExit(t *testing.T, what string, p *process) []byte {
 	t.Helper()
 	b, _ := os.ReadFile(p.log)
-	if bytes.Contains(b, []byte("panic: ")) || bytes.Contains(b, []byte("fatal error: ")) {
+	if goCrash.Match(b) {
 		t.Fatalf("%s crashed on the full disk instead of exiting with one line:\n%s", what, crashHead(b, 4000))
 	}
 	if !bytes.Contains(b, []byte("no space left")) && !bytes.Contains(b, []byte("cannot persist")) && !bytes.Contains(b, []byte("synced write")) {
@@ -183,11 +184,9 @@ func storageExit(t *testing.T, what string, p *process) []byte {
 // crash (a Go panic or fatal error, whose first lines say why), or the
 // log's tail when it holds no crash.
 func crashHead(b []byte, n int) []byte {
-	for _, mark := range []string{"panic: ", "fatal error: "} {
-		if i := bytes.Index(b, []byte(mark)); i >= 0 {
-			b = b[i:]
-			return b[:min(len(b), n)]
-		}
+	if loc := goCrash.FindIndex(b); loc != nil {
+		b = b[loc[0]:]
+		return b[:min(len(b), n)]
 	}
 	return tail(b, n)
 }
@@ -203,23 +202,44 @@ func tail(b []byte, n int) []byte {
 // 900 KB values until it fills. It used to block forever in Pebble's write
 // stall with no log line while /readyz said ready. Now every write ends
 // within its deadline, and the process either exits with one clear line or
-// stays up saying it is not ready, having logged why.
+// stays up saying it is not ready, having logged why. Both in one process
+// and with dev's nodes in processes of their own: a node's storage exit
+// code is dev's.
 func TestDevDiskFull(t *testing.T) {
 	bin := binary(t)
+	for _, processes := range []int{1, 3} {
+		t.Run(fmt.Sprintf("processes=%d", processes), func(t *testing.T) { devDiskFull(t, bin, processes) })
+	}
+}
+
+func devDiskFull(t *testing.T, bin string, processes int) {
 	dir, mnt := smallDisk(t, "40m")
-	base := freePorts(t, 13)
+	base := freePorts(t, 23) + 10 // the nodes' /metrics take the ports below --base-port
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", base+12)
 	ctls := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base, base+1, base+2)
-	dev := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--processes", "1", "--data", filepath.Join(mnt, "data"),
+	dev := startProcess(t, bin, filepath.Join(dir, "dev.log"), "dev", "--processes", fmt.Sprint(processes), "--data", filepath.Join(mnt, "data"),
 		"--base-port", fmt.Sprint(base), "--http", httpAddr)
 	dev.waitOutput(t, "try: shardkv put")
-	ready := func() int {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return 0
+	// Dev's readiness, in one process; with nodes, every node's.
+	readyz := []string{httpAddr}
+	if processes > 1 {
+		readyz = nil
+		for n := range processes {
+			readyz = append(readyz, fmt.Sprintf("127.0.0.1:%d", base-9+n))
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+	}
+	ready := func() int {
+		for _, addr := range readyz {
+			resp, err := http.Get("http://" + addr + "/readyz")
+			if err != nil {
+				return 0
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return resp.StatusCode
+			}
+		}
+		return http.StatusOK
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for ready() != http.StatusOK {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,9 +118,20 @@ func startProcess(t *testing.T, bin, logPath string, args ...string) *process {
 	f.Close()
 	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		// Whatever the test checked, a process of it must not have
+		// crashed: a replica's panic passes many a test its group's
+		// majority carries on without.
+		if b, _ := os.ReadFile(logPath); goCrash.Match(b) {
+			t.Errorf("%s %s crashed:\n%s", filepath.Base(bin), strings.Join(args, " "), crashHead(b, 4000))
+		}
+	})
 	return p
 }
+
+// goCrash matches the first line of a Go panic or fatal error.
+var goCrash = regexp.MustCompile(`(?m)^(panic|fatal error): `)
 
 // exited reports whether the process has ended.
 func (p *process) exited() bool {
@@ -150,6 +162,24 @@ func (p *process) stop(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no exit 30s after SIGTERM")
+	}
+}
+
+// waitRefused waits, 30s at most, for the process to refuse to go on: to
+// exit by itself with code 4, not crash.
+func (p *process) waitRefused(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still running 30s after it should have refused", p.log)
+	}
+	b, _ := os.ReadFile(p.log)
+	if goCrash.Match(b) {
+		t.Fatalf("%s crashed instead of refusing:\n%s", p.log, crashHead(b, 4000))
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 4 {
+		t.Fatalf("%s exited with code %d, want 4 (refused):\n%s", p.log, code, tail(b, 2000))
 	}
 }
 

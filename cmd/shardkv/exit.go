@@ -10,9 +10,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shardkv/shardkv/api/rpcerr"
 	"github.com/shardkv/shardkv/client"
 	"github.com/shardkv/shardkv/controller/ctlclient"
 	"github.com/shardkv/shardkv/internal/memberclient"
+	"github.com/shardkv/shardkv/storage"
 )
 
 // Exit codes, the same for every command (grep's convention for 0, 1 and
@@ -88,6 +90,28 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
+
+// processCommand makes cmd, which runs a process hosting replicas (dev,
+// controller, server), list processExitCodes in --help and end with
+// exitStorage when its storage failed, whether the failure ended the
+// process at once (storage.Options.OnFatal, OnStuck) or came back as an
+// error (a replica stopped by a failed write, an engine that cannot open
+// on a full disk). Client commands keep exitFailed for the same errors:
+// there it is a server's disk, and the request was refused.
+func processCommand(cmd *cobra.Command) *cobra.Command {
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		err := run(c, args)
+		if errors.Is(err, rpcerr.ErrNoSpace) || errors.Is(err, rpcerr.ErrStalled) || errors.Is(err, storage.ErrCannotPersist) {
+			var ee *exitError
+			if !errors.As(err, &ee) {
+				return &exitError{code: exitStorage, err: err}
+			}
+		}
+		return err
+	}
+	return setExitCodes(cmd, processExitCodes)
+}
 
 // usageError marks err as a mistake in the command line (exit 2).
 func usageError(err error) error { return &exitError{code: exitUsage, err: err} }

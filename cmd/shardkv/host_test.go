@@ -543,9 +543,7 @@ func TestCreateFinishedByFlags(t *testing.T) {
 		"--data", filepath.Join(p.dir, "n3"), "--controllers", p.ctls,
 		"--replica", fmt.Sprintf("1:1=%s,2=%s,3=%s", nodeAddr(0), nodeAddr(1), nodeAddr(2)))
 	flags.waitOutput(t, "run the same admin join --create again")
-	for !flags.exited() {
-		time.Sleep(50 * time.Millisecond)
-	}
+	flags.waitRefused(t)
 	p.start(2)
 	nodes[2].waitOutput(t, "hosts no replica yet") // the refused start recorded nothing
 	create(2)
@@ -599,9 +597,7 @@ func TestLostFounderIsNotFoundedAgain(t *testing.T) {
 	again := startProcess(t, p.bin, filepath.Join(p.dir, "n3-again.log"), append([]string{"server", "--listen", p.addr(2),
 		"--data", filepath.Join(p.dir, "n3"), "--controllers", p.ctls}, flags...)...)
 	again.waitOutput(t, "heard from this replica before")
-	for !again.exited() {
-		time.Sleep(50 * time.Millisecond)
-	}
+	again.waitRefused(t)
 	p.start(2)
 	nodes[2].waitOutput(t, "hosts no replica yet") // the refused start recorded nothing
 }

@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// refused starts a process that must exit non-zero at once with an output
+// refused starts a process that must refuse to start: exit at once, with
+// a usage error (2) or a refusal (4), not a crash, and an output
 // containing every want.
 func refused(t *testing.T, bin, logPath string, want []string, args ...string) {
 	t.Helper()
@@ -21,8 +22,11 @@ func refused(t *testing.T, bin, logPath string, want []string, args ...string) {
 		t.Fatalf("%v kept running", args)
 	}
 	b, _ := os.ReadFile(p.log)
-	if p.err == nil {
-		t.Fatalf("%v exited 0:\n%s", args, b)
+	if goCrash.Match(b) {
+		t.Fatalf("%v crashed instead of refusing:\n%s", args, crashHead(b, 4000))
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 2 && code != 4 {
+		t.Fatalf("%v exited with code %d, want 2 (usage) or 4 (refused):\n%s", args, code, b)
 	}
 	for _, w := range want {
 		if !strings.Contains(string(b), w) {
@@ -117,7 +121,11 @@ func TestWipedReplicaRefused(t *testing.T) {
 			p.kill()
 		}
 		out, _ = os.ReadFile(p.log)
-		if p.err != nil && strings.Contains(string(out), "lost its data") {
+		if goCrash.Match(out) {
+			t.Fatalf("the wiped replica crashed instead of refusing:\n%s", crashHead(out, 4000))
+		}
+		// Refused by itself (exit 4), not killed still running.
+		if p.cmd.ProcessState.ExitCode() == 4 && strings.Contains(string(out), "lost its data") {
 			break
 		}
 		// Replica 3 may have led: wait for the others' new leader to

@@ -85,7 +85,7 @@ to the configuration.`,
 	cmd.Flags().StringVar(&s.advertise, "advertise-addr", "",
 		"the address other processes reach this node at, when it is not --listen (a proxy's, a NAT's or a name's); groups' members name the node by it. Default: --listen")
 	cmd.Flags().StringVar(&s.controllers, "controllers", defaultControllers, "controller addresses, comma separated")
-	return setExitCodes(cmd, processExitCodes)
+	return processCommand(cmd)
 }
 
 // hostedReplica is a replica a node hosts and its group's members.
