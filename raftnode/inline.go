@@ -47,6 +47,7 @@ type inlineNode struct {
 	leaderc  chan struct{} // closed when a leader is known; nil: nobody waits
 
 	readyc  chan raft.Ready // holds at most the one Ready in flight
+	failed  func(error)     // told when raft panicked (guarded); nil: nobody
 	stopped atomic.Bool
 	done    chan struct{}
 	stop    sync.Once
@@ -57,19 +58,59 @@ var _ raft.Node = (*inlineNode)(nil)
 // startInline is raft.RestartNode without the goroutine: c must describe
 // a member whose Storage holds its state (raft.NewRawNode's error,
 // impossible for a configuration withDefaults accepted, panics as
-// RestartNode's does).
-func startInline(c *raft.Config) raft.Node {
+// RestartNode's does; a state raft refuses, by panicking, is an error
+// matching ErrRaftPanicked). failed, if not nil, is told when raft
+// panics later (guarded).
+func startInline(c *raft.Config, failed func(error)) (n raft.Node, err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		p, ok := r.(*raftPanic)
+		if !ok {
+			panic(r)
+		}
+		n, err = nil, p
+	}()
 	raw, err := raft.NewRawNode(c)
 	if err != nil {
 		panic(err)
 	}
-	s := &inlineNode{id: c.ID, raw: raw, readyc: make(chan raft.Ready, 1), done: make(chan struct{})}
+	s := &inlineNode{id: c.ID, raw: raw, readyc: make(chan raft.Ready, 1), done: make(chan struct{}), failed: failed}
 	// A restarted member may have committed entries to apply before any
 	// input arrives: hand out its first Ready now, as raft.Node's loop does.
 	s.mu.Lock()
 	s.afterLocked()
 	s.mu.Unlock()
-	return s
+	return s, nil
+}
+
+// guarded runs fn, which drives the RawNode with mu held, and stops the
+// member if raft panics in it (raftLogger): raft's state is then not to
+// be trusted, and the member takes no more input (as after Stop), but
+// the panic, which a peer's message can cause (a member whose log lost
+// entries it acknowledged: "tocommit(N) is out of range"), must not end
+// the process with every other replica it hosts. failed is told why.
+// Other panics go on. It reports whether raft panicked.
+func (s *inlineNode) guarded(fn func()) (panicked bool) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		p, ok := r.(*raftPanic)
+		if !ok {
+			panic(r)
+		}
+		s.stopped.Store(true)
+		panicked = true
+		if s.failed != nil {
+			s.failed(p)
+		}
+	}()
+	fn()
+	return false
 }
 
 // do runs fn on the RawNode, then hands out a Ready if fn made one; after
@@ -80,8 +121,10 @@ func (s *inlineNode) do(fn func(*raft.RawNode)) {
 	if s.stopped.Load() {
 		return
 	}
-	fn(s.raw)
-	s.afterLocked()
+	s.guarded(func() {
+		fn(s.raw)
+		s.afterLocked()
+	})
 }
 
 // afterLocked runs after every input, with mu held: it wakes proposers
@@ -124,8 +167,13 @@ func (s *inlineNode) propose(ctx context.Context, msg *raftpb.Message, wait bool
 		}
 		if !s.removed && s.raw.BasicStatus().Lead != raft.None {
 			msg.From = &s.id
-			err := s.raw.Step(msg)
-			s.afterLocked()
+			var err error
+			if s.guarded(func() {
+				err = s.raw.Step(msg)
+				s.afterLocked()
+			}) {
+				err = raft.ErrStopped
+			}
 			s.mu.Unlock()
 			if !wait {
 				return nil

@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 )
@@ -25,5 +26,20 @@ func (r raftLogger) Panic(v ...any)              { r.Panicf("%s", fmt.Sprint(v..
 func (r raftLogger) Panicf(f string, v ...any) {
 	msg := fmt.Sprintf(f, v...)
 	r.l.Log(context.Background(), slog.LevelError, msg)
-	panic(msg)
+	panic(&raftPanic{msg: msg})
 }
+
+// ErrRaftPanicked matches the error a member stops with (Node.Err) when
+// etcd raft panicked in it: an invariant of its log did not hold. Most
+// often its log lost entries it had acknowledged (a data directory
+// restored from an older copy), which the leader's next message shows:
+// "tocommit(N) is out of range [lastIndex(M)]". The member stops; the
+// process, and every other replica it hosts, does not crash.
+var ErrRaftPanicked = errors.New("raft panicked")
+
+// raftPanic is what raftLogger panics with, so that the inlineNode
+// recovers raft's own panics and no others (guarded).
+type raftPanic struct{ msg string }
+
+func (p *raftPanic) Error() string { return "raft: " + p.msg }
+func (p *raftPanic) Unwrap() error { return ErrRaftPanicked }

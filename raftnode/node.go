@@ -160,8 +160,10 @@ func Start(c Config) (*Node, error) {
 	}
 	if cfg.newRaft != nil {
 		n.rn = cfg.newRaft(rcfg)
-	} else {
-		n.rn = startInline(rcfg)
+	} else if n.rn, err = startInline(rcfg, func(err error) {
+		n.fatal(fmt.Errorf("group %d replica %d: %w", cfg.Group, cfg.ID, err))
+	}); err != nil {
+		return nil, fmt.Errorf("start group %d replica %d: %w", cfg.Group, cfg.ID, err)
 	}
 	tr, err := cfg.Network.Join(cfg.Group, cfg.ID, n)
 	if err != nil {

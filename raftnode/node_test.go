@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -455,4 +456,92 @@ func TestCorruptedLogRefusesToStart(t *testing.T) {
 	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), fmt.Sprint("entry ", applied/2)) {
 		t.Fatalf("error does not name the directory and index: %v", err)
 	}
+}
+
+// TestLostLogTailRefusesToStart removes the newest committed entries of a
+// stopped member's log, as a data directory restored from an older copy
+// or a disk that lost synced writes would: its hard state says they were
+// committed, and the member must refuse to start, saying so, rather than
+// have raft panic on a commit index past its log.
+func TestLostLogTailRefusesToStart(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.leader()
+	mustAppendAll(t, c, 1, 10)
+	victim := c.peers[0]
+	applied := c.node(victim).Status().Applied
+	c.crash(victim)
+
+	dir := filepath.Join(c.dir, fmt.Sprint(victim))
+	e, err := storage.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The documented layout: 'r' <group> <replica> 'l' <index>.
+	prefix := append(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte{'r'}, testGroup), victim), 'l')
+	from := binary.BigEndian.AppendUint64(append([]byte(nil), prefix...), applied/2)
+	to := binary.BigEndian.AppendUint64(append([]byte(nil), prefix...), ^uint64(0))
+	if err := e.DB().DeleteRange(from, to, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	sm, err := openRegisters(e, storage.Replica{Group: testGroup, ID: victim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = raftnode.Start(raftnode.Config{Group: testGroup, ID: victim, Peers: c.peers, Engine: e,
+		Network: memnet.New(1), StateMachine: sm})
+	e.Close()
+	if !errors.Is(err, storage.ErrCorrupted) {
+		t.Fatalf("started with its log's committed tail gone: %v", err)
+	}
+	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), fmt.Sprint("ends at entry ", applied/2-1)) {
+		t.Fatalf("error does not name the directory and the log's last entry: %v", err)
+	}
+	t.Log(err)
+}
+
+// TestRolledBackMemberStopsAlone restores a follower's data directory from
+// an older copy: its log is whole, so it starts, but its leader knows it
+// acknowledged entries the copy lacks, and raft panics at the leader's next
+// message ("tocommit(N) is out of range"). The member must stop with an
+// error saying so (ErrRaftPanicked), not crash the process that hosts it
+// and every other replica there, and the group goes on without it.
+func TestRolledBackMemberStopsAlone(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.leader()
+	mustAppendAll(t, c, 1, 10)
+	victim := c.crashFollower()
+	dir := filepath.Join(c.dir, fmt.Sprint(victim))
+	old := filepath.Join(t.TempDir(), "old")
+	if err := os.CopyFS(old, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	c.start(victim)
+	mustAppendAll(t, c, 1, 20)
+	// The victim applies, so it acknowledged, all of them.
+	target := c.node(c.leader()).Status().Applied
+	for deadline := time.Now().Add(20 * time.Second); c.node(victim).Status().Applied < target; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the victim did not apply up to %d", target)
+		}
+	}
+	c.crash(victim)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, os.DirFS(old)); err != nil {
+		t.Fatal(err)
+	}
+	c.start(victim)
+	n := c.node(victim)
+	select {
+	case <-n.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("a member whose log lost acknowledged entries still runs 20s after it restarted")
+	}
+	if err := n.Err(); !errors.Is(err, raftnode.ErrRaftPanicked) || !strings.Contains(err.Error(), "out of range") {
+		t.Fatalf("the rolled-back member stopped with %v, want ErrRaftPanicked saying its commit index is out of range", err)
+	} else {
+		t.Log(err)
+	}
+	mustAppendAll(t, c, 1, 5) // the other two go on
 }

@@ -139,3 +139,38 @@ func TestCorruptionRefusesToLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestMissingEntriesRefuseToLoad: a log that does not hold every entry from
+// its snapshot to its hard state's commit index (the newest committed
+// entries gone, or a hole after the snapshot) fails to load as corrupted,
+// naming the first missing entry: raft would panic on it.
+func TestMissingEntriesRefuseToLoad(t *testing.T) {
+	snap := &raftpb.SnapshotMetadata{Index: new(uint64(4)), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: []uint64{1, 2, 3}}}
+	for _, tc := range []struct {
+		name    string
+		commit  uint64
+		from    uint64 // entries from..9 written above the snapshot at 4
+		missing uint64
+	}{
+		{"committed tail gone", 12, 5, 10},
+		{"hole after the snapshot", 9, 7, 5},
+		{"whole", 9, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, l := openLog(t, t.TempDir())
+			defer e.Close()
+			hs := &raftpb.HardState{Term: new(uint64(1)), Commit: new(tc.commit)}
+			if err := l.Append(hs, entries(tc.from, 9), snap, true); err != nil {
+				t.Fatal(err)
+			}
+			_, err := l.Load()
+			var ce *CorruptionError
+			switch {
+			case tc.missing == 0 && err != nil:
+				t.Fatalf("a whole log: %v", err)
+			case tc.missing != 0 && (!errors.As(err, &ce) || ce.Index != tc.missing):
+				t.Fatalf("%s: %v, want entry %d reported missing", tc.name, err, tc.missing)
+			}
+		})
+	}
+}
