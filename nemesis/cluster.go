@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -384,6 +385,32 @@ func (c *Cluster) joinGroups(ctx context.Context) error {
 
 func (c *Cluster) logPath(p *proc) string {
 	return filepath.Join(c.opts.Dir, "logs", p.name+".log")
+}
+
+// goCrash matches the first line of a Go panic or fatal error.
+var goCrash = regexp.MustCompile(`(?m)^(panic|fatal error): `)
+
+// CheckNoCrash fails if any process the cluster ran crashed (a Go panic or
+// fatal error in its log): the nemesis kills, pauses and cuts processes
+// off, and a majority carries a group through a crash, so nothing else
+// would show one.
+func (c *Cluster) CheckNoCrash() error {
+	logs, err := filepath.Glob(filepath.Join(c.opts.Dir, "logs", "*.log"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			return err
+		}
+		if loc := goCrash.FindIndex(b); loc != nil {
+			b = b[loc[0]:]
+			errs = append(errs, fmt.Errorf("%s crashed:\n%s", l, b[:min(len(b), 3000)]))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) launch(p *proc) error {

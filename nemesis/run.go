@@ -113,6 +113,9 @@ func Run(ctx context.Context, o RunOptions) (string, error) {
 	if err := c.CheckMembership(ctx); err != nil {
 		return "", err
 	}
+	if err := c.CheckNoCrash(); err != nil {
+		return "", err
+	}
 	for _, d := range avail.HealToServed {
 		if d > HealBudget {
 			return "", fmt.Errorf("a group was not served within %v of a heal (%s)", HealBudget, avail)

@@ -46,11 +46,12 @@ type inlineNode struct {
 	removed  bool          // a configuration change removed this member
 	leaderc  chan struct{} // closed when a leader is known; nil: nobody waits
 
-	readyc  chan raft.Ready // holds at most the one Ready in flight
-	failed  func(error)     // told when raft panicked (guarded); nil: nobody
-	stopped atomic.Bool
-	done    chan struct{}
-	stop    sync.Once
+	readyc   chan raft.Ready // holds at most the one Ready in flight
+	failed   func(error)     // told when raft panicked (guarded); nil: nobody
+	stopped  atomic.Bool
+	panicked atomic.Bool // raft panicked: its state is not to be used
+	done     chan struct{}
+	stop     sync.Once
 }
 
 var _ raft.Node = (*inlineNode)(nil)
@@ -90,9 +91,10 @@ func startInline(c *raft.Config, failed func(error)) (n raft.Node, err error) {
 // member if raft panics in it (raftLogger): raft's state is then not to
 // be trusted, and the member takes no more input (as after Stop), but
 // the panic, which a peer's message can cause (a member whose log lost
-// entries it acknowledged: "tocommit(N) is out of range"), must not end
-// the process with every other replica it hosts. failed is told why.
-// Other panics go on. It reports whether raft panicked.
+// entries it acknowledged: "tocommit(N) is out of range"), must not crash
+// the process from whatever goroutine stepped the message: failed is
+// told why, and the member's owner decides. Other panics go on. It
+// reports whether raft panicked.
 func (s *inlineNode) guarded(fn func()) (panicked bool) {
 	defer func() {
 		r := recover()
@@ -104,6 +106,7 @@ func (s *inlineNode) guarded(fn func()) (panicked bool) {
 			panic(r)
 		}
 		s.stopped.Store(true)
+		s.panicked.Store(true)
 		panicked = true
 		if s.failed != nil {
 			s.failed(p)
@@ -243,16 +246,25 @@ func (s *inlineNode) Advance() {
 // ApplyConfChange applies cc. A member that cc removes (it was in the
 // configuration and is in none of its voter sets now) takes no more
 // proposals, as raft.Node's run loop decides.
+// Once raft panicked (guarded), it applies nothing and returns nil.
 func (s *inlineNode) ApplyConfChange(cc raftpb.ConfChangeI) *raftpb.ConfState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before := s.tracked()
-	cs := s.raw.ApplyConfChange(cc)
-	if before && !s.tracked() &&
-		!slices.Contains(cs.GetVoters(), s.id) && !slices.Contains(cs.GetVotersOutgoing(), s.id) {
-		s.removed = true
+	if s.panicked.Load() {
+		return nil
 	}
-	s.afterLocked()
+	var cs *raftpb.ConfState
+	if s.guarded(func() {
+		before := s.tracked()
+		cs = s.raw.ApplyConfChange(cc)
+		if before && !s.tracked() &&
+			!slices.Contains(cs.GetVoters(), s.id) && !slices.Contains(cs.GetVotersOutgoing(), s.id) {
+			s.removed = true
+		}
+		s.afterLocked()
+	}) {
+		return nil
+	}
 	return cs
 }
 

@@ -33,8 +33,12 @@ func (r raftLogger) Panicf(f string, v ...any) {
 // etcd raft panicked in it: an invariant of its log did not hold. Most
 // often its log lost entries it had acknowledged (a data directory
 // restored from an older copy), which the leader's next message shows:
-// "tocommit(N) is out of range [lastIndex(M)]". The member stops; the
-// process, and every other replica it hosts, does not crash.
+// "tocommit(N) is out of range [lastIndex(M)]". The member stops with it
+// (Node.Done, Node.Err) instead of panicking on whichever goroutine
+// stepped the message; what then becomes of the process is its owner's
+// choice (`shardkv server` exits with it as its last line). Raft's panics
+// outside the member's own calls (MemoryStorage's, through raft's global
+// logger) still panic: they take a local bug.
 var ErrRaftPanicked = errors.New("raft panicked")
 
 // raftPanic is what raftLogger panics with, so that the inlineNode

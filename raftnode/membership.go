@@ -422,6 +422,9 @@ func (n *Node) applyConfChange(e *raftpb.Entry) (proposal uint64, err error) {
 		_ = json.Unmarshal(cc.GetContext(), &ctx) // a foreign context names no proposal
 	}
 	cs := n.rn.ApplyConfChange(cc)
+	if cs == nil { // raft panicked (inlineNode.guarded): record nothing
+		return 0, fmt.Errorf("apply a configuration change at %d: %w", e.GetIndex(), ErrRaftPanicked)
+	}
 	n.memberMu.Lock()
 	n.confState = cs
 	book := maps.Clone(n.addrs)

@@ -197,6 +197,9 @@ func (n *Node) load() (storage.RaftState, error) {
 		n.log.Warn("forced a new cluster: this replica is its group's only voter; writes only the lost replicas had are lost",
 			"commit", st.HardState.GetCommit())
 	}
+	if err := n.disk.CheckWhole(st); err != nil {
+		return st, err
+	}
 	// A member that joined a running group says so in its identity: a
 	// restart before raft wrote anything (its process stopped before the
 	// leader reached it) must not bootstrap a group of its start-up peers,

@@ -503,8 +503,9 @@ func TestLostLogTailRefusesToStart(t *testing.T) {
 // an older copy: its log is whole, so it starts, but its leader knows it
 // acknowledged entries the copy lacks, and raft panics at the leader's next
 // message ("tocommit(N) is out of range"). The member must stop with an
-// error saying so (ErrRaftPanicked), not crash the process that hosts it
-// and every other replica there, and the group goes on without it.
+// error saying so (ErrRaftPanicked), not panic on the goroutine that
+// stepped the message (crashing the process with a stack), and the group
+// goes on without it.
 func TestRolledBackMemberStopsAlone(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.leader()

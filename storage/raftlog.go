@@ -170,23 +170,30 @@ func (l *RaftLog) Load() (RaftState, error) {
 		}
 		st.Entries = st.Entries[i:]
 	}
-	// The log must hold every entry from its snapshot to what its hard
-	// state says was committed: raft panics on a member that lacks one
-	// (raft.loadState, MemoryStorage.Append). Missing entries mean a data
-	// directory restored from an older copy, or a disk that lost synced
-	// writes: entries this replica acknowledged are gone.
+	return st, nil
+}
+
+// CheckWhole fails with a *CorruptionError, naming the first missing
+// entry, unless st, as Load returned it, holds every entry from its
+// snapshot to what its hard state says was committed: raft panics on a
+// member that lacks one (raft.loadState, MemoryStorage.Append). Missing
+// entries mean a data directory restored from an older copy, or a disk
+// that lost synced writes: entries this replica acknowledged are gone. A
+// member forced into a new cluster (raftnode's ForceNewCluster) is checked
+// after it filled its log, not before.
+func (l *RaftLog) CheckWhole(st RaftState) error {
 	last := st.Snapshot.GetIndex()
 	if len(st.Entries) > 0 {
 		if first := st.Entries[0].GetIndex(); st.Snapshot != nil && first != last+1 {
-			return st, l.corrupt(last+1, fmt.Sprintf("missing: the log resumes at entry %d after its snapshot at %d", first, last))
+			return l.corrupt(last+1, fmt.Sprintf("missing: the log resumes at entry %d after its snapshot at %d", first, last))
 		}
 		last = st.Entries[len(st.Entries)-1].GetIndex()
 	}
 	if commit := st.HardState.GetCommit(); commit > last {
-		return st, l.corrupt(last+1, fmt.Sprintf("missing: the hard state says entry %d was committed, but the log ends at entry %d "+
+		return l.corrupt(last+1, fmt.Sprintf("missing: the hard state says entry %d was committed, but the log ends at entry %d "+
 			"(a data directory restored from an older copy, or a disk that lost synced writes, loses what this replica acknowledged)", commit, last))
 	}
-	return st, nil
+	return nil
 }
 
 func decodeEntry(v []byte, index uint64) (*raftpb.Entry, string) {

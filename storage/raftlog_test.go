@@ -142,8 +142,8 @@ func TestCorruptionRefusesToLoad(t *testing.T) {
 
 // TestMissingEntriesRefuseToLoad: a log that does not hold every entry from
 // its snapshot to its hard state's commit index (the newest committed
-// entries gone, or a hole after the snapshot) fails to load as corrupted,
-// naming the first missing entry: raft would panic on it.
+// entries gone, or a hole after the snapshot) fails CheckWhole as
+// corrupted, naming the first missing entry: raft would panic on it.
 func TestMissingEntriesRefuseToLoad(t *testing.T) {
 	snap := &raftpb.SnapshotMetadata{Index: new(uint64(4)), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: []uint64{1, 2, 3}}}
 	for _, tc := range []struct {
@@ -163,7 +163,11 @@ func TestMissingEntriesRefuseToLoad(t *testing.T) {
 			if err := l.Append(hs, entries(tc.from, 9), snap, true); err != nil {
 				t.Fatal(err)
 			}
-			_, err := l.Load()
+			st, err := l.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = l.CheckWhole(st)
 			var ce *CorruptionError
 			switch {
 			case tc.missing == 0 && err != nil:

@@ -83,6 +83,9 @@ func (c *cli) run(stdin string, args ...string) (stdout, stderr string, code int
 	case err != nil:
 		c.t.Fatalf("run %v: %v", args, err)
 	}
+	if goCrash.Match(e.Bytes()) { // exit 2, a usage error's code too
+		c.t.Fatalf("%v crashed:\n%s", args, crashHead(e.Bytes(), 4000))
+	}
 	return o.String(), e.String(), code
 }
 
