@@ -64,15 +64,9 @@ var _ raft.Node = (*inlineNode)(nil)
 // panics later (guarded).
 func startInline(c *raft.Config, failed func(error)) (n raft.Node, err error) {
 	defer func() {
-		r := recover()
-		if r == nil {
-			return
+		if r := recover(); r != nil {
+			n, err = nil, asRaftPanic(r)
 		}
-		p, ok := r.(*raftPanic)
-		if !ok {
-			panic(r)
-		}
-		n, err = nil, p
 	}()
 	raw, err := raft.NewRawNode(c)
 	if err != nil {
@@ -101,10 +95,7 @@ func (s *inlineNode) guarded(fn func()) (panicked bool) {
 		if r == nil {
 			return
 		}
-		p, ok := r.(*raftPanic)
-		if !ok {
-			panic(r)
-		}
+		p := asRaftPanic(r)
 		s.stopped.Store(true)
 		s.panicked.Store(true)
 		panicked = true

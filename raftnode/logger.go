@@ -46,4 +46,14 @@ var ErrRaftPanicked = errors.New("raft panicked")
 type raftPanic struct{ msg string }
 
 func (p *raftPanic) Error() string { return "raft: " + p.msg }
+
+// asRaftPanic returns r, a recovered panic, as raft's own; any other
+// panic goes on.
+func asRaftPanic(r any) *raftPanic {
+	p, ok := r.(*raftPanic)
+	if !ok {
+		panic(r)
+	}
+	return p
+}
 func (p *raftPanic) Unwrap() error { return ErrRaftPanicked }

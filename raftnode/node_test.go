@@ -421,35 +421,51 @@ func TestConcurrentReadsShareRounds(t *testing.T) {
 	}
 }
 
-// TestCorruptedLogRefusesToStart damages a committed entry in the middle of
-// a stopped member's log: the member must refuse to start, naming the data
-// directory and the index, instead of serving.
-func TestCorruptedLogRefusesToStart(t *testing.T) {
-	c := newCluster(t, 3, nil)
+// stoppedMember runs a cluster of three, appends to it, and stops one of
+// its members: it returns the cluster, the member, what it had applied,
+// its data directory and its engine, open for the test to damage.
+func stoppedMember(t *testing.T) (c *cluster, victim, applied uint64, dir string, e *storage.Engine) {
+	t.Helper()
+	c = newCluster(t, 3, nil)
 	c.leader()
 	mustAppendAll(t, c, 1, 10)
-	victim := c.peers[0]
-	applied := c.node(victim).Status().Applied
+	victim = c.peers[0]
+	applied = c.node(victim).Status().Applied
 	c.crash(victim)
-
-	dir := filepath.Join(c.dir, fmt.Sprint(victim))
+	dir = filepath.Join(c.dir, fmt.Sprint(victim))
 	e, err := storage.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The documented layout: 'r' <group> <replica> 'l' <index>.
-	key := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte{'r'}, testGroup), victim)
-	key = binary.BigEndian.AppendUint64(append(key, 'l'), applied/2)
-	if err := e.DB().Set(key, []byte("garbage!"), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	return c, victim, applied, dir, e
+}
+
+// startOn starts member victim of c on e, alone on a network of its own,
+// closes e, and returns Start's error.
+func startOn(t *testing.T, c *cluster, victim uint64, e *storage.Engine) error {
+	t.Helper()
+	defer e.Close()
 	sm, err := openRegisters(e, storage.Replica{Group: testGroup, ID: victim})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = raftnode.Start(raftnode.Config{Group: testGroup, ID: victim, Peers: c.peers, Engine: e,
 		Network: memnet.New(1), StateMachine: sm})
-	e.Close()
+	return err
+}
+
+// TestCorruptedLogRefusesToStart damages a committed entry in the middle of
+// a stopped member's log: the member must refuse to start, naming the data
+// directory and the index, instead of serving.
+func TestCorruptedLogRefusesToStart(t *testing.T) {
+	c, victim, applied, dir, e := stoppedMember(t)
+	// The documented layout: 'r' <group> <replica> 'l' <index>.
+	key := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte{'r'}, testGroup), victim)
+	key = binary.BigEndian.AppendUint64(append(key, 'l'), applied/2)
+	if err := e.DB().Set(key, []byte("garbage!"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	err := startOn(t, c, victim, e)
 	if !errors.Is(err, storage.ErrCorrupted) {
 		t.Fatalf("started on a corrupted log: %v", err)
 	}
@@ -464,18 +480,7 @@ func TestCorruptedLogRefusesToStart(t *testing.T) {
 // committed, and the member must refuse to start, saying so, rather than
 // have raft panic on a commit index past its log.
 func TestLostLogTailRefusesToStart(t *testing.T) {
-	c := newCluster(t, 3, nil)
-	c.leader()
-	mustAppendAll(t, c, 1, 10)
-	victim := c.peers[0]
-	applied := c.node(victim).Status().Applied
-	c.crash(victim)
-
-	dir := filepath.Join(c.dir, fmt.Sprint(victim))
-	e, err := storage.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, victim, applied, dir, e := stoppedMember(t)
 	// The documented layout: 'r' <group> <replica> 'l' <index>.
 	prefix := append(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte{'r'}, testGroup), victim), 'l')
 	from := binary.BigEndian.AppendUint64(append([]byte(nil), prefix...), applied/2)
@@ -483,13 +488,7 @@ func TestLostLogTailRefusesToStart(t *testing.T) {
 	if err := e.DB().DeleteRange(from, to, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	sm, err := openRegisters(e, storage.Replica{Group: testGroup, ID: victim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = raftnode.Start(raftnode.Config{Group: testGroup, ID: victim, Peers: c.peers, Engine: e,
-		Network: memnet.New(1), StateMachine: sm})
-	e.Close()
+	err := startOn(t, c, victim, e)
 	if !errors.Is(err, storage.ErrCorrupted) {
 		t.Fatalf("started with its log's committed tail gone: %v", err)
 	}

@@ -197,6 +197,8 @@ func (d *devFlags) setClusterOptions(ctx context.Context, reg *prometheus.Regist
 		// Auth stays off until `shardkv admin auth enable`; then it is
 		// enforced, as by the processes of --processes 3.
 		d.opts.Auth = true
+	} else {
+		hangupWithoutTLS(ctx, log)
 	}
 }
 

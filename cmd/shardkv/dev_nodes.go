@@ -109,6 +109,8 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 	}
 	if d.tls {
 		forwardHangup(ctx, append(slices.Clone(kids.controllers), kids.nodes...))
+	} else {
+		hangupWithoutTLS(ctx, log)
 	}
 	began := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)

@@ -628,7 +628,16 @@ func TestDevStopsPromptly(t *testing.T) {
 	base := freePorts(t, 30)
 	data := filepath.Join(dir, "data")
 	p, c, args := startDev(t, bin, data, filepath.Join(dir, "dev.log"), base)
+	// Without TLS there is nothing to reload, but SIGHUP, which tools send
+	// to reload a service, must not end dev or its processes silently.
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.waitOutput(t, "SIGHUP: nothing to reload")
 	c.ok("put", "k", "v")
+	if p.exited() {
+		t.Fatal("dev exited on SIGHUP")
+	}
 	sent := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

@@ -44,6 +44,7 @@ func (s *serverTLSFlags) load(ctx context.Context, log *slog.Logger) error {
 		return usageError(err)
 	}
 	if !s.files.Enabled() {
+		hangupWithoutTLS(ctx, log)
 		return nil
 	}
 	creds, err := rpc.LoadTLS(s.files, log)
@@ -120,6 +121,14 @@ func reloadOnHangup(ctx context.Context, creds *rpc.TLS, log *slog.Logger) {
 			log.Info("SIGHUP: TLS files reloaded")
 		}
 	})
+}
+
+// hangupWithoutTLS keeps SIGHUP from ending a process without TLS, which
+// has nothing to reload (Go's default for SIGHUP is to exit, silently):
+// operators and tools send it to reload a service, and a replica killed by
+// it says nothing. Until ctx ends.
+func hangupWithoutTLS(ctx context.Context, log *slog.Logger) {
+	onHangup(ctx, func() { log.Info("SIGHUP: nothing to reload (TLS is off)") })
 }
 
 // onHangup calls fn on every SIGHUP the process gets until ctx ends
