@@ -46,6 +46,7 @@ var ErrRaftPanicked = errors.New("raft panicked")
 type raftPanic struct{ msg string }
 
 func (p *raftPanic) Error() string { return "raft: " + p.msg }
+func (p *raftPanic) Unwrap() error { return ErrRaftPanicked }
 
 // asRaftPanic returns r, a recovered panic, as raft's own; any other
 // panic goes on.
@@ -56,4 +57,3 @@ func asRaftPanic(r any) *raftPanic {
 	}
 	return p
 }
-func (p *raftPanic) Unwrap() error { return ErrRaftPanicked }

@@ -30,6 +30,16 @@ func (e *Engine) Commit(b *pebble.Batch, sync bool) error {
 	return e.noSpace(e.guardWrite(func() error { return b.Commit(pebble.NoSync) }))
 }
 
+// set writes one key through Commit.
+func (e *Engine) set(key, value []byte, sync bool) error {
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(key, value, nil); err != nil {
+		return err
+	}
+	return e.Commit(b, sync)
+}
+
 // noSpace reports a full disk as rpcerr.ErrNoSpace.
 func (e *Engine) noSpace(err error) error {
 	if err != nil && isNoSpace(err) {

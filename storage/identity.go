@@ -185,12 +185,7 @@ func (e *Engine) updateIdentity(r Replica, change func(*Identity), sync bool) er
 	if err != nil {
 		return err
 	}
-	b := e.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(r.identityKey(), v, nil); err != nil {
-		return err
-	}
-	return e.Commit(b, sync)
+	return e.set(r.identityKey(), v, sync)
 }
 
 // DataFormat is the version of what replicas write: their log commands and

@@ -11,12 +11,7 @@ func noteKey(name string) []byte { return append([]byte{kindNote}, name...) }
 // process keeps the cluster's auth state so, to enforce it from the
 // moment it restarts.
 func (e *Engine) SaveNote(name string, value []byte) error {
-	b := e.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(noteKey(name), value, nil); err != nil {
-		return err
-	}
-	return e.syncWrite(b)
+	return e.set(noteKey(name), value, true)
 }
 
 // LoadNote returns the value SaveNote stored under name; ok is false when

@@ -132,7 +132,7 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 		}
 		cfg = j.cfg
 	case c := <-kids.exited:
-		return c.exitError("while the cluster started")
+		return c.exitError(" while the cluster started")
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "shardkv dev cluster up in %v, data in %s, %d nodes\n", time.Since(began).Round(time.Millisecond), d.opts.Dir, d.processes)
@@ -146,14 +146,12 @@ func (d *devFlags) runNodes(ctx context.Context, cmd *cobra.Command, g *globals,
 	}
 }
 
-// exitError is dev's error for c, a child that exited on its own (when,
-// if not empty, says when): with c's storage exit code, dev's is the same
-// (the disk cannot persist), and any other ends dev with exitFailed.
+// exitError is dev's error for c, a child that exited on its own (when, if
+// not empty, says when, with a leading space): with c's storage exit code,
+// dev's is the same (the disk cannot persist), and any other ends dev with
+// exitFailed.
 func (c *child) exitError(when string) error {
-	err := fmt.Errorf("%s exited: %v", c.name, c.err)
-	if when != "" {
-		err = fmt.Errorf("%s exited %s: %v", c.name, when, c.err)
-	}
+	err := fmt.Errorf("%s exited%s: %v", c.name, when, c.err)
 	if c.cmd.ProcessState != nil && c.cmd.ProcessState.ExitCode() == exitStorage {
 		return &exitError{code: exitStorage, err: fmt.Errorf("%w (its disk cannot persist; see its last line above)", err)}
 	}

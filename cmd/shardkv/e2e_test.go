@@ -177,13 +177,22 @@ func (p *process) waitRefused(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("%s still running 30s after it should have refused", p.log)
 	}
+	p.exitedWith(t, p.log, 4)
+}
+
+// exitedWith checks how p, what the test calls it, ended: by itself with
+// one of codes, not with a Go panic or fatal error (whose exit code, 2, a
+// usage error shares). It returns p's log.
+func (p *process) exitedWith(t *testing.T, what string, codes ...int) []byte {
+	t.Helper()
 	b, _ := os.ReadFile(p.log)
 	if goCrash.Match(b) {
-		t.Fatalf("%s crashed instead of refusing:\n%s", p.log, crashHead(b, 4000))
+		t.Fatalf("%s crashed:\n%s", what, crashHead(b, 4000))
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 4 {
-		t.Fatalf("%s exited with code %d, want 4 (refused):\n%s", p.log, code, tail(b, 2000))
+	if code := p.cmd.ProcessState.ExitCode(); !slices.Contains(codes, code) {
+		t.Fatalf("%s exited with code %d, want one of %v:\n%s", what, code, codes, tail(b, 2000))
 	}
+	return b
 }
 
 // waitOutput waits until the process's output contains s.

@@ -102,11 +102,10 @@ func processCommand(cmd *cobra.Command) *cobra.Command {
 	run := cmd.RunE
 	cmd.RunE = func(c *cobra.Command, args []string) error {
 		err := run(c, args)
-		if errors.Is(err, rpcerr.ErrNoSpace) || errors.Is(err, rpcerr.ErrStalled) || errors.Is(err, storage.ErrCannotPersist) {
-			var ee *exitError
-			if !errors.As(err, &ee) {
-				return &exitError{code: exitStorage, err: err}
-			}
+		var ee *exitError
+		storageFailed := errors.Is(err, rpcerr.ErrNoSpace) || errors.Is(err, rpcerr.ErrStalled) || errors.Is(err, storage.ErrCannotPersist)
+		if storageFailed && !errors.As(err, &ee) { // a code chosen already stands
+			return &exitError{code: exitStorage, err: err}
 		}
 		return err
 	}

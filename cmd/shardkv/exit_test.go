@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,31 @@ func TestProcessStorageFailureExitsFive(t *testing.T) {
 		}
 		if got := exitCode(run(nil, nil)); got != tc.client {
 			t.Errorf("client command failing with %v: exit %d, want %d", tc.err, got, tc.client)
+		}
+	}
+}
+
+// TestDevTakesANodesStorageExit: a process dev started that exits on its
+// own with the storage exit code (5: its disk cannot persist) ends dev
+// with the same code; any other exit, with exitFailed.
+func TestDevTakesANodesStorageExit(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{
+		{"exit 5", exitStorage},
+		{"exit 4", exitFailed},
+		{"exit 2", exitFailed},
+		{"kill -9 $$", exitFailed},
+	} {
+		c := &child{name: "node 1", cmd: exec.Command("sh", "-c", tc.script)}
+		c.err = c.cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(c.err, &ee) {
+			t.Fatalf("%s: %v", tc.script, c.err)
+		}
+		if got := exitCode(c.exitError("")); got != tc.want {
+			t.Errorf("a node that ran %q: dev exits %d, want %d (%v)", tc.script, got, tc.want, c.exitError(""))
 		}
 	}
 }

@@ -21,13 +21,7 @@ func refused(t *testing.T, bin, logPath string, want []string, args ...string) {
 		p.kill()
 		t.Fatalf("%v kept running", args)
 	}
-	b, _ := os.ReadFile(p.log)
-	if goCrash.Match(b) {
-		t.Fatalf("%v crashed instead of refusing:\n%s", args, crashHead(b, 4000))
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 2 && code != 4 {
-		t.Fatalf("%v exited with code %d, want 2 (usage) or 4 (refused):\n%s", args, code, b)
-	}
+	b := p.exitedWith(t, fmt.Sprint(args), 2, 4) // usage, refused
 	for _, w := range want {
 		if !strings.Contains(string(b), w) {
 			t.Fatalf("%v: no %q in:\n%s", args, w, b)
